@@ -1,0 +1,26 @@
+# The two commands of the README: `make up` runs the platform, `make test` runs every check.
+SHELL := /bin/bash
+VENV := .venv/bin
+
+.PHONY: setup up test lint typecheck layers pytest bench
+
+setup:
+	bash scripts/host-setup
+
+up: setup
+	$(VENV)/meshvisor up
+
+test: setup lint typecheck layers pytest
+
+lint:
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+
+typecheck:
+	$(VENV)/mypy
+
+layers:
+	$(VENV)/lint-imports
+
+pytest:
+	$(VENV)/pytest

@@ -1,0 +1,181 @@
+"""The compute driver for containers, on the Docker engine (docker SDK)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docker.models.containers import Container
+
+from meshvisor.core.errors import IllegalState, NotFound
+from meshvisor.core.names import host_object_name
+from meshvisor.core.types import Capabilities, ComputeSpec, ExecResult, InstanceState, Observed, RestartPolicy
+
+from .docker_client import call, docker_errors, open_client
+
+LABEL_ID = "meshvisor.id"
+LABEL_PREFIX = "meshvisor.prefix"
+LABEL_NAME = "meshvisor.name"
+# CPU limits as quota per period (what `docker update` can change live; NanoCpus cannot be updated).
+CPU_PERIOD = 100_000
+
+_STATES = {
+    "created": InstanceState.STOPPED,
+    "running": InstanceState.RUNNING,
+    "restarting": InstanceState.RUNNING,
+    "paused": InstanceState.PAUSED,
+    "exited": InstanceState.STOPPED,
+    "removing": InstanceState.DELETING,
+    "dead": InstanceState.ERROR,
+}
+
+
+class DockerDriver:
+    """Containers named `<prefix>-ct-<short id>`, labelled with our id, with no network of their own."""
+
+    capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True)
+
+    def __init__(self, prefix: str, base_url: str | None = None, timeout: float = 60.0) -> None:
+        self.prefix = prefix
+        self._client = open_client(base_url, timeout)
+
+    # -- finding our containers ---------------------------------------------------------------------------------
+    def _find(self, instance_id: str) -> Container | None:
+        labels = [f"{LABEL_PREFIX}={self.prefix}", f"{LABEL_ID}={instance_id}"]
+        found = call("list containers", lambda: self._client.containers.list(all=True, filters={"label": labels}))
+        return found[0] if found else None
+
+    def _get(self, instance_id: str) -> Container:
+        container = self._find(instance_id)
+        if container is None:
+            raise NotFound(f"no container for instance {instance_id}")
+        return container
+
+    @staticmethod
+    def _observed(container: Container) -> Observed:
+        attrs: dict[str, Any] = container.attrs
+        state = attrs.get("State", {})
+        host_config = attrs.get("HostConfig", {})
+        status = state.get("Status", "dead")
+        quota, period = host_config.get("CpuQuota") or 0, host_config.get("CpuPeriod") or CPU_PERIOD
+        memory = host_config.get("Memory") or 0
+        return Observed(
+            id=container.labels[LABEL_ID],
+            host_name=container.name or "",
+            state=_STATES.get(status, InstanceState.ERROR),
+            exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
+            cpus=round(quota / period, 3) if quota > 0 else None,
+            memory_mb=memory // (1024 * 1024) if memory else None,
+        )
+
+    # -- the verbs ----------------------------------------------------------------------------------------------
+    def observe(self) -> list[Observed]:
+        found = call(
+            "list containers",
+            lambda: self._client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}={self.prefix}"}),
+        )
+        return [self._observed(c) for c in found]
+
+    def inspect(self, instance_id: str) -> Observed | None:
+        container = self._find(instance_id)
+        return self._observed(container) if container is not None else None
+
+    def create(self, spec: ComputeSpec) -> Observed:
+        existing = self._find(spec.id)
+        if existing is not None:
+            return self._observed(existing)
+        memory = f"{spec.memory_mb}m"
+        restart: Any = {"Name": "" if spec.restart_policy is RestartPolicy.NO else spec.restart_policy.value}
+        with docker_errors(f"create container for {spec.name}"):
+            container = self._client.containers.create(
+                image=spec.image_ref,
+                command=list(spec.command) or None,
+                name=host_object_name(self.prefix, "ct", spec.id),
+                hostname=spec.name,
+                labels={LABEL_ID: spec.id, LABEL_PREFIX: self.prefix, LABEL_NAME: spec.name},
+                environment=dict(spec.env),
+                network_mode="none",
+                cpu_period=CPU_PERIOD,
+                cpu_quota=int(spec.cpus * CPU_PERIOD),
+                mem_limit=memory,
+                memswap_limit=memory,
+                restart_policy=restart,
+                detach=True,
+            )
+            container.reload()
+        return self._observed(container)
+
+    def start(self, instance_id: str) -> None:
+        container = self._get(instance_id)
+        with docker_errors(f"start container {container.name}"):
+            if container.status == "paused":
+                container.unpause()
+            elif container.status != "running":
+                container.start()
+
+    def stop(self, instance_id: str, timeout: float = 10.0, force: bool = False) -> None:
+        container = self._get(instance_id)
+        with docker_errors(f"stop container {container.name}"):
+            if container.status == "paused":
+                container.unpause()
+            if force:
+                if container.status in ("running", "paused", "restarting"):
+                    container.kill()
+            else:
+                container.stop(timeout=int(timeout))
+
+    def restart(self, instance_id: str, timeout: float = 10.0) -> None:
+        container = self._get(instance_id)
+        with docker_errors(f"restart container {container.name}"):
+            if container.status == "paused":
+                container.unpause()
+            container.restart(timeout=int(timeout))
+
+    def pause(self, instance_id: str) -> None:
+        container = self._get(instance_id)
+        if container.status == "paused":
+            return
+        if container.status != "running":
+            raise IllegalState(f"container {container.name} is {container.status}, not running")
+        call(f"pause container {container.name}", container.pause)
+
+    def resume(self, instance_id: str) -> None:
+        container = self._get(instance_id)
+        if container.status == "running":
+            return
+        if container.status != "paused":
+            raise IllegalState(f"container {container.name} is {container.status}, not paused")
+        call(f"resume container {container.name}", container.unpause)
+
+    def update(self, instance_id: str, cpus: float, memory_mb: int) -> None:
+        container = self._get(instance_id)
+        memory = memory_mb * 1024 * 1024
+        with docker_errors(f"update container {container.name}"):
+            # Memory and swap together: the daemon refuses a memory limit above the swap limit set at create.
+            container.update(
+                cpu_period=CPU_PERIOD, cpu_quota=int(cpus * CPU_PERIOD), mem_limit=memory, memswap_limit=memory
+            )
+
+    def delete(self, instance_id: str) -> None:
+        container = self._find(instance_id)
+        if container is None:
+            return
+        try:
+            with docker_errors(f"delete container {container.name}"):
+                container.remove(force=True, v=True)
+        except NotFound:
+            return
+
+    def logs(self, instance_id: str, tail: int | None = None) -> str:
+        container = self._get(instance_id)
+        with docker_errors(f"logs of container {container.name}"):
+            raw: bytes = container.logs(stdout=True, stderr=True, tail=tail if tail is not None else "all")
+        return raw.decode(errors="replace")
+
+    def exec(self, instance_id: str, argv: list[str]) -> ExecResult:
+        container = self._get(instance_id)
+        if container.status != "running":
+            raise IllegalState(f"container {container.name} is {container.status}, not running")
+        with docker_errors(f"exec in container {container.name}"):
+            result = container.exec_run(argv, stdout=True, stderr=True)
+        output = result.output.decode(errors="replace") if isinstance(result.output, bytes) else ""
+        return ExecResult(exit_code=int(result.exit_code or 0), output=output)

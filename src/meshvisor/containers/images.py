@@ -1,0 +1,128 @@
+"""Container images in the Docker engine: import a root filesystem, build from a Dockerfile, push and pull.
+
+Every image is tagged `<prefix>/<name>:latest`; imported and built images also carry our labels.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+from docker.models.images import Image
+
+from meshvisor.core.errors import NotFound, PermanentError
+from meshvisor.core.types import ImageInfo
+
+from .docker_client import call, docker_errors, open_client
+from .docker_driver import LABEL_ID, LABEL_PREFIX
+
+
+class DockerImages:
+    def __init__(self, prefix: str, base_url: str | None = None, timeout: float = 300.0) -> None:
+        self.prefix = prefix
+        self._client = open_client(base_url, timeout)
+
+    def ref_for(self, name: str) -> str:
+        return f"{self.prefix}/{name}:latest"
+
+    def _info(self, image_id: str, ref: str) -> ImageInfo:
+        image = self._get(ref)
+        return ImageInfo(id=image_id, ref=ref, size_bytes=int(image.attrs.get("Size") or 0))
+
+    def _get(self, ref: str) -> Image:
+        return call(f"inspect image {ref}", lambda: self._client.images.get(ref))
+
+    def exists(self, ref: str) -> bool:
+        try:
+            self._get(ref)
+        except NotFound:
+            return False
+        return True
+
+    def import_tar(self, image_id: str, name: str, data: bytes, command: list[str] | None = None) -> ImageInfo:
+        """Import a root filesystem tarball. Imported images have no CMD unless `command` gives one."""
+        ref = self.ref_for(name)
+        changes = [f"LABEL {LABEL_ID}={image_id} {LABEL_PREFIX}={self.prefix}"]
+        if command:
+            changes.append(f"CMD {json.dumps(command)}")
+        with docker_errors(f"import image {name}"):
+            self._client.api.import_image_from_data(
+                data, repository=ref.rsplit(":", 1)[0], tag="latest", changes=changes
+            )
+        return self._info(image_id, ref)
+
+    def build(self, image_id: str, name: str, dockerfile: str) -> ImageInfo:
+        """Build from a Dockerfile with no context and no network (FROM must name an image already here)."""
+        ref = self.ref_for(name)
+        with docker_errors(f"build image {name}"):
+            try:
+                self._client.images.build(
+                    fileobj=io.BytesIO(dockerfile.encode()),
+                    tag=ref,
+                    labels={LABEL_ID: image_id, LABEL_PREFIX: self.prefix},
+                    rm=True,
+                    forcerm=True,
+                    pull=False,
+                    network_mode="none",
+                )
+            except Exception as exc:  # docker.errors.BuildError carries the build log
+                log = getattr(exc, "build_log", None)
+                if log is None:
+                    raise
+                lines = [str(chunk.get("stream") or chunk.get("error") or "").strip() for chunk in log]
+                detail = "; ".join(line for line in lines if line)[-500:]
+                raise PermanentError(f"build of image {name} failed: {exc} ({detail})") from exc
+        return self._info(image_id, ref)
+
+    def pull(self, image_id: str, name: str, source: str) -> ImageInfo:
+        """Pull `source` (e.g. `127.0.0.1:5000/app:1`) and keep it as this platform's image `name`."""
+        repository, tag = split_ref(source)
+        ref = self.ref_for(name)
+        with docker_errors(f"pull image {source}"):
+            image = self._client.images.pull(repository, tag=tag)
+            image.tag(ref.rsplit(":", 1)[0], tag="latest")
+            if f"{repository}:{tag}" != ref:
+                self._client.images.remove(f"{repository}:{tag}")
+        return self._info(image_id, ref)
+
+    def push(self, name: str, target: str) -> None:
+        """Push this platform's image `name` to `target` (`registry/repo:tag`); the temporary tag is removed."""
+        ref = self.ref_for(name)
+        repository, tag = split_ref(target)
+        image = self._get(ref)
+        with docker_errors(f"push image {name} to {target}"):
+            image.tag(repository, tag=tag)
+            try:
+                for chunk in self._client.images.push(repository, tag=tag, stream=True, decode=True):
+                    error = _chunk_error(chunk)
+                    if error:
+                        raise PermanentError(f"push of image {name} to {target} failed: {error}")
+            finally:
+                self._client.images.remove(f"{repository}:{tag}")
+
+    def delete(self, ref: str) -> None:
+        try:
+            call(f"delete image {ref}", lambda: self._client.images.remove(ref, force=True))
+        except NotFound:
+            return
+
+    def list_refs(self) -> list[str]:
+        images = call("list images", lambda: self._client.images.list(filters={"reference": f"{self.prefix}/*"}))
+        return sorted(tag for image in images for tag in image.tags)
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """`host:5000/repo:tag` → (`host:5000/repo`, `tag`); the tag defaults to `latest`."""
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = ref.rsplit(":", 1)
+        return repository, tag
+    return ref, "latest"
+
+
+def _chunk_error(chunk: Any) -> str | None:
+    if isinstance(chunk, dict):
+        error = chunk.get("error") or (chunk.get("errorDetail") or {}).get("message")
+        return str(error) if error else None
+    return None

@@ -1,0 +1,1 @@
+"""Plain types and errors that every layer shares. Imports no infrastructure library."""

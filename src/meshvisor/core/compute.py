@@ -1,0 +1,45 @@
+"""The compute-driver interface that containers (Docker) and VMs (libvirt) both implement.
+
+About ten idempotent verbs. Drivers find their objects by our id (Docker label / libvirt metadata), never by
+guesswork; a verb on an object that is gone raises `NotFound`, except `delete`, for which gone is success.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .types import Capabilities, ComputeSpec, ExecResult, Observed
+
+
+class ComputeDriver(Protocol):
+    capabilities: Capabilities
+
+    def observe(self) -> list[Observed]:
+        """Every workload on this host that carries our prefix."""
+        ...
+
+    def inspect(self, instance_id: str) -> Observed | None: ...
+
+    def create(self, spec: ComputeSpec) -> Observed:
+        """Create (not start). Creating an id that already exists returns the existing one."""
+        ...
+
+    def start(self, instance_id: str) -> None: ...
+
+    def stop(self, instance_id: str, timeout: float = 10.0, force: bool = False) -> None: ...
+
+    def restart(self, instance_id: str, timeout: float = 10.0) -> None: ...
+
+    def pause(self, instance_id: str) -> None: ...
+
+    def resume(self, instance_id: str) -> None: ...
+
+    def update(self, instance_id: str, cpus: float, memory_mb: int) -> None:
+        """Apply new resource limits to an existing workload, live where the driver can."""
+        ...
+
+    def delete(self, instance_id: str) -> None: ...
+
+    def logs(self, instance_id: str, tail: int | None = None) -> str: ...
+
+    def exec(self, instance_id: str, argv: list[str]) -> ExecResult: ...

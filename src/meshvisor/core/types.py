@@ -1,0 +1,101 @@
+"""Specs and observed state that cross the boundary between orchestration and drivers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class InstanceKind(StrEnum):
+    CONTAINER = "container"
+    VM = "vm"
+
+
+class InstanceState(StrEnum):
+    PENDING = "pending"
+    CREATING = "creating"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    PAUSED = "paused"
+    ERROR = "error"
+    DELETING = "deleting"
+
+
+class Action(StrEnum):
+    START = "start"
+    STOP = "stop"
+    RESTART = "restart"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SNAPSHOT = "snapshot"
+    REVERT = "revert"
+
+
+class RestartPolicy(StrEnum):
+    NO = "no"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+    UNLESS_STOPPED = "unless-stopped"
+
+
+class OperationStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (OperationStatus.SUCCEEDED, OperationStatus.FAILED, OperationStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    """What a compute driver needs to create one workload; every value already resolved by orchestration."""
+
+    id: str
+    name: str
+    image_ref: str
+    cpus: float = 1.0
+    memory_mb: int = 256
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    restart_policy: RestartPolicy = RestartPolicy.NO
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One workload as the driver sees it on the host, found by our id."""
+
+    id: str
+    host_name: str
+    state: InstanceState
+    exit_code: int | None = None
+    cpus: float | None = None
+    memory_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    exec: bool = False
+    logs: bool = False
+    pause: bool = False
+    live_resize: bool = False
+    snapshots: bool = False
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image as a driver holds it: `ref` is the driver's own reference, `id` ours."""
+
+    id: str
+    ref: str
+    size_bytes: int

@@ -1,0 +1,1 @@
+"""xDS control plane and Envoy sidecars. Lands with the service-mesh issue."""

@@ -1,0 +1,1 @@
+"""Overlay networks (pyroute2, nftables, dnsmasq). Lands with the networking issue."""

@@ -1,0 +1,1 @@
+"""Orchestration: settings, database models and session, operations, events, the reconciler, the Celery app."""

@@ -1,0 +1,70 @@
+"""Settings from `MESHVISOR_*` environment variables (see the contract's environment table)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meshvisor.core.names import validate_prefix
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MESHVISOR_", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    api_port: int = 8000
+    xds_port: int = 18000
+    admin_token: str | None = None
+    host_prefix: str = "mv"
+    host_name: str = "local"
+    api_url: str | None = None
+    token: str | None = None
+    # Where the Docker engine listens; `fake` runs containers as plain host processes (tests only).
+    docker_url: str | None = None
+    container_driver: str = "docker"
+    # Retries of an operation that hit a transient error (a daemon down), with exponential back-off.
+    task_retries: int = 3
+    retry_backoff_s: float = 1.0
+    # How often the worker compares the database with what the drivers observe.
+    reconcile_interval_s: float = 10.0
+    worker_concurrency: int = 4
+
+    @field_validator("host_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        return validate_prefix(value)
+
+    @property
+    def data_path(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'meshvisor.db'}"
+
+    @property
+    def queue(self) -> str:
+        """One queue per platform (host prefix): platforms sharing a Redis never take each other's work."""
+        return f"meshvisor.{self.host_prefix}"
+
+    @property
+    def base_api_url(self) -> str:
+        return self.api_url or f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def admin_token_file(self) -> Path:
+        return self.data_path / "admin.token"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_path / "uploads"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

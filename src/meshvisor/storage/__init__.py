@@ -1,0 +1,1 @@
+"""Storage pools and volume drivers. Lands with the storage issue."""

@@ -1,0 +1,1 @@
+"""The web dashboard. Lands with the dashboard issue; served by the API process."""

@@ -1,0 +1,3 @@
+from meshvisor.cli import main
+
+main()

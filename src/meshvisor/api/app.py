@@ -1,0 +1,46 @@
+"""The FastAPI application factory. Nothing is opened at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from meshvisor.platform import tokens
+from meshvisor.platform.celery_app import make_celery
+from meshvisor.platform.db import migrate, transaction
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.settings import Settings, get_settings
+
+from . import errors
+from .routers import events, health, images, instances, operations
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_path.mkdir(parents=True, exist_ok=True)
+        migrate(settings.db_url)
+        runtime = Runtime(settings)
+        with transaction(runtime.sessions) as session:
+            tokens.seed_admin(session, tokens.admin_token(settings))
+        app.state.runtime = runtime
+        app.state.celery = make_celery(settings)
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="meshvisor",
+        version="0.1.0",
+        description="VMs and containers side by side under one API and one service mesh.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for module in (health, instances, images, operations, events):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,71 @@
+"""Typed dependencies: the runtime, a database session, the caller's token, dispatch of operations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from celery import Celery
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from meshvisor.platform import reconciler, tokens
+from meshvisor.platform.celery_app import enqueue_operation
+from meshvisor.platform.models import ApiToken
+from meshvisor.platform.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(rt: RuntimeDep) -> Iterator[Session]:
+    with rt.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def require_token(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> ApiToken:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    token = tokens.find(session, credentials.credentials)
+    if token is None:
+        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+    return token
+
+
+TokenDep = Annotated[ApiToken, Depends(require_token)]
+
+
+class Dispatcher:
+    """Hands committed operations to the workers; an operation the broker refuses is failed at once."""
+
+    def __init__(self, rt: Runtime, app: Celery) -> None:
+        self.rt, self.app = rt, app
+
+    def accepted(self, op_id: str, body: dict[str, Any]) -> JSONResponse:
+        try:
+            enqueue_operation(self.app, self.rt.settings, op_id)
+        except Exception as exc:
+            reconciler.abandon(self.rt, op_id, f"the task broker is unreachable: {exc}")
+            raise HTTPException(503, f"the task broker is unreachable: {exc}") from exc
+        return JSONResponse(body, status_code=202, headers={"Location": f"/v1/operations/{op_id}"})
+
+
+def get_dispatcher(request: Request, rt: RuntimeDep) -> Dispatcher:
+    return Dispatcher(rt, request.app.state.celery)
+
+
+DispatchDep = Annotated[Dispatcher, Depends(get_dispatcher)]

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import os
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+
+from meshvisor.core.types import InstanceKind
+from meshvisor.platform import images, operations, resources
+from meshvisor.platform.db import transaction
+
+from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
+from ..schemas import ImageAction, ImageCreate
+
+router = APIRouter(prefix="/v1/images", tags=["images"])
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
+
+
+def _accepted(dispatch: DispatchDep, image: Any, op: Any) -> Response:
+    return dispatch.accepted(op.id, {"operation": operations.to_dict(op), "image": images.to_dict(image)})
+
+
+@router.get("")
+def list_images(
+    session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
+) -> dict[str, Any]:
+    rows, next_cursor = images.page(session, limit, cursor)
+    return {"items": [images.to_dict(i) for i in rows], "next_cursor": next_cursor}
+
+
+@router.get("/{name}")
+def get_image(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
+    image = images.get(session, name)
+    response.headers["ETag"] = f'"{resources.etag(image)}"'
+    return images.to_dict(image)
+
+
+@router.post("", status_code=202)
+def create_image(body: ImageCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    """Sources: `{"type": "builtin"}`, `{"type": "dockerfile", "dockerfile": "FROM busybox ..."}`,
+    `{"type": "pull", "ref": "127.0.0.1:5000/app:1"}`."""
+    if body.source.get("type") == "import":
+        raise HTTPException(400, "upload a root filesystem tarball to POST /v1/images/import instead")
+    with transaction(rt.sessions) as s:
+        image, op = images.request_create(s, body.name, body.source, body.kind)
+    return _accepted(dispatch, image, op)
+
+
+@router.post("/import", status_code=202)
+async def import_image(
+    request: Request,
+    rt: RuntimeDep,
+    dispatch: DispatchDep,
+    _: TokenDep,
+    name: Annotated[str, Query()],
+    command: Annotated[list[str] | None, Query()] = None,
+) -> Response:
+    """Import a root filesystem: the body is an uncompressed or gzip tarball of the tree."""
+    uploads = rt.settings.uploads_dir
+    uploads.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=uploads, suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > images.MAX_UPLOAD_BYTES:
+                    raise HTTPException(413, f"the tarball is larger than {images.MAX_UPLOAD_BYTES} bytes")
+                out.write(chunk)
+        if size == 0 or not tarfile.is_tarfile(tmp):
+            raise HTTPException(400, "the body must be a tar archive of a root filesystem")
+        source: dict[str, Any] = {"type": "import"}
+        if command:
+            source["command"] = command
+
+        def submit() -> tuple[Any, Any]:
+            with transaction(rt.sessions) as s:
+                image, op = images.request_create(s, name, source, InstanceKind.CONTAINER)
+                tmp.rename(images.upload_path(rt.settings, op.id))
+            return image, op
+
+        from fastapi.concurrency import run_in_threadpool
+
+        image, op = await run_in_threadpool(submit)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _accepted(dispatch, image, op)
+
+
+@router.post("/{name}/actions", status_code=202)
+def image_action(name: str, body: ImageAction, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    with transaction(rt.sessions) as s:
+        image, op = images.request_push(s, name, body.target)
+    return _accepted(dispatch, image, op)
+
+
+@router.delete("/{name}", status_code=202)
+def delete_image(
+    name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+) -> Response:
+    with transaction(rt.sessions) as s:
+        image, op = images.request_delete(s, name, if_match)
+    return _accepted(dispatch, image, op)

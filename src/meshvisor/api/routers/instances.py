@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+
+from meshvisor.platform import instances, operations, resources
+from meshvisor.platform.db import transaction
+from meshvisor.platform.instances import InstanceChange, InstanceRequest
+
+from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
+from ..schemas import ActionRequest, ExecRequest, InstanceCreate, InstancePatch
+
+router = APIRouter(prefix="/v1/instances", tags=["instances"])
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
+
+
+def _accepted(dispatch: DispatchDep, instance: Any, op: Any) -> Response:
+    body = {"operation": operations.to_dict(op), "instance": instances.to_dict(instance)}
+    return dispatch.accepted(op.id, body)
+
+
+@router.post("", status_code=202)
+def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    req = InstanceRequest(
+        name=body.name,
+        kind=body.kind,
+        image=body.image,
+        cpus=body.cpus,
+        memory_mb=body.memory_mb,
+        command=body.command,
+        env=body.env,
+        restart_policy=body.restart_policy,
+        networks=[n.model_dump() for n in body.networks],
+        volumes=[v.model_dump() for v in body.volumes],
+        mesh=body.mesh,
+    )
+    with transaction(rt.sessions) as s:
+        instance, op = instances.create(s, req)
+    return _accepted(dispatch, instance, op)
+
+
+@router.get("")
+def list_instances(
+    session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
+) -> dict[str, Any]:
+    rows, next_cursor = instances.page(session, limit, cursor)
+    return {"items": [instances.to_dict(i) for i in rows], "next_cursor": next_cursor}
+
+
+@router.get("/{name}")
+def get_instance(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
+    instance = instances.get(session, name)
+    response.headers["ETag"] = f'"{resources.etag(instance)}"'
+    return instances.to_dict(instance)
+
+
+@router.patch("/{name}", status_code=202)
+def patch_instance(
+    name: str, body: InstancePatch, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+) -> Response:
+    change = InstanceChange(cpus=body.cpus, memory_mb=body.memory_mb, restart_policy=body.restart_policy)
+    with transaction(rt.sessions) as s:
+        instance, op = instances.request_change(s, name, change, if_match)
+    return _accepted(dispatch, instance, op)
+
+
+@router.delete("/{name}", status_code=202)
+def delete_instance(
+    name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+) -> Response:
+    with transaction(rt.sessions) as s:
+        instance, op = instances.request_delete(s, name, if_match)
+    return _accepted(dispatch, instance, op)
+
+
+@router.post("/{name}/actions", status_code=202)
+def instance_action(
+    name: str, body: ActionRequest, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+) -> Response:
+    params = {"timeout": body.timeout, "force": body.force}
+    with transaction(rt.sessions) as s:
+        instance, op = instances.request_action(s, name, body.action, params, if_match)
+    return _accepted(dispatch, instance, op)
+
+
+@router.get("/{name}/logs")
+def instance_logs(
+    name: str,
+    rt: RuntimeDep,
+    session: SessionDep,
+    _: TokenDep,
+    tail: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+) -> dict[str, Any]:
+    return {"name": name, "output": instances.read_logs(rt, session, name, tail)}
+
+
+@router.post("/{name}/exec")
+def instance_exec(
+    name: str, body: ExecRequest, rt: RuntimeDep, session: SessionDep, _: TokenDep
+) -> dict[str, Any]:
+    result = instances.exec_in(rt, session, name, body.command)
+    return {"exit_code": result.exit_code, "output": result.output}

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from meshvisor.core.types import OperationStatus
+from meshvisor.platform import operations
+from meshvisor.platform.models import Operation
+from meshvisor.platform.resources import decode_cursor, encode_cursor
+
+from ..deps import RuntimeDep, SessionDep, TokenDep
+
+router = APIRouter(prefix="/v1/operations", tags=["operations"])
+
+
+@router.get("")
+def list_operations(
+    session: SessionDep,
+    _: TokenDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """Newest first; the cursor is the id of the last operation seen."""
+    query = select(Operation).order_by(Operation.created_at.desc(), Operation.id.desc()).limit(limit + 1)
+    if status:
+        query = query.where(Operation.status == status)
+    if cursor:
+        last = operations.get(session, decode_cursor(cursor))
+        query = query.where(
+            (Operation.created_at < last.created_at)
+            | ((Operation.created_at == last.created_at) & (Operation.id < last.id))
+        )
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [operations.to_dict(op) for op in rows],
+        "next_cursor": encode_cursor(rows[-1].id) if more and rows else None,
+    }
+
+
+@router.get("/{op_id}")
+def get_operation(op_id: str, session: SessionDep, _: TokenDep) -> dict[str, Any]:
+    return operations.to_dict(operations.get(session, op_id))
+
+
+@router.get("/{op_id}/wait")
+async def wait_operation(
+    op_id: str, rt: RuntimeDep, _: TokenDep, timeout: Annotated[float, Query(ge=0, le=3600)] = 60
+) -> dict[str, Any]:
+    """Answers as soon as the operation ends, or at the timeout with its current status."""
+
+    def current() -> dict[str, Any]:
+        with rt.sessions() as session:
+            return operations.to_dict(operations.get(session, op_id))
+
+    deadline = time.monotonic() + timeout
+    while True:
+        op = await run_in_threadpool(current)
+        if OperationStatus(op["status"]).finished or time.monotonic() >= deadline:
+            return op
+        await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))

@@ -1,0 +1,234 @@
+"""The `meshvisor` command (typer): run the platform, and talk to it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from meshvisor.platform.settings import Settings, get_settings
+
+from .client import ApiClient, ApiError
+from .supervisor import Children, raise_on_sigterm
+
+app = typer.Typer(
+    help="meshvisor: VMs and containers side by side under one API and one service mesh.", no_args_is_help=True
+)
+images_app = typer.Typer(help="List, import and build images.", no_args_is_help=True)
+app.add_typer(images_app, name="images")
+console = Console()
+err = Console(stderr=True)
+BUILTIN_IMAGES = ("busybox",)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def serve() -> None:
+    """Run the API (and, later, the dashboard) on 127.0.0.1:<api port>."""
+    import uvicorn
+
+    from meshvisor.api import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning")
+
+
+@app.command()
+def worker(concurrency: Annotated[int | None, typer.Option(help="worker threads")] = None) -> None:
+    """Run a Celery worker (threads pool) with the periodic reconciler."""
+    from meshvisor.platform.db import migrate
+    from meshvisor.tasks import worker_app
+
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    migrate(settings.db_url)
+    celery = worker_app(settings)
+    celery.worker_main(
+        [
+            "worker",
+            "--queues",
+            settings.queue,
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency or settings.worker_concurrency),
+            "--hostname",
+            f"{settings.host_prefix}@%h",
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "--beat",
+            "--schedule",
+            str(settings.data_path / "celerybeat-schedule"),
+        ]
+    )
+
+
+@app.command()
+def up() -> None:
+    """API + worker + event stream in the foreground; Ctrl-C stops all of them."""
+    settings = get_settings()
+    children = Children()
+    raise_on_sigterm()
+    try:
+        children.spawn("api", "serve")
+        children.spawn("worker", "worker")
+        client = ApiClient(settings)
+        deadline = time.monotonic() + 60
+        with console.status("starting the API and the worker"):
+            while not client.healthy():
+                if children.dead() or time.monotonic() > deadline:
+                    _fail(f"the platform did not start: {', '.join(children.dead()) or 'API not answering'}")
+                time.sleep(0.2)
+        client = ApiClient(settings)  # the token file exists now
+        _build_builtin(client)
+        token = settings.admin_token or settings.admin_token_file.read_text().strip()
+        console.print(f"[green]meshvisor is up[/green]  API and dashboard: {settings.base_api_url}/")
+        console.print(f"admin token: [bold]{token}[/bold]  (also in {settings.admin_token_file})")
+        console.print("events follow; Ctrl-C stops everything")
+        _follow_events(settings, token, children)
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        children.stop()
+
+
+def _follow_events(settings: Settings, token: str, children: Children) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    while not children.dead():
+        try:
+            with httpx.stream(
+                "GET", f"{settings.base_api_url}/v1/events", headers=headers, timeout=None
+            ) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data: "):
+                        event = json.loads(line[6:])
+                        data = event["data"]
+                        detail = data.get("status") or data.get("state") or ""
+                        console.print(
+                            f"{event['created_at'][11:19]} {event['resource_type']} {event['resource_name']}"
+                            f" {data.get('action', '')} {detail} {data.get('error') or ''}".rstrip()
+                        )
+        except httpx.HTTPError:
+            time.sleep(1)
+    _fail(f"a platform process ended: {', '.join(children.dead())}")
+
+
+def _client() -> ApiClient:
+    client = ApiClient(get_settings())
+    if not client.healthy():
+        _fail(f"the API at {get_settings().base_api_url} is not answering; start it with `make up`")
+    return client
+
+
+def _run_operation(client: ApiClient, method: str, path: str, what: str, **kw: Any) -> dict[str, Any]:
+    try:
+        accepted = client.request(method, path, **kw)
+    except ApiError as exc:
+        _fail(exc.message, 1)
+    op_id = accepted["operation"]["id"]
+    with console.status(f"{what}: pending") as status:
+        op = client.wait(op_id, on_progress=lambda o: status.update(f"{what}: {o['status']}"))
+    if op["status"] != "succeeded":
+        _fail(f"{what} failed: {op.get('error')}")
+    console.print(f"[green]✓[/green] {what}")
+    return op
+
+
+def _build_builtin(client: ApiClient) -> None:
+    for name in BUILTIN_IMAGES:
+        try:
+            image = client.get(f"/v1/images/{name}")
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            image = None
+        if image is not None and image["state"] == "ready":
+            continue
+        if image is not None:
+            if image.get("operation_id"):
+                client.wait(image["operation_id"])
+                continue
+            _run_operation(client, "DELETE", f"/v1/images/{name}", f"remove broken image {name}")
+        _run_operation(
+            client,
+            "POST",
+            "/v1/images",
+            f"build built-in image {name}",
+            json={"name": name, "source": {"type": "builtin"}},
+        )
+
+
+@images_app.command("build-builtin")
+def images_build_builtin() -> None:
+    """Build the built-in images (busybox) where they are missing."""
+    _build_builtin(_client())
+
+
+@images_app.command("list")
+def images_list() -> None:
+    """List images."""
+    items = _client().get("/v1/images", params={"limit": 1000})["items"]
+    table = Table("name", "kind", "state", "size", "source")
+    for image in items:
+        table.add_row(
+            image["name"],
+            image["kind"],
+            image["state"],
+            f"{image['size_bytes'] / 1e6:.1f} MB",
+            image["source"].get("type", ""),
+        )
+    console.print(table)
+
+
+@images_app.command("import")
+def images_import(
+    name: str,
+    rootfs: Annotated[Path | None, typer.Option(help="directory holding the root filesystem")] = None,
+    tar: Annotated[Path | None, typer.Option(help="tarball of the root filesystem")] = None,
+    command: Annotated[list[str] | None, typer.Option(help="default command, one --command per argument")] = None,
+) -> None:
+    """Import a container image from a root filesystem directory or tarball."""
+    if (rootfs is None) == (tar is None):
+        _fail("give exactly one of --rootfs DIR or --tar FILE", 2)
+    if tar is not None:
+        if not tar.is_file() or not tarfile.is_tarfile(tar):
+            _fail(f"{tar} is not a tar archive", 2)
+        data = tar.read_bytes()
+    else:
+        from meshvisor.containers import rootfs_dir_tar
+
+        assert rootfs is not None
+        if not rootfs.is_dir():
+            _fail(f"{rootfs} is not a directory", 2)
+        data = rootfs_dir_tar(rootfs)
+    params: dict[str, Any] = {"name": name}
+    if command:
+        params["command"] = command
+    _run_operation(
+        _client(),
+        "POST",
+        "/v1/images/import",
+        f"import image {name}",
+        params=params,
+        content=data,
+        headers={"Content-Type": "application/x-tar"},
+    )
+
+
+def main() -> None:
+    app()

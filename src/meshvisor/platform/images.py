@@ -1,0 +1,183 @@
+"""Image requests: built-in images, root filesystem imports, Dockerfile builds, pulls and pushes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+from meshvisor.core.names import new_id, validate_name
+from meshvisor.core.types import InstanceKind
+
+from . import events, operations
+from .models import Image, Instance, Operation
+from .resources import check_etag, decode_cursor, encode_cursor, etag
+from .settings import Settings
+
+# Built-in images: name → kind. `tiny` (the VM guest) arrives with the hypervisor.
+BUILTIN = {"busybox": InstanceKind.CONTAINER}
+# The built-in busybox image waits for SIGTERM and exits cleanly on it, so `stop` is quick.
+BUSYBOX_DEFAULT_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
+SOURCE_TYPES = ("builtin", "dockerfile", "pull", "import")
+MAX_UPLOAD_BYTES = 2 * 1024**3
+_REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]{0,254}$")
+
+
+def find(session: Session, name: str, project: str = "default") -> Image | None:
+    return session.scalar(select(Image).where(Image.project == project, Image.name == name))
+
+
+def get(session: Session, name: str, project: str = "default") -> Image:
+    image = find(session, name, project)
+    if image is None:
+        raise NotFound(f"image {name!r} not found")
+    return image
+
+
+def page(
+    session: Session, limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Image], str | None]:
+    query = select(Image).where(Image.project == project).order_by(Image.name).limit(limit + 1)
+    if cursor:
+        query = query.where(Image.name > decode_cursor(cursor))
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].name) if more and rows else None
+
+
+def check_source(source: dict[str, Any]) -> dict[str, Any]:
+    kind = source.get("type")
+    if kind not in SOURCE_TYPES:
+        raise InvalidInput(f"image source type must be one of {', '.join(SOURCE_TYPES)}, not {kind!r}")
+    if kind == "dockerfile":
+        dockerfile = source.get("dockerfile")
+        if not isinstance(dockerfile, str) or not re.search(r"^\s*FROM\s+\S+", dockerfile, re.M | re.I):
+            raise InvalidInput("a dockerfile source needs 'dockerfile': the text of a Dockerfile with a FROM line")
+    if kind == "pull":
+        ref = source.get("ref")
+        if not isinstance(ref, str) or not _REF.fullmatch(ref):
+            raise InvalidInput("a pull source needs 'ref', e.g. '127.0.0.1:5000/app:1'")
+    command = source.get("command")
+    if command is not None and (not isinstance(command, list) or not all(isinstance(c, str) for c in command)):
+        raise InvalidInput("command must be a list of strings")
+    return source
+
+
+def request_create(
+    session: Session,
+    name: str,
+    source: dict[str, Any],
+    kind: InstanceKind = InstanceKind.CONTAINER,
+    project: str = "default",
+) -> tuple[Image, Operation]:
+    validate_name(name, "image name")
+    check_source(source)
+    if source["type"] == "builtin":
+        if name not in BUILTIN:
+            raise InvalidInput(f"no built-in image {name!r}; built-in images: {', '.join(sorted(BUILTIN))}")
+        kind = BUILTIN[name]
+    if kind is not InstanceKind.CONTAINER:
+        raise InvalidInput("only container images are available on this platform yet")
+    if find(session, name, project) is not None:
+        raise Conflict(f"an image named {name!r} already exists")
+    image_id = new_id()
+    op = operations.new_operation(
+        session,
+        resource_type="image",
+        resource_id=image_id,
+        resource_name=name,
+        action="create",
+        params={"source": source},
+        project=project,
+    )
+    image = Image(
+        id=image_id,
+        project=project,
+        name=name,
+        kind=kind.value,
+        state="pending",
+        source=source,
+        operation_id=op.id,
+        version=1,
+        size_bytes=0,
+    )
+    session.add(image)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"an image named {name!r} already exists") from None
+    events.emit(session, "lifecycle", "image", name, project, state="pending", id=image_id)
+    return image, op
+
+
+def upload_path(settings: Settings, op_id: str) -> str:
+    return str(settings.uploads_dir / f"{op_id}.tar")
+
+
+def request_push(session: Session, name: str, target: str, project: str = "default") -> tuple[Image, Operation]:
+    if not isinstance(target, str) or not _REF.fullmatch(target):
+        raise InvalidInput("push needs 'target', e.g. '127.0.0.1:5000/app:1'")
+    image = get(session, name, project)
+    if image.state != "ready":
+        raise Conflict(f"image {name!r} is {image.state}, not ready")
+    return image, _submit(session, image, "push", {"target": target})
+
+
+def request_delete(
+    session: Session, name: str, if_match: str | None = None, project: str = "default"
+) -> tuple[Image, Operation]:
+    image = get(session, name, project)
+    check_etag(image, if_match)
+    users = session.scalar(
+        select(func.count()).select_from(Instance).where(Instance.project == project, Instance.image == name)
+    )
+    if users:
+        raise Conflict(f"image {name!r} is used by {users} instance(s); delete them first")
+    return image, _submit(session, image, "delete", {})
+
+
+def _submit(session: Session, image: Image, action: str, params: dict[str, Any]) -> Operation:
+    op = operations.new_operation(
+        session,
+        resource_type="image",
+        resource_id=image.id,
+        resource_name=image.name,
+        action=action,
+        params=params,
+        project=image.project,
+    )
+    session.flush()
+    operations.lock(session, Image, image.id, op.id, f"image {image.name!r}")
+    session.refresh(image)
+    return op
+
+
+def rewrite_from_lines(dockerfile: str, refs: dict[str, str]) -> str:
+    """`FROM busybox` names this platform's image `busybox`: point it at the engine's reference for it."""
+
+    def replace(match: re.Match[str]) -> str:
+        return match.group(1) + refs.get(match.group(2), match.group(2))
+
+    return re.sub(r"^(\s*FROM\s+)(\S+)", replace, dockerfile, flags=re.M | re.I)
+
+
+def to_dict(image: Image) -> dict[str, Any]:
+    return {
+        "id": image.id,
+        "name": image.name,
+        "project": image.project,
+        "kind": image.kind,
+        "state": image.state,
+        "source": image.source,
+        "ref": image.ref,
+        "size_bytes": image.size_bytes,
+        "error": image.error,
+        "operation_id": image.operation_id,
+        "etag": etag(image),
+        "created_at": image.created_at.isoformat(),
+    }

@@ -1,0 +1,260 @@
+"""Instance requests: validate against the database and the host, then write desired state + an operation.
+
+Nothing here touches a driver except `exec_in` and `read_logs`, which answer at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+from meshvisor.core.lifecycle import check_action, check_delete, parse_action
+from meshvisor.core.names import new_id, validate_name
+from meshvisor.core.types import ExecResult, InstanceKind, InstanceState, RestartPolicy
+
+from . import events, operations
+from .host_limits import MIN_CONTAINER_MEMORY_MB, host_limits
+from .models import Image, Instance, Operation
+from .resources import check_etag, decode_cursor, encode_cursor, etag
+from .runtime import Runtime
+
+MAX_ENV_VARS = 256
+
+
+@dataclass
+class InstanceRequest:
+    name: str
+    kind: InstanceKind
+    image: str
+    cpus: float = 1.0
+    memory_mb: int = 256
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restart_policy: RestartPolicy = RestartPolicy.NO
+    networks: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mesh: dict[str, Any] | None = None
+
+
+@dataclass
+class InstanceChange:
+    cpus: float | None = None
+    memory_mb: int | None = None
+    restart_policy: RestartPolicy | None = None
+
+
+def check_resources(cpus: float | None, memory_mb: int | None) -> None:
+    limits = host_limits()
+    if cpus is not None and not 0 < cpus <= limits.cpus:
+        raise InvalidInput(f"cpus must be above 0 and at most {limits.cpus} (this host's CPUs), not {cpus}")
+    if memory_mb is not None and not MIN_CONTAINER_MEMORY_MB <= memory_mb <= limits.memory_mb:
+        raise InvalidInput(
+            f"memory_mb must be between {MIN_CONTAINER_MEMORY_MB} and {limits.memory_mb} (this host's memory),"
+            f" not {memory_mb}"
+        )
+
+
+def create(session: Session, req: InstanceRequest, project: str = "default") -> tuple[Instance, Operation]:
+    validate_name(req.name)
+    if req.kind is InstanceKind.VM:
+        raise InvalidInput("virtual machines are not available on this platform yet; use kind 'container'")
+    if req.networks or req.volumes or req.mesh:
+        raise InvalidInput("networks, volumes and mesh are not available on this platform yet")
+    check_resources(req.cpus, req.memory_mb)
+    if len(req.env) > MAX_ENV_VARS:
+        raise InvalidInput(f"at most {MAX_ENV_VARS} environment variables")
+    for key in req.env:
+        if not key or "=" in key or "\0" in key:
+            raise InvalidInput(f"invalid environment variable name {key!r}")
+    image = session.scalar(select(Image).where(Image.project == project, Image.name == req.image))
+    if image is None:
+        raise NotFound(f"image {req.image!r} not found; see GET /v1/images")
+    if image.kind != req.kind.value:
+        raise InvalidInput(f"image {req.image!r} is a {image.kind} image, not a {req.kind.value} image")
+    if image.state != "ready":
+        raise Conflict(f"image {req.image!r} is {image.state}, not ready")
+    if find(session, req.name, project) is not None:
+        raise Conflict(f"an instance named {req.name!r} already exists")
+
+    instance_id = new_id()
+    op = operations.new_operation(
+        session,
+        resource_type="instance",
+        resource_id=instance_id,
+        resource_name=req.name,
+        action="create",
+        project=project,
+    )
+    instance = Instance(
+        id=instance_id,
+        project=project,
+        name=req.name,
+        kind=req.kind.value,
+        image=req.image,
+        state=InstanceState.PENDING.value,
+        cpus=req.cpus,
+        memory_mb=req.memory_mb,
+        command=list(req.command),
+        env=dict(req.env),
+        restart_policy=req.restart_policy.value,
+        networks=[],
+        volumes=[],
+        mesh=None,
+        operation_id=op.id,
+        version=1,
+    )
+    session.add(instance)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"an instance named {req.name!r} already exists") from None
+    events.emit(session, "lifecycle", "instance", req.name, project, state=instance.state, id=instance_id)
+    return instance, op
+
+
+def find(session: Session, name: str, project: str = "default") -> Instance | None:
+    return session.scalar(select(Instance).where(Instance.project == project, Instance.name == name))
+
+
+def get(session: Session, name: str, project: str = "default") -> Instance:
+    instance = find(session, name, project)
+    if instance is None:
+        raise NotFound(f"instance {name!r} not found")
+    return instance
+
+
+def page(
+    session: Session, limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Instance], str | None]:
+    query = select(Instance).where(Instance.project == project).order_by(Instance.name).limit(limit + 1)
+    if cursor:
+        query = query.where(Instance.name > decode_cursor(cursor))
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].name) if more and rows else None
+
+
+def request_action(
+    session: Session,
+    name: str,
+    action_name: str,
+    params: dict[str, Any],
+    if_match: str | None = None,
+    project: str = "default",
+) -> tuple[Instance, Operation]:
+    action = parse_action(action_name)
+    instance = get(session, name, project)
+    check_etag(instance, if_match)
+    _check_idle(instance)
+    check_action(InstanceKind(instance.kind), InstanceState(instance.state), action)
+    timeout = params.get("timeout", 10)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 <= timeout <= 3600:
+        raise InvalidInput("timeout must be a number of seconds between 0 and 3600")
+    force = params.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidInput("force must be true or false")
+    return instance, _submit(session, instance, action.value, {"timeout": timeout, "force": force})
+
+
+def request_delete(
+    session: Session, name: str, if_match: str | None = None, project: str = "default"
+) -> tuple[Instance, Operation]:
+    instance = get(session, name, project)
+    check_etag(instance, if_match)
+    _check_idle(instance)
+    check_delete(InstanceState(instance.state))
+    op = _submit(session, instance, "delete", {})
+    instance.state = InstanceState.DELETING.value
+    events.emit(session, "lifecycle", "instance", instance.name, project, state=instance.state, id=instance.id)
+    return instance, op
+
+
+def request_change(
+    session: Session, name: str, change: InstanceChange, if_match: str | None = None, project: str = "default"
+) -> tuple[Instance, Operation]:
+    instance = get(session, name, project)
+    check_etag(instance, if_match)
+    _check_idle(instance)
+    if InstanceState(instance.state) in (InstanceState.DELETING, InstanceState.PENDING, InstanceState.CREATING):
+        raise Conflict(f"instance {name!r} is {instance.state}; change it once that ends")
+    check_resources(change.cpus, change.memory_mb)
+    op = _submit(session, instance, "update", {})
+    if change.cpus is not None:
+        instance.cpus = change.cpus
+    if change.memory_mb is not None:
+        instance.memory_mb = change.memory_mb
+    if change.restart_policy is not None:
+        instance.restart_policy = change.restart_policy.value
+    return instance, op
+
+
+def _check_idle(instance: Instance) -> None:
+    if instance.operation_id is not None:
+        raise Conflict(
+            f"instance {instance.name!r} is busy with operation {instance.operation_id}; wait for it to finish"
+        )
+
+
+def _submit(session: Session, instance: Instance, action: str, params: dict[str, Any]) -> Operation:
+    op = operations.new_operation(
+        session,
+        resource_type="instance",
+        resource_id=instance.id,
+        resource_name=instance.name,
+        action=action,
+        params=params,
+        project=instance.project,
+    )
+    session.flush()
+    operations.lock(session, Instance, instance.id, op.id, f"instance {instance.name!r}")
+    session.refresh(instance)
+    return op
+
+
+def exec_in(rt: Runtime, session: Session, name: str, argv: list[str], project: str = "default") -> ExecResult:
+    if not argv or not all(isinstance(a, str) and a for a in argv):
+        raise InvalidInput("command must be a non-empty list of non-empty strings")
+    instance = get(session, name, project)
+    if instance.state != InstanceState.RUNNING.value:
+        raise Conflict(f"instance {name!r} is {instance.state}, not running")
+    return rt.compute(InstanceKind(instance.kind)).exec(instance.id, argv)
+
+
+def read_logs(rt: Runtime, session: Session, name: str, tail: int | None, project: str = "default") -> str:
+    instance = get(session, name, project)
+    driver = rt.compute(InstanceKind(instance.kind))
+    try:
+        return driver.logs(instance.id, tail)
+    except NotFound:
+        return ""
+
+
+def to_dict(instance: Instance) -> dict[str, Any]:
+    return {
+        "id": instance.id,
+        "name": instance.name,
+        "project": instance.project,
+        "kind": instance.kind,
+        "state": instance.state,
+        "image": instance.image,
+        "host": instance.host,
+        "cpus": instance.cpus,
+        "memory_mb": instance.memory_mb,
+        "command": instance.command,
+        "env": instance.env,
+        "restart_policy": instance.restart_policy,
+        "networks": instance.networks,
+        "volumes": instance.volumes,
+        "mesh": instance.mesh,
+        "error": instance.error,
+        "operation_id": instance.operation_id,
+        "etag": etag(instance),
+        "created_at": instance.created_at.isoformat(),
+        "updated_at": instance.updated_at.isoformat(),
+    }

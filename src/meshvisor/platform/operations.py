@@ -1,0 +1,128 @@
+"""Operations: every long action is a row written in the same transaction as the desired state it serves.
+
+A resource (instance or image) holds at most one running operation at a time: its `operation_id` column is the
+lock, taken with one conditional UPDATE so two requests can never both win.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from meshvisor.core.errors import Conflict, NotFound
+from meshvisor.core.names import new_id
+from meshvisor.core.types import OperationStatus
+
+from . import events
+from .models import Image, Instance, Operation, utcnow
+
+Lockable = type[Instance] | type[Image]
+
+
+def new_operation(
+    session: Session,
+    *,
+    resource_type: str,
+    resource_id: str,
+    resource_name: str,
+    action: str,
+    params: dict[str, Any] | None = None,
+    project: str = "default",
+) -> Operation:
+    op = Operation(
+        id=new_id(),
+        project=project,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        resource_name=resource_name,
+        action=action,
+        status=OperationStatus.PENDING.value,
+        params=params or {},
+        attempts=0,
+        created_at=utcnow(),
+    )
+    session.add(op)
+    events.emit(
+        session,
+        "operation",
+        resource_type,
+        resource_name,
+        project,
+        operation=op.id,
+        action=action,
+        status=op.status,
+    )
+    return op
+
+
+def lock(session: Session, model: Lockable, resource_id: str, op_id: str, name: str) -> None:
+    """Take the resource's lock for `op_id`, or raise Conflict when another operation holds it."""
+    result = session.execute(
+        update(model)
+        .where(model.id == resource_id, model.operation_id.is_(None))
+        .values(operation_id=op_id, version=model.version + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"{name} is busy with another operation; wait for it to finish")
+
+
+def unlock(session: Session, model: Lockable, resource_id: str, op_id: str) -> None:
+    session.execute(
+        update(model)
+        .where(model.id == resource_id, model.operation_id == op_id)
+        .values(operation_id=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def get(session: Session, op_id: str) -> Operation:
+    op = session.get(Operation, op_id)
+    if op is None:
+        raise NotFound(f"operation {op_id} not found")
+    return op
+
+
+def set_status(session: Session, op: Operation, status: OperationStatus, error: str | None = None) -> None:
+    op.status = status.value
+    op.error = error
+    now = utcnow()
+    if status is OperationStatus.RUNNING and op.started_at is None:
+        op.started_at = now
+    if status.finished:
+        op.finished_at = now
+    events.emit(
+        session,
+        "operation",
+        op.resource_type,
+        op.resource_name,
+        op.project,
+        operation=op.id,
+        action=op.action,
+        status=op.status,
+        error=error,
+    )
+
+
+def to_dict(op: Operation) -> dict[str, Any]:
+    return {
+        "id": op.id,
+        "status": op.status,
+        "action": op.action,
+        "resource_type": op.resource_type,
+        "resource_name": op.resource_name,
+        "resource_id": op.resource_id,
+        "params": op.params,
+        "error": op.error,
+        "attempts": op.attempts,
+        "created_at": _iso(op.created_at),
+        "started_at": _iso(op.started_at),
+        "finished_at": _iso(op.finished_at),
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

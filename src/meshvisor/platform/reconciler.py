@@ -1,0 +1,307 @@
+"""The reconciler: runs operations against the drivers and keeps the database true to what they observe.
+
+Driver calls happen outside database transactions; each step records its outcome in a short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meshvisor.containers import busybox_rootfs_tar
+from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
+from meshvisor.core.types import ComputeSpec, InstanceKind, InstanceState, OperationStatus, RestartPolicy
+
+from . import events, operations
+from .db import transaction
+from .images import BUSYBOX_DEFAULT_COMMAND, rewrite_from_lines, upload_path
+from .models import Image, Instance, Operation
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Runtime, Operation], None]
+
+
+def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> OperationStatus:
+    """Run one operation to its end. A TransientError propagates (for a retry) unless this is the last attempt."""
+    with transaction(rt.sessions) as s:
+        op = operations.get(s, op_id)
+        if OperationStatus(op.status).finished:
+            return OperationStatus(op.status)
+        op.attempts += 1
+        if op.status != OperationStatus.RUNNING.value:
+            operations.set_status(s, op, OperationStatus.RUNNING)
+    handler = HANDLERS.get((op.resource_type, op.action))
+    try:
+        if handler is None:
+            raise PermanentError(f"no handler for {op.resource_type} {op.action}")
+        handler(rt, op)
+    except TransientError as exc:
+        if not final_attempt:
+            with transaction(rt.sessions) as s:
+                operations.get(s, op_id).error = f"{exc.message} (attempt {op.attempts}, retrying)"
+            raise
+        return _fail(rt, op, exc.message)
+    except MeshvisorError as exc:
+        return _fail(rt, op, exc.message)
+    except Exception as exc:
+        log.exception("operation %s failed unexpectedly", op_id)
+        return _fail(rt, op, f"internal error: {exc.__class__.__name__}: {exc}")
+    with transaction(rt.sessions) as s:
+        done = operations.get(s, op_id)
+        operations.set_status(s, done, OperationStatus.SUCCEEDED)
+        model = Instance if op.resource_type == "instance" else Image
+        operations.unlock(s, model, op.resource_id, op_id)
+    return OperationStatus.SUCCEEDED
+
+
+def _fail(rt: Runtime, op: Operation, message: str) -> OperationStatus:
+    with transaction(rt.sessions) as s:
+        done = operations.get(s, op.id)
+        operations.set_status(s, done, OperationStatus.FAILED, message)
+        if op.resource_type == "instance":
+            instance = s.get(Instance, op.resource_id)
+            if instance is not None:
+                _set_state(s, instance, InstanceState.ERROR, message)
+                operations.unlock(s, Instance, op.resource_id, op.id)
+        else:
+            image = s.get(Image, op.resource_id)
+            if image is not None:
+                if op.action in ("create",):
+                    image.state, image.error = "error", message
+                    image.touch()
+                    events.emit(s, "lifecycle", "image", image.name, image.project, state="error", error=message)
+                operations.unlock(s, Image, op.resource_id, op.id)
+    return OperationStatus.FAILED
+
+
+def _set_state(s: Session, instance: Instance, state: InstanceState, error: str | None = None) -> None:
+    if instance.state == state.value and instance.error == error:
+        return
+    instance.state, instance.error = state.value, error
+    instance.touch()
+    events.emit(
+        s, "lifecycle", "instance", instance.name, instance.project, state=state.value, id=instance.id, error=error
+    )
+
+
+# -- instances --------------------------------------------------------------------------------------------------
+def _load_instance(rt: Runtime, instance_id: str) -> Instance:
+    with transaction(rt.sessions) as s:
+        instance = s.get(Instance, instance_id)
+        if instance is None:
+            raise PermanentError(f"instance {instance_id} is gone from the database")
+        s.expunge(instance)
+        return instance
+
+
+def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
+    with transaction(rt.sessions) as s:
+        image = s.scalar(select(Image).where(Image.project == instance.project, Image.name == instance.image))
+        if image is None or image.ref is None or image.state != "ready":
+            raise PermanentError(f"image {instance.image!r} is not available")
+        ref = image.ref
+    return ComputeSpec(
+        id=instance.id,
+        name=instance.name,
+        image_ref=ref,
+        cpus=instance.cpus,
+        memory_mb=instance.memory_mb,
+        command=tuple(instance.command),
+        env=dict(instance.env),
+        restart_policy=RestartPolicy(instance.restart_policy),
+    )
+
+
+def _record_observed(rt: Runtime, instance_id: str) -> None:
+    """Write what the driver sees now as the instance's state."""
+    instance = _load_instance(rt, instance_id)
+    observed = rt.compute(InstanceKind(instance.kind)).inspect(instance_id)
+    with transaction(rt.sessions) as s:
+        current = s.get(Instance, instance_id)
+        if current is None:
+            return
+        if observed is None:
+            _set_state(s, current, InstanceState.ERROR, "its container is gone from the host")
+        else:
+            _set_state(s, current, observed.state, None)
+
+
+def _ensure_created(rt: Runtime, instance: Instance) -> None:
+    driver = rt.compute(InstanceKind(instance.kind))
+    if driver.inspect(instance.id) is None:
+        spec = _spec(rt, instance)
+        try:
+            driver.create(spec)
+        except PermanentError:
+            driver.delete(instance.id)  # leave no partial host object behind
+            raise
+
+
+def _create(rt: Runtime, op: Operation) -> None:
+    instance = _load_instance(rt, op.resource_id)
+    with transaction(rt.sessions) as s:
+        current = s.get(Instance, op.resource_id)
+        assert current is not None
+        _set_state(s, current, InstanceState.CREATING)
+    _ensure_created(rt, instance)
+    driver = rt.compute(InstanceKind(instance.kind))
+    try:
+        driver.start(instance.id)
+    except PermanentError:
+        driver.delete(instance.id)
+        raise
+    _record_observed(rt, instance.id)
+
+
+def _start(rt: Runtime, op: Operation) -> None:
+    instance = _load_instance(rt, op.resource_id)
+    _ensure_created(rt, instance)
+    rt.compute(InstanceKind(instance.kind)).start(instance.id)
+    _record_observed(rt, instance.id)
+
+
+def _simple(verb: str) -> Handler:
+    def handler(rt: Runtime, op: Operation) -> None:
+        instance = _load_instance(rt, op.resource_id)
+        driver = rt.compute(InstanceKind(instance.kind))
+        timeout = float(op.params.get("timeout", 10))
+        if verb == "stop":
+            driver.stop(instance.id, timeout=timeout, force=bool(op.params.get("force", False)))
+        elif verb == "restart":
+            _ensure_created(rt, instance)
+            driver.restart(instance.id, timeout=timeout)
+        elif verb == "pause":
+            driver.pause(instance.id)
+        elif verb == "resume":
+            driver.resume(instance.id)
+        _record_observed(rt, instance.id)
+
+    return handler
+
+
+def _update(rt: Runtime, op: Operation) -> None:
+    instance = _load_instance(rt, op.resource_id)
+    driver = rt.compute(InstanceKind(instance.kind))
+    if driver.inspect(instance.id) is not None:
+        driver.update(instance.id, instance.cpus, instance.memory_mb)
+    _record_observed(rt, instance.id)
+
+
+def _delete(rt: Runtime, op: Operation) -> None:
+    instance = _load_instance(rt, op.resource_id)
+    rt.compute(InstanceKind(instance.kind)).delete(instance.id)
+    with transaction(rt.sessions) as s:
+        current = s.get(Instance, instance.id)
+        if current is not None:
+            s.delete(current)
+        events.emit(s, "lifecycle", "instance", instance.name, instance.project, state="deleted", id=instance.id)
+
+
+# -- images -----------------------------------------------------------------------------------------------------
+def _image_create(rt: Runtime, op: Operation) -> None:
+    with transaction(rt.sessions) as s:
+        image = s.get(Image, op.resource_id)
+        if image is None:
+            raise PermanentError(f"image {op.resource_name} is gone from the database")
+        name, source = image.name, dict(image.source)
+        refs = {
+            other.name: other.ref
+            for other in s.scalars(select(Image).where(Image.project == image.project, Image.state == "ready"))
+            if other.ref
+        }
+    store = rt.images()
+    kind = source["type"]
+    command = source.get("command")
+    if kind == "builtin":
+        info = store.import_tar(op.resource_id, name, busybox_rootfs_tar(), command or BUSYBOX_DEFAULT_COMMAND)
+    elif kind == "import":
+        path = Path(upload_path(rt.settings, op.id))
+        if not path.exists():
+            raise PermanentError("the uploaded root filesystem is gone; import it again")
+        info = store.import_tar(op.resource_id, name, path.read_bytes(), command)
+        path.unlink(missing_ok=True)
+    elif kind == "dockerfile":
+        info = store.build(op.resource_id, name, rewrite_from_lines(source["dockerfile"], refs))
+    elif kind == "pull":
+        info = store.pull(op.resource_id, name, source["ref"])
+    else:
+        raise PermanentError(f"unknown image source {kind!r}")
+    with transaction(rt.sessions) as s:
+        image = s.get(Image, op.resource_id)
+        assert image is not None
+        image.ref, image.size_bytes, image.state, image.error = info.ref, info.size_bytes, "ready", None
+        image.touch()
+        events.emit(s, "lifecycle", "image", image.name, image.project, state="ready", id=image.id)
+
+
+def _image_push(rt: Runtime, op: Operation) -> None:
+    rt.images().push(op.resource_name, str(op.params["target"]))
+
+
+def _image_delete(rt: Runtime, op: Operation) -> None:
+    with transaction(rt.sessions) as s:
+        image = s.get(Image, op.resource_id)
+        ref = image.ref if image is not None else None
+    if ref:
+        rt.images().delete(ref)
+    with transaction(rt.sessions) as s:
+        image = s.get(Image, op.resource_id)
+        if image is not None:
+            s.delete(image)
+        events.emit(s, "lifecycle", "image", op.resource_name, op.project, state="deleted", id=op.resource_id)
+
+
+HANDLERS: dict[tuple[str, str], Handler] = {
+    ("instance", "create"): _create,
+    ("instance", "start"): _start,
+    ("instance", "stop"): _simple("stop"),
+    ("instance", "restart"): _simple("restart"),
+    ("instance", "pause"): _simple("pause"),
+    ("instance", "resume"): _simple("resume"),
+    ("instance", "update"): _update,
+    ("instance", "delete"): _delete,
+    ("image", "create"): _image_create,
+    ("image", "push"): _image_push,
+    ("image", "delete"): _image_delete,
+}
+
+
+# -- the periodic pass ------------------------------------------------------------------------------------------
+def reconcile(rt: Runtime) -> dict[str, int]:
+    """Compare every idle instance with what its driver observes; remove containers of ours nobody owns."""
+    driver = rt.compute(InstanceKind.CONTAINER)
+    observed = {o.id: o for o in driver.observe()}
+    changed = orphans = 0
+    with transaction(rt.sessions) as s:
+        known = {i.id: i for i in s.scalars(select(Instance).where(Instance.kind == InstanceKind.CONTAINER.value))}
+        for instance in known.values():
+            if instance.operation_id is not None or instance.state in ("pending", "creating", "deleting"):
+                continue
+            seen = observed.get(instance.id)
+            before = instance.state
+            if seen is None:
+                _set_state(s, instance, InstanceState.ERROR, "its container is gone from the host")
+            else:
+                _set_state(s, instance, seen.state, None)
+            changed += instance.state != before
+    for instance_id in set(observed) - set(known):
+        try:
+            driver.delete(instance_id)
+            orphans += 1
+        except NotFound:
+            pass
+    return {"changed": changed, "orphans_removed": orphans}
+
+
+def abandon(rt: Runtime, op_id: str, message: str) -> None:
+    """Fail an operation that never reached a worker (the broker refused it), releasing its lock."""
+    with transaction(rt.sessions) as s:
+        op = operations.get(s, op_id)
+        s.expunge(op)
+    _fail(rt, op, message)

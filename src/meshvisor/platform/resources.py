@@ -1,0 +1,32 @@
+"""What every named resource shares: etags for If-Match, opaque cursors for paging."""
+
+from __future__ import annotations
+
+import base64
+
+from meshvisor.core.errors import InvalidInput, PreconditionFailed
+
+from .models import Image, Instance
+
+
+def etag(instance: Instance | Image) -> str:
+    return f"{instance.id[:8]}-{instance.version}"
+
+
+def check_etag(obj: Instance | Image, if_match: str | None) -> None:
+    if if_match is None:
+        return
+    wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
+    if "*" not in wanted and etag(obj) not in wanted:
+        raise PreconditionFailed(f"etag mismatch: {obj.name!r} is now at {etag(obj)}")
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("invalid cursor") from None

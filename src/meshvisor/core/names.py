@@ -29,8 +29,16 @@ def new_id() -> str:
 
 
 def host_object_name(prefix: str, kind: str, object_id: str) -> str:
-    """`<prefix>-<kind>-<short id>`: at most 6 + 1 + 2 + 1 + 8 = 18 characters for two-letter kinds.
-
-    Network links use one-letter kinds to stay within the kernel's 15-character limit.
-    """
+    """`<prefix>-<kind>-<short id>` for containers, domains and other objects without a tight length limit."""
     return f"{prefix}-{kind}-{object_id[:SHORT_ID_LEN]}"
+
+
+LINK_NAME_MAX = 15  # IFNAMSIZ - 1
+
+
+def link_name(prefix: str, kind: str, object_id: str) -> str:
+    """`<prefix>-<kind>-<id…>` cut to the kernel's 15-character limit for network links (at least 6 id digits)."""
+    room = LINK_NAME_MAX - len(prefix) - len(kind) - 2
+    if room < 6:
+        raise InvalidInput(f"prefix {prefix!r} and kind {kind!r} leave too little room for an id in a link name")
+    return f"{prefix}-{kind}-{object_id[:room]}"

@@ -1,0 +1,88 @@
+"""Database fixtures: every test here runs on SQLite and on PostgreSQL (a fresh database per run)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.orm import Session
+
+from meshvisor.core.names import new_id
+from meshvisor.core.types import InstanceKind
+from meshvisor.platform.db import migrate, transaction
+from meshvisor.platform.models import Image
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.settings import Settings
+
+POSTGRES_ADMIN = os.environ.get("MESHVISOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(test_prefix: str) -> Iterator[str]:
+    name = f"meshvisor_{test_prefix}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    yield f"{base}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'meshvisor.db'}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    migrate(url)
+    yield url
+    # Empty the tables so every test starts clean on the shared PostgreSQL database.
+    from sqlalchemy import text
+
+    from meshvisor.platform.db import make_engine
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE instances, images, operations, events, api_tokens RESTART IDENTITY"))
+    engine.dispose()
+
+
+@pytest.fixture
+def runtime(db_url: str, tmp_path: Path, test_prefix: str) -> Iterator[Runtime]:
+    """A runtime on the fake compute driver over a migrated database."""
+    migrate(db_url)
+    settings = Settings(
+        database_url=db_url, data_dir=tmp_path / "data", host_prefix=test_prefix, container_driver="fake"
+    )
+    rt = Runtime(settings)
+    yield rt
+    driver = rt.compute(InstanceKind.CONTAINER)
+    for observed in driver.observe():
+        driver.delete(observed.id)
+    rt.close()
+
+
+@pytest.fixture
+def session(runtime: Runtime) -> Iterator[Session]:
+    with runtime.sessions() as s:
+        yield s
+
+
+def add_ready_image(runtime: Runtime, name: str = "busybox") -> None:
+    with transaction(runtime.sessions) as s:
+        s.add(
+            Image(
+                id=new_id(),
+                name=name,
+                kind="container",
+                state="ready",
+                source={"type": "builtin"},
+                ref="ignored-by-the-fake",
+                size_bytes=1,
+                version=1,
+            )
+        )

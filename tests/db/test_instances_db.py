@@ -1,0 +1,189 @@
+"""Instance requests against a real database: validation, the one-operation lock, etags, paging, events."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound, PreconditionFailed
+from meshvisor.core.types import InstanceKind
+from meshvisor.platform import events, instances, operations, tokens
+from meshvisor.platform.db import transaction
+from meshvisor.platform.instances import InstanceRequest
+from meshvisor.platform.models import Event, Instance, Operation
+from meshvisor.platform.runtime import Runtime
+
+from .conftest import add_ready_image
+
+SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+
+
+def request(name: str = "web", **kw: object) -> InstanceRequest:
+    values: dict[str, object] = {
+        "name": name,
+        "kind": InstanceKind.CONTAINER,
+        "image": "busybox",
+        "command": SERVE,
+    }
+    values.update(kw)
+    return InstanceRequest(**values)  # type: ignore[arg-type]
+
+
+def counts(rt: Runtime) -> tuple[int, int]:
+    with rt.sessions() as s:
+        return (
+            s.scalar(select(func.count()).select_from(Instance)) or 0,
+            s.scalar(select(func.count()).select_from(Operation)) or 0,
+        )
+
+
+def test_create_writes_instance_and_operation_in_one_transaction(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instance, op = instances.create(s, request())
+    assert counts(runtime) == (1, 1)
+    with runtime.sessions() as s:
+        stored = instances.get(s, "web")
+        assert stored.operation_id == op.id and stored.state == "pending"
+        assert operations.get(s, op.id).status == "pending"
+        kinds = [(e.type, e.data.get("status") or e.data.get("state")) for e in events.since(s, 0)]
+    assert ("operation", "pending") in kinds and ("lifecycle", "pending") in kinds
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "message"),
+    [
+        ({"name": "Bad_Name"}, InvalidInput, "invalid name"),
+        ({"name": "x" * 41}, InvalidInput, "invalid name"),
+        ({"image": "nope"}, NotFound, "image 'nope' not found"),
+        ({"cpus": -1.0}, InvalidInput, "cpus"),
+        ({"cpus": 0.0}, InvalidInput, "cpus"),
+        ({"cpus": 10_000.0}, InvalidInput, "cpus"),
+        ({"cpus": float("nan")}, InvalidInput, "cpus"),
+        ({"memory_mb": -5}, InvalidInput, "memory_mb"),
+        ({"memory_mb": 10**9}, InvalidInput, "memory_mb"),
+        ({"kind": InstanceKind.VM}, InvalidInput, "virtual machines"),
+        ({"networks": [{"network": "n1"}]}, InvalidInput, "not available"),
+        ({"env": {"A=B": "x"}}, InvalidInput, "environment variable"),
+    ],
+)
+def test_bad_input_changes_nothing(runtime: Runtime, kw: dict[str, object], error: type, message: str) -> None:
+    add_ready_image(runtime)
+    before = counts(runtime)
+    with pytest.raises(error, match=message), transaction(runtime.sessions) as s:
+        instances.create(s, request(**kw))
+    assert counts(runtime) == before
+
+
+def test_duplicate_name_is_a_conflict(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instances.create(s, request())
+    with pytest.raises(Conflict, match="already exists"), transaction(runtime.sessions) as s:
+        instances.create(s, request())
+    assert counts(runtime) == (1, 1)
+
+
+def test_one_operation_per_instance(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instances.create(s, request())
+    # The create operation still holds the lock.
+    with pytest.raises(Conflict, match="busy"), transaction(runtime.sessions) as s:
+        instances.request_delete(s, "web")
+    with pytest.raises(Conflict, match="busy"), transaction(runtime.sessions) as s:
+        instances.request_action(s, "web", "stop", {})
+
+
+def test_concurrent_lock_has_exactly_one_winner(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instance, op = instances.create(s, request())
+        s.get(Instance, instance.id).operation_id = None  # type: ignore[union-attr]
+        s.get(Instance, instance.id).state = "running"  # type: ignore[union-attr]
+    results: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def stop() -> None:
+        barrier.wait()
+        try:
+            with transaction(runtime.sessions) as s:
+                instances.request_action(s, "web", "stop", {})
+            results.append("won")
+        except Conflict:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=stop) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict", "conflict", "conflict", "won"]
+
+
+def test_illegal_action_and_etag(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instance, _ = instances.create(s, request())
+        stored = s.get(Instance, instance.id)
+        assert stored is not None
+        stored.operation_id, stored.state = None, "stopped"
+        stored.touch()
+    with (
+        pytest.raises(IllegalState, match="cannot pause an instance that is stopped"),
+        transaction(runtime.sessions) as s,
+    ):
+        instances.request_action(s, "web", "pause", {})
+    with pytest.raises(InvalidInput, match="unknown action"), transaction(runtime.sessions) as s:
+        instances.request_action(s, "web", "jump", {})
+    with pytest.raises(PreconditionFailed), transaction(runtime.sessions) as s:
+        instances.request_action(s, "web", "start", {}, if_match='"00000000-1"')
+    with runtime.sessions() as s:
+        tag = instances.to_dict(instances.get(s, "web"))["etag"]
+    with transaction(runtime.sessions) as s:
+        _, op = instances.request_action(s, "web", "start", {}, if_match=f'"{tag}"')
+    assert op.action == "start"
+    with runtime.sessions() as s:
+        assert instances.to_dict(instances.get(s, "web"))["etag"] != tag
+
+
+def test_paging_is_stable(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    names = [f"n{i:02d}" for i in range(7)]
+    with transaction(runtime.sessions) as s:
+        for name in reversed(names):
+            instances.create(s, request(name))
+    seen, cursor = [], None
+    with runtime.sessions() as s:
+        while True:
+            rows, cursor = instances.page(s, 3, cursor)
+            seen += [r.name for r in rows]
+            if cursor is None:
+                break
+    assert seen == names
+    with pytest.raises(InvalidInput), runtime.sessions() as s:
+        instances.page(s, 3, "%%%not-base64")
+
+
+def test_events_are_ordered(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as s:
+        for i in range(5):
+            events.emit(s, "lifecycle", "instance", f"n{i}", state="running")
+    with runtime.sessions() as s:
+        rows = events.since(s, 0)
+        assert [e.resource_name for e in rows] == [f"n{i}" for i in range(5)]
+        assert events.since(s, rows[2].id)[0].resource_name == "n3"
+        assert events.latest_id(s) == rows[-1].id
+        assert s.scalar(select(func.count()).select_from(Event)) == 5
+
+
+def test_tokens_are_stored_hashed(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as s:
+        tokens.seed_admin(s, "secret-token")
+        tokens.seed_admin(s, "secret-token")
+    with runtime.sessions() as s:
+        found = tokens.find(s, "secret-token")
+        assert found is not None and found.role == "admin" and "secret" not in found.token_hash
+        assert tokens.find(s, "other") is None

@@ -1,0 +1,127 @@
+"""The reconciler runs operations to their end, here over the fake compute driver and a real database."""
+
+from __future__ import annotations
+
+import time
+
+from meshvisor.core.errors import TransientError
+from meshvisor.core.types import InstanceKind, OperationStatus
+from meshvisor.platform import instances, operations, reconciler
+from meshvisor.platform.db import transaction
+from meshvisor.platform.instances import InstanceChange, InstanceRequest
+from meshvisor.platform.runtime import Runtime
+
+from .conftest import add_ready_image
+
+SERVE = ["sh", "-c", "echo started; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+
+
+def state(rt: Runtime, name: str = "web") -> str:
+    with rt.sessions() as s:
+        return instances.get(s, name).state
+
+
+def act(rt: Runtime, action: str) -> OperationStatus:
+    with transaction(rt.sessions) as s:
+        _, op = instances.request_action(s, "web", action, {"timeout": 5})
+    return reconciler.run_operation(rt, op.id)
+
+
+def test_lifecycle_through_operations(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instance, op = instances.create(
+            s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE)
+        )
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    assert state(runtime) == "running"
+    driver = runtime.compute(InstanceKind.CONTAINER)
+    assert driver.inspect(instance.id) is not None
+
+    assert act(runtime, "pause") is OperationStatus.SUCCEEDED and state(runtime) == "paused"
+    assert act(runtime, "resume") is OperationStatus.SUCCEEDED and state(runtime) == "running"
+    assert act(runtime, "stop") is OperationStatus.SUCCEEDED and state(runtime) == "stopped"
+    assert act(runtime, "start") is OperationStatus.SUCCEEDED and state(runtime) == "running"
+    assert act(runtime, "restart") is OperationStatus.SUCCEEDED and state(runtime) == "running"
+
+    with transaction(runtime.sessions) as s:
+        _, op = instances.request_change(s, "web", InstanceChange(cpus=0.5, memory_mb=128))
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    observed = driver.inspect(instance.id)
+    assert observed is not None and observed.cpus == 0.5 and observed.memory_mb == 128
+
+    with transaction(runtime.sessions) as s:
+        _, op = instances.request_delete(s, "web")
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    assert driver.inspect(instance.id) is None
+    with runtime.sessions() as s:
+        assert instances.find(s, "web") is None
+        assert operations.get(s, op.id).status == "succeeded"
+
+
+def test_running_an_operation_twice_does_nothing_more(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        _, op = instances.create(s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE))
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    with runtime.sessions() as s:
+        assert operations.get(s, op.id).attempts == 1
+
+
+def test_transient_errors_retry_then_fail_and_a_later_start_converges(runtime: Runtime, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    add_ready_image(runtime)
+    driver = runtime.compute(InstanceKind.CONTAINER)
+    real_create = driver.create
+
+    def down(*_a: object, **_k: object) -> None:
+        raise TransientError("Docker daemon unreachable (test)")
+
+    monkeypatch.setattr(driver, "create", down)
+    with transaction(runtime.sessions) as s:
+        _, op = instances.create(s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE))
+    try:
+        reconciler.run_operation(runtime, op.id, final_attempt=False)
+        raise AssertionError("a transient error must propagate for a retry")
+    except TransientError:
+        pass
+    with runtime.sessions() as s:
+        current = operations.get(s, op.id)
+        assert current.status == "running" and "retrying" in (current.error or "")
+    assert reconciler.run_operation(runtime, op.id, final_attempt=True) is OperationStatus.FAILED
+    with runtime.sessions() as s:
+        assert operations.get(s, op.id).error == "Docker daemon unreachable (test)"
+        failed = instances.get(s, "web")
+        assert failed.state == "error" and failed.operation_id is None
+        assert "unreachable" in (failed.error or "")
+
+    monkeypatch.setattr(driver, "create", real_create)  # the daemon is back
+    assert act(runtime, "start") is OperationStatus.SUCCEEDED
+    assert state(runtime) == "running"
+
+
+def test_periodic_reconcile_sees_drift(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instance, op = instances.create(
+            s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE)
+        )
+    reconciler.run_operation(runtime, op.id)
+    driver = runtime.compute(InstanceKind.CONTAINER)
+    driver.stop(instance.id, timeout=5)  # stopped behind the platform's back
+    assert reconciler.reconcile(runtime)["changed"] == 1
+    assert state(runtime) == "stopped"
+    driver.delete(instance.id)  # gone behind its back
+    reconciler.reconcile(runtime)
+    assert state(runtime) == "error"
+
+    from meshvisor.core.names import new_id
+    from meshvisor.core.types import ComputeSpec
+
+    orphan = ComputeSpec(id=new_id(), name="orphan", image_ref="x", command=tuple(SERVE))
+    driver.create(orphan)
+    assert reconciler.reconcile(runtime)["orphans_removed"] == 1
+    deadline = time.monotonic() + 2
+    while driver.inspect(orphan.id) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert driver.inspect(orphan.id) is None

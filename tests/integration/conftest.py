@@ -1,0 +1,151 @@
+"""A real platform for the integration tests: `meshvisor serve` and `meshvisor worker` as processes, over real
+Redis and the real Docker engine, with the run's own host prefix, data directory, port and Redis database."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+
+from meshvisor.containers.docker_client import API_VERSION
+
+from .docker_proxy import DockerProxy
+
+REPO = Path(__file__).resolve().parents[2]
+SERVE = ["sh", "-c", "echo hello-$HOSTNAME; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Platform:
+    url: str
+    token: str
+    env: dict[str, str]
+    prefix: str
+    data_dir: Path
+    proxy: DockerProxy
+    docker: docker.DockerClient
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"}, timeout=60
+        )
+
+    def containers(self) -> list[Any]:
+        return self.docker.containers.list(all=True, filters={"label": f"meshvisor.prefix={self.prefix}"})
+
+    def logs(self) -> str:
+        return "".join(
+            (self.data_dir / name).read_text(errors="replace")[-4000:]
+            for name in ("serve.log", "worker.log")
+            if (self.data_dir / name).exists()
+        )
+
+
+def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 60) -> dict[str, Any]:
+    assert response.status_code == 202, response.text
+    location = response.headers["Location"]
+    deadline = time.monotonic() + timeout
+    while True:
+        op: dict[str, Any] = api.get(f"{location}/wait", params={"timeout": 5}).json()
+        if op["status"] in ("succeeded", "failed", "cancelled"):
+            return op
+        assert time.monotonic() < deadline, f"operation still {op['status']}: {op}"
+
+
+def create(api: httpx.Client, name: str, **body: Any) -> dict[str, Any]:
+    payload = {"name": name, "kind": "container", "image": "busybox", "command": SERVE, **body}
+    op = wait_op(api, api.post("/v1/instances", json=payload))
+    assert op["status"] == "succeeded", op
+    instance: dict[str, Any] = api.get(f"/v1/instances/{name}").json()
+    return instance
+
+
+def delete(api: httpx.Client, name: str) -> None:
+    response = api.delete(f"/v1/instances/{name}")
+    if response.status_code == 202:
+        wait_op(api, response)
+
+
+@pytest.fixture(scope="session")
+def platform(test_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    data_dir = tmp_path_factory.mktemp("platform")
+    proxy = DockerProxy(data_dir / "docker.sock")
+    proxy.start()
+    port = free_port()
+    token = secrets.token_urlsafe(24)
+    env = {
+        **os.environ,
+        "MESHVISOR_DATA_DIR": str(data_dir),
+        "MESHVISOR_HOST_PREFIX": test_prefix,
+        "MESHVISOR_API_PORT": str(port),
+        "MESHVISOR_BROKER_URL": "redis://127.0.0.1:6379/3",
+        "MESHVISOR_ADMIN_TOKEN": token,
+        "MESHVISOR_DOCKER_URL": proxy.url,
+        "MESHVISOR_TASK_RETRIES": "2",
+        "MESHVISOR_RETRY_BACKOFF_S": "0.3",
+        "MESHVISOR_RECONCILE_INTERVAL_S": "2",
+    }
+    env.pop("MESHVISOR_DATABASE_URL", None)
+    client = docker.DockerClient(version=API_VERSION)
+    plat = Platform(f"http://127.0.0.1:{port}", token, env, test_prefix, data_dir, proxy, client)
+    for command in ("serve", "worker"):
+        log = open(data_dir / f"{command}.log", "wb")
+        plat.procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "meshvisor", command], env=env, stdout=log, stderr=log, cwd=REPO
+            )
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{plat.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"the API did not start:\n{plat.logs()}"
+            assert all(p.poll() is None for p in plat.procs), f"a platform process died:\n{plat.logs()}"
+            time.sleep(0.2)
+        with plat.client() as api:
+            op = wait_op(api, api.post("/v1/images", json={"name": "busybox", "source": {"type": "builtin"}}))
+            assert op["status"] == "succeeded", f"{op}\n{plat.logs()}"
+        yield plat
+    finally:
+        for proc in plat.procs:
+            proc.terminate()
+        for proc in plat.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        proxy.stop()
+        for container in plat.containers():
+            container.remove(force=True)
+        for image in client.images.list(filters={"reference": f"{test_prefix}/*"}):
+            for tag in image.tags:
+                client.images.remove(tag, force=True)
+        client.close()
+
+
+@pytest.fixture
+def api(platform: Platform) -> Iterator[httpx.Client]:
+    with platform.client() as client:
+        yield client

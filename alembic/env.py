@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import text
 
 from meshvisor.platform.db import make_engine
 from meshvisor.platform.models import Base
@@ -23,6 +24,9 @@ def run_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # Processes that start together migrate one after another.
+                connection.execute(text("SELECT pg_advisory_xact_lock(7386519)"))
             context.run_migrations()
     engine.dispose()
 

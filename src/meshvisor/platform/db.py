@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +56,12 @@ def migrate(url: str) -> None:
     """Bring the database to the newest schema."""
     from alembic import command
 
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    command.upgrade(alembic_config(url), "head")
+    if not url.startswith("sqlite:///"):
+        command.upgrade(alembic_config(url), "head")  # env.py serialises with an advisory lock
+        return
+    # The API and the worker start together: one migrates while the other waits on this lock.
+    db_file = Path(url.removeprefix("sqlite:///"))
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db_file}.migrate-lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        command.upgrade(alembic_config(url), "head")

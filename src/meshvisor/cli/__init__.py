@@ -17,7 +17,7 @@ from rich.table import Table
 from meshvisor.platform.settings import Settings, get_settings
 
 from .client import ApiClient, ApiError
-from .supervisor import Children, raise_on_sigterm
+from .supervisor import Children, interrupt_on_signals
 
 app = typer.Typer(
     help="meshvisor: VMs and containers side by side under one API and one service mesh.", no_args_is_help=True
@@ -83,23 +83,27 @@ def up() -> None:
     """API + worker + event stream in the foreground; Ctrl-C stops all of them."""
     settings = get_settings()
     children = Children()
-    raise_on_sigterm()
+    interrupt_on_signals()
+    logs = settings.data_path / "logs"
     try:
-        children.spawn("api", "serve")
-        children.spawn("worker", "worker")
+        children.spawn("api", logs / "api.log", "serve")
+        children.spawn("worker", logs / "worker.log", "worker")
         client = ApiClient(settings)
         deadline = time.monotonic() + 60
         with console.status("starting the API and the worker"):
             while not client.healthy():
                 if children.dead() or time.monotonic() > deadline:
-                    _fail(f"the platform did not start: {', '.join(children.dead()) or 'API not answering'}")
+                    _fail(
+                        f"the platform did not start ({', '.join(children.dead()) or 'API not answering'}); "
+                        f"see {logs}"
+                    )
                 time.sleep(0.2)
         client = ApiClient(settings)  # the token file exists now
         _build_builtin(client)
         token = settings.admin_token or settings.admin_token_file.read_text().strip()
         console.print(f"[green]meshvisor is up[/green]  API and dashboard: {settings.base_api_url}/")
         console.print(f"admin token: [bold]{token}[/bold]  (also in {settings.admin_token_file})")
-        console.print("events follow; Ctrl-C stops everything")
+        console.print(f"logs: {logs}/api.log, {logs}/worker.log; events follow; Ctrl-C stops everything")
         _follow_events(settings, token, children)
     except KeyboardInterrupt:
         console.print("stopping")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
 
 GRACE_S = 15.0
@@ -18,8 +19,10 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
-    def spawn(self, label: str, *args: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen([sys.executable, "-m", "meshvisor", *args])
+    def spawn(self, label: str, log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "meshvisor", *args], stdout=log, stderr=log)
         self.procs.append((label, proc))
         return proc
 
@@ -39,10 +42,12 @@ class Children:
                 proc.wait()
 
 
-def raise_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt so `up` cleans up the same way for both."""
+def interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt, so `up` cleans up the same way for either, even when
+    started in the background where the shell left SIGINT ignored."""
 
     def handler(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)

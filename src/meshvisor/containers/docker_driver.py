@@ -94,6 +94,7 @@ class DockerDriver:
                 labels={LABEL_ID: spec.id, LABEL_PREFIX: self.prefix, LABEL_NAME: spec.name},
                 environment=dict(spec.env),
                 network_mode="none",
+                init=True,  # tini as PID 1: signals reach the command, so `stop` is quick and zombies are reaped
                 cpu_period=CPU_PERIOD,
                 cpu_quota=int(spec.cpus * CPU_PERIOD),
                 mem_limit=memory,

@@ -1,0 +1,38 @@
+"""The README's curl walk-through, run as written against a real platform (only its address and token change)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from .conftest import REPO, Platform
+
+pytestmark = pytest.mark.integration
+
+
+def walkthrough_script() -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Walk-through with curl", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block is not None
+    # The last line follows the event stream forever: leave it out here.
+    return "\n".join(line for line in block.group(1).splitlines() if "/v1/events" not in line)
+
+
+def test_readme_walkthrough_works_as_written(platform: Platform) -> None:
+    script = walkthrough_script()
+    assert "TOKEN=$(cat var/admin.token)" in script and "API=http://127.0.0.1:8000" in script
+    script = script.replace("TOKEN=$(cat var/admin.token)", f"TOKEN={platform.token}")
+    script = script.replace("API=http://127.0.0.1:8000", f"API={platform.url}")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=180)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert out.count('"status":"succeeded"') == 4, out  # create, stop, start, delete
+    assert '"name":"busybox"' in out
+    assert '"state":"running"' in out and '"state":"stopped"' in out
+    assert "hello from web" in out
+    assert '{"exit_code":0,"output":"Linux\\n"}' in out
+    assert out.rstrip().endswith('"message":"instance \'web\' not found"}}'), out
+    assert [c for c in platform.containers() if c.labels.get("meshvisor.name") == "web"] == []

@@ -62,3 +62,106 @@ class ImageCreate(Strict):
 class ImageAction(Strict):
     action: Literal["push"]
     target: str
+
+
+# -- answers ----------------------------------------------------------------------------------------------------
+class OperationPublic(BaseModel):
+    id: str
+    status: Literal["pending", "running", "succeeded", "failed", "cancelled"]
+    action: str
+    resource_type: str
+    resource_name: str
+    resource_id: str
+    params: dict[str, Any]
+    error: str | None
+    attempts: int
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+
+
+class InstancePublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    kind: InstanceKind
+    state: Literal["pending", "creating", "running", "stopped", "paused", "error", "deleting"]
+    image: str
+    host: str
+    cpus: float
+    memory_mb: int
+    command: list[str]
+    env: dict[str, str]
+    restart_policy: RestartPolicy
+    networks: list[dict[str, Any]]
+    volumes: list[dict[str, Any]]
+    mesh: dict[str, Any] | None
+    error: str | None
+    operation_id: str | None
+    etag: str
+    created_at: str
+    updated_at: str
+
+
+class ImagePublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    kind: InstanceKind
+    state: Literal["pending", "ready", "error"]
+    source: dict[str, Any]
+    ref: str | None
+    size_bytes: int
+    error: str | None
+    operation_id: str | None
+    etag: str
+    created_at: str
+
+
+class InstanceAccepted(BaseModel):
+    operation: OperationPublic
+    instance: InstancePublic
+
+
+class ImageAccepted(BaseModel):
+    operation: OperationPublic
+    image: ImagePublic
+
+
+class InstancePage(BaseModel):
+    items: list[InstancePublic]
+    next_cursor: str | None
+
+
+class ImagePage(BaseModel):
+    items: list[ImagePublic]
+    next_cursor: str | None
+
+
+class OperationPage(BaseModel):
+    items: list[OperationPublic]
+    next_cursor: str | None
+
+
+class ExecResultPublic(BaseModel):
+    exit_code: int
+    output: str
+
+
+class LogsPublic(BaseModel):
+    name: str
+    output: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorPublic(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorPublic} for code in (400, 401, 404, 409, 412, 422, 503)
+}

@@ -78,12 +78,13 @@ class DockerImages:
     def pull(self, image_id: str, name: str, source: str) -> ImageInfo:
         """Pull `source` (e.g. `127.0.0.1:5000/app:1`) and keep it as this platform's image `name`."""
         repository, tag = split_ref(source)
+        pulled = join_ref(repository, tag)
         ref = self.ref_for(name)
         with docker_errors(f"pull image {source}"):
             image = self._client.images.pull(repository, tag=tag)
             image.tag(ref.rsplit(":", 1)[0], tag="latest")
-            if f"{repository}:{tag}" != ref:
-                self._client.images.remove(f"{repository}:{tag}")
+            if pulled != ref:
+                self._client.images.remove(pulled)
         return self._info(image_id, ref)
 
     def push(self, name: str, target: str) -> None:
@@ -113,12 +114,22 @@ class DockerImages:
 
 
 def split_ref(ref: str) -> tuple[str, str]:
-    """`host:5000/repo:tag` → (`host:5000/repo`, `tag`); the tag defaults to `latest`."""
+    """`host:5000/repo:tag` → (`host:5000/repo`, `tag`); the tag defaults to `latest`.
+
+    A digest reference `host:5000/repo@sha256:…` → (`host:5000/repo`, `sha256:…`) (a tag before it is dropped)."""
+    if "@" in ref:
+        name, digest = ref.split("@", 1)
+        return split_ref(name)[0], digest
     last = ref.rsplit("/", 1)[-1]
     if ":" in last:
         repository, tag = ref.rsplit(":", 1)
         return repository, tag
     return ref, "latest"
+
+
+def join_ref(repository: str, tag: str) -> str:
+    """The inverse of `split_ref`: `repo:tag`, or `repo@sha256:…` for a digest."""
+    return f"{repository}@{tag}" if tag.startswith("sha256:") else f"{repository}:{tag}"
 
 
 def _chunk_error(chunk: Any) -> str | None:

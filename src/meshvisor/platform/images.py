@@ -120,8 +120,8 @@ def upload_path(settings: Settings, op_id: str) -> str:
 
 
 def request_push(session: Session, name: str, target: str, project: str = "default") -> tuple[Image, Operation]:
-    if not isinstance(target, str) or not _REF.fullmatch(target):
-        raise InvalidInput("push needs 'target', e.g. '127.0.0.1:5000/app:1'")
+    if not isinstance(target, str) or not _REF.fullmatch(target) or "@" in target:
+        raise InvalidInput("push needs 'target' (a name and tag, no digest), e.g. '127.0.0.1:5000/app:1'")
     image = get(session, name, project)
     if image.state != "ready":
         raise Conflict(f"image {name!r} is {image.state}, not ready")

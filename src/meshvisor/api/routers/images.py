@@ -13,9 +13,10 @@ from meshvisor.platform import images, operations, resources
 from meshvisor.platform.db import transaction
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
-from ..schemas import ImageAction, ImageCreate
+from ..schemas import ERRORS, ImageAccepted, ImageAction, ImageCreate, ImagePage, ImagePublic
 
-router = APIRouter(prefix="/v1/images", tags=["images"])
+router = APIRouter(prefix="/v1/images", tags=["images"], responses=ERRORS)
+ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": ImageAccepted}}
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
@@ -23,7 +24,7 @@ def _accepted(dispatch: DispatchDep, image: Any, op: Any) -> Response:
     return dispatch.accepted(op.id, {"operation": operations.to_dict(op), "image": images.to_dict(image)})
 
 
-@router.get("")
+@router.get("", response_model=ImagePage)
 def list_images(
     session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
 ) -> dict[str, Any]:
@@ -31,14 +32,14 @@ def list_images(
     return {"items": [images.to_dict(i) for i in rows], "next_cursor": next_cursor}
 
 
-@router.get("/{name}")
+@router.get("/{name}", response_model=ImagePublic)
 def get_image(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
     image = images.get(session, name)
     response.headers["ETag"] = f'"{resources.etag(image)}"'
     return images.to_dict(image)
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=ACCEPTED)
 def create_image(body: ImageCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     """Sources: `{"type": "builtin"}`, `{"type": "dockerfile", "dockerfile": "FROM busybox ..."}`,
     `{"type": "pull", "ref": "127.0.0.1:5000/app:1"}`."""
@@ -49,7 +50,7 @@ def create_image(body: ImageCreate, rt: RuntimeDep, dispatch: DispatchDep, _: To
     return _accepted(dispatch, image, op)
 
 
-@router.post("/import", status_code=202)
+@router.post("/import", status_code=202, responses=ACCEPTED)
 async def import_image(
     request: Request,
     rt: RuntimeDep,
@@ -91,14 +92,14 @@ async def import_image(
     return _accepted(dispatch, image, op)
 
 
-@router.post("/{name}/actions", status_code=202)
+@router.post("/{name}/actions", status_code=202, responses=ACCEPTED)
 def image_action(name: str, body: ImageAction, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     with transaction(rt.sessions) as s:
         image, op = images.request_push(s, name, body.target)
     return _accepted(dispatch, image, op)
 
 
-@router.delete("/{name}", status_code=202)
+@router.delete("/{name}", status_code=202, responses=ACCEPTED)
 def delete_image(
     name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:

@@ -9,9 +9,21 @@ from meshvisor.platform.db import transaction
 from meshvisor.platform.instances import InstanceChange, InstanceRequest
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
-from ..schemas import ActionRequest, ExecRequest, InstanceCreate, InstancePatch
+from ..schemas import (
+    ERRORS,
+    ActionRequest,
+    ExecRequest,
+    ExecResultPublic,
+    InstanceAccepted,
+    InstanceCreate,
+    InstancePage,
+    InstancePatch,
+    InstancePublic,
+    LogsPublic,
+)
 
-router = APIRouter(prefix="/v1/instances", tags=["instances"])
+router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=ERRORS)
+ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": InstanceAccepted}}
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
@@ -20,7 +32,7 @@ def _accepted(dispatch: DispatchDep, instance: Any, op: Any) -> Response:
     return dispatch.accepted(op.id, body)
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, responses=ACCEPTED)
 def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     req = InstanceRequest(
         name=body.name,
@@ -40,7 +52,7 @@ def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep,
     return _accepted(dispatch, instance, op)
 
 
-@router.get("")
+@router.get("", response_model=InstancePage)
 def list_instances(
     session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
 ) -> dict[str, Any]:
@@ -48,14 +60,14 @@ def list_instances(
     return {"items": [instances.to_dict(i) for i in rows], "next_cursor": next_cursor}
 
 
-@router.get("/{name}")
+@router.get("/{name}", response_model=InstancePublic)
 def get_instance(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
     instance = instances.get(session, name)
     response.headers["ETag"] = f'"{resources.etag(instance)}"'
     return instances.to_dict(instance)
 
 
-@router.patch("/{name}", status_code=202)
+@router.patch("/{name}", status_code=202, responses=ACCEPTED)
 def patch_instance(
     name: str, body: InstancePatch, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
@@ -65,7 +77,7 @@ def patch_instance(
     return _accepted(dispatch, instance, op)
 
 
-@router.delete("/{name}", status_code=202)
+@router.delete("/{name}", status_code=202, responses=ACCEPTED)
 def delete_instance(
     name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
@@ -74,7 +86,7 @@ def delete_instance(
     return _accepted(dispatch, instance, op)
 
 
-@router.post("/{name}/actions", status_code=202)
+@router.post("/{name}/actions", status_code=202, responses=ACCEPTED)
 def instance_action(
     name: str, body: ActionRequest, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
@@ -84,7 +96,7 @@ def instance_action(
     return _accepted(dispatch, instance, op)
 
 
-@router.get("/{name}/logs")
+@router.get("/{name}/logs", response_model=LogsPublic)
 def instance_logs(
     name: str,
     rt: RuntimeDep,
@@ -95,7 +107,7 @@ def instance_logs(
     return {"name": name, "output": instances.read_logs(rt, session, name, tail)}
 
 
-@router.post("/{name}/exec")
+@router.post("/{name}/exec", response_model=ExecResultPublic)
 def instance_exec(
     name: str, body: ExecRequest, rt: RuntimeDep, session: SessionDep, _: TokenDep
 ) -> dict[str, Any]:

@@ -14,11 +14,12 @@ from meshvisor.platform.models import Operation
 from meshvisor.platform.resources import decode_cursor, encode_cursor
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
+from ..schemas import ERRORS, OperationPage, OperationPublic
 
-router = APIRouter(prefix="/v1/operations", tags=["operations"])
+router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=ERRORS)
 
 
-@router.get("")
+@router.get("", response_model=OperationPage)
 def list_operations(
     session: SessionDep,
     _: TokenDep,
@@ -45,12 +46,12 @@ def list_operations(
     }
 
 
-@router.get("/{op_id}")
+@router.get("/{op_id}", response_model=OperationPublic)
 def get_operation(op_id: str, session: SessionDep, _: TokenDep) -> dict[str, Any]:
     return operations.to_dict(operations.get(session, op_id))
 
 
-@router.get("/{op_id}/wait")
+@router.get("/{op_id}/wait", response_model=OperationPublic)
 async def wait_operation(
     op_id: str, rt: RuntimeDep, _: TokenDep, timeout: Annotated[float, Query(ge=0, le=3600)] = 60
 ) -> dict[str, Any]:

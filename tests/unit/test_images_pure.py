@@ -64,3 +64,15 @@ def test_rootfs_dir_tar(tmp_path: object) -> None:
         assert "bin/hello" in tar.getnames()
     with pytest.raises(InvalidInput):
         rootfs_dir_tar(root / "missing")
+
+
+def test_from_images_skips_scratch_and_own_stages() -> None:
+    from meshvisor.platform.images import from_images
+
+    text = "FROM busybox AS build\nRUN true\nFROM scratch\nFROM build\nFROM --platform=linux/amd64 app\n"
+    assert from_images(text) == ["busybox", "app"]
+
+
+def test_commands_only_for_sources_that_use_them() -> None:
+    with pytest.raises(InvalidInput, match="takes no command"):
+        check_source({"type": "pull", "ref": "127.0.0.1:5000/a:1", "command": ["sh"]})

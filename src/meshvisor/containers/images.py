@@ -33,12 +33,14 @@ class DockerImages:
     def _get(self, ref: str) -> Image:
         return call(f"inspect image {ref}", lambda: self._client.images.get(ref))
 
-    def exists(self, ref: str) -> bool:
+    def _find(self, ref: str) -> Image | None:
         try:
-            self._get(ref)
+            return self._get(ref)
         except NotFound:
-            return False
-        return True
+            return None
+
+    def exists(self, ref: str) -> bool:
+        return self._find(ref) is not None
 
     def import_tar(self, image_id: str, name: str, data: bytes, command: list[str] | None = None) -> ImageInfo:
         """Import a root filesystem tarball. Imported images have no CMD unless `command` gives one."""
@@ -80,27 +82,38 @@ class DockerImages:
         repository, tag = split_ref(source)
         pulled = join_ref(repository, tag)
         ref = self.ref_for(name)
+        had_it = self.exists(pulled)  # a name the engine already had is not ours to remove afterwards
         with docker_errors(f"pull image {source}"):
             image = self._client.images.pull(repository, tag=tag)
             image.tag(ref.rsplit(":", 1)[0], tag="latest")
-            if pulled != ref:
+            if pulled != ref and not had_it:
                 self._client.images.remove(pulled)
         return self._info(image_id, ref)
 
     def push(self, name: str, target: str) -> None:
-        """Push this platform's image `name` to `target` (`registry/repo:tag`); the temporary tag is removed."""
+        """Push this platform's image `name` to `target` (`registry/repo:tag`); the temporary tag is removed.
+
+        A local name `target` that already exists is left alone: pushed as it is when it names this very image,
+        refused when it names another (re-tagging it, then removing the tag, would take it from its owner)."""
         ref = self.ref_for(name)
         repository, tag = split_ref(target)
         image = self._get(ref)
+        existing = self._find(join_ref(repository, tag))
+        if existing is not None and existing.id != image.id:
+            raise PermanentError(
+                f"push of image {name} to {target} refused: the engine already has another image named {target}"
+            )
         with docker_errors(f"push image {name} to {target}"):
-            image.tag(repository, tag=tag)
+            if existing is None:
+                image.tag(repository, tag=tag)
             try:
                 for chunk in self._client.images.push(repository, tag=tag, stream=True, decode=True):
                     error = _chunk_error(chunk)
                     if error:
                         raise PermanentError(f"push of image {name} to {target} failed: {error}")
             finally:
-                self._client.images.remove(f"{repository}:{tag}")
+                if existing is None:
+                    self._client.images.remove(join_ref(repository, tag))
 
     def delete(self, ref: str) -> None:
         try:

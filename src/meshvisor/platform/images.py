@@ -65,7 +65,32 @@ def check_source(source: dict[str, Any]) -> dict[str, Any]:
     command = source.get("command")
     if command is not None and (not isinstance(command, list) or not all(isinstance(c, str) for c in command)):
         raise InvalidInput("command must be a list of strings")
+    if command is not None and kind in ("dockerfile", "pull"):
+        raise InvalidInput(f"a {kind} source takes no command: set CMD in the image itself")
     return source
+
+
+def from_images(dockerfile: str) -> list[str]:
+    """The images a Dockerfile builds FROM, leaving out `scratch` and its own earlier stages."""
+    bases: list[str] = []
+    stages: set[str] = set()
+    for match in re.finditer(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", dockerfile, re.M | re.I):
+        base, alias = match.group(1), match.group(2)
+        if base.lower() != "scratch" and base not in stages:
+            bases.append(base)
+        if alias:
+            stages.add(alias)
+    return bases
+
+
+def check_bases(session: Session, dockerfile: str, project: str) -> None:
+    """Builds run offline: every FROM must name an image of this platform that is ready (or `scratch`)."""
+    for base in from_images(dockerfile):
+        image = find(session, base, project)
+        if image is None or image.state != "ready" or image.kind != InstanceKind.CONTAINER.value:
+            raise InvalidInput(
+                f"FROM {base}: not a ready container image of this platform; builds use local images only"
+            )
 
 
 def request_create(
@@ -83,6 +108,8 @@ def request_create(
         kind = BUILTIN[name]
     if kind is not InstanceKind.CONTAINER:
         raise InvalidInput("only container images are available on this platform yet")
+    if source["type"] == "dockerfile":
+        check_bases(session, source["dockerfile"], project)
     if find(session, name, project) is not None:
         raise Conflict(f"an image named {name!r} already exists")
     image_id = new_id()

@@ -224,7 +224,13 @@ def _image_create(rt: Runtime, op: Operation) -> None:
         path = Path(upload_path(rt.settings, op.id))
         if not path.exists():
             raise PermanentError("the uploaded root filesystem is gone; import it again")
-        info = store.import_tar(op.resource_id, name, path.read_bytes(), command)
+        try:
+            info = store.import_tar(op.resource_id, name, path.read_bytes(), command)
+        except TransientError:
+            raise  # kept for the retry
+        except Exception:
+            path.unlink(missing_ok=True)
+            raise
         path.unlink(missing_ok=True)
     elif kind == "dockerfile":
         info = store.build(op.resource_id, name, rewrite_from_lines(source["dockerfile"], refs))

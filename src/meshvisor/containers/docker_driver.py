@@ -8,7 +8,15 @@ from docker.models.containers import Container
 
 from meshvisor.core.errors import IllegalState, NotFound
 from meshvisor.core.names import host_object_name
-from meshvisor.core.types import Capabilities, ComputeSpec, ExecResult, InstanceState, Observed, RestartPolicy
+from meshvisor.core.types import (
+    Capabilities,
+    ComputeSpec,
+    ExecResult,
+    InstanceState,
+    Observed,
+    RestartPolicy,
+    UpdateResult,
+)
 
 from .docker_client import call, docker_errors, open_client
 
@@ -147,7 +155,7 @@ class DockerDriver:
             raise IllegalState(f"container {container.name} is {container.status}, not paused")
         call(f"resume container {container.name}", container.unpause)
 
-    def update(self, instance_id: str, cpus: float, memory_mb: int) -> None:
+    def update(self, instance_id: str, cpus: float, memory_mb: int) -> UpdateResult:
         container = self._get(instance_id)
         memory = memory_mb * 1024 * 1024
         with docker_errors(f"update container {container.name}"):
@@ -155,6 +163,7 @@ class DockerDriver:
             container.update(
                 cpu_period=CPU_PERIOD, cpu_quota=int(cpus * CPU_PERIOD), mem_limit=memory, memswap_limit=memory
             )
+        return UpdateResult(live=True)
 
     def delete(self, instance_id: str) -> None:
         container = self._find(instance_id)

@@ -18,7 +18,7 @@ from typing import Any
 
 from meshvisor.core.errors import IllegalState, NotFound
 from meshvisor.core.names import host_object_name
-from meshvisor.core.types import Capabilities, ComputeSpec, ExecResult, InstanceState, Observed
+from meshvisor.core.types import Capabilities, ComputeSpec, ExecResult, InstanceState, Observed, UpdateResult
 
 
 class FakeCompute:
@@ -176,11 +176,12 @@ class FakeCompute:
         while self._state(record) is InstanceState.PAUSED:
             time.sleep(0.01)
 
-    def update(self, instance_id: str, cpus: float, memory_mb: int) -> None:
+    def update(self, instance_id: str, cpus: float, memory_mb: int) -> UpdateResult:
         with self._lock:
             record = self._get(instance_id)
             record["cpus"], record["memory_mb"] = cpus, memory_mb
             self._save(record)
+        return UpdateResult(live=True)
 
     def delete(self, instance_id: str) -> None:
         if self._load(instance_id) is None:

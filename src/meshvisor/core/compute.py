@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .types import Capabilities, ComputeSpec, ExecResult, Observed
+from .types import Capabilities, ComputeSpec, ExecResult, Observed, Snapshot, UpdateResult
 
 
 class ComputeDriver(Protocol):
@@ -34,8 +34,8 @@ class ComputeDriver(Protocol):
 
     def resume(self, instance_id: str) -> None: ...
 
-    def update(self, instance_id: str, cpus: float, memory_mb: int) -> None:
-        """Apply new resource limits to an existing workload, live where the driver can."""
+    def update(self, instance_id: str, cpus: float, memory_mb: int) -> UpdateResult:
+        """Apply new resource limits to an existing workload, live where the driver can; say when it cannot."""
         ...
 
     def delete(self, instance_id: str) -> None: ...
@@ -43,3 +43,15 @@ class ComputeDriver(Protocol):
     def logs(self, instance_id: str, tail: int | None = None) -> str: ...
 
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult: ...
+
+
+class SnapshotDriver(Protocol):
+    """Drivers whose `capabilities.snapshots` is true also have these verbs."""
+
+    def snapshot_create(self, instance_id: str, name: str) -> Snapshot: ...
+
+    def snapshot_revert(self, instance_id: str, name: str) -> None: ...
+
+    def snapshot_list(self, instance_id: str) -> list[Snapshot]: ...
+
+    def snapshot_delete(self, instance_id: str, name: str) -> None: ...

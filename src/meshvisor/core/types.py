@@ -52,6 +52,34 @@ class OperationStatus(StrEnum):
 
 
 @dataclass(frozen=True)
+class BootSpec:
+    """Direct kernel boot (the built-in `tiny` guest): paths already resolved on this host."""
+
+    kernel: str
+    initrd: str | None = None
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """A disk file the orchestration layer prepared (an overlay, a volume); the driver only attaches it."""
+
+    path: str
+    format: str = "qcow2"
+    target: str = "vda"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """A network interface: the bridge (or tap) already exists when the driver sees this."""
+
+    mac: str
+    bridge: str | None = None
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
 class ComputeSpec:
     """What a compute driver needs to create one workload; every value already resolved by orchestration."""
 
@@ -63,6 +91,12 @@ class ComputeSpec:
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     restart_policy: RestartPolicy = RestartPolicy.NO
+    # VMs: how to boot, which disks and NICs; maxima bound live resizing.
+    boot: BootSpec | None = None
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    max_cpus: int | None = None
+    max_memory_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +109,23 @@ class Observed:
     exit_code: int | None = None
     cpus: float | None = None
     memory_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class UpdateResult:
+    """What `update` could apply: live, or only in the configuration for the next boot."""
+
+    live: bool = True
+    restart_required: bool = False
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    name: str
+    created_at: float
+    state: str
+    has_memory: bool
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,131 @@
+"""The libvirt domain XML for one VM, built and read back by pure functions."""
+
+from __future__ import annotations
+
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from meshvisor.core.types import BootSpec, DiskSpec, NicSpec
+
+NS = "https://meshvisor.dev/xmlns/instance/1"
+ET.register_namespace("mv", NS)
+
+
+@dataclass(frozen=True)
+class DomainConfig:
+    """Everything the XML says, resolved: names, sizes, files and devices."""
+
+    name: str
+    instance_id: str
+    instance_name: str
+    prefix: str
+    domain_type: str  # "kvm" or "qemu" (TCG)
+    vcpus: int
+    max_vcpus: int
+    memory_mb: int
+    max_memory_mb: int
+    console_log: str
+    boot: BootSpec | None = None
+    disks: tuple[DiskSpec, ...] = ()
+    nics: tuple[NicSpec, ...] = ()
+    machine: str = "pc"
+
+
+def domain_uuid(instance_id: str) -> str:
+    return str(uuid.UUID(hex=instance_id))
+
+
+def build_domain_xml(cfg: DomainConfig) -> str:
+    if not 1 <= cfg.vcpus <= cfg.max_vcpus:
+        raise ValueError(f"vcpus {cfg.vcpus} must be between 1 and max_vcpus {cfg.max_vcpus}")
+    if not 1 <= cfg.memory_mb <= cfg.max_memory_mb:
+        raise ValueError(f"memory {cfg.memory_mb} MiB must be between 1 and max {cfg.max_memory_mb} MiB")
+    if cfg.boot is None and not cfg.disks:
+        raise ValueError("a domain needs a kernel to boot or a disk")
+    domain = ET.Element("domain", type=cfg.domain_type)
+    ET.SubElement(domain, "name").text = cfg.name
+    ET.SubElement(domain, "uuid").text = domain_uuid(cfg.instance_id)
+    ET.SubElement(domain, "title").text = cfg.instance_name
+    metadata = ET.SubElement(domain, "metadata")
+    instance = ET.SubElement(metadata, f"{{{NS}}}instance")
+    ET.SubElement(instance, f"{{{NS}}}id").text = cfg.instance_id
+    ET.SubElement(instance, f"{{{NS}}}name").text = cfg.instance_name
+    ET.SubElement(instance, f"{{{NS}}}prefix").text = cfg.prefix
+
+    # Memory: the maximum is what QEMU gets; the balloon brings the guest down to the current size, live.
+    ET.SubElement(domain, "memory", unit="MiB").text = str(cfg.max_memory_mb)
+    ET.SubElement(domain, "currentMemory", unit="MiB").text = str(cfg.memory_mb)
+    ET.SubElement(domain, "vcpu", placement="static", current=str(cfg.vcpus)).text = str(cfg.max_vcpus)
+
+    os_el = ET.SubElement(domain, "os")
+    ET.SubElement(os_el, "type", arch="x86_64", machine=cfg.machine).text = "hvm"
+    if cfg.boot is not None:
+        ET.SubElement(os_el, "kernel").text = cfg.boot.kernel
+        if cfg.boot.initrd:
+            ET.SubElement(os_el, "initrd").text = cfg.boot.initrd
+        ET.SubElement(os_el, "cmdline").text = cfg.boot.cmdline
+    else:
+        ET.SubElement(os_el, "boot", dev="hd")
+
+    features = ET.SubElement(domain, "features")
+    ET.SubElement(features, "acpi")  # without it `poweroff` in the guest only halts
+    ET.SubElement(features, "apic")
+    if cfg.domain_type == "kvm":
+        ET.SubElement(domain, "cpu", mode="host-passthrough")
+    ET.SubElement(domain, "clock", offset="utc")
+    ET.SubElement(domain, "on_poweroff").text = "destroy"
+    ET.SubElement(domain, "on_reboot").text = "restart"
+    ET.SubElement(domain, "on_crash").text = "destroy"
+
+    devices = ET.SubElement(domain, "devices")
+    for disk in cfg.disks:
+        el = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(el, "driver", name="qemu", type=disk.format)
+        ET.SubElement(el, "source", file=disk.path)
+        ET.SubElement(el, "target", dev=disk.target, bus="virtio")
+        if disk.readonly:
+            ET.SubElement(el, "readonly")
+    for nic in cfg.nics:
+        if not nic.bridge:  # never user-mode networking: it would NAT the guest off the machine
+            raise ValueError(f"NIC {nic.mac} has no bridge")
+        el = ET.SubElement(devices, "interface", type="bridge")
+        ET.SubElement(el, "mac", address=nic.mac)
+        ET.SubElement(el, "source", bridge=nic.bridge)
+        ET.SubElement(el, "model", type=nic.model)
+    serial = ET.SubElement(devices, "serial", type="pty")
+    ET.SubElement(serial, "log", file=cfg.console_log, append="on")
+    ET.SubElement(serial, "target", port="0")
+    console = ET.SubElement(devices, "console", type="pty")
+    ET.SubElement(console, "target", type="serial", port="0")
+    ET.SubElement(devices, "memballoon", model="virtio")
+    return ET.tostring(domain, encoding="unicode")
+
+
+@dataclass(frozen=True)
+class DomainMetadata:
+    instance_id: str
+    instance_name: str
+    prefix: str
+
+
+def read_metadata(xml: str) -> DomainMetadata | None:
+    """Our id, name and prefix from a domain's XML, or None for a domain that is not ours."""
+    root = ET.fromstring(xml)
+    instance = root.find(f"metadata/{{{NS}}}instance")
+    if instance is None:
+        return None
+    values = {child.tag.split("}", 1)[1]: (child.text or "") for child in instance}
+    if not values.get("id"):
+        return None
+    return DomainMetadata(values["id"], values.get("name", ""), values.get("prefix", ""))
+
+
+def console_log_path(xml: str) -> str | None:
+    log = ET.fromstring(xml).find("devices/serial/log")
+    return log.get("file") if log is not None else None
+
+
+def disk_paths(xml: str) -> list[str]:
+    root = ET.fromstring(xml)
+    return [s.get("file", "") for s in root.findall("devices/disk/source") if s.get("file")]

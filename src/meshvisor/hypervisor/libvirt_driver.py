@@ -1,0 +1,356 @@
+"""The compute driver for VMs, on libvirt (QEMU/KVM). Domains are `<prefix>-vm-<short id>`, carry our id in
+their metadata, and keep their files (console log, disks made for them) in `<vm dir>/<id>/`."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import libvirt
+
+from meshvisor.core.errors import IllegalState, InvalidInput, NotFound
+from meshvisor.core.names import host_object_name
+from meshvisor.core.types import (
+    Capabilities,
+    ComputeSpec,
+    ExecResult,
+    InstanceState,
+    Observed,
+    Snapshot,
+    UpdateResult,
+)
+
+from .connection import DEFAULT_URI, call, choose_domain_type, libvirt_errors, open_connection, translate
+from .domain_xml import DomainConfig, build_domain_xml, domain_uuid, read_metadata
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: InstanceState.ERROR,
+    libvirt.VIR_DOMAIN_RUNNING: InstanceState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: InstanceState.RUNNING,
+    libvirt.VIR_DOMAIN_PAUSED: InstanceState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: InstanceState.RUNNING,  # shutting down: still running until it is off
+    libvirt.VIR_DOMAIN_SHUTOFF: InstanceState.STOPPED,
+    libvirt.VIR_DOMAIN_CRASHED: InstanceState.ERROR,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: InstanceState.PAUSED,
+}
+
+# Lifecycle events → the state the instance is in afterwards (None: no change worth recording).
+_EVENT_STATES: dict[int, InstanceState | None] = {
+    libvirt.VIR_DOMAIN_EVENT_STARTED: InstanceState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: InstanceState.PAUSED,
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: InstanceState.RUNNING,
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: InstanceState.STOPPED,
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: None,
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: InstanceState.ERROR,
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: InstanceState.PAUSED,
+}
+
+EventCallback = Callable[[str, InstanceState, str], None]
+
+
+class LibvirtDriver:
+    capabilities = Capabilities(exec=False, logs=True, pause=True, live_resize=True, snapshots=True)
+
+    def __init__(self, prefix: str, vm_dir: str | Path, uri: str = DEFAULT_URI, domain_type: str = "auto") -> None:
+        self.prefix = prefix
+        self.vm_dir = Path(vm_dir)
+        self.uri = uri
+        self.domain_type = choose_domain_type(domain_type)
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.RLock()
+
+    # -- connection ---------------------------------------------------------------------------------------------
+    def _connection(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+            self._conn = open_connection(self.uri)
+            return self._conn
+
+    def instance_dir(self, instance_id: str) -> Path:
+        return self.vm_dir / instance_id
+
+    def console_log(self, instance_id: str) -> Path:
+        return self.instance_dir(instance_id) / "console.log"
+
+    # -- finding our domains ------------------------------------------------------------------------------------
+    def _ours(self, dom: libvirt.virDomain) -> str | None:
+        """Our instance id for a domain of this prefix, else None."""
+        try:
+            meta = read_metadata(dom.XMLDesc(0))
+        except libvirt.libvirtError:
+            return None
+        if meta is None or meta.prefix != self.prefix:
+            return None
+        return meta.instance_id
+
+    def _find(self, instance_id: str) -> libvirt.virDomain | None:
+        conn = self._connection()
+        try:
+            dom = conn.lookupByUUIDString(domain_uuid(instance_id))
+        except libvirt.libvirtError as exc:
+            err = translate(exc, "look up domain")
+            if isinstance(err, NotFound):
+                return None
+            raise err from exc
+        return dom if self._ours(dom) == instance_id else None
+
+    def _get(self, instance_id: str) -> libvirt.virDomain:
+        dom = self._find(instance_id)
+        if dom is None:
+            raise NotFound(f"no domain for instance {instance_id}")
+        return dom
+
+    def _observed(self, instance_id: str, dom: libvirt.virDomain) -> Observed:
+        state, _reason = call("domain state", lambda: dom.state())
+        info = call("domain info", lambda: dom.info())  # [state, maxMem KiB, mem KiB, vcpus, cpuTime]
+        active = dom.isActive()
+        vcpus = info[3] if active else call("vcpus", lambda: dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG))
+        return Observed(
+            id=instance_id,
+            host_name=dom.name(),
+            state=_STATES.get(state, InstanceState.ERROR),
+            cpus=float(vcpus),
+            memory_mb=int(info[2]) // 1024,
+        )
+
+    # -- the verbs ----------------------------------------------------------------------------------------------
+    def observe(self) -> list[Observed]:
+        conn = self._connection()
+        found = []
+        for dom in call("list domains", lambda: conn.listAllDomains(0)):
+            if not dom.name().startswith(f"{self.prefix}-vm-"):
+                continue
+            instance_id = self._ours(dom)
+            if instance_id:
+                found.append(self._observed(instance_id, dom))
+        return found
+
+    def inspect(self, instance_id: str) -> Observed | None:
+        dom = self._find(instance_id)
+        return self._observed(instance_id, dom) if dom is not None else None
+
+    def config_for(self, spec: ComputeSpec) -> DomainConfig:
+        vcpus = int(spec.cpus)
+        if vcpus != spec.cpus or vcpus < 1:
+            raise InvalidInput(f"a VM takes a whole number of vCPUs, not {spec.cpus}")
+        return DomainConfig(
+            name=host_object_name(self.prefix, "vm", spec.id),
+            instance_id=spec.id,
+            instance_name=spec.name,
+            prefix=self.prefix,
+            domain_type=self.domain_type,
+            vcpus=vcpus,
+            max_vcpus=max(vcpus, spec.max_cpus or vcpus),
+            memory_mb=spec.memory_mb,
+            max_memory_mb=max(spec.memory_mb, spec.max_memory_mb or spec.memory_mb),
+            console_log=str(self.console_log(spec.id)),
+            boot=spec.boot,
+            disks=spec.disks,
+            nics=spec.nics,
+        )
+
+    def create(self, spec: ComputeSpec) -> Observed:
+        existing = self._find(spec.id)
+        if existing is not None:
+            return self._observed(spec.id, existing)
+        xml = build_domain_xml(self.config_for(spec))
+        self.instance_dir(spec.id).mkdir(parents=True, exist_ok=True)
+        conn = self._connection()
+        dom = call(f"define domain for {spec.name}", lambda: conn.defineXML(xml))
+        return self._observed(spec.id, dom)
+
+    def start(self, instance_id: str) -> None:
+        dom = self._get(instance_id)
+        state = dom.state()[0]
+        with libvirt_errors(f"start domain {dom.name()}"):
+            if state == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+            elif not dom.isActive():
+                dom.create()
+
+    def stop(self, instance_id: str, timeout: float = 10.0, force: bool = False) -> None:
+        """ACPI power button first; after `timeout` seconds (or at once with `force`) pull the plug."""
+        dom = self._get(instance_id)
+        if not dom.isActive():
+            return
+        with libvirt_errors(f"stop domain {dom.name()}"):
+            if not force:
+                if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                    dom.resume()
+                try:
+                    dom.shutdown()
+                except libvirt.libvirtError:
+                    if dom.isActive():
+                        raise
+                deadline = time.monotonic() + timeout
+                while dom.isActive() and time.monotonic() < deadline:
+                    time.sleep(0.1)
+            if dom.isActive():
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    if dom.isActive():
+                        raise
+
+    def restart(self, instance_id: str, timeout: float = 10.0) -> None:
+        self.stop(instance_id, timeout)
+        self.start(instance_id)
+
+    def pause(self, instance_id: str) -> None:
+        dom = self._get(instance_id)
+        state = dom.state()[0]
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            return
+        if not dom.isActive():
+            raise IllegalState(f"domain {dom.name()} is not running")
+        call(f"pause domain {dom.name()}", dom.suspend)
+
+    def resume(self, instance_id: str) -> None:
+        dom = self._get(instance_id)
+        if not dom.isActive():
+            raise IllegalState(f"domain {dom.name()} is not running")
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            call(f"resume domain {dom.name()}", dom.resume)
+
+    def update(self, instance_id: str, cpus: float, memory_mb: int) -> UpdateResult:
+        """The configuration always changes; a running guest changes live where libvirt can, and the answer says
+        when a restart is needed instead."""
+        dom = self._get(instance_id)
+        vcpus = int(cpus)
+        if vcpus != cpus or vcpus < 1:
+            raise InvalidInput(f"a VM takes a whole number of vCPUs, not {cpus}")
+        max_vcpus = dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
+        max_kib = dom.maxMemory()
+        if vcpus > max_vcpus or memory_mb * 1024 > max_kib:
+            raise InvalidInput(
+                f"at most {max_vcpus} vCPUs and {max_kib // 1024} MiB for this VM (its maximum); recreate it to go"
+                " beyond"
+            )
+        with libvirt_errors(f"resize domain {dom.name()}"):
+            dom.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            dom.setMemoryFlags(memory_mb * 1024, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+        if not dom.isActive():
+            return UpdateResult(live=False, restart_required=False)
+        problems = []
+        apply: Callable[[], object]
+        for what, apply in (
+            ("vCPUs", lambda: dom.setVcpusFlags(vcpus, libvirt.VIR_DOMAIN_AFFECT_LIVE)),
+            ("memory", lambda: dom.setMemoryFlags(memory_mb * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)),
+        ):
+            try:
+                apply()
+            except libvirt.libvirtError as exc:
+                problems.append(f"{what}: {exc.get_error_message()}")
+        if problems:
+            return UpdateResult(live=False, restart_required=True, detail="; ".join(problems))
+        return UpdateResult(live=True)
+
+    def delete(self, instance_id: str) -> None:
+        dom = self._find(instance_id)
+        if dom is not None:
+            with libvirt_errors(f"delete domain {dom.name()}"):
+                if dom.isActive():
+                    dom.destroy()
+                flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                try:
+                    dom.undefineFlags(flags)
+                except libvirt.libvirtError as exc:
+                    if not isinstance(translate(exc, ""), NotFound):
+                        raise
+        shutil.rmtree(self.instance_dir(instance_id), ignore_errors=True)
+
+    def logs(self, instance_id: str, tail: int | None = None) -> str:
+        self._get(instance_id)
+        path = self.console_log(instance_id)
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if tail is not None:
+            text = "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
+        return text
+
+    def exec(self, instance_id: str, argv: list[str]) -> ExecResult:
+        raise InvalidInput("exec is not available for VMs: use the serial console (logs) or the guest's network")
+
+    # -- snapshots ----------------------------------------------------------------------------------------------
+    def snapshot_create(self, instance_id: str, name: str) -> Snapshot:
+        dom = self._get(instance_id)
+        xml = f"<domainsnapshot><name>{name}</name></domainsnapshot>"
+        snap = call(f"snapshot domain {dom.name()}", lambda: dom.snapshotCreateXML(xml, 0))
+        return _snapshot(snap)
+
+    def snapshot_revert(self, instance_id: str, name: str) -> None:
+        dom = self._get(instance_id)
+        with libvirt_errors(f"revert domain {dom.name()} to {name}"):
+            dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), 0)
+
+    def snapshot_list(self, instance_id: str) -> list[Snapshot]:
+        dom = self._get(instance_id)
+        snaps = call("list snapshots", lambda: dom.listAllSnapshots(0))
+        return sorted((_snapshot(s) for s in snaps), key=lambda s: s.created_at)
+
+    def snapshot_delete(self, instance_id: str, name: str) -> None:
+        dom = self._get(instance_id)
+        try:
+            with libvirt_errors(f"delete snapshot {name}"):
+                dom.snapshotLookupByName(name, 0).delete(0)
+        except NotFound:
+            return
+
+    # -- events -------------------------------------------------------------------------------------------------
+    def watch(self, callback: EventCallback) -> int:
+        """Call `callback(instance_id, state, reason)` on every lifecycle event of our domains."""
+        conn = self._connection()
+
+        def on_event(_conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object) -> None:
+            if not dom.name().startswith(f"{self.prefix}-vm-"):
+                return
+            state = _EVENT_STATES.get(event)
+            if state is None:
+                return
+            instance_id = self._ours(dom) if event != libvirt.VIR_DOMAIN_EVENT_UNDEFINED else None
+            if instance_id is None:
+                return
+            if event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail in (
+                libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED,
+                libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED,
+            ):
+                state = InstanceState.ERROR
+            callback(instance_id, state, _reason(event, detail))
+
+        return int(conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None))
+
+
+def _snapshot(snap: libvirt.virDomainSnapshot) -> Snapshot:
+    root = ET.fromstring(snap.getXMLDesc(0))
+    memory = root.find("memory")
+    return Snapshot(
+        name=snap.getName(),
+        created_at=float(root.findtext("creationTime") or 0),
+        state=root.findtext("state") or "",
+        has_memory=memory is not None and memory.get("snapshot") != "no",
+    )
+
+
+def _reason(event: int, detail: int) -> str:
+    names = {
+        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN): "the guest shut down",
+        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED): "powered off",
+        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED): "the guest crashed",
+        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED): "QEMU failed",
+        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED): "paused",
+        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR): "paused on an I/O error",
+        (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED): "the guest panicked",
+    }
+    return names.get((event, detail), f"event {event}/{detail}")
+
+
+__all__ = ["EventCallback", "LibvirtDriver"]

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from meshvisor.core.names import new_id
+from meshvisor.core.types import BootSpec, DiskSpec, NicSpec
+from meshvisor.hypervisor.domain_xml import (
+    DomainConfig,
+    build_domain_xml,
+    console_log_path,
+    disk_paths,
+    domain_uuid,
+    read_metadata,
+)
+
+
+def config(**kw: object) -> DomainConfig:
+    values: dict[str, object] = {
+        "name": "mv-vm-12345678",
+        "instance_id": new_id(),
+        "instance_name": "vm1",
+        "prefix": "mv",
+        "domain_type": "qemu",
+        "vcpus": 1,
+        "max_vcpus": 2,
+        "memory_mb": 128,
+        "max_memory_mb": 256,
+        "console_log": "/var/x/console.log",
+        "boot": BootSpec(kernel="/img/vmlinuz", initrd="/img/initrd.img", cmdline="console=ttyS0"),
+    }
+    values.update(kw)
+    return DomainConfig(**values)  # type: ignore[arg-type]
+
+
+def test_direct_kernel_boot_with_disk_and_nic() -> None:
+    cfg = config(
+        disks=(DiskSpec(path="/vms/a/data.qcow2"),),
+        nics=(NicSpec(mac="52:54:00:00:00:01", bridge="mv-br-1"),),
+    )
+    xml = build_domain_xml(cfg)
+    root = ET.fromstring(xml)
+    assert root.get("type") == "qemu"
+    assert root.findtext("name") == "mv-vm-12345678"
+    assert root.findtext("uuid") == domain_uuid(cfg.instance_id)
+    assert root.findtext("os/kernel") == "/img/vmlinuz" and root.findtext("os/initrd") == "/img/initrd.img"
+    assert root.findtext("os/cmdline") == "console=ttyS0" and root.find("os/boot") is None
+    assert root.find("features/acpi") is not None
+    assert root.findtext("memory") == "256" and root.findtext("currentMemory") == "128"
+    vcpu = root.find("vcpu")
+    assert vcpu is not None and vcpu.text == "2" and vcpu.get("current") == "1"
+    disk = root.find("devices/disk")
+    assert disk is not None and disk.find("target").get("bus") == "virtio"  # type: ignore[union-attr]
+    assert disk_paths(xml) == ["/vms/a/data.qcow2"]
+    iface = root.find("devices/interface")
+    assert iface is not None and iface.get("type") == "bridge"
+    assert iface.find("source").get("bridge") == "mv-br-1"  # type: ignore[union-attr]
+    assert console_log_path(xml) == "/var/x/console.log"
+    assert root.find("cpu") is None  # TCG: no host CPU model
+
+
+def test_metadata_round_trip_and_foreign_domains() -> None:
+    cfg = config()
+    meta = read_metadata(build_domain_xml(cfg))
+    assert meta is not None and (meta.instance_id, meta.instance_name, meta.prefix) == (
+        cfg.instance_id,
+        "vm1",
+        "mv",
+    )
+    assert read_metadata("<domain type='kvm'><name>someone-else</name></domain>") is None
+
+
+def test_disk_boot_and_kvm() -> None:
+    root = ET.fromstring(
+        build_domain_xml(config(boot=None, domain_type="kvm", disks=(DiskSpec(path="/d.qcow2"),)))
+    )
+    assert root.find("os/boot").get("dev") == "hd"  # type: ignore[union-attr]
+    assert root.find("cpu").get("mode") == "host-passthrough"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"vcpus": 3, "max_vcpus": 2},
+        {"vcpus": 0},
+        {"memory_mb": 512, "max_memory_mb": 256},
+        {"boot": None},
+        {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge=None),)},
+    ],
+)
+def test_impossible_configs_are_refused(kw: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        build_domain_xml(config(**kw))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +27,34 @@ def docker_client() -> Iterator[object]:
     client.ping()
     yield client
     client.close()
+
+
+# VM files live where QEMU (which libvirt runs as its own user) can reach them: not under pytest's private tmp.
+VM_TEST_ROOT = Path("/var/tmp/meshvisor-tests")
+# Downloaded Debian packages (the guest's kernel) are kept between runs.
+DEB_CACHE = Path(os.environ.get("MESHVISOR_TEST_DEB_CACHE", "/var/cache/meshvisor-test-deb"))
+
+
+@pytest.fixture(scope="session")
+def vm_test_dir(test_prefix: str) -> Iterator[Path]:
+    path = VM_TEST_ROOT / test_prefix
+    path.mkdir(parents=True, exist_ok=True)
+    for part in (VM_TEST_ROOT, path):
+        part.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_image(vm_test_dir: Path) -> object:
+    """The built-in guest, built once per run; the downloaded Debian packages are kept between runs."""
+    from meshvisor.hypervisor.tiny_image import build_tiny
+
+    return build_tiny(vm_test_dir / "tiny", cache_dir=DEB_CACHE)
+
+
+@pytest.fixture
+def vm_dir(vm_test_dir: Path, tmp_path: Path) -> Path:
+    path = vm_test_dir / "vms" / tmp_path.name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

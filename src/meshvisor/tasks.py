@@ -6,9 +6,10 @@ import logging
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 
 from meshvisor.core.errors import TransientError
-from meshvisor.platform import reconciler
+from meshvisor.platform import reconciler, vm_events
 from meshvisor.platform.celery_app import TASK_RECONCILE, TASK_RUN_OPERATION, make_celery
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
@@ -32,6 +33,11 @@ def worker_app(settings: Settings) -> Celery:
             return reconciler.run_operation(runtime(), op_id, final_attempt=retries >= settings.task_retries).value
         except TransientError as exc:
             raise self.retry(exc=exc, countdown=settings.retry_backoff_s * 2**retries) from exc
+
+    def follow_vm_events(**_: Any) -> None:
+        vm_events.start(runtime())
+
+    worker_ready.connect(follow_vm_events, weak=False)
 
     @app.task(name=TASK_RECONCILE)
     def reconcile() -> dict[str, int]:

@@ -16,10 +16,12 @@ from typing import Any
 
 import docker
 import httpx
+import libvirt
 import pytest
 
 from meshvisor.containers.docker_client import API_VERSION
 
+from ..conftest import DEB_CACHE
 from .docker_proxy import DockerProxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +52,10 @@ class Platform:
 
     def containers(self) -> list[Any]:
         return self.docker.containers.list(all=True, filters={"label": f"meshvisor.prefix={self.prefix}"})
+
+    def domains(self) -> list[Any]:
+        conn = libvirt.open("qemu:///system")
+        return [d for d in conn.listAllDomains(0) if d.name().startswith(f"{self.prefix}-vm-")]
 
     def logs(self) -> str:
         return "".join(
@@ -85,8 +91,9 @@ def delete(api: httpx.Client, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def platform(test_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    data_dir = tmp_path_factory.mktemp("platform")
+def platform(test_prefix: str, vm_test_dir: Path) -> Iterator[Platform]:
+    data_dir = vm_test_dir / "platform"  # QEMU must reach the VM files in it
+    data_dir.mkdir(mode=0o755)
     proxy = DockerProxy(data_dir / "docker.sock")
     proxy.start()
     port = free_port()
@@ -102,6 +109,7 @@ def platform(test_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "MESHVISOR_TASK_RETRIES": "2",
         "MESHVISOR_RETRY_BACKOFF_S": "0.3",
         "MESHVISOR_RECONCILE_INTERVAL_S": "2",
+        "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
     }
     env.pop("MESHVISOR_DATABASE_URL", None)
     client = docker.DockerClient(version=API_VERSION)
@@ -139,6 +147,10 @@ def platform(test_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         proxy.stop()
         for container in plat.containers():
             container.remove(force=True)
+        for domain in plat.domains():
+            if domain.isActive():
+                domain.destroy()
+            domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
         for image in client.images.list(filters={"reference": f"{test_prefix}/*"}):
             for tag in image.tags:
                 client.images.remove(tag, force=True)
@@ -149,3 +161,13 @@ def platform(test_prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 def api(platform: Platform) -> Iterator[httpx.Client]:
     with platform.client() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def tiny(platform: Platform) -> str:
+    """The built-in VM image, built through the API once per run."""
+    with platform.client() as api:
+        response = api.post("/v1/images", json={"name": "tiny", "source": {"type": "builtin"}})
+        op = wait_op(api, response, timeout=300)
+        assert op["status"] == "succeeded", f"{op}\n{platform.logs()}"
+    return "tiny"

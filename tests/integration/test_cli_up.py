@@ -17,6 +17,7 @@ import pytest
 
 from meshvisor.containers.docker_client import API_VERSION
 
+from ..conftest import DEB_CACHE
 from .conftest import REPO, free_port
 
 pytestmark = pytest.mark.integration
@@ -44,6 +45,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         "MESHVISOR_HOST_PREFIX": prefix,
         "MESHVISOR_API_PORT": str(port),
         "MESHVISOR_BROKER_URL": "redis://127.0.0.1:6379/3",
+        "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
     }
     for key in ("MESHVISOR_ADMIN_TOKEN", "MESHVISOR_TOKEN", "MESHVISOR_API_URL", "MESHVISOR_DATABASE_URL"):
         env.pop(key, None)
@@ -63,7 +65,10 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         assert token in text and f"http://127.0.0.1:{port}/" in text
         headers = {"Authorization": f"Bearer {token}"}
         images = httpx.get(f"http://127.0.0.1:{port}/v1/images", headers=headers).json()["items"]
-        assert [(i["name"], i["state"]) for i in images] == [("busybox", "ready")]
+        assert [(i["name"], i["kind"], i["state"]) for i in images] == [
+            ("busybox", "container", "ready"),
+            ("tiny", "vm", "ready"),
+        ]
         kids = children_of(proc.pid)
         assert len(kids) == 2 and all(alive(k) for k in kids)
 

@@ -35,6 +35,10 @@ class InstanceCreate(Strict):
     networks: list[NetworkAttachment] = Field(default_factory=list)
     volumes: list[VolumeAttachment] = Field(default_factory=list)
     mesh: dict[str, Any] | None = None
+    max_cpus: int | None = Field(default=None, description="VMs: vCPUs it may grow to while running")
+    max_memory_mb: int | None = Field(default=None, description="VMs: memory it may grow to while running")
+    disk_mb: int = Field(default=0, description="VMs: size of a scratch data disk (/dev/vda); 0 for none")
+    cloud_init: dict[str, Any] | None = None
 
 
 class InstancePatch(Strict):
@@ -47,6 +51,7 @@ class ActionRequest(Strict):
     action: str
     timeout: float = 10
     force: bool = False
+    snapshot: str | None = Field(default=None, description="snapshot and revert: the snapshot's name")
 
 
 class ExecRequest(Strict):
@@ -97,6 +102,10 @@ class InstancePublic(BaseModel):
     volumes: list[dict[str, Any]]
     mesh: dict[str, Any] | None
     error: str | None
+    max_cpus: int | None
+    max_memory_mb: int | None
+    disk_mb: int
+    restart_required: bool
     operation_id: str | None
     etag: str
     created_at: str
@@ -165,3 +174,15 @@ class ErrorPublic(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorPublic} for code in (400, 401, 404, 409, 412, 422, 503)
 }
+
+
+class SnapshotPublic(BaseModel):
+    name: str
+    created_at: float
+    state: str
+    has_memory: bool
+
+
+class SnapshotList(BaseModel):
+    items: list[SnapshotPublic]
+    next_cursor: str | None = None

@@ -26,7 +26,7 @@ images_app = typer.Typer(help="List, import and build images.", no_args_is_help=
 app.add_typer(images_app, name="images")
 console = Console()
 err = Console(stderr=True)
-BUILTIN_IMAGES = ("busybox",)
+BUILTIN_IMAGES = ("busybox", "tiny")
 
 
 def _fail(message: str, code: int = 1) -> None:

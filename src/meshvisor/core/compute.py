@@ -6,7 +6,7 @@ guesswork; a verb on an object that is gone raises `NotFound`, except `delete`, 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .types import Capabilities, ComputeSpec, ExecResult, Observed, Snapshot, UpdateResult
 
@@ -45,6 +45,7 @@ class ComputeDriver(Protocol):
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult: ...
 
 
+@runtime_checkable
 class SnapshotDriver(Protocol):
     """Drivers whose `capabilities.snapshots` is true also have these verbs."""
 

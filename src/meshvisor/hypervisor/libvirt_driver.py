@@ -24,6 +24,7 @@ from meshvisor.core.types import (
     UpdateResult,
 )
 
+from . import console
 from .connection import DEFAULT_URI, call, choose_domain_type, libvirt_errors, open_connection, translate
 from .domain_xml import DomainConfig, build_domain_xml, domain_uuid, read_metadata
 
@@ -50,10 +51,11 @@ _EVENT_STATES: dict[int, InstanceState | None] = {
 }
 
 EventCallback = Callable[[str, InstanceState, str], None]
+PRESS_AGAIN_S = 3.0
 
 
 class LibvirtDriver:
-    capabilities = Capabilities(exec=False, logs=True, pause=True, live_resize=True, snapshots=True)
+    capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True, snapshots=True)
 
     def __init__(self, prefix: str, vm_dir: str | Path, uri: str = DEFAULT_URI, domain_type: str = "auto") -> None:
         self.prefix = prefix
@@ -62,6 +64,7 @@ class LibvirtDriver:
         self.domain_type = choose_domain_type(domain_type)
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.RLock()
+        self._console_locks: dict[str, threading.Lock] = {}
 
     # -- connection ---------------------------------------------------------------------------------------------
     def _connection(self) -> libvirt.virConnect:
@@ -193,8 +196,15 @@ class LibvirtDriver:
                     if dom.isActive():
                         raise
                 deadline = time.monotonic() + timeout
+                pressed = time.monotonic()
                 while dom.isActive() and time.monotonic() < deadline:
                     time.sleep(0.1)
+                    if time.monotonic() - pressed > PRESS_AGAIN_S:  # a guest still booting misses the first press
+                        pressed = time.monotonic()
+                        try:
+                            dom.shutdown()
+                        except libvirt.libvirtError:
+                            pass
             if dom.isActive():
                 try:
                     dom.destroy()
@@ -278,7 +288,16 @@ class LibvirtDriver:
         return text
 
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult:
-        raise InvalidInput("exec is not available for VMs: use the serial console (logs) or the guest's network")
+        """Run a command through the guest's serial console (images with a root shell there, like `tiny`)."""
+        dom = self._get(instance_id)
+        if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            raise IllegalState(f"domain {dom.name()} is not running")
+        with self._console_lock(instance_id):
+            return console.run(self._connection(), dom, argv)
+
+    def _console_lock(self, instance_id: str) -> threading.Lock:
+        with self._lock:
+            return self._console_locks.setdefault(instance_id, threading.Lock())
 
     # -- snapshots ----------------------------------------------------------------------------------------------
     def snapshot_create(self, instance_id: str, name: str) -> Snapshot:
@@ -306,8 +325,9 @@ class LibvirtDriver:
             return
 
     # -- events -------------------------------------------------------------------------------------------------
-    def watch(self, callback: EventCallback) -> int:
-        """Call `callback(instance_id, state, reason)` on every lifecycle event of our domains."""
+    def watch(self, callback: EventCallback) -> Callable[[], bool]:
+        """Call `callback(instance_id, state, reason)` on every lifecycle event of our domains. Returns a check
+        that stays true while the connection the callback hangs on is alive."""
         conn = self._connection()
 
         def on_event(_conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object) -> None:
@@ -326,7 +346,18 @@ class LibvirtDriver:
                 state = InstanceState.ERROR
             callback(instance_id, state, _reason(event, detail))
 
-        return int(conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None))
+        call(
+            "watch domain events",
+            lambda: conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, on_event, None),
+        )
+
+        def alive() -> bool:
+            try:
+                return bool(conn.isAlive())
+            except libvirt.libvirtError:
+                return False
+
+        return alive
 
 
 def _snapshot(snap: libvirt.virDomainSnapshot) -> Snapshot:

@@ -14,6 +14,8 @@ class HostLimits:
 
 
 MIN_CONTAINER_MEMORY_MB = 6  # the Docker engine refuses less
+MIN_VM_MEMORY_MB = 128  # the built-in guest's kernel and initramfs need about this much to boot
+MAX_DISK_MB = 1024 * 1024  # 1 TiB for a VM's data disk
 
 
 @lru_cache(maxsize=1)

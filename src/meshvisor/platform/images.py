@@ -18,8 +18,8 @@ from .models import Image, Instance, Operation
 from .resources import check_etag, decode_cursor, encode_cursor, etag
 from .settings import Settings
 
-# Built-in images: name → kind. `tiny` (the VM guest) arrives with the hypervisor.
-BUILTIN = {"busybox": InstanceKind.CONTAINER}
+# Built-in images: name → kind. `tiny` is the VM guest: a Debian kernel and a busybox initramfs.
+BUILTIN = {"busybox": InstanceKind.CONTAINER, "tiny": InstanceKind.VM}
 # The built-in busybox image waits for SIGTERM and exits cleanly on it, so `stop` is quick.
 BUSYBOX_DEFAULT_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 SOURCE_TYPES = ("builtin", "dockerfile", "pull", "import")
@@ -106,8 +106,8 @@ def request_create(
         if name not in BUILTIN:
             raise InvalidInput(f"no built-in image {name!r}; built-in images: {', '.join(sorted(BUILTIN))}")
         kind = BUILTIN[name]
-    if kind is not InstanceKind.CONTAINER:
-        raise InvalidInput("only container images are available on this platform yet")
+    if kind is InstanceKind.VM and source["type"] not in ("builtin", "import"):
+        raise InvalidInput("VM images come built in or as an imported qcow2 disk image")
     if source["type"] == "dockerfile":
         check_bases(session, source["dockerfile"], project)
     if find(session, name, project) is not None:

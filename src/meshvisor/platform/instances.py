@@ -12,13 +12,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from meshvisor.core.compute import SnapshotDriver
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.lifecycle import check_action, check_delete, parse_action
 from meshvisor.core.names import new_id, validate_name
-from meshvisor.core.types import ExecResult, InstanceKind, InstanceState, RestartPolicy
+from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
 
 from . import events, operations
-from .host_limits import MIN_CONTAINER_MEMORY_MB, host_limits
+from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
 from .models import Image, Instance, Operation
 from .resources import check_etag, decode_cursor, encode_cursor, etag
 from .runtime import Runtime
@@ -39,6 +40,10 @@ class InstanceRequest:
     networks: list[dict[str, Any]] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list)
     mesh: dict[str, Any] | None = None
+    max_cpus: int | None = None
+    max_memory_mb: int | None = None
+    disk_mb: int = 0
+    cloud_init: dict[str, Any] | None = None
 
 
 @dataclass
@@ -48,24 +53,46 @@ class InstanceChange:
     restart_policy: RestartPolicy | None = None
 
 
-def check_resources(cpus: float | None, memory_mb: int | None) -> None:
+def check_resources(
+    cpus: float | None, memory_mb: int | None, kind: InstanceKind = InstanceKind.CONTAINER
+) -> None:
     limits = host_limits()
     if cpus is not None and not 0 < cpus <= limits.cpus:
         raise InvalidInput(f"cpus must be above 0 and at most {limits.cpus} (this host's CPUs), not {cpus}")
-    if memory_mb is not None and not MIN_CONTAINER_MEMORY_MB <= memory_mb <= limits.memory_mb:
+    if cpus is not None and kind is InstanceKind.VM and cpus != int(cpus):
+        raise InvalidInput(f"a VM takes a whole number of vCPUs, not {cpus}")
+    least = MIN_VM_MEMORY_MB if kind is InstanceKind.VM else MIN_CONTAINER_MEMORY_MB
+    if memory_mb is not None and not least <= memory_mb <= limits.memory_mb:
+        what = "a VM's guest" if kind is InstanceKind.VM else "a container"
         raise InvalidInput(
-            f"memory_mb must be between {MIN_CONTAINER_MEMORY_MB} and {limits.memory_mb} (this host's memory),"
+            f"memory_mb must be between {least} ({what} minimum) and {limits.memory_mb} (this host's memory),"
             f" not {memory_mb}"
         )
 
 
+def check_vm_request(req: InstanceRequest) -> None:
+    limits = host_limits()
+    if req.max_cpus is not None and not req.cpus <= req.max_cpus <= limits.cpus:
+        raise InvalidInput(f"max_cpus must be between cpus ({req.cpus:g}) and {limits.cpus} (this host's CPUs)")
+    if req.max_memory_mb is not None and not req.memory_mb <= req.max_memory_mb <= limits.memory_mb:
+        raise InvalidInput(
+            f"max_memory_mb must be between memory_mb ({req.memory_mb}) and {limits.memory_mb} (host memory)"
+        )
+    if not 0 <= req.disk_mb <= MAX_DISK_MB:
+        raise InvalidInput(f"disk_mb must be between 0 (no data disk) and {MAX_DISK_MB}")
+    if req.command or req.env:
+        raise InvalidInput("command and env are for containers; a VM runs its image's own init")
+
+
 def create(session: Session, req: InstanceRequest, project: str = "default") -> tuple[Instance, Operation]:
     validate_name(req.name)
-    if req.kind is InstanceKind.VM:
-        raise InvalidInput("virtual machines are not available on this platform yet; use kind 'container'")
     if req.networks or req.volumes or req.mesh:
         raise InvalidInput("networks, volumes and mesh are not available on this platform yet")
-    check_resources(req.cpus, req.memory_mb)
+    check_resources(req.cpus, req.memory_mb, req.kind)
+    if req.kind is InstanceKind.VM:
+        check_vm_request(req)
+    elif req.max_cpus or req.max_memory_mb or req.disk_mb or req.cloud_init:
+        raise InvalidInput("max_cpus, max_memory_mb, disk_mb and cloud_init are for VMs")
     if len(req.env) > MAX_ENV_VARS:
         raise InvalidInput(f"at most {MAX_ENV_VARS} environment variables")
     for key in req.env:
@@ -107,7 +134,13 @@ def create(session: Session, req: InstanceRequest, project: str = "default") -> 
         mesh=None,
         operation_id=op.id,
         version=1,
+        disk_mb=req.disk_mb,
+        restart_required=False,
+        cloud_init=req.cloud_init,
     )
+    if req.kind is InstanceKind.VM:  # the maxima default to the sizes: no live growth unless asked for
+        instance.max_cpus = req.max_cpus or int(req.cpus)
+        instance.max_memory_mb = req.max_memory_mb or req.memory_mb
     session.add(instance)
     try:
         session.flush()
@@ -153,13 +186,22 @@ def request_action(
     check_etag(instance, if_match)
     _check_idle(instance)
     check_action(InstanceKind(instance.kind), InstanceState(instance.state), action)
+    extra: dict[str, Any] = {}
+    if action in (Action.SNAPSHOT, Action.REVERT):
+        if not instance.disk_mb:
+            raise InvalidInput(f"instance {name!r} has no disk to snapshot: create it with disk_mb")
+        snapshot = params.get("snapshot")
+        if not isinstance(snapshot, str):
+            raise InvalidInput(f"{action.value} needs 'snapshot': the snapshot's name")
+        validate_name(snapshot, "snapshot name")
+        extra["snapshot"] = snapshot
     timeout = params.get("timeout", 10)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 <= timeout <= 3600:
         raise InvalidInput("timeout must be a number of seconds between 0 and 3600")
     force = params.get("force", False)
     if not isinstance(force, bool):
         raise InvalidInput("force must be true or false")
-    return instance, _submit(session, instance, action.value, {"timeout": timeout, "force": force})
+    return instance, _submit(session, instance, action.value, {"timeout": timeout, "force": force, **extra})
 
 
 def request_delete(
@@ -183,7 +225,16 @@ def request_change(
     _check_idle(instance)
     if InstanceState(instance.state) in (InstanceState.DELETING, InstanceState.PENDING, InstanceState.CREATING):
         raise Conflict(f"instance {name!r} is {instance.state}; change it once that ends")
-    check_resources(change.cpus, change.memory_mb)
+    kind = InstanceKind(instance.kind)
+    check_resources(change.cpus, change.memory_mb, kind)
+    if kind is InstanceKind.VM:
+        if change.cpus is not None and instance.max_cpus is not None and change.cpus > instance.max_cpus:
+            raise InvalidInput(f"cpus {change.cpus:g} is beyond this VM's maximum of {instance.max_cpus}")
+        too_much = change.memory_mb is not None and change.memory_mb > (instance.max_memory_mb or 0)
+        if too_much:
+            raise InvalidInput(
+                f"memory_mb {change.memory_mb} is beyond this VM's maximum of {instance.max_memory_mb}"
+            )
     op = _submit(session, instance, "update", {})
     if change.cpus is not None:
         instance.cpus = change.cpus
@@ -253,8 +304,34 @@ def to_dict(instance: Instance) -> dict[str, Any]:
         "volumes": instance.volumes,
         "mesh": instance.mesh,
         "error": instance.error,
+        "max_cpus": instance.max_cpus,
+        "max_memory_mb": instance.max_memory_mb,
+        "disk_mb": instance.disk_mb,
+        "restart_required": instance.restart_required,
         "operation_id": instance.operation_id,
         "etag": etag(instance),
         "created_at": instance.created_at.isoformat(),
         "updated_at": instance.updated_at.isoformat(),
     }
+
+
+def list_snapshots(rt: Runtime, session: Session, name: str, project: str = "default") -> list[Snapshot]:
+    instance = get(session, name, project)
+    driver = rt.compute(InstanceKind(instance.kind))
+    if not driver.capabilities.snapshots or not isinstance(driver, SnapshotDriver):
+        raise InvalidInput(f"{instance.kind} instances have no snapshots")
+    try:
+        return driver.snapshot_list(instance.id)
+    except NotFound:
+        return []
+
+
+def request_snapshot_delete(
+    session: Session, name: str, snapshot: str, project: str = "default"
+) -> tuple[Instance, Operation]:
+    instance = get(session, name, project)
+    if instance.kind != InstanceKind.VM.value:
+        raise InvalidInput(f"{instance.kind} instances have no snapshots")
+    validate_name(snapshot, "snapshot name")
+    _check_idle(instance)
+    return instance, _submit(session, instance, "delete-snapshot", {"snapshot": snapshot})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -66,6 +66,12 @@ class Instance(Versioned, Base):
     volumes: Mapped[list[Any]] = mapped_column(default=list)
     mesh: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
+    # VMs: maxima that bound live resizing, a scratch data disk, and a change that waits for a restart.
+    max_cpus: Mapped[int | None] = mapped_column(Integer, default=None)
+    max_memory_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    disk_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    restart_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    cloud_init: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # The one operation working on this instance: its lock. Set and cleared atomically.
     operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
 

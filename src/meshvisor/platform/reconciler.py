@@ -5,16 +5,32 @@ Driver calls happen outside database transactions; each step records its outcome
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshvisor.containers import busybox_rootfs_tar
+from meshvisor.core.compute import SnapshotDriver
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
-from meshvisor.core.types import ComputeSpec, InstanceKind, InstanceState, OperationStatus, RestartPolicy
+from meshvisor.core.types import (
+    BootSpec,
+    ComputeSpec,
+    DiskSpec,
+    ImageInfo,
+    InstanceKind,
+    InstanceState,
+    OperationStatus,
+    RestartPolicy,
+)
+from meshvisor.hypervisor.disks import create_disk
+from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
+from meshvisor.hypervisor.tiny_image import build_tiny
 
 from . import events, operations
 from .db import transaction
@@ -23,6 +39,7 @@ from .models import Image, Instance, Operation
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
+BOOT_FILE = "boot.json"  # a directly booted VM image: its kernel, initramfs and command line
 
 Handler = Callable[[Runtime, Operation], None]
 
@@ -80,13 +97,24 @@ def _fail(rt: Runtime, op: Operation, message: str) -> OperationStatus:
     return OperationStatus.FAILED
 
 
-def _set_state(s: Session, instance: Instance, state: InstanceState, error: str | None = None) -> None:
+def _set_state(
+    s: Session, instance: Instance, state: InstanceState, error: str | None = None, reason: str | None = None
+) -> None:
     if instance.state == state.value and instance.error == error:
         return
     instance.state, instance.error = state.value, error
     instance.touch()
+    extra = {"reason": reason} if reason else {}
     events.emit(
-        s, "lifecycle", "instance", instance.name, instance.project, state=state.value, id=instance.id, error=error
+        s,
+        "lifecycle",
+        "instance",
+        instance.name,
+        instance.project,
+        state=state.value,
+        id=instance.id,
+        error=error,
+        **extra,
     )
 
 
@@ -106,7 +134,7 @@ def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
         if image is None or image.ref is None or image.state != "ready":
             raise PermanentError(f"image {instance.image!r} is not available")
         ref = image.ref
-    return ComputeSpec(
+    spec = ComputeSpec(
         id=instance.id,
         name=instance.name,
         image_ref=ref,
@@ -115,6 +143,29 @@ def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
         command=tuple(instance.command),
         env=dict(instance.env),
         restart_policy=RestartPolicy(instance.restart_policy),
+    )
+    if instance.kind == InstanceKind.VM.value:
+        spec = vm_spec(rt, instance, spec)
+    return spec
+
+
+def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
+    """Resolve a VM's boot files and prepare its disks (in `<vms dir>/<id>/`) before the driver sees it."""
+    boot_file = Path(spec.image_ref) / BOOT_FILE
+    if not boot_file.exists():
+        raise PermanentError(f"image {instance.image!r} has no boot files at {boot_file.parent}; rebuild it")
+    files = json.loads(boot_file.read_text())
+    boot = BootSpec(
+        kernel=files["kernel"],
+        initrd=files.get("initrd"),
+        cmdline=f"{files['cmdline']} mv.hostname={instance.name}",
+    )
+    disks: list[DiskSpec] = []
+    if instance.disk_mb:
+        path = create_disk(rt.settings.vms_dir / instance.id / "data.qcow2", instance.disk_mb)
+        disks.append(DiskSpec(path=str(path), format="qcow2", target="vda"))
+    return replace(
+        spec, boot=boot, disks=tuple(disks), max_cpus=instance.max_cpus, max_memory_mb=instance.max_memory_mb
     )
 
 
@@ -127,7 +178,8 @@ def _record_observed(rt: Runtime, instance_id: str) -> None:
         if current is None:
             return
         if observed is None:
-            _set_state(s, current, InstanceState.ERROR, "its container is gone from the host")
+            kind = InstanceKind(current.kind)
+            _set_state(s, current, InstanceState.ERROR, f"its {_host_object(kind)} is gone from the host")
         else:
             _set_state(s, current, observed.state, None)
 
@@ -162,7 +214,11 @@ def _create(rt: Runtime, op: Operation) -> None:
 def _start(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
     _ensure_created(rt, instance)
-    rt.compute(InstanceKind(instance.kind)).start(instance.id)
+    driver = rt.compute(InstanceKind(instance.kind))
+    was_running = (observed := driver.inspect(instance.id)) is not None and observed.state is InstanceState.RUNNING
+    driver.start(instance.id)
+    if not was_running:
+        _clear_restart_required(rt, instance.id)
     _record_observed(rt, instance.id)
 
 
@@ -173,9 +229,11 @@ def _simple(verb: str) -> Handler:
         timeout = float(op.params.get("timeout", 10))
         if verb == "stop":
             driver.stop(instance.id, timeout=timeout, force=bool(op.params.get("force", False)))
+            _clear_restart_required(rt, instance.id)
         elif verb == "restart":
             _ensure_created(rt, instance)
             driver.restart(instance.id, timeout=timeout)
+            _clear_restart_required(rt, instance.id)
         elif verb == "pause":
             driver.pause(instance.id)
         elif verb == "resume":
@@ -185,12 +243,69 @@ def _simple(verb: str) -> Handler:
     return handler
 
 
+def _snapshot_driver(rt: Runtime, instance: Instance) -> SnapshotDriver:
+    driver = rt.compute(InstanceKind(instance.kind))
+    if not driver.capabilities.snapshots:
+        raise PermanentError(f"{instance.kind} instances have no snapshots")
+    assert isinstance(driver, LibvirtDriver)
+    return driver
+
+
+def _snapshot(rt: Runtime, op: Operation) -> None:
+    instance = _load_instance(rt, op.resource_id)
+    driver = _snapshot_driver(rt, instance)
+    name = str(op.params["snapshot"])
+    if any(s.name == name for s in driver.snapshot_list(instance.id)):
+        raise PermanentError(f"instance {instance.name!r} already has a snapshot named {name!r}")
+    driver.snapshot_create(instance.id, name)
+    _record_observed(rt, instance.id)
+
+
+def _revert(rt: Runtime, op: Operation) -> None:
+    instance = _load_instance(rt, op.resource_id)
+    driver = _snapshot_driver(rt, instance)
+    name = str(op.params["snapshot"])
+    if not any(s.name == name for s in driver.snapshot_list(instance.id)):
+        raise PermanentError(f"instance {instance.name!r} has no snapshot named {name!r}")
+    driver.snapshot_revert(instance.id, name)
+    _record_observed(rt, instance.id)
+
+
+def _delete_snapshot(rt: Runtime, op: Operation) -> None:
+    instance = _load_instance(rt, op.resource_id)
+    _snapshot_driver(rt, instance).snapshot_delete(instance.id, str(op.params["snapshot"]))
+
+
 def _update(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
     driver = rt.compute(InstanceKind(instance.kind))
     if driver.inspect(instance.id) is not None:
-        driver.update(instance.id, instance.cpus, instance.memory_mb)
+        result = driver.update(instance.id, instance.cpus, instance.memory_mb)
+        if result.restart_required:
+            with transaction(rt.sessions) as s:
+                current = s.get(Instance, instance.id)
+                if current is not None:
+                    current.restart_required = True
+                    current.touch()
+                    events.emit(
+                        s,
+                        "lifecycle",
+                        "instance",
+                        current.name,
+                        current.project,
+                        state=current.state,
+                        restart_required=True,
+                        detail=result.detail,
+                    )
     _record_observed(rt, instance.id)
+
+
+def _clear_restart_required(rt: Runtime, instance_id: str) -> None:
+    with transaction(rt.sessions) as s:
+        current = s.get(Instance, instance_id)
+        if current is not None and current.restart_required:
+            current.restart_required = False
+            current.touch()
 
 
 def _delete(rt: Runtime, op: Operation) -> None:
@@ -218,7 +333,9 @@ def _image_create(rt: Runtime, op: Operation) -> None:
     store = rt.images()
     kind = source["type"]
     command = source.get("command")
-    if kind == "builtin":
+    if kind == "builtin" and name == "tiny":
+        info = _build_tiny(rt, op.resource_id)
+    elif kind == "builtin":
         info = store.import_tar(op.resource_id, name, busybox_rootfs_tar(), command or BUSYBOX_DEFAULT_COMMAND)
     elif kind == "import":
         path = Path(upload_path(rt.settings, op.id))
@@ -246,6 +363,15 @@ def _image_create(rt: Runtime, op: Operation) -> None:
         events.emit(s, "lifecycle", "image", image.name, image.project, state="ready", id=image.id)
 
 
+def _build_tiny(rt: Runtime, image_id: str) -> ImageInfo:
+    """The built-in VM guest: kernel + initramfs built from Debian packages, kept in `<images dir>/<id>/`."""
+    out = rt.settings.images_dir / image_id
+    tiny = build_tiny(out, cache_dir=rt.settings.cache_dir)
+    boot = {"kernel": str(tiny.kernel), "initrd": str(tiny.initrd), "cmdline": tiny.cmdline}
+    (out / BOOT_FILE).write_text(json.dumps(boot))
+    return ImageInfo(id=image_id, ref=str(out), size_bytes=tiny.kernel.stat().st_size + tiny.initrd.stat().st_size)
+
+
 def _image_push(rt: Runtime, op: Operation) -> None:
     rt.images().push(op.resource_name, str(op.params["target"]))
 
@@ -254,7 +380,10 @@ def _image_delete(rt: Runtime, op: Operation) -> None:
     with transaction(rt.sessions) as s:
         image = s.get(Image, op.resource_id)
         ref = image.ref if image is not None else None
-    if ref:
+        kind = image.kind if image is not None else InstanceKind.CONTAINER.value
+    if kind == InstanceKind.VM.value:
+        shutil.rmtree(rt.settings.images_dir / op.resource_id, ignore_errors=True)
+    elif ref:
         rt.images().delete(ref)
     with transaction(rt.sessions) as s:
         image = s.get(Image, op.resource_id)
@@ -271,6 +400,9 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("instance", "pause"): _simple("pause"),
     ("instance", "resume"): _simple("resume"),
     ("instance", "update"): _update,
+    ("instance", "snapshot"): _snapshot,
+    ("instance", "revert"): _revert,
+    ("instance", "delete-snapshot"): _delete_snapshot,
     ("instance", "delete"): _delete,
     ("image", "create"): _image_create,
     ("image", "push"): _image_push,
@@ -280,29 +412,49 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 
 # -- the periodic pass ------------------------------------------------------------------------------------------
 def reconcile(rt: Runtime) -> dict[str, int]:
-    """Compare every idle instance with what its driver observes; remove containers of ours nobody owns."""
-    driver = rt.compute(InstanceKind.CONTAINER)
-    observed = {o.id: o for o in driver.observe()}
+    """Compare every idle instance with what its driver observes; remove host objects of ours nobody owns."""
     changed = orphans = 0
-    with transaction(rt.sessions) as s:
-        known = {i.id: i for i in s.scalars(select(Instance).where(Instance.kind == InstanceKind.CONTAINER.value))}
-        for instance in known.values():
-            if instance.operation_id is not None or instance.state in ("pending", "creating", "deleting"):
-                continue
-            seen = observed.get(instance.id)
-            before = instance.state
-            if seen is None:
-                _set_state(s, instance, InstanceState.ERROR, "its container is gone from the host")
-            else:
-                _set_state(s, instance, seen.state, None)
-            changed += instance.state != before
-    for instance_id in set(observed) - set(known):
+    for kind in InstanceKind:
         try:
-            driver.delete(instance_id)
-            orphans += 1
-        except NotFound:
-            pass
+            driver = rt.compute(kind)
+            observed = {o.id: o for o in driver.observe()}
+        except TransientError as exc:
+            log.warning("reconcile: %s instances skipped: %s", kind.value, exc.message)
+            continue
+        with transaction(rt.sessions) as s:
+            known = {i.id: i for i in s.scalars(select(Instance).where(Instance.kind == kind.value))}
+            for instance in known.values():
+                if instance.operation_id is not None or instance.state in ("pending", "creating", "deleting"):
+                    continue
+                seen = observed.get(instance.id)
+                before = instance.state
+                if seen is None:
+                    _set_state(s, instance, InstanceState.ERROR, f"its {_host_object(kind)} is gone from the host")
+                else:
+                    _set_state(
+                        s, instance, seen.state, instance.error if seen.state is InstanceState.ERROR else None
+                    )
+                changed += instance.state != before
+        for instance_id in set(observed) - set(known):
+            try:
+                driver.delete(instance_id)
+                orphans += 1
+            except NotFound:
+                pass
     return {"changed": changed, "orphans_removed": orphans}
+
+
+def _host_object(kind: InstanceKind) -> str:
+    return "domain" if kind is InstanceKind.VM else "container"
+
+
+def record_event(rt: Runtime, instance_id: str, state: InstanceState, reason: str) -> None:
+    """A lifecycle event from a driver (a guest that shut itself down, crashed or was paused)."""
+    with transaction(rt.sessions) as s:
+        instance = s.get(Instance, instance_id)
+        if instance is None or instance.state in ("deleting", "pending", "creating"):
+            return
+        _set_state(s, instance, state, reason if state is InstanceState.ERROR else None, reason=reason)
 
 
 def abandon(rt: Runtime, op_id: str, message: str) -> None:

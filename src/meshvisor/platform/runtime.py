@@ -8,8 +8,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from meshvisor.containers import DockerDriver, DockerImages, FakeCompute
 from meshvisor.core.compute import ComputeDriver
-from meshvisor.core.errors import InvalidInput
 from meshvisor.core.types import InstanceKind
+from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
 
 from .db import make_engine, make_sessionmaker
 from .settings import Settings
@@ -36,7 +36,12 @@ class Runtime:
             if s.container_driver == "fake":
                 return FakeCompute(s.host_prefix, s.data_path / "fake-compute")
             return DockerDriver(s.host_prefix, s.docker_url)
-        raise InvalidInput(f"no compute driver for {kind.value} instances on this host yet")
+        return LibvirtDriver(s.host_prefix, s.vms_dir, s.libvirt_uri, s.vm_domain_type)
+
+    def vms(self) -> LibvirtDriver:
+        driver = self.compute(InstanceKind.VM)
+        assert isinstance(driver, LibvirtDriver)
+        return driver
 
     def images(self) -> DockerImages:
         with self._lock:

@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     # Where the Docker engine listens; `fake` runs containers as plain host processes (tests only).
     docker_url: str | None = None
     container_driver: str = "docker"
+    libvirt_uri: str = "qemu:///system"
+    # VM acceleration: "auto" picks kvm only where the host can really run KVM guests, else qemu (TCG).
+    vm_domain_type: str = "auto"
+    # Where downloaded Debian packages (the built-in guest's kernel) are kept; default `<data dir>/cache`.
+    download_cache_dir: Path | None = None
     # Retries of an operation that hit a transient error (a daemon down), with exponential back-off.
     task_retries: int = 3
     retry_backoff_s: float = 1.0
@@ -63,6 +68,18 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_path / "uploads"
+
+    @property
+    def vms_dir(self) -> Path:
+        return self.data_path / "vms"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_path / "images"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.download_cache_dir or self.data_path / "cache"
 
 
 @lru_cache(maxsize=1)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
@@ -20,6 +21,7 @@ from ..schemas import (
     InstancePatch,
     InstancePublic,
     LogsPublic,
+    SnapshotList,
 )
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=ERRORS)
@@ -46,6 +48,10 @@ def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep,
         networks=[n.model_dump() for n in body.networks],
         volumes=[v.model_dump() for v in body.volumes],
         mesh=body.mesh,
+        max_cpus=body.max_cpus,
+        max_memory_mb=body.max_memory_mb,
+        disk_mb=body.disk_mb,
+        cloud_init=body.cloud_init,
     )
     with transaction(rt.sessions) as s:
         instance, op = instances.create(s, req)
@@ -90,7 +96,9 @@ def delete_instance(
 def instance_action(
     name: str, body: ActionRequest, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
-    params = {"timeout": body.timeout, "force": body.force}
+    params: dict[str, Any] = {"timeout": body.timeout, "force": body.force}
+    if body.snapshot is not None:
+        params["snapshot"] = body.snapshot
     with transaction(rt.sessions) as s:
         instance, op = instances.request_action(s, name, body.action, params, if_match)
     return _accepted(dispatch, instance, op)
@@ -113,3 +121,15 @@ def instance_exec(
 ) -> dict[str, Any]:
     result = instances.exec_in(rt, session, name, body.command)
     return {"exit_code": result.exit_code, "output": result.output}
+
+
+@router.get("/{name}/snapshots", response_model=SnapshotList)
+def list_snapshots(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
+    return {"items": [asdict(snap) for snap in instances.list_snapshots(rt, session, name)], "next_cursor": None}
+
+
+@router.delete("/{name}/snapshots/{snapshot}", status_code=202, responses=ACCEPTED)
+def delete_snapshot(name: str, snapshot: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    with transaction(rt.sessions) as s:
+        instance, op = instances.request_snapshot_delete(s, name, snapshot)
+    return _accepted(dispatch, instance, op)

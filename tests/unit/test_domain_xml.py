@@ -92,3 +92,17 @@ def test_disk_boot_and_kvm() -> None:
 def test_impossible_configs_are_refused(kw: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         build_domain_xml(config(**kw))
+
+
+def test_a_seed_cdrom_is_read_only_on_ide_and_left_out_of_snapshots() -> None:
+    from meshvisor.hypervisor.domain_xml import readonly_targets
+
+    cfg = config(
+        boot=None,
+        disks=(DiskSpec(path="/r.qcow2"), DiskSpec(path="/s.iso", format="raw", target="hdc", device="cdrom")),
+    )
+    xml = build_domain_xml(cfg)
+    cdrom = ET.fromstring(xml).find("devices/disk[@device='cdrom']")
+    assert cdrom is not None and cdrom.find("readonly") is not None
+    assert cdrom.find("target").get("bus") == "ide"  # type: ignore[union-attr]
+    assert readonly_targets(xml) == ["hdc"]

@@ -68,6 +68,7 @@ class DiskSpec:
     format: str = "qcow2"
     target: str = "vda"
     readonly: bool = False
+    device: str = "disk"  # "disk" (virtio) or "cdrom" (read-only, IDE: a cloud-init seed)
 
 
 @dataclass(frozen=True)

@@ -80,11 +80,11 @@ def build_domain_xml(cfg: DomainConfig) -> str:
 
     devices = ET.SubElement(domain, "devices")
     for disk in cfg.disks:
-        el = ET.SubElement(devices, "disk", type="file", device="disk")
+        el = ET.SubElement(devices, "disk", type="file", device=disk.device)
         ET.SubElement(el, "driver", name="qemu", type=disk.format)
         ET.SubElement(el, "source", file=disk.path)
-        ET.SubElement(el, "target", dev=disk.target, bus="virtio")
-        if disk.readonly:
+        ET.SubElement(el, "target", dev=disk.target, bus="ide" if disk.device == "cdrom" else "virtio")
+        if disk.readonly or disk.device == "cdrom":
             ET.SubElement(el, "readonly")
     for nic in cfg.nics:
         if not nic.bridge:  # never user-mode networking: it would NAT the guest off the machine
@@ -129,3 +129,13 @@ def console_log_path(xml: str) -> str | None:
 def disk_paths(xml: str) -> list[str]:
     root = ET.fromstring(xml)
     return [s.get("file", "") for s in root.findall("devices/disk/source") if s.get("file")]
+
+
+def readonly_targets(xml: str) -> list[str]:
+    root = ET.fromstring(xml)
+    out = []
+    for disk in root.findall("devices/disk"):
+        target = disk.find("target")
+        if target is not None and (disk.find("readonly") is not None or disk.get("device") == "cdrom"):
+            out.append(target.get("dev", ""))
+    return out

@@ -26,7 +26,7 @@ from meshvisor.core.types import (
 
 from . import console
 from .connection import DEFAULT_URI, call, choose_domain_type, libvirt_errors, open_connection, translate
-from .domain_xml import DomainConfig, build_domain_xml, domain_uuid, read_metadata
+from .domain_xml import DomainConfig, build_domain_xml, domain_uuid, read_metadata, readonly_targets
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: InstanceState.ERROR,
@@ -302,7 +302,9 @@ class LibvirtDriver:
     # -- snapshots ----------------------------------------------------------------------------------------------
     def snapshot_create(self, instance_id: str, name: str) -> Snapshot:
         dom = self._get(instance_id)
-        xml = f"<domainsnapshot><name>{name}</name></domainsnapshot>"
+        # Read-only disks (a cloud-init seed) take no part: internal snapshots need qcow2, and they never change.
+        skipped = "".join(f"<disk name='{target}' snapshot='no'/>" for target in readonly_targets(dom.XMLDesc(0)))
+        xml = f"<domainsnapshot><name>{name}</name><disks>{skipped}</disks></domainsnapshot>"
         snap = call(f"snapshot domain {dom.name()}", lambda: dom.snapshotCreateXML(xml, 0))
         return _snapshot(snap)
 

@@ -108,6 +108,8 @@ def request_create(
         kind = BUILTIN[name]
     if kind is InstanceKind.VM and source["type"] not in ("builtin", "import"):
         raise InvalidInput("VM images come built in or as an imported qcow2 disk image")
+    if source["type"] == "import" and (source.get("format") == "qcow2") != (kind is InstanceKind.VM):
+        raise InvalidInput("container images import a root filesystem tarball; VM images a qcow2 disk")
     if source["type"] == "dockerfile":
         check_bases(session, source["dockerfile"], project)
     if find(session, name, project) is not None:

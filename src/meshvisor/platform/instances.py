@@ -17,6 +17,7 @@ from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.lifecycle import check_action, check_delete, parse_action
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
+from meshvisor.hypervisor import cloud_init
 
 from . import events, operations
 from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
@@ -82,6 +83,7 @@ def check_vm_request(req: InstanceRequest) -> None:
         raise InvalidInput(f"disk_mb must be between 0 (no data disk) and {MAX_DISK_MB}")
     if req.command or req.env:
         raise InvalidInput("command and env are for containers; a VM runs its image's own init")
+    cloud_init.parse(req.cloud_init)
 
 
 def create(session: Session, req: InstanceRequest, project: str = "default") -> tuple[Instance, Operation]:

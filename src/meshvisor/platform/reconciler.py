@@ -28,7 +28,8 @@ from meshvisor.core.types import (
     OperationStatus,
     RestartPolicy,
 )
-from meshvisor.hypervisor.disks import create_disk
+from meshvisor.hypervisor import cloud_init
+from meshvisor.hypervisor.disks import check_qcow2, create_disk, create_overlay
 from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
 from meshvisor.hypervisor.tiny_image import build_tiny
 
@@ -40,6 +41,7 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 BOOT_FILE = "boot.json"  # a directly booted VM image: its kernel, initramfs and command line
+DISK_FILE = "disk.qcow2"  # a VM image that is a disk
 
 Handler = Callable[[Runtime, Operation], None]
 
@@ -151,19 +153,28 @@ def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
 
 def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
     """Resolve a VM's boot files and prepare its disks (in `<vms dir>/<id>/`) before the driver sees it."""
-    boot_file = Path(spec.image_ref) / BOOT_FILE
-    if not boot_file.exists():
-        raise PermanentError(f"image {instance.image!r} has no boot files at {boot_file.parent}; rebuild it")
-    files = json.loads(boot_file.read_text())
-    boot = BootSpec(
-        kernel=files["kernel"],
-        initrd=files.get("initrd"),
-        cmdline=f"{files['cmdline']} mv.hostname={instance.name}",
-    )
+    image_dir = Path(spec.image_ref)
+    instance_dir = rt.settings.vms_dir / instance.id
+    boot: BootSpec | None = None
     disks: list[DiskSpec] = []
+    targets = iter(("vda", "vdb"))
+    if (image_dir / BOOT_FILE).exists():  # a kernel booted directly (the built-in tiny guest)
+        files = json.loads((image_dir / BOOT_FILE).read_text())
+        cmdline = f"{files['cmdline']} mv.hostname={instance.name}"
+        boot = BootSpec(kernel=files["kernel"], initrd=files.get("initrd"), cmdline=cmdline)
+    elif (image_dir / DISK_FILE).exists():  # a distribution's disk image: a copy-on-write overlay + a seed
+        root = create_overlay(instance_dir / "root.qcow2", image_dir / DISK_FILE)
+        disks.append(DiskSpec(path=str(root), format="qcow2", target=next(targets)))
+        config = cloud_init.parse(instance.cloud_init)
+        seed = cloud_init.write_seed_iso(
+            instance_dir / "seed.iso", cloud_init.seed_files(instance.id, instance.name, config)
+        )
+        disks.append(DiskSpec(path=str(seed), format="raw", target="hdc", device="cdrom"))
+    else:
+        raise PermanentError(f"image {instance.image!r} has neither boot files nor a disk; rebuild or import it")
     if instance.disk_mb:
-        path = create_disk(rt.settings.vms_dir / instance.id / "data.qcow2", instance.disk_mb)
-        disks.append(DiskSpec(path=str(path), format="qcow2", target="vda"))
+        path = create_disk(instance_dir / "data.qcow2", instance.disk_mb)
+        disks.append(DiskSpec(path=str(path), format="qcow2", target=next(targets)))
     return replace(
         spec, boot=boot, disks=tuple(disks), max_cpus=instance.max_cpus, max_memory_mb=instance.max_memory_mb
     )
@@ -337,6 +348,8 @@ def _image_create(rt: Runtime, op: Operation) -> None:
         info = _build_tiny(rt, op.resource_id)
     elif kind == "builtin":
         info = store.import_tar(op.resource_id, name, busybox_rootfs_tar(), command or BUSYBOX_DEFAULT_COMMAND)
+    elif kind == "import" and source.get("format") == "qcow2":
+        info = _import_disk(rt, op.resource_id, Path(upload_path(rt.settings, op.id)))
     elif kind == "import":
         path = Path(upload_path(rt.settings, op.id))
         if not path.exists():
@@ -370,6 +383,22 @@ def _build_tiny(rt: Runtime, image_id: str) -> ImageInfo:
     boot = {"kernel": str(tiny.kernel), "initrd": str(tiny.initrd), "cmdline": tiny.cmdline}
     (out / BOOT_FILE).write_text(json.dumps(boot))
     return ImageInfo(id=image_id, ref=str(out), size_bytes=tiny.kernel.stat().st_size + tiny.initrd.stat().st_size)
+
+
+def _import_disk(rt: Runtime, image_id: str, upload: Path) -> ImageInfo:
+    """A VM disk image: checked with qemu-img, then kept read-only as `<images dir>/<id>/disk.qcow2`."""
+    if not upload.exists():
+        raise PermanentError("the uploaded disk image is gone; import it again")
+    try:
+        check_qcow2(upload)
+    except MeshvisorError as exc:
+        upload.unlink(missing_ok=True)
+        raise PermanentError(exc.message) from exc
+    target = rt.settings.images_dir / image_id / DISK_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(upload, target)
+    target.chmod(0o444)
+    return ImageInfo(id=image_id, ref=str(target.parent), size_bytes=target.stat().st_size)
 
 
 def _image_push(rt: Runtime, op: Operation) -> None:

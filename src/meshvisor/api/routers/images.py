@@ -18,6 +18,7 @@ from ..schemas import ERRORS, ImageAccepted, ImageAction, ImageCreate, ImagePage
 router = APIRouter(prefix="/v1/images", tags=["images"], responses=ERRORS)
 ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": ImageAccepted}}
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
+QCOW2_MAGIC = b"QFI\xfb"
 
 
 def _accepted(dispatch: DispatchDep, image: Any, op: Any) -> Response:
@@ -58,8 +59,10 @@ async def import_image(
     _: TokenDep,
     name: Annotated[str, Query()],
     command: Annotated[list[str] | None, Query()] = None,
+    kind: Annotated[InstanceKind, Query()] = InstanceKind.CONTAINER,
 ) -> Response:
-    """Import a root filesystem: the body is an uncompressed or gzip tarball of the tree."""
+    """Import an image. Containers: the body is a tarball (plain or gzip) of a root filesystem. VMs
+    (`kind=vm`): the body is a qcow2 disk image, booted later through a copy-on-write overlay."""
     uploads = rt.settings.uploads_dir
     uploads.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=uploads, suffix=".part")
@@ -72,15 +75,21 @@ async def import_image(
                 if size > images.MAX_UPLOAD_BYTES:
                     raise HTTPException(413, f"the tarball is larger than {images.MAX_UPLOAD_BYTES} bytes")
                 out.write(chunk)
-        if size == 0 or not tarfile.is_tarfile(tmp):
+        if kind is InstanceKind.VM:
+            with open(tmp, "rb") as head:
+                if head.read(4) != QCOW2_MAGIC:
+                    raise HTTPException(400, "the body must be a qcow2 disk image for a VM image")
+        elif size == 0 or not tarfile.is_tarfile(tmp):
             raise HTTPException(400, "the body must be a tar archive of a root filesystem")
         source: dict[str, Any] = {"type": "import"}
+        if kind is InstanceKind.VM:
+            source["format"] = "qcow2"
         if command:
             source["command"] = command
 
         def submit() -> tuple[Any, Any]:
             with transaction(rt.sessions) as s:
-                image, op = images.request_create(s, name, source, InstanceKind.CONTAINER)
+                image, op = images.request_create(s, name, source, kind)
                 tmp.rename(images.upload_path(rt.settings, op.id))
             return image, op
 

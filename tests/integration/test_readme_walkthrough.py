@@ -12,13 +12,17 @@ from .conftest import REPO, Platform
 pytestmark = pytest.mark.integration
 
 
-def walkthrough_script() -> str:
+def section_script(title: str) -> str:
     readme = (REPO / "README.md").read_text()
-    section = readme.split("## Walk-through with curl", 1)[1].split("\n## ", 1)[0]
+    section = readme.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     block = re.search(r"```sh\n(.*?)```", section, re.S)
     assert block is not None
     # The last line follows the event stream forever: leave it out here.
     return "\n".join(line for line in block.group(1).splitlines() if "/v1/events" not in line)
+
+
+def walkthrough_script() -> str:
+    return section_script("Walk-through with curl")
 
 
 def test_readme_walkthrough_works_as_written(platform: Platform) -> None:
@@ -36,3 +40,28 @@ def test_readme_walkthrough_works_as_written(platform: Platform) -> None:
     assert '{"exit_code":0,"output":"Linux\\n"}' in out
     assert out.rstrip().endswith('"message":"instance \'web\' not found"}}'), out
     assert [c for c in platform.containers() if c.labels.get("meshvisor.name") == "web"] == []
+
+
+def test_readme_vm_walkthrough_works_as_written(platform: Platform, tiny: str) -> None:
+    """The VM section, run after the set-up lines of the first walk-through (token, address, `run`)."""
+    setup = walkthrough_script().split('\ncurl -s "${H[@]}" $API/v1/images', 1)[0]
+    setup = setup.replace("TOKEN=$(cat var/admin.token)", f"TOKEN={platform.token}")
+    setup = setup.replace("API=http://127.0.0.1:8000", f"API={platform.url}")
+    done = subprocess.run(
+        ["bash", "-c", setup + section_script("VMs next to containers")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert out.count('"status":"succeeded"') == 6, out  # create ×2, snapshot, stop, delete ×2
+    assert '"name":"vm1"' in out and '"kind":"vm"' in out and '"name":"box1"' in out
+    listing = out.split('{"items":', 1)[1]
+    assert listing.count('"state":"running"') >= 2
+    assert "meshvisor-tiny: ready" in out
+    assert '"exit_code":0' in out
+    assert [d for d in platform.domains() if "<title>vm1</title>" in d.XMLDesc(0)] == []
+    with platform.client() as api:
+        assert api.get("/v1/instances/vm1").status_code == 404
+        assert api.get("/v1/instances/box1").status_code == 404

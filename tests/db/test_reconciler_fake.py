@@ -6,7 +6,7 @@ import time
 
 from meshvisor.core.errors import TransientError
 from meshvisor.core.types import InstanceKind, OperationStatus
-from meshvisor.platform import instances, operations, reconciler
+from meshvisor.platform import events, instances, operations, reconciler
 from meshvisor.platform.db import transaction
 from meshvisor.platform.instances import InstanceChange, InstanceRequest
 from meshvisor.platform.runtime import Runtime
@@ -125,3 +125,27 @@ def test_periodic_reconcile_sees_drift(runtime: Runtime) -> None:
     while driver.inspect(orphan.id) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert driver.inspect(orphan.id) is None
+
+
+def test_a_resize_the_driver_cannot_apply_live_waits_for_a_restart(runtime: Runtime, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from meshvisor.core.types import UpdateResult
+
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        _, op = instances.create(s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE))
+    reconciler.run_operation(runtime, op.id)
+    driver = runtime.compute(InstanceKind.CONTAINER)
+    monkeypatch.setattr(
+        driver, "update", lambda *_a, **_k: UpdateResult(live=False, restart_required=True, detail="no hotplug")
+    )
+    with transaction(runtime.sessions) as s:
+        _, op = instances.request_change(s, "web", InstanceChange(cpus=0.5))
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    with runtime.sessions() as s:
+        instance = instances.get(s, "web")
+        assert instance.restart_required and instance.cpus == 0.5
+        flagged = [e for e in events.since(s, 0) if e.data.get("restart_required")]
+        assert flagged and flagged[-1].data["detail"] == "no hotplug"
+    assert act(runtime, "restart") is OperationStatus.SUCCEEDED
+    with runtime.sessions() as s:
+        assert instances.get(s, "web").restart_required is False

@@ -15,7 +15,7 @@ from meshvisor.core.types import InstanceKind
 
 from . import events, operations
 from .models import Image, Instance, Operation
-from .resources import check_etag, decode_cursor, encode_cursor, etag
+from .resources import check_etag, etag, page_by_name
 from .settings import Settings
 
 # Built-in images: name → kind. `tiny` is the VM guest: a Debian kernel and a busybox initramfs.
@@ -41,13 +41,7 @@ def get(session: Session, name: str, project: str = "default") -> Image:
 def page(
     session: Session, limit: int, cursor: str | None, project: str = "default"
 ) -> tuple[list[Image], str | None]:
-    query = select(Image).where(Image.project == project).order_by(Image.name).limit(limit + 1)
-    if cursor:
-        query = query.where(Image.name > decode_cursor(cursor))
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].name) if more and rows else None
+    return page_by_name(session, Image, limit, cursor, project)
 
 
 def check_source(source: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from meshvisor.hypervisor import cloud_init
 from . import events, operations
 from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
 from .models import Image, Instance, Operation
-from .resources import check_etag, decode_cursor, encode_cursor, etag
+from .resources import check_etag, etag, page_by_name
 from .runtime import Runtime
 
 MAX_ENV_VARS = 256
@@ -166,13 +166,7 @@ def get(session: Session, name: str, project: str = "default") -> Instance:
 def page(
     session: Session, limit: int, cursor: str | None, project: str = "default"
 ) -> tuple[list[Instance], str | None]:
-    query = select(Instance).where(Instance.project == project).order_by(Instance.name).limit(limit + 1)
-    if cursor:
-        query = query.where(Instance.name > decode_cursor(cursor))
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1].name) if more and rows else None
+    return page_by_name(session, Instance, limit, cursor, project)
 
 
 def request_action(

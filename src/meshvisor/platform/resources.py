@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import base64
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import InvalidInput, PreconditionFailed
 
 from .models import Image, Instance
+
+Named = TypeVar("Named", Image, Instance)
 
 
 def etag(instance: Instance | Image) -> str:
@@ -30,3 +36,16 @@ def decode_cursor(cursor: str) -> str:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         raise InvalidInput("invalid cursor") from None
+
+
+def page_by_name(
+    session: Session, model: type[Named], limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Named], str | None]:
+    """One page of a project's named objects in name order; the cursor is the last name seen."""
+    query = select(model).where(model.project == project).order_by(model.name).limit(limit + 1)
+    if cursor:
+        query = query.where(model.name > decode_cursor(cursor))
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].name) if more and rows else None

@@ -137,3 +137,31 @@ def test_bad_disk_images(platform: Platform, api: httpx.Client, tmp_path: Path) 
         assert api.get("/v1/instances/badkey").status_code == 404
     finally:
         wait_op(api, api.delete("/v1/images/plain"))
+
+
+def test_the_cli_imports_a_vm_disk(platform: Platform, api: httpx.Client, tmp_path: Path) -> None:
+    import sys
+
+    env = {**platform.env, "MESHVISOR_API_URL": platform.url, "MESHVISOR_TOKEN": platform.token}
+    disk = qcow2(tmp_path / "cli.qcow2")
+    done = subprocess.run(
+        [sys.executable, "-m", "meshvisor", "images", "import", "cli-disk", "--qcow2", str(disk)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    image = api.get("/v1/images/cli-disk").json()
+    assert (image["kind"], image["state"]) == ("vm", "ready")
+    assert wait_op(api, api.delete("/v1/images/cli-disk"))["status"] == "succeeded"
+    text = tmp_path / "text.qcow2"
+    text.write_text("no disk\n")
+    bad = subprocess.run(
+        [sys.executable, "-m", "meshvisor", "images", "import", "x", "--qcow2", str(text)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode != 0 and "not a qcow2 disk image" in bad.stderr

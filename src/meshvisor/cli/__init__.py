@@ -204,12 +204,21 @@ def images_import(
     name: str,
     rootfs: Annotated[Path | None, typer.Option(help="directory holding the root filesystem")] = None,
     tar: Annotated[Path | None, typer.Option(help="tarball of the root filesystem")] = None,
+    qcow2: Annotated[Path | None, typer.Option(help="a VM disk image (qcow2): makes a VM image")] = None,
     command: Annotated[list[str] | None, typer.Option(help="default command, one --command per argument")] = None,
 ) -> None:
-    """Import a container image from a root filesystem directory or tarball."""
-    if (rootfs is None) == (tar is None):
-        _fail("give exactly one of --rootfs DIR or --tar FILE", 2)
-    if tar is not None:
+    """Import a container image from a root filesystem directory or tarball, or a VM image from a qcow2 disk."""
+    if sum(x is not None for x in (rootfs, tar, qcow2)) != 1:
+        _fail("give exactly one of --rootfs DIR, --tar FILE or --qcow2 FILE", 2)
+    params: dict[str, Any] = {"name": name}
+    content_type = "application/x-tar"
+    if qcow2 is not None:
+        if not qcow2.is_file() or qcow2.open("rb").read(4) != b"QFI\xfb":
+            _fail(f"{qcow2} is not a qcow2 disk image", 2)
+        data = qcow2.read_bytes()
+        params["kind"] = "vm"
+        content_type = "application/octet-stream"
+    elif tar is not None:
         if not tar.is_file() or not tarfile.is_tarfile(tar):
             _fail(f"{tar} is not a tar archive", 2)
         data = tar.read_bytes()
@@ -220,7 +229,6 @@ def images_import(
         if not rootfs.is_dir():
             _fail(f"{rootfs} is not a directory", 2)
         data = rootfs_dir_tar(rootfs)
-    params: dict[str, Any] = {"name": name}
     if command:
         params["command"] = command
     _run_operation(
@@ -230,7 +238,7 @@ def images_import(
         f"import image {name}",
         params=params,
         content=data,
-        headers={"Content-Type": "application/x-tar"},
+        headers={"Content-Type": content_type},
     )
 
 

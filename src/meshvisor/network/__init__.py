@@ -1,1 +1,41 @@
-"""Overlay networks (pyroute2, nftables, dnsmasq). Lands with the networking issue."""
+"""Overlay networks, the driver layer: VXLAN between hosts, a Linux bridge per network on each host, veth pairs
+into containers, the bridge's name for VMs, and static DHCP (dnsmasq) for VMs. Netlink through pyroute2.
+
+Public surface:
+- `NetworkSpec`, `ensure_network`, `delete_network`, `remotes_of` (overlay.py, spec.py)
+- `attach_container`, `attach_namespace`, `detach`, `Attachment` (attach.py)
+- `bridge_name`, `vxlan_name`, `veth_name` (names.py): a VM's `<interface type='bridge'>` names `bridge_name`
+- `DhcpServer` (dhcp.py)
+- `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
+
+Addresses (IPAM), which hosts are remotes of a network, and the records of networks and attachments belong to
+the platform layer; this package only makes one host look like what it is told.
+"""
+
+from .attach import Attachment, attach_container, attach_namespace, detach
+from .dhcp import DhcpServer
+from .names import bridge_name, veth_name, vxlan_name
+from .netlink import LinkInfo, list_links
+from .overlay import NetworkLinks, delete_network, ensure_network, remotes_of
+from .spec import DEFAULT_MTU, VXLAN_PORT, NetworkSpec, gateway_mac
+
+__all__ = [
+    "DEFAULT_MTU",
+    "VXLAN_PORT",
+    "Attachment",
+    "DhcpServer",
+    "LinkInfo",
+    "NetworkLinks",
+    "NetworkSpec",
+    "attach_container",
+    "attach_namespace",
+    "bridge_name",
+    "delete_network",
+    "detach",
+    "ensure_network",
+    "gateway_mac",
+    "list_links",
+    "remotes_of",
+    "veth_name",
+    "vxlan_name",
+]

@@ -1,0 +1,202 @@
+"""Workloads on a network's bridge.
+
+A container (or any network namespace) gets a veth pair: the host end `<prefix>-v-<attachment id>` is a port of
+the bridge; the peer is created directly inside the workload's namespace as `eth0`, with the attachment's MAC,
+address, MTU and a default route through the gateway. A VM needs only the bridge's name (`bridge_name`):
+libvirt makes its tap from `<interface type='bridge'>`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+
+from .names import bridge_name, validate_id, veth_name
+from .netlink import (
+    Msg,
+    delete_link,
+    find_link,
+    get_link,
+    is_up,
+    link_kind,
+    netlink_errors,
+    netns_exists,
+    netns_path,
+    rtnl,
+)
+from .spec import DEFAULT_MTU, parse_ipv4, validate_mac, validate_mtu
+
+GUEST_IFNAME = "eth0"
+MAIN_TABLE = 254
+
+
+@dataclass(frozen=True)
+class Attachment:
+    host_link: str  # the veth's host end, a port of the bridge
+    host_index: int
+    bridge: str
+    ifname: str  # the interface inside the workload
+    mac: str
+    address: str  # with its prefix length
+
+
+def attach_container(
+    prefix: str,
+    network_id: str,
+    attachment_id: str,
+    pid: int,
+    address_cidr: str,
+    gateway: str,
+    mac: str,
+    mtu: int = DEFAULT_MTU,
+    netns: str | None = None,
+) -> Attachment:
+    """Attach the network namespace of process `pid` (a container's `State.Pid`) to the network's bridge, which
+    lives in the root namespace or in `netns`. Idempotent."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise InvalidInput(f"invalid process id {pid!r}")
+    return attach_namespace(
+        prefix, network_id, attachment_id, f"/proc/{pid}/ns/net", address_cidr, gateway, mac, mtu, netns
+    )
+
+
+def attach_namespace(
+    prefix: str,
+    network_id: str,
+    attachment_id: str,
+    target: str,
+    address_cidr: str,
+    gateway: str,
+    mac: str,
+    mtu: int = DEFAULT_MTU,
+    netns: str | None = None,
+) -> Attachment:
+    """Attach the network namespace `target` (a name under /var/run/netns or a path such as /proc/<pid>/ns/net)
+    to the network's bridge in the root namespace or in `netns`. Idempotent: an attachment that is already right
+    is left alone, one that is half made or whose peer is gone is made again."""
+    host_name = veth_name(prefix, attachment_id)
+    br_name = bridge_name(prefix, validate_id(network_id, "network id"))
+    mac = validate_mac(mac)
+    validate_mtu(mtu)
+    try:
+        interface = ipaddress.IPv4Interface(address_cidr)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(f"invalid address {address_cidr!r}: {exc}") from exc
+    net = interface.network
+    if net.prefixlen > 30 or interface.ip in (net.network_address, net.broadcast_address):
+        raise InvalidInput(f"address {address_cidr} is not a host address of {net}")
+    gw = parse_ipv4(gateway, "gateway")
+    if gw not in net or gw == interface.ip:
+        raise InvalidInput(f"gateway {gateway} is not another address of {net}")
+    target_path = netns_path(target)
+    if not os.path.exists(target_path):
+        raise NotFound(f"network namespace {target} does not exist (has the workload stopped?)")
+
+    with rtnl(netns) as host, rtnl(target_path) as guest:
+        bridge = find_link(host, br_name)
+        if bridge is None or link_kind(bridge) != "bridge":
+            raise NotFound(f"bridge {br_name} does not exist: ensure the network first")
+        hv = find_link(host, host_name)
+        peer = find_link(guest, GUEST_IFNAME)
+        if hv is not None and not _is_pair(hv, peer):
+            delete_link(host, host_name)  # a half-made or stale attachment: its peer is not the workload's eth0
+            hv, peer = None, find_link(guest, GUEST_IFNAME)
+        if hv is None:
+            if peer is not None:
+                raise Conflict(f"{target} already has an {GUEST_IFNAME} that is not attachment {attachment_id}")
+            fd = os.open(target_path, os.O_RDONLY)
+            try:
+                with netlink_errors(f"create veth {host_name} into {target}"):
+                    host.link(
+                        "add",
+                        ifname=host_name,
+                        kind="veth",
+                        mtu=mtu,
+                        peer={"ifname": GUEST_IFNAME, "net_ns_fd": fd, "address": mac, "mtu": mtu},
+                    )
+            finally:
+                os.close(fd)
+            hv, peer = get_link(host, host_name), get_link(guest, GUEST_IFNAME)
+        _converge_host_end(host, hv, host_name, bridge["index"], mtu)
+        _converge_guest(guest, peer, mac, mtu, interface, str(gw))
+        return Attachment(host_name, hv["index"], br_name, GUEST_IFNAME, mac, str(interface))
+
+
+def detach(prefix: str, attachment_id: str, netns: str | None = None) -> None:
+    """Delete the host end of the attachment's veth pair (the peer in the workload goes with it); gone is
+    success."""
+    name = veth_name(prefix, attachment_id)
+    if not netns_exists(netns):
+        return
+    with rtnl(netns) as ipr:
+        delete_link(ipr, name)
+
+
+def _is_pair(hv: Msg, peer: Msg | None) -> bool:
+    """The host end and the workload's eth0 are the two ends of one veth pair (each names the other's index,
+    and the host end's peer is in another namespace)."""
+    return (
+        peer is not None
+        and link_kind(hv) == "veth"
+        and link_kind(peer) == "veth"
+        and hv.get("link_netnsid") is not None
+        and hv.get("link") == peer["index"]
+        and peer.get("link") == hv["index"]
+    )
+
+
+def _converge_host_end(ipr: Any, hv: Msg, name: str, bridge: int, mtu: int) -> None:
+    changes: dict[str, Any] = {}
+    if hv.get("mtu") != mtu:
+        changes["mtu"] = mtu
+    if hv.get("master") != bridge:
+        changes["master"] = bridge
+    if not is_up(hv):
+        changes["state"] = "up"
+    if changes:
+        with netlink_errors(f"configure {name}"):
+            ipr.link("set", index=hv["index"], **changes)
+
+
+def _converge_guest(
+    ipr: Any, link: Msg, mac: str, mtu: int, interface: ipaddress.IPv4Interface, gateway: str
+) -> None:
+    index = link["index"]
+    what = f"configure {GUEST_IFNAME} of the workload"
+    with netlink_errors(what):
+        if (link.get("address") or "").lower() != mac:
+            if is_up(link):
+                ipr.link("set", index=index, state="down")
+            ipr.link("set", index=index, address=mac)
+            link = get_link(ipr, GUEST_IFNAME)
+        if link.get("mtu") != mtu:
+            ipr.link("set", index=index, mtu=mtu)
+        want = (str(interface.ip), interface.network.prefixlen)
+        have = [(a.get("address"), a["prefixlen"]) for a in ipr.addr("dump", index=index, family=socket.AF_INET)]
+        for address, prefixlen in have:
+            if (address, prefixlen) != want:
+                ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
+        if want not in have:
+            ipr.addr(
+                "add",
+                index=index,
+                address=want[0],
+                prefixlen=want[1],
+                broadcast=str(interface.network.broadcast_address),
+            )
+        if not is_up(link):
+            ipr.link("set", index=index, state="up")
+        defaults = [
+            r
+            for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE)
+            if r["dst_len"] == 0 and r.get("table") == MAIN_TABLE
+        ]
+        if not any(r.get("gateway") == gateway and r.get("oif") == index for r in defaults) or len(defaults) > 1:
+            for route in defaults:
+                ipr.route("del", dst="0.0.0.0/0", gateway=route.get("gateway"), oif=route.get("oif"))
+            ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index)

@@ -1,0 +1,242 @@
+"""DHCP for VMs on one network: one `dnsmasq` bound only to the network's bridge, serving static leases only.
+
+The platform decides every address (IPAM); dnsmasq only hands each known MAC its address, the gateway and the
+network's MTU, and stays silent for any other MAC. DNS is off (`--port=0`). State lives in a directory the
+caller gives, one set of files per network:
+
+    <network id>.hosts    `mac,address` lines the platform writes (dnsmasq re-reads it on SIGHUP)
+    <network id>.leases   what dnsmasq handed out
+    <network id>.pid      dnsmasq's pid, by which `stop` ends it
+    <network id>.log      dnsmasq's log
+    <network id>.ifindex  the bridge dnsmasq was bound to (a bridge made again means dnsmasq is started again)
+
+dnsmasq runs as a daemon of its own (it outlives the worker that started it) and drops root for its default
+unprivileged user, so the state directory must be readable and searchable by that user.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from meshvisor.core.errors import InvalidInput, NotFound, PermanentError, TransientError
+
+from .names import bridge_name
+from .netlink import find_link, link_kind, netns_path, rtnl
+from .spec import NetworkSpec, parse_ipv4, validate_mac
+
+DNSMASQ = "dnsmasq"
+NSENTER = "nsenter"
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+
+
+def hosts_file_text(spec: NetworkSpec, leases: Mapping[str, str]) -> str:
+    """The dhcp-hostsfile for `leases` (MAC → address), checked against the network; sorted, so the same leases
+    always give the same text."""
+    network = spec.network
+    reserved = {network.network_address, network.broadcast_address, ipaddress.IPv4Address(spec.gateway)}
+    by_address: dict[ipaddress.IPv4Address, str] = {}
+    lines = []
+    for raw_mac, raw_address in leases.items():
+        mac = validate_mac(raw_mac)
+        address = parse_ipv4(raw_address, f"address for {mac}")
+        if address not in network or address in reserved:
+            raise InvalidInput(f"address {address} for {mac} is not a free host address of {spec.cidr}")
+        if address in by_address:
+            raise InvalidInput(f"address {address} is given to both {by_address[address]} and {mac}")
+        by_address[address] = mac
+        lines.append(f"{mac},{address}")
+    if len({line.split(",")[0] for line in lines}) != len(lines):
+        raise InvalidInput("a MAC address appears twice in the leases")
+    return "".join(f"{line}\n" for line in sorted(lines))
+
+
+def dnsmasq_argv(
+    prefix: str, spec: NetworkSpec, state_dir: Path, lease_time: str = "1h", dnsmasq: str = DNSMASQ
+) -> list[str]:
+    """The dnsmasq command line for one network: DHCP only, static leases only, on the bridge only."""
+    network = spec.network
+    stem = state_dir / spec.network_id
+    return [
+        dnsmasq,
+        "--conf-file=/dev/null",  # no system-wide configuration
+        "--port=0",  # no DNS
+        "--bind-interfaces",
+        f"--interface={bridge_name(prefix, spec.network_id)}",
+        "--except-interface=lo",
+        f"--dhcp-range={network.network_address},static,{network.netmask},{lease_time}",
+        f"--dhcp-hostsfile={stem}.hosts",
+        f"--dhcp-leasefile={stem}.leases",
+        f"--pid-file={stem}.pid",
+        f"--dhcp-option=option:router,{spec.gateway}",
+        f"--dhcp-option=option:mtu,{spec.mtu}",
+        f"--log-facility={stem}.log",
+        "--log-dhcp",
+    ]
+
+
+class DhcpServer:
+    """The dnsmasq of one network on this host (in the root namespace, or in `netns` by name or path)."""
+
+    def __init__(
+        self,
+        prefix: str,
+        spec: NetworkSpec,
+        state_dir: str | Path,
+        netns: str | None = None,
+        lease_time: str = "1h",
+        dnsmasq: str = DNSMASQ,
+    ) -> None:
+        self.prefix = prefix
+        self.spec = spec
+        self.state_dir = Path(state_dir)
+        self.netns = netns
+        self.argv = dnsmasq_argv(prefix, spec, self.state_dir, lease_time, dnsmasq)
+        stem = self.state_dir / spec.network_id
+        self.hosts_file = stem.with_suffix(".hosts")
+        self.lease_file = stem.with_suffix(".leases")
+        self.pid_file = stem.with_suffix(".pid")
+        self.log_file = stem.with_suffix(".log")
+        self.ifindex_file = stem.with_suffix(".ifindex")
+
+    # -- state ------------------------------------------------------------------------------------------------
+    def pid(self) -> int | None:
+        """dnsmasq's pid if it runs for this network (the pid file names a live dnsmasq with our pid file)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (OSError, ValueError):
+            return None
+        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+            return None
+        if (
+            not cmdline
+            or not cmdline[0].endswith(b"dnsmasq")
+            or f"--pid-file={self.pid_file}".encode() not in cmdline
+        ):
+            return None
+        return pid
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    # -- verbs ------------------------------------------------------------------------------------------------
+    def ensure(self, leases: Mapping[str, str]) -> int:
+        """Serve exactly `leases` (MAC → address): rewrite the hosts file and make dnsmasq re-read it (SIGHUP),
+        or start dnsmasq. Idempotent: the same leases with dnsmasq running change nothing. Returns the pid."""
+        text = hosts_file_text(self.spec, leases)
+        index = self._bridge_index()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        changed = self._write_hosts(text)
+        pid = self.pid()
+        if pid is not None and (self._bound_index() != index or self._cmdline(pid) != self.argv):
+            # Bound to a bridge that is gone (it would never hear the new one), or started for another spec.
+            self.stop()
+            pid = None
+        if pid is None:
+            return self._start(index)
+        if changed:
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                return self._start(index)
+        return pid
+
+    def stop(self) -> None:
+        """End dnsmasq by the pid in its pid file (only if that pid is our dnsmasq); not running is success."""
+        pid = self.pid()
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                if not self._wait_gone(pid, STOP_TIMEOUT):
+                    os.kill(pid, signal.SIGKILL)
+                    self._wait_gone(pid, STOP_TIMEOUT)
+            except ProcessLookupError:
+                pass
+        self.pid_file.unlink(missing_ok=True)
+        self.ifindex_file.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Stop and delete the network's state files."""
+        self.stop()
+        for path in (self.hosts_file, self.lease_file, self.log_file):
+            path.unlink(missing_ok=True)
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def _write_hosts(self, text: str) -> bool:
+        try:
+            if self.hosts_file.read_text() == text:
+                return False
+        except FileNotFoundError:
+            pass
+        tmp = self.hosts_file.with_suffix(".hosts.tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o644)  # dnsmasq re-reads it after dropping root
+        os.replace(tmp, self.hosts_file)
+        return True
+
+    def _bridge_index(self) -> int:
+        name = bridge_name(self.prefix, self.spec.network_id)
+        with rtnl(self.netns) as ipr:
+            link = find_link(ipr, name)
+        if link is None or link_kind(link) != "bridge":
+            raise NotFound(f"bridge {name} does not exist: ensure the network first")
+        return int(link["index"])
+
+    @staticmethod
+    def _cmdline(pid: int) -> list[str]:
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return []
+        return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+    def _bound_index(self) -> int | None:
+        try:
+            return int(self.ifindex_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _start(self, index: int) -> int:
+        argv = list(self.argv)
+        if self.netns is not None:
+            argv = [NSENTER, f"--net={netns_path(self.netns)}", "--", *argv]
+        self.pid_file.unlink(missing_ok=True)
+        self.lease_file.touch(exist_ok=True)
+        try:
+            # dnsmasq daemonizes; its first process exits once the daemon is set up, with an error if it failed.
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=START_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise TransientError(f"dnsmasq for network {self.spec.network_id} did not start in time") from exc
+        except FileNotFoundError as exc:
+            raise PermanentError(f"cannot run {argv[0]}: {exc} (is dnsmasq-base installed?)") from exc
+        if result.returncode != 0:
+            detail = (result.stderr or result.stdout).strip()[-500:]
+            raise PermanentError(f"dnsmasq for network {self.spec.network_id} failed to start: {detail}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while (pid := self.pid()) is None:
+            if time.monotonic() > deadline:
+                raise PermanentError(f"dnsmasq for network {self.spec.network_id} started but is not running")
+            time.sleep(0.05)
+        self.ifindex_file.write_text(f"{index}\n")
+        return pid
+
+    @staticmethod
+    def _wait_gone(pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+            except OSError:
+                return True
+            if state == "Z":
+                return True
+            time.sleep(0.05)
+        return False

@@ -54,6 +54,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         [sys.executable, "-m", "meshvisor", "up"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
     )
     client = docker.DockerClient(version=API_VERSION)
+    kids: list[int] = []
     try:
         deadline = time.monotonic() + 120
         while "meshvisor is up" not in (tmp_path / "up.log").read_text():
@@ -78,8 +79,16 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        kids = kids or children_of(proc.pid)
+        if proc.poll() is None:  # a failed assertion: stop it the way a user would, then make sure
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for kid in kids:
+            if alive(kid):
+                os.kill(kid, signal.SIGKILL)
         for image in client.images.list(filters={"reference": f"{prefix}/*"}):
             for tag in image.tags:
                 client.images.remove(tag, force=True)

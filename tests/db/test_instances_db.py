@@ -194,3 +194,39 @@ def test_tokens_are_stored_hashed(runtime: Runtime) -> None:
         found = tokens.find(s, "secret-token")
         assert found is not None and found.role == "admin" and "secret" not in found.token_hash
         assert tokens.find(s, "other") is None
+
+
+def test_a_pending_create_can_be_cancelled_and_leaves_nothing(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        _, op = instances.create(s, request())
+    with transaction(runtime.sessions) as s:
+        cancelled = operations.cancel(s, op.id)
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    with runtime.sessions() as s:
+        assert instances.find(s, "web") is None
+    # a worker that picks the task up afterwards does nothing
+    from meshvisor.platform import reconciler
+
+    assert reconciler.run_operation(runtime, op.id).value == "cancelled"
+    with pytest.raises(Conflict, match="only a pending operation"), transaction(runtime.sessions) as s:
+        operations.cancel(s, op.id)
+
+
+def test_a_cancelled_delete_puts_the_state_back_and_frees_the_instance(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instance, _ = instances.create(s, request())
+        stored = s.get(Instance, instance.id)
+        assert stored is not None
+        stored.operation_id, stored.state = None, "running"
+    with transaction(runtime.sessions) as s:
+        _, op = instances.request_delete(s, "web")
+    with transaction(runtime.sessions) as s:
+        operations.cancel(s, op.id)
+    with runtime.sessions() as s:
+        again = instances.get(s, "web")
+        assert again.state == "running" and again.operation_id is None
+    with transaction(runtime.sessions) as s:
+        _, stop = instances.request_action(s, "web", "stop", {})  # the lock is free again
+    assert stop.action == "stop"

@@ -110,6 +110,9 @@ def test_one_operation_at_a_time_and_if_match(api: httpx.Client) -> None:
         )
         assert stop.status_code == 202
         assert_error(api.post("/v1/instances/busy/actions", json={"action": "restart"}), 409, "conflict")
+        time.sleep(0.5)  # the worker has it by now: too late to cancel
+        assert_error(api.delete(stop.headers["Location"]), 409, "conflict")
+        assert_error(api.delete("/v1/operations/no-such-operation"), 404, "not_found")
         assert_error(api.delete("/v1/instances/busy"), 409, "conflict")
         started = time.monotonic()
         assert wait_op(api, stop)["status"] == "succeeded"

@@ -207,7 +207,7 @@ def request_delete(
     check_etag(instance, if_match)
     _check_idle(instance)
     check_delete(InstanceState(instance.state))
-    op = _submit(session, instance, "delete", {})
+    op = _submit(session, instance, "delete", {"from_state": instance.state})
     instance.state = InstanceState.DELETING.value
     events.emit(session, "lifecycle", "instance", instance.name, project, state=instance.state, id=instance.id)
     return instance, op

@@ -79,6 +79,65 @@ def unlock(session: Session, model: Lockable, resource_id: str, op_id: str) -> N
     )
 
 
+def claim(session: Session, op_id: str) -> bool:
+    """Mark the operation running unless it has ended (a cancel and a worker can race: one of them wins)."""
+    result = session.execute(
+        update(Operation)
+        .where(Operation.id == op_id, Operation.status.in_([OperationStatus.PENDING, OperationStatus.RUNNING]))
+        .values(status=OperationStatus.RUNNING.value)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire_all()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def cancel(session: Session, op_id: str) -> Operation:
+    """Cancel an operation no worker has started; what it would have changed is put back."""
+    op = get(session, op_id)
+    result = session.execute(
+        update(Operation)
+        .where(Operation.id == op_id, Operation.status == OperationStatus.PENDING.value)
+        .values(status=OperationStatus.CANCELLED.value, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise Conflict(f"operation {op_id} is {op.status}: only a pending operation can be cancelled")
+    session.refresh(op)
+    events.emit(
+        session,
+        "operation",
+        op.resource_type,
+        op.resource_name,
+        op.project,
+        operation=op.id,
+        action=op.action,
+        status=op.status,
+    )
+    model: Lockable = Instance if op.resource_type == "instance" else Image
+    unlock(session, model, op.resource_id, op.id)
+    target = session.get(model, op.resource_id)
+    if target is None:
+        return op
+    if op.action == "create":  # nothing was made yet: the object goes as if never asked for
+        session.delete(target)
+        events.emit(
+            session,
+            "lifecycle",
+            op.resource_type,
+            op.resource_name,
+            op.project,
+            state="deleted",
+            id=op.resource_id,
+        )
+    elif op.action == "delete" and isinstance(target, Instance) and "from_state" in op.params:
+        target.state = str(op.params["from_state"])
+        target.touch()
+        events.emit(
+            session, "lifecycle", "instance", target.name, target.project, state=target.state, id=target.id
+        )
+    return op
+
+
 def get(session: Session, op_id: str) -> Operation:
     op = session.get(Operation, op_id)
     if op is None:

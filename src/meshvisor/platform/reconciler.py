@@ -49,11 +49,11 @@ Handler = Callable[[Runtime, Operation], None]
 def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> OperationStatus:
     """Run one operation to its end. A TransientError propagates (for a retry) unless this is the last attempt."""
     with transaction(rt.sessions) as s:
+        if not operations.claim(s, op_id):  # cancelled, or ended by an earlier delivery of the task
+            return OperationStatus(operations.get(s, op_id).status)
         op = operations.get(s, op_id)
-        if OperationStatus(op.status).finished:
-            return OperationStatus(op.status)
         op.attempts += 1
-        if op.status != OperationStatus.RUNNING.value:
+        if op.started_at is None:
             operations.set_status(s, op, OperationStatus.RUNNING)
     handler = HANDLERS.get((op.resource_type, op.action))
     try:

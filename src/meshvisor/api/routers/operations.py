@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -10,6 +11,8 @@ from sqlalchemy import select
 
 from meshvisor.core.types import OperationStatus
 from meshvisor.platform import operations
+from meshvisor.platform.db import transaction
+from meshvisor.platform.images import upload_path
 from meshvisor.platform.models import Operation
 from meshvisor.platform.resources import decode_cursor, encode_cursor
 
@@ -49,6 +52,15 @@ def list_operations(
 @router.get("/{op_id}", response_model=OperationPublic)
 def get_operation(op_id: str, session: SessionDep, _: TokenDep) -> dict[str, Any]:
     return operations.to_dict(operations.get(session, op_id))
+
+
+@router.delete("/{op_id}", response_model=OperationPublic)
+def cancel_operation(op_id: str, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+    """Cancel an operation that no worker has started yet (409 once it runs)."""
+    with transaction(rt.sessions) as s:
+        op = operations.cancel(s, op_id)
+    Path(upload_path(rt.settings, op.id)).unlink(missing_ok=True)  # an import's upload, if it was one
+    return operations.to_dict(op)
 
 
 @router.get("/{op_id}/wait", response_model=OperationPublic)

@@ -1,0 +1,222 @@
+"""What every benchmark shares: the result it hands to the runner, and a real platform to measure.
+
+The platform is started the way `tests/integration/conftest.py` starts it: `python -m meshvisor serve` and
+`python -m meshvisor worker` as child processes, with the run's own host prefix, data directory, API port and
+Redis database, so a benchmark never touches another platform on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_ROOT = Path("/var/tmp")  # QEMU (which libvirt runs as its own user) must be able to read VM files here
+REDIS_URL = "redis://127.0.0.1:6379/4"
+DEB_CACHE = Path("/var/cache/meshvisor-test-deb")  # the tiny guest's Debian packages, kept between runs
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Result:
+    """One benchmark's samples (seconds). `ratio` is measured/baseline on the medians; lower is better."""
+
+    name: str
+    baseline: list[float]
+    measured: list[float]
+    target: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def baseline_median(self) -> float:
+        return statistics.median(self.baseline)
+
+    @property
+    def measured_median(self) -> float:
+        return statistics.median(self.measured)
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_median / self.baseline_median
+
+    @property
+    def passed(self) -> bool:
+        return self.ratio <= self.target
+
+    def line(self) -> str:
+        verdict = "PASS" if self.passed else "MISS"
+        return (
+            f"{self.name:<12} baseline {self.baseline_median:7.3f}s  measured {self.measured_median:7.3f}s  "
+            f"ratio {self.ratio:5.3f}  target <= {self.target:.2f}  {verdict}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "baseline_median_s": self.baseline_median,
+            "measured_median_s": self.measured_median,
+            "ratio": self.ratio,
+            "target": self.target,
+            "passed": self.passed,
+            "baseline_s": self.baseline,
+            "measured_s": self.measured,
+            "details": self.details,
+        }
+
+
+def say(message: str) -> None:
+    """Progress goes to stderr; stdout carries only the result lines."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def new_prefix() -> str:
+    """`b` + 5 random hex digits: a valid host prefix no other run shares."""
+    return "b" + secrets.token_hex(3)[:5]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_data_dir(prefix: str) -> Path:
+    path = BENCH_ROOT / f"meshvisor-bench-{prefix}"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)  # whatever the umask: QEMU reads the kernel, initramfs and disks below it
+    return path
+
+
+class OperationFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Platform:
+    """A running `meshvisor serve` + `meshvisor worker` pair and an admin client for it."""
+
+    prefix: str
+    data_dir: Path
+    port: int
+    token: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def start(cls, prefix: str, data_dir: Path, **settings: str) -> Platform:
+        """Start both processes and wait for the API. `settings` are extra `MESHVISOR_*` values (name in lower
+        case, without the prefix). On failure the processes started so far are stopped again."""
+        platform = cls(prefix, data_dir, free_port(), secrets.token_urlsafe(24))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHVISOR_")}
+        env.update(
+            MESHVISOR_DATA_DIR=str(data_dir),
+            MESHVISOR_HOST_PREFIX=prefix,
+            MESHVISOR_API_PORT=str(platform.port),
+            MESHVISOR_BROKER_URL=REDIS_URL,
+            MESHVISOR_ADMIN_TOKEN=platform.token,
+            MESHVISOR_DOWNLOAD_CACHE_DIR=str(DEB_CACHE),
+        )
+        env.update({f"MESHVISOR_{k.upper()}": v for k, v in settings.items()})
+        try:
+            for command in ("serve", "worker"):
+                with open(data_dir / f"{command}.log", "wb") as log:
+                    platform.procs.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "meshvisor", command],
+                            env=env,
+                            stdout=log,
+                            stderr=log,
+                            cwd=REPO,
+                        )
+                    )
+            platform._wait_healthy()
+        except BaseException:
+            platform.stop()
+            raise
+        return platform
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"the platform did not start:\n{self.logs()}")
+            time.sleep(0.2)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+
+    def cpu_seconds(self) -> float:
+        """CPU time the API and the worker (all their threads) have used so far, from /proc."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for proc in self.procs:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+        return total / ticks
+
+    def logs(self, tail: int = 3000) -> str:
+        return "".join(
+            f"--- {name} ---\n{(self.data_dir / name).read_text(errors='replace')[-tail:]}\n"
+            for name in ("serve.log", "worker.log")
+            if (self.data_dir / name).exists()
+        )
+
+    def stop(self) -> None:
+        """Terminate both processes (by pid); kill what is still there after 20 s."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 120) -> dict[str, Any]:
+    """Wait for the operation a 202 answer points at; raise unless it succeeded."""
+    if response.status_code != 202:
+        raise OperationFailed(f"{response.request.method} {response.request.url.path}: {response.text}")
+    location = response.headers["Location"]
+    deadline = time.monotonic() + timeout
+    while True:
+        op: dict[str, Any] = api.get(f"{location}/wait", params={"timeout": 5}).json()
+        if op["status"] == "succeeded":
+            return op
+        if op["status"] in ("failed", "cancelled"):
+            raise OperationFailed(f"operation {op['action']} {op['resource_name']}: {op['status']}: {op['error']}")
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"operation still {op['status']} after {timeout:.0f}s: {op}")
+
+
+def forget_queue(prefix: str) -> None:
+    """Remove the run's Celery queue and its bindings from the Redis database (keys naming our queue only)."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"*meshvisor.{prefix}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

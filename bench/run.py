@@ -1,0 +1,64 @@
+"""The benchmark runner: `.venv/bin/python bench/run.py [NAME ...] [--rounds N] [--json FILE]`.
+
+Prints one line per benchmark on stdout (name, baseline median, measured median, ratio, target, PASS/MISS);
+progress and phase break-downs go to stderr. A MISS is a finding, not a failure: the exit status is 0 unless a
+benchmark crashed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import vm_boot
+from harness import Result
+
+BENCHMARKS: dict[str, Callable[[int], Result]] = {
+    vm_boot.NAME: vm_boot.run,
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds per benchmark (default 5)")
+    parser.add_argument(
+        "--json", type=Path, metavar="FILE", help="also write the results, with every sample, here"
+    )
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    results: list[Result] = []
+    crashed: list[str] = []
+    for name in args.names or list(BENCHMARKS):
+        try:
+            result = BENCHMARKS[name](args.rounds)
+        except Exception:
+            traceback.print_exc()
+            print(f"{name:<12} CRASHED (see above)", flush=True)
+            crashed.append(name)
+            continue
+        results.append(result)
+        print(result.line(), flush=True)
+    if args.json is not None:
+        payload = {"rounds": args.rounds, "results": [r.to_json() for r in results], "crashed": crashed}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 1 if crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -47,7 +47,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE instances, images, operations, events, api_tokens RESTART IDENTITY"))
+        conn.execute(
+            text(
+                "TRUNCATE network_addresses, networks, instances, images, operations, events, api_tokens"
+                " RESTART IDENTITY"
+            )
+        )
     engine.dispose()
 
 

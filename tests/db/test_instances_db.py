@@ -72,7 +72,8 @@ def test_create_writes_instance_and_operation_in_one_transaction(runtime: Runtim
         ({"kind": InstanceKind.VM, "command": [], "max_memory_mb": 1}, InvalidInput, "max_memory_mb"),
         ({"kind": InstanceKind.VM, "command": [], "disk_mb": -1}, InvalidInput, "disk_mb"),
         ({"disk_mb": 64}, InvalidInput, "are for VMs"),
-        ({"networks": [{"network": "n1"}]}, InvalidInput, "not available"),
+        ({"networks": [{"network": "n1"}]}, NotFound, "network .n1. not found"),
+        ({"volumes": [{"volume": "v", "path": "/v"}]}, InvalidInput, "not available"),
         ({"env": {"A=B": "x"}}, InvalidInput, "environment variable"),
     ],
 )

@@ -18,8 +18,10 @@ import docker
 import httpx
 import libvirt
 import pytest
+from pyroute2 import IPRoute
 
 from meshvisor.containers.docker_client import API_VERSION
+from meshvisor.network import list_links, remove_guard
 
 from ..conftest import DEB_CACHE
 from .docker_proxy import DockerProxy
@@ -91,7 +93,10 @@ def delete(api: httpx.Client, name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def platform(test_prefix: str, vm_test_dir: Path) -> Iterator[Platform]:
+def platform(vm_test_dir: Path) -> Iterator[Platform]:
+    # Its own prefix: its periodic reconcile removes every object of its prefix it has no row for, so objects
+    # that other tests make directly (with `test_prefix`) must never carry this one.
+    prefix = "p" + secrets.token_hex(3)[:5]
     data_dir = vm_test_dir / "platform"  # QEMU must reach the VM files in it
     data_dir.mkdir(mode=0o755)
     proxy = DockerProxy(data_dir / "docker.sock")
@@ -101,7 +106,7 @@ def platform(test_prefix: str, vm_test_dir: Path) -> Iterator[Platform]:
     env = {
         **os.environ,
         "MESHVISOR_DATA_DIR": str(data_dir),
-        "MESHVISOR_HOST_PREFIX": test_prefix,
+        "MESHVISOR_HOST_PREFIX": prefix,
         "MESHVISOR_API_PORT": str(port),
         "MESHVISOR_BROKER_URL": "redis://127.0.0.1:6379/3",
         "MESHVISOR_ADMIN_TOKEN": token,
@@ -113,7 +118,7 @@ def platform(test_prefix: str, vm_test_dir: Path) -> Iterator[Platform]:
     }
     env.pop("MESHVISOR_DATABASE_URL", None)
     client = docker.DockerClient(version=API_VERSION)
-    plat = Platform(f"http://127.0.0.1:{port}", token, env, test_prefix, data_dir, proxy, client)
+    plat = Platform(f"http://127.0.0.1:{port}", token, env, prefix, data_dir, proxy, client)
     for command in ("serve", "worker"):
         log = open(data_dir / f"{command}.log", "wb")
         plat.procs.append(
@@ -147,11 +152,15 @@ def platform(test_prefix: str, vm_test_dir: Path) -> Iterator[Platform]:
         proxy.stop()
         for container in plat.containers():
             container.remove(force=True)
+        for link in list_links(prefix):  # anything a failed test left: bridges, VXLAN devices, veths
+            with IPRoute() as ipr:
+                ipr.link("del", ifname=link.name)
+        remove_guard(prefix)
         for domain in plat.domains():
             if domain.isActive():
                 domain.destroy()
             domain.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
-        for image in client.images.list(filters={"reference": f"{test_prefix}/*"}):
+        for image in client.images.list(filters={"reference": f"{prefix}/*"}):
             for tag in image.tags:
                 client.images.remove(tag, force=True)
         client.close()

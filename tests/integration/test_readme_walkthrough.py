@@ -65,3 +65,26 @@ def test_readme_vm_walkthrough_works_as_written(platform: Platform, tiny: str) -
     with platform.client() as api:
         assert api.get("/v1/instances/vm1").status_code == 404
         assert api.get("/v1/instances/box1").status_code == 404
+
+
+def test_readme_networks_walkthrough_works_as_written(platform: Platform) -> None:
+    from pyroute2 import IPRoute
+
+    setup = walkthrough_script().split('\ncurl -s "${H[@]}" $API/v1/images', 1)[0]
+    setup = setup.replace("TOKEN=$(cat var/admin.token)", f"TOKEN={platform.token}")
+    setup = setup.replace("API=http://127.0.0.1:8000", f"API={platform.url}")
+    with IPRoute() as ipr:  # the README's addresses can never leave the machine during the test
+        ipr.route("replace", dst="10.210.0.0/16", type="unreachable")
+    try:
+        done = subprocess.run(
+            ["bash", "-c", setup + section_script("Networks")], capture_output=True, text=True, timeout=300
+        )
+    finally:
+        with IPRoute() as ipr:
+            ipr.route("del", dst="10.210.0.0/16", type="unreachable")
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert out.count('"status":"succeeded"') == 10, out  # 2 networks, 3 instances, 3 + 2 deletes
+    assert re.findall(r'\{"exit_code":(\d+)', out) == ["0", "1"], out  # same network: reached; other: not
+    with platform.client() as api:
+        assert api.get("/v1/networks").json()["items"] == []

@@ -14,7 +14,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings, get_settings
 
 from . import errors
-from .routers import events, health, images, instances, operations
+from .routers import events, health, hosts, images, instances, networks, operations
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -41,6 +41,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, instances, images, operations, events):
+    for module in (health, instances, images, networks, hosts, operations, events):
         app.include_router(module.router)
     return app

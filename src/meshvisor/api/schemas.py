@@ -186,3 +186,49 @@ class SnapshotPublic(BaseModel):
 class SnapshotList(BaseModel):
     items: list[SnapshotPublic]
     next_cursor: str | None = None
+
+
+class NetworkCreate(Strict):
+    name: str
+    cidr: str
+    vni: int | None = Field(default=None, description="the VXLAN id; the platform picks a free one when absent")
+    mtu: int | None = Field(default=None, description="default 1450: 1500 less the 50-byte VXLAN overhead")
+
+
+class NetworkPublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    host: str
+    cidr: str
+    gateway: str
+    vni: int
+    mtu: int
+    state: Literal["pending", "ready", "error", "deleting"]
+    error: str | None
+    operation_id: str | None
+    etag: str
+    created_at: str
+
+
+class NetworkAccepted(BaseModel):
+    operation: OperationPublic
+    network: NetworkPublic
+
+
+class NetworkPage(BaseModel):
+    items: list[NetworkPublic]
+    next_cursor: str | None
+
+
+class HostPublic(BaseModel):
+    name: str
+    tunnel_ip: str
+    cpus: int
+    memory_mb: int
+    vm_domain_type: str
+
+
+class HostPage(BaseModel):
+    items: list[HostPublic]
+    next_cursor: str | None = None

@@ -181,6 +181,11 @@ class DockerDriver:
             raw: bytes = container.logs(stdout=True, stderr=True, tail=tail if tail is not None else "all")
         return raw.decode(errors="replace")
 
+    def namespace_pid(self, instance_id: str) -> int | None:
+        container = self._get(instance_id)
+        pid = int(container.attrs.get("State", {}).get("Pid") or 0)
+        return pid if container.status == "running" and pid > 0 else None
+
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult:
         container = self._get(instance_id)
         if container.status != "running":

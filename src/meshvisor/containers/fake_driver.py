@@ -198,6 +198,9 @@ class FakeCompute:
             text = "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
         return text
 
+    def namespace_pid(self, instance_id: str) -> int | None:
+        return None  # its workloads share the host's namespace: never give them an interface
+
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult:
         record = self._get(instance_id)
         state = self._state(record)

@@ -44,6 +44,11 @@ class ComputeDriver(Protocol):
 
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult: ...
 
+    def namespace_pid(self, instance_id: str) -> int | None:
+        """A process inside the workload's own network namespace (to attach it to a network), or None when it is
+        not running or has no namespace of its own (VMs, the fake)."""
+        ...
+
 
 @runtime_checkable
 class SnapshotDriver(Protocol):

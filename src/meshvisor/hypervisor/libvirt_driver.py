@@ -287,6 +287,9 @@ class LibvirtDriver:
             text = "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
         return text
 
+    def namespace_pid(self, instance_id: str) -> int | None:
+        return None  # a VM's NIC is a tap on the bridge, named in its domain XML
+
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult:
         """Run a command through the guest's serial console (images with a root shell there, like `tiny`)."""
         dom = self._get(instance_id)

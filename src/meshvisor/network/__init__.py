@@ -6,6 +6,7 @@ Public surface:
 - `attach_container`, `attach_namespace`, `detach`, `Attachment` (attach.py)
 - `bridge_name`, `vxlan_name`, `veth_name` (names.py): a VM's `<interface type='bridge'>` names `bridge_name`
 - `DhcpServer` (dhcp.py)
+- `ensure_guard`, `remove_guard` (guard.py): nothing is routed into or out of the bridges
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
 
 Addresses (IPAM), which hosts are remotes of a network, and the records of networks and attachments belong to
@@ -14,6 +15,7 @@ the platform layer; this package only makes one host look like what it is told.
 
 from .attach import Attachment, attach_container, attach_namespace, detach
 from .dhcp import DhcpServer
+from .guard import ensure_guard, remove_guard
 from .names import bridge_name, veth_name, vxlan_name
 from .netlink import LinkInfo, list_links
 from .overlay import NetworkLinks, delete_network, ensure_network, remotes_of
@@ -32,10 +34,12 @@ __all__ = [
     "bridge_name",
     "delete_network",
     "detach",
+    "ensure_guard",
     "ensure_network",
     "gateway_mac",
     "list_links",
     "remotes_of",
+    "remove_guard",
     "veth_name",
     "vxlan_name",
 ]

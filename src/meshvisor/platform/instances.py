@@ -19,9 +19,9 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
 from meshvisor.hypervisor import cloud_init
 
-from . import events, operations
+from . import events, networks, operations
 from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
-from .models import Image, Instance, Operation
+from .models import Image, Instance, Network, NetworkAddress, Operation
 from .resources import check_etag, etag, page_by_name
 from .runtime import Runtime
 
@@ -88,8 +88,12 @@ def check_vm_request(req: InstanceRequest) -> None:
 
 def create(session: Session, req: InstanceRequest, project: str = "default") -> tuple[Instance, Operation]:
     validate_name(req.name)
-    if req.networks or req.volumes or req.mesh:
-        raise InvalidInput("networks, volumes and mesh are not available on this platform yet")
+    if req.volumes or req.mesh:
+        raise InvalidInput("volumes and mesh are not available on this platform yet")
+    if req.networks and req.kind is InstanceKind.VM:
+        raise InvalidInput("VMs join networks once DHCP for them lands; containers can join one now")
+    if len(req.networks) > 1:
+        raise InvalidInput("an instance joins at most one network for now")
     check_resources(req.cpus, req.memory_mb, req.kind)
     if req.kind is InstanceKind.VM:
         check_vm_request(req)
@@ -148,6 +152,12 @@ def create(session: Session, req: InstanceRequest, project: str = "default") -> 
         session.flush()
     except IntegrityError:
         raise Conflict(f"an instance named {req.name!r} already exists") from None
+    for attachment in req.networks:
+        net = networks.get(session, str(attachment.get("network")), project)
+        if net.state != "ready":
+            raise Conflict(f"network {net.name!r} is {net.state}, not ready")
+        networks.allocate(session, net, instance_id, attachment.get("ip"))
+    instance.networks = attachments_of(session, instance_id)
     events.emit(session, "lifecycle", "instance", req.name, project, state=instance.state, id=instance_id)
     return instance, op
 
@@ -331,3 +341,13 @@ def request_snapshot_delete(
     validate_name(snapshot, "snapshot name")
     _check_idle(instance)
     return instance, _submit(session, instance, "delete-snapshot", {"snapshot": snapshot})
+
+
+def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(NetworkAddress, Network.name)
+        .join(Network, Network.id == NetworkAddress.network_id)
+        .where(NetworkAddress.instance_id == instance_id)
+        .order_by(Network.name)
+    )
+    return [{"network": name, "ip": row.address, "mac": row.mac} for row, name in rows]

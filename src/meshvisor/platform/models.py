@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -93,6 +105,43 @@ class Image(Versioned, Base):
     operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
 
+class Network(Versioned, Base):
+    __tablename__ = "networks"
+    __table_args__ = (
+        UniqueConstraint("project", "name", name="uq_networks_project_name"),
+        UniqueConstraint("vni", name="uq_networks_vni"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    host: Mapped[str] = mapped_column(String(64), default="local")
+    name: Mapped[str] = mapped_column(String(64))
+    cidr: Mapped[str] = mapped_column(String(43))
+    gateway: Mapped[str] = mapped_column(String(39))
+    vni: Mapped[int] = mapped_column(Integer)
+    mtu: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class NetworkAddress(Base):
+    """IPAM: one row per address in use. The unique constraint, not code, keeps two holders off one address."""
+
+    __tablename__ = "network_addresses"
+    __table_args__ = (UniqueConstraint("network_id", "address", name="uq_network_addresses_address"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    network_id: Mapped[str] = mapped_column(String(32), ForeignKey("networks.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(39))
+    role: Mapped[str] = mapped_column(String(16), default="instance")  # gateway | instance
+    instance_id: Mapped[str | None] = mapped_column(
+        String(32), ForeignKey("instances.id", ondelete="CASCADE"), default=None, index=True
+    )
+    mac: Mapped[str | None] = mapped_column(String(17), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Operation(Base):
     __tablename__ = "operations"
     __table_args__ = (Index("ix_operations_resource", "resource_type", "resource_id"),)
@@ -136,4 +185,4 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-__all__ = ["ApiToken", "Base", "Event", "Image", "Instance", "Operation", "utcnow"]
+__all__ = ["ApiToken", "Base", "Event", "Network", "NetworkAddress", "Image", "Instance", "Operation", "utcnow"]

@@ -17,9 +17,9 @@ from meshvisor.core.names import new_id
 from meshvisor.core.types import OperationStatus
 
 from . import events
-from .models import Image, Instance, Operation, utcnow
+from .models import Image, Instance, Network, Operation, utcnow
 
-Lockable = type[Instance] | type[Image]
+Lockable = type[Instance] | type[Image] | type[Network]
 
 
 def new_operation(
@@ -113,7 +113,7 @@ def cancel(session: Session, op_id: str) -> Operation:
         action=op.action,
         status=op.status,
     )
-    model: Lockable = Instance if op.resource_type == "instance" else Image
+    model = model_of(op.resource_type)
     unlock(session, model, op.resource_id, op.id)
     target = session.get(model, op.resource_id)
     if target is None:
@@ -185,3 +185,8 @@ def to_dict(op: Operation) -> dict[str, Any]:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def model_of(resource_type: str) -> Lockable:
+    models: dict[str, Lockable] = {"instance": Instance, "image": Image, "network": Network}
+    return models[resource_type]

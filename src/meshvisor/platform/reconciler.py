@@ -5,6 +5,7 @@ Driver calls happen outside database transactions; each step records its outcome
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from meshvisor import network
 from meshvisor.containers import busybox_rootfs_tar
 from meshvisor.core.compute import SnapshotDriver
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
@@ -36,7 +38,7 @@ from meshvisor.hypervisor.tiny_image import build_tiny
 from . import events, operations
 from .db import transaction
 from .images import BUSYBOX_DEFAULT_COMMAND, rewrite_from_lines, upload_path
-from .models import Image, Instance, Operation
+from .models import Image, Instance, Network, NetworkAddress, Operation
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,7 @@ def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> Operat
     with transaction(rt.sessions) as s:
         done = operations.get(s, op_id)
         operations.set_status(s, done, OperationStatus.SUCCEEDED)
-        model = Instance if op.resource_type == "instance" else Image
-        operations.unlock(s, model, op.resource_id, op_id)
+        operations.unlock(s, operations.model_of(op.resource_type), op.resource_id, op_id)
     return OperationStatus.SUCCEEDED
 
 
@@ -89,13 +90,16 @@ def _fail(rt: Runtime, op: Operation, message: str) -> OperationStatus:
                 _set_state(s, instance, InstanceState.ERROR, message)
                 operations.unlock(s, Instance, op.resource_id, op.id)
         else:
-            image = s.get(Image, op.resource_id)
-            if image is not None:
-                if op.action in ("create",):
-                    image.state, image.error = "error", message
-                    image.touch()
-                    events.emit(s, "lifecycle", "image", image.name, image.project, state="error", error=message)
-                operations.unlock(s, Image, op.resource_id, op.id)
+            model = operations.model_of(op.resource_type)
+            target = s.get(model, op.resource_id)
+            if isinstance(target, Image | Network):
+                if op.action in ("create", "delete"):
+                    target.state, target.error = "error", message
+                    target.touch()
+                    events.emit(
+                        s, "lifecycle", op.resource_type, target.name, target.project, state="error", error=message
+                    )
+                operations.unlock(s, model, op.resource_id, op.id)
     return OperationStatus.FAILED
 
 
@@ -195,6 +199,46 @@ def _record_observed(rt: Runtime, instance_id: str) -> None:
             _set_state(s, current, observed.state, None)
 
 
+def _attach_networks(rt: Runtime, instance_id: str) -> None:
+    """Give a running container its network interface (again: a restart gives it a fresh namespace)."""
+    with transaction(rt.sessions) as s:
+        rows = list(
+            s.execute(
+                select(NetworkAddress, Network)
+                .join(Network, Network.id == NetworkAddress.network_id)
+                .where(NetworkAddress.instance_id == instance_id)
+            )
+        )
+        attachments = [
+            (
+                row.id,
+                net.id,
+                f"{row.address}/{ipaddress.IPv4Network(net.cidr).prefixlen}",
+                net.gateway,
+                row.mac,
+                net.mtu,
+            )
+            for row, net in rows
+        ]
+        kind = InstanceKind(s.get(Instance, instance_id).kind) if attachments else None  # type: ignore[union-attr]
+    if not attachments or kind is not InstanceKind.CONTAINER:
+        return
+    pid = rt.compute(InstanceKind.CONTAINER).namespace_pid(instance_id)
+    if pid is None:  # not running (or a driver without namespaces): attached at its next start
+        return
+    for attachment_id, network_id, address, gateway, mac, mtu in attachments:
+        network.attach_container(
+            rt.settings.host_prefix, network_id, attachment_id, pid, address, gateway, str(mac), mtu
+        )
+
+
+def _detach_networks(rt: Runtime, instance_id: str) -> None:
+    with transaction(rt.sessions) as s:
+        ids = list(s.scalars(select(NetworkAddress.id).where(NetworkAddress.instance_id == instance_id)))
+    for attachment_id in ids:
+        network.detach(rt.settings.host_prefix, attachment_id)
+
+
 def _ensure_created(rt: Runtime, instance: Instance) -> None:
     driver = rt.compute(InstanceKind(instance.kind))
     if driver.inspect(instance.id) is None:
@@ -216,7 +260,9 @@ def _create(rt: Runtime, op: Operation) -> None:
     driver = rt.compute(InstanceKind(instance.kind))
     try:
         driver.start(instance.id)
+        _attach_networks(rt, instance.id)
     except PermanentError:
+        _detach_networks(rt, instance.id)
         driver.delete(instance.id)
         raise
     _record_observed(rt, instance.id)
@@ -228,6 +274,7 @@ def _start(rt: Runtime, op: Operation) -> None:
     driver = rt.compute(InstanceKind(instance.kind))
     was_running = (observed := driver.inspect(instance.id)) is not None and observed.state is InstanceState.RUNNING
     driver.start(instance.id)
+    _attach_networks(rt, instance.id)
     if not was_running:
         _clear_restart_required(rt, instance.id)
     _record_observed(rt, instance.id)
@@ -244,6 +291,7 @@ def _simple(verb: str) -> Handler:
         elif verb == "restart":
             _ensure_created(rt, instance)
             driver.restart(instance.id, timeout=timeout)
+            _attach_networks(rt, instance.id)
             _clear_restart_required(rt, instance.id)
         elif verb == "pause":
             driver.pause(instance.id)
@@ -321,6 +369,7 @@ def _clear_restart_required(rt: Runtime, instance_id: str) -> None:
 
 def _delete(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
+    _detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
     with transaction(rt.sessions) as s:
         current = s.get(Instance, instance.id)
@@ -421,7 +470,72 @@ def _image_delete(rt: Runtime, op: Operation) -> None:
         events.emit(s, "lifecycle", "image", op.resource_name, op.project, state="deleted", id=op.resource_id)
 
 
+# -- networks ---------------------------------------------------------------------------------------------------
+def _network_spec(rt: Runtime, net: Network) -> network.NetworkSpec:
+    return network.NetworkSpec(
+        network_id=net.id,
+        vni=net.vni,
+        cidr=net.cidr,
+        gateway=net.gateway,
+        local_ip=rt.settings.tunnel_ip,
+        mtu=net.mtu,
+    )
+
+
+def _network_create(rt: Runtime, op: Operation) -> None:
+    with transaction(rt.sessions) as s:
+        net = s.get(Network, op.resource_id)
+        if net is None:
+            raise PermanentError(f"network {op.resource_name} is gone from the database")
+        spec = _network_spec(rt, net)
+    _ensure_guard(rt)  # before the bridge gets its gateway address
+    network.ensure_network(rt.settings.host_prefix, spec)
+    with transaction(rt.sessions) as s:
+        current = s.get(Network, op.resource_id)
+        assert current is not None
+        current.state, current.error = "ready", None
+        current.touch()
+        events.emit(s, "lifecycle", "network", current.name, current.project, state="ready", id=current.id)
+
+
+def _network_delete(rt: Runtime, op: Operation) -> None:
+    with transaction(rt.sessions) as s:
+        holders = list(
+            s.scalars(
+                select(NetworkAddress.id).where(
+                    NetworkAddress.network_id == op.resource_id, NetworkAddress.instance_id.is_not(None)
+                )
+            )
+        )
+    for attachment_id in holders:  # forced: the instances lose this interface
+        network.detach(rt.settings.host_prefix, attachment_id)
+    network.delete_network(rt.settings.host_prefix, op.resource_id)
+    with transaction(rt.sessions) as s:
+        for instance in s.scalars(
+            select(Instance)
+            .join(NetworkAddress, NetworkAddress.instance_id == Instance.id)
+            .where(NetworkAddress.network_id == op.resource_id)
+        ):
+            instance.networks = [n for n in instance.networks if n.get("network") != op.resource_name]
+            instance.touch()
+        current = s.get(Network, op.resource_id)
+        if current is not None:
+            s.delete(current)
+        events.emit(s, "lifecycle", "network", op.resource_name, op.project, state="deleted", id=op.resource_id)
+    _ensure_guard(rt)
+
+
+def _ensure_guard(rt: Runtime) -> None:
+    """Nothing routed into or out of any of this host's networks (the guard lists every bridge by name)."""
+    with transaction(rt.sessions) as s:
+        ids = list(s.scalars(select(Network.id).where(Network.host == rt.settings.host_name)))
+    prefix = rt.settings.host_prefix
+    network.ensure_guard(prefix, [network.bridge_name(prefix, network_id) for network_id in ids])
+
+
 HANDLERS: dict[tuple[str, str], Handler] = {
+    ("network", "create"): _network_create,
+    ("network", "delete"): _network_delete,
     ("instance", "create"): _create,
     ("instance", "start"): _start,
     ("instance", "stop"): _simple("stop"),

@@ -10,16 +10,16 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import InvalidInput, PreconditionFailed
 
-from .models import Image, Instance
+from .models import Image, Instance, Network
 
-Named = TypeVar("Named", Image, Instance)
+Named = TypeVar("Named", Image, Instance, Network)
 
 
-def etag(instance: Instance | Image) -> str:
+def etag(instance: Instance | Image | Network) -> str:
     return f"{instance.id[:8]}-{instance.version}"
 
 
-def check_etag(obj: Instance | Image, if_match: str | None) -> None:
+def check_etag(obj: Instance | Image | Network, if_match: str | None) -> None:
     if if_match is None:
         return
     wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     vm_domain_type: str = "auto"
     # Where downloaded Debian packages (the built-in guest's kernel) are kept; default `<data dir>/cache`.
     download_cache_dir: Path | None = None
+    # This host's tunnel endpoint for VXLAN (the underlay address other hosts reach it on).
+    tunnel_ip: str = "127.0.0.1"
     # Retries of an operation that hit a transient error (a daemon down), with exponential back-off.
     task_retries: int = 3
     retry_backoff_s: float = 1.0

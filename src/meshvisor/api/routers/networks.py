@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from meshvisor.platform import networks, operations
+from meshvisor.platform.db import transaction
+
+from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
+from ..schemas import ERRORS, NetworkAccepted, NetworkCreate, NetworkPage, NetworkPublic
+
+router = APIRouter(prefix="/v1/networks", tags=["networks"], responses=ERRORS)
+ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": NetworkAccepted}}
+
+
+def _accepted(dispatch: DispatchDep, network: Any, op: Any) -> Response:
+    return dispatch.accepted(op.id, {"operation": operations.to_dict(op), "network": networks.to_dict(network)})
+
+
+@router.post("", status_code=202, responses=ACCEPTED)
+def create_network(body: NetworkCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    with transaction(rt.sessions) as s:
+        network, op = networks.request_create(
+            s, body.name, body.cidr, body.vni, body.mtu, host=rt.settings.host_name
+        )
+    return _accepted(dispatch, network, op)
+
+
+@router.get("", response_model=NetworkPage)
+def list_networks(
+    session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
+) -> dict[str, Any]:
+    rows, next_cursor = networks.page(session, limit, cursor)
+    return {"items": [networks.to_dict(n) for n in rows], "next_cursor": next_cursor}
+
+
+@router.get("/{name}", response_model=NetworkPublic)
+def get_network(name: str, session: SessionDep, _: TokenDep) -> dict[str, Any]:
+    return networks.to_dict(networks.get(session, name))
+
+
+@router.delete("/{name}", status_code=202, responses=ACCEPTED)
+def delete_network(name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, force: bool = False) -> Response:
+    """409 while instances are attached, unless `?force=true` (they lose this interface)."""
+    with transaction(rt.sessions) as s:
+        network, op = networks.request_delete(s, name, force)
+    return _accepted(dispatch, network, op)

@@ -1,0 +1,151 @@
+"""Networks through the API: real bridges and VXLAN devices, containers attached by veth, real packets between
+them. Every address is in the test pool, which has an `unreachable` route in the root namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pyroute2 import IPRoute
+
+from meshvisor.network import bridge_name, list_links
+
+from .conftest import Platform, create, delete, wait_op
+
+pytestmark = pytest.mark.integration
+POOL = "10.213.0.0/16"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pool_is_unreachable() -> Iterator[None]:
+    """A mistake in a test can never send the pool's packets off the machine."""
+    with IPRoute() as ipr:
+        ipr.route("replace", dst=POOL, type="unreachable")
+    yield
+    with IPRoute() as ipr:
+        ipr.route("del", dst=POOL, type="unreachable")
+
+
+def network(api: httpx.Client, name: str, cidr: str, **extra: Any) -> dict[str, Any]:
+    op = wait_op(api, api.post("/v1/networks", json={"name": name, "cidr": cidr, **extra}))
+    assert op["status"] == "succeeded", op
+    body: dict[str, Any] = api.get(f"/v1/networks/{name}").json()
+    return body
+
+
+def drop_network(api: httpx.Client, name: str, force: bool = False) -> None:
+    response = api.delete(f"/v1/networks/{name}", params={"force": force})
+    if response.status_code == 202:
+        assert wait_op(api, response)["status"] == "succeeded"
+
+
+def sh(api: httpx.Client, name: str, script: str) -> dict[str, Any]:
+    result: dict[str, Any] = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]}).json()
+    return result
+
+
+def links(platform: Platform) -> set[str]:
+    return {link.name for link in list_links(platform.prefix)}
+
+
+def test_containers_on_one_network_talk_and_networks_stay_apart(platform: Platform, api: httpx.Client) -> None:
+    neta = network(api, "neta", "10.213.1.0/24")
+    netb = network(api, "netb", "10.213.2.0/24")
+    try:
+        assert netb["vni"] != neta["vni"]
+        assert (neta["state"], neta["gateway"], neta["mtu"]) == ("ready", "10.213.1.1", 1450)
+        assert bridge_name(platform.prefix, neta["id"]) in links(platform)
+        a1 = create(api, "a1", networks=[{"network": "neta"}])
+        a2 = create(api, "a2", networks=[{"network": "neta", "ip": "10.213.1.50"}])
+        b1 = create(api, "b1", networks=[{"network": "netb"}])
+        ip_a2, ip_b1 = a2["networks"][0]["ip"], b1["networks"][0]["ip"]
+        assert ip_a2 == "10.213.1.50" and a1["networks"][0]["ip"] == "10.213.1.2"
+        assert a1["networks"][0]["mac"].startswith("02:")
+
+        assert sh(api, "a1", "cat /sys/class/net/eth0/mtu")["output"].strip() == "1450"
+        assert sh(api, "a1", f"ping -c1 -W3 {ip_a2}")["exit_code"] == 0
+        assert sh(api, "a1", f"ping -c1 -W2 {ip_b1}")["exit_code"] != 0  # another network: never routed
+        assert sh(api, "b1", f"ping -c1 -W2 {ip_a2}")["exit_code"] != 0
+
+        # a restart gives the container a new namespace: it is attached again, same address
+        op = wait_op(api, api.post("/v1/instances/a2/actions", json={"action": "restart"}))
+        assert op["status"] == "succeeded", op
+        assert sh(api, "a1", f"ping -c1 -W3 {ip_a2}")["exit_code"] == 0
+
+        attachment_links = {link for link in links(platform) if "-v-" in link}
+        assert len(attachment_links) == 3
+        delete(api, "a2")
+        assert len({link for link in links(platform) if "-v-" in link}) == 2
+        again = create(api, "a3", networks=[{"network": "neta", "ip": ip_a2}])  # the address was released
+        assert again["networks"][0]["ip"] == ip_a2
+    finally:
+        for name in ("a1", "a2", "a3", "b1"):
+            delete(api, name)
+        drop_network(api, "neta", force=True)
+        drop_network(api, "netb", force=True)
+    assert {link for link in links(platform) if link.startswith(f"{platform.prefix}-")} == set()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"name": "over", "cidr": "10.213.10.128/25"}, 400, "overlaps"),
+        ({"name": "tiny", "cidr": "10.213.20.0/30"}, 400, "too small"),
+        ({"name": "hostbits", "cidr": "10.213.20.1/24"}, 400, "invalid cidr"),
+        ({"name": "Bad_Name", "cidr": "10.213.21.0/24"}, 400, "invalid network name"),
+        ({"name": "vniclash", "cidr": "10.213.22.0/24", "vni": 4242}, 409, "vni 4242"),
+        ({"name": "badvni", "cidr": "10.213.22.0/24", "vni": 0}, 400, "vni"),
+        ({"name": "badmtu", "cidr": "10.213.22.0/24", "mtu": 100}, 400, "MTU"),
+        ({"name": "base", "cidr": "10.213.23.0/24"}, 409, "already exists"),
+    ],
+)
+def test_bad_networks_change_nothing(
+    platform: Platform, api: httpx.Client, body: dict[str, Any], status: int, message: str
+) -> None:
+    network(api, "base", "10.213.10.0/24", vni=4242)
+    try:
+        before = links(platform), api.get("/v1/networks").json()["items"]
+        response = api.post("/v1/networks", json=body)
+        assert response.status_code == status, response.text
+        assert message in response.json()["error"]["message"]
+        assert (links(platform), api.get("/v1/networks").json()["items"]) == before
+    finally:
+        drop_network(api, "base", force=True)
+
+
+def test_bad_attachments_and_deleting_a_used_network(platform: Platform, api: httpx.Client) -> None:
+    network(api, "used", "10.213.30.0/24")
+    try:
+        create(api, "holder", networks=[{"network": "used", "ip": "10.213.30.9"}])
+        before = len(platform.containers())
+        for extra, status, message in (
+            ({"networks": [{"network": "used", "ip": "10.213.31.9"}]}, 400, "not a host address"),
+            ({"networks": [{"network": "used", "ip": "10.213.30.9"}]}, 409, "already used"),
+            ({"networks": [{"network": "used", "ip": "10.213.30.0"}]}, 400, "not a host address"),
+            ({"networks": [{"network": "nope"}]}, 404, "not found"),
+            ({"networks": [{"network": "used"}, {"network": "used"}]}, 400, "at most one network"),
+        ):
+            response = api.post("/v1/instances", json={"name": "extra", "image": "busybox", **extra})
+            assert response.status_code == status, response.text
+            assert message in response.json()["error"]["message"]
+            assert api.get("/v1/instances/extra").status_code == 404
+        assert len(platform.containers()) == before
+
+        refused = api.delete("/v1/networks/used")
+        assert refused.status_code == 409 and "attachment" in refused.json()["error"]["message"]
+        drop_network(api, "used", force=True)
+        assert api.get("/v1/networks/used").status_code == 404
+        assert sh(api, "holder", "test -e /sys/class/net/eth0")["exit_code"] != 0  # it lost the interface
+        assert api.get("/v1/instances/holder").json()["networks"] == []
+    finally:
+        delete(api, "holder")
+        drop_network(api, "used", force=True)
+
+
+def test_hosts_lists_this_host(api: httpx.Client) -> None:
+    hosts = api.get("/v1/hosts").json()["items"]
+    assert (
+        len(hosts) == 1 and hosts[0]["tunnel_ip"] == "127.0.0.1" and hosts[0]["vm_domain_type"] in ("kvm", "qemu")
+    )

@@ -149,3 +149,26 @@ def test_hosts_lists_this_host(api: httpx.Client) -> None:
     assert (
         len(hosts) == 1 and hosts[0]["tunnel_ip"] == "127.0.0.1" and hosts[0]["vm_domain_type"] in ("kvm", "qemu")
     )
+
+
+def test_links_no_row_explains_are_removed_by_the_reconcile_pass(platform: Platform, api: httpx.Client) -> None:
+    """What a crash between making a link and recording it would leave behind goes on the next pass."""
+    import time
+
+    stray = [f"{platform.prefix}-b-dead00"[:15], f"{platform.prefix}-v-bad000"[:15]]
+    with IPRoute() as ipr:
+        for name in stray:
+            ipr.link("add", ifname=name, kind="bridge")
+    kept = network(api, "kept", "10.213.40.0/24")
+    try:
+        deadline = time.monotonic() + 20  # the test platform reconciles every 2 s
+        while set(stray) & links(platform):
+            assert time.monotonic() < deadline, links(platform)
+            time.sleep(0.3)
+        assert bridge_name(platform.prefix, kept["id"]) in links(platform)  # explained by its row: kept
+    finally:
+        with IPRoute() as ipr:
+            for name in stray:
+                if ipr.link_lookup(ifname=name):
+                    ipr.link("del", ifname=name)
+        drop_network(api, "kept")

@@ -17,7 +17,7 @@ from .attach import Attachment, attach_container, attach_namespace, detach
 from .dhcp import DhcpServer
 from .guard import ensure_guard, remove_guard
 from .names import bridge_name, veth_name, vxlan_name
-from .netlink import LinkInfo, list_links
+from .netlink import LinkInfo, list_links, remove_links
 from .overlay import NetworkLinks, delete_network, ensure_network, remotes_of
 from .spec import DEFAULT_MTU, VXLAN_PORT, NetworkSpec, gateway_mac
 
@@ -40,6 +40,7 @@ __all__ = [
     "list_links",
     "remotes_of",
     "remove_guard",
+    "remove_links",
     "veth_name",
     "vxlan_name",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -158,3 +158,14 @@ def list_links(prefix: str, netns: str | None = None) -> list[LinkInfo]:
             if (link.get("ifname") or "").startswith(start)
         ]
     return sorted(links, key=lambda link: link.name)
+
+
+def remove_links(prefix: str, names: Iterable[str], netns: str | None = None) -> list[str]:
+    """Delete these links of this prefix (gone is success); the names actually deleted."""
+    start = link_prefix(prefix)
+    removed = []
+    with rtnl(netns) as ipr:
+        for name in names:
+            if name.startswith(start) and delete_link(ipr, name):
+                removed.append(name)
+    return removed

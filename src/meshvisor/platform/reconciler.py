@@ -584,7 +584,32 @@ def reconcile(rt: Runtime) -> dict[str, int]:
                 orphans += 1
             except NotFound:
                 pass
+    try:
+        orphans += _remove_orphan_links(rt)
+    except MeshvisorError as exc:
+        log.warning("reconcile: network links skipped: %s", exc.message)
     return {"changed": changed, "orphans_removed": orphans}
+
+
+def _remove_orphan_links(rt: Runtime) -> int:
+    """Links of our prefix that no network or attachment row explains (left by a crash) go, and the guard is
+    rebuilt from the rows. Rows are written before links are made and removed after, so a link being made or
+    taken down is never mistaken for an orphan."""
+    prefix = rt.settings.host_prefix
+    with transaction(rt.sessions) as s:
+        network_ids = list(s.scalars(select(Network.id).where(Network.host == rt.settings.host_name)))
+        attachment_ids = list(s.scalars(select(NetworkAddress.id).where(NetworkAddress.instance_id.is_not(None))))
+    wanted = {network.bridge_name(prefix, i) for i in network_ids} | {
+        network.vxlan_name(prefix, i) for i in network_ids
+    }
+    wanted |= {network.veth_name(prefix, i) for i in attachment_ids}
+    stray = [link.name for link in network.list_links(prefix) if link.name not in wanted]
+    removed = network.remove_links(prefix, stray) if stray else []
+    if network_ids or stray:
+        network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in network_ids])
+    for name in removed:
+        log.warning("reconcile: removed orphan link %s", name)
+    return len(removed)
 
 
 def _host_object(kind: InstanceKind) -> str:

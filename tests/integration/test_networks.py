@@ -4,6 +4,7 @@ them. Every address is in the test pool, which has an `unreachable` route in the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -172,3 +173,47 @@ def test_links_no_row_explains_are_removed_by_the_reconcile_pass(platform: Platf
                 if ipr.link_lookup(ifname=name):
                     ipr.link("del", ifname=name)
         drop_network(api, "kept")
+
+
+def test_a_vm_gets_its_address_by_dhcp_and_talks_http_with_a_container(
+    platform: Platform, api: httpx.Client, tiny: str
+) -> None:
+    import time
+
+    network(api, "mixed", "10.213.50.0/24")
+    try:
+        body = {
+            "name": "web-vm",
+            "kind": "vm",
+            "image": "tiny",
+            "cpus": 1,
+            "memory_mb": 256,
+            "networks": [{"network": "mixed", "ip": "10.213.50.20"}],
+        }
+        op = wait_op(api, api.post("/v1/instances", json=body), timeout=120)
+        assert op["status"] == "succeeded", op
+        box = create(api, "web-client", networks=[{"network": "mixed"}])
+        assert box["networks"][0]["ip"] == "10.213.50.2"
+
+        def bound(count: int) -> None:
+            deadline = time.monotonic() + 60
+            while api.get("/v1/instances/web-vm/logs").json()["output"].count("10.213.50.20/24") < count:
+                assert time.monotonic() < deadline, api.get("/v1/instances/web-vm/logs").json()["output"][-1500:]
+                time.sleep(0.5)
+
+        bound(1)  # the guest's DHCP client got exactly its IPAM address
+        request = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 10.213.50.20 80"
+        answer = sh(api, "web-client", request)
+        assert answer["exit_code"] == 0 and "200 OK" in answer["output"] and "web-vm" in answer["output"], answer
+
+        # a restart keeps the address
+        op = wait_op(api, api.post("/v1/instances/web-vm/actions", json={"action": "restart"}), timeout=120)
+        assert op["status"] == "succeeded", op
+        bound(2)
+        assert "200 OK" in sh(api, "web-client", request)["output"]
+    finally:
+        delete(api, "web-client")
+        delete(api, "web-vm")
+        drop_network(api, "mixed", force=True)
+    dhcp_files = list((Path("/run/meshvisor") / platform.prefix / "dhcp").glob("*.hosts"))
+    assert dhcp_files == []  # the lease went with the VM, and dnsmasq with the network

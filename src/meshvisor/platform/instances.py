@@ -90,8 +90,6 @@ def create(session: Session, req: InstanceRequest, project: str = "default") -> 
     validate_name(req.name)
     if req.volumes or req.mesh:
         raise InvalidInput("volumes and mesh are not available on this platform yet")
-    if req.networks and req.kind is InstanceKind.VM:
-        raise InvalidInput("VMs join networks once DHCP for them lands; containers can join one now")
     if len(req.networks) > 1:
         raise InvalidInput("an instance joins at most one network for now")
     check_resources(req.cpus, req.memory_mb, req.kind)

@@ -27,6 +27,7 @@ from meshvisor.core.types import (
     ImageInfo,
     InstanceKind,
     InstanceState,
+    NicSpec,
     OperationStatus,
     RestartPolicy,
 )
@@ -179,8 +180,20 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
     if instance.disk_mb:
         path = create_disk(instance_dir / "data.qcow2", instance.disk_mb)
         disks.append(DiskSpec(path=str(path), format="qcow2", target=next(targets)))
+    with transaction(rt.sessions) as s:
+        nics = tuple(
+            NicSpec(mac=str(row.mac), bridge=network.bridge_name(rt.settings.host_prefix, row.network_id))
+            for row in s.scalars(
+                select(NetworkAddress).where(NetworkAddress.instance_id == instance.id).order_by(NetworkAddress.id)
+            )
+        )
     return replace(
-        spec, boot=boot, disks=tuple(disks), max_cpus=instance.max_cpus, max_memory_mb=instance.max_memory_mb
+        spec,
+        boot=boot,
+        disks=tuple(disks),
+        nics=nics,
+        max_cpus=instance.max_cpus,
+        max_memory_mb=instance.max_memory_mb,
     )
 
 
@@ -232,6 +245,38 @@ def _attach_networks(rt: Runtime, instance_id: str) -> None:
         )
 
 
+def _serve_dhcp(rt: Runtime, instance_id: str) -> None:
+    """dnsmasq on each network of this instance hands out exactly the VMs' IPAM addresses (static leases)."""
+    with transaction(rt.sessions) as s:
+        network_ids = set(
+            s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance_id))
+        )
+    for network_id in network_ids:
+        _refresh_dhcp(rt, network_id)
+
+
+def _refresh_dhcp(rt: Runtime, network_id: str) -> None:
+    with transaction(rt.sessions) as s:
+        net = s.get(Network, network_id)
+        if net is None:
+            return
+        spec = _network_spec(rt, net)
+        leases = {
+            str(row.mac): row.address
+            for row in s.scalars(
+                select(NetworkAddress)
+                .join(Instance, Instance.id == NetworkAddress.instance_id)
+                .where(NetworkAddress.network_id == network_id, Instance.kind == InstanceKind.VM.value)
+            )
+        }
+    server = network.DhcpServer(rt.settings.host_prefix, spec, rt.settings.dhcp_dir)
+    if leases:
+        rt.settings.dhcp_dir.mkdir(parents=True, exist_ok=True)
+        server.ensure(leases)
+    else:
+        server.remove()
+
+
 def _detach_networks(rt: Runtime, instance_id: str) -> None:
     with transaction(rt.sessions) as s:
         ids = list(s.scalars(select(NetworkAddress.id).where(NetworkAddress.instance_id == instance_id)))
@@ -252,6 +297,7 @@ def _ensure_created(rt: Runtime, instance: Instance) -> None:
 
 def _create(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
+    _serve_dhcp(rt, instance.id)
     with transaction(rt.sessions) as s:
         current = s.get(Instance, op.resource_id)
         assert current is not None
@@ -270,6 +316,7 @@ def _create(rt: Runtime, op: Operation) -> None:
 
 def _start(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
+    _serve_dhcp(rt, instance.id)
     _ensure_created(rt, instance)
     driver = rt.compute(InstanceKind(instance.kind))
     was_running = (observed := driver.inspect(instance.id)) is not None and observed.state is InstanceState.RUNNING
@@ -372,10 +419,15 @@ def _delete(rt: Runtime, op: Operation) -> None:
     _detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
     with transaction(rt.sessions) as s:
+        network_ids = set(
+            s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance.id))
+        )
         current = s.get(Instance, instance.id)
         if current is not None:
             s.delete(current)
         events.emit(s, "lifecycle", "instance", instance.name, instance.project, state="deleted", id=instance.id)
+    for network_id in network_ids:  # its lease goes with it
+        _refresh_dhcp(rt, network_id)
 
 
 # -- images -----------------------------------------------------------------------------------------------------
@@ -509,6 +561,11 @@ def _network_delete(rt: Runtime, op: Operation) -> None:
         )
     for attachment_id in holders:  # forced: the instances lose this interface
         network.detach(rt.settings.host_prefix, attachment_id)
+    with transaction(rt.sessions) as s:
+        net = s.get(Network, op.resource_id)
+        spec = _network_spec(rt, net) if net is not None else None
+    if spec is not None:
+        network.DhcpServer(rt.settings.host_prefix, spec, rt.settings.dhcp_dir).remove()
     network.delete_network(rt.settings.host_prefix, op.resource_id)
     with transaction(rt.sessions) as s:
         for instance in s.scalars(

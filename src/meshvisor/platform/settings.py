@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         return self.data_path / "uploads"
 
     @property
+    def dhcp_dir(self) -> Path:
+        """dnsmasq's files: in /run (it reads them as `nobody`, which may not reach the data dir); rebuilt from
+        the database whenever a lease changes."""
+        return Path("/run/meshvisor") / self.host_prefix / "dhcp"
+
+    @property
     def vms_dir(self) -> Path:
         return self.data_path / "vms"
 

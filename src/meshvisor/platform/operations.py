@@ -45,16 +45,7 @@ def new_operation(
         created_at=utcnow(),
     )
     session.add(op)
-    events.emit(
-        session,
-        "operation",
-        resource_type,
-        resource_name,
-        project,
-        operation=op.id,
-        action=action,
-        status=op.status,
-    )
+    emit_status(session, op)
     return op
 
 
@@ -103,16 +94,7 @@ def cancel(session: Session, op_id: str) -> Operation:
     if not result.rowcount:  # type: ignore[attr-defined]
         raise Conflict(f"operation {op_id} is {op.status}: only a pending operation can be cancelled")
     session.refresh(op)
-    events.emit(
-        session,
-        "operation",
-        op.resource_type,
-        op.resource_name,
-        op.project,
-        operation=op.id,
-        action=op.action,
-        status=op.status,
-    )
+    emit_status(session, op)
     model = model_of(op.resource_type)
     unlock(session, model, op.resource_id, op.id)
     target = session.get(model, op.resource_id)
@@ -153,17 +135,7 @@ def set_status(session: Session, op: Operation, status: OperationStatus, error: 
         op.started_at = now
     if status.finished:
         op.finished_at = now
-    events.emit(
-        session,
-        "operation",
-        op.resource_type,
-        op.resource_name,
-        op.project,
-        operation=op.id,
-        action=op.action,
-        status=op.status,
-        error=error,
-    )
+    emit_status(session, op)
 
 
 def to_dict(op: Operation) -> dict[str, Any]:
@@ -190,3 +162,18 @@ def _iso(value: datetime | None) -> str | None:
 def model_of(resource_type: str) -> Lockable:
     models: dict[str, Lockable] = {"instance": Instance, "image": Image, "network": Network}
     return models[resource_type]
+
+
+def emit_status(session: Session, op: Operation) -> None:
+    """An `operation` event with the operation's status as it is now."""
+    events.emit(
+        session,
+        "operation",
+        op.resource_type,
+        op.resource_name,
+        op.project,
+        operation=op.id,
+        action=op.action,
+        status=op.status,
+        error=op.error,
+    )

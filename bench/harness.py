@@ -29,13 +29,16 @@ START_TIMEOUT_S = 60.0
 
 @dataclass
 class Result:
-    """One benchmark's samples (seconds). `ratio` is measured/baseline on the medians; lower is better."""
+    """One benchmark's samples (seconds unless `unit` says otherwise). `ratio` is measured/baseline on the
+    medians; lower is better, unless `higher_is_better` (a throughput), and then it must reach the target."""
 
     name: str
     baseline: list[float]
     measured: list[float]
     target: float
     details: dict[str, Any] = field(default_factory=dict)
+    unit: str = "s"
+    higher_is_better: bool = False
 
     @property
     def baseline_median(self) -> float:
@@ -51,27 +54,35 @@ class Result:
 
     @property
     def passed(self) -> bool:
-        return self.ratio <= self.target
+        return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
 
     def line(self) -> str:
         verdict = "PASS" if self.passed else "MISS"
+        bound = ">=" if self.higher_is_better else "<="
         return (
-            f"{self.name:<12} baseline {self.baseline_median:7.3f}s  measured {self.measured_median:7.3f}s  "
-            f"ratio {self.ratio:5.3f}  target <= {self.target:.2f}  {verdict}"
+            f"{self.name:<12} baseline {self.baseline_median:7.3f}{self.unit}  "
+            f"measured {self.measured_median:7.3f}{self.unit}  "
+            f"ratio {self.ratio:5.3f}  target {bound} {self.target:.2f}  {verdict}"
         )
 
     def to_json(self) -> dict[str, Any]:
+        key = _UNIT_KEYS.get(self.unit, self.unit)
         return {
             "name": self.name,
-            "baseline_median_s": self.baseline_median,
-            "measured_median_s": self.measured_median,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            f"baseline_median_{key}": self.baseline_median,
+            f"measured_median_{key}": self.measured_median,
             "ratio": self.ratio,
             "target": self.target,
             "passed": self.passed,
-            "baseline_s": self.baseline,
-            "measured_s": self.measured,
+            f"baseline_{key}": self.baseline,
+            f"measured_{key}": self.measured,
             "details": self.details,
         }
+
+
+_UNIT_KEYS = {"s": "s", "Gbit/s": "gbit_s"}  # how each unit appears in the JSON keys
 
 
 def say(message: str) -> None:

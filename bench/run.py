@@ -14,11 +14,15 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import net_attach
+import net_vxlan
 import vm_boot
 from harness import Result
 
 BENCHMARKS: dict[str, Callable[[int], Result]] = {
     vm_boot.NAME: vm_boot.run,
+    net_vxlan.NAME: net_vxlan.run,
+    net_attach.NAME: net_attach.run,
 }
 
 

@@ -9,13 +9,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import InstanceKind
 
 from . import events, operations
 from .models import Image, Instance, Operation
-from .resources import check_etag, etag, page_by_name
+from .resources import check_etag, etag, find_named, get_named, page_by_name
 from .settings import Settings
 
 # Built-in images: name → kind. `tiny` is the VM guest: a Debian kernel and a busybox initramfs.
@@ -28,14 +28,11 @@ _REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]{0,254}$")
 
 
 def find(session: Session, name: str, project: str = "default") -> Image | None:
-    return session.scalar(select(Image).where(Image.project == project, Image.name == name))
+    return find_named(session, Image, name, project)
 
 
 def get(session: Session, name: str, project: str = "default") -> Image:
-    image = find(session, name, project)
-    if image is None:
-        raise NotFound(f"image {name!r} not found")
-    return image
+    return get_named(session, Image, name, project)
 
 
 def page(

@@ -22,7 +22,7 @@ from meshvisor.hypervisor import cloud_init
 from . import events, networks, operations
 from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
 from .models import Image, Instance, Network, NetworkAddress, Operation
-from .resources import check_etag, etag, page_by_name
+from .resources import check_etag, etag, find_named, get_named, page_by_name
 from .runtime import Runtime
 
 MAX_ENV_VARS = 256
@@ -161,14 +161,11 @@ def create(session: Session, req: InstanceRequest, project: str = "default") -> 
 
 
 def find(session: Session, name: str, project: str = "default") -> Instance | None:
-    return session.scalar(select(Instance).where(Instance.project == project, Instance.name == name))
+    return find_named(session, Instance, name, project)
 
 
 def get(session: Session, name: str, project: str = "default") -> Instance:
-    instance = find(session, name, project)
-    if instance is None:
-        raise NotFound(f"instance {name!r} not found")
-    return instance
+    return get_named(session, Instance, name, project)
 
 
 def page(

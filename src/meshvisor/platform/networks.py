@@ -14,27 +14,24 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.network import DEFAULT_MTU
 from meshvisor.network.spec import VNI_MAX, validate_mtu
 
 from . import events, operations
 from .models import Network, NetworkAddress, Operation
-from .resources import etag, page_by_name
+from .resources import etag, find_named, get_named, page_by_name
 
 MAX_PREFIXLEN = 29  # a /29 leaves a gateway and five workloads; anything smaller is of no use
 
 
 def find(session: Session, name: str, project: str = "default") -> Network | None:
-    return session.scalar(select(Network).where(Network.project == project, Network.name == name))
+    return find_named(session, Network, name, project)
 
 
 def get(session: Session, name: str, project: str = "default") -> Network:
-    network = find(session, name, project)
-    if network is None:
-        raise NotFound(f"network {name!r} not found")
-    return network
+    return get_named(session, Network, name, project)
 
 
 def page(

@@ -8,7 +8,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meshvisor.core.errors import InvalidInput, PreconditionFailed
+from meshvisor.core.errors import InvalidInput, NotFound, PreconditionFailed
 
 from .models import Image, Instance, Network
 
@@ -49,3 +49,15 @@ def page_by_name(
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1].name) if more and rows else None
+
+
+def find_named(session: Session, model: type[Named], name: str, project: str = "default") -> Named | None:
+    return session.scalar(select(model).where(model.project == project, model.name == name))
+
+
+def get_named(session: Session, model: type[Named], name: str, project: str = "default") -> Named:
+    """The object, or NotFound saying which kind of object is missing."""
+    found = find_named(session, model, name, project)
+    if found is None:
+        raise NotFound(f"{model.__tablename__.removesuffix('s')} {name!r} not found")
+    return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -156,6 +157,9 @@ def platform(vm_test_dir: Path) -> Iterator[Platform]:
             with IPRoute() as ipr:
                 ipr.link("del", ifname=link.name)
         remove_guard(prefix)
+        shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
+        for image in client.images.list(filters={"dangling": True, "label": f"meshvisor.prefix={prefix}"}):
+            client.images.remove(image.id, force=True)
         for domain in plat.domains():
             if domain.isActive():
                 domain.destroy()

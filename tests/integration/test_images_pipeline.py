@@ -157,6 +157,8 @@ def test_a_failing_build_leaves_an_image_in_error_that_can_be_deleted(
     assert image["operation_id"] is None, image
     ref = f"{platform.prefix}/broken:latest"
     assert not has_docker_image(platform, ref)
+    leftovers = platform.docker.images.list(filters={"dangling": True, "label": f"meshvisor.id={image['id']}"})
+    assert leftovers == []  # the untagged images of the steps that worked went with the failed build
 
     # Neither usable nor pushable, but deletable.
     assert_error(api.post("/v1/instances", json={"name": "broken-run", "image": "broken"}), 409)

@@ -69,6 +69,7 @@ class DockerImages:
                     network_mode="none",
                 )
             except Exception as exc:  # docker.errors.BuildError carries the build log
+                self._remove_leftovers(image_id)
                 log = getattr(exc, "build_log", None)
                 if log is None:
                     raise
@@ -76,6 +77,15 @@ class DockerImages:
                 detail = "; ".join(line for line in lines if line)[-500:]
                 raise PermanentError(f"build of image {name} failed: {exc} ({detail})") from exc
         return self._info(image_id, ref)
+
+    def _remove_leftovers(self, image_id: str) -> None:
+        """A failed build leaves the untagged images of the steps that worked; they carry our labels."""
+        filters = {"dangling": True, "label": [f"{LABEL_ID}={image_id}", f"{LABEL_PREFIX}={self.prefix}"]}
+        for leftover in self._client.images.list(filters=filters):
+            try:
+                self._client.images.remove(str(leftover.id), force=True)
+            except Exception:
+                continue
 
     def pull(self, image_id: str, name: str, source: str) -> ImageInfo:
         """Pull `source` (e.g. `127.0.0.1:5000/app:1`) and keep it as this platform's image `name`."""

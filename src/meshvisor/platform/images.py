@@ -145,7 +145,7 @@ def request_push(session: Session, name: str, target: str, project: str = "defau
     image = get(session, name, project)
     if image.state != "ready":
         raise Conflict(f"image {name!r} is {image.state}, not ready")
-    return image, _submit(session, image, "push", {"target": target})
+    return image, operations.submit(session, image, "push", {"target": target})
 
 
 def request_delete(
@@ -158,23 +158,7 @@ def request_delete(
     )
     if users:
         raise Conflict(f"image {name!r} is used by {users} instance(s); delete them first")
-    return image, _submit(session, image, "delete", {})
-
-
-def _submit(session: Session, image: Image, action: str, params: dict[str, Any]) -> Operation:
-    op = operations.new_operation(
-        session,
-        resource_type="image",
-        resource_id=image.id,
-        resource_name=image.name,
-        action=action,
-        params=params,
-        project=image.project,
-    )
-    session.flush()
-    operations.lock(session, Image, image.id, op.id, f"image {image.name!r}")
-    session.refresh(image)
-    return op
+    return image, operations.submit(session, image, "delete", {})
 
 
 def rewrite_from_lines(dockerfile: str, refs: dict[str, str]) -> str:

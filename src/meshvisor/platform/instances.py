@@ -202,7 +202,9 @@ def request_action(
     force = params.get("force", False)
     if not isinstance(force, bool):
         raise InvalidInput("force must be true or false")
-    return instance, _submit(session, instance, action.value, {"timeout": timeout, "force": force, **extra})
+    return instance, operations.submit(
+        session, instance, action.value, {"timeout": timeout, "force": force, **extra}
+    )
 
 
 def request_delete(
@@ -212,7 +214,7 @@ def request_delete(
     check_etag(instance, if_match)
     _check_idle(instance)
     check_delete(InstanceState(instance.state))
-    op = _submit(session, instance, "delete", {"from_state": instance.state})
+    op = operations.submit(session, instance, "delete", {"from_state": instance.state})
     instance.state = InstanceState.DELETING.value
     events.emit(session, "lifecycle", "instance", instance.name, project, state=instance.state, id=instance.id)
     return instance, op
@@ -236,7 +238,7 @@ def request_change(
             raise InvalidInput(
                 f"memory_mb {change.memory_mb} is beyond this VM's maximum of {instance.max_memory_mb}"
             )
-    op = _submit(session, instance, "update", {})
+    op = operations.submit(session, instance, "update", {})
     if change.cpus is not None:
         instance.cpus = change.cpus
     if change.memory_mb is not None:
@@ -251,22 +253,6 @@ def _check_idle(instance: Instance) -> None:
         raise Conflict(
             f"instance {instance.name!r} is busy with operation {instance.operation_id}; wait for it to finish"
         )
-
-
-def _submit(session: Session, instance: Instance, action: str, params: dict[str, Any]) -> Operation:
-    op = operations.new_operation(
-        session,
-        resource_type="instance",
-        resource_id=instance.id,
-        resource_name=instance.name,
-        action=action,
-        params=params,
-        project=instance.project,
-    )
-    session.flush()
-    operations.lock(session, Instance, instance.id, op.id, f"instance {instance.name!r}")
-    session.refresh(instance)
-    return op
 
 
 def exec_in(rt: Runtime, session: Session, name: str, argv: list[str], project: str = "default") -> ExecResult:
@@ -335,7 +321,7 @@ def request_snapshot_delete(
         raise InvalidInput(f"{instance.kind} instances have no snapshots")
     validate_name(snapshot, "snapshot name")
     _check_idle(instance)
-    return instance, _submit(session, instance, "delete-snapshot", {"snapshot": snapshot})
+    return instance, operations.submit(session, instance, "delete-snapshot", {"snapshot": snapshot})
 
 
 def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:

@@ -139,18 +139,7 @@ def request_delete(
     used = attachments(session, network.id)
     if used and not force:
         raise Conflict(f"network {name!r} has {used} attachment(s); delete those instances first, or force")
-    op = operations.new_operation(
-        session,
-        resource_type="network",
-        resource_id=network.id,
-        resource_name=name,
-        action="delete",
-        params={"force": force},
-        project=project,
-    )
-    session.flush()
-    operations.lock(session, Network, network.id, op.id, f"network {name!r}")
-    session.refresh(network)
+    op = operations.submit(session, network, "delete", {"force": force})
     network.state = "deleting"
     return network, op
 

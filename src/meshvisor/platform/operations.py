@@ -120,6 +120,26 @@ def cancel(session: Session, op_id: str) -> Operation:
     return op
 
 
+def submit(
+    session: Session, target: Instance | Image | Network, action: str, params: dict[str, Any] | None = None
+) -> Operation:
+    """A new operation on an existing object, holding its lock (Conflict when another operation holds it)."""
+    resource_type = {Instance: "instance", Image: "image", Network: "network"}[type(target)]
+    op = new_operation(
+        session,
+        resource_type=resource_type,
+        resource_id=target.id,
+        resource_name=target.name,
+        action=action,
+        params=params,
+        project=target.project,
+    )
+    session.flush()
+    lock(session, type(target), target.id, op.id, f"{resource_type} {target.name!r}")
+    session.refresh(target)
+    return op
+
+
 def get(session: Session, op_id: str) -> Operation:
     op = session.get(Operation, op_id)
     if op is None:

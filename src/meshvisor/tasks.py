@@ -7,17 +7,29 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready
+from sqlalchemy import select
 
 from meshvisor.core.errors import TransientError
-from meshvisor.platform import reconciler, vm_events
-from meshvisor.platform.celery_app import TASK_RECONCILE, TASK_RUN_OPERATION, make_celery
+from meshvisor.platform import hosts, operations, reconciler, security_steps, vm_events
+from meshvisor.platform.celery_app import (
+    TASK_RECONCILE,
+    TASK_RECONCILE_HOST,
+    TASK_RUN_OPERATION,
+    TASK_SYNC_SECURITY,
+    enqueue_operation,
+    make_celery,
+    reconcile_host,
+    sync_security_on,
+)
+from meshvisor.platform.db import transaction
+from meshvisor.platform.models import Operation, SecurityGroup
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-def worker_app(settings: Settings) -> Celery:
+def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery:
     app = make_celery(settings)
     runtimes: list[Runtime] = []
 
@@ -30,17 +42,57 @@ def worker_app(settings: Settings) -> Celery:
     def run_operation(self: Any, op_id: str) -> str:
         retries = int(self.request.retries or 0)
         try:
-            return reconciler.run_operation(runtime(), op_id, final_attempt=retries >= settings.task_retries).value
+            status = reconciler.run_operation(runtime(), op_id, final_attempt=retries >= settings.task_retries)
         except TransientError as exc:
             raise self.retry(exc=exc, countdown=settings.retry_backoff_s * 2**retries) from exc
+        _tell_other_hosts(op_id)
+        return status.value
 
-    def follow_vm_events(**_: Any) -> None:
-        vm_events.start(runtime())
+    def _tell_other_hosts(op_id: str) -> None:
+        """An instance that came, went or changed networks or groups changes the members other hosts' rules
+        may name: they rebuild their filters now rather than at their next pass."""
+        with transaction(runtime().sessions) as s:
+            op = s.get(Operation, op_id)
+            if op is None or op.resource_type != "instance" or s.scalar(select(SecurityGroup.id).limit(1)) is None:
+                return
+            others = [h.name for h in hosts.all_hosts(s) if h.name != settings.host_name]
+        sync_security_on(app, settings, others)
 
-    worker_ready.connect(follow_vm_events, weak=False)
+    def on_ready(**_: Any) -> None:
+        """Register this host, have the others add its tunnel endpoint now, and follow libvirt's events."""
+        with transaction(runtime().sessions) as s:
+            hosts.register(s, settings)
+            others = [h.name for h in hosts.all_hosts(s) if h.name != settings.host_name]
+            stranded = [
+                (op.id, op.resource_type, op.host)
+                for op in operations.abandoned(s, settings.host_name, serves_platform_queue)
+            ]
+        for name in others:
+            reconcile_host(app, settings, name)
+        for op_id, resource_type, host in stranded:  # a crash cut them short: the steps are idempotent
+            log.warning("resuming operation %s, left running by a worker that died", op_id)
+            enqueue_operation(app, settings, op_id, resource_type, host)
+        if settings.host_netns is None:
+            vm_events.start(runtime())
+
+    worker_ready.connect(on_ready, weak=False)
 
     @app.task(name=TASK_RECONCILE)
-    def reconcile() -> dict[str, int]:
+    def reconcile() -> int:
+        """The periodic pass, fanned out: every host reconciles itself (expiring, so an offline host does not
+        come back to a pile of them)."""
+        with transaction(runtime().sessions) as s:
+            names = [h.name for h in hosts.all_hosts(s)]
+        for name in names:
+            reconcile_host(app, settings, name, expires=settings.reconcile_interval_s * 2)
+        return len(names)
+
+    @app.task(name=TASK_SYNC_SECURITY)
+    def sync_security_here() -> None:
+        security_steps.sync_security(runtime())
+
+    @app.task(name=TASK_RECONCILE_HOST)
+    def reconcile_here() -> dict[str, int]:
         try:
             return reconciler.reconcile(runtime())
         except TransientError as exc:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
+from meshvisor.platform import hosts
 from meshvisor.platform.db import migrate, transaction
 from meshvisor.platform.models import Image
 from meshvisor.platform.runtime import Runtime
@@ -49,7 +50,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE network_addresses, networks, instances, images, operations, events, api_tokens"
+                "TRUNCATE instance_security_groups, security_groups, hosts, network_addresses, networks,"
+                " instances, images, operations, events, api_tokens"
                 " RESTART IDENTITY"
             )
         )
@@ -64,6 +66,8 @@ def runtime(db_url: str, tmp_path: Path, test_prefix: str) -> Iterator[Runtime]:
         database_url=db_url, data_dir=tmp_path / "data", host_prefix=test_prefix, container_driver="fake"
     )
     rt = Runtime(settings)
+    with transaction(rt.sessions) as s:
+        hosts.register(s, settings)
     yield rt
     driver = rt.compute(InstanceKind.CONTAINER)
     for observed in driver.observe():

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from meshvisor.network import list_links, remove_guard
 
 from ..conftest import DEB_CACHE
 from .docker_proxy import DockerProxy
+from .netns_tools import namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = ["sh", "-c", "echo hello-$HOSTNAME; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
@@ -46,6 +48,7 @@ class Platform:
     data_dir: Path
     proxy: DockerProxy
     docker: docker.DockerClient
+    host_b: str  # host B's network namespace
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -60,10 +63,31 @@ class Platform:
         conn = libvirt.open("qemu:///system")
         return [d for d in conn.listAllDomains(0) if d.name().startswith(f"{self.prefix}-vm-")]
 
+    def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Stop this host's worker (whatever state it is in) and start a new one, with `extra_env` on top."""
+        old = self.procs[1]
+        if old.poll() is None:
+            old.terminate()
+            try:
+                old.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                old.kill()
+                old.wait()
+        log = open(self.data_dir / "worker.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshvisor", "worker"],
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
+        )
+        self.procs[1] = proc
+        return proc
+
     def logs(self) -> str:
         return "".join(
             (self.data_dir / name).read_text(errors="replace")[-4000:]
-            for name in ("serve.log", "worker.log")
+            for name in ("serve.log", "worker.log", "agent.log")
             if (self.data_dir / name).exists()
         )
 
@@ -93,11 +117,58 @@ def delete(api: httpx.Client, name: str) -> None:
         wait_op(api, response)
 
 
+# Every address the platform tests use, in the root namespace too: it gets an `unreachable` route, so a mistake
+# can never send these packets off the machine (the bridges' and the underlay's own routes are more specific).
+POOL = "10.213.0.0/16"
+# Two hosts: this one (the API and its worker, in the root namespace) and host B, an agent whose links live in
+# a network namespace joined to this one by a veth underlay.
+UNDERLAY_A, UNDERLAY_B, UNDERLAY_PREFIXLEN = "10.213.255.1", "10.213.255.2", 30
+HOST_B = "hostb"
+
+
+@contextmanager
+def underlay(prefix: str) -> Iterator[str]:
+    """The pool made unreachable, and host B's namespace with its underlay veth; yields the namespace name."""
+    host_b = f"{prefix}-hb"
+    root_end = f"ul{prefix}"  # not `<prefix>-…`: the platform's clean-up must not take it for one of its links
+    with IPRoute() as ipr:
+        ipr.route("replace", dst=POOL, type="unreachable")
+    try:
+        with namespaces(host_b):
+            fd = os.open(f"/var/run/netns/{host_b}", os.O_RDONLY)
+            try:
+                with IPRoute() as ipr:
+                    ipr.link("add", ifname=root_end, kind="veth", peer={"ifname": "ul0", "net_ns_fd": fd})
+                    index = ipr.link_lookup(ifname=root_end)[0]
+                    ipr.addr("add", index=index, address=UNDERLAY_A, prefixlen=UNDERLAY_PREFIXLEN)
+                    ipr.link("set", index=index, state="up")
+            finally:
+                os.close(fd)
+            with IPRoute(netns=host_b, flags=0) as ipr:
+                index = ipr.link_lookup(ifname="ul0")[0]
+                ipr.addr("add", index=index, address=UNDERLAY_B, prefixlen=UNDERLAY_PREFIXLEN)
+                ipr.link("set", index=index, state="up")
+            try:
+                yield host_b
+            finally:
+                with IPRoute() as ipr:
+                    for index in ipr.link_lookup(ifname=root_end):
+                        ipr.link("del", index=index)
+    finally:
+        with IPRoute() as ipr:
+            ipr.route("del", dst=POOL, type="unreachable")
+
+
 @pytest.fixture(scope="session")
 def platform(vm_test_dir: Path) -> Iterator[Platform]:
     # Its own prefix: its periodic reconcile removes every object of its prefix it has no row for, so objects
     # that other tests make directly (with `test_prefix`) must never carry this one.
     prefix = "p" + secrets.token_hex(3)[:5]
+    with underlay(prefix) as host_b:
+        yield from _platform(vm_test_dir, prefix, host_b)
+
+
+def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]:
     data_dir = vm_test_dir / "platform"  # QEMU must reach the VM files in it
     data_dir.mkdir(mode=0o755)
     proxy = DockerProxy(data_dir / "docker.sock")
@@ -116,15 +187,22 @@ def platform(vm_test_dir: Path) -> Iterator[Platform]:
         "MESHVISOR_RETRY_BACKOFF_S": "0.3",
         "MESHVISOR_RECONCILE_INTERVAL_S": "2",
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
+        "MESHVISOR_TUNNEL_IP": UNDERLAY_A,
     }
     env.pop("MESHVISOR_DATABASE_URL", None)
+    env_b = {**env, "MESHVISOR_TUNNEL_IP": UNDERLAY_B, "MESHVISOR_HOST_NETNS": host_b}
     client = docker.DockerClient(version=API_VERSION)
-    plat = Platform(f"http://127.0.0.1:{port}", token, env, prefix, data_dir, proxy, client)
-    for command in ("serve", "worker"):
-        log = open(data_dir / f"{command}.log", "wb")
+    plat = Platform(f"http://127.0.0.1:{port}", token, env, prefix, data_dir, proxy, client, host_b)
+    commands = {
+        "serve": (["serve"], env),
+        "worker": (["worker"], env),
+        "agent": (["agent", "--host", HOST_B], env_b),
+    }
+    for name, (argv, environment) in commands.items():
+        log = open(data_dir / f"{name}.log", "wb")
         plat.procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "meshvisor", command], env=env, stdout=log, stderr=log, cwd=REPO
+                [sys.executable, "-m", "meshvisor", *argv], env=environment, stdout=log, stderr=log, cwd=REPO
             )
         )
     try:
@@ -141,6 +219,9 @@ def platform(vm_test_dir: Path) -> Iterator[Platform]:
         with plat.client() as api:
             op = wait_op(api, api.post("/v1/images", json={"name": "busybox", "source": {"type": "builtin"}}))
             assert op["status"] == "succeeded", f"{op}\n{plat.logs()}"
+            while len(api.get("/v1/hosts").json()["items"]) < 2:  # host B's agent has registered
+                assert time.monotonic() < deadline, f"host B did not register:\n{plat.logs()}"
+                time.sleep(0.2)
         yield plat
     finally:
         for proc in plat.procs:
@@ -157,6 +238,7 @@ def platform(vm_test_dir: Path) -> Iterator[Platform]:
             with IPRoute() as ipr:
                 ipr.link("del", ifname=link.name)
         remove_guard(prefix)
+        remove_guard(prefix, host_b)
         shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
         for image in client.images.list(filters={"dangling": True, "label": f"meshvisor.prefix={prefix}"}):
             client.images.remove(image.id, force=True)

@@ -13,16 +13,13 @@ import pytest
 
 from meshvisor.core.names import new_id
 from meshvisor.network import DhcpServer, NetworkSpec, bridge_name, delete_network, ensure_network
+from meshvisor.platform.networks import random_mac as mac
 
 from .netns_tools import namespaces, run_in, veth_between
 
 pytestmark = pytest.mark.integration
 
 SCRIPT = '#!/bin/sh\necho "event=$1 ip=$ip mask=$mask router=$router mtu=$mtu dns=$dns"\n'
-
-
-def mac() -> str:
-    return "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
 
 
 @dataclass

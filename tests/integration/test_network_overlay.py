@@ -43,6 +43,7 @@ from meshvisor.network import (
     veth_name,
     vxlan_name,
 )
+from meshvisor.platform.networks import random_mac as mac
 
 from .netns_tools import Capture, http_get, namespaces, run_in, veth_between
 
@@ -53,10 +54,6 @@ CIDR, GATEWAY = "10.231.1.0/24", "10.231.1.1"
 CONTAINER_IP, B_IP, X_IP, Y_IP = "10.231.1.10", "10.231.1.20", "10.231.1.30", "10.231.1.40"
 HTTP_PORT = 8080
 PAGE = "hello-through-vxlan"
-
-
-def mac() -> str:
-    return "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
 
 
 @dataclass

@@ -3,7 +3,6 @@ them. Every address is in the test pool, which has an `unreachable` route in the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +12,10 @@ from pyroute2 import IPRoute
 
 from meshvisor.network import bridge_name, list_links
 
-from .conftest import Platform, create, delete, wait_op
+from .conftest import HOST_B, UNDERLAY_A, UNDERLAY_B, Platform, create, delete, wait_op
 
 pytestmark = pytest.mark.integration
 POOL = "10.213.0.0/16"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pool_is_unreachable() -> Iterator[None]:
-    """A mistake in a test can never send the pool's packets off the machine."""
-    with IPRoute() as ipr:
-        ipr.route("replace", dst=POOL, type="unreachable")
-    yield
-    with IPRoute() as ipr:
-        ipr.route("del", dst=POOL, type="unreachable")
 
 
 def network(api: httpx.Client, name: str, cidr: str, **extra: Any) -> dict[str, Any]:
@@ -126,7 +115,8 @@ def test_bad_attachments_and_deleting_a_used_network(platform: Platform, api: ht
             ({"networks": [{"network": "used", "ip": "10.213.30.9"}]}, 409, "already used"),
             ({"networks": [{"network": "used", "ip": "10.213.30.0"}]}, 400, "not a host address"),
             ({"networks": [{"network": "nope"}]}, 404, "not found"),
-            ({"networks": [{"network": "used"}, {"network": "used"}]}, 400, "at most one network"),
+            ({"networks": [{"network": "used"}, {"network": "used"}]}, 400, "listed twice"),
+            ({"networks": [{"network": f"n{i}"} for i in range(9)]}, 400, "at most 8 networks"),
         ):
             response = api.post("/v1/instances", json={"name": "extra", "image": "busybox", **extra})
             assert response.status_code == status, response.text
@@ -145,11 +135,16 @@ def test_bad_attachments_and_deleting_a_used_network(platform: Platform, api: ht
         drop_network(api, "used", force=True)
 
 
-def test_hosts_lists_this_host(api: httpx.Client) -> None:
-    hosts = api.get("/v1/hosts").json()["items"]
-    assert (
-        len(hosts) == 1 and hosts[0]["tunnel_ip"] == "127.0.0.1" and hosts[0]["vm_domain_type"] in ("kvm", "qemu")
-    )
+def test_hosts_lists_both_hosts_with_their_tunnel_endpoints(api: httpx.Client) -> None:
+    hosts = {h["name"]: h for h in api.get("/v1/hosts").json()["items"]}
+    assert set(hosts) == {"local", HOST_B}
+    local, b = hosts["local"], hosts[HOST_B]
+    assert local["tunnel_ip"] == UNDERLAY_A and local["vm_domain_type"] in ("kvm", "qemu") and local["vm_capable"]
+    assert b["tunnel_ip"] == UNDERLAY_B and b["simulated"] and not b["vm_capable"]
+    assert local["state"] == b["state"] == "online"
+    assert api.get(f"/v1/hosts/{HOST_B}").json() == b
+    missing = api.get("/v1/hosts/nowhere")
+    assert missing.status_code == 404 and "not found" in missing.json()["error"]["message"]
 
 
 def test_links_no_row_explains_are_removed_by_the_reconcile_pass(platform: Platform, api: httpx.Client) -> None:
@@ -215,5 +210,5 @@ def test_a_vm_gets_its_address_by_dhcp_and_talks_http_with_a_container(
         delete(api, "web-client")
         delete(api, "web-vm")
         drop_network(api, "mixed", force=True)
-    dhcp_files = list((Path("/run/meshvisor") / platform.prefix / "dhcp").glob("*.hosts"))
+    dhcp_files = list((Path("/run/meshvisor") / platform.prefix / "local" / "dhcp").glob("*.hosts"))
     assert dhcp_files == []  # the lease went with the VM, and dnsmasq with the network

@@ -84,7 +84,9 @@ def test_readme_networks_walkthrough_works_as_written(platform: Platform) -> Non
             ipr.route("del", dst="10.210.0.0/16", type="unreachable")
     out = done.stdout
     assert done.returncode == 0, done.stderr
-    assert out.count('"status":"succeeded"') == 10, out  # 2 networks, 3 instances, 3 + 2 deletes
-    assert re.findall(r'\{"exit_code":(\d+)', out) == ["0", "1"], out  # same network: reached; other: not
+    assert out.count('"status":"succeeded"') == 11, out  # 2 networks, 3 instances, an attach, 3 + 2 deletes
+    # allowed; ICMP refused by the group; another network; reached once attached; refused once the rule is gone
+    assert re.findall(r'\{"exit_code":(\d+)', out) == ["0", "1", "1", "0", "1"], out
     with platform.client() as api:
         assert api.get("/v1/networks").json()["items"] == []
+        assert api.get("/v1/security-groups").json()["items"] == []

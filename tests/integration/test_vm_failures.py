@@ -14,7 +14,7 @@ from meshvisor.core.errors import TransientError
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind, OperationStatus
 from meshvisor.hypervisor.tiny_image import TinyImage
-from meshvisor.platform import instances, operations, reconciler
+from meshvisor.platform import hosts, instances, operations, reconciler
 from meshvisor.platform.db import migrate, transaction
 from meshvisor.platform.instances import InstanceRequest
 from meshvisor.platform.models import Image
@@ -50,7 +50,12 @@ def settings(vm_test_dir: Path, test_prefix: str, tmp_path: Path) -> Settings:
     data.mkdir(mode=0o755)
     url = f"sqlite:///{data / 'meshvisor.db'}"
     migrate(url)
-    return Settings(database_url=url, data_dir=data, host_prefix=test_prefix)
+    settings = Settings(database_url=url, data_dir=data, host_prefix=test_prefix)
+    rt = Runtime(settings)
+    with transaction(rt.sessions) as s:
+        hosts.register(s, settings)  # what a worker does when it starts
+    rt.close()
+    return settings
 
 
 @pytest.fixture

@@ -12,6 +12,9 @@ from meshvisor.hypervisor.domain_xml import (
     console_log_path,
     disk_paths,
     domain_uuid,
+    find_interface,
+    interface_macs,
+    interface_xml,
     read_metadata,
 )
 
@@ -87,6 +90,11 @@ def test_disk_boot_and_kvm() -> None:
         {"memory_mb": 512, "max_memory_mb": 256},
         {"boot": None},
         {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge=None),)},
+        {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge="b", tap="vnet7"),)},  # libvirt's own names
+        {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge="b", tap="mv-t-0123456789a"),)},  # 16 > 15 characters
+        {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge="b", tap="a/b"),)},
+        {"nics": (NicSpec(mac="52:54:00:00:02", bridge="b"),)},
+        {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge="b"), NicSpec(mac="52:54:00:00:00:02", bridge="c"))},
     ],
 )
 def test_impossible_configs_are_refused(kw: dict[str, object]) -> None:
@@ -106,3 +114,27 @@ def test_a_seed_cdrom_is_read_only_on_ide_and_left_out_of_snapshots() -> None:
     assert cdrom is not None and cdrom.find("readonly") is not None
     assert cdrom.find("target").get("bus") == "ide"  # type: ignore[union-attr]
     assert readonly_targets(xml) == ["hdc"]
+
+
+def test_a_nic_names_its_tap_only_when_told_and_is_the_same_element_in_a_hot_plug() -> None:
+    named = NicSpec(mac="52:54:00:AA:00:01", bridge="mv-b-1", tap="mv-t-0123456789")
+    plain = NicSpec(mac="52:54:00:00:00:02", bridge="mv-b-2")
+    xml = build_domain_xml(config(nics=(named, plain)))
+    first, second = ET.fromstring(xml).findall("devices/interface")
+    assert first.find("target").get("dev") == "mv-t-0123456789"  # type: ignore[union-attr]
+    assert first.find("mac").get("address") == "52:54:00:aa:00:01"  # type: ignore[union-attr]  # as libvirt writes
+    assert second.find("target") is None  # libvirt picks a vnetN name
+    assert ET.tostring(first, encoding="unicode") == interface_xml(named)
+    hotplug = ET.fromstring(interface_xml(named))
+    assert hotplug.tag == "interface" and hotplug.get("type") == "bridge"
+    assert [child.tag for child in hotplug] == ["mac", "source", "target", "model"]
+
+
+def test_nics_are_found_again_by_mac() -> None:
+    nics = (NicSpec(mac="52:54:00:00:00:01", bridge="b1"), NicSpec(mac="52:54:00:00:00:02", bridge="b2", tap="t2"))
+    xml = build_domain_xml(config(nics=nics))
+    assert interface_macs(xml) == ["52:54:00:00:00:01", "52:54:00:00:00:02"]
+    found = find_interface(xml, "52:54:00:00:00:02".upper())
+    assert found is not None and ET.fromstring(found).find("source").get("bridge") == "b2"  # type: ignore[union-attr]
+    assert find_interface(xml, "52:54:00:00:00:03") is None
+    assert interface_macs(build_domain_xml(config())) == []

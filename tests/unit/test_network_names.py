@@ -4,11 +4,11 @@ import pytest
 
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import LINK_NAME_MAX, new_id
-from meshvisor.network import bridge_name, veth_name, vxlan_name
+from meshvisor.network import bridge_name, tap_name, veth_name, vxlan_name
 from meshvisor.network.names import link_prefix
 
 PREFIXES = ["m", "mv", "abc", "t1234", "abcdef", "z9z9z9"]
-NAMERS = [bridge_name, vxlan_name, veth_name]
+NAMERS = [bridge_name, vxlan_name, veth_name, tap_name]
 
 
 @pytest.mark.parametrize("prefix", PREFIXES)
@@ -27,7 +27,7 @@ def test_link_names_are_stable_and_kinds_never_collide(prefix: str) -> None:
     names = [namer(prefix, object_id) for namer in NAMERS]
     assert names == [namer(prefix, object_id) for namer in NAMERS]
     assert len(set(names)) == len(NAMERS)
-    assert [n.split("-")[1] for n in names] == ["b", "x", "v"]
+    assert [n.split("-")[1] for n in names] == ["b", "x", "v", "t"]
 
 
 def test_link_names_of_other_objects_and_prefixes_differ() -> None:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from meshvisor.platform import hosts as host_registry
 from meshvisor.platform import tokens
 from meshvisor.platform.celery_app import make_celery
 from meshvisor.platform.db import migrate, transaction
@@ -14,7 +15,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings, get_settings
 
 from . import errors
-from .routers import events, health, hosts, images, instances, networks, operations
+from .routers import events, health, hosts, images, instances, networks, operations, security_groups
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime(settings)
         with transaction(runtime.sessions) as session:
             tokens.seed_admin(session, tokens.admin_token(settings))
+            host_registry.register(session, settings)  # the host that takes requests runs workloads too
         app.state.runtime = runtime
         app.state.celery = make_celery(settings)
         try:
@@ -41,6 +43,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, instances, images, networks, hosts, operations, events):
+    for module in (health, instances, images, networks, security_groups, hosts, operations, events):
         app.include_router(module.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -11,10 +12,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from meshvisor.platform import reconciler, tokens
-from meshvisor.platform.celery_app import enqueue_operation
-from meshvisor.platform.models import ApiToken
+from meshvisor.platform import hosts, reconciler, tokens
+from meshvisor.platform.celery_app import enqueue_operation, sync_security_on
+from meshvisor.platform.models import ApiToken, Operation
 from meshvisor.platform.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -55,9 +58,10 @@ class Dispatcher:
     def __init__(self, rt: Runtime, app: Celery) -> None:
         self.rt, self.app = rt, app
 
-    def accepted(self, op_id: str, body: dict[str, Any]) -> JSONResponse:
+    def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
+        op_id = op.id
         try:
-            enqueue_operation(self.app, self.rt.settings, op_id)
+            enqueue_operation(self.app, self.rt.settings, op_id, op.resource_type, op.host)
         except Exception as exc:
             reconciler.abandon(self.rt, op_id, f"the task broker is unreachable: {exc}")
             raise HTTPException(503, f"the task broker is unreachable: {exc}") from exc
@@ -69,3 +73,14 @@ def get_dispatcher(request: Request, rt: RuntimeDep) -> Dispatcher:
 
 
 DispatchDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+
+
+def sync_security_everywhere(request: Request) -> None:
+    """Every host rebuilds its security group filter (best effort: each host's reconcile pass does it too)."""
+    rt: Runtime = request.app.state.runtime
+    with rt.sessions() as session:
+        names = [h.name for h in hosts.all_hosts(session)]
+    try:
+        sync_security_on(request.app.state.celery, rt.settings, names)
+    except Exception as exc:  # the broker is down: the periodic pass will catch up
+        log.warning("could not ask the hosts to apply security groups now: %s", exc)

@@ -39,12 +39,15 @@ class InstanceCreate(Strict):
     max_memory_mb: int | None = Field(default=None, description="VMs: memory it may grow to while running")
     disk_mb: int = Field(default=0, description="VMs: size of a scratch data disk (/dev/vda); 0 for none")
     cloud_init: dict[str, Any] | None = None
+    host: str | None = Field(default=None, description="the host to run on (GET /v1/hosts); default: this one")
+    security_groups: list[str] = Field(default_factory=list, description="names of its security groups")
 
 
 class InstancePatch(Strict):
     cpus: float | None = None
     memory_mb: int | None = None
     restart_policy: RestartPolicy | None = None
+    security_groups: list[str] | None = Field(default=None, description="replaces the list; [] leaves all")
 
 
 class ActionRequest(Strict):
@@ -101,6 +104,7 @@ class InstancePublic(BaseModel):
     networks: list[dict[str, Any]]
     volumes: list[dict[str, Any]]
     mesh: dict[str, Any] | None
+    security_groups: list[str] = Field(default_factory=list)
     error: str | None
     max_cpus: int | None
     max_memory_mb: int | None
@@ -221,12 +225,48 @@ class NetworkPage(BaseModel):
     next_cursor: str | None
 
 
+class SecurityGroupCreate(Strict):
+    name: str
+    description: str = ""
+    rules: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="{direction: ingress|egress, protocol: tcp|udp|icmp|any, port_min?, port_max?,"
+        " cidr? | group?}",
+    )
+
+
+class SecurityGroupReplace(Strict):
+    description: str | None = None
+    rules: list[dict[str, Any]]
+
+
+class SecurityGroupPublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    description: str
+    rules: list[dict[str, Any]]
+    members: list[str]
+    etag: str
+    created_at: str
+    updated_at: str
+
+
+class SecurityGroupPage(BaseModel):
+    items: list[SecurityGroupPublic]
+    next_cursor: str | None = None
+
+
 class HostPublic(BaseModel):
     name: str
     tunnel_ip: str
+    state: Literal["online", "offline"]
     cpus: int
     memory_mb: int
-    vm_domain_type: str
+    vm_domain_type: str | None
+    vm_capable: bool
+    simulated: bool
+    last_seen: str
 
 
 class HostPage(BaseModel):

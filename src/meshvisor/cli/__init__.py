@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meshvisor.core.names import validate_name
 from meshvisor.platform.settings import Settings, get_settings
 
 from .client import ApiClient, ApiError
@@ -47,35 +48,48 @@ def serve() -> None:
 
 @app.command()
 def worker(concurrency: Annotated[int | None, typer.Option(help="worker threads")] = None) -> None:
-    """Run a Celery worker (threads pool) with the periodic reconciler."""
+    """Run a Celery worker (threads pool) for this host and the platform, with the periodic reconciler."""
+    settings = get_settings()
+    _run_worker(settings, [settings.queue, settings.host_queue(settings.host_name)], concurrency, beat=True)
+
+
+@app.command()
+def agent(
+    host: Annotated[str, typer.Option(help="this host's name, as GET /v1/hosts shows it")],
+    concurrency: Annotated[int | None, typer.Option(help="worker threads")] = None,
+) -> None:
+    """Run the worker of one more host: it registers the host (MESHVISOR_TUNNEL_IP is its tunnel endpoint;
+    MESHVISOR_HOST_NETNS simulates it in a network namespace) and runs the work of that host's instances."""
+    settings = get_settings().model_copy(update={"host_name": validate_name(host, "host name")})
+    _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency, beat=False)
+
+
+def _run_worker(settings: Settings, queues: list[str], concurrency: int | None, beat: bool) -> None:
     from meshvisor.platform.db import migrate
     from meshvisor.tasks import worker_app
 
-    settings = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_path.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
-    celery = worker_app(settings)
-    celery.worker_main(
-        [
-            "worker",
-            "--queues",
-            settings.queue,
-            "--pool",
-            "threads",
-            "--concurrency",
-            str(concurrency or settings.worker_concurrency),
-            "--hostname",
-            f"{settings.host_prefix}@%h",
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "--beat",
-            "--schedule",
-            str(settings.data_path / "celerybeat-schedule"),
-        ]
-    )
+    celery = worker_app(settings, serves_platform_queue=settings.queue in queues)
+    argv = [
+        "worker",
+        "--queues",
+        ",".join(queues),
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency or settings.worker_concurrency),
+        "--hostname",
+        f"{settings.host_prefix}-{settings.host_name}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if beat:
+        argv += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
+    celery.worker_main(argv)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from .types import Capabilities, ComputeSpec, ExecResult, Observed, Snapshot, UpdateResult
+from .types import Capabilities, ComputeSpec, ExecResult, NicSpec, Observed, Snapshot, UpdateResult
 
 
 class ComputeDriver(Protocol):
@@ -61,3 +61,17 @@ class SnapshotDriver(Protocol):
     def snapshot_list(self, instance_id: str) -> list[Snapshot]: ...
 
     def snapshot_delete(self, instance_id: str, name: str) -> None: ...
+
+
+@runtime_checkable
+class NicHotplugDriver(Protocol):
+    """Drivers whose workloads take NICs on bridges (VMs) and can add and remove them after creation: live while
+    the workload runs, in its configuration for the next boot otherwise. NICs are known by their MAC."""
+
+    def attach_nic(self, instance_id: str, nic: NicSpec) -> None:
+        """Plug the NIC in; one whose MAC is already there is left as it is."""
+        ...
+
+    def detach_nic(self, instance_id: str, mac: str) -> None:
+        """Unplug the NIC with this MAC; absent is success."""
+        ...

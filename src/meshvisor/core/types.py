@@ -73,11 +73,13 @@ class DiskSpec:
 
 @dataclass(frozen=True)
 class NicSpec:
-    """A network interface: the bridge (or tap) already exists when the driver sees this."""
+    """A network interface on a bridge that already exists when the driver sees this. `tap` names the tap the
+    hypervisor makes for it (None: the hypervisor's own `vnetN`), so that it can be told apart on the host."""
 
     mac: str
     bridge: str | None = None
     model: str = "virtio"
+    tap: str | None = None
 
 
 @dataclass(frozen=True)

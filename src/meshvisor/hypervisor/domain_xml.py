@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -10,6 +11,11 @@ from meshvisor.core.types import BootSpec, DiskSpec, NicSpec
 
 NS = "https://meshvisor.dev/xmlns/instance/1"
 ET.register_namespace("mv", NS)
+
+_MAC = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
+_TAP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # a kernel link name (15 characters at most)
+# libvirt takes target names with these prefixes for its own generated ones and replaces them.
+_LIBVIRT_TAP_PREFIXES = ("vnet", "macvtap", "macvlan")
 
 
 @dataclass(frozen=True)
@@ -86,13 +92,11 @@ def build_domain_xml(cfg: DomainConfig) -> str:
         ET.SubElement(el, "target", dev=disk.target, bus="ide" if disk.device == "cdrom" else "virtio")
         if disk.readonly or disk.device == "cdrom":
             ET.SubElement(el, "readonly")
+    macs = [normalize_mac(nic.mac) for nic in cfg.nics]
+    if len(set(macs)) != len(macs):
+        raise ValueError(f"two NICs with one MAC address: {sorted(macs)}")
     for nic in cfg.nics:
-        if not nic.bridge:  # never user-mode networking: it would NAT the guest off the machine
-            raise ValueError(f"NIC {nic.mac} has no bridge")
-        el = ET.SubElement(devices, "interface", type="bridge")
-        ET.SubElement(el, "mac", address=nic.mac)
-        ET.SubElement(el, "source", bridge=nic.bridge)
-        ET.SubElement(el, "model", type=nic.model)
+        devices.append(interface_element(nic))
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "log", file=cfg.console_log, append="on")
     ET.SubElement(serial, "target", port="0")
@@ -100,6 +104,50 @@ def build_domain_xml(cfg: DomainConfig) -> str:
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "memballoon", model="virtio")
     return ET.tostring(domain, encoding="unicode")
+
+
+def normalize_mac(mac: str) -> str:
+    """Lowercase, as libvirt writes it back: MACs are compared as text to find a NIC again."""
+    if not isinstance(mac, str) or not _MAC.fullmatch(mac.lower()):
+        raise ValueError(f"invalid MAC address {mac!r}")
+    return mac.lower()
+
+
+def interface_element(nic: NicSpec) -> ET.Element:
+    """One NIC as `<interface type='bridge'>`: the same element in a new domain and in a hot-plug."""
+    if not nic.bridge:  # never user-mode networking: it would NAT the guest off the machine
+        raise ValueError(f"NIC {nic.mac} has no bridge")
+    if nic.tap is not None and (not _TAP.fullmatch(nic.tap) or nic.tap.startswith(_LIBVIRT_TAP_PREFIXES)):
+        raise ValueError(f"invalid tap name {nic.tap!r}: 1 to 15 of A-Z a-z 0-9 _ . -, not vnet*/macvtap*")
+    el = ET.Element("interface", type="bridge")
+    ET.SubElement(el, "mac", address=normalize_mac(nic.mac))
+    ET.SubElement(el, "source", bridge=nic.bridge)
+    if nic.tap is not None:
+        ET.SubElement(el, "target", dev=nic.tap)
+    ET.SubElement(el, "model", type=nic.model)
+    return el
+
+
+def interface_xml(nic: NicSpec) -> str:
+    """The device XML that libvirt's attachDeviceFlags takes for `nic`."""
+    return ET.tostring(interface_element(nic), encoding="unicode")
+
+
+def find_interface(xml: str, mac: str) -> str | None:
+    """The `<interface>` of a domain's XML with this MAC, as libvirt describes it (what detachDeviceFlags
+    matches exactly), or None."""
+    wanted = normalize_mac(mac)
+    for iface in ET.fromstring(xml).findall("devices/interface"):
+        el = iface.find("mac")
+        if el is not None and (el.get("address") or "").lower() == wanted:
+            return ET.tostring(iface, encoding="unicode")
+    return None
+
+
+def interface_macs(xml: str) -> list[str]:
+    """The MACs of a domain's NICs, in the order of its XML."""
+    root = ET.fromstring(xml)
+    return [(el.get("address") or "").lower() for el in root.findall("devices/interface/mac")]
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import libvirt
 
-from meshvisor.core.errors import IllegalState, InvalidInput, NotFound
+from meshvisor.core.errors import IllegalState, InvalidInput, NotFound, TransientError
 from meshvisor.core.names import host_object_name
 from meshvisor.core.types import (
     Capabilities,
     ComputeSpec,
     ExecResult,
     InstanceState,
+    NicSpec,
     Observed,
     Snapshot,
     UpdateResult,
@@ -26,7 +27,17 @@ from meshvisor.core.types import (
 
 from . import console
 from .connection import DEFAULT_URI, call, choose_domain_type, libvirt_errors, open_connection, translate
-from .domain_xml import DomainConfig, build_domain_xml, domain_uuid, read_metadata, readonly_targets
+from .domain_xml import (
+    DomainConfig,
+    build_domain_xml,
+    domain_uuid,
+    find_interface,
+    interface_macs,
+    interface_xml,
+    normalize_mac,
+    read_metadata,
+    readonly_targets,
+)
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: InstanceState.ERROR,
@@ -52,6 +63,7 @@ _EVENT_STATES: dict[int, InstanceState | None] = {
 
 EventCallback = Callable[[str, InstanceState, str], None]
 PRESS_AGAIN_S = 3.0
+UNPLUG_WAIT_S = 20.0  # a live unplug waits for the guest's ACPI eject; slow under TCG while the guest is busy
 
 
 class LibvirtDriver:
@@ -301,6 +313,71 @@ class LibvirtDriver:
     def _console_lock(self, instance_id: str) -> threading.Lock:
         with self._lock:
             return self._console_locks.setdefault(instance_id, threading.Lock())
+
+    # -- NIC hot-plug -------------------------------------------------------------------------------------------
+    def _descriptions(self, dom: libvirt.virDomain) -> list[tuple[int, str]]:
+        """(flag, XML) for each place a device lives: the configuration, and the running guest if there is one.
+        The two can differ (a half-done plug), so each is checked and changed on its own."""
+        places = [
+            (
+                libvirt.VIR_DOMAIN_AFFECT_CONFIG,
+                call("describe domain", lambda: dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)),
+            )
+        ]
+        if dom.isActive():
+            places.append((libvirt.VIR_DOMAIN_AFFECT_LIVE, call("describe domain", lambda: dom.XMLDesc(0))))
+        return places
+
+    def attach_nic(self, instance_id: str, nic: NicSpec) -> None:
+        """Plug `nic` in: into the running (or paused) guest and its configuration, into the configuration only
+        when the domain is shut off. Where a NIC with its MAC already is, nothing changes (idempotent)."""
+        dom = self._get(instance_id)
+        try:
+            mac, xml = normalize_mac(nic.mac), interface_xml(nic)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        flags = 0
+        for flag, desc in self._descriptions(dom):
+            if mac not in interface_macs(desc):
+                flags |= flag
+        if flags:  # LIVE|CONFIG together: libvirt writes the configuration only once the live plug worked
+            call(f"plug NIC {mac} into domain {dom.name()}", lambda: dom.attachDeviceFlags(xml, flags))
+
+    def detach_nic(self, instance_id: str, mac: str, timeout: float = UNPLUG_WAIT_S) -> None:
+        """Unplug the NIC with this MAC from the configuration and from the running guest; absent is success.
+
+        A live unplug is a request the guest answers (ACPI eject): this waits up to `timeout` seconds until the
+        NIC is gone from the running domain, so that its tap is gone too when this returns. A guest that has not
+        answered by then (paused, or still booting) raises TransientError; calling again resumes the wait."""
+        dom = self._get(instance_id)
+        try:
+            mac = normalize_mac(mac)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        refused, deadline = "", time.monotonic() + timeout
+        for flag, desc in self._descriptions(dom):
+            found = find_interface(desc, mac)
+            if found is None:
+                continue
+            try:
+                dom.detachDeviceFlags(found, flag)
+            except libvirt.libvirtError as exc:
+                err = translate(exc, f"unplug NIC {mac} from domain {dom.name()}")
+                # Asked again while the guest is still ejecting it, or gone meanwhile: the wait below decides.
+                if flag != libvirt.VIR_DOMAIN_AFFECT_LIVE or not dom.isActive():
+                    if not isinstance(err, NotFound):
+                        raise err from exc
+                refused = f" ({err})"
+        while dom.isActive():
+            try:
+                live = dom.XMLDesc(0)
+            except libvirt.libvirtError as exc:
+                raise translate(exc, "describe domain") from exc
+            if mac not in interface_macs(live):
+                return
+            if time.monotonic() >= deadline:
+                raise TransientError(f"the guest of domain {dom.name()} has not released NIC {mac} yet{refused}")
+            time.sleep(0.1)
 
     # -- snapshots ----------------------------------------------------------------------------------------------
     def snapshot_create(self, instance_id: str, name: str) -> Snapshot:

@@ -12,6 +12,11 @@ The guest is configured on the kernel command line (see `TinyImage.kernel_cmdlin
     mv.ip=ADDR/PREFIX           static IPv4 address for eth0; without it eth0 (if any) runs DHCP (udhcpc)
     mv.gw=GW                    default gateway for the static address
 
+Every other NIC, including one hot-plugged while the guest runs, is brought up and runs DHCP (a watch polls
+/sys/class/net every second); only eth0 takes the default route and the resolver from its lease. Each lease is
+printed as `meshvisor-tiny: ethN ADDR/MASK (dhcp bound)`; a NIC that is unplugged as `meshvisor-tiny: ethN
+removed`.
+
 It prints `meshvisor-tiny: ...` lines on the serial console (ttyS0): `init reached (hostname NAME)` first,
 `data disk mounted ...` when /dev/vda (formatted with mke2fs if blank) is on /data, then `ready`. The ACPI power
 button (`virsh shutdown`) and `poweroff` typed on the console both shut it down cleanly: busybox acpid runs
@@ -143,16 +148,50 @@ while read -r ko; do
 done </etc/meshvisor/modules
 
 # --- network ---
+# eth0 as the command line says; every other NIC, and any NIC plugged in later (a hot-plug), asks DHCP. The watch
+# below polls /sys/class/net: /run/nics/<name> holds the pid of its udhcpc ("static" for a static eth0), and a
+# NIC that goes away (a hot-unplug) loses both, so one plugged in again under the same name starts over.
 ip link set lo up
+mkdir -p /run/nics
+dhcp() {
+  ip link set "$1" up
+  udhcpc -f -i "$1" -s /etc/udhcpc/default.script -x "hostname:$NAME" >/dev/null 2>&1 &
+  echo $! >"/run/nics/$1"
+}
 if [ -e /sys/class/net/eth0 ]; then
-  ip link set eth0 up
   if [ -n "$ADDR" ]; then
+    ip link set eth0 up
     ip addr add "$ADDR" dev eth0 && echo "meshvisor-tiny: eth0 $ADDR (static)"
     [ -z "$GW" ] || ip route add default via "$GW" dev eth0
+    echo static >/run/nics/eth0
   else
-    udhcpc -f -i eth0 -s /etc/udhcpc/default.script -x "hostname:$NAME" >/dev/null 2>&1 &
+    dhcp eth0
   fi
 fi
+watch_nics() {
+  while :; do
+    for dev in /sys/class/net/eth*; do
+      nic=${dev##*/}
+      if [ -e "$dev" ] && [ ! -e "/run/nics/$nic" ]; then
+        echo "meshvisor-tiny: $nic appeared"
+        dhcp "$nic"
+      fi
+    done
+    for state in /run/nics/*; do
+      nic=${state##*/}
+      [ -e "$state" ] && [ ! -e "/sys/class/net/$nic" ] || continue
+      pid=$(cat "$state")
+      rm -f "$state"
+      case "$pid" in
+        ''|*[!0-9]*) ;;
+        *) grep -q udhcpc "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" ;;
+      esac
+      echo "meshvisor-tiny: $nic removed"
+    done
+    sleep 1
+  done
+}
+watch_nics </dev/null >/dev/console 2>&1 &
 
 # --- data disk ---
 i=0
@@ -237,13 +276,17 @@ case "$1" in
   bound|renew)
     ip -4 addr flush dev "$interface"
     ip addr add "$ip/${mask:-${subnet:-24}}" dev "$interface"
-    if [ -n "$router" ]; then
-      while ip route del default dev "$interface" 2>/dev/null; do :; done
-      for r in $router; do ip route add default via "$r" dev "$interface" && break; done
+    # Only eth0 (the first NIC) sets the default route and the resolver: a second network is reached through
+    # its connected route and never takes the guest's way out.
+    if [ "$interface" = eth0 ]; then
+      if [ -n "$router" ]; then
+        while ip route del default dev "$interface" 2>/dev/null; do :; done
+        for r in $router; do ip route add default via "$r" dev "$interface" && break; done
+      fi
+      : >/etc/resolv.conf
+      [ -z "$domain" ] || echo "search $domain" >>/etc/resolv.conf
+      for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
     fi
-    : >/etc/resolv.conf
-    [ -z "$domain" ] || echo "search $domain" >>/etc/resolv.conf
-    for d in $dns; do echo "nameserver $d" >>/etc/resolv.conf; done
     echo "meshvisor-tiny: $interface $ip/${mask:-$subnet} (dhcp $1)" >/dev/console
     ;;
 esac

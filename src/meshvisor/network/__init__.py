@@ -4,10 +4,13 @@ into containers, the bridge's name for VMs, and static DHCP (dnsmasq) for VMs. N
 Public surface:
 - `NetworkSpec`, `ensure_network`, `delete_network`, `remotes_of` (overlay.py, spec.py)
 - `attach_container`, `attach_namespace`, `detach`, `Attachment` (attach.py)
-- `bridge_name`, `vxlan_name`, `veth_name` (names.py): a VM's `<interface type='bridge'>` names `bridge_name`
+- `bridge_name`, `vxlan_name`, `veth_name`, `tap_name` (names.py): a VM's `<interface type='bridge'>` names
+  `bridge_name` as its source and `tap_name` as its target
 - `DhcpServer` (dhcp.py)
 - `ensure_guard`, `remove_guard` (guard.py): nothing is routed into or out of the bridges
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
+- `Rule`, `parse_rule`, `PortPolicy`, `apply_security_groups`, `remove_security_groups`,
+  `security_groups_ruleset` (security_groups.py): stateful per-port filtering on the bridges
 
 Addresses (IPAM), which hosts are remotes of a network, and the records of networks and attachments belong to
 the platform layer; this package only makes one host look like what it is told.
@@ -16,9 +19,11 @@ the platform layer; this package only makes one host look like what it is told.
 from .attach import Attachment, attach_container, attach_namespace, detach
 from .dhcp import DhcpServer
 from .guard import ensure_guard, remove_guard
-from .names import bridge_name, veth_name, vxlan_name
+from .names import bridge_name, tap_name, veth_name, vxlan_name
 from .netlink import LinkInfo, list_links, remove_links
 from .overlay import NetworkLinks, delete_network, ensure_network, remotes_of
+from .security_groups import PortPolicy, Rule, apply_security_groups, parse_rule, remove_security_groups
+from .security_groups import ruleset as security_groups_ruleset
 from .spec import DEFAULT_MTU, VXLAN_PORT, NetworkSpec, gateway_mac
 
 __all__ = [
@@ -29,6 +34,9 @@ __all__ = [
     "LinkInfo",
     "NetworkLinks",
     "NetworkSpec",
+    "PortPolicy",
+    "Rule",
+    "apply_security_groups",
     "attach_container",
     "attach_namespace",
     "bridge_name",
@@ -38,9 +46,13 @@ __all__ = [
     "ensure_network",
     "gateway_mac",
     "list_links",
+    "parse_rule",
     "remotes_of",
     "remove_guard",
     "remove_links",
+    "remove_security_groups",
+    "security_groups_ruleset",
+    "tap_name",
     "veth_name",
     "vxlan_name",
 ]

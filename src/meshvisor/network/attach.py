@@ -1,15 +1,18 @@
 """Workloads on a network's bridge.
 
-A container (or any network namespace) gets a veth pair: the host end `<prefix>-v-<attachment id>` is a port of
-the bridge; the peer is created directly inside the workload's namespace as `eth0`, with the attachment's MAC,
-address, MTU and a default route through the gateway. A VM needs only the bridge's name (`bridge_name`):
-libvirt makes its tap from `<interface type='bridge'>`.
+A container (or any network namespace) gets a veth pair per network: the host end `<prefix>-v-<attachment id>` is
+a port of the bridge; the peer is created directly inside the workload's namespace as `ethN` (`eth0` unless told
+otherwise), with the attachment's MAC, address and MTU. Exactly one interface of a workload carries the default
+route through its gateway (by default `eth0`); the others only have their connected route, so a second network
+never steals the workload's way out. A VM needs only the bridge's name (`bridge_name`) and, to name its tap,
+`tap_name`: libvirt makes the tap from `<interface type='bridge'>`.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +34,16 @@ from .netlink import (
 )
 from .spec import DEFAULT_MTU, parse_ipv4, validate_mac, validate_mtu
 
-GUEST_IFNAME = "eth0"
+GUEST_IFNAME = "eth0"  # the workload's first (default) interface
+IFNAME_PATTERN = re.compile(r"^eth(?:[0-9]|1[0-5])$")
 MAIN_TABLE = 254
+
+
+def validate_ifname(ifname: str) -> str:
+    """Only `eth0`..`eth15`: names a workload expects, that never clash with its `lo` or with tunnel devices."""
+    if not isinstance(ifname, str) or not IFNAME_PATTERN.fullmatch(ifname):
+        raise InvalidInput(f"invalid interface name {ifname!r}: use eth0 to eth15")
+    return ifname
 
 
 @dataclass(frozen=True)
@@ -55,14 +66,18 @@ def attach_container(
     mac: str,
     mtu: int = DEFAULT_MTU,
     netns: str | None = None,
+    *,
+    ifname: str = GUEST_IFNAME,
+    default_route: bool | None = None,
 ) -> Attachment:
     """Attach the network namespace of process `pid` (a container's `State.Pid`) to the network's bridge, which
-    lives in the root namespace or in `netns`. Idempotent."""
+    lives in the root namespace or in `netns`, as `ifname`. Idempotent; see `attach_namespace`."""
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         raise InvalidInput(f"invalid process id {pid!r}")
     return attach_namespace(
-        prefix, network_id, attachment_id, f"/proc/{pid}/ns/net", address_cidr, gateway, mac, mtu, netns
-    )
+        prefix, network_id, attachment_id, f"/proc/{pid}/ns/net", address_cidr, gateway, mac, mtu, netns,
+        ifname=ifname, default_route=default_route,
+    )  # fmt: skip
 
 
 def attach_namespace(
@@ -75,11 +90,22 @@ def attach_namespace(
     mac: str,
     mtu: int = DEFAULT_MTU,
     netns: str | None = None,
+    *,
+    ifname: str = GUEST_IFNAME,
+    default_route: bool | None = None,
 ) -> Attachment:
     """Attach the network namespace `target` (a name under /var/run/netns or a path such as /proc/<pid>/ns/net)
-    to the network's bridge in the root namespace or in `netns`. Idempotent: an attachment that is already right
-    is left alone, one that is half made or whose peer is gone is made again."""
+    to the network's bridge in the root namespace or in `netns`, as interface `ifname` of the workload.
+
+    `default_route` (None: only for `eth0`) says whether this interface carries the workload's default route:
+    True replaces any other default route, False removes a default route through this interface and leaves the
+    others alone. Idempotent: an attachment that is already right is left alone, one that is half made, whose
+    peer is gone or that had another name in the workload is made again. `ifname` taken by another attachment
+    is a Conflict."""
     host_name = veth_name(prefix, attachment_id)
+    ifname = validate_ifname(ifname)
+    if default_route is None:
+        default_route = ifname == GUEST_IFNAME
     br_name = bridge_name(prefix, validate_id(network_id, "network id"))
     mac = validate_mac(mac)
     validate_mtu(mtu)
@@ -102,13 +128,12 @@ def attach_namespace(
         if bridge is None or link_kind(bridge) != "bridge":
             raise NotFound(f"bridge {br_name} does not exist: ensure the network first")
         hv = find_link(host, host_name)
-        peer = find_link(guest, GUEST_IFNAME)
-        if hv is not None and not _is_pair(hv, peer):
-            delete_link(host, host_name)  # a half-made or stale attachment: its peer is not the workload's eth0
-            hv, peer = None, find_link(guest, GUEST_IFNAME)
-        if hv is None:
-            if peer is not None:
-                raise Conflict(f"{target} already has an {GUEST_IFNAME} that is not attachment {attachment_id}")
+        peer = find_link(guest, ifname)
+        if hv is None or not _is_pair(hv, peer):
+            if peer is not None:  # refused before anything is deleted: this attachment stays as it was
+                raise Conflict(f"{target} already has an {ifname} that is not attachment {attachment_id}")
+            if hv is not None:
+                delete_link(host, host_name)  # half made, stale, or its peer has another name in the workload
             fd = os.open(target_path, os.O_RDONLY)
             try:
                 with netlink_errors(f"create veth {host_name} into {target}"):
@@ -117,19 +142,19 @@ def attach_namespace(
                         ifname=host_name,
                         kind="veth",
                         mtu=mtu,
-                        peer={"ifname": GUEST_IFNAME, "net_ns_fd": fd, "address": mac, "mtu": mtu},
+                        peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": mtu},
                     )
             finally:
                 os.close(fd)
-            hv, peer = get_link(host, host_name), get_link(guest, GUEST_IFNAME)
+            hv, peer = get_link(host, host_name), get_link(guest, ifname)
         _converge_host_end(host, hv, host_name, bridge["index"], mtu)
-        _converge_guest(guest, peer, mac, mtu, interface, str(gw))
-        return Attachment(host_name, hv["index"], br_name, GUEST_IFNAME, mac, str(interface))
+        _converge_guest(guest, peer, ifname, mac, mtu, interface, str(gw) if default_route else None)
+        return Attachment(host_name, hv["index"], br_name, ifname, mac, str(interface))
 
 
 def detach(prefix: str, attachment_id: str, netns: str | None = None) -> None:
-    """Delete the host end of the attachment's veth pair (the peer in the workload goes with it); gone is
-    success."""
+    """Delete the host end of the attachment's veth pair (the peer in the workload goes with it, and with it
+    its routes); the workload's other interfaces are untouched. Gone is success."""
     name = veth_name(prefix, attachment_id)
     if not netns_exists(netns):
         return
@@ -138,7 +163,7 @@ def detach(prefix: str, attachment_id: str, netns: str | None = None) -> None:
 
 
 def _is_pair(hv: Msg, peer: Msg | None) -> bool:
-    """The host end and the workload's eth0 are the two ends of one veth pair (each names the other's index,
+    """The host end and the workload's interface are the two ends of one veth pair (each names the other's index,
     and the host end's peer is in another namespace)."""
     return (
         peer is not None
@@ -164,16 +189,24 @@ def _converge_host_end(ipr: Any, hv: Msg, name: str, bridge: int, mtu: int) -> N
 
 
 def _converge_guest(
-    ipr: Any, link: Msg, mac: str, mtu: int, interface: ipaddress.IPv4Interface, gateway: str
+    ipr: Any,
+    link: Msg,
+    ifname: str,
+    mac: str,
+    mtu: int,
+    interface: ipaddress.IPv4Interface,
+    gateway: str | None,
 ) -> None:
+    """MAC, MTU, exactly this address, up; the default route through `gateway`, or (None) none through this
+    interface."""
     index = link["index"]
-    what = f"configure {GUEST_IFNAME} of the workload"
+    what = f"configure {ifname} of the workload"
     with netlink_errors(what):
         if (link.get("address") or "").lower() != mac:
             if is_up(link):
                 ipr.link("set", index=index, state="down")
             ipr.link("set", index=index, address=mac)
-            link = get_link(ipr, GUEST_IFNAME)
+            link = get_link(ipr, ifname)
         if link.get("mtu") != mtu:
             ipr.link("set", index=index, mtu=mtu)
         want = (str(interface.ip), interface.network.prefixlen)
@@ -196,7 +229,11 @@ def _converge_guest(
             for r in ipr.route("dump", family=socket.AF_INET, table=MAIN_TABLE)
             if r["dst_len"] == 0 and r.get("table") == MAIN_TABLE
         ]
-        if not any(r.get("gateway") == gateway and r.get("oif") == index for r in defaults) or len(defaults) > 1:
+        if gateway is None:
+            for route in defaults:
+                if route.get("oif") == index:
+                    ipr.route("del", dst="0.0.0.0/0", gateway=route.get("gateway"), oif=index)
+        elif not any(r.get("gateway") == gateway and r.get("oif") == index for r in defaults) or len(defaults) > 1:
             for route in defaults:
                 ipr.route("del", dst="0.0.0.0/0", gateway=route.get("gateway"), oif=route.get("oif"))
             ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from meshvisor.core.errors import PermanentError
 
 from .names import link_prefix
+from .netlink import netns_exists, netns_path
 
 
 def table_name(prefix: str) -> str:
@@ -40,20 +41,25 @@ def ruleset(prefix: str, bridges: Sequence[str]) -> str:
     )
 
 
-def ensure_guard(prefix: str, bridges: Sequence[str]) -> None:
-    """The guard for exactly these bridges (all of this prefix's networks on this host)."""
+def ensure_guard(prefix: str, bridges: Sequence[str], netns: str | None = None) -> None:
+    """The guard for exactly these bridges (all of this prefix's networks on this host, or in `netns`)."""
     for bridge in bridges:
         if not bridge.startswith(link_prefix(prefix)) or '"' in bridge:
             raise PermanentError(f"{bridge!r} is not a bridge of prefix {prefix!r}")
-    _nft(ruleset(prefix, bridges))
+    _nft(ruleset(prefix, bridges), netns)
 
 
-def remove_guard(prefix: str) -> None:
+def remove_guard(prefix: str, netns: str | None = None) -> None:
+    if not netns_exists(netns):
+        return
     table = table_name(prefix)
-    _nft(f"table inet {table}\ndelete table inet {table}\n")
+    _nft(f"table inet {table}\ndelete table inet {table}\n", netns)
 
 
-def _nft(script: str) -> None:
-    done = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True)
+def _nft(script: str, netns: str | None) -> None:
+    argv = ["nft", "-f", "-"]
+    if netns is not None:
+        argv = ["nsenter", f"--net={netns_path(netns)}", "--", *argv]
+    done = subprocess.run(argv, input=script, capture_output=True, text=True)
     if done.returncode != 0:
         raise PermanentError(f"nft refused the forwarding guard: {done.stderr.strip()}")

@@ -13,8 +13,9 @@ from meshvisor.core.names import link_name, validate_prefix
 BRIDGE = "b"  # the network's Linux bridge (VMs' taps and containers' veths are its ports)
 VXLAN = "x"  # the network's VXLAN device, a port of the bridge
 VETH = "v"  # the host end of a container's veth pair
+TAP = "t"  # a VM's tap, named by us in its domain XML (libvirt's own `vnetN` names say nothing of whose it is)
 
-KINDS = (BRIDGE, VXLAN, VETH)
+KINDS = (BRIDGE, VXLAN, VETH, TAP)
 ID_PATTERN = re.compile(r"^[0-9a-f]{6,64}$")
 
 
@@ -42,3 +43,9 @@ def vxlan_name(prefix: str, network_id: str) -> str:
 def veth_name(prefix: str, attachment_id: str) -> str:
     """The host end of a container attachment's veth pair."""
     return link_name(validate_prefix(prefix), VETH, validate_id(attachment_id, "attachment id"))
+
+
+def tap_name(prefix: str, attachment_id: str) -> str:
+    """The tap of a VM attachment: libvirt creates it under this name (`<target dev=…/>`), so the bridge port,
+    the attachment row and an orphan left by a crash can all be told apart by name."""
+    return link_name(validate_prefix(prefix), TAP, validate_id(attachment_id, "attachment id"))

@@ -7,7 +7,10 @@ from celery import Celery
 from .settings import Settings
 
 TASK_RUN_OPERATION = "meshvisor.run_operation"
-TASK_RECONCILE = "meshvisor.reconcile"
+TASK_RECONCILE = "meshvisor.reconcile"  # periodic, on the platform's queue: fans out to every host
+TASK_RECONCILE_HOST = "meshvisor.reconcile_host"
+TASK_SYNC_SECURITY = "meshvisor.sync_security"
+SYNC_EXPIRES_S = 60.0  # a host that is away rebuilds its filter at its next reconcile pass anyway
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -28,5 +31,21 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def enqueue_operation(app: Celery, settings: Settings, op_id: str) -> None:
-    app.send_task(TASK_RUN_OPERATION, args=[op_id], queue=settings.queue)
+def operation_queue(settings: Settings, resource_type: str, host: str) -> str:
+    """An instance's operations run on its host; networks and images on any full worker of the platform."""
+    return settings.host_queue(host) if resource_type == "instance" else settings.queue
+
+
+def enqueue_operation(app: Celery, settings: Settings, op_id: str, resource_type: str, host: str) -> None:
+    app.send_task(TASK_RUN_OPERATION, args=[op_id], queue=operation_queue(settings, resource_type, host))
+
+
+def reconcile_host(app: Celery, settings: Settings, host: str, expires: float | None = None) -> None:
+    """Ask one host to converge (its networks, links and instances)."""
+    app.send_task(TASK_RECONCILE_HOST, queue=settings.host_queue(host), expires=expires)
+
+
+def sync_security_on(app: Celery, settings: Settings, hosts: list[str]) -> None:
+    """Have these hosts rebuild their security group filter from the database now."""
+    for host in hosts:
+        app.send_task(TASK_SYNC_SECURITY, queue=settings.host_queue(host), expires=SYNC_EXPIRES_S)

@@ -5,7 +5,6 @@ Driver calls happen outside database transactions; each step records its outcome
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,7 +13,6 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meshvisor import network
 from meshvisor.core.compute import SnapshotDriver
 from meshvisor.core.errors import PermanentError
 from meshvisor.core.types import (
@@ -23,7 +21,6 @@ from meshvisor.core.types import (
     DiskSpec,
     InstanceKind,
     InstanceState,
-    NicSpec,
     RestartPolicy,
 )
 from meshvisor.hypervisor import cloud_init
@@ -31,11 +28,14 @@ from meshvisor.hypervisor.disks import create_disk, create_overlay
 from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
 
 from . import events
+from .attachment_steps import attach_networks, detach_networks, nic_spec, serve_dhcp
 from .db import transaction
 from .image_steps import BOOT_FILE, DISK_FILE
-from .models import Image, Instance, Network, NetworkAddress, Operation
-from .network_steps import refresh_dhcp
+from .models import Image, Instance, NetworkAddress, Operation
+from .network_steps import ensure_here, refresh_dhcp
+from .networks import interface_order
 from .runtime import Runtime
+from .security_steps import sync_security
 
 Handler = Callable[[Runtime, Operation], None]
 
@@ -116,12 +116,10 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
         path = create_disk(instance_dir / "data.qcow2", instance.disk_mb)
         disks.append(DiskSpec(path=str(path), format="qcow2", target=next(targets)))
     with transaction(rt.sessions) as s:
-        nics = tuple(
-            NicSpec(mac=str(row.mac), bridge=network.bridge_name(rt.settings.host_prefix, row.network_id))
-            for row in s.scalars(
-                select(NetworkAddress).where(NetworkAddress.instance_id == instance.id).order_by(NetworkAddress.id)
-            )
-        )
+        rows = list(s.scalars(select(NetworkAddress).where(NetworkAddress.instance_id == instance.id)))
+        rows.sort(key=lambda row: interface_order(row.ifname or "eth0"))
+        nics = tuple(nic_spec(rt, row) for row in rows)
+    ensure_here(rt, {row.network_id for row in rows})
     return replace(
         spec,
         boot=boot,
@@ -147,56 +145,6 @@ def _record_observed(rt: Runtime, instance_id: str) -> None:
             set_state(s, current, observed.state, None)
 
 
-def _attach_networks(rt: Runtime, instance_id: str) -> None:
-    """Give a running container its network interface (again: a restart gives it a fresh namespace)."""
-    with transaction(rt.sessions) as s:
-        rows = list(
-            s.execute(
-                select(NetworkAddress, Network)
-                .join(Network, Network.id == NetworkAddress.network_id)
-                .where(NetworkAddress.instance_id == instance_id)
-            )
-        )
-        attachments = [
-            (
-                row.id,
-                net.id,
-                f"{row.address}/{ipaddress.IPv4Network(net.cidr).prefixlen}",
-                net.gateway,
-                row.mac,
-                net.mtu,
-            )
-            for row, net in rows
-        ]
-        kind = InstanceKind(s.get(Instance, instance_id).kind) if attachments else None  # type: ignore[union-attr]
-    if not attachments or kind is not InstanceKind.CONTAINER:
-        return
-    pid = rt.compute(InstanceKind.CONTAINER).namespace_pid(instance_id)
-    if pid is None:  # not running (or a driver without namespaces): attached at its next start
-        return
-    for attachment_id, network_id, address, gateway, mac, mtu in attachments:
-        network.attach_container(
-            rt.settings.host_prefix, network_id, attachment_id, pid, address, gateway, str(mac), mtu
-        )
-
-
-def _serve_dhcp(rt: Runtime, instance_id: str) -> None:
-    """dnsmasq on each network of this instance hands out exactly the VMs' IPAM addresses (static leases)."""
-    with transaction(rt.sessions) as s:
-        network_ids = set(
-            s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance_id))
-        )
-    for network_id in network_ids:
-        refresh_dhcp(rt, network_id)
-
-
-def _detach_networks(rt: Runtime, instance_id: str) -> None:
-    with transaction(rt.sessions) as s:
-        ids = list(s.scalars(select(NetworkAddress.id).where(NetworkAddress.instance_id == instance_id)))
-    for attachment_id in ids:
-        network.detach(rt.settings.host_prefix, attachment_id)
-
-
 def _ensure_created(rt: Runtime, instance: Instance) -> None:
     driver = rt.compute(InstanceKind(instance.kind))
     if driver.inspect(instance.id) is None:
@@ -210,7 +158,7 @@ def _ensure_created(rt: Runtime, instance: Instance) -> None:
 
 def create_instance(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
-    _serve_dhcp(rt, instance.id)
+    serve_dhcp(rt, instance.id)
     with transaction(rt.sessions) as s:
         current = s.get(Instance, op.resource_id)
         assert current is not None
@@ -219,9 +167,9 @@ def create_instance(rt: Runtime, op: Operation) -> None:
     driver = rt.compute(InstanceKind(instance.kind))
     try:
         driver.start(instance.id)
-        _attach_networks(rt, instance.id)
+        attach_networks(rt, instance.id)
     except PermanentError:
-        _detach_networks(rt, instance.id)
+        detach_networks(rt, instance.id)
         driver.delete(instance.id)
         raise
     _record_observed(rt, instance.id)
@@ -229,12 +177,12 @@ def create_instance(rt: Runtime, op: Operation) -> None:
 
 def start_instance(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
-    _serve_dhcp(rt, instance.id)
+    serve_dhcp(rt, instance.id)
     _ensure_created(rt, instance)
     driver = rt.compute(InstanceKind(instance.kind))
     was_running = (observed := driver.inspect(instance.id)) is not None and observed.state is InstanceState.RUNNING
     driver.start(instance.id)
-    _attach_networks(rt, instance.id)
+    attach_networks(rt, instance.id)
     if not was_running:
         _clear_restart_required(rt, instance.id)
     _record_observed(rt, instance.id)
@@ -251,7 +199,7 @@ def simple_action(verb: str) -> Handler:
         elif verb == "restart":
             _ensure_created(rt, instance)
             driver.restart(instance.id, timeout=timeout)
-            _attach_networks(rt, instance.id)
+            attach_networks(rt, instance.id)
             _clear_restart_required(rt, instance.id)
         elif verb == "pause":
             driver.pause(instance.id)
@@ -316,6 +264,7 @@ def resize_instance(rt: Runtime, op: Operation) -> None:
                         restart_required=True,
                         detail=result.detail,
                     )
+    sync_security(rt)  # its groups may have changed
     _record_observed(rt, instance.id)
 
 
@@ -329,7 +278,7 @@ def _clear_restart_required(rt: Runtime, instance_id: str) -> None:
 
 def delete_instance(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
-    _detach_networks(rt, instance.id)
+    detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
     with transaction(rt.sessions) as s:
         network_ids = set(
@@ -341,6 +290,7 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
         events.emit(s, "lifecycle", "instance", instance.name, instance.project, state="deleted", id=instance.id)
     for network_id in network_ids:  # its lease goes with it
         refresh_dhcp(rt, network_id)
+    sync_security(rt)
 
 
 def host_object(kind: InstanceKind) -> str:

@@ -19,7 +19,7 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
 from meshvisor.hypervisor import cloud_init
 
-from . import events, networks, operations
+from . import events, hosts, networks, operations, security_groups
 from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
 from .models import Image, Instance, Network, NetworkAddress, Operation
 from .resources import check_etag, etag, find_named, get_named, page_by_name
@@ -45,6 +45,8 @@ class InstanceRequest:
     max_memory_mb: int | None = None
     disk_mb: int = 0
     cloud_init: dict[str, Any] | None = None
+    host: str | None = None  # None: the host that took the request
+    security_groups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class InstanceChange:
     cpus: float | None = None
     memory_mb: int | None = None
     restart_policy: RestartPolicy | None = None
+    security_groups: list[str] | None = None
 
 
 def check_resources(
@@ -86,12 +89,18 @@ def check_vm_request(req: InstanceRequest) -> None:
     cloud_init.parse(req.cloud_init)
 
 
-def create(session: Session, req: InstanceRequest, project: str = "default") -> tuple[Instance, Operation]:
+def create(
+    session: Session,
+    req: InstanceRequest,
+    project: str = "default",
+    *,
+    default_host: str = "local",
+    online_window_s: float = hosts.DEFAULT_ONLINE_WINDOW_S,
+) -> tuple[Instance, Operation]:
     validate_name(req.name)
     if req.volumes or req.mesh:
         raise InvalidInput("volumes and mesh are not available on this platform yet")
-    if len(req.networks) > 1:
-        raise InvalidInput("an instance joins at most one network for now")
+    check_network_requests(req.networks)
     check_resources(req.cpus, req.memory_mb, req.kind)
     if req.kind is InstanceKind.VM:
         check_vm_request(req)
@@ -111,6 +120,7 @@ def create(session: Session, req: InstanceRequest, project: str = "default") -> 
         raise Conflict(f"image {req.image!r} is {image.state}, not ready")
     if find(session, req.name, project) is not None:
         raise Conflict(f"an instance named {req.name!r} already exists")
+    host = placement(session, req.host or default_host, req.kind, online_window_s)
 
     instance_id = new_id()
     op = operations.new_operation(
@@ -120,10 +130,12 @@ def create(session: Session, req: InstanceRequest, project: str = "default") -> 
         resource_name=req.name,
         action="create",
         project=project,
+        host=host,
     )
     instance = Instance(
         id=instance_id,
         project=project,
+        host=host,
         name=req.name,
         kind=req.kind.value,
         image=req.image,
@@ -150,14 +162,34 @@ def create(session: Session, req: InstanceRequest, project: str = "default") -> 
         session.flush()
     except IntegrityError:
         raise Conflict(f"an instance named {req.name!r} already exists") from None
-    for attachment in req.networks:
+    for index, attachment in enumerate(req.networks):
         net = networks.get(session, str(attachment.get("network")), project)
         if net.state != "ready":
             raise Conflict(f"network {net.name!r} is {net.state}, not ready")
-        networks.allocate(session, net, instance_id, attachment.get("ip"))
+        networks.allocate(session, net, instance_id, attachment.get("ip"), ifname=f"eth{index}")
     instance.networks = attachments_of(session, instance_id)
+    security_groups.set_membership(session, instance, req.security_groups)
     events.emit(session, "lifecycle", "instance", req.name, project, state=instance.state, id=instance_id)
     return instance, op
+
+
+def check_network_requests(requested: list[dict[str, Any]]) -> None:
+    if len(requested) > networks.MAX_INTERFACES:
+        raise InvalidInput(f"an instance joins at most {networks.MAX_INTERFACES} networks")
+    names = [str(a.get("network")) for a in requested]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidInput(f"network {twice[0]!r} is listed twice: an instance has one interface per network")
+
+
+def placement(session: Session, name: str, kind: InstanceKind, online_window_s: float) -> str:
+    """The host an instance is created on: the one asked for, which must be online and able to run it."""
+    host = hosts.get(session, validate_name(name, "host name"))
+    if kind is InstanceKind.VM and not host.vm_capable:
+        raise InvalidInput(f"host {name!r} cannot run VMs (a host simulated in a network namespace)")
+    if not hosts.is_online(host, online_window_s):
+        raise Conflict(f"host {name!r} is offline: its agent has not been seen lately")
+    return host.name
 
 
 def find(session: Session, name: str, project: str = "default") -> Instance | None:
@@ -245,7 +277,58 @@ def request_change(
         instance.memory_mb = change.memory_mb
     if change.restart_policy is not None:
         instance.restart_policy = change.restart_policy.value
+    if change.security_groups is not None:  # the instance's host applies them as part of the operation
+        security_groups.set_membership(session, instance, change.security_groups)
     return instance, op
+
+
+def request_attach(
+    session: Session, name: str, network_name: str, ip: object = None, project: str = "default"
+) -> tuple[Instance, Operation]:
+    """Hot attach: a new interface (the lowest free ethN) with an address on the network."""
+    instance = get(session, name, project)
+    _check_idle(instance)
+    _check_settled(instance, "attach a network to")
+    net = networks.get(session, network_name, project)
+    if net.state != "ready":
+        raise Conflict(f"network {net.name!r} is {net.state}, not ready")
+    held = session.scalar(
+        select(NetworkAddress).where(
+            NetworkAddress.instance_id == instance.id, NetworkAddress.network_id == net.id
+        )
+    )
+    if held is not None:
+        raise Conflict(f"instance {name!r} is already on network {network_name!r} ({held.address})")
+    ifname = networks.free_interface(session, instance.id)
+    row = networks.allocate(session, net, instance.id, ip, ifname=ifname)
+    op = operations.submit(session, instance, "attach-network", {"attachment": row.id, "network": net.name})
+    instance.networks = attachments_of(session, instance.id)
+    return instance, op
+
+
+def request_detach(
+    session: Session, name: str, network_name: str, project: str = "default"
+) -> tuple[Instance, Operation]:
+    """Hot detach: the interface leaves the instance, then its address is released."""
+    instance = get(session, name, project)
+    _check_idle(instance)
+    _check_settled(instance, "detach a network from")
+    net = networks.get(session, network_name, project)
+    row = session.scalar(
+        select(NetworkAddress).where(
+            NetworkAddress.instance_id == instance.id, NetworkAddress.network_id == net.id
+        )
+    )
+    if row is None:
+        raise NotFound(f"instance {name!r} is not on network {network_name!r}")
+    return instance, operations.submit(
+        session, instance, "detach-network", {"attachment": row.id, "network": net.name}
+    )
+
+
+def _check_settled(instance: Instance, what: str) -> None:
+    if InstanceState(instance.state) in (InstanceState.DELETING, InstanceState.PENDING, InstanceState.CREATING):
+        raise Conflict(f"cannot {what} instance {instance.name!r} while it is {instance.state}")
 
 
 def _check_idle(instance: Instance) -> None:
@@ -290,6 +373,7 @@ def to_dict(instance: Instance) -> dict[str, Any]:
         "networks": instance.networks,
         "volumes": instance.volumes,
         "mesh": instance.mesh,
+        "security_groups": instance.security_groups or [],
         "error": instance.error,
         "max_cpus": instance.max_cpus,
         "max_memory_mb": instance.max_memory_mb,
@@ -329,6 +413,9 @@ def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:
         select(NetworkAddress, Network.name)
         .join(Network, Network.id == NetworkAddress.network_id)
         .where(NetworkAddress.instance_id == instance_id)
-        .order_by(Network.name)
     )
-    return [{"network": name, "ip": row.address, "mac": row.mac} for row, name in rows]
+    found = [
+        {"network": name, "ip": row.address, "mac": row.mac, "interface": row.ifname or "eth0"}
+        for row, name in rows
+    ]
+    return sorted(found, key=lambda a: networks.interface_order(a["interface"]))

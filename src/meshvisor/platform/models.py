@@ -77,6 +77,8 @@ class Instance(Versioned, Base):
     networks: Mapped[list[Any]] = mapped_column(default=list)
     volumes: Mapped[list[Any]] = mapped_column(default=list)
     mesh: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Names of its security groups, in order (what the API shows; membership itself is a table with keys).
+    security_groups: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     # VMs: maxima that bound live resizing, a scratch data disk, and a change that waits for a restart.
     max_cpus: Mapped[int | None] = mapped_column(Integer, default=None)
@@ -139,7 +141,58 @@ class NetworkAddress(Base):
         String(32), ForeignKey("instances.id", ondelete="CASCADE"), default=None, index=True
     )
     mac: Mapped[str | None] = mapped_column(String(17), default=None)
+    # The interface inside the workload (eth0, eth1, …): kept, so detaching one never renames the others.
+    ifname: Mapped[str | None] = mapped_column(String(15), default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Host(Base):
+    """A host that runs workloads: registered by its worker or agent at start, seen again at every reconcile."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_hosts_name"),
+        UniqueConstraint("tunnel_ip", name="uq_hosts_tunnel_ip"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    tunnel_ip: Mapped[str] = mapped_column(String(39))
+    # A simulated host keeps its network objects in this network namespace (and runs no VMs).
+    netns: Mapped[str | None] = mapped_column(String(64), default=None)
+    vm_capable: Mapped[bool] = mapped_column(Boolean, default=True)
+    cpus: Mapped[int] = mapped_column(Integer, default=1)
+    memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    vm_domain_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SecurityGroup(Versioned, Base):
+    """Rules (a JSON list, checked by the network layer's parser) that filter the ports of member instances."""
+
+    __tablename__ = "security_groups"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_security_groups_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    rules: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class InstanceSecurityGroup(Base):
+    """Membership: deleting a group that still has members is refused by the foreign key as well as by code."""
+
+    __tablename__ = "instance_security_groups"
+
+    instance_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("security_groups.id", ondelete="RESTRICT"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Operation(Base):
@@ -185,4 +238,17 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-__all__ = ["ApiToken", "Base", "Event", "Network", "NetworkAddress", "Image", "Instance", "Operation", "utcnow"]
+__all__ = [
+    "ApiToken",
+    "Base",
+    "Event",
+    "Host",
+    "Image",
+    "Instance",
+    "InstanceSecurityGroup",
+    "Network",
+    "NetworkAddress",
+    "Operation",
+    "SecurityGroup",
+    "utcnow",
+]

@@ -24,6 +24,20 @@ from .models import Network, NetworkAddress, Operation
 from .resources import etag, find_named, get_named, page_by_name
 
 MAX_PREFIXLEN = 29  # a /29 leaves a gateway and five workloads; anything smaller is of no use
+MAX_INTERFACES = 8  # eth0 … eth7 per instance
+
+
+def interface_order(ifname: str) -> int:
+    return int(ifname[3:]) if ifname.startswith("eth") and ifname[3:].isdigit() else MAX_INTERFACES
+
+
+def free_interface(session: Session, instance_id: str) -> str:
+    """The lowest `ethN` the instance does not use: a new interface never renames the others."""
+    used = set(session.scalars(select(NetworkAddress.ifname).where(NetworkAddress.instance_id == instance_id)))
+    for index in range(MAX_INTERFACES):
+        if f"eth{index}" not in used:
+            return f"eth{index}"
+    raise InvalidInput(f"an instance joins at most {MAX_INTERFACES} networks")
 
 
 def find(session: Session, name: str, project: str = "default") -> Network | None:
@@ -66,9 +80,9 @@ def request_create(
     mtu = validate_mtu(mtu if mtu is not None else DEFAULT_MTU)
     if find(session, name, project) is not None:
         raise Conflict(f"a network named {name!r} already exists")
-    for other in session.scalars(select(Network).where(Network.host == host)):
+    for other in session.scalars(select(Network)):  # every network reaches every host
         if ipaddress.IPv4Network(other.cidr).overlaps(net):
-            raise InvalidInput(f"cidr {net} overlaps network {other.name!r} ({other.cidr}) on this host")
+            raise InvalidInput(f"cidr {net} overlaps network {other.name!r} ({other.cidr})")
     if vni is not None:
         if isinstance(vni, bool) or not isinstance(vni, int) or not 1 <= vni <= VNI_MAX:
             raise InvalidInput(f"vni must be between 1 and {VNI_MAX}")
@@ -144,8 +158,10 @@ def request_delete(
     return network, op
 
 
-def allocate(session: Session, network: Network, instance_id: str, requested: object = None) -> NetworkAddress:
-    """An address for an instance: the one asked for, or the lowest free one."""
+def allocate(
+    session: Session, network: Network, instance_id: str, requested: object = None, ifname: str = "eth0"
+) -> NetworkAddress:
+    """An address for an instance's interface `ifname`: the one asked for, or the lowest free one."""
     net = ipaddress.IPv4Network(network.cidr)
     used = set(session.scalars(select(NetworkAddress.address).where(NetworkAddress.network_id == network.id)))
     if requested is not None:
@@ -170,6 +186,7 @@ def allocate(session: Session, network: Network, instance_id: str, requested: ob
         role="instance",
         instance_id=instance_id,
         mac=random_mac(),
+        ifname=ifname,
     )
     name = network.name  # read before the flush: a failed flush expires every loaded object
     session.add(row)

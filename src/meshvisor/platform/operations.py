@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import Conflict, NotFound
@@ -31,10 +31,12 @@ def new_operation(
     action: str,
     params: dict[str, Any] | None = None,
     project: str = "default",
+    host: str = "local",
 ) -> Operation:
     op = Operation(
         id=new_id(),
         project=project,
+        host=host,
         resource_type=resource_type,
         resource_id=resource_id,
         resource_name=resource_name,
@@ -133,6 +135,7 @@ def submit(
         action=action,
         params=params,
         project=target.project,
+        host=target.host,
     )
     session.flush()
     lock(session, type(target), target.id, op.id, f"{resource_type} {target.name!r}")
@@ -197,3 +200,17 @@ def emit_status(session: Session, op: Operation) -> None:
         status=op.status,
         error=op.error,
     )
+
+
+def abandoned(session: Session, host: str, platform_queue: bool) -> list[Operation]:
+    """Operations a worker of this host had started when it died: `running`, on this host's queue (its
+    instances), and on the platform's queue too for the worker that serves it. One worker process per host
+    is the rule, so a worker that is starting knows that nobody else is running them."""
+    running = select(Operation).where(Operation.status == OperationStatus.RUNNING.value)
+    mine = [
+        op
+        for op in session.scalars(running.order_by(Operation.created_at))
+        if (op.resource_type == "instance" and op.host == host)
+        or (op.resource_type != "instance" and platform_queue)
+    ]
+    return mine

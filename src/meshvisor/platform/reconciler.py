@@ -11,7 +11,8 @@ from sqlalchemy import select
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import InstanceKind, InstanceState, OperationStatus
 
-from . import events, operations
+from . import events, hosts, operations
+from .attachment_steps import attach_network, detach_network
 from .db import transaction
 from .image_steps import create_image, delete_image, push_image
 from .instance_steps import (
@@ -27,8 +28,9 @@ from .instance_steps import (
     take_snapshot,
 )
 from .models import Image, Instance, Network, Operation
-from .network_steps import create_network, remove_network, remove_orphan_links
+from .network_steps import create_network, remove_network, remove_orphan_links, sync_networks
 from .runtime import Runtime
+from .security_steps import sync_security
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,8 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("instance", "revert"): revert_snapshot,
     ("instance", "delete-snapshot"): delete_snapshot,
     ("instance", "delete"): delete_instance,
+    ("instance", "attach-network"): attach_network,
+    ("instance", "detach-network"): detach_network,
     ("image", "create"): create_image,
     ("image", "push"): push_image,
     ("image", "delete"): delete_image,
@@ -112,9 +116,14 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 
 # -- the periodic pass ------------------------------------------------------------------------------------------
 def reconcile(rt: Runtime) -> dict[str, int]:
-    """Compare every idle instance with what its driver observes; remove host objects of ours nobody owns."""
+    """This host's pass: mark it seen, compare each of its idle instances with what its driver observes, bring
+    its part of every network up to date, and remove host objects of ours that no row explains."""
+    here = rt.settings.host_name
+    with transaction(rt.sessions) as s:
+        hosts.seen(s, here)
     changed = orphans = 0
-    for kind in InstanceKind:
+    kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
+    for kind in kinds:
         try:
             driver = rt.compute(kind)
             observed = {o.id: o for o in driver.observe()}
@@ -122,7 +131,11 @@ def reconcile(rt: Runtime) -> dict[str, int]:
             log.warning("reconcile: %s instances skipped: %s", kind.value, exc.message)
             continue
         with transaction(rt.sessions) as s:
-            known = {i.id: i for i in s.scalars(select(Instance).where(Instance.kind == kind.value))}
+            all_ids = set(s.scalars(select(Instance.id).where(Instance.kind == kind.value)))
+            known = {
+                i.id: i
+                for i in s.scalars(select(Instance).where(Instance.kind == kind.value, Instance.host == here))
+            }
             for instance in known.values():
                 if instance.operation_id is not None or instance.state in ("pending", "creating", "deleting"):
                     continue
@@ -135,17 +148,20 @@ def reconcile(rt: Runtime) -> dict[str, int]:
                         s, instance, seen.state, instance.error if seen.state is InstanceState.ERROR else None
                     )
                 changed += instance.state != before
-        for instance_id in set(observed) - set(known):
+        for instance_id in set(observed) - all_ids:  # a driver may be shared by simulated hosts
             try:
                 driver.delete(instance_id)
                 orphans += 1
             except NotFound:
                 pass
     try:
+        networks = sync_networks(rt)
         orphans += remove_orphan_links(rt)
+        sync_security(rt)
     except MeshvisorError as exc:
+        networks = 0
         log.warning("reconcile: network links skipped: %s", exc.message)
-    return {"changed": changed, "orphans_removed": orphans}
+    return {"changed": changed, "orphans_removed": orphans, "networks": networks}
 
 
 def record_event(rt: Runtime, instance_id: str, state: InstanceState, reason: str) -> None:

@@ -10,16 +10,16 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import InvalidInput, NotFound, PreconditionFailed
 
-from .models import Image, Instance, Network
+from .models import Image, Instance, Network, SecurityGroup
 
-Named = TypeVar("Named", Image, Instance, Network)
+Named = TypeVar("Named", Image, Instance, Network, SecurityGroup)
 
 
-def etag(instance: Instance | Image | Network) -> str:
+def etag(instance: Instance | Image | Network | SecurityGroup) -> str:
     return f"{instance.id[:8]}-{instance.version}"
 
 
-def check_etag(obj: Instance | Image | Network, if_match: str | None) -> None:
+def check_etag(obj: Instance | Image | Network | SecurityGroup, if_match: str | None) -> None:
     if if_match is None:
         return
     wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
@@ -59,5 +59,5 @@ def get_named(session: Session, model: type[Named], name: str, project: str = "d
     """The object, or NotFound saying which kind of object is missing."""
     found = find_named(session, model, name, project)
     if found is None:
-        raise NotFound(f"{model.__tablename__.removesuffix('s')} {name!r} not found")
+        raise NotFound(f"{model.__tablename__.removesuffix('s').replace('_', ' ')} {name!r} not found")
     return found

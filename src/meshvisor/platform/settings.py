@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from meshvisor.core.names import validate_prefix
+from meshvisor.core.names import validate_name, validate_prefix
 
 
 class Settings(BaseSettings):
@@ -34,12 +34,21 @@ class Settings(BaseSettings):
     download_cache_dir: Path | None = None
     # This host's tunnel endpoint for VXLAN (the underlay address other hosts reach it on).
     tunnel_ip: str = "127.0.0.1"
+    # A host simulated inside a network namespace (tests, demos): its bridges, VXLAN devices and veths live there.
+    host_netns: str | None = None
     # Retries of an operation that hit a transient error (a daemon down), with exponential back-off.
     task_retries: int = 3
     retry_backoff_s: float = 1.0
     # How often the worker compares the database with what the drivers observe.
     reconcile_interval_s: float = 10.0
     worker_concurrency: int = 4
+    # Crash tests only: comma-separated failpoint names at which the worker kills itself (see failpoints.py).
+    failpoints: str = ""
+
+    @field_validator("host_name")
+    @classmethod
+    def _check_host_name(cls, value: str) -> str:
+        return validate_name(value, "host name")
 
     @field_validator("host_prefix")
     @classmethod
@@ -59,6 +68,10 @@ class Settings(BaseSettings):
         """One queue per platform (host prefix): platforms sharing a Redis never take each other's work."""
         return f"meshvisor.{self.host_prefix}"
 
+    def host_queue(self, host: str) -> str:
+        """The queue of one host's worker or agent: work that must run on that host (its instances, its links)."""
+        return f"meshvisor.{self.host_prefix}.host.{host}"
+
     @property
     def base_api_url(self) -> str:
         return self.api_url or f"http://127.0.0.1:{self.api_port}"
@@ -75,7 +88,7 @@ class Settings(BaseSettings):
     def dhcp_dir(self) -> Path:
         """dnsmasq's files: in /run (it reads them as `nobody`, which may not reach the data dir); rebuilt from
         the database whenever a lease changes."""
-        return Path("/run/meshvisor") / self.host_prefix / "dhcp"
+        return Path("/run/meshvisor") / self.host_prefix / self.host_name / "dhcp"
 
     @property
     def vms_dir(self) -> Path:

@@ -22,7 +22,7 @@ QCOW2_MAGIC = b"QFI\xfb"
 
 
 def _accepted(dispatch: DispatchDep, image: Any, op: Any) -> Response:
-    return dispatch.accepted(op.id, {"operation": operations.to_dict(op), "image": images.to_dict(image)})
+    return dispatch.accepted(op, {"operation": operations.to_dict(op), "image": images.to_dict(image)})
 
 
 @router.get("", response_model=ImagePage)

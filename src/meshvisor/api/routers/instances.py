@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from meshvisor.platform import instances, operations, resources
+from meshvisor.platform import hosts, instances, operations, resources
 from meshvisor.platform.db import transaction
 from meshvisor.platform.instances import InstanceChange, InstanceRequest
 
@@ -21,6 +21,7 @@ from ..schemas import (
     InstancePatch,
     InstancePublic,
     LogsPublic,
+    NetworkAttachment,
     SnapshotList,
 )
 
@@ -31,7 +32,7 @@ IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 def _accepted(dispatch: DispatchDep, instance: Any, op: Any) -> Response:
     body = {"operation": operations.to_dict(op), "instance": instances.to_dict(instance)}
-    return dispatch.accepted(op.id, body)
+    return dispatch.accepted(op, body)
 
 
 @router.post("", status_code=202, responses=ACCEPTED)
@@ -52,9 +53,13 @@ def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep,
         max_memory_mb=body.max_memory_mb,
         disk_mb=body.disk_mb,
         cloud_init=body.cloud_init,
+        host=body.host,
+        security_groups=body.security_groups,
     )
     with transaction(rt.sessions) as s:
-        instance, op = instances.create(s, req)
+        instance, op = instances.create(
+            s, req, default_host=rt.settings.host_name, online_window_s=hosts.online_window_s(rt.settings)
+        )
     return _accepted(dispatch, instance, op)
 
 
@@ -77,7 +82,12 @@ def get_instance(name: str, session: SessionDep, response: Response, _: TokenDep
 def patch_instance(
     name: str, body: InstancePatch, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
-    change = InstanceChange(cpus=body.cpus, memory_mb=body.memory_mb, restart_policy=body.restart_policy)
+    change = InstanceChange(
+        cpus=body.cpus,
+        memory_mb=body.memory_mb,
+        restart_policy=body.restart_policy,
+        security_groups=body.security_groups,
+    )
     with transaction(rt.sessions) as s:
         instance, op = instances.request_change(s, name, change, if_match)
     return _accepted(dispatch, instance, op)
@@ -101,6 +111,24 @@ def instance_action(
         params["snapshot"] = body.snapshot
     with transaction(rt.sessions) as s:
         instance, op = instances.request_action(s, name, body.action, params, if_match)
+    return _accepted(dispatch, instance, op)
+
+
+@router.post("/{name}/networks", status_code=202, responses=ACCEPTED)
+def attach_network(
+    name: str, body: NetworkAttachment, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep
+) -> Response:
+    """Hot attach: the instance gets one more interface (the lowest free `ethN`) on the network."""
+    with transaction(rt.sessions) as s:
+        instance, op = instances.request_attach(s, name, body.network, body.ip)
+    return _accepted(dispatch, instance, op)
+
+
+@router.delete("/{name}/networks/{network}", status_code=202, responses=ACCEPTED)
+def detach_network(name: str, network: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    """Hot detach: the interface leaves the instance and its address is released."""
+    with transaction(rt.sessions) as s:
+        instance, op = instances.request_detach(s, name, network)
     return _accepted(dispatch, instance, op)
 
 

@@ -15,7 +15,7 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": NetworkAccepted}}
 
 
 def _accepted(dispatch: DispatchDep, network: Any, op: Any) -> Response:
-    return dispatch.accepted(op.id, {"operation": operations.to_dict(op), "network": networks.to_dict(network)})
+    return dispatch.accepted(op, {"operation": operations.to_dict(op), "network": networks.to_dict(network)})
 
 
 @router.post("", status_code=202, responses=ACCEPTED)

@@ -97,3 +97,37 @@ def test_placement_on_an_unknown_host_or_a_vm_on_a_simulated_host_is_refused(
         assert response.status_code == status, response.text
         assert message in response.json()["error"]["message"]
     assert api.get("/v1/instances").json()["items"] == before
+
+
+def test_a_rule_naming_a_group_admits_its_members_on_the_other_host(platform: Platform, api: httpx.Client) -> None:
+    """The server's host learns where the group's members on host B are (their address behind the VXLAN device)."""
+    op = wait_op(api, api.post("/v1/networks", json={"name": "span-sg", "cidr": "10.213.61.0/24"}))
+    assert op["status"] == "succeeded", op
+    groups = [
+        ("far-clients", []),
+        ("near-web", [{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "group": "far-clients"}]),
+    ]
+    for name, rules in groups:
+        assert api.post("/v1/security-groups", json={"name": name, "rules": rules}).status_code == 201
+    serve = ["sh", "-c", "echo hi > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+    fetch = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 10.213.61.10 8080"
+    try:
+        create(
+            api,
+            "near-srv",
+            command=serve,
+            networks=[{"network": "span-sg", "ip": "10.213.61.10"}],
+            security_groups=["near-web"],
+        )
+        create(api, "far-member", host=HOST_B, networks=[{"network": "span-sg"}], security_groups=["far-clients"])
+        create(api, "far-stranger", host=HOST_B, networks=[{"network": "span-sg"}])
+        deadline = time.monotonic() + 10  # host A hears of B's new member when B's operation ends
+        while "200 OK" not in sh(api, "far-member", fetch)["output"]:
+            assert time.monotonic() < deadline, "a member of the named group on host B is refused"
+        assert sh(api, "far-stranger", fetch)["exit_code"] != 0
+    finally:
+        for name in ("far-member", "far-stranger", "near-srv"):
+            delete(api, name)
+        for name, _ in reversed(groups):
+            api.delete(f"/v1/security-groups/{name}")
+        wait_op(api, api.delete("/v1/networks/span-sg", params={"force": True}))

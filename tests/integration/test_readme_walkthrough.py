@@ -67,7 +67,7 @@ def test_readme_vm_walkthrough_works_as_written(platform: Platform, tiny: str) -
         assert api.get("/v1/instances/box1").status_code == 404
 
 
-def test_readme_networks_walkthrough_works_as_written(platform: Platform) -> None:
+def test_readme_networks_walkthrough_works_as_written(platform: Platform, tiny: str) -> None:
     from pyroute2 import IPRoute
 
     setup = walkthrough_script().split('\ncurl -s "${H[@]}" $API/v1/images', 1)[0]
@@ -84,9 +84,10 @@ def test_readme_networks_walkthrough_works_as_written(platform: Platform) -> Non
             ipr.route("del", dst="10.210.0.0/16", type="unreachable")
     out = done.stdout
     assert done.returncode == 0, done.stderr
-    assert out.count('"status":"succeeded"') == 11, out  # 2 networks, 3 instances, an attach, 3 + 2 deletes
-    # allowed; ICMP refused by the group; another network; reached once attached; refused once the rule is gone
-    assert re.findall(r'\{"exit_code":(\d+)', out) == ["0", "1", "1", "0", "1"], out
+    assert out.count('"status":"succeeded"') == 13, out  # 2 networks, 4 instances, an attach, 4 + 2 deletes
+    # the VM's httpd; allowed by the group; ICMP refused by the group; another network; reached once attached;
+    # refused once the rule is gone
+    assert re.findall(r'\{"exit_code":(\d+)', out) == ["0", "0", "1", "1", "0", "1"], out
     with platform.client() as api:
         assert api.get("/v1/networks").json()["items"] == []
         assert api.get("/v1/security-groups").json()["items"] == []

@@ -231,3 +231,9 @@ def forget_queue(prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def median_phases(runs: list[Any]) -> dict[str, float]:
+    """The median of every phase over the runs (each has `figures() -> dict[str, float]`)."""
+    figures = [run.figures() for run in runs]
+    return {name: statistics.median(f[name] for f in figures) for name in figures[0]}

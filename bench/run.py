@@ -17,12 +17,14 @@ from pathlib import Path
 import net_attach
 import net_vxlan
 import vm_boot
+import volume_attach
 from harness import Result
 
 BENCHMARKS: dict[str, Callable[[int], Result]] = {
     vm_boot.NAME: vm_boot.run,
     net_vxlan.NAME: net_vxlan.run,
     net_attach.NAME: net_attach.run,
+    volume_attach.NAME: volume_attach.run,
 }
 
 

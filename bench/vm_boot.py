@@ -26,7 +26,17 @@ from typing import Any
 
 import httpx
 import libvirt
-from harness import OperationFailed, Platform, Result, forget_queue, make_data_dir, new_prefix, say, wait_op
+from harness import (
+    OperationFailed,
+    Platform,
+    Result,
+    forget_queue,
+    make_data_dir,
+    median_phases,
+    new_prefix,
+    say,
+    wait_op,
+)
 
 from meshvisor.core.names import host_object_name, new_id
 from meshvisor.core.types import BootSpec
@@ -297,16 +307,11 @@ def cleanup(conn: libvirt.virConnect, platform: Platform | None, prefix: str, da
 
 
 # -- the benchmark --------------------------------------------------------------------------------------------
-def _median_phases(boots: list[Boot]) -> dict[str, float]:
-    figures = [boot.figures() for boot in boots]
-    return {name: statistics.median(f[name] for f in figures) for name in figures[0]}
-
-
 def _report(measured: list[Boot], baseline: list[Boot]) -> dict[str, Any]:
     """Phase medians of both sides (stderr and JSON): where the platform's extra time goes."""
     details: dict[str, Any] = {
-        "measured_phases_s": _median_phases(measured),
-        "baseline_phases_s": _median_phases(baseline),
+        "measured_phases_s": median_phases(measured),
+        "baseline_phases_s": median_phases(baseline),
         "measured_rounds": [b.figures() for b in measured],
         "baseline_rounds": [b.figures() for b in baseline],
     }

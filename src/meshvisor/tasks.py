@@ -10,7 +10,7 @@ from celery.signals import worker_ready
 from sqlalchemy import select
 
 from meshvisor.core.errors import TransientError
-from meshvisor.platform import hosts, operations, reconciler, security_steps, vm_events
+from meshvisor.platform import hosts, operations, reconciler, security_steps, vm_events, volumes
 from meshvisor.platform.celery_app import (
     TASK_RECONCILE,
     TASK_RECONCILE_HOST,
@@ -62,6 +62,8 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
         """Register this host, have the others add its tunnel endpoint now, and follow libvirt's events."""
         with transaction(runtime().sessions) as s:
             hosts.register(s, settings)
+            if serves_platform_queue:
+                volumes.ensure_default_pool(s, settings)
             others = [h.name for h in hosts.all_hosts(s) if h.name != settings.host_name]
             stranded = [
                 (op.id, op.resource_type, op.host)

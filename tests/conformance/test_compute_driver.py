@@ -11,9 +11,9 @@ import pytest
 
 from meshvisor.containers import DockerDriver, DockerImages, FakeCompute, busybox_rootfs_tar
 from meshvisor.core.compute import ComputeDriver
-from meshvisor.core.errors import IllegalState, NotFound
+from meshvisor.core.errors import IllegalState, InvalidInput, NotFound
 from meshvisor.core.names import new_id
-from meshvisor.core.types import BootSpec, ComputeSpec, InstanceState
+from meshvisor.core.types import BootSpec, ComputeSpec, InstanceState, MountSpec
 from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
 from meshvisor.hypervisor.tiny_image import TinyImage
 
@@ -239,3 +239,32 @@ def test_other_prefixes_are_invisible(harness: DriverHarness, tmp_path: Path) ->
         other = DockerDriver("zzother")
     assert spec.id not in [o.id for o in other.observe()]
     assert other.inspect(spec.id) is None
+
+
+def test_a_mounted_host_directory_is_seen(harness: DriverHarness, tmp_path: Path) -> None:
+    """Containers see host directories at their mounts' targets (the fake maps the paths of its arguments);
+    drivers without the capability (VMs take disks) refuse a spec with mounts."""
+    d = harness.driver
+    shared, locked = tmp_path / "shared", tmp_path / "locked"
+    for path in (shared, locked):
+        path.mkdir()
+        (path / "hello.txt").write_text(f"hello from {path.name}\n")
+    mounts = (MountSpec(str(shared), "/data"), MountSpec(str(locked), "/srv/ro", read_only=True))
+    with pytest.raises(InvalidInput):
+        d.create(harness.spec(mounts=(MountSpec(str(shared), "/data/../etc"),)))
+    with pytest.raises(InvalidInput):
+        d.create(harness.spec(mounts=(MountSpec(str(shared), "/data"), MountSpec(str(locked), "/data"))))
+    if not d.capabilities.mounts:
+        with pytest.raises(InvalidInput):
+            d.create(harness.spec(mounts=mounts))
+        return
+    spec = harness.spec(mounts=mounts)
+    start_ready(harness, spec)
+    for target, text in (("/data", "hello from shared"), ("/srv/ro", "hello from locked")):
+        result = d.exec(spec.id, ["cat", f"{target}/hello.txt"])
+        assert (result.exit_code, result.output) == (0, f"{text}\n")
+    assert d.exec(spec.id, ["touch", "/data/written"]).exit_code == 0
+    assert (shared / "written").exists()  # the same directory, not a copy
+    if not isinstance(d, FakeCompute):  # the fake records read_only but cannot enforce it
+        assert d.exec(spec.id, ["touch", "/srv/ro/written"]).exit_code != 0
+        assert not (locked / "written").exists()

@@ -73,7 +73,8 @@ def test_create_writes_instance_and_operation_in_one_transaction(runtime: Runtim
         ({"kind": InstanceKind.VM, "command": [], "disk_mb": -1}, InvalidInput, "disk_mb"),
         ({"disk_mb": 64}, InvalidInput, "are for VMs"),
         ({"networks": [{"network": "n1"}]}, NotFound, "network .n1. not found"),
-        ({"volumes": [{"volume": "v", "path": "/v"}]}, InvalidInput, "not available"),
+        ({"volumes": [{"volume": "v", "path": "/v"}]}, NotFound, "volume 'v' not found"),
+        ({"mesh": {"service": "s"}}, InvalidInput, "not available"),
         ({"env": {"A=B": "x"}}, InvalidInput, "environment variable"),
     ],
 )

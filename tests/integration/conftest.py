@@ -106,7 +106,7 @@ def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 60) ->
 def create(api: httpx.Client, name: str, **body: Any) -> dict[str, Any]:
     payload = {"name": name, "kind": "container", "image": "busybox", "command": SERVE, **body}
     op = wait_op(api, api.post("/v1/instances", json=payload))
-    assert op["status"] == "succeeded", op
+    assert op["status"] == "succeeded", f"{op['status']}: {op.get('error')}"
     instance: dict[str, Any] = api.get(f"/v1/instances/{name}").json()
     return instance
 

@@ -91,3 +91,20 @@ def test_readme_networks_walkthrough_works_as_written(platform: Platform, tiny: 
     with platform.client() as api:
         assert api.get("/v1/networks").json()["items"] == []
         assert api.get("/v1/security-groups").json()["items"] == []
+
+
+def test_readme_volumes_walkthrough_works_as_written(platform: Platform, tiny: str) -> None:
+    setup = walkthrough_script().split('\ncurl -s "${H[@]}" $API/v1/images', 1)[0]
+    setup = setup.replace("TOKEN=$(cat var/admin.token)", f"TOKEN={platform.token}")
+    setup = setup.replace("API=http://127.0.0.1:8000", f"API={platform.url}")
+    done = subprocess.run(
+        ["bash", "-c", setup + section_script("Volumes")], capture_output=True, text=True, timeout=300
+    )
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    # volume, writer, snapshot, writer gone, revert, VM, attach, detach, VM gone, volume gone
+    assert out.count('"status":"succeeded"') == 10, out
+    assert re.findall(r'\{"exit_code":(\d+)', out)[:2] == ["0", "0"], out
+    assert "written-by-a-container" in out and "overwritten" not in out.split('"action":"revert"', 1)[1], out
+    with platform.client() as api:
+        assert api.get("/v1/volumes").json()["items"] == []

@@ -138,3 +138,77 @@ def test_nics_are_found_again_by_mac() -> None:
     assert found is not None and ET.fromstring(found).find("source").get("bridge") == "b2"  # type: ignore[union-attr]
     assert find_interface(xml, "52:54:00:00:00:03") is None
     assert interface_macs(build_domain_xml(config())) == []
+
+
+def test_disks_carry_serial_and_read_only_in_raw_and_qcow2() -> None:
+    from meshvisor.hypervisor.domain_xml import attached_disks, disk_xml
+
+    data = DiskSpec(path="/vms/a/data.qcow2")
+    volume = DiskSpec(path="/pool/v.raw", format="raw", target="vdb", readonly=True, serial="vol-abc")
+    xml = build_domain_xml(config(disks=(data, volume)))
+    first, second = ET.fromstring(xml).findall("devices/disk")
+    assert first.find("serial") is None and first.find("readonly") is None
+    assert first.find("driver").get("type") == "qcow2"  # type: ignore[union-attr]
+    assert second.findtext("serial") == "vol-abc" and second.find("readonly") is not None
+    assert second.find("driver").get("type") == "raw"  # type: ignore[union-attr]
+    assert second.find("source").get("file") == "/pool/v.raw"  # type: ignore[union-attr]
+    assert second.find("target").attrib == {"dev": "vdb", "bus": "virtio"}  # type: ignore[union-attr]
+    assert ET.tostring(second, encoding="unicode") == disk_xml(volume)  # the same element in a hot-plug
+    assert [(d.target, d.serial, d.path, d.readonly) for d in attached_disks(xml)] == [
+        ("vda", None, "/vms/a/data.qcow2", False),
+        ("vdb", "vol-abc", "/pool/v.raw", True),
+    ]
+    assert ET.fromstring(disk_xml(DiskSpec(path="/x", serial="A" * 20))).findtext("serial") == "A" * 20
+
+
+@pytest.mark.parametrize(
+    "disks",
+    [
+        (DiskSpec(path="/a", serial="vol abc"),),
+        (DiskSpec(path="/a", serial="a" * 21),),  # virtio-blk serials are 20 bytes at most
+        (DiskSpec(path="/a", serial=""),),
+        (DiskSpec(path="/a", serial="ü"),),
+        (DiskSpec(path="/a", format="vmdk"),),
+        (DiskSpec(path="/a", device="floppy"),),
+        (DiskSpec(path="/a", target="xvda"),),
+        (DiskSpec(path="relative.raw"),),
+        (DiskSpec(path="/a", serial="s"), DiskSpec(path="/b", target="vdb", serial="s")),
+        (DiskSpec(path="/a"), DiskSpec(path="/b")),  # two on vda
+    ],
+)
+def test_impossible_disks_are_refused(disks: tuple[DiskSpec, ...]) -> None:
+    with pytest.raises(ValueError):
+        build_domain_xml(config(disks=disks))
+
+
+def test_disks_are_found_again_by_serial_then_target() -> None:
+    from meshvisor.hypervisor.domain_xml import find_disk
+
+    disks = (
+        DiskSpec(path="/d.qcow2"),
+        DiskSpec(path="/v1.raw", format="raw", target="vdb", serial="vdc"),  # a serial that looks like a target
+        DiskSpec(path="/v2.qcow2", target="vdc", serial="vol-2"),
+    )
+    xml = build_domain_xml(config(disks=disks))
+    assert find_disk(xml, "vol-2").path == "/v2.qcow2"  # type: ignore[union-attr]
+    assert find_disk(xml, "vdc").path == "/v1.raw"  # type: ignore[union-attr]  # the serial wins
+    assert find_disk(xml, "vdb").path == "/v1.raw"  # type: ignore[union-attr]
+    assert find_disk(xml, "vda").path == "/d.qcow2"  # type: ignore[union-attr]
+    assert find_disk(xml, "vol-9") is None and find_disk(xml, "vdz") is None
+    found = find_disk(xml, "vol-2")
+    assert found is not None and ET.fromstring(found.xml).findtext("serial") == "vol-2"
+
+
+def test_next_disk_target_is_the_first_free_one_from_vdb() -> None:
+    from meshvisor.hypervisor.domain_xml import disk_target_name, next_disk_target
+
+    assert next_disk_target([]) == "vdb"
+    assert next_disk_target(["vda"]) == "vdb"
+    assert next_disk_target(iter(["vda", "vdb", "hdc", "vdd"])) == "vdc"  # any iterable; gaps are filled
+    assert next_disk_target({"vda", "hdb", "sdb"}) == "vdb"  # only virtio names count
+    assert next_disk_target([disk_target_name(i) for i in range(26)]) == "vdaa"
+    assert [disk_target_name(i) for i in (0, 1, 25, 26, 27, 51, 52, 701)] == [
+        "vda", "vdb", "vdz", "vdaa", "vdab", "vdaz", "vdba", "vdzz"
+    ]  # fmt: skip
+    with pytest.raises(ValueError):
+        next_disk_target(disk_target_name(i) for i in range(702))

@@ -173,3 +173,12 @@ def test_kernel_cmdline() -> None:
     for bad in ({"hostname": "a b"}, {"hostname": "-x"}, {"ip": "10.0.0.2"}, {"gw": "x"}):
         with pytest.raises(InvalidInput):
             image.kernel_cmdline(**bad)
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox")
+def test_the_guest_scripts_parse() -> None:
+    from meshvisor.hypervisor.tiny_image import INIT_SCRIPT, RC_SHUTDOWN
+
+    for script in (INIT_SCRIPT, RC_SHUTDOWN):
+        done = subprocess.run(["busybox", "sh", "-n"], input=script, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr

@@ -9,13 +9,14 @@ from fastapi import FastAPI
 
 from meshvisor.platform import hosts as host_registry
 from meshvisor.platform import tokens
+from meshvisor.platform import volumes as volume_pools
 from meshvisor.platform.celery_app import make_celery
 from meshvisor.platform.db import migrate, transaction
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings, get_settings
 
 from . import errors
-from .routers import events, health, hosts, images, instances, networks, operations, security_groups
+from .routers import events, health, hosts, images, instances, networks, operations, security_groups, volumes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,6 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with transaction(runtime.sessions) as session:
             tokens.seed_admin(session, tokens.admin_token(settings))
             host_registry.register(session, settings)  # the host that takes requests runs workloads too
+            volume_pools.ensure_default_pool(session, settings)
         app.state.runtime = runtime
         app.state.celery = make_celery(settings)
         try:
@@ -43,6 +45,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, instances, images, networks, security_groups, hosts, operations, events):
+    for module in (health, instances, images, networks, security_groups, volumes, hosts, operations, events):
         app.include_router(module.router)
     return app

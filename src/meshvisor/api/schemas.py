@@ -20,7 +20,54 @@ class NetworkAttachment(Strict):
 
 class VolumeAttachment(Strict):
     volume: str
-    path: str
+    path: str | None = Field(default=None, description="containers: where it is mounted (VMs: none)")
+    read_only: bool = False
+
+
+class VolumeHotplug(Strict):
+    volume: str
+    read_only: bool = False
+
+
+class VolumeCreate(Strict):
+    name: str
+    size_mb: int
+    format: Literal["raw", "qcow2"] = "raw"
+    filesystem: str | None = Field(default=None, description="raw: ext4 (the default); qcow2: none")
+    pool: str = "default"
+
+
+class VolumeActionRequest(Strict):
+    action: str = Field(description="resize | snapshot | revert | delete-snapshot | clone")
+    size_mb: int | None = None
+    snapshot: str | None = None
+    name: str | None = Field(default=None, description="clone: the new volume's name")
+
+
+class VolumePublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    host: str
+    pool: str | None
+    size_mb: int
+    format: str
+    filesystem: str | None
+    used_bytes: int | None
+    source: dict[str, Any]
+    snapshots: list[str]
+    attached_to: list[str]
+    state: str
+    error: str | None
+    operation_id: str | None
+    etag: str
+    created_at: str
+    updated_at: str
+
+
+class VolumePage(BaseModel):
+    items: list[VolumePublic]
+    next_cursor: str | None = None
 
 
 class InstanceCreate(Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from docker.models.containers import Container
+from docker.types import Mount
 
 from meshvisor.core.errors import IllegalState, NotFound
 from meshvisor.core.names import host_object_name
@@ -16,6 +17,7 @@ from meshvisor.core.types import (
     Observed,
     RestartPolicy,
     UpdateResult,
+    check_mounts,
 )
 
 from .docker_client import call, docker_errors, open_client
@@ -40,7 +42,7 @@ _STATES = {
 class DockerDriver:
     """Containers named `<prefix>-ct-<short id>`, labelled with our id, with no network of their own."""
 
-    capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True)
+    capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True, mounts=True)
 
     def __init__(self, prefix: str, base_url: str | None = None, timeout: float = 60.0) -> None:
         self.prefix = prefix
@@ -88,10 +90,13 @@ class DockerDriver:
         return self._observed(container) if container is not None else None
 
     def create(self, spec: ComputeSpec) -> Observed:
+        check_mounts(spec.mounts)
         existing = self._find(spec.id)
         if existing is not None:
             return self._observed(existing)
         memory = f"{spec.memory_mb}m"
+        # Bind mounts of host paths; the daemon refuses a source that does not exist (PermanentError).
+        mounts = [Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts]
         restart: Any = {"Name": "" if spec.restart_policy is RestartPolicy.NO else spec.restart_policy.value}
         with docker_errors(f"create container for {spec.name}"):
             container = self._client.containers.create(
@@ -108,6 +113,7 @@ class DockerDriver:
                 mem_limit=memory,
                 memswap_limit=memory,
                 restart_policy=restart,
+                mounts=mounts,
                 detach=True,
             )
             container.reload()

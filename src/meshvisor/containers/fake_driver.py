@@ -2,6 +2,11 @@
 image is ignored), so unit tests of orchestration run in milliseconds without a daemon, yet the double passes
 the same conformance suite as the Docker driver. Its state lives in a directory, so a new driver over the same
 directory finds the workloads again, as the real drivers do after a restart.
+
+Bind mounts (`ComputeSpec.mounts`) cannot be real without a mount namespace, so the fake maps them: every
+argument of the workload's command and of an `exec` that is a mount's target, or a path under it, is rewritten
+to the same path under the mount's source (`cat /data/x` reads `<source>/x`). Text inside an argument (a
+`sh -c` script) is not rewritten, and `read_only` is recorded but not enforced.
 """
 
 from __future__ import annotations
@@ -12,17 +17,26 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from meshvisor.core.errors import IllegalState, NotFound
 from meshvisor.core.names import host_object_name
-from meshvisor.core.types import Capabilities, ComputeSpec, ExecResult, InstanceState, Observed, UpdateResult
+from meshvisor.core.types import (
+    Capabilities,
+    ComputeSpec,
+    ExecResult,
+    InstanceState,
+    Observed,
+    UpdateResult,
+    check_mounts,
+)
 
 
 class FakeCompute:
-    capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True)
+    capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True, mounts=True)
 
     def __init__(self, prefix: str, state_dir: str | Path) -> None:
         self.prefix = prefix
@@ -97,6 +111,7 @@ class FakeCompute:
         return self._observed(record) if record is not None else None
 
     def create(self, spec: ComputeSpec) -> Observed:
+        check_mounts(spec.mounts)
         with self._lock:
             record = self._load(spec.id)
             if record is None:
@@ -121,7 +136,7 @@ class FakeCompute:
             self._path(instance_id, "exit").unlink(missing_ok=True)
             log = open(self._path(instance_id, "log"), "ab")
             proc = subprocess.Popen(
-                list(spec["command"]),
+                map_mounts(spec["command"], spec.get("mounts") or ()),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -206,11 +221,28 @@ class FakeCompute:
         state = self._state(record)
         if state is not InstanceState.RUNNING:
             raise IllegalState(f"workload {instance_id} is {state.value}, not running")
+        argv = map_mounts(argv, record["spec"].get("mounts") or ())
         try:
             done = subprocess.run(argv, capture_output=True, stdin=subprocess.DEVNULL, timeout=60)
         except FileNotFoundError as exc:
             return ExecResult(exit_code=127, output=f"{exc}\n")
         return ExecResult(exit_code=done.returncode, output=(done.stdout + done.stderr).decode(errors="replace"))
+
+
+def map_mounts(argv: Iterable[str], mounts: Iterable[dict[str, Any]]) -> list[str]:
+    """`argv` with each argument that is a mount's target, or a path under it, moved to the mount's source (the
+    longest target wins). `mounts` as recorded: dicts with `source` and `target`."""
+    by_length = sorted(mounts, key=lambda m: len(m["target"]), reverse=True)
+    out = []
+    for arg in argv:
+        for mount in by_length:
+            target = mount["target"]
+            if arg == target or arg.startswith(target + "/"):
+                rest = arg[len(target) :]
+                arg = mount["source"].rstrip("/") + rest if rest else mount["source"]
+                break
+        out.append(arg)
+    return out
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from .types import Capabilities, ComputeSpec, ExecResult, NicSpec, Observed, Snapshot, UpdateResult
+from .types import Capabilities, ComputeSpec, DiskSpec, ExecResult, NicSpec, Observed, Snapshot, UpdateResult
 
 
 class ComputeDriver(Protocol):
@@ -74,4 +74,20 @@ class NicHotplugDriver(Protocol):
 
     def detach_nic(self, instance_id: str, mac: str) -> None:
         """Unplug the NIC with this MAC; absent is success."""
+        ...
+
+
+@runtime_checkable
+class DiskHotplugDriver(Protocol):
+    """Drivers whose workloads take disks (VMs) and can add and remove them after creation: live while the
+    workload runs, in its configuration for the next boot otherwise. A disk is known by its serial (or, without
+    one, by its file), and by the target the driver gave it (`vdb`, `vdc`, ...)."""
+
+    def attach_disk(self, instance_id: str, disk: DiskSpec) -> None:
+        """Plug the disk in; one with its serial (or file) already there is left as it is."""
+        ...
+
+    def detach_disk(self, instance_id: str, target_or_serial: str) -> None:
+        """Unplug the disk with this target or serial, and return once the guest has let go of it; absent is
+        success."""
         ...

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import posixpath
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from .errors import InvalidInput
 
 
 class InstanceKind(StrEnum):
@@ -65,10 +68,38 @@ class DiskSpec:
     """A disk file the orchestration layer prepared (an overlay, a volume); the driver only attaches it."""
 
     path: str
-    format: str = "qcow2"
+    format: str = "qcow2"  # "qcow2" or "raw"
     target: str = "vda"
     readonly: bool = False
     device: str = "disk"  # "disk" (virtio) or "cdrom" (read-only, IDE: a cloud-init seed)
+    # What the guest sees as the disk's serial number (/sys/block/vdX/serial): 1 to 20 of A-Z a-z 0-9 _ -. The
+    # `tiny` guest mounts a disk with a serial at /mnt/<serial>; hot-plug finds a disk again by it.
+    serial: str | None = None
+
+
+@dataclass(frozen=True)
+class MountSpec:
+    """A host directory (or file) bind-mounted into a container at `target`, an absolute path."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+
+def check_mounts(mounts: Iterable[MountSpec]) -> None:
+    """Raise InvalidInput unless every target is absolute, normalised, not `/`, without `..`, and unique."""
+    seen: set[str] = set()
+    for mount in mounts:
+        target = mount.target
+        if not isinstance(target, str) or not target.startswith("/") or target == "/" or target.startswith("//"):
+            raise InvalidInput(f"mount target {target!r} must be an absolute path other than /")
+        if ".." in target.split("/") or posixpath.normpath(target) != target or "\0" in target:
+            raise InvalidInput(f"mount target {target!r} must be a normalised path without '..'")
+        if not isinstance(mount.source, str) or not mount.source.startswith("/"):
+            raise InvalidInput(f"mount source {mount.source!r} must be an absolute host path")
+        if target in seen:
+            raise InvalidInput(f"two mounts at {target}")
+        seen.add(target)
 
 
 @dataclass(frozen=True)
@@ -94,6 +125,8 @@ class ComputeSpec:
     command: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     restart_policy: RestartPolicy = RestartPolicy.NO
+    # Containers: host paths bind-mounted into the workload (VMs take disks instead).
+    mounts: tuple[MountSpec, ...] = ()
     # VMs: how to boot, which disks and NICs; maxima bound live resizing.
     boot: BootSpec | None = None
     disks: tuple[DiskSpec, ...] = ()
@@ -144,6 +177,7 @@ class Capabilities:
     pause: bool = False
     live_resize: bool = False
     snapshots: bool = False
+    mounts: bool = False  # `ComputeSpec.mounts` are honoured (else a spec with mounts is refused)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from meshvisor.core.types import BootSpec, DiskSpec, NicSpec
@@ -16,6 +17,11 @@ _MAC = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 _TAP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")  # a kernel link name (15 characters at most)
 # libvirt takes target names with these prefixes for its own generated ones and replaces them.
 _LIBVIRT_TAP_PREFIXES = ("vnet", "macvtap", "macvlan")
+# A virtio-blk serial is at most 20 bytes (VIRTIO_BLK_ID_BYTES); this set is also a safe directory name.
+_SERIAL = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+_DISK_TARGET = re.compile(r"^(vd|hd|sd)[a-z]{1,3}$")
+DISK_FORMATS = ("raw", "qcow2")
+DISK_DEVICES = ("disk", "cdrom")
 
 
 @dataclass(frozen=True)
@@ -85,13 +91,14 @@ def build_domain_xml(cfg: DomainConfig) -> str:
     ET.SubElement(domain, "on_crash").text = "destroy"
 
     devices = ET.SubElement(domain, "devices")
+    for what, values in (
+        ("targets", [disk.target for disk in cfg.disks]),
+        ("serials", [disk.serial for disk in cfg.disks if disk.serial is not None]),
+    ):
+        if len(set(values)) != len(values):
+            raise ValueError(f"two disks with one of the {what} {sorted(values)}")
     for disk in cfg.disks:
-        el = ET.SubElement(devices, "disk", type="file", device=disk.device)
-        ET.SubElement(el, "driver", name="qemu", type=disk.format)
-        ET.SubElement(el, "source", file=disk.path)
-        ET.SubElement(el, "target", dev=disk.target, bus="ide" if disk.device == "cdrom" else "virtio")
-        if disk.readonly or disk.device == "cdrom":
-            ET.SubElement(el, "readonly")
+        devices.append(disk_element(disk))
     macs = [normalize_mac(nic.mac) for nic in cfg.nics]
     if len(set(macs)) != len(macs):
         raise ValueError(f"two NICs with one MAC address: {sorted(macs)}")
@@ -104,6 +111,101 @@ def build_domain_xml(cfg: DomainConfig) -> str:
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "memballoon", model="virtio")
     return ET.tostring(domain, encoding="unicode")
+
+
+def disk_element(disk: DiskSpec) -> ET.Element:
+    """One disk file as `<disk type='file'>`: the same element in a new domain and in a hot-plug. A serial, when
+    given, is what the guest reads in /sys/block/vdX/serial."""
+    if disk.format not in DISK_FORMATS:
+        raise ValueError(f"invalid disk format {disk.format!r}: one of {', '.join(DISK_FORMATS)}")
+    if disk.device not in DISK_DEVICES:
+        raise ValueError(f"invalid disk device {disk.device!r}: one of {', '.join(DISK_DEVICES)}")
+    if not _DISK_TARGET.fullmatch(disk.target):
+        raise ValueError(f"invalid disk target {disk.target!r} (vda, vdb, ...)")
+    if disk.serial is not None and not _SERIAL.fullmatch(disk.serial):
+        raise ValueError(f"invalid disk serial {disk.serial!r}: 1 to 20 of A-Z a-z 0-9 _ -")
+    if not disk.path.startswith("/"):
+        raise ValueError(f"disk file {disk.path!r} is not an absolute path")
+    el = ET.Element("disk", type="file", device=disk.device)
+    ET.SubElement(el, "driver", name="qemu", type=disk.format)
+    ET.SubElement(el, "source", file=disk.path)
+    ET.SubElement(el, "target", dev=disk.target, bus="ide" if disk.device == "cdrom" else "virtio")
+    if disk.serial is not None:
+        ET.SubElement(el, "serial").text = disk.serial
+    if disk.readonly or disk.device == "cdrom":
+        ET.SubElement(el, "readonly")
+    return el
+
+
+def disk_xml(disk: DiskSpec) -> str:
+    """The device XML that libvirt's attachDeviceFlags takes for `disk`."""
+    return ET.tostring(disk_element(disk), encoding="unicode")
+
+
+@dataclass(frozen=True)
+class AttachedDisk:
+    """One `<disk>` of a domain's XML: `xml` is the element as libvirt describes it (what detachDeviceFlags
+    matches exactly)."""
+
+    target: str
+    serial: str | None
+    path: str
+    readonly: bool
+    xml: str
+
+
+def attached_disks(xml: str) -> list[AttachedDisk]:
+    """The disks of a domain's XML, in its order."""
+    out = []
+    for disk in ET.fromstring(xml).findall("devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        out.append(
+            AttachedDisk(
+                target=target.get("dev", "") if target is not None else "",
+                serial=disk.findtext("serial") or None,
+                path=(source.get("file") or "") if source is not None else "",
+                readonly=disk.find("readonly") is not None,
+                xml=ET.tostring(disk, encoding="unicode"),
+            )
+        )
+    return out
+
+
+def find_disk(xml: str, target_or_serial: str) -> AttachedDisk | None:
+    """The disk of a domain's XML with this serial, else the one with this target, else None."""
+    disks = attached_disks(xml)
+    for disk in disks:
+        if disk.serial == target_or_serial:
+            return disk
+    for disk in disks:
+        if disk.target == target_or_serial:
+            return disk
+    return None
+
+
+def disk_target_name(index: int, prefix: str = "vd") -> str:
+    """The Linux name of the `index`th disk: 0 → vda, 25 → vdz, 26 → vdaa, ..."""
+    if index < 0:
+        raise ValueError(f"negative disk index {index}")
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(ord("a") + rest) + letters
+    return prefix + letters
+
+
+MAX_DISK_INDEX = 26 * 27 - 1  # vdzz
+
+
+def next_disk_target(used: Iterable[str]) -> str:
+    """The first virtio target from `vdb` on that is not in `used` (vda is the disk a VM is made with)."""
+    taken = set(used)
+    for index in range(1, MAX_DISK_INDEX + 1):
+        name = disk_target_name(index)
+        if name not in taken:
+            return name
+    raise ValueError("no free disk target left")
 
 
 def normalize_mac(mac: str) -> str:

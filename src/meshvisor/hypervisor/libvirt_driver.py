@@ -3,20 +3,23 @@ their metadata, and keep their files (console log, disks made for them) in `<vm 
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import libvirt
 
-from meshvisor.core.errors import IllegalState, InvalidInput, NotFound, TransientError
+from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound, TransientError
 from meshvisor.core.names import host_object_name
 from meshvisor.core.types import (
     Capabilities,
     ComputeSpec,
+    DiskSpec,
     ExecResult,
     InstanceState,
     NicSpec,
@@ -28,12 +31,17 @@ from meshvisor.core.types import (
 from . import console
 from .connection import DEFAULT_URI, call, choose_domain_type, libvirt_errors, open_connection, translate
 from .domain_xml import (
+    AttachedDisk,
     DomainConfig,
+    attached_disks,
     build_domain_xml,
+    disk_xml,
     domain_uuid,
+    find_disk,
     find_interface,
     interface_macs,
     interface_xml,
+    next_disk_target,
     normalize_mac,
     read_metadata,
     readonly_targets,
@@ -64,6 +72,7 @@ _EVENT_STATES: dict[int, InstanceState | None] = {
 EventCallback = Callable[[str, InstanceState, str], None]
 PRESS_AGAIN_S = 3.0
 UNPLUG_WAIT_S = 20.0  # a live unplug waits for the guest's ACPI eject; slow under TCG while the guest is busy
+_DISK_KEY = re.compile(r"^[A-Za-z0-9_-]{1,20}$")  # a serial, or a target (vdb)
 
 
 class LibvirtDriver:
@@ -175,10 +184,15 @@ class LibvirtDriver:
         )
 
     def create(self, spec: ComputeSpec) -> Observed:
+        if spec.mounts:
+            raise InvalidInput("a VM takes disks, not bind mounts")
         existing = self._find(spec.id)
         if existing is not None:
             return self._observed(spec.id, existing)
-        xml = build_domain_xml(self.config_for(spec))
+        try:
+            xml = build_domain_xml(self.config_for(spec))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
         self.instance_dir(spec.id).mkdir(parents=True, exist_ok=True)
         conn = self._connection()
         dom = call(f"define domain for {spec.name}", lambda: conn.defineXML(xml))
@@ -354,15 +368,22 @@ class LibvirtDriver:
             mac = normalize_mac(mac)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
+        self._unplug(dom, f"NIC {mac}", lambda desc: find_interface(desc, mac), timeout)
+
+    def _unplug(
+        self, dom: libvirt.virDomain, what: str, find: Callable[[str], str | None], timeout: float
+    ) -> None:
+        """Detach the device that `find` picks out of a domain XML from every place it is in, then wait until the
+        running guest has let go of it (see `detach_nic`)."""
         refused, deadline = "", time.monotonic() + timeout
         for flag, desc in self._descriptions(dom):
-            found = find_interface(desc, mac)
+            found = find(desc)
             if found is None:
                 continue
             try:
                 dom.detachDeviceFlags(found, flag)
             except libvirt.libvirtError as exc:
-                err = translate(exc, f"unplug NIC {mac} from domain {dom.name()}")
+                err = translate(exc, f"unplug {what} from domain {dom.name()}")
                 # Asked again while the guest is still ejecting it, or gone meanwhile: the wait below decides.
                 if flag != libvirt.VIR_DOMAIN_AFFECT_LIVE or not dom.isActive():
                     if not isinstance(err, NotFound):
@@ -373,11 +394,65 @@ class LibvirtDriver:
                 live = dom.XMLDesc(0)
             except libvirt.libvirtError as exc:
                 raise translate(exc, "describe domain") from exc
-            if mac not in interface_macs(live):
+            if find(live) is None:
                 return
             if time.monotonic() >= deadline:
-                raise TransientError(f"the guest of domain {dom.name()} has not released NIC {mac} yet{refused}")
+                raise TransientError(f"the guest of domain {dom.name()} has not released {what} yet{refused}")
             time.sleep(0.1)
+
+    # -- disk hot-plug ------------------------------------------------------------------------------------------
+    def attach_disk(self, instance_id: str, disk: DiskSpec) -> None:
+        """Plug a disk file in, like `attach_nic`: live and in the configuration while the domain runs (or is
+        paused), in the configuration only when it is shut off. A disk is known by its serial, or by its file
+        when it has none; where it already is, nothing changes (idempotent).
+
+        `disk.target` is a wish: taken when no other disk has it in the configuration or the running domain;
+        when it is taken or empty, the first free one from `vdb` on (`next_disk_target`). The name the guest's
+        kernel gives the disk is its own (the first free `vdX`): the serial is what a guest should go by."""
+        dom = self._get(instance_id)
+        if disk.device != "disk":
+            raise InvalidInput(f"only virtio disks can be plugged in, not a {disk.device}")
+        places = [(flag, attached_disks(desc)) for flag, desc in self._descriptions(dom)]
+
+        def same(found: AttachedDisk) -> bool:
+            return found.serial == disk.serial if disk.serial is not None else found.path == disk.path
+
+        present = [found for _, disks in places for found in disks if same(found)]
+        for found in present:
+            if found.path != disk.path:
+                raise Conflict(f"disk serial {disk.serial} is already {found.path} in domain {dom.name()}")
+        used = {found.target for _, disks in places for found in disks}
+        if present:
+            target = present[0].target  # the same target in the place it is still missing from
+        elif disk.target and disk.target not in used:
+            target = disk.target
+        else:
+            target = next_disk_target(used)
+        try:
+            xml = disk_xml(replace(disk, target=target))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        flags = 0
+        for flag, disks in places:
+            if not any(same(found) for found in disks):
+                flags |= flag
+        if flags:  # LIVE|CONFIG together: libvirt writes the configuration only once the live plug worked
+            what = f"disk {disk.serial or disk.path}"
+            call(f"plug {what} into domain {dom.name()}", lambda: dom.attachDeviceFlags(xml, flags))
+
+    def detach_disk(self, instance_id: str, target_or_serial: str, timeout: float = UNPLUG_WAIT_S) -> None:
+        """Unplug the disk with this serial (else this target) from the configuration and from the running
+        guest; absent is success. Like `detach_nic`, this waits up to `timeout` seconds for the guest to let go
+        of it (after that the file is no longer in use), else raises TransientError; calling again resumes."""
+        dom = self._get(instance_id)
+        if not isinstance(target_or_serial, str) or not _DISK_KEY.fullmatch(target_or_serial):
+            raise InvalidInput(f"invalid disk target or serial {target_or_serial!r}")
+
+        def find(desc: str) -> str | None:
+            found = find_disk(desc, target_or_serial)
+            return found.xml if found is not None else None
+
+        self._unplug(dom, f"disk {target_or_serial}", find, timeout)
 
     # -- snapshots ----------------------------------------------------------------------------------------------
     def snapshot_create(self, instance_id: str, name: str) -> Snapshot:

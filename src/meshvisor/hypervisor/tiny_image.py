@@ -18,7 +18,14 @@ printed as `meshvisor-tiny: ethN ADDR/MASK (dhcp bound)`; a NIC that is unplugge
 removed`.
 
 It prints `meshvisor-tiny: ...` lines on the serial console (ttyS0): `init reached (hostname NAME)` first,
-`data disk mounted ...` when /dev/vda (formatted with mke2fs if blank) is on /data, then `ready`. The ACPI power
+`data disk mounted ...` when /dev/vda (formatted with mke2fs if blank) is on /data, then `ready`.
+
+Every other virtio disk (and /dev/vda too when it has a serial: a disk with a serial is never the data disk) is a
+volume: mounted, never formatted, read-only when the device is (/sys/block/vdX/ro), at /mnt/SERIAL
+(/sys/block/vdX/serial), or /mnt/vdX without a serial: `meshvisor-tiny: disk vdX mounted at /mnt/NAME` (with
+` (read-only)`), or `disk vdX has no file system to mount`. The disks the VM boots with are mounted before
+`ready`; the watch mounts hot-plugged ones within a second and, when one is unplugged, unmounts it lazily and
+prints `meshvisor-tiny: disk vdX removed`. httpd serves them too: http://GUEST/mnt/NAME/FILE. The ACPI power
 button (`virsh shutdown`) and `poweroff` typed on the console both shut it down cleanly: busybox acpid runs
 /etc/acpi/PWRF/00000080, which asks busybox init to power off; init runs /etc/rc.shutdown (sync, unmount /data),
 kills every process and powers the machine off (the domain then needs `<features><acpi/></features>`).
@@ -168,7 +175,51 @@ if [ -e /sys/class/net/eth0 ]; then
     dhcp eth0
   fi
 fi
-watch_nics() {
+# --- disks ---
+# /dev/vda without a serial is the VM's scratch data disk (below). Every other virtio disk, and any disk plugged
+# in later, is a volume: mounted (never formatted; read-only when the device is) at /mnt/<serial>, or /mnt/<vdX>
+# without one. /run/disks/<vdX> holds "<sysfs inode> <where it is mounted>" ("-": nowhere), so a disk that goes
+# away, or comes back under the same name, is noticed by the watch below.
+mkdir -p /run/disks /mnt
+disk_id() { stat -L -c %i "/sys/block/$1" 2>/dev/null; }
+mount_disk() {
+  dev=$1
+  i=0
+  while [ ! -b "/dev/$dev" ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+  name=$(cat "/sys/block/$dev/serial" 2>/dev/null)
+  case "$name" in ''|*[!A-Za-z0-9_-]*) name=$dev ;; esac
+  grep -q " /mnt/$name " /proc/mounts && name=$dev  # a second disk with one serial: by its own name
+  opts=noatime how=
+  [ "$(cat "/sys/block/$dev/ro" 2>/dev/null)" = 1 ] && opts=ro,noatime how=" (read-only)"
+  mkdir -p "/mnt/$name"
+  # A read-only ext3/4 whose journal needs replaying mounts only without it (noload).
+  if mount -o "$opts" "/dev/$dev" "/mnt/$name" 2>/dev/null \
+    || { [ -n "$how" ] && mount -t ext4 -o "$opts,noload" "/dev/$dev" "/mnt/$name" 2>/dev/null; }; then
+    echo "$(disk_id "$dev") /mnt/$name" >"/run/disks/$dev"
+    echo "meshvisor-tiny: disk $dev mounted at /mnt/$name$how"
+  else
+    rmdir "/mnt/$name" 2>/dev/null
+    echo "$(disk_id "$dev") -" >"/run/disks/$dev"
+    echo "meshvisor-tiny: disk $dev has no file system to mount"
+  fi
+}
+watch_disks() {
+  for state in /run/disks/*; do
+    dev=${state##*/}
+    [ -e "$state" ] || continue
+    read -r id where <"$state"
+    [ -e "/sys/block/$dev" ] && [ "$(disk_id "$dev")" = "$id" ] && continue
+    rm -f "$state"
+    case "$where" in /mnt/*) umount -l "$where" 2>/dev/null; rmdir "$where" 2>/dev/null ;; esac
+    echo "meshvisor-tiny: disk $dev removed"
+  done
+  for dev in /sys/block/vd*; do
+    dev=${dev##*/}
+    [ -e "/sys/block/$dev" ] && [ ! -e "/run/disks/$dev" ] && mount_disk "$dev"
+  done
+}
+
+watch() {
   while :; do
     for dev in /sys/class/net/eth*; do
       nic=${dev##*/}
@@ -188,15 +239,17 @@ watch_nics() {
       esac
       echo "meshvisor-tiny: $nic removed"
     done
+    [ ! -e /run/disks.boot ] || watch_disks  # once the boot's own disks are done
     sleep 1
   done
 }
-watch_nics </dev/null >/dev/console 2>&1 &
+watch </dev/null >/dev/console 2>&1 &
 
 # --- data disk ---
 i=0
 while [ -e /sys/block/vda ] && [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
-if [ -b /dev/vda ]; then
+if [ -b /dev/vda ] && [ -z "$(cat /sys/block/vda/serial 2>/dev/null)" ]; then
+  echo "$(disk_id vda) /data" >/run/disks/vda
   mkdir -p /data
   how=
   # Blank (the first MiB is all zeros: no partition table, no superblock): make an ext2 file system.
@@ -211,6 +264,9 @@ if [ -b /dev/vda ]; then
   fi
 fi
 
+watch_disks  # the volumes the VM was made with, before `ready`
+: >/run/disks.boot
+
 # --- ACPI power button: busybox acpid reads the input devices and runs /etc/acpi/PWRF/00000080 ---
 i=0
 while [ ! -e /dev/input/event0 ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
@@ -223,6 +279,7 @@ cat >/www/index.html <<EOF
 <!DOCTYPE html>
 <html><head><title>$NAME</title></head><body><h1>$NAME</h1><p>meshvisor tiny guest</p></body></html>
 EOF
+ln -s /mnt /www/mnt  # GET /mnt/<serial>/<file> serves a file of a volume
 httpd -p 80 -h /www
 
 echo "meshvisor-tiny: ready"
@@ -257,6 +314,9 @@ if grep -q ' /data ' /proc/mounts; then
     echo "meshvisor-tiny: data disk busy, remounted read-only"
   fi
 fi
+for where in $(grep -o ' /mnt/[^ ]*' /proc/mounts); do
+  umount "$where" 2>/dev/null || mount -o remount,ro "$where" 2>/dev/null
+done
 sync
 """
 

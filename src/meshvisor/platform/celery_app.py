@@ -32,8 +32,8 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def operation_queue(settings: Settings, resource_type: str, host: str) -> str:
-    """An instance's operations run on its host; networks and images on any full worker of the platform."""
-    return settings.host_queue(host) if resource_type == "instance" else settings.queue
+    """An instance's or a volume's operations run on its host; networks and images on the platform's queue."""
+    return settings.host_queue(host) if resource_type in ("instance", "volume") else settings.queue
 
 
 def enqueue_operation(app: Celery, settings: Settings, op_id: str, resource_type: str, host: str) -> None:

@@ -13,6 +13,8 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 ATTACH_LINKED = "attach-network-linked"  # hot attach: the link is made, nothing recorded yet
+VOLUME_MOUNTED = "volume-mounted"  # a container's volumes are loop-mounted, the container not made yet
+DISK_PLUGGED = "disk-plugged"  # a VM's volume is plugged in, nothing recorded yet
 
 
 def reached(settings: Settings, name: str) -> None:

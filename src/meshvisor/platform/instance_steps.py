@@ -36,6 +36,7 @@ from .network_steps import ensure_here, refresh_dhcp
 from .networks import interface_order
 from .runtime import Runtime
 from .security_steps import sync_security
+from .volume_steps import container_mounts, release_mounts, vm_disks
 
 Handler = Callable[[Runtime, Operation], None]
 
@@ -88,6 +89,8 @@ def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
     )
     if instance.kind == InstanceKind.VM.value:
         spec = vm_spec(rt, instance, spec)
+    else:
+        spec = replace(spec, mounts=container_mounts(rt, instance.id))
     return spec
 
 
@@ -115,6 +118,8 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
     if instance.disk_mb:
         path = create_disk(instance_dir / "data.qcow2", instance.disk_mb)
         disks.append(DiskSpec(path=str(path), format="qcow2", target=next(targets)))
+    # Volumes after the image's disks, never on vda: a guest may take vda for its own scratch disk.
+    disks.extend(vm_disks(rt, instance.id, {d.target for d in disks} | {"vda"}))
     with transaction(rt.sessions) as s:
         rows = list(s.scalars(select(NetworkAddress).where(NetworkAddress.instance_id == instance.id)))
         rows.sort(key=lambda row: interface_order(row.ifname or "eth0"))
@@ -145,6 +150,12 @@ def _record_observed(rt: Runtime, instance_id: str) -> None:
             set_state(s, current, observed.state, None)
 
 
+def _ensure_mounts(rt: Runtime, instance: Instance) -> None:
+    """A container's volume mounts exist before it starts (a host restart takes loop mounts away)."""
+    if instance.kind == InstanceKind.CONTAINER.value:
+        container_mounts(rt, instance.id)
+
+
 def _ensure_created(rt: Runtime, instance: Instance) -> None:
     driver = rt.compute(InstanceKind(instance.kind))
     if driver.inspect(instance.id) is None:
@@ -171,6 +182,7 @@ def create_instance(rt: Runtime, op: Operation) -> None:
     except PermanentError:
         detach_networks(rt, instance.id)
         driver.delete(instance.id)
+        release_mounts(rt, instance.id)
         raise
     _record_observed(rt, instance.id)
 
@@ -179,6 +191,7 @@ def start_instance(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
     serve_dhcp(rt, instance.id)
     _ensure_created(rt, instance)
+    _ensure_mounts(rt, instance)
     driver = rt.compute(InstanceKind(instance.kind))
     was_running = (observed := driver.inspect(instance.id)) is not None and observed.state is InstanceState.RUNNING
     driver.start(instance.id)
@@ -198,6 +211,7 @@ def simple_action(verb: str) -> Handler:
             _clear_restart_required(rt, instance.id)
         elif verb == "restart":
             _ensure_created(rt, instance)
+            _ensure_mounts(rt, instance)
             driver.restart(instance.id, timeout=timeout)
             attach_networks(rt, instance.id)
             _clear_restart_required(rt, instance.id)
@@ -280,6 +294,7 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
     detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
+    release_mounts(rt, instance.id)  # before the row goes: it names the mounts
     with transaction(rt.sessions) as s:
         network_ids = set(
             s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance.id))

@@ -19,13 +19,14 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
 from meshvisor.hypervisor import cloud_init
 
-from . import events, hosts, networks, operations, security_groups
+from . import events, hosts, networks, operations, security_groups, volumes
 from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
-from .models import Image, Instance, Network, NetworkAddress, Operation
+from .models import Image, Instance, Network, NetworkAddress, Operation, VolumeAttachment
 from .resources import check_etag, etag, find_named, get_named, page_by_name
 from .runtime import Runtime
 
 MAX_ENV_VARS = 256
+MAX_VOLUMES = 16
 
 
 @dataclass
@@ -98,8 +99,10 @@ def create(
     online_window_s: float = hosts.DEFAULT_ONLINE_WINDOW_S,
 ) -> tuple[Instance, Operation]:
     validate_name(req.name)
-    if req.volumes or req.mesh:
-        raise InvalidInput("volumes and mesh are not available on this platform yet")
+    if req.mesh:
+        raise InvalidInput("mesh is not available on this platform yet")
+    if len(req.volumes) > MAX_VOLUMES:
+        raise InvalidInput(f"an instance takes at most {MAX_VOLUMES} volumes")
     check_network_requests(req.networks)
     check_resources(req.cpus, req.memory_mb, req.kind)
     if req.kind is InstanceKind.VM:
@@ -169,6 +172,11 @@ def create(
         networks.allocate(session, net, instance_id, attachment.get("ip"), ifname=f"eth{index}")
     instance.networks = attachments_of(session, instance_id)
     security_groups.set_membership(session, instance, req.security_groups)
+    for wanted in req.volumes:
+        volumes.attach(
+            session, instance, str(wanted.get("volume")), wanted.get("path"), wanted.get("read_only", False)
+        )
+    instance.volumes = volumes.attachments_of(session, instance_id)
     events.emit(session, "lifecycle", "instance", req.name, project, state=instance.state, id=instance_id)
     return instance, op
 
@@ -223,6 +231,12 @@ def request_action(
     if action in (Action.SNAPSHOT, Action.REVERT):
         if not instance.disk_mb:
             raise InvalidInput(f"instance {name!r} has no disk to snapshot: create it with disk_mb")
+        writable = volumes.writable_raw_volumes(session, instance.id)
+        if writable:  # libvirt's internal snapshots cannot cover a raw disk the guest writes
+            raise Conflict(
+                f"instance {name!r} has writable raw volumes ({', '.join(writable)}): detach them, or attach them"
+                " read-only, to snapshot it; volumes have their own snapshots"
+            )
         snapshot = params.get("snapshot")
         if not isinstance(snapshot, str):
             raise InvalidInput(f"{action.value} needs 'snapshot': the snapshot's name")
@@ -323,6 +337,42 @@ def request_detach(
         raise NotFound(f"instance {name!r} is not on network {network_name!r}")
     return instance, operations.submit(
         session, instance, "detach-network", {"attachment": row.id, "network": net.name}
+    )
+
+
+def request_attach_volume(
+    session: Session, name: str, volume: str, read_only: object = False, project: str = "default"
+) -> tuple[Instance, Operation]:
+    """Hot-plug a volume into a VM. A container's volumes are fixed when it is created (Docker binds them then)."""
+    instance = get(session, name, project)
+    _check_idle(instance)
+    _check_settled(instance, "attach a volume to")
+    if instance.kind != InstanceKind.VM.value:
+        raise Conflict(f"{name!r} is a container: its volumes are given when it is created")
+    row = volumes.attach(session, instance, volume, None, read_only)
+    op = operations.submit(session, instance, "attach-volume", {"attachment": row.id, "volume": volume})
+    instance.volumes = volumes.attachments_of(session, instance.id)
+    return instance, op
+
+
+def request_detach_volume(
+    session: Session, name: str, volume: str, project: str = "default"
+) -> tuple[Instance, Operation]:
+    instance = get(session, name, project)
+    _check_idle(instance)
+    _check_settled(instance, "detach a volume from")
+    target = volumes.get(session, volume, project)
+    row = session.scalar(
+        select(VolumeAttachment).where(
+            VolumeAttachment.instance_id == instance.id, VolumeAttachment.volume_id == target.id
+        )
+    )
+    if row is None:
+        raise NotFound(f"volume {volume!r} is not attached to {name!r}")
+    if instance.kind != InstanceKind.VM.value:
+        raise Conflict(f"{name!r} is a container: its volumes go with it when it is deleted")
+    return instance, operations.submit(
+        session, instance, "detach-volume", {"attachment": row.id, "volume": volume}
     )
 
 

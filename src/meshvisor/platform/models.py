@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -195,6 +196,69 @@ class InstanceSecurityGroup(Base):
     position: Mapped[int] = mapped_column(Integer, default=0)
 
 
+class StoragePool(Base):
+    """Where volumes live: a storage driver (`dir`: files in a directory of one host) and its settings."""
+
+    __tablename__ = "storage_pools"
+    __table_args__ = (UniqueConstraint("name", name="uq_storage_pools_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    driver: Mapped[str] = mapped_column(String(16), default="dir")
+    host: Mapped[str] = mapped_column(String(64), default="local")
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    quota_mb: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Volume(Versioned, Base):
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_volumes_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    host: Mapped[str] = mapped_column(String(64), default="local")
+    name: Mapped[str] = mapped_column(String(64))
+    pool_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("storage_pools.id", ondelete="RESTRICT"), index=True
+    )
+    size_mb: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(16))
+    filesystem: Mapped[str | None] = mapped_column(String(16), default=None)
+    source: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {} | {"clone": id} | {"image": name}
+    snapshots: Mapped[list[Any]] = mapped_column(default=list)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class VolumeAttachment(Base):
+    """A volume on an instance: a container's mount at `path`, or a VM's disk with `serial`. A read-write
+    attachment is the volume's only one (the partial unique index holds for two writers; code for the rest)."""
+
+    __tablename__ = "volume_attachments"
+    __table_args__ = (
+        UniqueConstraint("volume_id", "instance_id", name="uq_volume_attachments_pair"),
+        Index(
+            "uq_volume_attachments_writer",
+            "volume_id",
+            unique=True,
+            sqlite_where=text("read_only = 0"),
+            postgresql_where=text("read_only = false"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    volume_id: Mapped[str] = mapped_column(String(32), ForeignKey("volumes.id", ondelete="RESTRICT"))
+    instance_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    path: Mapped[str | None] = mapped_column(String(255), default=None)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    serial: Mapped[str | None] = mapped_column(String(20), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Operation(Base):
     __tablename__ = "operations"
     __table_args__ = (Index("ix_operations_resource", "resource_type", "resource_id"),)
@@ -250,5 +314,8 @@ __all__ = [
     "NetworkAddress",
     "Operation",
     "SecurityGroup",
+    "StoragePool",
+    "Volume",
+    "VolumeAttachment",
     "utcnow",
 ]

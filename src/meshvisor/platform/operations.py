@@ -17,9 +17,10 @@ from meshvisor.core.names import new_id
 from meshvisor.core.types import OperationStatus
 
 from . import events
-from .models import Image, Instance, Network, Operation, utcnow
+from .models import Image, Instance, Network, Operation, Volume, utcnow
 
-Lockable = type[Instance] | type[Image] | type[Network]
+HOST_BOUND = ("instance", "volume")  # resources that live on one host: their operations run there
+Lockable = type[Instance] | type[Image] | type[Network] | type[Volume]
 
 
 def new_operation(
@@ -123,10 +124,13 @@ def cancel(session: Session, op_id: str) -> Operation:
 
 
 def submit(
-    session: Session, target: Instance | Image | Network, action: str, params: dict[str, Any] | None = None
+    session: Session,
+    target: Instance | Image | Network | Volume,
+    action: str,
+    params: dict[str, Any] | None = None,
 ) -> Operation:
     """A new operation on an existing object, holding its lock (Conflict when another operation holds it)."""
-    resource_type = {Instance: "instance", Image: "image", Network: "network"}[type(target)]
+    resource_type = {Instance: "instance", Image: "image", Network: "network", Volume: "volume"}[type(target)]
     op = new_operation(
         session,
         resource_type=resource_type,
@@ -183,7 +187,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def model_of(resource_type: str) -> Lockable:
-    models: dict[str, Lockable] = {"instance": Instance, "image": Image, "network": Network}
+    models: dict[str, Lockable] = {"instance": Instance, "image": Image, "network": Network, "volume": Volume}
     return models[resource_type]
 
 
@@ -210,7 +214,7 @@ def abandoned(session: Session, host: str, platform_queue: bool) -> list[Operati
     mine = [
         op
         for op in session.scalars(running.order_by(Operation.created_at))
-        if (op.resource_type == "instance" and op.host == host)
-        or (op.resource_type != "instance" and platform_queue)
+        if (op.resource_type in HOST_BOUND and op.host == host)
+        or (op.resource_type not in HOST_BOUND and platform_queue)
     ]
     return mine

@@ -27,10 +27,21 @@ from .instance_steps import (
     start_instance,
     take_snapshot,
 )
-from .models import Image, Instance, Network, Operation
+from .models import Image, Instance, Network, Operation, Volume
 from .network_steps import create_network, remove_network, remove_orphan_links, sync_networks
 from .runtime import Runtime
 from .security_steps import sync_security
+from .volume_steps import (
+    attach_volume,
+    create_volume,
+    delete_volume,
+    delete_volume_snapshot,
+    detach_volume,
+    remove_stray_mounts,
+    resize_volume,
+    revert_volume,
+    snapshot_volume,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +92,7 @@ def _fail(rt: Runtime, op: Operation, message: str) -> OperationStatus:
         else:
             model = operations.model_of(op.resource_type)
             target = s.get(model, op.resource_id)
-            if isinstance(target, Image | Network):
+            if isinstance(target, Image | Network | Volume):
                 if op.action in ("create", "delete"):
                     target.state, target.error = "error", message
                     target.touch()
@@ -107,6 +118,14 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("instance", "delete-snapshot"): delete_snapshot,
     ("instance", "delete"): delete_instance,
     ("instance", "attach-network"): attach_network,
+    ("instance", "attach-volume"): attach_volume,
+    ("instance", "detach-volume"): detach_volume,
+    ("volume", "create"): create_volume,
+    ("volume", "resize"): resize_volume,
+    ("volume", "snapshot"): snapshot_volume,
+    ("volume", "revert"): revert_volume,
+    ("volume", "delete-snapshot"): delete_volume_snapshot,
+    ("volume", "delete"): delete_volume,
     ("instance", "detach-network"): detach_network,
     ("image", "create"): create_image,
     ("image", "push"): push_image,
@@ -157,7 +176,8 @@ def reconcile(rt: Runtime) -> dict[str, int]:
     try:
         networks = sync_networks(rt)
         orphans += remove_orphan_links(rt)
-        sync_security(rt)
+        sync_security(rt, force=True)
+        orphans += remove_stray_mounts(rt)
     except MeshvisorError as exc:
         networks = 0
         log.warning("reconcile: network links skipped: %s", exc.message)

@@ -5,6 +5,7 @@ hosts are reached (their network's VXLAN device here, and their address)."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections import defaultdict
 from dataclasses import replace
 
@@ -56,12 +57,26 @@ def _by_id(rule: network.Rule, project: str, ids: dict[tuple[str, str], str]) ->
     return replace(rule, group=ids.get((project, rule.group), rule.group))
 
 
-def sync_security(rt: Runtime) -> None:
-    """Apply this host's whole filter in one nft transaction (the next packet sees it)."""
-    prefix = rt.settings.host_prefix
-    with transaction(rt.sessions) as s:
-        ports, rules, remote = desired_filter(s, prefix, rt.settings.host_name)
-    if any(port.groups for port in ports):
-        network.apply_security_groups(prefix, ports, rules, rt.settings.host_netns, remote)
-    else:
-        network.remove_security_groups(prefix, rt.settings.host_netns)
+_applying = threading.Lock()
+_applied: dict[tuple[str, str | None], str] = {}  # (prefix, netns) → the ruleset this process last applied
+
+
+def sync_security(rt: Runtime, force: bool = False) -> None:
+    """Apply this host's whole filter in one nft transaction (the next packet sees it). One at a time in this
+    process: an operation and the periodic pass may both ask, and the later read of the database must win.
+    A filter this process has just applied is not applied again unless `force` (the periodic pass forces it, so
+    a table changed behind our back is put right)."""
+    prefix, netns = rt.settings.host_prefix, rt.settings.host_netns
+    with _applying:
+        with transaction(rt.sessions) as s:
+            ports, rules, remote = desired_filter(s, prefix, rt.settings.host_name)
+        filtered = any(port.groups for port in ports)
+        wanted = network.security_groups_ruleset(prefix, ports, rules, remote) if filtered else ""
+        if not force and _applied.get((prefix, netns)) == wanted:
+            return
+        _applied.pop((prefix, netns), None)
+        if filtered:
+            network.apply_security_groups(prefix, ports, rules, netns, remote)
+        else:
+            network.remove_security_groups(prefix, netns)
+        _applied[(prefix, netns)] = wanted

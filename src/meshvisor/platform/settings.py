@@ -91,6 +91,16 @@ class Settings(BaseSettings):
         return Path("/run/meshvisor") / self.host_prefix / self.host_name / "dhcp"
 
     @property
+    def pools_dir(self) -> Path:
+        """Where `dir` storage pools keep their volumes by default."""
+        return self.data_path / "pools"
+
+    @property
+    def mounts_dir(self) -> Path:
+        """Where raw volumes are loop-mounted for the containers that bind-mount them."""
+        return self.data_path / "mounts"
+
+    @property
     def vms_dir(self) -> Path:
         return self.data_path / "vms"
 

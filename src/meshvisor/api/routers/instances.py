@@ -23,6 +23,7 @@ from ..schemas import (
     LogsPublic,
     NetworkAttachment,
     SnapshotList,
+    VolumeHotplug,
 )
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=ERRORS)
@@ -129,6 +130,21 @@ def detach_network(name: str, network: str, rt: RuntimeDep, dispatch: DispatchDe
     """Hot detach: the interface leaves the instance and its address is released."""
     with transaction(rt.sessions) as s:
         instance, op = instances.request_detach(s, name, network)
+    return _accepted(dispatch, instance, op)
+
+
+@router.post("/{name}/volumes", status_code=202, responses=ACCEPTED)
+def attach_volume(name: str, body: VolumeHotplug, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    """Hot-plug a volume into a VM as a virtio disk (its serial is the volume's name)."""
+    with transaction(rt.sessions) as s:
+        instance, op = instances.request_attach_volume(s, name, body.volume, body.read_only)
+    return _accepted(dispatch, instance, op)
+
+
+@router.delete("/{name}/volumes/{volume}", status_code=202, responses=ACCEPTED)
+def detach_volume(name: str, volume: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    with transaction(rt.sessions) as s:
+        instance, op = instances.request_detach_volume(s, name, volume)
     return _accepted(dispatch, instance, op)
 
 

@@ -73,9 +73,12 @@ async def wait_operation(
         with rt.sessions() as session:
             return operations.to_dict(operations.get(session, op_id))
 
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     while True:
         op = await run_in_threadpool(current)
         if OperationStatus(op["status"]).finished or time.monotonic() >= deadline:
             return op
-        await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        # Most operations end within a second or two: look often then, and less often after.
+        pause = 0.01 if time.monotonic() - started < 2.0 else 0.05
+        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))

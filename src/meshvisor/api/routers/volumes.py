@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+
+from meshvisor.platform import operations, volumes
+from meshvisor.platform.db import transaction
+
+from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
+from ..schemas import ERRORS, VolumeActionRequest, VolumeCreate, VolumePage, VolumePublic
+
+router = APIRouter(prefix="/v1/volumes", tags=["volumes"], responses=ERRORS)
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
+
+
+@router.post("", status_code=202)
+def create_volume(body: VolumeCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+    with transaction(rt.sessions) as s:
+        volume, op = volumes.request_create(
+            s, body.name, body.size_mb, body.format, body.filesystem, body.pool, settings=rt.settings
+        )
+        public = volumes.to_dict(s, volume)
+    return dispatch.accepted(op, {"operation": operations.to_dict(op), "volume": public})
+
+
+@router.get("", response_model=VolumePage)
+def list_volumes(
+    rt: RuntimeDep,
+    session: SessionDep,
+    _: TokenDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    rows, next_cursor = volumes.page(session, limit, cursor)
+    return {"items": [volumes.to_dict(session, v, rt.settings) for v in rows], "next_cursor": next_cursor}
+
+
+@router.get("/{name}", response_model=VolumePublic)
+def get_volume(name: str, rt: RuntimeDep, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
+    public = volumes.to_dict(session, volumes.get(session, name), rt.settings)
+    response.headers["ETag"] = f'"{public["etag"]}"'
+    return public
+
+
+@router.delete("/{name}", status_code=202)
+def delete_volume(
+    name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+) -> Response:
+    """Refused (409) while the volume is attached."""
+    with transaction(rt.sessions) as s:
+        volume, op = volumes.request_delete(s, name, if_match)
+        public = volumes.to_dict(s, volume)
+    return dispatch.accepted(op, {"operation": operations.to_dict(op), "volume": public})
+
+
+@router.post("/{name}/actions", status_code=202)
+def volume_action(
+    name: str, body: VolumeActionRequest, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep
+) -> Response:
+    """resize `{size_mb}` (grow only), snapshot / revert / delete-snapshot `{snapshot}`, clone `{name}`."""
+    params = body.model_dump(exclude_none=True, exclude={"action"})
+    with transaction(rt.sessions) as s:
+        volume, op, _clone = volumes.request_action(s, name, body.action, params, settings=rt.settings)
+        public = volumes.to_dict(s, volume)
+    return dispatch.accepted(op, {"operation": operations.to_dict(op), "volume": public})

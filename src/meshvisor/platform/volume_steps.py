@@ -1,0 +1,237 @@
+"""Operation steps for volumes (through the pool's storage driver), and the volumes of instances: loop mounts
+that containers bind-mount, disks that VMs get at creation or by hot-plug."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import select
+
+from meshvisor import storage
+from meshvisor.core.compute import DiskHotplugDriver
+from meshvisor.core.errors import MeshvisorError, PermanentError
+from meshvisor.core.types import DiskSpec, InstanceKind, MountSpec
+from meshvisor.hypervisor.domain_xml import next_disk_target
+
+from . import events, failpoints
+from .db import transaction
+from .models import Instance, Operation, StoragePool, Volume, VolumeAttachment
+from .runtime import Runtime
+from .volumes import attachments_of, pool_driver
+
+log = logging.getLogger(__name__)
+
+
+def _load(rt: Runtime, volume_id: str) -> tuple[Volume, storage.DirPool]:
+    with transaction(rt.sessions) as s:
+        volume = s.get(Volume, volume_id)
+        if volume is None:
+            raise PermanentError(f"volume {volume_id} is gone from the database")
+        pool = s.get(StoragePool, volume.pool_id)
+        assert pool is not None
+        s.expunge(volume)
+        return volume, pool_driver(pool)
+
+
+def _record(rt: Runtime, volume_id: str, state: str | None = None, **changes: object) -> None:
+    with transaction(rt.sessions) as s:
+        volume = s.get(Volume, volume_id)
+        if volume is None:
+            return
+        for key, value in changes.items():
+            setattr(volume, key, value)
+        if state is not None:
+            volume.state, volume.error = state, None
+        volume.touch()
+        events.emit(s, "lifecycle", "volume", volume.name, volume.project, state=volume.state, id=volume.id)
+
+
+def create_volume(rt: Runtime, op: Operation) -> None:
+    volume, pool = _load(rt, op.resource_id)
+    source = dict(volume.source)
+    if "clone" in source:
+        pool.clone(str(source["clone"]), volume.id)
+    else:
+        pool.create(storage.VolumeSpec(volume.id, volume.size_mb, volume.format, volume.filesystem))
+    _record(rt, volume.id, "ready")
+
+
+def resize_volume(rt: Runtime, op: Operation) -> None:
+    """Grow the file (and a raw volume's filesystem, also while a container has it mounted)."""
+    volume, pool = _load(rt, op.resource_id)
+    size = int(op.params["size_mb"])
+    pool.resize(volume.id, size)
+    _record(rt, volume.id, size_mb=size)
+
+
+def snapshot_volume(rt: Runtime, op: Operation) -> None:
+    volume, pool = _load(rt, op.resource_id)
+    name = str(op.params["snapshot"])
+    if name not in pool.snapshots(volume.id):
+        pool.snapshot(volume.id, name)
+    _record(rt, volume.id, snapshots=pool.snapshots(volume.id))
+
+
+def revert_volume(rt: Runtime, op: Operation) -> None:
+    volume, pool = _load(rt, op.resource_id)
+    pool.revert(volume.id, str(op.params["snapshot"]))
+    _record(rt, volume.id)
+
+
+def delete_volume_snapshot(rt: Runtime, op: Operation) -> None:
+    volume, pool = _load(rt, op.resource_id)
+    name = str(op.params["snapshot"])
+    if name in pool.snapshots(volume.id):
+        pool.delete_snapshot(volume.id, name)
+    _record(rt, volume.id, snapshots=pool.snapshots(volume.id))
+
+
+def delete_volume(rt: Runtime, op: Operation) -> None:
+    volume, pool = _load(rt, op.resource_id)
+    pool.delete(volume.id)
+    with transaction(rt.sessions) as s:
+        current = s.get(Volume, volume.id)
+        if current is not None:
+            s.delete(current)
+        events.emit(s, "lifecycle", "volume", volume.name, volume.project, state="deleted", id=volume.id)
+
+
+# -- volumes of instances ---------------------------------------------------------------------------------------
+def mountpoint(rt: Runtime, attachment_id: str) -> Path:
+    """Named with the host prefix and the attachment's id, so a crash can always be cleaned up."""
+    return rt.settings.mounts_dir / f"{rt.settings.host_prefix}-{attachment_id}"
+
+
+def _rows(rt: Runtime, instance_id: str) -> list[tuple[VolumeAttachment, Volume, storage.DirPool]]:
+    with transaction(rt.sessions) as s:
+        found = []
+        for row, volume in s.execute(
+            select(VolumeAttachment, Volume)
+            .join(Volume, Volume.id == VolumeAttachment.volume_id)
+            .where(VolumeAttachment.instance_id == instance_id)
+            .order_by(VolumeAttachment.created_at)
+        ):
+            pool = s.get(StoragePool, volume.pool_id)
+            assert pool is not None
+            s.expunge(row)
+            s.expunge(volume)
+            found.append((row, volume, pool_driver(pool)))
+        return found
+
+
+def container_mounts(rt: Runtime, instance_id: str) -> tuple[MountSpec, ...]:
+    """Loop-mount each raw volume of the container (idempotent) and say where Docker binds it."""
+    mounts = []
+    for row, volume, pool in _rows(rt, instance_id):
+        point = mountpoint(rt, row.id)
+        storage.mount(pool.path(volume.id), point, read_only=row.read_only)
+        mounts.append(MountSpec(source=str(point), target=str(row.path), read_only=row.read_only))
+    if mounts:
+        failpoints.reached(rt.settings, failpoints.VOLUME_MOUNTED)
+    return tuple(mounts)
+
+
+def vm_disks(rt: Runtime, instance_id: str, taken: set[str]) -> tuple[DiskSpec, ...]:
+    """Each volume as a virtio disk with the volume's serial, on targets after those already `taken`."""
+    disks = []
+    for row, volume, pool in _rows(rt, instance_id):
+        target = next_disk_target(taken)
+        taken.add(target)
+        disks.append(_disk(row, volume, pool, target))
+    return tuple(disks)
+
+
+def _disk(row: VolumeAttachment, volume: Volume, pool: storage.DirPool, target: str) -> DiskSpec:
+    return DiskSpec(
+        path=str(pool.path(volume.id)),
+        format=volume.format,
+        target=target,
+        serial=row.serial,
+        readonly=row.read_only,
+    )
+
+
+def release_mounts(rt: Runtime, instance_id: str) -> None:
+    """After the container is gone: its loop mounts go too."""
+    for row, _, _ in _rows(rt, instance_id):
+        storage.unmount(mountpoint(rt, row.id))
+
+
+def attach_volume(rt: Runtime, op: Operation) -> None:
+    """Hot-plug a volume into a VM (live when it runs, in its configuration either way)."""
+    attachment_id = str(op.params["attachment"])
+    for row, volume, pool in _rows(rt, op.resource_id):
+        if row.id == attachment_id:
+            driver = _disk_driver(rt)
+            driver.attach_disk(op.resource_id, _disk(row, volume, pool, target=""))
+    failpoints.reached(rt.settings, failpoints.DISK_PLUGGED)
+    _refresh_record(rt, op.resource_id)
+
+
+def detach_volume(rt: Runtime, op: Operation) -> None:
+    attachment_id = str(op.params["attachment"])
+    with transaction(rt.sessions) as s:
+        row = s.get(VolumeAttachment, attachment_id)
+        serial = row.serial if row is not None else None
+    if serial is not None:
+        _disk_driver(rt).detach_disk(op.resource_id, serial)
+    with transaction(rt.sessions) as s:
+        current = s.get(VolumeAttachment, attachment_id)
+        if current is not None:
+            s.delete(current)
+    _refresh_record(rt, op.resource_id)
+
+
+def _disk_driver(rt: Runtime) -> DiskHotplugDriver:
+    driver = rt.compute(InstanceKind.VM)
+    if not isinstance(driver, DiskHotplugDriver):
+        raise PermanentError("this VM driver cannot add or remove disks")
+    return driver
+
+
+def _refresh_record(rt: Runtime, instance_id: str) -> None:
+    with transaction(rt.sessions) as s:
+        instance = s.get(Instance, instance_id)
+        if instance is not None:
+            instance.volumes = attachments_of(s, instance_id)
+            instance.touch()
+
+
+def remove_stray_mounts(rt: Runtime) -> int:
+    """Loop mounts of our prefix that no attachment row explains (a crash between mount and record, or a
+    container deleted while the worker died) are unmounted; then loop devices that no mount uses are detached
+    and half-written volume files removed."""
+    prefix = f"{rt.settings.host_prefix}-"
+    with transaction(rt.sessions) as s:
+        wanted = {str(mountpoint(rt, i)) for i in s.scalars(select(VolumeAttachment.id))}
+    removed = 0
+    for point in storage.mounts_under(rt.settings.mounts_dir):
+        if point.name.startswith(prefix) and str(point) not in wanted:
+            try:
+                storage.unmount(point)
+                removed += 1
+                log.warning("reconcile: unmounted stray volume mount %s", point)
+            except MeshvisorError as exc:
+                log.warning("reconcile: could not unmount %s: %s", point, exc.message)
+    with transaction(rt.sessions) as s:
+        pools = [
+            pool_driver(p)
+            for p in s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name))
+            if p.driver == "dir"
+        ]
+        busy = s.scalar(select(Volume.id).where(Volume.operation_id.is_not(None)).limit(1)) is not None
+    for pool in pools:
+        # Work files are only a crash's leftovers while no volume operation is running (one may be writing).
+        for partial in [] if busy else pool.remove_partial():
+            log.warning("reconcile: removed partial volume file %s", partial)
+            removed += 1
+        for info in pool.list():  # a loop device with no mount left: its mount went, the device stayed
+            path = Path(info.path)
+            if storage.mountpoints_of(path):
+                continue
+            for device in storage.loop_devices_of(path):
+                storage.detach_loop_device(device)
+                log.warning("reconcile: detached stray loop device %s of %s", device, path)
+                removed += 1
+    return removed

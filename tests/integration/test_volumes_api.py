@@ -1,0 +1,201 @@
+"""Volumes through the API on real disks: a raw ext4 volume that containers loop-mount, that outlives them, that
+a running `tiny` VM then gets by hot-plug and reads; snapshots, clones, growth, and bad input that changes
+nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from meshvisor.storage import loop_devices_for, mounts_under
+
+from .conftest import Platform, create, delete, wait_op
+
+pytestmark = pytest.mark.integration
+
+
+def sh(api: httpx.Client, name: str, script: str) -> dict[str, Any]:
+    result: dict[str, Any] = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]}).json()
+    return result
+
+
+def volume(api: httpx.Client, name: str, **body: Any) -> dict[str, Any]:
+    op = wait_op(api, api.post("/v1/volumes", json={"name": name, "size_mb": 64, **body}))
+    assert op["status"] == "succeeded", op
+    found: dict[str, Any] = api.get(f"/v1/volumes/{name}").json()
+    return found
+
+
+def action(api: httpx.Client, name: str, **body: Any) -> dict[str, Any]:
+    op = wait_op(api, api.post(f"/v1/volumes/{name}/actions", json=body))
+    assert op["status"] == "succeeded", op
+    return op
+
+
+def box(name: str, attachment: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "image": "busybox", "volumes": [attachment]}
+
+
+def drop_volume(api: httpx.Client, name: str) -> None:
+    response = api.delete(f"/v1/volumes/{name}")
+    if response.status_code == 202:
+        wait_op(api, response)
+
+
+def with_volume(api: httpx.Client, name: str, vol: str, path: str = "/vol", read_only: bool = False) -> None:
+    create(api, name, volumes=[{"volume": vol, "path": path, "read_only": read_only}])
+
+
+def test_a_volume_outlives_its_container_and_snapshots_clones_and_grows(
+    platform: Platform, api: httpx.Client
+) -> None:
+    try:
+        shared = volume(api, "shared")
+        assert (shared["format"], shared["filesystem"], shared["state"]) == ("raw", "ext4", "ready")
+        assert shared["attached_to"] == [] and shared["used_bytes"] is not None
+
+        with_volume(api, "writer", "shared")
+        assert api.get("/v1/volumes/shared").json()["attached_to"] == ["writer"]
+        assert sh(api, "writer", "echo data-1 > /vol/note.txt && sync")["exit_code"] == 0
+        delete(api, "writer")
+        assert api.get("/v1/volumes/shared").json()["attached_to"] == []
+
+        with_volume(api, "reader", "shared", path="/data", read_only=True)
+        assert sh(api, "reader", "cat /data/note.txt")["output"] == "data-1\n"
+        assert sh(api, "reader", "touch /data/x")["exit_code"] != 0  # read-only
+        delete(api, "reader")
+
+        # snapshot, write, revert
+        action(api, "shared", action="snapshot", snapshot="s1")
+        assert api.get("/v1/volumes/shared").json()["snapshots"] == ["s1"]
+        with_volume(api, "writer2", "shared")
+        assert sh(api, "writer2", "echo data-2 > /vol/note.txt && sync")["exit_code"] == 0
+        delete(api, "writer2")
+        action(api, "shared", action="revert", snapshot="s1")
+
+        # clone, then write to the clone only
+        op = wait_op(api, api.post("/v1/volumes/shared/actions", json={"action": "clone", "name": "copy"}))
+        assert op["status"] == "succeeded", op
+        with_volume(api, "cloner", "copy")
+        assert sh(api, "cloner", "cat /vol/note.txt")["output"] == "data-1\n"
+        assert sh(api, "cloner", "echo clone-only > /vol/note.txt && sync")["exit_code"] == 0
+        delete(api, "cloner")
+
+        # the original has the snapshot's content, and grows (the filesystem too)
+        with_volume(api, "grower", "shared")
+        assert sh(api, "grower", "cat /vol/note.txt")["output"] == "data-1\n"
+
+        def size_mb() -> int:
+            out = sh(api, "grower", "df -m /vol | tail -1")["output"].split()
+            return int(out[1])
+
+        before = size_mb()
+        delete(api, "grower")  # growing a mounted filesystem needs CAP_SYS_RESOURCE, which not every host grants
+        action(api, "shared", action="resize", size_mb=128)
+        assert api.get("/v1/volumes/shared").json()["size_mb"] == 128
+        with_volume(api, "grower", "shared")
+        assert size_mb() > before + 50, (before, size_mb())
+        assert sh(api, "grower", "cat /vol/note.txt")["output"] == "data-1\n"
+        delete(api, "grower")
+    finally:
+        for name in ("writer", "reader", "writer2", "cloner", "grower"):
+            delete(api, name)
+        drop_volume(api, "copy")
+        drop_volume(api, "shared")
+    assert api.get("/v1/volumes").json()["items"] == []
+    pool = platform.data_dir / "pools" / "default"
+    assert [p for p in pool.rglob("*") if p.is_file()] == []
+    assert mounts_under(platform.data_dir / "mounts") == [] and loop_devices_for(pool) == []
+
+
+def test_bad_volume_requests_change_nothing(platform: Platform, api: httpx.Client) -> None:
+    volume(api, "held")
+    volume(api, "vmonly", format="qcow2")
+    try:
+        with_volume(api, "holder", "held")
+        before_volumes = api.get("/v1/volumes").json()["items"]
+        before_instances = api.get("/v1/instances").json()["items"]
+        for method, url, body, status, message in (
+            ("POST", "/v1/volumes", {"name": "zero", "size_mb": 0}, 400, "size_mb"),
+            ("POST", "/v1/volumes", {"name": "neg", "size_mb": -5}, 400, "size_mb"),
+            ("POST", "/v1/volumes", {"name": "huge", "size_mb": 1024 * 1024}, 400, "free space"),
+            ("POST", "/v1/volumes", {"name": "nopool", "size_mb": 8, "pool": "nope"}, 404, "pool"),
+            ("POST", "/v1/volumes", {"name": "fmt", "size_mb": 8, "format": "vmdk"}, 422, "format"),
+            ("POST", "/v1/volumes", {"name": "fs", "size_mb": 8, "filesystem": "xfs"}, 400, "filesystem"),
+            ("POST", "/v1/volumes", {"name": "held", "size_mb": 8}, 409, "already exists"),
+            ("POST", "/v1/volumes", {"name": "../etc", "size_mb": 8}, 400, "invalid volume name"),
+            ("DELETE", "/v1/volumes/held", None, 409, "attached"),
+            ("POST", "/v1/volumes/held/actions", {"action": "resize", "size_mb": 8}, 400, "only grows"),
+            ("POST", "/v1/volumes/held/actions", {"action": "snapshot", "snapshot": "Bad/Name"}, 400, "snapshot"),
+            ("POST", "/v1/volumes/held/actions", {"action": "revert", "snapshot": "none"}, 404, "no snapshot"),
+            ("POST", "/v1/volumes/held/actions", {"action": "explode"}, 400, "unknown volume action"),
+            ("POST", "/v1/instances", box("two", {"volume": "held", "path": "/v"}), 409, "one instance at a time"),
+            ("POST", "/v1/instances", box("rel", {"volume": "vmonly", "path": "/v"}), 400, "raw"),
+            (
+                "POST",
+                "/v1/instances",
+                box("esc", {"volume": "held", "path": "/a/../b", "read_only": True}),
+                400,
+                "normalised",
+            ),
+            (
+                "POST",
+                "/v1/instances",
+                box("relp", {"volume": "held", "path": "data", "read_only": True}),
+                400,
+                "absolute",
+            ),
+            ("POST", "/v1/instances", box("nov", {"volume": "nope", "path": "/v"}), 404, "not found"),
+            ("POST", "/v1/instances/holder/volumes", {"volume": "vmonly"}, 409, "container"),
+        ):
+            response = api.request(method, url, json=body)
+            assert response.status_code == status, (url, body, response.text)
+            assert message in response.json()["error"]["message"], response.text
+        assert api.get("/v1/volumes").json()["items"] == before_volumes
+        assert api.get("/v1/instances").json()["items"] == before_instances
+    finally:
+        delete(api, "holder")
+        drop_volume(api, "held")
+        drop_volume(api, "vmonly")
+
+
+def test_a_volume_moves_from_a_container_to_a_running_vm(platform: Platform, api: httpx.Client, tiny: str) -> None:
+    def console() -> str:
+        output: str = api.get("/v1/instances/vm-reader/logs").json()["output"]
+        return output
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 90
+        while text not in console():
+            assert time.monotonic() < deadline, console()[-2000:]
+            time.sleep(0.5)
+
+    try:
+        volume(api, "handover")
+        with_volume(api, "producer", "handover")
+        assert sh(api, "producer", "echo from-a-container > /vol/hello.txt && sync")["exit_code"] == 0
+        delete(api, "producer")
+
+        body = {"name": "vm-reader", "kind": "vm", "image": tiny, "cpus": 1, "memory_mb": 256}
+        op = wait_op(api, api.post("/v1/instances", json=body), timeout=120)
+        assert op["status"] == "succeeded", op
+        wait_for("meshvisor-tiny: ready")
+        op = wait_op(api, api.post("/v1/instances/vm-reader/volumes", json={"volume": "handover"}))
+        assert op["status"] == "succeeded", op
+        wait_for("mounted at /mnt/handover")
+        shown = api.post("/v1/instances/vm-reader/exec", json={"command": ["cat", "/mnt/handover/hello.txt"]})
+        assert "from-a-container" in shown.json()["output"], shown.text
+        assert api.get("/v1/volumes/handover").json()["attached_to"] == ["vm-reader"]
+
+        op = wait_op(api, api.delete("/v1/instances/vm-reader/volumes/handover"))
+        assert op["status"] == "succeeded", op
+        assert api.get("/v1/volumes/handover").json()["attached_to"] == []
+        assert api.get("/v1/instances/vm-reader").json()["volumes"] == []
+    finally:
+        delete(api, "producer")
+        delete(api, "vm-reader")
+        drop_volume(api, "handover")
+    assert [p for p in (platform.data_dir / "pools" / "default").rglob("*") if p.is_file()] == []

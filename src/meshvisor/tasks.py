@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
 from celery import Celery
@@ -76,6 +78,18 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
             enqueue_operation(app, settings, op_id, resource_type, host)
         if settings.host_netns is None:
             vm_events.start(runtime())
+        if serves_platform_queue:
+            threading.Thread(target=reconcile_timer, name="reconcile-timer", daemon=True).start()
+
+    def reconcile_timer() -> None:
+        """The periodic pass, started by the worker that serves the platform's queue. A thread, not Celery
+        beat: beat runs as a child process, which outlives a worker that is killed and would go on alone."""
+        while True:
+            time.sleep(settings.reconcile_interval_s)
+            try:
+                app.send_task(TASK_RECONCILE, queue=settings.queue, expires=settings.reconcile_interval_s * 2)
+            except Exception as exc:  # the broker is away: try again at the next tick
+                log.warning("periodic reconcile not sent: %s", exc)
 
     worker_ready.connect(on_ready, weak=False)
 

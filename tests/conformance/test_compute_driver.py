@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -268,3 +269,15 @@ def test_a_mounted_host_directory_is_seen(harness: DriverHarness, tmp_path: Path
     if not isinstance(d, FakeCompute):  # the fake records read_only but cannot enforce it
         assert d.exec(spec.id, ["touch", "/srv/ro/written"]).exit_code != 0
         assert not (locked / "written").exists()
+
+
+def test_a_build_step_container_is_not_an_instance(test_prefix: str, busybox_ref: str, docker_client: Any) -> None:
+    """`docker build` runs its steps in containers that inherit the base image's labels (our prefix and an id):
+    the driver must not take one for an instance, or the reconcile pass would remove it mid-build."""
+    step = docker_client.containers.create(busybox_ref, ["true"], network_mode="none")
+    try:
+        assert step.labels.get("meshvisor.prefix") == test_prefix  # inherited from the image
+        assert step.id not in {o.host_name for o in DockerDriver(test_prefix).observe()}
+        assert all(o.host_name != step.name for o in DockerDriver(test_prefix).observe())
+    finally:
+        step.remove(force=True)

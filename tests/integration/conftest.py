@@ -92,6 +92,25 @@ class Platform:
         )
 
 
+def workers_of(prefix: str) -> list[int]:
+    """The `meshvisor worker` processes of this platform (found by their command line and host prefix): after a
+    worker is killed there must be none, not even a child process it left behind."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:  # not a process, or gone
+            continue
+        if (
+            b"meshvisor" in command
+            and b"worker" in command
+            and f"MESHVISOR_HOST_PREFIX={prefix}".encode() in environ
+        ):
+            found.append(int(entry.name))
+    return found
+
+
 def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 60) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     location = response.headers["Location"]
@@ -232,6 +251,10 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
             except subprocess.TimeoutExpired:
                 proc.kill()
         proxy.stop()
+        kept = Path("/tmp/meshvisor-test-logs") / prefix  # the platform's logs outlive its data directory
+        kept.mkdir(parents=True, exist_ok=True)
+        for log_file in data_dir.glob("*.log"):
+            shutil.copy(log_file, kept / log_file.name)
         for container in plat.containers():
             container.remove(force=True)
         for link in list_links(prefix):  # anything a failed test left: bridges, VXLAN devices, veths

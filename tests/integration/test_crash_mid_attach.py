@@ -15,7 +15,7 @@ from meshvisor.platform.db import make_engine, make_sessionmaker
 from meshvisor.platform.failpoints import ATTACH_LINKED
 from meshvisor.platform.models import Network, NetworkAddress
 
-from .conftest import Platform, create, delete, wait_op
+from .conftest import Platform, create, delete, wait_op, workers_of
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +52,7 @@ def test_a_worker_killed_mid_attach_is_resumed_and_leaves_nothing_behind(
         assert response.status_code == 202, response.text
         op_id = response.json()["operation"]["id"]
         assert worker.wait(timeout=60) == -9  # killed at the failpoint
+        assert workers_of(platform.prefix) == []  # nothing of it lives on (Celery beat's child process did)
         assert api.get(f"/v1/operations/{op_id}").json()["status"] == "running"  # cut short
         half_made = {link.name for link in list_links(platform.prefix)} - explained_links(platform)
         assert half_made == set(), half_made  # the row is written before the link: nothing is unexplained

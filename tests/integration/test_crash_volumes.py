@@ -14,7 +14,7 @@ import pytest
 from meshvisor.platform.failpoints import DISK_PLUGGED, VOLUME_MOUNTED
 from meshvisor.storage import loop_devices_for, mount, mounts_under
 
-from .conftest import Platform, delete, wait_op
+from .conftest import Platform, delete, wait_op, workers_of
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +31,7 @@ def killed_during(
     response = api.request(method, url, json=body)
     assert response.status_code == 202, response.text
     assert worker.wait(timeout=90) == -9, platform.logs()  # killed at the failpoint
+    assert workers_of(platform.prefix) == []  # nothing of it lives on
     op_id: str = response.json()["operation"]["id"]
     assert api.get(f"/v1/operations/{op_id}").json()["status"] == "running"
     return op_id

@@ -4,10 +4,13 @@ nothing."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
+import libvirt
 import pytest
 
 from meshvisor.storage import loop_devices_for, mounts_under
@@ -23,7 +26,8 @@ def sh(api: httpx.Client, name: str, script: str) -> dict[str, Any]:
 
 
 def volume(api: httpx.Client, name: str, **body: Any) -> dict[str, Any]:
-    op = wait_op(api, api.post("/v1/volumes", json={"name": name, "size_mb": 64, **body}))
+    payload = {"name": name, "size_mb": 64, **body}
+    op = wait_op(api, api.post("/v1/volumes", json={k: v for k, v in payload.items() if v is not None}))
     assert op["status"] == "succeeded", op
     found: dict[str, Any] = api.get(f"/v1/volumes/{name}").json()
     return found
@@ -94,7 +98,10 @@ def test_a_volume_outlives_its_container_and_snapshots_clones_and_grows(
 
         before = size_mb()
         delete(api, "grower")  # growing a mounted filesystem needs CAP_SYS_RESOURCE, which not every host grants
-        action(api, "shared", action="resize", size_mb=128)
+        stale = api.patch("/v1/volumes/shared", json={"size_mb": 128}, headers={"If-Match": '"stale"'})
+        assert stale.status_code == 412, stale.text
+        op = wait_op(api, api.patch("/v1/volumes/shared", json={"size_mb": 128}))  # PATCH grows, as resize does
+        assert op["status"] == "succeeded", op
         assert api.get("/v1/volumes/shared").json()["size_mb"] == 128
         with_volume(api, "grower", "shared")
         assert size_mb() > before + 50, (before, size_mb())
@@ -199,3 +206,112 @@ def test_a_volume_moves_from_a_container_to_a_running_vm(platform: Platform, api
         delete(api, "vm-reader")
         drop_volume(api, "handover")
     assert [p for p in (platform.data_dir / "pools" / "default").rglob("*") if p.is_file()] == []
+
+
+def test_pools_with_quotas_and_a_libvirt_pool(platform: Platform, api: httpx.Client) -> None:
+    pools = {p["name"]: p for p in api.get("/v1/storage-pools").json()["items"]}
+    assert pools["default"]["driver"] == "dir" and pools["default"]["free_mb"] > 0
+    target = platform.data_dir / "libvirt-pool"
+    target.mkdir(mode=0o711)
+    conn = libvirt.open("qemu:///system")
+    lv_name = f"{platform.prefix}-lvp"
+    lv = conn.storagePoolDefineXML(
+        f"<pool type='dir'><name>{lv_name}</name><target><path>{target}</path></target></pool>", 0
+    )
+    lv.create(0)
+    try:
+        created = api.post("/v1/storage-pools", json={"name": "small", "quota_mb": 32})
+        assert created.status_code == 201, created.text
+        assert created.json()["quota_mb"] == 32
+        volume(api, "in-small", pool="small", size_mb=24)
+        over = api.post("/v1/volumes", json={"name": "too-much", "size_mb": 16, "pool": "small"})
+        assert over.status_code == 400 and "quota" in over.json()["error"]["message"], over.text
+        for method, url, body, status, message in (
+            ("DELETE", "/v1/storage-pools/small", None, 409, "holds"),
+            ("DELETE", "/v1/storage-pools/default", None, 409, "default pool"),
+            ("POST", "/v1/storage-pools", {"name": "small"}, 409, "already exists"),
+            (
+                "POST",
+                "/v1/storage-pools",
+                {"name": "lv", "driver": "libvirt", "libvirt_pool": "nope"},
+                404,
+                "nope",
+            ),
+            ("POST", "/v1/storage-pools", {"name": "lv", "driver": "libvirt"}, 400, "libvirt_pool"),
+            ("POST", "/v1/storage-pools", {"name": "q", "quota_mb": 0}, 400, "size_mb"),
+        ):
+            response = api.request(method, url, json=body)
+            assert response.status_code == status, (url, body, response.text)
+            assert message in response.json()["error"]["message"], response.text
+
+        made = api.post("/v1/storage-pools", json={"name": "lv", "driver": "libvirt", "libvirt_pool": lv_name})
+        assert made.status_code == 201, made.text
+        on_libvirt = volume(api, "on-libvirt", pool="lv", size_mb=16)
+        assert on_libvirt["pool"] == "lv"
+        lv.refresh(0)
+        assert len(lv.listVolumes()) == 1  # libvirt sees the volume
+        with_volume(api, "lv-user", "on-libvirt")
+        assert sh(api, "lv-user", "echo via-libvirt > /vol/f && cat /vol/f")["output"] == "via-libvirt\n"
+        delete(api, "lv-user")
+    finally:
+        delete(api, "lv-user")
+        drop_volume(api, "on-libvirt")
+        drop_volume(api, "in-small")
+        api.delete("/v1/storage-pools/lv")
+        api.delete("/v1/storage-pools/small")
+        lv.refresh(0)
+        left = lv.listVolumes()
+        lv.destroy()
+        lv.undefine()
+        conn.close()
+    assert left == []
+    assert sorted(p["name"] for p in api.get("/v1/storage-pools").json()["items"]) == ["default"]
+
+
+def test_a_volume_from_a_vm_disk_image_is_an_overlay_on_it(
+    platform: Platform, api: httpx.Client, tmp_path: Path
+) -> None:
+    disk = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "48M"], check=True)
+    response = api.post(
+        "/v1/images/import",
+        params={"name": "vol-base", "kind": "vm"},
+        content=disk.read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert wait_op(api, response)["status"] == "succeeded"
+    try:
+        made = volume(api, "from-image", image="vol-base", size_mb=None)
+        assert (made["format"], made["size_mb"], made["source"]["image"]) == ("qcow2", 48, "vol-base")
+        bigger = volume(api, "from-image-big", image="vol-base", size_mb=96)
+        assert bigger["size_mb"] == 96
+        base = Path(api.get("/v1/images/vol-base").json()["ref"]) / "disk.qcow2"
+        for name in ("from-image", "from-image-big"):
+            volume_id = api.get(f"/v1/volumes/{name}").json()["id"]
+            info = subprocess.run(
+                [
+                    "qemu-img",
+                    "info",
+                    "--output=json",
+                    str(platform.data_dir / "pools/default" / f"{volume_id}.qcow2"),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert str(base) in info  # a copy-on-write overlay on the image, not a copy
+        for body, status, message in (
+            ({"name": "small", "image": "vol-base", "size_mb": 8}, 400, "below the size"),
+            ({"name": "nothing", "image": "nope"}, 404, "not found"),
+            ({"name": "ct-image", "image": "busybox"}, 400, "not a ready VM disk image"),
+            ({"name": "no-size"}, 400, "size_mb"),
+        ):
+            response = api.post("/v1/volumes", json=body)
+            assert response.status_code == status, (body, response.text)
+            assert message in response.json()["error"]["message"], response.text
+    finally:
+        drop_volume(api, "from-image")
+        drop_volume(api, "from-image-big")
+        response = api.delete("/v1/images/vol-base")
+        if response.status_code == 202:
+            wait_op(api, response)

@@ -16,7 +16,18 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings, get_settings
 
 from . import errors
-from .routers import events, health, hosts, images, instances, networks, operations, security_groups, volumes
+from .routers import (
+    events,
+    health,
+    hosts,
+    images,
+    instances,
+    networks,
+    operations,
+    security_groups,
+    storage_pools,
+    volumes,
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,6 +56,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, instances, images, networks, security_groups, volumes, hosts, operations, events):
+    for module in (
+        health,
+        instances,
+        images,
+        networks,
+        security_groups,
+        volumes,
+        storage_pools,
+        hosts,
+        operations,
+        events,
+    ):
         app.include_router(module.router)
     return app

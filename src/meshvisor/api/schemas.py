@@ -31,10 +31,15 @@ class VolumeHotplug(Strict):
 
 class VolumeCreate(Strict):
     name: str
-    size_mb: int
+    size_mb: int | None = Field(default=None, description="required unless `image` gives the size")
+    image: str | None = Field(default=None, description="a VM disk image: the volume is a qcow2 overlay on it")
     format: Literal["raw", "qcow2"] = "raw"
     filesystem: str | None = Field(default=None, description="raw: ext4 (the default); qcow2: none")
     pool: str = "default"
+
+
+class VolumePatch(Strict):
+    size_mb: int
 
 
 class VolumeActionRequest(Strict):
@@ -42,6 +47,29 @@ class VolumeActionRequest(Strict):
     size_mb: int | None = None
     snapshot: str | None = None
     name: str | None = Field(default=None, description="clone: the new volume's name")
+
+
+class StoragePoolCreate(Strict):
+    name: str
+    driver: Literal["dir", "libvirt"] = "dir"
+    libvirt_pool: str | None = Field(default=None, description="libvirt: the name of a running libvirt dir pool")
+    quota_mb: int | None = None
+
+
+class StoragePoolPublic(BaseModel):
+    name: str
+    driver: str
+    host: str
+    config: dict[str, Any]
+    quota_mb: int | None
+    allocated_mb: int
+    free_mb: int | None
+    created_at: str
+
+
+class StoragePoolList(BaseModel):
+    items: list[StoragePoolPublic]
+    next_cursor: str | None = None
 
 
 class VolumePublic(BaseModel):

@@ -50,7 +50,7 @@ def serve() -> None:
 def worker(concurrency: Annotated[int | None, typer.Option(help="worker threads")] = None) -> None:
     """Run a Celery worker (threads pool) for this host and the platform, with the periodic reconciler."""
     settings = get_settings()
-    _run_worker(settings, [settings.queue, settings.host_queue(settings.host_name)], concurrency, beat=True)
+    _run_worker(settings, [settings.queue, settings.host_queue(settings.host_name)], concurrency)
 
 
 @app.command()
@@ -61,10 +61,10 @@ def agent(
     """Run the worker of one more host: it registers the host (MESHVISOR_TUNNEL_IP is its tunnel endpoint;
     MESHVISOR_HOST_NETNS simulates it in a network namespace) and runs the work of that host's instances."""
     settings = get_settings().model_copy(update={"host_name": validate_name(host, "host name")})
-    _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency, beat=False)
+    _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency)
 
 
-def _run_worker(settings: Settings, queues: list[str], concurrency: int | None, beat: bool) -> None:
+def _run_worker(settings: Settings, queues: list[str], concurrency: int | None) -> None:
     from meshvisor.platform.db import migrate
     from meshvisor.tasks import worker_app
 
@@ -87,8 +87,6 @@ def _run_worker(settings: Settings, queues: list[str], concurrency: int | None, 
         "--without-gossip",
         "--without-mingle",
     ]
-    if beat:
-        argv += ["--beat", "--schedule", str(settings.data_path / "celerybeat-schedule")]
     celery.worker_main(argv)
 
 

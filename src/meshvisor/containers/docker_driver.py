@@ -25,6 +25,10 @@ from .docker_client import call, docker_errors, open_client
 LABEL_ID = "meshvisor.id"
 LABEL_PREFIX = "meshvisor.prefix"
 LABEL_NAME = "meshvisor.name"
+# Only the containers of instances carry it: images carry our other labels, so a `docker build` step's container
+# inherits them, and must never be taken for an instance (or for an orphan to remove).
+LABEL_ROLE = "meshvisor.role"
+ROLE_INSTANCE = "instance"
 # CPU limits as quota per period (what `docker update` can change live; NanoCpus cannot be updated).
 CPU_PERIOD = 100_000
 
@@ -50,7 +54,7 @@ class DockerDriver:
 
     # -- finding our containers ---------------------------------------------------------------------------------
     def _find(self, instance_id: str) -> Container | None:
-        labels = [f"{LABEL_PREFIX}={self.prefix}", f"{LABEL_ID}={instance_id}"]
+        labels = [f"{LABEL_PREFIX}={self.prefix}", f"{LABEL_ID}={instance_id}", f"{LABEL_ROLE}={ROLE_INSTANCE}"]
         found = call("list containers", lambda: self._client.containers.list(all=True, filters={"label": labels}))
         return found[0] if found else None
 
@@ -81,7 +85,9 @@ class DockerDriver:
     def observe(self) -> list[Observed]:
         found = call(
             "list containers",
-            lambda: self._client.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}={self.prefix}"}),
+            lambda: self._client.containers.list(
+                all=True, filters={"label": [f"{LABEL_PREFIX}={self.prefix}", f"{LABEL_ROLE}={ROLE_INSTANCE}"]}
+            ),
         )
         return [self._observed(c) for c in found]
 
@@ -104,7 +110,12 @@ class DockerDriver:
                 command=list(spec.command) or None,
                 name=host_object_name(self.prefix, "ct", spec.id),
                 hostname=spec.name,
-                labels={LABEL_ID: spec.id, LABEL_PREFIX: self.prefix, LABEL_NAME: spec.name},
+                labels={
+                    LABEL_ID: spec.id,
+                    LABEL_PREFIX: self.prefix,
+                    LABEL_NAME: spec.name,
+                    LABEL_ROLE: ROLE_INSTANCE,
+                },
                 environment=dict(spec.env),
                 network_mode="none",
                 init=True,  # tini as PID 1: signals reach the command, so `stop` is quick and zombies are reaped

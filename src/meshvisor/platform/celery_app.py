@@ -7,7 +7,7 @@ from celery import Celery
 from .settings import Settings
 
 TASK_RUN_OPERATION = "meshvisor.run_operation"
-TASK_RECONCILE = "meshvisor.reconcile"  # periodic, on the platform's queue: fans out to every host
+TASK_RECONCILE = "meshvisor.reconcile"  # periodic (see tasks.reconcile_timer), fans out to every host
 TASK_RECONCILE_HOST = "meshvisor.reconcile_host"
 TASK_SYNC_SECURITY = "meshvisor.sync_security"
 SYNC_EXPIRES_S = 60.0  # a host that is away rebuilds its filter at its next reconcile pass anyway
@@ -24,9 +24,6 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600},
         worker_hijack_root_logger=False,
-        beat_schedule={
-            "reconcile": {"task": TASK_RECONCILE, "schedule": settings.reconcile_interval_s},
-        },
     )
     return app
 

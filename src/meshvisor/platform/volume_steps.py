@@ -23,7 +23,7 @@ from .volumes import attachments_of, pool_driver
 log = logging.getLogger(__name__)
 
 
-def _load(rt: Runtime, volume_id: str) -> tuple[Volume, storage.DirPool]:
+def _load(rt: Runtime, volume_id: str) -> tuple[Volume, storage.VolumeDriver]:
     with transaction(rt.sessions) as s:
         volume = s.get(Volume, volume_id)
         if volume is None:
@@ -52,6 +52,10 @@ def create_volume(rt: Runtime, op: Operation) -> None:
     source = dict(volume.source)
     if "clone" in source:
         pool.clone(str(source["clone"]), volume.id)
+    elif "image" in source:
+        made = pool.import_image(volume.id, Path(str(source["path"])), "qcow2")
+        if volume.size_mb > made.size_mb:  # asked for more room than the image has
+            pool.resize(volume.id, volume.size_mb)
     else:
         pool.create(storage.VolumeSpec(volume.id, volume.size_mb, volume.format, volume.filesystem))
     _record(rt, volume.id, "ready")
@@ -103,7 +107,7 @@ def mountpoint(rt: Runtime, attachment_id: str) -> Path:
     return rt.settings.mounts_dir / f"{rt.settings.host_prefix}-{attachment_id}"
 
 
-def _rows(rt: Runtime, instance_id: str) -> list[tuple[VolumeAttachment, Volume, storage.DirPool]]:
+def _rows(rt: Runtime, instance_id: str) -> list[tuple[VolumeAttachment, Volume, storage.VolumeDriver]]:
     with transaction(rt.sessions) as s:
         found = []
         for row, volume in s.execute(
@@ -142,7 +146,7 @@ def vm_disks(rt: Runtime, instance_id: str, taken: set[str]) -> tuple[DiskSpec, 
     return tuple(disks)
 
 
-def _disk(row: VolumeAttachment, volume: Volume, pool: storage.DirPool, target: str) -> DiskSpec:
+def _disk(row: VolumeAttachment, volume: Volume, pool: storage.VolumeDriver, target: str) -> DiskSpec:
     return DiskSpec(
         path=str(pool.path(volume.id)),
         format=volume.format,
@@ -216,9 +220,7 @@ def remove_stray_mounts(rt: Runtime) -> int:
                 log.warning("reconcile: could not unmount %s: %s", point, exc.message)
     with transaction(rt.sessions) as s:
         pools = [
-            pool_driver(p)
-            for p in s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name))
-            if p.driver == "dir"
+            pool_driver(p) for p in s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name))
         ]
         busy = s.scalar(select(Volume.id).where(Volume.operation_id.is_not(None)).limit(1)) is not None
     for pool in pools:

@@ -12,12 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from meshvisor import storage
-from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+from meshvisor.core.errors import Conflict, InvalidInput, MeshvisorError, NotFound
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import InstanceKind
+from meshvisor.hypervisor.disks import image_info
 
 from . import events, operations
-from .models import Instance, Operation, StoragePool, Volume, VolumeAttachment
+from .image_steps import DISK_FILE
+from .models import Image, Instance, Operation, StoragePool, Volume, VolumeAttachment
 from .resources import check_etag, etag, find_named, get_named, page_by_name
 from .settings import Settings
 
@@ -57,10 +59,83 @@ def get_pool(session: Session, name: str) -> StoragePool:
     return pool
 
 
-def pool_driver(pool: StoragePool) -> storage.DirPool:
-    if pool.driver != "dir":
-        raise InvalidInput(f"storage pool {pool.name!r} uses driver {pool.driver!r}, which this host lacks")
-    return storage.DirPool(Path(str(pool.config["path"])))
+POOL_DRIVERS = ("dir", "libvirt")
+
+
+def pool_driver(pool: StoragePool) -> storage.VolumeDriver:
+    """The storage driver behind a pool: files in a directory, or an existing libvirt `dir` pool."""
+    if pool.driver == "dir":
+        return storage.DirPool(Path(str(pool.config["path"])))
+    if pool.driver == "libvirt":
+        return storage.LibvirtPool(str(pool.config["libvirt_pool"]))
+    raise InvalidInput(f"storage pool {pool.name!r} uses driver {pool.driver!r}, which this host lacks")
+
+
+def create_pool(
+    session: Session,
+    name: str,
+    driver: str,
+    settings: Settings,
+    libvirt_pool: str | None = None,
+    quota_mb: object = None,
+) -> StoragePool:
+    """A new pool on this host: `dir` (a directory of its own in the data directory) or `libvirt` (an existing,
+    running libvirt `dir` pool, looked up now so that a wrong name fails here)."""
+    validate_name(name, "storage pool name")
+    if driver not in POOL_DRIVERS:
+        raise InvalidInput(f"unknown storage driver {driver!r}: use dir or libvirt")
+    if quota_mb is not None:
+        quota_mb = parse_size(quota_mb)
+    if session.scalar(select(StoragePool).where(StoragePool.name == name)) is not None:
+        raise Conflict(f"a storage pool named {name!r} already exists")
+    if driver == "dir":
+        if libvirt_pool is not None:
+            raise InvalidInput("libvirt_pool is for the libvirt driver")
+        config: dict[str, Any] = {"path": str(settings.pools_dir / name)}
+    else:
+        if not isinstance(libvirt_pool, str) or not libvirt_pool:
+            raise InvalidInput("the libvirt driver needs libvirt_pool: the name of a running libvirt dir pool")
+        with storage.LibvirtPool(libvirt_pool):  # NotFound / InvalidInput / Conflict when it cannot be used
+            pass
+        config = {"libvirt_pool": libvirt_pool}
+    pool = StoragePool(
+        id=new_id(), name=name, driver=driver, host=settings.host_name, config=config, quota_mb=quota_mb
+    )
+    session.add(pool)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a storage pool named {name!r} already exists") from None
+    return pool
+
+
+def delete_pool(session: Session, name: str) -> None:
+    pool = get_pool(session, name)
+    if name == DEFAULT_POOL:
+        raise Conflict("the default pool stays")
+    used = session.scalar(select(func.count()).select_from(Volume).where(Volume.pool_id == pool.id)) or 0
+    if used:
+        raise Conflict(f"storage pool {name!r} holds {used} volume(s)")
+    session.delete(pool)
+
+
+def pool_to_dict(session: Session, pool: StoragePool, settings: Settings | None = None) -> dict[str, Any]:
+    free_mb = None
+    if settings is not None and pool.host == settings.host_name:
+        try:
+            free_mb = pool_driver(pool).free_bytes() // 2**20
+        except MeshvisorError:
+            free_mb = None
+    return {
+        "name": pool.name,
+        "driver": pool.driver,
+        "host": pool.host,
+        "config": pool.config,
+        "quota_mb": pool.quota_mb,
+        "allocated_mb": allocated_mb(session, pool.id),
+        "free_mb": free_mb,
+        "created_at": pool.created_at.isoformat(),
+    }
 
 
 def allocated_mb(session: Session, pool_id: str) -> int:
@@ -74,8 +149,6 @@ def _check_room(session: Session, pool: StoragePool, extra_mb: int, settings: Se
             f"storage pool {pool.name!r} has a quota of {pool.quota_mb} MiB: no room for {extra_mb}"
         )
     if settings is not None and pool.host == settings.host_name:
-        root = Path(str(pool.config["path"]))
-        root.mkdir(parents=True, exist_ok=True)
         free_mb = pool_driver(pool).free_bytes() // 2**20
         if extra_mb > free_mb:
             raise InvalidInput(
@@ -104,6 +177,18 @@ def parse_size(size_mb: object) -> int:
     return size_mb
 
 
+def image_source(session: Session, image: str, project: str) -> tuple[dict[str, Any], int]:
+    """A VM disk image to make a volume from (a copy-on-write overlay on it): the source and its size in MiB."""
+    found = session.scalar(select(Image).where(Image.project == project, Image.name == image))
+    if found is None:
+        raise NotFound(f"image {image!r} not found; see GET /v1/images")
+    disk = Path(str(found.ref or "")) / DISK_FILE
+    if found.kind != InstanceKind.VM.value or found.state != "ready" or not disk.is_file():
+        raise InvalidInput(f"image {image!r} is not a ready VM disk image (a qcow2 import)")
+    virtual = int(image_info(disk)["virtual-size"])
+    return {"image": image, "path": str(disk)}, -(-virtual // 2**20)
+
+
 def request_create(
     session: Session,
     name: str,
@@ -114,8 +199,16 @@ def request_create(
     project: str = "default",
     settings: Settings | None = None,
     source: dict[str, Any] | None = None,
+    image: str | None = None,
 ) -> tuple[Volume, Operation]:
+    """A new volume: blank (`size_mb`, `format`, `filesystem`), a clone (`source`), or a copy-on-write overlay
+    on a VM disk image (`image`: qcow2, at least the image's size)."""
     validate_name(name, "volume name")
+    if image is not None:
+        source, smallest = image_source(session, image, project)
+        format, size_mb = "qcow2", smallest if size_mb is None else size_mb
+        if isinstance(size_mb, int) and not isinstance(size_mb, bool) and size_mb < smallest:
+            raise InvalidInput(f"size_mb {size_mb} is below the size of image {image!r} ({smallest} MiB)")
     size = parse_size(size_mb)
     if format not in FORMATS:
         raise InvalidInput(f"unknown format {format!r}: use raw (a shareable filesystem) or qcow2 (VMs only)")
@@ -331,7 +424,7 @@ def used_bytes(pool: StoragePool | None, volume: Volume, settings: Settings | No
         return None
     try:
         return int(pool_driver(pool).info(volume.id).used_bytes)
-    except (NotFound, InvalidInput):
+    except MeshvisorError:
         return None
 
 

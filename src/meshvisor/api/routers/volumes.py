@@ -6,9 +6,10 @@ from fastapi import APIRouter, Header, Query, Response
 
 from meshvisor.platform import operations, volumes
 from meshvisor.platform.db import transaction
+from meshvisor.platform.resources import check_etag
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
-from ..schemas import ERRORS, VolumeActionRequest, VolumeCreate, VolumePage, VolumePublic
+from ..schemas import ERRORS, VolumeActionRequest, VolumeCreate, VolumePage, VolumePatch, VolumePublic
 
 router = APIRouter(prefix="/v1/volumes", tags=["volumes"], responses=ERRORS)
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
@@ -18,7 +19,14 @@ IfMatch = Annotated[str | None, Header(alias="If-Match")]
 def create_volume(body: VolumeCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     with transaction(rt.sessions) as s:
         volume, op = volumes.request_create(
-            s, body.name, body.size_mb, body.format, body.filesystem, body.pool, settings=rt.settings
+            s,
+            body.name,
+            body.size_mb,
+            body.format,
+            body.filesystem,
+            body.pool,
+            settings=rt.settings,
+            image=body.image,
         )
         public = volumes.to_dict(s, volume)
     return dispatch.accepted(op, {"operation": operations.to_dict(op), "volume": public})
@@ -41,6 +49,20 @@ def get_volume(name: str, rt: RuntimeDep, session: SessionDep, response: Respons
     public = volumes.to_dict(session, volumes.get(session, name), rt.settings)
     response.headers["ETag"] = f'"{public["etag"]}"'
     return public
+
+
+@router.patch("/{name}", status_code=202)
+def patch_volume(
+    name: str, body: VolumePatch, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+) -> Response:
+    """`size_mb`: grow the volume (as the `resize` action)."""
+    with transaction(rt.sessions) as s:
+        check_etag(volumes.get(s, name), if_match)
+        volume, op, _clone = volumes.request_action(
+            s, name, "resize", {"size_mb": body.size_mb}, settings=rt.settings
+        )
+        public = volumes.to_dict(s, volume)
+    return dispatch.accepted(op, {"operation": operations.to_dict(op), "volume": public})
 
 
 @router.delete("/{name}", status_code=202)

@@ -4,6 +4,7 @@ that containers bind-mount, disks that VMs get at creation or by hot-plug."""
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from sqlalchemy import select
@@ -124,12 +125,18 @@ def _rows(rt: Runtime, instance_id: str) -> list[tuple[VolumeAttachment, Volume,
         return found
 
 
+# Mounting (a loop device, then a mount) and the clean-up of loop devices without a mount must not interleave:
+# between the two steps of a mount, its loop device has no mount yet.
+_mounting = threading.Lock()
+
+
 def container_mounts(rt: Runtime, instance_id: str) -> tuple[MountSpec, ...]:
     """Loop-mount each raw volume of the container (idempotent) and say where Docker binds it."""
     mounts = []
     for row, volume, pool in _rows(rt, instance_id):
         point = mountpoint(rt, row.id)
-        storage.mount(pool.path(volume.id), point, read_only=row.read_only)
+        with _mounting:
+            storage.mount(pool.path(volume.id), point, read_only=row.read_only)
         mounts.append(MountSpec(source=str(point), target=str(row.path), read_only=row.read_only))
     if mounts:
         failpoints.reached(rt.settings, failpoints.VOLUME_MOUNTED)
@@ -159,7 +166,8 @@ def _disk(row: VolumeAttachment, volume: Volume, pool: storage.VolumeDriver, tar
 def release_mounts(rt: Runtime, instance_id: str) -> None:
     """After the container is gone: its loop mounts go too."""
     for row, _, _ in _rows(rt, instance_id):
-        storage.unmount(mountpoint(rt, row.id))
+        with _mounting:
+            storage.unmount(mountpoint(rt, row.id))
 
 
 def attach_volume(rt: Runtime, op: Operation) -> None:
@@ -209,11 +217,13 @@ def remove_stray_mounts(rt: Runtime) -> int:
     prefix = f"{rt.settings.host_prefix}-"
     with transaction(rt.sessions) as s:
         wanted = {str(mountpoint(rt, i)) for i in s.scalars(select(VolumeAttachment.id))}
+        in_use = set(s.scalars(select(VolumeAttachment.volume_id)))
     removed = 0
     for point in storage.mounts_under(rt.settings.mounts_dir):
         if point.name.startswith(prefix) and str(point) not in wanted:
             try:
-                storage.unmount(point)
+                with _mounting:
+                    storage.unmount(point)
                 removed += 1
                 log.warning("reconcile: unmounted stray volume mount %s", point)
             except MeshvisorError as exc:
@@ -230,10 +240,13 @@ def remove_stray_mounts(rt: Runtime) -> int:
             removed += 1
         for info in pool.list():  # a loop device with no mount left: its mount went, the device stayed
             path = Path(info.path)
-            if storage.mountpoints_of(path):
+            if info.volume_id in in_use:  # attached: a mount of it may be under way
                 continue
-            for device in storage.loop_devices_of(path):
-                storage.detach_loop_device(device)
-                log.warning("reconcile: detached stray loop device %s of %s", device, path)
-                removed += 1
+            with _mounting:
+                if storage.mountpoints_of(path):
+                    continue
+                for device in storage.loop_devices_of(path):
+                    storage.detach_loop_device(device)
+                    log.warning("reconcile: detached stray loop device %s of %s", device, path)
+                    removed += 1
     return removed

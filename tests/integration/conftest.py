@@ -24,6 +24,7 @@ from pyroute2 import IPRoute
 
 from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.network import list_links, remove_guard
+from meshvisor.storage import detach_loop_device, loop_devices_for, mounts_under, unmount
 
 from ..conftest import DEB_CACHE
 from .docker_proxy import DockerProxy
@@ -262,6 +263,10 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
                 ipr.link("del", ifname=link.name)
         remove_guard(prefix)
         remove_guard(prefix, host_b)
+        for point in mounts_under(data_dir / "mounts"):  # what a failed test's containers left mounted
+            unmount(point, lazy=True)
+        for device in loop_devices_for(data_dir / "pools" / "default"):
+            detach_loop_device(device)
         shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
         for image in client.images.list(filters={"dangling": True, "label": f"meshvisor.prefix={prefix}"}):
             client.images.remove(image.id, force=True)

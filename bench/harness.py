@@ -7,6 +7,7 @@ Redis database, so a benchmark never touches another platform on the machine.
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +239,33 @@ def median_phases(runs: list[Any]) -> dict[str, float]:
     """The median of every phase over the runs (each has `figures() -> dict[str, float]`)."""
     figures = [run.figures() for run in runs]
     return {name: statistics.median(f[name] for f in figures) for name in figures[0]}
+
+
+def epoch(iso: str) -> float:
+    """An operation's time stamp (UTC; SQLite hands it back without the zone) as seconds since the epoch."""
+    when = datetime.fromisoformat(iso)
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+@dataclass
+class Phases:
+    """One run of one side: its phase boundaries (wall clock, in `steps` order) and extras off the critical
+    path."""
+
+    stamps: dict[str, float]
+    steps: tuple[tuple[str, str], ...]
+    extra: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return self.stamps[self.steps[-1][0]] - self.stamps[self.steps[0][0]]
+
+    def phases(self) -> dict[str, float]:
+        return {
+            name: self.stamps[end] - self.stamps[start]
+            for (start, _), (end, name) in itertools.pairwise(self.steps)
+        }
+
+    def figures(self) -> dict[str, float]:
+        """Every phase, the extras and the total, in seconds."""
+        return {**self.phases(), **self.extra, "total": self.total}

@@ -12,7 +12,6 @@ adds no work to the platform being measured.
 
 from __future__ import annotations
 
-import itertools
 import json
 import shutil
 import statistics
@@ -20,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +26,10 @@ import httpx
 import libvirt
 from harness import (
     OperationFailed,
+    Phases,
     Platform,
     Result,
+    epoch,
     forget_queue,
     make_data_dir,
     median_phases,
@@ -134,29 +134,8 @@ def wait_for_text(path: Path, text: bytes, timeout: float = BOOT_TIMEOUT_S) -> f
         time.sleep(POLL_S)
 
 
-def _epoch(iso: str) -> float:
-    """An operation's time stamp (UTC; SQLite hands it back without the zone) as seconds since the epoch."""
-    when = datetime.fromisoformat(iso)
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
-@dataclass
-class Boot:
-    """One boot: its phase boundaries (wall clock, in `steps` order) and extras off the critical path."""
-
-    stamps: dict[str, float]
-    steps: tuple[tuple[str, str], ...]
-    extra: dict[str, float]
-
-    @property
-    def total(self) -> float:
-        return self.stamps["banner"] - self.stamps[self.steps[0][0]]
-
-    def phases(self) -> dict[str, float]:
-        return {
-            name: self.stamps[end] - self.stamps[start]
-            for (start, _), (end, name) in itertools.pairwise(self.steps)
-        }
+class Boot(Phases):
+    """One boot, up to the guest's init banner."""
 
     @property
     def to_running(self) -> float:
@@ -164,8 +143,7 @@ class Boot:
         return self.stamps["started"] - self.stamps[self.steps[0][0]]
 
     def figures(self) -> dict[str, float]:
-        """Every phase, the extras and the totals, in seconds."""
-        return {**self.phases(), **self.extra, "to QEMU running": self.to_running, "total": self.total}
+        return {**super().figures(), "to QEMU running": self.to_running}
 
 
 # -- the two sides --------------------------------------------------------------------------------------------
@@ -186,15 +164,15 @@ def boot_via_api(platform: Platform, api: httpx.Client, clock: DomainClock, name
         domain = host_object_name(platform.prefix, "vm", instance_id)
         stamps = {
             "request": sent,
-            "op_created": _epoch(op["created_at"]),
-            "op_started": _epoch(op["started_at"]),
+            "op_created": epoch(op["created_at"]),
+            "op_started": epoch(op["started_at"]),
             "defined": clock.stamp(domain, "defined"),
             "started": clock.stamp(domain, "started"),
             "banner": banner,
         }
         extra = {
             "(api answers: request -> 202)": answered - sent,
-            "(operation done: request -> finished_at)": _epoch(op["finished_at"]) - sent,
+            "(operation done: request -> finished_at)": epoch(op["finished_at"]) - sent,
             "(platform CPU time, request -> banner)": platform_cpu,
         }
         return Boot(stamps, MEASURED_STEPS, extra)

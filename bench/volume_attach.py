@@ -23,13 +23,10 @@ Everything is timed on the wall clock (`time.time()`), so that the operations' `
 
 from __future__ import annotations
 
-import itertools
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +35,10 @@ import httpx
 from docker.types import Mount
 from harness import (
     OperationFailed,
+    Phases,
     Platform,
     Result,
+    epoch,
     forget_queue,
     make_data_dir,
     median_phases,
@@ -90,32 +89,7 @@ BASELINE_STEPS = (
 )
 
 
-def _epoch(iso: str) -> float:
-    """An operation's time stamp (UTC; SQLite hands it back without the zone) as seconds since the epoch."""
-    when = datetime.fromisoformat(iso)
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
-@dataclass
-class Attach:
-    """One round of one side: its phase boundaries (wall clock, in `steps` order) and extras."""
-
-    stamps: dict[str, float]
-    steps: tuple[tuple[str, str], ...]
-    extra: dict[str, float]
-
-    @property
-    def total(self) -> float:
-        return self.stamps[self.steps[-1][0]] - self.stamps[self.steps[0][0]]
-
-    def phases(self) -> dict[str, float]:
-        return {
-            name: self.stamps[end] - self.stamps[start]
-            for (start, _), (end, name) in itertools.pairwise(self.steps)
-        }
-
-    def figures(self) -> dict[str, float]:
-        return {**self.phases(), **self.extra, "total": self.total}
+Attach = Phases  # one round of one side
 
 
 def _check_exec(result: dict[str, Any] | tuple[int, bytes], side: str) -> None:
@@ -169,15 +143,15 @@ def attach_via_api(platform: Platform, api: httpx.Client, engine: docker.DockerC
         events = container_events(engine, f"{LABEL_ID}={instance_id}", sent)
         stamps = {
             "request": sent,
-            "vol_created": _epoch(volume_op["created_at"]),
-            "vol_started": _epoch(volume_op["started_at"]),
-            "vol_finished": _epoch(volume_op["finished_at"]),
+            "vol_created": epoch(volume_op["created_at"]),
+            "vol_started": epoch(volume_op["started_at"]),
+            "vol_finished": epoch(volume_op["finished_at"]),
             "vol_seen": volume_seen,
-            "ins_created": _epoch(instance_op["created_at"]),
-            "ins_started": _epoch(instance_op["started_at"]),
+            "ins_created": epoch(instance_op["created_at"]),
+            "ins_started": epoch(instance_op["started_at"]),
             "ct_create": events["create"],
             "ct_start": events["start"],
-            "ins_finished": _epoch(instance_op["finished_at"]),
+            "ins_finished": epoch(instance_op["finished_at"]),
             "ins_seen": instance_seen,
             "exec_done": done,
         }

@@ -21,6 +21,7 @@ from .network_steps import ensure_here, refresh_dhcp
 from .networks import interface_order
 from .runtime import Runtime
 from .security_steps import sync_security
+from .volumes import attachments_of as volume_attachments_of
 
 
 def _instance_kind(rt: Runtime, instance_id: str) -> InstanceKind:
@@ -129,11 +130,13 @@ def _vm_driver(rt: Runtime) -> NicHotplugDriver:
     return driver
 
 
-def _refresh_record(rt: Runtime, instance_id: str) -> None:
+def refresh_record(rt: Runtime, instance_id: str) -> None:
+    """The instance's `networks` and `volumes` as its attachment rows have them now."""
     with transaction(rt.sessions) as s:
         instance = s.get(Instance, instance_id)
         if instance is not None:
             instance.networks = attachments_of(s, instance_id)
+            instance.volumes = volume_attachments_of(s, instance_id)
             instance.touch()
 
 
@@ -161,7 +164,7 @@ def attach_network(rt: Runtime, op: Operation) -> None:
                 if interface.attachment_id == attachment_id:
                     attach_interface(rt, pid, interface, default_route=interface is interfaces[0])
     failpoints.reached(rt.settings, failpoints.ATTACH_LINKED)
-    _refresh_record(rt, op.resource_id)
+    refresh_record(rt, op.resource_id)
 
 
 def detach_network(rt: Runtime, op: Operation) -> None:
@@ -181,5 +184,5 @@ def detach_network(rt: Runtime, op: Operation) -> None:
         if current is not None:
             s.delete(current)
     refresh_dhcp(rt, network_id)
-    _refresh_record(rt, op.resource_id)
+    refresh_record(rt, op.resource_id)
     sync_security(rt)

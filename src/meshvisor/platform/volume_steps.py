@@ -16,10 +16,11 @@ from meshvisor.core.types import DiskSpec, InstanceKind, MountSpec
 from meshvisor.hypervisor.domain_xml import next_disk_target
 
 from . import events, failpoints
+from .attachment_steps import refresh_record
 from .db import transaction
-from .models import Instance, Operation, StoragePool, Volume, VolumeAttachment
+from .models import Operation, StoragePool, Volume, VolumeAttachment
 from .runtime import Runtime
-from .volumes import attachments_of, pool_driver
+from .volumes import pool_driver
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def attach_volume(rt: Runtime, op: Operation) -> None:
             driver = _disk_driver(rt)
             driver.attach_disk(op.resource_id, _disk(row, volume, pool, target=""))
     failpoints.reached(rt.settings, failpoints.DISK_PLUGGED)
-    _refresh_record(rt, op.resource_id)
+    refresh_record(rt, op.resource_id)
 
 
 def detach_volume(rt: Runtime, op: Operation) -> None:
@@ -192,7 +193,7 @@ def detach_volume(rt: Runtime, op: Operation) -> None:
         current = s.get(VolumeAttachment, attachment_id)
         if current is not None:
             s.delete(current)
-    _refresh_record(rt, op.resource_id)
+    refresh_record(rt, op.resource_id)
 
 
 def _disk_driver(rt: Runtime) -> DiskHotplugDriver:
@@ -200,14 +201,6 @@ def _disk_driver(rt: Runtime) -> DiskHotplugDriver:
     if not isinstance(driver, DiskHotplugDriver):
         raise PermanentError("this VM driver cannot add or remove disks")
     return driver
-
-
-def _refresh_record(rt: Runtime, instance_id: str) -> None:
-    with transaction(rt.sessions) as s:
-        instance = s.get(Instance, instance_id)
-        if instance is not None:
-            instance.volumes = attachments_of(s, instance_id)
-            instance.touch()
 
 
 def remove_stray_mounts(rt: Runtime) -> int:

@@ -3,6 +3,9 @@ pool, and one writer per volume held by the database itself."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 from sqlalchemy.exc import IntegrityError
 
@@ -12,7 +15,7 @@ from meshvisor.core.types import InstanceKind
 from meshvisor.platform import instances, volumes
 from meshvisor.platform.db import transaction
 from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.models import Volume, VolumeAttachment
+from meshvisor.platform.models import Image, Volume, VolumeAttachment
 from meshvisor.platform.runtime import Runtime
 
 from .conftest import add_ready_image
@@ -88,3 +91,50 @@ def test_the_database_keeps_a_second_writer_off(runtime: Runtime) -> None:
         s.add(VolumeAttachment(id=new_id(), volume_id=volume_id, instance_id=other_id, read_only=False))
     with transaction(runtime.sessions) as s:  # a reader beside the writer is the code's rule, not the index's
         s.add(VolumeAttachment(id=new_id(), volume_id=volume_id, instance_id=other_id, read_only=True))
+
+
+def disk_image(runtime: Runtime, tmp_path: Path) -> None:
+    ref = tmp_path / "distro-image"
+    ref.mkdir()
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(ref / "disk.qcow2"), "32M"], check=True)
+    with transaction(runtime.sessions) as s:
+        volumes.ensure_default_pool(s, runtime.settings)
+        s.add(
+            Image(
+                id=new_id(),
+                name="distro",
+                kind="vm",
+                state="ready",
+                source={"type": "import", "format": "qcow2"},
+                ref=str(ref),
+                size_bytes=1,
+                version=1,
+            )
+        )
+
+
+def test_a_vm_booting_a_disk_image_gets_a_root_volume(runtime: Runtime, tmp_path: Path) -> None:
+    disk_image(runtime, tmp_path)
+    with transaction(runtime.sessions) as s:
+        vm, _ = instances.create(s, InstanceRequest("web", InstanceKind.VM, "distro", cpus=1, memory_mb=256))
+        assert vm.volumes == [
+            {"volume": "web-root", "path": None, "read_only": False, "serial": "web-root", "boot": True}
+        ]
+        root = volumes.get(s, "web-root")
+        assert (root.size_mb, root.format, root.state, root.source["image"]) == (32, "qcow2", "pending", "distro")
+        # Not ready yet (the worker makes the file), and never on its own: no actions, no delete, no detach.
+        with pytest.raises(Conflict, match="not ready"):
+            volumes.request_action(s, "web-root", "snapshot", {"snapshot": "a"})
+        with pytest.raises(Conflict, match="root disk"):
+            volumes.request_delete(s, "web-root")
+        vm.state, vm.operation_id = "running", None
+        with pytest.raises(Conflict, match="root disk"):
+            instances.request_detach_volume(s, "web", "web-root")
+
+    # A volume already named like the root disk: 409 and nothing made.
+    ready_volume(runtime, "clash-root")
+    with pytest.raises(Conflict, match="root disk takes that name"), transaction(runtime.sessions) as s:
+        instances.create(s, InstanceRequest("clash", InstanceKind.VM, "distro", cpus=1, memory_mb=256))
+    with runtime.sessions() as s:
+        assert instances.find(s, "clash") is None
+        assert sorted(v.name for v in s.query(Volume)) == ["clash-root", "web-root"]

@@ -16,6 +16,7 @@ import libvirt
 import pytest
 
 from meshvisor.hypervisor.cloud_init import read_seed_iso
+from meshvisor.hypervisor.domain_xml import attached_disks
 
 from .conftest import Platform, delete, wait_op
 
@@ -75,15 +76,29 @@ def test_import_boot_overlay_seed_snapshot(platform: Platform, api: httpx.Client
     try:
         assert machine["state"] == "running"
         vm_dir = platform.data_dir / "vms" / machine["id"]
-        assert sorted(p.name for p in vm_dir.iterdir()) == ["console.log", "data.qcow2", "root.qcow2", "seed.iso"]
-        root = qemu_info(str(vm_dir / "root.qcow2"))
+        assert sorted(p.name for p in vm_dir.iterdir()) == ["console.log", "data.qcow2", "seed.iso"]
+        # The root disk is a volume: an overlay on the image in the default pool, the disk the VM boots from.
+        assert machine["volumes"] == [
+            {
+                "volume": "distro-vm-root",
+                "path": None,
+                "read_only": False,
+                "serial": "distro-vm-root",
+                "boot": True,
+            }
+        ]
+        volume = api.get("/v1/volumes/distro-vm-root").json()
+        assert (volume["state"], volume["format"], volume["attached_to"]) == ("ready", "qcow2", ["distro-vm"])
+        root_file = platform.data_dir / "pools" / "default" / f"{volume['id']}.qcow2"
+        root = qemu_info(str(root_file))
         assert root["format"] == "qcow2" and root["full-backing-filename"] == str(base.resolve())
         seed = read_seed_iso(vm_dir / "seed.iso")
         assert seed[":label"] == b"cidata"
         assert b"local-hostname: distro-vm" in seed["meta-data"] and KEY.encode() in seed["user-data"]
         dom = [d for d in platform.domains() if d.UUIDString().replace("-", "") == machine["id"]][0]
         xml = dom.XMLDesc(0)
-        assert "root.qcow2" in xml and "seed.iso" in xml and "data.qcow2" in xml and "<kernel>" not in xml
+        assert str(root_file) in xml and "seed.iso" in xml and "data.qcow2" in xml and "<kernel>" not in xml
+        assert [d.target for d in attached_disks(xml) if d.path == str(root_file)] == ["vda"]
 
         # Snapshots cover the writable qcow2 disks; the seed (read-only) stays out.
         op = wait_op(
@@ -96,6 +111,7 @@ def test_import_boot_overlay_seed_snapshot(platform: Platform, api: httpx.Client
     finally:
         delete(api, "distro-vm")
     assert not (platform.data_dir / "vms" / machine["id"]).exists()
+    assert api.get("/v1/volumes/distro-vm-root").status_code == 404 and not root_file.exists()
     assert hashlib.sha256(base.read_bytes()).hexdigest() == digest  # the image itself never changed
     assert wait_op(api, api.delete("/v1/images/distro"))["status"] == "succeeded"
     assert not base.parent.exists()
@@ -165,3 +181,78 @@ def test_the_cli_imports_a_vm_disk(platform: Platform, api: httpx.Client, tmp_pa
         timeout=60,
     )
     assert bad.returncode != 0 and "not a qcow2 disk image" in bad.stderr
+
+
+def test_a_vms_root_disk_is_a_volume(platform: Platform, api: httpx.Client, tmp_path: Path) -> None:
+    """Grown live (the guest sees the new size at once), snapshotted and cloned once the VM is stopped, never
+    detached or deleted on its own, and gone with its VM; the image stays while an overlay on it is left."""
+    assert wait_op(api, import_disk(api, "rootimg", qcow2(tmp_path / "rootimg.qcow2")))["status"] == "succeeded"
+    body = {"name": "rooted", "kind": "vm", "image": "rootimg", "cpus": 1, "memory_mb": 256}
+    op = wait_op(api, api.post("/v1/instances", json=body), timeout=120)
+    assert op["status"] == "succeeded", op
+    machine = api.get("/v1/instances/rooted").json()
+    clone_made = False
+    try:
+        root = api.get("/v1/volumes/rooted-root").json()
+        assert (root["size_mb"], root["format"], root["state"], root["attached_to"]) == (
+            64,
+            "qcow2",
+            "ready",
+            ["rooted"],
+        )
+        assert root["source"]["image"] == "rootimg"
+        dom = [d for d in platform.domains() if d.UUIDString().replace("-", "") == machine["id"]][0]
+
+        # Bad requests: 409, nothing changes.
+        refused = api.delete("/v1/instances/rooted/volumes/rooted-root")
+        assert refused.status_code == 409 and "root disk" in refused.json()["error"]["message"]
+        refused = api.delete("/v1/volumes/rooted-root")
+        assert refused.status_code == 409 and "root disk" in refused.json()["error"]["message"]
+        for action in ({"action": "snapshot", "snapshot": "live"}, {"action": "clone", "name": "live-copy"}):
+            refused = api.post("/v1/volumes/rooted-root/actions", json=action)
+            assert refused.status_code == 409 and "running VM" in refused.json()["error"]["message"], refused.text
+        assert api.patch("/v1/volumes/rooted-root", json={"size_mb": 32}).status_code == 400
+        assert api.get("/v1/volumes/live-copy").status_code == 404
+        assert api.get("/v1/volumes/rooted-root").json()["snapshots"] == []
+
+        # Grown while the VM runs: QEMU's block resize, so the guest's disk is bigger at once.
+        op = wait_op(api, api.patch("/v1/volumes/rooted-root", json={"size_mb": 96}))
+        assert op["status"] == "succeeded", op
+        assert dom.blockInfo("vda")[0] == 96 * 2**20
+        assert api.get("/v1/volumes/rooted-root").json()["size_mb"] == 96
+
+        # Stopped: snapshot, clone (an overlay on the same image) and revert go through the volume API.
+        assert wait_op(api, api.post("/v1/instances/rooted/actions", json={"action": "stop"}))["status"] == (
+            "succeeded"
+        )
+        action = {"action": "snapshot", "snapshot": "s1"}
+        assert wait_op(api, api.post("/v1/volumes/rooted-root/actions", json=action))["status"] == "succeeded"
+        action = {"action": "clone", "name": "rooted-copy"}
+        op = wait_op(api, api.post("/v1/volumes/rooted-root/actions", json=action))
+        assert op["status"] == "succeeded", op
+        clone_made = True
+        copy = api.get("/v1/volumes/rooted-copy").json()
+        assert (copy["size_mb"], copy["attached_to"], copy["source"]["image"]) == (96, [], "rootimg")
+        copy_file = platform.data_dir / "pools" / "default" / f"{copy['id']}.qcow2"
+        image_file = Path(api.get("/v1/images/rootimg").json()["ref"]) / "disk.qcow2"
+        assert qemu_info(str(copy_file))["full-backing-filename"] == str(image_file.resolve())
+        action = {"action": "revert", "snapshot": "s1"}
+        refused = api.post("/v1/volumes/rooted-root/actions", json=action)
+        assert refused.status_code == 409  # attached: revert the instance's disk through its own snapshots
+        assert api.get("/v1/volumes/rooted-root").json()["snapshots"] == ["s1"]
+        assert wait_op(api, api.post("/v1/instances/rooted/actions", json={"action": "start"}), timeout=120)[
+            "status"
+        ] == ("succeeded")
+        assert dom.blockInfo("vda")[0] == 96 * 2**20
+
+        refused = api.delete("/v1/images/rootimg")
+        assert refused.status_code == 409
+    finally:
+        delete(api, "rooted")
+    assert api.get("/v1/volumes/rooted-root").status_code == 404
+    assert not list((platform.data_dir / "pools" / "default").glob(f"{root['id']}*"))
+    if clone_made:  # the clone outlives the VM and keeps the image it is an overlay on
+        refused = api.delete("/v1/images/rootimg")
+        assert refused.status_code == 409 and "rooted-copy" in refused.json()["error"]["message"]
+        assert wait_op(api, api.delete("/v1/volumes/rooted-copy"))["status"] == "succeeded"
+    assert wait_op(api, api.delete("/v1/images/rootimg"))["status"] == "succeeded"

@@ -91,3 +91,7 @@ class DiskHotplugDriver(Protocol):
         """Unplug the disk with this target or serial, and return once the guest has let go of it; absent is
         success."""
         ...
+
+    def resize_disk(self, instance_id: str, serial: str, size_mb: int) -> bool:
+        """Grow the disk with this serial in the running workload; False when it does not run."""
+        ...

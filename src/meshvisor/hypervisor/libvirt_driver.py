@@ -454,6 +454,21 @@ class LibvirtDriver:
 
         self._unplug(dom, f"disk {target_or_serial}", find, timeout)
 
+    def resize_disk(self, instance_id: str, serial: str, size_mb: int) -> bool:
+        """Grow the disk with this serial while the guest runs (QEMU's block resize: the guest sees the new size
+        at once). False when the domain is not running: then the file is grown offline by its storage driver."""
+        dom = self._get(instance_id)
+        if not _DISK_KEY.fullmatch(serial):
+            raise InvalidInput(f"invalid disk serial {serial!r}")
+        if not dom.isActive():
+            return False
+        found = find_disk(call("describe domain", lambda: dom.XMLDesc(0)), serial)
+        if found is None:
+            raise NotFound(f"domain {dom.name()} has no disk {serial}")
+        flags = libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES
+        call(f"grow disk {serial}", lambda: dom.blockResize(found.target, size_mb * 2**20, flags))
+        return True
+
     # -- snapshots ----------------------------------------------------------------------------------------------
     def snapshot_create(self, instance_id: str, name: str) -> Snapshot:
         dom = self._get(instance_id)

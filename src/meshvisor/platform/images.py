@@ -14,7 +14,7 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import InstanceKind
 
 from . import events, operations
-from .models import Image, Instance, Operation
+from .models import Image, Instance, Operation, Volume
 from .resources import check_etag, etag, find_named, get_named, page_by_name
 from .settings import Settings
 
@@ -158,6 +158,13 @@ def request_delete(
     )
     if users:
         raise Conflict(f"image {name!r} is used by {users} instance(s); delete them first")
+    layered = sorted(
+        v.name
+        for v in session.scalars(select(Volume).where(Volume.project == project))
+        if v.source.get("image") == name
+    )
+    if layered:  # their files are copy-on-write overlays on the image's file
+        raise Conflict(f"image {name!r} is the base of volume(s) {', '.join(layered)}; delete them first")
     return image, operations.submit(session, image, "delete", {})
 
 

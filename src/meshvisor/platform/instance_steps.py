@@ -36,7 +36,7 @@ from .network_steps import ensure_here, refresh_dhcp
 from .networks import interface_order
 from .runtime import Runtime
 from .security_steps import sync_security
-from .volume_steps import container_mounts, release_mounts, vm_disks
+from .volume_steps import container_mounts, delete_root_volume, release_mounts, root_disk, vm_disks
 
 Handler = Callable[[Runtime, Operation], None]
 
@@ -105,9 +105,12 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
         files = json.loads((image_dir / BOOT_FILE).read_text())
         cmdline = f"{files['cmdline']} mv.hostname={instance.name}"
         boot = BootSpec(kernel=files["kernel"], initrd=files.get("initrd"), cmdline=cmdline)
-    elif (image_dir / DISK_FILE).exists():  # a distribution's disk image: a copy-on-write overlay + a seed
-        root = create_overlay(instance_dir / "root.qcow2", image_dir / DISK_FILE)
-        disks.append(DiskSpec(path=str(root), format="qcow2", target=next(targets)))
+    elif (image_dir / DISK_FILE).exists():  # a distribution's disk image: its root volume + a seed
+        root = root_disk(rt, instance.id, next(targets))
+        if root is None:  # made before root disks were volumes: an overlay in the instance's directory
+            path = create_overlay(instance_dir / "root.qcow2", image_dir / DISK_FILE)
+            root = DiskSpec(path=str(path), format="qcow2", target="vda")
+        disks.append(root)
         config = cloud_init.parse(instance.cloud_init)
         seed = cloud_init.write_seed_iso(
             instance_dir / "seed.iso", cloud_init.seed_files(instance.id, instance.name, config)
@@ -295,6 +298,7 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
     detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
     release_mounts(rt, instance.id)  # before the row goes: it names the mounts
+    delete_root_volume(rt, instance.id)
     with transaction(rt.sessions) as s:
         network_ids = set(
             s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance.id))

@@ -172,6 +172,9 @@ def create(
         networks.allocate(session, net, instance_id, attachment.get("ip"), ifname=f"eth{index}")
     instance.networks = attachments_of(session, instance_id)
     security_groups.set_membership(session, instance, req.security_groups)
+    root = volumes.create_root(session, instance, image)
+    if root is not None:
+        events.emit(session, "lifecycle", "volume", root.name, project, state=root.state, id=root.id)
     for wanted in req.volumes:
         volumes.attach(
             session, instance, str(wanted.get("volume")), wanted.get("path"), wanted.get("read_only", False)
@@ -371,6 +374,8 @@ def request_detach_volume(
         raise NotFound(f"volume {volume!r} is not attached to {name!r}")
     if instance.kind != InstanceKind.VM.value:
         raise Conflict(f"{name!r} is a container: its volumes go with it when it is deleted")
+    if row.boot:
+        raise Conflict(f"volume {volume!r} is the root disk of VM {name!r}: it goes when the VM is deleted")
     return instance, operations.submit(
         session, instance, "detach-volume", {"attachment": row.id, "volume": volume}
     )

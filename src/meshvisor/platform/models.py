@@ -256,6 +256,8 @@ class VolumeAttachment(Base):
     path: Mapped[str | None] = mapped_column(String(255), default=None)
     read_only: Mapped[bool] = mapped_column(Boolean, default=False)
     serial: Mapped[str | None] = mapped_column(String(20), default=None)
+    # A VM's root disk: made with the VM from its image, the disk it boots from, deleted with it.
+    boot: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -18,7 +18,7 @@ from meshvisor.hypervisor.domain_xml import next_disk_target
 from . import events, failpoints
 from .attachment_steps import refresh_record
 from .db import transaction
-from .models import Operation, StoragePool, Volume, VolumeAttachment
+from .models import Instance, Operation, StoragePool, Volume, VolumeAttachment
 from .runtime import Runtime
 from .volumes import pool_driver
 
@@ -64,11 +64,30 @@ def create_volume(rt: Runtime, op: Operation) -> None:
 
 
 def resize_volume(rt: Runtime, op: Operation) -> None:
-    """Grow the file (and a raw volume's filesystem, also while a container has it mounted)."""
+    """Grow the file (and a raw volume's filesystem, also while a container has it mounted); a disk of a running
+    VM grows through the hypervisor, so that the guest sees the new size at once."""
     volume, pool = _load(rt, op.resource_id)
     size = int(op.params["size_mb"])
-    pool.resize(volume.id, size)
+    if not _grow_live(rt, volume.id, size):
+        pool.resize(volume.id, size)
     _record(rt, volume.id, size_mb=size)
+
+
+def _grow_live(rt: Runtime, volume_id: str, size_mb: int) -> bool:
+    with transaction(rt.sessions) as s:
+        on_vms = list(
+            s.execute(
+                select(VolumeAttachment.instance_id, VolumeAttachment.serial)
+                .join(Instance, Instance.id == VolumeAttachment.instance_id)
+                .where(
+                    VolumeAttachment.volume_id == volume_id,
+                    VolumeAttachment.read_only.is_(False),
+                    Instance.kind == InstanceKind.VM.value,
+                )
+            )
+        )
+    # One writer at most; a volume that VMs only read grows offline (and is Conflict while they run).
+    return any(serial and _disk_driver(rt).resize_disk(vm, serial, size_mb) for vm, serial in on_vms)
 
 
 def snapshot_volume(rt: Runtime, op: Operation) -> None:
@@ -144,10 +163,38 @@ def container_mounts(rt: Runtime, instance_id: str) -> tuple[MountSpec, ...]:
     return tuple(mounts)
 
 
+def root_disk(rt: Runtime, instance_id: str, target: str) -> DiskSpec | None:
+    """The VM's root volume as the disk it boots from, made (an overlay on its image) the first time."""
+    for row, volume, pool in _rows(rt, instance_id):
+        if not row.boot:
+            continue
+        if volume.state != "ready":
+            pool.import_image(volume.id, Path(str(volume.source["path"])), "qcow2")
+            _record(rt, volume.id, "ready")
+        return _disk(row, volume, pool, target)
+    return None
+
+
+def delete_root_volume(rt: Runtime, instance_id: str) -> None:
+    """After the VM is gone: its root volume goes with it (file, snapshots, rows)."""
+    for row, volume, pool in _rows(rt, instance_id):
+        if not row.boot:
+            continue
+        pool.delete(volume.id)
+        with transaction(rt.sessions) as s:
+            for obj in (s.get(VolumeAttachment, row.id), s.get(Volume, volume.id)):
+                if obj is not None:
+                    s.delete(obj)
+                    s.flush()
+            events.emit(s, "lifecycle", "volume", volume.name, volume.project, state="deleted", id=volume.id)
+
+
 def vm_disks(rt: Runtime, instance_id: str, taken: set[str]) -> tuple[DiskSpec, ...]:
-    """Each volume as a virtio disk with the volume's serial, on targets after those already `taken`."""
+    """Each volume (but the root disk) as a virtio disk with the volume's serial, on targets after `taken`."""
     disks = []
     for row, volume, pool in _rows(rt, instance_id):
+        if row.boot:
+            continue
         target = next_disk_target(taken)
         taken.add(target)
         disks.append(_disk(row, volume, pool, target))

@@ -7,7 +7,7 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ DEFAULT_POOL = "default"
 FORMATS = {"raw": "ext4", "qcow2": None}  # format → its filesystem (raw volumes are shareable filesystems)
 MAX_SIZE_MB = 1024 * 1024
 SERIAL_MAX = 20
+ROOT_SUFFIX = "-root"
 
 
 # -- pools ------------------------------------------------------------------------------------------------------
@@ -262,6 +263,8 @@ def request_delete(
     check_etag(volume, if_match)
     _check_idle(volume)
     users = attached_to(session, volume.id)
+    if users and _is_root(session, volume.id):
+        raise Conflict(f"volume {name!r} is the root disk of VM {users[0]!r}: it goes when the VM is deleted")
     if users:
         raise Conflict(f"volume {name!r} is attached to {', '.join(users)}; detach it first")
     op = operations.submit(session, volume, "delete", {})
@@ -284,6 +287,12 @@ def request_action(
         raise Conflict(f"volume {name!r} is {volume.state}, not ready")
     pool = session.get(StoragePool, volume.pool_id)
     assert pool is not None
+    if action in ("snapshot", "clone") and volume.format == "qcow2":
+        live = running_vms(session, volume.id)
+        if live:  # QEMU holds the file; a consistent copy of a live guest's disk is an instance snapshot
+            raise Conflict(
+                f"volume {name!r} is a disk of running VM {live[0]!r}: stop it first, or snapshot the instance"
+            )
     if action == "resize":
         size = parse_size(params.get("size_mb"))
         if size < volume.size_mb:
@@ -315,10 +324,25 @@ def request_action(
             pool.name,
             project,
             settings,
-            source={"clone": volume.id},
+            # A clone of an overlay is an overlay on the same image, which must then stay too.
+            source={"clone": volume.id, **({"image": volume.source["image"]} if "image" in volume.source else {})},
         )
         return clone, op, clone
     raise InvalidInput(f"unknown volume action {action!r}: use resize, snapshot, revert, delete-snapshot or clone")
+
+
+def running_vms(session: Session, volume_id: str) -> list[str]:
+    return attached_to(
+        session, volume_id, Instance.kind == InstanceKind.VM.value, Instance.state.in_(("running", "paused"))
+    )
+
+
+def _is_root(session: Session, volume_id: str) -> bool:
+    return bool(
+        session.scalar(
+            select(VolumeAttachment.id).where(VolumeAttachment.volume_id == volume_id, VolumeAttachment.boot)
+        )
+    )
 
 
 def _check_idle(volume: Volume) -> None:
@@ -326,12 +350,13 @@ def _check_idle(volume: Volume) -> None:
         raise Conflict(f"volume {volume.name!r} is busy with operation {volume.operation_id}; wait for it")
 
 
-def attached_to(session: Session, volume_id: str) -> list[str]:
+def attached_to(session: Session, volume_id: str, *where: ColumnElement[bool]) -> list[str]:
+    """The names of the instances the volume is attached to (those matching `where`)."""
     return list(
         session.scalars(
             select(Instance.name)
             .join(VolumeAttachment, VolumeAttachment.instance_id == Instance.id)
-            .where(VolumeAttachment.volume_id == volume_id)
+            .where(VolumeAttachment.volume_id == volume_id, *where)
             .order_by(Instance.name)
         )
     )
@@ -387,6 +412,60 @@ def attach(
     return row
 
 
+def root_name(instance_name: str) -> str:
+    return f"{instance_name[: 40 - len(ROOT_SUFFIX)]}{ROOT_SUFFIX}"
+
+
+def create_root(session: Session, instance: Instance, image: Image) -> Volume | None:
+    """A VM booting a disk image gets its root disk as a volume: a copy-on-write overlay on the image, in the
+    instance's host's pool (the default one when it is there), attached as the disk it boots from. The worker
+    makes the file when it creates the VM; snapshots, clones and growth then go through /v1/volumes."""
+    if image.kind != InstanceKind.VM.value or not (Path(str(image.ref or "")) / DISK_FILE).is_file():
+        return None  # a kernel booted directly: no root disk
+    source, size = image_source(session, image.name, image.project)
+    pool = session.scalar(
+        select(StoragePool)
+        .where(StoragePool.host == instance.host)
+        .order_by((StoragePool.name != DEFAULT_POOL), StoragePool.name)
+        .limit(1)
+    )
+    if pool is None:
+        raise InvalidInput(f"host {instance.host!r} has no storage pool for the VM's root disk")
+    name = root_name(instance.name)
+    if find(session, name, instance.project) is not None:
+        raise Conflict(f"a volume named {name!r} already exists: the VM's root disk takes that name")
+    volume = Volume(
+        id=new_id(),
+        project=instance.project,
+        host=instance.host,
+        name=name,
+        pool_id=pool.id,
+        size_mb=size,
+        format="qcow2",
+        filesystem=None,
+        source=source,
+        snapshots=[],
+        state="pending",
+        version=1,
+    )
+    session.add(volume)
+    session.add(
+        VolumeAttachment(
+            id=new_id(),
+            volume_id=volume.id,
+            instance_id=instance.id,
+            read_only=False,
+            serial=serial_for(volume.name, volume.id),
+            boot=True,
+        )
+    )
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a volume named {name!r} already exists: the VM's root disk takes that name") from None
+    return volume
+
+
 def writable_raw_volumes(session: Session, instance_id: str) -> list[str]:
     return list(
         session.scalars(
@@ -413,9 +492,13 @@ def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:
         .where(VolumeAttachment.instance_id == instance_id)
         .order_by(VolumeAttachment.created_at)
     )
-    return [
-        {"volume": name, "path": row.path, "read_only": row.read_only, "serial": row.serial} for row, name in rows
-    ]
+    found = []
+    for row, name in rows:
+        entry = {"volume": name, "path": row.path, "read_only": row.read_only, "serial": row.serial}
+        if row.boot:
+            entry["boot"] = True
+        found.append(entry)
+    return found
 
 
 def used_bytes(pool: StoragePool | None, volume: Volume, settings: Settings | None) -> int | None:

@@ -74,7 +74,13 @@ def test_create_writes_instance_and_operation_in_one_transaction(runtime: Runtim
         ({"disk_mb": 64}, InvalidInput, "are for VMs"),
         ({"networks": [{"network": "n1"}]}, NotFound, "network .n1. not found"),
         ({"volumes": [{"volume": "v", "path": "/v"}]}, NotFound, "volume 'v' not found"),
-        ({"mesh": {"service": "s"}}, InvalidInput, "not available"),
+        ({"mesh": {"service": "s"}}, InvalidInput, "mesh.port must be a port number"),
+        (
+            {"mesh": {"service": "s", "port": 80, "upstreams": [{"service": "t", "local_port": 81}]}},
+            InvalidInput,
+            "unknown upstream",
+        ),
+        ({"mesh": {"service": "s", "port": 80}, "kind": InstanceKind.VM}, InvalidInput, "cannot join the mesh"),
         ({"env": {"A=B": "x"}}, InvalidInput, "environment variable"),
     ],
 )

@@ -23,7 +23,9 @@ import pytest
 from pyroute2 import IPRoute
 
 from meshvisor.containers.docker_client import API_VERSION
+from meshvisor.mesh import sidecar
 from meshvisor.network import list_links, remove_guard
+from meshvisor.platform.sidecar_steps import running_pid
 from meshvisor.storage import detach_loop_device, loop_devices_for, mounts_under, unmount
 
 from ..conftest import DEB_CACHE
@@ -57,6 +59,10 @@ class Platform:
             base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"}, timeout=60
         )
 
+    @property
+    def run_dir(self) -> Path:
+        return Path("/run/meshvisor") / self.prefix
+
     def containers(self) -> list[Any]:
         return self.docker.containers.list(all=True, filters={"label": f"meshvisor.prefix={self.prefix}"})
 
@@ -88,7 +94,7 @@ class Platform:
     def logs(self) -> str:
         return "".join(
             (self.data_dir / name).read_text(errors="replace")[-4000:]
-            for name in ("serve.log", "worker.log", "agent.log")
+            for name in ("serve.log", "worker.log", "agent.log", "xds.log")
             if (self.data_dir / name).exists()
         )
 
@@ -200,6 +206,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_DATA_DIR": str(data_dir),
         "MESHVISOR_HOST_PREFIX": prefix,
         "MESHVISOR_API_PORT": str(port),
+        "MESHVISOR_XDS_PORT": str(free_port()),
         "MESHVISOR_BROKER_URL": "redis://127.0.0.1:6379/3",
         "MESHVISOR_ADMIN_TOKEN": token,
         "MESHVISOR_DOCKER_URL": proxy.url,
@@ -217,6 +224,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "serve": (["serve"], env),
         "worker": (["worker"], env),
         "agent": (["agent", "--host", HOST_B], env_b),
+        "xds": (["xds"], env),
     }
     for name, (argv, environment) in commands.items():
         log = open(data_dir / f"{name}.log", "wb")
@@ -267,6 +275,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
             unmount(point, lazy=True)
         for device in loop_devices_for(data_dir / "pools" / "default"):
             detach_loop_device(device)
+        stop_sidecars(Path("/run/meshvisor") / prefix)  # what a failed test left running
         shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
         for image in client.images.list(filters={"dangling": True, "label": f"meshvisor.prefix={prefix}"}):
             client.images.remove(image.id, force=True)
@@ -278,6 +287,13 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
             for tag in image.tags:
                 client.images.remove(tag, force=True)
         client.close()
+
+
+def stop_sidecars(run_dir: Path) -> None:
+    for pid_file in run_dir.glob("*/sidecars/*/envoy.pid"):
+        pid = running_pid(pid_file.parent)  # only a live Envoy started with this sidecar's own bootstrap
+        if pid is not None:
+            sidecar.stop(pid)
 
 
 @pytest.fixture

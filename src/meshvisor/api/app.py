@@ -25,6 +25,7 @@ from .routers import (
     networks,
     operations,
     security_groups,
+    services,
     storage_pools,
     volumes,
 )
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         images,
         networks,
         security_groups,
+        services,
         volumes,
         storage_pools,
         hosts,

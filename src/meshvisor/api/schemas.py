@@ -347,3 +347,42 @@ class HostPublic(BaseModel):
 class HostPage(BaseModel):
     items: list[HostPublic]
     next_cursor: str | None = None
+
+
+class ServiceCreate(Strict):
+    name: str
+    policy: dict[str, Any] | None = Field(
+        default=None, description="the service's traffic policy (see PUT policy)"
+    )
+
+
+class ServiceReplace(Strict):
+    policy: dict[str, Any]
+
+
+class ServiceMember(BaseModel):
+    instance: str
+    state: str
+    host: str
+    address: str | None
+    port: int
+    version: str | None
+
+
+class ServicePublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    identity: str
+    policy: dict[str, Any]
+    members: list[ServiceMember]
+    callers: list[str]
+    last_nack: dict[str, Any] | None
+    etag: str
+    created_at: str
+    updated_at: str
+
+
+class ServicePage(BaseModel):
+    items: list[ServicePublic]
+    next_cursor: str | None = None

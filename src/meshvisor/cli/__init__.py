@@ -64,6 +64,27 @@ def agent(
     _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency)
 
 
+@app.command()
+def xds() -> None:
+    """Run the mesh control plane: ADS on 127.0.0.1:<xds port> and on a Unix socket for sidecars."""
+    from meshvisor.platform.control_plane import serve as serve_xds
+    from meshvisor.platform.db import migrate
+    from meshvisor.platform.runtime import Runtime
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    migrate(settings.db_url)
+    runtime = Runtime(settings)
+    interrupt_on_signals()  # SIGTERM too: the ADS server closes its socket
+    try:
+        serve_xds(runtime)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        runtime.close()
+
+
 def _run_worker(settings: Settings, queues: list[str], concurrency: int | None) -> None:
     from meshvisor.platform.db import migrate
     from meshvisor.tasks import worker_app
@@ -92,7 +113,7 @@ def _run_worker(settings: Settings, queues: list[str], concurrency: int | None) 
 
 @app.command()
 def up() -> None:
-    """API + worker + event stream in the foreground; Ctrl-C stops all of them."""
+    """API + worker + xDS control plane + event stream in the foreground; Ctrl-C stops all of them."""
     settings = get_settings()
     children = Children()
     interrupt_on_signals()
@@ -100,6 +121,7 @@ def up() -> None:
     try:
         children.spawn("api", logs / "api.log", "serve")
         children.spawn("worker", logs / "worker.log", "worker")
+        children.spawn("xds", logs / "xds.log", "xds")
         client = ApiClient(settings)
         deadline = time.monotonic() + 60
         with console.status("starting the API and the worker"):

@@ -36,6 +36,7 @@ from .network_steps import ensure_here, refresh_dhcp
 from .networks import interface_order
 from .runtime import Runtime
 from .security_steps import sync_security
+from .sidecar_steps import ensure_sidecar, stop_sidecar
 from .volume_steps import container_mounts, delete_root_volume, release_mounts, root_disk, vm_disks
 
 Handler = Callable[[Runtime, Operation], None]
@@ -182,7 +183,9 @@ def create_instance(rt: Runtime, op: Operation) -> None:
     try:
         driver.start(instance.id)
         attach_networks(rt, instance.id)
+        ensure_sidecar(rt, instance)
     except PermanentError:
+        stop_sidecar(rt, instance.id)
         detach_networks(rt, instance.id)
         driver.delete(instance.id)
         release_mounts(rt, instance.id)
@@ -199,6 +202,7 @@ def start_instance(rt: Runtime, op: Operation) -> None:
     was_running = (observed := driver.inspect(instance.id)) is not None and observed.state is InstanceState.RUNNING
     driver.start(instance.id)
     attach_networks(rt, instance.id)
+    ensure_sidecar(rt, instance)
     if not was_running:
         _clear_restart_required(rt, instance.id)
     _record_observed(rt, instance.id)
@@ -212,11 +216,13 @@ def simple_action(verb: str) -> Handler:
         if verb == "stop":
             driver.stop(instance.id, timeout=timeout, force=bool(op.params.get("force", False)))
             _clear_restart_required(rt, instance.id)
+            stop_sidecar(rt, instance.id)  # after its workload: in-flight requests finish
         elif verb == "restart":
             _ensure_created(rt, instance)
             _ensure_mounts(rt, instance)
             driver.restart(instance.id, timeout=timeout)
             attach_networks(rt, instance.id)
+            ensure_sidecar(rt, instance)  # a restarted container has a new network namespace
             _clear_restart_required(rt, instance.id)
         elif verb == "pause":
             driver.pause(instance.id)
@@ -297,6 +303,7 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
     detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
+    stop_sidecar(rt, instance.id)
     release_mounts(rt, instance.id)  # before the row goes: it names the mounts
     delete_root_volume(rt, instance.id)
     with transaction(rt.sessions) as s:

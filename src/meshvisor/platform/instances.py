@@ -19,7 +19,7 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
 from meshvisor.hypervisor import cloud_init
 
-from . import events, hosts, networks, operations, security_groups, volumes
+from . import events, hosts, networks, operations, security_groups, services, volumes
 from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
 from .models import Image, Instance, Network, NetworkAddress, Operation, VolumeAttachment
 from .resources import check_etag, etag, find_named, get_named, page_by_name
@@ -99,8 +99,9 @@ def create(
     online_window_s: float = hosts.DEFAULT_ONLINE_WINDOW_S,
 ) -> tuple[Instance, Operation]:
     validate_name(req.name)
-    if req.mesh:
-        raise InvalidInput("mesh is not available on this platform yet")
+    mesh = services.check_mesh(session, req.mesh, project)
+    if mesh is not None and req.kind is InstanceKind.VM:
+        raise InvalidInput("mesh sidecars are for containers so far; a VM cannot join the mesh yet")
     if len(req.volumes) > MAX_VOLUMES:
         raise InvalidInput(f"an instance takes at most {MAX_VOLUMES} volumes")
     check_network_requests(req.networks)
@@ -150,7 +151,7 @@ def create(
         restart_policy=req.restart_policy.value,
         networks=[],
         volumes=[],
-        mesh=None,
+        mesh=mesh,
         operation_id=op.id,
         version=1,
         disk_mb=req.disk_mb,
@@ -165,6 +166,8 @@ def create(
         session.flush()
     except IntegrityError:
         raise Conflict(f"an instance named {req.name!r} already exists") from None
+    if mesh is not None:
+        services.ensure(session, mesh["service"], project)
     for index, attachment in enumerate(req.networks):
         net = networks.get(session, str(attachment.get("network")), project)
         if net.state != "ready":

@@ -182,6 +182,20 @@ class SecurityGroup(Versioned, Base):
     rules: Mapped[list[Any]] = mapped_column(default=list)
 
 
+class Service(Versioned, Base):
+    """A mesh service: its traffic policy, and the last config a sidecar's Envoy rejected. Members are the
+    instances whose `mesh.service` names it; callers those that list it in `mesh.upstreams`."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_services_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(64))
+    policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    last_nack: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
 class InstanceSecurityGroup(Base):
     """Membership: deleting a group that still has members is refused by the foreign key as well as by code."""
 

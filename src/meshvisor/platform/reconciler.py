@@ -31,6 +31,7 @@ from .models import Image, Instance, Network, Operation, Volume
 from .network_steps import create_network, remove_network, remove_orphan_links, sync_networks
 from .runtime import Runtime
 from .security_steps import sync_security
+from .sidecar_steps import reconcile_sidecars
 from .volume_steps import (
     attach_volume,
     create_volume,
@@ -181,7 +182,8 @@ def reconcile(rt: Runtime) -> dict[str, int]:
     except MeshvisorError as exc:
         networks = 0
         log.warning("reconcile: network links skipped: %s", exc.message)
-    return {"changed": changed, "orphans_removed": orphans, "networks": networks}
+    sidecars = reconcile_sidecars(rt)
+    return {"changed": changed, "orphans_removed": orphans, "networks": networks, "sidecars": sidecars}
 
 
 def record_event(rt: Runtime, instance_id: str, state: InstanceState, reason: str) -> None:

@@ -10,16 +10,16 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import InvalidInput, NotFound, PreconditionFailed
 
-from .models import Image, Instance, Network, SecurityGroup, Volume
+from .models import Image, Instance, Network, SecurityGroup, Service, Volume
 
-Named = TypeVar("Named", Image, Instance, Network, SecurityGroup, Volume)
+Named = TypeVar("Named", Image, Instance, Network, SecurityGroup, Service, Volume)
 
 
-def etag(instance: Instance | Image | Network | SecurityGroup | Volume) -> str:
+def etag(instance: Instance | Image | Network | SecurityGroup | Service | Volume) -> str:
     return f"{instance.id[:8]}-{instance.version}"
 
 
-def check_etag(obj: Instance | Image | Network | SecurityGroup | Volume, if_match: str | None) -> None:
+def check_etag(obj: Instance | Image | Network | SecurityGroup | Service | Volume, if_match: str | None) -> None:
     if if_match is None:
         return
     wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}

@@ -91,6 +91,20 @@ class Settings(BaseSettings):
         return Path("/run/meshvisor") / self.host_prefix / self.host_name / "dhcp"
 
     @property
+    def run_path(self) -> Path:
+        """This host's runtime state (sockets, pid files): gone at reboot, like the processes it describes."""
+        return Path("/run/meshvisor") / self.host_prefix / self.host_name
+
+    @property
+    def xds_socket(self) -> Path:
+        """The ADS server's Unix socket: sidecars reach it from inside any network namespace of this machine."""
+        return Path("/run/meshvisor") / self.host_prefix / "xds.sock"
+
+    @property
+    def sidecars_dir(self) -> Path:
+        return self.run_path / "sidecars"
+
+    @property
     def pools_dir(self) -> Path:
         """Where `dir` storage pools keep their volumes by default."""
         return self.data_path / "pools"

@@ -1,0 +1,497 @@
+"""ADS server (grpc.aio in a background thread): state-of-the-world and delta xDS from per-node snapshots.
+
+Per stream and type the server remembers what it sent, per nonce, and what the client ACKed. Every change is
+pushed make-before-break: first, in the order CDS → EDS → LDS → RDS → SDS, the new resources while keeping the
+stale ones; only when every response on the stream has been answered (ACK or NACK) are stale resources removed
+(LDS → RDS → CDS → EDS → SDS). A NACK is recorded and never retried with the same content: Envoy keeps its last
+good config, and the next snapshot is pushed as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+
+from .resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+
+log = logging.getLogger(__name__)
+
+PRUNE_ORDER = (PUSH_ORDER[2], PUSH_ORDER[3], PUSH_ORDER[0], PUSH_ORDER[1], PUSH_ORDER[4])  # LDS RDS CDS EDS SDS
+
+
+@dataclass(frozen=True)
+class Nack:
+    node_id: str
+    type_url: str
+    version: str  # the snapshot version whose resources were rejected
+    message: str  # Envoy's reason
+
+
+@dataclass(frozen=True)
+class _Res:
+    name: str
+    version: str
+    body: any_pb2.Any
+    eds_name: str = ""  # clusters of type EDS: the load assignment they wait for when (re)created
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    version: str
+    resources: dict[str, dict[str, _Res]]
+
+    @classmethod
+    def build(cls, resources: Mapping[str, Mapping[str, Message]], version: str) -> Snapshot:
+        packed: dict[str, dict[str, _Res]] = {}
+        for type_url, by_name in resources.items():
+            packed[type_url] = {}
+            for name, message in by_name.items():
+                if isinstance(message, any_pb2.Any):
+                    body = message
+                else:
+                    body = any_pb2.Any(
+                        type_url="type.googleapis.com/" + message.DESCRIPTOR.full_name,
+                        value=message.SerializeToString(deterministic=True),
+                    )
+                if body.type_url != type_url:
+                    raise ValueError(f"resource {name!r} is a {body.type_url}, filed under {type_url}")
+                digest = hashlib.sha256(body.value).hexdigest()[:16]
+                packed[type_url][name] = _Res(name, digest, body, _eds_name(message))
+        return cls(version, packed)
+
+
+def _eds_name(message: Message) -> str:
+    if isinstance(message, cluster_pb2.Cluster) and message.type == cluster_pb2.Cluster.EDS:
+        return str(message.eds_cluster_config.service_name or message.name)
+    return ""
+
+
+NackCallback = Callable[[Nack], None]
+
+
+@dataclass
+class _TypeState:
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    requested: bool = False
+    ever_sent: bool = False
+    last_nonce: str = ""
+    resend: bool = False  # SotW: a repeated request for the latest response wants the answer again
+    sent: dict[str, _Res] = field(default_factory=dict)  # what the client has or is about to have
+    acked: dict[str, str] = field(default_factory=dict)  # name -> resource version the client ACKed
+    told_absent: set[str] = field(default_factory=set)  # delta: subscribed names reported as not existing
+
+
+@dataclass
+class _Pending:
+    type_url: str
+    version: str
+    content: dict[str, str]  # SotW: the whole set; delta: the updates
+    removed: tuple[str, ...] = ()
+
+
+class _Stream:
+    """One ADS stream of one Envoy; all its methods run on the server's event loop."""
+
+    def __init__(self, server: AdsServer, context: Any, delta: bool) -> None:
+        self.server = server
+        self.context = context
+        self.delta = delta
+        self.node_id = ""
+        self.types: dict[str, _TypeState] = {}
+        self.pending: dict[str, _Pending] = {}
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._nonce = 0
+
+    async def run(self, requests: AsyncIterator[Any]) -> None:
+        reader = asyncio.ensure_future(self._read(requests))
+        try:
+            while True:
+                item = await self.queue.get()
+                batch = [item]
+                while not self.queue.empty():
+                    batch.append(self.queue.get_nowait())
+                done = False
+                for entry in batch:
+                    if entry is None:
+                        done = True
+                    elif entry != "snapshot":
+                        self._handle(entry)
+                if done:
+                    return
+                await self._flush()
+        finally:
+            reader.cancel()
+            if self.node_id:
+                self.server._streams.get(self.node_id, set()).discard(self)
+
+    async def _read(self, requests: AsyncIterator[Any]) -> None:
+        try:
+            async for request in requests:
+                await self.queue.put(request)
+        except (asyncio.CancelledError, grpc.aio.AioRpcError):
+            pass
+        finally:
+            self.queue.put_nowait(None)
+
+    # --- requests --------------------------------------------------------------------------------------------
+
+    def _handle(self, request: Any) -> None:
+        if not self.node_id:
+            self.node_id = request.node.id
+            if not self.node_id:
+                return
+            self.server._streams.setdefault(self.node_id, set()).add(self)
+        type_url = request.type_url
+        state = self.types.setdefault(type_url, _TypeState())
+        first = not state.requested
+        state.requested = True
+        if request.response_nonce in self.pending:
+            self._answered(request, state)
+        elif request.response_nonce and request.response_nonce == state.last_nonce and not self.delta:
+            # Already answered: Envoy asks again, e.g. an updated EDS cluster that must warm with the same names.
+            state.resend = True
+        if self.delta:
+            if first:
+                state.sent = {}
+                for name, version in request.initial_resource_versions.items():
+                    state.sent[name] = _Res(name, version, any_pb2.Any())
+                    state.acked[name] = version
+                if type_url in WILDCARD_TYPES and not request.resource_names_subscribe:
+                    state.wildcard = True
+            for name in request.resource_names_subscribe:
+                if name == "*":
+                    state.wildcard = True
+                else:
+                    state.names.add(name)
+                    if not first:
+                        # An explicit (re)subscription wants the resource even if the client had it, e.g. an
+                        # updated EDS cluster that must warm.
+                        state.sent.pop(name, None)
+            for name in request.resource_names_unsubscribe:
+                if name == "*":
+                    state.wildcard = False
+                else:
+                    state.names.discard(name)
+                    state.sent.pop(name, None)
+                    state.acked.pop(name, None)
+                    state.told_absent.discard(name)
+        else:
+            names = set(request.resource_names)
+            state.wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
+            state.names = names - {"*"}
+
+    def _answered(self, request: Any, state: _TypeState) -> None:
+        pending = self.pending.pop(request.response_nonce)
+        server = self.server
+        if request.HasField("error_detail"):
+            nack = Nack(self.node_id, pending.type_url, pending.version, request.error_detail.message)
+            server._record_nack(nack)
+            return
+        server.acks[self.node_id] += 1
+        if self.delta:
+            state.acked.update(pending.content)
+            for name in pending.removed:
+                state.acked.pop(name, None)
+        else:
+            state.acked = dict(pending.content)
+        server._check_synced(self.node_id, self)
+
+    # --- responses -------------------------------------------------------------------------------------------
+
+    def _wanted(self, state: _TypeState, name: str) -> bool:
+        return state.wildcard or name in state.names
+
+    async def _flush(self) -> None:
+        snapshot = self.server._snapshots.get(self.node_id)
+        if snapshot is None:
+            return
+        for type_url in PUSH_ORDER:
+            state = self.types.get(type_url)
+            if state is not None:
+                await self._push(snapshot, type_url, state)
+        if not self.pending:
+            for type_url in PRUNE_ORDER:
+                state = self.types.get(type_url)
+                if state is not None:
+                    await self._prune(snapshot, type_url, state)
+        self.server._check_synced(self.node_id, self)
+
+    def _desired(self, snapshot: Snapshot, type_url: str, state: _TypeState) -> dict[str, _Res]:
+        return {n: r for n, r in snapshot.resources.get(type_url, {}).items() if self._wanted(state, n)}
+
+    async def _push(self, snapshot: Snapshot, type_url: str, state: _TypeState) -> None:
+        desired = self._desired(snapshot, type_url, state)
+        changed = [r for n, r in desired.items() if n not in state.sent or state.sent[n].version != r.version]
+        if type_url == CLUSTER and changed:
+            self._rewarm([r.eds_name for r in changed if r.eds_name])
+        if self.delta:
+            if changed or (not state.ever_sent and state.wildcard):
+                await self._send_delta(snapshot.version, type_url, state, changed, [])
+            return
+        # Keep what the client has and still wants until the prune step.
+        content = dict(desired)
+        for name, res in state.sent.items():
+            if name not in content and self._wanted(state, name):
+                content[name] = res
+        if state.resend or not _same(content, state.sent) or (not state.ever_sent and (content or state.wildcard)):
+            await self._send_sotw(snapshot.version, type_url, state, content)
+
+    def _rewarm(self, eds_names: list[str]) -> None:
+        """A new or changed EDS cluster warms only on an EDS response, even if its load assignment did not
+        change: make the EDS step that follows in the same push send them again."""
+        state = self.types.get(ENDPOINT)
+        if state is None or not eds_names:
+            return
+        if self.delta:
+            for name in eds_names:
+                state.sent.pop(name, None)
+        elif any(name in state.sent for name in eds_names):
+            state.resend = True
+
+    async def _prune(self, snapshot: Snapshot, type_url: str, state: _TypeState) -> None:
+        desired = self._desired(snapshot, type_url, state)
+        if self.delta:
+            stale = [n for n in state.sent if n not in desired and self._wanted(state, n)]
+            # Delta tells the client when a name it asked for does not exist, so it need not wait for it.
+            absent = sorted(state.names - desired.keys() - state.sent.keys() - state.told_absent)
+            state.told_absent.update(absent)
+            if stale or absent:
+                await self._send_delta(snapshot.version, type_url, state, [], stale + absent)
+        elif not _same(desired, state.sent) and state.ever_sent:
+            await self._send_sotw(snapshot.version, type_url, state, desired)
+
+    def _next_nonce(self) -> str:
+        self._nonce += 1
+        return str(self._nonce)
+
+    async def _send_sotw(self, version: str, type_url: str, state: _TypeState, content: dict[str, _Res]) -> None:
+        nonce = self._next_nonce()
+        state.sent = content
+        state.ever_sent = True
+        state.last_nonce = nonce
+        state.resend = False
+        self.pending[nonce] = _Pending(type_url, version, {n: r.version for n, r in content.items()})
+        response = discovery_pb2.DiscoveryResponse(
+            version_info=version, type_url=type_url, nonce=nonce, resources=[r.body for r in content.values()]
+        )
+        await self.context.write(response)
+
+    async def _send_delta(
+        self, version: str, type_url: str, state: _TypeState, updates: list[_Res], removed: list[str]
+    ) -> None:
+        nonce = self._next_nonce()
+        for res in updates:
+            state.sent[res.name] = res
+            state.told_absent.discard(res.name)
+        for name in removed:
+            state.sent.pop(name, None)
+        state.ever_sent = True
+        self.pending[nonce] = _Pending(type_url, version, {r.name: r.version for r in updates}, tuple(removed))
+        response = discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=version,
+            type_url=type_url,
+            nonce=nonce,
+            resources=[discovery_pb2.Resource(name=r.name, version=r.version, resource=r.body) for r in updates],
+            removed_resources=removed,
+        )
+        await self.context.write(response)
+
+    def synced(self, snapshot: Snapshot) -> bool:
+        """Every resource of the snapshot ACKed at its current version, nothing stale left on the client."""
+        if self.pending:
+            return False
+        for type_url in PUSH_ORDER:
+            want = snapshot.resources.get(type_url, {})
+            state = self.types.get(type_url)
+            acked = state.acked if state is not None else {}
+            if any(acked.get(n) != r.version for n, r in want.items()):
+                return False
+            if type_url in WILDCARD_TYPES and set(acked) - set(want):
+                return False
+        return True
+
+
+def _same(a: dict[str, _Res], b: dict[str, _Res]) -> bool:
+    return a.keys() == b.keys() and all(b[n].version == r.version for n, r in a.items())
+
+
+class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    def __init__(self, server: AdsServer) -> None:
+        self.server = server
+
+    async def StreamAggregatedResources(self, request_iterator: Any, context: Any) -> None:
+        await _Stream(self.server, context, delta=False).run(request_iterator)
+
+    async def DeltaAggregatedResources(self, request_iterator: Any, context: Any) -> None:
+        await _Stream(self.server, context, delta=True).run(request_iterator)
+
+
+class AdsServer:
+    """ADS on `host:port` (port 0: any free one), run from sync code: `start()` returns once the port is bound.
+
+    `extra_addresses` are more gRPC bind addresses, e.g. `unix:/run/.../xds.sock` for sidecars in other
+    network namespaces.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_nack: NackCallback | None = None,
+        extra_addresses: tuple[str, ...] = (),
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.on_nack = on_nack
+        self.extra_addresses = extra_addresses
+        self.acks: Counter[str] = Counter()
+        self.nacks: Counter[str] = Counter()
+        self.nack_log: list[Nack] = []
+        self._snapshots: dict[str, Snapshot] = {}
+        self._streams: dict[str, set[_Stream]] = {}
+        self._synced: dict[str, str] = {}  # node -> snapshot version fully ACKed
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> int:
+        self._thread = threading.Thread(target=self._run, name="meshvisor-ads", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("the ADS server did not start")
+        if self._error is not None:
+            raise self._error
+        return self.port
+
+    def stop(self, grace: float = 0.5) -> None:
+        loop, event = self._loop, self._stop_event
+        if loop is not None and event is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+        if self._thread is not None:
+            self._thread.join(grace + 5)
+            self._thread = None
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # grpc.aio looks the loop up from its own callbacks
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._started.set()
+        finally:
+            leftover = asyncio.all_tasks(loop)
+            for task in leftover:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+            loop.close()
+
+    async def _serve(self) -> None:
+        server = grpc.aio.server(
+            options=[
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.max_concurrent_streams", 100_000),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        bound = server.add_insecure_port(f"{self.host}:{self.port}")
+        if not bound:
+            raise OSError(f"cannot bind the ADS server to {self.host}:{self.port}")
+        self.port = bound
+        for address in self.extra_addresses:
+            server.add_insecure_port(address)
+        await server.start()
+        self._stop_event = asyncio.Event()
+        self._started.set()
+        try:
+            await self._stop_event.wait()
+        finally:
+            await server.stop(0.2)
+
+    # --- snapshots -------------------------------------------------------------------------------------------
+
+    def set_snapshot(self, node_id: str, resources: Mapping[str, Mapping[str, Message]], version: str) -> None:
+        """Replace what `node_id` should run; connected streams get the change pushed at once (thread-safe)."""
+        snapshot = Snapshot.build(resources, version)
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._snapshots[node_id] = snapshot
+            return
+        loop.call_soon_threadsafe(self._install, node_id, snapshot)
+
+    def clear_snapshot(self, node_id: str) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._snapshots.pop(node_id, None)
+        else:
+            loop.call_soon_threadsafe(self._snapshots.pop, node_id, None)
+
+    def _install(self, node_id: str, snapshot: Snapshot) -> None:
+        self._snapshots[node_id] = snapshot
+        self._synced.pop(node_id, None)
+        for stream in self._streams.get(node_id, ()):
+            stream.queue.put_nowait("snapshot")
+
+    def _record_nack(self, nack: Nack) -> None:
+        self.nacks[nack.node_id] += 1
+        self.nack_log.append(nack)
+        log.warning(
+            "xDS NACK from %s for %s version %s: %s", nack.node_id, nack.type_url, nack.version, nack.message
+        )
+        if self.on_nack is not None:
+            try:
+                self.on_nack(nack)
+            except Exception:
+                log.exception("the NACK callback failed")
+
+    def _check_synced(self, node_id: str, stream: _Stream) -> None:
+        snapshot = self._snapshots.get(node_id)
+        if snapshot is not None and stream.synced(snapshot):
+            self._synced[node_id] = snapshot.version
+
+    # --- observation (for the platform and tests) ------------------------------------------------------------
+
+    def connected(self, node_id: str) -> bool:
+        return bool(self._streams.get(node_id))
+
+    def synced_version(self, node_id: str) -> str | None:
+        """The snapshot version `node_id` has fully ACKed, if its current snapshot is fully ACKed."""
+        return self._synced.get(node_id)
+
+    def wait_synced(self, node_id: str, version: str, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._synced.get(node_id) == version:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def wait_nack(self, node_id: str, since: int = 0, timeout: float = 10.0) -> Nack | None:
+        """The first NACK of `node_id` after the first `since` entries of `nack_log`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for nack in self.nack_log[since:]:
+                if nack.node_id == node_id:
+                    return nack
+            time.sleep(0.01)
+        return None

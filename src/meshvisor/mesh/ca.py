@@ -1,0 +1,206 @@
+"""The platform CA: one SPIFFE identity per service, short-lived workload certificates, rotation of the root.
+
+Layout of the CA directory (every file 0600):
+    ca.key, ca.crt            the current root (signs new workload certificates)
+    retired-<serial>.crt      earlier roots still trusted until `retire_old_roots()`; while they are in the
+                              bundle, certificates issued by old and new root both verify (CA rotation without
+                              dropped traffic: push the bundle first, then new certificates, then retire).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+DEFAULT_TRUST_DOMAIN = "meshvisor.local"
+DEFAULT_WORKLOAD_LIFETIME = dt.timedelta(hours=1)
+DEFAULT_CA_LIFETIME = dt.timedelta(days=365)
+CLOCK_SKEW = dt.timedelta(minutes=1)
+
+
+def spiffe_id(trust_domain: str, service: str) -> str:
+    return f"spiffe://{trust_domain}/service/{service}"
+
+
+@dataclass(frozen=True)
+class WorkloadCert:
+    spiffe_id: str
+    cert_pem: bytes  # leaf only: the bundle carries the roots
+    key_pem: bytes
+    not_after: dt.datetime
+    serial: int
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _new_root(lifetime: dt.timedelta) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshvisor"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"meshvisor root {now:%Y-%m-%dT%H:%M:%S.%f}"),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + lifetime)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+class CertificateAuthority:
+    def __init__(
+        self,
+        directory: Path,
+        trust_domain: str = DEFAULT_TRUST_DOMAIN,
+        ca_lifetime: dt.timedelta = DEFAULT_CA_LIFETIME,
+    ) -> None:
+        """Load the CA in `directory`, creating it on first use."""
+        self.directory = Path(directory)
+        self.trust_domain = trust_domain
+        self.ca_lifetime = ca_lifetime
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.chmod(0o700)
+        if not (self.directory / "ca.crt").exists():
+            self._store_root(*_new_root(ca_lifetime))
+        self._load()
+
+    def _store_root(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        # Key first: a crash between the two writes leaves a key without certificate, never the reverse.
+        _write_private(self.directory / "ca.key.new", _key_pem(key))
+        _write_private(self.directory / "ca.crt.new", cert.public_bytes(serialization.Encoding.PEM))
+        os.replace(self.directory / "ca.key.new", self.directory / "ca.key")
+        os.replace(self.directory / "ca.crt.new", self.directory / "ca.crt")
+
+    def _load(self) -> None:
+        key = serialization.load_pem_private_key((self.directory / "ca.key").read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key is not an EC key")
+        self._key = key
+        self.cert = x509.load_pem_x509_certificate((self.directory / "ca.crt").read_bytes())
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def roots(self) -> list[x509.Certificate]:
+        """The current root, then the retired ones that have not expired."""
+        now = _now()
+        retired = [
+            x509.load_pem_x509_certificate(path.read_bytes())
+            for path in sorted(self.directory.glob("retired-*.crt"))
+        ]
+        return [self.cert] + [c for c in retired if c.not_valid_after_utc > now]
+
+    def bundle_pem(self) -> bytes:
+        """The trust bundle that sidecars validate peers with."""
+        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.roots())
+
+    def rotate(self) -> None:
+        """Make a new root current; the old one stays in the bundle until `retire_old_roots()`."""
+        old = self.cert
+        _write_private(
+            self.directory / f"retired-{old.serial_number:x}.crt", old.public_bytes(serialization.Encoding.PEM)
+        )
+        self._store_root(*_new_root(self.ca_lifetime))
+        self._load()
+
+    def retire_old_roots(self) -> None:
+        for path in self.directory.glob("retired-*.crt"):
+            path.unlink()
+
+    def issue(self, service: str, lifetime: dt.timedelta = DEFAULT_WORKLOAD_LIFETIME) -> WorkloadCert:
+        """A workload certificate for `service` (URI SAN = its SPIFFE ID), valid for `lifetime`."""
+        ident = spiffe_id(self.trust_domain, service)
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        not_after = min(now + lifetime, self.cert.not_valid_after_utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshvisor")]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ident)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+            )
+            .sign(self._key, hashes.SHA256())
+        )
+        return WorkloadCert(
+            spiffe_id=ident,
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+            key_pem=_key_pem(key),
+            not_after=cert.not_valid_after_utc,
+            serial=cert.serial_number,
+        )

@@ -1,0 +1,301 @@
+"""The mesh as the platform hands it over: plain frozen values, no I/O.
+
+A `Policy` belongs to the *called* service. Its client-side parts (timeout, retries, circuit breaking, outlier
+detection, splits) are built into every caller's outbound config; its server-side parts (fault, rate limit, allow)
+into the service's own inbound listener.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from meshvisor.core.errors import InvalidInput
+
+UINT32_MAX = 2**32 - 1
+# Envoy rejects durations above this (google.protobuf.Duration limit), keep well inside it.
+MAX_DURATION_MS = 315_576_000_000_000 // 1000
+# The values Envoy's router understands in `retry_on`.
+RETRY_ON = frozenset(
+    {
+        "5xx",
+        "gateway-error",
+        "reset",
+        "reset-before-request",
+        "connect-failure",
+        "envoy-ratelimited",
+        "retriable-4xx",
+        "refused-stream",
+        "retriable-status-codes",
+        "retriable-headers",
+        "http3-post-connect-failure",
+    }
+)
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+SERVICE_PATTERN = re.compile(r"^[a-z0-9-]{1,40}$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One instance of a service: where its sidecar's inbound (mTLS) listener is reached."""
+
+    address: str
+    port: int
+    host: str
+    healthy: bool = True
+    version: str | None = None
+    locality: str | None = None  # "region/zone" or "zone"
+
+
+@dataclass(frozen=True)
+class Retries:
+    attempts: int = 2
+    on: tuple[str, ...] = ("5xx", "connect-failure", "reset")
+    budget_percent: float | None = None  # retry budget: share of active requests that may be retries
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    max_connections: int | None = None
+    max_pending: int | None = None
+    max_requests: int | None = None
+
+
+@dataclass(frozen=True)
+class Outlier:
+    consecutive_5xx: int = 5
+    interval_ms: int = 10_000
+    base_ejection_ms: int = 30_000
+
+
+@dataclass(frozen=True)
+class Fault:
+    delay_ms: int | None = None
+    delay_percent: float = 100.0
+    abort_status: int | None = None
+    abort_percent: float = 100.0
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    tokens_per_second: int
+    burst: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    timeout_ms: int | None = None  # None: Envoy's default (15 s); 0: no timeout
+    retries: Retries | None = None
+    circuit_breaker: CircuitBreaker | None = None
+    outlier: Outlier | None = None
+    splits: Mapping[str, int] = field(default_factory=dict)  # version -> weight, sum 100
+    fault: Fault | None = None
+    rate_limit: RateLimit | None = None
+    allow: tuple[str, ...] | None = None  # service names or SPIFFE IDs; None: every mesh identity
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        """Build from the API's JSON; raises InvalidInput listing every problem `validate_policy` finds."""
+        errors = validate_policy(data)
+        if errors:
+            raise InvalidInput("invalid policy: " + "; ".join(errors))
+        return _policy_from_dict(data)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    port: int  # the port the app listens on (behind its sidecar)
+    endpoints: tuple[Endpoint, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    service: str
+    local_port: int
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    node_id: str
+    service: str
+    inbound_port: int  # where Envoy terminates mTLS
+    app_port: int  # the app, on 127.0.0.1
+    upstreams: tuple[Upstream, ...] = ()
+    inbound_address: str = "0.0.0.0"
+    locality: str | None = None  # for locality-aware load balancing of its upstreams
+    version: str | None = None
+
+
+_SECTIONS: dict[str, type] = {
+    "retries": Retries,
+    "circuit_breaker": CircuitBreaker,
+    "outlier": Outlier,
+    "fault": Fault,
+    "rate_limit": RateLimit,
+}
+_TOP = {f.name for f in fields(Policy)}
+
+
+def _policy_from_dict(data: Mapping[str, Any]) -> Policy:
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if key in _SECTIONS:
+            section = dict(value)
+            if key == "retries" and "on" in section:
+                on = section["on"]
+                section["on"] = tuple(on.split(",")) if isinstance(on, str) else tuple(on)
+            kwargs[key] = _SECTIONS[key](**section)
+        elif key == "allow":
+            kwargs[key] = tuple(value)
+        elif key == "splits":
+            kwargs[key] = dict(value)
+        else:
+            kwargs[key] = value
+    return Policy(**kwargs)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_int(errors: list[str], name: str, value: object, low: int, high: int = UINT32_MAX) -> None:
+    if value is None:
+        return
+    if not _is_int(value):
+        errors.append(f"{name} must be an integer")
+    elif not low <= value <= high:  # type: ignore[operator]
+        errors.append(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_percent(errors: list[str], name: str, value: object) -> None:
+    if value is None:
+        return
+    if not _is_number(value):
+        errors.append(f"{name} must be a number")
+    elif not 0 <= value <= 100:  # type: ignore[operator]
+        errors.append(f"{name} must be between 0 and 100, got {value}")
+
+
+def _unknown(errors: list[str], where: str, data: Mapping[str, Any], known: set[str]) -> None:
+    for key in sorted(set(data) - known):
+        errors.append(f"unknown field {where}{key!r}")
+
+
+def validate_policy(policy: Policy | Mapping[str, Any]) -> list[str]:
+    """Every reason the policy is wrong (empty when fine): what Envoy would reject, and what makes no sense.
+
+    Accepts the API's JSON (then unknown fields and wrong types are reported too) or a `Policy`.
+    """
+    errors: list[str] = []
+    data: Mapping[str, Any]
+    if isinstance(policy, Policy):
+        data = _policy_to_dict(policy)
+    elif isinstance(policy, Mapping):
+        data = policy
+    else:
+        return ["policy must be an object"]
+    _unknown(errors, "", data, _TOP)
+    for key, cls in _SECTIONS.items():
+        section = data.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, Mapping):
+            errors.append(f"{key} must be an object")
+            continue
+        _unknown(errors, f"{key}.", section, {f.name for f in fields(cls)})
+
+    _check_int(errors, "timeout_ms", data.get("timeout_ms"), 0, MAX_DURATION_MS)
+    retries = _section(data, "retries")
+    if retries is not None:
+        _check_int(errors, "retries.attempts", retries.get("attempts"), 0, 100)
+        on = retries.get("on", Retries.on)
+        values = on.split(",") if isinstance(on, str) else on
+        if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+            errors.append("retries.on must be a list of strings")
+        else:
+            for value in values:
+                if value not in RETRY_ON:
+                    errors.append(f"retries.on: unknown condition {value!r}")
+        _check_percent(errors, "retries.budget_percent", retries.get("budget_percent"))
+    breaker = _section(data, "circuit_breaker")
+    if breaker is not None:
+        for key in ("max_connections", "max_pending", "max_requests"):
+            _check_int(errors, f"circuit_breaker.{key}", breaker.get(key), 0)
+    outlier = _section(data, "outlier")
+    if outlier is not None:
+        _check_int(errors, "outlier.consecutive_5xx", outlier.get("consecutive_5xx"), 0)
+        # Envoy requires both durations to be strictly positive.
+        _check_int(errors, "outlier.interval_ms", outlier.get("interval_ms"), 1, MAX_DURATION_MS)
+        _check_int(errors, "outlier.base_ejection_ms", outlier.get("base_ejection_ms"), 1, MAX_DURATION_MS)
+    _validate_splits(errors, data.get("splits"))
+    fault = _section(data, "fault")
+    if fault is not None:
+        _check_int(errors, "fault.delay_ms", fault.get("delay_ms"), 0, MAX_DURATION_MS)
+        _check_percent(errors, "fault.delay_percent", fault.get("delay_percent"))
+        _check_int(errors, "fault.abort_status", fault.get("abort_status"), 200, 599)
+        _check_percent(errors, "fault.abort_percent", fault.get("abort_percent"))
+        if fault.get("delay_ms") is None and fault.get("abort_status") is None:
+            errors.append("fault needs delay_ms or abort_status")
+    limit = _section(data, "rate_limit")
+    if limit is not None:
+        for key in ("tokens_per_second", "burst"):
+            if key not in limit:
+                errors.append(f"rate_limit.{key} is required")
+            _check_int(errors, f"rate_limit.{key}", limit.get(key), 1)
+    allow = data.get("allow")
+    if allow is not None:
+        if not isinstance(allow, list | tuple) or not all(isinstance(a, str) and a for a in allow):
+            errors.append("allow must be a list of service names or spiffe:// IDs")
+        else:
+            for ident in allow:
+                if not ident.startswith("spiffe://") and not SERVICE_PATTERN.fullmatch(ident):
+                    errors.append(f"allow: {ident!r} is neither a service name nor a spiffe:// ID")
+    return errors
+
+
+def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    value = data.get(key)
+    return value if isinstance(value, Mapping) else None
+
+
+def _validate_splits(errors: list[str], splits: object) -> None:
+    if splits is None or splits == {}:
+        return
+    if not isinstance(splits, Mapping):
+        errors.append("splits must be an object of version -> weight")
+        return
+    total = 0
+    for version, weight in splits.items():
+        if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
+            errors.append(f"splits: invalid version name {version!r}")
+        if not _is_int(weight) or weight < 0:
+            errors.append(f"splits: weight of {version!r} must be a non-negative integer")
+        else:
+            total += weight
+    if total != 100:
+        errors.append(f"splits: weights must sum to 100, got {total}")
+
+
+def _policy_to_dict(policy: Policy) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for f in fields(Policy):
+        value = getattr(policy, f.name)
+        if value is None:
+            continue
+        if f.name in _SECTIONS:
+            data[f.name] = {g.name: getattr(value, g.name) for g in fields(value)}
+        elif f.name == "splits":
+            data[f.name] = dict(value)
+        else:
+            data[f.name] = value
+    return data

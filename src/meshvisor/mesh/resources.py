@@ -1,0 +1,569 @@
+"""Pure builders: the model in, typed Envoy v3 resources for one sidecar out (only what that sidecar needs).
+
+Names (stable, so the control plane can diff them):
+    cluster/CLA  `outbound|<svc>` (all endpoints), `outbound|<svc>|<version>` (one per split version),
+                 `inbound|<svc>` (the local app, static)
+    listener     `inbound|<port>`, `outbound|<svc>|<local_port>`
+    route        `outbound|<svc>`, `inbound|<svc>` (both RDS)
+    secret       `workload` (certificate + key), `trust-bundle` (CA roots)
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2
+from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
+from envoy.extensions.filters.http.fault.v3 import fault_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
+from envoy.type.matcher.v3 import string_pb2
+from envoy.type.v3 import percent_pb2, token_bucket_pb2
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf.message import Message
+
+from meshvisor.core.errors import InvalidInput
+
+from .ca import spiffe_id
+from .model import Endpoint, Policy, Service, Sidecar
+
+_P = "type.googleapis.com/"
+CLUSTER = _P + "envoy.config.cluster.v3.Cluster"
+ENDPOINT = _P + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = _P + "envoy.config.listener.v3.Listener"
+ROUTE = _P + "envoy.config.route.v3.RouteConfiguration"
+SECRET = _P + "envoy.extensions.transport_sockets.tls.v3.Secret"
+PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)  # make-before-break
+WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
+
+CERT_SECRET = "workload"
+BUNDLE_SECRET = "trust-bundle"
+CONNECT_TIMEOUT_MS = 1000
+
+Resources = dict[str, dict[str, Message]]  # type URL -> name -> resource
+
+
+def outbound_cluster(service: str, version: str | None = None) -> str:
+    return f"outbound|{service}" if version is None else f"outbound|{service}|{version}"
+
+
+def inbound_cluster(service: str) -> str:
+    return f"inbound|{service}"
+
+
+def _any(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _ms(value: int) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromMilliseconds(value)
+    return out
+
+
+def _u32(value: int | None) -> wrappers_pb2.UInt32Value | None:
+    return None if value is None else wrappers_pb2.UInt32Value(value=value)
+
+
+def _ads() -> config_source_pb2.ConfigSource:
+    return config_source_pb2.ConfigSource(
+        ads=config_source_pb2.AggregatedConfigSource(), resource_api_version=config_source_pb2.V3
+    )
+
+
+def _socket(address: str, port: int) -> address_pb2.Address:
+    return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=address, port_value=port))
+
+
+def _percent(value: float) -> percent_pb2.FractionalPercent:
+    """Percent with 1/10000 precision (Envoy's TEN_THOUSAND denominator)."""
+    return percent_pb2.FractionalPercent(
+        numerator=round(value * 100), denominator=percent_pb2.FractionalPercent.TEN_THOUSAND
+    )
+
+
+def identity(trust_domain: str, who: str) -> str:
+    """`allow` entries are service names or full SPIFFE IDs."""
+    return who if who.startswith("spiffe://") else spiffe_id(trust_domain, who)
+
+
+# --- TLS -------------------------------------------------------------------------------------------------------
+
+
+def _common_tls(san: str | None = None) -> tls_pb2.CommonTlsContext:
+    default = common_pb2.CertificateValidationContext()
+    if san is not None:
+        default.match_typed_subject_alt_names.append(
+            common_pb2.SubjectAltNameMatcher(
+                san_type=common_pb2.SubjectAltNameMatcher.URI, matcher=string_pb2.StringMatcher(exact=san)
+            )
+        )
+    return tls_pb2.CommonTlsContext(
+        tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
+        tls_certificate_sds_secret_configs=[secret_pb2.SdsSecretConfig(name=CERT_SECRET, sds_config=_ads())],
+        combined_validation_context=tls_pb2.CommonTlsContext.CombinedCertificateValidationContext(
+            default_validation_context=default,
+            validation_context_sds_secret_config=secret_pb2.SdsSecretConfig(name=BUNDLE_SECRET, sds_config=_ads()),
+        ),
+    )
+
+
+def upstream_tls(server_identity: str, sni: str) -> base_pb2.TransportSocket:
+    """mTLS to a peer sidecar; the peer must present `server_identity` (URI SAN)."""
+    context = tls_pb2.UpstreamTlsContext(common_tls_context=_common_tls(server_identity), sni=sni)
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
+
+
+def downstream_tls() -> base_pb2.TransportSocket:
+    """mTLS termination: any identity signed by the trust bundle gets through; RBAC decides what it may do."""
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=_common_tls(), require_client_certificate=wrappers_pb2.BoolValue(value=True)
+    )
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=_any(context))
+
+
+def secrets(cert_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> dict[str, Message]:
+    return {
+        CERT_SECRET: secret_pb2.Secret(
+            name=CERT_SECRET,
+            tls_certificate=common_pb2.TlsCertificate(
+                certificate_chain=base_pb2.DataSource(inline_bytes=cert_pem),
+                private_key=base_pb2.DataSource(inline_bytes=key_pem),
+            ),
+        ),
+        BUNDLE_SECRET: secret_pb2.Secret(
+            name=BUNDLE_SECRET,
+            validation_context=common_pb2.CertificateValidationContext(
+                trusted_ca=base_pb2.DataSource(inline_bytes=bundle_pem)
+            ),
+        ),
+    }
+
+
+# --- clusters and endpoints ------------------------------------------------------------------------------------
+
+
+def _circuit_breakers(policy: Policy) -> circuit_breaker_pb2.CircuitBreakers | None:
+    breaker, retries = policy.circuit_breaker, policy.retries
+    budget = retries.budget_percent if retries is not None else None
+    if breaker is None and budget is None:
+        return None
+    threshold = circuit_breaker_pb2.CircuitBreakers.Thresholds(priority=base_pb2.DEFAULT)
+    if breaker is not None:
+        for field, value in (
+            ("max_connections", breaker.max_connections),
+            ("max_pending_requests", breaker.max_pending),
+            ("max_requests", breaker.max_requests),
+        ):
+            if value is not None:
+                getattr(threshold, field).value = value
+    if budget is not None:
+        threshold.retry_budget.budget_percent.value = budget
+        threshold.retry_budget.min_retry_concurrency.value = 3
+    return circuit_breaker_pb2.CircuitBreakers(thresholds=[threshold])
+
+
+def upstream_cluster(service: Service, trust_domain: str, version: str | None = None) -> cluster_pb2.Cluster:
+    name = outbound_cluster(service.name, version)
+    cluster = cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads(), service_name=name),
+        connect_timeout=_ms(CONNECT_TIMEOUT_MS),
+        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
+        transport_socket=upstream_tls(spiffe_id(trust_domain, service.name), sni=service.name),
+    )
+    breakers = _circuit_breakers(service.policy)
+    if breakers is not None:
+        cluster.circuit_breakers.CopyFrom(breakers)
+    outlier = service.policy.outlier
+    if outlier is not None:
+        cluster.outlier_detection.CopyFrom(
+            outlier_detection_pb2.OutlierDetection(
+                consecutive_5xx=_u32(outlier.consecutive_5xx),
+                interval=_ms(outlier.interval_ms),
+                base_ejection_time=_ms(outlier.base_ejection_ms),
+            )
+        )
+    return cluster
+
+
+def app_cluster(sidecar: Sidecar) -> cluster_pb2.Cluster:
+    name = inbound_cluster(sidecar.service)
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.STATIC,
+        connect_timeout=_ms(CONNECT_TIMEOUT_MS),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=name,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[_lb_endpoint(Endpoint("127.0.0.1", sidecar.app_port, host="local"))]
+                )
+            ],
+        ),
+    )
+
+
+def _locality(value: str | None) -> base_pb2.Locality:
+    if not value:
+        return base_pb2.Locality()
+    region, _, zone = value.rpartition("/")
+    return base_pb2.Locality(region=region, zone=zone)
+
+
+def _lb_endpoint(endpoint: Endpoint) -> endpoint_components_pb2.LbEndpoint:
+    return endpoint_components_pb2.LbEndpoint(
+        endpoint=endpoint_components_pb2.Endpoint(
+            address=_socket(endpoint.address, endpoint.port), hostname=endpoint.host
+        ),
+        health_status=health_check_pb2.HEALTHY if endpoint.healthy else health_check_pb2.UNHEALTHY,
+    )
+
+
+def load_assignment(
+    name: str, endpoints: Iterable[Endpoint], local_locality: str | None = None
+) -> endpoint_pb2.ClusterLoadAssignment:
+    """Endpoints grouped by locality; with `local_locality`, the caller's own locality is priority 0 and the
+    others priority 1, so traffic stays local and fails over when the local endpoints are unhealthy."""
+    groups: dict[str | None, list[Endpoint]] = defaultdict(list)
+    for endpoint in endpoints:
+        groups[endpoint.locality].append(endpoint)
+    cla = endpoint_pb2.ClusterLoadAssignment(cluster_name=name)
+    for locality in sorted(groups, key=lambda loc: loc or ""):
+        priority = 0 if local_locality is None or locality == local_locality else 1
+        cla.endpoints.append(
+            endpoint_components_pb2.LocalityLbEndpoints(
+                locality=_locality(locality),
+                lb_endpoints=[
+                    _lb_endpoint(e) for e in sorted(groups[locality], key=lambda e: (e.address, e.port))
+                ],
+                priority=priority,
+            )
+        )
+    return cla
+
+
+# --- routes and listeners --------------------------------------------------------------------------------------
+
+
+def outbound_route(service: Service) -> route_pb2.RouteConfiguration:
+    policy = service.policy
+    action = route_components_pb2.RouteAction()
+    weighted = [(v, w) for v, w in sorted(policy.splits.items())]
+    if weighted:
+        action.weighted_clusters.CopyFrom(
+            route_components_pb2.WeightedCluster(
+                clusters=[
+                    route_components_pb2.WeightedCluster.ClusterWeight(
+                        name=outbound_cluster(service.name, version), weight=_u32(weight)
+                    )
+                    for version, weight in weighted
+                ]
+            )
+        )
+    else:
+        action.cluster = outbound_cluster(service.name)
+    if policy.timeout_ms is not None:
+        action.timeout.CopyFrom(_ms(policy.timeout_ms))
+    if policy.retries is not None and policy.retries.attempts > 0:
+        action.retry_policy.CopyFrom(
+            route_components_pb2.RetryPolicy(
+                retry_on=",".join(policy.retries.on),
+                num_retries=_u32(policy.retries.attempts),
+                # Retry on another endpoint than the one that just failed.
+                retry_host_predicate=[
+                    route_components_pb2.RetryPolicy.RetryHostPredicate(
+                        name="envoy.retry_host_predicates.previous_hosts",
+                        typed_config=_any(previous_hosts_pb2.PreviousHostsPredicate()),
+                    )
+                ],
+                host_selection_retry_max_attempts=3,
+            )
+        )
+    name = outbound_cluster(service.name)
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name=service.name,
+                domains=["*"],
+                routes=[
+                    route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"), route=action)
+                ],
+            )
+        ],
+    )
+
+
+def _http_filter(name: str, config: Message) -> hcm_pb2.HttpFilter:
+    return hcm_pb2.HttpFilter(name=name, typed_config=_any(config))
+
+
+def _router() -> hcm_pb2.HttpFilter:
+    return _http_filter("envoy.filters.http.router", router_pb2.Router())
+
+
+def rbac_filter(allow: Iterable[str], trust_domain: str) -> rbac_pb2.RBAC:
+    principals = [
+        rbac_config_pb2.Principal(
+            authenticated=rbac_config_pb2.Principal.Authenticated(
+                principal_name=string_pb2.StringMatcher(exact=identity(trust_domain, who))
+            )
+        )
+        for who in allow
+    ]
+    policies = {}
+    if principals:
+        policies["allow"] = rbac_config_pb2.Policy(
+            permissions=[rbac_config_pb2.Permission(any=True)], principals=principals
+        )
+    return rbac_pb2.RBAC(rules=rbac_config_pb2.RBAC(action=rbac_config_pb2.RBAC.ALLOW, policies=policies))
+
+
+def fault_filter(policy: Policy) -> fault_pb2.HTTPFault | None:
+    fault = policy.fault
+    if fault is None:
+        return None
+    config = fault_pb2.HTTPFault()
+    if fault.delay_ms is not None:
+        config.delay.CopyFrom(
+            common_fault_pb2.FaultDelay(fixed_delay=_ms(fault.delay_ms), percentage=_percent(fault.delay_percent))
+        )
+    if fault.abort_status is not None:
+        config.abort.CopyFrom(
+            fault_pb2.FaultAbort(http_status=fault.abort_status, percentage=_percent(fault.abort_percent))
+        )
+    return config
+
+
+def ratelimit_filter(policy: Policy, stat_prefix: str) -> local_rate_limit_pb2.LocalRateLimit | None:
+    limit = policy.rate_limit
+    if limit is None:
+        return None
+    always = base_pb2.RuntimeFractionalPercent(default_value=_percent(100), runtime_key="mesh.ratelimit")
+    return local_rate_limit_pb2.LocalRateLimit(
+        stat_prefix=stat_prefix,
+        token_bucket=token_bucket_pb2.TokenBucket(
+            max_tokens=limit.burst, tokens_per_fill=_u32(limit.tokens_per_second), fill_interval=_ms(1000)
+        ),
+        filter_enabled=always,
+        filter_enforced=always,
+    )
+
+
+def _hcm_filter(manager: hcm_pb2.HttpConnectionManager) -> listener_components_pb2.Filter:
+    return listener_components_pb2.Filter(
+        name="envoy.filters.network.http_connection_manager", typed_config=_any(manager)
+    )
+
+
+RBAC_FILTER = "envoy.filters.http.rbac"
+RATELIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+FAULT_FILTER = "envoy.filters.http.fault"
+
+
+def inbound_route(sidecar: Sidecar, policy: Policy, trust_domain: str) -> route_pb2.RouteConfiguration:
+    """Route to the app on 127.0.0.1 carrying the service's server-side policy as per-filter config.
+
+    The policy lives here rather than in the listener: an RDS update applies to the next request on existing
+    connections, while a changed listener would serve old connections with the old policy until they drain.
+    """
+    per_filter: dict[str, any_pb2.Any] = {}
+    if policy.allow is not None:
+        per_filter[RBAC_FILTER] = _any(rbac_pb2.RBACPerRoute(rbac=rbac_filter(policy.allow, trust_domain)))
+    limit = ratelimit_filter(policy, f"inbound_{sidecar.service}_ratelimit")
+    if limit is not None:
+        per_filter[RATELIMIT_FILTER] = _any(limit)
+    fault = fault_filter(policy)
+    if fault is not None:
+        per_filter[FAULT_FILTER] = _any(fault)
+    return route_pb2.RouteConfiguration(
+        name=inbound_cluster(sidecar.service),
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name="app",
+                domains=["*"],
+                typed_per_filter_config=per_filter,
+                routes=[
+                    route_components_pb2.Route(
+                        match=route_components_pb2.RouteMatch(prefix="/"),
+                        # The caller's sidecar owns the timeout.
+                        route=route_components_pb2.RouteAction(
+                            cluster=inbound_cluster(sidecar.service), timeout=_ms(0)
+                        ),
+                    )
+                ],
+            )
+        ],
+    )
+
+
+def inbound_listener(sidecar: Sidecar) -> listener_pb2.Listener:
+    """mTLS-terminating listener: RBAC → local rate limit → fault → router to the app on 127.0.0.1.
+
+    The three policy filters are always present and do nothing by themselves; `inbound_route` configures them.
+    """
+    filters = [
+        _http_filter(RBAC_FILTER, rbac_pb2.RBAC()),
+        _http_filter(
+            RATELIMIT_FILTER, local_rate_limit_pb2.LocalRateLimit(stat_prefix=f"inbound_{sidecar.service}")
+        ),
+        _http_filter(FAULT_FILTER, fault_pb2.HTTPFault()),
+        _router(),
+    ]
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=f"inbound_{sidecar.service}",
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=inbound_cluster(sidecar.service)),
+        http_filters=filters,
+        # The app sees who called it: x-forwarded-client-cert carries the caller's SPIFFE ID.
+        forward_client_cert_details=hcm_pb2.HttpConnectionManager.SANITIZE_SET,
+        set_current_client_cert_details=hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(uri=True),
+    )
+    return listener_pb2.Listener(
+        name=f"inbound|{sidecar.inbound_port}",
+        address=_socket(sidecar.inbound_address, sidecar.inbound_port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(filters=[_hcm_filter(manager)], transport_socket=downstream_tls())
+        ],
+    )
+
+
+def outbound_listener(service: str, local_port: int) -> listener_pb2.Listener:
+    """Plaintext on 127.0.0.1:<local_port>, where the app reaches `service`."""
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=f"outbound_{service}",
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=outbound_cluster(service)),
+        http_filters=[_router()],
+    )
+    return listener_pb2.Listener(
+        name=f"outbound|{service}|{local_port}",
+        address=_socket("127.0.0.1", local_port),
+        filter_chains=[listener_components_pb2.FilterChain(filters=[_hcm_filter(manager)])],
+    )
+
+
+# --- everything for one sidecar --------------------------------------------------------------------------------
+
+
+def sidecar_resources(
+    sidecar: Sidecar,
+    services: Mapping[str, Service],
+    cert_pem: bytes,
+    key_pem: bytes,
+    bundle_pem: bytes,
+    trust_domain: str,
+) -> Resources:
+    """All resources of one sidecar: its inbound listener and app cluster, and one outbound listener, route,
+    cluster (plus one per split version) and load assignment per declared upstream."""
+    own = services.get(sidecar.service)
+    policy = own.policy if own is not None else Policy()
+    out: dict[str, dict[str, Any]] = {t: {} for t in PUSH_ORDER}
+    app = app_cluster(sidecar)
+    out[CLUSTER][app.name] = app
+    inbound = inbound_listener(sidecar)
+    out[LISTENER][inbound.name] = inbound
+    route = inbound_route(sidecar, policy, trust_domain)
+    out[ROUTE][route.name] = route
+    for upstream in sidecar.upstreams:
+        service = services.get(upstream.service)
+        if service is None:
+            raise InvalidInput(f"sidecar {sidecar.node_id}: unknown upstream service {upstream.service!r}")
+        versions: list[str | None] = [None, *sorted(service.policy.splits)]
+        for version in versions:
+            cluster = upstream_cluster(service, trust_domain, version)
+            out[CLUSTER][cluster.name] = cluster
+            members = [e for e in service.endpoints if version is None or e.version == version]
+            out[ENDPOINT][cluster.name] = load_assignment(cluster.name, members, sidecar.locality)
+        route = outbound_route(service)
+        out[ROUTE][route.name] = route
+        listener = outbound_listener(service.name, upstream.local_port)
+        out[LISTENER][listener.name] = listener
+    out[SECRET].update(secrets(cert_pem, key_pem, bundle_pem))
+    return out
+
+
+# --- bootstrap -------------------------------------------------------------------------------------------------
+
+
+def bootstrap(
+    node_id: str,
+    cluster: str,
+    xds_host: str = "127.0.0.1",
+    xds_port: int = 18000,
+    admin_port: int | None = None,
+    *,
+    api_type: str = "GRPC",
+    admin_address: str = "127.0.0.1",
+    admin_path: str | None = None,
+    xds_path: str | None = None,
+) -> dict[str, Any]:
+    """Envoy bootstrap (JSON-ready) that points only at the ADS server; everything else comes over ADS.
+
+    `admin_path`/`xds_path` put the admin interface or the xDS connection on a Unix socket, which stays
+    reachable across network namespaces.
+    """
+    if api_type not in ("GRPC", "DELTA_GRPC"):
+        raise InvalidInput(f"api_type must be GRPC or DELTA_GRPC, not {api_type!r}")
+    if (admin_port is None) == (admin_path is None):
+        raise InvalidInput("give exactly one of admin_port and admin_path")
+    ads_source = {"ads": {}, "resource_api_version": "V3"}
+    xds_address: dict[str, Any] = (
+        {"pipe": {"path": xds_path}}
+        if xds_path
+        else {"socket_address": {"address": xds_host, "port_value": xds_port}}
+    )
+    admin: dict[str, Any] = (
+        {"pipe": {"path": admin_path}}
+        if admin_path
+        else {"socket_address": {"address": admin_address, "port_value": admin_port}}
+    )
+    return {
+        "node": {"id": node_id, "cluster": cluster},
+        "admin": {"address": admin},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": api_type,
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+            },
+            "cds_config": ads_source,
+            "lds_config": ads_source,
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": "xds_cluster",
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": "xds_cluster",
+                        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": xds_address}}]}],
+                    },
+                }
+            ]
+        },
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": {}}]},
+    }

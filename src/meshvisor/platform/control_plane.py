@@ -1,0 +1,153 @@
+"""`meshvisor xds`: the ADS server, fed from the database.
+
+Every `interval` seconds the mesh view is rebuilt from the database; each sidecar whose resources changed gets a
+new snapshot (pushed at once to its Envoy, make-before-break), sidecars that are gone lose theirs. Workload
+certificates come from the platform CA in the data directory and are reissued, over SDS, halfway through their
+life. A NACK is written to the service of the sidecar that sent it (`GET /v1/services/{name}` shows it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+from collections.abc import Mapping
+
+from google.protobuf.message import Message
+
+from meshvisor.mesh import resources
+from meshvisor.mesh.ads import AdsServer, Nack
+from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert
+
+from .db import transaction
+from .mesh_view import MeshView, load_view
+from .models import Instance, Service
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+SYNC_INTERVAL_S = 0.2
+
+
+def digest(found: Mapping[str, Mapping[str, Message]]) -> str:
+    """A version that changes exactly when a resource does (deterministic serialisation)."""
+    h = hashlib.sha256()
+    for type_url in sorted(found):
+        for name in sorted(found[type_url]):
+            h.update(type_url.encode() + b"\0" + name.encode() + b"\0")
+            h.update(found[type_url][name].SerializeToString(deterministic=True))
+    return h.hexdigest()[:16]
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        rt: Runtime,
+        interval: float = SYNC_INTERVAL_S,
+        cert_lifetime: dt.timedelta = DEFAULT_WORKLOAD_LIFETIME,
+    ) -> None:
+        self.rt = rt
+        self.interval = interval
+        self.cert_lifetime = cert_lifetime
+        self.ca = CertificateAuthority(rt.settings.data_path / "ca")
+        socket = rt.settings.xds_socket
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        socket.unlink(missing_ok=True)
+        self.ads = AdsServer(
+            "127.0.0.1", rt.settings.xds_port, on_nack=self._on_nack, extra_addresses=(f"unix:{socket}",)
+        )
+        self.versions: dict[str, str] = {}
+        self.nodes: dict[str, str] = {}  # node id -> instance id
+        self._certs: dict[str, WorkloadCert] = {}
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.ads.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ads.stop()
+
+    def run(self) -> None:
+        """Sync until stopped; a failed pass (the database away) is logged and retried."""
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception:
+                log.exception("mesh sync failed")
+            self._stop.wait(self.interval)
+
+    def cert(self, service: str) -> WorkloadCert:
+        """The service's workload certificate, renewed once half its life has gone."""
+        current = self._certs.get(service)
+        now = dt.datetime.now(dt.UTC)
+        if current is None or current.not_after - now < self.cert_lifetime / 2:
+            current = self._certs[service] = self.ca.issue(service, self.cert_lifetime)
+        return current
+
+    def sync(self) -> int:
+        """One pass: push every changed sidecar config; returns how many snapshots changed."""
+        with self.rt.sessions() as session:
+            view = load_view(session, self.rt.settings.host_prefix)
+        return self.apply(view)
+
+    def apply(self, view: MeshView) -> int:
+        changed = 0
+        bundle = self.ca.bundle_pem()
+        for node_id, node in view.nodes.items():
+            cert = self.cert(node.sidecar.service)
+            try:
+                found = resources.sidecar_resources(
+                    node.sidecar,
+                    view.services.get(node.project, {}),
+                    cert.cert_pem,
+                    cert.key_pem,
+                    bundle,
+                    self.ca.trust_domain,
+                )
+            except Exception as exc:  # one broken sidecar config never holds the others back
+                log.warning("no config for sidecar %s: %s", node_id, exc)
+                continue
+            version = digest(found)
+            if self.versions.get(node_id) != version:
+                self.ads.set_snapshot(node_id, found, version)
+                self.versions[node_id] = version
+                changed += 1
+            self.nodes[node_id] = node.instance_id
+        for gone in set(self.versions) - set(view.nodes):
+            self.ads.clear_snapshot(gone)
+            self.versions.pop(gone)
+            self.nodes.pop(gone, None)
+            changed += 1
+        return changed
+
+    def _on_nack(self, nack: Nack) -> None:
+        instance_id = self.nodes.get(nack.node_id)
+        if instance_id is None:
+            return
+        with transaction(self.rt.sessions) as s:
+            instance = s.get(Instance, instance_id)
+            if instance is None or not instance.mesh:
+                return
+            service = s.query(Service).filter_by(project=instance.project, name=instance.mesh["service"]).first()
+            if service is None:
+                return
+            service.last_nack = {
+                "instance": instance.name,
+                "node": nack.node_id,
+                "type_url": nack.type_url,
+                "version": nack.version,
+                "message": nack.message,
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+
+
+def serve(rt: Runtime) -> None:
+    """Run the control plane in the foreground until interrupted."""
+    plane = ControlPlane(rt)
+    plane.start()
+    log.info("xDS on 127.0.0.1:%d and %s", rt.settings.xds_port, rt.settings.xds_socket)
+    try:
+        plane.run()
+    finally:
+        plane.stop()

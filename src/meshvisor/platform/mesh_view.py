@@ -1,0 +1,101 @@
+"""The mesh as the database describes it, turned into the driver's values: which sidecars exist and which
+endpoints each service has. `build_view` is pure; `load_view` reads the rows it needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meshvisor.core.types import InstanceKind, InstanceState
+from meshvisor.mesh.model import Endpoint, Policy, Service, Sidecar, Upstream
+
+from .models import Instance
+from .models import Service as ServiceRow
+from .services import INBOUND_PORT, mesh_address
+
+# A sidecar is configured from the moment its instance is created (it must be ready before the workload is
+# reported running) until the instance is gone; only running instances are endpoints.
+SIDECAR_STATES = frozenset(s.value for s in InstanceState if s is not InstanceState.DELETING)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One meshed instance as the view needs it."""
+
+    instance_id: str
+    name: str
+    project: str
+    kind: str
+    state: str
+    host: str
+    mesh: Mapping[str, Any]
+    address: str | None
+
+
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    instance_id: str
+    project: str
+    host: str
+    sidecar: Sidecar
+
+
+@dataclass(frozen=True)
+class MeshView:
+    services: dict[str, dict[str, Service]] = field(default_factory=dict)  # project -> name -> service
+    nodes: dict[str, Node] = field(default_factory=dict)  # node id -> node
+
+
+def node_id(prefix: str, instance_id: str) -> str:
+    """The sidecar's xDS node id: the host prefix and the instance's id, like every host object."""
+    return f"{prefix}-{instance_id}"
+
+
+def build_view(prefix: str, members: Iterable[Member], policies: Mapping[tuple[str, str], Policy]) -> MeshView:
+    """Services (every one with a policy row, plus those members name) with the running members as endpoints,
+    and one sidecar per meshed container that exists."""
+    endpoints: dict[tuple[str, str], list[Endpoint]] = {key: [] for key in policies}
+    ports: dict[tuple[str, str], int] = {}
+    nodes: dict[str, Node] = {}
+    for m in sorted(members, key=lambda m: m.instance_id):
+        key = (m.project, str(m.mesh["service"]))
+        endpoints.setdefault(key, [])
+        ports.setdefault(key, int(m.mesh["port"]))
+        if m.state == InstanceState.RUNNING.value and m.address is not None:
+            version = m.mesh.get("version")
+            endpoints[key].append(Endpoint(m.address, INBOUND_PORT, m.host, version=version, locality=m.host))
+        if m.kind == InstanceKind.CONTAINER.value and m.state in SIDECAR_STATES:
+            sidecar = Sidecar(
+                node_id=node_id(prefix, m.instance_id),
+                service=key[1],
+                inbound_port=INBOUND_PORT,
+                app_port=int(m.mesh["port"]),
+                upstreams=tuple(Upstream(u["service"], int(u["local_port"])) for u in m.mesh.get("upstreams", [])),
+                locality=m.host,
+                version=m.mesh.get("version"),
+            )
+            nodes[sidecar.node_id] = Node(sidecar.node_id, m.instance_id, m.project, m.host, sidecar)
+    services: dict[str, dict[str, Service]] = {}
+    for (project, name), found in endpoints.items():
+        services.setdefault(project, {})[name] = Service(
+            name=name,
+            port=ports.get((project, name), 0),
+            endpoints=tuple(found),
+            policy=policies.get((project, name), Policy()),
+        )
+    return MeshView(services, nodes)
+
+
+def load_view(session: Session, prefix: str) -> MeshView:
+    members = [
+        Member(i.id, i.name, i.project, i.kind, i.state, i.host, i.mesh, mesh_address(session, i.id))
+        for i in session.scalars(select(Instance))
+        if i.mesh
+    ]
+    policies = {(s.project, s.name): Policy.from_dict(s.policy) for s in session.scalars(select(ServiceRow))}
+    return build_view(prefix, members, policies)

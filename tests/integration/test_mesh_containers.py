@@ -1,0 +1,204 @@
+"""The mesh through the API, with real Envoy sidecars in real containers' network namespaces: a container
+calls another's service at 127.0.0.1:<local_port>, the call crosses the network in mTLS between the two
+sidecars, a plaintext connection to a sidecar's inbound port gets nothing, `allow` decides who may call
+(RBAC: 403), a stopped instance leaves the endpoints, and a sidecar that dies is started again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from meshvisor.mesh import sidecar
+from meshvisor.platform.sidecar_steps import running_pid
+
+from .conftest import Platform, create, delete, wait_op
+from .test_networks import drop_network, network
+
+pytestmark = pytest.mark.integration
+
+CIDR = "10.213.100.0/24"
+WEB = ["sh", "-c", "mkdir -p /www && echo backend-$HOSTNAME > /www/index.html && exec httpd -f -p 8080 -h /www"]
+
+
+def call(api: httpx.Client, name: str, address: str, port: int) -> str:
+    """An HTTP GET from inside container `name` (busybox nc: its wget crashes in these containers). The request
+    side stays open a moment: Envoy drops a request whose client half-closes the connection before the answer."""
+    request = "GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+    script = f"(printf '{request}'; sleep 0.5) | nc -w 3 {address} {port}"
+    response = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]})
+    assert response.status_code == 200, response.text
+    return str(response.json()["output"])
+
+
+def eventually(check: Callable[[], str], wanted: str, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if wanted in got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def sidecar_pid(platform: Platform, instance: dict[str, Any]) -> int | None:
+    directory = platform.run_dir / "local" / "sidecars" / f"{platform.prefix}-{instance['id']}"
+    return running_pid(directory)
+
+
+def diagnose(platform: Platform) -> str:
+    """The sidecars' own view, for a failed assertion: their logs and their clusters' endpoints."""
+    out = []
+    for directory in sorted((platform.run_dir / "local" / "sidecars").glob("*")):
+        out.append(f"== {directory.name}")
+        for name in ("envoy.out", "envoy.log"):
+            if (directory / name).exists():
+                out.append((directory / name).read_text(errors="replace")[-2000:])
+        if (directory / "admin.sock").exists():
+            try:
+                found = sidecar.stats(directory / "admin.sock")
+                out += [
+                    f"{k} = {v}"
+                    for k, v in sorted(found.items())
+                    if k.startswith(("cluster_manager", "listener_manager", "control_plane")) or "update_" in k
+                ]
+                out.append(sidecar.admin_request(directory / "admin.sock", "/clusters")[1].decode()[-3000:])
+            except OSError as exc:
+                out.append(f"admin: {exc}")
+    return "\n".join(out)
+
+
+def test_containers_call_each_other_through_sidecars(platform: Platform, api: httpx.Client) -> None:
+    network(api, "meshnet", CIDR)
+    try:
+        backend = create(
+            api,
+            "backend",
+            command=WEB,
+            networks=[{"network": "meshnet"}],
+            mesh={"service": "backend", "port": 8080},
+        )
+        frontend = create(
+            api,
+            "frontend",
+            networks=[{"network": "meshnet"}],
+            mesh={"service": "frontend", "port": 8080, "upstreams": [{"service": "backend", "local_port": 9001}]},
+        )
+        assert frontend["mesh"] == {
+            "service": "frontend",
+            "port": 8080,
+            "upstreams": [{"service": "backend", "local_port": 9001}],
+        }
+        # The sidecars run (and had their config) before the instances were reported running.
+        assert sidecar_pid(platform, backend) is not None and sidecar_pid(platform, frontend) is not None
+        service = api.get("/v1/services/backend").json()
+        backend_ip = backend["networks"][0]["ip"]
+        assert service["members"] == [
+            {
+                "instance": "backend",
+                "state": "running",
+                "host": "local",
+                "address": backend_ip,
+                "port": 15006,
+                "version": None,
+            }
+        ]
+        assert service["callers"] == ["frontend"] and service["identity"].endswith("/service/backend")
+
+        answer = call(api, "frontend", "127.0.0.1", 9001)
+        assert "200 OK" in answer and "backend-" in answer, answer + diagnose(platform)
+        # The inbound port speaks only mTLS: a plaintext request gets no HTTP answer.
+        plain = call(api, "frontend", backend_ip, 15006)
+        assert "HTTP/1" not in plain and "backend-" not in plain, plain
+
+        # Authorization: an identity not allowed gets 403 from the callee's sidecar, an allowed one 200.
+        assert api.put("/v1/services/backend/policy", json={"allow": ["someone-else"]}).status_code == 200
+        denied = eventually(lambda: call(api, "frontend", "127.0.0.1", 9001), "403")
+        assert "403" in denied, denied
+        assert api.put("/v1/services/backend/policy", json={"allow": ["frontend"]}).status_code == 200
+        allowed = eventually(lambda: call(api, "frontend", "127.0.0.1", 9001), "200 OK")
+        assert "200 OK" in allowed, allowed
+
+        # A stopped backend leaves the endpoints: the caller's sidecar answers 503 itself.
+        op = wait_op(api, api.post("/v1/instances/backend/actions", json={"action": "stop"}))
+        assert op["status"] == "succeeded", op
+        assert sidecar_pid(platform, backend) is None  # stopped after its workload
+        gone = eventually(lambda: call(api, "frontend", "127.0.0.1", 9001), "503")
+        assert "503" in gone, gone
+        op = wait_op(api, api.post("/v1/instances/backend/actions", json={"action": "start"}))
+        assert op["status"] == "succeeded", op
+        back = eventually(lambda: call(api, "frontend", "127.0.0.1", 9001), "200 OK")
+        assert "200 OK" in back, back
+
+        # A sidecar that dies is started again by the reconcile pass (every 2 s here).
+        pid = sidecar_pid(platform, frontend)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 15
+        while sidecar_pid(platform, frontend) in (None, pid):
+            assert time.monotonic() < deadline, "the sidecar was not restarted"
+            time.sleep(0.2)
+        again = eventually(lambda: call(api, "frontend", "127.0.0.1", 9001), "200 OK")
+        assert "200 OK" in again, again
+
+        refused = api.delete("/v1/services/backend")
+        assert refused.status_code == 409 and "frontend" in refused.json()["error"]["message"]
+    finally:
+        delete(api, "frontend")
+        delete(api, "backend")
+        drop_network(api, "meshnet", force=True)
+    assert not list((platform.run_dir / "local" / "sidecars").glob("*"))
+    for name in ("frontend", "backend"):
+        assert api.delete(f"/v1/services/{name}").status_code == 204
+
+
+BAD_MESH: list[tuple[dict[str, Any], str]] = [
+    (
+        {"service": "x", "port": 8080, "upstreams": [{"service": "nowhere", "local_port": 9001}]},
+        "unknown upstream",
+    ),
+    ({"service": "x", "port": 15006}, "inbound port"),
+    ({"service": "x", "port": 0}, "port number"),
+    (
+        {
+            "service": "x",
+            "port": 8080,
+            "upstreams": [{"service": "known", "local_port": 8080}],
+        },
+        "used twice",
+    ),
+    ({"service": "Not A Name", "port": 8080}, "invalid mesh service name"),
+    ({"service": "x", "port": 8080, "sidecar": True}, "unknown field"),
+]
+
+
+def test_bad_mesh_requests_change_nothing(platform: Platform, api: httpx.Client) -> None:
+    assert api.post("/v1/services", json={"name": "known"}).status_code == 201
+    try:
+        for mesh, message in BAD_MESH:
+            response = api.post(
+                "/v1/instances", json={"name": "bad-mesh", "kind": "container", "image": "busybox", "mesh": mesh}
+            )
+            assert response.status_code == 400 and message in response.json()["error"]["message"], response.text
+            assert api.get("/v1/instances/bad-mesh").status_code == 404
+        names = [s["name"] for s in api.get("/v1/services").json()["items"]]
+        assert names == ["known"]  # no service made by a refused request
+
+        # Policies Envoy would reject: 400 with every problem, the policy unchanged.
+        before = api.get("/v1/services/known").json()
+        bad = {"timeout_ms": -1, "splits": {"v1": 60, "v2": 30}, "colour": "blue"}
+        response = api.put("/v1/services/known/policy", json=bad)
+        assert response.status_code == 400
+        message = response.json()["error"]["message"]
+        assert "timeout_ms" in message and "sum to 100" in message and "colour" in message, message
+        after = api.get("/v1/services/known").json()
+        assert (after["policy"], after["etag"]) == (before["policy"], before["etag"])
+        assert api.post("/v1/services", json={"name": "known"}).status_code == 409
+        assert api.get("/v1/services/missing").status_code == 404
+        assert api.put("/v1/services/missing/policy", json={}).status_code == 404
+    finally:
+        api.delete("/v1/services/known")

@@ -84,7 +84,7 @@ class Result:
         }
 
 
-_UNIT_KEYS = {"s": "s", "Gbit/s": "gbit_s"}  # how each unit appears in the JSON keys
+_UNIT_KEYS = {"s": "s", "ms": "ms", "Gbit/s": "gbit_s"}  # how each unit appears in the JSON keys
 
 
 def say(message: str) -> None:

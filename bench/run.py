@@ -14,10 +14,12 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import mesh_latency
 import net_attach
 import net_vxlan
 import vm_boot
 import volume_attach
+import xds_push
 from harness import Result
 
 BENCHMARKS: dict[str, Callable[[int], Result]] = {
@@ -25,6 +27,8 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     net_vxlan.NAME: net_vxlan.run,
     net_attach.NAME: net_attach.run,
     volume_attach.NAME: volume_attach.run,
+    mesh_latency.NAME: mesh_latency.run,
+    xds_push.NAME: xds_push.run,
 }
 
 

@@ -80,7 +80,6 @@ def test_create_writes_instance_and_operation_in_one_transaction(runtime: Runtim
             InvalidInput,
             "unknown upstream",
         ),
-        ({"mesh": {"service": "s", "port": 80}, "kind": InstanceKind.VM}, InvalidInput, "cannot join the mesh"),
         ({"env": {"A=B": "x"}}, InvalidInput, "environment variable"),
     ],
 )

@@ -3,6 +3,7 @@ Redis and the real Docker engine, with the run's own host prefix, data directory
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -21,6 +22,7 @@ import httpx
 import libvirt
 import pytest
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.mesh import sidecar
@@ -34,6 +36,9 @@ from .netns_tools import namespaces
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = ["sh", "-c", "echo hello-$HOSTNAME; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+
+
+WORKER, XDS = 1, 3  # indexes in Platform.procs: serve, worker, agent, xds
 
 
 def free_port() -> int:
@@ -72,7 +77,11 @@ class Platform:
 
     def start_worker(self, **extra_env: str) -> subprocess.Popen[bytes]:
         """Stop this host's worker (whatever state it is in) and start a new one, with `extra_env` on top."""
-        old = self.procs[1]
+        self.stop_process(WORKER)
+        return self.start_process(WORKER, "worker", **extra_env)
+
+    def stop_process(self, index: int) -> None:
+        old = self.procs[index]
         if old.poll() is None:
             old.terminate()
             try:
@@ -80,15 +89,19 @@ class Platform:
             except subprocess.TimeoutExpired:
                 old.kill()
                 old.wait()
-        log = open(self.data_dir / "worker.log", "ab")
+
+    def start_process(self, index: int, command: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start `meshvisor <command>` again in place of platform process `index` (which must have ended)."""
+        assert self.procs[index].poll() is not None
+        log = open(self.data_dir / f"{command}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "meshvisor", "worker"],
+            [sys.executable, "-m", "meshvisor", command],
             env={**self.env, **extra_env},
             stdout=log,
             stderr=log,
             cwd=REPO,
         )
-        self.procs[1] = proc
+        self.procs[index] = proc
         return proc
 
     def logs(self) -> str:
@@ -181,7 +194,7 @@ def underlay(prefix: str) -> Iterator[str]:
                     for index in ipr.link_lookup(ifname=root_end):
                         ipr.link("del", index=index)
     finally:
-        with IPRoute() as ipr:
+        with IPRoute() as ipr, contextlib.suppress(NetlinkError):  # another run on the machine removed it
             ipr.route("del", dst=POOL, type="unreachable")
 
 

@@ -1,10 +1,11 @@
-"""`meshvisor up` runs the API and the worker in the foreground, builds the built-in image, prints the token and
-the URL, and stops every child on Ctrl-C."""
+"""`meshvisor up` runs the API, the worker and the xDS control plane in the foreground, builds the built-in
+image, prints the token and the URL, and stops every child on Ctrl-C."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from meshvisor.containers.docker_client import API_VERSION
 
 from ..conftest import DEB_CACHE
-from .conftest import REPO, free_port
+from .conftest import REPO, free_port, stop_sidecars
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         "MESHVISOR_DATA_DIR": str(tmp_path),
         "MESHVISOR_HOST_PREFIX": prefix,
         "MESHVISOR_API_PORT": str(port),
+        "MESHVISOR_XDS_PORT": str(free_port()),
         "MESHVISOR_BROKER_URL": "redis://127.0.0.1:6379/3",
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
     }
@@ -71,7 +73,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
             ("tiny", "vm", "ready"),
         ]
         kids = children_of(proc.pid)
-        assert len(kids) == 2 and all(alive(k) for k in kids)
+        assert len(kids) == 3 and all(alive(k) for k in kids)  # API, worker, xDS control plane
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=40) == 0
@@ -89,6 +91,8 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         for kid in kids:
             if alive(kid):
                 os.kill(kid, signal.SIGKILL)
+        stop_sidecars(Path("/run/meshvisor") / prefix)  # the ingress gateway its worker started
+        shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
         for image in client.images.list(filters={"reference": f"{prefix}/*"}):
             for tag in image.tags:
                 client.images.remove(tag, force=True)

@@ -17,7 +17,7 @@ import pytest
 from meshvisor.mesh import sidecar
 from meshvisor.platform.sidecar_steps import running_pid
 
-from .conftest import Platform, create, delete, wait_op
+from .conftest import XDS, Platform, create, delete, free_port, wait_op
 from .test_networks import drop_network, network
 
 pytestmark = pytest.mark.integration
@@ -114,6 +114,14 @@ def test_containers_call_each_other_through_sidecars(platform: Platform, api: ht
         # The inbound port speaks only mTLS: a plaintext request gets no HTTP answer.
         plain = call(api, "frontend", backend_ip, 15006)
         assert "HTTP/1" not in plain and "backend-" not in plain, plain
+        # Nor can a caller skip the sidecar: the app's own port answers only on its container's loopback.
+        direct = call(api, "frontend", backend_ip, 8080)
+        assert "backend-" not in direct, direct
+
+        # The control plane away: sidecars keep serving with what they have, and resync when it is back.
+        platform.stop_process(XDS)
+        assert "200 OK" in call(api, "frontend", "127.0.0.1", 9001)
+        platform.start_process(XDS, "xds")
 
         # Authorization: an identity not allowed gets 403 from the callee's sidecar, an allowed one 200.
         assert api.put("/v1/services/backend/policy", json={"allow": ["someone-else"]}).status_code == 200
@@ -151,7 +159,8 @@ def test_containers_call_each_other_through_sidecars(platform: Platform, api: ht
         delete(api, "frontend")
         delete(api, "backend")
         drop_network(api, "meshnet", force=True)
-    assert not list((platform.run_dir / "local" / "sidecars").glob("*"))
+    left = [p.name for p in (platform.run_dir / "local" / "sidecars").glob("*")]
+    assert left == [f"{platform.prefix}-ingress"]  # only the host's ingress gateway
     for name in ("frontend", "backend"):
         assert api.delete(f"/v1/services/{name}").status_code == 204
 
@@ -202,3 +211,117 @@ def test_bad_mesh_requests_change_nothing(platform: Platform, api: httpx.Client)
         assert api.put("/v1/services/missing/policy", json={}).status_code == 404
     finally:
         api.delete("/v1/services/known")
+
+
+def batch(api: httpx.Client, name: str, port: int, count: int) -> str:
+    """`count` requests pipelined on one connection from inside container `name` (each routed on its own)."""
+    keep = "GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+    close = "GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+    script = (
+        f"(i=1; while [ $i -lt {count} ]; do printf '{keep}'; i=$((i+1)); done; printf '{close}'; sleep 5)"
+        f" | nc -w 8 127.0.0.1 {port}"
+    )
+    response = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]})
+    assert response.status_code == 200, response.text
+    return str(response.json()["output"])
+
+
+def test_canary_split_between_versions(platform: Platform, api: httpx.Client) -> None:
+    """Two versions of one service and a 90/10 split: measured over 200 requests within ±5 %."""
+    network(api, "canary", "10.213.102.0/24")
+    try:
+        for version in ("v1", "v2"):
+            page = f"mkdir -p /www && echo cb-{version} > /www/index.html && exec httpd -f -p 8080 -h /www"
+            create(
+                api,
+                f"cb-{version}",
+                command=["sh", "-c", page],
+                networks=[{"network": "canary"}],
+                mesh={"service": "cb", "port": 8080, "version": version},
+            )
+        create(
+            api,
+            "cb-client",
+            networks=[{"network": "canary"}],
+            mesh={"service": "cb-client", "port": 8080, "upstreams": [{"service": "cb", "local_port": 9001}]},
+        )
+        assert api.put("/v1/services/cb/policy", json={"splits": {"v1": 0, "v2": 100}}).status_code == 200
+        only_v2 = eventually(lambda: batch(api, "cb-client", 9001, 10), "cb-v2\n" * 1, timeout=15)
+        deadline = time.monotonic() + 15
+        while not (only_v2.count("cb-v2") == 10 and "cb-v1" not in only_v2):
+            assert time.monotonic() < deadline, only_v2 + diagnose(platform)
+            only_v2 = batch(api, "cb-client", 9001, 10)
+
+        assert api.put("/v1/services/cb/policy", json={"splits": {"v1": 90, "v2": 10}}).status_code == 200
+        time.sleep(2)  # the control plane pushes within a fraction of a second
+        # Envoy picks at random: a correct 90/10 leaves ±5 % of 200 with probability 1.3 %, so one more sample.
+        for _ in range(2):
+            answers = batch(api, "cb-client", 9001, 200)
+            v1, v2 = answers.count("cb-v1"), answers.count("cb-v2")
+            if v1 + v2 == 200 and abs(v2 - 20) <= 10:
+                break
+        assert v1 + v2 == 200 and abs(v2 - 20) <= 10, (v1, v2)
+        members = api.get("/v1/services/cb").json()["members"]
+        assert sorted((m["instance"], m["version"]) for m in members) == [("cb-v1", "v1"), ("cb-v2", "v2")]
+    finally:
+        for name in ("cb-client", "cb-v1", "cb-v2"):
+            delete(api, name)
+        drop_network(api, "canary", force=True)
+    for name in ("cb-client", "cb"):
+        assert api.delete(f"/v1/services/{name}").status_code == 204
+
+
+def test_the_ingress_gateway_exposes_a_service_on_the_host(platform: Platform, api: httpx.Client) -> None:
+    network(api, "ingress-net", "10.213.103.0/24")
+    port = free_port()
+    try:
+        page = "mkdir -p /www && echo ig-backend > /www/index.html && exec httpd -f -p 8080 -h /www"
+        create(
+            api,
+            "ig-be",
+            command=["sh", "-c", page],
+            networks=[{"network": "ingress-net"}],
+            mesh={"service": "ig-be", "port": 8080},
+        )
+        response = api.put("/v1/services/ig-be", json={"ingress_port": port})
+        assert response.status_code == 200 and response.json()["ingress_port"] == port, response.text
+
+        def through_ingress() -> str:
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+            except httpx.HTTPError as exc:
+                return repr(exc)
+            return f"{answer.status_code} {answer.text}"
+
+        answer = eventually(through_ingress, "200 ig-backend", timeout=20)
+        assert answer.startswith("200 ig-backend"), answer + diagnose(platform)
+
+        # The service's policies hold at the ingress too: `allow` names the gateway's identity, `ingress`.
+        body = {"policy": {"allow": ["someone"]}, "ingress_port": port}
+        assert api.put("/v1/services/ig-be", json=body).status_code == 200
+        assert eventually(through_ingress, "403").startswith("403")
+        body = {"policy": {"allow": ["ingress"]}, "ingress_port": port}
+        assert api.put("/v1/services/ig-be", json=body).status_code == 200
+        assert eventually(through_ingress, "200 ig-backend").startswith("200 ig-backend")
+
+        # Bad requests: 4xx, nothing changes.
+        for bad in (80, 70000, "x", platform_port(platform)):
+            response = api.put("/v1/services/ig-be", json={"ingress_port": bad})
+            assert response.status_code in (400, 422), response.text
+        taken = api.post("/v1/services", json={"name": "ig-other", "ingress_port": port})
+        assert taken.status_code == 409 and api.get("/v1/services/ig-other").status_code == 404
+        assert api.post("/v1/services", json={"name": "ingress"}).status_code == 400
+        assert api.get("/v1/services/ig-be").json()["ingress_port"] == port
+
+        # No longer exposed: the listener goes.
+        assert api.put("/v1/services/ig-be", json={"policy": {}}).status_code == 200
+        gone = eventually(through_ingress, "ConnectError")
+        assert "ConnectError" in gone, gone
+    finally:
+        delete(api, "ig-be")
+        drop_network(api, "ingress-net", force=True)
+    assert api.delete("/v1/services/ig-be").status_code == 204
+
+
+def platform_port(platform: Platform) -> int:
+    return int(platform.url.rsplit(":", 1)[1])

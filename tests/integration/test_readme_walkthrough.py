@@ -25,6 +25,25 @@ def walkthrough_script() -> str:
     return section_script("Walk-through with curl")
 
 
+def run_section(platform: Platform, title: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """A later section of the README, run after the set-up lines of the first walk-through (token, address,
+    `run`), with the README's addresses (10.210.0.0/16) unreachable from the machine meanwhile."""
+    from pyroute2 import IPRoute
+
+    setup = walkthrough_script().split('\ncurl -s "${H[@]}" $API/v1/images', 1)[0]
+    setup = setup.replace("TOKEN=$(cat var/admin.token)", f"TOKEN={platform.token}")
+    setup = setup.replace("API=http://127.0.0.1:8000", f"API={platform.url}")
+    with IPRoute() as ipr:
+        ipr.route("replace", dst="10.210.0.0/16", type="unreachable")
+    try:
+        return subprocess.run(
+            ["bash", "-c", setup + section_script(title)], capture_output=True, text=True, timeout=timeout
+        )
+    finally:
+        with IPRoute() as ipr:
+            ipr.route("del", dst="10.210.0.0/16", type="unreachable")
+
+
 def test_readme_walkthrough_works_as_written(platform: Platform) -> None:
     script = walkthrough_script()
     assert "TOKEN=$(cat var/admin.token)" in script and "API=http://127.0.0.1:8000" in script
@@ -68,20 +87,7 @@ def test_readme_vm_walkthrough_works_as_written(platform: Platform, tiny: str) -
 
 
 def test_readme_networks_walkthrough_works_as_written(platform: Platform, tiny: str) -> None:
-    from pyroute2 import IPRoute
-
-    setup = walkthrough_script().split('\ncurl -s "${H[@]}" $API/v1/images', 1)[0]
-    setup = setup.replace("TOKEN=$(cat var/admin.token)", f"TOKEN={platform.token}")
-    setup = setup.replace("API=http://127.0.0.1:8000", f"API={platform.url}")
-    with IPRoute() as ipr:  # the README's addresses can never leave the machine during the test
-        ipr.route("replace", dst="10.210.0.0/16", type="unreachable")
-    try:
-        done = subprocess.run(
-            ["bash", "-c", setup + section_script("Networks")], capture_output=True, text=True, timeout=300
-        )
-    finally:
-        with IPRoute() as ipr:
-            ipr.route("del", dst="10.210.0.0/16", type="unreachable")
+    done = run_section(platform, "Networks", 300)
     out = done.stdout
     assert done.returncode == 0, done.stderr
     assert out.count('"status":"succeeded"') == 13, out  # 2 networks, 4 instances, an attach, 4 + 2 deletes
@@ -108,3 +114,22 @@ def test_readme_volumes_walkthrough_works_as_written(platform: Platform, tiny: s
     assert "written-by-a-container" in out and "overwritten" not in out.split('"action":"revert"', 1)[1], out
     with platform.client() as api:
         assert api.get("/v1/volumes").json()["items"] == []
+
+
+def test_readme_mesh_walkthrough_works_as_written(platform: Platform, tiny: str) -> None:
+    done = run_section(platform, "Service mesh", 400)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert out.count('"status":"succeeded"') == 10, out  # network, 4 instances, 4 deletes, network gone
+    calls = out.split('"callers":', 1)
+    assert "200 OK" in calls[0] and re.search(r"api-v[12]", calls[0]), out
+    split = re.findall(r"^\s*(\d+) api-(v[12])$", out, re.M)
+    counts = {version: int(n) for n, version in split}
+    assert sum(counts.values()) == 20 and counts.get("v1", 0) >= 14, out  # 90/10: about 18 and 2
+    metrics = [line for line in out.splitlines() if line.startswith("meshvisor_mesh_requests_total{")]
+    assert any('source="web"' in line and 'destination="api"' in line for line in metrics), out
+    assert "403" in out.split('"allow":["guest"]', 1)[1].split('"allow":["web"]', 1)[0], out
+    assert "web" in out.rsplit("cgi-bin", 1)[-1] or "\nweb\n" in out, out
+    with platform.client() as api:
+        assert api.get("/v1/services").json()["items"] == []
+        assert api.get("/v1/networks").json()["items"] == []

@@ -49,6 +49,8 @@ class App:
     def __init__(self, name: str, version: str = "") -> None:
         self.name, self.version = name, version
         self.port = free_port()
+        self.fail_every = 0  # n > 0: every n-th request is answered 503 (a flaky or, with 1, a broken backend)
+        self.requests = 0
         app = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +62,12 @@ class App:
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def do_GET(self) -> None:
+                app.requests += 1
+                if app.fail_every and app.requests % app.fail_every == 0:
+                    self.send_response(503)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 body = json.dumps(
                     {
                         "service": app.name,

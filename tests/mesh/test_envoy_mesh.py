@@ -21,7 +21,7 @@ from google.protobuf import duration_pb2
 from meshvisor.mesh import sidecar as envoy
 from meshvisor.mesh.ads import AdsServer
 from meshvisor.mesh.ca import CertificateAuthority
-from meshvisor.mesh.model import CircuitBreaker, Fault, Outlier, Policy, RateLimit, Retries
+from meshvisor.mesh.model import CircuitBreaker, Fault, HealthCheck, Outlier, Policy, RateLimit, Retries
 from meshvisor.mesh.resources import CLUSTER, LISTENER, outbound_listener
 
 from .harness import TRUST_DOMAIN, Mesh, get, running_mesh, tls_get
@@ -254,6 +254,64 @@ def test_full_policy_is_accepted_and_enforced(mesh: Mesh) -> None:
     statuses = Counter(get(_local_port(mesh))[0] for _ in range(8))
     assert statuses[429] >= 3 and statuses[200] >= 1, statuses
     _apply(mesh, Policy())
+
+
+def _app(mesh: Mesh, version: str) -> Any:
+    return next(app for app in mesh.apps if app.name == "b" and app.version == version)
+
+
+def test_retries_hide_a_backend_failing_every_other_request(mesh: Mesh) -> None:
+    flaky = _app(mesh, "v1")
+    flaky.fail_every = 2
+    try:
+        _apply(mesh, Policy(splits={"v1": 100, "v2": 0}))  # every request to the flaky one
+        without = Counter(get(_local_port(mesh))[0] for _ in range(20))
+        assert without[503] >= 5, without  # the failures get through
+        _apply(mesh, Policy(splits={"v1": 100, "v2": 0}, retries=Retries(attempts=2, on=("5xx",))))
+        with_retries = Counter(get(_local_port(mesh))[0] for _ in range(40))
+        assert with_retries == Counter({200: 40}), with_retries
+    finally:
+        flaky.fail_every = 0
+        _apply(mesh, Policy())
+
+
+def test_outlier_detection_ejects_a_failing_endpoint(mesh: Mesh) -> None:
+    broken = _app(mesh, "v1")
+    broken.fail_every = 1
+    try:
+        _apply(mesh, Policy(outlier=Outlier(consecutive_5xx=3, interval_ms=100, base_ejection_ms=30_000)))
+        statuses = Counter(get(_local_port(mesh))[0] for _ in range(20))  # v1 fails until ejected
+        assert statuses[503] >= 3, statuses
+        deadline = time.monotonic() + 5
+        while (
+            envoy.stats(mesh.processes["a-1"].admin).get("cluster.outbound|b.outlier_detection.ejections_active")
+            != 1
+        ):
+            found = envoy.stats(mesh.processes["a-1"].admin)
+            assert time.monotonic() < deadline, {k: v for k, v in found.items() if "outlier_detection" in k and v}
+            time.sleep(0.1)
+        after = Counter(get(_local_port(mesh))[0] for _ in range(30))
+        assert after == Counter({200: 30}), after  # only the healthy endpoint gets traffic now
+    finally:
+        broken.fail_every = 0
+        _apply(mesh, Policy())
+
+
+def test_active_health_checks_take_a_failed_endpoint_out(mesh: Mesh) -> None:
+    broken = _app(mesh, "v1")
+    broken.fail_every = 1
+    try:
+        _apply(mesh, Policy(health_check=HealthCheck(path="/healthz", interval_ms=200, unhealthy_threshold=2)))
+        deadline = time.monotonic() + 10
+        while envoy.stats(mesh.processes["a-1"].admin).get("cluster.outbound|b.membership_healthy") != 1:
+            assert time.monotonic() < deadline, "the failing endpoint stayed in"
+            time.sleep(0.1)
+        assert envoy.stats(mesh.processes["a-1"].admin)["cluster.outbound|b.health_check.failure"] >= 1
+        statuses = Counter(get(_local_port(mesh))[0] for _ in range(20))
+        assert statuses == Counter({200: 20}), statuses  # no request reaches the failed one any more
+    finally:
+        broken.fail_every = 0
+        _apply(mesh, Policy())
 
 
 def test_admin_views(mesh: Mesh) -> None:

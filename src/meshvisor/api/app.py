@@ -22,6 +22,7 @@ from .routers import (
     hosts,
     images,
     instances,
+    metrics,
     networks,
     operations,
     security_groups,
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         hosts,
         operations,
         events,
+        metrics,
     ):
         app.include_router(module.router)
     return app

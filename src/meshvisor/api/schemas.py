@@ -354,10 +354,12 @@ class ServiceCreate(Strict):
     policy: dict[str, Any] | None = Field(
         default=None, description="the service's traffic policy (see PUT policy)"
     )
+    ingress_port: int | None = Field(default=None, description="expose it on 127.0.0.1:<port> of every host")
 
 
 class ServiceReplace(Strict):
-    policy: dict[str, Any]
+    policy: dict[str, Any] = Field(default_factory=dict)
+    ingress_port: int | None = None
 
 
 class ServiceMember(BaseModel):
@@ -378,6 +380,7 @@ class ServicePublic(BaseModel):
     members: list[ServiceMember]
     callers: list[str]
     last_nack: dict[str, Any] | None
+    ingress_port: int | None
     etag: str
     created_at: str
     updated_at: str
@@ -385,4 +388,32 @@ class ServicePublic(BaseModel):
 
 class ServicePage(BaseModel):
     items: list[ServicePublic]
+    next_cursor: str | None = None
+
+
+class AccessLogEntry(BaseModel):
+    """One request a member of the service received, from its sidecar's inbound access log."""
+
+    time: str | None
+    instance: str | None
+    direction: str | None
+    method: str | None
+    path: str | None
+    protocol: str | None
+    code: int | None
+    flags: str | None
+    duration_ms: int | None
+    bytes_received: int | None
+    bytes_sent: int | None
+    peer: str | None  # the caller's SPIFFE ID
+    downstream: str | None
+    upstream: str | None
+    request_id: str | None
+    traceparent: str | None
+    trace_id: str | None
+
+
+class ServiceLogs(BaseModel):
+    name: str
+    items: list[AccessLogEntry]
     next_cursor: str | None = None

@@ -25,7 +25,9 @@ volume: mounted, never formatted, read-only when the device is (/sys/block/vdX/r
 (/sys/block/vdX/serial), or /mnt/vdX without a serial: `meshvisor-tiny: disk vdX mounted at /mnt/NAME` (with
 ` (read-only)`), or `disk vdX has no file system to mount`. The disks the VM boots with are mounted before
 `ready`; the watch mounts hot-plugged ones within a second and, when one is unplugged, unmounts it lazily and
-prints `meshvisor-tiny: disk vdX removed`. httpd serves them too: http://GUEST/mnt/NAME/FILE. The ACPI power
+prints `meshvisor-tiny: disk vdX removed`. httpd serves them too: http://GUEST/mnt/NAME/FILE, and
+http://GUEST/cgi-bin/call?ADDR:PORT/PATH makes the guest itself GET http://ADDR:PORT/PATH (its mesh sidecar's
+upstreams, for instance) and answers with the whole response. The ACPI power
 button (`virsh shutdown`) and `poweroff` typed on the console both shut it down cleanly: busybox acpid runs
 /etc/acpi/PWRF/00000080, which asks busybox init to power off; init runs /etc/rc.shutdown (sync, unmount /data),
 kills every process and powers the machine off (the domain then needs `<features><acpi/></features>`).
@@ -280,6 +282,22 @@ cat >/www/index.html <<EOF
 <html><head><title>$NAME</title></head><body><h1>$NAME</h1><p>meshvisor tiny guest</p></body></html>
 EOF
 ln -s /mnt /www/mnt  # GET /mnt/<serial>/<file> serves a file of a volume
+# GET /cgi-bin/call?ADDR:PORT/PATH: the guest itself makes an HTTP request (to its mesh sidecar, say) and answers
+# with what came back. The request side stays open a moment: a proxy may drop a request half-closed too early.
+mkdir -p /www/cgi-bin
+cat >/www/cgi-bin/call <<'CGI'
+#!/bin/sh
+target=${QUERY_STRING%%/*}
+path=/${QUERY_STRING#*/}
+[ "$path" = "/$QUERY_STRING" ] && path=/
+host=${target%%:*} port=${target##*:}
+printf 'Content-Type: text/plain\r\n\r\n'
+case "$host:$port" in *[!0-9.:]*|:*|*:) echo "bad target"; exit 0 ;; esac
+case "$path" in *[!A-Za-z0-9/._-]*) echo "bad path"; exit 0 ;; esac
+request='GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n'
+(printf "$request" "$path" "$host"; sleep 1) | nc -w 3 "$host" "$port"
+CGI
+chmod 755 /www/cgi-bin/call
 httpd -p 80 -h /www
 
 echo "meshvisor-tiny: ready"

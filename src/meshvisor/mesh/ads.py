@@ -5,6 +5,11 @@ pushed make-before-break: first, in the order CDS → EDS → LDS → RDS → SD
 stale ones; only when every response on the stream has been answered (ACK or NACK) are stale resources removed
 (LDS → RDS → CDS → EDS → SDS). A NACK is recorded and never retried with the same content: Envoy keeps its last
 good config, and the next snapshot is pushed as usual.
+
+Cost per node is kept small so one server pushes to thousands of sidecars: a resource is serialized, hashed and
+wire-encoded once per distinct content (`_pack`, shared by every node whose snapshot holds the same bytes);
+responses are written as bytes joined from those pre-encoded pieces (no response message is built per stream);
+and a stream re-plans what to send only when its snapshot or its subscriptions changed, not on every ACK.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
@@ -46,6 +51,53 @@ class _Res:
     version: str
     body: any_pb2.Any
     eds_name: str = ""  # clusters of type EDS: the load assignment they wait for when (re)created
+    sotw_wire: bytes = b""  # DiscoveryResponse field 2 (the Any), encoded
+    delta_wire: bytes = b""  # DeltaDiscoveryResponse field 2 (a Resource with name, version and the Any), encoded
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (string, bytes or message)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _string(number: int, value: str) -> bytes:
+    return _field(number, value.encode()) if value else b""
+
+
+# Distinct packed resources, shared across nodes and snapshots: (type, name, serialized bytes) -> _Res.
+_PACKED: dict[tuple[str, str, bytes], _Res] = {}
+_PACKED_MAX = 200_000  # emptied when full; what snapshots still hold stays valid
+
+
+def _pack(type_url: str, name: str, message: Message) -> _Res:
+    if isinstance(message, any_pb2.Any):
+        body_type, value = message.type_url, message.value
+    else:
+        body_type = "type.googleapis.com/" + message.DESCRIPTOR.full_name
+        value = message.SerializeToString(deterministic=True)
+    if body_type != type_url:
+        raise ValueError(f"resource {name!r} is a {body_type}, filed under {type_url}")
+    key = (type_url, name, value)
+    packed = _PACKED.get(key)
+    if packed is None:
+        body = message if isinstance(message, any_pb2.Any) else any_pb2.Any(type_url=body_type, value=value)
+        version = hashlib.sha256(value).hexdigest()[:16]
+        any_wire = _string(1, body_type) + _field(2, value)
+        resource = _string(1, version) + _field(2, any_wire) + _string(3, name)
+        packed = _Res(name, version, body, _eds_name(message), _field(2, any_wire), _field(2, resource))
+        if len(_PACKED) >= _PACKED_MAX:
+            _PACKED.clear()
+        _PACKED[key] = packed
+    return packed
 
 
 @dataclass(frozen=True)
@@ -55,21 +107,10 @@ class Snapshot:
 
     @classmethod
     def build(cls, resources: Mapping[str, Mapping[str, Message]], version: str) -> Snapshot:
-        packed: dict[str, dict[str, _Res]] = {}
-        for type_url, by_name in resources.items():
-            packed[type_url] = {}
-            for name, message in by_name.items():
-                if isinstance(message, any_pb2.Any):
-                    body = message
-                else:
-                    body = any_pb2.Any(
-                        type_url="type.googleapis.com/" + message.DESCRIPTOR.full_name,
-                        value=message.SerializeToString(deterministic=True),
-                    )
-                if body.type_url != type_url:
-                    raise ValueError(f"resource {name!r} is a {body.type_url}, filed under {type_url}")
-                digest = hashlib.sha256(body.value).hexdigest()[:16]
-                packed[type_url][name] = _Res(name, digest, body, _eds_name(message))
+        packed = {
+            type_url: {name: _pack(type_url, name, message) for name, message in by_name.items()}
+            for type_url, by_name in resources.items()
+        }
         return cls(version, packed)
 
 
@@ -80,6 +121,15 @@ def _eds_name(message: Message) -> str:
 
 
 NackCallback = Callable[[Nack], None]
+
+
+@dataclass
+class _SyncWaiter:
+    """`wait_all_synced`: the nodes not yet fully ACKed at `version` (touched on the event loop only)."""
+
+    version: str
+    remaining: set[str]
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -124,15 +174,22 @@ class _Stream:
                 batch = [item]
                 while not self.queue.empty():
                     batch.append(self.queue.get_nowait())
-                done = False
+                done = replan = False
+                had_pending = bool(self.pending)
                 for entry in batch:
                     if entry is None:
                         done = True
-                    elif entry != "snapshot":
-                        self._handle(entry)
+                    elif entry == "snapshot":
+                        replan = True
+                    elif self._handle(entry):
+                        replan = True
                 if done:
                     return
-                await self._flush()
+                if replan:
+                    await self._flush()
+                elif had_pending and not self.pending:
+                    # Only ACKs/NACKs arrived and the last one is in: time to remove what is stale.
+                    await self._flush_prune()
         finally:
             reader.cancel()
             if self.node_id:
@@ -149,22 +206,27 @@ class _Stream:
 
     # --- requests --------------------------------------------------------------------------------------------
 
-    def _handle(self, request: Any) -> None:
+    def _handle(self, request: Any) -> bool:
+        """Take in one request; True when what to send may have changed (not a mere ACK or NACK)."""
         if not self.node_id:
             self.node_id = request.node.id
             if not self.node_id:
-                return
+                return False
             self.server._streams.setdefault(self.node_id, set()).add(self)
         type_url = request.type_url
         state = self.types.setdefault(type_url, _TypeState())
         first = not state.requested
         state.requested = True
+        replan = first
         if request.response_nonce in self.pending:
             self._answered(request, state)
         elif request.response_nonce and request.response_nonce == state.last_nonce and not self.delta:
             # Already answered: Envoy asks again, e.g. an updated EDS cluster that must warm with the same names.
             state.resend = True
+            replan = True
         if self.delta:
+            if request.resource_names_subscribe or request.resource_names_unsubscribe:
+                replan = True
             if first:
                 state.sent = {}
                 for name, version in request.initial_resource_versions.items():
@@ -191,8 +253,13 @@ class _Stream:
                     state.told_absent.discard(name)
         else:
             names = set(request.resource_names)
-            state.wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
-            state.names = names - {"*"}
+            wildcard = type_url in WILDCARD_TYPES and (not names or "*" in names)
+            names.discard("*")
+            if wildcard != state.wildcard or names != state.names:
+                replan = True
+            state.wildcard = wildcard
+            state.names = names
+        return replan
 
     def _answered(self, request: Any, state: _TypeState) -> None:
         pending = self.pending.pop(request.response_nonce)
@@ -224,14 +291,26 @@ class _Stream:
             if state is not None:
                 await self._push(snapshot, type_url, state)
         if not self.pending:
-            for type_url in PRUNE_ORDER:
-                state = self.types.get(type_url)
-                if state is not None:
-                    await self._prune(snapshot, type_url, state)
+            await self._flush_prune()
+        else:
+            self.server._check_synced(self.node_id, self)
+
+    async def _flush_prune(self) -> None:
+        snapshot = self.server._snapshots.get(self.node_id)
+        if snapshot is None:
+            return
+        for type_url in PRUNE_ORDER:
+            state = self.types.get(type_url)
+            if state is not None:
+                await self._prune(snapshot, type_url, state)
         self.server._check_synced(self.node_id, self)
 
     def _desired(self, snapshot: Snapshot, type_url: str, state: _TypeState) -> dict[str, _Res]:
-        return {n: r for n, r in snapshot.resources.get(type_url, {}).items() if self._wanted(state, n)}
+        """What the client should have of this type (read-only: may be the snapshot's own dict)."""
+        offered = snapshot.resources.get(type_url, {})
+        if state.wildcard:
+            return offered
+        return {n: offered[n] for n in state.names if n in offered}
 
     async def _push(self, snapshot: Snapshot, type_url: str, state: _TypeState) -> None:
         desired = self._desired(snapshot, type_url, state)
@@ -272,7 +351,7 @@ class _Stream:
             if stale or absent:
                 await self._send_delta(snapshot.version, type_url, state, [], stale + absent)
         elif not _same(desired, state.sent) and state.ever_sent:
-            await self._send_sotw(snapshot.version, type_url, state, desired)
+            await self._send_sotw(snapshot.version, type_url, state, dict(desired))
 
     def _next_nonce(self) -> str:
         self._nonce += 1
@@ -285,8 +364,14 @@ class _Stream:
         state.last_nonce = nonce
         state.resend = False
         self.pending[nonce] = _Pending(type_url, version, {n: r.version for n, r in content.items()})
-        response = discovery_pb2.DiscoveryResponse(
-            version_info=version, type_url=type_url, nonce=nonce, resources=[r.body for r in content.values()]
+        # A DiscoveryResponse, encoded by hand from the resources' pre-encoded fields (see `_serialize`).
+        response = b"".join(
+            (
+                _string(1, version),
+                *(r.sotw_wire for r in content.values()),
+                _string(4, type_url),
+                _string(5, nonce),
+            )
         )
         await self.context.write(response)
 
@@ -301,12 +386,15 @@ class _Stream:
             state.sent.pop(name, None)
         state.ever_sent = True
         self.pending[nonce] = _Pending(type_url, version, {r.name: r.version for r in updates}, tuple(removed))
-        response = discovery_pb2.DeltaDiscoveryResponse(
-            system_version_info=version,
-            type_url=type_url,
-            nonce=nonce,
-            resources=[discovery_pb2.Resource(name=r.name, version=r.version, resource=r.body) for r in updates],
-            removed_resources=removed,
+        # A DeltaDiscoveryResponse, encoded by hand (see `_serialize`).
+        response = b"".join(
+            (
+                _string(1, version),
+                *(r.delta_wire for r in updates),
+                _string(4, type_url),
+                _string(5, nonce),
+                *(_field(6, name.encode()) for name in removed),
+            )
         )
         await self.context.write(response)
 
@@ -329,15 +417,35 @@ def _same(a: dict[str, _Res], b: dict[str, _Res]) -> bool:
     return a.keys() == b.keys() and all(b[n].version == r.version for n, r in a.items())
 
 
-class _Servicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, server: AdsServer) -> None:
-        self.server = server
+def _serialize(response: bytes | Message) -> bytes:
+    """Responses are written already encoded; a message (none is written today) is serialized as usual."""
+    return response if isinstance(response, bytes) else bytes(response.SerializeToString())
 
-    async def StreamAggregatedResources(self, request_iterator: Any, context: Any) -> None:
-        await _Stream(self.server, context, delta=False).run(request_iterator)
 
-    async def DeltaAggregatedResources(self, request_iterator: Any, context: Any) -> None:
-        await _Stream(self.server, context, delta=True).run(request_iterator)
+def _handler(server: AdsServer) -> grpc.GenericRpcHandler:
+    """The ADS service with our own response serializer (the generated one would want response messages)."""
+
+    async def sotw(request_iterator: Any, context: Any) -> None:
+        await _Stream(server, context, delta=False).run(request_iterator)
+
+    async def delta(request_iterator: Any, context: Any) -> None:
+        await _Stream(server, context, delta=True).run(request_iterator)
+
+    return grpc.method_handlers_generic_handler(
+        "envoy.service.discovery.v3.AggregatedDiscoveryService",
+        {
+            "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                sotw,
+                request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                response_serializer=_serialize,
+            ),
+            "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                delta,
+                request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                response_serializer=_serialize,
+            ),
+        },
+    )
 
 
 class AdsServer:
@@ -364,6 +472,7 @@ class AdsServer:
         self._snapshots: dict[str, Snapshot] = {}
         self._streams: dict[str, set[_Stream]] = {}
         self._synced: dict[str, str] = {}  # node -> snapshot version fully ACKed
+        self._waiters: list[_SyncWaiter] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -413,7 +522,7 @@ class AdsServer:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(_Servicer(self), server)
+        server.add_generic_rpc_handlers((_handler(self),))
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if not bound:
             raise OSError(f"cannot bind the ADS server to {self.host}:{self.port}")
@@ -438,6 +547,19 @@ class AdsServer:
             self._snapshots[node_id] = snapshot
             return
         loop.call_soon_threadsafe(self._install, node_id, snapshot)
+
+    def set_snapshots(self, snapshots: Mapping[str, Mapping[str, Mapping[str, Message]]], version: str) -> None:
+        """`set_snapshot` for many nodes at once (node id -> resources), handed to the event loop in one go."""
+        built = [(node_id, Snapshot.build(resources, version)) for node_id, resources in snapshots.items()]
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._snapshots.update(built)
+            return
+        loop.call_soon_threadsafe(self._install_all, built)
+
+    def _install_all(self, built: list[tuple[str, Snapshot]]) -> None:
+        for node_id, snapshot in built:
+            self._install(node_id, snapshot)
 
     def clear_snapshot(self, node_id: str) -> None:
         loop = self._loop
@@ -468,6 +590,27 @@ class AdsServer:
         snapshot = self._snapshots.get(node_id)
         if snapshot is not None and stream.synced(snapshot):
             self._synced[node_id] = snapshot.version
+            if self._waiters:
+                self._tell_waiters(node_id, snapshot.version)
+
+    def _tell_waiters(self, node_id: str, version: str) -> None:
+        for waiter in list(self._waiters):
+            if waiter.version == version:
+                waiter.remaining.discard(node_id)
+                if not waiter.remaining:
+                    waiter.done.set()
+                    self._waiters.remove(waiter)
+
+    def _add_waiter(self, waiter: _SyncWaiter) -> None:
+        waiter.remaining = {n for n in waiter.remaining if self._synced.get(n) != waiter.version}
+        if waiter.remaining:
+            self._waiters.append(waiter)
+        else:
+            waiter.done.set()
+
+    def _drop_waiter(self, waiter: _SyncWaiter) -> None:
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
 
     # --- observation (for the platform and tests) ------------------------------------------------------------
 
@@ -484,6 +627,20 @@ class AdsServer:
             if self._synced.get(node_id) == version:
                 return True
             time.sleep(0.01)
+        return False
+
+    def wait_all_synced(self, node_ids: Iterable[str], version: str, timeout: float = 10.0) -> bool:
+        """Block until every node in `node_ids` has fully ACKed `version` (woken by the ACKs, no polling).
+
+        Snapshots set with `set_snapshot` before this call are installed before it starts to count."""
+        waiter = _SyncWaiter(version, set(node_ids))
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return all(self._synced.get(n) == version for n in waiter.remaining)
+        loop.call_soon_threadsafe(self._add_waiter, waiter)
+        if waiter.done.wait(timeout):
+            return True
+        loop.call_soon_threadsafe(self._drop_waiter, waiter)
         return False
 
     def wait_nack(self, node_id: str, since: int = 0, timeout: float = 10.0) -> Nack | None:

@@ -35,6 +35,7 @@ RETRY_ON = frozenset(
 )
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SERVICE_PATTERN = re.compile(r"^[a-z0-9-]{1,40}$")
+HEALTH_PATH = re.compile(r"^/[A-Za-z0-9/._~%!$&'()*+,;=:@?-]{0,255}$")
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,24 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True)
+class HealthCheck:
+    """Active health checking by every caller: GET `path` through the endpoint's sidecar (in mTLS)."""
+
+    path: str = "/"
+    interval_ms: int = 1000
+    timeout_ms: int = 500
+    unhealthy_threshold: int = 2
+    healthy_threshold: int = 1
+
+
+@dataclass(frozen=True)
 class Outlier:
     consecutive_5xx: int = 5
     interval_ms: int = 10_000
     base_ejection_ms: int = 30_000
+    # Envoy's default (10 %) never ejects one of a few endpoints; when too many fail, its panic threshold
+    # sends traffic to all of them again.
+    max_ejection_percent: int = 50
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,7 @@ class Policy:
     retries: Retries | None = None
     circuit_breaker: CircuitBreaker | None = None
     outlier: Outlier | None = None
+    health_check: HealthCheck | None = None
     splits: Mapping[str, int] = field(default_factory=dict)  # version -> weight, sum 100
     fault: Fault | None = None
     rate_limit: RateLimit | None = None
@@ -128,12 +144,19 @@ class Sidecar:
     inbound_address: str = "0.0.0.0"
     locality: str | None = None  # for locality-aware load balancing of its upstreams
     version: str | None = None
+    # Where the app is and where it calls its upstreams: 127.0.0.1 beside a container; for a VM, whose sidecar
+    # sits in a namespace of its own on the VM's network, the VM's address and the sidecar's own (0.0.0.0).
+    app_address: str = "127.0.0.1"
+    outbound_address: str = "127.0.0.1"
+    # False for a gateway that only calls out (the hosts' ingress): no inbound listener, no app.
+    inbound: bool = True
 
 
 _SECTIONS: dict[str, type] = {
     "retries": Retries,
     "circuit_breaker": CircuitBreaker,
     "outlier": Outlier,
+    "health_check": HealthCheck,
     "fault": Fault,
     "rate_limit": RateLimit,
 }
@@ -237,6 +260,16 @@ def validate_policy(policy: Policy | Mapping[str, Any]) -> list[str]:
         # Envoy requires both durations to be strictly positive.
         _check_int(errors, "outlier.interval_ms", outlier.get("interval_ms"), 1, MAX_DURATION_MS)
         _check_int(errors, "outlier.base_ejection_ms", outlier.get("base_ejection_ms"), 1, MAX_DURATION_MS)
+        _check_int(errors, "outlier.max_ejection_percent", outlier.get("max_ejection_percent"), 0, 100)
+    check = _section(data, "health_check")
+    if check is not None:
+        path = check.get("path", "/")
+        if not isinstance(path, str) or not HEALTH_PATH.fullmatch(path):
+            errors.append(f"health_check.path must be an absolute URL path, not {path!r}")
+        _check_int(errors, "health_check.interval_ms", check.get("interval_ms"), 1, MAX_DURATION_MS)
+        _check_int(errors, "health_check.timeout_ms", check.get("timeout_ms"), 1, MAX_DURATION_MS)
+        _check_int(errors, "health_check.unhealthy_threshold", check.get("unhealthy_threshold"), 1)
+        _check_int(errors, "health_check.healthy_threshold", check.get("healthy_threshold"), 1)
     _validate_splits(errors, data.get("splits"))
     fault = _section(data, "fault")
     if fault is not None:

@@ -10,27 +10,39 @@ Names (stable, so the control plane can diff them):
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, config_source_pb2, health_check_pb2
+from envoy.config.core.v3 import (
+    address_pb2,
+    base_pb2,
+    config_source_pb2,
+    health_check_pb2,
+    substitution_format_string_pb2,
+)
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.config.trace.v3 import http_tracer_pb2, zipkin_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.request_id.uuid.v3 import uuid_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import percent_pb2, token_bucket_pb2
-from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
+from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 from google.protobuf.message import Message
 
 from meshvisor.core.errors import InvalidInput
@@ -196,6 +208,21 @@ def upstream_cluster(service: Service, trust_domain: str, version: str | None = 
                 consecutive_5xx=_u32(outlier.consecutive_5xx),
                 interval=_ms(outlier.interval_ms),
                 base_ejection_time=_ms(outlier.base_ejection_ms),
+                max_ejection_percent=_u32(outlier.max_ejection_percent),
+            )
+        )
+    check = service.policy.health_check
+    if check is not None:
+        cluster.health_checks.append(
+            health_check_pb2.HealthCheck(
+                timeout=_ms(check.timeout_ms),
+                interval=_ms(check.interval_ms),
+                # Envoy's default checks an idle cluster once a minute: keep checking as often as asked.
+                no_traffic_interval=_ms(check.interval_ms),
+                unhealthy_threshold=_u32(check.unhealthy_threshold),
+                healthy_threshold=_u32(check.healthy_threshold),
+                # Not the cluster's name (`outbound|b`): a `|` in the Host header is refused by the callee.
+                http_health_check=health_check_pb2.HealthCheck.HttpHealthCheck(host=service.name, path=check.path),
             )
         )
     return cluster
@@ -211,7 +238,7 @@ def app_cluster(sidecar: Sidecar) -> cluster_pb2.Cluster:
             cluster_name=name,
             endpoints=[
                 endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[_lb_endpoint(Endpoint("127.0.0.1", sidecar.app_port, host="local"))]
+                    lb_endpoints=[_lb_endpoint(Endpoint(sidecar.app_address, sidecar.app_port, host="local"))]
                 )
             ],
         ),
@@ -239,6 +266,23 @@ def load_assignment(
 ) -> endpoint_pb2.ClusterLoadAssignment:
     """Endpoints grouped by locality; with `local_locality`, the caller's own locality is priority 0 and the
     others priority 1, so traffic stays local and fails over when the local endpoints are unhealthy."""
+    members = tuple(endpoints)
+    try:
+        wire = _load_assignment_wire(name, members, local_locality)
+    except TypeError:  # an unhashable endpoint: build it without the cache
+        return _build_load_assignment(name, members, local_locality)
+    # Every caller of a service gets the same assignment: built once, then parsed (fast, and a fresh message).
+    return endpoint_pb2.ClusterLoadAssignment.FromString(wire)
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_assignment_wire(name: str, endpoints: tuple[Endpoint, ...], local_locality: str | None) -> bytes:
+    return bytes(_build_load_assignment(name, endpoints, local_locality).SerializeToString(deterministic=True))
+
+
+def _build_load_assignment(
+    name: str, endpoints: Iterable[Endpoint], local_locality: str | None
+) -> endpoint_pb2.ClusterLoadAssignment:
     groups: dict[str | None, list[Endpoint]] = defaultdict(list)
     for endpoint in endpoints:
         groups[endpoint.locality].append(endpoint)
@@ -412,10 +456,134 @@ def inbound_route(sidecar: Sidecar, policy: Policy, trust_domain: str) -> route_
     )
 
 
-def inbound_listener(sidecar: Sidecar) -> listener_pb2.Listener:
+# --- telemetry: access logs, request ids, tracing --------------------------------------------------------------
+
+# Relative to Envoy's working directory, which `sidecar.start` makes the sidecar's own directory.
+INBOUND_ACCESS_LOG = "access-inbound.log"
+OUTBOUND_ACCESS_LOG = "access-outbound.log"
+ZIPKIN_CLUSTER = "zipkin"
+
+
+def outbound_stat_prefix(service: str) -> str:
+    """Stat prefix of the caller's outbound HCM for `service`: its `http.<prefix>.downstream_rq_*` stats are the
+    requests the app made to `service` (what telemetry reports per service pair)."""
+    return f"outbound_{service}"
+
+
+def access_log_format(direction: str) -> dict[str, str]:
+    """One JSON object per request. The peer is the caller's identity (inbound) or the callee's (outbound)."""
+    peer = "%DOWNSTREAM_PEER_URI_SAN%" if direction == "inbound" else "%UPSTREAM_PEER_URI_SAN%"
+    return {
+        "start_time": "%START_TIME(%Y-%m-%dT%H:%M:%E3SZ)%",
+        "direction": direction,
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH):512%",
+        "protocol": "%PROTOCOL%",
+        "code": "%RESPONSE_CODE%",
+        "flags": "%RESPONSE_FLAGS%",
+        "duration_ms": "%DURATION%",
+        "bytes_received": "%BYTES_RECEIVED%",
+        "bytes_sent": "%BYTES_SENT%",
+        "peer": peer,
+        "downstream": "%DOWNSTREAM_REMOTE_ADDRESS%",
+        "upstream": "%UPSTREAM_HOST%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "traceparent": "%REQ(TRACEPARENT)%",
+        "trace_id": "%TRACE_ID%",
+    }
+
+
+@functools.cache
+def access_log(direction: str, path: str) -> accesslog_pb2.AccessLog:
+    """Built once per direction (copy it, never change it): every listener of every sidecar has one."""
+    fmt = struct_pb2.Struct()
+    fmt.update(access_log_format(direction))
+    config = file_pb2.FileAccessLog(
+        path=path, log_format=substitution_format_string_pb2.SubstitutionFormatString(json_format=fmt)
+    )
+    return accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=_any(config))
+
+
+def zipkin_cluster(collector: str) -> cluster_pb2.Cluster:
+    """The Zipkin collector at `host:port` (an address or a DNS name), plain HTTP."""
+    host, port = parse_host_port(collector)
+    try:
+        ipaddress.ip_address(host)
+        kind = cluster_pb2.Cluster.STATIC
+    except ValueError:
+        kind = cluster_pb2.Cluster.STRICT_DNS
+    return cluster_pb2.Cluster(
+        name=ZIPKIN_CLUSTER,
+        type=kind,
+        connect_timeout=_ms(CONNECT_TIMEOUT_MS),
+        load_assignment=endpoint_pb2.ClusterLoadAssignment(
+            cluster_name=ZIPKIN_CLUSTER,
+            endpoints=[
+                endpoint_components_pb2.LocalityLbEndpoints(
+                    lb_endpoints=[
+                        endpoint_components_pb2.LbEndpoint(
+                            endpoint=endpoint_components_pb2.Endpoint(address=_socket(host, port))
+                        )
+                    ]
+                )
+            ],
+        ),
+    )
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise InvalidInput(f"expected host:port, not {value!r}")
+    return host, int(port)
+
+
+@functools.cache
+def _tracing() -> hcm_pb2.HttpConnectionManager.Tracing:
+    zipkin = zipkin_pb2.ZipkinConfig(
+        collector_cluster=ZIPKIN_CLUSTER,
+        collector_endpoint="/api/v2/spans",
+        collector_endpoint_version=zipkin_pb2.ZipkinConfig.HTTP_JSON,
+        trace_id_128bit=True,  # the trace id of a W3C traceparent is 128 bits too
+    )
+    return hcm_pb2.HttpConnectionManager.Tracing(
+        provider=http_tracer_pb2.Tracing.Http(name="envoy.tracers.zipkin", typed_config=_any(zipkin))
+    )
+
+
+def _observe(manager: hcm_pb2.HttpConnectionManager, direction: str, tracing: bool) -> None:
+    """Access log, request ids and (optionally) Zipkin tracing of one HCM (Zipkin names a sidecar's spans after
+    its node's cluster, the service).
+
+    `x-request-id` is kept as the caller sent it (generated when missing, never rewritten), and `traceparent`
+    passes through untouched like any other header (the Zipkin tracer speaks B3).
+    """
+    path = INBOUND_ACCESS_LOG if direction == "inbound" else OUTBOUND_ACCESS_LOG
+    manager.access_log.add().CopyFrom(access_log(direction, path))
+    manager.generate_request_id.value = True
+    manager.preserve_external_request_id = True
+    manager.request_id_extension.CopyFrom(_request_ids())
+    if tracing:
+        manager.tracing.CopyFrom(_tracing())
+
+
+@functools.cache
+def _request_ids() -> hcm_pb2.RequestIDExtension:
+    # Envoy would otherwise rewrite a nibble of a UUID request id to carry its sampling decision, and trace only
+    # requests whose id is a UUID; the sampling decision travels in the B3 headers instead.
+    unchanged = uuid_pb2.UuidRequestIdConfig(
+        pack_trace_reason=wrappers_pb2.BoolValue(value=False),
+        use_request_id_for_trace_sampling=wrappers_pb2.BoolValue(value=False),
+    )
+    return hcm_pb2.RequestIDExtension(typed_config=_any(unchanged))
+
+
+def inbound_listener(sidecar: Sidecar, *, tracing: bool = False) -> listener_pb2.Listener:
     """mTLS-terminating listener: RBAC → local rate limit → fault → router to the app on 127.0.0.1.
 
     The three policy filters are always present and do nothing by themselves; `inbound_route` configures them.
+    Every request is written to the inbound access log; `tracing` adds Zipkin spans (see `_observe`).
     """
     filters = [
         _http_filter(RBAC_FILTER, rbac_pb2.RBAC()),
@@ -434,6 +602,7 @@ def inbound_listener(sidecar: Sidecar) -> listener_pb2.Listener:
         forward_client_cert_details=hcm_pb2.HttpConnectionManager.SANITIZE_SET,
         set_current_client_cert_details=hcm_pb2.HttpConnectionManager.SetCurrentClientCertDetails(uri=True),
     )
+    _observe(manager, "inbound", tracing)
     return listener_pb2.Listener(
         name=f"inbound|{sidecar.inbound_port}",
         address=_socket(sidecar.inbound_address, sidecar.inbound_port),
@@ -443,17 +612,21 @@ def inbound_listener(sidecar: Sidecar) -> listener_pb2.Listener:
     )
 
 
-def outbound_listener(service: str, local_port: int) -> listener_pb2.Listener:
-    """Plaintext on 127.0.0.1:<local_port>, where the app reaches `service`."""
+def outbound_listener(
+    service: str, local_port: int, address: str = "127.0.0.1", *, tracing: bool = False
+) -> listener_pb2.Listener:
+    """Plaintext on <address>:<local_port> (127.0.0.1 beside a container), where the app reaches `service`;
+    every request is written to the outbound access log."""
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=f"outbound_{service}",
+        stat_prefix=outbound_stat_prefix(service),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=outbound_cluster(service)),
         http_filters=[_router()],
     )
+    _observe(manager, "outbound", tracing)
     return listener_pb2.Listener(
         name=f"outbound|{service}|{local_port}",
-        address=_socket("127.0.0.1", local_port),
+        address=_socket(address, local_port),
         filter_chains=[listener_components_pb2.FilterChain(filters=[_hcm_filter(manager)])],
     )
 
@@ -468,18 +641,22 @@ def sidecar_resources(
     key_pem: bytes,
     bundle_pem: bytes,
     trust_domain: str,
+    *,
+    zipkin: str | None = None,
 ) -> Resources:
     """All resources of one sidecar: its inbound listener and app cluster, and one outbound listener, route,
-    cluster (plus one per split version) and load assignment per declared upstream."""
+    cluster (plus one per split version) and load assignment per declared upstream. With `zipkin` (the
+    collector's host:port), a `zipkin` cluster and Zipkin tracing in every listener."""
     own = services.get(sidecar.service)
     policy = own.policy if own is not None else Policy()
     out: dict[str, dict[str, Any]] = {t: {} for t in PUSH_ORDER}
-    app = app_cluster(sidecar)
-    out[CLUSTER][app.name] = app
-    inbound = inbound_listener(sidecar)
-    out[LISTENER][inbound.name] = inbound
-    route = inbound_route(sidecar, policy, trust_domain)
-    out[ROUTE][route.name] = route
+    if sidecar.inbound:
+        app = app_cluster(sidecar)
+        out[CLUSTER][app.name] = app
+        inbound = inbound_listener(sidecar, tracing=zipkin is not None)
+        out[LISTENER][inbound.name] = inbound
+        route = inbound_route(sidecar, policy, trust_domain)
+        out[ROUTE][route.name] = route
     for upstream in sidecar.upstreams:
         service = services.get(upstream.service)
         if service is None:
@@ -492,8 +669,12 @@ def sidecar_resources(
             out[ENDPOINT][cluster.name] = load_assignment(cluster.name, members, sidecar.locality)
         route = outbound_route(service)
         out[ROUTE][route.name] = route
-        listener = outbound_listener(service.name, upstream.local_port)
+        listener = outbound_listener(
+            service.name, upstream.local_port, sidecar.outbound_address, tracing=zipkin is not None
+        )
         out[LISTENER][listener.name] = listener
+    if zipkin is not None:
+        out[CLUSTER][ZIPKIN_CLUSTER] = zipkin_cluster(zipkin)
     out[SECRET].update(secrets(cert_pem, key_pem, bundle_pem))
     return out
 
@@ -541,7 +722,15 @@ def bootstrap(
                 "api_type": api_type,
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": True,
-                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_cluster"}}],
+                # Back to a restarted control plane within a second or two (Envoy's default backs off to 30 s).
+                "grpc_services": [
+                    {
+                        "envoy_grpc": {
+                            "cluster_name": "xds_cluster",
+                            "retry_policy": {"retry_back_off": {"base_interval": "0.25s", "max_interval": "2s"}},
+                        }
+                    }
+                ],
             },
             "cds_config": ads_source,
             "lds_config": ads_source,

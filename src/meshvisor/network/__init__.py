@@ -9,6 +9,8 @@ Public surface:
 - `DhcpServer` (dhcp.py)
 - `ensure_guard`, `remove_guard` (guard.py): nothing is routed into or out of the bridges
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
+- `ensure_namespace`, `delete_namespace`, `namespaces` (namespaces.py): named namespaces of a host prefix
+- `guard_app_port` (app_guard.py): a meshed container's app is reached only through its sidecar
 - `Rule`, `parse_rule`, `PortPolicy`, `apply_security_groups`, `remove_security_groups`,
   `security_groups_ruleset` (security_groups.py): stateful per-port filtering on the bridges
 
@@ -16,10 +18,12 @@ Addresses (IPAM), which hosts are remotes of a network, and the records of netwo
 the platform layer; this package only makes one host look like what it is told.
 """
 
+from .app_guard import guard_app_port
 from .attach import Attachment, attach_container, attach_namespace, detach
 from .dhcp import DhcpServer
 from .guard import ensure_guard, remove_guard
 from .names import bridge_name, tap_name, veth_name, vxlan_name
+from .namespaces import delete_namespace, ensure_namespace, namespaces
 from .netlink import LinkInfo, list_links, remove_links
 from .overlay import NetworkLinks, delete_network, ensure_network, remotes_of
 from .security_groups import PortPolicy, Rule, apply_security_groups, parse_rule, remove_security_groups
@@ -38,6 +42,10 @@ __all__ = [
     "Rule",
     "apply_security_groups",
     "attach_container",
+    "guard_app_port",
+    "delete_namespace",
+    "ensure_namespace",
+    "namespaces",
     "attach_namespace",
     "bridge_name",
     "delete_network",

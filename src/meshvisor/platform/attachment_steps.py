@@ -48,7 +48,7 @@ def _interfaces(rt: Runtime, instance_id: str) -> list[NetInterface]:
         rows = s.execute(
             select(NetworkAddress, Network)
             .join(Network, Network.id == NetworkAddress.network_id)
-            .where(NetworkAddress.instance_id == instance_id)
+            .where(NetworkAddress.instance_id == instance_id, NetworkAddress.role == "instance")
         )
         found = [
             NetInterface(

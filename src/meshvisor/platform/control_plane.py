@@ -104,6 +104,7 @@ class ControlPlane:
                     cert.key_pem,
                     bundle,
                     self.ca.trust_domain,
+                    zipkin=self.rt.settings.tracing_zipkin,
                 )
             except Exception as exc:  # one broken sidecar config never holds the others back
                 log.warning("no config for sidecar %s: %s", node_id, exc)

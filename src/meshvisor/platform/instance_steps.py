@@ -125,7 +125,13 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
     # Volumes after the image's disks, never on vda: a guest may take vda for its own scratch disk.
     disks.extend(vm_disks(rt, instance.id, {d.target for d in disks} | {"vda"}))
     with transaction(rt.sessions) as s:
-        rows = list(s.scalars(select(NetworkAddress).where(NetworkAddress.instance_id == instance.id)))
+        rows = list(
+            s.scalars(
+                select(NetworkAddress).where(
+                    NetworkAddress.instance_id == instance.id, NetworkAddress.role == "instance"
+                )
+            )
+        )
         rows.sort(key=lambda row: interface_order(row.ifname or "eth0"))
         nics = tuple(nic_spec(rt, row) for row in rows)
     ensure_here(rt, {row.network_id for row in rows})

@@ -100,8 +100,6 @@ def create(
 ) -> tuple[Instance, Operation]:
     validate_name(req.name)
     mesh = services.check_mesh(session, req.mesh, project)
-    if mesh is not None and req.kind is InstanceKind.VM:
-        raise InvalidInput("mesh sidecars are for containers so far; a VM cannot join the mesh yet")
     if len(req.volumes) > MAX_VOLUMES:
         raise InvalidInput(f"an instance takes at most {MAX_VOLUMES} volumes")
     check_network_requests(req.networks)
@@ -174,6 +172,8 @@ def create(
             raise Conflict(f"network {net.name!r} is {net.state}, not ready")
         networks.allocate(session, net, instance_id, attachment.get("ip"), ifname=f"eth{index}")
     instance.networks = attachments_of(session, instance_id)
+    if mesh is not None and req.kind is InstanceKind.VM:
+        instance.mesh = {**mesh, "sidecar_ip": services.allocate_sidecar(session, instance)}
     security_groups.set_membership(session, instance, req.security_groups)
     root = volumes.create_root(session, instance, image)
     if root is not None:
@@ -314,7 +314,9 @@ def request_attach(
         raise Conflict(f"network {net.name!r} is {net.state}, not ready")
     held = session.scalar(
         select(NetworkAddress).where(
-            NetworkAddress.instance_id == instance.id, NetworkAddress.network_id == net.id
+            NetworkAddress.instance_id == instance.id,
+            NetworkAddress.network_id == net.id,
+            NetworkAddress.role == "instance",
         )
     )
     if held is not None:
@@ -336,7 +338,9 @@ def request_detach(
     net = networks.get(session, network_name, project)
     row = session.scalar(
         select(NetworkAddress).where(
-            NetworkAddress.instance_id == instance.id, NetworkAddress.network_id == net.id
+            NetworkAddress.instance_id == instance.id,
+            NetworkAddress.network_id == net.id,
+            NetworkAddress.role == "instance",
         )
     )
     if row is None:
@@ -470,7 +474,7 @@ def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:
     rows = session.execute(
         select(NetworkAddress, Network.name)
         .join(Network, Network.id == NetworkAddress.network_id)
-        .where(NetworkAddress.instance_id == instance_id)
+        .where(NetworkAddress.instance_id == instance_id, NetworkAddress.role == "instance")
     )
     found = [
         {"network": name, "ip": row.address, "mac": row.mac, "interface": row.ifname or "eth0"}

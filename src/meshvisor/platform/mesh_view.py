@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh.model import Endpoint, Policy, Service, Sidecar, Upstream
 
-from .models import Instance
+from .models import Host, Instance
 from .models import Service as ServiceRow
-from .services import INBOUND_PORT, mesh_address
+from .services import INBOUND_PORT, INGRESS, addresses
+
+DEFAULT_PROJECT = "default"  # the ingress gateways expose the services of this project
 
 # A sidecar is configured from the moment its instance is created (it must be ready before the workload is
 # reported running) until the instance is gone; only running instances are endpoints.
@@ -33,7 +35,8 @@ class Member:
     state: str
     host: str
     mesh: Mapping[str, Any]
-    address: str | None
+    address: str | None  # where its sidecar is reached (a container's own address; a VM's sidecar's)
+    app_address: str | None = None  # a VM's own address, which its sidecar forwards to
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,20 @@ def node_id(prefix: str, instance_id: str) -> str:
     return f"{prefix}-{instance_id}"
 
 
-def build_view(prefix: str, members: Iterable[Member], policies: Mapping[tuple[str, str], Policy]) -> MeshView:
+def ingress_node_id(prefix: str, host: str) -> str:
+    return f"{prefix}-{INGRESS}-{host}"
+
+
+def build_view(
+    prefix: str,
+    members: Iterable[Member],
+    policies: Mapping[tuple[str, str], Policy],
+    exposed: Mapping[str, int] | None = None,
+    gateway_hosts: Iterable[str] = (),
+) -> MeshView:
     """Services (every one with a policy row, plus those members name) with the running members as endpoints,
-    and one sidecar per meshed container that exists."""
+    one sidecar per meshed instance that exists (a VM's once its sidecar has an address), and an ingress
+    gateway on each of `gateway_hosts` that calls the `exposed` services (name → port on 127.0.0.1)."""
     endpoints: dict[tuple[str, str], list[Endpoint]] = {key: [] for key in policies}
     ports: dict[tuple[str, str], int] = {}
     nodes: dict[str, Node] = {}
@@ -69,7 +83,8 @@ def build_view(prefix: str, members: Iterable[Member], policies: Mapping[tuple[s
         if m.state == InstanceState.RUNNING.value and m.address is not None:
             version = m.mesh.get("version")
             endpoints[key].append(Endpoint(m.address, INBOUND_PORT, m.host, version=version, locality=m.host))
-        if m.kind == InstanceKind.CONTAINER.value and m.state in SIDECAR_STATES:
+        is_vm = m.kind == InstanceKind.VM.value
+        if m.state in SIDECAR_STATES and (not is_vm or (m.address and m.app_address)):
             sidecar = Sidecar(
                 node_id=node_id(prefix, m.instance_id),
                 service=key[1],
@@ -78,8 +93,21 @@ def build_view(prefix: str, members: Iterable[Member], policies: Mapping[tuple[s
                 upstreams=tuple(Upstream(u["service"], int(u["local_port"])) for u in m.mesh.get("upstreams", [])),
                 locality=m.host,
                 version=m.mesh.get("version"),
+                app_address=str(m.app_address) if is_vm else "127.0.0.1",
+                outbound_address="0.0.0.0" if is_vm else "127.0.0.1",
             )
             nodes[sidecar.node_id] = Node(sidecar.node_id, m.instance_id, m.project, m.host, sidecar)
+    for host in gateway_hosts:
+        gateway = Sidecar(
+            node_id=ingress_node_id(prefix, host),
+            service=INGRESS,
+            inbound_port=0,
+            app_port=0,
+            upstreams=tuple(Upstream(name, port) for name, port in sorted((exposed or {}).items())),
+            locality=host,
+            inbound=False,
+        )
+        nodes[gateway.node_id] = Node(gateway.node_id, "", DEFAULT_PROJECT, host, gateway)
     services: dict[str, dict[str, Service]] = {}
     for (project, name), found in endpoints.items():
         services.setdefault(project, {})[name] = Service(
@@ -92,10 +120,13 @@ def build_view(prefix: str, members: Iterable[Member], policies: Mapping[tuple[s
 
 
 def load_view(session: Session, prefix: str) -> MeshView:
-    members = [
-        Member(i.id, i.name, i.project, i.kind, i.state, i.host, i.mesh, mesh_address(session, i.id))
-        for i in session.scalars(select(Instance))
-        if i.mesh
-    ]
-    policies = {(s.project, s.name): Policy.from_dict(s.policy) for s in session.scalars(select(ServiceRow))}
-    return build_view(prefix, members, policies)
+    members = []
+    for i in session.scalars(select(Instance)):
+        if i.mesh:
+            own, sidecar = addresses(session, i.id)
+            members.append(Member(i.id, i.name, i.project, i.kind, i.state, i.host, i.mesh, sidecar, own))
+    rows = list(session.scalars(select(ServiceRow)))
+    policies = {(s.project, s.name): Policy.from_dict(s.policy) for s in rows}
+    exposed = {s.name: s.ingress_port for s in rows if s.ingress_port and s.project == DEFAULT_PROJECT}
+    hosts = [h.name for h in session.scalars(select(Host)) if h.netns is None]
+    return build_view(prefix, members, policies, exposed, hosts)

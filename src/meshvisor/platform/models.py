@@ -187,13 +187,18 @@ class Service(Versioned, Base):
     instances whose `mesh.service` names it; callers those that list it in `mesh.upstreams`."""
 
     __tablename__ = "services"
-    __table_args__ = (UniqueConstraint("project", "name", name="uq_services_project_name"),)
+    __table_args__ = (
+        UniqueConstraint("project", "name", name="uq_services_project_name"),
+        UniqueConstraint("ingress_port", name="uq_services_ingress_port"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project: Mapped[str] = mapped_column(String(64), default="default")
     name: Mapped[str] = mapped_column(String(64))
     policy: Mapped[dict[str, Any]] = mapped_column(default=dict)
     last_nack: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Exposed by the ingress gateway of each host on 127.0.0.1:<ingress_port>, with the service's policies.
+    ingress_port: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class InstanceSecurityGroup(Base):

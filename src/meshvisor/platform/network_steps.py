@@ -141,6 +141,7 @@ def refresh_dhcp(rt: Runtime, network_id: str) -> None:
                 .join(Instance, Instance.id == NetworkAddress.instance_id)
                 .where(
                     NetworkAddress.network_id == network_id,
+                    NetworkAddress.role == "instance",
                     Instance.kind == InstanceKind.VM.value,
                     Instance.host == rt.settings.host_name,
                 )

@@ -37,6 +37,7 @@ def desired_filter(
     rows = session.execute(
         select(NetworkAddress, Instance)
         .join(Instance, Instance.id == NetworkAddress.instance_id)
+        .where(NetworkAddress.role == "instance")  # a VM's sidecar port is the mesh's: mTLS and RBAC guard it
         .order_by(NetworkAddress.id)
     )
     for row, instance in rows:

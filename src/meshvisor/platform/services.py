@@ -15,10 +15,12 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
 from meshvisor.mesh.model import VERSION_PATTERN, validate_policy
 
-from .models import Instance, NetworkAddress, Service
-from .networks import interface_order
+from .models import Instance, Network, NetworkAddress, Service
+from .networks import allocate, interface_order
 from .resources import check_etag, etag, find_named, get_named, page_by_name
 
+INGRESS = "ingress"  # the identity of the hosts' ingress gateways
+SIDECAR_ROLE = "sidecar"  # the role of a VM's sidecar address among the network's addresses
 INBOUND_PORT = 15006  # where a workload's sidecar terminates mTLS, in the workload's own network namespace
 MAX_UPSTREAMS = 16
 MESH_KEYS = {"service", "port", "upstreams", "version"}
@@ -39,21 +41,77 @@ def page(
     return page_by_name(session, Service, limit, cursor, project)
 
 
-def create(session: Session, name: str, policy: object = None, project: str = "default") -> Service:
-    validate_name(name, "service name")
+def check_name(name: object) -> str:
+    checked = validate_name(name, "service name")  # type: ignore[arg-type]
+    if checked == INGRESS:
+        raise InvalidInput(f"{INGRESS!r} is the ingress gateway's identity, not a service name")
+    return checked
+
+
+def create(
+    session: Session,
+    name: str,
+    policy: object = None,
+    project: str = "default",
+    ingress_port: object = None,
+    reserved: tuple[int, ...] = (),
+) -> Service:
+    """A service, with its policy, optionally exposed by the ingress gateway (`reserved`: the platform's own
+    ports, which it may not take)."""
+    check_name(name)
     checked = check_policy(policy if policy is not None else {})
+    port = check_ingress_port(session, ingress_port, None, reserved)
     if find(session, name, project) is not None:
         raise Conflict(f"a service named {name!r} already exists")
-    return _add(session, name, checked, project)
+    return _add(session, name, checked, project, port)
 
 
-def _add(session: Session, name: str, policy: dict[str, Any], project: str) -> Service:
-    service = Service(id=new_id(), project=project, name=name, policy=policy, version=1)
+def _add(session: Session, name: str, policy: dict[str, Any], project: str, port: int | None = None) -> Service:
+    service = Service(id=new_id(), project=project, name=name, policy=policy, version=1, ingress_port=port)
     session.add(service)
     try:
         session.flush()
     except IntegrityError:
-        raise Conflict(f"a service named {name!r} already exists") from None
+        raise Conflict(f"a service named {name!r} (or ingress port {port}) is already taken") from None
+    return service
+
+
+def check_ingress_port(
+    session: Session, port: object, service_id: str | None, reserved: tuple[int, ...] = ()
+) -> int | None:
+    """None (not exposed), or a free unprivileged port on 127.0.0.1 that no other service has."""
+    if port is None:
+        return None
+    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
+        raise InvalidInput(f"ingress_port must be a port number from 1024 to 65535, not {port!r}")
+    if port in reserved:
+        raise InvalidInput(f"ingress_port {port} is one of the platform's own ports")
+    holder = session.scalar(select(Service).where(Service.ingress_port == port))
+    if holder is not None and holder.id != service_id:
+        raise Conflict(f"ingress port {port} is already service {holder.name!r}'s")
+    return port
+
+
+def replace(
+    session: Session,
+    name: str,
+    policy: object,
+    ingress_port: object = None,
+    if_match: str | None = None,
+    project: str = "default",
+    reserved: tuple[int, ...] = (),
+) -> Service:
+    """PUT: the policy and the ingress port, both replaced."""
+    service = get(session, name, project)
+    check_etag(service, if_match)
+    checked = check_policy(policy)
+    service.ingress_port = check_ingress_port(session, ingress_port, service.id, reserved)
+    service.policy = checked
+    service.touch()
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"ingress port {ingress_port} was just taken") from None
     return service
 
 
@@ -111,6 +169,8 @@ def check_mesh(session: Session, mesh: object, project: str = "default") -> dict
     if unknown:
         raise InvalidInput(f"unknown field(s) in mesh: {', '.join(unknown)}")
     service = validate_name(mesh.get("service"), "mesh service name")  # type: ignore[arg-type]
+    if service == INGRESS:
+        raise InvalidInput(f"{INGRESS!r} is the ingress gateway's identity, not a service name")
     port = _port(mesh.get("port"), "mesh.port")
     version = mesh.get("version")
     if version is not None and (not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version)):
@@ -154,11 +214,38 @@ def _callers(session: Session, name: str, project: str) -> list[Instance]:
     ]
 
 
+def addresses(session: Session, instance_id: str) -> tuple[str | None, str | None]:
+    """The instance's address on its first network, and its sidecar's own address (a VM's sidecar sits in a
+    namespace of its own on that network; a container's shares the container's address)."""
+    rows = list(session.scalars(select(NetworkAddress).where(NetworkAddress.instance_id == instance_id)))
+    own = sorted((r for r in rows if r.role == "instance"), key=lambda row: interface_order(row.ifname or "eth0"))
+    sidecar = [r.address for r in rows if r.role == SIDECAR_ROLE]
+    first = own[0].address if own else None
+    return first, sidecar[0] if sidecar else first
+
+
 def mesh_address(session: Session, instance_id: str) -> str | None:
-    """Where other sidecars reach this instance's: its address on its first network."""
-    rows = session.scalars(select(NetworkAddress).where(NetworkAddress.instance_id == instance_id))
-    ordered = sorted(rows, key=lambda row: interface_order(row.ifname or "eth0"))
-    return ordered[0].address if ordered else None
+    """Where other sidecars reach this instance's: its sidecar's address."""
+    return addresses(session, instance_id)[1]
+
+
+def allocate_sidecar(session: Session, instance: Instance) -> str:
+    """A VM in the mesh: an address on its first network for its sidecar, which the guest calls for upstreams."""
+    rows = list(
+        session.scalars(
+            select(NetworkAddress).where(
+                NetworkAddress.instance_id == instance.id, NetworkAddress.role == "instance"
+            )
+        )
+    )
+    if not rows:
+        raise InvalidInput("a VM joins the mesh through a network: its sidecar sits on the VM's first network")
+    first = sorted(rows, key=lambda row: interface_order(row.ifname or "eth0"))[0]
+    net = session.get(Network, first.network_id)
+    assert net is not None
+    row = allocate(session, net, instance.id, ifname="eth0")
+    row.role = SIDECAR_ROLE
+    return row.address
 
 
 def to_dict(session: Session, service: Service) -> dict[str, Any]:
@@ -182,6 +269,7 @@ def to_dict(session: Session, service: Service) -> dict[str, Any]:
         "members": members,
         "callers": sorted(i.name for i in _callers(session, service.name, service.project)),
         "last_nack": service.last_nack,
+        "ingress_port": service.ingress_port,
         "etag": etag(service),
         "created_at": service.created_at.isoformat(),
         "updated_at": service.updated_at.isoformat(),

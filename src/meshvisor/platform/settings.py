@@ -44,11 +44,23 @@ class Settings(BaseSettings):
     worker_concurrency: int = 4
     # Crash tests only: comma-separated failpoint names at which the worker kills itself (see failpoints.py).
     failpoints: str = ""
+    # A Zipkin collector (host:port, JSON v2 over HTTP at /api/v2/spans): every sidecar sends it its spans.
+    tracing_zipkin: str | None = None
 
     @field_validator("host_name")
     @classmethod
     def _check_host_name(cls, value: str) -> str:
         return validate_name(value, "host name")
+
+    @field_validator("tracing_zipkin")
+    @classmethod
+    def _check_zipkin(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        host, _, port = value.strip().rpartition(":")
+        if not host.strip("[]") or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"MESHVISOR_TRACING_ZIPKIN must be host:port, not {value!r}")
+        return value.strip()
 
     @field_validator("host_prefix")
     @classmethod

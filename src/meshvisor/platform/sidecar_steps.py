@@ -5,19 +5,26 @@ namespace. Each sidecar's files (bootstrap, admin socket, pid, logs) are in `<ru
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import shutil
 from pathlib import Path
 
-from meshvisor.core.errors import MeshvisorError, TransientError
+from sqlalchemy import select
+
+from meshvisor import network
+from meshvisor.core.errors import MeshvisorError, PermanentError, TransientError
+from meshvisor.core.names import host_object_name
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh import resources, sidecar
 
 from .db import transaction
-from .mesh_view import node_id
-from .models import Instance
+from .mesh_view import ingress_node_id, node_id
+from .models import Instance, Network, NetworkAddress
+from .network_steps import ensure_here
 from .runtime import Runtime
+from .services import INGRESS, SIDECAR_ROLE
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 20.0
@@ -40,24 +47,63 @@ def running_pid(directory: Path) -> int | None:
     return pid
 
 
-def _same_netns(pid_a: int, pid_b: int) -> bool:
+def _same_netns(pid: int, netns: str) -> bool:
     try:
-        return os.stat(f"/proc/{pid_a}/ns/net").st_ino == os.stat(f"/proc/{pid_b}/ns/net").st_ino
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns).st_ino
     except OSError:
         return False
 
 
-def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
-    """Start the sidecar of a meshed, running container unless it already runs in the container's namespace;
-    returns True when it (re)started one."""
-    if not instance.mesh or instance.kind != InstanceKind.CONTAINER.value:
-        return False
+def gateway_namespace(rt: Runtime, instance_id: str) -> str:
+    """The namespace of a VM's sidecar, named with the host prefix and the VM's id."""
+    return host_object_name(rt.settings.host_prefix, "g", instance_id)
+
+
+def _vm_gateway(rt: Runtime, instance: Instance) -> str:
+    """A namespace of its own on the VM's first network, with the sidecar's address: the guest calls it for
+    upstreams, other sidecars reach the VM's service there. Idempotent."""
+    with transaction(rt.sessions) as s:
+        row = s.scalar(
+            select(NetworkAddress).where(
+                NetworkAddress.instance_id == instance.id, NetworkAddress.role == SIDECAR_ROLE
+            )
+        )
+        if row is None:
+            raise PermanentError(f"VM {instance.name!r} has no sidecar address")
+        net = s.get(Network, row.network_id)
+        assert net is not None
+        address = f"{row.address}/{ipaddress.IPv4Network(net.cidr).prefixlen}"
+        attachment, network_id, gateway, mac, mtu = row.id, net.id, net.gateway, str(row.mac), net.mtu
+    name = gateway_namespace(rt, instance.id)
+    ensure_here(rt, {network_id})
+    network.ensure_namespace(name)
+    network.attach_namespace(
+        rt.settings.host_prefix, network_id, attachment, name, address, gateway, mac, mtu, default_route=False
+    )
+    return f"/run/netns/{name}"
+
+
+def _workload_netns(rt: Runtime, instance: Instance) -> str:
+    if instance.kind == InstanceKind.VM.value:
+        return _vm_gateway(rt, instance)
     workload = rt.compute(InstanceKind.CONTAINER).namespace_pid(instance.id)
     if workload is None:
         raise TransientError(f"container of {instance.name!r} is not running: no namespace for its sidecar")
+    netns = f"/proc/{workload}/ns/net"
+    assert instance.mesh is not None
+    network.guard_app_port(rt.settings.host_prefix, netns, int(instance.mesh["port"]))
+    return netns
+
+
+def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
+    """Start the sidecar of a meshed, running instance unless it already runs in the right namespace (the
+    container's own; a VM's gateway namespace); returns True when it (re)started one."""
+    if not instance.mesh:
+        return False
+    netns = _workload_netns(rt, instance)
     directory = sidecar_dir(rt, instance.id)
     current = running_pid(directory)
-    if current is not None and _same_netns(current, workload):
+    if current is not None and _same_netns(current, netns):
         return False
     if current is not None:  # the container restarted into a new namespace
         sidecar.stop(current)
@@ -68,7 +114,7 @@ def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
         node, str(instance.mesh["service"]), admin_path=str(admin), xds_path=str(rt.settings.xds_socket)
     )
     try:
-        sidecar.start(directory, boot, netns=f"/proc/{workload}/ns/net", ready_timeout=READY_TIMEOUT_S)
+        sidecar.start(directory, boot, netns=netns, ready_timeout=READY_TIMEOUT_S)
     except TransientError as exc:
         raise TransientError(
             f"the sidecar of {instance.name!r} got no config: is the mesh control plane (meshvisor xds) running?"
@@ -77,23 +123,36 @@ def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
     return True
 
 
+def ensure_ingress(rt: Runtime) -> bool:
+    """This host's ingress gateway: an Envoy in the host's own namespace that exposes services on 127.0.0.1,
+    as identity `ingress`. It runs whether or not a service is exposed yet (new listeners come over xDS)."""
+    directory = sidecar_dir(rt, INGRESS)
+    if running_pid(directory) is not None:
+        return False
+    admin = directory / "admin.sock"
+    admin.unlink(missing_ok=True)
+    node = ingress_node_id(rt.settings.host_prefix, rt.settings.host_name)
+    boot = resources.bootstrap(node, INGRESS, admin_path=str(admin), xds_path=str(rt.settings.xds_socket))
+    sidecar.start(directory, boot, ready_timeout=READY_TIMEOUT_S)
+    return True
+
+
 def stop_sidecar(rt: Runtime, instance_id: str) -> None:
+    """The sidecar stops (and a VM's gateway namespace goes, its link with it). Absent is success."""
     directory = sidecar_dir(rt, instance_id)
     pid = running_pid(directory)
     if pid is not None:
         sidecar.stop(pid)
     shutil.rmtree(directory, ignore_errors=True)
+    if rt.settings.host_netns is None:
+        network.delete_namespace(gateway_namespace(rt, instance_id))
 
 
 def reconcile_sidecars(rt: Runtime) -> int:
     """Restart the sidecars of running meshed containers on this host that died (or sit in an old namespace);
     stop those that no running meshed container explains. Returns how many it changed."""
     with transaction(rt.sessions) as s:
-        meshed = [
-            i
-            for i in s.query(Instance).filter_by(host=rt.settings.host_name, kind=InstanceKind.CONTAINER.value)
-            if i.mesh
-        ]
+        meshed = [i for i in s.query(Instance).filter_by(host=rt.settings.host_name) if i.mesh]
         keep = {i.id for i in meshed if i.state in (InstanceState.RUNNING.value, InstanceState.PAUSED.value)}
         wanted = {i.id: i for i in meshed if i.state == InstanceState.RUNNING.value and i.operation_id is None}
         for instance in meshed:
@@ -110,7 +169,7 @@ def reconcile_sidecars(rt: Runtime) -> int:
     if rt.settings.sidecars_dir.is_dir():
         for directory in rt.settings.sidecars_dir.iterdir():
             instance_id = directory.name.removeprefix(prefix)
-            if directory.name.startswith(prefix) and instance_id not in keep:
+            if directory.name.startswith(prefix) and instance_id not in keep and instance_id != INGRESS:
                 with transaction(rt.sessions) as s:
                     current = s.get(Instance, instance_id)
                     busy = current is not None and current.operation_id is not None
@@ -118,4 +177,20 @@ def reconcile_sidecars(rt: Runtime) -> int:
                     stop_sidecar(rt, instance_id)
                     log.warning("reconcile: removed the sidecar of %s", instance_id)
                     changed += 1
+    if rt.settings.host_netns is None:
+        try:
+            if ensure_ingress(rt):
+                log.warning("reconcile: started the ingress gateway")
+                changed += 1
+        except MeshvisorError as exc:
+            log.warning("reconcile: ingress gateway: %s", exc.message)
+    if rt.settings.host_netns is None:  # gateway namespaces that no running meshed VM explains
+        wanted_names = {gateway_namespace(rt, i) for i in keep} | {
+            gateway_namespace(rt, i.id) for i in meshed if i.operation_id is not None
+        }
+        for name in network.namespaces(rt.settings.host_prefix):
+            if name.startswith(gateway_namespace(rt, "")) and name not in wanted_names:
+                network.delete_namespace(name)
+                log.warning("reconcile: removed gateway namespace %s", name)
+                changed += 1
     return changed

@@ -4,11 +4,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from meshvisor.platform import services
+from meshvisor.platform import services, telemetry
 from meshvisor.platform.db import transaction
+from meshvisor.platform.settings import Settings
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
-from ..schemas import ERRORS, ServiceCreate, ServicePage, ServicePublic, ServiceReplace
+from ..schemas import ERRORS, ServiceCreate, ServiceLogs, ServicePage, ServicePublic, ServiceReplace
 
 router = APIRouter(prefix="/v1/services", tags=["mesh"], responses=ERRORS)
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
@@ -18,7 +19,14 @@ IfMatch = Annotated[str | None, Header(alias="If-Match")]
 def create_service(body: ServiceCreate, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
     """A service instances can call before any instance joins it (joining one also creates it)."""
     with transaction(rt.sessions) as s:
-        return services.to_dict(s, services.create(s, body.name, body.policy))
+        made = services.create(
+            s, body.name, body.policy, ingress_port=body.ingress_port, reserved=_reserved(rt.settings)
+        )
+        return services.to_dict(s, made)
+
+
+def _reserved(settings: Settings) -> tuple[int, ...]:
+    return (settings.api_port, settings.xds_port)
 
 
 @router.get("", response_model=ServicePage)
@@ -37,16 +45,28 @@ def get_service(name: str, session: SessionDep, response: Response, _: TokenDep)
     return public
 
 
+@router.get("/{name}/logs", response_model=ServiceLogs)
+def service_logs(
+    name: str, rt: RuntimeDep, _: TokenDep, tail: Annotated[int, Query(ge=0, le=telemetry.MAX_TAIL)] = 100
+) -> dict[str, Any]:
+    """The `tail` most recent requests the service's members received (their sidecars' inbound access logs,
+    oldest first): method, path, code, duration, the caller's identity, request and trace ids."""
+    return {"name": name, "items": telemetry.service_logs(rt, name, tail), "next_cursor": None}
+
+
 @router.put("/{name}", response_model=ServicePublic)
 def put_service(
     name: str, body: ServiceReplace, rt: RuntimeDep, response: Response, _: TokenDep, if_match: IfMatch = None
 ) -> dict[str, Any]:
-    """Create the service with this policy, or replace the policy of the one there (201 / 200)."""
+    """Create the service with this policy (and ingress port), or replace both on the one there (201 / 200)."""
+    reserved = _reserved(rt.settings)
     with transaction(rt.sessions) as s:
         if services.find(s, name) is None:
             response.status_code = 201
-            return services.to_dict(s, services.create(s, name, body.policy))
-        return services.to_dict(s, services.set_policy(s, name, body.policy, if_match))
+            made = services.create(s, name, body.policy, ingress_port=body.ingress_port, reserved=reserved)
+            return services.to_dict(s, made)
+        changed = services.replace(s, name, body.policy, body.ingress_port, if_match, reserved=reserved)
+        return services.to_dict(s, changed)
 
 
 @router.put("/{name}/policy", response_model=ServicePublic)

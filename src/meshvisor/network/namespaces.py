@@ -1,0 +1,39 @@
+"""Named network namespaces (`/run/netns/<name>`, like `ip netns`) that the platform owns: the gateway
+namespace where a VM's sidecar sits on the VM's network."""
+
+from __future__ import annotations
+
+from pyroute2 import netns as pyroute2_netns
+
+from meshvisor.core.errors import InvalidInput
+
+from .netlink import get_link, netlink_errors, rtnl
+
+
+def _check(name: str) -> str:
+    if not name or "/" in name or name in (".", "..") or len(name) > 64:
+        raise InvalidInput(f"invalid network namespace name {name!r}")
+    return name
+
+
+def namespaces(prefix: str) -> list[str]:
+    """The named namespaces of this host prefix."""
+    return sorted(n for n in pyroute2_netns.listnetns() if n.startswith(f"{prefix}-"))
+
+
+def ensure_namespace(name: str) -> None:
+    """The namespace exists, with its loopback up. Idempotent."""
+    if _check(name) not in pyroute2_netns.listnetns():
+        with netlink_errors(f"create network namespace {name}"):
+            pyroute2_netns.create(name)
+    with rtnl(name) as ipr:
+        lo = get_link(ipr, "lo")
+        with netlink_errors(f"bring lo up in {name}"):
+            ipr.link("set", index=lo["index"], state="up")
+
+
+def delete_namespace(name: str) -> None:
+    """Gone with every link in it; absent is success."""
+    if _check(name) in pyroute2_netns.listnetns():
+        with netlink_errors(f"remove network namespace {name}"):
+            pyroute2_netns.remove(name)

@@ -1,0 +1,101 @@
+"""The mesh's view of the database (pure and loaded) and the control plane's bookkeeping, on SQLite and
+PostgreSQL: which sidecars exist, which instances are endpoints, and where a NACK is recorded."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshvisor.core.types import InstanceKind
+from meshvisor.mesh.ads import Nack
+from meshvisor.mesh.model import Policy
+from meshvisor.platform import instances, services
+from meshvisor.platform.control_plane import ControlPlane
+from meshvisor.platform.db import transaction
+from meshvisor.platform.instances import InstanceRequest
+from meshvisor.platform.mesh_view import Member, build_view, ingress_node_id, load_view, node_id
+from meshvisor.platform.runtime import Runtime
+
+from .conftest import add_ready_image
+
+
+def member(name: str, state: str = "running", kind: str = "container", **mesh: object) -> Member:
+    address = {"a": "10.9.0.2", "b1": "10.9.0.3", "b2": "10.9.0.4", "vm": "10.9.0.6"}.get(name)
+    body = {"service": mesh.pop("service", name), "port": 8080, "upstreams": [], **mesh}
+    sidecar = "10.9.0.7" if kind == "vm" else address
+    return Member(f"id-{name}", name, "default", kind, state, "hosta", body, sidecar, address)
+
+
+def test_the_view_has_a_sidecar_per_instance_and_running_members_as_endpoints() -> None:
+    members = [
+        member("a", upstreams=[{"service": "b", "local_port": 9001}]),
+        member("b1", service="b", version="v1"),
+        member("b2", "stopped", service="b", version="v2"),
+        member("vm", kind="vm", upstreams=[{"service": "b", "local_port": 9002}]),
+        member("gone", "deleting", service="b"),
+    ]
+    policies = {("default", "b"): Policy(timeout_ms=100), ("default", "lonely"): Policy()}
+    view = build_view("pfx", members, policies, exposed={"b": 18080}, gateway_hosts=["hosta"])
+    nodes = view.nodes
+    assert set(nodes) == {
+        node_id("pfx", "id-a"),
+        node_id("pfx", "id-b1"),
+        node_id("pfx", "id-b2"),  # stopped: configured, so it is ready again at its next start
+        node_id("pfx", "id-vm"),
+        ingress_node_id("pfx", "hosta"),
+    }
+    b = view.services["default"]["b"]
+    assert [(e.address, e.port, e.version) for e in b.endpoints] == [("10.9.0.3", 15006, "v1")]  # running only
+    assert b.policy.timeout_ms == 100 and view.services["default"]["lonely"].endpoints == ()
+    vm = nodes[node_id("pfx", "id-vm")].sidecar
+    assert (vm.app_address, vm.outbound_address, vm.upstreams[0].local_port) == ("10.9.0.6", "0.0.0.0", 9002)
+    a = nodes[node_id("pfx", "id-a")].sidecar
+    assert (a.app_address, a.outbound_address) == ("127.0.0.1", "127.0.0.1")
+    gateway = nodes[ingress_node_id("pfx", "hosta")].sidecar
+    assert not gateway.inbound and [(u.service, u.local_port) for u in gateway.upstreams] == [("b", 18080)]
+    vm_endpoints = view.services["default"]["vm"].endpoints
+    assert [e.address for e in vm_endpoints] == ["10.9.0.7"]  # a VM is reached at its sidecar's address
+
+
+@pytest.fixture
+def plane(runtime: Runtime) -> Iterator[ControlPlane]:
+    made = ControlPlane(runtime)  # not started: its bookkeeping only
+    yield made
+    shutil.rmtree(Path("/run/meshvisor") / runtime.settings.host_prefix, ignore_errors=True)
+
+
+def test_snapshots_change_only_when_a_sidecar_config_does_and_nacks_land_on_the_service(
+    runtime: Runtime, plane: ControlPlane
+) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        services.create(s, "backend")
+        made, _ = instances.create(
+            s,
+            InstanceRequest(
+                "front",
+                InstanceKind.CONTAINER,
+                "busybox",
+                mesh={"service": "front", "port": 8080, "upstreams": [{"service": "backend", "local_port": 9001}]},
+            ),
+        )
+        front_id = made.id
+    with runtime.sessions() as s:
+        view = load_view(s, runtime.settings.host_prefix)
+    node = node_id(runtime.settings.host_prefix, front_id)
+    assert node in view.nodes
+    assert plane.apply(view) == len(view.nodes)  # first pass: every sidecar gets a snapshot
+    assert plane.apply(view) == 0  # nothing changed: nothing pushed
+    with transaction(runtime.sessions) as s:
+        services.set_policy(s, "backend", {"timeout_ms": 250})
+    with runtime.sessions() as s:
+        assert plane.apply(load_view(s, runtime.settings.host_prefix)) == 1  # only the caller's config changed
+
+    plane._on_nack(Nack(node, "type.googleapis.com/envoy.config.cluster.v3.Cluster", "v9", "bad cluster"))
+    with runtime.sessions() as s:
+        nack = services.get(s, "front").last_nack
+        assert nack is not None and (nack["instance"], nack["message"]) == ("front", "bad cluster")
+        assert services.get(s, "backend").last_nack is None

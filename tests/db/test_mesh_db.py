@@ -11,6 +11,7 @@ import pytest
 
 from meshvisor.core.types import InstanceKind
 from meshvisor.mesh.ads import Nack
+from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Policy
 from meshvisor.platform import instances, services
 from meshvisor.platform.control_plane import ControlPlane
@@ -99,3 +100,25 @@ def test_snapshots_change_only_when_a_sidecar_config_does_and_nacks_land_on_the_
         nack = services.get(s, "front").last_nack
         assert nack is not None and (nack["instance"], nack["message"]) == ("front", "bad cluster")
         assert services.get(s, "backend").last_nack is None
+
+
+def test_a_staged_root_signs_once_every_connected_sidecar_trusts_it(runtime: Runtime, plane: ControlPlane) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instances.create(
+            s, InstanceRequest("solo", InstanceKind.CONTAINER, "busybox", mesh={"service": "solo", "port": 80})
+        )
+    with runtime.sessions() as s:
+        view = load_view(s, runtime.settings.host_prefix)
+    plane.apply(view)
+    with_certs = len(view.nodes) - 1  # all but the idle ingress gateway, which names no secret
+    first = plane.ca.cert.serial_number
+    CertificateAuthority(plane.ca.directory).stage()  # what POST /v1/mesh/ca/actions {"rotate"} does
+    plane.reload_ca()
+    assert plane.ca.staged is not None and plane.ca.cert.serial_number == first
+    assert plane.apply(view) == with_certs  # the wider bundle goes to every sidecar first
+    plane.advance_rotation()  # no sidecar connected here: nothing to wait for
+    assert plane.ca.staged is None and plane.ca.cert.serial_number != first
+    assert plane.apply(view) == with_certs  # then certificates from the new root
+    plane.reload_ca()  # its own promotion is no news
+    assert plane.apply(view) == 0

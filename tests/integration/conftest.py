@@ -220,6 +220,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_HOST_PREFIX": prefix,
         "MESHVISOR_API_PORT": str(port),
         "MESHVISOR_XDS_PORT": str(free_port()),
+        "MESHVISOR_XDS_API": "DELTA_GRPC",  # incremental xDS end to end here; tests/mesh run both kinds
         "MESHVISOR_BROKER_URL": "redis://127.0.0.1:6379/3",
         "MESHVISOR_ADMIN_TOKEN": token,
         "MESHVISOR_DOCKER_URL": proxy.url,

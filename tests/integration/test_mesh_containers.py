@@ -5,8 +5,10 @@ sidecars, a plaintext connection to a sidecar's inbound port gets nothing, `allo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -325,3 +327,77 @@ def test_the_ingress_gateway_exposes_a_service_on_the_host(platform: Platform, a
 
 def platform_port(platform: Platform) -> int:
     return int(platform.url.rsplit(":", 1)[1])
+
+
+def served_certs(platform: Platform, instance: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """(serials of the roots the sidecar trusts, serials of its own certificate chain), from Envoy's /certs."""
+    admin = platform.run_dir / "local" / "sidecars" / f"{platform.prefix}-{instance['id']}" / "admin.sock"
+    found = json.loads(sidecar.admin_request(admin, "/certs")[1])
+    roots, chain = set(), set()
+    for entry in found.get("certificates", []):
+        roots |= {c["serial_number"].lower().lstrip("0") for c in entry.get("ca_cert", [])}
+        chain |= {c["serial_number"].lower().lstrip("0") for c in entry.get("cert_chain", [])}
+    return roots, chain
+
+
+def test_ca_rotation_under_traffic_drops_nothing(platform: Platform, api: httpx.Client) -> None:
+    network(api, "rotate-net", "10.213.105.0/24")
+    answers: list[str] = []
+    stop = threading.Event()
+    try:
+        callee = create(
+            api,
+            "rot-be",
+            command=WEB,
+            networks=[{"network": "rotate-net"}],
+            mesh={"service": "rot-be", "port": 8080},
+        )
+        create(
+            api,
+            "rot-fe",
+            networks=[{"network": "rotate-net"}],
+            mesh={"service": "rot-fe", "port": 8080, "upstreams": [{"service": "rot-be", "local_port": 9001}]},
+        )
+        assert "200 OK" in eventually(lambda: call(api, "rot-fe", "127.0.0.1", 9001), "200 OK")
+        before = api.get("/v1/mesh/ca").json()
+        old = [r["serial"] for r in before["roots"] if r["role"] == "signing"]
+        assert len(old) == 1 and not before["rotating"]
+        _, old_chain = served_certs(platform, callee)
+
+        def traffic() -> None:
+            with platform.client() as own:
+                while not stop.is_set():
+                    answers.append(call(own, "rot-fe", "127.0.0.1", 9001))
+
+        caller = threading.Thread(target=traffic)
+        caller.start()
+        response = api.post("/v1/mesh/ca/actions", json={"action": "rotate"})
+        assert response.status_code == 202 and response.json()["rotating"], response.text
+        deadline = time.monotonic() + 30
+        while (state := api.get("/v1/mesh/ca").json())["rotating"]:
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+        new = [r["serial"] for r in state["roots"] if r["role"] == "signing"]
+        assert new != old and [r["serial"] for r in state["roots"] if r["role"] == "retired"] == old
+
+        def reissued() -> str:
+            roots, chain = served_certs(platform, callee)
+            return "yes" if chain != old_chain and {new[0], old[0]} <= roots else f"{roots} {chain}"
+
+        assert eventually(reissued, "yes", timeout=15) == "yes"  # new certificate, both roots trusted
+        refused = api.post("/v1/mesh/ca/actions", json={"action": "retire"})
+        assert refused.status_code == 202, refused.text
+        assert [r["role"] for r in api.get("/v1/mesh/ca").json()["roots"]] == ["signing"]
+        assert eventually(lambda: str(served_certs(platform, callee)[0] == {new[0]}), "True", timeout=15) == "True"
+        time.sleep(1)
+        stop.set()
+        caller.join(timeout=30)
+        assert len(answers) >= 3 and all("200 OK" in a for a in answers), answers  # nothing dropped
+        assert api.post("/v1/mesh/ca/actions", json={"action": "spin"}).status_code == 400
+    finally:
+        stop.set()
+        for name in ("rot-fe", "rot-be"):
+            delete(api, name)
+        drop_network(api, "rotate-net", force=True)
+    for name in ("rot-fe", "rot-be"):
+        assert api.delete(f"/v1/services/{name}").status_code == 204

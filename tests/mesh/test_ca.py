@@ -88,3 +88,28 @@ def test_foreign_ca_does_not_verify(tmp_path: Path) -> None:
     except x509.verification.VerificationError:
         return
     raise AssertionError("a foreign certificate verified")
+
+
+def test_staged_rotation_trusts_first_and_signs_later(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "ca", "example.org")
+    before = ca.state()
+    old_root = ca.cert
+    staged = ca.stage()
+    assert ca.stage().serial_number == staged.serial_number  # idempotent
+    assert ca.state() != before
+    # Staged: trusted already, signing not yet.
+    assert [r.serial_number for r in ca.roots()] == [old_root.serial_number, staged.serial_number]
+    still_old = ca.issue("orders")
+    assert x509.load_pem_x509_certificate(still_old.cert_pem).issuer == old_root.subject
+    # Another process sees the same directory.
+    other = CertificateAuthority(tmp_path / "ca", "example.org")
+    assert other.staged is not None and other.staged.serial_number == staged.serial_number
+    ca.promote()
+    assert ca.staged is None and ca.cert.serial_number == staged.serial_number
+    fresh = ca.issue("orders")
+    for cert in (still_old, fresh):  # old and new certificates both verify during the rotation
+        _verify(cert.cert_pem, ca.bundle_pem())
+    ca.retire_old_roots()
+    assert [r.serial_number for r in ca.roots()] == [staged.serial_number]
+    ca.promote()  # nothing staged: no change
+    assert ca.cert.serial_number == staged.serial_number

@@ -2,6 +2,7 @@
 
 Layout of the CA directory (every file 0600):
     ca.key, ca.crt            the current root (signs new workload certificates)
+    next.key, next.crt        a staged root (`stage()`): trusted already, signing only once `promote()`d
     retired-<serial>.crt      earlier roots still trusted until `retire_old_roots()`; while they are in the
                               bundle, certificates issued by old and new root both verify (CA rotation without
                               dropped traffic: push the bundle first, then new certificates, then retire).
@@ -133,13 +134,45 @@ class CertificateAuthority:
         return self.cert.public_bytes(serialization.Encoding.PEM)
 
     def roots(self) -> list[x509.Certificate]:
-        """The current root, then the retired ones that have not expired."""
+        """The current root, a staged one, then the retired ones that have not expired."""
         now = _now()
         retired = [
             x509.load_pem_x509_certificate(path.read_bytes())
             for path in sorted(self.directory.glob("retired-*.crt"))
         ]
-        return [self.cert] + [c for c in retired if c.not_valid_after_utc > now]
+        staged = [self.staged] if self.staged is not None else []
+        return [self.cert, *staged] + [c for c in retired if c.not_valid_after_utc > now]
+
+    @property
+    def staged(self) -> x509.Certificate | None:
+        path = self.directory / "next.crt"
+        return x509.load_pem_x509_certificate(path.read_bytes()) if path.exists() else None
+
+    def stage(self) -> x509.Certificate:
+        """The first step of a rotation: a new root that sidecars trust before anything is signed with it."""
+        found = self.staged
+        if found is not None:
+            return found
+        key, cert = _new_root(self.ca_lifetime)
+        _write_private(self.directory / "next.key", _key_pem(key))
+        _write_private(self.directory / "next.crt", cert.public_bytes(serialization.Encoding.PEM))
+        return cert
+
+    def promote(self) -> None:
+        """The staged root signs from now on; the one before stays trusted until `retire_old_roots()`."""
+        if self.staged is None:
+            return
+        old = self.cert
+        _write_private(
+            self.directory / f"retired-{old.serial_number:x}.crt", old.public_bytes(serialization.Encoding.PEM)
+        )
+        os.replace(self.directory / "next.key", self.directory / "ca.key")
+        os.replace(self.directory / "next.crt", self.directory / "ca.crt")
+        self._load()
+
+    def state(self) -> tuple[tuple[str, int], ...]:
+        """Changes whenever the CA directory does (another process rotated or retired): reload then."""
+        return tuple(sorted((p.name, p.stat().st_mtime_ns) for p in self.directory.glob("*.crt")))
 
     def bundle_pem(self) -> bytes:
         """The trust bundle that sidecars validate peers with."""

@@ -675,7 +675,8 @@ def sidecar_resources(
         out[LISTENER][listener.name] = listener
     if zipkin is not None:
         out[CLUSTER][ZIPKIN_CLUSTER] = zipkin_cluster(zipkin)
-    out[SECRET].update(secrets(cert_pem, key_pem, bundle_pem))
+    if sidecar.inbound or sidecar.upstreams:  # only what its listeners and clusters name: an idle ingress
+        out[SECRET].update(secrets(cert_pem, key_pem, bundle_pem))  # never asks for secrets, never ACKs them
     return out
 
 

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 
 from google.protobuf.message import Message
@@ -59,6 +60,10 @@ class ControlPlane:
         self.versions: dict[str, str] = {}
         self.nodes: dict[str, str] = {}  # node id -> instance id
         self._certs: dict[str, WorkloadCert] = {}
+        self._ca_state = self.ca.state()
+        self._trusting_staged: set[str] = set()  # nodes whose pushed config trusts the staged root
+        self._uses_certs: set[str] = set()  # nodes whose config has secrets (an idle ingress has none)
+        self._rotation_logged = 0.0
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -87,9 +92,58 @@ class ControlPlane:
 
     def sync(self) -> int:
         """One pass: push every changed sidecar config; returns how many snapshots changed."""
+        self.reload_ca()
         with self.rt.sessions() as session:
             view = load_view(session, self.rt.settings.host_prefix)
-        return self.apply(view)
+        changed = self.apply(view)
+        self.advance_rotation()
+        return changed
+
+    def reload_ca(self) -> None:
+        """The API stages a new root or retires old ones in the CA directory: take it in (new certificates
+        when the signing root changed)."""
+        state = self.ca.state()
+        if state == self._ca_state:
+            return
+        signing = self.ca.cert.serial_number
+        self.ca = CertificateAuthority(self.ca.directory, self.ca.trust_domain)
+        if self.ca.cert.serial_number != signing:
+            self._certs.clear()
+        self._trusting_staged.clear()
+        self._ca_state = state
+        log.info("CA reloaded: %d trusted root(s)", len(self.ca.roots()))
+
+    def advance_rotation(self) -> None:
+        """CA rotation without dropped traffic: a staged root signs only once every connected sidecar has
+        ACKed a config that trusts it; then every sidecar gets certificates from it (old ones still verify)."""
+        if self.ca.staged is None:
+            return
+        waiting = [
+            node
+            for node, version in self.versions.items()
+            if node in self._uses_certs
+            and self.ads.connected(node)
+            and (node not in self._trusting_staged or self.ads.synced_version(node) != version)
+        ]
+        if waiting:
+            now = time.monotonic()
+            if now - self._rotation_logged > 5:
+                self._rotation_logged = now
+                log.info(
+                    "CA rotation waits for %d sidecar(s): %s",
+                    len(waiting),
+                    ", ".join(
+                        f"{n} (trusting {n in self._trusting_staged}, acked {self.ads.synced_version(n)},"
+                        f" pushed {self.versions[n]})"
+                        for n in waiting[:5]
+                    ),
+                )
+            return
+        self.ca.promote()
+        self._certs.clear()
+        self._trusting_staged.clear()
+        self._ca_state = self.ca.state()
+        log.info("CA rotation: the new root signs now")
 
     def apply(self, view: MeshView) -> int:
         changed = 0
@@ -110,15 +164,22 @@ class ControlPlane:
                 log.warning("no config for sidecar %s: %s", node_id, exc)
                 continue
             version = digest(found)
+            if found.get(resources.SECRET):
+                self._uses_certs.add(node_id)
+            else:
+                self._uses_certs.discard(node_id)
             if self.versions.get(node_id) != version:
                 self.ads.set_snapshot(node_id, found, version)
                 self.versions[node_id] = version
                 changed += 1
+                if self.ca.staged is not None:
+                    self._trusting_staged.add(node_id)
             self.nodes[node_id] = node.instance_id
         for gone in set(self.versions) - set(view.nodes):
             self.ads.clear_snapshot(gone)
             self.versions.pop(gone)
             self.nodes.pop(gone, None)
+            self._uses_certs.discard(gone)
             changed += 1
         return changed
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import InstanceKind, InstanceState, OperationStatus
 
-from . import events, hosts, operations
+from . import events, hosts, op_signals, operations
 from .attachment_steps import attach_network, detach_network
 from .db import transaction
 from .image_steps import create_image, delete_image, push_image
@@ -78,6 +78,7 @@ def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> Operat
         done = operations.get(s, op_id)
         operations.set_status(s, done, OperationStatus.SUCCEEDED)
         operations.unlock(s, operations.model_of(op.resource_type), op.resource_id, op_id)
+    op_signals.announce(rt.settings, op_id)
     return OperationStatus.SUCCEEDED
 
 
@@ -101,6 +102,7 @@ def _fail(rt: Runtime, op: Operation, message: str) -> OperationStatus:
                         s, "lifecycle", op.resource_type, target.name, target.project, state="error", error=message
                     )
                 operations.unlock(s, model, op.resource_id, op.id)
+    op_signals.announce(rt.settings, op.id)
     return OperationStatus.FAILED
 
 

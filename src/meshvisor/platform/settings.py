@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     failpoints: str = ""
     # A Zipkin collector (host:port, JSON v2 over HTTP at /api/v2/spans): every sidecar sends it its spans.
     tracing_zipkin: str | None = None
+    # How sidecars talk xDS: state of the world (GRPC) or incremental (DELTA_GRPC).
+    xds_api: Literal["GRPC", "DELTA_GRPC"] = "GRPC"
 
     @field_validator("host_name")
     @classmethod

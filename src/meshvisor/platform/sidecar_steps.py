@@ -111,7 +111,11 @@ def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
     admin = directory / "admin.sock"
     admin.unlink(missing_ok=True)
     boot = resources.bootstrap(
-        node, str(instance.mesh["service"]), admin_path=str(admin), xds_path=str(rt.settings.xds_socket)
+        node,
+        str(instance.mesh["service"]),
+        admin_path=str(admin),
+        xds_path=str(rt.settings.xds_socket),
+        api_type=rt.settings.xds_api,
     )
     try:
         sidecar.start(directory, boot, netns=netns, ready_timeout=READY_TIMEOUT_S)
@@ -132,7 +136,9 @@ def ensure_ingress(rt: Runtime) -> bool:
     admin = directory / "admin.sock"
     admin.unlink(missing_ok=True)
     node = ingress_node_id(rt.settings.host_prefix, rt.settings.host_name)
-    boot = resources.bootstrap(node, INGRESS, admin_path=str(admin), xds_path=str(rt.settings.xds_socket))
+    boot = resources.bootstrap(
+        node, INGRESS, admin_path=str(admin), xds_path=str(rt.settings.xds_socket), api_type=rt.settings.xds_api
+    )
     sidecar.start(directory, boot, ready_timeout=READY_TIMEOUT_S)
     return True
 

@@ -2,19 +2,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import redis.asyncio as aioredis
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from meshvisor.core.types import OperationStatus
-from meshvisor.platform import operations
+from meshvisor.platform import op_signals, operations
 from meshvisor.platform.db import transaction
 from meshvisor.platform.images import upload_path
 from meshvisor.platform.models import Operation
 from meshvisor.platform.resources import decode_cursor, encode_cursor
+from meshvisor.platform.settings import Settings
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, OperationPage, OperationPublic
@@ -73,12 +77,44 @@ async def wait_operation(
         with rt.sessions() as session:
             return operations.to_dict(operations.get(session, op_id))
 
-    started = time.monotonic()
-    deadline = started + timeout
-    while True:
-        op = await run_in_threadpool(current)
-        if OperationStatus(op["status"]).finished or time.monotonic() >= deadline:
-            return op
-        # Most operations end within a second or two: look often then, and less often after.
-        pause = 0.01 if time.monotonic() - started < 2.0 else 0.05
-        await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+    deadline = time.monotonic() + timeout
+    # Listening before the first look: an end announced in between is not missed.
+    async with announcements(rt.settings, op_id) as ended:
+        while True:
+            op = await run_in_threadpool(current)
+            if OperationStatus(op["status"]).finished or time.monotonic() >= deadline:
+                return op
+            await ended(min(LOOK_AGAIN_S, max(0.0, deadline - time.monotonic())))
+
+
+LOOK_AGAIN_S = 0.25  # without an announcement (a cancellation, Redis away), the database tells at the latest then
+
+
+@asynccontextmanager
+async def announcements(settings: Settings, op_id: str) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+    """A wait for the worker's announcement that the operation ended (or `timeout` seconds); plain sleeps when
+    Redis cannot be reached."""
+    client = aioredis.Redis.from_url(settings.broker_url, socket_connect_timeout=2)
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(op_signals.channel(settings.host_prefix, op_id))
+    except (aioredis.RedisError, OSError):
+        await client.aclose()
+        yield asyncio.sleep
+        return
+
+    async def ended(timeout: float) -> None:
+        until = time.monotonic() + timeout
+        try:
+            # Skipped messages (the subscription's own confirmation) come back as None at once: wait on.
+            while (left := until - time.monotonic()) > 0:
+                if await pubsub.get_message(ignore_subscribe_messages=True, timeout=left) is not None:
+                    return
+        except (aioredis.RedisError, OSError):
+            await asyncio.sleep(max(0.0, until - time.monotonic()))
+
+    try:
+        yield ended
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from meshvisor.platform import mesh_ca
+
+from ..deps import RuntimeDep, TokenDep
+from ..schemas import ERRORS, Strict
+
+router = APIRouter(prefix="/v1/mesh/ca", tags=["mesh"], responses=ERRORS)
+
+
+class CaAction(Strict):
+    action: str
+
+
+class CaRoot(BaseModel):
+    serial: str
+    subject: str
+    not_after: str
+    role: str  # signing | staged | retired
+
+
+class CaPublic(BaseModel):
+    trust_domain: str
+    rotating: bool
+    roots: list[CaRoot]
+
+
+@router.get("", response_model=CaPublic)
+def get_ca(rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+    """The roots sidecars trust, and which one signs their certificates."""
+    return mesh_ca.describe(mesh_ca.authority(rt.settings))
+
+
+@router.post("/actions", status_code=202, response_model=CaPublic)
+def ca_action(body: CaAction, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+    """`rotate` stages a new root: every sidecar first trusts it, then gets certificates from it (`rotating`
+    turns false); `retire` then stops trusting the old root. No request fails meanwhile."""
+    return mesh_ca.act(rt.settings, body.action)

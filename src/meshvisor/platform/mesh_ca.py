@@ -1,0 +1,56 @@
+"""The platform CA as the API shows and rotates it. The API only stages a new root or retires old ones in the
+CA directory; the control plane (`meshvisor xds`) notices, pushes the wider trust bundle, and switches signing
+to the new root once every sidecar trusts it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography import x509
+
+from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.mesh.ca import CertificateAuthority
+
+from .settings import Settings
+
+
+def authority(settings: Settings) -> CertificateAuthority:
+    return CertificateAuthority(settings.data_path / "ca")
+
+
+def describe(ca: CertificateAuthority) -> dict[str, Any]:
+    staged = ca.staged
+
+    def role(cert: x509.Certificate) -> str:
+        if cert.serial_number == ca.cert.serial_number:
+            return "signing"
+        return "staged" if staged is not None and cert.serial_number == staged.serial_number else "retired"
+
+    return {
+        "trust_domain": ca.trust_domain,
+        "rotating": staged is not None,
+        "roots": [
+            {
+                "serial": f"{cert.serial_number:x}",
+                "subject": cert.subject.rfc4514_string(),
+                "not_after": cert.not_valid_after_utc.isoformat(),
+                "role": role(cert),
+            }
+            for cert in ca.roots()
+        ],
+    }
+
+
+def act(settings: Settings, action: str) -> dict[str, Any]:
+    """`rotate`: stage a new root (the control plane finishes the rotation); `retire`: stop trusting the roots
+    a finished rotation left behind."""
+    ca = authority(settings)
+    if action == "rotate":
+        ca.stage()
+    elif action == "retire":
+        if ca.staged is not None:
+            raise Conflict("a rotation is under way: retire the old root once the new one signs")
+        ca.retire_old_roots()
+    else:
+        raise InvalidInput(f"unknown CA action {action!r}: use rotate or retire")
+    return describe(ca)

@@ -1,0 +1,47 @@
+"""Declarative stacks, the pure part: spec, loading and validation, dependency graph, plan, rendering.
+
+No database, API or worker here: the platform reads observed objects and the recorded state, calls `plan`, and
+executes the plan's changes in `Plan.layers()` order, recording each finished step with `state.record`.
+
+spec       the models of a stack file and `Stack`, the loaded result
+sources    YAML / JSON / HCL to data with line numbers
+variables  `${var.NAME}` references, defaults, overrides, secrets
+loader     `load`, `load_file`: one validation pass, every error at once (`StackSpecError`)
+checks     references, cycles and rules across resources
+schema     the published JSON Schema
+graph      dependency order (layers) and cycles
+normalise  canonical attributes of wanted and observed resources
+attributes live / restart / replace per attribute
+state      the recorded state and how it is updated
+planner    `plan` and `Plan`
+render     the coloured plan
+"""
+
+from .graph import CycleError
+from .loader import load, load_file
+from .planner import AttributeChange, Change, Drift, Plan, plan
+from .render import render
+from .schema import stack_schema, write_schema
+from .spec import SpecError, Stack, StackSpecError
+from .state import ResourceState, StackState, desired_state, record
+
+__all__ = [
+    "AttributeChange",
+    "Change",
+    "CycleError",
+    "Drift",
+    "Plan",
+    "ResourceState",
+    "SpecError",
+    "Stack",
+    "StackSpecError",
+    "StackState",
+    "desired_state",
+    "load",
+    "load_file",
+    "plan",
+    "record",
+    "render",
+    "stack_schema",
+    "write_schema",
+]

@@ -1,0 +1,360 @@
+"""`plan(desired, state, observed) -> Plan`: a pure diff of the spec against the stack's state refreshed from what
+the platform observes.
+
+For each resource: the recorded state is compared with the observed object (differences are *drift*: made
+outside the stack), then the spec with the observed object (differences are *changes*, each attribute
+classified by `attributes.classify`). A resource the stack recorded but the platform no longer has is created
+again; one removed from the file is deleted when the stack made it (`prevent_destroy` blocks that with an error)
+and forgotten when it was adopted. Replacing a network re-attaches its instances; replacing a volume replaces the
+containers that mount it and re-attaches it to VMs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from . import graph, normalise
+from .attributes import SEVERITY, Effect, classify
+from .spec import Stack, split_address
+from .state import ResourceState, StackState
+from .state import prevent_destroy as effective_prevent_destroy
+
+Action = Literal["create", "update", "restart", "replace", "delete"]
+SYMBOLS: dict[str, str] = {"create": "+", "update": "~", "restart": "~!", "replace": "-/+", "delete": "-"}
+
+
+@dataclass(frozen=True)
+class AttributeChange:
+    name: str
+    before: Any
+    after: Any
+    effect: Effect = "live"
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "before": self.before,
+            "after": self.after,
+            "effect": self.effect,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True)
+class Change:
+    address: str
+    action: Action
+    attributes: tuple[AttributeChange, ...] = ()
+    reason: str | None = None
+    create_before_destroy: bool = False
+    after: tuple[str, ...] = ()  # addresses whose changes in this plan must finish first
+
+    @property
+    def kind(self) -> str:
+        return split_address(self.address)[0]
+
+    @property
+    def name(self) -> str:
+        return split_address(self.address)[1]
+
+    @property
+    def symbol(self) -> str:
+        if self.action == "replace" and self.create_before_destroy:
+            return "+/-"
+        return SYMBOLS[self.action]
+
+    def because(self, effect: Effect) -> list[str]:
+        """The attributes that make this change what it is (`# forces replacement`, needs a restart)."""
+        return [a.name for a in self.attributes if a.effect == effect]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "kind": self.kind,
+            "name": self.name,
+            "action": self.action,
+            "symbol": self.symbol,
+            "attributes": [a.to_json() for a in self.attributes],
+            "forces_replacement": self.because("replace"),
+            "needs_restart": self.because("restart"),
+            "reason": self.reason,
+            "create_before_destroy": self.create_before_destroy,
+            "after": list(self.after),
+        }
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What changed outside the stack: recorded (`before`) against observed (`after`), or the object is gone."""
+
+    address: str
+    attributes: tuple[AttributeChange, ...] = ()
+    gone: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "gone": self.gone, "attributes": [a.to_json() for a in self.attributes]}
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: str
+    base_serial: int  # the state serial the plan was made against: apply refuses it once the state moved on
+    changes: tuple[Change, ...] = ()
+    drift: tuple[Drift, ...] = ()
+    forget: tuple[str, ...] = ()  # state entries to drop without touching the platform
+    errors: tuple[str, ...] = ()
+    adopt: tuple[str, ...] = ()  # addresses recorded as adopted (not made by the stack)
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and not self.forget and not self.adopt
+
+    def exit_code(self) -> int:
+        """`meshvisor plan`: 0 nothing to do, 2 changes pending, 1 the plan cannot be applied."""
+        return 1 if self.errors else 0 if self.empty else 2
+
+    def summary(self) -> str:
+        if self.errors:
+            return f"Plan failed: {len(self.errors)} error(s)."
+        if self.empty:
+            return "No changes. The stack matches its spec."
+        c = self.counts
+        line = f"Plan: {c['add']} to add, {c['change']} to change, {c['destroy']} to destroy."
+        extra = [f"{c['replace']} to replace"] if c["replace"] else []
+        extra += [f"{c['restart']} needing a restart"] if c["restart"] else []
+        extra += [f"{len(self.forget)} to forget"] if self.forget else []
+        return f"{line[:-1]} ({', '.join(extra)})." if extra else line
+
+    def digest(self) -> str:
+        """A stable id for this plan's content: the same spec, state and observations give the same digest."""
+        body = json.dumps(self._body(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "check_index": self.base_serial,
+            "changes": [c.to_json() for c in self.changes],
+            "drift": [d.to_json() for d in self.drift],
+            "forget": list(self.forget),
+            "adopt": list(self.adopt),
+            "errors": list(self.errors),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as the API returns it; `id` and `serial` are the platform's to fill in when it stores it."""
+        return {
+            "format_version": 1,
+            "id": None,
+            "serial": None,
+            "digest": self.digest(),
+            **self._body(),
+            "summary": self.summary(),
+            "counts": dict(self.counts),
+        }
+
+    def layers(self) -> list[list[str]]:
+        """The changes' addresses in steps: each step only waits for earlier ones (its members run in parallel)."""
+        return graph.layers(graph.Graph({c.address: frozenset(c.after) for c in self.changes}))
+
+
+def plan(
+    desired: Stack,
+    state: StackState,
+    observed: Mapping[str, Mapping[str, Any] | None],
+    *,
+    key: bytes = b"",
+    adopt: Iterable[str] = (),
+) -> Plan:
+    """`observed`: address -> the platform's object in its REST shape (None or absent: it does not exist), for
+    every address in the spec or the state. `key`: the platform's key for secret hashes. `adopt`: addresses
+    of existing platform objects to take into the stack instead of refusing to create them again."""
+    adopting = set(adopt)
+    changes: dict[str, Change] = {}
+    drift: list[Drift] = []
+    forget: list[str] = []
+    errors: list[str] = []
+    adopted: list[str] = []
+    wants = {addr: _wanted(desired, addr, key) for addr in desired.resources}
+    for addr in sorted(set(wants) | set(state.resources)):
+        kind = split_address(addr)[0]
+        rec = state.resources.get(addr)
+        obs = observed.get(addr)
+        want = wants.get(addr)
+        secrets = set(desired.secret_paths.get(addr, ())) | set(rec.secret_paths if rec else ())
+        refreshed: dict[str, Any] | None = None
+        if obs is not None:
+            base = rec.attrs if rec else (want or {})
+            refreshed = normalise.mask(normalise.observed(kind, obs, base), secrets, key)
+        if rec is not None:
+            if refreshed is None:
+                drift.append(Drift(addr, gone=True))
+            else:
+                moved = normalise.differing(kind, rec.attrs, refreshed)
+                if moved:
+                    drift.append(Drift(addr, tuple(_attr(n, rec.attrs, refreshed) for n in moved)))
+        elif refreshed is not None:
+            if addr not in adopting:
+                errors.append(
+                    f"{addr} already exists on the platform but not in this stack: adopt it or rename it"
+                )
+                continue
+            adopted.append(addr)
+
+        if want is None:  # in the state only: removed from the file
+            assert rec is not None
+            if refreshed is None or not rec.owned:
+                forget.append(addr)
+            elif rec.prevent_destroy:
+                errors.append(
+                    f"{addr} has prevent_destroy: it cannot be deleted (apply prevent_destroy: false first)"
+                )
+            else:
+                changes[addr] = Change(addr, "delete")
+            continue
+        if refreshed is None:
+            attrs = tuple(AttributeChange(n, None, v) for n, v in want.items() if v is not None)
+            reason = "deleted outside the stack" if rec is not None else None
+            changes[addr] = Change(addr, "create", attrs, reason, _cbd(desired, addr))
+            continue
+        change = _update(desired, addr, want, refreshed, rec, errors)
+        if change is not None:
+            changes[addr] = change
+    _cascade(desired, wants, changes)
+    ordered = _order(desired, wants, state, changes)
+    return Plan(
+        stack=state.name,
+        base_serial=state.serial,
+        changes=ordered,
+        drift=tuple(drift),
+        forget=tuple(forget),
+        errors=tuple(errors),
+        adopt=tuple(adopted),
+        counts=_counts(ordered),
+    )
+
+
+def _wanted(desired: Stack, addr: str, key: bytes) -> dict[str, Any]:
+    kind = split_address(addr)[0]
+    return normalise.mask(normalise.wanted(kind, desired.resources[addr]), desired.secret_paths.get(addr, ()), key)
+
+
+def _attr(
+    name: str, before: Mapping[str, Any], after: Mapping[str, Any], effect: Effect = "live"
+) -> AttributeChange:
+    return AttributeChange(name, before.get(name), after.get(name), effect)
+
+
+def _cbd(desired: Stack, addr: str) -> bool:
+    return desired.resources[addr].lifecycle.create_before_destroy
+
+
+def _update(
+    desired: Stack,
+    addr: str,
+    want: Mapping[str, Any],
+    actual: Mapping[str, Any],
+    rec: ResourceState | None,
+    errors: list[str],
+) -> Change | None:
+    kind = split_address(addr)[0]
+    attrs: list[AttributeChange] = []
+    for name in normalise.differing(kind, want, actual):
+        verdict = classify(kind, name, want, actual)
+        if verdict.error:
+            errors.append(f"{addr}: {name}: {verdict.error}")
+        attrs.append(AttributeChange(name, actual.get(name), want.get(name), verdict.effect, verdict.note))
+    protected = effective_prevent_destroy(desired, addr, rec)
+    if rec is not None:
+        lifecycle = desired.resources[addr].lifecycle
+        for name, now, was in (
+            ("lifecycle.prevent_destroy", protected, rec.prevent_destroy),
+            ("lifecycle.create_before_destroy", lifecycle.create_before_destroy, rec.create_before_destroy),
+        ):
+            if now != was:
+                attrs.append(AttributeChange(name, was, now, "state", "recorded in the stack's state only"))
+    if not attrs:
+        return None
+    worst = max((a.effect for a in attrs), key=SEVERITY.__getitem__)
+    action: Action = {"replace": "replace", "restart": "restart", "live": "update", "state": "update"}[worst]  # type: ignore[assignment]
+    if action == "replace" and protected:
+        forced = ", ".join(a.name for a in attrs if a.effect == "replace")
+        errors.append(f"{addr} has prevent_destroy: replacing it (forced by {forced}) would destroy it")
+    return Change(addr, action, tuple(attrs), None, _cbd(desired, addr))
+
+
+def _cascade(desired: Stack, wants: Mapping[str, Mapping[str, Any]], changes: dict[str, Change]) -> None:
+    """Instances on a replaced network are re-attached; containers mounting a replaced volume are replaced
+    (their mounts are fixed), VMs get the new volume hot-plugged."""
+    replaced = {a for a, c in changes.items() if c.action == "replace" and c.kind in ("network", "volume")}
+    if not replaced:
+        return
+    for addr, want in wants.items():
+        if split_address(addr)[0] != "instance":
+            continue
+        hit = sorted(graph.references("instance", want) & replaced)
+        current = changes.get(addr)
+        if not hit or (current is not None and current.action in ("create", "replace")):
+            continue
+        extra = []
+        for target in hit:
+            field_name = "networks" if target.startswith("network.") else "volumes"
+            effect: Effect = "replace" if field_name == "volumes" and want.get("kind") == "container" else "live"
+            note = f"{target} is replaced: " + ("re-made with it" if effect == "replace" else "re-attached")
+            extra.append(AttributeChange(field_name, want.get(field_name), want.get(field_name), effect, note))
+        attrs = (current.attributes if current else ()) + tuple(extra)
+        worst = max((a.effect for a in attrs), key=SEVERITY.__getitem__)
+        action: Action = "replace" if worst == "replace" else "restart" if worst == "restart" else "update"
+        changes[addr] = Change(addr, action, attrs, current.reason if current else None, _cbd(desired, addr))
+
+
+def _order(
+    desired: Stack, wants: Mapping[str, Mapping[str, Any]], state: StackState, changes: Mapping[str, Change]
+) -> tuple[Change, ...]:
+    """Creates and updates in dependency order of the spec, then deletes in reverse dependency order of the
+    state; each change lists the changes it waits for."""
+    ahead = graph.build(
+        {a: (split_address(a)[0], w) for a, w in wants.items()},
+        {a: desired.resources[a].depends_on for a in wants},
+    )
+    behind = graph.build(
+        {a: (r.kind, r.attrs) for a, r in state.resources.items()},
+        {a: r.depends_on for a, r in state.resources.items()},
+    )
+    users = behind.needed_by()
+    out: list[Change] = []
+    for layer in graph.layers(ahead):
+        for addr in layer:
+            if addr in changes:
+                after = sorted(d for d in ahead.needs[addr] if d in changes and changes[d].action != "delete")
+                out.append(_with_after(changes[addr], after))
+    for layer in graph.reverse_layers(behind):
+        for addr in layer:
+            if addr in changes and changes[addr].action == "delete":
+                after = sorted(u for u in users.get(addr, ()) if u in changes)
+                out.append(_with_after(changes[addr], after))
+    return tuple(out)
+
+
+def _with_after(change: Change, after: list[str]) -> Change:
+    return Change(
+        change.address, change.action, change.attributes, change.reason, change.create_before_destroy, tuple(after)
+    )
+
+
+def _counts(changes: Iterable[Change]) -> dict[str, int]:
+    actions = [c.action for c in changes]
+    replace = actions.count("replace")
+    return {
+        "add": actions.count("create") + replace,
+        "change": actions.count("update") + actions.count("restart"),
+        "destroy": actions.count("delete") + replace,
+        "replace": replace,
+        "restart": actions.count("restart"),
+    }

@@ -28,6 +28,7 @@ from .routers import (
     operations,
     security_groups,
     services,
+    stacks,
     storage_pools,
     volumes,
 )
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         security_groups,
         services,
         mesh_ca,
+        stacks,
         volumes,
         storage_pools,
         hosts,

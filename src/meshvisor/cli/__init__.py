@@ -7,7 +7,7 @@ import logging
 import tarfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -30,7 +30,7 @@ err = Console(stderr=True)
 BUILTIN_IMAGES = ("busybox", "tiny")
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
 
@@ -109,6 +109,32 @@ def _run_worker(settings: Settings, queues: list[str], concurrency: int | None) 
         "--without-mingle",
     ]
     celery.worker_main(argv)
+
+
+@app.command()
+def plan(
+    file: Annotated[Path, typer.Option("-f", "--file", help="the stack file (YAML, JSON or HCL)")],
+    stack: Annotated[str | None, typer.Option(help="the stack's name (default: the file's name)")] = None,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="a variable's value for this run: name=value")
+    ] = None,
+) -> None:
+    """Show what applying the stack file would change. Exit code: 0 nothing to do, 2 changes pending."""
+    from .stacks import file_format, parse_vars, show_plan
+
+    try:
+        text = file.read_text()
+        variables = parse_vars(var or [])
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+    name = stack or file.stem
+    body = {"spec": text, "format": file_format(file), "variables": variables}
+    try:
+        planned = ApiClient(get_settings()).post(f"/v1/stacks/{name}/plan", json=body)
+    except ApiError as exc:
+        _fail(exc.message)
+    show_plan(console, planned)
+    raise typer.Exit(int(planned["exit_code"]))
 
 
 @app.command()

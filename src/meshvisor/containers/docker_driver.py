@@ -54,9 +54,28 @@ class DockerDriver:
 
     # -- finding our containers ---------------------------------------------------------------------------------
     def _find(self, instance_id: str) -> Container | None:
+        """By its name (one inspect call: every container is created under it), checked against its labels; by
+        the labels only when a container of another kind holds the name."""
+        try:
+            named = call(
+                "inspect container",
+                lambda: self._client.containers.get(host_object_name(self.prefix, "ct", instance_id)),
+            )
+        except NotFound:
+            return None
+        if self._ours(named, instance_id):
+            return named
         labels = [f"{LABEL_PREFIX}={self.prefix}", f"{LABEL_ID}={instance_id}", f"{LABEL_ROLE}={ROLE_INSTANCE}"]
         found = call("list containers", lambda: self._client.containers.list(all=True, filters={"label": labels}))
         return found[0] if found else None
+
+    def _ours(self, container: Container, instance_id: str) -> bool:
+        labels = container.labels or {}
+        return (
+            labels.get(LABEL_PREFIX) == self.prefix
+            and labels.get(LABEL_ID) == instance_id
+            and labels.get(LABEL_ROLE) == ROLE_INSTANCE
+        )
 
     def _get(self, instance_id: str) -> Container:
         container = self._find(instance_id)

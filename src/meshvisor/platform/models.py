@@ -201,6 +201,34 @@ class Service(Versioned, Base):
     ingress_port: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
+class Stack(Versioned, Base):
+    """A declarative stack: its recorded state (what it made, as `stacks.StackState` JSON; `serial` grows with
+    every recorded change) and its lock."""
+
+    __tablename__ = "stacks"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_stacks_project_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(64))
+    serial: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    lock_owner: Mapped[str | None] = mapped_column(String(128), default=None)
+    lock_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class StackPlan(Base):
+    """A saved plan: apply executes exactly it, and is refused once the stack's serial moved on."""
+
+    __tablename__ = "stack_plans"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    stack_id: Mapped[str] = mapped_column(String(32), ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
+    base_serial: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class InstanceSecurityGroup(Base):
     """Membership: deleting a group that still has members is refused by the foreign key as well as by code."""
 

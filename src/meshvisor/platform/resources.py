@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import InvalidInput, NotFound, PreconditionFailed
 
-from .models import Image, Instance, Network, SecurityGroup, Service, Volume
+from .models import Image, Instance, Network, SecurityGroup, Service, Stack, Volume
 
-Named = TypeVar("Named", Image, Instance, Network, SecurityGroup, Service, Volume)
+Named = TypeVar("Named", Image, Instance, Network, SecurityGroup, Service, Stack, Volume)
 
 
 def etag(instance: Instance | Image | Network | SecurityGroup | Service | Volume) -> str:

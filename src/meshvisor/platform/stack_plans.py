@@ -1,0 +1,170 @@
+"""Stacks on the platform: a stack file planned against the stack's recorded state, refreshed from what the
+platform observes now (the database rows the reconcile pass keeps true to the drivers), saved so that apply can
+execute exactly that plan. The planning itself is the pure `stacks` package."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.core.names import new_id, validate_name
+
+from . import instances, networks, security_groups, services, stacks, volumes
+from .models import Stack, StackPlan
+from .resources import find_named, get_named, page_by_name
+from .settings import Settings
+
+FORMATS = ("yaml", "json", "hcl")
+KEY_FILE = "stack.key"
+
+
+def secret_key(settings: Settings) -> bytes:
+    """The platform's key for the hashes that stand for secret values in plans and state (made once)."""
+    path = settings.data_path / KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
+def load_spec(text: object, fmt: object, variables: object) -> stacks.Stack:
+    """The stack file, validated whole: every problem in one 400."""
+    if not isinstance(text, str):
+        raise InvalidInput("spec must be the stack file's text")
+    if fmt not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if not isinstance(variables, dict):
+        raise InvalidInput("variables must be an object of name -> value")
+    try:
+        return stacks.load(text, str(fmt), variables)
+    except stacks.StackSpecError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+Reader = Callable[[Session, str, str], dict[str, Any] | None]
+
+
+def _reader(find: Callable[[Session, str, str], Any], show: Callable[[Session, Any], dict[str, Any]]) -> Reader:
+    def read(session: Session, name: str, project: str) -> dict[str, Any] | None:
+        found = find(session, name, project)
+        return show(session, found) if found is not None else None
+
+    return read
+
+
+READERS: Mapping[str, Reader] = {
+    "network": _reader(networks.find, lambda _s, n: networks.to_dict(n)),
+    "security_group": _reader(security_groups.find, security_groups.to_dict),
+    "volume": _reader(volumes.find, lambda s, v: volumes.to_dict(s, v)),
+    "instance": _reader(instances.find, lambda _s, i: instances.to_dict(i)),
+    "service": _reader(services.find, services.to_dict),
+}
+
+
+def observe(session: Session, addresses: list[str], project: str = "default") -> dict[str, dict[str, Any] | None]:
+    """Each address's object as the API shows it now (None: it does not exist)."""
+    found: dict[str, dict[str, Any] | None] = {}
+    for address in addresses:
+        kind, _, name = address.partition(".")
+        reader = READERS.get(kind)
+        found[address] = reader(session, name, project) if reader is not None else None
+    return found
+
+
+def get(session: Session, name: str, project: str = "default") -> Stack:
+    return get_named(session, Stack, name, project)
+
+
+def page(
+    session: Session, limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Stack], str | None]:
+    return page_by_name(session, Stack, limit, cursor, project)
+
+
+def _stack_row(session: Session, name: str, project: str) -> Stack:
+    found = find_named(session, Stack, name, project)
+    if found is not None:
+        return found
+    row = Stack(id=new_id(), project=project, name=name, serial=0, state={}, version=1)
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"stack {name!r} was just made by another request; plan again") from None
+    return row
+
+
+def state_of(row: Stack) -> stacks.StackState:
+    if not row.state:
+        return stacks.StackState(name=row.name, serial=row.serial)
+    return stacks.StackState.from_json({**row.state, "name": row.name, "serial": row.serial})
+
+
+def make_plan(
+    session: Session,
+    settings: Settings,
+    name: str,
+    text: object,
+    fmt: object = "yaml",
+    variables: object = None,
+    adopt: object = None,
+    project: str = "default",
+) -> tuple[StackPlan, stacks.Plan]:
+    """Plan `text` for stack `name` (made, empty, on its first plan) and save the plan. A plan that cannot be
+    applied (a protected resource would go, an object exists outside the stack) is a 400 naming each problem."""
+    validate_name(name, "stack name")
+    spec = load_spec(text, fmt, variables if variables is not None else {})
+    if adopt is not None and (not isinstance(adopt, list) or not all(isinstance(a, str) for a in adopt)):
+        raise InvalidInput("adopt must be a list of resource addresses such as network.front")
+    row = _stack_row(session, name, project)
+    state = state_of(row)
+    addresses = sorted(set(spec.resources) | set(state.resources))
+    observed = observe(session, addresses, project)
+    planned = stacks.plan(spec, state, observed, key=secret_key(settings), adopt=adopt or ())
+    if planned.errors:
+        raise InvalidInput(f"{len(planned.errors)} error(s) in the plan:\n" + "\n".join(planned.errors))
+    saved = StackPlan(id=new_id(), stack_id=row.id, base_serial=row.serial, body=planned.to_json())
+    saved.body = {**saved.body, "id": saved.id, "serial": row.serial}
+    session.add(saved)
+    session.flush()
+    return saved, planned
+
+
+def plan_to_dict(saved: StackPlan, planned: stacks.Plan) -> dict[str, Any]:
+    return {**saved.body, "exit_code": planned.exit_code(), "text": stacks.render(planned).plain}
+
+
+def to_dict(row: Stack) -> dict[str, Any]:
+    state = state_of(row)
+    lock = None
+    if row.lock_owner is not None:
+        expires = row.lock_expires_at.isoformat() if row.lock_expires_at else None
+        lock = {"owner": row.lock_owner, "expires_at": expires}
+    return {
+        "id": row.id,
+        "name": row.name,
+        "project": row.project,
+        "serial": row.serial,
+        "resources": sorted(state.resources),
+        "lock": lock,
+        "created_at": row.created_at.isoformat(),
+        "updated_at": row.updated_at.isoformat(),
+    }
+
+
+def latest_plan(session: Session, row: Stack) -> StackPlan | None:
+    return session.scalar(
+        select(StackPlan).where(StackPlan.stack_id == row.id).order_by(StackPlan.created_at.desc()).limit(1)
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import mesh_latency
 import net_attach
 import net_vxlan
+import stack_plan
 import vm_boot
 import volume_attach
 import xds_push
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     volume_attach.NAME: volume_attach.run,
     mesh_latency.NAME: mesh_latency.run,
     xds_push.NAME: xds_push.run,
+    stack_plan.NAME: stack_plan.run,
 }
 
 

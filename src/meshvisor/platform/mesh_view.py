@@ -15,7 +15,7 @@ from meshvisor.mesh.model import Endpoint, Policy, Service, Sidecar, Upstream
 
 from .models import Host, Instance
 from .models import Service as ServiceRow
-from .services import INBOUND_PORT, INGRESS, addresses
+from .services import INBOUND_PORT, INGRESS, all_addresses
 
 DEFAULT_PROJECT = "default"  # the ingress gateways expose the services of this project
 
@@ -120,11 +120,13 @@ def build_view(
 
 
 def load_view(session: Session, prefix: str) -> MeshView:
-    members = []
-    for i in session.scalars(select(Instance)):
-        if i.mesh:
-            own, sidecar = addresses(session, i.id)
-            members.append(Member(i.id, i.name, i.project, i.kind, i.state, i.host, i.mesh, sidecar, own))
+    meshed = [i for i in session.scalars(select(Instance)) if i.mesh]
+    reached = all_addresses(session, [i.id for i in meshed])
+    members = [
+        Member(i.id, i.name, i.project, i.kind, i.state, i.host, i.mesh, reached[i.id][1], reached[i.id][0])
+        for i in meshed
+        if i.mesh is not None
+    ]
     rows = list(session.scalars(select(ServiceRow)))
     policies = {(s.project, s.name): Policy.from_dict(s.policy) for s in rows}
     exposed = {s.name: s.ingress_port for s in rows if s.ingress_port and s.project == DEFAULT_PROJECT}

@@ -214,14 +214,30 @@ def _callers(session: Session, name: str, project: str) -> list[Instance]:
     ]
 
 
+IN_CHUNK = 500  # ids per `IN (...)`: well below every database's limit on bound parameters
+
+
+def all_addresses(session: Session, instance_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """For each instance: its address on its first network, and its sidecar's own address (a VM's sidecar sits
+    in a namespace of its own on that network; a container's shares the container's address). Few queries."""
+    rows: dict[str, list[NetworkAddress]] = {i: [] for i in instance_ids}
+    for start in range(0, len(instance_ids), IN_CHUNK):
+        chunk = instance_ids[start : start + IN_CHUNK]
+        for row in session.scalars(select(NetworkAddress).where(NetworkAddress.instance_id.in_(chunk))):
+            rows[str(row.instance_id)].append(row)
+    found: dict[str, tuple[str | None, str | None]] = {}
+    for instance_id, held in rows.items():
+        own = sorted(
+            (r for r in held if r.role == "instance"), key=lambda row: interface_order(row.ifname or "eth0")
+        )
+        sidecar = [r.address for r in held if r.role == SIDECAR_ROLE]
+        first = own[0].address if own else None
+        found[instance_id] = (first, sidecar[0] if sidecar else first)
+    return found
+
+
 def addresses(session: Session, instance_id: str) -> tuple[str | None, str | None]:
-    """The instance's address on its first network, and its sidecar's own address (a VM's sidecar sits in a
-    namespace of its own on that network; a container's shares the container's address)."""
-    rows = list(session.scalars(select(NetworkAddress).where(NetworkAddress.instance_id == instance_id)))
-    own = sorted((r for r in rows if r.role == "instance"), key=lambda row: interface_order(row.ifname or "eth0"))
-    sidecar = [r.address for r in rows if r.role == SIDECAR_ROLE]
-    first = own[0].address if own else None
-    return first, sidecar[0] if sidecar else first
+    return all_addresses(session, [instance_id])[instance_id]
 
 
 def mesh_address(session: Session, instance_id: str) -> str | None:
@@ -249,16 +265,43 @@ def allocate_sidecar(session: Session, instance: Instance) -> str:
 
 
 def to_dict(session: Session, service: Service) -> dict[str, Any]:
+    return to_dicts(session, [service])[0]
+
+
+def to_dicts(session: Session, rows: list[Service]) -> list[dict[str, Any]]:
+    """Many services at once: the meshed instances and their addresses are read once, not per service."""
+    members: dict[tuple[str, str], list[Instance]] = {}
+    callers: dict[tuple[str, str], list[str]] = {}
+    for project in {s.project for s in rows}:
+        for i in _meshed(session, project):
+            assert i.mesh is not None
+            members.setdefault((project, str(i.mesh.get("service"))), []).append(i)
+            for upstream in i.mesh.get("upstreams", []):
+                callers.setdefault((project, str(upstream.get("service"))), []).append(i.name)
+    ids = [i.id for s in rows for i in members.get((s.project, s.name), [])]
+    reached = all_addresses(session, ids)
+    return [
+        _public(s, members.get((s.project, s.name), []), callers.get((s.project, s.name), []), reached)
+        for s in rows
+    ]
+
+
+def _public(
+    service: Service,
+    joined: list[Instance],
+    calling: list[str],
+    reached: dict[str, tuple[str | None, str | None]],
+) -> dict[str, Any]:
     members = [
         {
             "instance": i.name,
             "state": i.state,
             "host": i.host,
-            "address": mesh_address(session, i.id),
+            "address": reached.get(i.id, (None, None))[1],
             "port": INBOUND_PORT,
             "version": (i.mesh or {}).get("version"),
         }
-        for i in sorted(_members(session, service.name, service.project), key=lambda i: i.name)
+        for i in sorted(joined, key=lambda i: i.name)
     ]
     return {
         "id": service.id,
@@ -267,7 +310,7 @@ def to_dict(session: Session, service: Service) -> dict[str, Any]:
         "identity": spiffe_id(DEFAULT_TRUST_DOMAIN, service.name),
         "policy": service.policy,
         "members": members,
-        "callers": sorted(i.name for i in _callers(session, service.name, service.project)),
+        "callers": sorted(set(calling)),
         "last_nack": service.last_nack,
         "ingress_port": service.ingress_port,
         "etag": etag(service),

@@ -17,7 +17,7 @@ from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.core.names import new_id, validate_name
 
 from . import instances, networks, security_groups, services, stacks, volumes
-from .models import Stack, StackPlan
+from .models import Instance, Network, SecurityGroup, Service, Stack, StackPlan, Volume
 from .resources import find_named, get_named, page_by_name
 from .settings import Settings
 
@@ -53,33 +53,34 @@ def load_spec(text: object, fmt: object, variables: object) -> stacks.Stack:
         raise InvalidInput(str(exc)) from None
 
 
-Reader = Callable[[Session, str, str], dict[str, Any] | None]
+Shower = Callable[[Session, list[Any]], list[dict[str, Any]]]
 
-
-def _reader(find: Callable[[Session, str, str], Any], show: Callable[[Session, Any], dict[str, Any]]) -> Reader:
-    def read(session: Session, name: str, project: str) -> dict[str, Any] | None:
-        found = find(session, name, project)
-        return show(session, found) if found is not None else None
-
-    return read
-
-
-READERS: Mapping[str, Reader] = {
-    "network": _reader(networks.find, lambda _s, n: networks.to_dict(n)),
-    "security_group": _reader(security_groups.find, security_groups.to_dict),
-    "volume": _reader(volumes.find, lambda s, v: volumes.to_dict(s, v)),
-    "instance": _reader(instances.find, lambda _s, i: instances.to_dict(i)),
-    "service": _reader(services.find, services.to_dict),
+# Per kind: the model, and how the API shows a batch of its rows (a plan reads thousands of them at once).
+KINDS: Mapping[str, tuple[Any, Shower]] = {
+    "network": (Network, lambda _s, rows: [networks.to_dict(r) for r in rows]),
+    "security_group": (SecurityGroup, lambda s, rows: [security_groups.to_dict(s, r) for r in rows]),
+    "volume": (Volume, lambda s, rows: [volumes.to_dict(s, r) for r in rows]),
+    "instance": (Instance, lambda _s, rows: [instances.to_dict(r) for r in rows]),
+    "service": (Service, services.to_dicts),
 }
 
 
 def observe(session: Session, addresses: list[str], project: str = "default") -> dict[str, dict[str, Any] | None]:
-    """Each address's object as the API shows it now (None: it does not exist)."""
-    found: dict[str, dict[str, Any] | None] = {}
+    """Each address's object as the API shows it now (None: it does not exist): a few queries per kind."""
+    found: dict[str, dict[str, Any] | None] = dict.fromkeys(addresses)
+    wanted: dict[str, list[str]] = {}
     for address in addresses:
         kind, _, name = address.partition(".")
-        reader = READERS.get(kind)
-        found[address] = reader(session, name, project) if reader is not None else None
+        if kind in KINDS:
+            wanted.setdefault(kind, []).append(name)
+    for kind, names in wanted.items():
+        model, show = KINDS[kind]
+        rows: list[Any] = []
+        for start in range(0, len(names), services.IN_CHUNK):
+            chunk = names[start : start + services.IN_CHUNK]
+            rows += session.scalars(select(model).where(model.project == project, model.name.in_(chunk)))
+        for row, shown in zip(rows, show(session, rows), strict=True):
+            found[f"{kind}.{row.name}"] = shown
     return found
 
 

@@ -183,7 +183,7 @@ def reconcile_sidecars(rt: Runtime) -> int:
                     stop_sidecar(rt, instance_id)
                     log.warning("reconcile: removed the sidecar of %s", instance_id)
                     changed += 1
-    if rt.settings.host_netns is None:
+    if rt.settings.host_netns is None and rt.settings.xds_socket.exists():  # a control plane to configure it
         try:
             if ensure_ingress(rt):
                 log.warning("reconcile: started the ingress gateway")

@@ -13,7 +13,7 @@ from meshvisor.core.types import InstanceKind
 from meshvisor.mesh.ads import Nack
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Policy
-from meshvisor.platform import instances, services
+from meshvisor.platform import instances, mesh_ca, services
 from meshvisor.platform.control_plane import ControlPlane
 from meshvisor.platform.db import transaction
 from meshvisor.platform.instances import InstanceRequest
@@ -122,3 +122,31 @@ def test_a_staged_root_signs_once_every_connected_sidecar_trusts_it(runtime: Run
     assert plane.apply(view) == with_certs  # then certificates from the new root
     plane.reload_ca()  # its own promotion is no news
     assert plane.apply(view) == 0
+
+
+def test_a_rotation_names_the_sidecars_it_waits_for(
+    runtime: Runtime, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instances.create(
+            s, InstanceRequest("slow", InstanceKind.CONTAINER, "busybox", mesh={"service": "slow", "port": 80})
+        )
+    with runtime.sessions() as s:
+        view = load_view(s, runtime.settings.host_prefix)
+    sidecar = next(n for n, node in view.nodes.items() if node.sidecar.service == "slow")
+    acked: dict[str, str] = {}
+    monkeypatch.setattr(plane.ads, "connected", lambda node: node == sidecar)
+    monkeypatch.setattr(plane.ads, "synced_version", acked.get)
+    plane.apply(view)
+    CertificateAuthority(plane.ca.directory).stage()
+    plane.reload_ca()
+    plane.apply(view)
+    plane.advance_rotation()  # the connected sidecar has not ACKed the wider bundle yet
+    shown = mesh_ca.describe(mesh_ca.authority(runtime.settings))
+    assert shown["rotating"] and shown["waiting_for"] == [sidecar]
+    acked[sidecar] = plane.versions[sidecar]
+    plane.advance_rotation()
+    shown = mesh_ca.describe(mesh_ca.authority(runtime.settings))
+    assert not shown["rotating"] and shown["waiting_for"] == []
+    assert not (plane.ca.directory / mesh_ca.WAITING).exists()

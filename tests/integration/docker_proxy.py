@@ -56,22 +56,30 @@ class DockerProxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
+            ended = [0]  # directions of this pair that have ended (under self._lock)
             for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(src, dst, ended), daemon=True).start()
 
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
+    def _pipe(self, src: socket.socket, dst: socket.socket, ended: list[int]) -> None:
+        """Copy one direction; the second direction to end closes the pair (else every connection the platform
+        ever made would stay open here until the test ends)."""
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
         for sock in (src, dst):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+        with self._lock:
+            ended[0] += 1
+            if ended[0] < 2:
+                return
+            self._conns = [c for c in self._conns if c is not src and c is not dst]
+        src.close()
+        dst.close()
 
 
 __all__ = ["DockerProxy"]

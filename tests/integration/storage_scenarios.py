@@ -380,20 +380,32 @@ def crash_leftovers_are_found_and_cleaned(pool: VolumeDriver, tmp_path: Path) ->
     assert [v.volume_id for v in pool.list()] == [A, B]
 
 
+def hold_open(path: Path) -> subprocess.Popen[bytes]:
+    """Start a qemu-io holding the image's write lock, and return once `qemu-img info` sees the lock. A probe that
+    runs while qemu-io opens the image holds a lock of its own and makes qemu-io fail: then start it again."""
+    for _ in range(100):
+        holder = subprocess.Popen(
+            ["qemu-io", "-f", "qcow2", str(path)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
+        )
+        for _ in range(20):
+            time.sleep(0.05)
+            if holder.poll() is not None:
+                break
+            probe = subprocess.run(["qemu-img", "info", str(path)], capture_output=True, text=True)
+            if "lock" in probe.stderr and holder.poll() is None:
+                return holder
+        holder.kill()
+        holder.wait()
+    raise AssertionError(f"qemu-io never held {path} open")
+
+
 def qcow2_in_use_by_qemu_is_conflict(pool: VolumeDriver, tmp_path: Path) -> None:
     """A running QEMU holds its disk's write lock: copying (clone), resizing, snapshotting or reverting under it
     would read or write a moving target, so each is Conflict and the volume is left as it was."""
     path = Path(pool.create(VolumeSpec(A, 8, "qcow2")).path)
     pool.snapshot(A, "s1")
-    holder = subprocess.Popen(
-        ["qemu-io", "-f", "qcow2", str(path)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL
-    )  # an interactive qemu-io keeps the image open read-write, like a running VM
+    holder = hold_open(path)  # an interactive qemu-io keeps the image open read-write, like a running VM
     try:
-        for _ in range(100):
-            probe = subprocess.run(["qemu-img", "info", str(path)], capture_output=True, text=True)
-            if "lock" in probe.stderr:
-                break
-            time.sleep(0.05)
         calls: list[Callable[[], object]] = [
             lambda: pool.clone(A, B),
             lambda: pool.resize(A, 16),

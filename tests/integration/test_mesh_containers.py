@@ -161,10 +161,10 @@ def test_containers_call_each_other_through_sidecars(platform: Platform, api: ht
         delete(api, "frontend")
         delete(api, "backend")
         drop_network(api, "meshnet", force=True)
+        dropped = [api.delete(f"/v1/services/{name}").status_code for name in ("frontend", "backend")]
     left = [p.name for p in (platform.run_dir / "local" / "sidecars").glob("*")]
     assert left == [f"{platform.prefix}-ingress"]  # only the host's ingress gateway
-    for name in ("frontend", "backend"):
-        assert api.delete(f"/v1/services/{name}").status_code == 204
+    assert dropped == [204] * 2
 
 
 BAD_MESH: list[tuple[dict[str, Any], str]] = [
@@ -269,8 +269,8 @@ def test_canary_split_between_versions(platform: Platform, api: httpx.Client) ->
         for name in ("cb-client", "cb-v1", "cb-v2"):
             delete(api, name)
         drop_network(api, "canary", force=True)
-    for name in ("cb-client", "cb"):
-        assert api.delete(f"/v1/services/{name}").status_code == 204
+        dropped = [api.delete(f"/v1/services/{name}").status_code for name in ("cb-client", "cb")]
+    assert dropped == [204] * 2
 
 
 def test_the_ingress_gateway_exposes_a_service_on_the_host(platform: Platform, api: httpx.Client) -> None:
@@ -373,9 +373,9 @@ def test_ca_rotation_under_traffic_drops_nothing(platform: Platform, api: httpx.
         caller.start()
         response = api.post("/v1/mesh/ca/actions", json={"action": "rotate"})
         assert response.status_code == 202 and response.json()["rotating"], response.text
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while (state := api.get("/v1/mesh/ca").json())["rotating"]:
-            assert time.monotonic() < deadline, state
+            assert time.monotonic() < deadline, f"{state}\n{platform.logs()}"
             time.sleep(0.2)
         new = [r["serial"] for r in state["roots"] if r["role"] == "signing"]
         assert new != old and [r["serial"] for r in state["roots"] if r["role"] == "retired"] == old
@@ -399,5 +399,5 @@ def test_ca_rotation_under_traffic_drops_nothing(platform: Platform, api: httpx.
         for name in ("rot-fe", "rot-be"):
             delete(api, name)
         drop_network(api, "rotate-net", force=True)
-    for name in ("rot-fe", "rot-be"):
-        assert api.delete(f"/v1/services/{name}").status_code == 204
+        dropped = [api.delete(f"/v1/services/{name}").status_code for name in ("rot-fe", "rot-be")]
+    assert dropped == [204, 204]

@@ -117,6 +117,8 @@ def test_readme_volumes_walkthrough_works_as_written(platform: Platform, tiny: s
 
 
 def test_readme_mesh_walkthrough_works_as_written(platform: Platform, tiny: str) -> None:
+    with platform.client() as api:
+        services_before = [s["name"] for s in api.get("/v1/services").json()["items"]]
     done = run_section(platform, "Service mesh", 400)
     out = done.stdout
     assert done.returncode == 0, done.stderr
@@ -131,5 +133,30 @@ def test_readme_mesh_walkthrough_works_as_written(platform: Platform, tiny: str)
     assert "403" in out.split('"allow":["guest"]', 1)[1].split('"allow":["web"]', 1)[0], out
     assert "web" in out.rsplit("cgi-bin", 1)[-1] or "\nweb\n" in out, out
     with platform.client() as api:
-        assert api.get("/v1/services").json()["items"] == []
+        assert [s["name"] for s in api.get("/v1/services").json()["items"]] == services_before  # its own are gone
         assert api.get("/v1/networks").json()["items"] == []
+
+
+def test_readme_stacks_walkthrough_works_as_written(platform: Platform, tiny: str) -> None:
+    done = run_section(platform, "Stacks", 600)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert out.count("Apply complete.") == 4, out + done.stderr  # apply, apply, lift protection, destroy
+    for made in (
+        "network.front created",
+        "instance.guest created",
+        "service.api created",
+        "volume.shared created",
+    ):
+        assert made in out, out
+    assert "No changes." in out and "exit 0" in out, out
+    changed = out.split("No changes.", 1)[1]
+    assert re.search(r"~\s+service\.api", changed) and "1 to change" in changed and "exit 2" in changed, out
+    assert '"splits":{"v1":50,"v2":50}' in out, out
+    assert "prevent_destroy" in done.stderr, done.stderr  # the first destroy is refused
+    assert "instance.guest deleted" in out and "network.back deleted" in out, out
+    assert out.rstrip().endswith("204"), out
+    with platform.client() as api:
+        for kind in ("instances", "networks", "volumes", "security-groups"):
+            assert api.get(f"/v1/{kind}").json()["items"] == [], kind
+        assert api.get("/v1/stacks/stack").status_code == 404

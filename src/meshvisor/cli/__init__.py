@@ -120,21 +120,77 @@ def plan(
     ] = None,
 ) -> None:
     """Show what applying the stack file would change. Exit code: 0 nothing to do, 2 changes pending."""
-    from .stacks import file_format, parse_vars, show_plan
+    from .stacks import show_plan
 
-    try:
-        text = file.read_text()
-        variables = parse_vars(var or [])
-    except (OSError, ValueError) as exc:
-        _fail(str(exc))
-    name = stack or file.stem
-    body = {"spec": text, "format": file_format(file), "variables": variables}
+    name, body = stack or file.stem, _stack_body(file, var)
     try:
         planned = ApiClient(get_settings()).post(f"/v1/stacks/{name}/plan", json=body)
     except ApiError as exc:
         _fail(exc.message)
     show_plan(console, planned)
     raise typer.Exit(int(planned["exit_code"]))
+
+
+@app.command()
+def apply(
+    file: Annotated[Path, typer.Option("-f", "--file", help="the stack file (YAML, JSON or HCL)")],
+    stack: Annotated[str | None, typer.Option(help="the stack's name (default: the file's name)")] = None,
+    var: Annotated[
+        list[str] | None, typer.Option("--var", help="a variable's value for this run: name=value")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="apply without asking")] = False,
+) -> None:
+    """Plan the stack file, show the plan, and (once confirmed) carry it out, step by step."""
+    _plan_and_apply(stack or file.stem, _stack_body(file, var), yes)
+
+
+@app.command()
+def destroy(
+    stack: Annotated[str, typer.Option(help="the stack's name")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="destroy without asking")] = False,
+) -> None:
+    """Delete everything the stack owns, in reverse dependency order."""
+    _plan_and_apply(stack, {"destroy": True}, yes)
+
+
+def _stack_body(file: Path, var: list[str] | None) -> dict[str, Any]:
+    """The plan request for a stack file and `--var` overrides."""
+    from .stacks import file_format, parse_vars
+
+    try:
+        return {"spec": file.read_text(), "format": file_format(file), "variables": parse_vars(var or [])}
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
+    from .stacks import show_plan, show_progress
+
+    client = ApiClient(get_settings())
+    try:
+        planned = client.post(f"/v1/stacks/{name}/plan", json=body)
+    except ApiError as exc:
+        _fail(exc.message)
+    show_plan(console, planned)
+    if planned["exit_code"] == 0:
+        raise typer.Exit(0)
+    if not yes and not typer.confirm("Apply these changes?", default=False):
+        _fail("not applied")
+    try:
+        accepted = client.post(f"/v1/stacks/{name}/apply", json={"plan": planned["id"]})
+    except ApiError as exc:
+        _fail(exc.message)
+    op_id, shown = accepted["operation"]["id"], 0
+    while True:
+        op = client.get(f"/v1/operations/{op_id}/wait", params={"timeout": 1})
+        for entry in op["params"].get("progress", [])[shown:]:
+            show_progress(console, entry)
+        shown = len(op["params"].get("progress", []))
+        if op["status"] in ("succeeded", "failed", "cancelled"):
+            break
+    if op["status"] != "succeeded":
+        _fail(f"apply {op['status']}: {op.get('error')}")
+    console.print("[green]Apply complete.[/green]")
 
 
 @app.command()

@@ -33,4 +33,28 @@ def show_plan(console: Console, plan: dict[str, Any]) -> None:
         sign = line.strip().split(" ", 1)[0] if line.strip() else ""
         style = STYLES.get(sign[:1]) if sign in ("+", "~", "~!", "-/+", "+/-", "-") else None
         console.print(Text(line, style=style or ""))
-    console.print(Text(str(plan.get("summary", "")), style="bold"))
+    summary = str(plan.get("summary", ""))
+    if summary not in str(plan.get("text", "")):
+        console.print(Text(summary, style="bold"))
+
+
+DONE_WORDS = {
+    "create": "created",
+    "update": "updated",
+    "restart": "updated",
+    "replace": "replaced",
+    "delete": "deleted",
+}
+
+
+def show_progress(console: Console, entry: dict[str, Any]) -> None:
+    """One step of an apply as it ends."""
+    address, action, status = entry["address"], entry["action"], entry["status"]
+    if status == "done":
+        console.print(Text.assemble(("✓ ", "green"), f"{address} {DONE_WORDS.get(action, action)}"))
+    elif status == "failed":
+        console.print(Text.assemble(("✗ ", "red"), f"{address}: {entry.get('error')}"))
+    elif status == "skipped":
+        console.print(Text.assemble(("- ", "yellow"), f"{address}: {entry.get('error')}"))
+    else:
+        console.print(Text(f"… {address}: {action}", style="dim"))

@@ -145,6 +145,7 @@ class Observed:
     exit_code: int | None = None
     cpus: float | None = None
     memory_mb: int | None = None
+    reason: str | None = None  # why it is in this state, where the host says (a guest that shut itself down)
 
 
 @dataclass(frozen=True)

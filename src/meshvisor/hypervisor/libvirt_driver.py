@@ -135,7 +135,7 @@ class LibvirtDriver:
         return dom
 
     def _observed(self, instance_id: str, dom: libvirt.virDomain) -> Observed:
-        state, _reason = call("domain state", lambda: dom.state())
+        state, detail = call("domain state", lambda: dom.state())
         info = call("domain info", lambda: dom.info())  # [state, maxMem KiB, mem KiB, vcpus, cpuTime]
         active = dom.isActive()
         vcpus = info[3] if active else call("vcpus", lambda: dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG))
@@ -145,6 +145,7 @@ class LibvirtDriver:
             state=_STATES.get(state, InstanceState.ERROR),
             cpus=float(vcpus),
             memory_mb=int(info[2]) // 1024,
+            reason=_STATE_REASONS.get((state, detail)),
         )
 
     # -- the verbs ----------------------------------------------------------------------------------------------
@@ -543,17 +544,51 @@ def _snapshot(snap: libvirt.virDomainSnapshot) -> Snapshot:
     )
 
 
+# Why a domain is in its state, in the same words whether a lifecycle event told (event, detail) or polling saw
+# it (dom.state(): state, reason), whichever comes first.
+_WHY = [
+    (
+        "the guest shut down",
+        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN),
+        (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN),
+    ),
+    (
+        "powered off",
+        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED),
+        (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED),
+    ),
+    (
+        "the guest crashed",
+        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED),
+        (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED),
+    ),
+    (
+        "QEMU failed",
+        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
+        (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_FAILED),
+    ),
+    (
+        "paused",
+        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED),
+        (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER),
+    ),
+    (
+        "paused on an I/O error",
+        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR),
+        (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR),
+    ),
+    (
+        "the guest panicked",
+        (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED),
+        (libvirt.VIR_DOMAIN_CRASHED, libvirt.VIR_DOMAIN_CRASHED_PANICKED),
+    ),
+]
+_EVENT_REASONS = {event: why for why, event, _ in _WHY}
+_STATE_REASONS = {state: why for why, _, state in _WHY}
+
+
 def _reason(event: int, detail: int) -> str:
-    names = {
-        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN): "the guest shut down",
-        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED): "powered off",
-        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED): "the guest crashed",
-        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED): "QEMU failed",
-        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED): "paused",
-        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR): "paused on an I/O error",
-        (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED): "the guest panicked",
-    }
-    return names.get((event, detail), f"event {event}/{detail}")
+    return _EVENT_REASONS.get((event, detail), f"event {event}/{detail}")
 
 
 __all__ = ["EventCallback", "LibvirtDriver"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 
+from .announce import announce
 from .names import bridge_name, validate_id, veth_name
 from .netlink import (
     Msg,
@@ -149,7 +150,8 @@ def attach_namespace(
             hv, peer = get_link(host, host_name), get_link(guest, ifname)
         _converge_host_end(host, hv, host_name, bridge["index"], mtu)
         _converge_guest(guest, peer, ifname, mac, mtu, interface, str(gw) if default_route else None)
-        return Attachment(host_name, hv["index"], br_name, ifname, mac, str(interface))
+    announce(target_path, ifname, mac, str(interface.ip))
+    return Attachment(host_name, hv["index"], br_name, ifname, mac, str(interface))
 
 
 def detach(prefix: str, attachment_id: str, netns: str | None = None) -> None:

@@ -21,6 +21,7 @@ from meshvisor.mesh import resources
 from meshvisor.mesh.ads import AdsServer, Nack
 from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert
 
+from . import mesh_ca
 from .db import transaction
 from .mesh_view import MeshView, load_view
 from .models import Instance, Service
@@ -64,6 +65,7 @@ class ControlPlane:
         self._trusting_staged: set[str] = set()  # nodes whose pushed config trusts the staged root
         self._uses_certs: set[str] = set()  # nodes whose config has secrets (an idle ingress has none)
         self._rotation_logged = 0.0
+        self._waiting_reported: list[str] | None = None
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -125,6 +127,7 @@ class ControlPlane:
             and self.ads.connected(node)
             and (node not in self._trusting_staged or self.ads.synced_version(node) != version)
         ]
+        self._report_waiting(waiting)
         if waiting:
             now = time.monotonic()
             if now - self._rotation_logged > 5:
@@ -140,10 +143,18 @@ class ControlPlane:
                 )
             return
         self.ca.promote()
+        self._report_waiting([])
         self._certs.clear()
         self._trusting_staged.clear()
         self._ca_state = self.ca.state()
         log.info("CA rotation: the new root signs now")
+
+    def _report_waiting(self, waiting: list[str]) -> None:
+        """Tell the API which sidecars a rotation waits for (`GET /v1/mesh/ca`), when that changes."""
+        report = sorted(waiting)
+        if report != self._waiting_reported:
+            mesh_ca.write_waiting(self.ca.directory, report)
+            self._waiting_reported = report
 
     def apply(self, view: MeshView) -> int:
         changed = 0

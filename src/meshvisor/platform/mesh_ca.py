@@ -4,6 +4,8 @@ to the new root once every sidecar trusts it."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -18,6 +20,27 @@ def authority(settings: Settings) -> CertificateAuthority:
     return CertificateAuthority(settings.data_path / "ca")
 
 
+WAITING = "rotation-waiting.json"  # written by the control plane: the sidecars a rotation waits for
+
+
+def write_waiting(directory: Path, nodes: list[str]) -> None:
+    target = directory / WAITING
+    if not nodes:
+        target.unlink(missing_ok=True)
+        return
+    partial = target.with_suffix(".tmp")
+    partial.write_text(json.dumps(nodes))
+    partial.replace(target)
+
+
+def waiting_for(directory: Path) -> list[str]:
+    try:
+        found = json.loads((directory / WAITING).read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [str(n) for n in found] if isinstance(found, list) else []
+
+
 def describe(ca: CertificateAuthority) -> dict[str, Any]:
     staged = ca.staged
 
@@ -29,6 +52,7 @@ def describe(ca: CertificateAuthority) -> dict[str, Any]:
     return {
         "trust_domain": ca.trust_domain,
         "rotating": staged is not None,
+        "waiting_for": waiting_for(ca.directory) if staged is not None else [],
         "roots": [
             {
                 "serial": f"{cert.serial_number:x}",

@@ -215,6 +215,7 @@ class Stack(Versioned, Base):
     state: Mapped[dict[str, Any]] = mapped_column(default=dict)
     lock_owner: Mapped[str | None] = mapped_column(String(128), default=None)
     lock_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    operation_id: Mapped[str | None] = mapped_column(String(32), default=None)  # the apply that holds the lock
 
 
 class StackPlan(Base):
@@ -226,6 +227,7 @@ class StackPlan(Base):
     stack_id: Mapped[str] = mapped_column(String(32), ForeignKey("stacks.id", ondelete="CASCADE"), index=True)
     base_serial: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sealed: Mapped[str | None] = mapped_column(Text, default=None)  # the stack file, encrypted (secrets in it)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

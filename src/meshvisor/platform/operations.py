@@ -17,10 +17,10 @@ from meshvisor.core.names import new_id
 from meshvisor.core.types import OperationStatus
 
 from . import events
-from .models import Image, Instance, Network, Operation, Volume, utcnow
+from .models import Image, Instance, Network, Operation, Stack, Volume, utcnow
 
 HOST_BOUND = ("instance", "volume")  # resources that live on one host: their operations run there
-Lockable = type[Instance] | type[Image] | type[Network] | type[Volume]
+Lockable = type[Instance] | type[Image] | type[Network] | type[Volume] | type[Stack]
 
 
 def new_operation(
@@ -187,7 +187,13 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def model_of(resource_type: str) -> Lockable:
-    models: dict[str, Lockable] = {"instance": Instance, "image": Image, "network": Network, "volume": Volume}
+    models: dict[str, Lockable] = {
+        "instance": Instance,
+        "image": Image,
+        "network": Network,
+        "volume": Volume,
+        "stack": Stack,
+    }
     return models[resource_type]
 
 

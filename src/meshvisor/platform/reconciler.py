@@ -27,11 +27,12 @@ from .instance_steps import (
     start_instance,
     take_snapshot,
 )
-from .models import Image, Instance, Network, Operation, Volume
+from .models import Image, Instance, Network, Operation, Stack, Volume
 from .network_steps import create_network, remove_network, remove_orphan_links, sync_networks
 from .runtime import Runtime
 from .security_steps import sync_security
 from .sidecar_steps import reconcile_sidecars
+from .stack_apply import apply_stack
 from .volume_steps import (
     attach_volume,
     create_volume,
@@ -94,6 +95,8 @@ def _fail(rt: Runtime, op: Operation, message: str) -> OperationStatus:
         else:
             model = operations.model_of(op.resource_type)
             target = s.get(model, op.resource_id)
+            if isinstance(target, Stack):
+                operations.unlock(s, Stack, op.resource_id, op.id)
             if isinstance(target, Image | Network | Volume):
                 if op.action in ("create", "delete"):
                     target.state, target.error = "error", message
@@ -133,6 +136,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("image", "create"): create_image,
     ("image", "push"): push_image,
     ("image", "delete"): delete_image,
+    ("stack", "apply"): apply_stack,
 }
 
 
@@ -167,7 +171,11 @@ def reconcile(rt: Runtime) -> dict[str, int]:
                     set_state(s, instance, InstanceState.ERROR, f"its {host_object(kind)} is gone from the host")
                 else:
                     set_state(
-                        s, instance, seen.state, instance.error if seen.state is InstanceState.ERROR else None
+                        s,
+                        instance,
+                        seen.state,
+                        instance.error if seen.state is InstanceState.ERROR else None,
+                        reason=seen.reason,
                     )
                 changed += instance.state != before
         for instance_id in set(observed) - all_ids:  # a driver may be shared by simulated hosts

@@ -4,16 +4,20 @@ execute exactly that plan. The planning itself is the pure `stacks` package."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id, validate_name
 
 from . import instances, networks, security_groups, services, stacks, volumes
@@ -37,6 +41,32 @@ def secret_key(settings: Settings) -> bytes:
         with os.fdopen(fd, "wb") as out:
             out.write(secrets.token_bytes(32))
     return path.read_bytes()
+
+
+def _fernet(settings: Settings) -> Fernet:
+    derived = hashlib.sha256(b"meshvisor stack seal\0" + secret_key(settings)).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+def seal(settings: Settings, source: dict[str, Any]) -> str:
+    """A saved plan's stack file, variables included, encrypted: the worker needs the secret values to apply it,
+    and nobody reading the database should see them."""
+    return _fernet(settings).encrypt(json.dumps(source).encode()).decode()
+
+
+def unseal(settings: Settings, sealed: str) -> dict[str, Any]:
+    try:
+        found: dict[str, Any] = json.loads(_fernet(settings).decrypt(sealed.encode()))
+    except InvalidToken:
+        raise InvalidInput("the saved plan cannot be read with this platform's key: plan again") from None
+    return found
+
+
+def spec_of(source: Mapping[str, Any]) -> stacks.Stack:
+    """The stack a saved plan was made for (a destroy plan's is empty)."""
+    if source.get("destroy"):
+        return stacks.Stack(resources={})
+    return load_spec(source["text"], source["format"], source["variables"])
 
 
 def load_spec(text: object, fmt: object, variables: object) -> stacks.Stack:
@@ -122,25 +152,48 @@ def make_plan(
     variables: object = None,
     adopt: object = None,
     project: str = "default",
+    destroy: bool = False,
 ) -> tuple[StackPlan, stacks.Plan]:
     """Plan `text` for stack `name` (made, empty, on its first plan) and save the plan. A plan that cannot be
-    applied (a protected resource would go, an object exists outside the stack) is a 400 naming each problem."""
+    applied (a protected resource would go, an object exists outside the stack) is a 400 naming each problem.
+    `destroy`: plan the removal of everything the stack owns (the file is not needed)."""
     validate_name(name, "stack name")
-    spec = load_spec(text, fmt, variables if variables is not None else {})
+    variables = variables if variables is not None else {}
+    if destroy:
+        source: dict[str, Any] = {"destroy": True}
+        if find_named(session, Stack, name, project) is None:
+            raise NotFound(f"stack {name!r} not found")
+    else:
+        load_spec(text, fmt, variables)  # every problem in the file, before anything else
+        source = {"text": text, "format": fmt, "variables": variables}
+    spec = spec_of(source)
     if adopt is not None and (not isinstance(adopt, list) or not all(isinstance(a, str) for a in adopt)):
         raise InvalidInput("adopt must be a list of resource addresses such as network.front")
     row = _stack_row(session, name, project)
-    state = state_of(row)
-    addresses = sorted(set(spec.resources) | set(state.resources))
-    observed = observe(session, addresses, project)
-    planned = stacks.plan(spec, state, observed, key=secret_key(settings), adopt=adopt or ())
+    planned = plan_for(session, settings, row, spec, adopt or ())
     if planned.errors:
         raise InvalidInput(f"{len(planned.errors)} error(s) in the plan:\n" + "\n".join(planned.errors))
-    saved = StackPlan(id=new_id(), stack_id=row.id, base_serial=row.serial, body=planned.to_json())
+    saved = StackPlan(
+        id=new_id(),
+        stack_id=row.id,
+        base_serial=row.serial,
+        body=planned.to_json(),
+        sealed=seal(settings, source),
+    )
     saved.body = {**saved.body, "id": saved.id, "serial": row.serial}
     session.add(saved)
     session.flush()
     return saved, planned
+
+
+def plan_for(
+    session: Session, settings: Settings, row: Stack, spec: stacks.Stack, adopt: Iterable[str] = ()
+) -> stacks.Plan:
+    """`spec` planned against the stack's state, refreshed from what the platform shows now."""
+    state = state_of(row)
+    addresses = sorted(set(spec.resources) | set(state.resources))
+    observed = observe(session, addresses, row.project)
+    return stacks.plan(spec, state, observed, key=secret_key(settings), adopt=adopt)
 
 
 def plan_to_dict(saved: StackPlan, planned: stacks.Plan) -> dict[str, Any]:
@@ -150,9 +203,9 @@ def plan_to_dict(saved: StackPlan, planned: stacks.Plan) -> dict[str, Any]:
 def to_dict(row: Stack) -> dict[str, Any]:
     state = state_of(row)
     lock = None
-    if row.lock_owner is not None:
+    if row.operation_id is not None:  # held by an apply; it expires unless the apply goes on recording steps
         expires = row.lock_expires_at.isoformat() if row.lock_expires_at else None
-        lock = {"owner": row.lock_owner, "expires_at": expires}
+        lock = {"owner": row.lock_owner, "expires_at": expires, "operation": row.operation_id}
     return {
         "id": row.id,
         "name": row.name,

@@ -267,6 +267,16 @@ def test_plan_json() -> None:
     json.dumps(data)
 
 
+def test_a_saved_plan_reads_back_as_the_same_plan() -> None:
+    for p in (
+        replan(spec(("instances.box.cpus", 2), ("networks.extra", {"cidr": "10.210.3.0/24"}))),
+        replan(spec(("instances.app.image", "x"), ("volumes.disk", None), ("instances.vm.volumes", []))),
+        replan("{}"),
+    ):
+        again = Plan.from_json(json.loads(json.dumps(p.to_json())))
+        assert again == p and again.digest() == p.digest() and again.layers() == p.layers()
+
+
 def test_rendering_colours() -> None:
     p = replan(
         spec(

@@ -2,23 +2,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from meshvisor.platform import stack_plans
+from meshvisor.platform import operations, stack_apply, stack_plans
 from meshvisor.platform.db import transaction
 
-from ..deps import RuntimeDep, SessionDep, TokenDep
+from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, Strict
 
 router = APIRouter(prefix="/v1/stacks", tags=["stacks"], responses=ERRORS)
 
 
 class PlanRequest(Strict):
-    spec: str = Field(description="the stack file's text")
+    spec: str = Field(default="", description="the stack file's text")
     format: str = Field(default="yaml", description="yaml, json or hcl")
     variables: dict[str, Any] = Field(default_factory=dict, description="per-run values of the file's variables")
     adopt: list[str] = Field(default_factory=list, description="addresses of existing objects to take in")
+    destroy: bool = Field(default=False, description="plan the removal of everything the stack owns")
+
+
+class ApplyRequest(Strict):
+    plan: str = Field(description="the id of a saved plan of this stack")
 
 
 class StackPublic(BaseModel):
@@ -44,9 +49,27 @@ def plan_stack(name: str, body: PlanRequest, rt: RuntimeDep, _: TokenDep) -> dic
     against `serial` (apply refuses it once the stack moved on). `exit_code`: 0 no changes, 2 changes."""
     with transaction(rt.sessions) as s:
         saved, planned = stack_plans.make_plan(
-            s, rt.settings, name, body.spec, body.format, body.variables, body.adopt
+            s, rt.settings, name, body.spec, body.format, body.variables, body.adopt, destroy=body.destroy
         )
         return stack_plans.plan_to_dict(saved, planned)
+
+
+@router.post("/{name}/apply", status_code=202)
+def apply_stack(name: str, body: ApplyRequest, rt: RuntimeDep, dispatch: DispatchDep, token: TokenDep) -> Response:
+    """Carry out a saved plan (an operation that holds the stack's lock; its `params.progress` lists each
+    resource's step as it goes). 409 when the stack changed since the plan, or another apply holds the lock."""
+    with transaction(rt.sessions) as s:
+        row, op = stack_apply.request_apply(s, name, body.plan, f"token {token.name}")
+        public = {"operation": operations.to_dict(op), "stack": stack_plans.to_dict(row)}
+    return dispatch.accepted(op, public)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_stack(name: str, rt: RuntimeDep, _: TokenDep) -> Response:
+    """Forget a stack that owns nothing (409 while it owns resources: destroy it first)."""
+    with transaction(rt.sessions) as s:
+        stack_apply.delete_stack(s, name)
+    return Response(status_code=204)
 
 
 @router.get("", response_model=StackPage)

@@ -159,6 +159,45 @@ class Plan:
             "counts": dict(self.counts),
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        """A saved plan, as `to_json` wrote it (apply executes exactly what was shown)."""
+        changes = tuple(
+            Change(
+                c["address"],
+                c["action"],
+                tuple(
+                    AttributeChange(a["name"], a["before"], a["after"], a["effect"], a["note"])
+                    for a in c["attributes"]
+                ),
+                c["reason"],
+                c["create_before_destroy"],
+                tuple(c["after"]),
+            )
+            for c in data["changes"]
+        )
+        drift = tuple(
+            Drift(
+                d["address"],
+                tuple(
+                    AttributeChange(a["name"], a["before"], a["after"], a["effect"], a["note"])
+                    for a in d["attributes"]
+                ),
+                d["gone"],
+            )
+            for d in data["drift"]
+        )
+        return cls(
+            stack=data["stack"],
+            base_serial=data["check_index"],
+            changes=changes,
+            drift=drift,
+            forget=tuple(data["forget"]),
+            errors=tuple(data["errors"]),
+            adopt=tuple(data["adopt"]),
+            counts=_counts(changes),
+        )
+
     def layers(self) -> list[list[str]]:
         """The changes' addresses in steps: each step only waits for earlier ones (its members run in parallel)."""
         return graph.layers(graph.Graph({c.address: frozenset(c.after) for c in self.changes}))

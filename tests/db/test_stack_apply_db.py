@@ -1,0 +1,184 @@
+"""Stack apply over the fake compute driver and a real database (SQLite and PostgreSQL): a saved plan carried out
+by the worker's handler, each step recorded, re-planning to nothing, the check-index and the lock, a failed step
+that stops only what waits for it, destroy, and a no-op apply that calls no driver."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from meshvisor.core.errors import Conflict, NotFound
+from meshvisor.core.types import InstanceKind, OperationStatus
+from meshvisor.platform import operations, reconciler, stack_apply, stack_plans
+from meshvisor.platform.db import transaction
+from meshvisor.platform.models import Instance, SecurityGroup, Service, Stack
+from meshvisor.platform.runtime import Runtime
+
+from .conftest import add_ready_image
+
+SERVE = '["sh", "-c", "trap \'exit 0\' TERM; while :; do sleep 1 & wait $!; done"]'
+
+
+def stack_file(cpus: float = 1, image: str = "busybox", policy_timeout: int = 2000, extra: str = "") -> str:
+    return f"""
+security_groups:
+  web:
+    description: web traffic
+    rules: [{{direction: ingress, protocol: tcp, port_min: 8080}}]
+services:
+  api:
+    policy: {{timeout_ms: {policy_timeout}}}
+instances:
+  app:
+    image: {image}
+    cpus: {cpus}
+    command: {SERVE}
+    security_groups: [web]
+  helper:
+    image: busybox
+    command: {SERVE}
+    depends_on: [instance.app]
+{extra}"""
+
+
+def plan(rt: Runtime, text: str = "", destroy: bool = False) -> dict[str, Any]:
+    with transaction(rt.sessions) as s:
+        saved, planned = stack_plans.make_plan(s, rt.settings, "demo", text, destroy=destroy)
+        return stack_plans.plan_to_dict(saved, planned)
+
+
+def apply(rt: Runtime, plan_id: str) -> dict[str, Any]:
+    with transaction(rt.sessions) as s:
+        _, op = stack_apply.request_apply(s, "demo", plan_id, "test")
+        op_id = op.id
+    reconciler.run_operation(rt, op_id)
+    with rt.sessions() as s:
+        return operations.to_dict(operations.get(s, op_id))
+
+
+def stack(rt: Runtime) -> Stack:
+    with rt.sessions() as s:
+        row = stack_plans.get(s, "demo")
+        s.expunge(row)
+        return row
+
+
+def test_apply_records_each_step_and_replans_to_nothing(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    first = plan(runtime, stack_file())
+    assert first["exit_code"] == 2
+    done = apply(runtime, first["id"])
+    assert done["status"] == "succeeded", done
+    progress = [(p["address"], p["status"]) for p in done["params"]["progress"] if p["status"] != "started"]
+    assert sorted(progress) == sorted(
+        (a, "done") for a in ("security_group.web", "service.api", "instance.app", "instance.helper")
+    )
+    order = [p["address"] for p in done["params"]["progress"] if p["status"] == "done"]
+    assert order.index("instance.app") < order.index("instance.helper")  # depends_on
+    row = stack(runtime)
+    state = stack_plans.state_of(row)
+    assert sorted(state.resources) == ["instance.app", "instance.helper", "security_group.web", "service.api"]
+    assert all(entry.id for entry in state.resources.values())  # the platform's ids are recorded
+    assert row.operation_id is None and row.serial == 4  # lock released; one recorded step per resource
+    with runtime.sessions() as s:
+        app = s.query(Instance).filter_by(name="app").one()
+        assert app.state == "running" and app.security_groups == ["web"]
+        assert s.query(Service).filter_by(name="api").one().policy == {"timeout_ms": 2000}
+    again = plan(runtime, stack_file())
+    assert again["exit_code"] == 0 and again["changes"] == [], again["text"]
+
+    with pytest.raises(Conflict, match="changed since this plan"), transaction(runtime.sessions) as s:
+        stack_apply.request_apply(s, "demo", first["id"], "test")  # check-index: the stack moved on
+
+    changed = plan(runtime, stack_file(cpus=0.5, policy_timeout=3000))
+    assert {c["address"]: c["action"] for c in changed["changes"]} == {
+        "instance.app": "update",
+        "service.api": "update",
+    }
+    assert apply(runtime, changed["id"])["status"] == "succeeded"
+    driver = runtime.compute(InstanceKind.CONTAINER)
+    with runtime.sessions() as s:
+        app = s.query(Instance).filter_by(name="app").one()
+        observed = driver.inspect(app.id)
+        assert observed is not None and observed.cpus == 0.5
+        assert s.query(Service).filter_by(name="api").one().policy == {"timeout_ms": 3000}
+    assert plan(runtime, stack_file(cpus=0.5, policy_timeout=3000))["exit_code"] == 0
+
+    gone = plan(runtime, destroy=True)
+    assert {c["action"] for c in gone["changes"]} == {"delete"} and len(gone["changes"]) == 4
+    assert apply(runtime, gone["id"])["status"] == "succeeded"
+    assert stack_plans.state_of(stack(runtime)).resources == {}
+    assert driver.observe() == []
+    with runtime.sessions() as s:
+        assert s.query(Instance).count() == 0 and s.query(SecurityGroup).count() == 0
+        assert s.query(Service).count() == 0
+    with transaction(runtime.sessions) as s:
+        stack_apply.delete_stack(s, "demo")
+    with pytest.raises(NotFound), runtime.sessions() as s:
+        stack_plans.get(s, "demo")
+
+
+def test_a_failed_step_stops_what_waits_for_it_and_keeps_the_rest(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    planned = plan(runtime, stack_file(image="no-such-image"))
+    done = apply(runtime, planned["id"])
+    assert done["status"] == "failed"
+    assert "instance.app: image 'no-such-image' not found" in done["error"], done["error"]
+    assert "instance.helper: not applied: it waits for instance.app" in done["error"], done["error"]
+    state = stack_plans.state_of(stack(runtime))
+    assert sorted(state.resources) == ["security_group.web", "service.api"]  # what was done is kept
+    assert stack(runtime).operation_id is None
+    with runtime.sessions() as s:
+        assert s.query(Instance).count() == 0
+    fixed = plan(runtime, stack_file())
+    assert sorted(c["address"] for c in fixed["changes"]) == ["instance.app", "instance.helper"]
+    assert apply(runtime, fixed["id"])["status"] == "succeeded"
+    assert plan(runtime, stack_file())["exit_code"] == 0
+    assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"
+
+
+def test_the_lock_has_an_owner_and_expires(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    planned = plan(runtime, stack_file())
+    with transaction(runtime.sessions) as s:
+        _, held = stack_apply.request_apply(s, "demo", planned["id"], "token alice")
+    shown = stack_plans.to_dict(stack(runtime))
+    assert shown["lock"]["owner"] == "token alice" and shown["lock"]["operation"] == held.id
+    with pytest.raises(Conflict, match="locked by token alice"), transaction(runtime.sessions) as s:
+        stack_apply.request_apply(s, "demo", planned["id"], "token bob")
+    with pytest.raises(Conflict, match="being applied|still owns"), transaction(runtime.sessions) as s:
+        stack_apply.delete_stack(s, "demo")
+    with transaction(runtime.sessions) as s:  # the worker holding it died for good: the lock runs out
+        row = stack_plans.get(s, "demo")
+        row.lock_expires_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    with transaction(runtime.sessions) as s:
+        _, taken = stack_apply.request_apply(s, "demo", planned["id"], "token bob")
+        taken_id = taken.id
+    with runtime.sessions() as s:
+        old = operations.get(s, held.id)
+        assert old.status == "failed" and "lock expired" in (old.error or "")
+    reconciler.run_operation(runtime, held.id)  # a late delivery of the old apply does nothing
+    assert reconciler.run_operation(runtime, taken_id) is OperationStatus.SUCCEEDED
+    assert stack(runtime).operation_id is None and stack_plans.to_dict(stack(runtime))["lock"] is None
+    with pytest.raises(NotFound, match="plan 'nope'"), transaction(runtime.sessions) as s:
+        stack_apply.request_apply(s, "demo", "nope", "test")
+    assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"
+
+
+def test_a_no_op_apply_calls_no_driver(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_ready_image(runtime)
+    assert apply(runtime, plan(runtime, stack_file())["id"])["status"] == "succeeded"
+    driver = runtime.compute(InstanceKind.CONTAINER)
+    calls: list[str] = []
+    for verb in ("create", "start", "stop", "delete", "update", "inspect", "observe"):
+        real = getattr(driver, verb)
+        monkeypatch.setattr(driver, verb, lambda *a, _v=verb, _r=real, **k: (calls.append(_v), _r(*a, **k))[1])
+    nothing = plan(runtime, stack_file())
+    assert nothing["exit_code"] == 0
+    done = apply(runtime, nothing["id"])
+    assert done["status"] == "succeeded" and done["params"]["progress"] == []
+    assert calls == []
+    monkeypatch.undo()
+    assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"

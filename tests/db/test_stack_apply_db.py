@@ -11,7 +11,7 @@ import pytest
 
 from meshvisor.core.errors import Conflict, NotFound
 from meshvisor.core.types import InstanceKind, OperationStatus
-from meshvisor.platform import operations, reconciler, stack_apply, stack_plans
+from meshvisor.platform import operations, reconciler, security_groups, stack_apply, stack_plans
 from meshvisor.platform.db import transaction
 from meshvisor.platform.models import Instance, SecurityGroup, Service, Stack
 from meshvisor.platform.runtime import Runtime
@@ -21,12 +21,16 @@ from .conftest import add_ready_image
 SERVE = '["sh", "-c", "trap \'exit 0\' TERM; while :; do sleep 1 & wait $!; done"]'
 
 
-def stack_file(cpus: float = 1, image: str = "busybox", policy_timeout: int = 2000, extra: str = "") -> str:
-    return f"""
+def stack_file(
+    cpus: float = 1, image: str = "busybox", policy_timeout: int = 2000, extra: str = "", groups: bool = True
+) -> str:
+    group = """
 security_groups:
   web:
     description: web traffic
-    rules: [{{direction: ingress, protocol: tcp, port_min: 8080}}]
+    rules: [{direction: ingress, protocol: tcp, port_min: 8080}]
+"""
+    return f"""{group if groups else ""}
 services:
   api:
     policy: {{timeout_ms: {policy_timeout}}}
@@ -35,7 +39,7 @@ instances:
     image: {image}
     cpus: {cpus}
     command: {SERVE}
-    security_groups: [web]
+    security_groups: [{"web" if groups else ""}]
   helper:
     image: busybox
     command: {SERVE}
@@ -182,3 +186,35 @@ def test_a_no_op_apply_calls_no_driver(runtime: Runtime, monkeypatch: pytest.Mon
     assert calls == []
     monkeypatch.undo()
     assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"
+
+
+def test_an_adopted_object_is_taken_in_without_being_made_again_and_forgotten_not_deleted(
+    runtime: Runtime,
+) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        existing = security_groups.create(
+            s, "web", [{"direction": "ingress", "protocol": "tcp", "port_min": 8080}]
+        )
+        existing.description = "web traffic"
+        group_id = existing.id
+    text = stack_file()
+    with transaction(runtime.sessions) as s:
+        saved, planned = stack_plans.make_plan(s, runtime.settings, "demo", text, adopt=["security_group.web"])
+        plan_id = saved.id
+    assert planned.adopt == ("security_group.web",)
+    assert "security_group.web" not in {c.address for c in planned.changes}  # same rules: nothing to do
+    assert apply(runtime, plan_id)["status"] == "succeeded"
+    entry = stack_plans.state_of(stack(runtime)).resources["security_group.web"]
+    assert not entry.owned and entry.id == group_id  # the same object, taken in
+    assert plan(runtime, text)["exit_code"] == 0
+    without = stack_file(groups=False)
+    later = plan(runtime, without)
+    assert later["forget"] == ["security_group.web"] and "security_group.web" not in str(later["changes"])
+    assert apply(runtime, later["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        assert s.get(SecurityGroup, group_id) is not None  # forgotten by the stack, not deleted
+    assert "security_group.web" not in stack_plans.state_of(stack(runtime)).resources
+    assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        assert s.get(SecurityGroup, group_id) is not None

@@ -188,3 +188,49 @@ def test_bad_applies_change_nothing(platform: Platform, api: httpx.Client) -> No
         assert missing.status_code == 404, missing.text
     finally:
         assert api.delete("/v1/stacks/sb").status_code == 204
+
+
+VM_STACK = """
+instances:
+  sv-guest:
+    kind: vm
+    image: tiny
+    cpus: {cpus}
+    max_cpus: 2
+    memory_mb: 256
+"""
+
+
+def test_a_vm_change_that_needs_a_restart_is_labelled_and_restarts_it(
+    platform: Platform, api: httpx.Client, tiny: str
+) -> None:
+    first = api.post("/v1/stacks/sv/plan", json={"spec": VM_STACK.format(cpus=1)}).json()
+    try:
+        op = wait_op(api, api.post("/v1/stacks/sv/apply", json={"plan": first["id"]}), timeout=180)
+        assert op["status"] == "succeeded", op
+        name = host_object_name(platform.prefix, "vm", container_id(api, "sv-guest"))
+        [domain] = [d for d in platform.domains() if d.name() == name]
+        assert domain.info()[3] == 1  # vCPUs now
+        changed = api.post("/v1/stacks/sv/plan", json={"spec": VM_STACK.format(cpus=2)}).json()
+        [change] = changed["changes"]
+        assert (change["address"], change["symbol"], change["needs_restart"]) == (
+            "instance.sv-guest",
+            "~!",
+            ["cpus"],
+        )
+        assert "needs a restart" in changed["text"] and "1 needing a restart" in changed["summary"], changed[
+            "text"
+        ]
+        op = wait_op(api, api.post("/v1/stacks/sv/apply", json={"plan": changed["id"]}), timeout=180)
+        assert op["status"] == "succeeded", op
+        shown = api.get("/v1/instances/sv-guest").json()
+        assert shown["cpus"] == 2 and shown["state"] == "running" and not shown["restart_required"], shown
+        assert domain.info()[3] == 2  # the guest runs with both after its restart
+        again = api.post("/v1/stacks/sv/plan", json={"spec": VM_STACK.format(cpus=2)}).json()
+        assert again["exit_code"] == 0, again["text"]
+    finally:
+        gone = api.post("/v1/stacks/sv/plan", json={"destroy": True}).json()
+        op = wait_op(api, api.post("/v1/stacks/sv/apply", json={"plan": gone["id"]}), timeout=180)
+    assert op["status"] == "succeeded", op
+    assert api.delete("/v1/stacks/sv").status_code == 204
+    assert api.get("/v1/instances/sv-guest").status_code == 404

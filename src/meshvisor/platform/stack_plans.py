@@ -91,7 +91,13 @@ KINDS: Mapping[str, tuple[Any, Shower]] = {
     "security_group": (SecurityGroup, lambda s, rows: [security_groups.to_dict(s, r) for r in rows]),
     "volume": (Volume, lambda s, rows: [volumes.to_dict(s, r) for r in rows]),
     "instance": (Instance, lambda _s, rows: [instances.to_dict(r) for r in rows]),
-    "service": (Service, services.to_dicts),
+    # A plan compares a service's policy and ingress port only: its members and callers are not read here.
+    "service": (
+        Service,
+        lambda _s, rows: [
+            {"id": r.id, "name": r.name, "policy": r.policy, "ingress_port": r.ingress_port} for r in rows
+        ],
+    ),
 }
 
 
@@ -163,10 +169,10 @@ def make_plan(
         source: dict[str, Any] = {"destroy": True}
         if find_named(session, Stack, name, project) is None:
             raise NotFound(f"stack {name!r} not found")
+        spec = spec_of(source)
     else:
-        load_spec(text, fmt, variables)  # every problem in the file, before anything else
+        spec = load_spec(text, fmt, variables)  # every problem in the file, before anything else
         source = {"text": text, "format": fmt, "variables": variables}
-    spec = spec_of(source)
     if adopt is not None and (not isinstance(adopt, list) or not all(isinstance(a, str) for a in adopt)):
         raise InvalidInput("adopt must be a list of resource addresses such as network.front")
     row = _stack_row(session, name, project)

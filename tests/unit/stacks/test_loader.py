@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from meshvisor.platform.stacks import StackSpecError, load, load_file, stack_schema, write_schema
 from meshvisor.platform.stacks.sources import read_yaml
@@ -253,3 +254,13 @@ def test_json_schema(tmp_path: Path) -> None:
     assert {"anyOf"} <= set(instance["properties"]["cpus"])  # a number or a ${var.NAME} reference
     write_schema(tmp_path / "stack.schema.json")
     assert json.loads((tmp_path / "stack.schema.json").read_text())["$id"] == schema["$id"]
+
+
+def test_remembered_scalar_tags_read_the_same_as_the_safe_loader() -> None:
+    """The YAML reader remembers each plain scalar's tag: quoted and plain forms of one text must still differ."""
+    text = (
+        "a: [1, '1', 1.5, '1.5', true, 'true', null, 'null', ~, 2026-01-01, '2026-01-01', 0x1f, '', ' ', on]\n"
+        "b: {x: 1, y: '1', z: \"1\"}\n"
+    )
+    for _ in range(2):  # the second read answers from what the first remembered
+        assert read_yaml(text).data == yaml.safe_load(text)

@@ -44,7 +44,25 @@ def _duplicate(path: Path, line: int, first: int | None) -> SpecError:
 
 # -- YAML -------------------------------------------------------------------------------------------------------
 # libyaml when PyYAML was built with it (five times faster on big stacks); its nodes carry the same marks.
-_YamlLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVED: dict[tuple[str, bool], str] = {}  # (scalar, plain) -> tag: a stack repeats the same values often
+
+
+class _YamlLoader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """The safe loader, with the tag of each plain scalar remembered: the resolver's regular expressions are the
+    biggest part of reading a big stack, and the safe loader's tags depend on the text alone."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is not yaml.ScalarNode or not isinstance(value, str):
+            return super().resolve(kind, value, implicit)
+        key = (value, bool(implicit[0]))  # a plain scalar's tag comes from its text; any other is a string
+        found = _RESOLVED.get(key)
+        if found is None:
+            found = super().resolve(kind, value, implicit)
+            if len(_RESOLVED) > 100_000:
+                _RESOLVED.clear()
+            _RESOLVED[key] = found
+        return found
 
 
 def read_yaml(text: str) -> Source:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -140,6 +141,33 @@ def test_stop_ends_the_server_by_its_pid_and_ensure_starts_it_again(site: Site) 
     assert new_pid != pid and server.running()
     server.remove()
     assert gone(new_pid) and not server.hosts_file.exists() and not server.lease_file.exists()
+
+
+def test_workloads_attached_at_once_start_one_server(site: Site) -> None:
+    """Four attachments to a network whose server is not running, at once (a stack apply makes its instances in
+    parallel): one dnsmasq, and every one of them gets its pid. Without the lock, several dnsmasq were started
+    (or failed on each other's pid file)."""
+    server = DhcpServer(site.prefix, site.net2, site.state_dir, netns=site.host)
+    server.stop()
+    leases = {mac(): f"10.231.4.{20 + i}" for i in range(4)}
+    start = threading.Barrier(4)
+    found: list[int | str] = []
+
+    def attach(n: int) -> None:
+        own = DhcpServer(site.prefix, site.net2, site.state_dir, netns=site.host)  # as another thread would
+        start.wait()
+        try:
+            found.append(own.ensure(dict(list(leases.items())[: n + 1])))
+        except Exception as exc:
+            found.append(repr(exc))
+
+    threads = [threading.Thread(target=attach, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(found) == 4 and all(isinstance(p, int) for p in found), found
+    assert len(set(found)) == 1 and server.pid() == found[0]
 
 
 def gone(pid: int) -> bool:

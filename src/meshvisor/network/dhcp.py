@@ -9,6 +9,8 @@ caller gives, one set of files per network:
     <network id>.pid      dnsmasq's pid, by which `stop` ends it
     <network id>.log      dnsmasq's log
     <network id>.ifindex  the bridge dnsmasq was bound to (a bridge made again means dnsmasq is started again)
+    <network id>.lock     held while dnsmasq is started, signalled or stopped: two workloads attached at once
+                          (two threads or two processes) must not both start it
 
 dnsmasq runs as a daemon of its own (it outlives the worker that started it) and drops root for its default
 unprivileged user, so the state directory must be readable and searchable by that user.
@@ -16,12 +18,14 @@ unprivileged user, so the state directory must be readable and searchable by tha
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from meshvisor.core.errors import InvalidInput, NotFound, PermanentError, TransientError
@@ -104,6 +108,7 @@ class DhcpServer:
         self.pid_file = stem.with_suffix(".pid")
         self.log_file = stem.with_suffix(".log")
         self.ifindex_file = stem.with_suffix(".ifindex")
+        self.lock_file = stem.with_suffix(".lock")
 
     # -- state ------------------------------------------------------------------------------------------------
     def pid(self) -> int | None:
@@ -133,13 +138,16 @@ class DhcpServer:
         or start dnsmasq. Idempotent: the same leases with dnsmasq running change nothing. Returns the pid."""
         text = hosts_file_text(self.spec, leases)
         index = self._bridge_index()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        changed = self._write_hosts(text)
-        pid = self.pid()
-        if pid is not None and (self._bound_index() != index or self._cmdline(pid) != self.argv):
-            # Bound to a bridge that is gone (it would never hear the new one), or started for another spec.
-            self.stop()
-            pid = None
+        with self._locked():
+            changed = self._write_hosts(text)
+            pid = self.pid()
+            if pid is not None and (self._bound_index() != index or self._cmdline(pid) != self.argv):
+                # Bound to a bridge that is gone (it would never hear the new one), or started for another spec.
+                self._stop()
+                pid = None
+            return self._run(pid, index, changed)
+
+    def _run(self, pid: int | None, index: int, changed: bool) -> int:
         if pid is None:
             return self._start(index)
         if changed:
@@ -151,6 +159,10 @@ class DhcpServer:
 
     def stop(self) -> None:
         """End dnsmasq by the pid in its pid file (only if that pid is our dnsmasq); not running is success."""
+        with self._locked():
+            self._stop()
+
+    def _stop(self) -> None:
         pid = self.pid()
         if pid is not None:
             try:
@@ -165,9 +177,21 @@ class DhcpServer:
 
     def remove(self) -> None:
         """Stop and delete the network's state files."""
-        self.stop()
-        for path in (self.hosts_file, self.lease_file, self.log_file):
-            path.unlink(missing_ok=True)
+        with self._locked():
+            self._stop()
+            for path in (self.hosts_file, self.lease_file, self.log_file, self.lock_file):
+                path.unlink(missing_ok=True)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """This network's dnsmasq to ourselves (an flock: other threads and processes wait)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_file, "a") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(held, fcntl.LOCK_UN)
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _write_hosts(self, text: str) -> bool:

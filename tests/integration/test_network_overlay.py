@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -340,3 +341,29 @@ def test_detach_and_delete_remove_everything(overlay: Overlay) -> None:
             delete_network(px, net.network_id, netns=host)
         assert list_links(px, netns=host) == []
     assert list_links(px) == []  # nothing of ours ever was in the root namespace
+
+
+def test_a_network_made_by_several_threads_at_once_is_made_once(overlay: Overlay) -> None:
+    """Instances attached at once (a stack apply makes them in parallel) may each converge their network."""
+    fresh = NetworkSpec(new_id(), 4242, "10.231.9.0/24", "10.231.9.1", local_ip=UNDERLAY_A, remotes=(UNDERLAY_B,))
+    start = threading.Barrier(4)
+    found: list[object] = []
+
+    def converge() -> None:
+        start.wait()
+        try:
+            found.append(ensure_network(overlay.prefix, fresh, netns=overlay.host_a).bridge_index)
+        except Exception as exc:
+            found.append(repr(exc))
+
+    threads = [threading.Thread(target=converge) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(found) == 4 and len(set(found)) == 1 and isinstance(found[0], int), found
+    finally:
+        delete_network(overlay.prefix, fresh.network_id, netns=overlay.host_a)
+    with IPRoute(netns=overlay.host_a, flags=0) as ipr:
+        assert not ipr.link_lookup(ifname=bridge_name(overlay.prefix, fresh.network_id))

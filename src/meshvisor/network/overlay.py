@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,10 +54,21 @@ class NetworkLinks:
     vxlan_index: int
 
 
+_locks: dict[tuple[str, str, str | None], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _network_lock(prefix: str, network_id: str, netns: str | None) -> threading.Lock:
+    """One thread at a time converges a network on a host: each step looks, then makes (two threads making the
+    same bridge at once would have one of them fail on EEXIST)."""
+    with _locks_guard:
+        return _locks.setdefault((prefix, network_id, netns), threading.Lock())
+
+
 def ensure_network(prefix: str, spec: NetworkSpec, netns: str | None = None) -> NetworkLinks:
     """Make the host's part of the network match `spec`; idempotent. `netns` runs it in that namespace."""
     br_name, vx_name = bridge_name(prefix, spec.network_id), vxlan_name(prefix, spec.network_id)
-    with rtnl(netns) as ipr:
+    with _network_lock(prefix, spec.network_id, netns), rtnl(netns) as ipr:
         underlay: int | None = None
         if spec.underlay is not None:
             found = find_link(ipr, spec.underlay)
@@ -80,7 +92,7 @@ def delete_network(prefix: str, network_id: str, netns: str | None = None) -> No
     validate_id(network_id, "network id")
     if not netns_exists(netns):
         return
-    with rtnl(netns) as ipr:
+    with _network_lock(prefix, network_id, netns), rtnl(netns) as ipr:
         delete_link(ipr, vxlan_name(prefix, network_id))
         delete_link(ipr, bridge_name(prefix, network_id))
 

@@ -31,6 +31,7 @@ from .routers import (
     stacks,
     storage_pools,
     volumes,
+    web,
 )
 
 
@@ -77,4 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics,
     ):
         app.include_router(module.router)
+    web.install(app)
     return app

@@ -1,0 +1,418 @@
+// The meshvisor dashboard: a page per hash route, built with DOM calls (never from HTML text, so no value from
+// the API is ever read as markup), kept live by the `/v1/events` stream.
+
+import { ApiError, api, follow, token, setToken, waitOperation } from "./api.js";
+import { h, badge, table, when, fmtTime } from "./dom.js";
+
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+const live = document.getElementById("live");
+const logoutButton = document.getElementById("logout");
+
+const ACTIONS = {
+  running: ["stop", "restart", "pause"],
+  stopped: ["start"],
+  paused: ["resume", "stop"],
+  error: ["start", "stop"],
+  created: ["start"],
+};
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+let refresh = null; // the current page's way of reading its data again
+let loggedIn = false;
+let stream = null;
+let pending = null;
+
+// -- session -------------------------------------------------------------------------------------------------
+function logout(message) {
+  loggedIn = false;
+  setToken(null);
+  if (stream) stream.abort();
+  stream = null;
+  showLogin(message);
+}
+
+window.addEventListener("meshvisor:unauthorized", () => {
+  if (loggedIn) logout("Your token was refused (wrong or expired): log in again.");
+});
+logoutButton.addEventListener("click", () => logout("Logged out."));
+
+function showLogin(message) {
+  nav.hidden = true;
+  live.hidden = true;
+  logoutButton.hidden = true;
+  refresh = null;
+  const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true });
+  const error = h("p", { class: "error", role: "alert" }, message || "");
+  const form = h(
+    "form",
+    { class: "login", "aria-label": "Log in" },
+    h("h1", {}, "Log in"),
+    h("label", { for: "token" }, "API token"),
+    input,
+    h("p", { class: "hint" }, "`make up` prints the admin token and keeps it in var/admin.token."),
+    h("button", { type: "submit" }, "Log in"),
+    error,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    setToken(input.value.trim());
+    try {
+      await api("GET", "/v1/hosts");
+    } catch (err) {
+      setToken(null);
+      error.textContent = err instanceof ApiError && err.status === 401 ? "That token was refused." : String(err.message || err);
+      return;
+    }
+    if (location.hash === "" || location.hash === "#/login") location.hash = "#/overview";
+    start();
+  });
+  main.replaceChildren(form);
+  input.focus();
+}
+
+function start() {
+  loggedIn = true;
+  nav.hidden = false;
+  logoutButton.hidden = false;
+  startEvents();
+  render();
+}
+
+// -- live updates ----------------------------------------------------------------------------------------------
+function startEvents() {
+  if (stream) return;
+  stream = new AbortController();
+  follow("/v1/events", stream.signal, () => {
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      if (refresh) refresh().catch(() => {});
+    }, 150);
+  }, (up) => { live.hidden = !up; });
+}
+
+// -- routes ----------------------------------------------------------------------------------------------------
+const ROUTES = [
+  [/^#\/overview$/, overview],
+  [/^#\/instances$/, instances],
+  [/^#\/instances\/([a-z0-9-]+)$/, instance],
+  [/^#\/networks$/, networksPage],
+  [/^#\/volumes$/, volumesPage],
+  [/^#\/services$/, servicesPage],
+  [/^#\/stacks$/, stacksPage],
+];
+
+async function render() {
+  if (!token()) return showLogin();
+  const hash = location.hash || "#/overview";
+  for (const link of nav.querySelectorAll("a")) {
+    link.toggleAttribute("aria-current", hash.startsWith(link.getAttribute("href")));
+  }
+  for (const [pattern, page] of ROUTES) {
+    const match = hash.match(pattern);
+    if (match) {
+      refresh = null;
+      try {
+        await page(...match.slice(1));
+      } catch (err) {
+        if (!loggedIn) return; // the token was refused: the login is shown instead
+        main.replaceChildren(h("p", { class: "error", role: "alert" }, `Could not load this page: ${err.message || err}`));
+      }
+      return;
+    }
+  }
+  location.hash = "#/overview";
+}
+
+window.addEventListener("hashchange", render);
+
+// A page: a title and a body that `load` fills, read again by every event.
+async function page(title, load) {
+  const body = h("div", { class: "page-body" });
+  main.replaceChildren(h("h1", {}, title), body);
+  refresh = async () => {
+    const content = await load();
+    body.replaceChildren(...[].concat(content));
+  };
+  await refresh();
+}
+
+// -- overview --------------------------------------------------------------------------------------------------
+async function overview() {
+  await page("Overview", async () => {
+    const [all, hosts, failed] = await Promise.all([
+      api("GET", "/v1/instances?limit=1000"),
+      api("GET", "/v1/hosts"),
+      api("GET", "/v1/operations?status=failed&limit=5"),
+    ]);
+    const counts = {};
+    for (const i of all.items) counts[i.state] = (counts[i.state] || 0) + 1;
+    const cards = h(
+      "div",
+      { class: "cards", "aria-label": "Instances by state" },
+      h("div", { class: "card" }, h("strong", {}, String(all.items.length)), " instances"),
+      ...Object.entries(counts).sort().map(([state, n]) => h("div", { class: `card state-${state}` }, h("strong", {}, String(n)), ` ${state}`)),
+    );
+    return [
+      cards,
+      h("h2", {}, "Hosts"),
+      table(["Host", "State", "Instances", "CPUs given / host", "Memory given / host", "VMs", "Last seen"], hosts.items.map((x) => {
+        const mine = all.items.filter((i) => i.host === x.name && i.state !== "stopped");
+        const cpus = mine.reduce((sum, i) => sum + Number(i.cpus || 0), 0);
+        const memory = mine.reduce((sum, i) => sum + Number(i.memory_mb || 0), 0);
+        return [
+          x.name, badge(x.state), String(all.items.filter((i) => i.host === x.name).length),
+          `${Math.round(cpus * 10) / 10} / ${x.cpus ?? "?"}`, `${memory} / ${x.memory_mb ?? "?"} MiB`,
+          x.vm_capable ? x.vm_domain_type || "yes" : "no", fmtTime(x.last_seen),
+        ];
+      })),
+      h("h2", {}, "Recent failed operations"),
+      failed.items.length
+        ? table(["When", "What", "Error"], failed.items.map((o) => [
+          fmtTime(o.finished_at || o.created_at), `${o.action} ${o.resource_type} ${o.resource_name}`, o.error || "",
+        ]))
+        : h("p", { class: "muted" }, "None."),
+    ];
+  });
+}
+
+// -- instances -------------------------------------------------------------------------------------------------
+function addresses(instance) {
+  return (instance.networks || []).map((n) => `${n.ip || "?"} (${n.network})`).join(", ");
+}
+
+function actionButtons(instance, after) {
+  const error = h("span", { class: "error", role: "alert" });
+  const buttons = (ACTIONS[instance.state] || []).map((action) =>
+    h("button", { type: "button", "data-action": action, onclick: () => act(instance, action, error, after) }, action));
+  const remove = h("button", {
+    type: "button", class: "danger", "data-action": "delete",
+    onclick: () => remove_(instance, error, after),
+  }, "delete");
+  return h("span", { class: "actions" }, ...buttons, remove, error);
+}
+
+async function act(instance, action, error, after) {
+  if ((action === "stop" || action === "restart") && !confirm(`${action} ${instance.name}?`)) return;
+  await run(error, () => api("POST", `/v1/instances/${instance.name}/actions`, { action }), after);
+}
+
+async function remove_(instance, error, after) {
+  if (!confirm(`Delete ${instance.name}? This cannot be undone.`)) return;
+  await run(error, () => api("DELETE", `/v1/instances/${instance.name}`), after);
+}
+
+// Start an operation, show its progress where it was asked for, and its error if it fails.
+async function run(error, request, after) {
+  error.textContent = "";
+  error.classList.remove("progress");
+  try {
+    const accepted = await request();
+    const op = accepted && accepted.operation;
+    if (op && !FINAL.has(op.status)) {
+      error.classList.add("progress");
+      const done = await waitOperation(op.id, (o) => { error.textContent = `${o.action}: ${o.status}…`; });
+      error.classList.remove("progress");
+      error.textContent = done.status === "succeeded" ? "" : `${done.action} ${done.status}: ${done.error || ""}`;
+    }
+  } catch (err) {
+    error.classList.remove("progress");
+    error.textContent = err.message || String(err);
+  }
+  if (after) await after();
+}
+
+async function instances() {
+  const filters = { text: "", state: "", kind: "" };
+  const search = h("input", { type: "search", placeholder: "name", "aria-label": "Filter by name" });
+  const stateSelect = h("select", { "aria-label": "Filter by state" },
+    ...["", "running", "stopped", "paused", "error", "pending", "creating"].map((s) => h("option", { value: s }, s || "any state")));
+  const kindSelect = h("select", { "aria-label": "Filter by kind" },
+    ...["", "container", "vm"].map((k) => h("option", { value: k }, k || "any kind")));
+  const list = h("div", {});
+  const bar = h("div", { class: "filters" }, search, stateSelect, kindSelect);
+  const form = await createForm();
+  main.replaceChildren(h("h1", {}, "Instances"), bar, list, form);
+  refresh = async () => {
+    const all = await api("GET", "/v1/instances?limit=1000");
+    const rows = all.items.filter((i) =>
+      i.name.includes(filters.text) && (!filters.state || i.state === filters.state) && (!filters.kind || i.kind === filters.kind));
+    list.replaceChildren(rows.length
+      ? table(["Name", "Kind", "State", "Host", "Addresses", "Actions"], rows.map((i) => [
+        h("a", { href: `#/instances/${i.name}` }, i.name), i.kind, badge(i.state), i.host || "", addresses(i),
+        actionButtons(i, refresh),
+      ]), { id: "instances" })
+      : h("p", { class: "muted" }, all.items.length ? "No instance matches." : "No instances yet: create one below."));
+  };
+  search.addEventListener("input", () => { filters.text = search.value.trim(); refresh(); });
+  stateSelect.addEventListener("change", () => { filters.state = stateSelect.value; refresh(); });
+  kindSelect.addEventListener("change", () => { filters.kind = kindSelect.value; refresh(); });
+  await refresh();
+}
+
+async function createForm() {
+  const [images, networks] = await Promise.all([api("GET", "/v1/images?limit=1000"), api("GET", "/v1/networks?limit=1000")]);
+  const field = (label, input) => h("label", {}, h("span", {}, label), input);
+  const name = h("input", { name: "name", required: true, pattern: "[a-z0-9-]{1,40}" });
+  const kind = h("select", { name: "kind" }, h("option", { value: "container" }, "container"), h("option", { value: "vm" }, "vm"));
+  const image = h("select", { name: "image" });
+  const cpus = h("input", { name: "cpus", type: "number", min: "0.1", step: "0.1", value: "1" });
+  const memory = h("input", { name: "memory_mb", type: "number", min: "6", step: "1", value: "256" });
+  const command = h("input", { name: "command", placeholder: "sh -c command (containers)" });
+  const network = h("select", { name: "network" }, h("option", { value: "" }, "no network"),
+    ...networks.items.map((n) => h("option", { value: n.name }, `${n.name} (${n.cidr})`)));
+  const error = h("p", { class: "error", role: "alert" });
+  const fillImages = () => {
+    image.replaceChildren(...images.items.filter((i) => i.kind === kind.value && i.state === "ready")
+      .map((i) => h("option", { value: i.name }, i.name)));
+    command.disabled = kind.value === "vm";
+    if (kind.value === "vm" && Number(memory.value) < 128) memory.value = "256";
+  };
+  kind.addEventListener("change", fillImages);
+  fillImages();
+  const form = h("form", { class: "create", "aria-label": "Create an instance" },
+    h("h2", {}, "Create an instance"),
+    field("Name", name), field("Kind", kind), field("Image", image), field("CPUs", cpus), field("Memory (MiB)", memory),
+    field("Command", command), field("Network", network),
+    h("button", { type: "submit" }, "Create"), error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = {
+      name: name.value.trim(), kind: kind.value, image: image.value,
+      cpus: Number(cpus.value), memory_mb: Number(memory.value),
+    };
+    if (kind.value === "container" && command.value.trim()) body.command = ["sh", "-c", command.value.trim()];
+    if (network.value) body.networks = [{ network: network.value }];
+    await run(error, () => api("POST", "/v1/instances", body), refresh);
+    if (!error.textContent) {
+      form.reset();
+      fillImages();
+    }
+  });
+  return form;
+}
+
+// -- one instance ----------------------------------------------------------------------------------------------
+async function instance(name) {
+  const logs = h("pre", { class: "logs", id: "logs", "aria-label": "Logs", tabindex: "0" });
+  const output = h("pre", { class: "logs", id: "exec-output", "aria-live": "polite" });
+  const command = h("input", { id: "exec-command", placeholder: "a command, e.g. uname -a", "aria-label": "Command" });
+  const console_ = h("form", { class: "exec", "aria-label": "Run a command" },
+    h("span", { class: "prompt" }, "$"), command, h("button", { type: "submit" }, "Run"));
+  const head = h("div", {});
+  main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head,
+    h("h2", {}, "Logs"), logs, h("h2", {}, "Console"), console_, output);
+  console_.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const line = command.value.trim();
+    if (!line) return;
+    output.textContent += `$ ${line}\n`;
+    try {
+      const result = await api("POST", `/v1/instances/${name}/exec`, { command: ["sh", "-c", line] });
+      output.textContent += result.output + (result.exit_code ? `[exit ${result.exit_code}]\n` : "");
+    } catch (err) {
+      output.textContent += `error: ${err.message}\n`;
+    }
+    command.value = "";
+    output.scrollTop = output.scrollHeight;
+  });
+  let gone = false;
+  refresh = async () => {
+    let i;
+    try {
+      i = await api("GET", `/v1/instances/${name}`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        gone = true;
+        head.replaceChildren(h("h1", {}, name), h("p", { class: "muted" }, "This instance is gone."));
+        return;
+      }
+      throw err;
+    }
+    head.replaceChildren(
+      h("h1", {}, i.name, " ", badge(i.state)),
+      actionButtons(i, refresh),
+      h("dl", { class: "facts" },
+        ...fact("Kind", i.kind), ...fact("Image", i.image), ...fact("CPUs", String(i.cpus)),
+        ...fact("Memory", `${i.memory_mb} MiB`), ...fact("Host", i.host || ""), ...fact("Addresses", addresses(i) || "none"),
+        ...fact("Volumes", (i.volumes || []).map((v) => `${v.volume}${v.path ? ` at ${v.path}` : ""}`).join(", ") || "none"),
+        ...fact("Mesh", i.mesh ? `${i.mesh.service}:${i.mesh.port}` : "none"),
+        ...when(i.error, () => fact("Error", i.error))),
+    );
+  };
+  const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+  const followLogs = async () => {
+    if (gone || !location.hash.endsWith(`/${name}`)) return;
+    try {
+      const found = await api("GET", `/v1/instances/${name}/logs?tail=200`);
+      const atEnd = logs.scrollTop + logs.clientHeight >= logs.scrollHeight - 4;
+      if (logs.textContent !== found.output) logs.textContent = found.output;
+      if (atEnd) logs.scrollTop = logs.scrollHeight;
+    } catch { /* the instance may be gone or stopped */ }
+    setTimeout(followLogs, 2000);
+  };
+  await refresh();
+  followLogs();
+}
+
+// -- networks, volumes, mesh, stacks ---------------------------------------------------------------------------
+async function networksPage() {
+  await page("Networks", async () => {
+    const [nets, groups] = await Promise.all([api("GET", "/v1/networks?limit=1000"), api("GET", "/v1/security-groups?limit=1000")]);
+    return [
+      nets.items.length
+        ? table(["Network", "CIDR", "VNI", "MTU", "State"], nets.items.map((n) => [n.name, n.cidr, String(n.vni), String(n.mtu), badge(n.state)]))
+        : h("p", { class: "muted" }, "No networks."),
+      h("h2", {}, "Security groups"),
+      groups.items.length
+        ? table(["Group", "Description", "Rules", "Members"], groups.items.map((g) => [
+          g.name, g.description || "", (g.rules || []).map(rule).join("; "), (g.members || []).join(", "),
+        ]))
+        : h("p", { class: "muted" }, "No security groups."),
+    ];
+  });
+}
+
+function rule(r) {
+  const ports = r.port_min ? `:${r.port_min}${r.port_max && r.port_max !== r.port_min ? `-${r.port_max}` : ""}` : "";
+  return `${r.direction} ${r.protocol}${ports} ${r.cidr || r.group || "any"}`;
+}
+
+async function volumesPage() {
+  await page("Volumes", async () => {
+    const vols = await api("GET", "/v1/volumes?limit=1000");
+    return vols.items.length
+      ? table(["Volume", "Size", "Format", "State", "Attached to", "Snapshots"], vols.items.map((v) => [
+        v.name, `${v.size_mb} MiB`, v.format, badge(v.state), (v.attached_to || []).join(", "), (v.snapshots || []).join(", "),
+      ]))
+      : h("p", { class: "muted" }, "No volumes.");
+  });
+}
+
+async function servicesPage() {
+  await page("Mesh", async () => {
+    const found = await api("GET", "/v1/services?limit=1000");
+    return found.items.length
+      ? table(["Service", "Members", "Callers", "Policy", "Last NACK"], found.items.map((s) => [
+        s.name, (s.members || []).map((m) => `${m.instance} (${m.state})`).join(", "), (s.callers || []).join(", "),
+        Object.keys(s.policy || {}).join(", ") || "default", s.last_nack ? s.last_nack.message || "rejected" : "",
+      ]))
+      : h("p", { class: "muted" }, "No services.");
+  });
+}
+
+async function stacksPage() {
+  await page("Stacks", async () => {
+    const found = await api("GET", "/v1/stacks?limit=1000");
+    return found.items.length
+      ? table(["Stack", "Resources", "Serial", "Lock", "Updated"], found.items.map((s) => [
+        s.name, String(s.resources.length), String(s.serial), s.lock ? `${s.lock.owner} until ${fmtTime(s.lock.expires_at)}` : "",
+        fmtTime(s.updated_at),
+      ]))
+      : h("p", { class: "muted" }, "No stacks: `meshvisor apply -f FILE` makes one.");
+  });
+}
+
+if (token()) start();
+else showLogin();

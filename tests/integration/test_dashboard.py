@@ -1,0 +1,159 @@
+"""The web dashboard in a real browser (Debian's Chromium, headless, driven by Playwright) against a real platform:
+log in (a wrong token is refused with a message), create a container from the form and watch it reach running
+without a reload, stop it, read its logs, run a command in its console, see the API's own message for a refused
+action, delete it; a token that stops working sends the page back to the login. Each page's screenshot is kept
+in test-artifacts/dashboard/ (desktop and phone widths)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from .conftest import REPO, Platform, delete
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = REPO / "test-artifacts" / "dashboard"
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    opened = context.new_page()
+    opened.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield opened
+    finally:
+        context.close()
+    assert errors == [], errors  # no script error on any page
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Page, platform: Platform) -> None:
+    page.goto(platform.url + "/")
+    page.get_by_label("API token").fill(platform.token)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+def row(page: Page, name: str) -> Locator:
+    return page.locator("#instances tbody tr").filter(has=page.get_by_role("link", name=name, exact=True))
+
+
+def test_log_in_create_watch_stop_read_run_and_delete(page: Page, platform: Platform, api: httpx.Client) -> None:
+    page.goto(platform.url + "/")
+    page.get_by_label("API token").fill("not-the-token")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text("That token was refused.")
+    shot(page, "login")
+    log_in(page, platform)
+    expect(page.get_by_label("Instances by state")).to_be_visible()
+    shot(page, "overview")
+
+    try:
+        page.get_by_role("link", name="Instances", exact=True).click()
+        form = page.get_by_role("form", name="Create an instance")
+        form.get_by_label("Name").fill("dash-web")
+        form.get_by_label("Kind").select_option("container")
+        form.get_by_label("Image").select_option("busybox")
+        form.get_by_label("Memory (MiB)").fill("64")
+        form.get_by_label("Command").fill("echo hello-from-dash; exec httpd -f -p 8080")
+        form.get_by_role("button", name="Create").click()
+        web = row(page, "dash-web")
+        expect(web.locator(".badge")).to_have_text("running")  # live, no reload
+        assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+        shot(page, "instances")
+
+        form.get_by_label("Name").fill("dash-web")  # taken: the API's own message, where it was asked
+        form.get_by_label("Image").select_option("busybox")
+        form.get_by_role("button", name="Create").click()
+        expect(form.get_by_role("alert")).to_contain_text("already exists")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        web.get_by_role("button", name="stop").click()
+        expect(web.locator(".badge")).to_have_text("stopped")
+        assert api.get("/v1/instances/dash-web").json()["state"] == "stopped"
+        web.get_by_role("button", name="start").click()
+        expect(web.locator(".badge")).to_have_text("running")
+
+        page.get_by_role("link", name="dash-web", exact=True).click()
+        expect(page.get_by_role("heading", name=re.compile("dash-web"))).to_be_visible()
+        expect(page.locator("#logs")).to_contain_text("hello-from-dash")
+        page.get_by_role("textbox", name="Command").fill("uname -s")
+        page.get_by_role("button", name="Run").click()
+        expect(page.locator("#exec-output")).to_contain_text("$ uname -s\nLinux")
+        shot(page, "instance")
+
+        for name in ("Networks", "Volumes", "Mesh", "Stacks"):
+            page.get_by_role("link", name=name, exact=True).click()
+            expect(page.get_by_role("heading", name=name, exact=True)).to_be_visible()
+            shot(page, name.lower())
+
+        page.get_by_role("link", name="Instances", exact=True).click()
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: nothing wider than the screen
+        expect(row(page, "dash-web")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1")
+        shot(page, "instances-phone")
+        page.set_viewport_size({"width": 1280, "height": 800})
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        row(page, "dash-web").get_by_role("button", name="delete").click()
+        expect(row(page, "dash-web")).to_have_count(0)
+        assert api.get("/v1/instances/dash-web").status_code == 404
+    finally:
+        delete(api, "dash-web")
+
+
+def test_a_token_that_stops_working_sends_the_page_back_to_the_login(page: Page, platform: Platform) -> None:
+    log_in(page, platform)
+    page.evaluate("sessionStorage.setItem('meshvisor.token', 'revoked')")
+    page.reload()
+    expect(page.get_by_role("alert")).to_contain_text("log in again")
+    expect(page.get_by_label("API token")).to_be_visible()
+    shot(page, "expired")
+
+
+def test_the_page_and_its_assets_are_served_locally(platform: Platform) -> None:
+    page = httpx.get(platform.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assets = re.findall(r'(?:src|href)="(/ui/[^"]+)"', page.text)
+    assert "/ui/app.js" in assets and "/ui/style.css" in assets
+    assert "/ui/icon.svg" in assets
+    for asset in [*assets, "/ui/api.js", "/ui/dom.js"]:
+        served = httpx.get(platform.url + asset)
+        assert served.status_code == 200, asset
+        text = served.text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, never fetched
+        assert "http://" not in text and "https://" not in text, asset  # nothing from outside
+    assert httpx.get(platform.url + "/v1/instances").status_code == 401  # the data still needs the token

@@ -6,6 +6,7 @@ VENV := .venv/bin
 
 setup:
 	bash scripts/host-setup
+	bash scripts/build-web
 
 up: setup
 	$(VENV)/meshvisor up

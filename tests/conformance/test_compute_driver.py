@@ -166,6 +166,31 @@ def test_full_lifecycle(harness: DriverHarness) -> None:
     d.delete(spec.id)  # gone is success
 
 
+def test_a_terminal_runs_a_shell_and_closes(harness: DriverHarness) -> None:
+    d = harness.driver
+    spec = harness.spec()
+    d.create(spec)
+    with pytest.raises(IllegalState):
+        d.terminal(spec.id)  # not running
+    start_ready(harness, spec)
+    term = d.terminal(spec.id)
+    try:
+        term.resize(30, 100)
+        term.write(b"\necho t-$((6*7))\n")
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"t-42" not in seen:
+            assert time.monotonic() < deadline, seen
+            chunk = term.read(0.5)
+            assert chunk != b"", f"the terminal closed: {seen!r}"
+            seen += chunk or b""
+    finally:
+        term.close()
+    term.close()  # twice is harmless
+    assert d.exec(spec.id, ["echo", "after"]).output.strip().endswith("after")  # the console is free again
+    d.delete(spec.id)
+
+
 def test_exit_code_of_a_finished_workload(harness: DriverHarness) -> None:
     if harness.kind == "vm":
         pytest.skip("a VM runs its image's init, not a command with an exit code")

@@ -1,8 +1,9 @@
 """The web dashboard in a real browser (Debian's Chromium, headless, driven by Playwright) against a real platform:
 log in (a wrong token is refused with a message), create a container from the form and watch it reach running
-without a reload, stop it, read its logs, run a command in its console, see the API's own message for a refused
-action, delete it; a token that stops working sends the page back to the login. Each page's screenshot is kept
-in test-artifacts/dashboard/ (desktop and phone widths)."""
+without a reload, stop it, read its logs, run a command, type into its terminal (xterm.js over a WebSocket), see
+the API's own message for a refused action, delete it; the mesh page's edge for a call made by the test; a stack's
+plan shown and applied from the page; a token that stops working sends the page back to the login. Each page's
+screenshot is kept in test-artifacts/dashboard/ (desktop and phone widths)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from .conftest import REPO, Platform, delete
+from .conftest import REPO, Platform, create, delete, wait_op
+from .test_mesh_containers import WEB, call, eventually
+from .test_networks import drop_network, network
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +117,16 @@ def test_log_in_create_watch_stop_read_run_and_delete(page: Page, platform: Plat
         page.get_by_role("textbox", name="Command").fill("uname -s")
         page.get_by_role("button", name="Run").click()
         expect(page.locator("#exec-output")).to_contain_text("$ uname -s\nLinux")
+        page.get_by_role("button", name="Open terminal").click()
+        expect(page.get_by_role("status")).to_have_text("connected")
+        page.locator("#terminal .xterm").click()
+        page.keyboard.type("echo term-$((6*7))")
+        page.keyboard.press("Enter")
+        expect(page.locator("#terminal .xterm-rows")).to_contain_text("term-42")
         shot(page, "instance")
+        page.keyboard.type("exit")
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("status")).to_have_text("closed")  # the shell ended: the socket closed
 
         for name in ("Networks", "Volumes", "Mesh", "Stacks"):
             page.get_by_role("link", name=name, exact=True).click()
@@ -151,9 +163,85 @@ def test_the_page_and_its_assets_are_served_locally(platform: Platform) -> None:
     assets = re.findall(r'(?:src|href)="(/ui/[^"]+)"', page.text)
     assert "/ui/app.js" in assets and "/ui/style.css" in assets
     assert "/ui/icon.svg" in assets
-    for asset in [*assets, "/ui/api.js", "/ui/dom.js"]:
+    for asset in [*assets, "/ui/api.js", "/ui/dom.js", "/ui/mesh.js", "/ui/terminal.js"]:
         served = httpx.get(platform.url + asset)
         assert served.status_code == 200, asset
-        text = served.text.replace('xmlns="http://www.w3.org/2000/svg"', "")  # a name, never fetched
+        text = served.text.replace("http://www.w3.org/2000/svg", "")  # the SVG namespace: a name, never fetched
         assert "http://" not in text and "https://" not in text, asset  # nothing from outside
+    assert httpx.get(platform.url + "/ui/vendor/xterm.js").status_code == 200  # built, served from here
     assert httpx.get(platform.url + "/v1/instances").status_code == 401  # the data still needs the token
+
+
+def test_the_mesh_page_shows_the_edge_of_a_call_made_now(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    network(api, "dash-mesh", "10.213.109.0/24")
+    try:
+        create(
+            api,
+            "dash-be",
+            command=WEB,
+            networks=[{"network": "dash-mesh"}],
+            mesh={"service": "dash-be", "port": 8080},
+        )
+        create(
+            api,
+            "dash-fe",
+            networks=[{"network": "dash-mesh"}],
+            mesh={"service": "dash-fe", "port": 8080, "upstreams": [{"service": "dash-be", "local_port": 9001}]},
+        )
+        assert "200 OK" in eventually(lambda: call(api, "dash-fe", "127.0.0.1", 9001), "200 OK", timeout=20)
+        for _ in range(3):
+            assert "200 OK" in call(api, "dash-fe", "127.0.0.1", 9001)
+        log_in(page, platform)
+        page.get_by_role("link", name="Mesh", exact=True).click()
+        edge = page.locator("#calls tbody tr").filter(has_text="dash-fe").filter(has_text="dash-be")
+        expect(edge).to_have_count(1, timeout=TIMEOUT_MS)
+        expect(page.locator('svg.topology line[data-edge="dash-fe -> dash-be"]')).to_have_count(1)
+        expect(page.locator('svg.topology circle[data-service="dash-be"]')).to_have_count(1)
+        requests = int(edge.locator("td").nth(2).inner_text())
+        assert requests >= 4, requests
+        shot(page, "mesh-topology")
+    finally:
+        for name in ("dash-fe", "dash-be"):
+            delete(api, name)
+        drop_network(api, "dash-mesh", force=True)
+        dropped = [api.delete(f"/v1/services/{name}").status_code for name in ("dash-fe", "dash-be")]
+    assert dropped == [204, 204]
+
+
+STACK = """
+security_groups:
+  dash-sg: {description: from the dashboard test, rules: [{direction: ingress, protocol: tcp, port_min: 80}]}
+services:
+  dash-svc: {policy: {timeout_ms: 1500}}
+"""
+
+
+def test_a_stack_plan_is_shown_and_applied_from_the_page(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    planned = api.post("/v1/stacks/dash-st/plan", json={"spec": STACK})
+    assert planned.status_code == 200, planned.text
+    try:
+        log_in(page, platform)
+        page.get_by_role("link", name="Stacks", exact=True).click()
+        page.get_by_role("link", name="dash-st", exact=True).click()
+        plan = page.get_by_label("Plan")
+        expect(plan).to_contain_text("security_group.dash-sg")
+        expect(plan.locator(".line.add").first).to_contain_text("+")
+        expect(plan).to_contain_text("Plan: 2 to add, 0 to change, 0 to destroy.")
+        shot(page, "stack-plan")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Apply").click()
+        expect(page.get_by_label("Apply progress")).to_contain_text("security_group.dash-sg: done")
+        expect(page.locator("#applies tbody tr").first.locator(".badge")).to_have_text("succeeded")
+        expect(page.get_by_role("button", name="Apply")).to_have_count(0)  # that plan is spent: the stack moved on
+        shot(page, "stack-applied")
+        assert api.get("/v1/security-groups/dash-sg").json()["description"] == "from the dashboard test"
+        assert api.get("/v1/stacks/dash-st").json()["resources"] == ["security_group.dash-sg", "service.dash-svc"]
+    finally:
+        gone = api.post("/v1/stacks/dash-st/plan", json={"destroy": True}).json()
+        op = wait_op(api, api.post("/v1/stacks/dash-st/apply", json={"plan": gone["id"]}))
+        deleted = api.delete("/v1/stacks/dash-st").status_code
+    assert op["status"] == "succeeded" and deleted == 204, op

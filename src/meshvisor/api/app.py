@@ -30,6 +30,7 @@ from .routers import (
     services,
     stacks,
     storage_pools,
+    terminal,
     volumes,
     web,
 )
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         operations,
         events,
         metrics,
+        terminal,
     ):
         app.include_router(module.router)
     web.install(app)

@@ -9,6 +9,7 @@ from docker.types import Mount
 
 from meshvisor.core.errors import IllegalState, NotFound
 from meshvisor.core.names import host_object_name
+from meshvisor.core.terminal import FdTerminal, Terminal
 from meshvisor.core.types import (
     Capabilities,
     ComputeSpec,
@@ -221,6 +222,33 @@ class DockerDriver:
         container = self._get(instance_id)
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         return pid if container.status == "running" and pid > 0 else None
+
+    def terminal(self, instance_id: str) -> Terminal:
+        """`docker exec -it <container> sh`: the exec's socket carries the TTY both ways; closing it ends the
+        shell (its input closes)."""
+        container = self._get(instance_id)
+        if container.status != "running":
+            raise IllegalState(f"container {container.name} is {container.status}, not running")
+        api = self._client.api
+        with docker_errors(f"open a terminal in container {container.name}"):
+            exec_id = api.exec_create(
+                container.id, ["sh"], stdin=True, tty=True, environment={"TERM": "xterm-256color"}
+            )["Id"]
+            attached = api.exec_start(exec_id, socket=True, tty=True)
+        raw: Any = getattr(attached, "_sock", attached)  # the socket under docker's wrapper
+
+        def close() -> None:
+            for sock in (raw, attached):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+        def resize(rows: int, cols: int) -> None:
+            with docker_errors(f"resize the terminal in container {container.name}"):
+                api.exec_resize(exec_id, height=rows, width=cols)
+
+        return FdTerminal(raw.fileno(), close, resize)
 
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult:
         container = self._get(instance_id)

@@ -11,10 +11,14 @@ to the same path under the mount's source (`cat /data/x` reads `<source>/x`). Te
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import signal
+import struct
 import subprocess
+import termios
 import threading
 import time
 from collections.abc import Iterable
@@ -24,6 +28,7 @@ from typing import Any
 
 from meshvisor.core.errors import IllegalState, NotFound
 from meshvisor.core.names import host_object_name
+from meshvisor.core.terminal import FdTerminal, Terminal
 from meshvisor.core.types import (
     Capabilities,
     ComputeSpec,
@@ -227,6 +232,31 @@ class FakeCompute:
         except FileNotFoundError as exc:
             return ExecResult(exit_code=127, output=f"{exc}\n")
         return ExecResult(exit_code=done.returncode, output=(done.stdout + done.stderr).decode(errors="replace"))
+
+    def terminal(self, instance_id: str) -> Terminal:
+        """A shell on a pseudo-terminal of its own (the fake's workloads are host processes: the shell runs beside
+        them, in the host's view)."""
+        record = self._get(instance_id)
+        state = self._state(record)
+        if state is not InstanceState.RUNNING:
+            raise IllegalState(f"workload {instance_id} is {state.value}, not running")
+        master, slave = pty.openpty()
+        env = {**os.environ, "TERM": "xterm-256color", "PS1": "$ "}
+        shell = subprocess.Popen(
+            ["sh", "-i"], stdin=slave, stdout=slave, stderr=slave, start_new_session=True, env=env, close_fds=True
+        )
+        os.close(slave)
+
+        def close() -> None:
+            if shell.poll() is None:
+                shell.kill()
+            shell.wait()
+            os.close(master)
+
+        def resize(rows: int, cols: int) -> None:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+        return FdTerminal(master, close, resize)
 
 
 def map_mounts(argv: Iterable[str], mounts: Iterable[dict[str, Any]]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from .terminal import Terminal
 from .types import Capabilities, ComputeSpec, DiskSpec, ExecResult, NicSpec, Observed, Snapshot, UpdateResult
 
 
@@ -43,6 +44,11 @@ class ComputeDriver(Protocol):
     def logs(self, instance_id: str, tail: int | None = None) -> str: ...
 
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult: ...
+
+    def terminal(self, instance_id: str) -> Terminal:
+        """An interactive shell in the running workload (a VM's serial console); IllegalState when it is not
+        running."""
+        ...
 
     def namespace_pid(self, instance_id: str) -> int | None:
         """A process inside the workload's own network namespace (to attach it to a network), or None when it is

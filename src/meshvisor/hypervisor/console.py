@@ -10,6 +10,7 @@ import re
 import secrets
 import shlex
 import time
+from collections.abc import Callable
 
 import libvirt
 
@@ -83,3 +84,59 @@ def _drain(stream: libvirt.virStream) -> None:
         chunk = stream.recv(65536)
         if chunk == -2 or not chunk:
             return
+
+
+class ConsoleTerminal:
+    """The guest's serial console as an interactive terminal (a libvirt stream, polled: it has no descriptor).
+    `release` runs once it is closed (the driver's console lock)."""
+
+    def __init__(self, stream: libvirt.virStream, release: Callable[[], None]) -> None:
+        self.stream = stream
+        self._release = release
+        self.closed = False
+
+    def read(self, timeout: float) -> bytes | None:
+        deadline = time.monotonic() + timeout
+        while not self.closed:
+            try:
+                chunk = self.stream.recv(65536)
+            except libvirt.libvirtError:
+                return b""
+            if chunk == -2:
+                if time.monotonic() >= deadline:
+                    return None
+                time.sleep(0.02)
+                continue
+            return chunk if isinstance(chunk, bytes) else b""
+        return b""
+
+    def write(self, data: bytes) -> None:
+        try:
+            _send(self.stream, data)
+        except libvirt.libvirtError as exc:
+            raise TransientError(f"the console closed: {exc.get_error_message()}") from exc
+
+    def resize(self, rows: int, cols: int) -> None:
+        """A serial line has no window size to tell."""
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.stream.abort()
+        except libvirt.libvirtError:
+            pass
+        self._release()
+
+
+def open_terminal(
+    dom: libvirt.virDomain, conn: libvirt.virConnect, release: Callable[[], None]
+) -> ConsoleTerminal:
+    stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+    try:
+        dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+    except libvirt.libvirtError as exc:
+        release()
+        raise PermanentError(f"cannot open the console of {dom.name()}: {exc.get_error_message()}") from exc
+    return ConsoleTerminal(stream, release)

@@ -16,6 +16,7 @@ import libvirt
 
 from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound, TransientError
 from meshvisor.core.names import host_object_name
+from meshvisor.core.terminal import Terminal
 from meshvisor.core.types import (
     Capabilities,
     ComputeSpec,
@@ -46,6 +47,8 @@ from .domain_xml import (
     read_metadata,
     readonly_targets,
 )
+
+CONSOLE_WAIT_S = 30.0  # how long a command through the console waits for a terminal on it to close
 
 _STATES = {
     libvirt.VIR_DOMAIN_NOSTATE: InstanceState.ERROR,
@@ -322,8 +325,23 @@ class LibvirtDriver:
         dom = self._get(instance_id)
         if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
             raise IllegalState(f"domain {dom.name()} is not running")
-        with self._console_lock(instance_id):
+        lock = self._console_lock(instance_id)
+        if not lock.acquire(timeout=CONSOLE_WAIT_S):
+            raise Conflict(f"the console of {dom.name()} is in use (a terminal is open on it)")
+        try:
             return console.run(self._connection(), dom, argv)
+        finally:
+            lock.release()
+
+    def terminal(self, instance_id: str) -> Terminal:
+        """The serial console, for one user at a time (commands through `exec` wait for it, then give up)."""
+        dom = self._get(instance_id)
+        if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            raise IllegalState(f"domain {dom.name()} is not running")
+        lock = self._console_lock(instance_id)
+        if not lock.acquire(blocking=False):
+            raise Conflict(f"the console of {dom.name()} is in use (another terminal or a command)")
+        return console.open_terminal(dom, self._connection(), lock.release)
 
     def _console_lock(self, instance_id: str) -> threading.Lock:
         with self._lock:

@@ -13,9 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from meshvisor.core.compute import SnapshotDriver
-from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound
 from meshvisor.core.lifecycle import check_action, check_delete, parse_action
 from meshvisor.core.names import new_id, validate_name
+from meshvisor.core.terminal import Terminal
 from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
 from meshvisor.hypervisor import cloud_init
 
@@ -407,6 +408,17 @@ def exec_in(rt: Runtime, session: Session, name: str, argv: list[str], project: 
     if instance.state != InstanceState.RUNNING.value:
         raise Conflict(f"instance {name!r} is {instance.state}, not running")
     return rt.compute(InstanceKind(instance.kind)).exec(instance.id, argv)
+
+
+def open_terminal(rt: Runtime, session: Session, name: str, project: str = "default") -> Terminal:
+    """An interactive shell in the running instance (a VM's serial console); the caller closes it."""
+    instance = get(session, name, project)
+    if instance.state != InstanceState.RUNNING.value:
+        raise Conflict(f"instance {name!r} is {instance.state}, not running")
+    try:
+        return rt.compute(InstanceKind(instance.kind)).terminal(instance.id)
+    except IllegalState as exc:
+        raise Conflict(exc.message) from exc
 
 
 def read_logs(rt: Runtime, session: Session, name: str, tail: int | None, project: str = "default") -> str:

@@ -224,6 +224,23 @@ def to_dict(row: Stack) -> dict[str, Any]:
     }
 
 
+def recent_plans(session: Session, row: Stack, limit: int) -> list[dict[str, Any]]:
+    """The stack's saved plans, newest first, as `POST .../plan` answered them (with `current`: still
+    applicable, made against the stack's serial now)."""
+    query = (
+        select(StackPlan)
+        .where(StackPlan.stack_id == row.id)
+        .order_by(StackPlan.created_at.desc(), StackPlan.id.desc())
+        .limit(limit)
+    )
+    shown = []
+    for saved in session.scalars(query):
+        planned = stacks.Plan.from_json(saved.body)
+        shown.append({**plan_to_dict(saved, planned), "created_at": saved.created_at.isoformat(),
+                      "current": saved.base_serial == row.serial})  # fmt: skip
+    return shown
+
+
 def latest_plan(session: Session, row: Stack) -> StackPlan | None:
     return session.scalar(
         select(StackPlan).where(StackPlan.stack_id == row.id).order_by(StackPlan.created_at.desc()).limit(1)

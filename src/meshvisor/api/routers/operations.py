@@ -33,11 +33,18 @@ def list_operations(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
     status: str | None = None,
+    resource_type: str | None = None,
+    resource_name: str | None = None,
 ) -> dict[str, Any]:
-    """Newest first; the cursor is the id of the last operation seen."""
+    """Newest first; the cursor is the id of the last operation seen. Filters: `status`, `resource_type`
+    (instance, network, volume, image, stack) and `resource_name`."""
     query = select(Operation).order_by(Operation.created_at.desc(), Operation.id.desc()).limit(limit + 1)
     if status:
         query = query.where(Operation.status == status)
+    if resource_type:
+        query = query.where(Operation.resource_type == resource_type)
+    if resource_name:
+        query = query.where(Operation.resource_name == resource_name)
     if cursor:
         last = operations.get(session, decode_cursor(cursor))
         query = query.where(

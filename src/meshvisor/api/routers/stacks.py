@@ -54,6 +54,15 @@ def plan_stack(name: str, body: PlanRequest, rt: RuntimeDep, _: TokenDep) -> dic
         return stack_plans.plan_to_dict(saved, planned)
 
 
+@router.get("/{name}/plans")
+def list_plans(
+    name: str, session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> dict[str, Any]:
+    """The stack's saved plans, newest first; `current` is true while a plan can still be applied."""
+    row = stack_plans.get(session, name)
+    return {"items": stack_plans.recent_plans(session, row, limit), "next_cursor": None}
+
+
 @router.post("/{name}/apply", status_code=202)
 def apply_stack(name: str, body: ApplyRequest, rt: RuntimeDep, dispatch: DispatchDep, token: TokenDep) -> Response:
     """Carry out a saved plan (an operation that holds the stack's lock; its `params.progress` lists each

@@ -23,12 +23,24 @@ function headers() {
   return { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" };
 }
 
-export async function api(method, path, body) {
+async function send(method, path, body) {
   const response = await fetch(path, { method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body) });
   if (response.status === 401) {
     window.dispatchEvent(new Event("meshvisor:unauthorized"));
     throw new ApiError(401, "the token was refused");
   }
+  return response;
+}
+
+// A text resource (`/metrics`).
+export async function apiText(path) {
+  const response = await send("GET", path);
+  if (!response.ok) throw new ApiError(response.status, `HTTP ${response.status}`);
+  return response.text();
+}
+
+export async function api(method, path, body) {
+  const response = await send(method, path, body);
   const text = await response.text();
   let data = null;
   try {

@@ -1,8 +1,10 @@
 // The meshvisor dashboard: a page per hash route, built with DOM calls (never from HTML text, so no value from
 // the API is ever read as markup), kept live by the `/v1/events` stream.
 
-import { ApiError, api, follow, token, setToken, waitOperation } from "./api.js";
+import { ApiError, api, apiText, follow, token, setToken, waitOperation } from "./api.js";
 import { h, badge, table, when, fmtTime } from "./dom.js";
+import { edgesFrom, rates, topology } from "./mesh.js";
+import { openTerminal } from "./terminal.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -101,6 +103,7 @@ const ROUTES = [
   [/^#\/volumes$/, volumesPage],
   [/^#\/services$/, servicesPage],
   [/^#\/stacks$/, stacksPage],
+  [/^#\/stacks\/([a-z0-9-]+)$/, stack],
 ];
 
 async function render() {
@@ -301,8 +304,28 @@ async function instance(name) {
   const console_ = h("form", { class: "exec", "aria-label": "Run a command" },
     h("span", { class: "prompt" }, "$"), command, h("button", { type: "submit" }, "Run"));
   const head = h("div", {});
+  const termBox = h("div", { class: "terminal", id: "terminal", "aria-label": "Terminal" });
+  const termStatus = h("span", { class: "muted", role: "status" });
+  let closeTerminal = null;
+  const termButton = h("button", { type: "button", onclick: async () => {
+    if (closeTerminal) {
+      closeTerminal();
+      closeTerminal = null;
+      termButton.textContent = "Open terminal";
+      termBox.replaceChildren();
+      return;
+    }
+    try {
+      closeTerminal = await openTerminal(name, termBox, (text) => { termStatus.textContent = text; });
+      termButton.textContent = "Close terminal";
+    } catch (err) {
+      termStatus.textContent = err.message || String(err);
+    }
+  } }, "Open terminal");
+  window.addEventListener("hashchange", () => { if (closeTerminal) closeTerminal(); closeTerminal = null; }, { once: true });
   main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head,
-    h("h2", {}, "Logs"), logs, h("h2", {}, "Console"), console_, output);
+    h("h2", {}, "Logs"), logs, h("h2", {}, "Terminal"), h("p", { class: "actions" }, termButton, termStatus), termBox,
+    h("h2", {}, "Run a command"), console_, output);
   console_.addEventListener("submit", async (event) => {
     event.preventDefault();
     const line = command.value.trim();
@@ -390,16 +413,44 @@ async function volumesPage() {
   });
 }
 
+let lastReading = null; // {edges, at}: the previous /metrics reading, for rates
+
 async function servicesPage() {
   await page("Mesh", async () => {
-    const found = await api("GET", "/v1/services?limit=1000");
-    return found.items.length
-      ? table(["Service", "Members", "Callers", "Policy", "Last NACK"], found.items.map((s) => [
-        s.name, (s.members || []).map((m) => `${m.instance} (${m.state})`).join(", "), (s.callers || []).join(", "),
-        Object.keys(s.policy || {}).join(", ") || "default", s.last_nack ? s.last_nack.message || "rejected" : "",
-      ]))
-      : h("p", { class: "muted" }, "No services.");
+    const [found, text] = await Promise.all([api("GET", "/v1/services?limit=1000"), apiText("/metrics")]);
+    const edges = edgesFrom(text);
+    const now = Date.now();
+    const perSecond = rates(edges, lastReading && lastReading.edges, lastReading ? (now - lastReading.at) / 1000 : 0);
+    lastReading = { edges, at: now };
+    const names = [...new Set([
+      ...found.items.map((s) => s.name),
+      ...Object.values(edges).flatMap((e) => [e.source, e.destination]),
+    ])].sort();
+    const pairs = Object.entries(edges).sort();
+    return [
+      names.length ? topology(names, edges, perSecond) : h("p", { class: "muted" }, "No services."),
+      h("h2", {}, "Calls"),
+      pairs.length
+        ? table(["Caller", "Service", "Requests", "Rate", "5xx"], pairs.map(([key, e]) => [
+          e.source, e.destination, String(e.total), perSecond[key] === null ? "…" : `${perSecond[key].toFixed(1)}/s`,
+          e.total ? `${Math.round((100 * e.errors) / e.total)}%` : "0%",
+        ]), { id: "calls" })
+        : h("p", { class: "muted" }, "No calls seen yet."),
+      h("h2", {}, "Services"),
+      found.items.length
+        ? table(["Service", "Members", "Callers", "Policy", "Last NACK"], found.items.map((s) => [
+          s.name, (s.members || []).map((m) => `${m.instance} (${m.state})`).join(", "), (s.callers || []).join(", "),
+          Object.keys(s.policy || {}).join(", ") || "default", s.last_nack ? s.last_nack.message || "rejected" : "",
+        ]))
+        : h("p", { class: "muted" }, "No services."),
+    ];
   });
+  const tick = () => {
+    if (location.hash !== "#/services" || !refresh) return;
+    refresh().catch(() => {});
+    setTimeout(tick, 5000);
+  };
+  setTimeout(tick, 5000);
 }
 
 async function stacksPage() {
@@ -407,11 +458,74 @@ async function stacksPage() {
     const found = await api("GET", "/v1/stacks?limit=1000");
     return found.items.length
       ? table(["Stack", "Resources", "Serial", "Lock", "Updated"], found.items.map((s) => [
-        s.name, String(s.resources.length), String(s.serial), s.lock ? `${s.lock.owner} until ${fmtTime(s.lock.expires_at)}` : "",
-        fmtTime(s.updated_at),
-      ]))
-      : h("p", { class: "muted" }, "No stacks: `meshvisor apply -f FILE` makes one.");
+        h("a", { href: `#/stacks/${s.name}` }, s.name), String(s.resources.length), String(s.serial),
+        s.lock ? `${s.lock.owner} until ${fmtTime(s.lock.expires_at)}` : "", fmtTime(s.updated_at),
+      ]), { id: "stacks" })
+      : h("p", { class: "muted" }, "No stacks: `meshvisor plan -f FILE` makes one.");
   });
+}
+
+const SIGNS = { "+": "add", "~": "change", "~!": "change", "-/+": "remove", "+/-": "remove", "-": "remove" };
+
+// The plan as the CLI prints it, each line marked by its change sign.
+function planText(text) {
+  return h("pre", { class: "plan", "aria-label": "Plan" }, ...text.split("\n").map((line) => {
+    const sign = line.trim().split(" ", 1)[0];
+    return h("span", { class: SIGNS[sign] ? `line ${SIGNS[sign]}` : "line" }, `${line}\n`);
+  }));
+}
+
+async function stack(name) {
+  const progress = h("ol", { class: "progress-list", "aria-label": "Apply progress" });
+  const error = h("p", { class: "error", role: "alert" });
+  const body = h("div", {});
+  main.replaceChildren(h("p", {}, h("a", { href: "#/stacks" }, "← Stacks")), h("h1", {}, `Stack ${name}`), body, error, progress);
+  refresh = async () => {
+    const [info, plans, history] = await Promise.all([
+      api("GET", `/v1/stacks/${name}`),
+      api("GET", `/v1/stacks/${name}/plans?limit=1`),
+      api("GET", `/v1/operations?resource_type=stack&resource_name=${name}&limit=10`),
+    ]);
+    const plan = plans.items[0];
+    const parts = [
+      h("dl", { class: "facts" },
+        h("dt", {}, "Resources"), h("dd", {}, info.resources.join(", ") || "none"),
+        h("dt", {}, "Serial"), h("dd", {}, String(info.serial)),
+        h("dt", {}, "Lock"), h("dd", {}, info.lock ? `${info.lock.owner} until ${fmtTime(info.lock.expires_at)}` : "free")),
+      h("h2", {}, "Latest plan"),
+    ];
+    if (!plan) parts.push(h("p", { class: "muted" }, "No plan yet: `meshvisor plan -f FILE --stack NAME`."));
+    else {
+      parts.push(h("p", { class: "muted" }, `${fmtTime(plan.created_at)}${plan.current ? "" : " (the stack changed since: plan again)"}`));
+      parts.push(planText(plan.text));
+      if (plan.current && plan.exit_code === 2 && !info.lock) {
+        parts.push(h("button", { type: "button", class: "primary", onclick: () => applyPlan(name, plan, error, progress) }, "Apply"));
+      }
+    }
+    parts.push(h("h2", {}, "Applies"));
+    parts.push(history.items.length
+      ? table(["When", "Status", "Steps", "Error"], history.items.map((o) => [
+        fmtTime(o.created_at), badge(o.status), String((o.params.progress || []).filter((p) => p.status === "done").length),
+        o.error || "",
+      ]), { id: "applies" })
+      : h("p", { class: "muted" }, "None yet."));
+    body.replaceChildren(...parts);
+  };
+  await refresh();
+}
+
+async function applyPlan(name, plan, error, progress) {
+  if (!confirm(`Apply this plan to ${name}? ${plan.summary}`)) return;
+  progress.replaceChildren();
+  await run(error, async () => {
+    const accepted = await api("POST", `/v1/stacks/${name}/apply`, { plan: plan.id });
+    const op = await waitOperation(accepted.operation.id, (o) => {
+      progress.replaceChildren(...(o.params.progress || []).filter((p) => p.status !== "started").map((p) =>
+        h("li", { class: p.status }, `${p.address}: ${p.status}${p.error ? ` (${p.error})` : ""}`)));
+    });
+    if (op.status !== "succeeded") throw new Error(`apply ${op.status}: ${op.error || ""}`);
+    return null;
+  }, refresh);
 }
 
 if (token()) start();

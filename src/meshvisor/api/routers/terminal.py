@@ -1,0 +1,109 @@
+"""`/v1/instances/{name}/terminal`: an interactive shell in an instance over a WebSocket (the dashboard's
+console), a VM's serial console or `sh` in a container.
+
+The browser cannot send headers on a WebSocket, so the first message carries the token: `{"token": "...",
+"rows": 24, "cols": 80}`. Then binary messages are keys in and output out; a text message `{"resize": [rows,
+cols]}` resizes. Refusals close the socket with a code and the reason: 4400 bad opening message, 4401 token,
+4404 no such instance, 4409 not running or its console busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+
+from meshvisor.core.errors import Conflict, MeshvisorError, NotFound
+from meshvisor.core.terminal import Terminal
+from meshvisor.platform import instances, tokens
+from meshvisor.platform.runtime import Runtime
+
+router = APIRouter(tags=["instances"])
+HELLO_TIMEOUT_S = 10.0
+READ_WAIT_S = 0.5
+CLOSE_CODES: dict[type[MeshvisorError], int] = {NotFound: 4404, Conflict: 4409}
+
+
+@router.websocket("/v1/instances/{name}/terminal")
+async def terminal(websocket: WebSocket, name: str) -> None:
+    rt: Runtime = websocket.app.state.runtime
+    await websocket.accept()
+    try:
+        hello = await asyncio.wait_for(websocket.receive_json(), HELLO_TIMEOUT_S)
+    except (TimeoutError, WebSocketDisconnect, ValueError, KeyError):
+        await _close(websocket, 4400, 'the first message must be {"token": ...}')
+        return
+    token = hello.get("token") if isinstance(hello, dict) else None
+    if not isinstance(token, str) or not await run_in_threadpool(_token_ok, rt, token):
+        await _close(websocket, 4401, "invalid or expired token")
+        return
+    try:
+        term = await run_in_threadpool(_open, rt, name)
+    except MeshvisorError as exc:
+        await _close(websocket, CLOSE_CODES.get(type(exc), 4500), exc.message)
+        return
+    try:
+        await run_in_threadpool(_resize, term, hello.get("rows"), hello.get("cols"))
+        output = asyncio.create_task(_pump_out(websocket, term))
+        try:
+            await _pump_in(websocket, term)
+        finally:
+            output.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await output
+    finally:
+        await run_in_threadpool(term.close)
+
+
+def _token_ok(rt: Runtime, token: str) -> bool:
+    with rt.sessions() as session:
+        return tokens.find(session, token) is not None
+
+
+def _open(rt: Runtime, name: str) -> Terminal:
+    with rt.sessions() as session:
+        return instances.open_terminal(rt, session, name)
+
+
+def _resize(term: Terminal, rows: Any, cols: Any) -> None:
+    if isinstance(rows, int) and isinstance(cols, int) and 0 < rows <= 1000 and 0 < cols <= 1000:
+        term.resize(rows, cols)
+
+
+async def _pump_out(websocket: WebSocket, term: Terminal) -> None:
+    """What the shell prints, to the browser, until the shell ends (then the socket closes)."""
+    while True:
+        data = await run_in_threadpool(term.read, READ_WAIT_S)
+        if data is None:
+            continue
+        if not data:
+            break
+        await websocket.send_bytes(data)
+    await _close(websocket, 1000, "the shell ended")
+
+
+async def _pump_in(websocket: WebSocket, term: Terminal) -> None:
+    """Keys and resizes from the browser, until it goes."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes"):
+            await run_in_threadpool(term.write, message["bytes"])
+        elif message.get("text"):
+            try:
+                control = json.loads(message["text"])
+            except ValueError:
+                continue
+            size = control.get("resize") if isinstance(control, dict) else None
+            if isinstance(size, list) and len(size) == 2:
+                await run_in_threadpool(_resize, term, size[0], size[1])
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.close(code=code, reason=reason[:120])

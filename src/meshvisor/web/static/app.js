@@ -130,10 +130,10 @@ async function render() {
 
 window.addEventListener("hashchange", render);
 
-// A page: a title and a body that `load` fills, read again by every event.
-async function page(title, load) {
+// A page: a title and a body that `load` fills, read again by every event; `fixed` (forms) stays as it is.
+async function page(title, load, ...fixed) {
   const body = h("div", { class: "page-body" });
-  main.replaceChildren(h("h1", {}, title), body);
+  main.replaceChildren(h("h1", {}, title), body, ...fixed);
   refresh = async () => {
     const content = await load();
     body.replaceChildren(...[].concat(content));
@@ -323,9 +323,19 @@ async function instance(name) {
     }
   } }, "Open terminal");
   window.addEventListener("hashchange", () => { if (closeTerminal) closeTerminal(); closeTerminal = null; }, { once: true });
+  const snapshots = h("div", {});
+  const snapName = h("input", { placeholder: "a name, e.g. before-upgrade", "aria-label": "Snapshot name", pattern: "[a-z0-9-]{1,40}" });
+  const snapError = h("p", { class: "error", role: "alert" });
+  const snapForm = h("form", { class: "exec", "aria-label": "Take a snapshot" }, snapName, h("button", { type: "submit" }, "Take snapshot"));
+  snapForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    await run(snapError, () => api("POST", `/v1/instances/${name}/actions`, { action: "snapshot", snapshot: snapName.value.trim() }), refresh);
+    if (!snapError.textContent) snapName.value = "";
+  });
+  const snapSection = h("section", { hidden: true }, h("h2", {}, "Snapshots"), snapshots, snapForm, snapError);
   main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head,
     h("h2", {}, "Logs"), logs, h("h2", {}, "Terminal"), h("p", { class: "actions" }, termButton, termStatus), termBox,
-    h("h2", {}, "Run a command"), console_, output);
+    h("h2", {}, "Run a command"), console_, output, snapSection);
   console_.addEventListener("submit", async (event) => {
     event.preventDefault();
     const line = command.value.trim();
@@ -352,6 +362,22 @@ async function instance(name) {
         return;
       }
       throw err;
+    }
+    snapSection.hidden = !(i.kind === "vm" && i.disk_mb);
+    if (!snapSection.hidden) {
+      const found = await api("GET", `/v1/instances/${name}/snapshots`);
+      snapshots.replaceChildren(found.items.length
+        ? table(["Snapshot", "Taken", "State", ""], found.items.map((snap) => [
+          snap.name, fmtTime(new Date(snap.created_at * 1000).toISOString()), snap.state,
+          h("span", { class: "actions" },
+            h("button", { type: "button", onclick: () => run(snapError,
+              () => api("POST", `/v1/instances/${name}/actions`, { action: "revert", snapshot: snap.name }), refresh) }, "revert"),
+            h("button", { type: "button", class: "danger", onclick: async () => {
+              if (!confirm(`Delete snapshot ${snap.name}?`)) return;
+              await run(snapError, () => api("DELETE", `/v1/instances/${name}/snapshots/${snap.name}`), refresh);
+            } }, "delete")),
+        ]), { id: "snapshots" })
+        : h("p", { class: "muted" }, "No snapshots yet."));
     }
     head.replaceChildren(
       h("h1", {}, i.name, " ", badge(i.state)),
@@ -380,21 +406,64 @@ async function instance(name) {
 }
 
 // -- networks, volumes, mesh, stacks ---------------------------------------------------------------------------
+// A form whose fields are `[label, input]` pairs; `submit(values)` starts the work, shown like any action.
+function simpleForm(title, fields, submit) {
+  const error = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "create", "aria-label": title }, h("h2", {}, title),
+    ...fields.map(([label, input]) => h("label", {}, h("span", {}, label), input)),
+    h("button", { type: "submit" }, "Create"), error);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    await run(error, () => submit(), refresh);
+    if (!error.textContent) form.reset();
+  });
+  return form;
+}
+
+function deleteButton(what, path, label = "delete") {
+  const error = h("span", { class: "error", role: "alert" });
+  return h("span", { class: "actions" }, h("button", {
+    type: "button", class: "danger", onclick: async () => {
+      if (!confirm(`Delete ${what}?`)) return;
+      await run(error, () => api("DELETE", path), refresh);
+    },
+  }, label), error);
+}
+
 async function networksPage() {
+  const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
+  const cidr = h("input", { required: true, placeholder: "10.210.1.0/24" });
+  const netForm = simpleForm("Create a network", [["Name", name], ["CIDR", cidr]],
+    () => api("POST", "/v1/networks", { name: name.value.trim(), cidr: cidr.value.trim() }));
+  const group = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
+  const description = h("input", {});
+  const direction = h("select", {}, h("option", { value: "ingress" }, "ingress"), h("option", { value: "egress" }, "egress"));
+  const protocol = h("select", {}, ...["tcp", "udp", "icmp", "any"].map((p) => h("option", { value: p }, p)));
+  const port = h("input", { type: "number", min: "1", max: "65535", placeholder: "any" });
+  const groupForm = simpleForm("Create a security group",
+    [["Name", group], ["Description", description], ["Direction", direction], ["Protocol", protocol], ["Port", port]],
+    () => {
+      const ruleBody = { direction: direction.value, protocol: protocol.value };
+      if (port.value) ruleBody.port_min = Number(port.value);
+      return api("POST", "/v1/security-groups", { name: group.value.trim(), description: description.value, rules: [ruleBody] });
+    });
   await page("Networks", async () => {
     const [nets, groups] = await Promise.all([api("GET", "/v1/networks?limit=1000"), api("GET", "/v1/security-groups?limit=1000")]);
     return [
       nets.items.length
-        ? table(["Network", "CIDR", "VNI", "MTU", "State"], nets.items.map((n) => [n.name, n.cidr, String(n.vni), String(n.mtu), badge(n.state)]))
+        ? table(["Network", "CIDR", "VNI", "MTU", "State", ""], nets.items.map((n) => [
+          n.name, n.cidr, String(n.vni), String(n.mtu), badge(n.state), deleteButton(`network ${n.name}`, `/v1/networks/${n.name}`),
+        ]), { id: "networks" })
         : h("p", { class: "muted" }, "No networks."),
       h("h2", {}, "Security groups"),
       groups.items.length
-        ? table(["Group", "Description", "Rules", "Members"], groups.items.map((g) => [
+        ? table(["Group", "Description", "Rules", "Members", ""], groups.items.map((g) => [
           g.name, g.description || "", (g.rules || []).map(rule).join("; "), (g.members || []).join(", "),
-        ]))
+          deleteButton(`security group ${g.name}`, `/v1/security-groups/${g.name}`),
+        ]), { id: "groups" })
         : h("p", { class: "muted" }, "No security groups."),
     ];
-  });
+  }, netForm, groupForm);
 }
 
 function rule(r) {
@@ -403,14 +472,20 @@ function rule(r) {
 }
 
 async function volumesPage() {
+  const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
+  const size = h("input", { type: "number", min: "1", required: true, value: "64" });
+  const format = h("select", {}, h("option", { value: "raw" }, "raw (ext4, shareable)"), h("option", { value: "qcow2" }, "qcow2 (VMs)"));
+  const form = simpleForm("Create a volume", [["Name", name], ["Size (MiB)", size], ["Format", format]],
+    () => api("POST", "/v1/volumes", { name: name.value.trim(), size_mb: Number(size.value), format: format.value }));
   await page("Volumes", async () => {
     const vols = await api("GET", "/v1/volumes?limit=1000");
     return vols.items.length
-      ? table(["Volume", "Size", "Format", "State", "Attached to", "Snapshots"], vols.items.map((v) => [
+      ? table(["Volume", "Size", "Format", "State", "Attached to", "Snapshots", ""], vols.items.map((v) => [
         v.name, `${v.size_mb} MiB`, v.format, badge(v.state), (v.attached_to || []).join(", "), (v.snapshots || []).join(", "),
-      ]))
+        deleteButton(`volume ${v.name}`, `/v1/volumes/${v.name}`),
+      ]), { id: "volumes" })
       : h("p", { class: "muted" }, "No volumes.");
-  });
+  }, form);
 }
 
 let lastReading = null; // {edges, at}: the previous /metrics reading, for rates

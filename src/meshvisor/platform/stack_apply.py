@@ -124,6 +124,9 @@ def apply_stack(rt: Runtime, op: Operation) -> None:
             raise PermanentError(f"plan {op.params['plan']} is gone")
         source = stack_plans.unseal(rt.settings, saved.sealed)
         body = dict(saved.body)
+    saved_plan = stacks.Plan.from_json(body)
+    if op.attempts == 1 and saved_plan.empty:
+        return  # nothing to do: not even the file is read again
     spec = stack_plans.spec_of(source)
     run = Apply(rt, op, spec)
     if op.attempts > 1:  # a worker died during this apply: let its steps end, then plan again from the truth
@@ -131,11 +134,11 @@ def apply_stack(rt: Runtime, op: Operation) -> None:
         with rt.sessions() as s:
             row = s.get(Stack, op.resource_id)
             assert row is not None
-            planned = stack_plans.plan_for(s, rt.settings, row, spec, stacks.Plan.from_json(body).adopt)
+            planned = stack_plans.plan_for(s, rt.settings, row, spec, saved_plan.adopt)
         if planned.errors:
             raise PermanentError("the stack cannot be applied now:\n" + "\n".join(planned.errors))
     else:
-        planned = stacks.Plan.from_json(body)
+        planned = saved_plan
     run.execute(planned)
 
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -70,6 +71,17 @@ def log_in(page: Page, platform: Platform) -> None:
     page.get_by_label("API token").fill(platform.token)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+
+
+def ended(api: httpx.Client, name: str, action: str, timeout: float = 120) -> dict[str, Any]:
+    """The newest operation on `name`, once it is `action` and has ended (an action the page started)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last: dict[str, Any] = api.get(f"/v1/operations?resource_name={name}&limit=1").json()["items"][0]
+        if last["action"] == action and last["status"] in ("succeeded", "failed", "cancelled"):
+            return last
+        assert time.monotonic() < deadline, last
+        time.sleep(0.3)
 
 
 def row(page: Page, name: str) -> Locator:
@@ -203,6 +215,18 @@ def test_the_mesh_page_shows_the_edge_of_a_call_made_now(
         requests = int(edge.locator("td").nth(2).inner_text())
         assert requests >= 4, requests
         shot(page, "mesh-topology")
+        page.locator("#services tbody tr").filter(has_text=re.compile(r"^\s*dash-be")).get_by_role(
+            "button"
+        ).click()
+        policy = page.get_by_label("Policy of dash-be")
+        policy.fill('{"timeout_ms": 1500, "retries": {"attempts": -1}}')  # refused whole, with the API's reasons
+        page.get_by_role("button", name="Save policy").click()
+        expect(page.get_by_role("region", name="Policy").get_by_role("alert")).to_contain_text("attempts")
+        assert api.get("/v1/services/dash-be").json()["policy"] == {}
+        policy.fill('{"timeout_ms": 1500}')
+        page.get_by_role("button", name="Save policy").click()
+        expect(page.get_by_role("region", name="Policy")).to_be_hidden()
+        assert api.get("/v1/services/dash-be").json()["policy"] == {"timeout_ms": 1500}
     finally:
         for name in ("dash-fe", "dash-be"):
             delete(api, name)
@@ -274,6 +298,20 @@ def test_networks_groups_and_volumes_are_made_and_removed_from_their_pages(
         )
         shot(page, "networks-made")
 
+        create(api, "dash-att")  # attached to the new network from its page, then detached
+        page.goto(platform.url + "/#/instances/dash-att")
+        page.get_by_role("form", name="Attach a network").get_by_label("Network to attach").select_option(
+            "dash-net"
+        )
+        page.get_by_role("button", name="Attach network").click()
+        attached = page.locator("#links tbody tr").filter(has_text="network dash-net")
+        expect(attached).to_contain_text("10.213.111.")
+        assert api.get("/v1/instances/dash-att").json()["networks"][0]["network"] == "dash-net"
+        page.once("dialog", lambda dialog: dialog.accept())
+        attached.get_by_role("button", name="detach").click()
+        expect(attached).to_have_count(0)
+        assert api.get("/v1/instances/dash-att").json()["networks"] == []
+
         page.get_by_role("link", name="Volumes", exact=True).click()
         volumes = page.get_by_role("form", name="Create a volume")
         volumes.get_by_label("Name").fill("dash-vol")
@@ -283,6 +321,11 @@ def test_networks_groups_and_volumes_are_made_and_removed_from_their_pages(
         expect(vol.locator(".badge")).to_have_text("ready")
         assert api.get("/v1/volumes/dash-vol").json()["size_mb"] == 16
         page.on("dialog", lambda dialog: dialog.accept())
+        vol.get_by_role("button", name="snapshot").click()
+        expect(vol.locator("td").nth(5)).to_contain_text("s-")
+        vol.get_by_role("button", name="revert").click()
+        assert ended(api, "dash-vol", "revert")["status"] == "succeeded"
+        assert len(api.get("/v1/volumes/dash-vol").json()["snapshots"]) == 1
         vol.get_by_role("button", name="delete").click()
         expect(vol).to_have_count(0)
 
@@ -292,6 +335,7 @@ def test_networks_groups_and_volumes_are_made_and_removed_from_their_pages(
         page.locator("#networks tbody tr").filter(has_text="dash-net").get_by_role("button", name="delete").click()
         expect(page.locator("#networks tbody tr").filter(has_text="dash-net")).to_have_count(0)
     finally:
+        delete(api, "dash-att")
         for path in ("/v1/volumes/dash-vol", "/v1/networks/dash-net"):
             response = api.delete(path)
             if response.status_code == 202:
@@ -316,13 +360,7 @@ def test_a_vm_is_snapshotted_reverted_and_its_snapshot_deleted_from_its_page(
         taken = page.locator("#snapshots tbody tr").filter(has_text="dash-s1")
         expect(taken).to_have_count(1, timeout=120_000)
         taken.get_by_role("button", name="revert").click()
-        deadline = time.monotonic() + 120
-        while (last := api.get("/v1/operations?resource_name=dash-vm&limit=1").json()["items"][0])[
-            "action"
-        ] != "revert" or last["status"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, last
-            time.sleep(0.3)
-        assert last["status"] == "succeeded", last
+        assert ended(api, "dash-vm", "revert")["status"] == "succeeded"
         expect(page.get_by_role("heading", name=re.compile("dash-vm")).locator(".badge")).to_have_text("running")
         shot(page, "vm-snapshots")
         page.once("dialog", lambda dialog: dialog.accept())

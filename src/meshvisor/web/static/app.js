@@ -333,9 +333,24 @@ async function instance(name) {
     if (!snapError.textContent) snapName.value = "";
   });
   const snapSection = h("section", { hidden: true }, h("h2", {}, "Snapshots"), snapshots, snapForm, snapError);
+  const links = h("div", {});
+  const linkError = h("p", { class: "error", role: "alert" });
+  const attachNet = h("select", { "aria-label": "Network to attach" });
+  const attachVol = h("select", { "aria-label": "Volume to attach" });
+  const netForm = h("form", { class: "exec", "aria-label": "Attach a network" }, attachNet, h("button", { type: "submit" }, "Attach network"));
+  const volForm = h("form", { class: "exec", "aria-label": "Attach a volume", hidden: true }, attachVol, h("button", { type: "submit" }, "Attach volume"));
+  netForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(linkError, () => api("POST", `/v1/instances/${name}/networks`, { network: attachNet.value }), refresh);
+  });
+  volForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(linkError, () => api("POST", `/v1/instances/${name}/volumes`, { volume: attachVol.value }), refresh);
+  });
+  const linkSection = h("section", {}, h("h2", {}, "Networks and volumes"), links, netForm, volForm, linkError);
   main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head,
     h("h2", {}, "Logs"), logs, h("h2", {}, "Terminal"), h("p", { class: "actions" }, termButton, termStatus), termBox,
-    h("h2", {}, "Run a command"), console_, output, snapSection);
+    h("h2", {}, "Run a command"), console_, output, linkSection, snapSection);
   console_.addEventListener("submit", async (event) => {
     event.preventDefault();
     const line = command.value.trim();
@@ -363,6 +378,28 @@ async function instance(name) {
       }
       throw err;
     }
+    const [allNets, allVols] = await Promise.all([api("GET", "/v1/networks?limit=1000"), api("GET", "/v1/volumes?limit=1000")]);
+    const onNets = new Set((i.networks || []).map((n) => n.network));
+    const onVols = new Set((i.volumes || []).map((v) => v.volume));
+    const detach = (what, path) => h("button", { type: "button", class: "danger", onclick: async () => {
+      if (!confirm(`Detach ${what} from ${name}?`)) return;
+      await run(linkError, () => api("DELETE", path), refresh);
+    } }, "detach");
+    links.replaceChildren(table(["Attached", "Address / path", ""], [
+      ...(i.networks || []).map((n) => [`network ${n.network}`, `${n.ip || ""} ${n.interface || ""}`.trim(),
+        detach(`network ${n.network}`, `/v1/instances/${name}/networks/${n.network}`)]),
+      ...(i.volumes || []).map((v) => [`volume ${v.volume}`, v.path || (v.read_only ? "read-only disk" : "disk"),
+        i.kind === "vm" && !v.boot ? detach(`volume ${v.volume}`, `/v1/instances/${name}/volumes/${v.volume}`) : ""]),
+    ], { id: "links" }));
+    const keep = (select, options) => {
+      const chosen = select.value;
+      select.replaceChildren(...options.map((o) => h("option", { value: o }, o)));
+      if (options.includes(chosen)) select.value = chosen;
+    };
+    keep(attachNet, allNets.items.filter((n) => !onNets.has(n.name) && n.state === "ready").map((n) => n.name));
+    keep(attachVol, allVols.items.filter((v) => !onVols.has(v.name) && v.state === "ready").map((v) => v.name));
+    netForm.hidden = !attachNet.options.length;
+    volForm.hidden = i.kind !== "vm" || !attachVol.options.length;
     snapSection.hidden = !(i.kind === "vm" && i.disk_mb);
     if (!snapSection.hidden) {
       const found = await api("GET", `/v1/instances/${name}/snapshots`);
@@ -471,6 +508,15 @@ function rule(r) {
   return `${r.direction} ${r.protocol}${ports} ${r.cidr || r.group || "any"}`;
 }
 
+const volumeError = h("p", { class: "error", role: "alert" });
+
+// Snapshot (named by the time) or revert to the latest snapshot.
+async function volumeAction(volume, action, snapshot) {
+  const name = snapshot || `s-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, "").toLowerCase()}`;
+  if (action === "revert" && !confirm(`Revert ${volume} to ${name}? What was written since is lost.`)) return;
+  await run(volumeError, () => api("POST", `/v1/volumes/${volume}/actions`, { action, snapshot: name }), refresh);
+}
+
 async function volumesPage() {
   const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
   const size = h("input", { type: "number", min: "1", required: true, value: "64" });
@@ -482,13 +528,42 @@ async function volumesPage() {
     return vols.items.length
       ? table(["Volume", "Size", "Format", "State", "Attached to", "Snapshots", ""], vols.items.map((v) => [
         v.name, `${v.size_mb} MiB`, v.format, badge(v.state), (v.attached_to || []).join(", "), (v.snapshots || []).join(", "),
-        deleteButton(`volume ${v.name}`, `/v1/volumes/${v.name}`),
+        h("span", { class: "actions" },
+          h("button", { type: "button", onclick: () => volumeAction(v.name, "snapshot") }, "snapshot"),
+          (v.snapshots || []).length ? h("button", { type: "button", onclick: () => volumeAction(v.name, "revert", v.snapshots[v.snapshots.length - 1]) }, "revert") : "",
+          deleteButton(`volume ${v.name}`, `/v1/volumes/${v.name}`)),
       ]), { id: "volumes" })
       : h("p", { class: "muted" }, "No volumes.");
-  }, form);
+  }, volumeError, form);
 }
 
 let lastReading = null; // {edges, at}: the previous /metrics reading, for rates
+
+const policyBox = h("section", { hidden: true, "aria-label": "Policy" });
+
+// The policy of one service as JSON, saved whole with PUT .../policy (the API lists every problem it finds).
+function editPolicy(service) {
+  const text = h("textarea", { rows: 10, "aria-label": `Policy of ${service.name}`, spellcheck: "false" });
+  text.value = JSON.stringify(service.policy || {}, null, 2);
+  const error = h("p", { class: "error", role: "alert" });
+  const save = h("button", { type: "button", class: "primary", onclick: async () => {
+    let policy;
+    try {
+      policy = JSON.parse(text.value);
+    } catch (err) {
+      error.textContent = `not JSON: ${err.message}`;
+      return;
+    }
+    await run(error, () => api("PUT", `/v1/services/${service.name}/policy`, policy), refresh);
+    if (!error.textContent) policyBox.hidden = true;
+  } }, "Save policy");
+  const cancel = h("button", { type: "button", onclick: () => { policyBox.hidden = true; } }, "Cancel");
+  policyBox.replaceChildren(h("h2", {}, `Policy of ${service.name}`),
+    h("p", { class: "muted" }, "timeout_ms, retries, circuit_breaker, outlier, health_check, splits, fault, rate_limit, allow"),
+    text, h("p", { class: "actions" }, save, cancel), error);
+  policyBox.hidden = false;
+  text.focus();
+}
 
 async function servicesPage() {
   await page("Mesh", async () => {
@@ -515,11 +590,12 @@ async function servicesPage() {
       found.items.length
         ? table(["Service", "Members", "Callers", "Policy", "Last NACK"], found.items.map((s) => [
           s.name, (s.members || []).map((m) => `${m.instance} (${m.state})`).join(", "), (s.callers || []).join(", "),
-          Object.keys(s.policy || {}).join(", ") || "default", s.last_nack ? s.last_nack.message || "rejected" : "",
-        ]))
+          h("button", { type: "button", onclick: () => editPolicy(s) }, Object.keys(s.policy || {}).join(", ") || "default"),
+          s.last_nack ? s.last_nack.message || "rejected" : "",
+        ]), { id: "services" })
         : h("p", { class: "muted" }, "No services."),
     ];
-  });
+  }, policyBox);
   const tick = () => {
     if (location.hash !== "#/services" || !refresh) return;
     refresh().catch(() => {});

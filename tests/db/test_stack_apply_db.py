@@ -218,3 +218,57 @@ def test_an_adopted_object_is_taken_in_without_being_made_again_and_forgotten_no
     assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"
     with runtime.sessions() as s:
         assert s.get(SecurityGroup, group_id) is not None
+
+
+def test_create_before_destroy_keeps_the_old_instance_until_its_replacement_runs(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    add_ready_image(runtime, "busybox2")
+    cbd = "    lifecycle: {create_before_destroy: true}\n"
+
+    def text(image: str) -> str:
+        base = stack_file(groups=False).replace("    depends_on: [instance.app]\n", "")
+        return base.replace("  helper:\n    image: busybox\n", f"  helper:\n{cbd}    image: {image}\n")
+
+    assert apply(runtime, plan(runtime, text("busybox"))["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        first_id = s.query(Instance).filter_by(name="helper").one().id
+    replaced = plan(runtime, text("busybox2"))
+    assert [(c["address"], c["symbol"]) for c in replaced["changes"]] == [("instance.helper", "+/-")]
+    order: list[str] = []
+    driver = runtime.compute(InstanceKind.CONTAINER)
+    real_create, real_delete = driver.create, driver.delete
+    driver.create = lambda spec: (order.append(f"create {spec.name}"), real_create(spec))[1]  # type: ignore[method-assign]
+    driver.delete = lambda instance_id: (order.append(f"delete {instance_id}"), real_delete(instance_id))[1]  # type: ignore[method-assign]
+    try:
+        assert apply(runtime, replaced["id"])["status"] == "succeeded"
+    finally:
+        driver.create, driver.delete = real_create, real_delete  # type: ignore[method-assign]
+    assert order == ["create helper", f"delete {first_id}"]  # the new one made first, the old one deleted after
+    with runtime.sessions() as s:
+        second = s.query(Instance).filter_by(name="helper").one()
+        assert second.id != first_id and second.image == "busybox2" and s.query(Instance).count() == 2
+    assert plan(runtime, text("busybox2"))["exit_code"] == 0
+
+    # A replacement that fails (its image is missing) leaves the old instance aside, running and owned...
+    failed = plan(runtime, text("nope"))
+    done = apply(runtime, failed["id"])
+    assert done["status"] == "failed" and "image 'nope' not found" in done["error"]
+    state = stack_plans.state_of(stack(runtime))
+    [aside] = [a for a in state.resources if a.startswith("instance.helper-r")]
+    assert state.resources[aside].id == second.id and state.resources[aside].owned
+    with runtime.sessions() as s:
+        kept = s.get(Instance, second.id)
+        assert kept is not None and kept.name == aside.split(".", 1)[1] and kept.state == "running"  # still serves
+    # ...and the next plan makes the new one and deletes the old one: it converges.
+    again = plan(runtime, text("busybox"))
+    assert {c["address"]: c["action"] for c in again["changes"]} == {"instance.helper": "create", aside: "delete"}
+    assert apply(runtime, again["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        assert sorted(i.name for i in s.query(Instance)) == ["app", "helper"]
+    assert sorted(stack_plans.state_of(stack(runtime)).resources) == [
+        "instance.app",
+        "instance.helper",
+        "service.api",
+    ]
+    assert plan(runtime, text("busybox"))["exit_code"] == 0
+    assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"

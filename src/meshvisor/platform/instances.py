@@ -22,7 +22,7 @@ from meshvisor.hypervisor import cloud_init
 
 from . import events, hosts, networks, operations, security_groups, services, volumes
 from .host_limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
-from .models import Image, Instance, Network, NetworkAddress, Operation, VolumeAttachment
+from .models import Image, Instance, Network, NetworkAddress, Operation, Volume, VolumeAttachment
 from .resources import check_etag, etag, find_named, get_named, page_by_name
 from .runtime import Runtime
 
@@ -258,6 +258,32 @@ def request_action(
     return instance, operations.submit(
         session, instance, action.value, {"timeout": timeout, "force": force, **extra}
     )
+
+
+def rename(session: Session, name: str, new_name: str, project: str = "default") -> Instance:
+    """A new name for an idle instance, in the database only: what it made on the host is named by its id (a
+    VM's root disk volume follows, it is named after the VM). A stack's create_before_destroy moves the old
+    instance aside this way, so that its replacement can take the name while it still serves."""
+    validate_name(new_name)
+    instance = get(session, name, project)
+    _check_idle(instance)
+    if find(session, new_name, project) is not None:
+        raise Conflict(f"an instance named {new_name!r} already exists")
+    root = session.scalar(
+        select(Volume)
+        .join(VolumeAttachment, VolumeAttachment.volume_id == Volume.id)
+        .where(VolumeAttachment.instance_id == instance.id, VolumeAttachment.boot.is_(True))
+    )
+    if root is not None:
+        if volumes.find(session, volumes.root_name(new_name), project) is not None:
+            raise Conflict(f"a volume named {volumes.root_name(new_name)!r} already exists")
+        root.name = volumes.root_name(new_name)
+        root.touch()
+    old, instance.name = instance.name, new_name
+    instance.touch()
+    session.flush()
+    events.emit(session, "lifecycle", "instance", new_name, project, state=instance.state, id=instance.id, was=old)
+    return instance
 
 
 def request_delete(

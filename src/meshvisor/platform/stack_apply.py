@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from meshvisor.core.errors import Conflict, MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import OperationStatus
 
-from . import failpoints, operations, stack_plans, stack_steps, stacks
+from . import failpoints, instances, operations, stack_plans, stack_steps, stacks
 from .celery_app import enqueue_operation, make_celery, operation_queue, sync_security_on
 from .db import transaction
 from .hosts import all_hosts
@@ -176,9 +176,19 @@ class Apply:
             self._run_to_end(*pending)
             failpoints.reached(self.settings, failpoints.STACK_STEP_DONE)
 
-    def forget(self) -> None:
+    def forget(self, address: str | None = None) -> None:
         with self._record_lock, transaction(self.rt.sessions) as s:
-            self._record(s, self._local.address, None)
+            self._record(s, address or self._local.address, None)
+
+    def set_aside(self, name: str, aside: str) -> None:
+        with self._record_lock, transaction(self.rt.sessions) as s:
+            instances.rename(s, name, aside, self.project)
+            row = s.get(Stack, self.stack_id)
+            assert row is not None
+            recorded = stack_plans.state_of(row).resources.get(f"instance.{name}")
+            if recorded is not None:  # owned: the next plan deletes it if this apply stops here
+                moved = replace(recorded, address=f"instance.{aside}", owned=True, prevent_destroy=False)
+                self._record(s, moved.address, moved)
 
     # recording
     def _entry(self, s: Session, address: str) -> stacks.ResourceState:

@@ -8,6 +8,7 @@ a step repeated after a crash, or running after another step changed the instanc
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
@@ -39,8 +40,12 @@ class Context(Protocol):
         """`make(session)` in one transaction (recording the resource's state entry in it when `record`), then
         the operation it asked for, if any, to its end (StepFailed when it fails)."""
 
-    def forget(self) -> None:
-        """The resource is gone: its state entry goes."""
+    def forget(self, address: str | None = None) -> None:
+        """The resource (this change's, or `address`) is gone: its state entry goes."""
+
+    def set_aside(self, name: str, aside: str) -> None:
+        """Rename instance `name` to `aside` and record it in the stack's state under its new address, in one
+        transaction (create_before_destroy: the old instance goes on serving until its replacement runs)."""
 
     def session(self) -> AbstractContextManager[Session]:
         """A session to read the rows as they are now."""
@@ -57,7 +62,12 @@ def run(ctx: Context, change: Change, res: stack_spec.Resource | None) -> None:
         delete(ctx, kind, name)
         return
     assert res is not None
-    if change.action == "replace":
+    if change.action == "replace" and change.create_before_destroy and kind == "instance":
+        aside = aside_name(name)
+        ctx.set_aside(name, aside)
+        create(ctx, kind, name, res)
+        delete(ctx, kind, aside, f"instance.{aside}")
+    elif change.action == "replace":
         delete(ctx, kind, name)
         create(ctx, kind, name, res)
     elif change.action == "create":
@@ -275,8 +285,14 @@ def _volume_moves(ctx: Context, name: str, res: stack_spec.Instance) -> list[tup
 
 
 # -- delete -----------------------------------------------------------------------------------------------------
-def delete(ctx: Context, kind: str, name: str) -> None:
-    """Delete the object (gone already counts as done), then drop its state entry."""
+def aside_name(name: str) -> str:
+    """The name an instance is moved to while its replacement is made: within the 40 characters of a name."""
+    return f"{name[:33]}-r{secrets.token_hex(2)}"
+
+
+def delete(ctx: Context, kind: str, name: str, address: str | None = None) -> None:
+    """Delete the object (gone already counts as done), then drop its state entry (this change's, or
+    `address`)."""
     project = ctx.project
 
     def gone_ok(make: Make) -> Make:
@@ -296,7 +312,7 @@ def delete(ctx: Context, kind: str, name: str) -> None:
         "service": lambda s: _removed(services.remove, s, name, project),
     }
     ctx.step(gone_ok(makers[kind]))
-    ctx.forget()
+    ctx.forget(address)
 
 
 def _removed(remove: Callable[..., None], s: Session, name: str, project: str) -> None:

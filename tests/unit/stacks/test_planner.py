@@ -430,3 +430,24 @@ def test_secrets_never_in_plan_state_or_rendering() -> None:
     observed["instance.box"]["env"]["TOKEN"] = "set-by-hand"
     drifted = plan(stack, state, observed, key=KEY)
     assert drifted.drift and "set-by-hand" not in _shown(drifted)
+
+
+def test_create_before_destroy_only_where_old_and_new_can_exist_side_by_side() -> None:
+    cbd = {"create_before_destroy": True}
+    fine = replan(spec(("instances.app.image", "other"), ("instances.app.lifecycle", cbd)))
+    assert not fine.errors and labels(fine)["instance.app"][0] == "+/-"
+    refused = replan(
+        spec(
+            ("instances.box.image", "other"),
+            ("instances.box.lifecycle", cbd),
+            ("instances.box.networks", [{"network": "front", "ip": "10.210.1.9"}]),
+            ("networks.back.cidr", "10.210.3.0/24"),
+            ("networks.back.lifecycle", cbd),
+        )
+    )
+    assert refused.errors == (
+        "instance.box: create_before_destroy: the old and the new instance would need the same address on front",
+        "instance.box: create_before_destroy: volume(s) data are written by one instance at a time",
+        "network.back: create_before_destroy: a network keeps its name on the platform, so the new one cannot exist"
+        " beside the old one; drop the flag",
+    )

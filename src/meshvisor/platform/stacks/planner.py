@@ -325,7 +325,27 @@ def _update(
     if action == "replace" and protected:
         forced = ", ".join(a.name for a in attrs if a.effect == "replace")
         errors.append(f"{addr} has prevent_destroy: replacing it (forced by {forced}) would destroy it")
+    if action == "replace" and _cbd(desired, addr):
+        errors += _side_by_side(kind, addr, want)
     return Change(addr, action, tuple(attrs), None, _cbd(desired, addr))
+
+
+def _side_by_side(kind: str, addr: str, want: Mapping[str, Any]) -> list[str]:
+    """Why the new object cannot be made while the old one still exists (create_before_destroy): the old one is
+    renamed aside, which only an instance can be, and the two must not need the same address or writable volume."""
+    why = f"{addr}: create_before_destroy"
+    if kind != "instance":
+        return [f"{why}: a {kind} keeps its name on the platform, so the new one cannot exist beside the old one;"
+                " drop the flag"]  # fmt: skip
+    problems = []
+    fixed = [n["network"] for n in want.get("networks") or [] if n.get("ip")]
+    if fixed:
+        problems.append(f"{why}: the old and the new instance would need the same address on {', '.join(fixed)}")
+    if want.get("kind") == "container":
+        writable = [v["volume"] for v in want.get("volumes") or [] if not v.get("read_only")]
+        if writable:
+            problems.append(f"{why}: volume(s) {', '.join(writable)} are written by one instance at a time")
+    return problems
 
 
 def _cascade(desired: Stack, wants: Mapping[str, Mapping[str, Any]], changes: dict[str, Change]) -> None:

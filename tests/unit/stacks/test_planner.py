@@ -448,6 +448,6 @@ def test_create_before_destroy_only_where_old_and_new_can_exist_side_by_side() -
     assert refused.errors == (
         "instance.box: create_before_destroy: the old and the new instance would need the same address on front",
         "instance.box: create_before_destroy: volume(s) data are written by one instance at a time",
-        "network.back: create_before_destroy: a network keeps its name on the platform, so the new one cannot exist"
-        " beside the old one; drop the flag",
+        "network.back: create_before_destroy: a network keeps its name on the platform, so the new one cannot"
+        " exist beside the old one; drop the flag",
     )

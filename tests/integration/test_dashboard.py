@@ -293,10 +293,30 @@ def test_networks_groups_and_volumes_are_made_and_removed_from_their_pages(
         groups.get_by_label("Protocol").select_option("tcp")
         groups.get_by_label("Port").fill("8080")
         groups.get_by_role("button", name="Create").click()
-        expect(page.locator("#groups tbody tr").filter(has_text="dash-sg2")).to_contain_text(
-            "ingress tcp:8080 any"
-        )
+        group_row = page.locator("#groups tbody tr").filter(has_text="dash-sg2")
+        expect(group_row).to_contain_text("ingress tcp:8080 any")
+        group_row.get_by_role("button", name="edit rules").click()
+        rules = page.get_by_label("Rules of dash-sg2")
+        rules.fill('[{"direction": "ingress", "protocol": "tcp", "port_min": 70000}]')  # refused, with the reason
+        page.get_by_role("button", name="Save rules").click()
+        expect(page.get_by_role("region", name="Rules").get_by_role("alert")).to_contain_text("70000")
+        rules.fill('[{"direction": "ingress", "protocol": "tcp", "port_min": 9090}]')
+        page.get_by_role("button", name="Save rules").click()
+        expect(group_row).to_contain_text("ingress tcp:9090 any")
         shot(page, "networks-made")
+
+        page.get_by_role("link", name="Instances", exact=True).click()  # made on them from the form
+        made = page.get_by_role("form", name="Create an instance")
+        made.get_by_label("Name").fill("dash-grp")
+        made.get_by_label("Image").select_option("busybox")
+        made.get_by_label("Network").select_option("dash-net")
+        made.get_by_label("Security group").select_option("dash-sg2")
+        made.get_by_role("button", name="Create").click()
+        expect(row(page, "dash-grp").locator(".badge")).to_have_text("running")
+        shown = api.get("/v1/instances/dash-grp").json()
+        assert shown["security_groups"] == ["dash-sg2"] and shown["networks"][0]["network"] == "dash-net", shown
+        delete(api, "dash-grp")
+        page.get_by_role("link", name="Networks", exact=True).click()
 
         create(api, "dash-att")  # attached to the new network from its page, then detached
         page.goto(platform.url + "/#/instances/dash-att")
@@ -336,6 +356,7 @@ def test_networks_groups_and_volumes_are_made_and_removed_from_their_pages(
         expect(page.locator("#networks tbody tr").filter(has_text="dash-net")).to_have_count(0)
     finally:
         delete(api, "dash-att")
+        delete(api, "dash-grp")
         for path in ("/v1/volumes/dash-vol", "/v1/networks/dash-net"):
             response = api.delete(path)
             if response.status_code == 202:

@@ -234,3 +234,42 @@ def test_a_vm_change_that_needs_a_restart_is_labelled_and_restarts_it(
     assert op["status"] == "succeeded", op
     assert api.delete("/v1/stacks/sv").status_code == 204
     assert api.get("/v1/instances/sv-guest").status_code == 404
+
+
+CBD_STACK = """
+instances:
+  cb-web:
+    image: busybox
+    command: [sh, -c, "echo {greeting}; exec sleep 100000"]
+    lifecycle: {{create_before_destroy: true}}
+"""
+
+
+def test_create_before_destroy_makes_the_new_instance_before_the_old_one_goes(
+    platform: Platform, api: httpx.Client
+) -> None:
+    first = api.post("/v1/stacks/cb/plan", json={"spec": CBD_STACK.format(greeting="one")}).json()
+    try:
+        assert wait_op(api, api.post("/v1/stacks/cb/apply", json={"plan": first["id"]}), timeout=120)[
+            "status"
+        ] == ("succeeded")
+        old_id = container_id(api, "cb-web")
+        changed = api.post("/v1/stacks/cb/plan", json={"spec": CBD_STACK.format(greeting="two")}).json()
+        assert [(c["address"], c["symbol"]) for c in changed["changes"]] == [("instance.cb-web", "+/-")]
+        op = wait_op(api, api.post("/v1/stacks/cb/apply", json={"plan": changed["id"]}), timeout=120)
+        assert op["status"] == "succeeded", op
+        new_id = container_id(api, "cb-web")
+        assert new_id != old_id and "two" in api.get("/v1/instances/cb-web/logs").json()["output"]
+        ops = api.get("/v1/operations", params={"resource_type": "instance", "limit": 20}).json()["items"]
+        made = next(o for o in ops if o["resource_id"] == new_id and o["action"] == "create")
+        gone = next(o for o in ops if o["resource_id"] == old_id and o["action"] == "delete")
+        assert gone["resource_name"].startswith("cb-web-r")  # the old one was moved aside, then deleted
+        assert made["finished_at"] <= gone["created_at"]  # the new one ran before the old one was asked to go
+        assert {c.labels.get("meshvisor.id") for c in platform.containers()} >= {new_id}
+        assert old_id not in {c.labels.get("meshvisor.id") for c in platform.containers()}
+        assert api.get("/v1/stacks/cb").json()["resources"] == ["instance.cb-web"]
+    finally:
+        gone_plan = api.post("/v1/stacks/cb/plan", json={"destroy": True}).json()
+        op = wait_op(api, api.post("/v1/stacks/cb/apply", json={"plan": gone_plan["id"]}), timeout=120)
+    assert op["status"] == "succeeded", op
+    assert api.delete("/v1/stacks/cb").status_code == 204

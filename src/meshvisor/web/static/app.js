@@ -255,7 +255,10 @@ async function instances() {
 }
 
 async function createForm() {
-  const [images, networks] = await Promise.all([api("GET", "/v1/images?limit=1000"), api("GET", "/v1/networks?limit=1000")]);
+  const [images, networks, volumes, groups] = await Promise.all([
+    api("GET", "/v1/images?limit=1000"), api("GET", "/v1/networks?limit=1000"),
+    api("GET", "/v1/volumes?limit=1000"), api("GET", "/v1/security-groups?limit=1000"),
+  ]);
   const field = (label, input) => h("label", {}, h("span", {}, label), input);
   const name = h("input", { name: "name", required: true, pattern: "[a-z0-9-]{1,40}" });
   const kind = h("select", { name: "kind" }, h("option", { value: "container" }, "container"), h("option", { value: "vm" }, "vm"));
@@ -265,11 +268,20 @@ async function createForm() {
   const command = h("input", { name: "command", placeholder: "sh -c command (containers)" });
   const network = h("select", { name: "network" }, h("option", { value: "" }, "no network"),
     ...networks.items.map((n) => h("option", { value: n.name }, `${n.name} (${n.cidr})`)));
+  const group = h("select", { name: "group" }, h("option", { value: "" }, "no group"),
+    ...groups.items.map((g) => h("option", { value: g.name }, g.name)));
+  const volume = h("select", { name: "volume" }, h("option", { value: "" }, "no volume"),
+    ...volumes.items.filter((v) => v.state === "ready").map((v) => h("option", { value: v.name }, `${v.name} (${v.size_mb} MiB)`)));
+  const mountPath = h("input", { name: "path", placeholder: "/data (containers)" });
+  const disk = h("input", { name: "disk_mb", type: "number", min: "0", step: "1", value: "0" });
+  const meshService = h("input", { name: "mesh", placeholder: "service name", pattern: "[a-z0-9-]{1,40}" });
+  const meshPort = h("input", { name: "mesh_port", type: "number", min: "1", max: "65535", placeholder: "8080" });
   const error = h("p", { class: "error", role: "alert" });
   const fillImages = () => {
     image.replaceChildren(...images.items.filter((i) => i.kind === kind.value && i.state === "ready")
       .map((i) => h("option", { value: i.name }, i.name)));
-    command.disabled = kind.value === "vm";
+    command.disabled = mountPath.disabled = kind.value === "vm";
+    disk.disabled = kind.value !== "vm";
     if (kind.value === "vm" && Number(memory.value) < 128) memory.value = "256";
   };
   kind.addEventListener("change", fillImages);
@@ -277,7 +289,9 @@ async function createForm() {
   const form = h("form", { class: "create", "aria-label": "Create an instance" },
     h("h2", {}, "Create an instance"),
     field("Name", name), field("Kind", kind), field("Image", image), field("CPUs", cpus), field("Memory (MiB)", memory),
-    field("Command", command), field("Network", network),
+    field("Command", command), field("Network", network), field("Security group", group), field("Volume", volume),
+    field("Mounted at", mountPath), field("Disk (MiB, VMs)", disk), field("Mesh service", meshService),
+    field("Mesh port", meshPort),
     h("button", { type: "submit" }, "Create"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -287,6 +301,10 @@ async function createForm() {
     };
     if (kind.value === "container" && command.value.trim()) body.command = ["sh", "-c", command.value.trim()];
     if (network.value) body.networks = [{ network: network.value }];
+    if (group.value) body.security_groups = [group.value];
+    if (volume.value) body.volumes = [kind.value === "vm" ? { volume: volume.value } : { volume: volume.value, path: mountPath.value.trim() }];
+    if (kind.value === "vm" && Number(disk.value) > 0) body.disk_mb = Number(disk.value);
+    if (meshService.value.trim()) body.mesh = { service: meshService.value.trim(), port: Number(meshPort.value || 8080) };
     await run(error, () => api("POST", "/v1/instances", body), refresh);
     if (!error.textContent) {
       form.reset();
@@ -467,6 +485,32 @@ function deleteButton(what, path, label = "delete") {
   }, label), error);
 }
 
+const rulesBox = h("section", { hidden: true, "aria-label": "Rules" });
+
+// A group's rules as JSON, replaced whole with PUT (running instances follow within a second).
+function editRules(group) {
+  const text = h("textarea", { rows: 8, "aria-label": `Rules of ${group.name}`, spellcheck: "false" });
+  text.value = JSON.stringify(group.rules || [], null, 2);
+  const error = h("p", { class: "error", role: "alert" });
+  const save = h("button", { type: "button", class: "primary", onclick: async () => {
+    let rules;
+    try {
+      rules = JSON.parse(text.value);
+    } catch (err) {
+      error.textContent = `not JSON: ${err.message}`;
+      return;
+    }
+    await run(error, () => api("PUT", `/v1/security-groups/${group.name}`, { description: group.description || "", rules }), refresh);
+    if (!error.textContent) rulesBox.hidden = true;
+  } }, "Save rules");
+  const cancel = h("button", { type: "button", onclick: () => { rulesBox.hidden = true; } }, "Cancel");
+  rulesBox.replaceChildren(h("h2", {}, `Rules of ${group.name}`),
+    h("p", { class: "muted" }, "[{direction: ingress|egress, protocol: tcp|udp|icmp|any, port_min?, port_max?, cidr? | group?}]"),
+    text, h("p", { class: "actions" }, save, cancel), error);
+  rulesBox.hidden = false;
+  text.focus();
+}
+
 async function networksPage() {
   const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
   const cidr = h("input", { required: true, placeholder: "10.210.1.0/24" });
@@ -496,11 +540,13 @@ async function networksPage() {
       groups.items.length
         ? table(["Group", "Description", "Rules", "Members", ""], groups.items.map((g) => [
           g.name, g.description || "", (g.rules || []).map(rule).join("; "), (g.members || []).join(", "),
-          deleteButton(`security group ${g.name}`, `/v1/security-groups/${g.name}`),
+          h("span", { class: "actions" },
+            h("button", { type: "button", onclick: () => editRules(g) }, "edit rules"),
+            deleteButton(`security group ${g.name}`, `/v1/security-groups/${g.name}`)),
         ]), { id: "groups" })
         : h("p", { class: "muted" }, "No security groups."),
     ];
-  }, netForm, groupForm);
+  }, rulesBox, netForm, groupForm);
 }
 
 function rule(r) {

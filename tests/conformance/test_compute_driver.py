@@ -191,6 +191,21 @@ def test_a_terminal_runs_a_shell_and_closes(harness: DriverHarness) -> None:
     d.delete(spec.id)
 
 
+def test_usage_of_a_running_workload(harness: DriverHarness) -> None:
+    d = harness.driver
+    spec = harness.spec()
+    d.create(spec)
+    with pytest.raises(IllegalState):
+        d.usage(spec.id)  # not running
+    start_ready(harness, spec)
+    first = d.usage(spec.id)
+    assert first.cpu_seconds >= 0 and 0 < first.memory_mb < 4096, first
+    time.sleep(0.5)
+    later = d.usage(spec.id)
+    assert later.cpu_seconds >= first.cpu_seconds  # a counter: it only grows
+    d.delete(spec.id)
+
+
 def test_exit_code_of_a_finished_workload(harness: DriverHarness) -> None:
     if harness.kind == "vm":
         pytest.skip("a VM runs its image's init, not a command with an exit code")

@@ -127,6 +127,8 @@ def test_log_in_create_watch_stop_read_run_and_delete(page: Page, platform: Plat
         page.get_by_role("link", name="dash-web", exact=True).click()
         expect(page.get_by_role("heading", name=re.compile("dash-web"))).to_be_visible()
         expect(page.locator("#logs")).to_contain_text("hello-from-dash")
+        expect(page.locator("#usage").get_by_role("img", name="CPU use")).to_be_visible()
+        expect(page.locator("#usage")).to_contain_text("of 64 MiB")  # its memory beside what it was given
         page.get_by_role("textbox", name="Command").fill("uname -s")
         page.get_by_role("button", name="Run").click()
         expect(page.locator("#exec-output")).to_contain_text("$ uname -s\nLinux")

@@ -164,9 +164,13 @@ def test_prometheus_scrapes_the_mesh(platform: Platform, api: httpx.Client, prom
         )
         # /metrics needs the token like the rest of the API.
         assert httpx.get(f"{platform.url}/metrics").status_code == 401
-        before = scraped(api)
         pair = (("destination", "tm-backend"), ("source", "tm-frontend"))
-        assert before[("meshvisor_mesh_requests_total", (("code", "2xx"), *pair))] == 0, diagnose(platform)
+        counter = ("meshvisor_mesh_requests_total", (("code", "2xx"), *pair))
+        deadline = time.monotonic() + 15
+        while counter not in (before := scraped(api)):  # the caller's sidecar has its config a moment later
+            assert time.monotonic() < deadline, diagnose(platform)
+            time.sleep(0.3)
+        assert before[counter] == 0, diagnose(platform)
         up = ("meshvisor_mesh_sidecar_up", (("instance", "tm-frontend"), ("service", "tm-frontend")))
         assert before[up] == 1
         assert before[("meshvisor_instances", (("kind", "container"), ("state", "running")))] >= 2

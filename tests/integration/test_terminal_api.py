@@ -1,6 +1,7 @@
 """The terminal WebSocket (`/v1/instances/{name}/terminal`) on a real platform, without a browser: a shell in a
 container answers typed lines; a bad opening message, a wrong token, an unknown instance and a stopped one are
-each refused with their close code and reason, and open nothing."""
+each refused with their close code and reason, and open nothing. And `/stats`: a running container's usage, 409
+once stopped."""
 
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ def test_a_shell_answers_and_bad_openings_are_refused(platform: Platform, api: h
                     ws.recv(timeout=20)
             assert ended.value.rcvd is not None and ended.value.rcvd.code == 1000  # the shell ended
 
+        used = api.get("/v1/instances/term-ct/stats").json()
+        assert used["memory_mb"] > 0 and used["cpu_seconds"] >= 0 and used["memory_limit_mb"] == 256, used
         assert refused(platform, "term-ct", "not json") == (4400, 'the first message must be {"token": ...}')
         assert refused(platform, "term-ct", {"token": "wrong"}) == (4401, "invalid or expired token")
         code, reason = refused(platform, "nobody", {"token": platform.token})
@@ -65,5 +68,7 @@ def test_a_shell_answers_and_bad_openings_are_refused(platform: Platform, api: h
         assert op["status"] == "succeeded", op
         code, reason = refused(platform, "term-ct", {"token": platform.token})
         assert code == 4409 and "stopped" in reason
+        stopped = api.get("/v1/instances/term-ct/stats")
+        assert stopped.status_code == 409 and "not running" in stopped.text, stopped.text
     finally:
         delete(api, "term-ct")

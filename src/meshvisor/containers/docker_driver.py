@@ -18,6 +18,7 @@ from meshvisor.core.types import (
     Observed,
     RestartPolicy,
     UpdateResult,
+    Usage,
     check_mounts,
 )
 
@@ -222,6 +223,17 @@ class DockerDriver:
         container = self._get(instance_id)
         pid = int(container.attrs.get("State", {}).get("Pid") or 0)
         return pid if container.status == "running" and pid > 0 else None
+
+    def usage(self, instance_id: str) -> Usage:
+        """The engine's one-shot stats (no wait for a second sample): CPU time used and memory in use."""
+        container = self._get(instance_id)
+        if container.status != "running":
+            raise IllegalState(f"container {container.name} is {container.status}, not running")
+        with docker_errors(f"read the usage of container {container.name}"):
+            stats = self._client.api.stats(container.name or "", stream=False, one_shot=True)
+        cpu_ns = int(stats.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0))
+        memory = int(stats.get("memory_stats", {}).get("usage", 0))
+        return Usage(cpu_seconds=cpu_ns / 1e9, memory_mb=memory / 2**20)
 
     def terminal(self, instance_id: str) -> Terminal:
         """`docker exec -it <container> sh`: the exec's socket carries the TTY both ways; closing it ends the

@@ -36,6 +36,7 @@ from meshvisor.core.types import (
     InstanceState,
     Observed,
     UpdateResult,
+    Usage,
     check_mounts,
 )
 
@@ -232,6 +233,23 @@ class FakeCompute:
         except FileNotFoundError as exc:
             return ExecResult(exit_code=127, output=f"{exc}\n")
         return ExecResult(exit_code=done.returncode, output=(done.stdout + done.stderr).decode(errors="replace"))
+
+    def usage(self, instance_id: str) -> Usage:
+        """The workload process's own CPU time and resident memory, from /proc."""
+        record = self._get(instance_id)
+        state = self._state(record)
+        if state is not InstanceState.RUNNING:
+            raise IllegalState(f"workload {instance_id} is {state.value}, not running")
+        pid = int(record["pid"])
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError as exc:
+            raise IllegalState(f"workload {instance_id} is gone: {exc}") from exc
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        rss = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+        return Usage(cpu_seconds=cpu, memory_mb=rss / 1024)
 
     def terminal(self, instance_id: str) -> Terminal:
         """A shell on a pseudo-terminal of its own (the fake's workloads are host processes: the shell runs beside

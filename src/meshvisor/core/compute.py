@@ -9,7 +9,17 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from .terminal import Terminal
-from .types import Capabilities, ComputeSpec, DiskSpec, ExecResult, NicSpec, Observed, Snapshot, UpdateResult
+from .types import (
+    Capabilities,
+    ComputeSpec,
+    DiskSpec,
+    ExecResult,
+    NicSpec,
+    Observed,
+    Snapshot,
+    UpdateResult,
+    Usage,
+)
 
 
 class ComputeDriver(Protocol):
@@ -44,6 +54,10 @@ class ComputeDriver(Protocol):
     def logs(self, instance_id: str, tail: int | None = None) -> str: ...
 
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult: ...
+
+    def usage(self, instance_id: str) -> Usage:
+        """CPU time and memory of the running workload; IllegalState when it is not running."""
+        ...
 
     def terminal(self, instance_id: str) -> Terminal:
         """An interactive shell in the running workload (a VM's serial console); IllegalState when it is not

@@ -172,6 +172,14 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What a running workload uses now: CPU time so far (a rate comes from two readings) and memory."""
+
+    cpu_seconds: float
+    memory_mb: float
+
+
+@dataclass(frozen=True)
 class Capabilities:
     exec: bool = False
     logs: bool = False

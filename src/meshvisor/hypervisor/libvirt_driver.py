@@ -27,6 +27,7 @@ from meshvisor.core.types import (
     Observed,
     Snapshot,
     UpdateResult,
+    Usage,
 )
 
 from . import console
@@ -332,6 +333,17 @@ class LibvirtDriver:
             return console.run(self._connection(), dom, argv)
         finally:
             lock.release()
+
+    def usage(self, instance_id: str) -> Usage:
+        """The guest's CPU time (all vCPUs) and the memory QEMU holds for it (its resident set when libvirt
+        reports it, else the balloon's current size)."""
+        dom = self._get(instance_id)
+        if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            raise IllegalState(f"domain {dom.name()} is not running")
+        info = call("domain info", lambda: dom.info())
+        stats = call("memory stats", lambda: dom.memoryStats())
+        kib = stats.get("rss") or info[2]
+        return Usage(cpu_seconds=int(info[4]) / 1e9, memory_mb=int(kib) / 1024)
 
     def terminal(self, instance_id: str) -> Terminal:
         """The serial console, for one user at a time (commands through `exec` wait for it, then give up)."""

@@ -5,6 +5,7 @@ Nothing here touches a driver except `exec_in` and `read_logs`, which answer at 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -434,6 +435,24 @@ def exec_in(rt: Runtime, session: Session, name: str, argv: list[str], project: 
     if instance.state != InstanceState.RUNNING.value:
         raise Conflict(f"instance {name!r} is {instance.state}, not running")
     return rt.compute(InstanceKind(instance.kind)).exec(instance.id, argv)
+
+
+def usage_of(rt: Runtime, session: Session, name: str, project: str = "default") -> dict[str, Any]:
+    """What the running instance uses now (CPU time so far and memory), beside what it was given."""
+    instance = get(session, name, project)
+    if instance.state != InstanceState.RUNNING.value:
+        raise Conflict(f"instance {name!r} is {instance.state}, not running")
+    try:
+        used = rt.compute(InstanceKind(instance.kind)).usage(instance.id)
+    except IllegalState as exc:
+        raise Conflict(exc.message) from exc
+    return {
+        "cpu_seconds": round(used.cpu_seconds, 3),
+        "memory_mb": round(used.memory_mb, 1),
+        "cpus": instance.cpus,
+        "memory_limit_mb": instance.memory_mb,
+        "at": time.time(),
+    }
 
 
 def open_terminal(rt: Runtime, session: Session, name: str, project: str = "default") -> Terminal:

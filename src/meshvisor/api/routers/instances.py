@@ -159,6 +159,13 @@ def instance_logs(
     return {"name": name, "output": instances.read_logs(rt, session, name, tail)}
 
 
+@router.get("/{name}/stats")
+def instance_stats(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
+    """What the running instance uses now: `cpu_seconds` (a counter: a rate comes from two readings and their
+    `at`), `memory_mb`, beside its `cpus` and `memory_limit_mb`. 409 when it is not running."""
+    return instances.usage_of(rt, session, name)
+
+
 @router.post("/{name}/exec", response_model=ExecResultPublic)
 def instance_exec(
     name: str, body: ExecRequest, rt: RuntimeDep, session: SessionDep, _: TokenDep

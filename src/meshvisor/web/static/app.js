@@ -2,7 +2,7 @@
 // the API is ever read as markup), kept live by the `/v1/events` stream.
 
 import { ApiError, api, apiText, follow, token, setToken, waitOperation } from "./api.js";
-import { h, badge, table, when, fmtTime } from "./dom.js";
+import { h, badge, sparkline, table, when, fmtTime } from "./dom.js";
 import { edgesFrom, rates, topology } from "./mesh.js";
 import { openTerminal } from "./terminal.js";
 
@@ -322,6 +322,7 @@ async function instance(name) {
   const console_ = h("form", { class: "exec", "aria-label": "Run a command" },
     h("span", { class: "prompt" }, "$"), command, h("button", { type: "submit" }, "Run"));
   const head = h("div", {});
+  const usage = h("div", { class: "usage", id: "usage" });
   const termBox = h("div", { class: "terminal", id: "terminal", "aria-label": "Terminal" });
   const termStatus = h("span", { class: "muted", role: "status" });
   let closeTerminal = null;
@@ -367,6 +368,7 @@ async function instance(name) {
   });
   const linkSection = h("section", {}, h("h2", {}, "Networks and volumes"), links, netForm, volForm, linkError);
   main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head,
+    h("h2", {}, "Usage"), usage,
     h("h2", {}, "Logs"), logs, h("h2", {}, "Terminal"), h("p", { class: "actions" }, termButton, termStatus), termBox,
     h("h2", {}, "Run a command"), console_, output, linkSection, snapSection);
   console_.addEventListener("submit", async (event) => {
@@ -446,6 +448,27 @@ async function instance(name) {
     );
   };
   const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
+  const samples = [];
+  const followUsage = async () => {
+    if (gone || !location.hash.endsWith(`/${name}`)) return;
+    try {
+      const now = await api("GET", `/v1/instances/${name}/stats`);
+      const before = samples[samples.length - 1];
+      const cpu = before && now.at > before.at ? (100 * (now.cpu_seconds - before.cpu_seconds)) / (now.at - before.at) : 0;
+      samples.push({ ...now, cpu: Math.max(0, cpu) });
+      if (samples.length > 60) samples.shift();
+      const last = samples[samples.length - 1];
+      usage.replaceChildren(
+        h("figure", {}, sparkline(samples.map((x) => x.cpu), "CPU use", 100 * last.cpus),
+          h("figcaption", {}, `CPU ${last.cpu.toFixed(1)}% (of ${last.cpus * 100}%)`)),
+        h("figure", {}, sparkline(samples.map((x) => x.memory_mb), "Memory use", last.memory_limit_mb),
+          h("figcaption", {}, `Memory ${last.memory_mb.toFixed(1)} of ${last.memory_limit_mb} MiB`)),
+      );
+    } catch {
+      usage.replaceChildren(h("p", { class: "muted" }, "Not running: no usage to show."));
+    }
+    setTimeout(followUsage, 2000);
+  };
   const followLogs = async () => {
     if (gone || !location.hash.endsWith(`/${name}`)) return;
     try {
@@ -458,6 +481,7 @@ async function instance(name) {
   };
   await refresh();
   followLogs();
+  followUsage();
 }
 
 // -- networks, volumes, mesh, stacks ---------------------------------------------------------------------------
@@ -487,28 +511,34 @@ function deleteButton(what, path, label = "delete") {
 
 const rulesBox = h("section", { hidden: true, "aria-label": "Rules" });
 
-// A group's rules as JSON, replaced whole with PUT (running instances follow within a second).
-function editRules(group) {
-  const text = h("textarea", { rows: 8, "aria-label": `Rules of ${group.name}`, spellcheck: "false" });
-  text.value = JSON.stringify(group.rules || [], null, 2);
+// Edit `value` as JSON in `box`; `save(parsed)` sends it (the API's refusal is shown under the text).
+function jsonEditor(box, title, hint, value, what, save) {
+  const text = h("textarea", { rows: 10, "aria-label": title, spellcheck: "false" });
+  text.value = JSON.stringify(value, null, 2);
   const error = h("p", { class: "error", role: "alert" });
-  const save = h("button", { type: "button", class: "primary", onclick: async () => {
-    let rules;
+  const saveButton = h("button", { type: "button", class: "primary", onclick: async () => {
+    let parsed;
     try {
-      rules = JSON.parse(text.value);
+      parsed = JSON.parse(text.value);
     } catch (err) {
       error.textContent = `not JSON: ${err.message}`;
       return;
     }
-    await run(error, () => api("PUT", `/v1/security-groups/${group.name}`, { description: group.description || "", rules }), refresh);
-    if (!error.textContent) rulesBox.hidden = true;
-  } }, "Save rules");
-  const cancel = h("button", { type: "button", onclick: () => { rulesBox.hidden = true; } }, "Cancel");
-  rulesBox.replaceChildren(h("h2", {}, `Rules of ${group.name}`),
-    h("p", { class: "muted" }, "[{direction: ingress|egress, protocol: tcp|udp|icmp|any, port_min?, port_max?, cidr? | group?}]"),
-    text, h("p", { class: "actions" }, save, cancel), error);
-  rulesBox.hidden = false;
+    await run(error, () => save(parsed), refresh);
+    if (!error.textContent) box.hidden = true;
+  } }, `Save ${what}`);
+  const cancel = h("button", { type: "button", onclick: () => { box.hidden = true; } }, "Cancel");
+  box.replaceChildren(h("h2", {}, title), h("p", { class: "muted" }, hint), text, h("p", { class: "actions" }, saveButton, cancel), error);
+  box.hidden = false;
   text.focus();
+}
+
+// A group's rules, replaced whole with PUT (running instances follow within a second).
+function editRules(group) {
+  jsonEditor(rulesBox, `Rules of ${group.name}`,
+    "[{direction: ingress|egress, protocol: tcp|udp|icmp|any, port_min?, port_max?, cidr? | group?}]",
+    group.rules || [], "rules",
+    (rules) => api("PUT", `/v1/security-groups/${group.name}`, { description: group.description || "", rules }));
 }
 
 async function networksPage() {
@@ -587,28 +617,11 @@ let lastReading = null; // {edges, at}: the previous /metrics reading, for rates
 
 const policyBox = h("section", { hidden: true, "aria-label": "Policy" });
 
-// The policy of one service as JSON, saved whole with PUT .../policy (the API lists every problem it finds).
+// The policy of one service, saved whole with PUT .../policy (the API lists every problem it finds).
 function editPolicy(service) {
-  const text = h("textarea", { rows: 10, "aria-label": `Policy of ${service.name}`, spellcheck: "false" });
-  text.value = JSON.stringify(service.policy || {}, null, 2);
-  const error = h("p", { class: "error", role: "alert" });
-  const save = h("button", { type: "button", class: "primary", onclick: async () => {
-    let policy;
-    try {
-      policy = JSON.parse(text.value);
-    } catch (err) {
-      error.textContent = `not JSON: ${err.message}`;
-      return;
-    }
-    await run(error, () => api("PUT", `/v1/services/${service.name}/policy`, policy), refresh);
-    if (!error.textContent) policyBox.hidden = true;
-  } }, "Save policy");
-  const cancel = h("button", { type: "button", onclick: () => { policyBox.hidden = true; } }, "Cancel");
-  policyBox.replaceChildren(h("h2", {}, `Policy of ${service.name}`),
-    h("p", { class: "muted" }, "timeout_ms, retries, circuit_breaker, outlier, health_check, splits, fault, rate_limit, allow"),
-    text, h("p", { class: "actions" }, save, cancel), error);
-  policyBox.hidden = false;
-  text.focus();
+  jsonEditor(policyBox, `Policy of ${service.name}`,
+    "timeout_ms, retries, circuit_breaker, outlier, health_check, splits, fault, rate_limit, allow",
+    service.policy || {}, "policy", (policy) => api("PUT", `/v1/services/${service.name}/policy`, policy));
 }
 
 async function servicesPage() {

@@ -166,13 +166,19 @@ def test_full_lifecycle(harness: DriverHarness) -> None:
     d.delete(spec.id)  # gone is success
 
 
+def refused_until_running(harness: DriverHarness, verb: str) -> ComputeSpec:
+    """A created workload: `verb` on it is IllegalState while it is not running; then it is started. Its spec."""
+    spec = harness.spec()
+    harness.driver.create(spec)
+    with pytest.raises(IllegalState):
+        getattr(harness.driver, verb)(spec.id)
+    start_ready(harness, spec)
+    return spec
+
+
 def test_a_terminal_runs_a_shell_and_closes(harness: DriverHarness) -> None:
     d = harness.driver
-    spec = harness.spec()
-    d.create(spec)
-    with pytest.raises(IllegalState):
-        d.terminal(spec.id)  # not running
-    start_ready(harness, spec)
+    spec = refused_until_running(harness, "terminal")
     term = d.terminal(spec.id)
     try:
         term.resize(30, 100)
@@ -193,11 +199,7 @@ def test_a_terminal_runs_a_shell_and_closes(harness: DriverHarness) -> None:
 
 def test_usage_of_a_running_workload(harness: DriverHarness) -> None:
     d = harness.driver
-    spec = harness.spec()
-    d.create(spec)
-    with pytest.raises(IllegalState):
-        d.usage(spec.id)  # not running
-    start_ready(harness, spec)
+    spec = refused_until_running(harness, "usage")
     first = d.usage(spec.id)
     assert first.cpu_seconds >= 0 and 0 < first.memory_mb < 4096, first
     time.sleep(0.5)

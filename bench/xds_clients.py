@@ -30,8 +30,6 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from meshvisor.mesh.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 
 _P = "type.googleapis.com/"
-RAMP_STREAMS = 1000  # streams opened before each pause
-RAMP_PAUSE_S = 1.0
 HCM = _P + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
 UPSTREAM_TLS = _P + tls_pb2.UpstreamTlsContext.DESCRIPTOR.full_name
 DOWNSTREAM_TLS = _P + tls_pb2.DownstreamTlsContext.DESCRIPTOR.full_name
@@ -163,9 +161,6 @@ async def main(port: int, prefix: str, count: int, per_channel: int) -> None:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         for i in range(start, min(start + per_channel, count)):
             tasks.append(asyncio.ensure_future(Client(stub, f"{prefix}-{i}").run()))
-        if len(tasks) % RAMP_STREAMS == 0:
-            # Thousands of sidecars at once overwhelm the 2-core machine (streams fail with INTERNAL): ramp up.
-            await asyncio.sleep(RAMP_PAUSE_S)
     print("started", flush=True)
     loop = asyncio.get_running_loop()
     eof = loop.run_in_executor(None, sys.stdin.read)

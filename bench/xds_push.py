@@ -34,7 +34,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, duration_pb2
 from harness import Result, say
 
-from meshvisor.mesh.ads import AdsServer
+from meshvisor.mesh.ads import AdsServer, tune_gc
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Endpoint, Outlier, Policy, Service, Sidecar, Upstream
 from meshvisor.mesh.resources import CLUSTER, Resources, sidecar_resources
@@ -356,6 +356,7 @@ class PushResult(Result):
 def run(rounds: int, sizes: tuple[int, ...] = SIZES, root: Path | None = None) -> Result:
     import tempfile
 
+    tune_gc()  # as the control plane's process does
     with tempfile.TemporaryDirectory(prefix="meshvisor-bench-xds-") as tmp:
         base = root or Path(tmp)
         bare = BareAds(PORTS[1])

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from google.protobuf.message import Message
 
 from meshvisor.mesh import resources
-from meshvisor.mesh.ads import AdsServer, Nack
+from meshvisor.mesh.ads import AdsServer, Nack, tune_gc
 from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert
 
 from . import mesh_ca
@@ -217,6 +217,7 @@ class ControlPlane:
 
 def serve(rt: Runtime) -> None:
     """Run the control plane in the foreground until interrupted."""
+    tune_gc()
     plane = ControlPlane(rt)
     plane.start()
     log.info("xDS on 127.0.0.1:%d and %s", rt.settings.xds_port, rt.settings.xds_socket)

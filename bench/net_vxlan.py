@@ -7,9 +7,15 @@ iperf3 test between two namespaces joined by a plain veth pair in the same run. 
 
     plain A ─────────────────────────── veth pair ──────────────────────────── plain B      (the baseline)
 
+    workload A ── veth ── bridge ── veth ── workload L      (host A only, no VXLAN: a reference, not the target)
+
 The hosts are network namespaces joined by a veth underlay, as in `tests/integration/test_network_overlay.py`;
 `ensure_network` builds each host's bridge and VXLAN device with the other host as its remote, and
 `attach_namespace` attaches the workload namespaces. Nothing is in the root namespace.
+
+The reference path is the same platform attachment twice on one host's bridge: what two workloads get without any
+tunnel. Its ratio to the plain veth pair is printed beside the overlay's, so a miss can be read against what the
+bridge and the extra veth hops already cost on this machine.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ UNDERLAY_A, UNDERLAY_B = "10.240.255.1", "10.240.255.2"
 CIDR, GATEWAY = "10.240.1.0/24", "10.240.1.1"
 OVERLAY_A, OVERLAY_B = "10.240.1.10", "10.240.1.20"
 PLAIN_A, PLAIN_B = "10.240.2.1", "10.240.2.2"
+LOCAL_L = "10.240.1.30"  # workload L, on host A's bridge next to workload A
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp
 
 
@@ -120,8 +127,15 @@ def iperf3(server_ns: str, client_ns: str, address: str) -> Sample:
     )
 
 
-def build(prefix: str, host_a: str, host_b: str, work_a: str, work_b: str, plain_a: str, plain_b: str) -> None:
-    """Both hosts with the overlay network and one workload each, and the plain veth pair of the baseline."""
+def _mac() -> str:
+    return "02:" + ":".join(f"{b:02x}" for b in bytes.fromhex(new_id()[:10]))
+
+
+def build(
+    prefix: str, host_a: str, host_b: str, work_a: str, work_b: str, plain_a: str, plain_b: str, work_l: str
+) -> None:
+    """Both hosts with the overlay network and one workload each, a second workload on host A (the reference
+    path), and the plain veth pair of the baseline."""
     veth_between(host_a, f"{prefix}-u", f"{UNDERLAY_A}/30", host_b, f"{prefix}-u", f"{UNDERLAY_B}/30")
     network_id, vni = new_id(), 10_000 + int(new_id()[:4], 16)
     for host, work, local, remote, address in (
@@ -130,67 +144,81 @@ def build(prefix: str, host_a: str, host_b: str, work_a: str, work_b: str, plain
     ):
         spec = NetworkSpec(network_id, vni, CIDR, GATEWAY, local_ip=local, remotes=(remote,))
         ensure_network(prefix, spec, netns=host)
-        mac = "02:" + ":".join(f"{b:02x}" for b in bytes.fromhex(new_id()[:10]))
-        attach_namespace(prefix, network_id, new_id(), work, f"{address}/24", GATEWAY, mac, netns=host)
+        attach_namespace(prefix, network_id, new_id(), work, f"{address}/24", GATEWAY, _mac(), netns=host)
+    attach_namespace(prefix, network_id, new_id(), work_l, f"{LOCAL_L}/24", GATEWAY, _mac(), netns=host_a)
     veth_between(plain_a, f"{prefix}-p", f"{PLAIN_A}/30", plain_b, f"{prefix}-p", f"{PLAIN_B}/30")
 
 
+SIDES = ("overlay", "plain", "bridge")
+
+
 def _rounds(
-    work_a: str, work_b: str, plain_a: str, plain_b: str, rounds: int
-) -> tuple[list[Sample], list[Sample]]:
-    """A warm-up pair, then `rounds` pairs of tests; the order alternates. Client in A, server in B."""
-    overlay: list[Sample] = []
-    plain: list[Sample] = []
+    work_a: str, work_b: str, plain_a: str, plain_b: str, local: str, rounds: int
+) -> dict[str, list[Sample]]:
+    """A warm-up round, then `rounds` rounds of one test per path; the order rotates. Client in A."""
+    tests = {
+        "overlay": (work_b, work_a, OVERLAY_B),
+        "plain": (plain_b, plain_a, PLAIN_B),
+        "bridge": (local, work_a, LOCAL_L),
+    }
+    samples: dict[str, list[Sample]] = {side: [] for side in SIDES}
     for i in range(-WARMUP_ROUNDS, rounds):
         name = "warmup" if i < 0 else f"round-{i + 1}"
-        sides = ("overlay", "plain") if i % 2 == 0 else ("plain", "overlay")
-        took: dict[str, Sample] = {}
-        for side in sides:
-            if side == "overlay":
-                took[side] = iperf3(work_b, work_a, OVERLAY_B)
-            else:
-                took[side] = iperf3(plain_b, plain_a, PLAIN_B)
+        order = SIDES[i % 3 :] + SIDES[: i % 3]
+        took = {side: iperf3(*tests[side]) for side in order}
         say(
             f"{NAME}: {name:<8} vxlan {took['overlay'].gbit_s:6.2f} Gbit/s ({took['overlay'].retransmits} retr)  "
-            f"veth {took['plain'].gbit_s:6.2f} Gbit/s ({took['plain'].retransmits} retr)  ({' then '.join(sides)})"
+            f"veth {took['plain'].gbit_s:6.2f} Gbit/s ({took['plain'].retransmits} retr)  "
+            f"bridge {took['bridge'].gbit_s:6.2f} Gbit/s  ({' then '.join(order)})"
         )
         if i >= 0:
-            overlay.append(took["overlay"])
-            plain.append(took["plain"])
-    return overlay, plain
+            for side in SIDES:
+                samples[side].append(took[side])
+    return samples
 
 
-def _report(overlay: list[Sample], plain: list[Sample]) -> dict[str, Any]:
+def _median(samples: list[Sample]) -> float:
+    return statistics.median(s.gbit_s for s in samples)
+
+
+def _report(samples: dict[str, list[Sample]]) -> dict[str, Any]:
+    overlay, plain, bridge = (samples[side] for side in SIDES)
     details: dict[str, Any] = {
         "overlay_mtu": DEFAULT_MTU,
         "veth_mtu": 1500,
         "iperf3": f"-t {SECONDS} -O {OMIT_S}, one TCP stream",
         "measured_rounds": [asdict(s) for s in overlay],
         "baseline_rounds": [asdict(s) for s in plain],
+        "bridge_rounds": [asdict(s) for s in bridge],
+        "bridge_ratio": _median(bridge) / _median(plain),
     }
-    for side, samples in (("vxlan", overlay), ("veth", plain)):
+    for side, taken in (("vxlan", overlay), ("veth", plain), ("bridge", bridge)):
         say(
-            f"{NAME}: {side:<5} median {statistics.median(s.gbit_s for s in samples):6.2f} Gbit/s, "
-            f"retransmits {statistics.median(s.retransmits for s in samples):.0f}, "
-            f"CPU sender {statistics.median(s.sender_cpu_pct for s in samples):.0f}% "
-            f"receiver {statistics.median(s.receiver_cpu_pct for s in samples):.0f}%"
+            f"{NAME}: {side:<6} median {_median(taken):6.2f} Gbit/s, "
+            f"retransmits {statistics.median(s.retransmits for s in taken):.0f}, "
+            f"CPU sender {statistics.median(s.sender_cpu_pct for s in taken):.0f}% "
+            f"receiver {statistics.median(s.receiver_cpu_pct for s in taken):.0f}%"
         )
+    say(
+        f"{NAME}: reference: one bridge, no VXLAN / veth = {details['bridge_ratio']:.3f}; "
+        f"vxlan / one bridge = {_median(overlay) / _median(bridge):.3f}"
+    )
     return details
 
 
 def run(rounds: int) -> Result:
     prefix = new_net_prefix()
-    names = [f"{prefix}-{n}" for n in ("hA", "hB", "wA", "wB", "pA", "pB")]
-    host_a, host_b, work_a, work_b, plain_a, plain_b = names
+    names = [f"{prefix}-{n}" for n in ("hA", "hB", "wA", "wB", "pA", "pB", "wL")]
+    host_a, host_b, work_a, work_b, plain_a, plain_b, local = names
     say(f"{NAME}: prefix {prefix}, namespaces {' '.join(names)}")
     with namespaces(prefix, names):
-        build(prefix, host_a, host_b, work_a, work_b, plain_a, plain_b)
-        overlay, plain = _rounds(work_a, work_b, plain_a, plain_b, rounds)
-    details = _report(overlay, plain)
+        build(prefix, host_a, host_b, work_a, work_b, plain_a, plain_b, local)
+        samples = _rounds(work_a, work_b, plain_a, plain_b, local, rounds)
+    details = _report(samples)
     return Result(
         NAME,
-        [s.gbit_s for s in plain],
-        [s.gbit_s for s in overlay],
+        [s.gbit_s for s in samples["plain"]],
+        [s.gbit_s for s in samples["overlay"]],
         TARGET,
         details,
         unit="Gbit/s",

@@ -49,6 +49,7 @@ PORTS = (19500, 19501)  # ours, bare (the issue's 19400-19599 range; mesh_latenc
 TRUST_DOMAIN = "bench.meshvisor"
 HERE = Path(__file__).resolve().parent
 SYNC_TIMEOUT_S = 120.0
+ROUTE_TIMEOUTS_MS = (1500, 2500)  # the route-only change: the hub's timeout alone
 POLICIES = (
     Policy(timeout_ms=1000, outlier=Outlier(consecutive_5xx=5), allow=("s000", "s001")),
     Policy(timeout_ms=2000, outlier=Outlier(consecutive_5xx=3), allow=("s000", "s002")),
@@ -271,15 +272,20 @@ def _push(
     )
 
 
-def _measure(n: int, rounds: int, root: Path, bare: BareAds | None) -> tuple[list[PushSample], list[float], float]:
+Measured = tuple[list[PushSample], list[float], float, list[PushSample]]
+
+
+def _measure(n: int, rounds: int, root: Path, bare: BareAds | None) -> Measured:
     """Set up N simulated sidecars on our server, then `rounds` policy changes (alternating with a bare push
-    when `bare` is given, order alternating too). Returns our samples, the bare pushes and the set-up time."""
+    when `bare` is given, order alternating too), then `rounds` route-only changes (the hub's timeout: one
+    response per caller). Returns our samples, the bare pushes, the set-up time and the route-only samples."""
     prefix = f"n{n}"
     view = View.make(n, root / f"ca-{n}", prefix)
     node_ids = [car.node_id for car in view.sidecars]
     ads = AdsServer("127.0.0.1", PORTS[0])
     ads.start()
     samples: list[PushSample] = []
+    route_samples: list[PushSample] = []
     bare_times: list[float] = []
     clients = None
     try:
@@ -317,11 +323,22 @@ def _measure(n: int, rounds: int, root: Path, bare: BareAds | None) -> tuple[lis
                 samples.append(sample)
                 if "bare" in took:
                     bare_times.append(took["bare"])
+        for i in range(rounds):
+            policy = replace(view.services["hub"].policy, timeout_ms=ROUTE_TIMEOUTS_MS[i % 2])
+            view = view.with_hub_policy(policy)
+            configs = view.build()
+            assert clients is not None
+            route = PushSample(0.0, *_push(ads, node_ids, configs, f"r{i + 1}", clients.pid))
+            say(
+                f"{NAME}: N={n} route-{i + 1:<3} push {route.push_s:.3f} s "
+                f"(CPU server {route.server_cpu_s:.2f} s, sidecars {route.clients_cpu_s:.2f} s)"
+            )
+            route_samples.append(route)
     finally:
         if clients is not None:
             stop_clients(clients)
         ads.stop()
-    return samples, bare_times, setup_s
+    return samples, bare_times, setup_s, route_samples
 
 
 class PushResult(Result):
@@ -345,6 +362,8 @@ class PushResult(Result):
             for n in TARGET_S
             if str(n) in medians
         ] + [f"N={n} FAILED" for n in self.details["failed"]]
+        routes: dict[str, float] = self.details["route_only_push_median_s"]
+        parts += ["route-only " + " ".join(f"N={n} {t:.3f}s" for n, t in routes.items())]
         verdict = "PASS" if self.passed else "MISS"
         return (
             f"{self.name:<12} bare({BARE_N}) {self.baseline_median:6.3f}s  "
@@ -362,7 +381,7 @@ def run(rounds: int, sizes: tuple[int, ...] = SIZES, root: Path | None = None) -
         bare = BareAds(PORTS[1])
         bare.start()
         bare_clients = start_clients(PORTS[1], "bare", BARE_N)
-        results: dict[int, tuple[list[PushSample], list[float], float]] = {}
+        results: dict[int, Measured] = {}
         failed: dict[str, str] = {}
         try:
             bare.wait_streams(BARE_N, SYNC_TIMEOUT_S)
@@ -385,15 +404,19 @@ def run(rounds: int, sizes: tuple[int, ...] = SIZES, root: Path | None = None) -
         },
         "build_median_s": {str(n): statistics.median(s.build_s for s in r[0]) for n, r in results.items()},
         "setup_s": {str(n): r[2] for n, r in results.items()},
+        "route_only_push_median_s": {
+            str(n): statistics.median(s.push_s for s in r[3]) for n, r in results.items()
+        },
         "rounds": {str(n): [vars(s) for s in r[0]] for n, r in results.items()},
         "failed": failed,
         "streams_per_channel": STREAMS_PER_CHANNEL,
         "per_service": PER_SERVICE,
     }
-    for n, (samples, _, _) in results.items():
+    for n, (samples, _, _, _) in results.items():
         say(
             f"{NAME}: N={n} median push {details['push_median_s'][str(n)]:.3f} s "
             f"(set_snapshot part {details['set_snapshot_median_s'][str(n)]:.3f} s), "
-            f"config build {details['build_median_s'][str(n)]:.3f} s over {len(samples)} rounds"
+            f"config build {details['build_median_s'][str(n)]:.3f} s over {len(samples)} rounds; "
+            f"a route-only change {details['route_only_push_median_s'][str(n)]:.3f} s"
         )
     return PushResult(results[first][1], [s.push_s for s in results[first][0]], details)

@@ -199,6 +199,51 @@ def test_sotw_ack_order_and_make_before_break(server: AdsServer, clients: list[C
     assert server.wait_synced("n1", "v2", 5)
 
 
+def test_sotw_unchanged_types_are_skipped_but_requests_still_answered(
+    server: AdsServer, clients: list[Client]
+) -> None:
+    server.set_snapshot("n1", _resources({"c1": 1, "c2": 1}), "v1")
+    client = Client(server.port, delta=False)
+    clients.append(client)
+    first = _sotw_subscribe_all(client, "n1")
+    assert server.wait_synced("n1", "v1", 5)
+    # The same content again: nothing to send, and the node counts as synced at the new version.
+    server.set_snapshot("n1", _resources({"c1": 1, "c2": 1}), "v2")
+    assert client.quiet()
+    assert server.wait_synced("n1", "v2", 5)
+    # Envoy asking again with the last nonce (an updated cluster warming) gets the answer again.
+    eds = first[ENDPOINT]
+    client.send(
+        discovery_pb2.DiscoveryRequest(
+            type_url=ENDPOINT,
+            version_info=eds.version_info,
+            response_nonce=eds.nonce,
+            resource_names=NAMES[ENDPOINT],
+        )
+    )
+    again = client.recv()
+    assert again.type_url == ENDPOINT and _names(again) == ["c1", "c2"]
+    client.send(
+        discovery_pb2.DiscoveryRequest(
+            type_url=ENDPOINT, version_info="v2", response_nonce=again.nonce, resource_names=NAMES[ENDPOINT]
+        )
+    )
+    # A changed subscription is answered with what it now covers, though the snapshot did not change.
+    client.send(discovery_pb2.DiscoveryRequest(type_url=ENDPOINT, version_info="v2", resource_names=["c1"]))
+    narrowed = client.recv()
+    assert narrowed.type_url == ENDPOINT and _names(narrowed) == ["c1"]
+    client.send(
+        discovery_pb2.DiscoveryRequest(
+            type_url=ENDPOINT, version_info="v2", response_nonce=narrowed.nonce, resource_names=["c1"]
+        )
+    )
+    assert client.quiet()
+    # And a real change after all that is pushed as usual.
+    server.set_snapshot("n1", _resources({"c1": 3, "c2": 1}), "v3")
+    changed = client.recv()
+    assert changed.type_url == CLUSTER and changed.version_info == "v3"
+
+
 def test_sotw_nack_is_recorded_and_not_retried(server: AdsServer, clients: list[Client]) -> None:
     server.set_snapshot("n1", _resources({"c1": 1}), "v1")
     client = Client(server.port, delta=False)

@@ -148,6 +148,10 @@ class _TypeState:
     sent: dict[str, _Res] = field(default_factory=dict)  # what the client has or is about to have
     acked: dict[str, str] = field(default_factory=dict)  # name -> resource version the client ACKed
     told_absent: set[str] = field(default_factory=set)  # delta: subscribed names reported as not existing
+    # The snapshot's resources of this type (the dict itself) that were pushed, answered and pruned with nothing
+    # left to do: while the node's snapshot offers the same dict, nothing was asked and nothing is in flight, a
+    # push skips this type without comparing its resources one by one.
+    settled: dict[str, _Res] | None = None
 
 
 @dataclass
@@ -287,6 +291,8 @@ class _Stream:
                 replan = True
             state.wildcard = wildcard
             state.names = names
+        if replan:
+            state.settled = None
         return replan
 
     def _answered(self, request: Any, state: _TypeState) -> None:
@@ -341,6 +347,8 @@ class _Stream:
         return {n: offered[n] for n in state.names if n in offered}
 
     async def _push(self, snapshot: Snapshot, type_url: str, state: _TypeState) -> None:
+        if state.settled is not None and state.settled is snapshot.resources.get(type_url) and not state.resend:
+            return
         desired = self._desired(snapshot, type_url, state)
         changed = [r for n, r in desired.items() if n not in state.sent or state.sent[n].version != r.version]
         if type_url == CLUSTER and changed:
@@ -363,6 +371,7 @@ class _Stream:
         state = self.types.get(ENDPOINT)
         if state is None or not eds_names:
             return
+        state.settled = None
         if self.delta:
             for name in eds_names:
                 state.sent.pop(name, None)
@@ -370,6 +379,9 @@ class _Stream:
             state.resend = True
 
     async def _prune(self, snapshot: Snapshot, type_url: str, state: _TypeState) -> None:
+        offered = snapshot.resources.get(type_url)
+        if state.settled is not None and state.settled is offered:
+            return
         desired = self._desired(snapshot, type_url, state)
         if self.delta:
             stale = [n for n in state.sent if n not in desired and self._wanted(state, n)]
@@ -378,8 +390,12 @@ class _Stream:
             state.told_absent.update(absent)
             if stale or absent:
                 await self._send_delta(snapshot.version, type_url, state, [], stale + absent)
+                return
         elif not _same(desired, state.sent) and state.ever_sent:
             await self._send_sotw(snapshot.version, type_url, state, dict(desired))
+            return
+        if not self.pending and not state.resend:
+            state.settled = offered
 
     def _next_nonce(self) -> str:
         self._nonce += 1
@@ -387,6 +403,7 @@ class _Stream:
 
     async def _send_sotw(self, version: str, type_url: str, state: _TypeState, content: dict[str, _Res]) -> None:
         nonce = self._next_nonce()
+        state.settled = None
         state.sent = content
         state.ever_sent = True
         state.last_nonce = nonce
@@ -407,6 +424,7 @@ class _Stream:
         self, version: str, type_url: str, state: _TypeState, updates: list[_Res], removed: list[str]
     ) -> None:
         nonce = self._next_nonce()
+        state.settled = None
         for res in updates:
             state.sent[res.name] = res
             state.told_absent.discard(res.name)
@@ -439,6 +457,15 @@ class _Stream:
             if type_url in WILDCARD_TYPES and set(acked) - set(want):
                 return False
         return True
+
+
+def _keep_unchanged(before: Snapshot, after: Snapshot) -> None:
+    """Where `after` offers the very same resources of a type as `before` (packed resources are shared, so the
+    same content is the same object), let it hold `before`'s dict, which streams may have settled on."""
+    for type_url, offered in after.resources.items():
+        old = before.resources.get(type_url)
+        if old is not None and old.keys() == offered.keys() and all(old[n] is r for n, r in offered.items()):
+            after.resources[type_url] = old
 
 
 def _same(a: dict[str, _Res], b: dict[str, _Res]) -> bool:
@@ -614,6 +641,9 @@ class AdsServer:
             loop.call_soon_threadsafe(self._snapshots.pop, node_id, None)
 
     def _install(self, node_id: str, snapshot: Snapshot) -> None:
+        before = self._snapshots.get(node_id)
+        if before is not None:
+            _keep_unchanged(before, snapshot)
         self._snapshots[node_id] = snapshot
         self._synced.pop(node_id, None)
         for stream in self._streams.get(node_id, ()):

@@ -55,6 +55,9 @@ def page(browser: Browser) -> Iterator[Page]:
     opened.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Shown with a failed test's output: what the page logged and which of its requests failed.
+    opened.on("console", lambda message: print(f"console {message.type}: {message.text}"))
+    opened.on("requestfailed", lambda request: print(f"request failed: {request.url} {request.failure}"))
     try:
         yield opened
     finally:
@@ -178,7 +181,8 @@ def test_the_page_and_its_assets_are_served_locally(platform: Platform) -> None:
     assets = re.findall(r'(?:src|href)="(/ui/[^"]+)"', page.text)
     assert "/ui/app.js" in assets and "/ui/style.css" in assets
     assert "/ui/icon.svg" in assets
-    for asset in [*assets, "/ui/api.js", "/ui/dom.js", "/ui/mesh.js", "/ui/terminal.js"]:
+    modules = ["api", "dom", "mesh", "terminal", "ui", "images", "services", "stacks"]
+    for asset in [*assets, *(f"/ui/{module}.js" for module in modules)]:
         served = httpx.get(platform.url + asset)
         assert served.status_code == 200, asset
         text = served.text.replace("http://www.w3.org/2000/svg", "")  # the SVG namespace: a name, never fetched
@@ -218,7 +222,7 @@ def test_the_mesh_page_shows_the_edge_of_a_call_made_now(
         assert requests >= 4, requests
         shot(page, "mesh-topology")
         page.locator("#services tbody tr").filter(has_text=re.compile(r"^\s*dash-be")).get_by_role(
-            "button"
+            "button", name="default"
         ).click()
         policy = page.get_by_label("Policy of dash-be")
         policy.fill('{"timeout_ms": 1500, "retries": {"attempts": -1}}')  # refused whole, with the API's reasons
@@ -254,7 +258,7 @@ def test_a_stack_plan_is_shown_and_applied_from_the_page(
         log_in(page, platform)
         page.get_by_role("link", name="Stacks", exact=True).click()
         page.get_by_role("link", name="dash-st", exact=True).click()
-        plan = page.get_by_label("Plan")
+        plan = page.get_by_label("Plan", exact=True)
         expect(plan).to_contain_text("security_group.dash-sg")
         expect(plan.locator(".line.add").first).to_contain_text("+")
         expect(plan).to_contain_text("Plan: 2 to add, 0 to change, 0 to destroy.")
@@ -382,6 +386,7 @@ def test_a_vm_is_snapshotted_reverted_and_its_snapshot_deleted_from_its_page(
         shots.get_by_role("button", name="Take snapshot").click()
         taken = page.locator("#snapshots tbody tr").filter(has_text="dash-s1")
         expect(taken).to_have_count(1, timeout=120_000)
+        assert ended(api, "dash-vm", "snapshot")["status"] == "succeeded"  # listed before its operation ends
         taken.get_by_role("button", name="revert").click()
         assert ended(api, "dash-vm", "revert")["status"] == "succeeded"
         expect(page.get_by_role("heading", name=re.compile("dash-vm")).locator(".badge")).to_have_text("running")

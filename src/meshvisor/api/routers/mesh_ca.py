@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from meshvisor.platform import mesh_ca
 
@@ -27,6 +27,9 @@ class CaRoot(BaseModel):
 class CaPublic(BaseModel):
     trust_domain: str
     rotating: bool
+    waiting_for: list[str] = Field(
+        default_factory=list, description="while rotating: the sidecars that do not trust the new root yet"
+    )
     roots: list[CaRoot]
 
 

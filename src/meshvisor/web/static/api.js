@@ -23,8 +23,14 @@ function headers() {
   return { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" };
 }
 
-async function send(method, path, body) {
-  const response = await fetch(path, { method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body) });
+// `body` is sent as JSON, or as it is when it is a Blob (a file to upload); `extra` adds headers (If-Match).
+async function send(method, path, body, extra = {}) {
+  const raw = body instanceof Blob;
+  const response = await fetch(path, {
+    method,
+    headers: { ...headers(), ...(raw ? { "Content-Type": "application/octet-stream" } : {}), ...extra },
+    body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
+  });
   if (response.status === 401) {
     window.dispatchEvent(new Event("meshvisor:unauthorized"));
     throw new ApiError(401, "the token was refused");
@@ -39,8 +45,8 @@ export async function apiText(path) {
   return response.text();
 }
 
-export async function api(method, path, body) {
-  const response = await send(method, path, body);
+export async function api(method, path, body, extra) {
+  const response = await send(method, path, body, extra);
   const text = await response.text();
   let data = null;
   try {

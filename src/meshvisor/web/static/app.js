@@ -1,12 +1,14 @@
 // The meshvisor dashboard: a page per hash route, built with DOM calls (never from HTML text, so no value from
 // the API is ever read as markup), kept live by the `/v1/events` stream.
 
-import { ApiError, api, apiText, follow, token, setToken, waitOperation } from "./api.js";
+import { ApiError, api, follow, token, setToken } from "./api.js";
 import { h, badge, sparkline, table, when, fmtTime } from "./dom.js";
-import { edgesFrom, rates, topology } from "./mesh.js";
+import { imagesPage } from "./images.js";
+import { servicesPage } from "./services.js";
+import { stack, stacksPage } from "./stacks.js";
 import { openTerminal } from "./terminal.js";
+import { deleteButton, jsonEditor, main, page, run, simpleForm, view } from "./ui.js";
 
-const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const live = document.getElementById("live");
 const logoutButton = document.getElementById("logout");
@@ -18,9 +20,7 @@ const ACTIONS = {
   error: ["start", "stop"],
   created: ["start"],
 };
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 
-let refresh = null; // the current page's way of reading its data again
 let loggedIn = false;
 let stream = null;
 let pending = null;
@@ -43,7 +43,7 @@ function showLogin(message) {
   nav.hidden = true;
   live.hidden = true;
   logoutButton.hidden = true;
-  refresh = null;
+  view.refresh = null;
   const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true });
   const error = h("p", { class: "error", role: "alert" }, message || "");
   const form = h(
@@ -89,7 +89,7 @@ function startEvents() {
     if (pending) return;
     pending = setTimeout(() => {
       pending = null;
-      if (refresh) refresh().catch(() => {});
+      if (view.refresh) view.refresh().catch(() => {});
     }, 150);
   }, (up) => { live.hidden = !up; });
 }
@@ -99,6 +99,7 @@ const ROUTES = [
   [/^#\/overview$/, overview],
   [/^#\/instances$/, instances],
   [/^#\/instances\/([a-z0-9-]+)$/, instance],
+  [/^#\/images$/, imagesPage],
   [/^#\/networks$/, networksPage],
   [/^#\/volumes$/, volumesPage],
   [/^#\/services$/, servicesPage],
@@ -115,7 +116,7 @@ async function render() {
   for (const [pattern, page] of ROUTES) {
     const match = hash.match(pattern);
     if (match) {
-      refresh = null;
+      view.refresh = null;
       try {
         await page(...match.slice(1));
       } catch (err) {
@@ -129,17 +130,6 @@ async function render() {
 }
 
 window.addEventListener("hashchange", render);
-
-// A page: a title and a body that `load` fills, read again by every event; `fixed` (forms) stays as it is.
-async function page(title, load, ...fixed) {
-  const body = h("div", { class: "page-body" });
-  main.replaceChildren(h("h1", {}, title), body, ...fixed);
-  refresh = async () => {
-    const content = await load();
-    body.replaceChildren(...[].concat(content));
-  };
-  await refresh();
-}
 
 // -- overview --------------------------------------------------------------------------------------------------
 async function overview() {
@@ -185,6 +175,11 @@ function addresses(instance) {
   return (instance.networks || []).map((n) => `${n.ip || "?"} (${n.network})`).join(", ");
 }
 
+function meshText(mesh) {
+  const calls = (mesh.upstreams || []).map((u) => `${u.service} at :${u.local_port}`).join(", ");
+  return `${mesh.service}:${mesh.port}${mesh.version ? ` (${mesh.version})` : ""}${calls ? `; calls ${calls}` : ""}`;
+}
+
 function actionButtons(instance, after) {
   const error = h("span", { class: "error", role: "alert" });
   const buttons = (ACTIONS[instance.state] || []).map((action) =>
@@ -206,26 +201,6 @@ async function remove_(instance, error, after) {
   await run(error, () => api("DELETE", `/v1/instances/${instance.name}`), after);
 }
 
-// Start an operation, show its progress where it was asked for, and its error if it fails.
-async function run(error, request, after) {
-  error.textContent = "";
-  error.classList.remove("progress");
-  try {
-    const accepted = await request();
-    const op = accepted && accepted.operation;
-    if (op && !FINAL.has(op.status)) {
-      error.classList.add("progress");
-      const done = await waitOperation(op.id, (o) => { error.textContent = `${o.action}: ${o.status}…`; });
-      error.classList.remove("progress");
-      error.textContent = done.status === "succeeded" ? "" : `${done.action} ${done.status}: ${done.error || ""}`;
-    }
-  } catch (err) {
-    error.classList.remove("progress");
-    error.textContent = err.message || String(err);
-  }
-  if (after) await after();
-}
-
 async function instances() {
   const filters = { text: "", state: "", kind: "" };
   const search = h("input", { type: "search", placeholder: "name", "aria-label": "Filter by name" });
@@ -237,21 +212,32 @@ async function instances() {
   const bar = h("div", { class: "filters" }, search, stateSelect, kindSelect);
   const form = await createForm();
   main.replaceChildren(h("h1", {}, "Instances"), bar, list, form);
-  refresh = async () => {
+  view.refresh = async () => {
     const all = await api("GET", "/v1/instances?limit=1000");
     const rows = all.items.filter((i) =>
       i.name.includes(filters.text) && (!filters.state || i.state === filters.state) && (!filters.kind || i.kind === filters.kind));
     list.replaceChildren(rows.length
       ? table(["Name", "Kind", "State", "Host", "Addresses", "Actions"], rows.map((i) => [
         h("a", { href: `#/instances/${i.name}` }, i.name), i.kind, badge(i.state), i.host || "", addresses(i),
-        actionButtons(i, refresh),
+        actionButtons(i, view.refresh),
       ]), { id: "instances" })
       : h("p", { class: "muted" }, all.items.length ? "No instance matches." : "No instances yet: create one below."));
   };
-  search.addEventListener("input", () => { filters.text = search.value.trim(); refresh(); });
-  stateSelect.addEventListener("change", () => { filters.state = stateSelect.value; refresh(); });
-  kindSelect.addEventListener("change", () => { filters.kind = kindSelect.value; refresh(); });
-  await refresh();
+  search.addEventListener("input", () => { filters.text = search.value.trim(); view.refresh(); });
+  stateSelect.addEventListener("change", () => { filters.state = stateSelect.value; view.refresh(); });
+  kindSelect.addEventListener("change", () => { filters.kind = kindSelect.value; view.refresh(); });
+  await view.refresh();
+}
+
+// "api:9001, web:9002" → [{service: "api", local_port: 9001}, ...]; null when a part is not `service:port`.
+function parseUpstreams(text) {
+  const found = [];
+  for (const part of text.split(/[,\s]+/).filter(Boolean)) {
+    const match = part.match(/^([a-z0-9-]+):(\d{1,5})$/);
+    if (!match) return null;
+    found.push({ service: match[1], local_port: Number(match[2]) });
+  }
+  return found;
 }
 
 async function createForm() {
@@ -276,12 +262,16 @@ async function createForm() {
   const disk = h("input", { name: "disk_mb", type: "number", min: "0", step: "1", value: "0" });
   const meshService = h("input", { name: "mesh", placeholder: "service name", pattern: "[a-z0-9-]{1,40}" });
   const meshPort = h("input", { name: "mesh_port", type: "number", min: "1", max: "65535", placeholder: "8080" });
+  const meshVersion = h("input", { name: "mesh_version", placeholder: "e.g. v1 (for splits)" });
+  const upstreams = h("input", { name: "upstreams", placeholder: "api:9001, web:9002", autocomplete: "off" });
+  const maxCpus = h("input", { name: "max_cpus", type: "number", min: "1", step: "1", placeholder: "= CPUs" });
+  const maxMemory = h("input", { name: "max_memory_mb", type: "number", min: "1", step: "1", placeholder: "= memory" });
   const error = h("p", { class: "error", role: "alert" });
   const fillImages = () => {
     image.replaceChildren(...images.items.filter((i) => i.kind === kind.value && i.state === "ready")
       .map((i) => h("option", { value: i.name }, i.name)));
     command.disabled = mountPath.disabled = kind.value === "vm";
-    disk.disabled = kind.value !== "vm";
+    disk.disabled = maxCpus.disabled = maxMemory.disabled = kind.value !== "vm";
     if (kind.value === "vm" && Number(memory.value) < 128) memory.value = "256";
   };
   kind.addEventListener("change", fillImages);
@@ -291,7 +281,10 @@ async function createForm() {
     field("Name", name), field("Kind", kind), field("Image", image), field("CPUs", cpus), field("Memory (MiB)", memory),
     field("Command", command), field("Network", network), field("Security group", group), field("Volume", volume),
     field("Mounted at", mountPath), field("Disk (MiB, VMs)", disk), field("Mesh service", meshService),
-    field("Mesh port", meshPort),
+    field("Mesh port", meshPort), field("Mesh version", meshVersion), field("Upstreams (service:local port)", upstreams),
+    field("Max CPUs (VMs, live resize)", maxCpus), field("Max memory (MiB, VMs)", maxMemory),
+    h("p", { class: "hint wide" }, "A meshed instance calls each upstream service at 127.0.0.1:<local port> (a VM at its "
+      + "sidecar's address); the services must exist. A VM grows live up to its maximum CPUs and memory."),
     h("button", { type: "submit" }, "Create"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -304,8 +297,22 @@ async function createForm() {
     if (group.value) body.security_groups = [group.value];
     if (volume.value) body.volumes = [kind.value === "vm" ? { volume: volume.value } : { volume: volume.value, path: mountPath.value.trim() }];
     if (kind.value === "vm" && Number(disk.value) > 0) body.disk_mb = Number(disk.value);
-    if (meshService.value.trim()) body.mesh = { service: meshService.value.trim(), port: Number(meshPort.value || 8080) };
-    await run(error, () => api("POST", "/v1/instances", body), refresh);
+    if (kind.value === "vm" && maxCpus.value) body.max_cpus = Number(maxCpus.value);
+    if (kind.value === "vm" && maxMemory.value) body.max_memory_mb = Number(maxMemory.value);
+    const calls = parseUpstreams(upstreams.value);
+    if (calls === null) {
+      error.textContent = "upstreams are service:local_port pairs separated by commas, e.g. api:9001, web:9002";
+      return;
+    }
+    if (!meshService.value.trim() && (calls.length || meshVersion.value.trim())) {
+      error.textContent = "upstreams and a version need a mesh service: name the service this instance joins";
+      return;
+    }
+    if (meshService.value.trim()) {
+      body.mesh = { service: meshService.value.trim(), port: Number(meshPort.value || 8080), upstreams: calls };
+      if (meshVersion.value.trim()) body.mesh.version = meshVersion.value.trim();
+    }
+    await run(error, () => api("POST", "/v1/instances", body), view.refresh);
     if (!error.textContent) {
       form.reset();
       fillImages();
@@ -315,6 +322,45 @@ async function createForm() {
 }
 
 // -- one instance ----------------------------------------------------------------------------------------------
+// CPUs and memory changed with PATCH (an operation): a container changes live; a VM live up to the maximum it was
+// made with (the API refuses more), else it is flagged `restart_required` until it restarts. `show(instance)`
+// follows the instance's current size unless the fields are being edited.
+function resizeSection(name) {
+  const cpus = h("input", { type: "number", min: "0.1", step: "0.1", required: true });
+  const memory = h("input", { type: "number", min: "1", step: "1", required: true });
+  const hint = h("p", { class: "hint", id: "resize-hint" });
+  const notice = h("p", { class: "notice", role: "status", id: "restart-required", hidden: true });
+  const error = h("p", { class: "error", role: "alert" });
+  let edited = false;
+  for (const input of [cpus, memory]) input.addEventListener("input", () => { edited = true; });
+  const form = h("form", { class: "inline", "aria-label": "Resize", "aria-describedby": "resize-hint" },
+    h("label", {}, h("span", {}, "CPUs"), cpus), h("label", {}, h("span", {}, "Memory (MiB)"), memory),
+    h("button", { type: "submit" }, "Resize"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    await run(error, () => api("PATCH", `/v1/instances/${name}`, { cpus: Number(cpus.value), memory_mb: Number(memory.value) }),
+      () => { if (!error.textContent) edited = false; return view.refresh && view.refresh(); });
+  });
+  const show = (i) => {
+    cpus.step = i.kind === "vm" ? "1" : "0.1";
+    cpus.min = i.kind === "vm" ? "1" : "0.1";
+    if (!edited) {
+      cpus.value = String(i.cpus);
+      memory.value = String(i.memory_mb);
+    }
+    hint.textContent = i.kind === "vm"
+      ? `A running VM changes live up to ${i.max_cpus ?? i.cpus} vCPUs and ${i.max_memory_mb ?? i.memory_mb} MiB, the `
+        + "maximum it was made with; the API refuses more (make the VM again with a higher maximum). "
+        + "A stopped VM takes the new size when it starts."
+      : "A container's CPU and memory limits change live, without a restart.";
+    notice.hidden = !i.restart_required;
+    notice.textContent = i.restart_required
+      ? `${i.cpus} CPUs and ${i.memory_mb} MiB are saved, but the hypervisor could not apply them live: restart the VM to use them.`
+      : "";
+  };
+  return [h("section", { "aria-label": "Resize" }, h("h2", {}, "CPU and memory"), hint, form, notice, error), show];
+}
+
 async function instance(name) {
   const logs = h("pre", { class: "logs", id: "logs", "aria-label": "Logs", tabindex: "0" });
   const output = h("pre", { class: "logs", id: "exec-output", "aria-live": "polite" });
@@ -348,7 +394,7 @@ async function instance(name) {
   const snapForm = h("form", { class: "exec", "aria-label": "Take a snapshot" }, snapName, h("button", { type: "submit" }, "Take snapshot"));
   snapForm.addEventListener("submit", async (event) => {
     event.preventDefault();
-    await run(snapError, () => api("POST", `/v1/instances/${name}/actions`, { action: "snapshot", snapshot: snapName.value.trim() }), refresh);
+    await run(snapError, () => api("POST", `/v1/instances/${name}/actions`, { action: "snapshot", snapshot: snapName.value.trim() }), view.refresh);
     if (!snapError.textContent) snapName.value = "";
   });
   const snapSection = h("section", { hidden: true }, h("h2", {}, "Snapshots"), snapshots, snapForm, snapError);
@@ -360,14 +406,15 @@ async function instance(name) {
   const volForm = h("form", { class: "exec", "aria-label": "Attach a volume", hidden: true }, attachVol, h("button", { type: "submit" }, "Attach volume"));
   netForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    run(linkError, () => api("POST", `/v1/instances/${name}/networks`, { network: attachNet.value }), refresh);
+    run(linkError, () => api("POST", `/v1/instances/${name}/networks`, { network: attachNet.value }), view.refresh);
   });
   volForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    run(linkError, () => api("POST", `/v1/instances/${name}/volumes`, { volume: attachVol.value }), refresh);
+    run(linkError, () => api("POST", `/v1/instances/${name}/volumes`, { volume: attachVol.value }), view.refresh);
   });
   const linkSection = h("section", {}, h("h2", {}, "Networks and volumes"), links, netForm, volForm, linkError);
-  main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head,
+  const [resize, showSize] = resizeSection(name);
+  main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head, resize,
     h("h2", {}, "Usage"), usage,
     h("h2", {}, "Logs"), logs, h("h2", {}, "Terminal"), h("p", { class: "actions" }, termButton, termStatus), termBox,
     h("h2", {}, "Run a command"), console_, output, linkSection, snapSection);
@@ -386,7 +433,7 @@ async function instance(name) {
     output.scrollTop = output.scrollHeight;
   });
   let gone = false;
-  refresh = async () => {
+  view.refresh = async () => {
     let i;
     try {
       i = await api("GET", `/v1/instances/${name}`);
@@ -403,7 +450,7 @@ async function instance(name) {
     const onVols = new Set((i.volumes || []).map((v) => v.volume));
     const detach = (what, path) => h("button", { type: "button", class: "danger", onclick: async () => {
       if (!confirm(`Detach ${what} from ${name}?`)) return;
-      await run(linkError, () => api("DELETE", path), refresh);
+      await run(linkError, () => api("DELETE", path), view.refresh);
     } }, "detach");
     links.replaceChildren(table(["Attached", "Address / path", ""], [
       ...(i.networks || []).map((n) => [`network ${n.network}`, `${n.ip || ""} ${n.interface || ""}`.trim(),
@@ -428,24 +475,27 @@ async function instance(name) {
           snap.name, fmtTime(new Date(snap.created_at * 1000).toISOString()), snap.state,
           h("span", { class: "actions" },
             h("button", { type: "button", onclick: () => run(snapError,
-              () => api("POST", `/v1/instances/${name}/actions`, { action: "revert", snapshot: snap.name }), refresh) }, "revert"),
+              () => api("POST", `/v1/instances/${name}/actions`, { action: "revert", snapshot: snap.name }), view.refresh) }, "revert"),
             h("button", { type: "button", class: "danger", onclick: async () => {
               if (!confirm(`Delete snapshot ${snap.name}?`)) return;
-              await run(snapError, () => api("DELETE", `/v1/instances/${name}/snapshots/${snap.name}`), refresh);
+              await run(snapError, () => api("DELETE", `/v1/instances/${name}/snapshots/${snap.name}`), view.refresh);
             } }, "delete")),
         ]), { id: "snapshots" })
         : h("p", { class: "muted" }, "No snapshots yet."));
     }
     head.replaceChildren(
       h("h1", {}, i.name, " ", badge(i.state)),
-      actionButtons(i, refresh),
+      actionButtons(i, view.refresh),
       h("dl", { class: "facts" },
         ...fact("Kind", i.kind), ...fact("Image", i.image), ...fact("CPUs", String(i.cpus)),
         ...fact("Memory", `${i.memory_mb} MiB`), ...fact("Host", i.host || ""), ...fact("Addresses", addresses(i) || "none"),
         ...fact("Volumes", (i.volumes || []).map((v) => `${v.volume}${v.path ? ` at ${v.path}` : ""}`).join(", ") || "none"),
-        ...fact("Mesh", i.mesh ? `${i.mesh.service}:${i.mesh.port}` : "none"),
+        ...when(i.kind === "vm", () => fact("Live resize up to", `${i.max_cpus} vCPUs, ${i.max_memory_mb} MiB`)),
+        ...fact("Mesh", i.mesh ? meshText(i.mesh) : "none"),
+        ...when(i.restart_required, () => fact("Restart required", "yes: the new size applies at the next restart")),
         ...when(i.error, () => fact("Error", i.error))),
     );
+    showSize(i);
   };
   const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
   const samples = [];
@@ -479,59 +529,13 @@ async function instance(name) {
     } catch { /* the instance may be gone or stopped */ }
     setTimeout(followLogs, 2000);
   };
-  await refresh();
+  await view.refresh();
   followLogs();
   followUsage();
 }
 
-// -- networks, volumes, mesh, stacks ---------------------------------------------------------------------------
-// A form whose fields are `[label, input]` pairs; `submit(values)` starts the work, shown like any action.
-function simpleForm(title, fields, submit) {
-  const error = h("p", { class: "error", role: "alert" });
-  const form = h("form", { class: "create", "aria-label": title }, h("h2", {}, title),
-    ...fields.map(([label, input]) => h("label", {}, h("span", {}, label), input)),
-    h("button", { type: "submit" }, "Create"), error);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    await run(error, () => submit(), refresh);
-    if (!error.textContent) form.reset();
-  });
-  return form;
-}
-
-function deleteButton(what, path, label = "delete") {
-  const error = h("span", { class: "error", role: "alert" });
-  return h("span", { class: "actions" }, h("button", {
-    type: "button", class: "danger", onclick: async () => {
-      if (!confirm(`Delete ${what}?`)) return;
-      await run(error, () => api("DELETE", path), refresh);
-    },
-  }, label), error);
-}
-
+// -- networks and volumes (the mesh page: services.js; stacks: stacks.js) ----------------------------------------
 const rulesBox = h("section", { hidden: true, "aria-label": "Rules" });
-
-// Edit `value` as JSON in `box`; `save(parsed)` sends it (the API's refusal is shown under the text).
-function jsonEditor(box, title, hint, value, what, save) {
-  const text = h("textarea", { rows: 10, "aria-label": title, spellcheck: "false" });
-  text.value = JSON.stringify(value, null, 2);
-  const error = h("p", { class: "error", role: "alert" });
-  const saveButton = h("button", { type: "button", class: "primary", onclick: async () => {
-    let parsed;
-    try {
-      parsed = JSON.parse(text.value);
-    } catch (err) {
-      error.textContent = `not JSON: ${err.message}`;
-      return;
-    }
-    await run(error, () => save(parsed), refresh);
-    if (!error.textContent) box.hidden = true;
-  } }, `Save ${what}`);
-  const cancel = h("button", { type: "button", onclick: () => { box.hidden = true; } }, "Cancel");
-  box.replaceChildren(h("h2", {}, title), h("p", { class: "muted" }, hint), text, h("p", { class: "actions" }, saveButton, cancel), error);
-  box.hidden = false;
-  text.focus();
-}
 
 // A group's rules, replaced whole with PUT (running instances follow within a second).
 function editRules(group) {
@@ -590,7 +594,7 @@ const volumeError = h("p", { class: "error", role: "alert" });
 async function volumeAction(volume, action, snapshot) {
   const name = snapshot || `s-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, "").toLowerCase()}`;
   if (action === "revert" && !confirm(`Revert ${volume} to ${name}? What was written since is lost.`)) return;
-  await run(volumeError, () => api("POST", `/v1/volumes/${volume}/actions`, { action, snapshot: name }), refresh);
+  await run(volumeError, () => api("POST", `/v1/volumes/${volume}/actions`, { action, snapshot: name }), view.refresh);
 }
 
 async function volumesPage() {
@@ -611,131 +615,6 @@ async function volumesPage() {
       ]), { id: "volumes" })
       : h("p", { class: "muted" }, "No volumes.");
   }, volumeError, form);
-}
-
-let lastReading = null; // {edges, at}: the previous /metrics reading, for rates
-
-const policyBox = h("section", { hidden: true, "aria-label": "Policy" });
-
-// The policy of one service, saved whole with PUT .../policy (the API lists every problem it finds).
-function editPolicy(service) {
-  jsonEditor(policyBox, `Policy of ${service.name}`,
-    "timeout_ms, retries, circuit_breaker, outlier, health_check, splits, fault, rate_limit, allow",
-    service.policy || {}, "policy", (policy) => api("PUT", `/v1/services/${service.name}/policy`, policy));
-}
-
-async function servicesPage() {
-  await page("Mesh", async () => {
-    const [found, text] = await Promise.all([api("GET", "/v1/services?limit=1000"), apiText("/metrics")]);
-    const edges = edgesFrom(text);
-    const now = Date.now();
-    const perSecond = rates(edges, lastReading && lastReading.edges, lastReading ? (now - lastReading.at) / 1000 : 0);
-    lastReading = { edges, at: now };
-    const names = [...new Set([
-      ...found.items.map((s) => s.name),
-      ...Object.values(edges).flatMap((e) => [e.source, e.destination]),
-    ])].sort();
-    const pairs = Object.entries(edges).sort();
-    return [
-      names.length ? topology(names, edges, perSecond) : h("p", { class: "muted" }, "No services."),
-      h("h2", {}, "Calls"),
-      pairs.length
-        ? table(["Caller", "Service", "Requests", "Rate", "5xx"], pairs.map(([key, e]) => [
-          e.source, e.destination, String(e.total), perSecond[key] === null ? "…" : `${perSecond[key].toFixed(1)}/s`,
-          e.total ? `${Math.round((100 * e.errors) / e.total)}%` : "0%",
-        ]), { id: "calls" })
-        : h("p", { class: "muted" }, "No calls seen yet."),
-      h("h2", {}, "Services"),
-      found.items.length
-        ? table(["Service", "Members", "Callers", "Policy", "Last NACK"], found.items.map((s) => [
-          s.name, (s.members || []).map((m) => `${m.instance} (${m.state})`).join(", "), (s.callers || []).join(", "),
-          h("button", { type: "button", onclick: () => editPolicy(s) }, Object.keys(s.policy || {}).join(", ") || "default"),
-          s.last_nack ? s.last_nack.message || "rejected" : "",
-        ]), { id: "services" })
-        : h("p", { class: "muted" }, "No services."),
-    ];
-  }, policyBox);
-  const tick = () => {
-    if (location.hash !== "#/services" || !refresh) return;
-    refresh().catch(() => {});
-    setTimeout(tick, 5000);
-  };
-  setTimeout(tick, 5000);
-}
-
-async function stacksPage() {
-  await page("Stacks", async () => {
-    const found = await api("GET", "/v1/stacks?limit=1000");
-    return found.items.length
-      ? table(["Stack", "Resources", "Serial", "Lock", "Updated"], found.items.map((s) => [
-        h("a", { href: `#/stacks/${s.name}` }, s.name), String(s.resources.length), String(s.serial),
-        s.lock ? `${s.lock.owner} until ${fmtTime(s.lock.expires_at)}` : "", fmtTime(s.updated_at),
-      ]), { id: "stacks" })
-      : h("p", { class: "muted" }, "No stacks: `meshvisor plan -f FILE` makes one.");
-  });
-}
-
-const SIGNS = { "+": "add", "~": "change", "~!": "change", "-/+": "remove", "+/-": "remove", "-": "remove" };
-
-// The plan as the CLI prints it, each line marked by its change sign.
-function planText(text) {
-  return h("pre", { class: "plan", "aria-label": "Plan" }, ...text.split("\n").map((line) => {
-    const sign = line.trim().split(" ", 1)[0];
-    return h("span", { class: SIGNS[sign] ? `line ${SIGNS[sign]}` : "line" }, `${line}\n`);
-  }));
-}
-
-async function stack(name) {
-  const progress = h("ol", { class: "progress-list", "aria-label": "Apply progress" });
-  const error = h("p", { class: "error", role: "alert" });
-  const body = h("div", {});
-  main.replaceChildren(h("p", {}, h("a", { href: "#/stacks" }, "← Stacks")), h("h1", {}, `Stack ${name}`), body, error, progress);
-  refresh = async () => {
-    const [info, plans, history] = await Promise.all([
-      api("GET", `/v1/stacks/${name}`),
-      api("GET", `/v1/stacks/${name}/plans?limit=1`),
-      api("GET", `/v1/operations?resource_type=stack&resource_name=${name}&limit=10`),
-    ]);
-    const plan = plans.items[0];
-    const parts = [
-      h("dl", { class: "facts" },
-        h("dt", {}, "Resources"), h("dd", {}, info.resources.join(", ") || "none"),
-        h("dt", {}, "Serial"), h("dd", {}, String(info.serial)),
-        h("dt", {}, "Lock"), h("dd", {}, info.lock ? `${info.lock.owner} until ${fmtTime(info.lock.expires_at)}` : "free")),
-      h("h2", {}, "Latest plan"),
-    ];
-    if (!plan) parts.push(h("p", { class: "muted" }, "No plan yet: `meshvisor plan -f FILE --stack NAME`."));
-    else {
-      parts.push(h("p", { class: "muted" }, `${fmtTime(plan.created_at)}${plan.current ? "" : " (the stack changed since: plan again)"}`));
-      parts.push(planText(plan.text));
-      if (plan.current && plan.exit_code === 2 && !info.lock) {
-        parts.push(h("button", { type: "button", class: "primary", onclick: () => applyPlan(name, plan, error, progress) }, "Apply"));
-      }
-    }
-    parts.push(h("h2", {}, "Applies"));
-    parts.push(history.items.length
-      ? table(["When", "Status", "Steps", "Error"], history.items.map((o) => [
-        fmtTime(o.created_at), badge(o.status), String((o.params.progress || []).filter((p) => p.status === "done").length),
-        o.error || "",
-      ]), { id: "applies" })
-      : h("p", { class: "muted" }, "None yet."));
-    body.replaceChildren(...parts);
-  };
-  await refresh();
-}
-
-async function applyPlan(name, plan, error, progress) {
-  if (!confirm(`Apply this plan to ${name}? ${plan.summary}`)) return;
-  progress.replaceChildren();
-  await run(error, async () => {
-    const accepted = await api("POST", `/v1/stacks/${name}/apply`, { plan: plan.id });
-    const op = await waitOperation(accepted.operation.id, (o) => {
-      progress.replaceChildren(...(o.params.progress || []).filter((p) => p.status !== "started").map((p) =>
-        h("li", { class: p.status }, `${p.address}: ${p.status}${p.error ? ` (${p.error})` : ""}`)));
-    });
-    if (op.status !== "succeeded") throw new Error(`apply ${op.status}: ${op.error || ""}`);
-    return null;
-  }, refresh);
 }
 
 if (token()) start();

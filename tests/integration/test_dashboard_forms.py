@@ -1,0 +1,353 @@
+"""The dashboard's forms for what the README's walk-throughs do with curl, in a real browser (the fixtures of
+test_dashboard.py) against a real platform, each checked through the REST API for its real effect and for the
+API's own message when it refuses: a meshed instance with upstreams made from the create form (its sidecar then
+carries the call), a service's ingress port (the gateway then answers on the host), CPU and memory resized on a
+container and on a VM (within its maximum; beyond it the API refuses), an image imported from a file, a stack
+file pasted or uploaded, planned, applied and destroyed from the page, and the mesh CA rotated and its old root
+retired."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from meshvisor.containers import rootfs_dir_tar
+
+from . import test_dashboard as dashboard
+from .conftest import XDS, Platform, create, delete, free_port, wait_op
+from .test_dashboard import ended, log_in, row, shot
+from .test_images_pipeline import minimal_rootfs
+from .test_mesh_containers import WEB, call, eventually
+from .test_networks import drop_network, network
+
+pytestmark = pytest.mark.integration
+
+LONG = 120_000  # ms: operations that boot a VM or import an image
+browser, page = dashboard.browser, dashboard.page  # the same fixtures: Chromium, one context per test
+SERVE = "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"
+
+
+def on_a_phone(page: Page, name: str) -> None:
+    """The page at a phone's width: nothing wider than the screen; a screenshot; then the desktop again."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth + 1")
+    shot(page, name)
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+def test_a_meshed_instance_with_upstreams_and_a_service_ingress_port_from_the_forms(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    network(api, "dfm-mesh", "10.213.120.0/24")
+    port = free_port()
+    try:
+        create(
+            api,
+            "dfm-be",
+            command=WEB,
+            networks=[{"network": "dfm-mesh"}],
+            mesh={"service": "dfm-be", "port": 8080},
+        )
+        assert api.put("/v1/services/dfm-be/policy", json={"timeout_ms": 2500}).status_code == 200
+        log_in(page, platform)
+        page.get_by_role("link", name="Instances", exact=True).click()
+        form = page.get_by_role("form", name="Create an instance")
+        form.get_by_label("Name").fill("dfm-fe")
+        form.get_by_label("Image").select_option("busybox")
+        form.get_by_label("Command").fill(SERVE)
+        form.get_by_label("Network").select_option("dfm-mesh")
+        form.get_by_label("Mesh service").fill("dfm-fe")
+        form.get_by_label("Mesh port").fill("8080")
+        upstreams = form.get_by_label("Upstreams (service:local port)")
+        upstreams.fill("dfm-be")  # no port: the page says how to write them, nothing is sent
+        form.get_by_role("button", name="Create").click()
+        expect(form.get_by_role("alert")).to_contain_text("service:local_port pairs")
+        upstreams.fill("dfm-nope:9001")  # a service that does not exist: the API's own message
+        form.get_by_role("button", name="Create").click()
+        expect(form.get_by_role("alert")).to_contain_text("unknown upstream service 'dfm-nope'")
+        assert api.get("/v1/instances/dfm-fe").status_code == 404
+        upstreams.fill("dfm-be:9001")
+        form.get_by_role("button", name="Create").click()
+        expect(row(page, "dfm-fe").locator(".badge")).to_have_text("running")
+        made = api.get("/v1/instances/dfm-fe").json()
+        assert made["mesh"]["upstreams"] == [{"service": "dfm-be", "local_port": 9001}], made
+        answer = eventually(lambda: call(api, "dfm-fe", "127.0.0.1", 9001), "200 OK", timeout=30)
+        assert "200 OK" in answer and "backend-" in answer, answer  # the upstream really is reached
+        page.get_by_role("link", name="dfm-fe", exact=True).click()
+        expect(page.locator("dl.facts")).to_contain_text("dfm-fe:8080; calls dfm-be at :9001")
+
+        page.get_by_role("link", name="Mesh", exact=True).click()
+        ingress = page.get_by_role("form", name="Service and ingress port")
+        ingress.get_by_label("Service").fill("dfm-be")
+        ingress.get_by_label("Ingress port").fill("80")  # below 1024: the API's refusal, next to the form
+        ingress.get_by_role("button", name="Save").click()
+        expect(ingress.get_by_role("alert")).to_contain_text("ingress_port must be a port number from 1024")
+        ingress.get_by_label("Service").fill("dfm-be")
+        ingress.get_by_label("Ingress port").fill(str(port))
+        ingress.get_by_role("button", name="Save").click()
+        service_row = page.locator("#services tbody tr").filter(has_text=re.compile(r"^\s*dfm-be"))
+        expect(service_row).to_contain_text(f"127.0.0.1:{port}")
+        shown = api.get("/v1/services/dfm-be").json()
+        assert shown["ingress_port"] == port and shown["policy"] == {"timeout_ms": 2500}, shown  # policy kept
+
+        def through_ingress() -> str:
+            try:
+                got = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+            except httpx.HTTPError as exc:
+                return repr(exc)
+            return f"{got.status_code} {got.text}"
+
+        assert eventually(through_ingress, "200 backend-", timeout=30).startswith("200 backend-")
+        shot(page, "mesh-ingress")
+        on_a_phone(page, "mesh-phone")
+
+        ingress.get_by_label("Service").fill("dfm-new")  # a new service, made by the same form
+        ingress.get_by_role("button", name="Save").click()
+        new_row = page.locator("#services tbody tr").filter(has_text=re.compile(r"^\s*dfm-new"))
+        expect(new_row).to_have_count(1)
+        assert api.get("/v1/services/dfm-new").json()["ingress_port"] is None
+        page.once("dialog", lambda dialog: dialog.accept())
+        new_row.get_by_role("button", name="delete").click()
+        expect(new_row).to_have_count(0)
+        assert api.get("/v1/services/dfm-new").status_code == 404
+    finally:
+        for name in ("dfm-fe", "dfm-be"):
+            delete(api, name)
+        drop_network(api, "dfm-mesh", force=True)
+        dropped = [api.delete(f"/v1/services/{name}").status_code for name in ("dfm-fe", "dfm-be", "dfm-new")]
+    assert dropped[:2] == [204, 204], dropped
+
+
+def resize(page: Page, cpus: str, memory: str) -> None:
+    form = page.get_by_role("form", name="Resize")
+    form.get_by_label("CPUs").fill(cpus)
+    form.get_by_label("Memory (MiB)").fill(memory)
+    form.get_by_role("button", name="Resize").click()
+
+
+def test_a_container_is_resized_from_its_page(page: Page, platform: Platform, api: httpx.Client) -> None:
+    try:
+        create(api, "dfm-rs", cpus=1, memory_mb=64)
+        log_in(page, platform)
+        page.goto(platform.url + "/#/instances/dfm-rs")
+        section = page.get_by_role("region", name="Resize")
+        expect(section).to_contain_text("change live, without a restart")
+        resize(page, "64", "64")  # more CPUs than the host has: the API's message
+        expect(section.get_by_role("alert")).to_contain_text("cpus must be above 0 and at most")
+        resize(page, "2", "128")
+        expect(page.locator("dl.facts")).to_contain_text("128 MiB")
+        expect(section.get_by_role("alert")).to_have_count(0)
+        shown = api.get("/v1/instances/dfm-rs").json()
+        assert (shown["cpus"], shown["memory_mb"], shown["state"]) == (2, 128, "running"), shown
+        usage = api.get("/v1/instances/dfm-rs/stats").json()  # the running container's real limits
+        assert (usage["cpus"], usage["memory_limit_mb"]) == (2, 128), usage
+        expect(page.locator("#usage")).to_contain_text("of 128 MiB")
+        on_a_phone(page, "resize-phone")
+    finally:
+        delete(api, "dfm-rs")
+
+
+def test_a_vm_is_resized_live_up_to_its_maximum_and_refused_beyond(
+    page: Page, platform: Platform, api: httpx.Client, tiny: str
+) -> None:
+    body = {
+        "name": "dfm-vm",
+        "kind": "vm",
+        "image": tiny,
+        "cpus": 1,
+        "memory_mb": 256,
+        "max_cpus": 2,
+        "max_memory_mb": 320,
+    }
+    op = wait_op(api, api.post("/v1/instances", json=body), timeout=120)
+    assert op["status"] == "succeeded", op
+    try:
+        log_in(page, platform)
+        page.goto(platform.url + "/#/instances/dfm-vm")
+        section = page.get_by_role("region", name="Resize")
+        expect(section).to_contain_text("changes live up to 2 vCPUs and 320 MiB")
+        resize(page, "2", "1024")  # beyond its maximum: refused with the API's reason, nothing changes
+        expect(section.get_by_role("alert")).to_contain_text("beyond this VM's maximum of 320")
+        assert api.get("/v1/instances/dfm-vm").json()["memory_mb"] == 256
+        resize(page, "2", "256")
+        expect(page.locator("dl.facts")).to_contain_text(re.compile(r"CPUs\s*2"))
+        assert ended(api, "dfm-vm", "update")["status"] == "succeeded"
+        shown = api.get("/v1/instances/dfm-vm").json()
+        assert (shown["cpus"], shown["restart_required"]) == (2, False), shown
+        assert api.get("/v1/instances/dfm-vm/stats").json()["cpus"] == 2  # the guest has them now
+        expect(page.locator("#restart-required")).to_be_hidden()
+        shot(page, "vm-resize")
+    finally:
+        delete(api, "dfm-vm")
+
+
+def test_an_image_is_imported_from_a_file(
+    page: Page, platform: Platform, api: httpx.Client, tmp_path: Path
+) -> None:
+    tarball = tmp_path / "rootfs.tar"
+    tarball.write_bytes(rootfs_dir_tar(minimal_rootfs(tmp_path / "rootfs")))
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a root filesystem\n")
+    try:
+        log_in(page, platform)
+        page.get_by_role("link", name="Images", exact=True).click()
+        expect(page.locator("#images tbody tr").filter(has_text="busybox")).to_have_count(1)
+        form = page.get_by_role("form", name="Import an image")
+        form.get_by_label("Name").fill("dfm-img")
+        form.get_by_label("File", exact=True).set_input_files(str(junk))  # not a tarball: the API's message
+        form.get_by_role("button", name="Import").click()
+        expect(form.get_by_role("alert")).to_contain_text("must be a tar archive of a root filesystem")
+        form.get_by_label("Kind").select_option("vm")
+        form.get_by_role("button", name="Import").click()
+        expect(form.get_by_role("alert")).to_contain_text("must be a qcow2 disk image")
+        assert api.get("/v1/images/dfm-img").status_code == 404
+
+        form.get_by_label("Kind").select_option("container")
+        form.get_by_label("File", exact=True).set_input_files(str(tarball))
+        form.get_by_label("Default command").fill("/bin/busybox sleep 3600")
+        form.get_by_role("button", name="Import").click()
+        imported = page.locator("#images tbody tr").filter(has_text="dfm-img")
+        expect(imported.locator(".badge")).to_have_text("ready", timeout=LONG)
+        image = api.get("/v1/images/dfm-img").json()
+        assert image["source"] == {"type": "import", "command": ["/bin/busybox", "sleep", "3600"]}, image
+        shot(page, "images")
+        on_a_phone(page, "images-phone")
+        op = wait_op(api, api.post("/v1/instances", json={"name": "dfm-imgrun", "image": "dfm-img"}))
+        assert op["status"] == "succeeded", op  # runs the image's own command
+        ran = api.post("/v1/instances/dfm-imgrun/exec", json={"command": ["/bin/sh", "-c", "echo ok"]}).json()
+        assert ran == {"exit_code": 0, "output": "ok\n"}
+        delete(api, "dfm-imgrun")
+        page.once("dialog", lambda dialog: dialog.accept())
+        imported.get_by_role("button", name="delete").click()
+        expect(imported).to_have_count(0)
+        assert api.get("/v1/images/dfm-img").status_code == 404
+    finally:
+        delete(api, "dfm-imgrun")
+        response = api.delete("/v1/images/dfm-img")
+        if response.status_code == 202:
+            wait_op(api, response)
+
+
+STACK = """
+security_groups:
+  dfm-sg: {description: planned from the page, rules: [{direction: ingress, protocol: tcp, port_min: 80}]}
+services:
+  dfm-svc: {policy: {timeout_ms: 1500}}
+"""
+BAD_STACK = """
+security_groups:
+  dfm-sg: {colour: red, rules: []}
+networks:
+  dfm-x: {cidr: not-a-cidr}
+"""
+
+
+def test_a_stack_file_is_planned_applied_and_destroyed_from_the_page(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    try:
+        log_in(page, platform)
+        page.get_by_role("link", name="Stacks", exact=True).click()
+        form = page.get_by_role("form", name="Plan a stack file")
+        form.get_by_label("Stack", exact=True).fill("dfm-st")
+        form.get_by_label("Stack file", exact=True).fill(BAD_STACK)  # every error at once, from the API
+        form.get_by_role("button", name="Plan").click()
+        alert = form.get_by_role("alert")
+        expect(alert).to_contain_text("2 error(s) in the stack file")
+        expect(alert).to_contain_text("line 3: security_groups.dfm-sg.colour: unknown field")
+        expect(alert).to_contain_text("not-a-cidr")
+        shot(page, "stack-plan-errors")
+        on_a_phone(page, "stacks-phone")
+        form.get_by_label("Stack file", exact=True).fill(STACK)
+        form.get_by_role("button", name="Plan").click()
+        expect(page.get_by_role("heading", name="Stack dfm-st")).to_be_visible()
+        plan = page.get_by_label("Plan", exact=True)
+        expect(plan).to_contain_text("Plan: 2 to add, 0 to change, 0 to destroy.")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Apply").click()
+        expect(page.get_by_label("Apply progress")).to_contain_text("security_group.dfm-sg: done")
+        applies = page.locator("#applies tbody tr")
+        expect(applies.first.locator(".badge")).to_have_text("succeeded")
+        expect(page.get_by_role("button", name="Apply")).to_have_count(0)
+        assert api.get("/v1/security-groups/dfm-sg").json()["description"] == "planned from the page"
+        assert api.get("/v1/stacks/dfm-st").json()["resources"] == ["security_group.dfm-sg", "service.dfm-svc"]
+
+        again = page.get_by_role("form", name="Plan a stack file")  # the same stack, from an uploaded file
+        spec = {
+            "security_groups": {"dfm-sg": {"description": "uploaded", "rules": []}},
+            "services": {"dfm-svc": {"policy": {"timeout_ms": 1500}}},
+        }
+        again.get_by_label("Upload a file").set_input_files(
+            {"name": "stack.json", "mimeType": "application/json", "buffer": json.dumps(spec).encode()}
+        )
+        expect(again.get_by_label("Format")).to_have_value("json")
+        expect(again.get_by_label("Stack file", exact=True)).to_have_value(re.compile("uploaded"))
+        again.get_by_role("button", name="Plan").click()
+        expect(plan).to_contain_text("Plan: 0 to add, 1 to change, 0 to destroy.")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Apply").click()
+        expect(applies).to_have_count(2)  # newest first
+        expect(applies.first.locator(".badge")).to_have_text("succeeded")
+        assert api.get("/v1/security-groups/dfm-sg").json()["description"] == "uploaded"
+
+        again.get_by_label("Destroy everything it owns").check()
+        again.get_by_role("button", name="Plan").click()
+        expect(plan).to_contain_text("0 to add, 0 to change, 2 to destroy.")
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("button", name="Apply").click()
+        expect(applies).to_have_count(3)
+        expect(applies.first.locator(".badge")).to_have_text("succeeded")
+        expect(page.get_by_label("Apply progress")).to_contain_text("service.dfm-svc: done")
+        expect(page.locator("dl.facts")).to_contain_text("none")
+        shot(page, "stack-destroyed")
+        assert api.get("/v1/stacks/dfm-st").json()["resources"] == []
+        assert api.get("/v1/security-groups/dfm-sg").status_code == 404
+    finally:
+        if api.get("/v1/stacks/dfm-st").status_code == 200 and api.get("/v1/stacks/dfm-st").json()["resources"]:
+            gone = api.post("/v1/stacks/dfm-st/plan", json={"destroy": True}).json()
+            wait_op(api, api.post("/v1/stacks/dfm-st/apply", json={"plan": gone["id"]}))
+        deleted = api.delete("/v1/stacks/dfm-st").status_code
+    assert deleted == 204
+
+
+def test_the_mesh_ca_is_shown_rotated_and_its_old_root_retired(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    before = api.get("/v1/mesh/ca").json()
+    assert before["rotating"] is False and before["waiting_for"] == [], before
+    signing = next(r["serial"] for r in before["roots"] if r["role"] == "signing")
+    log_in(page, platform)
+    page.get_by_role("link", name="Mesh", exact=True).click()
+    ca = page.get_by_role("region", name="Certificate authority")
+    expect(ca).to_contain_text(before["trust_domain"])
+    expect(ca.locator("#ca-roots")).to_contain_text(signing[:16])
+    platform.stop_process(XDS)  # the control plane finishes rotations: without it this one stays under way
+    try:
+        page.once("dialog", lambda dialog: dialog.accept())
+        ca.get_by_role("button", name="Rotate CA").click()
+        expect(ca.get_by_role("status")).to_contain_text("rotating")
+        expect(ca.locator("#ca-waiting")).to_be_visible()
+        expect(ca.locator("#ca-roots")).to_contain_text("staged")
+        during = api.get("/v1/mesh/ca").json()
+        assert during["rotating"] is True and isinstance(during["waiting_for"], list), during
+        shot(page, "mesh-ca-rotating")
+        page.once("dialog", lambda dialog: dialog.accept())
+        ca.get_by_role("button", name="Retire old roots").click()  # refused while the rotation runs
+        expect(ca.get_by_role("alert")).to_contain_text("a rotation is under way")
+    finally:
+        platform.start_process(XDS, "xds")
+    expect(ca.locator("#ca-roots")).to_contain_text("retired", timeout=LONG)  # the page follows it to its end
+    expect(ca.get_by_role("status")).to_be_hidden()  # nothing left to wait for
+    after = api.get("/v1/mesh/ca").json()
+    assert not after["rotating"] and sorted(r["role"] for r in after["roots"]) == ["retired", "signing"], after
+    assert next(r["serial"] for r in after["roots"] if r["role"] == "retired") == signing
+    page.once("dialog", lambda dialog: dialog.accept())
+    ca.get_by_role("button", name="Retire old roots").click()
+    expect(ca.locator("#ca-roots")).not_to_contain_text("retired")
+    assert [r["role"] for r in api.get("/v1/mesh/ca").json()["roots"]] == ["signing"]
+    shot(page, "mesh-ca")

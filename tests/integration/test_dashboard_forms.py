@@ -3,8 +3,8 @@ test_dashboard.py) against a real platform, each checked through the REST API fo
 API's own message when it refuses: a meshed instance with upstreams made from the create form (its sidecar then
 carries the call), a service's ingress port (the gateway then answers on the host), CPU and memory resized on a
 container and on a VM (within its maximum; beyond it the API refuses), an image imported from a file, a stack
-file pasted or uploaded, planned, applied and destroyed from the page, and the mesh CA rotated and its old root
-retired."""
+file pasted or uploaded, planned, applied and destroyed from the page, the mesh CA rotated and its old root
+retired, a volume grown, cloned and its snapshot deleted, and a VM made with SSH keys for cloud-init."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from meshvisor.containers import rootfs_dir_tar
+from meshvisor.hypervisor.cloud_init import read_seed_iso
 
 from . import test_dashboard as dashboard
 from .conftest import XDS, Platform, create, delete, free_port, wait_op
@@ -24,6 +25,7 @@ from .test_dashboard import ended, log_in, row, shot
 from .test_images_pipeline import minimal_rootfs
 from .test_mesh_containers import WEB, call, eventually
 from .test_networks import drop_network, network
+from .test_vm_disk_images import KEY, import_disk, qcow2
 
 pytestmark = pytest.mark.integration
 
@@ -351,3 +353,118 @@ def test_the_mesh_ca_is_shown_rotated_and_its_old_root_retired(
     expect(ca.locator("#ca-roots")).not_to_contain_text("retired")
     assert [r["role"] for r in api.get("/v1/mesh/ca").json()["roots"]] == ["signing"]
     shot(page, "mesh-ca")
+
+
+def volume_op(api: httpx.Client, name: str, **body: str) -> None:
+    op = wait_op(api, api.post(f"/v1/volumes/{name}/actions", json=body))
+    assert op["status"] == "succeeded", op
+
+
+def test_a_volume_is_grown_cloned_and_its_snapshot_deleted_from_its_page(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    assert wait_op(api, api.post("/v1/volumes", json={"name": "dfm-vol", "size_mb": 16}))["status"] == "succeeded"
+    try:
+        create(api, "dfm-volw", volumes=[{"volume": "dfm-vol", "path": "/vol"}])
+        wrote = api.post(
+            "/v1/instances/dfm-volw/exec", json={"command": ["sh", "-c", "echo kept > /vol/a && sync"]}
+        )
+        assert wrote.json()["exit_code"] == 0, wrote.text
+        delete(api, "dfm-volw")
+        volume_op(api, "dfm-vol", action="snapshot", snapshot="dfm-s1")
+        log_in(page, platform)
+        page.get_by_role("link", name="Volumes", exact=True).click()
+        vol = page.locator("#volumes tbody tr").filter(has_text="dfm-vol")
+        expect(vol.locator(".badge")).to_have_text("ready")
+        vol.get_by_role("button", name="manage dfm-vol").click()
+        panel = page.get_by_role("region", name="Volume dfm-vol")
+        snaps = panel.locator("#volume-snapshots tbody tr")
+        expect(snaps).to_have_count(1)
+        size = panel.get_by_label("New size (MiB)")
+        expect(size).to_be_focused()  # the panel takes the keyboard's focus
+        volume_op(api, "dfm-vol", action="snapshot", snapshot="dfm-s2")  # made elsewhere: the page follows
+        expect(snaps).to_have_count(2)
+
+        grow = panel.get_by_role("form", name="Grow the volume")
+        size.fill("8")  # a volume only grows: the API's message, next to the form
+        grow.get_by_role("button", name="Grow").click()
+        expect(grow.get_by_role("alert")).to_contain_text("a volume only grows: 8 MiB is below its 16 MiB")
+        assert api.get("/v1/volumes/dfm-vol").json()["size_mb"] == 16
+        size.fill("48")
+        size.press("Enter")
+        expect(vol.locator("td").nth(1)).to_have_text("48 MiB")
+        assert ended(api, "dfm-vol", "resize")["status"] == "succeeded"
+        expect(grow.get_by_role("alert")).to_have_count(0)
+        assert api.get("/v1/volumes/dfm-vol").json()["size_mb"] == 48
+
+        clone = panel.get_by_role("form", name="Clone the volume")
+        clone.get_by_label("Clone's name").fill("dfm-vol")  # the name is taken: refused with the API's reason
+        clone.get_by_role("button", name="Clone").click()
+        expect(clone.get_by_role("alert")).to_contain_text("a volume named 'dfm-vol' already exists")
+        clone.get_by_label("Clone's name").fill("dfm-copy")
+        clone.get_by_role("button", name="Clone").click()
+        copy_row = page.locator("#volumes tbody tr").filter(has_text="dfm-copy")
+        expect(copy_row.locator(".badge")).to_have_text("ready", timeout=LONG)
+        assert ended(api, "dfm-copy", "create")["status"] == "succeeded"
+        expect(clone.get_by_role("alert")).to_have_count(0)  # the form saw its operation end
+        assert api.get("/v1/volumes/dfm-copy").json()["size_mb"] == 48
+        shot(page, "volume-manage")
+        on_a_phone(page, "volume-manage-phone")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        snaps.filter(has_text="dfm-s1").get_by_role("button", name="delete").click()
+        expect(snaps).to_have_count(1)
+        assert ended(api, "dfm-vol", "delete-snapshot")["status"] == "succeeded"
+        assert api.get("/v1/volumes/dfm-vol").json()["snapshots"] == ["dfm-s2"]
+        expect(vol.locator("td").nth(5)).to_have_text("dfm-s2")
+
+        # The clone is a volume of its own: the data written before, on a filesystem of the grown size.
+        create(api, "dfm-volr", volumes=[{"volume": "dfm-copy", "path": "/vol"}])
+        read = api.post("/v1/instances/dfm-volr/exec", json={"command": ["sh", "-c", "cat /vol/a; df -Pk /vol"]})
+        output = read.json()["output"]
+        assert output.startswith("kept\n"), output
+        assert 40 * 1024 <= int(output.splitlines()[-1].split()[1]) <= 48 * 1024, output  # was 16 MiB
+    finally:
+        for name in ("dfm-volw", "dfm-volr"):
+            delete(api, name)
+        for path in ("/v1/volumes/dfm-copy", "/v1/volumes/dfm-vol"):
+            response = api.delete(path)
+            if response.status_code == 202:
+                wait_op(api, response)
+    assert [api.get(f"/v1/volumes/{n}").status_code for n in ("dfm-vol", "dfm-copy")] == [404, 404]
+
+
+def test_a_vm_gets_ssh_keys_from_the_create_form(
+    page: Page, platform: Platform, api: httpx.Client, tmp_path: Path
+) -> None:
+    op = wait_op(api, import_disk(api, "dfm-distro", qcow2(tmp_path / "distro.qcow2")))
+    assert op["status"] == "succeeded", op
+    other = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABMeshvisorSecond second@meshvisor"
+    try:
+        log_in(page, platform)
+        page.get_by_role("link", name="Instances", exact=True).click()
+        form = page.get_by_role("form", name="Create an instance")
+        keys = form.get_by_label("SSH keys")
+        expect(keys).to_be_disabled()  # containers have no cloud-init
+        form.get_by_label("Name").fill("dfm-keys")
+        form.get_by_label("Kind").select_option("vm")
+        form.get_by_label("Image").select_option("dfm-distro")
+        keys.fill("not-a-key")  # the API's message, next to the form; nothing is made
+        form.get_by_role("button", name="Create").click()
+        expect(form.get_by_role("alert")).to_contain_text("cloud_init.ssh_keys must be a list of public keys")
+        assert api.get("/v1/instances/dfm-keys").status_code == 404
+        keys.fill(f"{KEY}\n\n  {other}  \n")
+        form.get_by_role("button", name="Create").click()
+        expect(row(page, "dfm-keys").locator(".badge")).to_have_text("running", timeout=LONG)
+        machine = api.get("/v1/instances/dfm-keys").json()
+        assert machine["kind"] == "vm" and machine["image"] == "dfm-distro", machine
+        seed = read_seed_iso(platform.data_dir / "vms" / machine["id"] / "seed.iso")
+        user_data = seed["user-data"].decode()
+        assert f"ssh_authorized_keys:\n  - {KEY}\n  - {other}\n" in user_data, user_data
+        on_a_phone(page, "create-vm-keys-phone")
+    finally:
+        delete(api, "dfm-keys")
+        response = api.delete("/v1/images/dfm-distro")
+        if response.status_code == 202:
+            wait_op(api, response)
+    assert api.get("/v1/images/dfm-distro").status_code == 404

@@ -6,6 +6,7 @@ import { h, badge, sparkline, table, when, fmtTime } from "./dom.js";
 import { imagesPage } from "./images.js";
 import { servicesPage } from "./services.js";
 import { stack, stacksPage } from "./stacks.js";
+import { volumesPage } from "./volumes.js";
 import { openTerminal } from "./terminal.js";
 import { deleteButton, jsonEditor, main, page, run, simpleForm, view } from "./ui.js";
 
@@ -266,12 +267,13 @@ async function createForm() {
   const upstreams = h("input", { name: "upstreams", placeholder: "api:9001, web:9002", autocomplete: "off" });
   const maxCpus = h("input", { name: "max_cpus", type: "number", min: "1", step: "1", placeholder: "= CPUs" });
   const maxMemory = h("input", { name: "max_memory_mb", type: "number", min: "1", step: "1", placeholder: "= memory" });
+  const sshKeys = h("textarea", { name: "ssh_keys", rows: 3, spellcheck: "false", placeholder: "ssh-ed25519 AAAA… you@laptop" });
   const error = h("p", { class: "error", role: "alert" });
   const fillImages = () => {
     image.replaceChildren(...images.items.filter((i) => i.kind === kind.value && i.state === "ready")
       .map((i) => h("option", { value: i.name }, i.name)));
     command.disabled = mountPath.disabled = kind.value === "vm";
-    disk.disabled = maxCpus.disabled = maxMemory.disabled = kind.value !== "vm";
+    disk.disabled = maxCpus.disabled = maxMemory.disabled = sshKeys.disabled = kind.value !== "vm";
     if (kind.value === "vm" && Number(memory.value) < 128) memory.value = "256";
   };
   kind.addEventListener("change", fillImages);
@@ -283,8 +285,10 @@ async function createForm() {
     field("Mounted at", mountPath), field("Disk (MiB, VMs)", disk), field("Mesh service", meshService),
     field("Mesh port", meshPort), field("Mesh version", meshVersion), field("Upstreams (service:local port)", upstreams),
     field("Max CPUs (VMs, live resize)", maxCpus), field("Max memory (MiB, VMs)", maxMemory),
+    h("label", { class: "wide" }, h("span", {}, "SSH keys (VMs, one per line)"), sshKeys),
     h("p", { class: "hint wide" }, "A meshed instance calls each upstream service at 127.0.0.1:<local port> (a VM at its "
-      + "sidecar's address); the services must exist. A VM grows live up to its maximum CPUs and memory."),
+      + "sidecar's address); the services must exist. A VM grows live up to its maximum CPUs and memory. A VM booted "
+      + "from a distribution's disk image gets its SSH keys through cloud-init."),
     h("button", { type: "submit" }, "Create"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -299,6 +303,8 @@ async function createForm() {
     if (kind.value === "vm" && Number(disk.value) > 0) body.disk_mb = Number(disk.value);
     if (kind.value === "vm" && maxCpus.value) body.max_cpus = Number(maxCpus.value);
     if (kind.value === "vm" && maxMemory.value) body.max_memory_mb = Number(maxMemory.value);
+    const keys = sshKeys.value.split("\n").map((line) => line.trim()).filter(Boolean);
+    if (kind.value === "vm" && keys.length) body.cloud_init = { ssh_keys: keys };
     const calls = parseUpstreams(upstreams.value);
     if (calls === null) {
       error.textContent = "upstreams are service:local_port pairs separated by commas, e.g. api:9001, web:9002";
@@ -534,7 +540,7 @@ async function instance(name) {
   followUsage();
 }
 
-// -- networks and volumes (the mesh page: services.js; stacks: stacks.js) ----------------------------------------
+// -- networks (volumes: volumes.js; the mesh page: services.js; stacks: stacks.js) ----------------------------------------
 const rulesBox = h("section", { hidden: true, "aria-label": "Rules" });
 
 // A group's rules, replaced whole with PUT (running instances follow within a second).
@@ -586,35 +592,6 @@ async function networksPage() {
 function rule(r) {
   const ports = r.port_min ? `:${r.port_min}${r.port_max && r.port_max !== r.port_min ? `-${r.port_max}` : ""}` : "";
   return `${r.direction} ${r.protocol}${ports} ${r.cidr || r.group || "any"}`;
-}
-
-const volumeError = h("p", { class: "error", role: "alert" });
-
-// Snapshot (named by the time) or revert to the latest snapshot.
-async function volumeAction(volume, action, snapshot) {
-  const name = snapshot || `s-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, "").toLowerCase()}`;
-  if (action === "revert" && !confirm(`Revert ${volume} to ${name}? What was written since is lost.`)) return;
-  await run(volumeError, () => api("POST", `/v1/volumes/${volume}/actions`, { action, snapshot: name }), view.refresh);
-}
-
-async function volumesPage() {
-  const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
-  const size = h("input", { type: "number", min: "1", required: true, value: "64" });
-  const format = h("select", {}, h("option", { value: "raw" }, "raw (ext4, shareable)"), h("option", { value: "qcow2" }, "qcow2 (VMs)"));
-  const form = simpleForm("Create a volume", [["Name", name], ["Size (MiB)", size], ["Format", format]],
-    () => api("POST", "/v1/volumes", { name: name.value.trim(), size_mb: Number(size.value), format: format.value }));
-  await page("Volumes", async () => {
-    const vols = await api("GET", "/v1/volumes?limit=1000");
-    return vols.items.length
-      ? table(["Volume", "Size", "Format", "State", "Attached to", "Snapshots", ""], vols.items.map((v) => [
-        v.name, `${v.size_mb} MiB`, v.format, badge(v.state), (v.attached_to || []).join(", "), (v.snapshots || []).join(", "),
-        h("span", { class: "actions" },
-          h("button", { type: "button", onclick: () => volumeAction(v.name, "snapshot") }, "snapshot"),
-          (v.snapshots || []).length ? h("button", { type: "button", onclick: () => volumeAction(v.name, "revert", v.snapshots[v.snapshots.length - 1]) }, "revert") : "",
-          deleteButton(`volume ${v.name}`, `/v1/volumes/${v.name}`)),
-      ]), { id: "volumes" })
-      : h("p", { class: "muted" }, "No volumes.");
-  }, volumeError, form);
 }
 
 if (token()) start();

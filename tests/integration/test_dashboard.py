@@ -181,7 +181,7 @@ def test_the_page_and_its_assets_are_served_locally(platform: Platform) -> None:
     assets = re.findall(r'(?:src|href)="(/ui/[^"]+)"', page.text)
     assert "/ui/app.js" in assets and "/ui/style.css" in assets
     assert "/ui/icon.svg" in assets
-    modules = ["api", "dom", "mesh", "terminal", "ui", "images", "services", "stacks", "volumes"]
+    modules = ["api", "dom", "mesh", "terminal", "ui", "images", "services", "stacks", "volumes", "pools"]
     for asset in [*assets, *(f"/ui/{module}.js" for module in modules)]:
         served = httpx.get(platform.url + asset)
         assert served.status_code == 200, asset

@@ -4,7 +4,8 @@ API's own message when it refuses: a meshed instance with upstreams made from th
 carries the call), a service's ingress port (the gateway then answers on the host), CPU and memory resized on a
 container and on a VM (within its maximum; beyond it the API refuses), an image imported from a file, a stack
 file pasted or uploaded, planned, applied and destroyed from the page, the mesh CA rotated and its old root
-retired, a volume grown, cloned and its snapshot deleted, and a VM made with SSH keys for cloud-init."""
+retired, a volume grown, cloned and its snapshot deleted, a VM made with SSH keys for cloud-init, and a storage
+pool made with a quota, a volume made in it, and both deleted."""
 
 from __future__ import annotations
 
@@ -468,3 +469,83 @@ def test_a_vm_gets_ssh_keys_from_the_create_form(
         if response.status_code == 202:
             wait_op(api, response)
     assert api.get("/v1/images/dfm-distro").status_code == 404
+
+
+def test_a_storage_pool_is_made_filled_and_deleted_from_the_volumes_page(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    try:
+        log_in(page, platform)
+        page.get_by_role("link", name="Volumes", exact=True).click()
+        pools = page.get_by_role("region", name="Storage pools")
+        expect(pools.locator("#pools tbody tr").filter(has_text=re.compile(r"^\s*default"))).to_have_count(1)
+        form = pools.get_by_role("form", name="Create a storage pool")
+        libvirt_pool = form.get_by_label("libvirt pool", exact=True)
+        expect(libvirt_pool).to_be_disabled()  # asked for only with the libvirt driver
+        form.get_by_label("Pool name").fill("dfp-pool")
+        form.get_by_label("Driver").select_option("libvirt")
+        libvirt_pool.fill("dfp-nope")  # no such libvirt pool: the API's message, next to the form
+        form.get_by_role("button", name="Create pool").click()
+        expect(form.get_by_role("alert")).to_contain_text("'dfp-nope'")
+        assert api.get("/v1/storage-pools/dfp-pool").status_code == 404
+
+        form.get_by_label("Driver").select_option("dir")
+        expect(libvirt_pool).to_be_disabled()
+        quota = form.get_by_label("Quota (MiB)")
+        quota.fill("32")
+        quota.press("Enter")  # the keyboard submits it
+        pool_row = pools.locator("#pools tbody tr").filter(has_text=re.compile(r"^\s*dfp-pool"))
+        expect(pool_row).to_contain_text("0 of 32 MiB")
+        expect(form.get_by_role("alert")).to_have_count(0)
+        made = api.get("/v1/storage-pools/dfp-pool").json()
+        assert (made["driver"], made["quota_mb"], made["allocated_mb"]) == ("dir", 32, 0), made
+
+        volumes = page.get_by_role("form", name="Create a volume")
+        volumes.get_by_label("Name").fill("dfp-vol")
+        volumes.get_by_label("Size (MiB)").fill("24")
+        volumes.get_by_label("Pool").select_option("dfp-pool")
+        volumes.get_by_role("button", name="Create").click()
+        vol = page.locator("#volumes tbody tr").filter(has_text="dfp-vol")
+        expect(vol.locator(".badge")).to_have_text("ready")
+        expect(vol.locator("td").nth(6)).to_have_text("dfp-pool")
+        shown = api.get("/v1/volumes/dfp-vol").json()
+        assert (shown["pool"], shown["size_mb"]) == ("dfp-pool", 24), shown
+        expect(pool_row).to_contain_text("24 of 32 MiB (75%)")
+        expect(pool_row.locator("td").nth(5)).to_have_text("1")  # the volumes it holds
+        assert api.get("/v1/storage-pools/dfp-pool").json()["allocated_mb"] == 24
+
+        volumes.get_by_label("Name").fill("dfp-big")  # beyond the quota: refused with the API's reason
+        volumes.get_by_label("Size (MiB)").fill("16")
+        volumes.get_by_label("Pool").select_option("dfp-pool")
+        volumes.get_by_role("button", name="Create").click()
+        expect(volumes.get_by_role("alert")).to_contain_text("has a quota of 32 MiB: no room for 16")
+        assert api.get("/v1/volumes/dfp-big").status_code == 404
+
+        delete_pool = pool_row.get_by_role("button", name="delete pool dfp-pool")
+        page.once("dialog", lambda dialog: dialog.accept())
+        delete_pool.click()  # it holds a volume: the API's 409, next to the button
+        expect(pool_row.get_by_role("alert")).to_contain_text("storage pool 'dfp-pool' holds 1 volume(s)")
+        expect(delete_pool).to_be_focused()  # the keyboard stays where the message is
+        assert api.get("/v1/storage-pools/dfp-pool").status_code == 200
+        shot(page, "volume-pools")
+        on_a_phone(page, "volume-pools-phone")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        vol.get_by_role("button", name="delete").click()
+        expect(vol).to_have_count(0)
+        assert api.get("/v1/volumes/dfp-vol").status_code == 404
+        expect(pool_row).to_contain_text("0 of 32 MiB")
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        delete_pool.click()
+        expect(pool_row).to_have_count(0)
+        assert api.get("/v1/storage-pools/dfp-pool").status_code == 404
+        expect(volumes.get_by_label("Pool").locator("option[value='dfp-pool']")).to_have_count(0)  # nor offered
+    finally:
+        for name in ("dfp-big", "dfp-vol"):
+            response = api.delete(f"/v1/volumes/{name}")
+            if response.status_code == 202:
+                wait_op(api, response)
+        api.delete("/v1/storage-pools/dfp-pool")
+    assert [api.get(f"/v1/volumes/{n}").status_code for n in ("dfp-vol", "dfp-big")] == [404, 404]
+    assert api.get("/v1/storage-pools/dfp-pool").status_code == 404

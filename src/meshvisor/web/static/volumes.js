@@ -1,9 +1,11 @@
 // The volumes page: every volume with snapshot, revert (to the latest snapshot), manage and delete on its row,
 // a create form, and a panel for the volume being managed: grow it (grow only), clone it, and its snapshots
-// (revert to one, delete one). The API's refusal shows next to the form or button that asked.
+// (revert to one, delete one); below them the storage pools (pools.js), whose select picks a new volume's pool.
+// The API's refusal shows next to the form or button that asked.
 
 import { api } from "./api.js";
 import { h, badge, table } from "./dom.js";
+import { poolsSection } from "./pools.js";
 import { deleteButton, page, run, simpleForm, view } from "./ui.js";
 
 const rowError = h("p", { class: "error", role: "alert" });
@@ -74,7 +76,7 @@ function managePanel() {
     current = v;
     grow.hidden = clone.hidden = false;
     title.textContent = `Volume ${v.name}`;
-    facts.textContent = `${v.size_mb} MiB, ${v.format}, ${v.state}${(v.attached_to || []).length ? `, attached to ${v.attached_to.join(", ")}` : ""}. `
+    facts.textContent = `${v.size_mb} MiB, ${v.format}, in pool ${v.pool || "default"}, ${v.state}${(v.attached_to || []).length ? `, attached to ${v.attached_to.join(", ")}` : ""}. `
       + "A volume only grows (its filesystem grows with it); a clone is a new volume of the same size and content.";
     size.placeholder = `more than ${v.size_mb}`;
     snapshots.replaceChildren((v.snapshots || []).length
@@ -95,15 +97,19 @@ export async function volumesPage() {
   const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
   const size = h("input", { type: "number", min: "1", required: true, value: "64" });
   const format = h("select", {}, h("option", { value: "raw" }, "raw (ext4, shareable)"), h("option", { value: "qcow2" }, "qcow2 (VMs)"));
-  const form = simpleForm("Create a volume", [["Name", name], ["Size (MiB)", size], ["Format", format]],
-    () => api("POST", "/v1/volumes", { name: name.value.trim(), size_mb: Number(size.value), format: format.value }));
+  const pools = poolsSection();
+  const form = simpleForm("Create a volume", [["Name", name], ["Size (MiB)", size], ["Format", format], ["Pool", pools.select]],
+    () => api("POST", "/v1/volumes",
+      { name: name.value.trim(), size_mb: Number(size.value), format: format.value, pool: pools.select.value }));
   const panel = managePanel();
   await page("Volumes", async () => {
-    const vols = await api("GET", "/v1/volumes?limit=1000");
+    const [vols, found] = await Promise.all([api("GET", "/v1/volumes?limit=1000"), api("GET", "/v1/storage-pools")]);
     if (panel.name()) panel.show(vols.items.find((v) => v.name === panel.name()) || null);
+    pools.show(found.items, vols.items);
     return vols.items.length
-      ? table(["Volume", "Size", "Format", "State", "Attached to", "Snapshots", ""], vols.items.map((v) => [
+      ? table(["Volume", "Size", "Format", "State", "Attached to", "Snapshots", "Pool", ""], vols.items.map((v) => [
         v.name, `${v.size_mb} MiB`, v.format, badge(v.state), (v.attached_to || []).join(", "), (v.snapshots || []).join(", "),
+        v.pool || "",
         h("span", { class: "actions" },
           h("button", { type: "button", onclick: () => volumeAction(v.name, "snapshot") }, "snapshot"),
           (v.snapshots || []).length ? h("button", { type: "button", onclick: () => volumeAction(v.name, "revert", v.snapshots[v.snapshots.length - 1]) }, "revert") : "",
@@ -111,5 +117,5 @@ export async function volumesPage() {
           deleteButton(`volume ${v.name}`, `/v1/volumes/${v.name}`)),
       ]), { id: "volumes" })
       : h("p", { class: "muted" }, "No volumes.");
-  }, rowError, panel.section, form);
+  }, rowError, panel.section, form, pools.section);
 }

@@ -2,7 +2,7 @@
 // the API is ever read as markup), kept live by the `/v1/events` stream.
 
 import { ApiError, api, follow, token, setToken } from "./api.js";
-import { h, badge, sparkline, table, when, fmtTime } from "./dom.js";
+import { h, badge, sparkline, table, when, fmtTime, field } from "./dom.js";
 import { imagesPage } from "./images.js";
 import { servicesPage } from "./services.js";
 import { stack, stacksPage } from "./stacks.js";
@@ -246,7 +246,6 @@ async function createForm() {
     api("GET", "/v1/images?limit=1000"), api("GET", "/v1/networks?limit=1000"),
     api("GET", "/v1/volumes?limit=1000"), api("GET", "/v1/security-groups?limit=1000"),
   ]);
-  const field = (label, input) => h("label", {}, h("span", {}, label), input);
   const name = h("input", { name: "name", required: true, pattern: "[a-z0-9-]{1,40}" });
   const kind = h("select", { name: "kind" }, h("option", { value: "container" }, "container"), h("option", { value: "vm" }, "vm"));
   const image = h("select", { name: "image" });

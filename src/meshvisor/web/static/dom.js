@@ -59,3 +59,7 @@ export function sparkline(values, label, max) {
   svg.append(line);
   return svg;
 }
+
+// A labelled form control: `<label><span>label</span>input</label>` (`wide` spans the form's grid).
+export const field = (label, input, wide = false) =>
+  h("label", { class: wide ? "wide" : undefined }, h("span", {}, label), input);

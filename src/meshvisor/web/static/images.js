@@ -2,7 +2,7 @@
 // a qcow2 disk for a VM image, uploaded from the browser as it is) and delete.
 
 import { api } from "./api.js";
-import { h, badge, table, fmtTime } from "./dom.js";
+import { h, badge, table, fmtTime, field } from "./dom.js";
 import { deleteButton, page, run, view } from "./ui.js";
 
 function size(bytes) {
@@ -17,7 +17,6 @@ function importForm() {
   const file = h("input", { type: "file", required: true, accept: ".tar,.tar.gz,.tgz,.qcow2,.img" });
   const command = h("input", { placeholder: "e.g. /bin/sh (containers)", "aria-describedby": "import-hint" });
   const error = h("p", { class: "error", role: "alert" });
-  const field = (label, input) => h("label", {}, h("span", {}, label), input);
   kind.addEventListener("change", () => { command.disabled = kind.value === "vm"; });
   const form = h("form", { class: "create", "aria-label": "Import an image" }, h("h2", {}, "Import an image"),
     h("p", { class: "hint wide", id: "import-hint" },

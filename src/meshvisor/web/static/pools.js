@@ -4,7 +4,7 @@
 // shows next to the button or form that asked, and stays there while the page follows the event stream.
 
 import { api } from "./api.js";
-import { h, table } from "./dom.js";
+import { h, table, field } from "./dom.js";
 import { run, view } from "./ui.js";
 
 const DEFAULT_POOL = "default";
@@ -31,7 +31,6 @@ function createForm() {
   const libvirtPool = h("input", { disabled: true, placeholder: "e.g. images", "aria-describedby": "pool-hint" });
   const quota = h("input", { type: "number", min: "1", step: "1", placeholder: "no quota", "aria-describedby": "pool-hint" });
   const error = h("p", { class: "error", role: "alert" });
-  const field = (label, input) => h("label", {}, h("span", {}, label), input);
   const sync = () => {
     libvirtPool.disabled = driver.value !== "libvirt";
     libvirtPool.required = !libvirtPool.disabled;

@@ -2,7 +2,7 @@
 // planned from the page, and a plan applied after asking, each resource's step shown as it ends.
 
 import { api, waitOperation } from "./api.js";
-import { h, badge, table, fmtTime } from "./dom.js";
+import { h, badge, table, fmtTime, field } from "./dom.js";
 import { main, page, run, view } from "./ui.js";
 
 const FORMATS = { yaml: "yaml", yml: "yaml", json: "json", hcl: "hcl" };
@@ -28,7 +28,6 @@ function planForm(fixed) {
   const variables = h("input", { placeholder: "name=value, name=value" });
   const destroy = h("input", { type: "checkbox" });
   const error = h("p", { class: "error lines", role: "alert" });
-  const field = (label, input, wide) => h("label", { class: wide ? "wide" : undefined }, h("span", {}, label), input);
   upload.addEventListener("change", async () => {
     const file = upload.files[0];
     if (!file) return;

@@ -4,7 +4,7 @@
 // The API's refusal shows next to the form or button that asked.
 
 import { api } from "./api.js";
-import { h, badge, table } from "./dom.js";
+import { h, badge, table, field } from "./dom.js";
 import { poolsSection } from "./pools.js";
 import { deleteButton, page, run, simpleForm, view } from "./ui.js";
 
@@ -22,7 +22,6 @@ function managePanel() {
   let current = null;
   const title = h("h2", { id: "manage-title" });
   const facts = h("p", { class: "hint", id: "manage-facts" });
-  const field = (label, input) => h("label", {}, h("span", {}, label), input);
 
   const size = h("input", { type: "number", min: "1", step: "1", required: true });
   const growError = h("p", { class: "error", role: "alert" });

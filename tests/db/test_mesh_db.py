@@ -150,3 +150,32 @@ def test_a_rotation_names_the_sidecars_it_waits_for(
     shown = mesh_ca.describe(mesh_ca.authority(runtime.settings))
     assert not shown["rotating"] and shown["waiting_for"] == []
     assert not (plane.ca.directory / mesh_ca.WAITING).exists()
+
+
+def test_a_root_staged_between_reading_the_ca_and_pushing_still_finishes_the_rotation(
+    runtime: Runtime, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instances.create(
+            s, InstanceRequest("racy", InstanceKind.CONTAINER, "busybox", mesh={"service": "racy", "port": 80})
+        )
+    with runtime.sessions() as s:
+        view = load_view(s, runtime.settings.host_prefix)
+    sidecar = next(n for n, node in view.nodes.items() if node.sidecar.service == "racy")
+    monkeypatch.setattr(plane.ads, "connected", lambda node: node == sidecar)
+    acked: dict[str, str] = {}
+    monkeypatch.setattr(plane.ads, "synced_version", acked.get)
+    plane.apply(view)
+    acked.update(plane.versions)
+    first = plane.ca.cert.serial_number
+    plane.reload_ca()  # a sync pass reads the CA directory ...
+    CertificateAuthority(plane.ca.directory).stage()  # ... the API stages a root right then ...
+    plane.apply(view)  # ... and the pass pushes the bundle that already holds it
+    plane.advance_rotation()  # not ACKed yet
+    assert plane.ca.staged is not None
+    plane.reload_ca()  # the next pass sees the directory changed: the pushed config still trusts the staged root
+    assert plane.apply(view) == 0
+    acked.update(plane.versions)
+    plane.advance_rotation()
+    assert plane.ca.staged is None and plane.ca.cert.serial_number != first

@@ -98,6 +98,10 @@ def _new_root(lifetime: dt.timedelta) -> tuple[ec.EllipticCurvePrivateKey, x509.
     return key, cert
 
 
+def pem_bundle(certs: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
 class CertificateAuthority:
     def __init__(
         self,
@@ -176,7 +180,7 @@ class CertificateAuthority:
 
     def bundle_pem(self) -> bytes:
         """The trust bundle that sidecars validate peers with."""
-        return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in self.roots())
+        return pem_bundle(self.roots())
 
     def rotate(self) -> None:
         """Make a new root current; the old one stays in the bundle until `retire_old_roots()`."""

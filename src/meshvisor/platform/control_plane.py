@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 
 from meshvisor.mesh import resources
 from meshvisor.mesh.ads import AdsServer, Nack, tune_gc
-from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert
+from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert, pem_bundle
 
 from . import mesh_ca
 from .db import transaction
@@ -62,7 +62,7 @@ class ControlPlane:
         self.nodes: dict[str, str] = {}  # node id -> instance id
         self._certs: dict[str, WorkloadCert] = {}
         self._ca_state = self.ca.state()
-        self._trusting_staged: set[str] = set()  # nodes whose pushed config trusts the staged root
+        self._pushed_roots: dict[str, frozenset[int]] = {}  # node id -> serials of the roots its config trusts
         self._uses_certs: set[str] = set()  # nodes whose config has secrets (an idle ingress has none)
         self._rotation_logged = 0.0
         self._waiting_reported: list[str] | None = None
@@ -111,21 +111,25 @@ class ControlPlane:
         self.ca = CertificateAuthority(self.ca.directory, self.ca.trust_domain)
         if self.ca.cert.serial_number != signing:
             self._certs.clear()
-        self._trusting_staged.clear()
         self._ca_state = state
         log.info("CA reloaded: %d trusted root(s)", len(self.ca.roots()))
 
     def advance_rotation(self) -> None:
         """CA rotation without dropped traffic: a staged root signs only once every connected sidecar has
         ACKed a config that trusts it; then every sidecar gets certificates from it (old ones still verify)."""
-        if self.ca.staged is None:
+        staged = self.ca.staged
+        if staged is None:
             return
+
+        def trusting(node: str) -> bool:
+            return staged.serial_number in self._pushed_roots.get(node, frozenset())
+
         waiting = [
             node
             for node, version in self.versions.items()
             if node in self._uses_certs
             and self.ads.connected(node)
-            and (node not in self._trusting_staged or self.ads.synced_version(node) != version)
+            and (not trusting(node) or self.ads.synced_version(node) != version)
         ]
         self._report_waiting(waiting)
         if waiting:
@@ -136,7 +140,7 @@ class ControlPlane:
                     "CA rotation waits for %d sidecar(s): %s",
                     len(waiting),
                     ", ".join(
-                        f"{n} (trusting {n in self._trusting_staged}, acked {self.ads.synced_version(n)},"
+                        f"{n} (trusting {trusting(n)}, acked {self.ads.synced_version(n)},"
                         f" pushed {self.versions[n]})"
                         for n in waiting[:5]
                     ),
@@ -145,7 +149,6 @@ class ControlPlane:
         self.ca.promote()
         self._report_waiting([])
         self._certs.clear()
-        self._trusting_staged.clear()
         self._ca_state = self.ca.state()
         log.info("CA rotation: the new root signs now")
 
@@ -158,7 +161,10 @@ class ControlPlane:
 
     def apply(self, view: MeshView) -> int:
         changed = 0
-        bundle = self.ca.bundle_pem()
+        # Roots read once: the API may stage one meanwhile, and what is recorded must be what was pushed.
+        roots = self.ca.roots()
+        bundle = pem_bundle(roots)
+        serials = frozenset(c.serial_number for c in roots)
         for node_id, node in view.nodes.items():
             cert = self.cert(node.sidecar.service)
             try:
@@ -182,14 +188,14 @@ class ControlPlane:
             if self.versions.get(node_id) != version:
                 self.ads.set_snapshot(node_id, found, version)
                 self.versions[node_id] = version
+                self._pushed_roots[node_id] = serials
                 changed += 1
-                if self.ca.staged is not None:
-                    self._trusting_staged.add(node_id)
             self.nodes[node_id] = node.instance_id
         for gone in set(self.versions) - set(view.nodes):
             self.ads.clear_snapshot(gone)
             self.versions.pop(gone)
             self.nodes.pop(gone, None)
+            self._pushed_roots.pop(gone, None)
             self._uses_certs.discard(gone)
             changed += 1
         return changed

@@ -17,7 +17,7 @@ from meshvisor.platform import instances, mesh_ca, services
 from meshvisor.platform.control_plane import ControlPlane
 from meshvisor.platform.db import transaction
 from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.mesh_view import Member, build_view, ingress_node_id, load_view, node_id
+from meshvisor.platform.mesh_view import Member, MeshView, build_view, ingress_node_id, load_view, node_id
 from meshvisor.platform.runtime import Runtime
 
 from .conftest import add_ready_image
@@ -102,14 +102,20 @@ def test_snapshots_change_only_when_a_sidecar_config_does_and_nacks_land_on_the_
         assert services.get(s, "backend").last_nack is None
 
 
-def test_a_staged_root_signs_once_every_connected_sidecar_trusts_it(runtime: Runtime, plane: ControlPlane) -> None:
+def one_meshed_container(runtime: Runtime, name: str) -> tuple[MeshView, str]:
+    """The mesh view with one meshed container in it, and that container's sidecar node id."""
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
         instances.create(
-            s, InstanceRequest("solo", InstanceKind.CONTAINER, "busybox", mesh={"service": "solo", "port": 80})
+            s, InstanceRequest(name, InstanceKind.CONTAINER, "busybox", mesh={"service": name, "port": 80})
         )
     with runtime.sessions() as s:
         view = load_view(s, runtime.settings.host_prefix)
+    return view, next(n for n, node in view.nodes.items() if node.sidecar.service == name)
+
+
+def test_a_staged_root_signs_once_every_connected_sidecar_trusts_it(runtime: Runtime, plane: ControlPlane) -> None:
+    view, _ = one_meshed_container(runtime, "solo")
     plane.apply(view)
     with_certs = len(view.nodes) - 1  # all but the idle ingress gateway, which names no secret
     first = plane.ca.cert.serial_number
@@ -127,14 +133,7 @@ def test_a_staged_root_signs_once_every_connected_sidecar_trusts_it(runtime: Run
 def test_a_rotation_names_the_sidecars_it_waits_for(
     runtime: Runtime, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    add_ready_image(runtime)
-    with transaction(runtime.sessions) as s:
-        instances.create(
-            s, InstanceRequest("slow", InstanceKind.CONTAINER, "busybox", mesh={"service": "slow", "port": 80})
-        )
-    with runtime.sessions() as s:
-        view = load_view(s, runtime.settings.host_prefix)
-    sidecar = next(n for n, node in view.nodes.items() if node.sidecar.service == "slow")
+    view, sidecar = one_meshed_container(runtime, "slow")
     acked: dict[str, str] = {}
     monkeypatch.setattr(plane.ads, "connected", lambda node: node == sidecar)
     monkeypatch.setattr(plane.ads, "synced_version", acked.get)
@@ -155,14 +154,7 @@ def test_a_rotation_names_the_sidecars_it_waits_for(
 def test_a_root_staged_between_reading_the_ca_and_pushing_still_finishes_the_rotation(
     runtime: Runtime, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    add_ready_image(runtime)
-    with transaction(runtime.sessions) as s:
-        instances.create(
-            s, InstanceRequest("racy", InstanceKind.CONTAINER, "busybox", mesh={"service": "racy", "port": 80})
-        )
-    with runtime.sessions() as s:
-        view = load_view(s, runtime.settings.host_prefix)
-    sidecar = next(n for n, node in view.nodes.items() if node.sidecar.service == "racy")
+    view, sidecar = one_meshed_container(runtime, "racy")
     monkeypatch.setattr(plane.ads, "connected", lambda node: node == sidecar)
     acked: dict[str, str] = {}
     monkeypatch.setattr(plane.ads, "synced_version", acked.get)

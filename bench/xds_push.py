@@ -37,7 +37,7 @@ from harness import Result, say
 from meshvisor.mesh.ads import AdsServer, tune_gc
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Endpoint, Outlier, Policy, Service, Sidecar, Upstream
-from meshvisor.mesh.resources import CLUSTER, Resources, sidecar_resources
+from meshvisor.mesh.resources import CLUSTER, BuildCache, Resources, sidecar_resources
 
 NAME = "xds_push"
 SIZES = (1_000, 10_000)
@@ -96,10 +96,12 @@ class View:
         return View(services, self.sidecars, self.certs, self.bundle)
 
     def build(self) -> list[Resources]:
+        """Every sidecar's config, built as the control plane's pass does (shared parts built once)."""
+        cache = BuildCache()
         out = []
         for car in self.sidecars:
             cert, key = self.certs[car.service]
-            out.append(sidecar_resources(car, self.services, cert, key, self.bundle, TRUST_DOMAIN))
+            out.append(sidecar_resources(car, self.services, cert, key, self.bundle, TRUST_DOMAIN, cache=cache))
         return out
 
 

@@ -18,7 +18,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import duration_pb2
 from google.rpc import status_pb2
 
-from meshvisor.mesh.ads import AdsServer, Nack
+from meshvisor.mesh import ads as ads_module
+from meshvisor.mesh.ads import AdsServer, Nack, Packer, Snapshot
 from meshvisor.mesh.resources import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
 
 from .harness import free_port
@@ -371,3 +372,24 @@ def test_snapshot_type_mismatch_is_rejected() -> None:
     ads = AdsServer()
     with pytest.raises(ValueError, match="filed under"):
         ads.set_snapshot("n", {LISTENER: {"c": _cluster("c")}}, "v1")
+
+
+def test_a_packer_serializes_a_shared_message_once_and_versions_follow_content(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shared = _cluster("c")
+    packer = Packer()
+    calls: list[str] = []
+    real = ads_module._pack
+    monkeypatch.setattr(ads_module, "_pack", lambda t, n, m: calls.append(n) or real(t, n, m))
+    one = packer.snapshot({CLUSTER: {"c": shared, "d": _cluster("d")}})
+    two = packer.snapshot({CLUSTER: {"c": shared, "d": _cluster("d")}})
+    assert calls == ["c", "d", "d"]  # the shared object once, each fresh one on its own
+    assert one.resources[CLUSTER]["c"] is two.resources[CLUSTER]["c"]
+    assert (
+        one.version == two.version == Snapshot.build({CLUSTER: {"c": _cluster("c"), "d": _cluster("d")}}).version
+    )
+    changed = _cluster("c")
+    changed.connect_timeout.FromMilliseconds(7_000)
+    assert packer.snapshot({CLUSTER: {"c": changed, "d": _cluster("d")}}).version != one.version
+    assert packer.snapshot({CLUSTER: {"c": shared, "d": _cluster("d")}}, "v9").version == "v9"

@@ -35,6 +35,7 @@ from meshvisor.mesh.resources import (
     LISTENER,
     ROUTE,
     SECRET,
+    BuildCache,
     bootstrap,
     load_assignment,
     outbound_route,
@@ -308,3 +309,50 @@ def test_bootstrap_over_unix_sockets_and_bad_api_type() -> None:
         bootstrap("n", "c", admin_port=1, api_type="REST")
     with pytest.raises(InvalidInput):
         bootstrap("n", "c")
+
+
+def _pass(services: dict[str, Service], cars: list[Sidecar], cache: BuildCache | None) -> list[dict[str, Any]]:
+    return [
+        sidecar_resources(car, services, b"CERT", b"KEY", b"BUNDLE", TD, zipkin="127.0.0.1:9411", cache=cache)
+        for car in cars
+    ]
+
+
+def test_a_build_cache_shares_objects_between_sidecars_and_changes_nothing_in_them() -> None:
+    services = {
+        "a": Service("a", 8080, (), Policy(allow=("b",))),
+        "b": Service("b", 8080, B_ENDPOINTS, Policy(splits={"v1": 90, "v2": 10})),
+    }
+    cars = [
+        Sidecar("a-1", "a", 15006, 8080, (Upstream("b", 9001),), locality="r1/z1"),
+        Sidecar("a-2", "a", 15006, 8080, (Upstream("b", 9001),), locality="r1/z1"),
+        Sidecar("a-3", "a", 15006, 8080, (Upstream("b", 9001),), locality="r1/z2"),  # other priorities
+        Sidecar("a-4", "a", 15006, 8080, (Upstream("b", 9002),), app_address="10.0.0.4"),  # a VM's
+    ]
+    plain, shared = _pass(services, cars, None), _pass(services, cars, BuildCache())
+    for alone, cached in zip(plain, shared, strict=True):
+        assert {
+            t: {n: m.SerializeToString(deterministic=True) for n, m in by.items()} for t, by in alone.items()
+        } == {t: {n: m.SerializeToString(deterministic=True) for n, m in by.items()} for t, by in cached.items()}
+    first, second, third, vm = shared
+    for type_url in (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET):
+        for name, message in first[type_url].items():
+            assert second[type_url][name] is message  # the same inputs: the same object
+    assert third[ENDPOINT]["outbound|b"] is not first[ENDPOINT]["outbound|b"]  # its own locality
+    assert vm[CLUSTER]["inbound|a"] is not first[CLUSTER]["inbound|a"]  # its own app address
+    assert vm[LISTENER]["outbound|b|9002"] is not first[LISTENER].get("outbound|b|9002")
+    assert vm[CLUSTER]["outbound|b"] is first[CLUSTER]["outbound|b"]
+
+
+def test_a_build_cache_never_mistakes_a_new_object_for_an_old_one() -> None:
+    cache = BuildCache()
+
+    def timeout_ms(service: Service) -> int:
+        # The same key each time, as when a later object gets the id of a freed one.
+        route = cache.get(("route", 1), lambda: outbound_route(service), pin=service)
+        return int(route.virtual_hosts[0].routes[0].route.timeout.ToMilliseconds())
+
+    old = Service("b", 8080, B_ENDPOINTS, Policy(timeout_ms=100))
+    assert timeout_ms(old) == 100
+    assert timeout_ms(Service("b", 8080, B_ENDPOINTS, Policy(timeout_ms=200))) == 200  # another object: built anew
+    assert timeout_ms(old) == 100

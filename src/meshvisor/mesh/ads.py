@@ -111,12 +111,42 @@ class Snapshot:
     resources: dict[str, dict[str, _Res]]
 
     @classmethod
-    def build(cls, resources: Mapping[str, Mapping[str, Message]], version: str) -> Snapshot:
+    def build(cls, resources: Mapping[str, Mapping[str, Message]], version: str | None = None) -> Snapshot:
+        return Packer().snapshot(resources, version)
+
+
+def content_version(packed: Mapping[str, Mapping[str, _Res]]) -> str:
+    """A snapshot version that changes exactly when a resource does (from the resources' content hashes)."""
+    h = hashlib.sha256()
+    for type_url in sorted(packed):
+        for name in sorted(packed[type_url]):
+            h.update(f"{type_url}\0{name}\0{packed[type_url][name].version}\0".encode())
+    return h.hexdigest()[:16]
+
+
+class Packer:
+    """Packs the snapshots of one pass. Sidecars share most resources (every caller of a service has the same
+    cluster, route and secrets): a message object handed over for many nodes (`resources.BuildCache`) is
+    serialized once here rather than once per node. Use one per pass; messages must not change meanwhile."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[Message, _Res]] = {}  # id(message) -> (message, packed)
+
+    def pack(self, type_url: str, name: str, message: Message) -> _Res:
+        hit = self._seen.get(id(message))
+        if hit is not None and hit[0] is message and hit[1].name == name:
+            return hit[1]
+        packed = _pack(type_url, name, message)
+        self._seen[id(message)] = (message, packed)
+        return packed
+
+    def snapshot(self, resources: Mapping[str, Mapping[str, Message]], version: str | None = None) -> Snapshot:
+        """The snapshot of `resources`; without `version`, one derived from their content."""
         packed = {
-            type_url: {name: _pack(type_url, name, message) for name, message in by_name.items()}
+            type_url: {name: self.pack(type_url, name, message) for name, message in by_name.items()}
             for type_url, by_name in resources.items()
         }
-        return cls(version, packed)
+        return Snapshot(version or content_version(packed), packed)
 
 
 def _eds_name(message: Message) -> str:
@@ -613,16 +643,19 @@ class AdsServer:
 
     def set_snapshot(self, node_id: str, resources: Mapping[str, Mapping[str, Message]], version: str) -> None:
         """Replace what `node_id` should run; connected streams get the change pushed at once (thread-safe)."""
-        snapshot = Snapshot.build(resources, version)
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            self._snapshots[node_id] = snapshot
-            return
-        loop.call_soon_threadsafe(self._install, node_id, snapshot)
+        self.put(node_id, Snapshot.build(resources, version))
 
     def set_snapshots(self, snapshots: Mapping[str, Mapping[str, Mapping[str, Message]]], version: str) -> None:
-        """`set_snapshot` for many nodes at once (node id -> resources), handed to the event loop in one go."""
-        built = [(node_id, Snapshot.build(resources, version)) for node_id, resources in snapshots.items()]
+        """`set_snapshot` for many nodes at once (node id -> resources), packed together and handed to the event
+        loop in one go."""
+        packer = Packer()
+        self.put_all([(node_id, packer.snapshot(resources, version)) for node_id, resources in snapshots.items()])
+
+    def put(self, node_id: str, snapshot: Snapshot) -> None:
+        """`set_snapshot` with a snapshot already packed (`Packer.snapshot`)."""
+        self.put_all([(node_id, snapshot)])
+
+    def put_all(self, built: list[tuple[str, Snapshot]]) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             self._snapshots.update(built)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 from envoy.config.accesslog.v3 import accesslog_pb2
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -633,6 +633,38 @@ def outbound_listener(
 
 # --- everything for one sidecar --------------------------------------------------------------------------------
 
+T = TypeVar("T")
+
+
+class BuildCache:
+    """Resources that many sidecars share, built once per pass: every caller of a service gets the same cluster,
+    load assignment, route and listener objects, which the ADS server then serializes once (`ads.Packer`).
+
+    Use one per pass over one view. Inputs keyed by `id()` (services, policies) are kept with their entry and
+    compared by identity, so an id that a later object reuses never matches."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[Any, ...], tuple[object, Any]] = {}
+
+    def get(self, key: tuple[Any, ...], build: Callable[[], T], pin: object = None) -> T:
+        found = self._made.get(key)
+        if found is not None and found[0] is pin:
+            return cast(T, found[1])
+        made = build()
+        self._made[key] = (pin, made)
+        return made
+
+
+def _no_cache(key: tuple[Any, ...], build: Callable[[], T], pin: object = None) -> T:
+    return build()
+
+
+def _version_assignment(
+    name: str, service: Service, version: str | None, local_locality: str | None
+) -> endpoint_pb2.ClusterLoadAssignment:
+    members = [e for e in service.endpoints if version is None or e.version == version]
+    return load_assignment(name, members, local_locality)
+
 
 def sidecar_resources(
     sidecar: Sidecar,
@@ -643,19 +675,33 @@ def sidecar_resources(
     trust_domain: str,
     *,
     zipkin: str | None = None,
+    cache: BuildCache | None = None,
 ) -> Resources:
     """All resources of one sidecar: its inbound listener and app cluster, and one outbound listener, route,
     cluster (plus one per split version) and load assignment per declared upstream. With `zipkin` (the
-    collector's host:port), a `zipkin` cluster and Zipkin tracing in every listener."""
+    collector's host:port), a `zipkin` cluster and Zipkin tracing in every listener. With `cache`, what this
+    sidecar shares with others built in the same pass is the very same message object."""
+    shared = cache.get if cache is not None else _no_cache
+    tracing = zipkin is not None
     own = services.get(sidecar.service)
     policy = own.policy if own is not None else Policy()
     out: dict[str, dict[str, Any]] = {t: {} for t in PUSH_ORDER}
     if sidecar.inbound:
-        app = app_cluster(sidecar)
+        app = shared(
+            ("app", sidecar.service, sidecar.app_address, sidecar.app_port),
+            functools.partial(app_cluster, sidecar),
+        )
         out[CLUSTER][app.name] = app
-        inbound = inbound_listener(sidecar, tracing=zipkin is not None)
+        inbound = shared(
+            ("inbound", sidecar.service, sidecar.inbound_address, sidecar.inbound_port, tracing),
+            functools.partial(inbound_listener, sidecar, tracing=tracing),
+        )
         out[LISTENER][inbound.name] = inbound
-        route = inbound_route(sidecar, policy, trust_domain)
+        route = shared(
+            ("inbound-route", sidecar.service, id(policy), trust_domain),
+            functools.partial(inbound_route, sidecar, policy, trust_domain),
+            pin=policy,
+        )
         out[ROUTE][route.name] = route
     for upstream in sidecar.upstreams:
         service = services.get(upstream.service)
@@ -663,20 +709,33 @@ def sidecar_resources(
             raise InvalidInput(f"sidecar {sidecar.node_id}: unknown upstream service {upstream.service!r}")
         versions: list[str | None] = [None, *sorted(service.policy.splits)]
         for version in versions:
-            cluster = upstream_cluster(service, trust_domain, version)
+            cluster = shared(
+                ("cluster", id(service), trust_domain, version),
+                functools.partial(upstream_cluster, service, trust_domain, version),
+                pin=service,
+            )
             out[CLUSTER][cluster.name] = cluster
-            members = [e for e in service.endpoints if version is None or e.version == version]
-            out[ENDPOINT][cluster.name] = load_assignment(cluster.name, members, sidecar.locality)
-        route = outbound_route(service)
+            out[ENDPOINT][cluster.name] = shared(
+                ("endpoints", id(service), version, sidecar.locality),
+                functools.partial(_version_assignment, cluster.name, service, version, sidecar.locality),
+                pin=service,
+            )
+        route = shared(("route", id(service)), functools.partial(outbound_route, service), pin=service)
         out[ROUTE][route.name] = route
-        listener = outbound_listener(
-            service.name, upstream.local_port, sidecar.outbound_address, tracing=zipkin is not None
+        listener = shared(
+            ("outbound", service.name, upstream.local_port, sidecar.outbound_address, tracing),
+            functools.partial(
+                outbound_listener, service.name, upstream.local_port, sidecar.outbound_address, tracing=tracing
+            ),
         )
         out[LISTENER][listener.name] = listener
     if zipkin is not None:
-        out[CLUSTER][ZIPKIN_CLUSTER] = zipkin_cluster(zipkin)
+        out[CLUSTER][ZIPKIN_CLUSTER] = shared(("zipkin", zipkin), functools.partial(zipkin_cluster, zipkin))
     if sidecar.inbound or sidecar.upstreams:  # only what its listeners and clusters name: an idle ingress
-        out[SECRET].update(secrets(cert_pem, key_pem, bundle_pem))  # never asks for secrets, never ACKs them
+        found = shared(
+            ("secrets", cert_pem, key_pem, bundle_pem), functools.partial(secrets, cert_pem, key_pem, bundle_pem)
+        )
+        out[SECRET].update(found)  # never asks for secrets, never ACKs them
     return out
 
 

@@ -9,16 +9,12 @@ life. A NACK is written to the service of the sidecar that sent it (`GET /v1/ser
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
-
-from google.protobuf.message import Message
 
 from meshvisor.mesh import resources
-from meshvisor.mesh.ads import AdsServer, Nack, tune_gc
+from meshvisor.mesh.ads import AdsServer, Nack, Packer, tune_gc
 from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert, pem_bundle
 
 from . import mesh_ca
@@ -29,16 +25,6 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 SYNC_INTERVAL_S = 0.2
-
-
-def digest(found: Mapping[str, Mapping[str, Message]]) -> str:
-    """A version that changes exactly when a resource does (deterministic serialisation)."""
-    h = hashlib.sha256()
-    for type_url in sorted(found):
-        for name in sorted(found[type_url]):
-            h.update(type_url.encode() + b"\0" + name.encode() + b"\0")
-            h.update(found[type_url][name].SerializeToString(deterministic=True))
-    return h.hexdigest()[:16]
 
 
 class ControlPlane:
@@ -165,6 +151,7 @@ class ControlPlane:
         roots = self.ca.roots()
         bundle = pem_bundle(roots)
         serials = frozenset(c.serial_number for c in roots)
+        cache, packer = resources.BuildCache(), Packer()  # what sidecars share is built and serialized once
         for node_id, node in view.nodes.items():
             cert = self.cert(node.sidecar.service)
             try:
@@ -176,17 +163,19 @@ class ControlPlane:
                     bundle,
                     self.ca.trust_domain,
                     zipkin=self.rt.settings.tracing_zipkin,
+                    cache=cache,
                 )
+                snapshot = packer.snapshot(found)
             except Exception as exc:  # one broken sidecar config never holds the others back
                 log.warning("no config for sidecar %s: %s", node_id, exc)
                 continue
-            version = digest(found)
+            version = snapshot.version
             if found.get(resources.SECRET):
                 self._uses_certs.add(node_id)
             else:
                 self._uses_certs.discard(node_id)
             if self.versions.get(node_id) != version:
-                self.ads.set_snapshot(node_id, found, version)
+                self.ads.put(node_id, snapshot)
                 self.versions[node_id] = version
                 self._pushed_roots[node_id] = serials
                 changed += 1

@@ -117,11 +117,12 @@ class Snapshot:
 
 def content_version(packed: Mapping[str, Mapping[str, _Res]]) -> str:
     """A snapshot version that changes exactly when a resource does (from the resources' content hashes)."""
-    h = hashlib.sha256()
-    for type_url in sorted(packed):
-        for name in sorted(packed[type_url]):
-            h.update(f"{type_url}\0{name}\0{packed[type_url][name].version}\0".encode())
-    return h.hexdigest()[:16]
+    parts = [
+        f"{type_url}\0{name}\0{by_name[name].version}"
+        for type_url, by_name in sorted(packed.items())
+        for name in sorted(by_name)
+    ]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 class Packer:

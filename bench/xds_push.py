@@ -365,7 +365,13 @@ class PushResult(Result):
             if str(n) in medians
         ] + [f"N={n} FAILED" for n in self.details["failed"]]
         routes: dict[str, float] = self.details["route_only_push_median_s"]
-        parts += ["route-only " + " ".join(f"N={n} {t:.3f}s" for n, t in routes.items())]
+        parts += [
+            "route-only "
+            + " ".join(
+                f"N={n} {t:.3f}s ({'within' if t <= TARGET_S[int(n)] else 'over'} {TARGET_S[int(n)]:g}s)"
+                for n, t in routes.items()
+            )
+        ]
         verdict = "PASS" if self.passed else "MISS"
         return (
             f"{self.name:<12} bare({BARE_N}) {self.baseline_median:6.3f}s  "

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform import instances, volumes
+from meshvisor.platform import events, instances, volumes
 from meshvisor.platform.db import transaction
 from meshvisor.platform.instances import InstanceRequest
 from meshvisor.platform.models import Image, Volume, VolumeAttachment
@@ -42,6 +42,24 @@ def test_the_default_pool_is_made_once(runtime: Runtime) -> None:
         first = volumes.ensure_default_pool(s, runtime.settings).id
     with transaction(runtime.sessions) as s:
         assert volumes.ensure_default_pool(s, runtime.settings).id == first
+
+
+def test_pools_made_and_deleted_are_announced_on_the_event_stream(runtime: Runtime) -> None:
+    with runtime.sessions() as s:
+        last = events.latest_id(s)
+    with transaction(runtime.sessions) as s:
+        volumes.ensure_default_pool(s, runtime.settings)
+        made = volumes.create_pool(s, "spare", "dir", runtime.settings).id
+    with pytest.raises(Conflict), transaction(runtime.sessions) as s:
+        volumes.delete_pool(s, "default")  # refused: nothing announced
+    with transaction(runtime.sessions) as s:
+        volumes.delete_pool(s, "spare")
+    with runtime.sessions() as s:
+        seen = [(e.resource_type, e.resource_name, e.data) for e in events.since(s, last)]
+    assert [e for e in seen if e[0] == "storage_pool"] == [
+        ("storage_pool", "spare", {"state": "created", "id": made}),
+        ("storage_pool", "spare", {"state": "deleted", "id": made}),
+    ]
 
 
 @pytest.mark.parametrize(

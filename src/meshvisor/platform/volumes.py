@@ -107,6 +107,7 @@ def create_pool(
         session.flush()
     except IntegrityError:
         raise Conflict(f"a storage pool named {name!r} already exists") from None
+    events.emit(session, "lifecycle", "storage_pool", name, state="created", id=pool.id)
     return pool
 
 
@@ -118,6 +119,7 @@ def delete_pool(session: Session, name: str) -> None:
     if used:
         raise Conflict(f"storage pool {name!r} holds {used} volume(s)")
     session.delete(pool)
+    events.emit(session, "lifecycle", "storage_pool", name, state="deleted", id=pool.id)
 
 
 def pool_to_dict(session: Session, pool: StoragePool, settings: Settings | None = None) -> dict[str, Any]:

@@ -4,8 +4,8 @@ API's own message when it refuses: a meshed instance with upstreams made from th
 carries the call), a service's ingress port (the gateway then answers on the host), CPU and memory resized on a
 container and on a VM (within its maximum; beyond it the API refuses), an image imported from a file, a stack
 file pasted or uploaded, planned, applied and destroyed from the page, the mesh CA rotated and its old root
-retired, a volume grown, cloned and its snapshot deleted, a VM made with SSH keys for cloud-init, and a storage
-pool made with a quota, a volume made in it, and both deleted."""
+retired, a volume grown, cloned and its snapshot deleted, VMs made with SSH keys or own user data for
+cloud-init, and a storage pool made with a quota, a volume made in it, and both deleted."""
 
 from __future__ import annotations
 
@@ -435,7 +435,7 @@ def test_a_volume_is_grown_cloned_and_its_snapshot_deleted_from_its_page(
     assert [api.get(f"/v1/volumes/{n}").status_code for n in ("dfm-vol", "dfm-copy")] == [404, 404]
 
 
-def test_a_vm_gets_ssh_keys_from_the_create_form(
+def test_a_vm_gets_ssh_keys_or_own_user_data_from_the_create_form(
     page: Page, platform: Platform, api: httpx.Client, tmp_path: Path
 ) -> None:
     op = wait_op(api, import_disk(api, "dfm-distro", qcow2(tmp_path / "distro.qcow2")))
@@ -463,7 +463,24 @@ def test_a_vm_gets_ssh_keys_from_the_create_form(
         user_data = seed["user-data"].decode()
         assert f"ssh_authorized_keys:\n  - {KEY}\n  - {other}\n" in user_data, user_data
         on_a_phone(page, "create-vm-keys-phone")
+
+        # Own user data instead: used as it is. Keys beside it are refused by the form (they would be ignored).
+        own = f"#cloud-config\nhostname: dfm-own\nssh_authorized_keys:\n  - {other}\n"
+        form.get_by_label("Name").fill("dfm-own")
+        form.get_by_label("Kind").select_option("vm")
+        form.get_by_label("Image").select_option("dfm-distro")
+        keys.fill(KEY)
+        form.get_by_label("Cloud-init user data").fill(own)
+        form.get_by_role("button", name="Create").click()
+        expect(form.get_by_role("alert")).to_contain_text("SSH keys or your own user data, not both")
+        assert api.get("/v1/instances/dfm-own").status_code == 404
+        keys.fill("")
+        form.get_by_role("button", name="Create").click()
+        expect(row(page, "dfm-own").locator(".badge")).to_have_text("running", timeout=LONG)
+        made = api.get("/v1/instances/dfm-own").json()
+        assert read_seed_iso(platform.data_dir / "vms" / made["id"] / "seed.iso")["user-data"].decode() == own
     finally:
+        delete(api, "dfm-own")
         delete(api, "dfm-keys")
         response = api.delete("/v1/images/dfm-distro")
         if response.status_code == 202:

@@ -267,12 +267,13 @@ async function createForm() {
   const maxCpus = h("input", { name: "max_cpus", type: "number", min: "1", step: "1", placeholder: "= CPUs" });
   const maxMemory = h("input", { name: "max_memory_mb", type: "number", min: "1", step: "1", placeholder: "= memory" });
   const sshKeys = h("textarea", { name: "ssh_keys", rows: 3, spellcheck: "false", placeholder: "ssh-ed25519 AAAA… you@laptop" });
+  const userData = h("textarea", { name: "user_data", rows: 4, spellcheck: "false", placeholder: "#cloud-config\npackages: [nginx]" });
   const error = h("p", { class: "error", role: "alert" });
   const fillImages = () => {
     image.replaceChildren(...images.items.filter((i) => i.kind === kind.value && i.state === "ready")
       .map((i) => h("option", { value: i.name }, i.name)));
     command.disabled = mountPath.disabled = kind.value === "vm";
-    disk.disabled = maxCpus.disabled = maxMemory.disabled = sshKeys.disabled = kind.value !== "vm";
+    disk.disabled = maxCpus.disabled = maxMemory.disabled = sshKeys.disabled = userData.disabled = kind.value !== "vm";
     if (kind.value === "vm" && Number(memory.value) < 128) memory.value = "256";
   };
   kind.addEventListener("change", fillImages);
@@ -285,9 +286,10 @@ async function createForm() {
     field("Mesh port", meshPort), field("Mesh version", meshVersion), field("Upstreams (service:local port)", upstreams),
     field("Max CPUs (VMs, live resize)", maxCpus), field("Max memory (MiB, VMs)", maxMemory),
     h("label", { class: "wide" }, h("span", {}, "SSH keys (VMs, one per line)"), sshKeys),
+    h("label", { class: "wide" }, h("span", {}, "Cloud-init user data (VMs, used as it is)"), userData),
     h("p", { class: "hint wide" }, "A meshed instance calls each upstream service at 127.0.0.1:<local port> (a VM at its "
       + "sidecar's address); the services must exist. A VM grows live up to its maximum CPUs and memory. A VM booted "
-      + "from a distribution's disk image gets its SSH keys through cloud-init."),
+      + "from a distribution's disk image gets its SSH keys through cloud-init, or your own user data instead."),
     h("button", { type: "submit" }, "Create"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -303,7 +305,12 @@ async function createForm() {
     if (kind.value === "vm" && maxCpus.value) body.max_cpus = Number(maxCpus.value);
     if (kind.value === "vm" && maxMemory.value) body.max_memory_mb = Number(maxMemory.value);
     const keys = sshKeys.value.split("\n").map((line) => line.trim()).filter(Boolean);
+    if (kind.value === "vm" && keys.length && userData.value.trim()) {
+      error.textContent = "give SSH keys or your own user data, not both: put the keys in the user data (ssh_authorized_keys)";
+      return;
+    }
     if (kind.value === "vm" && keys.length) body.cloud_init = { ssh_keys: keys };
+    if (kind.value === "vm" && userData.value.trim()) body.cloud_init = { user_data: userData.value };
     const calls = parseUpstreams(upstreams.value);
     if (calls === null) {
       error.textContent = "upstreams are service:local_port pairs separated by commas, e.g. api:9001, web:9002";

@@ -485,7 +485,7 @@ class _Stream:
             acked = state.acked if state is not None else {}
             if any(acked.get(n) != r.version for n, r in want.items()):
                 return False
-            if type_url in WILDCARD_TYPES and set(acked) - set(want):
+            if type_url in WILDCARD_TYPES and len(acked) > len(want):  # every wanted name is in `acked`: stale
                 return False
         return True
 
@@ -697,7 +697,9 @@ class AdsServer:
 
     def _check_synced(self, node_id: str, stream: _Stream) -> None:
         snapshot = self._snapshots.get(node_id)
-        if snapshot is not None and stream.synced(snapshot):
+        if snapshot is None or self._synced.get(node_id) == snapshot.version:  # known (and waiters told)
+            return
+        if stream.synced(snapshot):
             self._synced[node_id] = snapshot.version
             if self._waiters:
                 self._tell_waiters(node_id, snapshot.version)

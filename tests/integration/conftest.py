@@ -33,6 +33,7 @@ from meshvisor.storage import detach_loop_device, loop_devices_for, mounts_under
 from ..conftest import DEB_CACHE
 from .docker_proxy import DockerProxy
 from .netns_tools import namespaces
+from .registry import LocalRegistry
 
 REPO = Path(__file__).resolve().parents[2]
 SERVE = ["sh", "-c", "echo hello-$HOSTNAME; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
@@ -324,3 +325,14 @@ def tiny(platform: Platform) -> str:
         op = wait_op(api, response, timeout=300)
         assert op["status"] == "succeeded", f"{op}\n{platform.logs()}"
     return "tiny"
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[LocalRegistry]:
+    """A throwaway Docker registry on 127.0.0.1 for push and pull tests."""
+    reg = LocalRegistry(tmp_path / "registry", free_port())
+    reg.start()
+    try:
+        yield reg
+    finally:
+        reg.stop()

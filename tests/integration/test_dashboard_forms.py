@@ -22,8 +22,9 @@ from meshvisor.hypervisor.cloud_init import read_seed_iso
 
 from . import test_dashboard as dashboard
 from .conftest import XDS, Platform, create, delete, free_port, wait_op
+from .registry import LocalRegistry
 from .test_dashboard import ended, log_in, row, shot
-from .test_images_pipeline import minimal_rootfs
+from .test_images_pipeline import BAKED, minimal_rootfs
 from .test_mesh_containers import WEB, call, eventually
 from .test_networks import drop_network, network
 from .test_vm_disk_images import KEY, import_disk, qcow2
@@ -234,6 +235,47 @@ def test_an_image_is_imported_from_a_file(
         response = api.delete("/v1/images/dfm-img")
         if response.status_code == 202:
             wait_op(api, response)
+
+
+def test_an_image_is_built_from_a_dockerfile_and_pushed_from_the_page(
+    page: Page, platform: Platform, api: httpx.Client, registry: LocalRegistry
+) -> None:
+    target = f"{registry.host}/meshvisor-test/dfm-built:1"
+    try:
+        log_in(page, platform)
+        page.get_by_role("link", name="Images", exact=True).click()
+        build = page.get_by_role("form", name="Build an image")
+        build.get_by_label("Name").fill("Not A Name")  # the browser holds it back, by the API's rule for names
+        assert build.get_by_label("Name").evaluate("e => e.validity.patternMismatch")
+        build.get_by_label("Name").fill("dfm-built")
+        assert not build.get_by_label("Name").evaluate("e => e.validity.patternMismatch")
+        build.get_by_label("Dockerfile").fill("RUN echo no base\n")  # the API's message; nothing is made
+        build.get_by_role("button", name="Build").click()
+        expect(build.get_by_role("alert")).to_contain_text("a Dockerfile with a FROM line")
+        assert api.get("/v1/images/dfm-built").status_code == 404
+        build.get_by_label("Dockerfile").fill(BAKED)
+        build.get_by_role("button", name="Build").click()
+        built = page.locator("#images tbody tr").filter(has_text="dfm-built")
+        expect(built.locator(".badge")).to_have_text("ready", timeout=LONG)
+        assert api.get("/v1/images/dfm-built").json()["source"] == {"type": "dockerfile", "dockerfile": BAKED}
+
+        push = page.get_by_role("form", name="Push an image")
+        push.get_by_label("Image").select_option("dfm-built")
+        push.get_by_label("Target").fill("not a target")  # refused by the API
+        push.get_by_role("button", name="Push").click()
+        expect(push.get_by_role("alert")).to_contain_text("push needs 'target'")
+        push.get_by_label("Target").fill(target)
+        push.get_by_role("button", name="Push").click()
+        pushed = ended(api, "dfm-built", "push")
+        assert (pushed["status"], pushed["params"]) == ("succeeded", {"target": target}), pushed
+        assert registry.tags("meshvisor-test/dfm-built") == ["1"], registry.log()
+        expect(push.locator("p.error")).to_have_text("")  # the progress it showed is gone, and no error came
+        shot(page, "images-build-push")
+    finally:
+        response = api.delete("/v1/images/dfm-built")
+        if response.status_code == 202:
+            wait_op(api, response)
+    assert api.get("/v1/images/dfm-built").status_code == 404
 
 
 STACK = """

@@ -105,16 +105,6 @@ def cleanup(api: httpx.Client) -> Iterator[tuple[list[str], list[str]]]:
         delete_image(api, name)
 
 
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[LocalRegistry]:
-    reg = LocalRegistry(tmp_path / "registry", free_port())
-    reg.start()
-    try:
-        yield reg
-    finally:
-        reg.stop()
-
-
 # -- 1. Dockerfile builds ---------------------------------------------------------------------------------------
 def test_build_from_a_dockerfile_and_run_it(
     platform: Platform, api: httpx.Client, cleanup: tuple[list[str], list[str]]

@@ -2,7 +2,7 @@
 // the API is ever read as markup), kept live by the `/v1/events` stream.
 
 import { ApiError, api, follow, token, setToken } from "./api.js";
-import { h, badge, sparkline, table, when, fmtTime, field } from "./dom.js";
+import { h, badge, sparkline, table, when, fmtTime, field, NAME } from "./dom.js";
 import { imagesPage } from "./images.js";
 import { servicesPage } from "./services.js";
 import { stack, stacksPage } from "./stacks.js";
@@ -246,7 +246,7 @@ async function createForm() {
     api("GET", "/v1/images?limit=1000"), api("GET", "/v1/networks?limit=1000"),
     api("GET", "/v1/volumes?limit=1000"), api("GET", "/v1/security-groups?limit=1000"),
   ]);
-  const name = h("input", { name: "name", required: true, pattern: "[a-z0-9-]{1,40}" });
+  const name = h("input", { name: "name", required: true, ...NAME });
   const kind = h("select", { name: "kind" }, h("option", { value: "container" }, "container"), h("option", { value: "vm" }, "vm"));
   const image = h("select", { name: "image" });
   const cpus = h("input", { name: "cpus", type: "number", min: "0.1", step: "0.1", value: "1" });
@@ -260,7 +260,7 @@ async function createForm() {
     ...volumes.items.filter((v) => v.state === "ready").map((v) => h("option", { value: v.name }, `${v.name} (${v.size_mb} MiB)`)));
   const mountPath = h("input", { name: "path", placeholder: "/data (containers)" });
   const disk = h("input", { name: "disk_mb", type: "number", min: "0", step: "1", value: "0" });
-  const meshService = h("input", { name: "mesh", placeholder: "service name", pattern: "[a-z0-9-]{1,40}" });
+  const meshService = h("input", { name: "mesh", placeholder: "service name", ...NAME });
   const meshPort = h("input", { name: "mesh_port", type: "number", min: "1", max: "65535", placeholder: "8080" });
   const meshVersion = h("input", { name: "mesh_version", placeholder: "e.g. v1 (for splits)" });
   const upstreams = h("input", { name: "upstreams", placeholder: "api:9001, web:9002", autocomplete: "off" });
@@ -401,7 +401,7 @@ async function instance(name) {
   } }, "Open terminal");
   window.addEventListener("hashchange", () => { if (closeTerminal) closeTerminal(); closeTerminal = null; }, { once: true });
   const snapshots = h("div", {});
-  const snapName = h("input", { placeholder: "a name, e.g. before-upgrade", "aria-label": "Snapshot name", pattern: "[a-z0-9-]{1,40}" });
+  const snapName = h("input", { placeholder: "a name, e.g. before-upgrade", "aria-label": "Snapshot name", ...NAME });
   const snapError = h("p", { class: "error", role: "alert" });
   const snapForm = h("form", { class: "exec", "aria-label": "Take a snapshot" }, snapName, h("button", { type: "submit" }, "Take snapshot"));
   snapForm.addEventListener("submit", async (event) => {
@@ -558,11 +558,11 @@ function editRules(group) {
 }
 
 async function networksPage() {
-  const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
+  const name = h("input", { required: true, ...NAME });
   const cidr = h("input", { required: true, placeholder: "10.210.1.0/24" });
   const netForm = simpleForm("Create a network", [["Name", name], ["CIDR", cidr]],
     () => api("POST", "/v1/networks", { name: name.value.trim(), cidr: cidr.value.trim() }));
-  const group = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
+  const group = h("input", { required: true, ...NAME });
   const description = h("input", {});
   const direction = h("select", {}, h("option", { value: "ingress" }, "ingress"), h("option", { value: "egress" }, "egress"));
   const protocol = h("select", {}, ...["tcp", "udp", "icmp", "any"].map((p) => h("option", { value: p }, p)));

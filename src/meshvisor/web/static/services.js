@@ -2,7 +2,7 @@
 // the mesh's certificate authority with its rotation.
 
 import { ApiError, api, apiText } from "./api.js";
-import { h, badge, table, fmtTime } from "./dom.js";
+import { h, badge, table, fmtTime, NAME } from "./dom.js";
 import { edgesFrom, rates, topology } from "./mesh.js";
 import { deleteButton, jsonEditor, page, view } from "./ui.js";
 
@@ -20,7 +20,7 @@ function editPolicy(service) {
 // Create a service, or set the ingress port of one there (its policy kept: PUT replaces both, guarded by If-Match).
 // Returns the form and a way to offer the services there by name.
 function ingressForm() {
-  const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}", list: "service-names", autocomplete: "off" });
+  const name = h("input", { required: true, ...NAME, list: "service-names", autocomplete: "off" });
   const port = h("input", { type: "number", placeholder: "none", "aria-describedby": "ingress-hint" });
   const names = h("datalist", { id: "service-names" });
   const error = h("p", { class: "error", role: "alert" });

@@ -2,7 +2,7 @@
 // planned from the page, and a plan applied after asking, each resource's step shown as it ends.
 
 import { api, waitOperation } from "./api.js";
-import { h, badge, table, fmtTime, field } from "./dom.js";
+import { h, badge, table, fmtTime, field, NAME } from "./dom.js";
 import { main, page, run, view } from "./ui.js";
 
 const FORMATS = { yaml: "yaml", yml: "yaml", json: "json", hcl: "hcl" };
@@ -21,7 +21,7 @@ function parseVariables(text) {
 // Plan a stack file (pasted, or read from an uploaded file) against stack `fixed` (or the name typed in); the
 // saved plan then shows on the stack's page, where it is applied. The API lists every error in the file at once.
 function planForm(fixed) {
-  const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}", value: fixed || "", readonly: Boolean(fixed) });
+  const name = h("input", { required: true, ...NAME, value: fixed || "", readonly: Boolean(fixed) });
   const upload = h("input", { type: "file", accept: ".yaml,.yml,.json,.hcl,.tf" });
   const spec = h("textarea", { rows: 12, spellcheck: "false", placeholder: "networks:\n  front: {cidr: 10.210.1.0/24}" });
   const format = h("select", {}, ...["yaml", "json", "hcl"].map((f) => h("option", { value: f }, f)));

@@ -4,7 +4,7 @@
 // The API's refusal shows next to the form or button that asked.
 
 import { api } from "./api.js";
-import { h, badge, table, field } from "./dom.js";
+import { h, badge, table, field, NAME } from "./dom.js";
 import { poolsSection } from "./pools.js";
 import { deleteButton, page, run, simpleForm, view } from "./ui.js";
 
@@ -34,7 +34,7 @@ function managePanel() {
     if (!growError.textContent) size.value = "";
   });
 
-  const cloneName = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
+  const cloneName = h("input", { required: true, ...NAME });
   const cloneError = h("p", { class: "error", role: "alert" });
   const clone = h("form", { class: "inline", "aria-label": "Clone the volume" },
     field("Clone's name", cloneName), h("button", { type: "submit" }, "Clone"), cloneError);
@@ -93,7 +93,7 @@ function managePanel() {
 }
 
 export async function volumesPage() {
-  const name = h("input", { required: true, pattern: "[a-z0-9-]{1,40}" });
+  const name = h("input", { required: true, ...NAME });
   const size = h("input", { type: "number", min: "1", required: true, value: "64" });
   const format = h("select", {}, h("option", { value: "raw" }, "raw (ext4, shareable)"), h("option", { value: "qcow2" }, "qcow2 (VMs)"));
   const pools = poolsSection();

@@ -145,6 +145,15 @@ def test_hosts_lists_both_hosts_with_their_tunnel_endpoints(api: httpx.Client) -
     assert api.get(f"/v1/hosts/{HOST_B}").json() == b
     missing = api.get("/v1/hosts/nowhere")
     assert missing.status_code == 404 and "not found" in missing.json()["error"]["message"]
+    # Only an offline host that holds nothing is forgotten; both of these stay.
+    for name, status, message in (
+        ("nowhere", 404, "not found"),
+        ("local", 409, "this platform's own host"),
+        (HOST_B, 409, "online"),
+    ):
+        refused = api.delete(f"/v1/hosts/{name}")
+        assert refused.status_code == status and message in refused.json()["error"]["message"], refused.text
+    assert {h["name"] for h in api.get("/v1/hosts").json()["items"]} == {"local", HOST_B}
 
 
 def test_links_no_row_explains_are_removed_by_the_reconcile_pass(platform: Platform, api: httpx.Client) -> None:

@@ -1,5 +1,6 @@
 """The hosts workloads run on. Each worker or agent registers its own host when it starts and marks it seen at
-every reconcile pass; a host not seen for a while is shown `offline` and gets no new instances."""
+every reconcile pass; a host not seen for a while is shown `offline` and gets no new instances. A host gone for
+good is removed once it is offline and holds nothing: the other hosts then drop its tunnel endpoint."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import ipaddress
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,8 +16,9 @@ from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.hypervisor.connection import choose_domain_type
 
+from . import events
 from .host_limits import host_limits
-from .models import Host, utcnow
+from .models import Host, Image, Instance, Operation, StoragePool, Volume, utcnow
 from .settings import Settings
 
 OFFLINE_AFTER_PASSES = 3  # reconcile intervals without a sign of life
@@ -63,6 +65,37 @@ def get(session: Session, name: str) -> Host:
     if host is None:
         raise NotFound(f"host {name!r} not found; see GET /v1/hosts")
     return host
+
+
+def remove(session: Session, name: str, settings: Settings) -> None:
+    """Forget a host that is gone for good (`DELETE /v1/hosts/{name}`). Refused for the platform's own host, while
+    the host is online (its agent would register it again), and while anything is still on it."""
+    host = get(session, name)
+    if name == settings.host_name:
+        raise Conflict(f"host {name!r} is this platform's own host")
+    if is_online(host, online_window_s(settings)):
+        raise Conflict(f"host {name!r} is online: stop its agent first (it is offline once not seen for a while)")
+    held = []
+    for model, what in (
+        (Instance, "instance"),
+        (Volume, "volume"),
+        (StoragePool, "storage pool"),
+        (Image, "image"),
+    ):
+        count = session.scalar(select(func.count()).select_from(model).where(model.host == name)) or 0
+        if count:
+            held.append(f"{count} {what}(s)")
+    if held:
+        raise Conflict(f"host {name!r} still holds {', '.join(held)}: delete them first")
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Operation)
+        .where(Operation.host == name, Operation.status.in_(("pending", "running")))
+    )
+    if waiting:
+        raise Conflict(f"host {name!r} has {waiting} operation(s) not ended; cancel them first")
+    session.delete(host)
+    events.emit(session, "lifecycle", "host", name, state="deleted", id=host.id)
 
 
 def online_window_s(settings: Settings) -> float:

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from meshvisor.platform import hosts
+from meshvisor.platform.db import transaction
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, HostPage, HostPublic
@@ -21,3 +22,12 @@ def list_hosts(rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, An
 @router.get("/{name}", response_model=HostPublic)
 def get_host(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
     return hosts.to_dict(hosts.get(session, name), rt.settings)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_host(name: str, rt: RuntimeDep, _: TokenDep) -> Response:
+    """Forget a host gone for good: only when it is offline and holds no instance, volume, pool, image or
+    unfinished operation (409 otherwise)."""
+    with transaction(rt.sessions) as s:
+        hosts.remove(s, name, rt.settings)
+    return Response(status_code=204)

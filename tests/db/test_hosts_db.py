@@ -1,0 +1,85 @@
+"""Removing a host that is gone for good: only an offline host that holds nothing any more."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from meshvisor.core.errors import Conflict, NotFound
+from meshvisor.core.names import new_id
+from meshvisor.core.types import InstanceKind, OperationStatus
+from meshvisor.platform import events, hosts, instances
+from meshvisor.platform.db import transaction
+from meshvisor.platform.instances import InstanceRequest
+from meshvisor.platform.models import Host, Instance, Operation, utcnow
+from meshvisor.platform.runtime import Runtime
+
+from .conftest import add_ready_image
+
+
+def other_host(runtime: Runtime, name: str, tunnel_ip: str, seen_ago_s: float) -> None:
+    with transaction(runtime.sessions) as s:
+        s.add(
+            Host(
+                id=new_id(),
+                name=name,
+                tunnel_ip=tunnel_ip,
+                netns=f"{runtime.settings.host_prefix}-{name}",
+                vm_capable=False,
+                last_seen=utcnow() - timedelta(seconds=seen_ago_s),
+            )
+        )
+
+
+def test_only_an_offline_host_holding_nothing_is_removed(runtime: Runtime) -> None:
+    other_host(runtime, "alive", "10.213.140.2", 0)
+    other_host(runtime, "gone", "10.213.140.3", 0)
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        made, _ = instances.create(s, InstanceRequest("left", InstanceKind.CONTAINER, "busybox", host="gone"))
+        left = made.id
+        last = events.latest_id(s)
+    with transaction(runtime.sessions) as s:  # its agent made the instance, then went away
+        for op in s.scalars(select(Operation).where(Operation.host == "gone")):
+            op.status = OperationStatus.SUCCEEDED
+        gone = s.scalar(select(Host).where(Host.name == "gone"))
+        assert gone is not None
+        gone.last_seen = utcnow() - timedelta(hours=1)
+    for name, error, message in (
+        ("nowhere", NotFound, "host 'nowhere' not found"),
+        (runtime.settings.host_name, Conflict, "this platform's own host"),
+        ("alive", Conflict, "online"),
+        ("gone", Conflict, "1 instance"),
+    ):
+        with pytest.raises(error, match=message), transaction(runtime.sessions) as s:
+            hosts.remove(s, name, runtime.settings)
+    with runtime.sessions() as s:
+        assert [h.name for h in hosts.all_hosts(s)] == sorted(["alive", "gone", runtime.settings.host_name])
+        assert hosts.remote_endpoints(s, runtime.settings.host_name) == ("10.213.140.2", "10.213.140.3")
+    with transaction(runtime.sessions) as s:
+        s.delete(s.get(Instance, left))
+        s.add(
+            Operation(
+                id=new_id(),
+                host="gone",
+                resource_type="network",
+                resource_id=new_id(),
+                resource_name="late",
+                action="create",
+            )
+        )
+    with pytest.raises(Conflict, match="1 operation"), transaction(runtime.sessions) as s:
+        hosts.remove(s, "gone", runtime.settings)  # queued for it: it would never run
+    with transaction(runtime.sessions) as s:
+        for op in s.scalars(select(Operation).where(Operation.host == "gone")):
+            op.status = OperationStatus.CANCELLED
+    with transaction(runtime.sessions) as s:
+        hosts.remove(s, "gone", runtime.settings)
+    with runtime.sessions() as s:
+        assert "gone" not in [h.name for h in hosts.all_hosts(s)]
+        # The other hosts' next pass drops its tunnel endpoint from every network's flood list.
+        assert hosts.remote_endpoints(s, runtime.settings.host_name) == ("10.213.140.2",)
+        seen = [(e.resource_type, e.resource_name, e.data["state"]) for e in events.since(s, last)]
+        assert ("host", "gone", "deleted") in seen

@@ -2,8 +2,9 @@
 test_dashboard.py) against a real platform, each checked through the REST API for its real effect and for the
 API's own message when it refuses: a meshed instance with upstreams made from the create form (its sidecar then
 carries the call), a service's ingress port (the gateway then answers on the host), CPU and memory resized on a
-container and on a VM (within its maximum; beyond it the API refuses), an image imported from a file, a stack
-file pasted or uploaded, planned, applied and destroyed from the page, the mesh CA rotated and its old root
+container and on a VM (within its maximum; beyond it the API refuses), an image imported from a file, built from
+a Dockerfile and pushed to a registry, an offline host forgotten from the overview, a stack file pasted or
+uploaded, planned, applied and destroyed from the page, the mesh CA rotated and its old root
 retired, a volume grown, cloned and its snapshot deleted, VMs made with SSH keys or own user data for
 cloud-init, and a storage pool made with a quota, a volume made in it, and both deleted."""
 
@@ -11,17 +12,24 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+from sqlalchemy import create_engine
+from sqlalchemy import delete as sql_delete
+from sqlalchemy.orm import Session
 
 from meshvisor.containers import rootfs_dir_tar
+from meshvisor.core.names import new_id
 from meshvisor.hypervisor.cloud_init import read_seed_iso
+from meshvisor.platform.models import Host, utcnow
+from meshvisor.platform.settings import Settings
 
 from . import test_dashboard as dashboard
-from .conftest import XDS, Platform, create, delete, free_port, wait_op
+from .conftest import HOST_B, XDS, Platform, create, delete, free_port, wait_op
 from .registry import LocalRegistry
 from .test_dashboard import ended, log_in, row, shot
 from .test_images_pipeline import BAKED, minimal_rootfs
@@ -276,6 +284,40 @@ def test_an_image_is_built_from_a_dockerfile_and_pushed_from_the_page(
         if response.status_code == 202:
             wait_op(api, response)
     assert api.get("/v1/images/dfm-built").status_code == 404
+
+
+def test_an_offline_host_is_forgotten_from_the_overview(page: Page, platform: Platform, api: httpx.Client) -> None:
+    # A host whose agent went away for good, as its row would be: in the platform's own database, seen an hour ago.
+    # Its tunnel address is in the test pool, which is unreachable from this machine.
+    own = Settings(data_dir=platform.data_dir, host_prefix=platform.prefix, database_url=None)  # as it runs
+    engine = create_engine(own.db_url)
+    with Session(engine) as s, s.begin():
+        s.add(
+            Host(
+                id=new_id(),
+                name="dfm-gone",
+                tunnel_ip="10.213.141.9",
+                netns=f"{platform.prefix}-gone",
+                vm_capable=False,
+                last_seen=utcnow() - timedelta(hours=1),
+            )
+        )
+    try:
+        log_in(page, platform)
+        page.get_by_role("link", name="Overview", exact=True).click()
+        hosts = page.locator("table").filter(has_text="Last seen")
+        gone = hosts.locator("tbody tr").filter(has_text="dfm-gone")
+        expect(gone.locator(".badge")).to_have_text("offline")
+        for online in ("local", HOST_B):  # nothing to forget while a host's agent runs
+            expect(hosts.locator("tbody tr").filter(has_text=online).get_by_role("button")).to_have_count(0)
+        page.once("dialog", lambda dialog: dialog.accept())
+        gone.get_by_role("button", name="forget").click()
+        expect(gone).to_have_count(0)
+        assert api.get("/v1/hosts/dfm-gone").status_code == 404
+    finally:
+        with Session(engine) as s, s.begin():
+            s.execute(sql_delete(Host).where(Host.name == "dfm-gone"))
+        engine.dispose()
 
 
 STACK = """

@@ -151,7 +151,7 @@ async function overview() {
     return [
       cards,
       h("h2", {}, "Hosts"),
-      table(["Host", "State", "Instances", "CPUs given / host", "Memory given / host", "VMs", "Last seen"], hosts.items.map((x) => {
+      table(["Host", "State", "Instances", "CPUs given / host", "Memory given / host", "VMs", "Last seen", ""], hosts.items.map((x) => {
         const mine = all.items.filter((i) => i.host === x.name && i.state !== "stopped");
         const cpus = mine.reduce((sum, i) => sum + Number(i.cpus || 0), 0);
         const memory = mine.reduce((sum, i) => sum + Number(i.memory_mb || 0), 0);
@@ -159,6 +159,8 @@ async function overview() {
           x.name, badge(x.state), String(all.items.filter((i) => i.host === x.name).length),
           `${Math.round(cpus * 10) / 10} / ${x.cpus ?? "?"}`, `${memory} / ${x.memory_mb ?? "?"} MiB`,
           x.vm_capable ? x.vm_domain_type || "yes" : "no", fmtTime(x.last_seen),
+          // A host gone for good can be forgotten once it is offline; the API refuses while anything is on it.
+          x.state === "offline" ? deleteButton(`host ${x.name} (forget it)`, `/v1/hosts/${x.name}`, "forget") : "",
         ];
       })),
       h("h2", {}, "Recent failed operations"),

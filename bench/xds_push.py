@@ -36,7 +36,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, duration_pb2
 from harness import Result, say
 
-from meshvisor.mesh.ads import MAX_PENDING_STREAMS, AdsServer, tune_gc
+from meshvisor.mesh.ads import SERVER_OPTIONS, AdsServer, tune_gc
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Endpoint, Outlier, Policy, Service, Sidecar, Upstream
 from meshvisor.mesh.resources import CLUSTER, BuildCache, Resources, sidecar_resources
@@ -168,15 +168,7 @@ class BareAds(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[
         loop.close()
 
     async def _serve(self) -> None:
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_concurrent_streams", 100_000),
-                ("grpc.so_reuseport", 0),
-                # As ours: 10,000 streams opened at once wait to be taken in instead of being cancelled.
-                ("grpc.server.max_pending_requests", MAX_PENDING_STREAMS),
-                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_STREAMS),
-            ]
-        )
+        server = grpc.aio.server(options=SERVER_OPTIONS)  # as ours
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self, server)
         if not server.add_insecure_port(f"127.0.0.1:{self.port}"):
             raise OSError(f"cannot bind 127.0.0.1:{self.port}")

@@ -39,6 +39,16 @@ from .resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
 log = logging.getLogger(__name__)
 
 MAX_PENDING_STREAMS = 100_000  # new streams gRPC core may hold before the server has taken them in
+SERVER_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.max_concurrent_streams", 100_000),
+    # Streams that arrive faster than the event loop takes them in wait in gRPC core; past 1,000 waiting (3,000
+    # for sure) core cancels new ones at random, so thousands of sidecars connecting at once (a control plane
+    # restart) would see their streams cancelled. Let them wait instead.
+    ("grpc.server.max_pending_requests", MAX_PENDING_STREAMS),
+    ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_STREAMS),
+    ("grpc.so_reuseport", 0),
+]
 PRUNE_ORDER = (PUSH_ORDER[2], PUSH_ORDER[3], PUSH_ORDER[0], PUSH_ORDER[1], PUSH_ORDER[4])  # LDS RDS CDS EDS SDS
 
 
@@ -613,18 +623,7 @@ class AdsServer:
             loop.close()
 
     async def _serve(self) -> None:
-        server = grpc.aio.server(
-            options=[
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.max_concurrent_streams", 100_000),
-                # Streams that arrive faster than this loop takes them in wait in gRPC core; past 1,000 waiting
-                # (3,000 for sure) core cancels new ones at random, so thousands of sidecars connecting at once
-                # (a control plane restart) would see their streams cancelled. Let them wait instead.
-                ("grpc.server.max_pending_requests", MAX_PENDING_STREAMS),
-                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_STREAMS),
-                ("grpc.so_reuseport", 0),
-            ]
-        )
+        server = grpc.aio.server(options=SERVER_OPTIONS)
         server.add_generic_rpc_handlers((_handler(self),))
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if not bound:

@@ -394,12 +394,17 @@ def test_a_stack_file_is_planned_applied_and_destroyed_from_the_page(
         shot(page, "stack-destroyed")
         assert api.get("/v1/stacks/dfm-st").json()["resources"] == []
         assert api.get("/v1/security-groups/dfm-sg").status_code == 404
+        page.once("dialog", lambda dialog: dialog.accept())  # empty now: the stack itself goes
+        page.get_by_role("button", name="Delete stack").click()
+        expect(page).to_have_url(re.compile(r"#/stacks$"))
+        expect(page.get_by_role("link", name="dfm-st", exact=True)).to_have_count(0)
+        assert api.get("/v1/stacks/dfm-st").status_code == 404
     finally:
         if api.get("/v1/stacks/dfm-st").status_code == 200 and api.get("/v1/stacks/dfm-st").json()["resources"]:
             gone = api.post("/v1/stacks/dfm-st/plan", json={"destroy": True}).json()
             wait_op(api, api.post("/v1/stacks/dfm-st/apply", json={"plan": gone["id"]}))
-        deleted = api.delete("/v1/stacks/dfm-st").status_code
-    assert deleted == 204
+        api.delete("/v1/stacks/dfm-st")
+    assert api.get("/v1/stacks/dfm-st").status_code == 404
 
 
 def test_the_mesh_ca_is_shown_rotated_and_its_old_root_retired(

@@ -115,6 +115,10 @@ export async function stack(name) {
         parts.push(h("button", { type: "button", class: "primary", onclick: () => applyPlan(name, plan, error, progress) }, "Apply"));
       }
     }
+    if (!info.resources.length) {
+      // Nothing left in it: the stack itself can go (the API refuses while it owns anything).
+      parts.push(h("button", { type: "button", class: "danger", onclick: () => deleteStack(name, error) }, "Delete stack"));
+    }
     parts.push(h("h2", {}, "Applies"));
     parts.push(history.items.length
       ? table(["When", "Status", "Steps", "Error"], history.items.map((o) => [
@@ -125,6 +129,17 @@ export async function stack(name) {
     body.replaceChildren(...parts);
   };
   await view.refresh();
+}
+
+async function deleteStack(name, error) {
+  if (!confirm(`Delete stack ${name}? It owns nothing now; its plans and history go with it.`)) return;
+  error.textContent = "";
+  try {
+    await api("DELETE", `/v1/stacks/${name}`);
+    location.hash = "#/stacks";
+  } catch (err) {
+    error.textContent = err.message || String(err);
+  }
 }
 
 async function applyPlan(name, plan, error, progress) {

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from meshvisor.core.types import InstanceKind
+from meshvisor.mesh import resources
 from meshvisor.mesh.ads import Nack
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Policy
@@ -171,3 +172,27 @@ def test_a_root_staged_between_reading_the_ca_and_pushing_still_finishes_the_rot
     acked.update(plane.versions)
     plane.advance_rotation()
     assert plane.ca.staged is None and plane.ca.cert.serial_number != first
+
+
+def test_a_pass_with_nothing_new_builds_nothing(
+    runtime: Runtime, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view, sidecar = one_meshed_container(runtime, "idle")
+    built: list[str] = []
+    real = resources.sidecar_resources
+    monkeypatch.setattr(
+        resources, "sidecar_resources", lambda car, *a, **kw: built.append(car.node_id) or real(car, *a, **kw)
+    )
+    assert plane.apply(view) == len(view.nodes)
+    assert sidecar in built
+    built.clear()
+    with runtime.sessions() as s:
+        again = load_view(s, runtime.settings.host_prefix)  # read anew, equal
+    assert plane.apply(again) == 0 and built == []
+    CertificateAuthority(plane.ca.directory).stage()  # a root to trust: every config again
+    plane.reload_ca()
+    assert plane.apply(again) > 0 and sidecar in built
+    built.clear()
+    assert plane.apply(again) == 0 and built == []
+    plane.cert_lifetime *= 1000  # every certificate is now past half its life: renewed, so built again
+    assert plane.apply(again) > 0 and sidecar in built

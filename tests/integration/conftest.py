@@ -21,6 +21,7 @@ import docker
 import httpx
 import libvirt
 import pytest
+import redis
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -46,6 +47,22 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+BROKER_URL = "redis://127.0.0.1:6379/3"  # the platforms under test share this Redis database, each by its prefix
+
+
+def drop_broker_keys(prefix: str, queue: str | None = None) -> None:
+    """Remove what Celery left in the broker for a platform's queues (its queue lists and their bindings), or
+    for one of them."""
+    broker = redis.Redis.from_url(BROKER_URL)
+    try:
+        patterns = [f"*{queue}"] if queue else [f"*meshvisor.{prefix}", f"*meshvisor.{prefix}.*"]
+        keys = [key for pattern in patterns for key in broker.scan_iter(pattern)]
+        if keys:
+            broker.delete(*keys)
+    finally:
+        broker.close()
 
 
 @dataclass
@@ -222,7 +239,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_API_PORT": str(port),
         "MESHVISOR_XDS_PORT": str(free_port()),
         "MESHVISOR_XDS_API": "DELTA_GRPC",  # incremental xDS end to end here; tests/mesh run both kinds
-        "MESHVISOR_BROKER_URL": "redis://127.0.0.1:6379/3",
+        "MESHVISOR_BROKER_URL": BROKER_URL,
         "MESHVISOR_ADMIN_TOKEN": token,
         "MESHVISOR_DOCKER_URL": proxy.url,
         "MESHVISOR_TASK_RETRIES": "2",
@@ -292,6 +309,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
             detach_loop_device(device)
         stop_sidecars(Path("/run/meshvisor") / prefix)  # what a failed test left running
         shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
+        drop_broker_keys(prefix)
         for image in client.images.list(filters={"dangling": True, "label": f"meshvisor.prefix={prefix}"}):
             client.images.remove(image.id, force=True)
         for domain in plat.domains():

@@ -19,7 +19,7 @@ import pytest
 from meshvisor.containers.docker_client import API_VERSION
 
 from ..conftest import DEB_CACHE
-from .conftest import REPO, free_port, stop_sidecars
+from .conftest import BROKER_URL, REPO, drop_broker_keys, free_port, stop_sidecars
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
         "MESHVISOR_HOST_PREFIX": prefix,
         "MESHVISOR_API_PORT": str(port),
         "MESHVISOR_XDS_PORT": str(free_port()),
-        "MESHVISOR_BROKER_URL": "redis://127.0.0.1:6379/3",
+        "MESHVISOR_BROKER_URL": BROKER_URL,
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
     }
     for key in ("MESHVISOR_ADMIN_TOKEN", "MESHVISOR_TOKEN", "MESHVISOR_API_URL", "MESHVISOR_DATABASE_URL"):
@@ -93,6 +93,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path) -> None:
                 os.kill(kid, signal.SIGKILL)
         stop_sidecars(Path("/run/meshvisor") / prefix)  # the ingress gateway its worker started
         shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
+        drop_broker_keys(prefix)
         for image in client.images.list(filters={"reference": f"{prefix}/*"}):
             for tag in image.tags:
                 client.images.remove(tag, force=True)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 from playwright.sync_api import Page, expect
 from sqlalchemy import create_engine
 from sqlalchemy import delete as sql_delete
@@ -31,7 +30,7 @@ from meshvisor.platform.models import Host, utcnow
 from meshvisor.platform.settings import Settings
 
 from . import test_dashboard as dashboard
-from .conftest import HOST_B, XDS, Platform, create, delete, free_port, wait_op
+from .conftest import HOST_B, XDS, Platform, create, delete, drop_broker_keys, free_port, wait_op
 from .registry import LocalRegistry
 from .test_dashboard import ended, log_in, row, shot
 from .test_images_pipeline import BAKED, minimal_rootfs
@@ -323,10 +322,7 @@ def test_an_offline_host_is_forgotten_from_the_overview(page: Page, platform: Pl
         # The periodic pass queued work for the host while it was listed, which nobody takes: once a pass that may
         # have read the hosts just before the row went is over, drop the host's queue and its bindings.
         time.sleep(float(platform.env["MESHVISOR_RECONCILE_INTERVAL_S"]) * 1.5)
-        broker = redis.Redis.from_url(platform.env["MESHVISOR_BROKER_URL"])
-        for key in list(broker.scan_iter(f"*{own.host_queue('dfm-gone')}")):
-            broker.delete(key)
-        broker.close()
+        drop_broker_keys(platform.prefix, own.host_queue("dfm-gone"))
 
 
 STACK = """

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-from meshvisor.platform.db import make_engine
-from meshvisor.platform.models import Base
 from meshvisor.platform.settings import get_settings
+from meshvisor.platform.state.db import make_engine
+from meshvisor.platform.state.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().db_url

@@ -22,23 +22,20 @@ from sqlalchemy.orm import sessionmaker
 
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform import (
-    hosts,
-    instances,
-    networks,
-    reconciler,
-    security_groups,
-    services,
-    stack_apply,
-    stack_plans,
-    stacks,
-    volumes,
-)
-from meshvisor.platform.db import make_engine, migrate, transaction
-from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.models import Image, Network, Stack, Volume
+from meshvisor.platform import reconciler, stacks
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.mesh import services
+from meshvisor.platform.networks import requests as networks
+from meshvisor.platform.networks import security_groups
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.stacks import apply as stack_apply
+from meshvisor.platform.stacks import plans as stack_plans
+from meshvisor.platform.state.db import make_engine, migrate, transaction
+from meshvisor.platform.state.models import Image, Network, Stack, Volume
+from meshvisor.platform.volumes import requests as volumes
 
 NAME = "stack_plan"
 TARGETS = {500: 0.5, 5_000: 3.0}

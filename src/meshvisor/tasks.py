@@ -12,7 +12,7 @@ from celery.signals import worker_ready
 from sqlalchemy import select
 
 from meshvisor.core.errors import TransientError
-from meshvisor.platform import hosts, operations, reconciler, security_steps, vm_events, volumes
+from meshvisor.platform import reconciler, vm_events
 from meshvisor.platform.celery_app import (
     TASK_RECONCILE,
     TASK_RECONCILE_HOST,
@@ -23,10 +23,14 @@ from meshvisor.platform.celery_app import (
     reconcile_host,
     sync_security_on,
 )
-from meshvisor.platform.db import transaction
-from meshvisor.platform.models import Operation, SecurityGroup
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.networks import security_steps
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import operations
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Operation, SecurityGroup
+from meshvisor.platform.volumes import requests as volumes
 
 log = logging.getLogger(__name__)
 

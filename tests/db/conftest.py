@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform import hosts
-from meshvisor.platform.db import migrate, transaction
-from meshvisor.platform.models import Image
+from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state.db import migrate, transaction
+from meshvisor.platform.state.models import Image
 
 POSTGRES_ADMIN = os.environ.get("MESHVISOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -44,7 +44,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     # Empty the tables so every test starts clean on the shared PostgreSQL database.
     from sqlalchemy import text
 
-    from meshvisor.platform.db import make_engine
+    from meshvisor.platform.state.db import make_engine
 
     engine = make_engine(url)
     with engine.begin() as conn:

@@ -10,11 +10,13 @@ from sqlalchemy import select
 from meshvisor.core.errors import Conflict, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind, OperationStatus
-from meshvisor.platform import events, hosts, instances
-from meshvisor.platform.db import transaction
-from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.models import Host, Instance, Operation, utcnow
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceRequest
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import events
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Host, Instance, Operation, utcnow
 
 from .conftest import add_ready_image
 

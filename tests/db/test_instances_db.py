@@ -9,11 +9,12 @@ from sqlalchemy import func, select
 
 from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound, PreconditionFailed
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform import events, instances, operations, tokens
-from meshvisor.platform.db import transaction
-from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.models import Event, Instance, Operation
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceRequest
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import events, operations, tokens
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Event, Instance, Operation
 
 from .conftest import add_ready_image
 

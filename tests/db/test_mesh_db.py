@@ -14,12 +14,14 @@ from meshvisor.mesh import resources
 from meshvisor.mesh.ads import Nack
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Policy
-from meshvisor.platform import instances, mesh_ca, services
-from meshvisor.platform.control_plane import ControlPlane
-from meshvisor.platform.db import transaction
-from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.mesh_view import Member, MeshView, build_view, ingress_node_id, load_view, node_id
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.mesh import ca as mesh_ca
+from meshvisor.platform.mesh import services
+from meshvisor.platform.mesh.control_plane import ControlPlane
+from meshvisor.platform.mesh.view import Member, MeshView, build_view, ingress_node_id, load_view, node_id
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state.db import transaction
 
 from .conftest import add_ready_image
 

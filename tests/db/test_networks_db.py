@@ -9,11 +9,12 @@ from sqlalchemy import func, select
 
 from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform import instances, networks
-from meshvisor.platform.db import transaction
-from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.models import Instance, Network, NetworkAddress
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Instance, Network, NetworkAddress
 
 from .conftest import add_ready_image
 

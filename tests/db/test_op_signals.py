@@ -9,8 +9,8 @@ import redis
 
 from meshvisor.api.routers.operations import announcements
 from meshvisor.core.names import new_id
-from meshvisor.platform import op_signals
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import op_signals
 
 BROKER = "redis://127.0.0.1:6379/3"
 

@@ -6,10 +6,12 @@ import time
 
 from meshvisor.core.errors import TransientError
 from meshvisor.core.types import InstanceKind, OperationStatus
-from meshvisor.platform import events, instances, operations, reconciler
-from meshvisor.platform.db import transaction
-from meshvisor.platform.instances import InstanceChange, InstanceRequest
+from meshvisor.platform import reconciler
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceChange, InstanceRequest
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import events, operations
+from meshvisor.platform.state.db import transaction
 
 from .conftest import add_ready_image
 

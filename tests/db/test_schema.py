@@ -6,8 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
-from meshvisor.platform.db import make_engine, migrate
-from meshvisor.platform.models import Base
+from meshvisor.platform.state.db import make_engine, migrate
+from meshvisor.platform.state.models import Base
 
 
 def test_upgrade_head_creates_every_table_and_matches_the_models(db_url: str) -> None:

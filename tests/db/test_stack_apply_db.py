@@ -11,10 +11,14 @@ import pytest
 
 from meshvisor.core.errors import Conflict, NotFound
 from meshvisor.core.types import InstanceKind, OperationStatus
-from meshvisor.platform import operations, reconciler, security_groups, stack_apply, stack_plans
-from meshvisor.platform.db import transaction
-from meshvisor.platform.models import Instance, SecurityGroup, Service, Stack
+from meshvisor.platform import reconciler
+from meshvisor.platform.networks import security_groups
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.stacks import apply as stack_apply
+from meshvisor.platform.stacks import plans as stack_plans
+from meshvisor.platform.state import operations
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Instance, SecurityGroup, Service, Stack
 
 from .conftest import add_ready_image
 

@@ -14,10 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform import hosts, operations, reconciler, stack_apply, stack_plans
-from meshvisor.platform.db import transaction
-from meshvisor.platform.models import Image, Instance, SecurityGroup, Service
+from meshvisor.platform import reconciler
+from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.stacks import apply as stack_apply
+from meshvisor.platform.stacks import plans as stack_plans
+from meshvisor.platform.state import operations
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Image, Instance, SecurityGroup, Service
 
 from .conftest import add_ready_image
 

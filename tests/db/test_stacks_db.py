@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from meshvisor.core.errors import InvalidInput
-from meshvisor.platform import networks, stack_plans
-from meshvisor.platform.db import transaction
-from meshvisor.platform.models import Stack, StackPlan
+from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.stacks import plans as stack_plans
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Stack, StackPlan
 
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "stack.yaml").read_text()
 

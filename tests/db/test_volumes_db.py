@@ -12,11 +12,13 @@ from sqlalchemy.exc import IntegrityError
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform import events, instances, volumes
-from meshvisor.platform.db import transaction
-from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.models import Image, Volume, VolumeAttachment
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceRequest
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import events
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Image, Volume, VolumeAttachment
+from meshvisor.platform.volumes import requests as volumes
 
 from .conftest import add_ready_image
 

@@ -28,7 +28,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.mesh import sidecar
 from meshvisor.network import list_links, remove_guard
-from meshvisor.platform.sidecar_steps import running_pid
+from meshvisor.platform.mesh.sidecars import running_pid
 from meshvisor.storage import detach_loop_device, loop_devices_for, mounts_under, unmount
 
 from ..conftest import DEB_CACHE

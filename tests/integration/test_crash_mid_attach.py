@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from meshvisor.network import bridge_name, list_links, tap_name, veth_name, vxlan_name
-from meshvisor.platform.db import make_engine, make_sessionmaker
 from meshvisor.platform.failpoints import ATTACH_LINKED
-from meshvisor.platform.models import Network, NetworkAddress
+from meshvisor.platform.state.db import make_engine, make_sessionmaker
+from meshvisor.platform.state.models import Network, NetworkAddress
 
 from .conftest import Platform, create, delete, wait_op, workers_of
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from meshvisor.network import bridge_name, list_links, veth_name, vxlan_name
-from meshvisor.platform.db import make_engine, make_sessionmaker
-from meshvisor.platform.models import NetworkAddress
+from meshvisor.platform.state.db import make_engine, make_sessionmaker
+from meshvisor.platform.state.models import NetworkAddress
 
 from .conftest import HOST_B, UNDERLAY_A, UNDERLAY_B, Platform, create, delete, wait_op
 from .netns_tools import Capture

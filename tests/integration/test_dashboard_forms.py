@@ -26,8 +26,8 @@ from sqlalchemy.orm import Session
 from meshvisor.containers import rootfs_dir_tar
 from meshvisor.core.names import new_id
 from meshvisor.hypervisor.cloud_init import read_seed_iso
-from meshvisor.platform.models import Host, utcnow
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state.models import Host, utcnow
 
 from . import test_dashboard as dashboard
 from .conftest import HOST_B, XDS, Platform, create, delete, drop_broker_keys, free_port, wait_op

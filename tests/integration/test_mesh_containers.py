@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from meshvisor.mesh import sidecar
-from meshvisor.platform.sidecar_steps import running_pid
+from meshvisor.platform.mesh.sidecars import running_pid
 
 from .conftest import XDS, Platform, create, delete, free_port, wait_op
 from .test_networks import drop_network, network

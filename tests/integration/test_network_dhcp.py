@@ -14,7 +14,7 @@ import pytest
 
 from meshvisor.core.names import new_id
 from meshvisor.network import DhcpServer, NetworkSpec, bridge_name, delete_network, ensure_network
-from meshvisor.platform.networks import random_mac as mac
+from meshvisor.platform.networks.requests import random_mac as mac
 
 from .netns_tools import namespaces, run_in, veth_between
 

@@ -22,7 +22,7 @@ from pyroute2 import IPRoute
 from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.core.names import new_id
 from meshvisor.network import NetworkSpec, attach_namespace, delete_network, detach, ensure_network, list_links
-from meshvisor.platform.networks import random_mac as mac
+from meshvisor.platform.networks.requests import random_mac as mac
 
 from .netns_tools import namespaces, run_in
 

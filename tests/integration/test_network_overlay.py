@@ -44,7 +44,7 @@ from meshvisor.network import (
     veth_name,
     vxlan_name,
 )
-from meshvisor.platform.networks import random_mac as mac
+from meshvisor.platform.networks.requests import random_mac as mac
 
 from .netns_tools import Capture, http_get, namespaces, run_in, veth_between
 

@@ -36,7 +36,7 @@ from meshvisor.network import (
     parse_rule,
     remove_security_groups,
 )
-from meshvisor.platform.networks import random_mac as mac
+from meshvisor.platform.networks.requests import random_mac as mac
 
 from .netns_tools import namespaces, run_in
 

@@ -14,12 +14,15 @@ from meshvisor.core.errors import TransientError
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind, OperationStatus
 from meshvisor.hypervisor.tiny_image import TinyImage
-from meshvisor.platform import hosts, instances, operations, reconciler
-from meshvisor.platform.db import migrate, transaction
-from meshvisor.platform.instances import InstanceRequest
-from meshvisor.platform.models import Image
+from meshvisor.platform import reconciler
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import operations
+from meshvisor.platform.state.db import migrate, transaction
+from meshvisor.platform.state.models import Image
 
 pytestmark = pytest.mark.integration
 

@@ -33,8 +33,8 @@ from meshvisor.mesh.resources import (
     sidecar_resources,
     zipkin_cluster,
 )
+from meshvisor.platform.mesh.telemetry import instance_gauges, sidecar_directory
 from meshvisor.platform.settings import Settings
-from meshvisor.platform.telemetry import instance_gauges, sidecar_directory
 
 from .harness import TRUST_DOMAIN, free_port, running_mesh
 

@@ -8,7 +8,7 @@ import pytest
 from meshvisor.containers import busybox_rootfs_tar, rootfs_dir_tar
 from meshvisor.containers.images import split_ref
 from meshvisor.core.errors import InvalidInput
-from meshvisor.platform.images import check_source, rewrite_from_lines
+from meshvisor.platform.images.requests import check_source, rewrite_from_lines
 
 
 def test_from_lines_point_at_platform_images() -> None:
@@ -67,7 +67,7 @@ def test_rootfs_dir_tar(tmp_path: object) -> None:
 
 
 def test_from_images_skips_scratch_and_own_stages() -> None:
-    from meshvisor.platform.images import from_images
+    from meshvisor.platform.images.requests import from_images
 
     text = "FROM busybox AS build\nRUN true\nFROM scratch\nFROM build\nFROM --platform=linux/amd64 app\n"
     assert from_images(text) == ["busybox", "app"]

@@ -7,13 +7,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from meshvisor.platform import hosts as host_registry
-from meshvisor.platform import tokens
-from meshvisor.platform import volumes as volume_pools
 from meshvisor.platform.celery_app import make_celery
-from meshvisor.platform.db import migrate, transaction
+from meshvisor.platform.hosts import registry as host_registry
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings, get_settings
+from meshvisor.platform.state import tokens
+from meshvisor.platform.state.db import migrate, transaction
+from meshvisor.platform.volumes import requests as volume_pools
 
 from . import errors
 from .routers import (

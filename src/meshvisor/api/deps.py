@@ -12,10 +12,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from meshvisor.platform import hosts, reconciler, tokens
+from meshvisor.platform import reconciler
 from meshvisor.platform.celery_app import enqueue_operation, sync_security_on
-from meshvisor.platform.models import ApiToken, Operation
+from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import tokens
+from meshvisor.platform.state.models import ApiToken, Operation
 
 log = logging.getLogger(__name__)
 

@@ -67,9 +67,9 @@ def agent(
 @app.command()
 def xds() -> None:
     """Run the mesh control plane: ADS on 127.0.0.1:<xds port> and on a Unix socket for sidecars."""
-    from meshvisor.platform.control_plane import serve as serve_xds
-    from meshvisor.platform.db import migrate
+    from meshvisor.platform.mesh.control_plane import serve as serve_xds
     from meshvisor.platform.runtime import Runtime
+    from meshvisor.platform.state.db import migrate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
@@ -86,7 +86,7 @@ def xds() -> None:
 
 
 def _run_worker(settings: Settings, queues: list[str], concurrency: int | None) -> None:
-    from meshvisor.platform.db import migrate
+    from meshvisor.platform.state.db import migrate
     from meshvisor.tasks import worker_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -10,12 +10,10 @@ from sqlalchemy import select
 
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import InstanceKind, InstanceState, OperationStatus
-
-from . import events, hosts, op_signals, operations
-from .attachment_steps import attach_network, detach_network
-from .db import transaction
-from .image_steps import create_image, delete_image, push_image
-from .instance_steps import (
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.images.steps import create_image, delete_image, push_image
+from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
+from meshvisor.platform.instances.steps import (
     create_instance,
     delete_instance,
     delete_snapshot,
@@ -27,23 +25,24 @@ from .instance_steps import (
     start_instance,
     take_snapshot,
 )
-from .models import Image, Instance, Network, Operation, Stack, Volume
-from .network_steps import create_network, remove_network, remove_orphan_links, sync_networks
-from .runtime import Runtime
-from .security_steps import sync_security
-from .sidecar_steps import reconcile_sidecars
-from .stack_apply import apply_stack
-from .volume_steps import (
-    attach_volume,
+from meshvisor.platform.mesh.sidecars import reconcile_sidecars
+from meshvisor.platform.networks.security_steps import sync_security
+from meshvisor.platform.networks.steps import create_network, remove_network, remove_orphan_links, sync_networks
+from meshvisor.platform.stacks.apply import apply_stack
+from meshvisor.platform.state import events, op_signals, operations
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Image, Instance, Network, Operation, Stack, Volume
+from meshvisor.platform.volumes.steps import (
     create_volume,
     delete_volume,
     delete_volume_snapshot,
-    detach_volume,
     remove_stray_mounts,
     resize_volume,
     revert_volume,
     snapshot_volume,
 )
+
+from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +135,7 @@ HANDLERS: dict[tuple[str, str], Handler] = {
     ("image", "create"): create_image,
     ("image", "push"): push_image,
     ("image", "delete"): delete_image,
-    ("stack", "apply"): apply_stack,
+    ("stack", "apply"): lambda rt, op: apply_stack(rt, op, run_operation),
 }
 
 

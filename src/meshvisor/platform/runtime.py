@@ -10,8 +10,8 @@ from meshvisor.containers import DockerDriver, DockerImages, FakeCompute
 from meshvisor.core.compute import ComputeDriver
 from meshvisor.core.types import InstanceKind
 from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
+from meshvisor.platform.state.db import make_engine, make_sessionmaker
 
-from .db import make_engine, make_sessionmaker
 from .settings import Settings
 
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from meshvisor.platform import events
+from meshvisor.platform.state import events
 
 from ..deps import RuntimeDep, TokenDep
 

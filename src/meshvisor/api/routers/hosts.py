@@ -4,8 +4,8 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from meshvisor.platform import hosts
-from meshvisor.platform.db import transaction
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.state.db import transaction
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, HostPage, HostPublic

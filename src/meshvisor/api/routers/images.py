@@ -9,8 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform import images, operations, resources
-from meshvisor.platform.db import transaction
+from meshvisor.platform.images import requests as images
+from meshvisor.platform.state import operations
+from meshvisor.platform.state import paging as resources
+from meshvisor.platform.state.db import transaction
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, ImageAccepted, ImageAction, ImageCreate, ImagePage, ImagePublic

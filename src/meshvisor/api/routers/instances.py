@@ -5,9 +5,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from meshvisor.platform import hosts, instances, operations, resources
-from meshvisor.platform.db import transaction
-from meshvisor.platform.instances import InstanceChange, InstanceRequest
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.requests import InstanceChange, InstanceRequest
+from meshvisor.platform.state import operations
+from meshvisor.platform.state import paging as resources
+from meshvisor.platform.state.db import transaction
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import (

@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from meshvisor.platform import mesh_ca
+from meshvisor.platform.mesh import ca as mesh_ca
 
 from ..deps import RuntimeDep, TokenDep
 from ..schemas import ERRORS, Strict

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from meshvisor.platform import telemetry
+from meshvisor.platform.mesh import telemetry
 
 from ..deps import RuntimeDep, TokenDep
 

@@ -4,8 +4,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from meshvisor.platform import networks, operations
-from meshvisor.platform.db import transaction
+from meshvisor.platform.networks import requests as networks
+from meshvisor.platform.state import operations
+from meshvisor.platform.state.db import transaction
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, NetworkAccepted, NetworkCreate, NetworkPage, NetworkPublic

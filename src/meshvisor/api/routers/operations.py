@@ -13,12 +13,12 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from meshvisor.core.types import OperationStatus
-from meshvisor.platform import op_signals, operations
-from meshvisor.platform.db import transaction
-from meshvisor.platform.images import upload_path
-from meshvisor.platform.models import Operation
-from meshvisor.platform.resources import decode_cursor, encode_cursor
+from meshvisor.platform.images.requests import upload_path
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import op_signals, operations
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Operation
+from meshvisor.platform.state.paging import decode_cursor, encode_cursor
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, OperationPage, OperationPublic

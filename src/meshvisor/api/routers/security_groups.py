@@ -4,8 +4,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from meshvisor.platform import security_groups
-from meshvisor.platform.db import transaction
+from meshvisor.platform.networks import security_groups
+from meshvisor.platform.state.db import transaction
 
 from ..deps import RuntimeDep, SessionDep, TokenDep, sync_security_everywhere
 from ..schemas import ERRORS, SecurityGroupCreate, SecurityGroupPage, SecurityGroupPublic, SecurityGroupReplace

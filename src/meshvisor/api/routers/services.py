@@ -4,9 +4,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from meshvisor.platform import services, telemetry
-from meshvisor.platform.db import transaction
+from meshvisor.platform.mesh import services, telemetry
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state.db import transaction
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, ServiceCreate, ServiceLogs, ServicePage, ServicePublic, ServiceReplace

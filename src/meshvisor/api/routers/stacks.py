@@ -5,8 +5,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from meshvisor.platform import operations, stack_apply, stack_plans
-from meshvisor.platform.db import transaction
+from meshvisor.platform.stacks import apply as stack_apply
+from meshvisor.platform.stacks import plans as stack_plans
+from meshvisor.platform.state import operations
+from meshvisor.platform.state.db import transaction
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, Strict

@@ -5,9 +5,9 @@ from typing import Any
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from meshvisor.platform import volumes
-from meshvisor.platform.db import transaction
-from meshvisor.platform.models import StoragePool
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import StoragePool
+from meshvisor.platform.volumes import requests as volumes
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, StoragePoolCreate, StoragePoolList, StoragePoolPublic

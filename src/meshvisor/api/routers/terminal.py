@@ -19,8 +19,9 @@ from fastapi.concurrency import run_in_threadpool
 
 from meshvisor.core.errors import Conflict, MeshvisorError, NotFound
 from meshvisor.core.terminal import Terminal
-from meshvisor.platform import instances, tokens
+from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import tokens
 
 router = APIRouter(tags=["instances"])
 HELLO_TIMEOUT_S = 10.0

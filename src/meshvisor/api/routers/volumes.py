@@ -4,9 +4,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from meshvisor.platform import operations, volumes
-from meshvisor.platform.db import transaction
-from meshvisor.platform.resources import check_etag
+from meshvisor.platform.state import operations
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.paging import check_etag
+from meshvisor.platform.volumes import requests as volumes
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, VolumeActionRequest, VolumeCreate, VolumePage, VolumePatch, VolumePublic

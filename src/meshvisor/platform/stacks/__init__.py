@@ -1,7 +1,9 @@
-"""Declarative stacks, the pure part: spec, loading and validation, dependency graph, plan, rendering.
+"""Declarative stacks: a pure part (spec, loading and validation, dependency graph, plan, rendering) and the
+platform's part (plans saved and applied).
 
-No database, API or worker here: the platform reads observed objects and the recorded state, calls `plan`, and
-executes the plan's changes in `Plan.layers()` order, recording each finished step with `state.record`.
+The pure modules use no database, API or worker (import-linter holds it): the platform reads observed objects and
+the recorded state, calls `plan`, and executes the plan's changes in `Plan.layers()` order, recording each
+finished step with `state.record`.
 
 spec       the models of a stack file and `Stack`, the loaded result
 sources    YAML / JSON / HCL to data with line numbers
@@ -15,6 +17,11 @@ attributes live / restart / replace per attribute
 state      the recorded state and how it is updated
 planner    `plan` and `Plan`
 render     the coloured plan
+
+The platform's part (imported by name, never from here):
+plans      a stack file planned against its recorded state and the platform, saved (`meshvisor.platform.stacks.plans`)
+apply      a saved plan carried out as an operation, step by step
+steps      what one planned change asks of the platform (the REST API's own functions)
 """
 
 from .graph import CycleError

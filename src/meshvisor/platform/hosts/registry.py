@@ -1,0 +1,124 @@
+"""The hosts workloads run on. Each worker or agent registers its own host when it starts and marks it seen at
+every reconcile pass; a host not seen for a while is shown `offline` and gets no new instances. A host gone for
+good is removed once it is offline and holds nothing: the other hosts then drop its tunnel endpoint."""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+from meshvisor.core.names import new_id
+from meshvisor.hypervisor.connection import choose_domain_type
+from meshvisor.platform.hosts.limits import host_limits
+from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import events
+from meshvisor.platform.state.models import Host, Image, Instance, Operation, StoragePool, Volume, utcnow
+
+OFFLINE_AFTER_PASSES = 3  # reconcile intervals without a sign of life
+DEFAULT_ONLINE_WINDOW_S = 30.0
+
+
+def register(session: Session, settings: Settings) -> Host:
+    """Insert or refresh this process's host. A tunnel address is one host's: another host claiming it is a
+    configuration mistake that would cross the tunnels, so it is refused."""
+    try:
+        tunnel = ipaddress.IPv4Address(settings.tunnel_ip)
+    except ValueError:
+        raise InvalidInput(f"invalid tunnel address {settings.tunnel_ip!r}: an IPv4 address") from None
+    limits = host_limits()
+    host = session.scalar(select(Host).where(Host.name == settings.host_name))
+    if host is None:
+        host = Host(id=new_id(), name=settings.host_name, registered_at=utcnow())
+        session.add(host)
+    host.tunnel_ip = str(tunnel)
+    host.netns = settings.host_netns
+    host.vm_capable = settings.host_netns is None  # libvirt's taps live in the root namespace
+    host.cpus, host.memory_mb = limits.cpus, limits.memory_mb
+    host.vm_domain_type = choose_domain_type(settings.vm_domain_type) if host.vm_capable else None
+    host.last_seen = utcnow()
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"tunnel address {tunnel} is already another host's") from None
+    return host
+
+
+def seen(session: Session, name: str) -> None:
+    host = session.scalar(select(Host).where(Host.name == name))
+    if host is not None:
+        host.last_seen = utcnow()
+
+
+def all_hosts(session: Session) -> list[Host]:
+    return list(session.scalars(select(Host).order_by(Host.name)))
+
+
+def get(session: Session, name: str) -> Host:
+    host = session.scalar(select(Host).where(Host.name == name))
+    if host is None:
+        raise NotFound(f"host {name!r} not found; see GET /v1/hosts")
+    return host
+
+
+def remove(session: Session, name: str, settings: Settings) -> None:
+    """Forget a host that is gone for good (`DELETE /v1/hosts/{name}`). Refused for the platform's own host, while
+    the host is online (its agent would register it again), and while anything is still on it."""
+    host = get(session, name)
+    if name == settings.host_name:
+        raise Conflict(f"host {name!r} is this platform's own host")
+    if is_online(host, online_window_s(settings)):
+        raise Conflict(f"host {name!r} is online: stop its agent first (it is offline once not seen for a while)")
+    held = []
+    for model, what in (
+        (Instance, "instance"),
+        (Volume, "volume"),
+        (StoragePool, "storage pool"),
+        (Image, "image"),
+    ):
+        count = session.scalar(select(func.count()).select_from(model).where(model.host == name)) or 0
+        if count:
+            held.append(f"{count} {what}(s)")
+    if held:
+        raise Conflict(f"host {name!r} still holds {', '.join(held)}: delete them first")
+    waiting = session.scalar(
+        select(func.count())
+        .select_from(Operation)
+        .where(Operation.host == name, Operation.status.in_(("pending", "running")))
+    )
+    if waiting:
+        raise Conflict(f"host {name!r} has {waiting} operation(s) not ended; cancel them first")
+    session.delete(host)
+    events.emit(session, "lifecycle", "host", name, state="deleted", id=host.id)
+
+
+def online_window_s(settings: Settings) -> float:
+    return max(DEFAULT_ONLINE_WINDOW_S, OFFLINE_AFTER_PASSES * settings.reconcile_interval_s)
+
+
+def is_online(host: Host, window_s: float) -> bool:
+    return utcnow() - host.last_seen <= timedelta(seconds=window_s)
+
+
+def remote_endpoints(session: Session, name: str) -> tuple[str, ...]:
+    """Every other host's tunnel address: head-end replication sends broadcasts of each network to all of them."""
+    return tuple(sorted(h.tunnel_ip for h in session.scalars(select(Host).where(Host.name != name))))
+
+
+def to_dict(host: Host, settings: Settings) -> dict[str, Any]:
+    return {
+        "name": host.name,
+        "tunnel_ip": host.tunnel_ip,
+        "state": "online" if is_online(host, online_window_s(settings)) else "offline",
+        "cpus": host.cpus,
+        "memory_mb": host.memory_mb,
+        "vm_domain_type": host.vm_domain_type,
+        "vm_capable": host.vm_capable,
+        "simulated": host.netns is not None,
+        "last_seen": host.last_seen.isoformat(),
+    }

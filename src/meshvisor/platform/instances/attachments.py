@@ -1,0 +1,214 @@
+"""Operation steps for what is attached to an instance: its network interfaces (attached at start — containers
+get a fresh namespace at every start —, hot attach and detach on a running instance, the DHCP leases of VMs) and
+the hot-plug of a volume into a VM."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from meshvisor import network
+from meshvisor.core.compute import NicHotplugDriver
+from meshvisor.core.errors import PermanentError
+from meshvisor.core.types import InstanceKind, NicSpec
+from meshvisor.platform import failpoints
+from meshvisor.platform.instances.requests import attachments_of
+from meshvisor.platform.networks.requests import interface_order
+from meshvisor.platform.networks.security_steps import sync_security
+from meshvisor.platform.networks.steps import ensure_here, refresh_dhcp
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Operation, VolumeAttachment
+from meshvisor.platform.volumes.requests import attachments_of as volume_attachments_of
+from meshvisor.platform.volumes.steps import attached_rows, disk_driver, disk_spec
+
+
+def _instance_kind(rt: Runtime, instance_id: str) -> InstanceKind:
+    with transaction(rt.sessions) as s:
+        instance = s.get(Instance, instance_id)
+        if instance is None:
+            raise PermanentError(f"instance {instance_id} is gone from the database")
+        return InstanceKind(instance.kind)
+
+
+@dataclass(frozen=True)
+class NetInterface:
+    attachment_id: str
+    network_id: str
+    address: str  # with the network's prefix length
+    gateway: str
+    mac: str
+    mtu: int
+    ifname: str
+
+
+def _interfaces(rt: Runtime, instance_id: str) -> list[NetInterface]:
+    with transaction(rt.sessions) as s:
+        rows = s.execute(
+            select(NetworkAddress, Network)
+            .join(Network, Network.id == NetworkAddress.network_id)
+            .where(NetworkAddress.instance_id == instance_id, NetworkAddress.role == "instance")
+        )
+        found = [
+            NetInterface(
+                row.id,
+                net.id,
+                f"{row.address}/{ipaddress.IPv4Network(net.cidr).prefixlen}",
+                net.gateway,
+                str(row.mac),
+                net.mtu,
+                row.ifname or "eth0",
+            )
+            for row, net in rows
+        ]
+    return sorted(found, key=lambda i: interface_order(i.ifname))
+
+
+def attach_networks(rt: Runtime, instance_id: str) -> None:
+    """Give a running container its network interfaces (again: a restart gives it a fresh namespace). The
+    first interface carries the default route."""
+    interfaces = _interfaces(rt, instance_id)
+    if not interfaces or _instance_kind(rt, instance_id) is not InstanceKind.CONTAINER:
+        return
+    pid = rt.compute(InstanceKind.CONTAINER).namespace_pid(instance_id)
+    if pid is None:  # not running (or a driver without namespaces): attached at its next start
+        return
+    ensure_here(rt, {i.network_id for i in interfaces})
+    sync_security(rt)  # the filter is in place before the interfaces come up
+    for interface in interfaces:
+        attach_interface(rt, pid, interface, default_route=interface is interfaces[0])
+
+
+def attach_interface(rt: Runtime, pid: int, interface: NetInterface, default_route: bool) -> None:
+    network.attach_container(
+        rt.settings.host_prefix,
+        interface.network_id,
+        interface.attachment_id,
+        pid,
+        interface.address,
+        interface.gateway,
+        interface.mac,
+        interface.mtu,
+        netns=rt.settings.host_netns,
+        ifname=interface.ifname,
+        default_route=default_route,
+    )
+
+
+def serve_dhcp(rt: Runtime, instance_id: str) -> None:
+    """dnsmasq on each network of this instance hands out exactly the VMs' IPAM addresses (static leases), and
+    the host's security group filter knows its ports."""
+    with transaction(rt.sessions) as s:
+        network_ids = set(
+            s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance_id))
+        )
+    for network_id in network_ids:
+        refresh_dhcp(rt, network_id)
+    sync_security(rt)  # a VM's tap is filtered from the moment libvirt makes it
+
+
+def detach_networks(rt: Runtime, instance_id: str) -> None:
+    with transaction(rt.sessions) as s:
+        ids = list(s.scalars(select(NetworkAddress.id).where(NetworkAddress.instance_id == instance_id)))
+    for attachment_id in ids:
+        network.detach(rt.settings.host_prefix, attachment_id, rt.settings.host_netns)
+
+
+def nic_spec(rt: Runtime, row: NetworkAddress) -> NicSpec:
+    """A VM's NIC: on the network's bridge, with a tap named after the attachment (so rules can name it)."""
+    prefix = rt.settings.host_prefix
+    return NicSpec(
+        mac=str(row.mac), bridge=network.bridge_name(prefix, row.network_id), tap=network.tap_name(prefix, row.id)
+    )
+
+
+def _vm_driver(rt: Runtime) -> NicHotplugDriver:
+    driver = rt.compute(InstanceKind.VM)
+    if not isinstance(driver, NicHotplugDriver):
+        raise PermanentError("this VM driver cannot add or remove NICs")
+    return driver
+
+
+def refresh_record(rt: Runtime, instance_id: str) -> None:
+    """The instance's `networks` and `volumes` as its attachment rows have them now."""
+    with transaction(rt.sessions) as s:
+        instance = s.get(Instance, instance_id)
+        if instance is not None:
+            instance.networks = attachments_of(s, instance_id)
+            instance.volumes = volume_attachments_of(s, instance_id)
+            instance.touch()
+
+
+def attach_network(rt: Runtime, op: Operation) -> None:
+    """Hot attach: the new interface appears in the running workload (a stopped one gets it at its next start;
+    a stopped VM's configuration gets the NIC now)."""
+    attachment_id = str(op.params["attachment"])
+    with transaction(rt.sessions) as s:
+        row = s.get(NetworkAddress, attachment_id)
+        if row is None:
+            raise PermanentError(f"attachment {attachment_id} is gone from the database")
+        network_id = row.network_id
+        nic = nic_spec(rt, row)
+    kind = _instance_kind(rt, op.resource_id)
+    ensure_here(rt, {network_id})
+    sync_security(rt)
+    if kind is InstanceKind.VM:
+        refresh_dhcp(rt, network_id)  # the lease exists before the guest asks for it
+        _vm_driver(rt).attach_nic(op.resource_id, nic)
+    else:
+        interfaces = _interfaces(rt, op.resource_id)
+        pid = rt.compute(InstanceKind.CONTAINER).namespace_pid(op.resource_id)
+        if pid is not None:
+            for interface in interfaces:
+                if interface.attachment_id == attachment_id:
+                    attach_interface(rt, pid, interface, default_route=interface is interfaces[0])
+    failpoints.reached(rt.settings, failpoints.ATTACH_LINKED)
+    refresh_record(rt, op.resource_id)
+
+
+def detach_network(rt: Runtime, op: Operation) -> None:
+    """Hot detach: the interface leaves the workload, then its address and lease are released."""
+    attachment_id = str(op.params["attachment"])
+    with transaction(rt.sessions) as s:
+        row = s.get(NetworkAddress, attachment_id)
+        if row is None:  # an earlier attempt finished the job
+            return
+        network_id, mac = row.network_id, str(row.mac)
+    if _instance_kind(rt, op.resource_id) is InstanceKind.VM:
+        _vm_driver(rt).detach_nic(op.resource_id, mac)
+    else:
+        network.detach(rt.settings.host_prefix, attachment_id, rt.settings.host_netns)
+    with transaction(rt.sessions) as s:
+        current = s.get(NetworkAddress, attachment_id)
+        if current is not None:
+            s.delete(current)
+    refresh_dhcp(rt, network_id)
+    refresh_record(rt, op.resource_id)
+    sync_security(rt)
+
+
+def attach_volume(rt: Runtime, op: Operation) -> None:
+    """Hot-plug a volume into a VM (live when it runs, in its configuration either way)."""
+    attachment_id = str(op.params["attachment"])
+    for row, volume, pool in attached_rows(rt, op.resource_id):
+        if row.id == attachment_id:
+            driver = disk_driver(rt)
+            driver.attach_disk(op.resource_id, disk_spec(row, volume, pool, target=""))
+    failpoints.reached(rt.settings, failpoints.DISK_PLUGGED)
+    refresh_record(rt, op.resource_id)
+
+
+def detach_volume(rt: Runtime, op: Operation) -> None:
+    attachment_id = str(op.params["attachment"])
+    with transaction(rt.sessions) as s:
+        row = s.get(VolumeAttachment, attachment_id)
+        serial = row.serial if row is not None else None
+    if serial is not None:
+        disk_driver(rt).detach_disk(op.resource_id, serial)
+    with transaction(rt.sessions) as s:
+        current = s.get(VolumeAttachment, attachment_id)
+        if current is not None:
+            s.delete(current)
+    refresh_record(rt, op.resource_id)

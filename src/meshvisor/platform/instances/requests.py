@@ -1,0 +1,552 @@
+"""Instance requests: validate against the database and the host, then write desired state + an operation.
+
+Nothing here touches a driver except `exec_in` and `read_logs`, which answer at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from meshvisor.core.compute import SnapshotDriver
+from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound
+from meshvisor.core.lifecycle import check_action, check_delete, parse_action
+from meshvisor.core.names import new_id, validate_name
+from meshvisor.core.terminal import Terminal
+from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
+from meshvisor.hypervisor import cloud_init
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.hosts.limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
+from meshvisor.platform.mesh import services
+from meshvisor.platform.networks import requests as networks
+from meshvisor.platform.networks import security_groups
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import events, operations
+from meshvisor.platform.state.models import (
+    Image,
+    Instance,
+    Network,
+    NetworkAddress,
+    Operation,
+    Volume,
+    VolumeAttachment,
+)
+from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
+from meshvisor.platform.volumes import requests as volumes
+
+MAX_ENV_VARS = 256
+MAX_VOLUMES = 16
+
+
+@dataclass
+class InstanceRequest:
+    name: str
+    kind: InstanceKind
+    image: str
+    cpus: float = 1.0
+    memory_mb: int = 256
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    restart_policy: RestartPolicy = RestartPolicy.NO
+    networks: list[dict[str, Any]] = field(default_factory=list)
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    mesh: dict[str, Any] | None = None
+    max_cpus: int | None = None
+    max_memory_mb: int | None = None
+    disk_mb: int = 0
+    cloud_init: dict[str, Any] | None = None
+    host: str | None = None  # None: the host that took the request
+    security_groups: list[str] = field(default_factory=list)
+
+
+@dataclass
+class InstanceChange:
+    cpus: float | None = None
+    memory_mb: int | None = None
+    restart_policy: RestartPolicy | None = None
+    security_groups: list[str] | None = None
+
+
+def check_resources(
+    cpus: float | None, memory_mb: int | None, kind: InstanceKind = InstanceKind.CONTAINER
+) -> None:
+    limits = host_limits()
+    if cpus is not None and not 0 < cpus <= limits.cpus:
+        raise InvalidInput(f"cpus must be above 0 and at most {limits.cpus} (this host's CPUs), not {cpus}")
+    if cpus is not None and kind is InstanceKind.VM and cpus != int(cpus):
+        raise InvalidInput(f"a VM takes a whole number of vCPUs, not {cpus}")
+    least = MIN_VM_MEMORY_MB if kind is InstanceKind.VM else MIN_CONTAINER_MEMORY_MB
+    if memory_mb is not None and not least <= memory_mb <= limits.memory_mb:
+        what = "a VM's guest" if kind is InstanceKind.VM else "a container"
+        raise InvalidInput(
+            f"memory_mb must be between {least} ({what} minimum) and {limits.memory_mb} (this host's memory),"
+            f" not {memory_mb}"
+        )
+
+
+def check_vm_request(req: InstanceRequest) -> None:
+    limits = host_limits()
+    if req.max_cpus is not None and not req.cpus <= req.max_cpus <= limits.cpus:
+        raise InvalidInput(f"max_cpus must be between cpus ({req.cpus:g}) and {limits.cpus} (this host's CPUs)")
+    if req.max_memory_mb is not None and not req.memory_mb <= req.max_memory_mb <= limits.memory_mb:
+        raise InvalidInput(
+            f"max_memory_mb must be between memory_mb ({req.memory_mb}) and {limits.memory_mb} (host memory)"
+        )
+    if not 0 <= req.disk_mb <= MAX_DISK_MB:
+        raise InvalidInput(f"disk_mb must be between 0 (no data disk) and {MAX_DISK_MB}")
+    if req.command or req.env:
+        raise InvalidInput("command and env are for containers; a VM runs its image's own init")
+    cloud_init.parse(req.cloud_init)
+
+
+def create(
+    session: Session,
+    req: InstanceRequest,
+    project: str = "default",
+    *,
+    default_host: str = "local",
+    online_window_s: float = hosts.DEFAULT_ONLINE_WINDOW_S,
+) -> tuple[Instance, Operation]:
+    validate_name(req.name)
+    mesh = services.check_mesh(session, req.mesh, project)
+    if len(req.volumes) > MAX_VOLUMES:
+        raise InvalidInput(f"an instance takes at most {MAX_VOLUMES} volumes")
+    check_network_requests(req.networks)
+    check_resources(req.cpus, req.memory_mb, req.kind)
+    if req.kind is InstanceKind.VM:
+        check_vm_request(req)
+    elif req.max_cpus or req.max_memory_mb or req.disk_mb or req.cloud_init:
+        raise InvalidInput("max_cpus, max_memory_mb, disk_mb and cloud_init are for VMs")
+    if len(req.env) > MAX_ENV_VARS:
+        raise InvalidInput(f"at most {MAX_ENV_VARS} environment variables")
+    for key in req.env:
+        if not key or "=" in key or "\0" in key:
+            raise InvalidInput(f"invalid environment variable name {key!r}")
+    image = session.scalar(select(Image).where(Image.project == project, Image.name == req.image))
+    if image is None:
+        raise NotFound(f"image {req.image!r} not found; see GET /v1/images")
+    if image.kind != req.kind.value:
+        raise InvalidInput(f"image {req.image!r} is a {image.kind} image, not a {req.kind.value} image")
+    if image.state != "ready":
+        raise Conflict(f"image {req.image!r} is {image.state}, not ready")
+    if find(session, req.name, project) is not None:
+        raise Conflict(f"an instance named {req.name!r} already exists")
+    host = placement(session, req.host or default_host, req.kind, online_window_s)
+
+    instance_id = new_id()
+    op = operations.new_operation(
+        session,
+        resource_type="instance",
+        resource_id=instance_id,
+        resource_name=req.name,
+        action="create",
+        project=project,
+        host=host,
+    )
+    instance = Instance(
+        id=instance_id,
+        project=project,
+        host=host,
+        name=req.name,
+        kind=req.kind.value,
+        image=req.image,
+        state=InstanceState.PENDING.value,
+        cpus=req.cpus,
+        memory_mb=req.memory_mb,
+        command=list(req.command),
+        env=dict(req.env),
+        restart_policy=req.restart_policy.value,
+        networks=[],
+        volumes=[],
+        mesh=mesh,
+        operation_id=op.id,
+        version=1,
+        disk_mb=req.disk_mb,
+        restart_required=False,
+        cloud_init=req.cloud_init,
+    )
+    if req.kind is InstanceKind.VM:  # the maxima default to the sizes: no live growth unless asked for
+        instance.max_cpus = req.max_cpus or int(req.cpus)
+        instance.max_memory_mb = req.max_memory_mb or req.memory_mb
+    session.add(instance)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"an instance named {req.name!r} already exists") from None
+    if mesh is not None:
+        services.ensure(session, mesh["service"], project)
+    for index, attachment in enumerate(req.networks):
+        net = networks.get(session, str(attachment.get("network")), project)
+        if net.state != "ready":
+            raise Conflict(f"network {net.name!r} is {net.state}, not ready")
+        networks.allocate(session, net, instance_id, attachment.get("ip"), ifname=f"eth{index}")
+    instance.networks = attachments_of(session, instance_id)
+    if mesh is not None and req.kind is InstanceKind.VM:
+        instance.mesh = {**mesh, "sidecar_ip": services.allocate_sidecar(session, instance)}
+    security_groups.set_membership(session, instance, req.security_groups)
+    root = volumes.create_root(session, instance, image)
+    if root is not None:
+        events.emit(session, "lifecycle", "volume", root.name, project, state=root.state, id=root.id)
+    for wanted in req.volumes:
+        volumes.attach(
+            session, instance, str(wanted.get("volume")), wanted.get("path"), wanted.get("read_only", False)
+        )
+    instance.volumes = volumes.attachments_of(session, instance_id)
+    events.emit(session, "lifecycle", "instance", req.name, project, state=instance.state, id=instance_id)
+    return instance, op
+
+
+def check_network_requests(requested: list[dict[str, Any]]) -> None:
+    if len(requested) > networks.MAX_INTERFACES:
+        raise InvalidInput(f"an instance joins at most {networks.MAX_INTERFACES} networks")
+    names = [str(a.get("network")) for a in requested]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidInput(f"network {twice[0]!r} is listed twice: an instance has one interface per network")
+
+
+def placement(session: Session, name: str, kind: InstanceKind, online_window_s: float) -> str:
+    """The host an instance is created on: the one asked for, which must be online and able to run it."""
+    host = hosts.get(session, validate_name(name, "host name"))
+    if kind is InstanceKind.VM and not host.vm_capable:
+        raise InvalidInput(f"host {name!r} cannot run VMs (a host simulated in a network namespace)")
+    if not hosts.is_online(host, online_window_s):
+        raise Conflict(f"host {name!r} is offline: its agent has not been seen lately")
+    return host.name
+
+
+def find(session: Session, name: str, project: str = "default") -> Instance | None:
+    return find_named(session, Instance, name, project)
+
+
+def get(session: Session, name: str, project: str = "default") -> Instance:
+    return get_named(session, Instance, name, project)
+
+
+def page(
+    session: Session, limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Instance], str | None]:
+    return page_by_name(session, Instance, limit, cursor, project)
+
+
+def request_action(
+    session: Session,
+    name: str,
+    action_name: str,
+    params: dict[str, Any],
+    if_match: str | None = None,
+    project: str = "default",
+) -> tuple[Instance, Operation]:
+    action = parse_action(action_name)
+    instance = get(session, name, project)
+    check_etag(instance, if_match)
+    _check_idle(instance)
+    check_action(InstanceKind(instance.kind), InstanceState(instance.state), action)
+    extra: dict[str, Any] = {}
+    if action in (Action.SNAPSHOT, Action.REVERT):
+        if not instance.disk_mb:
+            raise InvalidInput(f"instance {name!r} has no disk to snapshot: create it with disk_mb")
+        writable = volumes.writable_raw_volumes(session, instance.id)
+        if writable:  # libvirt's internal snapshots cannot cover a raw disk the guest writes
+            raise Conflict(
+                f"instance {name!r} has writable raw volumes ({', '.join(writable)}): detach them, or attach them"
+                " read-only, to snapshot it; volumes have their own snapshots"
+            )
+        snapshot = params.get("snapshot")
+        if not isinstance(snapshot, str):
+            raise InvalidInput(f"{action.value} needs 'snapshot': the snapshot's name")
+        validate_name(snapshot, "snapshot name")
+        extra["snapshot"] = snapshot
+    timeout = params.get("timeout", 10)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 <= timeout <= 3600:
+        raise InvalidInput("timeout must be a number of seconds between 0 and 3600")
+    force = params.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidInput("force must be true or false")
+    return instance, operations.submit(
+        session, instance, action.value, {"timeout": timeout, "force": force, **extra}
+    )
+
+
+def rename(session: Session, name: str, new_name: str, project: str = "default") -> Instance:
+    """A new name for an idle instance, in the database only: what it made on the host is named by its id (a
+    VM's root disk volume follows, it is named after the VM). A stack's create_before_destroy moves the old
+    instance aside this way, so that its replacement can take the name while it still serves."""
+    validate_name(new_name)
+    instance = get(session, name, project)
+    _check_idle(instance)
+    if find(session, new_name, project) is not None:
+        raise Conflict(f"an instance named {new_name!r} already exists")
+    root = session.scalar(
+        select(Volume)
+        .join(VolumeAttachment, VolumeAttachment.volume_id == Volume.id)
+        .where(VolumeAttachment.instance_id == instance.id, VolumeAttachment.boot.is_(True))
+    )
+    if root is not None:
+        if volumes.find(session, volumes.root_name(new_name), project) is not None:
+            raise Conflict(f"a volume named {volumes.root_name(new_name)!r} already exists")
+        root.name = volumes.root_name(new_name)
+        root.touch()
+    old, instance.name = instance.name, new_name
+    instance.touch()
+    session.flush()
+    events.emit(session, "lifecycle", "instance", new_name, project, state=instance.state, id=instance.id, was=old)
+    return instance
+
+
+def request_delete(
+    session: Session, name: str, if_match: str | None = None, project: str = "default"
+) -> tuple[Instance, Operation]:
+    instance = get(session, name, project)
+    check_etag(instance, if_match)
+    _check_idle(instance)
+    check_delete(InstanceState(instance.state))
+    op = operations.submit(session, instance, "delete", {"from_state": instance.state})
+    instance.state = InstanceState.DELETING.value
+    events.emit(session, "lifecycle", "instance", instance.name, project, state=instance.state, id=instance.id)
+    return instance, op
+
+
+def request_change(
+    session: Session, name: str, change: InstanceChange, if_match: str | None = None, project: str = "default"
+) -> tuple[Instance, Operation]:
+    instance = get(session, name, project)
+    check_etag(instance, if_match)
+    _check_idle(instance)
+    if InstanceState(instance.state) in (InstanceState.DELETING, InstanceState.PENDING, InstanceState.CREATING):
+        raise Conflict(f"instance {name!r} is {instance.state}; change it once that ends")
+    kind = InstanceKind(instance.kind)
+    check_resources(change.cpus, change.memory_mb, kind)
+    if kind is InstanceKind.VM:
+        if change.cpus is not None and instance.max_cpus is not None and change.cpus > instance.max_cpus:
+            raise InvalidInput(f"cpus {change.cpus:g} is beyond this VM's maximum of {instance.max_cpus}")
+        too_much = change.memory_mb is not None and change.memory_mb > (instance.max_memory_mb or 0)
+        if too_much:
+            raise InvalidInput(
+                f"memory_mb {change.memory_mb} is beyond this VM's maximum of {instance.max_memory_mb}"
+            )
+    op = operations.submit(session, instance, "update", {})
+    if change.cpus is not None:
+        instance.cpus = change.cpus
+    if change.memory_mb is not None:
+        instance.memory_mb = change.memory_mb
+    if change.restart_policy is not None:
+        instance.restart_policy = change.restart_policy.value
+    if change.security_groups is not None:  # the instance's host applies them as part of the operation
+        security_groups.set_membership(session, instance, change.security_groups)
+    return instance, op
+
+
+def request_attach(
+    session: Session, name: str, network_name: str, ip: object = None, project: str = "default"
+) -> tuple[Instance, Operation]:
+    """Hot attach: a new interface (the lowest free ethN) with an address on the network."""
+    instance = get(session, name, project)
+    _check_idle(instance)
+    _check_settled(instance, "attach a network to")
+    net = networks.get(session, network_name, project)
+    if net.state != "ready":
+        raise Conflict(f"network {net.name!r} is {net.state}, not ready")
+    held = session.scalar(
+        select(NetworkAddress).where(
+            NetworkAddress.instance_id == instance.id,
+            NetworkAddress.network_id == net.id,
+            NetworkAddress.role == "instance",
+        )
+    )
+    if held is not None:
+        raise Conflict(f"instance {name!r} is already on network {network_name!r} ({held.address})")
+    ifname = networks.free_interface(session, instance.id)
+    row = networks.allocate(session, net, instance.id, ip, ifname=ifname)
+    op = operations.submit(session, instance, "attach-network", {"attachment": row.id, "network": net.name})
+    instance.networks = attachments_of(session, instance.id)
+    return instance, op
+
+
+def request_detach(
+    session: Session, name: str, network_name: str, project: str = "default"
+) -> tuple[Instance, Operation]:
+    """Hot detach: the interface leaves the instance, then its address is released."""
+    instance = get(session, name, project)
+    _check_idle(instance)
+    _check_settled(instance, "detach a network from")
+    net = networks.get(session, network_name, project)
+    row = session.scalar(
+        select(NetworkAddress).where(
+            NetworkAddress.instance_id == instance.id,
+            NetworkAddress.network_id == net.id,
+            NetworkAddress.role == "instance",
+        )
+    )
+    if row is None:
+        raise NotFound(f"instance {name!r} is not on network {network_name!r}")
+    return instance, operations.submit(
+        session, instance, "detach-network", {"attachment": row.id, "network": net.name}
+    )
+
+
+def request_attach_volume(
+    session: Session, name: str, volume: str, read_only: object = False, project: str = "default"
+) -> tuple[Instance, Operation]:
+    """Hot-plug a volume into a VM. A container's volumes are fixed when it is created (Docker binds them then)."""
+    instance = get(session, name, project)
+    _check_idle(instance)
+    _check_settled(instance, "attach a volume to")
+    if instance.kind != InstanceKind.VM.value:
+        raise Conflict(f"{name!r} is a container: its volumes are given when it is created")
+    row = volumes.attach(session, instance, volume, None, read_only)
+    op = operations.submit(session, instance, "attach-volume", {"attachment": row.id, "volume": volume})
+    instance.volumes = volumes.attachments_of(session, instance.id)
+    return instance, op
+
+
+def request_detach_volume(
+    session: Session, name: str, volume: str, project: str = "default"
+) -> tuple[Instance, Operation]:
+    instance = get(session, name, project)
+    _check_idle(instance)
+    _check_settled(instance, "detach a volume from")
+    target = volumes.get(session, volume, project)
+    row = session.scalar(
+        select(VolumeAttachment).where(
+            VolumeAttachment.instance_id == instance.id, VolumeAttachment.volume_id == target.id
+        )
+    )
+    if row is None:
+        raise NotFound(f"volume {volume!r} is not attached to {name!r}")
+    if instance.kind != InstanceKind.VM.value:
+        raise Conflict(f"{name!r} is a container: its volumes go with it when it is deleted")
+    if row.boot:
+        raise Conflict(f"volume {volume!r} is the root disk of VM {name!r}: it goes when the VM is deleted")
+    return instance, operations.submit(
+        session, instance, "detach-volume", {"attachment": row.id, "volume": volume}
+    )
+
+
+def _check_settled(instance: Instance, what: str) -> None:
+    if InstanceState(instance.state) in (InstanceState.DELETING, InstanceState.PENDING, InstanceState.CREATING):
+        raise Conflict(f"cannot {what} instance {instance.name!r} while it is {instance.state}")
+
+
+def _check_idle(instance: Instance) -> None:
+    if instance.operation_id is not None:
+        raise Conflict(
+            f"instance {instance.name!r} is busy with operation {instance.operation_id}; wait for it to finish"
+        )
+
+
+def exec_in(rt: Runtime, session: Session, name: str, argv: list[str], project: str = "default") -> ExecResult:
+    if not argv or not all(isinstance(a, str) and a for a in argv):
+        raise InvalidInput("command must be a non-empty list of non-empty strings")
+    instance = get(session, name, project)
+    if instance.state != InstanceState.RUNNING.value:
+        raise Conflict(f"instance {name!r} is {instance.state}, not running")
+    return rt.compute(InstanceKind(instance.kind)).exec(instance.id, argv)
+
+
+def usage_of(rt: Runtime, session: Session, name: str, project: str = "default") -> dict[str, Any]:
+    """What the running instance uses now (CPU time so far and memory), beside what it was given."""
+    instance = get(session, name, project)
+    if instance.state != InstanceState.RUNNING.value:
+        raise Conflict(f"instance {name!r} is {instance.state}, not running")
+    try:
+        used = rt.compute(InstanceKind(instance.kind)).usage(instance.id)
+    except IllegalState as exc:
+        raise Conflict(exc.message) from exc
+    return {
+        "cpu_seconds": round(used.cpu_seconds, 3),
+        "memory_mb": round(used.memory_mb, 1),
+        "cpus": instance.cpus,
+        "memory_limit_mb": instance.memory_mb,
+        "at": time.time(),
+    }
+
+
+def open_terminal(rt: Runtime, session: Session, name: str, project: str = "default") -> Terminal:
+    """An interactive shell in the running instance (a VM's serial console); the caller closes it."""
+    instance = get(session, name, project)
+    if instance.state != InstanceState.RUNNING.value:
+        raise Conflict(f"instance {name!r} is {instance.state}, not running")
+    try:
+        return rt.compute(InstanceKind(instance.kind)).terminal(instance.id)
+    except IllegalState as exc:
+        raise Conflict(exc.message) from exc
+
+
+def read_logs(rt: Runtime, session: Session, name: str, tail: int | None, project: str = "default") -> str:
+    instance = get(session, name, project)
+    driver = rt.compute(InstanceKind(instance.kind))
+    try:
+        return driver.logs(instance.id, tail)
+    except NotFound:
+        return ""
+
+
+def to_dict(instance: Instance) -> dict[str, Any]:
+    return {
+        "id": instance.id,
+        "name": instance.name,
+        "project": instance.project,
+        "kind": instance.kind,
+        "state": instance.state,
+        "image": instance.image,
+        "host": instance.host,
+        "cpus": instance.cpus,
+        "memory_mb": instance.memory_mb,
+        "command": instance.command,
+        "env": instance.env,
+        "restart_policy": instance.restart_policy,
+        "networks": instance.networks,
+        "volumes": instance.volumes,
+        "mesh": instance.mesh,
+        "security_groups": instance.security_groups or [],
+        "error": instance.error,
+        "max_cpus": instance.max_cpus,
+        "max_memory_mb": instance.max_memory_mb,
+        "disk_mb": instance.disk_mb,
+        "restart_required": instance.restart_required,
+        "operation_id": instance.operation_id,
+        "etag": etag(instance),
+        "created_at": instance.created_at.isoformat(),
+        "updated_at": instance.updated_at.isoformat(),
+    }
+
+
+def list_snapshots(rt: Runtime, session: Session, name: str, project: str = "default") -> list[Snapshot]:
+    instance = get(session, name, project)
+    driver = rt.compute(InstanceKind(instance.kind))
+    if not driver.capabilities.snapshots or not isinstance(driver, SnapshotDriver):
+        raise InvalidInput(f"{instance.kind} instances have no snapshots")
+    try:
+        return driver.snapshot_list(instance.id)
+    except NotFound:
+        return []
+
+
+def request_snapshot_delete(
+    session: Session, name: str, snapshot: str, project: str = "default"
+) -> tuple[Instance, Operation]:
+    instance = get(session, name, project)
+    if instance.kind != InstanceKind.VM.value:
+        raise InvalidInput(f"{instance.kind} instances have no snapshots")
+    validate_name(snapshot, "snapshot name")
+    _check_idle(instance)
+    return instance, operations.submit(session, instance, "delete-snapshot", {"snapshot": snapshot})
+
+
+def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(NetworkAddress, Network.name)
+        .join(Network, Network.id == NetworkAddress.network_id)
+        .where(NetworkAddress.instance_id == instance_id, NetworkAddress.role == "instance")
+    )
+    found = [
+        {"network": name, "ip": row.address, "mac": row.mac, "interface": row.ifname or "eth0"}
+        for row, name in rows
+    ]
+    return sorted(found, key=lambda a: networks.interface_order(a["interface"]))

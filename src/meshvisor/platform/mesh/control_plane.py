@@ -1,0 +1,231 @@
+"""`meshvisor xds`: the ADS server, fed from the database.
+
+Every `interval` seconds the mesh view is rebuilt from the database; each sidecar whose resources changed gets a
+new snapshot (pushed at once to its Envoy, make-before-break), sidecars that are gone lose theirs. Workload
+certificates come from the platform CA in the data directory and are reissued, over SDS, halfway through their
+life. A NACK is written to the service of the sidecar that sent it (`GET /v1/services/{name}` shows it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+
+from meshvisor.mesh import resources
+from meshvisor.mesh.ads import AdsServer, Nack, Packer, tune_gc
+from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert, pem_bundle
+from meshvisor.platform.mesh import ca as mesh_ca
+from meshvisor.platform.mesh.view import MeshView, load_view
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Instance, Service
+
+log = logging.getLogger(__name__)
+SYNC_INTERVAL_S = 0.2
+
+
+class ControlPlane:
+    def __init__(
+        self,
+        rt: Runtime,
+        interval: float = SYNC_INTERVAL_S,
+        cert_lifetime: dt.timedelta = DEFAULT_WORKLOAD_LIFETIME,
+    ) -> None:
+        self.rt = rt
+        self.interval = interval
+        self.cert_lifetime = cert_lifetime
+        self.ca = CertificateAuthority(rt.settings.data_path / "ca")
+        socket = rt.settings.xds_socket
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        socket.unlink(missing_ok=True)
+        self.ads = AdsServer(
+            "127.0.0.1", rt.settings.xds_port, on_nack=self._on_nack, extra_addresses=(f"unix:{socket}",)
+        )
+        self.versions: dict[str, str] = {}
+        self.nodes: dict[str, str] = {}  # node id -> instance id
+        self._certs: dict[str, WorkloadCert] = {}
+        self._ca_state = self.ca.state()
+        self._pushed_roots: dict[str, frozenset[int]] = {}  # node id -> serials of the roots its config trusts
+        self._uses_certs: set[str] = set()  # nodes whose config has secrets (an idle ingress has none)
+        # What the configs were last built from: a pass whose view, trusted roots and certificates are the same
+        # builds nothing (with thousands of sidecars a build is a good part of a second of this process's CPU).
+        self._built_from: tuple[MeshView, frozenset[int]] | None = None
+        self._rotation_logged = 0.0
+        self._waiting_reported: list[str] | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.ads.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.ads.stop()
+
+    def run(self) -> None:
+        """Sync until stopped; a failed pass (the database away) is logged and retried."""
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception:
+                log.exception("mesh sync failed")
+            self._stop.wait(self.interval)
+
+    def cert(self, service: str) -> WorkloadCert:
+        """The service's workload certificate, renewed once half its life has gone."""
+        current = self._certs.get(service)
+        if current is None or self._renewal_due(current):
+            current = self._certs[service] = self.ca.issue(service, self.cert_lifetime)
+        return current
+
+    def _renewal_due(self, cert: WorkloadCert) -> bool:
+        return cert.not_after - dt.datetime.now(dt.UTC) < self.cert_lifetime / 2
+
+    def sync(self) -> int:
+        """One pass: push every changed sidecar config; returns how many snapshots changed."""
+        self.reload_ca()
+        with self.rt.sessions() as session:
+            view = load_view(session, self.rt.settings.host_prefix)
+        changed = self.apply(view)
+        self.advance_rotation()
+        return changed
+
+    def reload_ca(self) -> None:
+        """The API stages a new root or retires old ones in the CA directory: take it in (new certificates
+        when the signing root changed)."""
+        state = self.ca.state()
+        if state == self._ca_state:
+            return
+        signing = self.ca.cert.serial_number
+        self.ca = CertificateAuthority(self.ca.directory, self.ca.trust_domain)
+        if self.ca.cert.serial_number != signing:
+            self._certs.clear()
+            self._built_from = None
+        self._ca_state = state
+        log.info("CA reloaded: %d trusted root(s)", len(self.ca.roots()))
+
+    def advance_rotation(self) -> None:
+        """CA rotation without dropped traffic: a staged root signs only once every connected sidecar has
+        ACKed a config that trusts it; then every sidecar gets certificates from it (old ones still verify)."""
+        staged = self.ca.staged
+        if staged is None:
+            return
+
+        def trusting(node: str) -> bool:
+            return staged.serial_number in self._pushed_roots.get(node, frozenset())
+
+        waiting = [
+            node
+            for node, version in self.versions.items()
+            if node in self._uses_certs
+            and self.ads.connected(node)
+            and (not trusting(node) or self.ads.synced_version(node) != version)
+        ]
+        self._report_waiting(waiting)
+        if waiting:
+            now = time.monotonic()
+            if now - self._rotation_logged > 5:
+                self._rotation_logged = now
+                log.info(
+                    "CA rotation waits for %d sidecar(s): %s",
+                    len(waiting),
+                    ", ".join(
+                        f"{n} (trusting {trusting(n)}, acked {self.ads.synced_version(n)},"
+                        f" pushed {self.versions[n]})"
+                        for n in waiting[:5]
+                    ),
+                )
+            return
+        self.ca.promote()
+        self._report_waiting([])
+        self._certs.clear()
+        self._built_from = None
+        self._ca_state = self.ca.state()
+        log.info("CA rotation: the new root signs now")
+
+    def _report_waiting(self, waiting: list[str]) -> None:
+        """Tell the API which sidecars a rotation waits for (`GET /v1/mesh/ca`), when that changes."""
+        report = sorted(waiting)
+        if report != self._waiting_reported:
+            mesh_ca.write_waiting(self.ca.directory, report)
+            self._waiting_reported = report
+
+    def apply(self, view: MeshView) -> int:
+        changed = 0
+        # Roots read once: the API may stage one meanwhile, and what is recorded must be what was pushed.
+        roots = self.ca.roots()
+        bundle = pem_bundle(roots)
+        serials = frozenset(c.serial_number for c in roots)
+        if self._built_from == (view, serials) and not any(self._renewal_due(c) for c in self._certs.values()):
+            return 0
+        cache, packer = resources.BuildCache(), Packer()  # what sidecars share is built and serialized once
+        for node_id, node in view.nodes.items():
+            cert = self.cert(node.sidecar.service)
+            try:
+                found = resources.sidecar_resources(
+                    node.sidecar,
+                    view.services.get(node.project, {}),
+                    cert.cert_pem,
+                    cert.key_pem,
+                    bundle,
+                    self.ca.trust_domain,
+                    zipkin=self.rt.settings.tracing_zipkin,
+                    cache=cache,
+                )
+                snapshot = packer.snapshot(found)
+            except Exception as exc:  # one broken sidecar config never holds the others back
+                log.warning("no config for sidecar %s: %s", node_id, exc)
+                continue
+            version = snapshot.version
+            if found.get(resources.SECRET):
+                self._uses_certs.add(node_id)
+            else:
+                self._uses_certs.discard(node_id)
+            if self.versions.get(node_id) != version:
+                self.ads.put(node_id, snapshot)
+                self.versions[node_id] = version
+                self._pushed_roots[node_id] = serials
+                changed += 1
+            self.nodes[node_id] = node.instance_id
+        for gone in set(self.versions) - set(view.nodes):
+            self.ads.clear_snapshot(gone)
+            self.versions.pop(gone)
+            self.nodes.pop(gone, None)
+            self._pushed_roots.pop(gone, None)
+            self._uses_certs.discard(gone)
+            changed += 1
+        self._built_from = (view, serials)
+        return changed
+
+    def _on_nack(self, nack: Nack) -> None:
+        instance_id = self.nodes.get(nack.node_id)
+        if instance_id is None:
+            return
+        with transaction(self.rt.sessions) as s:
+            instance = s.get(Instance, instance_id)
+            if instance is None or not instance.mesh:
+                return
+            service = s.query(Service).filter_by(project=instance.project, name=instance.mesh["service"]).first()
+            if service is None:
+                return
+            service.last_nack = {
+                "instance": instance.name,
+                "node": nack.node_id,
+                "type_url": nack.type_url,
+                "version": nack.version,
+                "message": nack.message,
+                "at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+
+
+def serve(rt: Runtime) -> None:
+    """Run the control plane in the foreground until interrupted."""
+    tune_gc()
+    plane = ControlPlane(rt)
+    plane.start()
+    log.info("xDS on 127.0.0.1:%d and %s", rt.settings.xds_port, rt.settings.xds_socket)
+    try:
+        plane.run()
+    finally:
+        plane.stop()

@@ -1,0 +1,201 @@
+"""Envoy sidecars of meshed containers: started in the container's network namespace once its networks are
+attached (and ready, i.e. holding its config from the control plane, before the container is reported running),
+stopped after the container stops, restarted by the reconcile pass when they died or the container got a new
+namespace. Each sidecar's files (bootstrap, admin socket, pid, logs) are in `<run>/sidecars/<prefix>-<id>/`."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from sqlalchemy import select
+
+from meshvisor import network
+from meshvisor.core.errors import MeshvisorError, PermanentError, TransientError
+from meshvisor.core.names import host_object_name
+from meshvisor.core.types import InstanceKind, InstanceState
+from meshvisor.mesh import resources, sidecar
+from meshvisor.platform.mesh.services import INGRESS, SIDECAR_ROLE
+from meshvisor.platform.mesh.view import ingress_node_id, node_id
+from meshvisor.platform.networks.steps import ensure_here
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Instance, Network, NetworkAddress
+
+log = logging.getLogger(__name__)
+READY_TIMEOUT_S = 20.0
+
+
+def sidecar_dir(rt: Runtime, instance_id: str) -> Path:
+    return rt.settings.sidecars_dir / f"{rt.settings.host_prefix}-{instance_id}"
+
+
+def running_pid(directory: Path) -> int | None:
+    """The pid in the sidecar's pid file, if that process is alive and is this sidecar's Envoy (a pid can be
+    reused by another process after a reboot or a crash: never signal one that is not ours)."""
+    try:
+        pid = int((directory / "envoy.pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if str(directory / "bootstrap.json").encode() not in cmdline or not sidecar.alive(pid):
+        return None
+    return pid
+
+
+def _same_netns(pid: int, netns: str) -> bool:
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns).st_ino
+    except OSError:
+        return False
+
+
+def gateway_namespace(rt: Runtime, instance_id: str) -> str:
+    """The namespace of a VM's sidecar, named with the host prefix and the VM's id."""
+    return host_object_name(rt.settings.host_prefix, "g", instance_id)
+
+
+def _vm_gateway(rt: Runtime, instance: Instance) -> str:
+    """A namespace of its own on the VM's first network, with the sidecar's address: the guest calls it for
+    upstreams, other sidecars reach the VM's service there. Idempotent."""
+    with transaction(rt.sessions) as s:
+        row = s.scalar(
+            select(NetworkAddress).where(
+                NetworkAddress.instance_id == instance.id, NetworkAddress.role == SIDECAR_ROLE
+            )
+        )
+        if row is None:
+            raise PermanentError(f"VM {instance.name!r} has no sidecar address")
+        net = s.get(Network, row.network_id)
+        assert net is not None
+        address = f"{row.address}/{ipaddress.IPv4Network(net.cidr).prefixlen}"
+        attachment, network_id, gateway, mac, mtu = row.id, net.id, net.gateway, str(row.mac), net.mtu
+    name = gateway_namespace(rt, instance.id)
+    ensure_here(rt, {network_id})
+    network.ensure_namespace(name)
+    network.attach_namespace(
+        rt.settings.host_prefix, network_id, attachment, name, address, gateway, mac, mtu, default_route=False
+    )
+    return f"/run/netns/{name}"
+
+
+def _workload_netns(rt: Runtime, instance: Instance) -> str:
+    if instance.kind == InstanceKind.VM.value:
+        return _vm_gateway(rt, instance)
+    workload = rt.compute(InstanceKind.CONTAINER).namespace_pid(instance.id)
+    if workload is None:
+        raise TransientError(f"container of {instance.name!r} is not running: no namespace for its sidecar")
+    netns = f"/proc/{workload}/ns/net"
+    assert instance.mesh is not None
+    network.guard_app_port(rt.settings.host_prefix, netns, int(instance.mesh["port"]))
+    return netns
+
+
+def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
+    """Start the sidecar of a meshed, running instance unless it already runs in the right namespace (the
+    container's own; a VM's gateway namespace); returns True when it (re)started one."""
+    if not instance.mesh:
+        return False
+    netns = _workload_netns(rt, instance)
+    directory = sidecar_dir(rt, instance.id)
+    current = running_pid(directory)
+    if current is not None and _same_netns(current, netns):
+        return False
+    if current is not None:  # the container restarted into a new namespace
+        sidecar.stop(current)
+    node = node_id(rt.settings.host_prefix, instance.id)
+    admin = directory / "admin.sock"
+    admin.unlink(missing_ok=True)
+    boot = resources.bootstrap(
+        node,
+        str(instance.mesh["service"]),
+        admin_path=str(admin),
+        xds_path=str(rt.settings.xds_socket),
+        api_type=rt.settings.xds_api,
+    )
+    try:
+        sidecar.start(directory, boot, netns=netns, ready_timeout=READY_TIMEOUT_S)
+    except TransientError as exc:
+        raise TransientError(
+            f"the sidecar of {instance.name!r} got no config: is the mesh control plane (meshvisor xds) running?"
+            f" {exc.message}"
+        ) from exc
+    return True
+
+
+def ensure_ingress(rt: Runtime) -> bool:
+    """This host's ingress gateway: an Envoy in the host's own namespace that exposes services on 127.0.0.1,
+    as identity `ingress`. It runs whether or not a service is exposed yet (new listeners come over xDS)."""
+    directory = sidecar_dir(rt, INGRESS)
+    if running_pid(directory) is not None:
+        return False
+    admin = directory / "admin.sock"
+    admin.unlink(missing_ok=True)
+    node = ingress_node_id(rt.settings.host_prefix, rt.settings.host_name)
+    boot = resources.bootstrap(
+        node, INGRESS, admin_path=str(admin), xds_path=str(rt.settings.xds_socket), api_type=rt.settings.xds_api
+    )
+    sidecar.start(directory, boot, ready_timeout=READY_TIMEOUT_S)
+    return True
+
+
+def stop_sidecar(rt: Runtime, instance_id: str) -> None:
+    """The sidecar stops (and a VM's gateway namespace goes, its link with it). Absent is success."""
+    directory = sidecar_dir(rt, instance_id)
+    pid = running_pid(directory)
+    if pid is not None:
+        sidecar.stop(pid)
+    shutil.rmtree(directory, ignore_errors=True)
+    if rt.settings.host_netns is None:
+        network.delete_namespace(gateway_namespace(rt, instance_id))
+
+
+def reconcile_sidecars(rt: Runtime) -> int:
+    """Restart the sidecars of running meshed containers on this host that died (or sit in an old namespace);
+    stop those that no running meshed container explains. Returns how many it changed."""
+    with transaction(rt.sessions) as s:
+        meshed = [i for i in s.query(Instance).filter_by(host=rt.settings.host_name) if i.mesh]
+        keep = {i.id for i in meshed if i.state in (InstanceState.RUNNING.value, InstanceState.PAUSED.value)}
+        wanted = {i.id: i for i in meshed if i.state == InstanceState.RUNNING.value and i.operation_id is None}
+        for instance in meshed:
+            s.expunge(instance)
+    changed = 0
+    for instance in wanted.values():
+        try:
+            if ensure_sidecar(rt, instance):
+                log.warning("reconcile: restarted the sidecar of %s", instance.name)
+                changed += 1
+        except MeshvisorError as exc:
+            log.warning("reconcile: sidecar of %s: %s", instance.name, exc.message)
+    prefix = f"{rt.settings.host_prefix}-"
+    if rt.settings.sidecars_dir.is_dir():
+        for directory in rt.settings.sidecars_dir.iterdir():
+            instance_id = directory.name.removeprefix(prefix)
+            if directory.name.startswith(prefix) and instance_id not in keep and instance_id != INGRESS:
+                with transaction(rt.sessions) as s:
+                    current = s.get(Instance, instance_id)
+                    busy = current is not None and current.operation_id is not None
+                if not busy:
+                    stop_sidecar(rt, instance_id)
+                    log.warning("reconcile: removed the sidecar of %s", instance_id)
+                    changed += 1
+    if rt.settings.host_netns is None and rt.settings.xds_socket.exists():  # a control plane to configure it
+        try:
+            if ensure_ingress(rt):
+                log.warning("reconcile: started the ingress gateway")
+                changed += 1
+        except MeshvisorError as exc:
+            log.warning("reconcile: ingress gateway: %s", exc.message)
+    if rt.settings.host_netns is None:  # gateway namespaces that no running meshed VM explains
+        wanted_names = {gateway_namespace(rt, i) for i in keep} | {
+            gateway_namespace(rt, i.id) for i in meshed if i.operation_id is not None
+        }
+        for name in network.namespaces(rt.settings.host_prefix):
+            if name.startswith(gateway_namespace(rt, "")) and name not in wanted_names:
+                network.delete_namespace(name)
+                log.warning("reconcile: removed gateway namespace %s", name)
+                changed += 1
+    return changed

@@ -1,0 +1,219 @@
+"""Network requests and IPAM: a network's CIDR, gateway and VNI; one address row per holder.
+
+Addresses are unique per network by a database constraint, so two attachments can never share one even when two
+requests race; overlapping CIDRs on one host are refused here (SQLite has no range constraint).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.core.names import new_id, validate_name
+from meshvisor.network import DEFAULT_MTU
+from meshvisor.network.spec import VNI_MAX, validate_mtu
+from meshvisor.platform.state import events, operations
+from meshvisor.platform.state.models import Network, NetworkAddress, Operation
+from meshvisor.platform.state.paging import etag, find_named, get_named, page_by_name
+
+MAX_PREFIXLEN = 29  # a /29 leaves a gateway and five workloads; anything smaller is of no use
+MAX_INTERFACES = 8  # eth0 … eth7 per instance
+
+
+def interface_order(ifname: str) -> int:
+    return int(ifname[3:]) if ifname.startswith("eth") and ifname[3:].isdigit() else MAX_INTERFACES
+
+
+def free_interface(session: Session, instance_id: str) -> str:
+    """The lowest `ethN` the instance does not use: a new interface never renames the others."""
+    used = set(session.scalars(select(NetworkAddress.ifname).where(NetworkAddress.instance_id == instance_id)))
+    for index in range(MAX_INTERFACES):
+        if f"eth{index}" not in used:
+            return f"eth{index}"
+    raise InvalidInput(f"an instance joins at most {MAX_INTERFACES} networks")
+
+
+def find(session: Session, name: str, project: str = "default") -> Network | None:
+    return find_named(session, Network, name, project)
+
+
+def get(session: Session, name: str, project: str = "default") -> Network:
+    return get_named(session, Network, name, project)
+
+
+def page(
+    session: Session, limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Network], str | None]:
+    return page_by_name(session, Network, limit, cursor, project)
+
+
+def parse_cidr(cidr: object) -> ipaddress.IPv4Network:
+    if not isinstance(cidr, str):
+        raise InvalidInput("cidr must be text such as '10.210.1.0/24'")
+    try:
+        network = ipaddress.IPv4Network(cidr, strict=True)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid cidr {cidr!r}: {exc} (IPv4, host bits zero, e.g. '10.210.1.0/24')") from None
+    if network.prefixlen > MAX_PREFIXLEN:
+        raise InvalidInput(f"cidr {cidr} is too small: use /{MAX_PREFIXLEN} or larger")
+    return network
+
+
+def request_create(
+    session: Session,
+    name: str,
+    cidr: object,
+    vni: int | None = None,
+    mtu: int | None = None,
+    project: str = "default",
+    host: str = "local",
+) -> tuple[Network, Operation]:
+    validate_name(name, "network name")
+    net = parse_cidr(cidr)
+    mtu = validate_mtu(mtu if mtu is not None else DEFAULT_MTU)
+    if find(session, name, project) is not None:
+        raise Conflict(f"a network named {name!r} already exists")
+    for other in session.scalars(select(Network)):  # every network reaches every host
+        if ipaddress.IPv4Network(other.cidr).overlaps(net):
+            raise InvalidInput(f"cidr {net} overlaps network {other.name!r} ({other.cidr})")
+    if vni is not None:
+        if isinstance(vni, bool) or not isinstance(vni, int) or not 1 <= vni <= VNI_MAX:
+            raise InvalidInput(f"vni must be between 1 and {VNI_MAX}")
+        if session.scalar(select(Network).where(Network.vni == vni)) is not None:
+            raise Conflict(f"vni {vni} is taken by another network")
+    else:
+        vni = _free_vni(session)
+    network_id = new_id()
+    op = operations.new_operation(
+        session,
+        resource_type="network",
+        resource_id=network_id,
+        resource_name=name,
+        action="create",
+        project=project,
+    )
+    gateway = str(next(net.hosts()))
+    network = Network(
+        id=network_id,
+        project=project,
+        host=host,
+        name=name,
+        cidr=str(net),
+        gateway=gateway,
+        vni=vni,
+        mtu=mtu,
+        state="pending",
+        operation_id=op.id,
+        version=1,
+    )
+    session.add(network)
+    try:
+        session.flush()
+        session.add(NetworkAddress(id=new_id(), network_id=network_id, address=gateway, role="gateway"))
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"network {name!r} or vni {vni} is taken") from None
+    events.emit(session, "lifecycle", "network", name, project, state="pending", id=network_id)
+    return network, op
+
+
+def _free_vni(session: Session) -> int:
+    taken = set(session.scalars(select(Network.vni)))
+    for _ in range(64):
+        vni = 10_000 + secrets.randbelow(VNI_MAX - 10_000)
+        if vni not in taken:
+            return vni
+    raise Conflict("no free VNI found")
+
+
+def attachments(session: Session, network_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(NetworkAddress)
+            .where(NetworkAddress.network_id == network_id, NetworkAddress.instance_id.is_not(None))
+        )
+        or 0
+    )
+
+
+def request_delete(
+    session: Session, name: str, force: bool = False, project: str = "default"
+) -> tuple[Network, Operation]:
+    network = get(session, name, project)
+    if network.operation_id is not None:
+        raise Conflict(f"network {name!r} is busy with operation {network.operation_id}")
+    used = attachments(session, network.id)
+    if used and not force:
+        raise Conflict(f"network {name!r} has {used} attachment(s); delete those instances first, or force")
+    op = operations.submit(session, network, "delete", {"force": force})
+    network.state = "deleting"
+    return network, op
+
+
+def allocate(
+    session: Session, network: Network, instance_id: str, requested: object = None, ifname: str = "eth0"
+) -> NetworkAddress:
+    """An address for an instance's interface `ifname`: the one asked for, or the lowest free one."""
+    net = ipaddress.IPv4Network(network.cidr)
+    used = set(session.scalars(select(NetworkAddress.address).where(NetworkAddress.network_id == network.id)))
+    if requested is not None:
+        try:
+            address = ipaddress.IPv4Address(str(requested))
+        except ValueError:
+            raise InvalidInput(f"invalid ip {requested!r}") from None
+        if address not in net or address in (net.network_address, net.broadcast_address):
+            raise InvalidInput(f"ip {address} is not a host address of {network.name!r} ({network.cidr})")
+        if str(address) in used:
+            raise Conflict(f"ip {address} is already used on network {network.name!r}")
+        chosen = str(address)
+    else:
+        free = (str(a) for a in net.hosts() if str(a) not in used)
+        chosen = next(free, "")
+        if not chosen:
+            raise Conflict(f"network {network.name!r} has no free address left")
+    row = NetworkAddress(
+        id=new_id(),
+        network_id=network.id,
+        address=chosen,
+        role="instance",
+        instance_id=instance_id,
+        mac=random_mac(),
+        ifname=ifname,
+    )
+    name = network.name  # read before the flush: a failed flush expires every loaded object
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"ip {chosen} was just taken on network {name!r}; try again") from None
+    return row
+
+
+def random_mac() -> str:
+    """A locally administered unicast MAC (52:54:00 is QEMU's; 02: is ours)."""
+    return "02:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(5))
+
+
+def to_dict(network: Network) -> dict[str, Any]:
+    return {
+        "id": network.id,
+        "name": network.name,
+        "project": network.project,
+        "host": network.host,
+        "cidr": network.cidr,
+        "gateway": network.gateway,
+        "vni": network.vni,
+        "mtu": network.mtu,
+        "state": network.state,
+        "error": network.error,
+        "operation_id": network.operation_id,
+        "etag": etag(network),
+        "created_at": network.created_at.isoformat(),
+    }

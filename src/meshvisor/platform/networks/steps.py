@@ -1,0 +1,178 @@
+"""Operation steps for networks, the DHCP leases of VMs, and the clean-up of links nothing explains.
+
+Every network reaches every host: each host keeps a bridge and a VXLAN device per network, with forwarding
+entries for every other host's tunnel endpoint. The host that runs an operation makes its own part at once;
+the others converge at their next reconcile pass, or before they attach a workload to the network.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meshvisor import network
+from meshvisor.core.errors import MeshvisorError, PermanentError
+from meshvisor.core.types import InstanceKind
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import events
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Operation
+
+log = logging.getLogger(__name__)
+
+
+def network_spec(rt: Runtime, session: Session, net: Network) -> network.NetworkSpec:
+    """This host's part of `net`: its own tunnel endpoint, and every other host's as a remote."""
+    return network.NetworkSpec(
+        network_id=net.id,
+        vni=net.vni,
+        cidr=net.cidr,
+        gateway=net.gateway,
+        local_ip=rt.settings.tunnel_ip,
+        remotes=hosts.remote_endpoints(session, rt.settings.host_name),
+        mtu=net.mtu,
+    )
+
+
+def create_network(rt: Runtime, op: Operation) -> None:
+    with transaction(rt.sessions) as s:
+        net = s.get(Network, op.resource_id)
+        if net is None:
+            raise PermanentError(f"network {op.resource_name} is gone from the database")
+        spec = network_spec(rt, s, net)
+    ensure_guard(rt)  # before the bridge gets its gateway address
+    network.ensure_network(rt.settings.host_prefix, spec, rt.settings.host_netns)
+    with transaction(rt.sessions) as s:
+        current = s.get(Network, op.resource_id)
+        assert current is not None
+        current.state, current.error = "ready", None
+        current.touch()
+        events.emit(s, "lifecycle", "network", current.name, current.project, state="ready", id=current.id)
+
+
+def remove_network(rt: Runtime, op: Operation) -> None:
+    netns = rt.settings.host_netns
+    with transaction(rt.sessions) as s:
+        holders = list(
+            s.scalars(
+                select(NetworkAddress.id).where(
+                    NetworkAddress.network_id == op.resource_id, NetworkAddress.instance_id.is_not(None)
+                )
+            )
+        )
+    for attachment_id in holders:  # forced: the instances lose this interface (other hosts: at their next pass)
+        network.detach(rt.settings.host_prefix, attachment_id, netns)
+    with transaction(rt.sessions) as s:
+        net = s.get(Network, op.resource_id)
+        spec = network_spec(rt, s, net) if net is not None else None
+    if spec is not None:
+        dhcp_server(rt, spec).remove()
+    network.delete_network(rt.settings.host_prefix, op.resource_id, netns)
+    with transaction(rt.sessions) as s:
+        for instance in s.scalars(
+            select(Instance)
+            .join(NetworkAddress, NetworkAddress.instance_id == Instance.id)
+            .where(NetworkAddress.network_id == op.resource_id)
+        ):
+            instance.networks = [n for n in instance.networks if n.get("network") != op.resource_name]
+            instance.touch()
+        current = s.get(Network, op.resource_id)
+        if current is not None:
+            s.delete(current)
+        events.emit(s, "lifecycle", "network", op.resource_name, op.project, state="deleted", id=op.resource_id)
+    ensure_guard(rt)
+
+
+def dhcp_server(rt: Runtime, spec: network.NetworkSpec) -> network.DhcpServer:
+    return network.DhcpServer(rt.settings.host_prefix, spec, rt.settings.dhcp_dir, rt.settings.host_netns)
+
+
+def ensure_guard(rt: Runtime) -> None:
+    """Nothing routed into or out of any of this host's networks (the guard lists every bridge by name)."""
+    with transaction(rt.sessions) as s:
+        ids = list(s.scalars(select(Network.id)))
+    prefix = rt.settings.host_prefix
+    network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in ids], rt.settings.host_netns)
+
+
+def ensure_here(rt: Runtime, network_ids: set[str]) -> None:
+    """This host's part of these networks, made before a workload is attached to them here."""
+    with transaction(rt.sessions) as s:
+        specs = [
+            network_spec(rt, s, net)
+            for net in s.scalars(select(Network).where(Network.id.in_(network_ids), Network.state == "ready"))
+        ]
+    for spec in specs:
+        network.ensure_network(rt.settings.host_prefix, spec, rt.settings.host_netns)
+
+
+def sync_networks(rt: Runtime) -> int:
+    """Every ready network that no operation is changing, as this host should have it (new hosts' tunnel
+    endpoints included). Returns how many were converged."""
+    with transaction(rt.sessions) as s:
+        specs = [
+            network_spec(rt, s, net)
+            for net in s.scalars(select(Network).where(Network.state == "ready", Network.operation_id.is_(None)))
+        ]
+    done = 0
+    for spec in specs:
+        try:
+            network.ensure_network(rt.settings.host_prefix, spec, rt.settings.host_netns)
+            done += 1
+        except MeshvisorError as exc:
+            log.warning("reconcile: network %s not converged: %s", spec.network_id, exc.message)
+    return done
+
+
+def refresh_dhcp(rt: Runtime, network_id: str) -> None:
+    """dnsmasq on this host serves the static leases of this host's VMs on the network (and no others)."""
+    with transaction(rt.sessions) as s:
+        net = s.get(Network, network_id)
+        if net is None:
+            return
+        spec = network_spec(rt, s, net)
+        leases = {
+            str(row.mac): row.address
+            for row in s.scalars(
+                select(NetworkAddress)
+                .join(Instance, Instance.id == NetworkAddress.instance_id)
+                .where(
+                    NetworkAddress.network_id == network_id,
+                    NetworkAddress.role == "instance",
+                    Instance.kind == InstanceKind.VM.value,
+                    Instance.host == rt.settings.host_name,
+                )
+            )
+        }
+    server = dhcp_server(rt, spec)
+    if leases:
+        rt.settings.dhcp_dir.mkdir(parents=True, exist_ok=True)
+        server.ensure(leases)
+    else:
+        server.remove()
+
+
+def remove_orphan_links(rt: Runtime) -> int:
+    """Links of our prefix that no network or attachment row explains (left by a crash) go, and the guard is
+    rebuilt from the rows. Rows are written before links are made and removed after, so a link being made or
+    taken down is never mistaken for an orphan."""
+    prefix, netns = rt.settings.host_prefix, rt.settings.host_netns
+    with transaction(rt.sessions) as s:
+        network_ids = list(s.scalars(select(Network.id)))
+        attachment_ids = list(s.scalars(select(NetworkAddress.id).where(NetworkAddress.instance_id.is_not(None))))
+    wanted = {network.bridge_name(prefix, i) for i in network_ids} | {
+        network.vxlan_name(prefix, i) for i in network_ids
+    }
+    wanted |= {network.veth_name(prefix, i) for i in attachment_ids} | {
+        network.tap_name(prefix, i) for i in attachment_ids
+    }
+    stray = [link.name for link in network.list_links(prefix, netns) if link.name not in wanted]
+    removed = network.remove_links(prefix, stray, netns) if stray else []
+    if network_ids or stray:
+        network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in network_ids], netns)
+    for name in removed:
+        log.warning("reconcile: removed orphan link %s", name)
+    return len(removed)

@@ -1,0 +1,62 @@
+"""What every named resource shares: etags for If-Match, opaque cursors for paging."""
+
+from __future__ import annotations
+
+import base64
+from typing import TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from meshvisor.core.errors import InvalidInput, NotFound, PreconditionFailed
+from meshvisor.platform.state.models import Image, Instance, Network, SecurityGroup, Service, Stack, Volume
+
+Named = TypeVar("Named", Image, Instance, Network, SecurityGroup, Service, Stack, Volume)
+
+
+def etag(instance: Instance | Image | Network | SecurityGroup | Service | Volume) -> str:
+    return f"{instance.id[:8]}-{instance.version}"
+
+
+def check_etag(obj: Instance | Image | Network | SecurityGroup | Service | Volume, if_match: str | None) -> None:
+    if if_match is None:
+        return
+    wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}
+    if "*" not in wanted and etag(obj) not in wanted:
+        raise PreconditionFailed(f"etag mismatch: {obj.name!r} is now at {etag(obj)}")
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("invalid cursor") from None
+
+
+def page_by_name(
+    session: Session, model: type[Named], limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Named], str | None]:
+    """One page of a project's named objects in name order; the cursor is the last name seen."""
+    query = select(model).where(model.project == project).order_by(model.name).limit(limit + 1)
+    if cursor:
+        query = query.where(model.name > decode_cursor(cursor))
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, encode_cursor(rows[-1].name) if more and rows else None
+
+
+def find_named(session: Session, model: type[Named], name: str, project: str = "default") -> Named | None:
+    return session.scalar(select(model).where(model.project == project, model.name == name))
+
+
+def get_named(session: Session, model: type[Named], name: str, project: str = "default") -> Named:
+    """The object, or NotFound saying which kind of object is missing."""
+    found = find_named(session, model, name, project)
+    if found is None:
+        raise NotFound(f"{model.__tablename__.removesuffix('s').replace('_', ' ')} {name!r} not found")
+    return found

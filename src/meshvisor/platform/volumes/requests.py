@@ -1,0 +1,536 @@
+"""Volume requests: the pool layer of storage (which pool, quotas, who uses what), checked against the database
+and written as desired state + an operation; the storage driver does the work in `volume_steps`."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from meshvisor import storage
+from meshvisor.core.errors import Conflict, InvalidInput, MeshvisorError, NotFound
+from meshvisor.core.names import new_id, validate_name
+from meshvisor.core.types import InstanceKind
+from meshvisor.hypervisor.disks import image_info
+from meshvisor.platform.images.steps import DISK_FILE
+from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import events, operations
+from meshvisor.platform.state.models import Image, Instance, Operation, StoragePool, Volume, VolumeAttachment
+from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
+
+DEFAULT_POOL = "default"
+FORMATS = {"raw": "ext4", "qcow2": None}  # format → its filesystem (raw volumes are shareable filesystems)
+MAX_SIZE_MB = 1024 * 1024
+SERIAL_MAX = 20
+ROOT_SUFFIX = "-root"
+
+
+# -- pools ------------------------------------------------------------------------------------------------------
+def ensure_default_pool(session: Session, settings: Settings) -> StoragePool:
+    """The `dir` pool every platform has: a directory in the data directory of the host that takes requests."""
+    pool = session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
+    if pool is None:
+        pool = StoragePool(
+            id=new_id(),
+            name=DEFAULT_POOL,
+            driver="dir",
+            host=settings.host_name,
+            config={"path": str(settings.pools_dir / DEFAULT_POOL)},
+        )
+        session.add(pool)
+        try:
+            session.flush()
+        except IntegrityError:  # another process made it first
+            session.rollback()
+            found = session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
+            assert found is not None
+            return found
+    return pool
+
+
+def get_pool(session: Session, name: str) -> StoragePool:
+    pool = session.scalar(select(StoragePool).where(StoragePool.name == name))
+    if pool is None:
+        raise NotFound(f"storage pool {name!r} not found")
+    return pool
+
+
+POOL_DRIVERS = ("dir", "libvirt")
+
+
+def pool_driver(pool: StoragePool) -> storage.VolumeDriver:
+    """The storage driver behind a pool: files in a directory, or an existing libvirt `dir` pool."""
+    if pool.driver == "dir":
+        return storage.DirPool(Path(str(pool.config["path"])))
+    if pool.driver == "libvirt":
+        return storage.LibvirtPool(str(pool.config["libvirt_pool"]))
+    raise InvalidInput(f"storage pool {pool.name!r} uses driver {pool.driver!r}, which this host lacks")
+
+
+def create_pool(
+    session: Session,
+    name: str,
+    driver: str,
+    settings: Settings,
+    libvirt_pool: str | None = None,
+    quota_mb: object = None,
+) -> StoragePool:
+    """A new pool on this host: `dir` (a directory of its own in the data directory) or `libvirt` (an existing,
+    running libvirt `dir` pool, looked up now so that a wrong name fails here)."""
+    validate_name(name, "storage pool name")
+    if driver not in POOL_DRIVERS:
+        raise InvalidInput(f"unknown storage driver {driver!r}: use dir or libvirt")
+    if quota_mb is not None:
+        quota_mb = parse_size(quota_mb)
+    if session.scalar(select(StoragePool).where(StoragePool.name == name)) is not None:
+        raise Conflict(f"a storage pool named {name!r} already exists")
+    if driver == "dir":
+        if libvirt_pool is not None:
+            raise InvalidInput("libvirt_pool is for the libvirt driver")
+        config: dict[str, Any] = {"path": str(settings.pools_dir / name)}
+    else:
+        if not isinstance(libvirt_pool, str) or not libvirt_pool:
+            raise InvalidInput("the libvirt driver needs libvirt_pool: the name of a running libvirt dir pool")
+        with storage.LibvirtPool(libvirt_pool):  # NotFound / InvalidInput / Conflict when it cannot be used
+            pass
+        config = {"libvirt_pool": libvirt_pool}
+    pool = StoragePool(
+        id=new_id(), name=name, driver=driver, host=settings.host_name, config=config, quota_mb=quota_mb
+    )
+    session.add(pool)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a storage pool named {name!r} already exists") from None
+    events.emit(session, "lifecycle", "storage_pool", name, state="created", id=pool.id)
+    return pool
+
+
+def delete_pool(session: Session, name: str) -> None:
+    pool = get_pool(session, name)
+    if name == DEFAULT_POOL:
+        raise Conflict("the default pool stays")
+    used = session.scalar(select(func.count()).select_from(Volume).where(Volume.pool_id == pool.id)) or 0
+    if used:
+        raise Conflict(f"storage pool {name!r} holds {used} volume(s)")
+    session.delete(pool)
+    events.emit(session, "lifecycle", "storage_pool", name, state="deleted", id=pool.id)
+
+
+def pool_to_dict(session: Session, pool: StoragePool, settings: Settings | None = None) -> dict[str, Any]:
+    free_mb = None
+    if settings is not None and pool.host == settings.host_name:
+        try:
+            free_mb = pool_driver(pool).free_bytes() // 2**20
+        except MeshvisorError:
+            free_mb = None
+    return {
+        "name": pool.name,
+        "driver": pool.driver,
+        "host": pool.host,
+        "config": pool.config,
+        "quota_mb": pool.quota_mb,
+        "allocated_mb": allocated_mb(session, pool.id),
+        "free_mb": free_mb,
+        "created_at": pool.created_at.isoformat(),
+    }
+
+
+def allocated_mb(session: Session, pool_id: str) -> int:
+    return int(session.scalar(select(func.sum(Volume.size_mb)).where(Volume.pool_id == pool_id)) or 0)
+
+
+def _check_room(session: Session, pool: StoragePool, extra_mb: int, settings: Settings | None) -> None:
+    """Quotas are the pool layer's; free space is the disk's (checked here when the pool is on this host)."""
+    if pool.quota_mb is not None and allocated_mb(session, pool.id) + extra_mb > pool.quota_mb:
+        raise InvalidInput(
+            f"storage pool {pool.name!r} has a quota of {pool.quota_mb} MiB: no room for {extra_mb}"
+        )
+    if settings is not None and pool.host == settings.host_name:
+        free_mb = pool_driver(pool).free_bytes() // 2**20
+        if extra_mb > free_mb:
+            raise InvalidInput(
+                f"size {extra_mb} MiB is above the free space of pool {pool.name!r} ({free_mb} MiB)"
+            )
+
+
+# -- volumes ----------------------------------------------------------------------------------------------------
+def find(session: Session, name: str, project: str = "default") -> Volume | None:
+    return find_named(session, Volume, name, project)
+
+
+def get(session: Session, name: str, project: str = "default") -> Volume:
+    return get_named(session, Volume, name, project)
+
+
+def page(
+    session: Session, limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Volume], str | None]:
+    return page_by_name(session, Volume, limit, cursor, project)
+
+
+def parse_size(size_mb: object) -> int:
+    if isinstance(size_mb, bool) or not isinstance(size_mb, int) or not 1 <= size_mb <= MAX_SIZE_MB:
+        raise InvalidInput(f"size_mb must be a whole number of MiB from 1 to {MAX_SIZE_MB}, not {size_mb!r}")
+    return size_mb
+
+
+def image_source(session: Session, image: str, project: str) -> tuple[dict[str, Any], int]:
+    """A VM disk image to make a volume from (a copy-on-write overlay on it): the source and its size in MiB."""
+    found = session.scalar(select(Image).where(Image.project == project, Image.name == image))
+    if found is None:
+        raise NotFound(f"image {image!r} not found; see GET /v1/images")
+    disk = Path(str(found.ref or "")) / DISK_FILE
+    if found.kind != InstanceKind.VM.value or found.state != "ready" or not disk.is_file():
+        raise InvalidInput(f"image {image!r} is not a ready VM disk image (a qcow2 import)")
+    virtual = int(image_info(disk)["virtual-size"])
+    return {"image": image, "path": str(disk)}, -(-virtual // 2**20)
+
+
+def request_create(
+    session: Session,
+    name: str,
+    size_mb: object,
+    format: str = "raw",
+    filesystem: str | None = None,
+    pool: str = DEFAULT_POOL,
+    project: str = "default",
+    settings: Settings | None = None,
+    source: dict[str, Any] | None = None,
+    image: str | None = None,
+) -> tuple[Volume, Operation]:
+    """A new volume: blank (`size_mb`, `format`, `filesystem`), a clone (`source`), or a copy-on-write overlay
+    on a VM disk image (`image`: qcow2, at least the image's size)."""
+    validate_name(name, "volume name")
+    if image is not None:
+        source, smallest = image_source(session, image, project)
+        format, size_mb = "qcow2", smallest if size_mb is None else size_mb
+        if isinstance(size_mb, int) and not isinstance(size_mb, bool) and size_mb < smallest:
+            raise InvalidInput(f"size_mb {size_mb} is below the size of image {image!r} ({smallest} MiB)")
+    size = parse_size(size_mb)
+    if format not in FORMATS:
+        raise InvalidInput(f"unknown format {format!r}: use raw (a shareable filesystem) or qcow2 (VMs only)")
+    if filesystem is None:
+        filesystem = FORMATS[format]
+    elif filesystem != FORMATS[format]:
+        wanted = FORMATS[format] or "none"
+        raise InvalidInput(f"a {format} volume takes filesystem {wanted}, not {filesystem!r}")
+    target_pool = get_pool(session, pool)
+    if find(session, name, project) is not None:
+        raise Conflict(f"a volume named {name!r} already exists")
+    _check_room(session, target_pool, size, settings)
+    volume_id = new_id()
+    op = operations.new_operation(
+        session,
+        resource_type="volume",
+        resource_id=volume_id,
+        resource_name=name,
+        action="create",
+        project=project,
+        host=target_pool.host,
+    )
+    volume = Volume(
+        id=volume_id,
+        project=project,
+        host=target_pool.host,
+        name=name,
+        pool_id=target_pool.id,
+        size_mb=size,
+        format=format,
+        filesystem=filesystem,
+        source=source or {},
+        snapshots=[],
+        state="pending",
+        operation_id=op.id,
+        version=1,
+    )
+    session.add(volume)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a volume named {name!r} already exists") from None
+    events.emit(session, "lifecycle", "volume", name, project, state="pending", id=volume_id)
+    return volume, op
+
+
+def request_delete(
+    session: Session, name: str, if_match: str | None = None, project: str = "default"
+) -> tuple[Volume, Operation]:
+    volume = get(session, name, project)
+    check_etag(volume, if_match)
+    _check_idle(volume)
+    users = attached_to(session, volume.id)
+    if users and _is_root(session, volume.id):
+        raise Conflict(f"volume {name!r} is the root disk of VM {users[0]!r}: it goes when the VM is deleted")
+    if users:
+        raise Conflict(f"volume {name!r} is attached to {', '.join(users)}; detach it first")
+    op = operations.submit(session, volume, "delete", {})
+    volume.state = "deleting"
+    return volume, op
+
+
+def request_action(
+    session: Session,
+    name: str,
+    action: str,
+    params: dict[str, Any],
+    project: str = "default",
+    settings: Settings | None = None,
+) -> tuple[Volume, Operation, Volume | None]:
+    """resize, snapshot, revert, delete-snapshot and clone. A clone answers with its new volume too."""
+    volume = get(session, name, project)
+    _check_idle(volume)
+    if volume.state != "ready":
+        raise Conflict(f"volume {name!r} is {volume.state}, not ready")
+    pool = session.get(StoragePool, volume.pool_id)
+    assert pool is not None
+    if action in ("snapshot", "clone") and volume.format == "qcow2":
+        live = running_vms(session, volume.id)
+        if live:  # QEMU holds the file; a consistent copy of a live guest's disk is an instance snapshot
+            raise Conflict(
+                f"volume {name!r} is a disk of running VM {live[0]!r}: stop it first, or snapshot the instance"
+            )
+    if action == "resize":
+        size = parse_size(params.get("size_mb"))
+        if size < volume.size_mb:
+            raise InvalidInput(f"a volume only grows: {size} MiB is below its {volume.size_mb} MiB")
+        _check_room(session, pool, size - volume.size_mb, settings)
+        return volume, operations.submit(session, volume, "resize", {"size_mb": size}), None
+    if action in ("snapshot", "revert", "delete-snapshot"):
+        snapshot = params.get("snapshot")
+        if not isinstance(snapshot, str):
+            raise InvalidInput(f"{action} needs 'snapshot': the snapshot's name")
+        validate_name(snapshot, "snapshot name")
+        if action == "snapshot" and snapshot in volume.snapshots:
+            raise Conflict(f"volume {name!r} already has a snapshot {snapshot!r}")
+        if action != "snapshot" and snapshot not in volume.snapshots:
+            raise NotFound(f"volume {name!r} has no snapshot {snapshot!r}")
+        if action == "revert" and attached_to(session, volume.id):
+            raise Conflict(f"volume {name!r} is attached: detach it before reverting it")
+        return volume, operations.submit(session, volume, action, {"snapshot": snapshot}), None
+    if action == "clone":
+        new_name = params.get("name")
+        if not isinstance(new_name, str):
+            raise InvalidInput("clone needs 'name': the new volume's name")
+        clone, op = request_create(
+            session,
+            new_name,
+            volume.size_mb,
+            volume.format,
+            volume.filesystem,
+            pool.name,
+            project,
+            settings,
+            # A clone of an overlay is an overlay on the same image, which must then stay too.
+            source={"clone": volume.id, **({"image": volume.source["image"]} if "image" in volume.source else {})},
+        )
+        return clone, op, clone
+    raise InvalidInput(f"unknown volume action {action!r}: use resize, snapshot, revert, delete-snapshot or clone")
+
+
+def running_vms(session: Session, volume_id: str) -> list[str]:
+    return attached_to(
+        session, volume_id, Instance.kind == InstanceKind.VM.value, Instance.state.in_(("running", "paused"))
+    )
+
+
+def _is_root(session: Session, volume_id: str) -> bool:
+    return bool(
+        session.scalar(
+            select(VolumeAttachment.id).where(VolumeAttachment.volume_id == volume_id, VolumeAttachment.boot)
+        )
+    )
+
+
+def _check_idle(volume: Volume) -> None:
+    if volume.operation_id is not None:
+        raise Conflict(f"volume {volume.name!r} is busy with operation {volume.operation_id}; wait for it")
+
+
+def attached_to(session: Session, volume_id: str, *where: ColumnElement[bool]) -> list[str]:
+    """The names of the instances the volume is attached to (those matching `where`)."""
+    return list(
+        session.scalars(
+            select(Instance.name)
+            .join(VolumeAttachment, VolumeAttachment.instance_id == Instance.id)
+            .where(VolumeAttachment.volume_id == volume_id, *where)
+            .order_by(Instance.name)
+        )
+    )
+
+
+# -- attachments ------------------------------------------------------------------------------------------------
+def check_mount_path(path: object) -> str:
+    """An absolute, normalised path inside the container that is not its root."""
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > 255:
+        raise InvalidInput(f"a container's volume path is an absolute path, not {path!r}")
+    if posixpath.normpath(path) != path or ".." in path.split("/") or path == "/":
+        raise InvalidInput(f"volume path {path!r} must be normalised and not '/'")
+    return path
+
+
+def attach(
+    session: Session, instance: Instance, volume_name: str, path: object = None, read_only: object = False
+) -> VolumeAttachment:
+    """Record `volume` on `instance` (a mount for a container, a disk for a VM), keeping one writer."""
+    if not isinstance(read_only, bool):
+        raise InvalidInput("read_only must be true or false")
+    volume = get(session, volume_name, instance.project)
+    if volume.state != "ready" or volume.operation_id is not None:
+        raise Conflict(f"volume {volume.name!r} is {volume.state if volume.state != 'ready' else 'busy'}")
+    if volume.host != instance.host:
+        raise InvalidInput(f"volume {volume.name!r} is on host {volume.host!r}, the instance on {instance.host!r}")
+    if instance.kind == InstanceKind.CONTAINER.value:
+        path = check_mount_path(path)
+        if volume.format != "raw":
+            raise InvalidInput(f"volume {volume.name!r} is {volume.format}: containers mount raw volumes")
+    elif path is not None:
+        raise InvalidInput("a VM's volume has no path: the guest mounts its disks itself")
+    others = list(session.scalars(select(VolumeAttachment).where(VolumeAttachment.volume_id == volume.id)))
+    if any(a.instance_id == instance.id for a in others):
+        raise Conflict(f"volume {volume.name!r} is already attached to {instance.name!r}")
+    if others and (not read_only or any(not a.read_only for a in others)):
+        users = ", ".join(attached_to(session, volume.id))
+        raise Conflict(f"volume {volume.name!r} is attached to {users}: read-write means one instance at a time")
+    row = VolumeAttachment(
+        id=new_id(),
+        volume_id=volume.id,
+        instance_id=instance.id,
+        path=path if isinstance(path, str) else None,
+        read_only=read_only,
+        serial=serial_for(volume.name, volume.id),
+    )
+    session.add(row)
+    name = volume.name  # read before the flush: a failed flush expires loaded objects
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"volume {name!r} was just attached read-write elsewhere") from None
+    return row
+
+
+def root_name(instance_name: str) -> str:
+    return f"{instance_name[: 40 - len(ROOT_SUFFIX)]}{ROOT_SUFFIX}"
+
+
+def create_root(session: Session, instance: Instance, image: Image) -> Volume | None:
+    """A VM booting a disk image gets its root disk as a volume: a copy-on-write overlay on the image, in the
+    instance's host's pool (the default one when it is there), attached as the disk it boots from. The worker
+    makes the file when it creates the VM; snapshots, clones and growth then go through /v1/volumes."""
+    if image.kind != InstanceKind.VM.value or not (Path(str(image.ref or "")) / DISK_FILE).is_file():
+        return None  # a kernel booted directly: no root disk
+    source, size = image_source(session, image.name, image.project)
+    pool = session.scalar(
+        select(StoragePool)
+        .where(StoragePool.host == instance.host)
+        .order_by((StoragePool.name != DEFAULT_POOL), StoragePool.name)
+        .limit(1)
+    )
+    if pool is None:
+        raise InvalidInput(f"host {instance.host!r} has no storage pool for the VM's root disk")
+    name = root_name(instance.name)
+    if find(session, name, instance.project) is not None:
+        raise Conflict(f"a volume named {name!r} already exists: the VM's root disk takes that name")
+    volume = Volume(
+        id=new_id(),
+        project=instance.project,
+        host=instance.host,
+        name=name,
+        pool_id=pool.id,
+        size_mb=size,
+        format="qcow2",
+        filesystem=None,
+        source=source,
+        snapshots=[],
+        state="pending",
+        version=1,
+    )
+    session.add(volume)
+    session.add(
+        VolumeAttachment(
+            id=new_id(),
+            volume_id=volume.id,
+            instance_id=instance.id,
+            read_only=False,
+            serial=serial_for(volume.name, volume.id),
+            boot=True,
+        )
+    )
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a volume named {name!r} already exists: the VM's root disk takes that name") from None
+    return volume
+
+
+def writable_raw_volumes(session: Session, instance_id: str) -> list[str]:
+    return list(
+        session.scalars(
+            select(Volume.name)
+            .join(VolumeAttachment, VolumeAttachment.volume_id == Volume.id)
+            .where(
+                VolumeAttachment.instance_id == instance_id,
+                VolumeAttachment.read_only.is_(False),
+                Volume.format == "raw",
+            )
+        )
+    )
+
+
+def serial_for(name: str, volume_id: str) -> str:
+    """The disk serial a VM sees (the tiny guest mounts the disk at /mnt/<serial>): the volume's name."""
+    return name if len(name) <= SERIAL_MAX else f"vol-{volume_id[:12]}"
+
+
+def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(VolumeAttachment, Volume.name)
+        .join(Volume, Volume.id == VolumeAttachment.volume_id)
+        .where(VolumeAttachment.instance_id == instance_id)
+        .order_by(VolumeAttachment.created_at)
+    )
+    found = []
+    for row, name in rows:
+        entry = {"volume": name, "path": row.path, "read_only": row.read_only, "serial": row.serial}
+        if row.boot:
+            entry["boot"] = True
+        found.append(entry)
+    return found
+
+
+def used_bytes(pool: StoragePool | None, volume: Volume, settings: Settings | None) -> int | None:
+    """Bytes the volume takes on disk, when its pool is on this host and it exists there."""
+    if pool is None or settings is None or pool.host != settings.host_name or volume.state != "ready":
+        return None
+    try:
+        return int(pool_driver(pool).info(volume.id).used_bytes)
+    except MeshvisorError:
+        return None
+
+
+def to_dict(session: Session, volume: Volume, settings: Settings | None = None) -> dict[str, Any]:
+    pool = session.get(StoragePool, volume.pool_id)
+    return {
+        "id": volume.id,
+        "name": volume.name,
+        "project": volume.project,
+        "host": volume.host,
+        "pool": pool.name if pool is not None else None,
+        "size_mb": volume.size_mb,
+        "format": volume.format,
+        "filesystem": volume.filesystem,
+        "used_bytes": used_bytes(pool, volume, settings),
+        "source": volume.source,
+        "snapshots": volume.snapshots,
+        "attached_to": attached_to(session, volume.id),
+        "state": volume.state,
+        "error": volume.error,
+        "operation_id": volume.operation_id,
+        "etag": etag(volume),
+        "created_at": volume.created_at.isoformat(),
+        "updated_at": volume.updated_at.isoformat(),
+    }

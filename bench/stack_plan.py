@@ -25,7 +25,7 @@ from meshvisor.core.types import InstanceKind
 from meshvisor.platform import reconciler, stacks
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
@@ -94,9 +94,9 @@ def populate(sessions: Any, settings: Settings, text: str) -> None:
             made, _ = instances.create(
                 s,
                 InstanceRequest(
-                    name,
-                    InstanceKind.CONTAINER,
-                    "busybox",
+                    name=name,
+                    kind=InstanceKind.CONTAINER,
+                    image="busybox",
                     networks=[{"network": n.network} for n in res.networks],
                     security_groups=list(res.security_groups),
                     mesh=res.mesh.model_dump(exclude_none=True) if res.mesh else None,

@@ -12,7 +12,7 @@ from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind, OperationStatus
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
@@ -40,7 +40,9 @@ def test_only_an_offline_host_holding_nothing_is_removed(runtime: Runtime) -> No
     other_host(runtime, "gone", "10.213.140.3", 0)
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
-        made, _ = instances.create(s, InstanceRequest("left", InstanceKind.CONTAINER, "busybox", host="gone"))
+        made, _ = instances.create(
+            s, InstanceRequest(name="left", kind=InstanceKind.CONTAINER, image="busybox", host="gone")
+        )
         left = made.id
         last = events.latest_id(s)
     with transaction(runtime.sessions) as s:  # its agent made the instance, then went away

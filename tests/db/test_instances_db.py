@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound, PreconditionFailed
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events, operations, tokens
 from meshvisor.platform.state.db import transaction

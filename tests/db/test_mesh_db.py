@@ -15,7 +15,7 @@ from meshvisor.mesh.ads import Nack
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Policy
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.mesh import ca as mesh_ca
 from meshvisor.platform.mesh import services
 from meshvisor.platform.mesh.control_plane import ControlPlane
@@ -80,9 +80,9 @@ def test_snapshots_change_only_when_a_sidecar_config_does_and_nacks_land_on_the_
         made, _ = instances.create(
             s,
             InstanceRequest(
-                "front",
-                InstanceKind.CONTAINER,
-                "busybox",
+                name="front",
+                kind=InstanceKind.CONTAINER,
+                image="busybox",
                 mesh={"service": "front", "port": 8080, "upstreams": [{"service": "backend", "local_port": 9001}]},
             ),
         )
@@ -110,7 +110,10 @@ def one_meshed_container(runtime: Runtime, name: str) -> tuple[MeshView, str]:
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
         instances.create(
-            s, InstanceRequest(name, InstanceKind.CONTAINER, "busybox", mesh={"service": name, "port": 80})
+            s,
+            InstanceRequest(
+                name=name, kind=InstanceKind.CONTAINER, image="busybox", mesh={"service": name, "port": 80}
+            ),
         )
     with runtime.sessions() as s:
         view = load_view(s, runtime.settings.host_prefix)

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.db import transaction
@@ -85,9 +85,9 @@ def test_an_instance_holds_its_address_until_it_is_deleted(runtime: Runtime) -> 
     add_ready_image(runtime)
     ready_network(runtime, "front", "10.213.3.0/24")
     req = InstanceRequest(
-        "web",
-        InstanceKind.CONTAINER,
-        "busybox",
+        name="web",
+        kind=InstanceKind.CONTAINER,
+        image="busybox",
         command=["true"],
         networks=[{"network": "front", "ip": "10.213.3.9"}],
     )

@@ -8,7 +8,7 @@ from meshvisor.core.errors import TransientError
 from meshvisor.core.types import InstanceKind, OperationStatus
 from meshvisor.platform import reconciler
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceChange, InstanceRequest
+from meshvisor.platform.instances.shape import InstanceChange, InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events, operations
 from meshvisor.platform.state.db import transaction
@@ -33,7 +33,7 @@ def test_lifecycle_through_operations(runtime: Runtime) -> None:
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
         instance, op = instances.create(
-            s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE)
+            s, InstanceRequest(name="web", kind=InstanceKind.CONTAINER, image="busybox", command=SERVE)
         )
     assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
     assert state(runtime) == "running"
@@ -64,7 +64,9 @@ def test_lifecycle_through_operations(runtime: Runtime) -> None:
 def test_running_an_operation_twice_does_nothing_more(runtime: Runtime) -> None:
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
-        _, op = instances.create(s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE))
+        _, op = instances.create(
+            s, InstanceRequest(name="web", kind=InstanceKind.CONTAINER, image="busybox", command=SERVE)
+        )
     assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
     assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
     with runtime.sessions() as s:
@@ -81,7 +83,9 @@ def test_transient_errors_retry_then_fail_and_a_later_start_converges(runtime: R
 
     monkeypatch.setattr(driver, "create", down)
     with transaction(runtime.sessions) as s:
-        _, op = instances.create(s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE))
+        _, op = instances.create(
+            s, InstanceRequest(name="web", kind=InstanceKind.CONTAINER, image="busybox", command=SERVE)
+        )
     try:
         reconciler.run_operation(runtime, op.id, final_attempt=False)
         raise AssertionError("a transient error must propagate for a retry")
@@ -106,7 +110,7 @@ def test_periodic_reconcile_sees_drift(runtime: Runtime) -> None:
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
         instance, op = instances.create(
-            s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE)
+            s, InstanceRequest(name="web", kind=InstanceKind.CONTAINER, image="busybox", command=SERVE)
         )
     reconciler.run_operation(runtime, op.id)
     driver = runtime.compute(InstanceKind.CONTAINER)
@@ -134,7 +138,9 @@ def test_a_resize_the_driver_cannot_apply_live_waits_for_a_restart(runtime: Runt
 
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
-        _, op = instances.create(s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE))
+        _, op = instances.create(
+            s, InstanceRequest(name="web", kind=InstanceKind.CONTAINER, image="busybox", command=SERVE)
+        )
     reconciler.run_operation(runtime, op.id)
     driver = runtime.compute(InstanceKind.CONTAINER)
     monkeypatch.setattr(

@@ -13,7 +13,7 @@ from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
@@ -33,7 +33,10 @@ def ready_volume(runtime: Runtime, name: str, format: str = "raw") -> str:
 
 def container(runtime: Runtime, name: str, vol: str, read_only: bool = False) -> None:
     request = InstanceRequest(
-        name, InstanceKind.CONTAINER, "busybox", volumes=[{"volume": vol, "path": "/v", "read_only": read_only}]
+        name=name,
+        kind=InstanceKind.CONTAINER,
+        image="busybox",
+        volumes=[{"volume": vol, "path": "/v", "read_only": read_only}],
     )
     with transaction(runtime.sessions) as s:
         instances.create(s, request)
@@ -105,7 +108,7 @@ def test_the_database_keeps_a_second_writer_off(runtime: Runtime) -> None:
     volume_id = ready_volume(runtime, "data")
     container(runtime, "one", "data")
     with transaction(runtime.sessions) as s:
-        other, _ = instances.create(s, InstanceRequest("two", InstanceKind.CONTAINER, "busybox"))
+        other, _ = instances.create(s, InstanceRequest(name="two", kind=InstanceKind.CONTAINER, image="busybox"))
         other_id = other.id
     with pytest.raises(IntegrityError), transaction(runtime.sessions) as s:
         s.add(VolumeAttachment(id=new_id(), volume_id=volume_id, instance_id=other_id, read_only=False))
@@ -136,7 +139,9 @@ def disk_image(runtime: Runtime, tmp_path: Path) -> None:
 def test_a_vm_booting_a_disk_image_gets_a_root_volume(runtime: Runtime, tmp_path: Path) -> None:
     disk_image(runtime, tmp_path)
     with transaction(runtime.sessions) as s:
-        vm, _ = instances.create(s, InstanceRequest("web", InstanceKind.VM, "distro", cpus=1, memory_mb=256))
+        vm, _ = instances.create(
+            s, InstanceRequest(name="web", kind=InstanceKind.VM, image="distro", cpus=1, memory_mb=256)
+        )
         assert vm.volumes == [
             {"volume": "web-root", "path": None, "read_only": False, "serial": "web-root", "boot": True}
         ]
@@ -154,7 +159,9 @@ def test_a_vm_booting_a_disk_image_gets_a_root_volume(runtime: Runtime, tmp_path
     # A volume already named like the root disk: 409 and nothing made.
     ready_volume(runtime, "clash-root")
     with pytest.raises(Conflict, match="root disk takes that name"), transaction(runtime.sessions) as s:
-        instances.create(s, InstanceRequest("clash", InstanceKind.VM, "distro", cpus=1, memory_mb=256))
+        instances.create(
+            s, InstanceRequest(name="clash", kind=InstanceKind.VM, image="distro", cpus=1, memory_mb=256)
+        )
     with runtime.sessions() as s:
         assert instances.find(s, "clash") is None
         assert sorted(v.name for v in s.query(Volume)) == ["clash-root", "web-root"]

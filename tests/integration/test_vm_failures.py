@@ -17,7 +17,7 @@ from meshvisor.hypervisor.tiny_image import TinyImage
 from meshvisor.platform import reconciler
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceRequest
+from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import operations
@@ -82,7 +82,7 @@ def our_domains(prefix: str) -> list[str]:
 def create_vm(rt: Runtime, name: str, image: str) -> str:
     with transaction(rt.sessions) as s:
         instance, op = instances.create(
-            s, InstanceRequest(name, InstanceKind.VM, image, cpus=1, memory_mb=256, disk_mb=16)
+            s, InstanceRequest(name=name, kind=InstanceKind.VM, image=image, cpus=1, memory_mb=256, disk_mb=16)
         )
     return op.id
 

@@ -6,22 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from meshvisor.core.types import InstanceKind, RestartPolicy
+from meshvisor.core.types import InstanceKind
+from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class NetworkAttachment(Strict):
-    network: str
-    ip: str | None = None
-
-
-class VolumeAttachment(Strict):
-    volume: str
-    path: str | None = Field(default=None, description="containers: where it is mounted (VMs: none)")
-    read_only: bool = False
 
 
 class VolumeHotplug(Strict):
@@ -98,31 +88,12 @@ class VolumePage(BaseModel):
     next_cursor: str | None = None
 
 
-class InstanceCreate(Strict):
-    name: str
-    kind: InstanceKind = InstanceKind.CONTAINER
-    image: str
-    cpus: float = 1.0
-    memory_mb: int = 256
-    command: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
-    restart_policy: RestartPolicy = RestartPolicy.NO
-    networks: list[NetworkAttachment] = Field(default_factory=list)
-    volumes: list[VolumeAttachment] = Field(default_factory=list)
-    mesh: dict[str, Any] | None = None
-    max_cpus: int | None = Field(default=None, description="VMs: vCPUs it may grow to while running")
-    max_memory_mb: int | None = Field(default=None, description="VMs: memory it may grow to while running")
-    disk_mb: int = Field(default=0, description="VMs: size of a scratch data disk (/dev/vda); 0 for none")
-    cloud_init: dict[str, Any] | None = None
-    host: str | None = Field(default=None, description="the host to run on (GET /v1/hosts); default: this one")
-    security_groups: list[str] = Field(default_factory=list, description="names of its security groups")
+class InstanceCreate(InstanceRequest):
+    """POST /v1/instances: the platform's request itself (`instances.shape`)."""
 
 
-class InstancePatch(Strict):
-    cpus: float | None = None
-    memory_mb: int | None = None
-    restart_policy: RestartPolicy | None = None
-    security_groups: list[str] | None = Field(default=None, description="replaces the list; [] leaves all")
+class InstancePatch(InstanceChange):
+    """PATCH /v1/instances/{name}."""
 
 
 class ActionRequest(Strict):
@@ -163,27 +134,17 @@ class OperationPublic(BaseModel):
     finished_at: str | None
 
 
-class InstancePublic(BaseModel):
+class InstancePublic(InstanceBase):
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
     id: str
     name: str
     project: str
-    kind: InstanceKind
     state: Literal["pending", "creating", "running", "stopped", "paused", "error", "deleting"]
-    image: str
     host: str
-    cpus: float
-    memory_mb: int
-    command: list[str]
-    env: dict[str, str]
-    restart_policy: RestartPolicy
     networks: list[dict[str, Any]]
     volumes: list[dict[str, Any]]
-    mesh: dict[str, Any] | None
-    security_groups: list[str] = Field(default_factory=list)
     error: str | None
-    max_cpus: int | None
-    max_memory_mb: int | None
-    disk_mb: int
     restart_required: bool
     operation_id: str | None
     etag: str

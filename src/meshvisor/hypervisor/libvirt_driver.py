@@ -15,6 +15,7 @@ from pathlib import Path
 import libvirt
 
 from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound, TransientError
+from meshvisor.core.instance_rules import whole_vcpus
 from meshvisor.core.names import host_object_name
 from meshvisor.core.terminal import Terminal
 from meshvisor.core.types import (
@@ -169,9 +170,7 @@ class LibvirtDriver:
         return self._observed(instance_id, dom) if dom is not None else None
 
     def config_for(self, spec: ComputeSpec) -> DomainConfig:
-        vcpus = int(spec.cpus)
-        if vcpus != spec.cpus or vcpus < 1:
-            raise InvalidInput(f"a VM takes a whole number of vCPUs, not {spec.cpus}")
+        vcpus = whole_vcpus(spec.cpus)
         return DomainConfig(
             name=host_object_name(self.prefix, "vm", spec.id),
             instance_id=spec.id,
@@ -267,9 +266,7 @@ class LibvirtDriver:
         """The configuration always changes; a running guest changes live where libvirt can, and the answer says
         when a restart is needed instead."""
         dom = self._get(instance_id)
-        vcpus = int(cpus)
-        if vcpus != cpus or vcpus < 1:
-            raise InvalidInput(f"a VM takes a whole number of vCPUs, not {cpus}")
+        vcpus = whole_vcpus(cpus)
         max_vcpus = dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG | libvirt.VIR_DOMAIN_VCPU_MAXIMUM)
         max_kib = dom.maxMemory()
         if vcpus > max_vcpus or memory_mb * 1024 > max_kib:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.instances.requests import InstanceChange, InstanceRequest
+from meshvisor.platform.instances.shape import NetworkAttachment
 from meshvisor.platform.state import operations
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
@@ -24,7 +24,6 @@ from ..schemas import (
     InstancePatch,
     InstancePublic,
     LogsPublic,
-    NetworkAttachment,
     SnapshotList,
     VolumeHotplug,
 )
@@ -41,28 +40,9 @@ def _accepted(dispatch: DispatchDep, instance: Any, op: Any) -> Response:
 
 @router.post("", status_code=202, responses=ACCEPTED)
 def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
-    req = InstanceRequest(
-        name=body.name,
-        kind=body.kind,
-        image=body.image,
-        cpus=body.cpus,
-        memory_mb=body.memory_mb,
-        command=body.command,
-        env=body.env,
-        restart_policy=body.restart_policy,
-        networks=[n.model_dump() for n in body.networks],
-        volumes=[v.model_dump() for v in body.volumes],
-        mesh=body.mesh,
-        max_cpus=body.max_cpus,
-        max_memory_mb=body.max_memory_mb,
-        disk_mb=body.disk_mb,
-        cloud_init=body.cloud_init,
-        host=body.host,
-        security_groups=body.security_groups,
-    )
     with transaction(rt.sessions) as s:
         instance, op = instances.create(
-            s, req, default_host=rt.settings.host_name, online_window_s=hosts.online_window_s(rt.settings)
+            s, body, default_host=rt.settings.host_name, online_window_s=hosts.online_window_s(rt.settings)
         )
     return _accepted(dispatch, instance, op)
 
@@ -86,14 +66,8 @@ def get_instance(name: str, session: SessionDep, response: Response, _: TokenDep
 def patch_instance(
     name: str, body: InstancePatch, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
-    change = InstanceChange(
-        cpus=body.cpus,
-        memory_mb=body.memory_mb,
-        restart_policy=body.restart_policy,
-        security_groups=body.security_groups,
-    )
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_change(s, name, change, if_match)
+        instance, op = instances.request_change(s, name, body, if_match)
     return _accepted(dispatch, instance, op)
 
 

@@ -1,4 +1,5 @@
-"""What this host can give one instance: checked before anything is created."""
+"""What this host can give one instance: checked before anything is created (the minima of each kind are
+`meshvisor.core.instance_rules`)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,6 @@ from functools import lru_cache
 class HostLimits:
     cpus: int
     memory_mb: int
-
-
-MIN_CONTAINER_MEMORY_MB = 6  # the Docker engine refuses less
-MIN_VM_MEMORY_MB = 128  # the built-in guest's kernel and initramfs need about this much to boot
-MAX_DISK_MB = 1024 * 1024  # 1 TiB for a VM's data disk
 
 
 @lru_cache(maxsize=1)

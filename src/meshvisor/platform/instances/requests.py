@@ -1,27 +1,31 @@
 """Instance requests: validate against the database and the host, then write desired state + an operation.
 
+A create is two steps: `check_create` (the request's rules from `core.instance_rules`, what this host can give
+in `host_problems`, then what the database says) gives a `CreatePlan` or raises, writing nothing;
+`write_create` writes the plan's rows. The request's shape is `shape.InstanceRequest`.
 Nothing here touches a driver except `exec_in` and `read_logs`, which answer at once.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from meshvisor.core import instance_rules as rules
 from meshvisor.core.compute import SnapshotDriver
 from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound
 from meshvisor.core.lifecycle import check_action, check_delete, parse_action
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.terminal import Terminal
-from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, RestartPolicy, Snapshot
+from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, Snapshot
 from meshvisor.hypervisor import cloud_init
 from meshvisor.platform.hosts import registry as hosts
-from meshvisor.platform.hosts.limits import MAX_DISK_MB, MIN_CONTAINER_MEMORY_MB, MIN_VM_MEMORY_MB, host_limits
+from meshvisor.platform.hosts.limits import host_limits
 from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
@@ -39,94 +43,56 @@ from meshvisor.platform.state.models import (
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 from meshvisor.platform.volumes import requests as volumes
 
-MAX_ENV_VARS = 256
-MAX_VOLUMES = 16
+from .shape import InstanceChange, InstanceRequest, NetworkAttachment
 
 
-@dataclass
-class InstanceRequest:
-    name: str
-    kind: InstanceKind
-    image: str
-    cpus: float = 1.0
-    memory_mb: int = 256
-    command: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    restart_policy: RestartPolicy = RestartPolicy.NO
-    networks: list[dict[str, Any]] = field(default_factory=list)
-    volumes: list[dict[str, Any]] = field(default_factory=list)
-    mesh: dict[str, Any] | None = None
-    max_cpus: int | None = None
-    max_memory_mb: int | None = None
-    disk_mb: int = 0
-    cloud_init: dict[str, Any] | None = None
-    host: str | None = None  # None: the host that took the request
-    security_groups: list[str] = field(default_factory=list)
-
-
-@dataclass
-class InstanceChange:
-    cpus: float | None = None
-    memory_mb: int | None = None
-    restart_policy: RestartPolicy | None = None
-    security_groups: list[str] | None = None
-
-
-def check_resources(
-    cpus: float | None, memory_mb: int | None, kind: InstanceKind = InstanceKind.CONTAINER
-) -> None:
+def host_problems(
+    cpus: float | None, memory_mb: int | None, max_cpus: int | None = None, max_memory_mb: int | None = None
+) -> list[str]:
+    """What this host cannot give (the rules that need nothing but the request are `instance_rules`)."""
     limits = host_limits()
+    found = []
     if cpus is not None and not 0 < cpus <= limits.cpus:
-        raise InvalidInput(f"cpus must be above 0 and at most {limits.cpus} (this host's CPUs), not {cpus}")
-    if cpus is not None and kind is InstanceKind.VM and cpus != int(cpus):
-        raise InvalidInput(f"a VM takes a whole number of vCPUs, not {cpus}")
-    least = MIN_VM_MEMORY_MB if kind is InstanceKind.VM else MIN_CONTAINER_MEMORY_MB
-    if memory_mb is not None and not least <= memory_mb <= limits.memory_mb:
-        what = "a VM's guest" if kind is InstanceKind.VM else "a container"
-        raise InvalidInput(
-            f"memory_mb must be between {least} ({what} minimum) and {limits.memory_mb} (this host's memory),"
-            f" not {memory_mb}"
-        )
+        found.append(f"cpus must be above 0 and at most {limits.cpus} (this host's CPUs), not {cpus}")
+    if memory_mb is not None and memory_mb > limits.memory_mb:
+        found.append(f"memory_mb must be at most {limits.memory_mb} (this host's memory), not {memory_mb}")
+    if max_cpus is not None and max_cpus > limits.cpus:
+        found.append(f"max_cpus must be at most {limits.cpus} (this host's CPUs), not {max_cpus}")
+    if max_memory_mb is not None and max_memory_mb > limits.memory_mb:
+        found.append(f"max_memory_mb must be at most {limits.memory_mb} (this host's memory), not {max_memory_mb}")
+    return found
 
 
-def check_vm_request(req: InstanceRequest) -> None:
-    limits = host_limits()
-    if req.max_cpus is not None and not req.cpus <= req.max_cpus <= limits.cpus:
-        raise InvalidInput(f"max_cpus must be between cpus ({req.cpus:g}) and {limits.cpus} (this host's CPUs)")
-    if req.max_memory_mb is not None and not req.memory_mb <= req.max_memory_mb <= limits.memory_mb:
-        raise InvalidInput(
-            f"max_memory_mb must be between memory_mb ({req.memory_mb}) and {limits.memory_mb} (host memory)"
-        )
-    if not 0 <= req.disk_mb <= MAX_DISK_MB:
-        raise InvalidInput(f"disk_mb must be between 0 (no data disk) and {MAX_DISK_MB}")
-    if req.command or req.env:
-        raise InvalidInput("command and env are for containers; a VM runs its image's own init")
-    cloud_init.parse(req.cloud_init)
+def _refuse(problems: list[str]) -> None:
+    if problems:
+        raise InvalidInput("; ".join(problems))
 
 
-def create(
+@dataclass
+class CreatePlan:
+    """A checked create: the instance's row (not yet in the session) and what the database gave for it."""
+
+    req: InstanceRequest
+    instance: Instance
+    image: Image
+    networks: list[Network]
+
+
+def check_create(
     session: Session,
     req: InstanceRequest,
     project: str = "default",
     *,
     default_host: str = "local",
     online_window_s: float = hosts.DEFAULT_ONLINE_WINDOW_S,
-) -> tuple[Instance, Operation]:
+) -> CreatePlan:
+    """Every check of a create, writing nothing: the request's rules, what the host can give, then what the
+    database says (image, name, host, networks)."""
     validate_name(req.name)
-    mesh = services.check_mesh(session, req.mesh, project)
-    if len(req.volumes) > MAX_VOLUMES:
-        raise InvalidInput(f"an instance takes at most {MAX_VOLUMES} volumes")
-    check_network_requests(req.networks)
-    check_resources(req.cpus, req.memory_mb, req.kind)
+    _refuse(rules.problems(req) + host_problems(req.cpus, req.memory_mb, req.max_cpus, req.max_memory_mb))
     if req.kind is InstanceKind.VM:
-        check_vm_request(req)
-    elif req.max_cpus or req.max_memory_mb or req.disk_mb or req.cloud_init:
-        raise InvalidInput("max_cpus, max_memory_mb, disk_mb and cloud_init are for VMs")
-    if len(req.env) > MAX_ENV_VARS:
-        raise InvalidInput(f"at most {MAX_ENV_VARS} environment variables")
-    for key in req.env:
-        if not key or "=" in key or "\0" in key:
-            raise InvalidInput(f"invalid environment variable name {key!r}")
+        cloud_init.parse(req.cloud_init)
+    mesh = services.check_mesh(session, req.mesh, project)
     image = session.scalar(select(Image).where(Image.project == project, Image.name == req.image))
     if image is None:
         raise NotFound(f"image {req.image!r} not found; see GET /v1/images")
@@ -137,19 +103,14 @@ def create(
     if find(session, req.name, project) is not None:
         raise Conflict(f"an instance named {req.name!r} already exists")
     host = placement(session, req.host or default_host, req.kind, online_window_s)
-
-    instance_id = new_id()
-    op = operations.new_operation(
-        session,
-        resource_type="instance",
-        resource_id=instance_id,
-        resource_name=req.name,
-        action="create",
-        project=project,
-        host=host,
+    return CreatePlan(
+        req, _row(req, project, host, mesh), image, [_ready_network(session, a, project) for a in req.networks]
     )
+
+
+def _row(req: InstanceRequest, project: str, host: str, mesh: dict[str, Any] | None) -> Instance:
     instance = Instance(
-        id=instance_id,
+        id=new_id(),
         project=project,
         host=host,
         name=req.name,
@@ -164,7 +125,6 @@ def create(
         networks=[],
         volumes=[],
         mesh=mesh,
-        operation_id=op.id,
         version=1,
         disk_mb=req.disk_mb,
         restart_required=False,
@@ -173,41 +133,67 @@ def create(
     if req.kind is InstanceKind.VM:  # the maxima default to the sizes: no live growth unless asked for
         instance.max_cpus = req.max_cpus or int(req.cpus)
         instance.max_memory_mb = req.max_memory_mb or req.memory_mb
+    return instance
+
+
+def _ready_network(session: Session, attachment: NetworkAttachment, project: str) -> Network:
+    net = networks.get(session, attachment.network, project)
+    if net.state != "ready":
+        raise Conflict(f"network {net.name!r} is {net.state}, not ready")
+    return net
+
+
+def create(
+    session: Session,
+    req: InstanceRequest,
+    project: str = "default",
+    *,
+    default_host: str = "local",
+    online_window_s: float = hosts.DEFAULT_ONLINE_WINDOW_S,
+) -> tuple[Instance, Operation]:
+    plan = check_create(session, req, project, default_host=default_host, online_window_s=online_window_s)
+    return write_create(session, plan)
+
+
+def write_create(session: Session, plan: CreatePlan) -> tuple[Instance, Operation]:
+    """The rows of a checked create: the operation, the instance, its addresses, groups and volumes."""
+    instance, req = plan.instance, plan.req
+    op = operations.new_operation(
+        session,
+        resource_type="instance",
+        resource_id=instance.id,
+        resource_name=instance.name,
+        action="create",
+        project=instance.project,
+        host=instance.host,
+    )
+    instance.operation_id = op.id
     session.add(instance)
     try:
         session.flush()
     except IntegrityError:
         raise Conflict(f"an instance named {req.name!r} already exists") from None
-    if mesh is not None:
-        services.ensure(session, mesh["service"], project)
-    for index, attachment in enumerate(req.networks):
-        net = networks.get(session, str(attachment.get("network")), project)
-        if net.state != "ready":
-            raise Conflict(f"network {net.name!r} is {net.state}, not ready")
-        networks.allocate(session, net, instance_id, attachment.get("ip"), ifname=f"eth{index}")
-    instance.networks = attachments_of(session, instance_id)
-    if mesh is not None and req.kind is InstanceKind.VM:
-        instance.mesh = {**mesh, "sidecar_ip": services.allocate_sidecar(session, instance)}
-    security_groups.set_membership(session, instance, req.security_groups)
-    root = volumes.create_root(session, instance, image)
-    if root is not None:
-        events.emit(session, "lifecycle", "volume", root.name, project, state=root.state, id=root.id)
-    for wanted in req.volumes:
-        volumes.attach(
-            session, instance, str(wanted.get("volume")), wanted.get("path"), wanted.get("read_only", False)
-        )
-    instance.volumes = volumes.attachments_of(session, instance_id)
-    events.emit(session, "lifecycle", "instance", req.name, project, state=instance.state, id=instance_id)
+    _write_attachments(session, plan)
+    events.emit(session, "lifecycle", "instance", req.name, instance.project, state=instance.state, id=instance.id)
     return instance, op
 
 
-def check_network_requests(requested: list[dict[str, Any]]) -> None:
-    if len(requested) > networks.MAX_INTERFACES:
-        raise InvalidInput(f"an instance joins at most {networks.MAX_INTERFACES} networks")
-    names = [str(a.get("network")) for a in requested]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise InvalidInput(f"network {twice[0]!r} is listed twice: an instance has one interface per network")
+def _write_attachments(session: Session, plan: CreatePlan) -> None:
+    instance, req, project, mesh = plan.instance, plan.req, plan.instance.project, plan.instance.mesh
+    if mesh is not None:
+        services.ensure(session, mesh["service"], project)
+    for index, (net, attachment) in enumerate(zip(plan.networks, req.networks, strict=True)):
+        networks.allocate(session, net, instance.id, attachment.ip, ifname=f"eth{index}")
+    instance.networks = attachments_of(session, instance.id)
+    if mesh is not None and req.kind is InstanceKind.VM:
+        instance.mesh = {**mesh, "sidecar_ip": services.allocate_sidecar(session, instance)}
+    security_groups.set_membership(session, instance, req.security_groups)
+    root = volumes.create_root(session, instance, plan.image)
+    if root is not None:
+        events.emit(session, "lifecycle", "volume", root.name, project, state=root.state, id=root.id)
+    for wanted in req.volumes:
+        volumes.attach(session, instance, wanted.volume, wanted.path, wanted.read_only)
+    instance.volumes = volumes.attachments_of(session, instance.id)
 
 
 def placement(session: Session, name: str, kind: InstanceKind, online_window_s: float) -> str:
@@ -321,7 +307,9 @@ def request_change(
     if InstanceState(instance.state) in (InstanceState.DELETING, InstanceState.PENDING, InstanceState.CREATING):
         raise Conflict(f"instance {name!r} is {instance.state}; change it once that ends")
     kind = InstanceKind(instance.kind)
-    check_resources(change.cpus, change.memory_mb, kind)
+    sizes = rules.cpus_problems(kind, change.cpus) if change.cpus is not None else []
+    sizes += rules.memory_problems(kind, change.memory_mb) if change.memory_mb is not None else []
+    _refuse(sizes + host_problems(change.cpus, change.memory_mb))
     if kind is InstanceKind.VM:
         if change.cpus is not None and instance.max_cpus is not None and change.cpus > instance.max_cpus:
             raise InvalidInput(f"cpus {change.cpus:g} is beyond this VM's maximum of {instance.max_cpus}")

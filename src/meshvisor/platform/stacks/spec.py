@@ -19,7 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from meshvisor.core import instance_rules as rules
 from meshvisor.mesh.model import validate_policy
+from meshvisor.platform.instances import shape
+from meshvisor.platform.instances.shape import Lower
 
 KINDS = ("network", "security_group", "volume", "instance", "service")
 SECTIONS = {  # stack file section -> resource kind
@@ -36,11 +39,6 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 ADDRESS_PATTERN = r"^(network|security_group|volume|instance|service)\.[a-z0-9-]{1,40}$"
 
 Path = tuple[str | int, ...]
-
-
-def _lower(value: object) -> object:
-    """Enumerations are compared without case (`VM` is `vm`); the platform stores them in lower case."""
-    return value.lower() if isinstance(value, str) else value
 
 
 def _env_value(value: object) -> object:
@@ -68,7 +66,6 @@ def _no_none(value: object) -> object:
     return {} if value is None else value
 
 
-Lower = BeforeValidator(_lower)
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 EnvValue = Annotated[str, BeforeValidator(_env_value)]
@@ -176,9 +173,8 @@ class Volume(Resource):
         return self
 
 
-class NetworkAttachment(Model):
+class NetworkAttachment(shape.NetworkAttachment, Model):
     network: Name
-    ip: str | None = None
 
     @field_validator("ip")
     @classmethod
@@ -191,10 +187,8 @@ class NetworkAttachment(Model):
         return ip
 
 
-class VolumeAttachment(Model):
+class VolumeAttachment(shape.VolumeAttachment, Model):
     volume: Name
-    path: str | None = Field(default=None, description="containers: where it is mounted (VMs: none)")
-    read_only: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> VolumeAttachment:
@@ -230,56 +224,35 @@ class Mesh(Model):
         return self
 
 
-class Instance(Resource):
-    kind: Annotated[Literal["container", "vm"], Lower] = "container"
+class Instance(shape.InstanceFields, Resource):
+    """The platform's instance fields (`instances.shape`), bounded for the file's schema, with its rules."""
+
+    model_config = ConfigDict(use_enum_values=True)  # kind and restart_policy as the file's words
+
     image: Annotated[str, Field(min_length=1)]
     cpus: Annotated[float, Field(gt=0, le=1024)] = 1.0
-    memory_mb: Annotated[int, Field(ge=6, le=1024 * 1024)] = 256
-    command: list[str] = Field(default_factory=list, description="containers only")
-    env: Annotated[dict[str, EnvValue], Field(max_length=256)] = Field(
+    memory_mb: Annotated[int, Field(ge=rules.MIN_CONTAINER_MEMORY_MB, le=1024 * 1024)] = 256
+    env: Annotated[dict[str, EnvValue], Field(max_length=rules.MAX_ENV_VARS)] = Field(
         default_factory=dict, description="containers only"
     )
-    restart_policy: Annotated[Literal["no", "on-failure", "always", "unless-stopped"], Lower] = "no"
-    networks: Annotated[list[NetworkAttachment], Field(max_length=8)] = Field(default_factory=list)
-    volumes: Annotated[list[VolumeAttachment], Field(max_length=16)] = Field(default_factory=list)
+    networks: Annotated[list[NetworkAttachment], Field(max_length=rules.MAX_NETWORKS)] = Field(
+        default_factory=list
+    )
+    volumes: Annotated[list[VolumeAttachment], Field(max_length=rules.MAX_VOLUMES)] = Field(default_factory=list)
     security_groups: Annotated[list[Name], Field(max_length=8)] = Field(default_factory=list)
-    mesh: Mesh | None = None
+    mesh: Mesh | None = None  # type: ignore[assignment]  # the platform checks a mesh block against its services
     max_cpus: Annotated[int, Field(ge=1)] | None = Field(default=None, description="VMs: default cpus")
-    max_memory_mb: Annotated[int, Field(ge=128)] | None = Field(default=None, description="VMs: default memory")
-    disk_mb: Annotated[int, Field(ge=0, le=1024 * 1024)] = Field(default=0, description="VMs: data disk size")
-    cloud_init: dict[str, Any] | None = Field(default=None, description="VMs: ssh_keys, user_data, ...")
+    max_memory_mb: Annotated[int, Field(ge=rules.MIN_VM_MEMORY_MB)] | None = Field(
+        default=None, description="VMs: default memory"
+    )
+    disk_mb: Annotated[int, Field(ge=0, le=rules.MAX_DISK_MB)] = Field(
+        default=0, description="VMs: data disk size"
+    )
     host: Name | None = Field(default=None, description="default: the platform places it")
 
     @model_validator(mode="after")
     def _check(self) -> Instance:
-        problems = []
-        if self.kind == "vm":
-            if self.cpus != int(self.cpus):
-                problems.append(f"a VM takes a whole number of vCPUs, not {self.cpus}")
-            if self.memory_mb < 128:
-                problems.append(f"a VM needs memory_mb of at least 128, not {self.memory_mb}")
-            if self.command or self.env:
-                problems.append("command and env are for containers; a VM runs its image's own init")
-            if self.max_cpus is not None and self.max_cpus < self.cpus:
-                problems.append(f"max_cpus {self.max_cpus} is below cpus {self.cpus:g}")
-            if self.max_memory_mb is not None and self.max_memory_mb < self.memory_mb:
-                problems.append(f"max_memory_mb {self.max_memory_mb} is below memory_mb {self.memory_mb}")
-            problems += [f"volume {v.volume!r}: a VM's volume has no path" for v in self.volumes if v.path]
-        else:
-            given = [f for f in ("max_cpus", "max_memory_mb", "cloud_init") if getattr(self, f) is not None]
-            given += ["disk_mb"] if self.disk_mb else []
-            if given:
-                problems.append(f"{', '.join(given)}: for VMs only")
-            problems += [
-                f"volume {v.volume!r}: a container's volume needs a path" for v in self.volumes if not v.path
-            ]
-        names = [n.network for n in self.networks]
-        problems += [f"network {n!r} is listed twice" for n in sorted({n for n in names if names.count(n) > 1})]
-        vols = [v.volume for v in self.volumes]
-        problems += [f"volume {n!r} is listed twice" for n in sorted({n for n in vols if vols.count(n) > 1})]
-        for key in self.env:
-            if not key or "=" in key or "\0" in key:
-                problems.append(f"invalid environment variable name {key!r}")
+        problems = rules.problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -17,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import NotFound
-from meshvisor.core.types import InstanceKind, RestartPolicy
+from meshvisor.core.types import RestartPolicy
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.shape import InstanceChange, InstanceRequest
 from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
@@ -125,26 +126,11 @@ def create(ctx: Context, kind: str, name: str, res: stack_spec.Resource) -> None
         raise TypeError(f"cannot create a {kind}")
 
 
-def instance_request(name: str, res: stack_spec.Instance) -> instances.InstanceRequest:
-    return instances.InstanceRequest(
-        name=name,
-        kind=InstanceKind(res.kind),
-        image=res.image,
-        cpus=res.cpus,
-        memory_mb=res.memory_mb,
-        command=list(res.command),
-        env=dict(res.env),
-        restart_policy=RestartPolicy(res.restart_policy),
-        networks=[n.model_dump(exclude_none=True) for n in res.networks],
-        volumes=[v.model_dump(exclude_none=True) for v in res.volumes],
-        mesh=res.mesh.model_dump(exclude_none=True) if res.mesh is not None else None,
-        max_cpus=res.max_cpus,
-        max_memory_mb=res.max_memory_mb,
-        disk_mb=res.disk_mb,
-        cloud_init=res.cloud_init,
-        host=res.host,
-        security_groups=list(res.security_groups),
-    )
+def instance_request(name: str, res: stack_spec.Instance) -> InstanceRequest:
+    """The platform's request for a stack file's instance: the same fields, less the stack's own."""
+    fields = res.model_dump(exclude=set(stack_spec.Resource.model_fields))
+    fields["mesh"] = res.mesh.model_dump(exclude_none=True) if res.mesh is not None else None
+    return InstanceRequest.model_validate({"name": name, **fields})
 
 
 def _rules(res: stack_spec.SecurityGroup) -> list[dict[str, Any]]:
@@ -198,13 +184,13 @@ def update_instance(ctx: Context, name: str, res: stack_spec.Instance, restart: 
         row = instances.get(s, name, project)
         groups = sorted(res.security_groups)
         current = sorted(row.security_groups or [])
-        change = instances.InstanceChange(
+        change = InstanceChange(
             cpus=res.cpus if res.cpus != row.cpus else None,
             memory_mb=res.memory_mb if res.memory_mb != row.memory_mb else None,
             restart_policy=policy if policy.value != row.restart_policy else None,
             security_groups=list(res.security_groups) if groups != current else None,
         )
-        if change == instances.InstanceChange():
+        if change == InstanceChange():
             return None
         return instances.request_change(s, name, change, project=project)[1]
 

@@ -1,0 +1,146 @@
+"""What an instance of each kind may be asked for: the rules that need nothing but the request itself.
+
+Written once, read by every path that takes an instance: the API and the stack apply (through
+`platform.instances.requests`, which adds what needs the host or the database), a stack file's check
+(`platform.stacks.spec`) and the libvirt driver (`whole_vcpus`). Each rule answers with problems (sentences for
+people), all of them, in a fixed order: a stack file lists them together, the API joins them into one error.
+
+    cpus_problems, memory_problems   sizes by kind (also what a change of size must keep)
+    problems                         the whole request: sizes, what is for VMs or containers only, counts, repeats
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from meshvisor.core.errors import InvalidInput
+from meshvisor.core.types import InstanceKind
+
+MIN_CONTAINER_MEMORY_MB = 6  # the Docker engine refuses less
+MIN_VM_MEMORY_MB = 128  # the built-in guest's kernel and initramfs need about this much to boot
+MAX_DISK_MB = 1024 * 1024  # 1 TiB for a VM's data disk
+MAX_NETWORKS = 8  # eth0 … eth7
+MAX_VOLUMES = 16
+MAX_ENV_VARS = 256
+VM_ONLY = ("max_cpus", "max_memory_mb", "disk_mb", "cloud_init")
+
+
+class NetworkRef(Protocol):
+    @property
+    def network(self) -> str: ...
+
+
+class VolumeRef(Protocol):
+    @property
+    def volume(self) -> str: ...
+    @property
+    def path(self) -> str | None: ...
+
+
+class InstanceAsked(Protocol):
+    """What the rules read of a request (the API's, the platform's and a stack file's instance all have it)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def cpus(self) -> float: ...
+    @property
+    def memory_mb(self) -> int: ...
+    @property
+    def command(self) -> Sequence[str]: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+    @property
+    def networks(self) -> Sequence[NetworkRef]: ...
+    @property
+    def volumes(self) -> Sequence[VolumeRef]: ...
+    @property
+    def max_cpus(self) -> int | None: ...
+    @property
+    def max_memory_mb(self) -> int | None: ...
+    @property
+    def disk_mb(self) -> int: ...
+    @property
+    def cloud_init(self) -> dict[str, Any] | None: ...
+
+
+def cpus_problems(kind: str, cpus: float) -> list[str]:
+    if InstanceKind(kind) is InstanceKind.VM and not float(cpus).is_integer():
+        return [_not_whole(cpus)]
+    return []
+
+
+def whole_vcpus(cpus: float) -> int:
+    """A VM's vCPUs from its `cpus` (a driver's own check of what it is given)."""
+    if not float(cpus).is_integer() or cpus < 1:
+        raise InvalidInput(_not_whole(cpus))
+    return int(cpus)
+
+
+def _not_whole(cpus: float) -> str:
+    return f"a VM takes a whole number of vCPUs, not {cpus}"
+
+
+def memory_problems(kind: str, memory_mb: int) -> list[str]:
+    vm = InstanceKind(kind) is InstanceKind.VM
+    least, what = (MIN_VM_MEMORY_MB, "a VM's guest") if vm else (MIN_CONTAINER_MEMORY_MB, "a container")
+    if memory_mb < least:
+        return [f"memory_mb must be at least {least} ({what} minimum), not {memory_mb}"]
+    return []
+
+
+def problems(asked: InstanceAsked) -> list[str]:
+    """Every rule `asked` breaks, in a fixed order; [] when it keeps them all."""
+    found = cpus_problems(asked.kind, asked.cpus) + memory_problems(asked.kind, asked.memory_mb)
+    if InstanceKind(asked.kind) is InstanceKind.VM:
+        found += _vm_problems(asked)
+    else:
+        found += _container_problems(asked)
+    return found + _count_problems(asked) + _repeat_problems(asked)
+
+
+def _vm_problems(asked: InstanceAsked) -> list[str]:
+    found = []
+    if asked.command or asked.env:
+        found.append("command and env are for containers; a VM runs its image's own init")
+    if asked.max_cpus is not None and asked.max_cpus < asked.cpus:
+        found.append(f"max_cpus {asked.max_cpus} is below cpus {asked.cpus:g}")
+    if asked.max_memory_mb is not None and asked.max_memory_mb < asked.memory_mb:
+        found.append(f"max_memory_mb {asked.max_memory_mb} is below memory_mb {asked.memory_mb}")
+    if not 0 <= asked.disk_mb <= MAX_DISK_MB:
+        found.append(f"disk_mb must be between 0 (no data disk) and {MAX_DISK_MB}, not {asked.disk_mb}")
+    return found + [f"volume {v.volume!r}: a VM's volume has no path" for v in asked.volumes if v.path]
+
+
+def _container_problems(asked: InstanceAsked) -> list[str]:
+    found = []
+    given = [name for name in VM_ONLY if getattr(asked, name) not in (None, 0)]
+    if given:
+        found.append(f"{', '.join(VM_ONLY)} are for VMs (given: {', '.join(given)})")
+    return found + [f"volume {v.volume!r}: a container's volume needs a path" for v in asked.volumes if not v.path]
+
+
+def _count_problems(asked: InstanceAsked) -> list[str]:
+    found = []
+    if len(asked.networks) > MAX_NETWORKS:
+        found.append(f"an instance joins at most {MAX_NETWORKS} networks")
+    if len(asked.volumes) > MAX_VOLUMES:
+        found.append(f"an instance takes at most {MAX_VOLUMES} volumes")
+    if len(asked.env) > MAX_ENV_VARS:
+        found.append(f"at most {MAX_ENV_VARS} environment variables")
+    return found
+
+
+def _repeat_problems(asked: InstanceAsked) -> list[str]:
+    networks = [n.network for n in asked.networks]
+    volumes = [v.volume for v in asked.volumes]
+    found = [f"network {n!r} is listed twice: an instance has one interface per network" for n in _twice(networks)]
+    found += [f"volume {n!r} is listed twice" for n in _twice(volumes)]
+    return found + [
+        f"invalid environment variable name {key!r}" for key in asked.env if not key or "=" in key or "\0" in key
+    ]
+
+
+def _twice(names: list[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})

@@ -1,0 +1,79 @@
+"""One instance shape: the fields an instance has, as one Pydantic model family (pure: no database, no driver).
+
+    InstanceBase        what is asked for and shown alike: kind, image, sizes, command, env, mesh, VM maxima
+    InstanceFields      + how it is attached and placed: networks, volumes, cloud_init, host
+                        (a stack file's instance, `stacks.spec.Instance`, derives from it)
+    InstanceRequest     + its name: what `requests.create` takes (the API's body, `InstanceCreate`, is one)
+    InstanceChange      a change of size, restart policy or security groups (PATCH)
+
+These models hold types and defaults only; the rules of kinds and counts are `meshvisor.core.instance_rules`
+(which the stack file applies in its validation and `requests.check_create` applies with what needs the host
+and the database). The API's answer, `InstancePublic`, derives from `InstanceBase`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from meshvisor.core.types import InstanceKind, RestartPolicy
+
+
+def _lower(value: object) -> object:
+    """Enumerations are compared without case (`VM` is `vm`); the platform stores them in lower case."""
+    return value.lower() if isinstance(value, str) else value
+
+
+Lower = BeforeValidator(_lower)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NetworkAttachment(Strict):
+    network: str
+    ip: str | None = None
+
+
+class VolumeAttachment(Strict):
+    volume: str
+    path: str | None = Field(default=None, description="containers: where it is mounted (VMs: none)")
+    read_only: bool = False
+
+
+class InstanceBase(BaseModel):
+    kind: Annotated[InstanceKind, Field(strict=False), Lower] = InstanceKind.CONTAINER
+    image: str
+    cpus: float = 1.0
+    memory_mb: int = 256
+    command: list[str] = Field(default_factory=list, description="containers only")
+    env: dict[str, str] = Field(default_factory=dict, description="containers only")
+    restart_policy: Annotated[RestartPolicy, Field(strict=False), Lower] = RestartPolicy.NO
+    mesh: dict[str, Any] | None = None
+    security_groups: list[str] = Field(default_factory=list, description="names of its security groups")
+    max_cpus: int | None = Field(default=None, description="VMs: vCPUs it may grow to while running")
+    max_memory_mb: int | None = Field(default=None, description="VMs: memory it may grow to while running")
+    disk_mb: int = Field(default=0, description="VMs: size of a scratch data disk (/dev/vda); 0 for none")
+
+
+class InstanceFields(InstanceBase):
+    networks: Sequence[NetworkAttachment] = Field(default_factory=list)
+    volumes: Sequence[VolumeAttachment] = Field(default_factory=list)
+    cloud_init: dict[str, Any] | None = Field(default=None, description="VMs: ssh_keys, user_data, ...")
+    host: str | None = Field(default=None, description="the host to run on (GET /v1/hosts); default: this one")
+
+
+class InstanceRequest(InstanceFields):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+
+
+class InstanceChange(Strict):
+    cpus: float | None = None
+    memory_mb: int | None = None
+    restart_policy: RestartPolicy | None = None
+    security_groups: list[str] | None = Field(default=None, description="replaces the list; [] leaves all")

@@ -53,6 +53,19 @@ def test_create_writes_instance_and_operation_in_one_transaction(runtime: Runtim
     assert ("operation", "pending") in kinds and ("lifecycle", "pending") in kinds
 
 
+def test_the_check_writes_nothing_and_its_plan_is_what_is_written(runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        plan = instances.check_create(s, request())
+        assert plan.instance not in s and plan.image.name == "busybox"
+    assert counts(runtime) == (0, 0)
+    with transaction(runtime.sessions) as s:
+        plan = instances.check_create(s, request())
+        instance, op = instances.write_create(s, plan)
+        assert instance is plan.instance and instance.operation_id == op.id
+    assert counts(runtime) == (1, 1)
+
+
 @pytest.mark.parametrize(
     ("kw", "error", "message"),
     [

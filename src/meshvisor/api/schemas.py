@@ -1,4 +1,5 @@
-"""Request bodies (Pydantic 2). Types and shapes here; rules that need the database or host live in platform."""
+"""Request bodies (Pydantic 2). Types and shapes here (an instance's are `platform.instances.shape`'s); rules that
+need the database or host live in platform."""
 
 from __future__ import annotations
 
@@ -88,12 +89,12 @@ class VolumePage(BaseModel):
     next_cursor: str | None = None
 
 
-class InstanceCreate(InstanceRequest):
-    """POST /v1/instances: the platform's request itself (`instances.shape`)."""
+class InstanceCreate(InstanceRequest):  # POST /v1/instances: the platform's request itself (`instances.shape`)
+    pass
 
 
-class InstancePatch(InstanceChange):
-    """PATCH /v1/instances/{name}."""
+class InstancePatch(InstanceChange):  # PATCH /v1/instances/{name}
+    pass
 
 
 class ActionRequest(Strict):

@@ -43,7 +43,7 @@ from meshvisor.platform.state.models import (
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 from meshvisor.platform.volumes import requests as volumes
 
-from .shape import InstanceChange, InstanceRequest, NetworkAttachment
+from .shape import InstanceBase, InstanceChange, InstanceRequest, NetworkAttachment
 
 
 def host_problems(
@@ -476,27 +476,18 @@ def read_logs(rt: Runtime, session: Session, name: str, tail: int | None, projec
 
 
 def to_dict(instance: Instance) -> dict[str, Any]:
+    """The instance as the API shows it (`InstancePublic`): the shape's shared fields beside its state."""
     return {
         "id": instance.id,
         "name": instance.name,
         "project": instance.project,
-        "kind": instance.kind,
         "state": instance.state,
-        "image": instance.image,
         "host": instance.host,
-        "cpus": instance.cpus,
-        "memory_mb": instance.memory_mb,
-        "command": instance.command,
-        "env": instance.env,
-        "restart_policy": instance.restart_policy,
+        **{name: getattr(instance, name) for name in InstanceBase.model_fields},
+        "security_groups": instance.security_groups or [],
         "networks": instance.networks,
         "volumes": instance.volumes,
-        "mesh": instance.mesh,
-        "security_groups": instance.security_groups or [],
         "error": instance.error,
-        "max_cpus": instance.max_cpus,
-        "max_memory_mb": instance.max_memory_mb,
-        "disk_mb": instance.disk_mb,
         "restart_required": instance.restart_required,
         "operation_id": instance.operation_id,
         "etag": etag(instance),

@@ -225,8 +225,7 @@ class Mesh(Model):
 
 
 class Instance(shape.InstanceFields, Resource):
-    """The platform's instance fields (`instances.shape`), bounded for the file's schema, with its rules."""
-
+    # The platform's instance fields (`instances.shape`), bounded here for the file's schema, and its rules.
     model_config = ConfigDict(use_enum_values=True)  # kind and restart_policy as the file's words
 
     image: Annotated[str, Field(min_length=1)]

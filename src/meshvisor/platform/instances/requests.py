@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -143,16 +143,15 @@ def _ready_network(session: Session, attachment: NetworkAttachment, project: str
     return net
 
 
+class Placement(TypedDict, total=False):
+    default_host: str  # where an instance without `host` goes (default: "local")
+    online_window_s: float  # how lately a host must have been seen to take one
+
+
 def create(
-    session: Session,
-    req: InstanceRequest,
-    project: str = "default",
-    *,
-    default_host: str = "local",
-    online_window_s: float = hosts.DEFAULT_ONLINE_WINDOW_S,
+    session: Session, req: InstanceRequest, project: str = "default", **placement: Unpack[Placement]
 ) -> tuple[Instance, Operation]:
-    plan = check_create(session, req, project, default_host=default_host, online_window_s=online_window_s)
-    return write_create(session, plan)
+    return write_create(session, check_create(session, req, project, **placement))
 
 
 def write_create(session: Session, plan: CreatePlan) -> tuple[Instance, Operation]:

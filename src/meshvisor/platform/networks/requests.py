@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.core.instance_rules import MAX_NETWORKS
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.network import DEFAULT_MTU
 from meshvisor.network.spec import VNI_MAX, validate_mtu
@@ -23,7 +24,7 @@ from meshvisor.platform.state.models import Network, NetworkAddress, Operation
 from meshvisor.platform.state.paging import etag, find_named, get_named, page_by_name
 
 MAX_PREFIXLEN = 29  # a /29 leaves a gateway and five workloads; anything smaller is of no use
-MAX_INTERFACES = 8  # eth0 … eth7 per instance
+MAX_INTERFACES = MAX_NETWORKS  # eth0 … eth7 per instance
 
 
 def interface_order(ifname: str) -> int:

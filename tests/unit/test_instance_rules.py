@@ -28,6 +28,10 @@ BAD = [
     ),
     ({"volumes": [{"volume": "v"}]}, "volume 'v': a container's volume needs a path"),
     (
+        {"volumes": [{"volume": "v", "path": "/a/../b"}]},
+        "volume path '/a/../b' must be an absolute, normalised path other than / (of at most 255 characters)",
+    ),
+    (
         {"networks": [{"network": "n"}, {"network": "n"}]},
         "network 'n' is listed twice: an instance has one interface per network",
     ),

@@ -6,11 +6,13 @@ Written once, read by every path that takes an instance: the API and the stack a
 people), all of them, in a fixed order: a stack file lists them together, the API joins them into one error.
 
     cpus_problems, memory_problems   sizes by kind (also what a change of size must keep)
+    mount_path_problems              where a container mounts a volume
     problems                         the whole request: sizes, what is for VMs or containers only, counts, repeats
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -23,6 +25,7 @@ MAX_DISK_MB = 1024 * 1024  # 1 TiB for a VM's data disk
 MAX_NETWORKS = 8  # eth0 … eth7
 MAX_VOLUMES = 16
 MAX_ENV_VARS = 256
+MAX_MOUNT_PATH = 255
 VM_ONLY = ("max_cpus", "max_memory_mb", "disk_mb", "cloud_init")
 
 
@@ -90,6 +93,17 @@ def memory_problems(kind: str, memory_mb: int) -> list[str]:
     return []
 
 
+def mount_path_problems(path: str) -> list[str]:
+    """A container's volume path: absolute, normalised, not its root."""
+    fine = path.startswith("/") and path != "/" and "\0" not in path and len(path) <= MAX_MOUNT_PATH
+    if fine and posixpath.normpath(path) == path:
+        return []
+    return [
+        f"volume path {path!r} must be an absolute, normalised path other than / (of at most {MAX_MOUNT_PATH}"
+        " characters)"
+    ]
+
+
 def problems(asked: InstanceAsked) -> list[str]:
     """Every rule `asked` breaks, in a fixed order; [] when it keeps them all."""
     found = cpus_problems(asked.kind, asked.cpus) + memory_problems(asked.kind, asked.memory_mb)
@@ -118,7 +132,8 @@ def _container_problems(asked: InstanceAsked) -> list[str]:
     given = [name for name in VM_ONLY if getattr(asked, name) not in (None, 0)]
     if given:
         found.append(f"{', '.join(VM_ONLY)} are for VMs (given: {', '.join(given)})")
-    return found + [f"volume {v.volume!r}: a container's volume needs a path" for v in asked.volumes if not v.path]
+    found += [f"volume {v.volume!r}: a container's volume needs a path" for v in asked.volumes if not v.path]
+    return found + [p for v in asked.volumes if v.path for p in mount_path_problems(v.path)]
 
 
 def _count_problems(asked: InstanceAsked) -> list[str]:

@@ -12,7 +12,6 @@ Resources are addressed as `<kind>.<name>`: `network.front`, `instance.web`, `se
 from __future__ import annotations
 
 import ipaddress
-import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -192,11 +191,9 @@ class VolumeAttachment(shape.VolumeAttachment, Model):
 
     @model_validator(mode="after")
     def _check(self) -> VolumeAttachment:
-        path = self.path
-        if path is not None and (
-            not path.startswith("/") or path == "/" or posixpath.normpath(path) != path or "\0" in path
-        ):
-            raise ValueError(f"volume path {path!r} must be an absolute, normalised path other than /")
+        problems = rules.mount_path_problems(self.path) if self.path is not None else []
+        if problems:  # here as well as in the instance's rules: the error then points at the path's line
+            raise ValueError("; ".join(problems))
         return self
 
 

@@ -3,7 +3,6 @@ and written as desired state + an operation; the storage driver does the work in
 
 from __future__ import annotations
 
-import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from meshvisor import storage
 from meshvisor.core.errors import Conflict, InvalidInput, MeshvisorError, NotFound
+from meshvisor.core.instance_rules import mount_path_problems
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import InstanceKind
 from meshvisor.hypervisor.disks import image_info
@@ -366,10 +366,11 @@ def attached_to(session: Session, volume_id: str, *where: ColumnElement[bool]) -
 # -- attachments ------------------------------------------------------------------------------------------------
 def check_mount_path(path: object) -> str:
     """An absolute, normalised path inside the container that is not its root."""
-    if not isinstance(path, str) or not path.startswith("/") or "\0" in path or len(path) > 255:
+    if not isinstance(path, str):
         raise InvalidInput(f"a container's volume path is an absolute path, not {path!r}")
-    if posixpath.normpath(path) != path or ".." in path.split("/") or path == "/":
-        raise InvalidInput(f"volume path {path!r} must be normalised and not '/'")
+    problems = mount_path_problems(path)
+    if problems:
+        raise InvalidInput(problems[0])
     return path
 
 

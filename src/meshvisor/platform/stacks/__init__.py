@@ -19,7 +19,7 @@ planner    `plan` and `Plan`
 render     the coloured plan
 
 The platform's part (imported by name, never from here):
-plans      a stack file planned against its recorded state and the platform, saved (`meshvisor.platform.stacks.plans`)
+plans      a stack file planned against its recorded state and what the platform observes, saved
 apply      a saved plan carried out as an operation, step by step
 steps      what one planned change asks of the platform (the REST API's own functions)
 """

@@ -14,8 +14,8 @@ import threading
 import time
 
 from meshvisor.mesh import resources
-from meshvisor.mesh.ads import AdsServer, Nack, Packer, tune_gc
 from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert, pem_bundle
+from meshvisor.mesh.xds import AdsServer, InconsistentSnapshot, Nack, tune_gc
 from meshvisor.platform.mesh import ca as mesh_ca
 from meshvisor.platform.mesh.view import MeshView, load_view
 from meshvisor.platform.runtime import Runtime
@@ -159,7 +159,7 @@ class ControlPlane:
         serials = frozenset(c.serial_number for c in roots)
         if self._built_from == (view, serials) and not any(self._renewal_due(c) for c in self._certs.values()):
             return 0
-        cache, packer = resources.BuildCache(), Packer()  # what sidecars share is built and serialized once
+        cache, packer = resources.BuildCache(), self.ads.packer()  # what sidecars share is built and packed once
         for node_id, node in view.nodes.items():
             cert = self.cert(node.sidecar.service)
             try:
@@ -178,15 +178,19 @@ class ControlPlane:
                 log.warning("no config for sidecar %s: %s", node_id, exc)
                 continue
             version = snapshot.version
+            if self.versions.get(node_id) != version:
+                try:
+                    self.ads.put(node_id, snapshot)
+                except InconsistentSnapshot as exc:  # a bug in the builders: this sidecar keeps what it runs
+                    log.warning("no config for sidecar %s: %s", node_id, exc)
+                    continue
+                self.versions[node_id] = version
+                self._pushed_roots[node_id] = serials
+                changed += 1
             if found.get(resources.SECRET):
                 self._uses_certs.add(node_id)
             else:
                 self._uses_certs.discard(node_id)
-            if self.versions.get(node_id) != version:
-                self.ads.put(node_id, snapshot)
-                self.versions[node_id] = version
-                self._pushed_roots[node_id] = serials
-                changed += 1
             self.nodes[node_id] = node.instance_id
         for gone in set(self.versions) - set(view.nodes):
             self.ads.clear_snapshot(gone)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ from .cache import Resource, Snapshot
 log = logging.getLogger(__name__)
 
 PRUNE_ORDER = (PUSH_ORDER[2], PUSH_ORDER[3], PUSH_ORDER[0], PUSH_ORDER[1], PUSH_ORDER[4])  # LDS RDS CDS EDS SDS
+Step = Callable[[Snapshot, str, "TypeState"], Awaitable[None]]  # `_push` or `_prune` of one type
 
 
 @dataclass(frozen=True)
@@ -198,27 +200,27 @@ class Stream(ABC):
         return state.wildcard or name in state.names
 
     async def _flush(self) -> None:
-        snapshot = self.nodes.snapshot(self.node_id)
-        if snapshot is None:
+        if not await self._each_type(PUSH_ORDER, self._push):
             return
-        for type_url in PUSH_ORDER:
-            state = self.types.get(type_url)
-            if state is not None:
-                await self._push(snapshot, type_url, state)
         if not self.pending:
             await self._flush_prune()
         else:
             self.nodes.check_synced(self.node_id, self)
 
     async def _flush_prune(self) -> None:
+        if await self._each_type(PRUNE_ORDER, self._prune):
+            self.nodes.check_synced(self.node_id, self)
+
+    async def _each_type(self, order: tuple[str, ...], step: Step) -> bool:
+        """`step` for every type the client asked for, in `order`; False when the node has no snapshot."""
         snapshot = self.nodes.snapshot(self.node_id)
         if snapshot is None:
-            return
-        for type_url in PRUNE_ORDER:
+            return False
+        for type_url in order:
             state = self.types.get(type_url)
             if state is not None:
-                await self._prune(snapshot, type_url, state)
-        self.nodes.check_synced(self.node_id, self)
+                await step(snapshot, type_url, state)
+        return True
 
     def _desired(self, snapshot: Snapshot, type_url: str, state: TypeState) -> dict[str, Resource]:
         """What the client should have of this type (read-only: may be the snapshot's own dict)."""

@@ -17,7 +17,7 @@ import pytest
 from meshvisor.core.errors import InvalidInput
 from meshvisor.guest import TinyImage, TinyImageError
 from meshvisor.guest.build import DEFAULT_CMDLINE, recipe_digest
-from meshvisor.guest.debs import is_static_executable
+from meshvisor.guest.debs import is_static_executable, read_busybox
 from meshvisor.guest.initramfs import CpioWriter, write_initramfs
 from meshvisor.guest.kernel import KernelModule, modinfo, module_load_order
 from meshvisor.guest.rootfs import GUEST_FILES, guest_file, guest_files
@@ -204,6 +204,34 @@ def test_busybox_must_be_static(tmp_path: Path) -> None:
     assert not is_static_executable(Path(sys.executable).resolve().read_bytes())  # the interpreter links to libc
     with pytest.raises(TinyImageError, match="not an ELF"):
         is_static_executable(b"#!/bin/sh\n")
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None or shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_busybox_is_read_from_its_package(tmp_path: Path) -> None:
+    def package(name: str, files: dict[str, bytes]) -> Path:
+        root = tmp_path / name
+        (root / "DEBIAN").mkdir(parents=True)
+        control = (
+            f"Package: {name}\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: t\n"
+        )
+        (root / "DEBIAN/control").write_text(control)
+        for path, data in files.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_bytes(data)
+        deb = tmp_path / f"{name}.deb"
+        subprocess.run(["dpkg-deb", "-Zxz", "-z1", "-b", str(root), str(deb)], check=True, capture_output=True)
+        return deb
+
+    static_busybox = Path(shutil.which("busybox") or "").resolve().read_bytes()
+    assert read_busybox(package("good", {"bin/busybox": static_busybox, "etc/x": b"x"})) == static_busybox
+    dynamic = Path(sys.executable).resolve().read_bytes()
+    with pytest.raises(TinyImageError, match="not statically linked"):
+        read_busybox(package("dynamic", {"bin/busybox": dynamic}))
+    with pytest.raises(TinyImageError, match="has no bin/busybox"):
+        read_busybox(package("empty", {"usr/share/doc/x": b"x"}))
+    (tmp_path / "broken.deb").write_bytes(b"!<arch>\nnot really")
+    with pytest.raises(TinyImageError):
+        read_busybox(tmp_path / "broken.deb")
 
 
 def test_modinfo_errors() -> None:

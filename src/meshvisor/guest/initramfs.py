@@ -27,7 +27,9 @@ from meshvisor.guest.rootfs import GUEST_FILES, guest_file
 
 _set_ino = ffi.ffi("entry_set_ino64", [ffi.c_archive_entry_p, ctypes.c_int64], None)
 _set_nlink = ffi.ffi("entry_set_nlink", [ffi.c_archive_entry_p, ctypes.c_uint], None)
-_set_symlink = ffi.ffi("entry_update_symlink_utf8", [ffi.c_archive_entry_p, ctypes.c_char_p], ctypes.c_int)
+_set_symlink = ffi.ffi(
+    "entry_update_symlink_utf8", [ffi.c_archive_entry_p, ctypes.c_char_p], ctypes.c_int, ffi.check_int
+)
 
 # gzip without a time stamp in its header, at the best compression: reproducible, and as small as before.
 _GZIP_OPTIONS = "gzip:!timestamp,gzip:compression-level=9"

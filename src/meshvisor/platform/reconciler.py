@@ -149,6 +149,10 @@ def reconcile(rt: Runtime) -> dict[str, int]:
     changed = orphans = 0
     kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
     for kind in kinds:
+        here_now = (Instance.kind == kind.value, Instance.host == here)
+        with rt.sessions() as s:  # what the records say before looking: a record written since is newer news
+            rows = s.execute(select(Instance.id, Instance.version).where(*here_now))
+            versions = {instance_id: version for instance_id, version in rows}
         try:
             driver = rt.compute(kind)
             observed = {o.id: o for o in driver.observe()}
@@ -157,12 +161,11 @@ def reconcile(rt: Runtime) -> dict[str, int]:
             continue
         with transaction(rt.sessions) as s:
             all_ids = set(s.scalars(select(Instance.id).where(Instance.kind == kind.value)))
-            known = {
-                i.id: i
-                for i in s.scalars(select(Instance).where(Instance.kind == kind.value, Instance.host == here))
-            }
+            known = {i.id: i for i in s.scalars(select(Instance).where(*here_now))}
             for instance in known.values():
                 if instance.operation_id is not None or instance.state in ("pending", "creating", "deleting"):
+                    continue
+                if versions.get(instance.id) != instance.version:  # an event or an operation wrote meanwhile
                     continue
                 seen = observed.get(instance.id)
                 before = instance.state

@@ -26,13 +26,14 @@ steps      what one planned change asks of the platform (the REST API's own func
 
 from .graph import CycleError
 from .loader import load, load_file
-from .planner import AttributeChange, Change, Drift, Plan, plan
+from .planner import FORMAT_VERSION, AttributeChange, Change, Drift, Plan, plan
 from .render import render
 from .schema import stack_schema, write_schema
 from .spec import SpecError, Stack, StackSpecError
 from .state import ResourceState, StackState, desired_state, record
 
 __all__ = [
+    "FORMAT_VERSION",
     "AttributeChange",
     "Change",
     "CycleError",

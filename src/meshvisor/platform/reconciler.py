@@ -35,7 +35,7 @@ from meshvisor.platform.networks.steps import create_network, remove_network, re
 from meshvisor.platform.stacks.apply import apply_stack
 from meshvisor.platform.state import events, op_signals, operations
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Image, Instance, Network, Operation, Volume
+from meshvisor.platform.state.models import Image, Instance, Network, Operation, SecurityGroup, Volume
 from meshvisor.platform.state.operation_kinds import Handler, OnFailure, OperationKind, ResourceType
 from meshvisor.platform.volumes.steps import (
     create_volume,
@@ -141,6 +141,21 @@ HANDLERS: Mapping[OperationKind, Handler] = {
     OperationKind.IMAGE_DELETE: delete_image,
     OperationKind.STACK_APPLY: lambda rt, op: apply_stack(rt, op, run_operation),
 }
+
+
+def hosts_to_refilter(rt: Runtime, op_id: str) -> list[str]:
+    """The other hosts that rebuild their security group filter now, after this operation rather than at their
+    next pass: an instance that came, went or changed networks or groups changes the members their rules may
+    name. None when the operation is not an instance's, or no security group exists."""
+    with transaction(rt.sessions) as s:
+        op = s.get(Operation, op_id)
+        if (
+            op is None
+            or op.resource_type != ResourceType.INSTANCE
+            or s.scalar(select(SecurityGroup.id).limit(1)) is None
+        ):
+            return []
+        return [h.name for h in hosts.all_hosts(s) if h.name != rt.settings.host_name]
 
 
 # -- the periodic pass ------------------------------------------------------------------------------------------

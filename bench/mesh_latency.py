@@ -30,10 +30,10 @@ from typing import Any
 from harness import Result, say
 
 from meshvisor.mesh import sidecar as envoy
-from meshvisor.mesh.ads import AdsServer
 from meshvisor.mesh.ca import CertificateAuthority, spiffe_id
 from meshvisor.mesh.model import Endpoint, Service, Sidecar, Upstream
 from meshvisor.mesh.resources import bootstrap, sidecar_resources
+from meshvisor.mesh.xds import AdsServer
 
 NAME = "mesh_latency"
 TARGET = 1.10

@@ -36,10 +36,10 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, duration_pb2
 from harness import Result, say
 
-from meshvisor.mesh.ads import SERVER_OPTIONS, AdsServer, tune_gc
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Endpoint, Outlier, Policy, Service, Sidecar, Upstream
 from meshvisor.mesh.resources import CLUSTER, BuildCache, Resources, sidecar_resources
+from meshvisor.mesh.xds import SERVER_OPTIONS, AdsServer, tune_gc
 
 NAME = "xds_push"
 SIZES = (1_000, 10_000)

@@ -48,7 +48,7 @@ def vm_test_dir(test_prefix: str) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def tiny_image(vm_test_dir: Path) -> object:
     """The built-in guest, built once per run; the downloaded Debian packages are kept between runs."""
-    from meshvisor.hypervisor.tiny_image import build_tiny
+    from meshvisor.guest import build_tiny
 
     return build_tiny(vm_test_dir / "tiny", cache_dir=DEB_CACHE)
 

@@ -1,4 +1,5 @@
-"""Celery tasks. Thin: open the runtime once per worker process, call the reconciler."""
+"""Celery tasks. Thin: open the runtime once per worker process, call the reconciler; at start-up, the
+platform's `worker_start`, then the periodic pass's timer."""
 
 from __future__ import annotations
 
@@ -9,16 +10,14 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready
-from sqlalchemy import select
 
 from meshvisor.core.errors import TransientError
-from meshvisor.platform import reconciler, vm_events
+from meshvisor.platform import reconciler, worker_start
 from meshvisor.platform.celery_app import (
     TASK_RECONCILE,
     TASK_RECONCILE_HOST,
     TASK_RUN_OPERATION,
     TASK_SYNC_SECURITY,
-    enqueue_operation,
     make_celery,
     reconcile_host,
     sync_security_on,
@@ -27,10 +26,7 @@ from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.networks import security_steps
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
-from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Operation, SecurityGroup
-from meshvisor.platform.volumes import requests as volumes
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +47,12 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
             status = reconciler.run_operation(runtime(), op_id, final_attempt=retries >= settings.task_retries)
         except TransientError as exc:
             raise self.retry(exc=exc, countdown=settings.retry_backoff_s * 2**retries) from exc
-        _tell_other_hosts(op_id)
+        sync_security_on(app, settings, reconciler.hosts_to_refilter(runtime(), op_id))
         return status.value
 
-    def _tell_other_hosts(op_id: str) -> None:
-        """An instance that came, went or changed networks or groups changes the members other hosts' rules
-        may name: they rebuild their filters now rather than at their next pass."""
-        with transaction(runtime().sessions) as s:
-            op = s.get(Operation, op_id)
-            if op is None or op.resource_type != "instance" or s.scalar(select(SecurityGroup.id).limit(1)) is None:
-                return
-            others = [h.name for h in hosts.all_hosts(s) if h.name != settings.host_name]
-        sync_security_on(app, settings, others)
-
     def on_ready(**_: Any) -> None:
-        """Register this host, have the others add its tunnel endpoint now, and follow libvirt's events."""
-        with transaction(runtime().sessions) as s:
-            hosts.register(s, settings)
-            if serves_platform_queue:
-                volumes.ensure_default_pool(s, settings)
-            others = [h.name for h in hosts.all_hosts(s) if h.name != settings.host_name]
-            stranded = [
-                (op.id, op.resource_type, op.host)
-                for op in operations.abandoned(s, settings.host_name, serves_platform_queue)
-            ]
-        for name in others:
-            reconcile_host(app, settings, name)
-        for op_id, resource_type, host in stranded:  # a crash cut them short: the steps are idempotent
-            log.warning("resuming operation %s, left running by a worker that died", op_id)
-            enqueue_operation(app, settings, op_id, resource_type, host)
-        if settings.host_netns is None:
-            vm_events.start(runtime())
+        """Register this host, resume what a dead worker left running, follow libvirt's events (`worker_start`)."""
+        worker_start.start(runtime(), app, serves_platform_queue)
         if serves_platform_queue:
             threading.Thread(target=reconcile_timer, name="reconcile-timer", daemon=True).start()
 

@@ -15,8 +15,8 @@ from meshvisor.core.compute import ComputeDriver
 from meshvisor.core.errors import IllegalState, InvalidInput, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.core.types import BootSpec, ComputeSpec, InstanceState, MountSpec
+from meshvisor.guest import TinyImage
 from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
-from meshvisor.hypervisor.tiny_image import TinyImage
 
 # Prints a line, then waits for SIGTERM without busy-looping; `sleep` in the background keeps `wait` interruptible.
 SERVE = ["sh", "-c", "echo ready-$MARK; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]

@@ -6,14 +6,16 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from envoy.config.route.v3 import route_pb2
 
 from meshvisor.core.types import InstanceKind
 from meshvisor.mesh import resources
-from meshvisor.mesh.ads import Nack
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Policy
+from meshvisor.mesh.xds import Nack
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.mesh import ca as mesh_ca
@@ -201,3 +203,24 @@ def test_a_pass_with_nothing_new_builds_nothing(
     assert plane.apply(again) == 0 and built == []
     plane.cert_lifetime *= 1000  # every certificate is now past half its life: renewed, so built again
     assert plane.apply(again) > 0 and sidecar in built
+
+
+def test_an_inconsistent_config_is_refused_for_its_sidecar_alone(
+    runtime: Runtime, plane: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    view, sidecar = one_meshed_container(runtime, "odd")
+    real = resources.sidecar_resources
+
+    def with_stray_route(car: Any, *args: Any, **kwargs: Any) -> Any:
+        found = real(car, *args, **kwargs)
+        if car.node_id == sidecar:
+            found[resources.ROUTE]["stray"] = route_pb2.RouteConfiguration(name="stray")
+        return found
+
+    monkeypatch.setattr(resources, "sidecar_resources", with_stray_route)
+    assert plane.apply(view) == len(view.nodes) - 1  # every other sidecar (the ingress gateway) still gets its own
+    assert sidecar not in plane.versions and sidecar not in plane.ads.nodes.snapshots
+    monkeypatch.setattr(resources, "sidecar_resources", real)
+    CertificateAuthority(plane.ca.directory).stage()  # something new, so the next pass builds again
+    plane.reload_ca()
+    assert plane.apply(view) == 1 and sidecar in plane.versions and sidecar in plane.ads.nodes.snapshots

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from meshvisor.core.errors import TransientError
-from meshvisor.core.types import InstanceKind, OperationStatus
+from meshvisor.core.types import InstanceKind, InstanceState, OperationStatus
 from meshvisor.platform import reconciler
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceChange, InstanceRequest
@@ -131,6 +131,32 @@ def test_periodic_reconcile_sees_drift(runtime: Runtime) -> None:
     while driver.inspect(orphan.id) is not None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert driver.inspect(orphan.id) is None
+
+
+def test_an_event_between_the_pass_observing_and_writing_is_not_undone(runtime: Runtime, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The periodic pass observes the drivers, then writes: a driver event recorded in between (a guest that
+    shut itself down) is newer than what the pass saw, and must stand."""
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        instance, op = instances.create(
+            s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE)
+        )
+    reconciler.run_operation(runtime, op.id)
+    driver = runtime.compute(InstanceKind.CONTAINER)
+    real_observe = driver.observe
+
+    def observe_then_event() -> object:
+        seen = real_observe()  # the instance is running in this observation
+        driver.stop(instance.id, timeout=5)
+        reconciler.record_event(runtime, instance.id, InstanceState.STOPPED, "the guest shut down")
+        return seen
+
+    monkeypatch.setattr(driver, "observe", observe_then_event)
+    reconciler.reconcile(runtime)
+    assert state(runtime) == "stopped"
+    monkeypatch.setattr(driver, "observe", real_observe)
+    assert reconciler.reconcile(runtime)["changed"] == 0  # the next pass agrees
+    assert state(runtime) == "stopped"
 
 
 def test_a_resize_the_driver_cannot_apply_live_waits_for_a_restart(runtime: Runtime, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -1,10 +1,12 @@
 """Stack apply over the fake compute driver and a real database (SQLite and PostgreSQL): a saved plan carried out
 by the worker's handler, each step recorded, re-planning to nothing, the check-index and the lock, a failed step
-that stops only what waits for it, destroy, and a no-op apply that calls no driver."""
+that stops only what waits for it, destroy, a no-op apply that calls no driver, and a plan saved in format 1."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -18,7 +20,7 @@ from meshvisor.platform.stacks import apply as stack_apply
 from meshvisor.platform.stacks import plans as stack_plans
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Instance, SecurityGroup, Service, Stack
+from meshvisor.platform.state.models import Instance, SecurityGroup, Service, Stack, StackPlan
 
 from .conftest import add_ready_image
 
@@ -224,37 +226,51 @@ def test_an_adopted_object_is_taken_in_without_being_made_again_and_forgotten_no
         assert s.get(SecurityGroup, group_id) is not None
 
 
-def test_create_before_destroy_keeps_the_old_instance_until_its_replacement_runs(runtime: Runtime) -> None:
-    add_ready_image(runtime)
-    add_ready_image(runtime, "busybox2")
+def cbd_file(image: str) -> str:
+    """`helper` with create_before_destroy, running `image`."""
+    base = stack_file(groups=False).replace("    depends_on: [instance.app]\n", "")
     cbd = "    lifecycle: {create_before_destroy: true}\n"
+    return base.replace("  helper:\n    image: busybox\n", f"  helper:\n{cbd}    image: {image}\n")
 
-    def text(image: str) -> str:
-        base = stack_file(groups=False).replace("    depends_on: [instance.app]\n", "")
-        return base.replace("  helper:\n    image: busybox\n", f"  helper:\n{cbd}    image: {image}\n")
 
-    assert apply(runtime, plan(runtime, text("busybox"))["id"])["status"] == "succeeded"
-    with runtime.sessions() as s:
-        first_id = s.query(Instance).filter_by(name="helper").one().id
-    replaced = plan(runtime, text("busybox2"))
-    assert [(c["address"], c["symbol"]) for c in replaced["changes"]] == [("instance.helper", "+/-")]
+@contextmanager
+def driver_calls(runtime: Runtime) -> Iterator[list[str]]:
+    """The container driver's creates and deletes, in order, while in the block."""
     order: list[str] = []
     driver = runtime.compute(InstanceKind.CONTAINER)
     real_create, real_delete = driver.create, driver.delete
     driver.create = lambda spec: (order.append(f"create {spec.name}"), real_create(spec))[1]  # type: ignore[method-assign]
     driver.delete = lambda instance_id: (order.append(f"delete {instance_id}"), real_delete(instance_id))[1]  # type: ignore[method-assign]
     try:
-        assert apply(runtime, replaced["id"])["status"] == "succeeded"
+        yield order
     finally:
         driver.create, driver.delete = real_create, real_delete  # type: ignore[method-assign]
+
+
+def helper_replaced(runtime: Runtime) -> tuple[str, dict[str, Any]]:
+    """`helper` (create_before_destroy) applied, then its replacement planned: its id, and the plan."""
+    add_ready_image(runtime)
+    add_ready_image(runtime, "busybox2")
+    assert apply(runtime, plan(runtime, cbd_file("busybox"))["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        first_id = s.query(Instance).filter_by(name="helper").one().id
+    replaced = plan(runtime, cbd_file("busybox2"))
+    assert [(c["address"], c["symbol"]) for c in replaced["changes"]] == [("instance.helper", "+/-")]
+    return first_id, replaced
+
+
+def test_create_before_destroy_keeps_the_old_instance_until_its_replacement_runs(runtime: Runtime) -> None:
+    first_id, replaced = helper_replaced(runtime)
+    with driver_calls(runtime) as order:
+        assert apply(runtime, replaced["id"])["status"] == "succeeded"
     assert order == ["create helper", f"delete {first_id}"]  # the new one made first, the old one deleted after
     with runtime.sessions() as s:
         second = s.query(Instance).filter_by(name="helper").one()
         assert second.id != first_id and second.image == "busybox2" and s.query(Instance).count() == 2
-    assert plan(runtime, text("busybox2"))["exit_code"] == 0
+    assert plan(runtime, cbd_file("busybox2"))["exit_code"] == 0
 
     # A replacement that fails (its image is missing) leaves the old instance aside, running and owned...
-    failed = plan(runtime, text("nope"))
+    failed = plan(runtime, cbd_file("nope"))
     done = apply(runtime, failed["id"])
     assert done["status"] == "failed" and "image 'nope' not found" in done["error"]
     state = stack_plans.state_of(stack(runtime))
@@ -264,7 +280,7 @@ def test_create_before_destroy_keeps_the_old_instance_until_its_replacement_runs
         kept = s.get(Instance, second.id)
         assert kept is not None and kept.name == aside.split(".", 1)[1] and kept.state == "running"  # still serves
     # ...and the next plan makes the new one and deletes the old one: it converges.
-    again = plan(runtime, text("busybox"))
+    again = plan(runtime, cbd_file("busybox"))
     assert {c["address"]: c["action"] for c in again["changes"]} == {"instance.helper": "create", aside: "delete"}
     assert apply(runtime, again["id"])["status"] == "succeeded"
     with runtime.sessions() as s:
@@ -274,5 +290,33 @@ def test_create_before_destroy_keeps_the_old_instance_until_its_replacement_runs
         "instance.helper",
         "service.api",
     ]
-    assert plan(runtime, text("busybox"))["exit_code"] == 0
+    assert plan(runtime, cbd_file("busybox"))["exit_code"] == 0
     assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"
+
+
+def format_1(body: dict[str, Any]) -> dict[str, Any]:
+    """A saved plan's body as format 1 wrote it: `check_index` for `base_serial`, a replacement as "replace" with
+    a `create_before_destroy` flag on every change."""
+    old = {"delete-then-create": ("replace", False), "create-then-delete": ("replace", True)}
+    changes = []
+    for change in body["changes"]:
+        action, cbd = old.get(change["action"], (change["action"], False))
+        changes.append({**change, "action": action, "create_before_destroy": cbd})
+    rest = {k: v for k, v in body.items() if k != "base_serial"}
+    return {**rest, "format_version": 1, "check_index": body["base_serial"], "changes": changes}
+
+
+def test_a_plan_saved_in_format_1_is_shown_in_format_2_and_applies(runtime: Runtime) -> None:
+    first_id, replaced = helper_replaced(runtime)
+    with transaction(runtime.sessions) as s:
+        saved = s.get(StackPlan, replaced["id"])
+        assert saved is not None
+        saved.body = format_1(saved.body)
+    with runtime.sessions() as s:
+        [shown] = stack_plans.recent_plans(s, stack(runtime), 1)
+    assert shown.pop("current") is True and shown.pop("created_at")
+    assert shown == replaced  # the same plan, digest included, in this format
+    with driver_calls(runtime) as order:
+        assert apply(runtime, replaced["id"])["status"] == "succeeded"
+    assert order == ["create helper", f"delete {first_id}"]  # still the new one first
+    assert plan(runtime, cbd_file("busybox2"))["exit_code"] == 0

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import pytest
 
-from meshvisor.hypervisor.tiny_image import TinyImage, build_tiny
+from meshvisor.guest import TinyImage, build_tiny
 
 pytestmark = pytest.mark.integration
 

@@ -23,9 +23,9 @@ from meshvisor.core.compute import DiskHotplugDriver
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import new_id
 from meshvisor.core.types import BootSpec, ComputeSpec, DiskSpec, InstanceState
+from meshvisor.guest import TinyImage
 from meshvisor.hypervisor.domain_xml import AttachedDisk, attached_disks, domain_uuid
 from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
-from meshvisor.hypervisor.tiny_image import TinyImage
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ import pytest
 from meshvisor.core.errors import TransientError
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind, OperationStatus
-from meshvisor.hypervisor.tiny_image import TinyImage
+from meshvisor.guest import TinyImage
 from meshvisor.platform import reconciler
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import requests as instances

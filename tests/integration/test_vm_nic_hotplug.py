@@ -25,9 +25,9 @@ from meshvisor.core.compute import NicHotplugDriver
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import new_id
 from meshvisor.core.types import BootSpec, ComputeSpec, InstanceState, NicSpec
+from meshvisor.guest import TinyImage
 from meshvisor.hypervisor.domain_xml import domain_uuid, interface_macs
 from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
-from meshvisor.hypervisor.tiny_image import TinyImage
 from meshvisor.network import (
     DhcpServer,
     NetworkSpec,

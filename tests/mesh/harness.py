@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from meshvisor.mesh import sidecar as envoy
-from meshvisor.mesh.ads import AdsServer
 from meshvisor.mesh.ca import CertificateAuthority, WorkloadCert
 from meshvisor.mesh.model import Endpoint, Policy, Service, Sidecar, Upstream
 from meshvisor.mesh.resources import bootstrap, sidecar_resources
+from meshvisor.mesh.xds import AdsServer
 
 PORT_RANGE = range(19100, 19400)
 _handed_out: set[int] = set()
@@ -188,8 +188,8 @@ class Mesh:
     def explain(self, node_id: str, version: str) -> str:
         """Why `node_id` is not in sync: what it ACKed that differs from its snapshot, and Envoy's view."""
         lines = [f"{node_id} did not ACK {version}; NACKs: {self.ads.nack_log}"]
-        snapshot = self.ads._snapshots.get(node_id)
-        for stream in self.ads._streams.get(node_id, ()):
+        snapshot = self.ads.nodes.snapshots.get(node_id)
+        for stream in self.ads.nodes.streams.get(node_id, ()):
             lines.append(f"pending: {stream.pending}")
             for type_url, state in stream.types.items():
                 want = {

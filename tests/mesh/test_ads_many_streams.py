@@ -12,8 +12,8 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import duration_pb2
 
-from meshvisor.mesh.ads import AdsServer
 from meshvisor.mesh.resources import CLUSTER
+from meshvisor.mesh.xds import AdsServer
 
 from .harness import free_port
 

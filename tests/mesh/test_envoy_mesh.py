@@ -19,10 +19,10 @@ from cryptography import x509
 from google.protobuf import duration_pb2
 
 from meshvisor.mesh import sidecar as envoy
-from meshvisor.mesh.ads import AdsServer
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import CircuitBreaker, Fault, HealthCheck, Outlier, Policy, RateLimit, Retries
 from meshvisor.mesh.resources import CLUSTER, LISTENER, outbound_listener
+from meshvisor.mesh.xds import AdsServer
 
 from .harness import TRUST_DOMAIN, Mesh, get, running_mesh, tls_get
 

@@ -9,10 +9,10 @@ import pytest
 
 from meshvisor.core.errors import PermanentError
 from meshvisor.mesh import sidecar as envoy
-from meshvisor.mesh.ads import AdsServer
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.mesh.model import Service, Sidecar
 from meshvisor.mesh.resources import bootstrap, sidecar_resources
+from meshvisor.mesh.xds import AdsServer
 
 from .harness import App, free_port, tls_get
 

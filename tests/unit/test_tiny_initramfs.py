@@ -1,4 +1,5 @@
-"""The pure parts of the tiny VM image builder: the cpio "newc" writer, the module load order, the command line."""
+"""The pure parts of the tiny VM image builder: the cpio "newc" writer, the module load order, the command line,
+the guest's files and the recipe digest over them, the ELF checks."""
 
 from __future__ import annotations
 
@@ -7,21 +8,19 @@ import io
 import shutil
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from meshvisor.core.errors import InvalidInput
-from meshvisor.hypervisor.tiny_image import (
-    DEFAULT_CMDLINE,
-    CpioWriter,
-    KernelModule,
-    TinyImage,
-    TinyImageError,
-    module_load_order,
-    write_initramfs,
-)
+from meshvisor.guest import TinyImage, TinyImageError
+from meshvisor.guest.build import DEFAULT_CMDLINE, recipe_digest
+from meshvisor.guest.debs import is_static_executable, read_busybox
+from meshvisor.guest.initramfs import CpioWriter, write_initramfs
+from meshvisor.guest.kernel import KernelModule, modinfo, module_load_order
+from meshvisor.guest.rootfs import GUEST_FILES, guest_file, guest_files
 
 
 @dataclass
@@ -149,9 +148,11 @@ def test_initramfs_layout(tmp_path: Path) -> None:
     spill.write_bytes(b"\x7fELF fake module")
     module = KernelModule("virtio", "lib/modules/6.1.0-1-cloud-amd64/kernel/drivers/virtio/virtio.ko", (), spill)
     raw = io.BytesIO()
-    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        write_initramfs(gz, b"\x7fELF fake busybox", "6.1.0-1-cloud-amd64", [module])
+    write_initramfs(raw, b"\x7fELF fake busybox", "6.1.0-1-cloud-amd64", [module], compress=True)
     entries = read_newc(gzip.decompress(raw.getvalue()))
+    again = io.BytesIO()
+    write_initramfs(again, b"\x7fELF fake busybox", "6.1.0-1-cloud-amd64", [module], compress=True)
+    assert again.getvalue() == raw.getvalue()  # compressed too, the archive is reproducible
 
     init = entries["init"]
     assert stat.S_IMODE(init.mode) == 0o755 and init.data.startswith(b"#!/bin/sh\n")
@@ -162,6 +163,9 @@ def test_initramfs_layout(tmp_path: Path) -> None:
     assert entries["etc/meshvisor/modules"].data == f"/{module.path}\n".encode()
     assert entries[module.path].data == b"\x7fELF fake module"
     assert b"::shutdown:/etc/rc.shutdown" in entries["etc/inittab"].data
+    for file in GUEST_FILES:  # every file of guest/files/, as shipped, where the table says
+        assert entries[file.path].data == guest_file(file.source)
+        assert stat.S_IMODE(entries[file.path].mode) == file.mode
 
 
 def test_kernel_cmdline() -> None:
@@ -177,8 +181,61 @@ def test_kernel_cmdline() -> None:
 
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox")
 def test_the_guest_scripts_parse() -> None:
-    from meshvisor.hypervisor.tiny_image import INIT_SCRIPT, RC_SHUTDOWN
+    scripts = [f.source for f in GUEST_FILES if guest_file(f.source).startswith(b"#!/bin/sh\n")]
+    assert {"init", "rc.shutdown", "acpi-power-button", "udhcpc.script"} <= set(scripts)
+    for name in scripts:
+        done = subprocess.run(["busybox", "sh", "-n"], input=guest_file(name), capture_output=True, check=False)
+        assert done.returncode == 0, (name, done.stderr)
 
-    for script in (INIT_SCRIPT, RC_SHUTDOWN):
-        done = subprocess.run(["busybox", "sh", "-n"], input=script, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, done.stderr
+
+def test_recipe_digest_follows_every_guest_file() -> None:
+    files = guest_files()
+    assert set(files) == {f.source for f in GUEST_FILES}
+    digest = recipe_digest(files)
+    assert recipe_digest(dict(files)) == digest
+    for name in files:
+        assert recipe_digest({**files, name: files[name] + b"\n"}) != digest, name
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox")
+def test_busybox_must_be_static(tmp_path: Path) -> None:
+    static_busybox = Path(shutil.which("busybox") or "").resolve().read_bytes()
+    assert is_static_executable(static_busybox)
+    assert not is_static_executable(Path(sys.executable).resolve().read_bytes())  # the interpreter links to libc
+    with pytest.raises(TinyImageError, match="not an ELF"):
+        is_static_executable(b"#!/bin/sh\n")
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None or shutil.which("dpkg-deb") is None, reason="needs dpkg-deb")
+def test_busybox_is_read_from_its_package(tmp_path: Path) -> None:
+    def package(name: str, files: dict[str, bytes]) -> Path:
+        root = tmp_path / name
+        (root / "DEBIAN").mkdir(parents=True)
+        control = (
+            f"Package: {name}\nVersion: 1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: t\n"
+        )
+        (root / "DEBIAN/control").write_text(control)
+        for path, data in files.items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_bytes(data)
+        deb = tmp_path / f"{name}.deb"
+        subprocess.run(["dpkg-deb", "-Zxz", "-z1", "-b", str(root), str(deb)], check=True, capture_output=True)
+        return deb
+
+    static_busybox = Path(shutil.which("busybox") or "").resolve().read_bytes()
+    assert read_busybox(package("good", {"bin/busybox": static_busybox, "etc/x": b"x"})) == static_busybox
+    dynamic = Path(sys.executable).resolve().read_bytes()
+    with pytest.raises(TinyImageError, match="not statically linked"):
+        read_busybox(package("dynamic", {"bin/busybox": dynamic}))
+    with pytest.raises(TinyImageError, match="has no bin/busybox"):
+        read_busybox(package("empty", {"usr/share/doc/x": b"x"}))
+    (tmp_path / "broken.deb").write_bytes(b"!<arch>\nnot really")
+    with pytest.raises(TinyImageError):
+        read_busybox(tmp_path / "broken.deb")
+
+
+def test_modinfo_errors() -> None:
+    with pytest.raises(TinyImageError, match="not an ELF"):
+        modinfo(b"not a module")
+    with pytest.raises(TinyImageError, match="without a .modinfo"):
+        modinfo(Path(sys.executable).resolve().read_bytes())

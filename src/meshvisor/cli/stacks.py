@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-STYLES = {"+": "green", "~": "yellow", "-": "red"}  # `-/+` and `-` red, `~` and `~!` yellow
+from meshvisor.platform.stacks.render import STYLES  # each change sign's colour, as the API's rendering has it
 
 
 def file_format(path: Path) -> str:
@@ -31,8 +31,7 @@ def show_plan(console: Console, plan: dict[str, Any]) -> None:
     """The API's plain rendering, each line coloured by its change sign."""
     for line in str(plan.get("text", "")).splitlines():
         sign = line.strip().split(" ", 1)[0] if line.strip() else ""
-        style = STYLES.get(sign[:1]) if sign in ("+", "~", "~!", "-/+", "+/-", "-") else None
-        console.print(Text(line, style=style or ""))
+        console.print(Text(line, style=STYLES.get(sign, "")))
     summary = str(plan.get("summary", ""))
     if summary not in str(plan.get("text", "")):
         console.print(Text(summary, style="bold"))
@@ -42,7 +41,8 @@ DONE_WORDS = {
     "create": "created",
     "update": "updated",
     "restart": "updated",
-    "replace": "replaced",
+    "delete-then-create": "replaced",
+    "create-then-delete": "replaced",
     "delete": "deleted",
 }
 

@@ -638,7 +638,7 @@ T = TypeVar("T")
 
 class BuildCache:
     """Resources that many sidecars share, built once per pass: every caller of a service gets the same cluster,
-    load assignment, route and listener objects, which the ADS server then serializes once (`ads.Packer`).
+    load assignment, route and listener objects, which the ADS server then serializes once (`xds.Packer`).
 
     Use one per pass over one view. Inputs keyed by `id()` (services, policies) are kept with their entry and
     compared by identity, so an id that a later object reuses never matches."""

@@ -4,8 +4,9 @@ Each family holds its requests (validate against the database, write desired sta
 transaction; no driver call) and its steps (the operation's work on the drivers, run by a worker). Families use
 only those below them (import-linter holds it):
 
+    worker_start  what a worker does as it starts: registers its host, resumes abandoned operations
     vm_events     libvirt lifecycle events followed in the worker
-    reconciler    runs operations through the families' steps; the periodic pass
+    reconciler    runs operations through the families' steps (`HANDLERS`, by operation kind); the periodic pass
     stacks/       stack files: pure planning (spec ... planner) + plans saved, applied step by step
     instances/    containers and VMs: requests, steps, attachments (NICs, hot-plugged disks)
     mesh/         services, sidecars, the mesh view, the xDS control plane, the CA, telemetry

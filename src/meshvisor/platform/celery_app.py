@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 
 from .settings import Settings
+from .state.operation_kinds import ResourceType
 
 TASK_RUN_OPERATION = "meshvisor.run_operation"
 TASK_RECONCILE = "meshvisor.reconcile"  # periodic (see tasks.reconcile_timer), fans out to every host
@@ -29,8 +30,9 @@ def make_celery(settings: Settings) -> Celery:
 
 
 def operation_queue(settings: Settings, resource_type: str, host: str) -> str:
-    """An instance's or a volume's operations run on its host; networks and images on the platform's queue."""
-    return settings.host_queue(host) if resource_type in ("instance", "volume") else settings.queue
+    """The operations of a resource that lives on one host (`ResourceType.host_bound`: instances, volumes) run on
+    that host's queue; the others (networks, images, stacks) on the platform's queue."""
+    return settings.host_queue(host) if ResourceType(resource_type).host_bound else settings.queue
 
 
 def enqueue_operation(app: Celery, settings: Settings, op_id: str, resource_type: str, host: str) -> None:

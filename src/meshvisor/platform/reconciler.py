@@ -1,12 +1,16 @@
 """The reconciler: runs operations to their end through the steps of each resource, and keeps the database true
-to what the drivers observe (the periodic pass, and events from the drivers)."""
+to what the drivers observe (the periodic pass, and events from the drivers).
+
+`HANDLERS` names the steps of every operation kind; the rest of each kind's facts (its lock, whether it runs on
+its resource's host, its failure policy) is `state.operation_kinds`, which the layers below read."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import InstanceKind, InstanceState, OperationStatus
@@ -31,7 +35,8 @@ from meshvisor.platform.networks.steps import create_network, remove_network, re
 from meshvisor.platform.stacks.apply import apply_stack
 from meshvisor.platform.state import events, op_signals, operations
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Image, Instance, Network, Operation, Stack, Volume
+from meshvisor.platform.state.models import Image, Instance, Network, Operation, SecurityGroup, Volume
+from meshvisor.platform.state.operation_kinds import Handler, OnFailure, OperationKind, ResourceType
 from meshvisor.platform.volumes.steps import (
     create_volume,
     delete_volume,
@@ -46,8 +51,6 @@ from .runtime import Runtime
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Runtime, Operation], None]
-
 
 def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> OperationStatus:
     """Run one operation to its end. A TransientError propagates (for a retry) unless this is the last attempt."""
@@ -58,7 +61,8 @@ def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> Operat
         op.attempts += 1
         if op.started_at is None:
             operations.set_status(s, op, OperationStatus.RUNNING)
-    handler = HANDLERS.get((op.resource_type, op.action))
+    kind = OperationKind.find(op.resource_type, op.action)
+    handler = HANDLERS.get(kind) if kind is not None else None
     try:
         if handler is None:
             raise PermanentError(f"no handler for {op.resource_type} {op.action}")
@@ -77,66 +81,81 @@ def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> Operat
     with transaction(rt.sessions) as s:
         done = operations.get(s, op_id)
         operations.set_status(s, done, OperationStatus.SUCCEEDED)
-        operations.unlock(s, operations.model_of(op.resource_type), op.resource_id, op_id)
+        operations.unlock(s, ResourceType(op.resource_type).lock, op.resource_id, op_id)
     op_signals.announce(rt.settings, op_id)
     return OperationStatus.SUCCEEDED
 
 
 def _fail(rt: Runtime, op: Operation, message: str) -> OperationStatus:
+    """End the operation `failed`, leave its resource as its kind's failure policy says, and release its lock."""
+    kind = OperationKind.find(op.resource_type, op.action)
+    lock = ResourceType(op.resource_type).lock
     with transaction(rt.sessions) as s:
         done = operations.get(s, op.id)
         operations.set_status(s, done, OperationStatus.FAILED, message)
-        if op.resource_type == "instance":
-            instance = s.get(Instance, op.resource_id)
-            if instance is not None:
-                set_state(s, instance, InstanceState.ERROR, message)
-                operations.unlock(s, Instance, op.resource_id, op.id)
-        else:
-            model = operations.model_of(op.resource_type)
-            target = s.get(model, op.resource_id)
-            if isinstance(target, Stack):
-                operations.unlock(s, Stack, op.resource_id, op.id)
-            if isinstance(target, Image | Network | Volume):
-                if op.action in ("create", "delete"):
-                    target.state, target.error = "error", message
-                    target.touch()
-                    events.emit(
-                        s, "lifecycle", op.resource_type, target.name, target.project, state="error", error=message
-                    )
-                operations.unlock(s, model, op.resource_id, op.id)
+        target = s.get(lock, op.resource_id)
+        if target is not None and kind is not None:
+            _mark_failed(s, kind, target, message)
+        operations.unlock(s, lock, op.resource_id, op.id)
     op_signals.announce(rt.settings, op.id)
     return OperationStatus.FAILED
 
 
-HANDLERS: dict[tuple[str, str], Handler] = {
-    ("network", "create"): create_network,
-    ("network", "delete"): remove_network,
-    ("instance", "create"): create_instance,
-    ("instance", "start"): start_instance,
-    ("instance", "stop"): simple_action("stop"),
-    ("instance", "restart"): simple_action("restart"),
-    ("instance", "pause"): simple_action("pause"),
-    ("instance", "resume"): simple_action("resume"),
-    ("instance", "update"): resize_instance,
-    ("instance", "snapshot"): take_snapshot,
-    ("instance", "revert"): revert_snapshot,
-    ("instance", "delete-snapshot"): delete_snapshot,
-    ("instance", "delete"): delete_instance,
-    ("instance", "attach-network"): attach_network,
-    ("instance", "attach-volume"): attach_volume,
-    ("instance", "detach-volume"): detach_volume,
-    ("volume", "create"): create_volume,
-    ("volume", "resize"): resize_volume,
-    ("volume", "snapshot"): snapshot_volume,
-    ("volume", "revert"): revert_volume,
-    ("volume", "delete-snapshot"): delete_volume_snapshot,
-    ("volume", "delete"): delete_volume,
-    ("instance", "detach-network"): detach_network,
-    ("image", "create"): create_image,
-    ("image", "push"): push_image,
-    ("image", "delete"): delete_image,
-    ("stack", "apply"): lambda rt, op: apply_stack(rt, op, run_operation),
+def _mark_failed(s: Session, kind: OperationKind, target: object, message: str) -> None:
+    if kind.on_failure is OnFailure.INSTANCE_ERROR:
+        assert isinstance(target, Instance)
+        set_state(s, target, InstanceState.ERROR, message)
+    elif kind.on_failure is OnFailure.OBJECT_ERROR:
+        assert isinstance(target, Image | Network | Volume)
+        target.state, target.error = "error", message
+        target.touch()
+        events.emit(s, "lifecycle", kind.resource.value, target.name, target.project, state="error", error=message)
+
+
+HANDLERS: Mapping[OperationKind, Handler] = {
+    OperationKind.NETWORK_CREATE: create_network,
+    OperationKind.NETWORK_DELETE: remove_network,
+    OperationKind.INSTANCE_CREATE: create_instance,
+    OperationKind.INSTANCE_START: start_instance,
+    OperationKind.INSTANCE_STOP: simple_action("stop"),
+    OperationKind.INSTANCE_RESTART: simple_action("restart"),
+    OperationKind.INSTANCE_PAUSE: simple_action("pause"),
+    OperationKind.INSTANCE_RESUME: simple_action("resume"),
+    OperationKind.INSTANCE_UPDATE: resize_instance,
+    OperationKind.INSTANCE_SNAPSHOT: take_snapshot,
+    OperationKind.INSTANCE_REVERT: revert_snapshot,
+    OperationKind.INSTANCE_DELETE_SNAPSHOT: delete_snapshot,
+    OperationKind.INSTANCE_DELETE: delete_instance,
+    OperationKind.INSTANCE_ATTACH_NETWORK: attach_network,
+    OperationKind.INSTANCE_ATTACH_VOLUME: attach_volume,
+    OperationKind.INSTANCE_DETACH_VOLUME: detach_volume,
+    OperationKind.VOLUME_CREATE: create_volume,
+    OperationKind.VOLUME_RESIZE: resize_volume,
+    OperationKind.VOLUME_SNAPSHOT: snapshot_volume,
+    OperationKind.VOLUME_REVERT: revert_volume,
+    OperationKind.VOLUME_DELETE_SNAPSHOT: delete_volume_snapshot,
+    OperationKind.VOLUME_DELETE: delete_volume,
+    OperationKind.INSTANCE_DETACH_NETWORK: detach_network,
+    OperationKind.IMAGE_CREATE: create_image,
+    OperationKind.IMAGE_PUSH: push_image,
+    OperationKind.IMAGE_DELETE: delete_image,
+    OperationKind.STACK_APPLY: lambda rt, op: apply_stack(rt, op, run_operation),
 }
+
+
+def hosts_to_refilter(rt: Runtime, op_id: str) -> list[str]:
+    """The other hosts that rebuild their security group filter now, after this operation rather than at their
+    next pass: an instance that came, went or changed networks or groups changes the members their rules may
+    name. None when the operation is not an instance's, or no security group exists."""
+    with transaction(rt.sessions) as s:
+        op = s.get(Operation, op_id)
+        if (
+            op is None
+            or op.resource_type != ResourceType.INSTANCE
+            or s.scalar(select(SecurityGroup.id).limit(1)) is None
+        ):
+            return []
+        return [h.name for h in hosts.all_hosts(s) if h.name != rt.settings.host_name]
 
 
 # -- the periodic pass ------------------------------------------------------------------------------------------
@@ -149,6 +168,10 @@ def reconcile(rt: Runtime) -> dict[str, int]:
     changed = orphans = 0
     kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
     for kind in kinds:
+        here_now = (Instance.kind == kind.value, Instance.host == here)
+        with rt.sessions() as s:  # what the records say before looking: a record written since is newer news
+            rows = s.execute(select(Instance.id, Instance.version).where(*here_now))
+            versions = {instance_id: version for instance_id, version in rows}
         try:
             driver = rt.compute(kind)
             observed = {o.id: o for o in driver.observe()}
@@ -157,12 +180,11 @@ def reconcile(rt: Runtime) -> dict[str, int]:
             continue
         with transaction(rt.sessions) as s:
             all_ids = set(s.scalars(select(Instance.id).where(Instance.kind == kind.value)))
-            known = {
-                i.id: i
-                for i in s.scalars(select(Instance).where(Instance.kind == kind.value, Instance.host == here))
-            }
+            known = {i.id: i for i in s.scalars(select(Instance).where(*here_now))}
             for instance in known.values():
                 if instance.operation_id is not None or instance.state in ("pending", "creating", "deleting"):
+                    continue
+                if versions.get(instance.id) != instance.version:  # an event or an operation wrote meanwhile
                     continue
                 seen = observed.get(instance.id)
                 before = instance.state

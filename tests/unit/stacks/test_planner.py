@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -257,7 +258,8 @@ def test_plan_json() -> None:
     p = replan(spec(("instances.box.cpus", 2)))
     data = p.to_json()
     assert data["id"] is None and data["serial"] is None  # the platform's to fill in
-    assert data["check_index"] == p.base_serial == 11
+    assert data["format_version"] == 2 and "check_index" not in data
+    assert data["base_serial"] == p.base_serial == 11
     assert data["summary"] == "Plan: 0 to add, 1 to change, 0 to destroy."
     assert data["changes"][0]["attributes"] == [
         {"name": "cpus", "before": 1, "after": 2, "effect": "live", "note": None}
@@ -275,6 +277,51 @@ def test_a_saved_plan_reads_back_as_the_same_plan() -> None:
     ):
         again = Plan.from_json(json.loads(json.dumps(p.to_json())))
         assert again == p and again.digest() == p.digest() and again.layers() == p.layers()
+
+
+# One change of each action: Terraform's `plans.Action`, with its symbol.
+EVERY_ACTION = [
+    ("networks.extra", {"cidr": "10.210.3.0/24"}),
+    ("services.api.policy.timeout_ms", 2000),
+    ("instances.app.image", "other"),
+    ("instances.app.lifecycle", {"create_before_destroy": True}),
+    ("instances.box.image", "alpine"),
+    ("instances.vm.cpus", 2),
+    ("instances.small-vm", None),
+]
+
+
+def test_each_action_and_its_symbol() -> None:
+    p = replan(spec(*EVERY_ACTION))
+    assert not p.errors
+    shown = [(c.address, c.action, c.symbol) for c in p.changes]
+    assert shown == [
+        ("network.extra", "create", "+"),
+        ("service.api", "update", "~"),
+        ("instance.app", "create-then-delete", "+/-"),
+        ("instance.box", "delete-then-create", "-/+"),
+        ("instance.vm", "restart", "~!"),
+        ("instance.small-vm", "delete", "-"),
+    ]
+    assert [(c["address"], c["action"], c["symbol"]) for c in p.to_json()["changes"]] == shown
+    assert all("create_before_destroy" not in c for c in p.to_json()["changes"])
+    text = render(p).plain
+    for address, _, symbol in shown:
+        assert f"  {symbol:<3} {address}" in text
+    assert "+/- instance.app  (replace: image)" in text and "-/+ instance.box  (replace: image)" in text
+    assert text.count("# forces replacement") == 2
+    assert p.summary() == "Plan: 3 to add, 2 to change, 3 to destroy (2 to replace, 1 needing a restart)."
+
+
+def test_a_plan_saved_in_format_1_reads_as_the_plan_made_now() -> None:
+    """Format 1 (before format 2) kept `base_serial` as `check_index` and a replacement as "replace" with a
+    `create_before_destroy` flag: the fixture is EVERY_ACTION's plan as format 1 saved it."""
+    old = json.loads((Path(__file__).parent / "fixtures" / "plan-format-1.json").read_text())
+    assert old["format_version"] == 1 and old["check_index"] == 11
+    assert [c["action"] for c in old["changes"]].count("replace") == 2
+    read = Plan.from_json(old)
+    assert read == replan(spec(*EVERY_ACTION))
+    assert read.to_json()["format_version"] == 2 and read.to_json()["base_serial"] == 11
 
 
 def test_rendering_colours() -> None:

@@ -47,8 +47,9 @@ class StackPage(BaseModel):
 @router.post("/{name}/plan")
 def plan_stack(name: str, body: PlanRequest, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
     """The changes that would bring the platform to the spec, from the stack's state refreshed from what the
-    platform observes now: `+`, `~`, `~!` (restart), `-/+` (replace), `-`, and drift; saved with an `id`, made
-    against `serial` (apply refuses it once the stack moved on). `exit_code`: 0 no changes, 2 changes."""
+    platform observes now: `+`, `~`, `~!` (restart), `-/+` and `+/-` (replace: delete or create first), `-`, and
+    drift; saved with an `id`, made against `serial` (apply refuses it once the stack moved on). `exit_code`: 0 no
+    changes, 2 changes."""
     with transaction(rt.sessions) as s:
         saved, planned = stack_plans.make_plan(
             s, rt.settings, name, body.spec, body.format, body.variables, body.adopt, destroy=body.destroy

@@ -1,5 +1,5 @@
 """Hosts.
 
-    registry   hosts register, are seen by their reconcile pass, go offline, are forgotten
-    limits     what this host can give one instance
+registry   hosts register, are seen by their reconcile pass, go offline, are forgotten
+limits     what this host can give one instance
 """

@@ -1,5 +1,5 @@
 """Images.
 
-    requests   built-in images, imports, Dockerfile builds, pulls and pushes: checked and written
-    steps      the operations' work: build, import, push, delete
+requests   built-in images, imports, Dockerfile builds, pulls and pushes: checked and written
+steps      the operations' work: build, import, push, delete
 """

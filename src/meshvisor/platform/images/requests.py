@@ -15,6 +15,7 @@ from meshvisor.core.types import InstanceKind
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import events, operations
 from meshvisor.platform.state.models import Image, Instance, Operation, Volume
+from meshvisor.platform.state.operation_kinds import OperationKind
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 
 # Built-in images: name → kind. `tiny` is the VM guest: a Debian kernel and a busybox initramfs.
@@ -107,10 +108,9 @@ def request_create(
     image_id = new_id()
     op = operations.new_operation(
         session,
-        resource_type="image",
+        OperationKind.IMAGE_CREATE,
         resource_id=image_id,
         resource_name=name,
-        action="create",
         params={"source": source},
         project=project,
     )
@@ -144,7 +144,7 @@ def request_push(session: Session, name: str, target: str, project: str = "defau
     image = get(session, name, project)
     if image.state != "ready":
         raise Conflict(f"image {name!r} is {image.state}, not ready")
-    return image, operations.submit(session, image, "push", {"target": target})
+    return image, operations.submit(session, image, OperationKind.IMAGE_PUSH, {"target": target})
 
 
 def request_delete(
@@ -164,7 +164,7 @@ def request_delete(
     )
     if layered:  # their files are copy-on-write overlays on the image's file
         raise Conflict(f"image {name!r} is the base of volume(s) {', '.join(layered)}; delete them first")
-    return image, operations.submit(session, image, "delete", {})
+    return image, operations.submit(session, image, OperationKind.IMAGE_DELETE, {})
 
 
 def rewrite_from_lines(dockerfile: str, refs: dict[str, str]) -> str:

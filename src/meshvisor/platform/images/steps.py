@@ -11,8 +11,8 @@ from sqlalchemy import select
 from meshvisor.containers import busybox_rootfs_tar
 from meshvisor.core.errors import MeshvisorError, PermanentError, TransientError
 from meshvisor.core.types import ImageInfo, InstanceKind
+from meshvisor.guest import build_tiny
 from meshvisor.hypervisor.disks import check_qcow2
-from meshvisor.hypervisor.tiny_image import build_tiny
 from meshvisor.platform.images.requests import BUSYBOX_DEFAULT_COMMAND, rewrite_from_lines, upload_path
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events

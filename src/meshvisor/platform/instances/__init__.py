@@ -1,7 +1,7 @@
 """Instances: containers and VMs under one shape.
 
-    shape         the fields of an instance, one Pydantic model family (the API's body, a stack file's instance)
-    requests      create (a check, then the writes), change, act on, delete; exec and logs (answered at once)
-    steps         the operations' work on the compute drivers: create, start ... snapshots, delete
-    attachments   network interfaces (at start, hot attach/detach, VM DHCP) and volume hot-plug
+shape         the fields of an instance, one Pydantic model family (the API's body, a stack file's instance)
+requests      create (a check, then the writes), change, act on, delete; exec and logs (answered at once)
+steps         the operations' work on the compute drivers: create, start ... snapshots, delete
+attachments   network interfaces (at start, hot attach/detach, VM DHCP) and volume hot-plug
 """

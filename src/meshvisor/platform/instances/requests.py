@@ -40,6 +40,7 @@ from meshvisor.platform.state.models import (
     Volume,
     VolumeAttachment,
 )
+from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 from meshvisor.platform.volumes import requests as volumes
 
@@ -159,10 +160,9 @@ def write_create(session: Session, plan: CreatePlan) -> tuple[Instance, Operatio
     instance, req = plan.instance, plan.req
     op = operations.new_operation(
         session,
-        resource_type="instance",
+        OperationKind.INSTANCE_CREATE,
         resource_id=instance.id,
         resource_name=instance.name,
-        action="create",
         project=instance.project,
         host=instance.host,
     )
@@ -254,7 +254,10 @@ def request_action(
     if not isinstance(force, bool):
         raise InvalidInput("force must be true or false")
     return instance, operations.submit(
-        session, instance, action.value, {"timeout": timeout, "force": force, **extra}
+        session,
+        instance,
+        OperationKind.of(ResourceType.INSTANCE, action),
+        {"timeout": timeout, "force": force, **extra},
     )
 
 
@@ -291,7 +294,7 @@ def request_delete(
     check_etag(instance, if_match)
     _check_idle(instance)
     check_delete(InstanceState(instance.state))
-    op = operations.submit(session, instance, "delete", {"from_state": instance.state})
+    op = operations.submit(session, instance, OperationKind.INSTANCE_DELETE, {"from_state": instance.state})
     instance.state = InstanceState.DELETING.value
     events.emit(session, "lifecycle", "instance", instance.name, project, state=instance.state, id=instance.id)
     return instance, op
@@ -317,7 +320,7 @@ def request_change(
             raise InvalidInput(
                 f"memory_mb {change.memory_mb} is beyond this VM's maximum of {instance.max_memory_mb}"
             )
-    op = operations.submit(session, instance, "update", {})
+    op = operations.submit(session, instance, OperationKind.INSTANCE_UPDATE, {})
     if change.cpus is not None:
         instance.cpus = change.cpus
     if change.memory_mb is not None:
@@ -350,7 +353,9 @@ def request_attach(
         raise Conflict(f"instance {name!r} is already on network {network_name!r} ({held.address})")
     ifname = networks.free_interface(session, instance.id)
     row = networks.allocate(session, net, instance.id, ip, ifname=ifname)
-    op = operations.submit(session, instance, "attach-network", {"attachment": row.id, "network": net.name})
+    op = operations.submit(
+        session, instance, OperationKind.INSTANCE_ATTACH_NETWORK, {"attachment": row.id, "network": net.name}
+    )
     instance.networks = attachments_of(session, instance.id)
     return instance, op
 
@@ -373,7 +378,7 @@ def request_detach(
     if row is None:
         raise NotFound(f"instance {name!r} is not on network {network_name!r}")
     return instance, operations.submit(
-        session, instance, "detach-network", {"attachment": row.id, "network": net.name}
+        session, instance, OperationKind.INSTANCE_DETACH_NETWORK, {"attachment": row.id, "network": net.name}
     )
 
 
@@ -387,7 +392,9 @@ def request_attach_volume(
     if instance.kind != InstanceKind.VM.value:
         raise Conflict(f"{name!r} is a container: its volumes are given when it is created")
     row = volumes.attach(session, instance, volume, None, read_only)
-    op = operations.submit(session, instance, "attach-volume", {"attachment": row.id, "volume": volume})
+    op = operations.submit(
+        session, instance, OperationKind.INSTANCE_ATTACH_VOLUME, {"attachment": row.id, "volume": volume}
+    )
     instance.volumes = volumes.attachments_of(session, instance.id)
     return instance, op
 
@@ -411,7 +418,7 @@ def request_detach_volume(
     if row.boot:
         raise Conflict(f"volume {volume!r} is the root disk of VM {name!r}: it goes when the VM is deleted")
     return instance, operations.submit(
-        session, instance, "detach-volume", {"attachment": row.id, "volume": volume}
+        session, instance, OperationKind.INSTANCE_DETACH_VOLUME, {"attachment": row.id, "volume": volume}
     )
 
 
@@ -514,7 +521,9 @@ def request_snapshot_delete(
         raise InvalidInput(f"{instance.kind} instances have no snapshots")
     validate_name(snapshot, "snapshot name")
     _check_idle(instance)
-    return instance, operations.submit(session, instance, "delete-snapshot", {"snapshot": snapshot})
+    return instance, operations.submit(
+        session, instance, OperationKind.INSTANCE_DELETE_SNAPSHOT, {"snapshot": snapshot}
+    )
 
 
 def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:

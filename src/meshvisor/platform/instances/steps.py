@@ -6,7 +6,6 @@ Driver calls happen outside database transactions; each step records its outcome
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Image, Instance, NetworkAddress, Operation
+from meshvisor.platform.state.operation_kinds import Handler
 from meshvisor.platform.volumes.steps import (
     container_mounts,
     delete_root_volume,
@@ -43,8 +43,6 @@ from meshvisor.platform.volumes.steps import (
     root_disk,
     vm_disks,
 )
-
-Handler = Callable[[Runtime, Operation], None]
 
 
 def set_state(

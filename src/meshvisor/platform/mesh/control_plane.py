@@ -12,18 +12,29 @@ import datetime as dt
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 from meshvisor.mesh import resources
-from meshvisor.mesh.ads import AdsServer, Nack, Packer, tune_gc
 from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert, pem_bundle
+from meshvisor.mesh.xds import AdsServer, InconsistentSnapshot, Nack, Packer, Snapshot, tune_gc
 from meshvisor.platform.mesh import ca as mesh_ca
-from meshvisor.platform.mesh.view import MeshView, load_view
+from meshvisor.platform.mesh.view import MeshView, Node, load_view
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Instance, Service
 
 log = logging.getLogger(__name__)
 SYNC_INTERVAL_S = 0.2
+
+
+@dataclass
+class NodeRecord:
+    """What the control plane knows of one sidecar it has pushed a config to."""
+
+    instance_id: str  # "" for an ingress gateway
+    version: str  # the snapshot version last pushed
+    roots: frozenset[int]  # serials of the roots that config trusts
+    uses_certs: bool  # its config has secrets (an idle ingress has none)
 
 
 class ControlPlane:
@@ -43,18 +54,20 @@ class ControlPlane:
         self.ads = AdsServer(
             "127.0.0.1", rt.settings.xds_port, on_nack=self._on_nack, extra_addresses=(f"unix:{socket}",)
         )
-        self.versions: dict[str, str] = {}
-        self.nodes: dict[str, str] = {}  # node id -> instance id
+        self.nodes: dict[str, NodeRecord] = {}  # node id -> what is known of it
         self._certs: dict[str, WorkloadCert] = {}
         self._ca_state = self.ca.state()
-        self._pushed_roots: dict[str, frozenset[int]] = {}  # node id -> serials of the roots its config trusts
-        self._uses_certs: set[str] = set()  # nodes whose config has secrets (an idle ingress has none)
         # What the configs were last built from: a pass whose view, trusted roots and certificates are the same
         # builds nothing (with thousands of sidecars a build is a good part of a second of this process's CPU).
         self._built_from: tuple[MeshView, frozenset[int]] | None = None
         self._rotation_logged = 0.0
         self._waiting_reported: list[str] | None = None
         self._stop = threading.Event()
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Node id -> the snapshot version last pushed to it."""
+        return {node_id: record.version for node_id, record in self.nodes.items()}
 
     def start(self) -> None:
         self.ads.start()
@@ -113,14 +126,14 @@ class ControlPlane:
             return
 
         def trusting(node: str) -> bool:
-            return staged.serial_number in self._pushed_roots.get(node, frozenset())
+            return staged.serial_number in self.nodes[node].roots
 
         waiting = [
             node
-            for node, version in self.versions.items()
-            if node in self._uses_certs
+            for node, record in self.nodes.items()
+            if record.uses_certs
             and self.ads.connected(node)
-            and (not trusting(node) or self.ads.synced_version(node) != version)
+            and (not trusting(node) or self.ads.synced_version(node) != record.version)
         ]
         self._report_waiting(waiting)
         if waiting:
@@ -132,7 +145,7 @@ class ControlPlane:
                     len(waiting),
                     ", ".join(
                         f"{n} (trusting {trusting(n)}, acked {self.ads.synced_version(n)},"
-                        f" pushed {self.versions[n]})"
+                        f" pushed {self.nodes[n].version})"
                         for n in waiting[:5]
                     ),
                 )
@@ -159,51 +172,56 @@ class ControlPlane:
         serials = frozenset(c.serial_number for c in roots)
         if self._built_from == (view, serials) and not any(self._renewal_due(c) for c in self._certs.values()):
             return 0
-        cache, packer = resources.BuildCache(), Packer()  # what sidecars share is built and serialized once
+        cache, packer = resources.BuildCache(), self.ads.packer()  # what sidecars share is built and packed once
         for node_id, node in view.nodes.items():
-            cert = self.cert(node.sidecar.service)
+            snapshot = self._snapshot(node, view, bundle, cache, packer)
+            if snapshot is None:
+                continue
+            record = self.nodes.get(node_id)
+            if record is not None and record.version == snapshot.version:
+                continue  # the same content: the same secrets, for the same instance
             try:
-                found = resources.sidecar_resources(
-                    node.sidecar,
-                    view.services.get(node.project, {}),
-                    cert.cert_pem,
-                    cert.key_pem,
-                    bundle,
-                    self.ca.trust_domain,
-                    zipkin=self.rt.settings.tracing_zipkin,
-                    cache=cache,
-                )
-                snapshot = packer.snapshot(found)
-            except Exception as exc:  # one broken sidecar config never holds the others back
+                self.ads.put(node_id, snapshot)
+            except InconsistentSnapshot as exc:  # a bug in the builders: this sidecar keeps what it runs
                 log.warning("no config for sidecar %s: %s", node_id, exc)
                 continue
-            version = snapshot.version
-            if found.get(resources.SECRET):
-                self._uses_certs.add(node_id)
-            else:
-                self._uses_certs.discard(node_id)
-            if self.versions.get(node_id) != version:
-                self.ads.put(node_id, snapshot)
-                self.versions[node_id] = version
-                self._pushed_roots[node_id] = serials
-                changed += 1
-            self.nodes[node_id] = node.instance_id
-        for gone in set(self.versions) - set(view.nodes):
+            uses_certs = bool(snapshot.resources.get(resources.SECRET))
+            self.nodes[node_id] = NodeRecord(node.instance_id, snapshot.version, serials, uses_certs)
+            changed += 1
+        for gone in set(self.nodes) - set(view.nodes):
             self.ads.clear_snapshot(gone)
-            self.versions.pop(gone)
-            self.nodes.pop(gone, None)
-            self._pushed_roots.pop(gone, None)
-            self._uses_certs.discard(gone)
+            del self.nodes[gone]
             changed += 1
         self._built_from = (view, serials)
         return changed
 
+    def _snapshot(
+        self, node: Node, view: MeshView, bundle: bytes, cache: resources.BuildCache, packer: Packer
+    ) -> Snapshot | None:
+        """The node's config, packed; None (logged) when it cannot be built."""
+        cert = self.cert(node.sidecar.service)
+        try:
+            found = resources.sidecar_resources(
+                node.sidecar,
+                view.services.get(node.project, {}),
+                cert.cert_pem,
+                cert.key_pem,
+                bundle,
+                self.ca.trust_domain,
+                zipkin=self.rt.settings.tracing_zipkin,
+                cache=cache,
+            )
+            return packer.snapshot(found)
+        except Exception as exc:  # one broken sidecar config never holds the others back
+            log.warning("no config for sidecar %s: %s", node.node_id, exc)
+            return None
+
     def _on_nack(self, nack: Nack) -> None:
-        instance_id = self.nodes.get(nack.node_id)
-        if instance_id is None:
+        record = self.nodes.get(nack.node_id)
+        if record is None:
             return
         with transaction(self.rt.sessions) as s:
-            instance = s.get(Instance, instance_id)
+            instance = s.get(Instance, record.instance_id)
             if instance is None or not instance.mesh:
                 return
             service = s.query(Service).filter_by(project=instance.project, name=instance.mesh["service"]).first()

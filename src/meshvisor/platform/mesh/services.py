@@ -235,15 +235,6 @@ def all_addresses(session: Session, instance_ids: list[str]) -> dict[str, tuple[
     return found
 
 
-def addresses(session: Session, instance_id: str) -> tuple[str | None, str | None]:
-    return all_addresses(session, [instance_id])[instance_id]
-
-
-def mesh_address(session: Session, instance_id: str) -> str | None:
-    """Where other sidecars reach this instance's: its sidecar's address."""
-    return addresses(session, instance_id)[1]
-
-
 def allocate_sidecar(session: Session, instance: Instance) -> str:
     """A VM in the mesh: an address on its first network for its sidecar, which the guest calls for upstreams."""
     rows = list(

@@ -21,6 +21,7 @@ from meshvisor.network import DEFAULT_MTU
 from meshvisor.network.spec import VNI_MAX, validate_mtu
 from meshvisor.platform.state import events, operations
 from meshvisor.platform.state.models import Network, NetworkAddress, Operation
+from meshvisor.platform.state.operation_kinds import OperationKind
 from meshvisor.platform.state.paging import etag, find_named, get_named, page_by_name
 
 MAX_PREFIXLEN = 29  # a /29 leaves a gateway and five workloads; anything smaller is of no use
@@ -93,10 +94,9 @@ def request_create(
     network_id = new_id()
     op = operations.new_operation(
         session,
-        resource_type="network",
+        OperationKind.NETWORK_CREATE,
         resource_id=network_id,
         resource_name=name,
-        action="create",
         project=project,
     )
     gateway = str(next(net.hosts()))
@@ -153,7 +153,7 @@ def request_delete(
     used = attachments(session, network.id)
     if used and not force:
         raise Conflict(f"network {name!r} has {used} attachment(s); delete those instances first, or force")
-    op = operations.submit(session, network, "delete", {"force": force})
+    op = operations.submit(session, network, OperationKind.NETWORK_DELETE, {"force": force})
     network.state = "deleting"
     return network, op
 

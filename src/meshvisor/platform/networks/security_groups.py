@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -139,17 +139,6 @@ def set_membership(session: Session, instance: Instance, names: list[str]) -> No
         session.add(InstanceSecurityGroup(instance_id=instance.id, group_id=group.id, position=position))
     instance.security_groups = list(names)
     session.flush()
-
-
-def member_count(session: Session, group_id: str) -> int:
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(InstanceSecurityGroup)
-            .where(InstanceSecurityGroup.group_id == group_id)
-        )
-        or 0
-    )
 
 
 def to_dict(session: Session, group: SecurityGroup) -> dict[str, Any]:

@@ -19,20 +19,21 @@ planner    `plan` and `Plan`
 render     the coloured plan
 
 The platform's part (imported by name, never from here):
-plans      a stack file planned against its recorded state and the platform, saved (`meshvisor.platform.stacks.plans`)
+plans      a stack file planned against its recorded state and what the platform observes, saved
 apply      a saved plan carried out as an operation, step by step
 steps      what one planned change asks of the platform (the REST API's own functions)
 """
 
 from .graph import CycleError
 from .loader import load, load_file
-from .planner import AttributeChange, Change, Drift, Plan, plan
+from .planner import FORMAT_VERSION, AttributeChange, Change, Drift, Plan, plan
 from .render import render
 from .schema import stack_schema, write_schema
 from .spec import SpecError, Stack, StackSpecError
 from .state import ResourceState, StackState, desired_state, record
 
 __all__ = [
+    "FORMAT_VERSION",
     "AttributeChange",
     "Change",
     "CycleError",

@@ -38,6 +38,7 @@ from meshvisor.platform.stacks import steps as stack_steps
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Operation, Stack, StackPlan, utcnow
+from meshvisor.platform.state.operation_kinds import OperationKind
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,9 @@ def request_apply(
         )
     op = operations.new_operation(
         session,
-        resource_type="stack",
+        OperationKind.STACK_APPLY,
         resource_id=row.id,
         resource_name=row.name,
-        action="apply",
         params={"plan": saved.id, "progress": []},
         project=project,
     )

@@ -7,6 +7,11 @@ classified by `attributes.classify`). A resource the stack recorded but the plat
 again; one removed from the file is deleted when the stack made it (`prevent_destroy` blocks that with an error)
 and forgotten when it was adopted. Replacing a network re-attaches its instances; replacing a volume replaces the
 containers that mount it and re-attaches it to VMs.
+
+A change's action is Terraform's (`plans.Action`): a replacement is `delete-then-create` (`-/+`), or
+`create-then-delete` (`+/-`) for a resource with `create_before_destroy`. A saved plan is JSON whose keys are its
+fields' names (`FORMAT_VERSION`); `Plan.from_json` still reads format 1 (`check_index`, `"replace"` with a
+`create_before_destroy` flag).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from . import graph, normalise
@@ -23,8 +28,17 @@ from .spec import Stack, split_address
 from .state import ResourceState, StackState
 from .state import prevent_destroy as effective_prevent_destroy
 
-Action = Literal["create", "update", "restart", "replace", "delete"]
-SYMBOLS: dict[str, str] = {"create": "+", "update": "~", "restart": "~!", "replace": "-/+", "delete": "-"}
+Action = Literal["create", "update", "restart", "delete-then-create", "create-then-delete", "delete"]
+SYMBOLS: dict[Action, str] = {
+    "create": "+",
+    "update": "~",
+    "restart": "~!",
+    "delete-then-create": "-/+",
+    "create-then-delete": "+/-",
+    "delete": "-",
+}
+REPLACEMENTS: tuple[Action, ...] = ("delete-then-create", "create-then-delete")
+FORMAT_VERSION = 2  # a saved plan's; format 1 is read too (`_from_format_1`)
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,6 @@ class Change:
     action: Action
     attributes: tuple[AttributeChange, ...] = ()
     reason: str | None = None
-    create_before_destroy: bool = False
     after: tuple[str, ...] = ()  # addresses whose changes in this plan must finish first
 
     @property
@@ -64,9 +77,12 @@ class Change:
 
     @property
     def symbol(self) -> str:
-        if self.action == "replace" and self.create_before_destroy:
-            return "+/-"
         return SYMBOLS[self.action]
+
+    @property
+    def replaces(self) -> bool:
+        """The object is made anew (one of the two orders of a replacement)."""
+        return self.action in REPLACEMENTS
 
     def because(self, effect: Effect) -> list[str]:
         """The attributes that make this change what it is (`# forces replacement`, needs a restart)."""
@@ -83,7 +99,6 @@ class Change:
             "forces_replacement": self.because("replace"),
             "needs_restart": self.because("restart"),
             "reason": self.reason,
-            "create_before_destroy": self.create_before_destroy,
             "after": list(self.after),
         }
 
@@ -139,7 +154,7 @@ class Plan:
     def _body(self) -> dict[str, Any]:
         return {
             "stack": self.stack,
-            "check_index": self.base_serial,
+            "base_serial": self.base_serial,
             "changes": [c.to_json() for c in self.changes],
             "drift": [d.to_json() for d in self.drift],
             "forget": list(self.forget),
@@ -150,7 +165,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         """The plan as the API returns it; `id` and `serial` are the platform's to fill in when it stores it."""
         return {
-            "format_version": 1,
+            "format_version": FORMAT_VERSION,
             "id": None,
             "serial": None,
             "digest": self.digest(),
@@ -161,7 +176,9 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
-        """A saved plan, as `to_json` wrote it (apply executes exactly what was shown)."""
+        """A saved plan, as `to_json` wrote it (apply executes exactly what was shown); format 1 is read too."""
+        if data.get("format_version") == 1:
+            data = _from_format_1(data)
         changes = tuple(
             Change(
                 c["address"],
@@ -171,7 +188,6 @@ class Plan:
                     for a in c["attributes"]
                 ),
                 c["reason"],
-                c["create_before_destroy"],
                 tuple(c["after"]),
             )
             for c in data["changes"]
@@ -189,7 +205,7 @@ class Plan:
         )
         return cls(
             stack=data["stack"],
-            base_serial=data["check_index"],
+            base_serial=data["base_serial"],
             changes=changes,
             drift=drift,
             forget=tuple(data["forget"]),
@@ -201,6 +217,19 @@ class Plan:
     def layers(self) -> list[list[str]]:
         """The changes' addresses in steps: each step only waits for earlier ones (its members run in parallel)."""
         return graph.layers(graph.Graph({c.address: frozenset(c.after) for c in self.changes}))
+
+
+def _from_format_1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A plan saved in format 1, in this format: `check_index` is `base_serial`, and a `"replace"` says its order
+    with a `create_before_destroy` flag (carried by every change, read only on a replacement)."""
+    changes = []
+    for old in data["changes"]:
+        change = {k: v for k, v in old.items() if k != "create_before_destroy"}
+        if old["action"] == "replace":
+            change["action"] = "create-then-delete" if old["create_before_destroy"] else "delete-then-create"
+        changes.append(change)
+    rest = {k: v for k, v in data.items() if k != "check_index"}
+    return {**rest, "format_version": FORMAT_VERSION, "base_serial": data["check_index"], "changes": changes}
 
 
 def plan(
@@ -260,7 +289,7 @@ def plan(
         if refreshed is None:
             attrs = tuple(AttributeChange(n, None, v) for n, v in want.items() if v is not None)
             reason = "deleted outside the stack" if rec is not None else None
-            changes[addr] = Change(addr, "create", attrs, reason, _cbd(desired, addr))
+            changes[addr] = Change(addr, "create", attrs, reason)
             continue
         change = _update(desired, addr, want, refreshed, rec, errors)
         if change is not None:
@@ -320,14 +349,21 @@ def _update(
                 attrs.append(AttributeChange(name, was, now, "state", "recorded in the stack's state only"))
     if not attrs:
         return None
-    worst = max((a.effect for a in attrs), key=SEVERITY.__getitem__)
-    action: Action = {"replace": "replace", "restart": "restart", "live": "update", "state": "update"}[worst]  # type: ignore[assignment]
-    if action == "replace" and protected:
-        forced = ", ".join(a.name for a in attrs if a.effect == "replace")
+    change = Change(addr, _action(attrs, _cbd(desired, addr)), tuple(attrs))
+    if change.replaces and protected:
+        forced = ", ".join(change.because("replace"))
         errors.append(f"{addr} has prevent_destroy: replacing it (forced by {forced}) would destroy it")
-    if action == "replace" and _cbd(desired, addr):
+    if change.action == "create-then-delete":
         errors += _side_by_side(kind, addr, want)
-    return Change(addr, action, tuple(attrs), None, _cbd(desired, addr))
+    return change
+
+
+def _action(attrs: Iterable[AttributeChange], create_before_destroy: bool) -> Action:
+    """What the attributes' worst effect makes of a change to an existing object."""
+    worst = max((a.effect for a in attrs), key=SEVERITY.__getitem__)
+    if worst == "replace":
+        return "create-then-delete" if create_before_destroy else "delete-then-create"
+    return "restart" if worst == "restart" else "update"
 
 
 def _side_by_side(kind: str, addr: str, want: Mapping[str, Any]) -> list[str]:
@@ -351,7 +387,7 @@ def _side_by_side(kind: str, addr: str, want: Mapping[str, Any]) -> list[str]:
 def _cascade(desired: Stack, wants: Mapping[str, Mapping[str, Any]], changes: dict[str, Change]) -> None:
     """Instances on a replaced network are re-attached; containers mounting a replaced volume are replaced
     (their mounts are fixed), VMs get the new volume hot-plugged."""
-    replaced = {a for a, c in changes.items() if c.action == "replace" and c.kind in ("network", "volume")}
+    replaced = {a for a, c in changes.items() if c.replaces and c.kind in ("network", "volume")}
     if not replaced:
         return
     for addr, want in wants.items():
@@ -359,7 +395,7 @@ def _cascade(desired: Stack, wants: Mapping[str, Mapping[str, Any]], changes: di
             continue
         hit = sorted(graph.references("instance", want) & replaced)
         current = changes.get(addr)
-        if not hit or (current is not None and current.action in ("create", "replace")):
+        if not hit or (current is not None and (current.action == "create" or current.replaces)):
             continue
         extra = []
         for target in hit:
@@ -368,9 +404,8 @@ def _cascade(desired: Stack, wants: Mapping[str, Mapping[str, Any]], changes: di
             note = f"{target} is replaced: " + ("re-made with it" if effect == "replace" else "re-attached")
             extra.append(AttributeChange(field_name, want.get(field_name), want.get(field_name), effect, note))
         attrs = (current.attributes if current else ()) + tuple(extra)
-        worst = max((a.effect for a in attrs), key=SEVERITY.__getitem__)
-        action: Action = "replace" if worst == "replace" else "restart" if worst == "restart" else "update"
-        changes[addr] = Change(addr, action, attrs, current.reason if current else None, _cbd(desired, addr))
+        reason = current.reason if current else None
+        changes[addr] = Change(addr, _action(attrs, _cbd(desired, addr)), attrs, reason)
 
 
 def _order(
@@ -402,18 +437,16 @@ def _order(
 
 
 def _with_after(change: Change, after: list[str]) -> Change:
-    return Change(
-        change.address, change.action, change.attributes, change.reason, change.create_before_destroy, tuple(after)
-    )
+    return replace(change, after=tuple(after))
 
 
 def _counts(changes: Iterable[Change]) -> dict[str, int]:
     actions = [c.action for c in changes]
-    replace = actions.count("replace")
+    replaced = sum(actions.count(a) for a in REPLACEMENTS)
     return {
-        "add": actions.count("create") + replace,
+        "add": actions.count("create") + replaced,
         "change": actions.count("update") + actions.count("restart"),
-        "destroy": actions.count("delete") + replace,
-        "replace": replace,
+        "destroy": actions.count("delete") + replaced,
+        "replace": replaced,
         "restart": actions.count("restart"),
     }

@@ -207,7 +207,11 @@ def plan_for(
 
 
 def plan_to_dict(saved: StackPlan, planned: stacks.Plan) -> dict[str, Any]:
-    return {**saved.body, "exit_code": planned.exit_code(), "text": stacks.render(planned).plain}
+    """The saved plan as the API shows it: a plan saved in an older format is shown in this one."""
+    body = saved.body
+    if body.get("format_version") != stacks.FORMAT_VERSION:
+        body = {**planned.to_json(), "id": saved.id, "serial": saved.base_serial}
+    return {**body, "exit_code": planned.exit_code(), "text": stacks.render(planned).plain}
 
 
 def to_dict(row: Stack) -> dict[str, Any]:
@@ -243,9 +247,3 @@ def recent_plans(session: Session, row: Stack, limit: int) -> list[dict[str, Any
         shown.append({**plan_to_dict(saved, planned), "created_at": saved.created_at.isoformat(),
                       "current": saved.base_serial == row.serial})  # fmt: skip
     return shown
-
-
-def latest_plan(session: Session, row: Stack) -> StackPlan | None:
-    return session.scalar(
-        select(StackPlan).where(StackPlan.stack_id == row.id).order_by(StackPlan.created_at.desc()).limit(1)
-    )

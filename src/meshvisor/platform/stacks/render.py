@@ -1,5 +1,6 @@
 """The plan as a person reads it, coloured with rich: `+` green, `~` yellow, `~!` yellow with the attribute that
-needs the restart, `-/+` and `-` red with `# forces replacement` on the attribute that forces it."""
+needs the restart, `-/+` (delete, then create), `+/-` (create, then delete) and `-` red, with
+`# forces replacement` on the attribute that forces it."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def _attribute(out: Text, change: Change, attr: AttributeChange) -> None:
         out.append(f" = {_value(after)}")
     else:
         out.append(f": {_value(before)} -> {_value(after)}")
-    if attr.effect == "replace" and change.action == "replace":
+    if attr.effect == "replace" and change.replaces:
         out.append("  # forces replacement", style="bold red")
     elif attr.effect == "restart":
         out.append("  # needs a restart", style="bold yellow")
@@ -64,7 +65,7 @@ def render(plan: Plan) -> Text:
         out.append(f"  {change.symbol:<3} ", style=f"bold {style}")
         out.append(change.address, style="bold")
         notes = []
-        if change.action == "replace":
+        if change.replaces:
             notes.append("replace: " + ", ".join(change.because("replace")))
         if change.action == "restart":
             notes.append("restart: " + ", ".join(change.because("restart")))

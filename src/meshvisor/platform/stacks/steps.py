@@ -1,6 +1,6 @@
 """What one planned change does on the platform: the same platform functions the REST API calls, one resource at a
-time. A change is a few steps (a replace deletes, then creates); each step is one transaction that asks for an
-operation (or changes rows at once, for security groups and services), then that operation runs to its end.
+time. A change is a few steps (a delete-then-create deletes, then creates); each step is one transaction that asks
+for an operation (or changes rows at once, for security groups and services), then that operation runs to its end.
 
 Updates compare the spec with the rows as they are when the step runs, not as they were when the plan was made:
 a step repeated after a crash, or running after another step changed the instance, does only what is left.
@@ -67,12 +67,12 @@ def run(ctx: Context, change: Change, res: stack_spec.Resource | None) -> None:
         delete(ctx, kind, name)
         return
     assert res is not None
-    if change.action == "replace" and change.create_before_destroy and kind == "instance":
+    if change.action == "create-then-delete" and kind == "instance":
         aside = aside_name(name)
         ctx.set_aside(name, aside)
         create(ctx, kind, name, res)
         delete(ctx, kind, aside, f"instance.{aside}")
-    elif change.action == "replace":
+    elif change.replaces:
         delete(ctx, kind, name)
         create(ctx, kind, name, res)
     elif change.action == "create":

@@ -1,7 +1,8 @@
 """Operations: every long action is a row written in the same transaction as the desired state it serves.
 
-A resource (instance or image) holds at most one running operation at a time: its `operation_id` column is the
-lock, taken with one conditional UPDATE so two requests can never both win.
+A resource (instance, image, network, volume or stack) holds at most one running operation at a time: its
+`operation_id` column is the lock, taken with one conditional UPDATE so two requests can never both win. What
+kinds of operation there are, and which lock each takes, is `operation_kinds`.
 """
 
 from __future__ import annotations
@@ -16,19 +17,16 @@ from meshvisor.core.errors import Conflict, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.core.types import OperationStatus
 from meshvisor.platform.state import events
-from meshvisor.platform.state.models import Image, Instance, Network, Operation, Stack, Volume, utcnow
-
-HOST_BOUND = ("instance", "volume")  # resources that live on one host: their operations run there
-Lockable = type[Instance] | type[Image] | type[Network] | type[Volume] | type[Stack]
+from meshvisor.platform.state.models import Image, Instance, Network, Operation, Volume, utcnow
+from meshvisor.platform.state.operation_kinds import Lockable, OperationAction, OperationKind, ResourceType
 
 
 def new_operation(
     session: Session,
+    kind: OperationKind,
     *,
-    resource_type: str,
     resource_id: str,
     resource_name: str,
-    action: str,
     params: dict[str, Any] | None = None,
     project: str = "default",
     host: str = "local",
@@ -37,10 +35,10 @@ def new_operation(
         id=new_id(),
         project=project,
         host=host,
-        resource_type=resource_type,
+        resource_type=kind.resource.value,
         resource_id=resource_id,
         resource_name=resource_name,
-        action=action,
+        action=kind.action.value,
         status=OperationStatus.PENDING.value,
         params=params or {},
         attempts=0,
@@ -97,12 +95,12 @@ def cancel(session: Session, op_id: str) -> Operation:
         raise Conflict(f"operation {op_id} is {op.status}: only a pending operation can be cancelled")
     session.refresh(op)
     emit_status(session, op)
-    model = model_of(op.resource_type)
+    model = ResourceType(op.resource_type).lock
     unlock(session, model, op.resource_id, op.id)
     target = session.get(model, op.resource_id)
     if target is None:
         return op
-    if op.action == "create":  # nothing was made yet: the object goes as if never asked for
+    if op.action == OperationAction.CREATE:  # nothing was made yet: the object goes as if never asked for
         session.delete(target)
         events.emit(
             session,
@@ -113,7 +111,7 @@ def cancel(session: Session, op_id: str) -> Operation:
             state="deleted",
             id=op.resource_id,
         )
-    elif op.action == "delete" and isinstance(target, Instance) and "from_state" in op.params:
+    elif op.action == OperationAction.DELETE and isinstance(target, Instance) and "from_state" in op.params:
         target.state = str(op.params["from_state"])
         target.touch()
         events.emit(
@@ -125,23 +123,23 @@ def cancel(session: Session, op_id: str) -> Operation:
 def submit(
     session: Session,
     target: Instance | Image | Network | Volume,
-    action: str,
+    kind: OperationKind,
     params: dict[str, Any] | None = None,
 ) -> Operation:
     """A new operation on an existing object, holding its lock (Conflict when another operation holds it)."""
-    resource_type = {Instance: "instance", Image: "image", Network: "network", Volume: "volume"}[type(target)]
+    if not isinstance(target, kind.lock):
+        raise TypeError(f"a {kind.resource} operation on a {type(target).__name__}")
     op = new_operation(
         session,
-        resource_type=resource_type,
+        kind,
         resource_id=target.id,
         resource_name=target.name,
-        action=action,
         params=params,
         project=target.project,
         host=target.host,
     )
     session.flush()
-    lock(session, type(target), target.id, op.id, f"{resource_type} {target.name!r}")
+    lock(session, kind.lock, target.id, op.id, f"{kind.resource} {target.name!r}")
     session.refresh(target)
     return op
 
@@ -185,17 +183,6 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def model_of(resource_type: str) -> Lockable:
-    models: dict[str, Lockable] = {
-        "instance": Instance,
-        "image": Image,
-        "network": Network,
-        "volume": Volume,
-        "stack": Stack,
-    }
-    return models[resource_type]
-
-
 def emit_status(session: Session, op: Operation) -> None:
     """An `operation` event with the operation's status as it is now."""
     events.emit(
@@ -216,10 +203,8 @@ def abandoned(session: Session, host: str, platform_queue: bool) -> list[Operati
     instances), and on the platform's queue too for the worker that serves it. One worker process per host
     is the rule, so a worker that is starting knows that nobody else is running them."""
     running = select(Operation).where(Operation.status == OperationStatus.RUNNING.value)
-    mine = [
+    return [
         op
         for op in session.scalars(running.order_by(Operation.created_at))
-        if (op.resource_type in HOST_BOUND and op.host == host)
-        or (op.resource_type not in HOST_BOUND and platform_queue)
+        if (op.host == host if ResourceType(op.resource_type).host_bound else platform_queue)
     ]
-    return mine

@@ -20,6 +20,7 @@ from meshvisor.platform.images.steps import DISK_FILE
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import events, operations
 from meshvisor.platform.state.models import Image, Instance, Operation, StoragePool, Volume, VolumeAttachment
+from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 
 DEFAULT_POOL = "default"
@@ -226,10 +227,9 @@ def request_create(
     volume_id = new_id()
     op = operations.new_operation(
         session,
-        resource_type="volume",
+        OperationKind.VOLUME_CREATE,
         resource_id=volume_id,
         resource_name=name,
-        action="create",
         project=project,
         host=target_pool.host,
     )
@@ -268,7 +268,7 @@ def request_delete(
         raise Conflict(f"volume {name!r} is the root disk of VM {users[0]!r}: it goes when the VM is deleted")
     if users:
         raise Conflict(f"volume {name!r} is attached to {', '.join(users)}; detach it first")
-    op = operations.submit(session, volume, "delete", {})
+    op = operations.submit(session, volume, OperationKind.VOLUME_DELETE, {})
     volume.state = "deleting"
     return volume, op
 
@@ -299,7 +299,7 @@ def request_action(
         if size < volume.size_mb:
             raise InvalidInput(f"a volume only grows: {size} MiB is below its {volume.size_mb} MiB")
         _check_room(session, pool, size - volume.size_mb, settings)
-        return volume, operations.submit(session, volume, "resize", {"size_mb": size}), None
+        return volume, operations.submit(session, volume, OperationKind.VOLUME_RESIZE, {"size_mb": size}), None
     if action in ("snapshot", "revert", "delete-snapshot"):
         snapshot = params.get("snapshot")
         if not isinstance(snapshot, str):
@@ -311,7 +311,13 @@ def request_action(
             raise NotFound(f"volume {name!r} has no snapshot {snapshot!r}")
         if action == "revert" and attached_to(session, volume.id):
             raise Conflict(f"volume {name!r} is attached: detach it before reverting it")
-        return volume, operations.submit(session, volume, action, {"snapshot": snapshot}), None
+        return (
+            volume,
+            operations.submit(
+                session, volume, OperationKind.of(ResourceType.VOLUME, action), {"snapshot": snapshot}
+            ),
+            None,
+        )
     if action == "clone":
         new_name = params.get("name")
         if not isinstance(new_name, str):

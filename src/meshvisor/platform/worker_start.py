@@ -1,0 +1,63 @@
+"""What a worker does as it starts, before it takes tasks (the Celery wiring around it is `meshvisor.tasks`):
+
+register_host                 this host in the registry; the other hosts converge now, adding its tunnel
+ensure_default_pool           the default storage pool (by the worker that serves the platform's queue)
+resume_abandoned_operations   operations a worker of this host left running when it died, queued again
+start                         all of the above, then libvirt's events followed (on a host that runs VMs)
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from meshvisor.platform import vm_events
+from meshvisor.platform.celery_app import enqueue_operation, reconcile_host
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import operations
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.volumes import requests as volumes
+
+log = logging.getLogger(__name__)
+
+
+def start(rt: Runtime, app: Celery, serves_platform_queue: bool) -> None:
+    register_host(rt, app)
+    if serves_platform_queue:
+        ensure_default_pool(rt)
+    resume_abandoned_operations(rt, app, serves_platform_queue)
+    if rt.settings.host_netns is None:
+        vm_events.start(rt)
+
+
+def register_host(rt: Runtime, app: Celery) -> list[str]:
+    """Register this host and have the others reconcile now (they add its tunnel endpoint); the others' names."""
+    settings = rt.settings
+    with transaction(rt.sessions) as s:
+        hosts.register(s, settings)
+        others = [h.name for h in hosts.all_hosts(s) if h.name != settings.host_name]
+    for name in others:
+        reconcile_host(app, settings, name)
+    return others
+
+
+def ensure_default_pool(rt: Runtime) -> None:
+    with transaction(rt.sessions) as s:
+        volumes.ensure_default_pool(s, rt.settings)
+
+
+def resume_abandoned_operations(rt: Runtime, app: Celery, serves_platform_queue: bool) -> list[str]:
+    """Queue again the operations a crash cut short (their steps are idempotent): those of this host, and the
+    platform's too for the worker that serves its queue. The ids of the operations resumed."""
+    settings = rt.settings
+    with transaction(rt.sessions) as s:
+        stranded = [
+            (op.id, op.resource_type, op.host)
+            for op in operations.abandoned(s, settings.host_name, serves_platform_queue)
+        ]
+    for op_id, resource_type, host in stranded:
+        log.warning("resuming operation %s, left running by a worker that died", op_id)
+        enqueue_operation(app, settings, op_id, resource_type, host)
+    return [op_id for op_id, _, _ in stranded]

@@ -139,7 +139,7 @@ def test_an_event_between_the_pass_observing_and_writing_is_not_undone(runtime: 
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
         instance, op = instances.create(
-            s, InstanceRequest("web", InstanceKind.CONTAINER, "busybox", command=SERVE)
+            s, InstanceRequest(name="web", kind=InstanceKind.CONTAINER, image="busybox", command=SERVE)
         )
     reconciler.run_operation(runtime, op.id)
     driver = runtime.compute(InstanceKind.CONTAINER)

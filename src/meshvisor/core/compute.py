@@ -77,6 +77,10 @@ class ComputeDriver(Protocol):
         not running or has no namespace of its own (VMs, the fake)."""
         ...
 
+    def close(self) -> None:
+        """Let go of the connection to the daemon, if the driver holds one (a later call may open it again)."""
+        ...
+
 
 @runtime_checkable
 class SnapshotDriver(Protocol):

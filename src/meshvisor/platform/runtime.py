@@ -64,8 +64,10 @@ class Runtime:
             return self._images
 
     def close(self) -> None:
+        """Close the drivers' connections (compute and pools) and the database engine."""
         with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.close()
+            held: list[ComputeDriver | storage.VolumeDriver] = [*self._drivers.values(), *self._pools.values()]
+            self._drivers, self._pools = {}, {}
+        for driver in held:
+            driver.close()
         self.engine.dispose()

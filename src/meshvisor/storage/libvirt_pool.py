@@ -64,7 +64,8 @@ class LibvirtPool:
     the platform runs one operation per volume at a time.
 
     `conn` is an open libvirt connection to use (the caller keeps it); without one, a connection to `uri` is
-    opened and `close()` closes it (the pool is also a context manager)."""
+    opened (and opened again if libvirtd restarted), and `close()` closes it (the pool is also a context
+    manager). The runtime keeps one per pool and closes it with itself."""
 
     driver = "libvirt"
 

@@ -229,22 +229,22 @@ def record_sizes(rt: Runtime) -> int:
     recorded where it changed (a volume under an operation is left to it; `updated_at` and the etag stay, as no
     one changed the volume). Returns how many changed."""
     with transaction(rt.sessions) as s:
-        pools = list(s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name)))
-        drivers = [(p.name, rt.pool(p.driver, p.config)) for p in pools]
+        pools = s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name))
+        rows = {p.id: (p.name, p.driver, dict(p.config)) for p in pools}
     seen: dict[str, int] = {}
-    for name, pool in drivers:
+    for name, driver, config in rows.values():
         try:
-            seen.update((info.volume_id, info.used_bytes) for info in pool.list())
+            seen.update((info.volume_id, info.used_bytes) for info in rt.pool(driver, config).list())
         except MeshvisorError as exc:
             log.warning("reconcile: sizes in pool %s skipped: %s", name, exc.message)
     changed = 0
     with transaction(rt.sessions) as s:
-        rows = s.execute(
+        recorded_now = s.execute(
             select(Volume.id, Volume.used_bytes).where(
-                Volume.pool_id.in_([p.id for p in pools]), Volume.operation_id.is_(None)
+                Volume.pool_id.in_(list(rows)), Volume.operation_id.is_(None)
             )
         )
-        for volume_id, used in list(rows):
+        for volume_id, used in list(recorded_now):
             if volume_id in seen and seen[volume_id] != used:
                 recorded = update(Volume).where(Volume.id == volume_id)
                 s.execute(recorded.values(used_bytes=seen[volume_id], updated_at=Volume.updated_at))

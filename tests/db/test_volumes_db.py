@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
@@ -17,8 +18,9 @@ from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Image, Volume, VolumeAttachment
+from meshvisor.platform.state.models import Image, Operation, StoragePool, Volume, VolumeAttachment
 from meshvisor.platform.volumes import requests as volumes
+from meshvisor.platform.volumes import steps as volume_steps
 
 from .conftest import add_ready_image
 
@@ -165,3 +167,40 @@ def test_a_vm_booting_a_disk_image_gets_a_root_volume(runtime: Runtime, tmp_path
     with runtime.sessions() as s:
         assert instances.find(s, "clash") is None
         assert sorted(v.name for v in s.query(Volume)) == ["clash-root", "web-root"]
+
+
+def test_what_a_volume_takes_on_disk_is_recorded_not_asked_for(runtime: Runtime) -> None:
+    """The create step records `used_bytes`; the periodic pass records it again when it changed, without
+    changing the volume's etag or `updated_at`; reading a volume asks no driver."""
+    with transaction(runtime.sessions) as s:
+        volumes.ensure_default_pool(s, runtime.settings)
+        volume, op = volumes.request_create(s, "sized", 8, "qcow2")
+        volume_id, op_id = volume.id, op.id
+        assert volumes.to_dict(s, volume)["used_bytes"] is None
+    with runtime.sessions() as s:
+        operation = s.get(Operation, op_id)
+        assert operation is not None
+        s.expunge(operation)
+    volume_steps.create_volume(runtime, operation)
+    with runtime.sessions() as s:
+        pool = s.get(StoragePool, s.get(Volume, volume_id).pool_id)  # type: ignore[union-attr]
+        assert pool is not None
+        driver = runtime.pool(pool.driver, pool.config)
+        recorded = s.get(Volume, volume_id)
+        assert recorded is not None
+        assert recorded.used_bytes == driver.info(volume_id).used_bytes
+    with transaction(runtime.sessions) as s:
+        done = update(Volume).where(Volume.id == volume_id)  # the operation over, the size stale
+        s.execute(done.values(used_bytes=1, operation_id=None))
+    with runtime.sessions() as s:
+        stale = s.get(Volume, volume_id)
+        assert stale is not None
+        before = (stale.version, stale.updated_at)
+    assert volume_steps.record_sizes(runtime) == 1
+    assert volume_steps.record_sizes(runtime) == 0
+    with runtime.sessions() as s:
+        seen = s.get(Volume, volume_id)
+        assert seen is not None
+        assert seen.used_bytes == driver.info(volume_id).used_bytes
+        assert (seen.version, seen.updated_at) == before
+        assert volumes.to_dict(s, seen)["used_bytes"] == seen.used_bytes

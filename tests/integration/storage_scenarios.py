@@ -32,7 +32,7 @@ from meshvisor.storage import (
     mounts_under,
     unmount,
 )
-from meshvisor.storage.dir_pool import can_grow_online
+from meshvisor.storage.checks import can_grow_online
 
 MIB = 1024 * 1024
 A, B, C = "aaaa0001", "bbbb0002", "cccc0003"

@@ -65,7 +65,7 @@ def settings(vm_test_dir: Path, test_prefix: str, tmp_path: Path) -> Settings:
 def runtime(settings: Settings) -> Iterator[Runtime]:
     rt = Runtime(settings)
     yield rt
-    driver = rt.vms()
+    driver = rt.compute(InstanceKind.VM)
     for observed in driver.observe():
         driver.delete(observed.id)
     rt.close()
@@ -129,7 +129,7 @@ def test_libvirtd_unreachable_then_back(settings: Settings, tiny_image: TinyImag
             assert instances.get(s, "later-vm").state == "running"
         assert len(our_domains(test_prefix)) >= 1
     finally:
-        driver = back.vms()
+        driver = back.compute(InstanceKind.VM)
         for observed in driver.observe():
             driver.delete(observed.id)
         back.close()

@@ -15,7 +15,7 @@ from meshvisor.storage import (
     validate_snapshot_name,
     validate_volume_id,
 )
-from meshvisor.storage.dir_pool import can_grow_online
+from meshvisor.storage.checks import can_grow_online
 from meshvisor.storage.headers import parse_ext_size, parse_qcow2_header
 from meshvisor.storage.mounts import parse_mountinfo
 

@@ -54,6 +54,9 @@ class DockerDriver:
         self.prefix = prefix
         self._client = open_client(base_url, timeout)
 
+    def close(self) -> None:
+        self._client.close()
+
     # -- finding our containers ---------------------------------------------------------------------------------
     def _find(self, instance_id: str) -> Container | None:
         """By its name (one inspect call: every container is created under it), checked against its labels; by

@@ -222,6 +222,9 @@ class FakeCompute:
     def namespace_pid(self, instance_id: str) -> int | None:
         return None  # its workloads share the host's namespace: never give them an interface
 
+    def close(self) -> None:
+        """Nothing to let go of: the fake keeps its records in files."""
+
     def exec(self, instance_id: str, argv: list[str]) -> ExecResult:
         record = self._get(instance_id)
         state = self._state(record)

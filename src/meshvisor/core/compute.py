@@ -2,18 +2,26 @@
 
 About ten idempotent verbs. Drivers find their objects by our id (Docker label / libvirt metadata), never by
 guesswork; a verb on an object that is gone raises `NotFound`, except `delete`, for which gone is success.
+
+Optional features are protocols of their own (`SnapshotDriver`, `NicHotplugDriver`, `DiskHotplugDriver`,
+`EventDriver`): a driver has one when it implements its verbs, and `supports(driver, SNAPSHOTS, who)` is the one
+question, answered with the driver as that protocol or the one `NotSupported` error.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar, cast, runtime_checkable
 
+from .errors import NotSupported
 from .terminal import Terminal
 from .types import (
     Capabilities,
     ComputeSpec,
     DiskSpec,
     ExecResult,
+    InstanceState,
     NicSpec,
     Observed,
     Snapshot,
@@ -69,10 +77,14 @@ class ComputeDriver(Protocol):
         not running or has no namespace of its own (VMs, the fake)."""
         ...
 
+    def close(self) -> None:
+        """Let go of the connection to the daemon, if the driver holds one (a later call may open it again)."""
+        ...
+
 
 @runtime_checkable
 class SnapshotDriver(Protocol):
-    """Drivers whose `capabilities.snapshots` is true also have these verbs."""
+    """Drivers that keep snapshots of their workloads (VMs: the whole machine, disks and memory)."""
 
     def snapshot_create(self, instance_id: str, name: str) -> Snapshot: ...
 
@@ -115,3 +127,39 @@ class DiskHotplugDriver(Protocol):
     def resize_disk(self, instance_id: str, serial: str, size_mb: int) -> bool:
         """Grow the disk with this serial in the running workload; False when it does not run."""
         ...
+
+
+@runtime_checkable
+class EventDriver(Protocol):
+    """Drivers that report the changes their workloads make themselves (a guest that shut down, crashed or
+    paused)."""
+
+    def watch(self, callback: Callable[[str, InstanceState, str], None]) -> Callable[[], bool]:
+        """Call `callback(instance_id, state, reason)` on every lifecycle event; returns a check that stays true
+        while the link the callback hangs on is alive."""
+        ...
+
+
+F = TypeVar("F")
+
+
+@dataclass(frozen=True)
+class Feature(Generic[F]):
+    """An optional feature: the protocol a driver implements to have it, and what one without it cannot do
+    (words that follow who asks: "container instances" + "have no snapshots")."""
+
+    protocol: type  # a runtime-checkable protocol above (as `type`: mypy takes no protocol for `type[F]`)
+    lacks: str
+
+
+SNAPSHOTS: Feature[SnapshotDriver] = Feature(SnapshotDriver, "have no snapshots")
+NIC_HOTPLUG: Feature[NicHotplugDriver] = Feature(NicHotplugDriver, "cannot add or remove NICs")
+DISK_HOTPLUG: Feature[DiskHotplugDriver] = Feature(DiskHotplugDriver, "cannot add or remove disks")
+EVENTS: Feature[EventDriver] = Feature(EventDriver, "report no lifecycle events")
+
+
+def supports(driver: ComputeDriver, feature: Feature[F], who: str) -> F:
+    """The driver as the feature's protocol when it implements it; NotSupported ("<who> <lacks>") otherwise."""
+    if not isinstance(driver, feature.protocol):
+        raise NotSupported(f"{who} {feature.lacks}")
+    return cast(F, driver)

@@ -2,6 +2,7 @@
 
 MeshvisorError            base; `code` is the machine word the API returns
 ├── InvalidInput          the request itself is wrong (400/422)
+│   └── NotSupported      the driver does not do this (it does not implement the feature's protocol)
 ├── NotFound              the named object does not exist (404)
 ├── Conflict              the object exists or is busy (409)
 │   └── IllegalState      the action is not allowed in the object's current state (409)
@@ -23,6 +24,10 @@ class MeshvisorError(Exception):
 
 class InvalidInput(MeshvisorError):
     code = "invalid_input"
+
+
+class NotSupported(InvalidInput):
+    pass
 
 
 class NotFound(MeshvisorError):

@@ -185,7 +185,6 @@ class Capabilities:
     logs: bool = False
     pause: bool = False
     live_resize: bool = False
-    snapshots: bool = False
     mounts: bool = False  # `ComputeSpec.mounts` are honoured (else a spec with mounts is refused)
 
 

@@ -30,9 +30,10 @@ from meshvisor.core.types import (
     UpdateResult,
     Usage,
 )
+from meshvisor.libvirt_conn import DEFAULT_URI, Connection, call, libvirt_errors, translate
 
 from . import console
-from .connection import DEFAULT_URI, call, choose_domain_type, libvirt_errors, open_connection, translate
+from .connection import choose_domain_type
 from .domain_xml import (
     AttachedDisk,
     DomainConfig,
@@ -81,29 +82,24 @@ _DISK_KEY = re.compile(r"^[A-Za-z0-9_-]{1,20}$")  # a serial, or a target (vdb)
 
 
 class LibvirtDriver:
-    capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True, snapshots=True)
+    capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True)
 
     def __init__(self, prefix: str, vm_dir: str | Path, uri: str = DEFAULT_URI, domain_type: str = "auto") -> None:
         self.prefix = prefix
         self.vm_dir = Path(vm_dir)
         self.uri = uri
         self.domain_type = choose_domain_type(domain_type)
-        self._conn: libvirt.virConnect | None = None
+        self._link = Connection(uri)
         self._lock = threading.RLock()
         self._console_locks: dict[str, threading.Lock] = {}
 
     # -- connection ---------------------------------------------------------------------------------------------
     def _connection(self) -> libvirt.virConnect:
-        with self._lock:
-            if self._conn is not None:
-                try:
-                    if self._conn.isAlive():
-                        return self._conn
-                except libvirt.libvirtError:
-                    pass
-                self._conn = None
-            self._conn = open_connection(self.uri)
-            return self._conn
+        return self._link.get()
+
+    def close(self) -> None:
+        """Close the libvirt connection (the next call opens a new one)."""
+        self._link.close()
 
     def instance_dir(self, instance_id: str) -> Path:
         return self.vm_dir / instance_id

@@ -41,6 +41,7 @@ from meshvisor.platform.volumes.steps import (
     create_volume,
     delete_volume,
     delete_volume_snapshot,
+    record_sizes,
     remove_stray_mounts,
     resize_volume,
     revert_volume,
@@ -161,7 +162,8 @@ def hosts_to_refilter(rt: Runtime, op_id: str) -> list[str]:
 # -- the periodic pass ------------------------------------------------------------------------------------------
 def reconcile(rt: Runtime) -> dict[str, int]:
     """This host's pass: mark it seen, compare each of its idle instances with what its driver observes, bring
-    its part of every network up to date, and remove host objects of ours that no row explains."""
+    its part of every network up to date, remove host objects of ours that no row explains, and record what
+    volumes take on disk."""
     here = rt.settings.host_name
     with transaction(rt.sessions) as s:
         hosts.seen(s, here)
@@ -210,6 +212,7 @@ def reconcile(rt: Runtime) -> dict[str, int]:
         orphans += remove_orphan_links(rt)
         sync_security(rt, force=True)
         orphans += remove_stray_mounts(rt)
+        record_sizes(rt)
     except MeshvisorError as exc:
         networks = 0
         log.warning("reconcile: network links skipped: %s", exc.message)

@@ -1,15 +1,24 @@
-"""The objects one process needs to act: settings, database sessions and the drivers, opened lazily."""
+"""The objects one process needs to act: settings, database sessions and the drivers, opened lazily.
+
+Drivers are found only through their package's map (`containers.DRIVERS`, `hypervisor.DRIVERS`,
+`storage.DRIVERS`), by the name a setting (compute) or a pool row (storage) gives. The runtime keeps one driver per
+kind and one per storage pool, and `close()` lets go of the connections they hold.
+"""
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from meshvisor.containers import DockerDriver, DockerImages, FakeCompute
+from meshvisor import containers, hypervisor, storage
+from meshvisor.containers import DockerImages
 from meshvisor.core.compute import ComputeDriver
+from meshvisor.core.drivers import resolve
 from meshvisor.core.types import InstanceKind
-from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
 from meshvisor.platform.state.db import make_engine, make_sessionmaker
 
 from .settings import Settings
@@ -21,6 +30,7 @@ class Runtime:
         self.engine = make_engine(settings.db_url)
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         self._drivers: dict[InstanceKind, ComputeDriver] = {}
+        self._pools: dict[str, storage.VolumeDriver] = {}
         self._images: DockerImages | None = None
         self._lock = threading.Lock()
 
@@ -32,16 +42,20 @@ class Runtime:
 
     def _open_compute(self, kind: InstanceKind) -> ComputeDriver:
         s = self.settings
+        opener: Callable[[Settings], ComputeDriver]
         if kind is InstanceKind.CONTAINER:
-            if s.container_driver == "fake":
-                return FakeCompute(s.host_prefix, s.data_path / "fake-compute")
-            return DockerDriver(s.host_prefix, s.docker_url)
-        return LibvirtDriver(s.host_prefix, s.vms_dir, s.libvirt_uri, s.vm_domain_type)
+            opener = resolve(containers.DRIVERS, s.container_driver, "container")
+        else:
+            opener = resolve(hypervisor.DRIVERS, s.vm_driver, "VM")
+        return opener(s)
 
-    def vms(self) -> LibvirtDriver:
-        driver = self.compute(InstanceKind.VM)
-        assert isinstance(driver, LibvirtDriver)
-        return driver
+    def pool(self, driver: str, config: Mapping[str, Any]) -> storage.VolumeDriver:
+        """The storage driver of a pool (its row's `driver` and `config`), opened once per process."""
+        key = json.dumps([driver, config], sort_keys=True)
+        with self._lock:
+            if key not in self._pools:
+                self._pools[key] = resolve(storage.DRIVERS, driver, "storage").from_config(config)
+            return self._pools[key]
 
     def images(self) -> DockerImages:
         with self._lock:
@@ -50,4 +64,10 @@ class Runtime:
             return self._images
 
     def close(self) -> None:
+        """Close the drivers' connections (compute and pools) and the database engine."""
+        with self._lock:
+            held: list[ComputeDriver | storage.VolumeDriver] = [*self._drivers.values(), *self._pools.values()]
+            self._drivers, self._pools = {}, {}
+        for driver in held:
+            driver.close()
         self.engine.dispose()

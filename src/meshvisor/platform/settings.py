@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     # Where the Docker engine listens; `fake` runs containers as plain host processes (tests only).
     docker_url: str | None = None
     container_driver: str = "docker"
+    # The VM driver by its name in `meshvisor.hypervisor.DRIVERS`.
+    vm_driver: str = "libvirt"
     libvirt_uri: str = "qemu:///system"
     # VM acceleration: "auto" picks kvm only where the host can really run KVM guests, else qemu (TCG).
     vm_domain_type: str = "auto"

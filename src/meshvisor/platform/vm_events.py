@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 
+from meshvisor.core.compute import EVENTS, supports
 from meshvisor.core.errors import MeshvisorError
+from meshvisor.core.types import InstanceKind
 
 from . import reconciler
 from .runtime import Runtime
@@ -19,7 +21,7 @@ def follow(rt: Runtime, stop: threading.Event) -> None:
     """Register for events; when the link to libvirtd breaks, register again once it is back."""
     while not stop.is_set():
         try:
-            alive = rt.vms().watch(
+            alive = supports(rt.compute(InstanceKind.VM), EVENTS, "this VM driver").watch(
                 lambda instance_id, state, why: reconciler.record_event(rt, instance_id, state, why)
             )
         except MeshvisorError as exc:

@@ -3,10 +3,15 @@
 Two levels as Incus has them: the pool layer in `meshvisor.platform` keeps the database (pools, quotas, which
 instance uses which volume) and calls these drivers, which know nothing of it. Errors are the core tree: bad
 input InvalidInput, missing NotFound, taken or busy Conflict, a failing tool PermanentError with its own words.
+
+`DRIVERS` maps a pool's driver name (its row's `driver`) to the driver class; pools are context managers (a
+`LibvirtPool` holds a libvirt connection until closed).
 """
 
+from __future__ import annotations
+
 from .dir_pool import DirPool
-from .driver import VolumeDriver
+from .driver import PoolDriverType, VolumeDriver
 from .libvirt_pool import LibvirtPool
 from .mounts import (
     detach_loop_device,
@@ -33,7 +38,10 @@ from .spec import (
     validate_volume_id,
 )
 
+DRIVERS: dict[str, PoolDriverType] = {"dir": DirPool, "libvirt": LibvirtPool}
+
 __all__ = [
+    "DRIVERS",
     "FILESYSTEMS",
     "FORMATS",
     "MAX_SIZE_MB",
@@ -42,6 +50,7 @@ __all__ = [
     "RAW",
     "DirPool",
     "LibvirtPool",
+    "PoolDriverType",
     "VolumeInfo",
     "VolumeDriver",
     "VolumeSpec",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from meshvisor.core.errors import Conflict, PermanentError
-
-# qemu-img's words when a running QEMU holds the image: the volume is busy, not broken.
-_LOCK_WORDS = ('Failed to get "write" lock', "Failed to get shared", "Is another process using the image")
+from meshvisor.libvirt_conn import IMAGE_LOCKED
 
 
 def run(argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> str:
@@ -19,7 +17,7 @@ def run(argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> str:
         raise PermanentError(f"{argv[0]} is not installed") from None
     if done.returncode not in ok_codes:
         words = done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}"
-        if any(w in words for w in _LOCK_WORDS):
+        if any(w in words for w in IMAGE_LOCKED):
             raise Conflict(f"the volume is in use (a running VM holds it): {words}")
         raise PermanentError(f"{' '.join(argv[:2])} failed: {words}")
     return done.stdout

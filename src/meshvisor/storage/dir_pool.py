@@ -24,15 +24,17 @@ import os
 import re
 import shutil
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound, PermanentError
 from meshvisor.core.names import NAME_PATTERN
 
+from .checks import check_free, check_resize, mb
 from .commands import run
 from .headers import read_ext_size, read_qcow2_header
-from .mounts import frozen, loop_devices_of, mount_table, mountpoints_of
+from .mounts import frozen, loop_devices_of, mount_table
 from .spec import (
     FORMATS,
     MIB,
@@ -53,22 +55,6 @@ FILE_MODE = 0o600  # libvirt hands a VM's disk to its QEMU user itself (dynamic 
 MKFS_EXT4 = ["mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0"]
 
 
-CAP_SYS_RESOURCE = 24
-
-
-def can_grow_online(status: str | None = None) -> bool:
-    """Growing a mounted ext4 (EXT4_IOC_RESIZE_FS) needs CAP_SYS_RESOURCE, which some container hosts drop."""
-    text = status if status is not None else Path("/proc/self/status").read_text()
-    for line in text.splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    return False
-
-
-def _mb(size_bytes: int) -> int:
-    return -(-size_bytes // MIB)
-
-
 class DirPool:
     """Volumes as files in one directory. Not thread-safe per volume: the platform runs one operation per volume
     at a time."""
@@ -81,6 +67,27 @@ class DirPool:
             self.root.mkdir(parents=True, mode=0o711)  # traversable, so QEMU's user reaches its disk files
         if not self.root.is_dir():
             raise InvalidInput(f"storage pool root {self.root} is not a directory")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> DirPool:
+        """The pool a pool row's config names (`{"path": ...}`)."""
+        return cls(Path(str(config["path"])))
+
+    @classmethod
+    def new_config(cls, home: Path, libvirt_pool: str | None) -> dict[str, Any]:
+        """The config of a new pool: a directory of its own (`home`)."""
+        if libvirt_pool is not None:
+            raise InvalidInput("libvirt_pool is for the libvirt driver")
+        return {"path": str(home)}
+
+    def close(self) -> None:
+        """Nothing to let go of: the driver holds no connection."""
+
+    def __enter__(self) -> DirPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # --- paths -------------------------------------------------------------------------------------------------
 
@@ -103,7 +110,9 @@ class DirPool:
                 if stat.S_ISLNK(st.st_mode):
                     raise InvalidInput(f"refusing to use {here}: a symlink in the storage pool")
 
-    def _find(self, volume_id: str) -> tuple[Path, str] | None:
+    def find(self, volume_id: str) -> tuple[Path, str] | None:
+        """The volume's file and format, or None: the id is valid, no symlink is on the way, the file is a
+        regular one (InvalidInput otherwise), before anything reads it."""
         validate_volume_id(volume_id)
         for format in FORMATS:
             path = self._file(volume_id, format)
@@ -118,12 +127,13 @@ class DirPool:
         return None
 
     def _require(self, volume_id: str) -> tuple[Path, str]:
-        found = self._find(volume_id)
+        found = self.find(volume_id)
         if found is None:
             raise NotFound(f"no volume {volume_id} in pool {self.root}")
         return found
 
-    def _info(self, volume_id: str, path: Path, format: str) -> VolumeInfo:
+    def describe(self, volume_id: str, path: Path, format: str) -> VolumeInfo:
+        """What the volume found at `path` (by `find`) is: sizes, format, filesystem."""
         st = os.lstat(path)
         used = st.st_blocks * 512
         if format == QCOW2:
@@ -134,14 +144,7 @@ class DirPool:
         else:
             size, filesystem = st.st_size, "ext4"
             used += sum(os.lstat(p).st_blocks * 512 for p in self._raw_snapshot_files(volume_id).values())
-        return VolumeInfo(volume_id, str(path), format, filesystem, _mb(size), used)
-
-    def _check_free(self, needed_bytes: int, what: str) -> None:
-        free = self.free_bytes()
-        if needed_bytes > free:
-            raise InvalidInput(
-                f"{what} needs {_mb(needed_bytes)} MiB, more than the pool's free space ({free // MIB} MiB)"
-            )
+        return VolumeInfo(volume_id, str(path), format, filesystem, mb(size), used)
 
     def _fresh_tmp(self, path: Path) -> Path:
         """The work file for `path`, with any leftover of a crashed attempt removed."""
@@ -168,7 +171,7 @@ class DirPool:
 
     def info(self, volume_id: str) -> VolumeInfo:
         path, format = self._require(volume_id)
-        return self._info(volume_id, path, format)
+        return self.describe(volume_id, path, format)
 
     def list(self) -> builtins.list[VolumeInfo]:
         found = []
@@ -176,20 +179,20 @@ class DirPool:
             for entry in entries:
                 match = VOLUME_FILE.fullmatch(entry.name)
                 if match and entry.is_file(follow_symlinks=False):
-                    found.append(self._info(match.group(1), Path(entry.path), match.group(2)))
+                    found.append(self.describe(match.group(1), Path(entry.path), match.group(2)))
         return sorted(found, key=lambda v: v.volume_id)
 
     def create(self, spec: VolumeSpec) -> VolumeInfo:
         """An empty volume; the same volume already there = success, a different one = Conflict."""
-        existing = self._find(spec.volume_id)
+        existing = self.find(spec.volume_id)
         if existing is not None:
-            info = self._info(spec.volume_id, *existing)
+            info = self.describe(spec.volume_id, *existing)
             if (info.format, info.filesystem, info.size_mb) != (spec.format, spec.filesystem, spec.size_mb):
                 raise Conflict(
                     f"volume {spec.volume_id} exists as {info.format} {info.filesystem or ''} {info.size_mb} MiB"
                 )
             return info
-        self._check_free(spec.size_bytes, f"a volume of {spec.size_mb} MiB")
+        check_free(self.free_bytes(), spec.size_bytes, f"a volume of {spec.size_mb} MiB")
         path = self._file(spec.volume_id, spec.format)
         tmp = self._fresh_tmp(path)
         try:
@@ -201,14 +204,14 @@ class DirPool:
                     os.ftruncate(fd, spec.size_bytes)  # sparse: takes room only as it is written
                 finally:
                     os.close(fd)
-                self._make_filesystem(tmp, spec.volume_id)
+                self.make_filesystem(tmp, spec.volume_id)
             self._publish(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return self._info(spec.volume_id, path, spec.format)
+        return self.describe(spec.volume_id, path, spec.format)
 
-    def _make_filesystem(self, path: Path, volume_id: str) -> None:
+    def make_filesystem(self, path: Path, volume_id: str) -> None:
         # Lazy init keeps mkfs fast on big volumes (the kernel zeroes the inode tables after mounting).
         run([*MKFS_EXT4, "-L", volume_id[:16], str(path)])
         run(["debugfs", "-w", "-R", f"set_inode_field / mode 040{ROOT_DIR_MODE:o}", str(path)])
@@ -216,6 +219,15 @@ class DirPool:
     def delete(self, volume_id: str) -> None:
         """Remove the volume, its snapshots and work files; absent = success. A mounted raw volume is Conflict:
         its loop device would keep the deleted file alive and the mount would keep writing to it."""
+        files, tmps, snapshot_dir = self.check_deletable(volume_id)
+        for path in [*files, *tmps]:
+            path.unlink(missing_ok=True)
+        if os.path.lexists(snapshot_dir):
+            shutil.rmtree(snapshot_dir)
+
+    def check_deletable(self, volume_id: str) -> tuple[builtins.list[Path], builtins.list[Path], Path]:
+        """The volume's files, work files and snapshot directory, once checked: no symlink among them, and a raw
+        volume not mounted (Conflict)."""
         validate_volume_id(volume_id)
         files = [self._file(volume_id, f) for f in FORMATS]
         tmps = [p.with_name(TMP + p.name) for p in files]
@@ -224,10 +236,7 @@ class DirPool:
         raw = self._file(volume_id, RAW)
         if os.path.lexists(raw) and loop_devices_of(raw):
             raise Conflict(f"volume {volume_id} is mounted: unmount it first")
-        for path in [*files, *tmps]:
-            path.unlink(missing_ok=True)
-        if os.path.lexists(snapshot_dir):
-            shutil.rmtree(snapshot_dir)
+        return files, tmps, snapshot_dir
 
     def resize(self, volume_id: str, size_mb: int) -> VolumeInfo:
         """Grow a volume (and a raw volume's filesystem, online if it is mounted); the same size = no-op (for raw,
@@ -239,18 +248,7 @@ class DirPool:
         """
         validate_size_mb(size_mb)
         path, format = self._require(volume_id)
-        current = self._info(volume_id, path, format)
-        if size_mb < current.size_mb:
-            raise InvalidInput(
-                f"volume {volume_id} is {current.size_mb} MiB: shrinking to {size_mb} MiB is refused"
-            )
-        if size_mb > current.size_mb and format == RAW and mountpoints_of(path) and not can_grow_online():
-            raise Conflict(
-                f"volume {volume_id} is mounted and this host may not grow a mounted filesystem (the worker lacks"
-                " CAP_SYS_RESOURCE): unmount it, then resize"
-            )
-        if size_mb > current.size_mb:
-            self._check_free((size_mb - current.size_mb) * MIB, f"growing by {size_mb - current.size_mb} MiB")
+        if check_resize(self.describe(volume_id, path, format), size_mb, self.free_bytes):
             if format == QCOW2:
                 run(["qemu-img", "resize", "-q", "-f", "qcow2", str(path), f"{size_mb}M"])
             else:
@@ -260,10 +258,10 @@ class DirPool:
                 finally:
                     os.close(fd)
         if format == RAW:
-            self._grow_filesystem(path)
-        return self._info(volume_id, path, format)
+            self.grow_filesystem(path)
+        return self.describe(volume_id, path, format)
 
-    def _grow_filesystem(self, path: Path) -> None:
+    def grow_filesystem(self, path: Path) -> None:
         fs_size = read_ext_size(path)
         if fs_size is None:
             raise PermanentError(f"{path} holds no ext4 filesystem to grow")
@@ -358,7 +356,7 @@ class DirPool:
     def delete_snapshot(self, volume_id: str, name: str) -> None:
         """Absent (snapshot or volume) = success."""
         validate_snapshot_name(name)
-        found = self._find(volume_id)
+        found = self.find(volume_id)
         if found is None or name not in self.snapshots(volume_id):
             return
         path, format = found
@@ -383,14 +381,14 @@ class DirPool:
         if source_id == new_id:
             raise InvalidInput("a clone needs an id of its own")
         source_path, format = self._require(source_id)
-        source = self._info(source_id, source_path, format)
-        existing = self._find(new_id)
+        source = self.describe(source_id, source_path, format)
+        existing = self.find(new_id)
         if existing is not None:
-            info = self._info(new_id, *existing)
+            info = self.describe(new_id, *existing)
             if (info.format, info.size_mb) != (source.format, source.size_mb):
                 raise Conflict(f"volume {new_id} exists and is not a clone of {source_id}")
             return info
-        self._check_free(source.size_mb * MIB, f"a clone of {source.size_mb} MiB")
+        check_free(self.free_bytes(), source.size_mb * MIB, f"a clone of {source.size_mb} MiB")
         path = self._file(new_id, format)
         tmp = self._fresh_tmp(path)
         try:
@@ -414,7 +412,7 @@ class DirPool:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return self._info(new_id, path, format)
+        return self.describe(new_id, path, format)
 
     def _image_facts(self, image: Path) -> dict[str, Any]:
         facts: dict[str, Any] = json.loads(run(["qemu-img", "info", "-U", "--output=json", str(image)]))
@@ -444,17 +442,17 @@ class DirPool:
             raise InvalidInput(f"image {image} is {image_format}: use qcow2 or raw")
         if facts.get("backing-filename"):
             raise InvalidInput(f"image {image} has a backing file: flatten it first")
-        size_mb = _mb(int(facts["virtual-size"]))
+        size_mb = mb(int(facts["virtual-size"]))
         validate_size_mb(size_mb)
-        existing = self._find(volume_id)
+        existing = self.find(volume_id)
         if existing is not None:
-            info = self._info(volume_id, *existing)
+            info = self.describe(volume_id, *existing)
             header = read_qcow2_header(existing[0]) if info.format == QCOW2 else None
             same = info.format == format and info.size_mb == size_mb
             if not same or (header is not None and header.backing_file != str(image)):
                 raise Conflict(f"volume {volume_id} exists and is not an import of {image}")
             return info
-        self._check_free(size_mb * MIB, f"a volume of {size_mb} MiB")
+        check_free(self.free_bytes(), size_mb * MIB, f"a volume of {size_mb} MiB")
         path = self._file(volume_id, format)
         tmp = self._fresh_tmp(path)
         try:
@@ -470,7 +468,7 @@ class DirPool:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return self._info(volume_id, path, format)
+        return self.describe(volume_id, path, format)
 
     # --- crash clean-up ----------------------------------------------------------------------------------------
 

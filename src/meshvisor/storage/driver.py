@@ -1,14 +1,16 @@
 """What every volume driver offers: the methods the pool layer calls, whatever keeps the volumes.
 
 `DirPool` (files in a directory) and `LibvirtPool` (a libvirt `dir` storage pool) both satisfy it structurally,
-so code that only needs volumes can take either.
+so code that only needs volumes can take either; the classes themselves satisfy `PoolDriverType` (what the
+package's `DRIVERS` map holds: opening a pool from its saved config, and making the config of a new one).
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .spec import VolumeInfo, VolumeSpec
 
@@ -47,3 +49,24 @@ class VolumeDriver(Protocol):
     def import_image(self, volume_id: str, source: Path, format: str) -> VolumeInfo: ...
 
     def remove_partial(self) -> builtins.list[Path]: ...
+
+    def close(self) -> None:
+        """Let go of what the driver holds (a connection); the driver is also a context manager that does it."""
+        ...
+
+    def __enter__(self) -> VolumeDriver: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
+
+
+class PoolDriverType(Protocol):
+    """A pool driver class as the `DRIVERS` map holds it."""
+
+    def from_config(self, config: Mapping[str, Any]) -> VolumeDriver:
+        """The driver of a pool whose row holds this config."""
+        ...
+
+    def new_config(self, home: Path, libvirt_pool: str | None) -> dict[str, Any]:
+        """The config of a new pool, checked: `home` is a directory of the pool's own (for drivers that keep
+        files there), `libvirt_pool` the libvirt pool asked for (for the driver that uses one)."""
+        ...

@@ -24,67 +24,26 @@ import builtins
 import os
 import stat
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from xml.sax.saxutils import escape
 
 import libvirt
 
-from meshvisor.core.errors import (
-    Conflict,
-    InvalidInput,
-    MeshvisorError,
-    NotFound,
-    PermanentError,
-    TransientError,
-)
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound, PermanentError
+from meshvisor.libvirt_conn import DEFAULT_URI, Connection, translate
+from meshvisor.libvirt_conn import call as _call
 
-from .commands import _LOCK_WORDS
-from .dir_pool import FILE_MODE, VOLUME_FILE, DirPool, can_grow_online
+from .checks import check_free, check_resize
+from .dir_pool import FILE_MODE, VOLUME_FILE, DirPool
 from .headers import read_ext_size, read_qcow2_header
-from .mounts import loop_devices_of, mountpoints_of
-from .spec import FORMATS, MIB, QCOW2, RAW, VolumeInfo, VolumeSpec, validate_size_mb, validate_volume_id
+from .spec import MIB, QCOW2, RAW, VolumeInfo, VolumeSpec, validate_size_mb
 
-DEFAULT_URI = "qemu:///system"
 T = TypeVar("T")
 
-# libvirtd is not there or the link to it broke: worth a retry once it is back.
-_TRANSIENT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
-_TRANSIENT_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC}
-_NOT_FOUND_CODES = {libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL}
-_CONFLICT_CODES = {libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_STORAGE_VOL_EXIST}
 # What libvirt says while another job (a volume being built) holds the pool: a refresh can wait for later.
 _POOL_BUSY = "asynchronous jobs running"
-
-
-def translate(exc: libvirt.libvirtError, what: str) -> MeshvisorError:
-    """A libvirt error as the core error it means (the hypervisor package has its own; storage may not use it)."""
-    code, domain = exc.get_error_code(), exc.get_error_domain()
-    message = f"{what}: {exc.get_error_message()}"
-    if any(w in message for w in _LOCK_WORDS):
-        return Conflict(f"the volume is in use (a running VM holds it): {message}")
-    if code in _NOT_FOUND_CODES:
-        return NotFound(message)
-    if code in _CONFLICT_CODES:
-        return Conflict(message)
-    if domain in _TRANSIENT_DOMAINS or code in _TRANSIENT_CODES:
-        return TransientError(message)
-    return PermanentError(message)
-
-
-@contextmanager
-def libvirt_errors(what: str) -> Iterator[None]:
-    try:
-        yield
-    except libvirt.libvirtError as exc:
-        raise translate(exc, what) from exc
-
-
-def _call(what: str, fn: Callable[[], T]) -> T:
-    with libvirt_errors(what):
-        return fn()
 
 
 def _volume_xml(name: str, format: str, size_bytes: int) -> str:
@@ -100,30 +59,21 @@ def _volume_xml(name: str, format: str, size_bytes: int) -> str:
     )
 
 
-def _mb(size_bytes: int) -> int:
-    return -(-size_bytes // MIB)
-
-
 class LibvirtPool:
     """Volumes in a libvirt `dir` storage pool that already exists and is active. Not thread-safe per volume:
     the platform runs one operation per volume at a time.
 
     `conn` is an open libvirt connection to use (the caller keeps it); without one, a connection to `uri` is
-    opened and `close()` closes it (the pool is also a context manager)."""
+    opened (and opened again if libvirtd restarted), and `close()` closes it (the pool is also a context
+    manager). The runtime keeps one per pool and closes it with itself."""
 
     driver = "libvirt"
 
     def __init__(self, pool_name: str, conn: Any = None, uri: str = DEFAULT_URI) -> None:
-        self._own_conn = conn is None
-        if conn is None:
-            try:
-                conn = libvirt.open(uri)
-            except libvirt.libvirtError as exc:
-                raise TransientError(f"libvirtd unreachable at {uri}: {exc.get_error_message()}") from exc
-        self._conn = conn
+        self.name = pool_name
+        self._link = Connection(uri, given=conn)
+        self._looked_up: tuple[Any, Any] | None = None  # (connection, libvirt's pool object on it)
         try:
-            self.name = pool_name
-            self._pool = _call(f"storage pool {pool_name!r}", lambda: conn.storagePoolLookupByName(pool_name))
             desc = ET.fromstring(_call(f"storage pool {pool_name!r}", lambda: self._pool.XMLDesc(0)))
             if desc.get("type") != "dir":
                 raise InvalidInput(f"libvirt storage pool {pool_name!r} is of type {desc.get('type')!r}, not dir")
@@ -140,13 +90,35 @@ class LibvirtPool:
             self.close()
             raise
 
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> LibvirtPool:
+        """The pool a pool row's config names (`{"libvirt_pool": ...}`)."""
+        return cls(str(config["libvirt_pool"]))
+
+    @classmethod
+    def new_config(cls, home: Path, libvirt_pool: str | None) -> dict[str, Any]:
+        """The config of a new pool: an existing, running libvirt `dir` pool, looked up now so that a wrong name
+        fails here (NotFound / InvalidInput / Conflict). `home` is for drivers that make their own directory."""
+        if not isinstance(libvirt_pool, str) or not libvirt_pool:
+            raise InvalidInput("the libvirt driver needs libvirt_pool: the name of a running libvirt dir pool")
+        with cls(libvirt_pool):
+            pass
+        return {"libvirt_pool": libvirt_pool}
+
+    @property
+    def _pool(self) -> Any:
+        """libvirt's pool object on a live connection (looked up again once the connection was reopened)."""
+        conn = self._link.get()
+        looked_up = self._looked_up
+        if looked_up is None or looked_up[0] is not conn:
+            pool = _call(f"storage pool {self.name!r}", lambda: conn.storagePoolLookupByName(self.name))
+            self._looked_up = looked_up = (conn, pool)
+        return looked_up[1]
+
     def close(self) -> None:
-        if self._own_conn and self._conn is not None:
-            try:
-                self._conn.close()
-            except libvirt.libvirtError:
-                pass
-            self._conn = None
+        """Close the connection this pool opened (one handed in stays open)."""
+        self._looked_up = None
+        self._link.close()
 
     def __enter__(self) -> LibvirtPool:
         return self
@@ -179,7 +151,7 @@ class LibvirtPool:
     def _find(self, volume_id: str) -> tuple[Path, str, Any] | None:
         """The volume's file, format and libvirt volume; None if there is no file. The `dir` driver's checks
         (valid id, no symlink, a regular file) come first, so libvirt never touches a planted file."""
-        found = self._files._find(volume_id)
+        found = self._files.find(volume_id)
         if found is None:
             return None
         path, format = found
@@ -195,14 +167,7 @@ class LibvirtPool:
         return found
 
     def _info(self, volume_id: str, path: Path, format: str) -> VolumeInfo:
-        return self._files._info(volume_id, path, format)
-
-    def _check_free(self, needed_bytes: int, what: str) -> None:
-        free = self.free_bytes()
-        if needed_bytes > free:
-            raise InvalidInput(
-                f"{what} needs {_mb(needed_bytes)} MiB, more than the pool's free space ({free // MIB} MiB)"
-            )
+        return self._files.describe(volume_id, path, format)
 
     # --- volumes -----------------------------------------------------------------------------------------------
 
@@ -249,7 +214,7 @@ class LibvirtPool:
         if existing is not None:
             path, format, vol = existing
             if format == RAW and read_ext_size(path) is None and os.lstat(path).st_size == spec.size_bytes:
-                self._files._make_filesystem(path, spec.volume_id)  # a crash between libvirt and mkfs
+                self._files.make_filesystem(path, spec.volume_id)  # a crash between libvirt and mkfs
                 self.refresh()
             elif format == QCOW2 and read_qcow2_header(path) is None:
                 _call(f"delete half-made volume {spec.volume_id}", lambda: vol.delete(0))  # a crash in qemu-img
@@ -260,14 +225,14 @@ class LibvirtPool:
                     f"volume {spec.volume_id} exists as {info.format} {info.filesystem or ''} {info.size_mb} MiB"
                 )
             return info
-        self._check_free(spec.size_bytes, f"a volume of {spec.size_mb} MiB")
+        check_free(self.free_bytes(), spec.size_bytes, f"a volume of {spec.size_mb} MiB")
         file_name = f"{spec.volume_id}.{spec.format}"
         xml = _volume_xml(file_name, spec.format, spec.size_bytes)
         vol = _call(f"create volume {spec.volume_id}", lambda: self._pool.createXML(xml, 0))
         path = Path(_call(f"volume {spec.volume_id}", vol.path))
         if spec.format == RAW:
             try:
-                self._files._make_filesystem(path, spec.volume_id)
+                self._files.make_filesystem(path, spec.volume_id)
             except BaseException:
                 _call(f"delete volume {spec.volume_id}", lambda: vol.delete(0))
                 raise
@@ -276,12 +241,7 @@ class LibvirtPool:
     def delete(self, volume_id: str) -> None:
         """Remove the volume (through libvirt), its snapshots and work files; absent = success. A mounted raw
         volume is Conflict, as in the `dir` driver."""
-        validate_volume_id(volume_id)
-        files = [self._files._file(volume_id, f) for f in FORMATS]
-        self._files._guard(*files, self._files._snapshot_dir(volume_id))
-        raw = self._files._file(volume_id, RAW)
-        if os.path.lexists(raw) and loop_devices_of(raw):
-            raise Conflict(f"volume {volume_id} is mounted: unmount it first")
+        self._files.check_deletable(volume_id)  # before libvirt deletes anything
         found = self._find(volume_id)
         if found is not None:
             vol = found[2]
@@ -296,21 +256,10 @@ class LibvirtPool:
         mounted ext4 (no CAP_SYS_RESOURCE)."""
         validate_size_mb(size_mb)
         path, format, vol = self._require(volume_id)
-        current = self._info(volume_id, path, format)
-        if size_mb < current.size_mb:
-            raise InvalidInput(
-                f"volume {volume_id} is {current.size_mb} MiB: shrinking to {size_mb} MiB is refused"
-            )
-        if size_mb > current.size_mb and format == RAW and mountpoints_of(path) and not can_grow_online():
-            raise Conflict(
-                f"volume {volume_id} is mounted and this host may not grow a mounted filesystem (the worker lacks"
-                " CAP_SYS_RESOURCE): unmount it, then resize"
-            )
-        if size_mb > current.size_mb:
-            self._check_free((size_mb - current.size_mb) * MIB, f"growing by {size_mb - current.size_mb} MiB")
+        if check_resize(self._info(volume_id, path, format), size_mb, self.free_bytes):
             _call(f"resize volume {volume_id}", lambda: vol.resize(size_mb * MIB, 0))
         if format == RAW:
-            self._files._grow_filesystem(path)
+            self._files.grow_filesystem(path)
         return self._info(volume_id, path, format)
 
     # --- where libvirt has no API: the `dir` driver's file-level logic, then a refresh ---------------------------
@@ -343,8 +292,8 @@ class LibvirtPool:
         """As the `dir` driver clones (a qcow2 overlay's clone shares its image; a mounted raw source is frozen
         while copied), with the pool's free space as libvirt reports it."""
         source_path, format, _ = self._require(source_id)
-        if self._files._find(new_id) is None and source_id != new_id:
-            self._check_free(self._info(source_id, source_path, format).size_mb * MIB, "a clone")
+        if self._files.find(new_id) is None and source_id != new_id:
+            check_free(self.free_bytes(), self._info(source_id, source_path, format).size_mb * MIB, "a clone")
         return self._then_refresh(source_id, lambda: self._files.clone(source_id, new_id))
 
     def import_image(self, volume_id: str, source: Path, format: str) -> VolumeInfo:

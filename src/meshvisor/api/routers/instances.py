@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 
 from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import live
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import NetworkAttachment
 from meshvisor.platform.state import operations
@@ -133,27 +134,27 @@ def instance_logs(
     _: TokenDep,
     tail: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> dict[str, Any]:
-    return {"name": name, "output": instances.read_logs(rt, session, name, tail)}
+    return {"name": name, "output": live.read_logs(rt, session, name, tail)}
 
 
 @router.get("/{name}/stats")
 def instance_stats(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
     """What the running instance uses now: `cpu_seconds` (a counter: a rate comes from two readings and their
     `at`), `memory_mb`, beside its `cpus` and `memory_limit_mb`. 409 when it is not running."""
-    return instances.usage_of(rt, session, name)
+    return live.usage_of(rt, session, name)
 
 
 @router.post("/{name}/exec", response_model=ExecResultPublic)
 def instance_exec(
     name: str, body: ExecRequest, rt: RuntimeDep, session: SessionDep, _: TokenDep
 ) -> dict[str, Any]:
-    result = instances.exec_in(rt, session, name, body.command)
+    result = live.exec_in(rt, session, name, body.command)
     return {"exit_code": result.exit_code, "output": result.output}
 
 
 @router.get("/{name}/snapshots", response_model=SnapshotList)
 def list_snapshots(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
-    return {"items": [asdict(snap) for snap in instances.list_snapshots(rt, session, name)], "next_cursor": None}
+    return {"items": [asdict(snap) for snap in live.list_snapshots(rt, session, name)], "next_cursor": None}
 
 
 @router.delete("/{name}/snapshots/{snapshot}", status_code=202, responses=ACCEPTED)

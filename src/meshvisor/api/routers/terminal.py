@@ -19,7 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from meshvisor.core.errors import Conflict, MeshvisorError, NotFound
 from meshvisor.core.terminal import Terminal
-from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances import live
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import tokens
 
@@ -67,7 +67,7 @@ def _token_ok(rt: Runtime, token: str) -> bool:
 
 def _open(rt: Runtime, name: str) -> Terminal:
     with rt.sessions() as session:
-        return instances.open_terminal(rt, session, name)
+        return live.open_terminal(rt, session, name)
 
 
 def _resize(term: Terminal, rows: Any, cols: Any) -> None:

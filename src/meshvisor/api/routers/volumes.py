@@ -35,19 +35,18 @@ def create_volume(body: VolumeCreate, rt: RuntimeDep, dispatch: DispatchDep, _: 
 
 @router.get("", response_model=VolumePage)
 def list_volumes(
-    rt: RuntimeDep,
     session: SessionDep,
     _: TokenDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> dict[str, Any]:
     rows, next_cursor = volumes.page(session, limit, cursor)
-    return {"items": [volumes.to_dict(session, v, rt.settings) for v in rows], "next_cursor": next_cursor}
+    return {"items": [volumes.to_dict(session, v) for v in rows], "next_cursor": next_cursor}
 
 
 @router.get("/{name}", response_model=VolumePublic)
-def get_volume(name: str, rt: RuntimeDep, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
-    public = volumes.to_dict(session, volumes.get(session, name), rt.settings)
+def get_volume(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
+    public = volumes.to_dict(session, volumes.get(session, name))
     response.headers["ETag"] = f'"{public["etag"]}"'
     return public
 

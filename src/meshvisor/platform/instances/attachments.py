@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from meshvisor import network
-from meshvisor.core.compute import NicHotplugDriver
+from meshvisor.core.compute import NIC_HOTPLUG, NicHotplugDriver, supports
 from meshvisor.core.errors import PermanentError
 from meshvisor.core.types import InstanceKind, NicSpec
 from meshvisor.platform import failpoints
@@ -125,10 +125,7 @@ def nic_spec(rt: Runtime, row: NetworkAddress) -> NicSpec:
 
 
 def _vm_driver(rt: Runtime) -> NicHotplugDriver:
-    driver = rt.compute(InstanceKind.VM)
-    if not isinstance(driver, NicHotplugDriver):
-        raise PermanentError("this VM driver cannot add or remove NICs")
-    return driver
+    return supports(rt.compute(InstanceKind.VM), NIC_HOTPLUG, "this VM driver")
 
 
 def refresh_record(rt: Runtime, instance_id: str) -> None:

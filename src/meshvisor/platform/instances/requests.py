@@ -3,12 +3,11 @@
 A create is two steps: `check_create` (the request's rules from `core.instance_rules`, what this host can give
 in `host_problems`, then what the database says) gives a `CreatePlan` or raises, writing nothing;
 `write_create` writes the plan's rows. The request's shape is `shape.InstanceRequest`.
-Nothing here touches a driver except `exec_in` and `read_logs`, which answer at once.
+Nothing here touches a driver: what a driver answers at once (exec, logs, terminal, usage, snapshots) is `live`.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
@@ -17,19 +16,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from meshvisor.core import instance_rules as rules
-from meshvisor.core.compute import SnapshotDriver
-from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.lifecycle import check_action, check_delete, parse_action
 from meshvisor.core.names import new_id, validate_name
-from meshvisor.core.terminal import Terminal
-from meshvisor.core.types import Action, ExecResult, InstanceKind, InstanceState, Snapshot
+from meshvisor.core.types import Action, InstanceKind, InstanceState
 from meshvisor.hypervisor import cloud_init
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.hosts.limits import host_limits
 from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
-from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events, operations
 from meshvisor.platform.state.models import (
     Image,
@@ -434,53 +430,6 @@ def _check_idle(instance: Instance) -> None:
         )
 
 
-def exec_in(rt: Runtime, session: Session, name: str, argv: list[str], project: str = "default") -> ExecResult:
-    if not argv or not all(isinstance(a, str) and a for a in argv):
-        raise InvalidInput("command must be a non-empty list of non-empty strings")
-    instance = get(session, name, project)
-    if instance.state != InstanceState.RUNNING.value:
-        raise Conflict(f"instance {name!r} is {instance.state}, not running")
-    return rt.compute(InstanceKind(instance.kind)).exec(instance.id, argv)
-
-
-def usage_of(rt: Runtime, session: Session, name: str, project: str = "default") -> dict[str, Any]:
-    """What the running instance uses now (CPU time so far and memory), beside what it was given."""
-    instance = get(session, name, project)
-    if instance.state != InstanceState.RUNNING.value:
-        raise Conflict(f"instance {name!r} is {instance.state}, not running")
-    try:
-        used = rt.compute(InstanceKind(instance.kind)).usage(instance.id)
-    except IllegalState as exc:
-        raise Conflict(exc.message) from exc
-    return {
-        "cpu_seconds": round(used.cpu_seconds, 3),
-        "memory_mb": round(used.memory_mb, 1),
-        "cpus": instance.cpus,
-        "memory_limit_mb": instance.memory_mb,
-        "at": time.time(),
-    }
-
-
-def open_terminal(rt: Runtime, session: Session, name: str, project: str = "default") -> Terminal:
-    """An interactive shell in the running instance (a VM's serial console); the caller closes it."""
-    instance = get(session, name, project)
-    if instance.state != InstanceState.RUNNING.value:
-        raise Conflict(f"instance {name!r} is {instance.state}, not running")
-    try:
-        return rt.compute(InstanceKind(instance.kind)).terminal(instance.id)
-    except IllegalState as exc:
-        raise Conflict(exc.message) from exc
-
-
-def read_logs(rt: Runtime, session: Session, name: str, tail: int | None, project: str = "default") -> str:
-    instance = get(session, name, project)
-    driver = rt.compute(InstanceKind(instance.kind))
-    try:
-        return driver.logs(instance.id, tail)
-    except NotFound:
-        return ""
-
-
 def to_dict(instance: Instance) -> dict[str, Any]:
     """The instance as the API shows it (`InstancePublic`): the shape's shared fields beside its state."""
     return {
@@ -500,17 +449,6 @@ def to_dict(instance: Instance) -> dict[str, Any]:
         "created_at": instance.created_at.isoformat(),
         "updated_at": instance.updated_at.isoformat(),
     }
-
-
-def list_snapshots(rt: Runtime, session: Session, name: str, project: str = "default") -> list[Snapshot]:
-    instance = get(session, name, project)
-    driver = rt.compute(InstanceKind(instance.kind))
-    if not driver.capabilities.snapshots or not isinstance(driver, SnapshotDriver):
-        raise InvalidInput(f"{instance.kind} instances have no snapshots")
-    try:
-        return driver.snapshot_list(instance.id)
-    except NotFound:
-        return []
 
 
 def request_snapshot_delete(

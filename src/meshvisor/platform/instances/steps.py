@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from meshvisor.core.compute import SnapshotDriver
+from meshvisor.core.compute import SNAPSHOTS, SnapshotDriver, supports
 from meshvisor.core.errors import PermanentError
 from meshvisor.core.types import (
     BootSpec,
@@ -24,7 +24,6 @@ from meshvisor.core.types import (
 )
 from meshvisor.hypervisor import cloud_init
 from meshvisor.hypervisor.disks import create_disk, create_overlay
-from meshvisor.hypervisor.libvirt_driver import LibvirtDriver
 from meshvisor.platform.images.steps import BOOT_FILE, DISK_FILE
 from meshvisor.platform.instances.attachments import attach_networks, detach_networks, nic_spec, serve_dhcp
 from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
@@ -243,11 +242,7 @@ def simple_action(verb: str) -> Handler:
 
 
 def _snapshot_driver(rt: Runtime, instance: Instance) -> SnapshotDriver:
-    driver = rt.compute(InstanceKind(instance.kind))
-    if not driver.capabilities.snapshots:
-        raise PermanentError(f"{instance.kind} instances have no snapshots")
-    assert isinstance(driver, LibvirtDriver)
-    return driver
+    return supports(rt.compute(InstanceKind(instance.kind)), SNAPSHOTS, f"{instance.kind} instances")
 
 
 def take_snapshot(rt: Runtime, op: Operation) -> None:

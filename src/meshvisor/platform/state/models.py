@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -279,6 +280,8 @@ class Volume(Versioned, Base):
     state: Mapped[str] = mapped_column(String(16), default="pending")
     error: Mapped[str | None] = mapped_column(Text, default=None)
     operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    # What its files take on the host's disk, as the volume steps and the periodic pass last saw it.
+    used_bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 
 class VolumeAttachment(Base):

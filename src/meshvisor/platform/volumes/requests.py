@@ -1,5 +1,7 @@
 """Volume requests: the pool layer of storage (which pool, quotas, who uses what), checked against the database
-and written as desired state + an operation; the storage driver does the work in `volume_steps`."""
+and written as desired state + an operation; the storage driver does the work in `steps`. The drivers are the
+storage package's (`storage.DRIVERS`, by the pool's driver name); nothing here calls one but `free_mb`, the free
+space a request is checked against. A volume's `used_bytes` is what the steps and the periodic pass recorded."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from meshvisor import storage
+from meshvisor.core.drivers import resolve
 from meshvisor.core.errors import Conflict, InvalidInput, MeshvisorError, NotFound
 from meshvisor.core.instance_rules import mount_path_problems
 from meshvisor.core.names import new_id, validate_name
@@ -60,16 +63,10 @@ def get_pool(session: Session, name: str) -> StoragePool:
     return pool
 
 
-POOL_DRIVERS = ("dir", "libvirt")
-
-
-def pool_driver(pool: StoragePool) -> storage.VolumeDriver:
-    """The storage driver behind a pool: files in a directory, or an existing libvirt `dir` pool."""
-    if pool.driver == "dir":
-        return storage.DirPool(Path(str(pool.config["path"])))
-    if pool.driver == "libvirt":
-        return storage.LibvirtPool(str(pool.config["libvirt_pool"]))
-    raise InvalidInput(f"storage pool {pool.name!r} uses driver {pool.driver!r}, which this host lacks")
+def free_mb(pool: StoragePool) -> int:
+    """The free space of a pool on this host, as its driver says now (a connection opened and closed)."""
+    with resolve(storage.DRIVERS, pool.driver, "storage").from_config(pool.config) as driver:
+        return driver.free_bytes() // 2**20
 
 
 def create_pool(
@@ -83,22 +80,12 @@ def create_pool(
     """A new pool on this host: `dir` (a directory of its own in the data directory) or `libvirt` (an existing,
     running libvirt `dir` pool, looked up now so that a wrong name fails here)."""
     validate_name(name, "storage pool name")
-    if driver not in POOL_DRIVERS:
-        raise InvalidInput(f"unknown storage driver {driver!r}: use dir or libvirt")
+    driver_type = resolve(storage.DRIVERS, driver, "storage")
     if quota_mb is not None:
         quota_mb = parse_size(quota_mb)
     if session.scalar(select(StoragePool).where(StoragePool.name == name)) is not None:
         raise Conflict(f"a storage pool named {name!r} already exists")
-    if driver == "dir":
-        if libvirt_pool is not None:
-            raise InvalidInput("libvirt_pool is for the libvirt driver")
-        config: dict[str, Any] = {"path": str(settings.pools_dir / name)}
-    else:
-        if not isinstance(libvirt_pool, str) or not libvirt_pool:
-            raise InvalidInput("the libvirt driver needs libvirt_pool: the name of a running libvirt dir pool")
-        with storage.LibvirtPool(libvirt_pool):  # NotFound / InvalidInput / Conflict when it cannot be used
-            pass
-        config = {"libvirt_pool": libvirt_pool}
+    config = driver_type.new_config(settings.pools_dir / name, libvirt_pool)
     pool = StoragePool(
         id=new_id(), name=name, driver=driver, host=settings.host_name, config=config, quota_mb=quota_mb
     )
@@ -123,12 +110,12 @@ def delete_pool(session: Session, name: str) -> None:
 
 
 def pool_to_dict(session: Session, pool: StoragePool, settings: Settings | None = None) -> dict[str, Any]:
-    free_mb = None
+    free = None
     if settings is not None and pool.host == settings.host_name:
         try:
-            free_mb = pool_driver(pool).free_bytes() // 2**20
+            free = free_mb(pool)
         except MeshvisorError:
-            free_mb = None
+            free = None
     return {
         "name": pool.name,
         "driver": pool.driver,
@@ -136,7 +123,7 @@ def pool_to_dict(session: Session, pool: StoragePool, settings: Settings | None 
         "config": pool.config,
         "quota_mb": pool.quota_mb,
         "allocated_mb": allocated_mb(session, pool.id),
-        "free_mb": free_mb,
+        "free_mb": free,
         "created_at": pool.created_at.isoformat(),
     }
 
@@ -152,11 +139,9 @@ def _check_room(session: Session, pool: StoragePool, extra_mb: int, settings: Se
             f"storage pool {pool.name!r} has a quota of {pool.quota_mb} MiB: no room for {extra_mb}"
         )
     if settings is not None and pool.host == settings.host_name:
-        free_mb = pool_driver(pool).free_bytes() // 2**20
-        if extra_mb > free_mb:
-            raise InvalidInput(
-                f"size {extra_mb} MiB is above the free space of pool {pool.name!r} ({free_mb} MiB)"
-            )
+        free = free_mb(pool)
+        if extra_mb > free:
+            raise InvalidInput(f"size {extra_mb} MiB is above the free space of pool {pool.name!r} ({free} MiB)")
 
 
 # -- volumes ----------------------------------------------------------------------------------------------------
@@ -509,17 +494,7 @@ def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def used_bytes(pool: StoragePool | None, volume: Volume, settings: Settings | None) -> int | None:
-    """Bytes the volume takes on disk, when its pool is on this host and it exists there."""
-    if pool is None or settings is None or pool.host != settings.host_name or volume.state != "ready":
-        return None
-    try:
-        return int(pool_driver(pool).info(volume.id).used_bytes)
-    except MeshvisorError:
-        return None
-
-
-def to_dict(session: Session, volume: Volume, settings: Settings | None = None) -> dict[str, Any]:
+def to_dict(session: Session, volume: Volume) -> dict[str, Any]:
     pool = session.get(StoragePool, volume.pool_id)
     return {
         "id": volume.id,
@@ -530,7 +505,7 @@ def to_dict(session: Session, volume: Volume, settings: Settings | None = None) 
         "size_mb": volume.size_mb,
         "format": volume.format,
         "filesystem": volume.filesystem,
-        "used_bytes": used_bytes(pool, volume, settings),
+        "used_bytes": volume.used_bytes if volume.state == "ready" else None,  # as the volume steps last saw it
         "source": volume.source,
         "snapshots": volume.snapshots,
         "attached_to": attached_to(session, volume.id),

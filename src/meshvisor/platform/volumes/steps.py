@@ -7,10 +7,10 @@ import logging
 import threading
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from meshvisor import storage
-from meshvisor.core.compute import DiskHotplugDriver
+from meshvisor.core.compute import DISK_HOTPLUG, DiskHotplugDriver, supports
 from meshvisor.core.errors import MeshvisorError, PermanentError
 from meshvisor.core.types import DiskSpec, InstanceKind, MountSpec
 from meshvisor.hypervisor.domain_xml import next_disk_target
@@ -19,7 +19,6 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Instance, Operation, StoragePool, Volume, VolumeAttachment
-from meshvisor.platform.volumes.requests import pool_driver
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +31,14 @@ def _load(rt: Runtime, volume_id: str) -> tuple[Volume, storage.VolumeDriver]:
         pool = s.get(StoragePool, volume.pool_id)
         assert pool is not None
         s.expunge(volume)
-        return volume, pool_driver(pool)
+        return volume, rt.pool(pool.driver, pool.config)
 
 
-def _record(rt: Runtime, volume_id: str, state: str | None = None, **changes: object) -> None:
+def _record(
+    rt: Runtime, volume_id: str, pool: storage.VolumeDriver, state: str | None = None, **changes: object
+) -> None:
+    """The volume's new state and fields, with what its files take on disk now (`used_bytes`)."""
+    changes["used_bytes"] = pool.info(volume_id).used_bytes
     with transaction(rt.sessions) as s:
         volume = s.get(Volume, volume_id)
         if volume is None:
@@ -59,7 +62,7 @@ def create_volume(rt: Runtime, op: Operation) -> None:
             pool.resize(volume.id, volume.size_mb)
     else:
         pool.create(storage.VolumeSpec(volume.id, volume.size_mb, volume.format, volume.filesystem))
-    _record(rt, volume.id, "ready")
+    _record(rt, volume.id, pool, "ready")
 
 
 def resize_volume(rt: Runtime, op: Operation) -> None:
@@ -69,7 +72,7 @@ def resize_volume(rt: Runtime, op: Operation) -> None:
     size = int(op.params["size_mb"])
     if not _grow_live(rt, volume.id, size):
         pool.resize(volume.id, size)
-    _record(rt, volume.id, size_mb=size)
+    _record(rt, volume.id, pool, size_mb=size)
 
 
 def _grow_live(rt: Runtime, volume_id: str, size_mb: int) -> bool:
@@ -94,13 +97,13 @@ def snapshot_volume(rt: Runtime, op: Operation) -> None:
     name = str(op.params["snapshot"])
     if name not in pool.snapshots(volume.id):
         pool.snapshot(volume.id, name)
-    _record(rt, volume.id, snapshots=pool.snapshots(volume.id))
+    _record(rt, volume.id, pool, snapshots=pool.snapshots(volume.id))
 
 
 def revert_volume(rt: Runtime, op: Operation) -> None:
     volume, pool = _load(rt, op.resource_id)
     pool.revert(volume.id, str(op.params["snapshot"]))
-    _record(rt, volume.id)
+    _record(rt, volume.id, pool)
 
 
 def delete_volume_snapshot(rt: Runtime, op: Operation) -> None:
@@ -108,7 +111,7 @@ def delete_volume_snapshot(rt: Runtime, op: Operation) -> None:
     name = str(op.params["snapshot"])
     if name in pool.snapshots(volume.id):
         pool.delete_snapshot(volume.id, name)
-    _record(rt, volume.id, snapshots=pool.snapshots(volume.id))
+    _record(rt, volume.id, pool, snapshots=pool.snapshots(volume.id))
 
 
 def delete_volume(rt: Runtime, op: Operation) -> None:
@@ -140,7 +143,7 @@ def attached_rows(rt: Runtime, instance_id: str) -> list[tuple[VolumeAttachment,
             assert pool is not None
             s.expunge(row)
             s.expunge(volume)
-            found.append((row, volume, pool_driver(pool)))
+            found.append((row, volume, rt.pool(pool.driver, pool.config)))
         return found
 
 
@@ -169,7 +172,7 @@ def root_disk(rt: Runtime, instance_id: str, target: str) -> DiskSpec | None:
             continue
         if volume.state != "ready":
             pool.import_image(volume.id, Path(str(volume.source["path"])), "qcow2")
-            _record(rt, volume.id, "ready")
+            _record(rt, volume.id, pool, "ready")
         return disk_spec(row, volume, pool, target)
     return None
 
@@ -218,10 +221,35 @@ def release_mounts(rt: Runtime, instance_id: str) -> None:
 
 
 def disk_driver(rt: Runtime) -> DiskHotplugDriver:
-    driver = rt.compute(InstanceKind.VM)
-    if not isinstance(driver, DiskHotplugDriver):
-        raise PermanentError("this VM driver cannot add or remove disks")
-    return driver
+    return supports(rt.compute(InstanceKind.VM), DISK_HOTPLUG, "this VM driver")
+
+
+def record_sizes(rt: Runtime) -> int:
+    """The periodic pass's part for volume sizes: what each volume in this host's pools takes on disk now,
+    recorded where it changed (a volume under an operation is left to it; `updated_at` and the etag stay, as no
+    one changed the volume). Returns how many changed."""
+    with transaction(rt.sessions) as s:
+        pools = s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name))
+        rows = {p.id: (p.name, p.driver, dict(p.config)) for p in pools}
+    seen: dict[str, int] = {}
+    for name, driver, config in rows.values():
+        try:
+            seen.update((info.volume_id, info.used_bytes) for info in rt.pool(driver, config).list())
+        except MeshvisorError as exc:
+            log.warning("reconcile: sizes in pool %s skipped: %s", name, exc.message)
+    changed = 0
+    with transaction(rt.sessions) as s:
+        recorded_now = s.execute(
+            select(Volume.id, Volume.used_bytes).where(
+                Volume.pool_id.in_(list(rows)), Volume.operation_id.is_(None)
+            )
+        )
+        for volume_id, used in list(recorded_now):
+            if volume_id in seen and seen[volume_id] != used:
+                recorded = update(Volume).where(Volume.id == volume_id)
+                s.execute(recorded.values(used_bytes=seen[volume_id], updated_at=Volume.updated_at))
+                changed += 1
+    return changed
 
 
 def remove_stray_mounts(rt: Runtime) -> int:
@@ -244,7 +272,8 @@ def remove_stray_mounts(rt: Runtime) -> int:
                 log.warning("reconcile: could not unmount %s: %s", point, exc.message)
     with transaction(rt.sessions) as s:
         pools = [
-            pool_driver(p) for p in s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name))
+            rt.pool(p.driver, p.config)
+            for p in s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name))
         ]
         busy = s.scalar(select(Volume.id).where(Volume.operation_id.is_not(None)).limit(1)) is not None
     for pool in pools:

@@ -143,17 +143,17 @@ class Children:
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-        procs = [c.proc for c in self.children]
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        for child in self.children:
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + GRACE_S
-        for proc in procs:
+        for child in self.children:
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                self._say(f"{child.label} (pid {child.proc.pid}) did not stop within {GRACE_S:g} s: killed")
+                child.proc.kill()
+                child.proc.wait()
 
 
 def interrupt_on_signals() -> None:

@@ -244,6 +244,7 @@ def test_pools_with_quotas_and_a_libvirt_pool(platform: Platform, api: httpx.Cli
             assert response.status_code == status, (url, body, response.text)
             assert message in response.json()["error"]["message"], response.text
 
+        _refused_where_qemu_cannot_reach(platform, api, conn)
         made = api.post("/v1/storage-pools", json={"name": "lv", "driver": "libvirt", "libvirt_pool": lv_name})
         assert made.status_code == 201, made.text
         on_libvirt = volume(api, "on-libvirt", pool="lv", size_mb=16)
@@ -266,6 +267,29 @@ def test_pools_with_quotas_and_a_libvirt_pool(platform: Platform, api: httpx.Cli
         conn.close()
     assert left == []
     assert sorted(p["name"] for p in api.get("/v1/storage-pools").json()["items"]) == ["default"]
+
+
+def _refused_where_qemu_cannot_reach(platform: Platform, api: httpx.Client, conn: Any) -> None:
+    """A libvirt pool whose directory QEMU's user may not search (a 0700 parent): refused, with what to do."""
+    private = platform.data_dir / "private"
+    private.mkdir(mode=0o700)
+    name = f"{platform.prefix}-lvx"
+    hidden = conn.storagePoolDefineXML(
+        f"<pool type='dir'><name>{name}</name><target><path>{private / 'pool'}</path></target></pool>", 0
+    )
+    try:
+        hidden.build(0)
+        hidden.create(0)
+        refused = api.post("/v1/storage-pools", json={"name": "lvx", "driver": "libvirt", "libvirt_pool": name})
+        assert refused.status_code == 400, refused.text
+        message = refused.json()["error"]["message"]
+        assert f"cannot reach {private / 'pool'}" in message
+        assert f"setfacl -m u:libvirt-qemu:x {private}" in message
+        assert api.get("/v1/storage-pools/lvx").status_code == 404
+    finally:
+        if hidden.isActive():
+            hidden.destroy()
+        hidden.undefine()
 
 
 def test_a_volume_from_a_vm_disk_image_is_an_overlay_on_it(

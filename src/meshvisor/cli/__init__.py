@@ -14,11 +14,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import validate_name
 from meshvisor.platform.settings import Settings, get_settings
 
 from .client import ApiClient, ApiError
-from .supervisor import Children, interrupt_on_signals
+from .supervisor import Children, GaveUp, interrupt_on_signals
 
 app = typer.Typer(
     help="meshvisor: VMs and containers side by side under one API and one service mesh.", no_args_is_help=True
@@ -43,7 +44,14 @@ def serve() -> None:
     from meshvisor.api import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=settings.api_port, log_level="warning")
+    # An event stream (the dashboard's, `up`'s) never ends by itself: at shutdown it gets 2 s, then is cut.
+    uvicorn.run(
+        create_app(settings),
+        host="127.0.0.1",
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=2,
+    )
 
 
 @app.command()
@@ -90,6 +98,7 @@ def _run_worker(settings: Settings, queues: list[str], concurrency: int | None) 
     from meshvisor.tasks import worker_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _check_host(settings)
     settings.data_path.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
     celery = worker_app(settings, serves_platform_queue=settings.queue in queues)
@@ -195,41 +204,57 @@ def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
 
 @app.command()
 def up() -> None:
-    """API + worker + xDS control plane + event stream in the foreground; Ctrl-C stops all of them."""
+    """API + worker + xDS control plane + event stream in the foreground; a process that dies is started again;
+    Ctrl-C stops all of them."""
     settings = get_settings()
-    children = Children()
+    _check_host(settings)
+    children = Children(say=console.print)
     interrupt_on_signals()
     logs = settings.data_path / "logs"
     try:
-        children.spawn("api", logs / "api.log", "serve")
-        children.spawn("worker", logs / "worker.log", "worker")
-        children.spawn("xds", logs / "xds.log", "xds")
-        client = ApiClient(settings)
-        deadline = time.monotonic() + 60
-        with console.status("starting the API and the worker"):
-            while not client.healthy():
-                if children.dead() or time.monotonic() > deadline:
-                    _fail(
-                        f"the platform did not start ({', '.join(children.dead()) or 'API not answering'}); "
-                        f"see {logs}"
-                    )
-                time.sleep(0.2)
-        client = ApiClient(settings)  # the token file exists now
-        _build_builtin(client)
-        token = settings.admin_token or settings.admin_token_file.read_text().strip()
-        console.print(f"[green]meshvisor is up[/green]  API and dashboard: {settings.base_api_url}/")
-        console.print(f"admin token: [bold]{token}[/bold]  (also in {settings.admin_token_file})")
-        console.print(f"logs: {logs}/api.log, {logs}/worker.log; events follow; Ctrl-C stops everything")
-        _follow_events(settings, token, children)
+        for label, command in (("api", "serve"), ("worker", "worker"), ("xds", "xds")):
+            children.spawn(label, logs / f"{label}.log", command)
+        console.print(children.status())
+        children.watch(lambda: _start_and_follow(settings, logs))
     except KeyboardInterrupt:
         console.print("stopping")
+    except GaveUp as exc:
+        _fail(f"{exc}; stopping everything")
     finally:
         children.stop()
 
 
-def _follow_events(settings: Settings, token: str, children: Children) -> None:
+def _check_host(settings: Settings) -> None:
+    """What must hold before this host runs anything (one place, for `up`, `worker` and `agent`)."""
+    from meshvisor.platform.hosts.vm_paths import check_vm_paths
+
+    try:
+        check_vm_paths(settings)
+    except InvalidInput as exc:
+        _fail(exc.message)
+
+
+def _start_and_follow(settings: Settings, logs: Path) -> None:
+    """Wait for the API, build the built-in images, print the token, then follow the event stream."""
+    client = ApiClient(settings)
+    deadline = time.monotonic() + 60
+    with console.status("starting the API and the worker"):
+        while not client.healthy():
+            if time.monotonic() > deadline:
+                _fail(f"the platform did not start (API not answering); see {logs}")
+            time.sleep(0.2)
+    client = ApiClient(settings)  # the token file exists now
+    _build_builtin(client)
+    token = settings.admin_token or settings.admin_token_file.read_text().strip()
+    console.print(f"[green]meshvisor is up[/green]  API and dashboard: {settings.base_api_url}/")
+    console.print(f"admin token: [bold]{token}[/bold]  (also in {settings.admin_token_file})")
+    console.print(f"logs: {logs}/api.log, {logs}/worker.log; events follow; Ctrl-C stops everything")
+    _follow_events(settings, token)
+
+
+def _follow_events(settings: Settings, token: str) -> NoReturn:
     headers = {"Authorization": f"Bearer {token}"}
-    while not children.dead():
+    while True:
         try:
             with httpx.stream(
                 "GET", f"{settings.base_api_url}/v1/events", headers=headers, timeout=None
@@ -243,9 +268,8 @@ def _follow_events(settings: Settings, token: str, children: Children) -> None:
                             f"{event['created_at'][11:19]} {event['resource_type']} {event['resource_name']}"
                             f" {data.get('action', '')} {detail} {data.get('error') or ''}".rstrip()
                         )
-        except httpx.HTTPError:
+        except httpx.HTTPError:  # the API is starting again: its supervisor sees to it
             time.sleep(1)
-    _fail(f"a platform process ended: {', '.join(children.dead())}")
 
 
 def _client() -> ApiClient:

@@ -2,4 +2,5 @@
 
 registry   hosts register, are seen by their reconcile pass, go offline, are forgotten
 limits     what this host can give one instance
+vm_paths   the start-up check that QEMU can reach the VM files (images, VMs, pools)
 """

@@ -19,6 +19,7 @@ from meshvisor.core.instance_rules import mount_path_problems
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import InstanceKind
 from meshvisor.hypervisor.disks import image_info
+from meshvisor.platform.hosts.vm_paths import check_qemu_reaches
 from meshvisor.platform.images.steps import DISK_FILE
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import events, operations
@@ -86,6 +87,9 @@ def create_pool(
     if session.scalar(select(StoragePool).where(StoragePool.name == name)) is not None:
         raise Conflict(f"a storage pool named {name!r} already exists")
     config = driver_type.new_config(settings.pools_dir / name, libvirt_pool)
+    with driver_type.from_config(config) as opened:  # QEMU opens VM disks there (the data dir's: checked at start)
+        if not opened.root.is_relative_to(settings.pools_dir):
+            check_qemu_reaches(settings, [opened.root])
     pool = StoragePool(
         id=new_id(), name=name, driver=driver, host=settings.host_name, config=config, quota_mb=quota_mb
     )

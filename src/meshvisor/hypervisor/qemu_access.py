@@ -60,13 +60,16 @@ def _can_search(directory: Path, user: str) -> bool:
     """Ask the kernel: `test -x` as `user`, with its primary and supplementary groups (as libvirt starts QEMU)."""
     entry = pwd.getpwnam(user)
     groups = [g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != entry.pw_gid]
-    done = subprocess.run(
-        ["test", "-x", str(directory)],
-        user=entry.pw_uid,
-        group=entry.pw_gid,
-        extra_groups=groups,
-        check=False,
-    )
+    for _ in range(3):  # `test` answers 0 or 1; anything else (killed, could not run) is no answer: ask again
+        done = subprocess.run(
+            ["test", "-x", str(directory)],
+            user=entry.pw_uid,
+            group=entry.pw_gid,
+            extra_groups=groups,
+            check=False,
+        )
+        if done.returncode in (0, 1):
+            break
     return done.returncode == 0
 
 

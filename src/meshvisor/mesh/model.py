@@ -8,7 +8,7 @@ into the service's own inbound listener.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -219,7 +219,6 @@ def validate_policy(policy: Policy | Mapping[str, Any]) -> list[str]:
 
     Accepts the API's JSON (then unknown fields and wrong types are reported too) or a `Policy`.
     """
-    errors: list[str] = []
     data: Mapping[str, Any]
     if isinstance(policy, Policy):
         data = _policy_to_dict(policy)
@@ -227,6 +226,22 @@ def validate_policy(policy: Policy | Mapping[str, Any]) -> list[str]:
         data = policy
     else:
         return ["policy must be an object"]
+    errors: list[str] = []
+    _check_fields(errors, data)
+    _check_int(errors, "timeout_ms", data.get("timeout_ms"), 0, MAX_DURATION_MS)
+    _check_section(errors, data, "retries", _check_retries)
+    _check_section(errors, data, "circuit_breaker", _check_circuit_breaker)
+    _check_section(errors, data, "outlier", _check_outlier)
+    _check_section(errors, data, "health_check", _check_health_check)
+    _validate_splits(errors, data.get("splits"))
+    _check_section(errors, data, "fault", _check_fault)
+    _check_section(errors, data, "rate_limit", _check_rate_limit)
+    _check_allow(errors, data.get("allow"))
+    return errors
+
+
+def _check_fields(errors: list[str], data: Mapping[str, Any]) -> None:
+    """Unknown fields, at the top and in each section, and sections that are not objects."""
     _unknown(errors, "", data, _TOP)
     for key, cls in _SECTIONS.items():
         section = data.get(key)
@@ -237,63 +252,77 @@ def validate_policy(policy: Policy | Mapping[str, Any]) -> list[str]:
             continue
         _unknown(errors, f"{key}.", section, {f.name for f in fields(cls)})
 
-    _check_int(errors, "timeout_ms", data.get("timeout_ms"), 0, MAX_DURATION_MS)
-    retries = _section(data, "retries")
-    if retries is not None:
-        _check_int(errors, "retries.attempts", retries.get("attempts"), 0, 100)
-        on = retries.get("on", Retries.on)
-        values = on.split(",") if isinstance(on, str) else on
-        if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
-            errors.append("retries.on must be a list of strings")
-        else:
-            for value in values:
-                if value not in RETRY_ON:
-                    errors.append(f"retries.on: unknown condition {value!r}")
-        _check_percent(errors, "retries.budget_percent", retries.get("budget_percent"))
-    breaker = _section(data, "circuit_breaker")
-    if breaker is not None:
-        for key in ("max_connections", "max_pending", "max_requests"):
-            _check_int(errors, f"circuit_breaker.{key}", breaker.get(key), 0)
-    outlier = _section(data, "outlier")
-    if outlier is not None:
-        _check_int(errors, "outlier.consecutive_5xx", outlier.get("consecutive_5xx"), 0)
-        # Envoy requires both durations to be strictly positive.
-        _check_int(errors, "outlier.interval_ms", outlier.get("interval_ms"), 1, MAX_DURATION_MS)
-        _check_int(errors, "outlier.base_ejection_ms", outlier.get("base_ejection_ms"), 1, MAX_DURATION_MS)
-        _check_int(errors, "outlier.max_ejection_percent", outlier.get("max_ejection_percent"), 0, 100)
-    check = _section(data, "health_check")
-    if check is not None:
-        path = check.get("path", "/")
-        if not isinstance(path, str) or not HEALTH_PATH.fullmatch(path):
-            errors.append(f"health_check.path must be an absolute URL path, not {path!r}")
-        _check_int(errors, "health_check.interval_ms", check.get("interval_ms"), 1, MAX_DURATION_MS)
-        _check_int(errors, "health_check.timeout_ms", check.get("timeout_ms"), 1, MAX_DURATION_MS)
-        _check_int(errors, "health_check.unhealthy_threshold", check.get("unhealthy_threshold"), 1)
-        _check_int(errors, "health_check.healthy_threshold", check.get("healthy_threshold"), 1)
-    _validate_splits(errors, data.get("splits"))
-    fault = _section(data, "fault")
-    if fault is not None:
-        _check_int(errors, "fault.delay_ms", fault.get("delay_ms"), 0, MAX_DURATION_MS)
-        _check_percent(errors, "fault.delay_percent", fault.get("delay_percent"))
-        _check_int(errors, "fault.abort_status", fault.get("abort_status"), 200, 599)
-        _check_percent(errors, "fault.abort_percent", fault.get("abort_percent"))
-        if fault.get("delay_ms") is None and fault.get("abort_status") is None:
-            errors.append("fault needs delay_ms or abort_status")
-    limit = _section(data, "rate_limit")
-    if limit is not None:
-        for key in ("tokens_per_second", "burst"):
-            if key not in limit:
-                errors.append(f"rate_limit.{key} is required")
-            _check_int(errors, f"rate_limit.{key}", limit.get(key), 1)
-    allow = data.get("allow")
-    if allow is not None:
-        if not isinstance(allow, list | tuple) or not all(isinstance(a, str) and a for a in allow):
-            errors.append("allow must be a list of service names or spiffe:// IDs")
-        else:
-            for ident in allow:
-                if not ident.startswith("spiffe://") and not SERVICE_PATTERN.fullmatch(ident):
-                    errors.append(f"allow: {ident!r} is neither a service name nor a spiffe:// ID")
-    return errors
+
+def _check_section(
+    errors: list[str], data: Mapping[str, Any], key: str, check: Callable[[list[str], Mapping[str, Any]], None]
+) -> None:
+    """`check` the section `key` when it is there and an object (`_check_fields` reports one that is not)."""
+    section = _section(data, key)
+    if section is not None:
+        check(errors, section)
+
+
+def _check_retries(errors: list[str], retries: Mapping[str, Any]) -> None:
+    _check_int(errors, "retries.attempts", retries.get("attempts"), 0, 100)
+    on = retries.get("on", Retries.on)
+    values = on.split(",") if isinstance(on, str) else on
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        errors.append("retries.on must be a list of strings")
+    else:
+        for value in values:
+            if value not in RETRY_ON:
+                errors.append(f"retries.on: unknown condition {value!r}")
+    _check_percent(errors, "retries.budget_percent", retries.get("budget_percent"))
+
+
+def _check_circuit_breaker(errors: list[str], breaker: Mapping[str, Any]) -> None:
+    for key in ("max_connections", "max_pending", "max_requests"):
+        _check_int(errors, f"circuit_breaker.{key}", breaker.get(key), 0)
+
+
+def _check_outlier(errors: list[str], outlier: Mapping[str, Any]) -> None:
+    _check_int(errors, "outlier.consecutive_5xx", outlier.get("consecutive_5xx"), 0)
+    # Envoy requires both durations to be strictly positive.
+    _check_int(errors, "outlier.interval_ms", outlier.get("interval_ms"), 1, MAX_DURATION_MS)
+    _check_int(errors, "outlier.base_ejection_ms", outlier.get("base_ejection_ms"), 1, MAX_DURATION_MS)
+    _check_int(errors, "outlier.max_ejection_percent", outlier.get("max_ejection_percent"), 0, 100)
+
+
+def _check_health_check(errors: list[str], check: Mapping[str, Any]) -> None:
+    path = check.get("path", "/")
+    if not isinstance(path, str) or not HEALTH_PATH.fullmatch(path):
+        errors.append(f"health_check.path must be an absolute URL path, not {path!r}")
+    _check_int(errors, "health_check.interval_ms", check.get("interval_ms"), 1, MAX_DURATION_MS)
+    _check_int(errors, "health_check.timeout_ms", check.get("timeout_ms"), 1, MAX_DURATION_MS)
+    _check_int(errors, "health_check.unhealthy_threshold", check.get("unhealthy_threshold"), 1)
+    _check_int(errors, "health_check.healthy_threshold", check.get("healthy_threshold"), 1)
+
+
+def _check_fault(errors: list[str], fault: Mapping[str, Any]) -> None:
+    _check_int(errors, "fault.delay_ms", fault.get("delay_ms"), 0, MAX_DURATION_MS)
+    _check_percent(errors, "fault.delay_percent", fault.get("delay_percent"))
+    _check_int(errors, "fault.abort_status", fault.get("abort_status"), 200, 599)
+    _check_percent(errors, "fault.abort_percent", fault.get("abort_percent"))
+    if fault.get("delay_ms") is None and fault.get("abort_status") is None:
+        errors.append("fault needs delay_ms or abort_status")
+
+
+def _check_rate_limit(errors: list[str], limit: Mapping[str, Any]) -> None:
+    for key in ("tokens_per_second", "burst"):
+        if key not in limit:
+            errors.append(f"rate_limit.{key} is required")
+        _check_int(errors, f"rate_limit.{key}", limit.get(key), 1)
+
+
+def _check_allow(errors: list[str], allow: object) -> None:
+    if allow is None:
+        return
+    if not isinstance(allow, list | tuple) or not all(isinstance(a, str) and a for a in allow):
+        errors.append("allow must be a list of service names or spiffe:// IDs")
+        return
+    for ident in allow:
+        if not ident.startswith("spiffe://") and not SERVICE_PATTERN.fullmatch(ident):
+            errors.append(f"allow: {ident!r} is neither a service name nor a spiffe:// ID")
 
 
 def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:

@@ -1,0 +1,150 @@
+"""Everything for one sidecar: `sidecar_resources` puts together its inbound side (app cluster, listener,
+route), one set per declared upstream (clusters, load assignments, route, listener), the Zipkin cluster and the
+secrets; `BuildCache` makes what sidecars share one message object per pass."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar, cast
+
+from envoy.config.endpoint.v3 import endpoint_pb2
+
+from meshvisor.core.errors import InvalidInput
+
+from ..model import Policy, Service, Sidecar, Upstream
+from .clusters import app_cluster, upstream_cluster, zipkin_cluster
+from .endpoints import load_assignment
+from .listeners import inbound_listener, outbound_listener
+from .names import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, ZIPKIN_CLUSTER, Resources
+from .routes import inbound_route, outbound_route
+from .tls import secrets
+
+T = TypeVar("T")
+
+
+class BuildCache:
+    """Resources that many sidecars share, built once per pass: every caller of a service gets the same cluster,
+    load assignment, route and listener objects, which the ADS server then serializes once (`xds.Packer`).
+
+    Use one per pass over one view. Inputs keyed by `id()` (services, policies) are kept with their entry and
+    compared by identity, so an id that a later object reuses never matches."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[Any, ...], tuple[object, Any]] = {}
+
+    def get(self, key: tuple[Any, ...], build: Callable[[], T], pin: object = None) -> T:
+        found = self._made.get(key)
+        if found is not None and found[0] is pin:
+            return cast(T, found[1])
+        made = build()
+        self._made[key] = (pin, made)
+        return made
+
+
+class _Shared(Protocol):
+    """`BuildCache.get`, or `_no_cache` without a cache."""
+
+    def __call__(self, key: tuple[Any, ...], build: Callable[[], T], pin: object = None) -> T: ...
+
+
+def _no_cache(key: tuple[Any, ...], build: Callable[[], T], pin: object = None) -> T:
+    return build()
+
+
+def sidecar_resources(
+    sidecar: Sidecar,
+    services: Mapping[str, Service],
+    cert_pem: bytes,
+    key_pem: bytes,
+    bundle_pem: bytes,
+    trust_domain: str,
+    *,
+    zipkin: str | None = None,
+    cache: BuildCache | None = None,
+) -> Resources:
+    """All resources of one sidecar: its inbound listener and app cluster, and one outbound listener, route,
+    cluster (plus one per split version) and load assignment per declared upstream. With `zipkin` (the
+    collector's host:port), a `zipkin` cluster and Zipkin tracing in every listener. With `cache`, what this
+    sidecar shares with others built in the same pass is the very same message object."""
+    build = _Assembly(sidecar, cache.get if cache is not None else _no_cache, trust_domain, zipkin is not None)
+    if sidecar.inbound:
+        own = services.get(sidecar.service)
+        build.add_inbound(own.policy if own is not None else Policy())
+    for upstream in sidecar.upstreams:
+        service = services.get(upstream.service)
+        if service is None:
+            raise InvalidInput(f"sidecar {sidecar.node_id}: unknown upstream service {upstream.service!r}")
+        build.add_upstream(upstream, service)
+    if zipkin is not None:
+        build.out[CLUSTER][ZIPKIN_CLUSTER] = build.shared(
+            ("zipkin", zipkin), functools.partial(zipkin_cluster, zipkin)
+        )
+    if sidecar.inbound or sidecar.upstreams:  # only what its listeners and clusters name: an idle ingress
+        found = build.shared(
+            ("secrets", cert_pem, key_pem, bundle_pem), functools.partial(secrets, cert_pem, key_pem, bundle_pem)
+        )
+        build.out[SECRET].update(found)  # never asks for secrets, never ACKs them
+    return build.out
+
+
+@dataclass(frozen=True)
+class _Assembly:
+    """One sidecar's resources as they are put together (`out`: type URL -> name -> resource)."""
+
+    sidecar: Sidecar
+    shared: _Shared
+    trust_domain: str
+    tracing: bool
+    out: dict[str, dict[str, Any]] = field(default_factory=lambda: {t: {} for t in PUSH_ORDER})
+
+    def add_inbound(self, policy: Policy) -> None:
+        """The app cluster, the mTLS listener in front of it and the route carrying the service's own policy."""
+        car, tracing = self.sidecar, self.tracing
+        app = self.shared(("app", car.service, car.app_address, car.app_port), functools.partial(app_cluster, car))
+        self.out[CLUSTER][app.name] = app
+        inbound = self.shared(
+            ("inbound", car.service, car.inbound_address, car.inbound_port, tracing),
+            functools.partial(inbound_listener, car, tracing=tracing),
+        )
+        self.out[LISTENER][inbound.name] = inbound
+        route = self.shared(
+            ("inbound-route", car.service, id(policy), self.trust_domain),
+            functools.partial(inbound_route, car, policy, self.trust_domain),
+            pin=policy,
+        )
+        self.out[ROUTE][route.name] = route
+
+    def add_upstream(self, upstream: Upstream, service: Service) -> None:
+        """Clusters and load assignments (all endpoints, then one per split version), route and listener."""
+        car, trust_domain = self.sidecar, self.trust_domain
+        versions: list[str | None] = [None, *sorted(service.policy.splits)]
+        for version in versions:
+            cluster = self.shared(
+                ("cluster", id(service), trust_domain, version),
+                functools.partial(upstream_cluster, service, trust_domain, version),
+                pin=service,
+            )
+            self.out[CLUSTER][cluster.name] = cluster
+            self.out[ENDPOINT][cluster.name] = self.shared(
+                ("endpoints", id(service), version, car.locality),
+                functools.partial(_version_assignment, cluster.name, service, version, car.locality),
+                pin=service,
+            )
+        route = self.shared(("route", id(service)), functools.partial(outbound_route, service), pin=service)
+        self.out[ROUTE][route.name] = route
+        listener = self.shared(
+            ("outbound", service.name, upstream.local_port, car.outbound_address, self.tracing),
+            functools.partial(
+                outbound_listener, service.name, upstream.local_port, car.outbound_address, tracing=self.tracing
+            ),
+        )
+        self.out[LISTENER][listener.name] = listener
+
+
+def _version_assignment(
+    name: str, service: Service, version: str | None, local_locality: str | None
+) -> endpoint_pb2.ClusterLoadAssignment:
+    members = [e for e in service.endpoints if version is None or e.version == version]
+    return load_assignment(name, members, local_locality)

@@ -1,0 +1,101 @@
+"""Route configurations (RDS): `outbound|<svc>` carries the called service's client-side policy (splits,
+timeout, retries); `inbound|<svc>` carries its server-side policy as per-filter config."""
+
+from __future__ import annotations
+
+from envoy.config.route.v3 import route_components_pb2, route_pb2
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from google.protobuf import any_pb2
+
+from ..model import Policy, Retries, Service, Sidecar
+from .filters import FAULT_FILTER, RATELIMIT_FILTER, RBAC_FILTER, fault_filter, ratelimit_filter, rbac_filter
+from .names import inbound_cluster, outbound_cluster
+from .protos import ms, pack, u32
+
+
+def outbound_route(service: Service) -> route_pb2.RouteConfiguration:
+    policy = service.policy
+    action = route_components_pb2.RouteAction()
+    weighted = [(v, w) for v, w in sorted(policy.splits.items())]
+    if weighted:
+        action.weighted_clusters.CopyFrom(
+            route_components_pb2.WeightedCluster(
+                clusters=[
+                    route_components_pb2.WeightedCluster.ClusterWeight(
+                        name=outbound_cluster(service.name, version), weight=u32(weight)
+                    )
+                    for version, weight in weighted
+                ]
+            )
+        )
+    else:
+        action.cluster = outbound_cluster(service.name)
+    if policy.timeout_ms is not None:
+        action.timeout.CopyFrom(ms(policy.timeout_ms))
+    if policy.retries is not None and policy.retries.attempts > 0:
+        action.retry_policy.CopyFrom(_retry_policy(policy.retries))
+    name = outbound_cluster(service.name)
+    return route_pb2.RouteConfiguration(
+        name=name,
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name=service.name,
+                domains=["*"],
+                routes=[
+                    route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"), route=action)
+                ],
+            )
+        ],
+    )
+
+
+def _retry_policy(retries: Retries) -> route_components_pb2.RetryPolicy:
+    return route_components_pb2.RetryPolicy(
+        retry_on=",".join(retries.on),
+        num_retries=u32(retries.attempts),
+        # Retry on another endpoint than the one that just failed.
+        retry_host_predicate=[
+            route_components_pb2.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
+
+
+def inbound_route(sidecar: Sidecar, policy: Policy, trust_domain: str) -> route_pb2.RouteConfiguration:
+    """Route to the app on 127.0.0.1 carrying the service's server-side policy as per-filter config.
+
+    The policy lives here rather than in the listener: an RDS update applies to the next request on existing
+    connections, while a changed listener would serve old connections with the old policy until they drain.
+    """
+    per_filter: dict[str, any_pb2.Any] = {}
+    if policy.allow is not None:
+        per_filter[RBAC_FILTER] = pack(rbac_pb2.RBACPerRoute(rbac=rbac_filter(policy.allow, trust_domain)))
+    limit = ratelimit_filter(policy, f"inbound_{sidecar.service}_ratelimit")
+    if limit is not None:
+        per_filter[RATELIMIT_FILTER] = pack(limit)
+    fault = fault_filter(policy)
+    if fault is not None:
+        per_filter[FAULT_FILTER] = pack(fault)
+    return route_pb2.RouteConfiguration(
+        name=inbound_cluster(sidecar.service),
+        virtual_hosts=[
+            route_components_pb2.VirtualHost(
+                name="app",
+                domains=["*"],
+                typed_per_filter_config=per_filter,
+                routes=[
+                    route_components_pb2.Route(
+                        match=route_components_pb2.RouteMatch(prefix="/"),
+                        # The caller's sidecar owns the timeout.
+                        route=route_components_pb2.RouteAction(
+                            cluster=inbound_cluster(sidecar.service), timeout=ms(0)
+                        ),
+                    )
+                ],
+            )
+        ],
+    )

@@ -19,6 +19,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Image, Operation, StoragePool, Volume, VolumeAttachment
+from meshvisor.platform.volumes import pools
 from meshvisor.platform.volumes import requests as volumes
 from meshvisor.platform.volumes import steps as volume_steps
 
@@ -27,7 +28,7 @@ from .conftest import add_ready_image
 
 def ready_volume(runtime: Runtime, name: str, format: str = "raw") -> str:
     with transaction(runtime.sessions) as s:
-        volumes.ensure_default_pool(s, runtime.settings)
+        pools.ensure_default_pool(s, runtime.settings)
         volume, _ = volumes.request_create(s, name, 8, format)
         volume.state, volume.operation_id = "ready", None
         return volume.id
@@ -46,21 +47,21 @@ def container(runtime: Runtime, name: str, vol: str, read_only: bool = False) ->
 
 def test_the_default_pool_is_made_once(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as s:
-        first = volumes.ensure_default_pool(s, runtime.settings).id
+        first = pools.ensure_default_pool(s, runtime.settings).id
     with transaction(runtime.sessions) as s:
-        assert volumes.ensure_default_pool(s, runtime.settings).id == first
+        assert pools.ensure_default_pool(s, runtime.settings).id == first
 
 
 def test_pools_made_and_deleted_are_announced_on_the_event_stream(runtime: Runtime) -> None:
     with runtime.sessions() as s:
         last = events.latest_id(s)
     with transaction(runtime.sessions) as s:
-        volumes.ensure_default_pool(s, runtime.settings)
-        made = volumes.create_pool(s, "spare", "dir", runtime.settings).id
+        pools.ensure_default_pool(s, runtime.settings)
+        made = pools.create_pool(s, "spare", "dir", runtime.settings).id
     with pytest.raises(Conflict), transaction(runtime.sessions) as s:
-        volumes.delete_pool(s, "default")  # refused: nothing announced
+        pools.delete_pool(s, "default")  # refused: nothing announced
     with transaction(runtime.sessions) as s:
-        volumes.delete_pool(s, "spare")
+        pools.delete_pool(s, "spare")
     with runtime.sessions() as s:
         seen = [(e.resource_type, e.resource_name, e.data) for e in events.since(s, last)]
     assert [e for e in seen if e[0] == "storage_pool"] == [
@@ -85,7 +86,7 @@ def test_pools_made_and_deleted_are_announced_on_the_event_stream(runtime: Runti
 def test_bad_volume_requests(runtime: Runtime, kw: dict[str, object], error: type, message: str) -> None:
     args: dict[str, object] = {"name": "v", "size_mb": 8, **kw}
     with pytest.raises(error, match=message), transaction(runtime.sessions) as s:
-        volumes.ensure_default_pool(s, runtime.settings)
+        pools.ensure_default_pool(s, runtime.settings)
         volumes.request_create(s, **args)  # type: ignore[arg-type]
     with runtime.sessions() as s:
         assert s.query(Volume).count() == 0
@@ -123,7 +124,7 @@ def disk_image(runtime: Runtime, tmp_path: Path) -> None:
     ref.mkdir()
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(ref / "disk.qcow2"), "32M"], check=True)
     with transaction(runtime.sessions) as s:
-        volumes.ensure_default_pool(s, runtime.settings)
+        pools.ensure_default_pool(s, runtime.settings)
         s.add(
             Image(
                 id=new_id(),
@@ -173,7 +174,7 @@ def test_what_a_volume_takes_on_disk_is_recorded_not_asked_for(runtime: Runtime)
     """The create step records `used_bytes`; the periodic pass records it again when it changed, without
     changing the volume's etag or `updated_at`; reading a volume asks no driver."""
     with transaction(runtime.sessions) as s:
-        volumes.ensure_default_pool(s, runtime.settings)
+        pools.ensure_default_pool(s, runtime.settings)
         volume, op = volumes.request_create(s, "sized", 8, "qcow2")
         volume_id, op_id = volume.id, op.id
         assert volumes.to_dict(s, volume)["used_bytes"] is None

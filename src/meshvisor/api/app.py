@@ -13,7 +13,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings, get_settings
 from meshvisor.platform.state import tokens
 from meshvisor.platform.state.db import migrate, transaction
-from meshvisor.platform.volumes import requests as volume_pools
+from meshvisor.platform.volumes import pools as volume_pools
 
 from . import errors
 from .routers import (

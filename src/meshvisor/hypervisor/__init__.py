@@ -1,8 +1,10 @@
 """VMs through libvirt (QEMU/KVM), obeying `meshvisor.core.compute`.
 
 Public surface: `DRIVERS` (the VM drivers by name, as the `vm_driver` setting chooses them). Inside: the driver
-(`libvirt_driver`), the domain XML it writes (`domain_xml`), disks and cloud-init seeds, the serial console, and
-which domain type this host can run (`connection`).
+(`libvirt_driver`: connection, lifecycle, console, events) and what it delegates to: the domain XML it writes
+(`domain_xml`, pure), what a domain's state means (`domain_states`), NIC and disk hot-plug (`hotplug`), snapshots
+(`snapshots`); disks and cloud-init seeds, the serial console, and which domain type this host can run
+(`connection`).
 """
 
 from __future__ import annotations

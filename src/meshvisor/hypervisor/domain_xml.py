@@ -49,13 +49,28 @@ def domain_uuid(instance_id: str) -> str:
 
 
 def build_domain_xml(cfg: DomainConfig) -> str:
+    """The whole `<domain>`: ValueError for sizes out of range, no way to boot, or devices that clash."""
+    _check_sizes(cfg)
+    domain = ET.Element("domain", type=cfg.domain_type)
+    _add_identity(domain, cfg)
+    _add_resources(domain, cfg)
+    _add_os(domain, cfg)
+    _add_machine(domain, cfg)
+    _add_devices(ET.SubElement(domain, "devices"), cfg)
+    return ET.tostring(domain, encoding="unicode")
+
+
+def _check_sizes(cfg: DomainConfig) -> None:
     if not 1 <= cfg.vcpus <= cfg.max_vcpus:
         raise ValueError(f"vcpus {cfg.vcpus} must be between 1 and max_vcpus {cfg.max_vcpus}")
     if not 1 <= cfg.memory_mb <= cfg.max_memory_mb:
         raise ValueError(f"memory {cfg.memory_mb} MiB must be between 1 and max {cfg.max_memory_mb} MiB")
     if cfg.boot is None and not cfg.disks:
         raise ValueError("a domain needs a kernel to boot or a disk")
-    domain = ET.Element("domain", type=cfg.domain_type)
+
+
+def _add_identity(domain: ET.Element, cfg: DomainConfig) -> None:
+    """Name, UUID (the instance id), title, and our metadata (`read_metadata` reads it back)."""
     ET.SubElement(domain, "name").text = cfg.name
     ET.SubElement(domain, "uuid").text = domain_uuid(cfg.instance_id)
     ET.SubElement(domain, "title").text = cfg.instance_name
@@ -65,11 +80,16 @@ def build_domain_xml(cfg: DomainConfig) -> str:
     ET.SubElement(instance, f"{{{NS}}}name").text = cfg.instance_name
     ET.SubElement(instance, f"{{{NS}}}prefix").text = cfg.prefix
 
+
+def _add_resources(domain: ET.Element, cfg: DomainConfig) -> None:
     # Memory: the maximum is what QEMU gets; the balloon brings the guest down to the current size, live.
     ET.SubElement(domain, "memory", unit="MiB").text = str(cfg.max_memory_mb)
     ET.SubElement(domain, "currentMemory", unit="MiB").text = str(cfg.memory_mb)
     ET.SubElement(domain, "vcpu", placement="static", current=str(cfg.vcpus)).text = str(cfg.max_vcpus)
 
+
+def _add_os(domain: ET.Element, cfg: DomainConfig) -> None:
+    """A kernel booted directly (`cfg.boot`), else the first disk."""
     os_el = ET.SubElement(domain, "os")
     ET.SubElement(os_el, "type", arch="x86_64", machine=cfg.machine).text = "hvm"
     if cfg.boot is not None:
@@ -80,6 +100,9 @@ def build_domain_xml(cfg: DomainConfig) -> str:
     else:
         ET.SubElement(os_el, "boot", dev="hd")
 
+
+def _add_machine(domain: ET.Element, cfg: DomainConfig) -> None:
+    """Features, CPU model, clock, and what power-off, reboot and a crash do."""
     features = ET.SubElement(domain, "features")
     ET.SubElement(features, "acpi")  # without it `poweroff` in the guest only halts
     ET.SubElement(features, "apic")
@@ -90,7 +113,9 @@ def build_domain_xml(cfg: DomainConfig) -> str:
     ET.SubElement(domain, "on_reboot").text = "restart"
     ET.SubElement(domain, "on_crash").text = "destroy"
 
-    devices = ET.SubElement(domain, "devices")
+
+def _add_devices(devices: ET.Element, cfg: DomainConfig) -> None:
+    """Disks and NICs (no two with one target, serial or MAC), the serial console logged to a file, the balloon."""
     for what, values in (
         ("targets", [disk.target for disk in cfg.disks]),
         ("serials", [disk.serial for disk in cfg.disks if disk.serial is not None]),
@@ -110,7 +135,6 @@ def build_domain_xml(cfg: DomainConfig) -> str:
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")
     ET.SubElement(devices, "memballoon", model="virtio")
-    return ET.tostring(domain, encoding="unicode")
 
 
 def disk_element(disk: DiskSpec) -> ET.Element:

@@ -1,20 +1,21 @@
 """The compute driver for VMs, on libvirt (QEMU/KVM). Domains are `<prefix>-vm-<short id>`, carry our id in
-their metadata, and keep their files (console log, disks made for them) in `<vm dir>/<id>/`."""
+their metadata, and keep their files (console log, disks made for them) in `<vm dir>/<id>/`.
+
+Here: the connection, finding our domains, the lifecycle verbs, the console and events. The driver finds the
+domain and delegates the rest: the XML to `domain_xml` (pure), what a domain state means to `domain_states`,
+NIC and disk hot-plug to `hotplug`, snapshots to `snapshots`."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import libvirt
 
-from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound, TransientError
+from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound
 from meshvisor.core.instance_rules import whole_vcpus
 from meshvisor.core.names import host_object_name
 from meshvisor.core.terminal import Terminal
@@ -32,53 +33,16 @@ from meshvisor.core.types import (
 )
 from meshvisor.libvirt_conn import DEFAULT_URI, Connection, call, libvirt_errors, translate
 
-from . import console
+from . import console, hotplug, snapshots
 from .connection import choose_domain_type
-from .domain_xml import (
-    AttachedDisk,
-    DomainConfig,
-    attached_disks,
-    build_domain_xml,
-    disk_xml,
-    domain_uuid,
-    find_disk,
-    find_interface,
-    interface_macs,
-    interface_xml,
-    next_disk_target,
-    normalize_mac,
-    read_metadata,
-    readonly_targets,
-)
+from .domain_states import event_reason, event_state, state_of, state_reason
+from .domain_xml import DomainConfig, build_domain_xml, domain_uuid, read_metadata
+from .hotplug import UNPLUG_WAIT_S
 
 CONSOLE_WAIT_S = 30.0  # how long a command through the console waits for a terminal on it to close
 
-_STATES = {
-    libvirt.VIR_DOMAIN_NOSTATE: InstanceState.ERROR,
-    libvirt.VIR_DOMAIN_RUNNING: InstanceState.RUNNING,
-    libvirt.VIR_DOMAIN_BLOCKED: InstanceState.RUNNING,
-    libvirt.VIR_DOMAIN_PAUSED: InstanceState.PAUSED,
-    libvirt.VIR_DOMAIN_SHUTDOWN: InstanceState.RUNNING,  # shutting down: still running until it is off
-    libvirt.VIR_DOMAIN_SHUTOFF: InstanceState.STOPPED,
-    libvirt.VIR_DOMAIN_CRASHED: InstanceState.ERROR,
-    libvirt.VIR_DOMAIN_PMSUSPENDED: InstanceState.PAUSED,
-}
-
-# Lifecycle events → the state the instance is in afterwards (None: no change worth recording).
-_EVENT_STATES: dict[int, InstanceState | None] = {
-    libvirt.VIR_DOMAIN_EVENT_STARTED: InstanceState.RUNNING,
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: InstanceState.PAUSED,
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: InstanceState.RUNNING,
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: InstanceState.STOPPED,
-    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: None,
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: InstanceState.ERROR,
-    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: InstanceState.PAUSED,
-}
-
 EventCallback = Callable[[str, InstanceState, str], None]
 PRESS_AGAIN_S = 3.0
-UNPLUG_WAIT_S = 20.0  # a live unplug waits for the guest's ACPI eject; slow under TCG while the guest is busy
-_DISK_KEY = re.compile(r"^[A-Za-z0-9_-]{1,20}$")  # a serial, or a target (vdb)
 
 
 class LibvirtDriver:
@@ -143,10 +107,10 @@ class LibvirtDriver:
         return Observed(
             id=instance_id,
             host_name=dom.name(),
-            state=_STATES.get(state, InstanceState.ERROR),
+            state=state_of(state),
             cpus=float(vcpus),
             memory_mb=int(info[2]) // 1024,
-            reason=_STATE_REASONS.get((state, detail)),
+            reason=state_reason(state, detail),
         )
 
     # -- the verbs ----------------------------------------------------------------------------------------------
@@ -352,173 +316,40 @@ class LibvirtDriver:
         with self._lock:
             return self._console_locks.setdefault(instance_id, threading.Lock())
 
-    # -- NIC hot-plug -------------------------------------------------------------------------------------------
-    def _descriptions(self, dom: libvirt.virDomain) -> list[tuple[int, str]]:
-        """(flag, XML) for each place a device lives: the configuration, and the running guest if there is one.
-        The two can differ (a half-done plug), so each is checked and changed on its own."""
-        places = [
-            (
-                libvirt.VIR_DOMAIN_AFFECT_CONFIG,
-                call("describe domain", lambda: dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)),
-            )
-        ]
-        if dom.isActive():
-            places.append((libvirt.VIR_DOMAIN_AFFECT_LIVE, call("describe domain", lambda: dom.XMLDesc(0))))
-        return places
-
+    # -- hot-plug (`hotplug`) -----------------------------------------------------------------------------------
     def attach_nic(self, instance_id: str, nic: NicSpec) -> None:
-        """Plug `nic` in: into the running (or paused) guest and its configuration, into the configuration only
-        when the domain is shut off. Where a NIC with its MAC already is, nothing changes (idempotent)."""
-        dom = self._get(instance_id)
-        try:
-            mac, xml = normalize_mac(nic.mac), interface_xml(nic)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from exc
-        flags = 0
-        for flag, desc in self._descriptions(dom):
-            if mac not in interface_macs(desc):
-                flags |= flag
-        if flags:  # LIVE|CONFIG together: libvirt writes the configuration only once the live plug worked
-            call(f"plug NIC {mac} into domain {dom.name()}", lambda: dom.attachDeviceFlags(xml, flags))
+        """Plug `nic` in, live and in the configuration (`hotplug.attach_nic`); idempotent."""
+        hotplug.attach_nic(self._get(instance_id), nic)
 
     def detach_nic(self, instance_id: str, mac: str, timeout: float = UNPLUG_WAIT_S) -> None:
-        """Unplug the NIC with this MAC from the configuration and from the running guest; absent is success.
+        """Unplug the NIC with this MAC and wait for the guest to let go of it (`hotplug.detach_nic`)."""
+        hotplug.detach_nic(self._get(instance_id), mac, timeout)
 
-        A live unplug is a request the guest answers (ACPI eject): this waits up to `timeout` seconds until the
-        NIC is gone from the running domain, so that its tap is gone too when this returns. A guest that has not
-        answered by then (paused, or still booting) raises TransientError; calling again resumes the wait."""
-        dom = self._get(instance_id)
-        try:
-            mac = normalize_mac(mac)
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from exc
-        self._unplug(dom, f"NIC {mac}", lambda desc: find_interface(desc, mac), timeout)
-
-    def _unplug(
-        self, dom: libvirt.virDomain, what: str, find: Callable[[str], str | None], timeout: float
-    ) -> None:
-        """Detach the device that `find` picks out of a domain XML from every place it is in, then wait until the
-        running guest has let go of it (see `detach_nic`)."""
-        refused, deadline = "", time.monotonic() + timeout
-        for flag, desc in self._descriptions(dom):
-            found = find(desc)
-            if found is None:
-                continue
-            try:
-                dom.detachDeviceFlags(found, flag)
-            except libvirt.libvirtError as exc:
-                err = translate(exc, f"unplug {what} from domain {dom.name()}")
-                # Asked again while the guest is still ejecting it, or gone meanwhile: the wait below decides.
-                if flag != libvirt.VIR_DOMAIN_AFFECT_LIVE or not dom.isActive():
-                    if not isinstance(err, NotFound):
-                        raise err from exc
-                refused = f" ({err})"
-        while dom.isActive():
-            try:
-                live = dom.XMLDesc(0)
-            except libvirt.libvirtError as exc:
-                raise translate(exc, "describe domain") from exc
-            if find(live) is None:
-                return
-            if time.monotonic() >= deadline:
-                raise TransientError(f"the guest of domain {dom.name()} has not released {what} yet{refused}")
-            time.sleep(0.1)
-
-    # -- disk hot-plug ------------------------------------------------------------------------------------------
     def attach_disk(self, instance_id: str, disk: DiskSpec) -> None:
-        """Plug a disk file in, like `attach_nic`: live and in the configuration while the domain runs (or is
-        paused), in the configuration only when it is shut off. A disk is known by its serial, or by its file
-        when it has none; where it already is, nothing changes (idempotent).
-
-        `disk.target` is a wish: taken when no other disk has it in the configuration or the running domain;
-        when it is taken or empty, the first free one from `vdb` on (`next_disk_target`). The name the guest's
-        kernel gives the disk is its own (the first free `vdX`): the serial is what a guest should go by."""
-        dom = self._get(instance_id)
-        if disk.device != "disk":
-            raise InvalidInput(f"only virtio disks can be plugged in, not a {disk.device}")
-        places = [(flag, attached_disks(desc)) for flag, desc in self._descriptions(dom)]
-
-        def same(found: AttachedDisk) -> bool:
-            return found.serial == disk.serial if disk.serial is not None else found.path == disk.path
-
-        present = [found for _, disks in places for found in disks if same(found)]
-        for found in present:
-            if found.path != disk.path:
-                raise Conflict(f"disk serial {disk.serial} is already {found.path} in domain {dom.name()}")
-        used = {found.target for _, disks in places for found in disks}
-        if present:
-            target = present[0].target  # the same target in the place it is still missing from
-        elif disk.target and disk.target not in used:
-            target = disk.target
-        else:
-            target = next_disk_target(used)
-        try:
-            xml = disk_xml(replace(disk, target=target))
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from exc
-        flags = 0
-        for flag, disks in places:
-            if not any(same(found) for found in disks):
-                flags |= flag
-        if flags:  # LIVE|CONFIG together: libvirt writes the configuration only once the live plug worked
-            what = f"disk {disk.serial or disk.path}"
-            call(f"plug {what} into domain {dom.name()}", lambda: dom.attachDeviceFlags(xml, flags))
+        """Plug a disk file in, live and in the configuration (`hotplug.attach_disk`); idempotent."""
+        hotplug.attach_disk(self._get(instance_id), disk)
 
     def detach_disk(self, instance_id: str, target_or_serial: str, timeout: float = UNPLUG_WAIT_S) -> None:
-        """Unplug the disk with this serial (else this target) from the configuration and from the running
-        guest; absent is success. Like `detach_nic`, this waits up to `timeout` seconds for the guest to let go
-        of it (after that the file is no longer in use), else raises TransientError; calling again resumes."""
-        dom = self._get(instance_id)
-        if not isinstance(target_or_serial, str) or not _DISK_KEY.fullmatch(target_or_serial):
-            raise InvalidInput(f"invalid disk target or serial {target_or_serial!r}")
-
-        def find(desc: str) -> str | None:
-            found = find_disk(desc, target_or_serial)
-            return found.xml if found is not None else None
-
-        self._unplug(dom, f"disk {target_or_serial}", find, timeout)
+        """Unplug the disk with this serial (else this target) and wait for the guest to let go of it
+        (`hotplug.detach_disk`)."""
+        hotplug.detach_disk(self._get(instance_id), target_or_serial, timeout)
 
     def resize_disk(self, instance_id: str, serial: str, size_mb: int) -> bool:
-        """Grow the disk with this serial while the guest runs (QEMU's block resize: the guest sees the new size
-        at once). False when the domain is not running: then the file is grown offline by its storage driver."""
-        dom = self._get(instance_id)
-        if not _DISK_KEY.fullmatch(serial):
-            raise InvalidInput(f"invalid disk serial {serial!r}")
-        if not dom.isActive():
-            return False
-        found = find_disk(call("describe domain", lambda: dom.XMLDesc(0)), serial)
-        if found is None:
-            raise NotFound(f"domain {dom.name()} has no disk {serial}")
-        flags = libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES
-        call(f"grow disk {serial}", lambda: dom.blockResize(found.target, size_mb * 2**20, flags))
-        return True
+        """Grow a disk while the guest runs; False when it does not (`hotplug.resize_disk`)."""
+        return hotplug.resize_disk(self._get(instance_id), serial, size_mb)
 
-    # -- snapshots ----------------------------------------------------------------------------------------------
+    # -- snapshots (`snapshots`) --------------------------------------------------------------------------------
     def snapshot_create(self, instance_id: str, name: str) -> Snapshot:
-        dom = self._get(instance_id)
-        # Read-only disks (a cloud-init seed) take no part: internal snapshots need qcow2, and they never change.
-        skipped = "".join(f"<disk name='{target}' snapshot='no'/>" for target in readonly_targets(dom.XMLDesc(0)))
-        xml = f"<domainsnapshot><name>{name}</name><disks>{skipped}</disks></domainsnapshot>"
-        snap = call(f"snapshot domain {dom.name()}", lambda: dom.snapshotCreateXML(xml, 0))
-        return _snapshot(snap)
+        return snapshots.create(self._get(instance_id), name)
 
     def snapshot_revert(self, instance_id: str, name: str) -> None:
-        dom = self._get(instance_id)
-        with libvirt_errors(f"revert domain {dom.name()} to {name}"):
-            dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), 0)
+        snapshots.revert(self._get(instance_id), name)
 
     def snapshot_list(self, instance_id: str) -> list[Snapshot]:
-        dom = self._get(instance_id)
-        snaps = call("list snapshots", lambda: dom.listAllSnapshots(0))
-        return sorted((_snapshot(s) for s in snaps), key=lambda s: s.created_at)
+        return snapshots.listed(self._get(instance_id))
 
     def snapshot_delete(self, instance_id: str, name: str) -> None:
-        dom = self._get(instance_id)
-        try:
-            with libvirt_errors(f"delete snapshot {name}"):
-                dom.snapshotLookupByName(name, 0).delete(0)
-        except NotFound:
-            return
+        snapshots.delete(self._get(instance_id), name)
 
     # -- events -------------------------------------------------------------------------------------------------
     def watch(self, callback: EventCallback) -> Callable[[], bool]:
@@ -529,18 +360,13 @@ class LibvirtDriver:
         def on_event(_conn: object, dom: libvirt.virDomain, event: int, detail: int, _opaque: object) -> None:
             if not dom.name().startswith(f"{self.prefix}-vm-"):
                 return
-            state = _EVENT_STATES.get(event)
+            state = event_state(event, detail)
             if state is None:
                 return
             instance_id = self._ours(dom) if event != libvirt.VIR_DOMAIN_EVENT_UNDEFINED else None
             if instance_id is None:
                 return
-            if event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail in (
-                libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED,
-                libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED,
-            ):
-                state = InstanceState.ERROR
-            callback(instance_id, state, _reason(event, detail))
+            callback(instance_id, state, event_reason(event, detail))
 
         call(
             "watch domain events",
@@ -554,64 +380,6 @@ class LibvirtDriver:
                 return False
 
         return alive
-
-
-def _snapshot(snap: libvirt.virDomainSnapshot) -> Snapshot:
-    root = ET.fromstring(snap.getXMLDesc(0))
-    memory = root.find("memory")
-    return Snapshot(
-        name=snap.getName(),
-        created_at=float(root.findtext("creationTime") or 0),
-        state=root.findtext("state") or "",
-        has_memory=memory is not None and memory.get("snapshot") != "no",
-    )
-
-
-# Why a domain is in its state, in the same words whether a lifecycle event told (event, detail) or polling saw
-# it (dom.state(): state, reason), whichever comes first.
-_WHY = [
-    (
-        "the guest shut down",
-        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN),
-        (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN),
-    ),
-    (
-        "powered off",
-        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_DESTROYED),
-        (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_DESTROYED),
-    ),
-    (
-        "the guest crashed",
-        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED),
-        (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_CRASHED),
-    ),
-    (
-        "QEMU failed",
-        (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED),
-        (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_SHUTOFF_FAILED),
-    ),
-    (
-        "paused",
-        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_PAUSED),
-        (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_USER),
-    ),
-    (
-        "paused on an I/O error",
-        (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_IOERROR),
-        (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_IOERROR),
-    ),
-    (
-        "the guest panicked",
-        (libvirt.VIR_DOMAIN_EVENT_CRASHED, libvirt.VIR_DOMAIN_EVENT_CRASHED_PANICKED),
-        (libvirt.VIR_DOMAIN_CRASHED, libvirt.VIR_DOMAIN_CRASHED_PANICKED),
-    ),
-]
-_EVENT_REASONS = {event: why for why, event, _ in _WHY}
-_STATE_REASONS = {state: why for why, _, state in _WHY}
-
-
-def _reason(event: int, detail: int) -> str:
-    return _EVENT_REASONS.get((event, detail), f"event {event}/{detail}")
 
 
 __all__ = ["EventCallback", "LibvirtDriver"]

@@ -110,6 +110,25 @@ def attach_namespace(
     br_name = bridge_name(prefix, validate_id(network_id, "network id"))
     mac = validate_mac(mac)
     validate_mtu(mtu)
+    interface, gw = _host_address(address_cidr, gateway)
+    target_path = netns_path(target)
+    if not os.path.exists(target_path):
+        raise NotFound(f"network namespace {target} does not exist (has the workload stopped?)")
+
+    with rtnl(netns) as host, rtnl(target_path) as guest:
+        bridge = find_link(host, br_name)
+        if bridge is None or link_kind(bridge) != "bridge":
+            raise NotFound(f"bridge {br_name} does not exist: ensure the network first")
+        hv, peer = _ensure_pair(host, guest, host_name, ifname, mac, mtu, target, target_path, attachment_id)
+        _converge_host_end(host, hv, host_name, bridge["index"], mtu)
+        _converge_guest(guest, peer, ifname, mac, mtu, interface, str(gw) if default_route else None)
+    announce(target_path, ifname, mac, str(interface.ip))
+    return Attachment(host_name, hv["index"], br_name, ifname, mac, str(interface))
+
+
+def _host_address(address_cidr: str, gateway: str) -> tuple[ipaddress.IPv4Interface, ipaddress.IPv4Address]:
+    """The workload's address (a host address of its network, with the prefix length) and its gateway (another
+    address of that network)."""
     try:
         interface = ipaddress.IPv4Interface(address_cidr)
     except (ValueError, TypeError) as exc:
@@ -120,38 +139,43 @@ def attach_namespace(
     gw = parse_ipv4(gateway, "gateway")
     if gw not in net or gw == interface.ip:
         raise InvalidInput(f"gateway {gateway} is not another address of {net}")
-    target_path = netns_path(target)
-    if not os.path.exists(target_path):
-        raise NotFound(f"network namespace {target} does not exist (has the workload stopped?)")
+    return interface, gw
 
-    with rtnl(netns) as host, rtnl(target_path) as guest:
-        bridge = find_link(host, br_name)
-        if bridge is None or link_kind(bridge) != "bridge":
-            raise NotFound(f"bridge {br_name} does not exist: ensure the network first")
-        hv = find_link(host, host_name)
-        peer = find_link(guest, ifname)
-        if hv is None or not _is_pair(hv, peer):
-            if peer is not None:  # refused before anything is deleted: this attachment stays as it was
-                raise Conflict(f"{target} already has an {ifname} that is not attachment {attachment_id}")
-            if hv is not None:
-                delete_link(host, host_name)  # half made, stale, or its peer has another name in the workload
-            fd = os.open(target_path, os.O_RDONLY)
-            try:
-                with netlink_errors(f"create veth {host_name} into {target}"):
-                    host.link(
-                        "add",
-                        ifname=host_name,
-                        kind="veth",
-                        mtu=mtu,
-                        peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": mtu},
-                    )
-            finally:
-                os.close(fd)
-            hv, peer = get_link(host, host_name), get_link(guest, ifname)
-        _converge_host_end(host, hv, host_name, bridge["index"], mtu)
-        _converge_guest(guest, peer, ifname, mac, mtu, interface, str(gw) if default_route else None)
-    announce(target_path, ifname, mac, str(interface.ip))
-    return Attachment(host_name, hv["index"], br_name, ifname, mac, str(interface))
+
+def _ensure_pair(
+    host: Any,
+    guest: Any,
+    host_name: str,
+    ifname: str,
+    mac: str,
+    mtu: int,
+    target: str,
+    target_path: str,
+    attachment_id: str,
+) -> tuple[Msg, Msg]:
+    """The veth pair's two ends (host end, the workload's `ifname`), made again unless they already are one pair.
+    An `ifname` of the workload that is not this attachment's is a Conflict, refused before anything changes."""
+    hv = find_link(host, host_name)
+    peer = find_link(guest, ifname)
+    if hv is not None and _is_pair(hv, peer):
+        return hv, peer
+    if peer is not None:  # refused before anything is deleted: this attachment stays as it was
+        raise Conflict(f"{target} already has an {ifname} that is not attachment {attachment_id}")
+    if hv is not None:
+        delete_link(host, host_name)  # half made, stale, or its peer has another name in the workload
+    fd = os.open(target_path, os.O_RDONLY)
+    try:
+        with netlink_errors(f"create veth {host_name} into {target}"):
+            host.link(
+                "add",
+                ifname=host_name,
+                kind="veth",
+                mtu=mtu,
+                peer={"ifname": ifname, "net_ns_fd": fd, "address": mac, "mtu": mtu},
+            )
+    finally:
+        os.close(fd)
+    return get_link(host, host_name), get_link(guest, ifname)
 
 
 def detach(prefix: str, attachment_id: str, netns: str | None = None) -> None:

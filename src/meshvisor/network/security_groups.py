@@ -164,8 +164,29 @@ def ruleset(
     VXLAN device there): a member is matched by where its frames cross the bridge and its address, so the same
     address in another network never counts."""
     table = table_name(prefix)
-    bridges = f"{link_prefix(prefix)}{BRIDGE}-*"
     ports = _checked_ports(prefix, ports, groups)
+    members = _members(prefix, ports, groups, remote_members)
+    filtered = [port for port in ports if port.groups]
+    out = [f"table bridge {table}\n", f"delete table bridge {table}\n", f"table bridge {table} {{\n"]
+    out += _member_sets(members)
+    out += _hooks(prefix, filtered)
+    for port in filtered:
+        rules = sorted({rule for group in port.groups for rule in groups[group]}, key=_rule_key)
+        out.append(_egress_chain(port, [r for r in rules if r.direction == "egress"]))
+        out.append(_ingress_chain(port, [r for r in rules if r.direction == "ingress"]))
+    out.append("}\n")
+    out.append(_reply_table(prefix, table))
+    return "".join(out)
+
+
+def _members(
+    prefix: str,
+    ports: Sequence[PortPolicy],
+    groups: Mapping[str, Sequence[Rule]],
+    remote_members: Mapping[str, Iterable[tuple[str, str]]] | None,
+) -> dict[str, set[tuple[str, str]]]:
+    """Every group a port is in or a rule names → its members as (link, address): the ports here and the
+    members on other hosts."""
     members: dict[str, set[tuple[str, str]]] = {}
     for group, rules in groups.items():
         validate_name(group, "group")
@@ -182,34 +203,42 @@ def ruleset(
         for link, address in extra:
             _check_link(prefix, link)
             members.setdefault(validate_name(group, "group"), set()).add((link, _address(address)))
+    return members
 
-    filtered = [port for port in ports if port.groups]
-    out = [f"table bridge {table}\n", f"delete table bridge {table}\n", f"table bridge {table} {{\n"]
+
+def _member_sets(members: Mapping[str, set[tuple[str, str]]]) -> list[str]:
+    """One nft set per group, `g_<group>`, of its members' (link . address)."""
+    out = []
     for group in sorted(members):
         elements = ", ".join(f'"{link}" . {address}' for link, address in sorted(members[group], key=_member_key))
         out.append(f"  set {_set_name(group)} {{\n    type ifname . ipv4_addr\n")
         out.append(f"    elements = {{ {elements} }}\n" if elements else "")
         out.append("  }\n")
-    out.append(
+    return out
+
+
+def _hooks(prefix: str, filtered: Sequence[PortPolicy]) -> list[str]:
+    """The bridge table's base chains: prerouting clears REPLY_MARK, forward jumps to the ports' own chains."""
+    out = [
         "  chain prerouting {\n"
         "    type filter hook prerouting priority -300; policy accept;\n"
         f'    iifname "{link_prefix(prefix)}*" meta mark set meta mark & {~REPLY_MARK & 0xFFFFFFFF:#010x}\n'
         "  }\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter; policy accept;\n"
-    )
+    ]
     if filtered:
         outs = ", ".join(f'"{p.link}" : jump {_chain(p.link, "out")}' for p in filtered)
         ins = ", ".join(f'"{p.link}" : jump {_chain(p.link, "in")}' for p in filtered)
         out.append(f"    iifname vmap {{ {outs} }}\n    oifname vmap {{ {ins} }}\n")
     out.append("  }\n")
-    for port in filtered:
-        rules = sorted({rule for group in port.groups for rule in groups[group]}, key=_rule_key)
-        out.append(_egress_chain(port, [r for r in rules if r.direction == "egress"]))
-        out.append(_ingress_chain(port, [r for r in rules if r.direction == "ingress"]))
-    out.append("}\n")
-    # Conntrack's verdict for the bridge chains (see the module's docstring): only on our bridges' packets.
-    out.append(
+    return out
+
+
+def _reply_table(prefix: str, table: str) -> str:
+    """Conntrack's verdict for the bridge chains (see the module's docstring): only on our bridges' packets."""
+    bridges = f"{link_prefix(prefix)}{BRIDGE}-*"
+    return (
         f"table inet {table}\n"
         f"delete table inet {table}\n"
         f"table inet {table} {{\n"
@@ -220,7 +249,6 @@ def ruleset(
         "  }\n"
         "}\n"
     )
-    return "".join(out)
 
 
 def _egress_chain(port: PortPolicy, rules: list[Rule]) -> str:

@@ -10,7 +10,7 @@ only those below them (import-linter holds it):
     stacks/       stack files: pure planning (spec ... planner) + plans saved, applied step by step
     instances/    containers and VMs: requests, steps, attachments (NICs, hot-plugged disks)
     mesh/         services, sidecars, the mesh view, the xDS control plane, the CA, telemetry
-    volumes/      storage pools and volumes: requests, steps (mounts, disks of instances)
+    volumes/      storage pools and volumes: pools, requests, steps (mounts, disks of instances)
     networks/     networks and IPAM, security groups, and their per-host kernel state
     images/       images: requests and build/import/pull/push steps
     hosts/        the host registry and what one host can give

@@ -18,7 +18,7 @@ from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.volumes import requests as volumes
+from meshvisor.platform.volumes import pools
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def register_host(rt: Runtime, app: Celery) -> list[str]:
 
 def ensure_default_pool(rt: Runtime) -> None:
     with transaction(rt.sessions) as s:
-        volumes.ensure_default_pool(s, rt.settings)
+        pools.ensure_default_pool(s, rt.settings)
 
 
 def resume_abandoned_operations(rt: Runtime, app: Celery, serves_platform_queue: bool) -> list[str]:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import StoragePool
-from meshvisor.platform.volumes import requests as volumes
+from meshvisor.platform.volumes import pools
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, StoragePoolCreate, StoragePoolList, StoragePoolPublic
@@ -19,24 +19,24 @@ router = APIRouter(prefix="/v1/storage-pools", tags=["storage pools"], responses
 def create_pool(body: StoragePoolCreate, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
     """A `dir` pool (its own directory in the data directory) or a `libvirt` one (an existing libvirt pool)."""
     with transaction(rt.sessions) as s:
-        pool = volumes.create_pool(s, body.name, body.driver, rt.settings, body.libvirt_pool, body.quota_mb)
-        return volumes.pool_to_dict(s, pool, rt.settings)
+        pool = pools.create_pool(s, body.name, body.driver, rt.settings, body.libvirt_pool, body.quota_mb)
+        return pools.pool_to_dict(s, pool, rt.settings)
 
 
 @router.get("", response_model=StoragePoolList)
 def list_pools(rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
-    pools = session.scalars(select(StoragePool).order_by(StoragePool.name))
-    return {"items": [volumes.pool_to_dict(session, p, rt.settings) for p in pools], "next_cursor": None}
+    found = session.scalars(select(StoragePool).order_by(StoragePool.name))
+    return {"items": [pools.pool_to_dict(session, p, rt.settings) for p in found], "next_cursor": None}
 
 
 @router.get("/{name}", response_model=StoragePoolPublic)
 def get_pool(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
-    return volumes.pool_to_dict(session, volumes.get_pool(session, name), rt.settings)
+    return pools.pool_to_dict(session, pools.get_pool(session, name), rt.settings)
 
 
 @router.delete("/{name}", status_code=204)
 def delete_pool(name: str, rt: RuntimeDep, _: TokenDep) -> Response:
     """Refused (409) while it holds volumes, and for the default pool."""
     with transaction(rt.sessions) as s:
-        volumes.delete_pool(s, name)
+        pools.delete_pool(s, name)
     return Response(status_code=204)

@@ -244,68 +244,107 @@ def plan(
     every address in the spec or the state. `key`: the platform's key for secret hashes. `adopt`: addresses
     of existing platform objects to take into the stack instead of refusing to create them again."""
     adopting = set(adopt)
-    changes: dict[str, Change] = {}
-    drift: list[Drift] = []
-    forget: list[str] = []
-    errors: list[str] = []
-    adopted: list[str] = []
+    found = _Findings()
     wants = {addr: _wanted(desired, addr, key) for addr in desired.resources}
     for addr in sorted(set(wants) | set(state.resources)):
-        kind = split_address(addr)[0]
         rec = state.resources.get(addr)
-        obs = observed.get(addr)
         want = wants.get(addr)
-        secrets = set(desired.secret_paths.get(addr, ())) | set(rec.secret_paths if rec else ())
-        refreshed: dict[str, Any] | None = None
-        if obs is not None:
-            base = rec.attrs if rec else (want or {})
-            refreshed = normalise.mask(normalise.observed(kind, obs, base), secrets, key)
-        if rec is not None:
-            if refreshed is None:
-                drift.append(Drift(addr, gone=True))
-            else:
-                moved = normalise.differing(kind, rec.attrs, refreshed)
-                if moved:
-                    drift.append(Drift(addr, tuple(_attr(n, rec.attrs, refreshed) for n in moved)))
-        elif refreshed is not None:
-            if addr not in adopting:
-                errors.append(
-                    f"{addr} already exists on the platform but not in this stack: adopt it or rename it"
-                )
-                continue
-            adopted.append(addr)
-
-        if want is None:  # in the state only: removed from the file
-            assert rec is not None
-            if refreshed is None or not rec.owned:
-                forget.append(addr)
-            elif rec.prevent_destroy:
-                errors.append(
-                    f"{addr} has prevent_destroy: it cannot be deleted (apply prevent_destroy: false first)"
-                )
-            else:
-                changes[addr] = Change(addr, "delete")
-            continue
-        if refreshed is None:
-            attrs = tuple(AttributeChange(n, None, v) for n, v in want.items() if v is not None)
-            reason = "deleted outside the stack" if rec is not None else None
-            changes[addr] = Change(addr, "create", attrs, reason)
-            continue
-        change = _update(desired, addr, want, refreshed, rec, errors)
-        if change is not None:
-            changes[addr] = change
-    _cascade(desired, wants, changes)
-    ordered = _order(desired, wants, state, changes)
+        refreshed = _refreshed(desired, addr, rec, want, observed.get(addr), key)
+        if _compare_recorded(found, addr, rec, refreshed, addr in adopting):
+            _diff(desired, addr, want, rec, refreshed, found)
+    _cascade(desired, wants, found.changes)
+    ordered = _order(desired, wants, state, found.changes)
     return Plan(
         stack=state.name,
         base_serial=state.serial,
         changes=ordered,
-        drift=tuple(drift),
-        forget=tuple(forget),
-        errors=tuple(errors),
-        adopt=tuple(adopted),
+        drift=tuple(found.drift),
+        forget=tuple(found.forget),
+        errors=tuple(found.errors),
+        adopt=tuple(found.adopted),
         counts=_counts(ordered),
     )
+
+
+@dataclass
+class _Findings:
+    """What `plan` finds address by address, in the order of the addresses."""
+
+    changes: dict[str, Change] = field(default_factory=dict)
+    drift: list[Drift] = field(default_factory=list)
+    forget: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+
+
+def _refreshed(
+    desired: Stack,
+    addr: str,
+    rec: ResourceState | None,
+    want: Mapping[str, Any] | None,
+    obs: Mapping[str, Any] | None,
+    key: bytes,
+) -> dict[str, Any] | None:
+    """The observed object in the attributes' normal form, secrets masked (None: it does not exist)."""
+    if obs is None:
+        return None
+    kind = split_address(addr)[0]
+    secrets = set(desired.secret_paths.get(addr, ())) | set(rec.secret_paths if rec else ())
+    base = rec.attrs if rec else (want or {})
+    return normalise.mask(normalise.observed(kind, obs, base), secrets, key)
+
+
+def _compare_recorded(
+    found: _Findings, addr: str, rec: ResourceState | None, refreshed: Mapping[str, Any] | None, adopting: bool
+) -> bool:
+    """Drift of a recorded resource; an existing one the stack does not have is adopted when asked, else an
+    error. False when the address goes no further."""
+    if rec is not None:
+        if refreshed is None:
+            found.drift.append(Drift(addr, gone=True))
+        else:
+            moved = normalise.differing(split_address(addr)[0], rec.attrs, refreshed)
+            if moved:
+                found.drift.append(Drift(addr, tuple(_attr(n, rec.attrs, refreshed) for n in moved)))
+    elif refreshed is not None:
+        if not adopting:
+            found.errors.append(
+                f"{addr} already exists on the platform but not in this stack: adopt it or rename it"
+            )
+            return False
+        found.adopted.append(addr)
+    return True
+
+
+def _diff(
+    desired: Stack,
+    addr: str,
+    want: Mapping[str, Any] | None,
+    rec: ResourceState | None,
+    refreshed: Mapping[str, Any] | None,
+    found: _Findings,
+) -> None:
+    """The change that brings one address to what the file wants: delete or forget one removed from the file,
+    create one that does not exist, update (or replace) one that differs."""
+    if want is None:  # in the state only: removed from the file
+        assert rec is not None
+        if refreshed is None or not rec.owned:
+            found.forget.append(addr)
+        elif rec.prevent_destroy:
+            found.errors.append(
+                f"{addr} has prevent_destroy: it cannot be deleted (apply prevent_destroy: false first)"
+            )
+        else:
+            found.changes[addr] = Change(addr, "delete")
+        return
+    if refreshed is None:
+        attrs = tuple(AttributeChange(n, None, v) for n, v in want.items() if v is not None)
+        reason = "deleted outside the stack" if rec is not None else None
+        found.changes[addr] = Change(addr, "create", attrs, reason)
+        return
+    change = _update(desired, addr, want, refreshed, rec, found.errors)
+    if change is not None:
+        found.changes[addr] = change
 
 
 def _wanted(desired: Stack, addr: str, key: bytes) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Storage pools and volumes.
 
-requests   the pool layer: which pool, quotas, attachments, snapshots, clones (checked and written)
+pools      the pool layer: the default pool, pools made and deleted, quotas and free space (checked and written)
+requests   volumes: which pool, attachments, snapshots, clones, a VM's root disk (checked and written)
 steps      the operations' work through the pool's driver; loop mounts for containers, disks for VMs
 """

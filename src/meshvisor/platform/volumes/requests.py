@@ -1,25 +1,25 @@
-"""Volume requests: the pool layer of storage (which pool, quotas, who uses what), checked against the database
-and written as desired state + an operation; the storage driver does the work in `steps`. The drivers are the
-storage package's (`storage.DRIVERS`, by the pool's driver name); nothing here calls one but `free_mb`, the free
-space a request is checked against. A volume's `used_bytes` is what the steps and the periodic pass recorded."""
+"""Volume requests: which pool, who uses what, snapshots and clones, checked against the database and written
+as desired state + an operation; the storage driver does the work in `steps`. Pools, quotas and the room a
+request is checked against are `pools`'. A volume's `used_bytes` is what the steps and the periodic pass recorded.
+
+volumes       find/get/page, request_create, request_delete, request_action (resize, snapshots, clone)
+attachments   attach (one writer per volume), a VM's root disk (create_root), serials, what an instance has
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meshvisor import storage
-from meshvisor.core.drivers import resolve
-from meshvisor.core.errors import Conflict, InvalidInput, MeshvisorError, NotFound
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.instance_rules import mount_path_problems
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import InstanceKind
 from meshvisor.hypervisor.disks import image_info
-from meshvisor.platform.hosts.vm_paths import check_qemu_reaches
 from meshvisor.platform.images.steps import DISK_FILE
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import events, operations
@@ -27,125 +27,11 @@ from meshvisor.platform.state.models import Image, Instance, Operation, StorageP
 from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 
-DEFAULT_POOL = "default"
+from .pools import DEFAULT_POOL, check_room, get_pool, parse_size
+
 FORMATS = {"raw": "ext4", "qcow2": None}  # format → its filesystem (raw volumes are shareable filesystems)
-MAX_SIZE_MB = 1024 * 1024
 SERIAL_MAX = 20
 ROOT_SUFFIX = "-root"
-
-
-# -- pools ------------------------------------------------------------------------------------------------------
-def ensure_default_pool(session: Session, settings: Settings) -> StoragePool:
-    """The `dir` pool every platform has: a directory in the data directory of the host that takes requests."""
-    pool = session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
-    if pool is None:
-        pool = StoragePool(
-            id=new_id(),
-            name=DEFAULT_POOL,
-            driver="dir",
-            host=settings.host_name,
-            config={"path": str(settings.pools_dir / DEFAULT_POOL)},
-        )
-        session.add(pool)
-        try:
-            session.flush()
-        except IntegrityError:  # another process made it first
-            session.rollback()
-            found = session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
-            assert found is not None
-            return found
-    return pool
-
-
-def get_pool(session: Session, name: str) -> StoragePool:
-    pool = session.scalar(select(StoragePool).where(StoragePool.name == name))
-    if pool is None:
-        raise NotFound(f"storage pool {name!r} not found")
-    return pool
-
-
-def free_mb(pool: StoragePool) -> int:
-    """The free space of a pool on this host, as its driver says now (a connection opened and closed)."""
-    with resolve(storage.DRIVERS, pool.driver, "storage").from_config(pool.config) as driver:
-        return driver.free_bytes() // 2**20
-
-
-def create_pool(
-    session: Session,
-    name: str,
-    driver: str,
-    settings: Settings,
-    libvirt_pool: str | None = None,
-    quota_mb: object = None,
-) -> StoragePool:
-    """A new pool on this host: `dir` (a directory of its own in the data directory) or `libvirt` (an existing,
-    running libvirt `dir` pool, looked up now so that a wrong name fails here)."""
-    validate_name(name, "storage pool name")
-    driver_type = resolve(storage.DRIVERS, driver, "storage")
-    if quota_mb is not None:
-        quota_mb = parse_size(quota_mb)
-    if session.scalar(select(StoragePool).where(StoragePool.name == name)) is not None:
-        raise Conflict(f"a storage pool named {name!r} already exists")
-    config = driver_type.new_config(settings.pools_dir / name, libvirt_pool)
-    with driver_type.from_config(config) as opened:  # QEMU opens VM disks there (the data dir's: checked at start)
-        if not opened.root.is_relative_to(settings.pools_dir):
-            check_qemu_reaches(settings, [opened.root])
-    pool = StoragePool(
-        id=new_id(), name=name, driver=driver, host=settings.host_name, config=config, quota_mb=quota_mb
-    )
-    session.add(pool)
-    try:
-        session.flush()
-    except IntegrityError:
-        raise Conflict(f"a storage pool named {name!r} already exists") from None
-    events.emit(session, "lifecycle", "storage_pool", name, state="created", id=pool.id)
-    return pool
-
-
-def delete_pool(session: Session, name: str) -> None:
-    pool = get_pool(session, name)
-    if name == DEFAULT_POOL:
-        raise Conflict("the default pool stays")
-    used = session.scalar(select(func.count()).select_from(Volume).where(Volume.pool_id == pool.id)) or 0
-    if used:
-        raise Conflict(f"storage pool {name!r} holds {used} volume(s)")
-    session.delete(pool)
-    events.emit(session, "lifecycle", "storage_pool", name, state="deleted", id=pool.id)
-
-
-def pool_to_dict(session: Session, pool: StoragePool, settings: Settings | None = None) -> dict[str, Any]:
-    free = None
-    if settings is not None and pool.host == settings.host_name:
-        try:
-            free = free_mb(pool)
-        except MeshvisorError:
-            free = None
-    return {
-        "name": pool.name,
-        "driver": pool.driver,
-        "host": pool.host,
-        "config": pool.config,
-        "quota_mb": pool.quota_mb,
-        "allocated_mb": allocated_mb(session, pool.id),
-        "free_mb": free,
-        "created_at": pool.created_at.isoformat(),
-    }
-
-
-def allocated_mb(session: Session, pool_id: str) -> int:
-    return int(session.scalar(select(func.sum(Volume.size_mb)).where(Volume.pool_id == pool_id)) or 0)
-
-
-def _check_room(session: Session, pool: StoragePool, extra_mb: int, settings: Settings | None) -> None:
-    """Quotas are the pool layer's; free space is the disk's (checked here when the pool is on this host)."""
-    if pool.quota_mb is not None and allocated_mb(session, pool.id) + extra_mb > pool.quota_mb:
-        raise InvalidInput(
-            f"storage pool {pool.name!r} has a quota of {pool.quota_mb} MiB: no room for {extra_mb}"
-        )
-    if settings is not None and pool.host == settings.host_name:
-        free = free_mb(pool)
-        if extra_mb > free:
-            raise InvalidInput(f"size {extra_mb} MiB is above the free space of pool {pool.name!r} ({free} MiB)")
 
 
 # -- volumes ----------------------------------------------------------------------------------------------------
@@ -161,12 +47,6 @@ def page(
     session: Session, limit: int, cursor: str | None, project: str = "default"
 ) -> tuple[list[Volume], str | None]:
     return page_by_name(session, Volume, limit, cursor, project)
-
-
-def parse_size(size_mb: object) -> int:
-    if isinstance(size_mb, bool) or not isinstance(size_mb, int) or not 1 <= size_mb <= MAX_SIZE_MB:
-        raise InvalidInput(f"size_mb must be a whole number of MiB from 1 to {MAX_SIZE_MB}, not {size_mb!r}")
-    return size_mb
 
 
 def image_source(session: Session, image: str, project: str) -> tuple[dict[str, Any], int]:
@@ -197,22 +77,13 @@ def request_create(
     on a VM disk image (`image`: qcow2, at least the image's size)."""
     validate_name(name, "volume name")
     if image is not None:
-        source, smallest = image_source(session, image, project)
-        format, size_mb = "qcow2", smallest if size_mb is None else size_mb
-        if isinstance(size_mb, int) and not isinstance(size_mb, bool) and size_mb < smallest:
-            raise InvalidInput(f"size_mb {size_mb} is below the size of image {image!r} ({smallest} MiB)")
+        source, format, size_mb = _overlay(session, image, project, size_mb)
     size = parse_size(size_mb)
-    if format not in FORMATS:
-        raise InvalidInput(f"unknown format {format!r}: use raw (a shareable filesystem) or qcow2 (VMs only)")
-    if filesystem is None:
-        filesystem = FORMATS[format]
-    elif filesystem != FORMATS[format]:
-        wanted = FORMATS[format] or "none"
-        raise InvalidInput(f"a {format} volume takes filesystem {wanted}, not {filesystem!r}")
+    filesystem = _filesystem(format, filesystem)
     target_pool = get_pool(session, pool)
     if find(session, name, project) is not None:
         raise Conflict(f"a volume named {name!r} already exists")
-    _check_room(session, target_pool, size, settings)
+    check_room(session, target_pool, size, settings)
     volume_id = new_id()
     op = operations.new_operation(
         session,
@@ -244,6 +115,28 @@ def request_create(
         raise Conflict(f"a volume named {name!r} already exists") from None
     events.emit(session, "lifecycle", "volume", name, project, state="pending", id=volume_id)
     return volume, op
+
+
+def _overlay(session: Session, image: str, project: str, size_mb: object) -> tuple[dict[str, Any], str, object]:
+    """An overlay on `image`: its source, its format (qcow2) and its size (the image's when none is asked; no
+    smaller than the image)."""
+    source, smallest = image_source(session, image, project)
+    size_mb = smallest if size_mb is None else size_mb
+    if isinstance(size_mb, int) and not isinstance(size_mb, bool) and size_mb < smallest:
+        raise InvalidInput(f"size_mb {size_mb} is below the size of image {image!r} ({smallest} MiB)")
+    return source, "qcow2", size_mb
+
+
+def _filesystem(format: str, filesystem: str | None) -> str | None:
+    """The filesystem a volume of `format` has: the one `FORMATS` gives it, which is the only one it takes."""
+    if format not in FORMATS:
+        raise InvalidInput(f"unknown format {format!r}: use raw (a shareable filesystem) or qcow2 (VMs only)")
+    if filesystem is None:
+        return FORMATS[format]
+    if filesystem != FORMATS[format]:
+        wanted = FORMATS[format] or "none"
+        raise InvalidInput(f"a {format} volume takes filesystem {wanted}, not {filesystem!r}")
+    return filesystem
 
 
 def request_delete(
@@ -284,47 +177,68 @@ def request_action(
                 f"volume {name!r} is a disk of running VM {live[0]!r}: stop it first, or snapshot the instance"
             )
     if action == "resize":
-        size = parse_size(params.get("size_mb"))
-        if size < volume.size_mb:
-            raise InvalidInput(f"a volume only grows: {size} MiB is below its {volume.size_mb} MiB")
-        _check_room(session, pool, size - volume.size_mb, settings)
-        return volume, operations.submit(session, volume, OperationKind.VOLUME_RESIZE, {"size_mb": size}), None
+        return volume, _resize(session, volume, pool, params, settings), None
     if action in ("snapshot", "revert", "delete-snapshot"):
-        snapshot = params.get("snapshot")
-        if not isinstance(snapshot, str):
-            raise InvalidInput(f"{action} needs 'snapshot': the snapshot's name")
-        validate_name(snapshot, "snapshot name")
-        if action == "snapshot" and snapshot in volume.snapshots:
-            raise Conflict(f"volume {name!r} already has a snapshot {snapshot!r}")
-        if action != "snapshot" and snapshot not in volume.snapshots:
-            raise NotFound(f"volume {name!r} has no snapshot {snapshot!r}")
-        if action == "revert" and attached_to(session, volume.id):
-            raise Conflict(f"volume {name!r} is attached: detach it before reverting it")
-        return (
-            volume,
-            operations.submit(
-                session, volume, OperationKind.of(ResourceType.VOLUME, action), {"snapshot": snapshot}
-            ),
-            None,
-        )
+        return volume, _snapshot_action(session, volume, action, params), None
     if action == "clone":
-        new_name = params.get("name")
-        if not isinstance(new_name, str):
-            raise InvalidInput("clone needs 'name': the new volume's name")
-        clone, op = request_create(
-            session,
-            new_name,
-            volume.size_mb,
-            volume.format,
-            volume.filesystem,
-            pool.name,
-            project,
-            settings,
-            # A clone of an overlay is an overlay on the same image, which must then stay too.
-            source={"clone": volume.id, **({"image": volume.source["image"]} if "image" in volume.source else {})},
-        )
+        clone, op = _clone(session, volume, pool, params, project, settings)
         return clone, op, clone
     raise InvalidInput(f"unknown volume action {action!r}: use resize, snapshot, revert, delete-snapshot or clone")
+
+
+def _resize(
+    session: Session, volume: Volume, pool: StoragePool, params: dict[str, Any], settings: Settings | None
+) -> Operation:
+    """Grow only, within the pool's room."""
+    size = parse_size(params.get("size_mb"))
+    if size < volume.size_mb:
+        raise InvalidInput(f"a volume only grows: {size} MiB is below its {volume.size_mb} MiB")
+    check_room(session, pool, size - volume.size_mb, settings)
+    return operations.submit(session, volume, OperationKind.VOLUME_RESIZE, {"size_mb": size})
+
+
+def _snapshot_action(session: Session, volume: Volume, action: str, params: dict[str, Any]) -> Operation:
+    """snapshot (a new name), revert (an existing one, while detached) and delete-snapshot (an existing one)."""
+    name = volume.name
+    snapshot = params.get("snapshot")
+    if not isinstance(snapshot, str):
+        raise InvalidInput(f"{action} needs 'snapshot': the snapshot's name")
+    validate_name(snapshot, "snapshot name")
+    if action == "snapshot" and snapshot in volume.snapshots:
+        raise Conflict(f"volume {name!r} already has a snapshot {snapshot!r}")
+    if action != "snapshot" and snapshot not in volume.snapshots:
+        raise NotFound(f"volume {name!r} has no snapshot {snapshot!r}")
+    if action == "revert" and attached_to(session, volume.id):
+        raise Conflict(f"volume {name!r} is attached: detach it before reverting it")
+    return operations.submit(
+        session, volume, OperationKind.of(ResourceType.VOLUME, action), {"snapshot": snapshot}
+    )
+
+
+def _clone(
+    session: Session,
+    volume: Volume,
+    pool: StoragePool,
+    params: dict[str, Any],
+    project: str,
+    settings: Settings | None,
+) -> tuple[Volume, Operation]:
+    """A new volume named `params["name"]`, in the same pool, with the same size, format and filesystem."""
+    new_name = params.get("name")
+    if not isinstance(new_name, str):
+        raise InvalidInput("clone needs 'name': the new volume's name")
+    return request_create(
+        session,
+        new_name,
+        volume.size_mb,
+        volume.format,
+        volume.filesystem,
+        pool.name,
+        project,
+        settings,
+        # A clone of an overlay is an overlay on the same image, which must then stay too.
+        source={"clone": volume.id, **({"image": volume.source["image"]} if "image" in volume.source else {})},
+    )
 
 
 def running_vms(session: Session, volume_id: str) -> list[str]:

@@ -1,0 +1,147 @@
+"""Storage pools, the pool layer of storage: the default pool, pools made and deleted, quotas, and the room a
+volume request is checked against. The drivers are the storage package's (`storage.DRIVERS`, by the pool's driver
+name); nothing here calls one but `free_mb`, a pool's free space on this host now.
+
+ensure_default_pool   the `dir` pool every platform has
+create_pool, delete_pool, get_pool, pool_to_dict
+check_room            a pool's quota and free space against a volume's size (`parse_size`: a size in MiB)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from meshvisor import storage
+from meshvisor.core.drivers import resolve
+from meshvisor.core.errors import Conflict, InvalidInput, MeshvisorError, NotFound
+from meshvisor.core.names import new_id, validate_name
+from meshvisor.platform.hosts.vm_paths import check_qemu_reaches
+from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import events
+from meshvisor.platform.state.models import StoragePool, Volume
+
+DEFAULT_POOL = "default"
+MAX_SIZE_MB = 1024 * 1024
+
+
+def ensure_default_pool(session: Session, settings: Settings) -> StoragePool:
+    """The `dir` pool every platform has: a directory in the data directory of the host that takes requests."""
+    pool = session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
+    if pool is None:
+        pool = StoragePool(
+            id=new_id(),
+            name=DEFAULT_POOL,
+            driver="dir",
+            host=settings.host_name,
+            config={"path": str(settings.pools_dir / DEFAULT_POOL)},
+        )
+        session.add(pool)
+        try:
+            session.flush()
+        except IntegrityError:  # another process made it first
+            session.rollback()
+            found = session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
+            assert found is not None
+            return found
+    return pool
+
+
+def get_pool(session: Session, name: str) -> StoragePool:
+    pool = session.scalar(select(StoragePool).where(StoragePool.name == name))
+    if pool is None:
+        raise NotFound(f"storage pool {name!r} not found")
+    return pool
+
+
+def free_mb(pool: StoragePool) -> int:
+    """The free space of a pool on this host, as its driver says now (a connection opened and closed)."""
+    with resolve(storage.DRIVERS, pool.driver, "storage").from_config(pool.config) as driver:
+        return driver.free_bytes() // 2**20
+
+
+def create_pool(
+    session: Session,
+    name: str,
+    driver: str,
+    settings: Settings,
+    libvirt_pool: str | None = None,
+    quota_mb: object = None,
+) -> StoragePool:
+    """A new pool on this host: `dir` (a directory of its own in the data directory) or `libvirt` (an existing,
+    running libvirt `dir` pool, looked up now so that a wrong name fails here)."""
+    validate_name(name, "storage pool name")
+    driver_type = resolve(storage.DRIVERS, driver, "storage")
+    if quota_mb is not None:
+        quota_mb = parse_size(quota_mb)
+    if session.scalar(select(StoragePool).where(StoragePool.name == name)) is not None:
+        raise Conflict(f"a storage pool named {name!r} already exists")
+    config = driver_type.new_config(settings.pools_dir / name, libvirt_pool)
+    with driver_type.from_config(config) as opened:  # QEMU opens VM disks there (the data dir's: checked at start)
+        if not opened.root.is_relative_to(settings.pools_dir):
+            check_qemu_reaches(settings, [opened.root])
+    pool = StoragePool(
+        id=new_id(), name=name, driver=driver, host=settings.host_name, config=config, quota_mb=quota_mb
+    )
+    session.add(pool)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a storage pool named {name!r} already exists") from None
+    events.emit(session, "lifecycle", "storage_pool", name, state="created", id=pool.id)
+    return pool
+
+
+def delete_pool(session: Session, name: str) -> None:
+    pool = get_pool(session, name)
+    if name == DEFAULT_POOL:
+        raise Conflict("the default pool stays")
+    used = session.scalar(select(func.count()).select_from(Volume).where(Volume.pool_id == pool.id)) or 0
+    if used:
+        raise Conflict(f"storage pool {name!r} holds {used} volume(s)")
+    session.delete(pool)
+    events.emit(session, "lifecycle", "storage_pool", name, state="deleted", id=pool.id)
+
+
+def pool_to_dict(session: Session, pool: StoragePool, settings: Settings | None = None) -> dict[str, Any]:
+    free = None
+    if settings is not None and pool.host == settings.host_name:
+        try:
+            free = free_mb(pool)
+        except MeshvisorError:
+            free = None
+    return {
+        "name": pool.name,
+        "driver": pool.driver,
+        "host": pool.host,
+        "config": pool.config,
+        "quota_mb": pool.quota_mb,
+        "allocated_mb": allocated_mb(session, pool.id),
+        "free_mb": free,
+        "created_at": pool.created_at.isoformat(),
+    }
+
+
+def allocated_mb(session: Session, pool_id: str) -> int:
+    return int(session.scalar(select(func.sum(Volume.size_mb)).where(Volume.pool_id == pool_id)) or 0)
+
+
+def check_room(session: Session, pool: StoragePool, extra_mb: int, settings: Settings | None) -> None:
+    """Quotas are the pool layer's; free space is the disk's (checked here when the pool is on this host)."""
+    if pool.quota_mb is not None and allocated_mb(session, pool.id) + extra_mb > pool.quota_mb:
+        raise InvalidInput(
+            f"storage pool {pool.name!r} has a quota of {pool.quota_mb} MiB: no room for {extra_mb}"
+        )
+    if settings is not None and pool.host == settings.host_name:
+        free = free_mb(pool)
+        if extra_mb > free:
+            raise InvalidInput(f"size {extra_mb} MiB is above the free space of pool {pool.name!r} ({free} MiB)")
+
+
+def parse_size(size_mb: object) -> int:
+    if isinstance(size_mb, bool) or not isinstance(size_mb, int) or not 1 <= size_mb <= MAX_SIZE_MB:
+        raise InvalidInput(f"size_mb must be a whole number of MiB from 1 to {MAX_SIZE_MB}, not {size_mb!r}")
+    return size_mb

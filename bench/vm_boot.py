@@ -40,8 +40,8 @@ from harness import (
 
 from meshvisor.core.names import host_object_name, new_id
 from meshvisor.core.types import BootSpec
-from meshvisor.hypervisor.connection import open_connection
 from meshvisor.hypervisor.domain_xml import DomainConfig, build_domain_xml
+from meshvisor.libvirt_conn import open_connection
 
 NAME = "vm_boot"
 TARGET = 1.10

@@ -215,7 +215,7 @@ def test_exit_code_of_a_finished_workload(harness: DriverHarness) -> None:
     harness.driver.create(spec)
     harness.driver.start(spec.id)
     wait_state(harness.driver, spec.id, InstanceState.STOPPED)
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while (obs := harness.driver.inspect(spec.id)) is not None and obs.exit_code is None:
         assert time.monotonic() < deadline
         time.sleep(0.05)

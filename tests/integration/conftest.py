@@ -149,7 +149,7 @@ def workers_of(prefix: str) -> list[int]:
     return found
 
 
-def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 60) -> dict[str, Any]:
+def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 180) -> dict[str, Any]:
     assert response.status_code == 202, response.text
     location = response.headers["Location"]
     deadline = time.monotonic() + timeout

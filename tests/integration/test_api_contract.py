@@ -110,8 +110,11 @@ def test_one_operation_at_a_time_and_if_match(api: httpx.Client) -> None:
         )
         assert stop.status_code == 202
         assert_error(api.post("/v1/instances/busy/actions", json={"action": "restart"}), 409, "conflict")
-        time.sleep(0.5)  # the worker has it by now: too late to cancel
-        assert_error(api.delete(stop.headers["Location"]), 409, "conflict")
+        deadline = time.monotonic() + 60
+        while api.get(stop.headers["Location"]).json()["status"] == "pending":  # until the worker has it
+            assert time.monotonic() < deadline, "no worker took the stop"
+            time.sleep(0.1)
+        assert_error(api.delete(stop.headers["Location"]), 409, "conflict")  # too late to cancel
         assert_error(api.delete("/v1/operations/no-such-operation"), 404, "not_found")
         assert_error(api.delete("/v1/instances/busy"), 409, "conflict")
         started = time.monotonic()

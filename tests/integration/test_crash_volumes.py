@@ -78,7 +78,7 @@ def test_workers_killed_while_attaching_volumes_leave_nothing_behind(
             if response.status_code == 202:
                 wait_op(api, response)
     assert mounts_under(mounts) == [] and loop_devices_for(pool) == []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60
     while [p for p in pool.rglob("*") if p.is_file()]:
         assert time.monotonic() < deadline, list(pool.rglob("*"))
         time.sleep(0.2)
@@ -95,7 +95,7 @@ def test_a_mount_no_row_explains_is_removed_by_the_reconcile_pass(platform: Plat
         stray = mounts / f"{platform.prefix}-{secrets.token_hex(16)}"
         mount(pool / f"{volume_id}.raw", stray, read_only=False)
         assert mounts_under(mounts) == [stray]
-        deadline = time.monotonic() + 15  # the test platform reconciles every 2 s
+        deadline = time.monotonic() + 60  # the test platform reconciles every 2 s
         while mounts_under(mounts) or loop_devices_for(pool):
             assert time.monotonic() < deadline, (mounts_under(mounts), loop_devices_for(pool))
             time.sleep(0.3)

@@ -209,7 +209,7 @@ def test_the_mesh_page_shows_the_edge_of_a_call_made_now(
             networks=[{"network": "dash-mesh"}],
             mesh={"service": "dash-fe", "port": 8080, "upstreams": [{"service": "dash-be", "local_port": 9001}]},
         )
-        assert "200 OK" in eventually(lambda: call(api, "dash-fe", "127.0.0.1", 9001), "200 OK", timeout=20)
+        assert "200 OK" in eventually(lambda: call(api, "dash-fe", "127.0.0.1", 9001), "200 OK", timeout=60)
         for _ in range(3):
             assert "200 OK" in call(api, "dash-fe", "127.0.0.1", 9001)
         log_in(page, platform)

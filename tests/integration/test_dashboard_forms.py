@@ -89,7 +89,7 @@ def test_a_meshed_instance_with_upstreams_and_a_service_ingress_port_from_the_fo
         expect(row(page, "dfm-fe").locator(".badge")).to_have_text("running")
         made = api.get("/v1/instances/dfm-fe").json()
         assert made["mesh"]["upstreams"] == [{"service": "dfm-be", "local_port": 9001}], made
-        answer = eventually(lambda: call(api, "dfm-fe", "127.0.0.1", 9001), "200 OK", timeout=30)
+        answer = eventually(lambda: call(api, "dfm-fe", "127.0.0.1", 9001), "200 OK", timeout=60)
         assert "200 OK" in answer and "backend-" in answer, answer  # the upstream really is reached
         page.get_by_role("link", name="dfm-fe", exact=True).click()
         expect(page.locator("dl.facts")).to_contain_text("dfm-fe:8080; calls dfm-be at :9001")
@@ -115,7 +115,7 @@ def test_a_meshed_instance_with_upstreams_and_a_service_ingress_port_from_the_fo
                 return repr(exc)
             return f"{got.status_code} {got.text}"
 
-        assert eventually(through_ingress, "200 backend-", timeout=30).startswith("200 backend-")
+        assert eventually(through_ingress, "200 backend-", timeout=60).startswith("200 backend-")
         shot(page, "mesh-ingress")
         on_a_phone(page, "mesh-phone")
 

@@ -38,7 +38,7 @@ def call(api: httpx.Client, name: str, address: str, port: int) -> str:
     return str(response.json()["output"])
 
 
-def eventually(check: Callable[[], str], wanted: str, timeout: float = 10.0) -> str:
+def eventually(check: Callable[[], str], wanted: str, timeout: float = 60.0) -> str:
     deadline = time.monotonic() + timeout
     while True:
         got = check()
@@ -148,7 +148,7 @@ def test_containers_call_each_other_through_sidecars(platform: Platform, api: ht
         pid = sidecar_pid(platform, frontend)
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60
         while sidecar_pid(platform, frontend) in (None, pid):
             assert time.monotonic() < deadline, "the sidecar was not restarted"
             time.sleep(0.2)
@@ -248,14 +248,14 @@ def test_canary_split_between_versions(platform: Platform, api: httpx.Client) ->
             mesh={"service": "cb-client", "port": 8080, "upstreams": [{"service": "cb", "local_port": 9001}]},
         )
         assert api.put("/v1/services/cb/policy", json={"splits": {"v1": 0, "v2": 100}}).status_code == 200
-        only_v2 = eventually(lambda: batch(api, "cb-client", 9001, 10), "cb-v2\n" * 1, timeout=15)
-        deadline = time.monotonic() + 15
+        only_v2 = eventually(lambda: batch(api, "cb-client", 9001, 10), "cb-v2\n" * 1, timeout=60)
+        deadline = time.monotonic() + 60
         while not (only_v2.count("cb-v2") == 10 and "cb-v1" not in only_v2):
             assert time.monotonic() < deadline, only_v2 + diagnose(platform)
             only_v2 = batch(api, "cb-client", 9001, 10)
 
         assert api.put("/v1/services/cb/policy", json={"splits": {"v1": 90, "v2": 10}}).status_code == 200
-        time.sleep(2)  # the control plane pushes within a fraction of a second
+        eventually(lambda: batch(api, "cb-client", 9001, 20), "cb-v1")  # the new split has reached the sidecar
         # Envoy picks at random: a correct 90/10 leaves ±5 % of 200 with probability 1.3 %, so one more sample.
         for _ in range(2):
             answers = batch(api, "cb-client", 9001, 200)
@@ -295,7 +295,7 @@ def test_the_ingress_gateway_exposes_a_service_on_the_host(platform: Platform, a
                 return repr(exc)
             return f"{answer.status_code} {answer.text}"
 
-        answer = eventually(through_ingress, "200 ig-backend", timeout=20)
+        answer = eventually(through_ingress, "200 ig-backend", timeout=60)
         assert answer.startswith("200 ig-backend"), answer + diagnose(platform)
 
         # The service's policies hold at the ingress too: `allow` names the gateway's identity, `ingress`.
@@ -384,11 +384,11 @@ def test_ca_rotation_under_traffic_drops_nothing(platform: Platform, api: httpx.
             roots, chain = served_certs(platform, callee)
             return "yes" if chain != old_chain and {new[0], old[0]} <= roots else f"{roots} {chain}"
 
-        assert eventually(reissued, "yes", timeout=15) == "yes"  # new certificate, both roots trusted
+        assert eventually(reissued, "yes", timeout=60) == "yes"  # new certificate, both roots trusted
         refused = api.post("/v1/mesh/ca/actions", json={"action": "retire"})
         assert refused.status_code == 202, refused.text
         assert [r["role"] for r in api.get("/v1/mesh/ca").json()["roots"]] == ["signing"]
-        assert eventually(lambda: str(served_certs(platform, callee)[0] == {new[0]}), "True", timeout=15) == "True"
+        assert eventually(lambda: str(served_certs(platform, callee)[0] == {new[0]}), "True", timeout=60) == "True"
         time.sleep(1)
         stop.set()
         caller.join(timeout=30)

@@ -55,13 +55,13 @@ def test_callers_prefer_their_own_host_and_fail_over_across_hosts(platform: Plat
 
         # Each caller keeps to its own host's endpoint while it is there.
         for client, own in (("lb-client-a", "lb-on-a"), ("lb-client-b", "lb-on-b")):
-            answers = eventually(lambda c=client: batch(api, c, 9001, 10), own, timeout=20)
+            answers = eventually(lambda c=client: batch(api, c, 9001, 10), own, timeout=60)
             assert answers.count(own) == 10, answers + diagnose(platform)
 
         # Host A's endpoint stopped: A's caller fails over to host B's, across the overlay, still in mTLS.
         op = wait_op(api, api.post("/v1/instances/lb-a/actions", json={"action": "stop"}))
         assert op["status"] == "succeeded", op
-        answers = eventually(lambda: batch(api, "lb-client-a", 9001, 10), "lb-on-b", timeout=20)
+        answers = eventually(lambda: batch(api, "lb-client-a", 9001, 10), "lb-on-b", timeout=60)
         assert "lb-on-b" in answers, answers + diagnose(platform)
         answers = batch(api, "lb-client-a", 9001, 10)
         assert answers.count("lb-on-b") == 10, answers

@@ -67,7 +67,7 @@ def test_a_vm_and_containers_call_each_other_through_the_mesh(
             time.sleep(0.5)
 
         # container -> VM: through the client's sidecar, mTLS, the VM's sidecar, then the guest's httpd.
-        answer = eventually(lambda: call(api, "vm-client", "127.0.0.1", 9002), "200 OK", timeout=30)
+        answer = eventually(lambda: call(api, "vm-client", "127.0.0.1", 9002), "200 OK", timeout=60)
         assert "200 OK" in answer and "vm-svc" in answer, answer + diagnose(platform)
         # The VM's sidecar speaks only mTLS on its inbound port.
         plain = call(api, "vm-client", sidecar_ip, 15006)
@@ -77,7 +77,7 @@ def test_a_vm_and_containers_call_each_other_through_the_mesh(
         def from_guest() -> str:
             return call_path(api, "vm-client", vm_ip, f"/cgi-bin/call?{sidecar_ip}:9001/")
 
-        answer = eventually(from_guest, "backend-", timeout=30)
+        answer = eventually(from_guest, "backend-", timeout=60)
         assert "backend-" in answer, answer + diagnose(platform)
 
         # Stopped, the VM leaves the endpoints and its gateway namespace goes; started, both come back.

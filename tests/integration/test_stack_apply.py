@@ -109,7 +109,7 @@ def test_a_stack_applies_changes_as_labelled_and_destroys(
         assert out.index("✓ instance.sa-server created") < out.index("✓ instance.sa-client created"), out
         stack = api.get("/v1/stacks/sa").json()
         assert len(stack["resources"]) == 6 and stack["lock"] is None, stack
-        page = eventually(lambda: call(api, "sa-client", "10.213.106.10", 8080), "first-hello", timeout=20)
+        page = eventually(lambda: call(api, "sa-client", "10.213.106.10", 8080), "first-hello", timeout=60)
         assert "hello" in page and "first-hello" in page, page  # network, volume and group all real
 
         again = cli(platform, "plan", "-f", str(path), "--stack", "sa")
@@ -128,7 +128,7 @@ def test_a_stack_applies_changes_as_labelled_and_destroys(
         assert done.returncode == 0 and "✓ instance.sa-server replaced" in done.stdout, done.stdout + done.stderr
         assert container_id(api, "sa-server") != before
         assert docker_cpus(platform, api, "sa-server") == 0.5
-        page = eventually(lambda: call(api, "sa-client", "10.213.106.10", 8080), "hi-again", timeout=20)
+        page = eventually(lambda: call(api, "sa-client", "10.213.106.10", 8080), "hi-again", timeout=60)
         assert "hi-again" in page and "first-hello" in page, page + diagnose(api)  # the volume's data is kept
 
         client_id = container_id(api, "sa-client")

@@ -262,7 +262,7 @@ def test_sotw_nack_is_recorded_and_not_retried(server: AdsServer, clients: list[
             error_detail=status_pb2.Status(code=3, message="connect_timeout: value must be greater than 0s"),
         )
     )
-    nack = server.wait_nack("n1", timeout=5)
+    nack = server.wait_nack("n1", timeout=60)
     assert nack == Nack("n1", CLUSTER, "v2", "connect_timeout: value must be greater than 0s")
     assert server.seen == [nack]  # type: ignore[attr-defined]
     assert server.nacks["n1"] == 1
@@ -341,7 +341,7 @@ def test_delta_per_resource_versions_subscriptions_and_removal(server: AdsServer
             CLUSTER, response_nonce=response.nonce, error_detail=status_pb2.Status(code=3, message="bad")
         )
     )
-    assert server.wait_nack("d1", timeout=5) == Nack("d1", CLUSTER, "v3", "bad")
+    assert server.wait_nack("d1", timeout=60) == Nack("d1", CLUSTER, "v3", "bad")
 
 
 def test_delta_reconnect_with_initial_versions_sends_only_changes(

@@ -95,7 +95,7 @@ def test_nack_keeps_the_last_good_config(mesh: Mesh) -> None:
     bad[CLUSTER]["outbound|b"] = broken
     since = len(mesh.ads.nack_log)
     mesh.ads.set_snapshot("a-1", bad, "bad-1")
-    nack = mesh.ads.wait_nack("a-1", since, timeout=10)
+    nack = mesh.ads.wait_nack("a-1", since, timeout=60)
     assert nack is not None, "no NACK"
     assert (nack.type_url, nack.version) == (CLUSTER, "bad-1")
     assert "connect_timeout" in nack.message.lower() or "ConnectTimeout" in nack.message, nack.message
@@ -115,7 +115,7 @@ def test_nack_duplicate_listener_address(mesh: Mesh) -> None:
     bad[LISTENER][clash.name] = clash
     since = len(mesh.ads.nack_log)
     mesh.ads.set_snapshot("a-1", bad, "bad-2")
-    nack = mesh.ads.wait_nack("a-1", since, timeout=10)
+    nack = mesh.ads.wait_nack("a-1", since, timeout=60)
     assert nack is not None and nack.type_url == LISTENER and nack.version == "bad-2"
     assert "duplicate" in nack.message.lower() or "address" in nack.message.lower(), nack.message
     assert get(_local_port(mesh))[0] == 200
@@ -282,7 +282,7 @@ def test_outlier_detection_ejects_a_failing_endpoint(mesh: Mesh) -> None:
         _apply(mesh, Policy(outlier=Outlier(consecutive_5xx=3, interval_ms=100, base_ejection_ms=30_000)))
         statuses = Counter(get(_local_port(mesh))[0] for _ in range(20))  # v1 fails until ejected
         assert statuses[503] >= 3, statuses
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while (
             envoy.stats(mesh.processes["a-1"].admin).get("cluster.outbound|b.outlier_detection.ejections_active")
             != 1
@@ -302,7 +302,7 @@ def test_active_health_checks_take_a_failed_endpoint_out(mesh: Mesh) -> None:
     broken.fail_every = 1
     try:
         _apply(mesh, Policy(health_check=HealthCheck(path="/healthz", interval_ms=200, unhealthy_threshold=2)))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while envoy.stats(mesh.processes["a-1"].admin).get("cluster.outbound|b.membership_healthy") != 1:
             assert time.monotonic() < deadline, "the failing endpoint stayed in"
             time.sleep(0.1)

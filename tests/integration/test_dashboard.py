@@ -34,7 +34,7 @@ FLAGS = [
     "--no-first-run",
 ]
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,7 @@ def page(browser: Browser) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     opened = context.new_page()
     opened.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)  # `expect` has its own default (5 s), which a busy machine outlasts
     errors: list[str] = []
     opened.on("pageerror", lambda exc: errors.append(str(exc)))
     # Shown with a failed test's output: what the page logged and which of its requests failed.

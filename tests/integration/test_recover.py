@@ -66,13 +66,13 @@ def wait_healthy(plat: Platform) -> None:
 
 def test_a_lost_database_is_rebuilt_from_the_host(own: Platform) -> None:
     with own.client() as api:
-        assert (
-            wait_op(api, api.post("/v1/networks", json={"name": "rnet", "cidr": "10.213.71.0/24"}))["status"]
-            == "succeeded"
-        )
-        assert (
-            wait_op(api, api.post("/v1/volumes", json={"name": "rdata", "size_mb": 16}))["status"] == "succeeded"
-        )
+        made = [
+            ("/v1/networks", {"name": "rnet", "cidr": "10.213.71.0/24"}),
+            ("/v1/networks", {"name": "rlone", "cidr": "10.213.73.0/24"}),  # no workload: found by its bridge
+            ("/v1/volumes", {"name": "rdata", "size_mb": 16}),
+        ]
+        for path, made_body in made:
+            assert wait_op(api, api.post(path, json=made_body))["status"] == "succeeded"
         body = {
             "name": "rweb", "kind": "container", "image": "busybox", "command": SERVE,
             "networks": [{"network": "rnet"}], "volumes": [{"volume": "rdata", "path": "/data"}],
@@ -95,6 +95,7 @@ def test_a_lost_database_is_rebuilt_from_the_host(own: Platform) -> None:
             "instance": api.get("/v1/instances/rweb").json(),
             "vm": api.get("/v1/instances/rvm").json(),
             "network": api.get("/v1/networks/rnet").json(),
+            "alone": api.get("/v1/networks/rlone").json(),
             "volume": api.get("/v1/volumes/rdata").json(),
         }
     for index in range(len(own.procs)):
@@ -110,16 +111,20 @@ def test_a_lost_database_is_rebuilt_from_the_host(own: Platform) -> None:
     own.stop_process(WORKER)
     assert [c.labels["meshvisor.id"] for c in own.containers()] == [before["instance"]["id"]]
     assert [d.UUIDString().replace("-", "") for d in own.domains()] == [before["vm"]["id"]]
-    assert len(list_links(own.prefix)) == 4  # bridge, VXLAN device, veth, tap
+    assert len(list_links(own.prefix)) == 6  # 2 bridges, 2 VXLAN devices, a veth, a tap
 
     shown = meshvisor(own, "recover")  # a dry run: the plan, nothing written
-    assert "would recover: 2 instance(s), 1 network(s), 1 volume(s)" in shown, shown
+    assert "would recover: 2 instance(s), 2 network(s), 1 volume(s)" in shown, shown
     assert (
-        "default/rweb" in shown and "default/rvm" in shown and "default/rnet" in shown and "default/rdata" in shown
+        "default/rweb" in shown
+        and "default/rvm" in shown
+        and "default/rnet" in shown
+        and "default/rlone" in shown
+        and "default/rdata" in shown
     )
     assert "would recover: 2 instance(s)" in meshvisor(own, "recover")  # still nothing written
     written = meshvisor(own, "recover", "--yes")
-    assert "recovered: 2 instance(s), 1 network(s), 1 volume(s); not placed: 0" in written, written
+    assert "recovered: 2 instance(s), 2 network(s), 1 volume(s); not placed: 0" in written, written
     assert "image 'tiny' is not in the database" in written  # images are rebuilt or imported, not recovered
     assert "recovered: 0 instance(s), 0 network(s), 0 volume(s)" in meshvisor(own, "recover", "--yes")
 
@@ -131,6 +136,7 @@ def test_a_lost_database_is_rebuilt_from_the_host(own: Platform) -> None:
     with own.client() as api:
         instance = api.get("/v1/instances/rweb").json()
         network = api.get("/v1/networks/rnet").json()
+        alone = api.get("/v1/networks/rlone").json()
         volume = api.get("/v1/volumes/rdata").json()
         vm = api.get("/v1/instances/rvm").json()
         for key in ("id", "name", "kind", "state", "cpus", "memory_mb", "networks", "volumes", "command"):
@@ -139,13 +145,14 @@ def test_a_lost_database_is_rebuilt_from_the_host(own: Platform) -> None:
         assert vm["state"] == "running" and vm["networks"][0]["network"] == "rnet"
         for key in ("id", "name", "cidr", "vni", "state"):
             assert network[key] == before["network"][key], key
+            assert alone[key] == before["alone"][key], key
         for key in ("id", "name", "size_mb", "format", "state"):
             assert volume[key] == before["volume"][key], key
         read = api.post("/v1/instances/rweb/exec", json={"command": ["cat", "/data/proof"]}).json()
         assert read == {"exit_code": 0, "output": "kept\n"}
     assert [c.labels["meshvisor.id"] for c in own.containers()] == [instance["id"]]
     assert [d.UUIDString().replace("-", "") for d in own.domains()] == [vm["id"]]
-    assert len(list_links(own.prefix)) == 4
+    assert len(list_links(own.prefix)) == 6
 
 
 def test_a_fresh_data_directory_starts_from_a_backup_of_the_running_platform(

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from meshvisor.core import stamps
+from meshvisor.core.errors import InvalidInput
 from meshvisor.core.types import BootSpec, InstanceState
 from meshvisor.hypervisor.domain_xml import DomainConfig, build_domain_xml, read_metadata
+from meshvisor.network import NetworkSpec
 from meshvisor.platform.instances.stamp import INSTANCE_FIELDS, read_stamp
-from meshvisor.platform.recovery.plan import Inventory, Known, VolumeFile, Workload, plan_recovery
+from meshvisor.platform.networks.stamp import network_stamp, read_network_stamp
+from meshvisor.platform.recovery.plan import Bridge, Inventory, Known, VolumeFile, Workload, plan_recovery
+from meshvisor.platform.state.models import Network
 
 NET = {"id": "n" * 32, "project": "default", "host": "local", "name": "front", "cidr": "10.213.60.0/24",
        "gateway": "10.213.60.1", "vni": 4100, "mtu": 1450}  # fmt: skip
@@ -32,13 +38,17 @@ def workload(instance_id: str, text: str) -> Workload:
     return Workload(instance_id, "container", f"mv-ct-{instance_id[:8]}", InstanceState.RUNNING, read_stamp(text))
 
 
+def bridge(network_id: str) -> str:
+    return f"mv-br-{network_id[:9]}"
+
+
 FILE = VolumeFile("default", VOL["id"], 16, "raw", "ext4")
 DB = Known(pools=frozenset({"default"}), images=frozenset({("default", "busybox")}))
 
 
 def test_an_empty_database_gets_every_record_a_stamp_holds() -> None:
-    host = Inventory((workload("1" * 32, stamp("1" * 32, "web")),), (FILE,), ("mv-br-nnnnnnnnn",))
-    plan = plan_recovery(host, DB, lambda i: f"mv-br-{i[:9]}")
+    host = Inventory((workload("1" * 32, stamp("1" * 32, "web")),), (FILE,), (Bridge("mv-br-nnnnnnnnn", NET),))
+    plan = plan_recovery(host, DB, bridge)
     assert [(s.record["name"], st) for s, st in plan.instances] == [("web", InstanceState.RUNNING)]
     assert plan.networks == [NET] and [v["size_mb"] for v in plan.volumes] == [16]  # the size the file has now
     assert plan.unplaced == [] and plan.missing == [] and plan.notes == []
@@ -70,9 +80,22 @@ def test_what_cannot_be_placed_is_reported_and_adds_nothing() -> None:
 
 def test_unexplained_bridges_and_vanished_workloads_are_reported() -> None:
     db = Known(instances={"8" * 32: ("default", "old")}, instance_kinds={"8" * 32: "container"})
-    plan = plan_recovery(Inventory(bridges=("mv-br-zzzzzzzzz",)), db)
+    plan = plan_recovery(Inventory(bridges=(Bridge("mv-br-zzzzzzzzz"),)), db, bridge)
     assert plan.changes == 0
     assert "its cidr is unknown" in plan.unplaced[0] and "default/old" in plan.missing[0]
+
+
+def test_a_network_no_workload_is_on_comes_back_from_its_bridge_unless_it_clashes() -> None:
+    alone = Inventory(bridges=(Bridge("mv-br-nnnnnnnnn", NET),))
+    assert plan_recovery(alone, DB, bridge).networks == [NET]
+    clash = plan_recovery(alone, Known(networks={"m" * 32: ("default", "front")}), bridge)
+    assert clash.networks == [] and "belongs to network" in clash.unplaced[0]
+    elsewhere = Inventory(bridges=(Bridge("mv-br-zzzzzzzzz", NET),))  # a stamp that is not this bridge's
+    assert plan_recovery(elsewhere, DB, bridge).networks == []
+    assert read_network_stamp(network_stamp(Network(**NET))) == NET
+    assert network_stamp(Network(**{**NET, "name": "n" * 40, "project": "p" * 64, "host": "h" * 64})) == ""
+    with pytest.raises(InvalidInput, match="255 bytes"):
+        NetworkSpec("ab" * 16, 4100, NET["cidr"], NET["gateway"], "127.0.0.1", stamp="x" * 256)
 
 
 def test_a_newer_or_broken_stamp_is_not_guessed_at() -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshvisor.core import stamps
+from meshvisor.platform.networks.stamp import NETWORK_FIELDS, network_record
 from meshvisor.platform.state.models import (
     Instance,
     Network,
@@ -41,7 +42,6 @@ INSTANCE_FIELDS = (
     "max_memory_mb",
     "disk_mb",
 )
-NETWORK_FIELDS = ("id", "project", "host", "name", "cidr", "gateway", "vni", "mtu")
 VOLUME_FIELDS = ("id", "project", "host", "name", "size_mb", "format", "filesystem", "source")
 
 
@@ -59,7 +59,7 @@ def stamp_of(s: Session, instance: Instance) -> str:
             "ip": row.address,
             "mac": row.mac,
             "ifname": row.ifname,
-            "network": {name: getattr(net, name) for name in NETWORK_FIELDS},
+            "network": network_record(net),
         }
         for row, net in addresses
     ]

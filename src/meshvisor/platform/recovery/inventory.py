@@ -12,6 +12,7 @@ from meshvisor import network
 from meshvisor.core.errors import MeshvisorError
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.instances.stamp import read_stamp
+from meshvisor.platform.networks.stamp import read_network_stamp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.models import (
     Image,
@@ -23,7 +24,7 @@ from meshvisor.platform.state.models import (
     VolumeAttachment,
 )
 
-from .plan import Inventory, Known, VolumeFile, Workload
+from .plan import Bridge, Inventory, Known, VolumeFile, Workload
 
 
 def observe_host(rt: Runtime, s: Session) -> tuple[Inventory, list[str]]:
@@ -50,7 +51,7 @@ def observe_host(rt: Runtime, s: Session) -> tuple[Inventory, list[str]]:
             continue
         files += [VolumeFile(pool.name, v.volume_id, v.size_mb, v.format, v.filesystem) for v in found]
     bridges = [
-        link.name
+        Bridge(link.name, read_network_stamp(link.alias))
         for link in network.list_links(settings.host_prefix, settings.host_netns)
         if link.kind == "bridge"
     ]

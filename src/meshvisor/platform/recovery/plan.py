@@ -40,13 +40,20 @@ class VolumeFile:
 
 
 @dataclass(frozen=True)
+class Bridge:
+    """A bridge of ours, with the network record its stamp holds (None: no readable stamp)."""
+
+    name: str
+    network: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Inventory:
-    """What this host shows: workloads by kind, volume files by pool, bridges by name (each network's bridge
-    name is `bridge_names[network id]` once its id is known)."""
+    """What this host shows: workloads by kind, volume files by pool, bridges."""
 
     workloads: tuple[Workload, ...] = ()
     volume_files: tuple[VolumeFile, ...] = ()
-    bridges: tuple[str, ...] = ()
+    bridges: tuple[Bridge, ...] = ()
     kinds: tuple[str, ...] = ("container", "vm")  # the kinds whose driver answered
 
 
@@ -97,7 +104,7 @@ def plan_recovery(
         if reason is not None:
             plan.unplaced.append(f"{workload.kind} {workload.host_object} ({workload.id}): {reason}")
     _volume_files(host.volume_files, taken, plan)
-    _bridges(host.bridges, {bridge_name(i) for i in taken.networks}, plan)
+    _bridges(host.bridges, taken, bridge_name, plan)
     seen = {w.id for w in host.workloads}
     for instance_id, kind in sorted(db.instance_kinds.items()):
         if kind in host.kinds and instance_id not in seen:
@@ -156,15 +163,30 @@ def _network_reason(attached: StampedNetwork, taken: _Taken, new: list[dict[str,
     if attached.attachment in taken.attachments:
         return f"its network attachment {attached.attachment} belongs to another record"
     if net["id"] not in taken.networks and not any(n["id"] == net["id"] for n in new):
-        key = (str(net["project"]), str(net["name"]))
-        if key in taken.network_names:
-            return f"the network name {key[0]}/{key[1]} belongs to network {taken.network_names[key]} now"
-        if net["vni"] in taken.vnis:
-            return f"the vni {net['vni']} of network {net['name']!r} belongs to another network now"
+        clash = _network_clash(net, taken)
+        if clash is not None:
+            return clash
         new.append(net)
     if (net["id"], attached.ip) in taken.addresses:
         return f"its address {attached.ip} on network {net['name']!r} is held by another record now"
     return None
+
+
+def _network_clash(net: dict[str, Any], taken: _Taken) -> str | None:
+    """Why a network that is not recorded yet cannot be: its name or vni is another network's now."""
+    key = (str(net["project"]), str(net["name"]))
+    if key in taken.network_names:
+        return f"the network name {key[0]}/{key[1]} belongs to network {taken.network_names[key]} now"
+    if net["vni"] in taken.vnis:
+        return f"the vni {net['vni']} of network {net['name']!r} belongs to another network now"
+    return None
+
+
+def _add_network(net: dict[str, Any], taken: _Taken, plan: RecoveryPlan) -> None:
+    taken.networks.add(net["id"])
+    taken.vnis.add(net["vni"])
+    taken.network_names[(str(net["project"]), str(net["name"]))] = net["id"]
+    plan.networks.append(net)
 
 
 def _volume_reason(
@@ -202,10 +224,7 @@ def _commit(
     record = stamp.record
     taken.instance_names[(str(record["project"]), str(record["name"]))] = stamp.id
     for net in networks:
-        taken.networks.add(net["id"])
-        taken.vnis.add(net["vni"])
-        taken.network_names[(str(net["project"]), str(net["name"]))] = net["id"]
-        plan.networks.append(net)
+        _add_network(net, taken, plan)
     for vol in volumes:
         taken.volumes.add(vol["id"])
         taken.volume_names[(str(vol["project"]), str(vol["name"]))] = vol["id"]
@@ -248,10 +267,25 @@ def _volume_files(files: Iterable[VolumeFile], taken: _Taken, plan: RecoveryPlan
         )
 
 
-def _bridges(bridges: Iterable[str], explained: set[str], plan: RecoveryPlan) -> None:
-    for name in sorted(bridges):
-        if name not in explained:
-            plan.unplaced.append(f"bridge {name}: no record stamp describes its network (its cidr is unknown)")
+def _bridges(
+    bridges: Iterable[Bridge], taken: _Taken, bridge_name: Callable[[str], str], plan: RecoveryPlan
+) -> None:
+    """A bridge whose network no record or workload explains: its own stamp's network is added, or reported."""
+    explained = {bridge_name(i) for i in taken.networks}
+    for bridge in sorted(bridges, key=lambda b: b.name):
+        net = bridge.network
+        if bridge.name in explained:
+            continue
+        if net is None or bridge_name(str(net["id"])) != bridge.name:
+            plan.unplaced.append(
+                f"bridge {bridge.name}: no record stamp describes its network (its cidr is unknown)"
+            )
+            continue
+        clash = _network_clash(net, taken)
+        if clash is not None:
+            plan.unplaced.append(f"bridge {bridge.name}: {clash}")
+        else:
+            _add_network(net, taken, plan)
 
 
-__all__ = ["Inventory", "Known", "RecoveryPlan", "VolumeFile", "Workload", "plan_recovery"]
+__all__ = ["Bridge", "Inventory", "Known", "RecoveryPlan", "VolumeFile", "Workload", "plan_recovery"]

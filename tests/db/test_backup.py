@@ -8,10 +8,11 @@ import json
 import tarfile
 from pathlib import Path
 
+import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
-from meshvisor.core.errors import InvalidInput
+from meshvisor.core.errors import InvalidInput, PermanentError
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.recovery.backup import create_backup, restore_backup
@@ -20,7 +21,9 @@ from meshvisor.platform.settings import Settings
 from meshvisor.platform.stacks.plans import secret_key
 from meshvisor.platform.state import tokens
 from meshvisor.platform.state.db import migrate, transaction
-from meshvisor.platform.state.models import Network
+from meshvisor.platform.state.models import ApiToken, Network
+
+from .conftest import POSTGRES_ADMIN
 
 
 def platform_state(data: Path) -> tuple[Settings, str]:
@@ -114,9 +117,12 @@ def test_bad_archives_and_targets_change_nothing(tmp_path: Path) -> None:
         create_backup(settings, archive)
     with pytest.raises(InvalidInput, match="not a writable directory"):
         create_backup(settings, tmp_path / "no" / "such" / "dir.tar.gz")
-    postgres = Settings(data_dir=tmp_path / "pg", database_url="postgresql+psycopg://x@127.0.0.1/none")
-    with pytest.raises(InvalidInput, match="pg_dump"):
-        create_backup(postgres, tmp_path / "pg.tar.gz")
+    other = Settings(data_dir=tmp_path / "my", database_url="mysql://x@127.0.0.1/none")
+    with pytest.raises(InvalidInput, match="SQLite and PostgreSQL databases, not mysql"):
+        create_backup(other, tmp_path / "my.tar.gz")
+    unreachable = Settings(data_dir=tmp_path / "pg", database_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(PermanentError, match="cannot read the database: .*refused"):
+        create_backup(unreachable, tmp_path / "pg.tar.gz")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "b.tar.gz",
         "escape.tar.gz",
@@ -140,3 +146,46 @@ def _write(path: Path, members: dict[str, bytes]) -> Path:
             info.size = len(body)
             tar.addfile(info, io.BytesIO(body))
     return path
+
+
+def test_a_postgresql_platform_is_dumped_and_restored_into_an_empty_database(
+    postgres_url: str, tmp_path: Path, test_prefix: str
+) -> None:
+    migrate(postgres_url)
+    old = Settings(data_dir=tmp_path / "old", database_url=postgres_url, host_prefix="tbk")
+    token = tokens.admin_token(old)
+    rt = Runtime(old)
+    target_name = f"meshvisor_{test_prefix}_restore"
+    admin = POSTGRES_ADMIN
+    try:
+        with transaction(rt.sessions) as s:
+            tokens.seed_admin(s, token)
+            networks.request_create(s, "pgback", "10.213.51.0/24", None)
+        archive = tmp_path / "pg.tar.gz"
+        with rt.sessions() as s:  # a session open meanwhile: pg_dump takes its own snapshot
+            s.execute(select(Network)).all()
+            manifest = create_backup(old, archive)
+        assert manifest.database == "postgresql" and "meshvisor.pgdump" in manifest.files
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{target_name}"')
+            conn.execute(f'CREATE DATABASE "{target_name}"')
+        target_url = postgres_url.rsplit("/", 1)[0] + f"/{target_name}"
+        fresh = Settings(data_dir=tmp_path / "new", database_url=target_url, host_prefix="tbk")
+        with pytest.raises(InvalidInput, match="holds a postgresql database"):
+            restore_backup(Settings(data_dir=tmp_path / "lite", host_prefix="tbk"), archive)
+        restore_backup(fresh, archive)
+        restored = Runtime(fresh)
+        with restored.sessions() as s:
+            assert networks.get(s, "pgback").cidr == "10.213.51.0/24"
+            assert tokens.find(s, token) is not None
+        restored.close()
+        with pytest.raises(InvalidInput, match="has tables"):
+            restore_backup(Settings(data_dir=tmp_path / "other", database_url=target_url), archive)
+        assert not (tmp_path / "other").exists()
+    finally:
+        with transaction(rt.sessions) as s:
+            s.execute(delete(Network).where(Network.name == "pgback"))
+            s.execute(delete(ApiToken).where(ApiToken.token_hash == tokens.hash_token(token)))
+        rt.close()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{target_name}" WITH (FORCE)')

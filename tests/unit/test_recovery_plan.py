@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -52,6 +53,9 @@ def test_an_empty_database_gets_every_record_a_stamp_holds() -> None:
     assert [(s.record["name"], st) for s, st in plan.instances] == [("web", InstanceState.RUNNING)]
     assert plan.networks == [NET] and [v["size_mb"] for v in plan.volumes] == [16]  # the size the file has now
     assert plan.unplaced == [] and plan.missing == [] and plan.notes == []
+    resized = replace(host.workloads[0], cpus=0.5, memory_mb=128)  # resized live since it was stamped
+    (recorded, _), *_ = plan_recovery(replace(host, workloads=(resized,)), DB, bridge).instances
+    assert (recorded.record["cpus"], recorded.record["memory_mb"]) == (0.5, 128)
 
 
 def test_two_workloads_on_one_network_add_it_once_and_the_second_address_clash_is_reported() -> None:

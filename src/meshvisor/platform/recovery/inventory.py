@@ -41,7 +41,10 @@ def observe_host(rt: Runtime, s: Session) -> tuple[Inventory, list[str]]:
             problems.append(f"{kind.value}s not looked at: {exc.message}")
             continue
         answered.append(kind.value)
-        workloads += [Workload(o.id, kind.value, o.host_name, o.state, read_stamp(o.stamp)) for o in observed]
+        workloads += [
+            Workload(o.id, kind.value, o.host_name, o.state, read_stamp(o.stamp), o.cpus, o.memory_mb)
+            for o in observed
+        ]
     files: list[VolumeFile] = []
     for pool in s.scalars(select(StoragePool).where(StoragePool.host == settings.host_name)):
         try:

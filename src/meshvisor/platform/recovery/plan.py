@@ -9,7 +9,7 @@ missing. Nothing is ever deleted, and running the plan a second time finds nothi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshvisor.core.names import SHORT_ID_LEN
@@ -21,13 +21,16 @@ RECOVERED_VOLUME = "recovered-"  # the name of a volume file no stamp names: `re
 
 @dataclass(frozen=True)
 class Workload:
-    """A container or domain of ours on this host: its host object's name, state and stamp (None: unreadable)."""
+    """A container or domain of ours on this host: its host object's name, state, stamp (None: unreadable) and
+    the sizes the host gives it now (a live resize since the stamp was taken)."""
 
     id: str
     kind: str
     host_object: str
     state: InstanceState
     stamp: StampedInstance | None
+    cpus: float | None = None
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,7 +152,9 @@ def _place(
         reason = _volume_reason(attached_volume, files, db, taken, new_volumes)
         if reason is not None:
             return reason
-    _commit(stamp, workload.state, new_networks, new_volumes, taken, plan)
+    sizes = {"cpus": workload.cpus, "memory_mb": workload.memory_mb}
+    record = {**record, **{k: v for k, v in sizes.items() if v is not None}}
+    _commit(replace(stamp, record=record), workload.state, new_networks, new_volumes, taken, plan)
     if (key[0], str(record["image"])) not in db.images:
         plan.notes.append(
             f"instance {key[0]}/{key[1]}: image {record['image']!r} is not in the database; import or build it "

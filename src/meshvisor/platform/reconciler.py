@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from meshvisor.core.compute import ComputeDriver
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
-from meshvisor.core.types import InstanceKind, InstanceState, OperationStatus
+from meshvisor.core.types import InstanceKind, InstanceState, Observed, OperationStatus
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
@@ -203,15 +204,9 @@ def reconcile(rt: Runtime) -> dict[str, int]:
                         reason=seen.reason,
                     )
                 changed += instance.state != before
-        unexplained = set(observed) - all_ids  # a driver may be shared by simulated hosts
-        never_seen = _never_seen(rt, unexplained)
-        strangers += [observed[i].host_name for i in sorted(never_seen)]
-        for instance_id in unexplained - never_seen:
-            try:
-                driver.delete(instance_id)
-                orphans += 1
-            except NotFound:
-                pass
+        removed, kept = _remove_orphans(rt, driver, observed, all_ids)
+        orphans += removed
+        strangers += kept
     if strangers:
         log.warning(
             "reconcile: %s on the host never recorded in this database (a lost or older database?): kept, and "
@@ -237,6 +232,23 @@ def reconcile(rt: Runtime) -> dict[str, int]:
         "sidecars": sidecars,
         "strangers_kept": len(strangers),
     }
+
+
+def _remove_orphans(
+    rt: Runtime, driver: ComputeDriver, observed: Mapping[str, Observed], all_ids: set[str]
+) -> tuple[int, list[str]]:
+    """Delete the workloads no row explains (a driver may be shared by simulated hosts: any row will do) that an
+    operation of this database named; how many went, and the names of those it never heard of (kept)."""
+    unexplained = set(observed) - all_ids
+    never_seen = _never_seen(rt, unexplained)
+    removed = 0
+    for instance_id in unexplained - never_seen:
+        try:
+            driver.delete(instance_id)
+            removed += 1
+        except NotFound:
+            pass
+    return removed, [observed[i].host_name for i in sorted(never_seen)]
 
 
 def _never_seen(rt: Runtime, instance_ids: set[str]) -> set[str]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from meshvisor.containers import DockerDriver, DockerImages, FakeCompute, busybox_rootfs_tar
+from meshvisor.core import stamps
 from meshvisor.core.compute import ComputeDriver
 from meshvisor.core.errors import IllegalState, InvalidInput, NotFound
 from meshvisor.core.names import new_id
@@ -129,6 +130,18 @@ def test_create_is_stopped_and_idempotent(harness: DriverHarness) -> None:
     short = "vm" if harness.kind == "vm" else "ct"
     assert first.host_name == f"{harness.driver.prefix}-{short}-{spec.id[:8]}"  # type: ignore[attr-defined]
     assert [o.id for o in harness.driver.observe()].count(spec.id) == 1
+
+
+def test_a_new_driver_reads_back_the_record_stamp(harness: DriverHarness) -> None:
+    """What `meshvisor recover` rebuilds records from: the stamp written at create, read back by `observe`."""
+    spec = harness.spec()
+    stamp = stamps.encode({"id": spec.id, "name": "conf", "env": {"A": "x y"}, "networks": [{"ip": "10.213.0.9"}]})
+    harness.driver.create(replace(spec, stamp=stamp))
+    found = {o.id: o for o in harness.open().observe()}
+    assert found[spec.id].stamp == stamp and stamps.decode(found[spec.id].stamp) == stamps.decode(stamp)
+    plain = harness.spec()
+    harness.driver.create(plain)
+    assert {o.id: o for o in harness.driver.observe()}[plain.id].stamp == ""
 
 
 def test_full_lifecycle(harness: DriverHarness) -> None:

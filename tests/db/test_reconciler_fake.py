@@ -12,6 +12,7 @@ from meshvisor.platform.instances.shape import InstanceChange, InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events, operations
 from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Operation
 
 from .conftest import add_ready_image
 
@@ -124,7 +125,25 @@ def test_periodic_reconcile_sees_drift(runtime: Runtime) -> None:
     from meshvisor.core.names import new_id
     from meshvisor.core.types import ComputeSpec
 
+    stranger = ComputeSpec(id=new_id(), name="stranger", image_ref="x", command=tuple(SERVE))
+    driver.create(stranger)  # never named by an operation here: made under a lost (or newer) database
+    passed = reconciler.reconcile(runtime)
+    assert passed["orphans_removed"] == 0 and passed["strangers_kept"] == 1
+    assert driver.inspect(stranger.id) is not None
+    driver.delete(stranger.id)
+
     orphan = ComputeSpec(id=new_id(), name="orphan", image_ref="x", command=tuple(SERVE))
+    with transaction(runtime.sessions) as s:  # what a crash leaves: the create's operation, no instance row
+        s.add(
+            Operation(
+                id=new_id(),
+                resource_type="instance",
+                resource_id=orphan.id,
+                resource_name="orphan",
+                action="create",
+                status="failed",
+            )
+        )
     driver.create(orphan)
     assert reconciler.reconcile(runtime)["orphans_removed"] == 1
     deadline = time.monotonic() + 60

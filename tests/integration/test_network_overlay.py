@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import docker
@@ -29,6 +29,7 @@ from pyroute2 import IPRoute
 
 from meshvisor.containers import DockerImages, busybox_rootfs_tar
 from meshvisor.containers.docker_client import API_VERSION
+from meshvisor.core import stamps
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.network import (
@@ -367,3 +368,22 @@ def test_a_network_made_by_several_threads_at_once_is_made_once(overlay: Overlay
         delete_network(overlay.prefix, fresh.network_id, netns=overlay.host_a)
     with IPRoute(netns=overlay.host_a, flags=0) as ipr:
         assert not ipr.link_lookup(ifname=bridge_name(overlay.prefix, fresh.network_id))
+
+
+def test_a_bridge_keeps_its_networks_stamp_as_its_alias(overlay: Overlay) -> None:
+    """What `meshvisor recover` finds a network by when no workload is on it; too long a stamp is refused."""
+    px, n1 = overlay.prefix, overlay.net1
+    record = {"id": n1.network_id, "name": "front", "project": "default", "cidr": CIDR, "vni": n1.vni}
+    stamped = replace(n1, stamp=stamps.encode(record))
+    ensure_network(px, stamped, netns=overlay.host_a)
+    bridge = bridge_name(px, n1.network_id)
+    aliases = {link.name: link.alias for link in list_links(px, overlay.host_a)}
+    assert stamps.decode(aliases[bridge]) == record
+    before = list_links(px, overlay.host_a)  # (its carrier may still be settling: `up` is not compared)
+    ensure_network(px, stamped, netns=overlay.host_a)  # the same stamp again: no change
+    ensure_network(px, n1, netns=overlay.host_a)  # a spec without a stamp leaves the alias alone
+    after = list_links(px, overlay.host_a)
+    assert [replace(link, up=True) for link in after] == [replace(link, up=True) for link in before]
+    assert {link.name: link.alias for link in after}[bridge] == aliases[bridge]
+    with pytest.raises(InvalidInput, match="255 bytes"):
+        replace(n1, stamp="x" * 256)

@@ -382,5 +382,72 @@ def images_import(
     )
 
 
+@app.command()
+def recover(
+    yes: Annotated[
+        bool, typer.Option("--yes", help="write the records (without it: only show what it would do)")
+    ] = False,
+) -> None:
+    """Rebuild the records of the instances, networks and volumes on this host from the stamps on them (after
+    the database was lost, or restored from an older backup). Shows what it would add and what it cannot place;
+    writes only with --yes; never deletes anything. Run it while the worker is stopped."""
+    from meshvisor.platform.recovery.apply import recover as run_recovery
+    from meshvisor.platform.runtime import Runtime
+    from meshvisor.platform.state.db import migrate
+
+    from .recovery import show_recovery
+
+    settings = get_settings()
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    migrate(settings.db_url)
+    runtime = Runtime(settings)
+    try:
+        plan, problems = run_recovery(runtime, write=yes)
+    finally:
+        runtime.close()
+    show_recovery(console, plan, problems, written=yes)
+    if plan.changes and not yes:
+        console.print("run again with --yes to write these records")
+
+
+@app.command()
+def backup(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="the archive to write (.tar.gz)")] = None,
+) -> None:
+    """Write one archive with a consistent copy of the database, the mesh CA, the admin token and the stack
+    key: `meshvisor restore` starts a fresh machine from it."""
+    from meshvisor.core.errors import MeshvisorError
+    from meshvisor.platform.recovery.backup import create_backup
+
+    settings = get_settings()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = output or Path(f"meshvisor-backup-{stamp}.tar.gz")
+    try:
+        manifest = create_backup(settings, target.absolute())
+    except MeshvisorError as exc:
+        _fail(exc.message)
+    console.print(f"wrote {target} (schema {manifest.schema_revision}, {len(manifest.files)} files)")
+
+
+@app.command()
+def restore(
+    archive: Annotated[Path, typer.Argument(help="an archive `meshvisor backup` wrote")],
+    force: Annotated[
+        bool, typer.Option("--force", help="restore into a data directory that is not empty")
+    ] = False,
+) -> None:
+    """Put a backup into this data directory (MESHVISOR_DATA_DIR), which must be new or empty unless --force;
+    then `meshvisor serve`/`up` starts with its records, tokens, CA and stack key."""
+    from meshvisor.core.errors import MeshvisorError
+    from meshvisor.platform.recovery.backup import restore_backup
+
+    settings = get_settings()
+    try:
+        manifest = restore_backup(settings, archive, force=force)
+    except MeshvisorError as exc:
+        _fail(exc.message)
+    console.print(f"restored {archive} (made {manifest.created_at}) into {settings.data_path}")
+
+
 def main() -> None:
     app()

@@ -7,6 +7,7 @@ from typing import Any
 from docker.models.containers import Container
 from docker.types import Mount
 
+from meshvisor.core import stamps
 from meshvisor.core.errors import IllegalState, NotFound
 from meshvisor.core.names import host_object_name
 from meshvisor.core.terminal import FdTerminal, Terminal
@@ -103,6 +104,7 @@ class DockerDriver:
             exit_code=state.get("ExitCode") if status in ("exited", "dead") else None,
             cpus=round(quota / period, 3) if quota > 0 else None,
             memory_mb=memory // (1024 * 1024) if memory else None,
+            stamp=container.labels.get(stamps.LABEL, ""),
         )
 
     # -- the verbs ----------------------------------------------------------------------------------------------
@@ -139,6 +141,7 @@ class DockerDriver:
                     LABEL_PREFIX: self.prefix,
                     LABEL_NAME: spec.name,
                     LABEL_ROLE: ROLE_INSTANCE,
+                    **({stamps.LABEL: spec.stamp} if spec.stamp else {}),
                 },
                 environment=dict(spec.env),
                 network_mode="none",

@@ -105,6 +105,7 @@ class FakeCompute:
             exit_code=exit_code,
             cpus=record["cpus"],
             memory_mb=record["memory_mb"],
+            stamp=spec.get("stamp", ""),
         )
 
     # -- the verbs ----------------------------------------------------------------------------------------------

@@ -133,6 +133,8 @@ class ComputeSpec:
     nics: tuple[NicSpec, ...] = ()
     max_cpus: int | None = None
     max_memory_mb: int | None = None
+    # The record stamp (`core.stamps`) the driver writes on the host object, so the record can be rebuilt.
+    stamp: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ class Observed:
     cpus: float | None = None
     memory_mb: int | None = None
     reason: str | None = None  # why it is in this state, where the host says (a guest that shut itself down)
+    stamp: str = ""  # the record stamp found on the host object (`core.stamps`), "" when it carries none
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from meshvisor.core import stamps
 from meshvisor.core.types import BootSpec, DiskSpec, NicSpec
 
 NS = "https://meshvisor.dev/xmlns/instance/1"
@@ -42,6 +43,7 @@ class DomainConfig:
     disks: tuple[DiskSpec, ...] = ()
     nics: tuple[NicSpec, ...] = ()
     machine: str = "pc"
+    stamp: str = ""  # the record stamp (`core.stamps`), kept in our metadata
 
 
 def domain_uuid(instance_id: str) -> str:
@@ -79,6 +81,8 @@ def _add_identity(domain: ET.Element, cfg: DomainConfig) -> None:
     ET.SubElement(instance, f"{{{NS}}}id").text = cfg.instance_id
     ET.SubElement(instance, f"{{{NS}}}name").text = cfg.instance_name
     ET.SubElement(instance, f"{{{NS}}}prefix").text = cfg.prefix
+    if cfg.stamp:
+        ET.SubElement(instance, f"{{{NS}}}{stamps.ELEMENT}").text = cfg.stamp
 
 
 def _add_resources(domain: ET.Element, cfg: DomainConfig) -> None:
@@ -281,10 +285,11 @@ class DomainMetadata:
     instance_id: str
     instance_name: str
     prefix: str
+    stamp: str = ""
 
 
 def read_metadata(xml: str) -> DomainMetadata | None:
-    """Our id, name and prefix from a domain's XML, or None for a domain that is not ours."""
+    """Our id, name, prefix and record stamp from a domain's XML, or None for a domain that is not ours."""
     root = ET.fromstring(xml)
     instance = root.find(f"metadata/{{{NS}}}instance")
     if instance is None:
@@ -292,7 +297,9 @@ def read_metadata(xml: str) -> DomainMetadata | None:
     values = {child.tag.split("}", 1)[1]: (child.text or "") for child in instance}
     if not values.get("id"):
         return None
-    return DomainMetadata(values["id"], values.get("name", ""), values.get("prefix", ""))
+    return DomainMetadata(
+        values["id"], values.get("name", ""), values.get("prefix", ""), values.get(stamps.ELEMENT, "")
+    )
 
 
 def console_log_path(xml: str) -> str | None:

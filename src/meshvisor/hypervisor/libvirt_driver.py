@@ -36,7 +36,7 @@ from meshvisor.libvirt_conn import DEFAULT_URI, Connection, call, libvirt_errors
 from . import console, hotplug, snapshots
 from .connection import choose_domain_type
 from .domain_states import event_reason, event_state, state_of, state_reason
-from .domain_xml import DomainConfig, build_domain_xml, domain_uuid, read_metadata
+from .domain_xml import DomainConfig, DomainMetadata, build_domain_xml, domain_uuid, read_metadata
 from .hotplug import UNPLUG_WAIT_S
 
 CONSOLE_WAIT_S = 30.0  # how long a command through the console waits for a terminal on it to close
@@ -74,13 +74,18 @@ class LibvirtDriver:
     # -- finding our domains ------------------------------------------------------------------------------------
     def _ours(self, dom: libvirt.virDomain) -> str | None:
         """Our instance id for a domain of this prefix, else None."""
+        meta = self._metadata(dom)
+        return meta.instance_id if meta is not None else None
+
+    def _metadata(self, dom: libvirt.virDomain) -> DomainMetadata | None:
+        """Our metadata of a domain of this prefix, else None."""
         try:
             meta = read_metadata(dom.XMLDesc(0))
         except libvirt.libvirtError:
             return None
         if meta is None or meta.prefix != self.prefix:
             return None
-        return meta.instance_id
+        return meta
 
     def _find(self, instance_id: str) -> libvirt.virDomain | None:
         conn = self._connection()
@@ -99,7 +104,7 @@ class LibvirtDriver:
             raise NotFound(f"no domain for instance {instance_id}")
         return dom
 
-    def _observed(self, instance_id: str, dom: libvirt.virDomain) -> Observed:
+    def _observed(self, instance_id: str, dom: libvirt.virDomain, stamp: str = "") -> Observed:
         state, detail = call("domain state", lambda: dom.state())
         info = call("domain info", lambda: dom.info())  # [state, maxMem KiB, mem KiB, vcpus, cpuTime]
         active = dom.isActive()
@@ -111,6 +116,7 @@ class LibvirtDriver:
             cpus=float(vcpus),
             memory_mb=int(info[2]) // 1024,
             reason=state_reason(state, detail),
+            stamp=stamp,
         )
 
     # -- the verbs ----------------------------------------------------------------------------------------------
@@ -120,9 +126,9 @@ class LibvirtDriver:
         for dom in call("list domains", lambda: conn.listAllDomains(0)):
             if not dom.name().startswith(f"{self.prefix}-vm-"):
                 continue
-            instance_id = self._ours(dom)
-            if instance_id:
-                found.append(self._observed(instance_id, dom))
+            meta = self._metadata(dom)
+            if meta is not None:
+                found.append(self._observed(meta.instance_id, dom, meta.stamp))
         return found
 
     def inspect(self, instance_id: str) -> Observed | None:
@@ -145,6 +151,7 @@ class LibvirtDriver:
             boot=spec.boot,
             disks=spec.disks,
             nics=spec.nics,
+            stamp=spec.stamp,
         )
 
     def create(self, spec: ComputeSpec) -> Observed:

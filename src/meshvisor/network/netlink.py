@@ -138,6 +138,7 @@ class LinkInfo:
     kind: str | None
     master: int | None
     up: bool
+    alias: str | None = None  # a bridge's: its network's record stamp
 
 
 def list_links(prefix: str, netns: str | None = None) -> list[LinkInfo]:
@@ -153,6 +154,7 @@ def list_links(prefix: str, netns: str | None = None) -> list[LinkInfo]:
                 kind=link_kind(link),
                 master=link.get("master"),
                 up=is_up(link),
+                alias=link.get_attr("IFLA_IFALIAS"),
             )
             for link in ipr.link("dump")
             if (link.get("ifname") or "").startswith(start)

@@ -121,6 +121,8 @@ def _ensure_bridge(ipr: Any, name: str, spec: NetworkSpec) -> Msg:
         changes["mtu"] = spec.mtu
     if (link.get("address") or "").lower() != spec.gateway_mac:
         changes["address"] = spec.gateway_mac
+    if spec.stamp and link.get_attr("IFLA_IFALIAS") != spec.stamp:
+        changes["ifalias"] = spec.stamp
     if changes:
         with netlink_errors(f"configure bridge {name}"):
             ipr.link("set", index=link["index"], **changes)

@@ -18,6 +18,7 @@ DEFAULT_MTU = 1500 - VXLAN_OVERHEAD
 MIN_MTU = 576  # what every IPv4 host must accept; below it DHCP clients and VMs misbehave
 MAX_MTU = 9000 - VXLAN_OVERHEAD
 VNI_MAX = 2**24 - 1
+ALIAS_MAX = 255  # bytes of a link's alias (IFLA_IFALIAS): where a bridge keeps its network's record stamp
 MAC_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 
 
@@ -67,6 +68,7 @@ class NetworkSpec:
     remotes: tuple[str, ...] = field(default=())
     mtu: int = DEFAULT_MTU
     underlay: str | None = None
+    stamp: str = ""  # the network's record stamp, kept as the bridge's alias ("" leaves the alias alone)
 
     def __post_init__(self) -> None:
         validate_id(self.network_id, "network id")
@@ -91,6 +93,8 @@ class NetworkSpec:
         validate_mtu(self.mtu)
         if self.underlay is not None and not (isinstance(self.underlay, str) and 0 < len(self.underlay) <= 15):
             raise InvalidInput(f"invalid underlay device {self.underlay!r}")
+        if not isinstance(self.stamp, str) or len(self.stamp.encode()) > ALIAS_MAX:
+            raise InvalidInput(f"a network's stamp takes at most {ALIAS_MAX} bytes")
         object.__setattr__(self, "cidr", str(network))
         object.__setattr__(self, "gateway", str(gateway))
         object.__setattr__(self, "local_ip", str(local))

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from meshvisor.core.compute import ComputeDriver
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
-from meshvisor.core.types import InstanceKind, InstanceState, OperationStatus
+from meshvisor.core.types import InstanceKind, InstanceState, Observed, OperationStatus
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
@@ -163,11 +164,13 @@ def hosts_to_refilter(rt: Runtime, op_id: str) -> list[str]:
 def reconcile(rt: Runtime) -> dict[str, int]:
     """This host's pass: mark it seen, compare each of its idle instances with what its driver observes, bring
     its part of every network up to date, remove host objects of ours that no row explains, and record what
-    volumes take on disk."""
+    volumes take on disk. Workloads the database never heard of are kept, and while there are any no orphan link
+    or mount is removed either (see `_never_seen`)."""
     here = rt.settings.host_name
     with transaction(rt.sessions) as s:
         hosts.seen(s, here)
     changed = orphans = 0
+    strangers: list[str] = []
     kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
     for kind in kinds:
         here_now = (Instance.kind == kind.value, Instance.host == here)
@@ -201,23 +204,69 @@ def reconcile(rt: Runtime) -> dict[str, int]:
                         reason=seen.reason,
                     )
                 changed += instance.state != before
-        for instance_id in set(observed) - all_ids:  # a driver may be shared by simulated hosts
-            try:
-                driver.delete(instance_id)
-                orphans += 1
-            except NotFound:
-                pass
+        removed, kept = _remove_orphans(rt, driver, observed, all_ids)
+        orphans += removed
+        strangers += kept
+    if strangers:
+        log.warning(
+            "reconcile: %s on the host never recorded in this database (a lost or older database?): kept, and "
+            "no orphan link or mount is removed until `meshvisor recover` places them",
+            ", ".join(strangers),
+        )
     try:
         networks = sync_networks(rt)
-        orphans += remove_orphan_links(rt)
+        if not strangers:
+            orphans += remove_orphan_links(rt)
         sync_security(rt, force=True)
-        orphans += remove_stray_mounts(rt)
+        if not strangers:
+            orphans += remove_stray_mounts(rt)
         record_sizes(rt)
     except MeshvisorError as exc:
         networks = 0
         log.warning("reconcile: network links skipped: %s", exc.message)
     sidecars = reconcile_sidecars(rt)
-    return {"changed": changed, "orphans_removed": orphans, "networks": networks, "sidecars": sidecars}
+    return {
+        "changed": changed,
+        "orphans_removed": orphans,
+        "networks": networks,
+        "sidecars": sidecars,
+        "strangers_kept": len(strangers),
+    }
+
+
+def _remove_orphans(
+    rt: Runtime, driver: ComputeDriver, observed: Mapping[str, Observed], all_ids: set[str]
+) -> tuple[int, list[str]]:
+    """Delete the workloads no row explains (a driver may be shared by simulated hosts: any row will do) that an
+    operation of this database named; how many went, and the names of those it never heard of (kept)."""
+    unexplained = set(observed) - all_ids
+    never_seen = _never_seen(rt, unexplained)
+    removed = 0
+    for instance_id in unexplained - never_seen:
+        try:
+            driver.delete(instance_id)
+            removed += 1
+        except NotFound:
+            pass
+    return removed, [observed[i].host_name for i in sorted(never_seen)]
+
+
+def _never_seen(rt: Runtime, instance_ids: set[str]) -> set[str]:
+    """The ids among these that no operation of this database ever named. An orphan of a crash has one (every
+    instance is created by an operation written before its host object); an object the database never heard of
+    was made under a database that is lost, or newer than the backup this one was restored from: the periodic
+    pass must not delete it, `meshvisor recover` rebuilds its record."""
+    if not instance_ids:
+        return set()
+    with rt.sessions() as s:
+        known = set(
+            s.scalars(
+                select(Operation.resource_id).where(
+                    Operation.resource_type == ResourceType.INSTANCE, Operation.resource_id.in_(instance_ids)
+                )
+            )
+        )
+    return instance_ids - known
 
 
 def record_event(rt: Runtime, instance_id: str, state: InstanceState, reason: str) -> None:

@@ -26,6 +26,7 @@ from meshvisor.hypervisor import cloud_init
 from meshvisor.hypervisor.disks import create_disk, create_overlay
 from meshvisor.platform.images.steps import BOOT_FILE, DISK_FILE
 from meshvisor.platform.instances.attachments import attach_networks, detach_networks, nic_spec, serve_dhcp
+from meshvisor.platform.instances.stamp import stamp_of
 from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
 from meshvisor.platform.networks.requests import interface_order
 from meshvisor.platform.networks.security_steps import sync_security
@@ -80,6 +81,7 @@ def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
         if image is None or image.ref is None or image.state != "ready":
             raise PermanentError(f"image {instance.image!r} is not available")
         ref = image.ref
+        stamp = stamp_of(s, instance)
     spec = ComputeSpec(
         id=instance.id,
         name=instance.name,
@@ -89,6 +91,7 @@ def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
         command=tuple(instance.command),
         env=dict(instance.env),
         restart_policy=RestartPolicy(instance.restart_policy),
+        stamp=stamp,
     )
     if instance.kind == InstanceKind.VM.value:
         spec = vm_spec(rt, instance, spec)

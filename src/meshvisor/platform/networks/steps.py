@@ -16,6 +16,7 @@ from meshvisor import network
 from meshvisor.core.errors import MeshvisorError, PermanentError
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.networks.stamp import network_stamp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
@@ -34,6 +35,7 @@ def network_spec(rt: Runtime, session: Session, net: Network) -> network.Network
         local_ip=rt.settings.tunnel_ip,
         remotes=hosts.remote_endpoints(session, rt.settings.host_name),
         mtu=net.mtu,
+        stamp=network_stamp(net),
     )
 
 

@@ -101,18 +101,27 @@ def check_references(raw: Mapping[str, tuple[str, Any]], external: External, lin
 
 
 def check_resources(resources: Mapping[str, Resource], lines: Lines) -> list[SpecError]:
-    """Rules between valid resources: addresses inside their network, raw volumes for containers, one writer per
-    volume, no overlapping networks, one service per ingress port, policies the mesh accepts."""
+    """Rules between valid resources: addresses inside their network and asked for once, raw volumes for
+    containers, one writer per volume, no overlapping networks, one service per ingress port, policies the mesh
+    accepts."""
     errors: list[SpecError] = []
     nets = {split_address(a)[1]: r for a, r in resources.items() if isinstance(r, Network)}
     vols = {split_address(a)[1]: r for a, r in resources.items() if isinstance(r, Volume)}
     users: dict[str, list[tuple[str, bool]]] = {}
     ports: dict[int, str] = {}
+    fixed: dict[tuple[str, str], str] = {}  # (network, ip) -> the instance that asks for it
     for addr, res in sorted(resources.items()):
         kind, name = split_address(addr)
         base: Path = (SECTION_OF[kind], name)
         if isinstance(res, Instance):
             for i, net in enumerate(res.networks):
+                if net.ip is not None and (net.network, net.ip) in fixed:
+                    path = (*base, "networks", i, "ip")
+                    other = fixed[(net.network, net.ip)]
+                    message = f"ip {net.ip} on {net.network!r} is also asked for by instance {other!r}"
+                    errors.append(SpecError(path, message, line_of(path, lines)))
+                if net.ip is not None:
+                    fixed.setdefault((net.network, net.ip), name)
                 if net.ip is not None and net.network in nets:
                     cidr = ipaddress.IPv4Network(nets[net.network].cidr)
                     ip = ipaddress.IPv4Address(net.ip)

@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -25,6 +26,7 @@ from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.stacks import spec as stack_spec
 from meshvisor.platform.state.models import Instance, Network, SecurityGroup, Service, Stack, StackPlan, Volume
 from meshvisor.platform.state.paging import find_named, get_named, page_by_name
 from meshvisor.platform.volumes import requests as volumes
@@ -203,7 +205,36 @@ def plan_for(
     state = state_of(row)
     addresses = sorted(set(spec.resources) | set(state.resources))
     observed = observe(session, addresses, row.project)
-    return stacks.plan(spec, state, observed, key=secret_key(settings), adopt=adopt)
+    planned = stacks.plan(spec, state, observed, key=secret_key(settings), adopt=adopt)
+    refused = host_limits(session, planned, spec, row.project)
+    return replace(planned, errors=planned.errors + tuple(refused)) if refused else planned
+
+
+def host_limits(session: Session, planned: stacks.Plan, spec: stacks.Stack, project: str) -> list[str]:
+    """What the pure plan cannot know: a change that would fail on this platform now is refused at plan time (a
+    volume that cannot grow while mounted here, a fixed address another instance holds)."""
+    out = []
+    replaced = {c.address for c in planned.changes if c.replaces}
+    for change in planned.changes:
+        if change.kind == "volume" and change.action == "update" and "size_mb" in change.because("live"):
+            why = volumes.grow_refusal(session, change.name, project)
+            if why is not None:
+                out.append(f"{change.address}: size_mb: {why}")
+        res = spec.resources.get(change.address)
+        if not isinstance(res, stack_spec.Instance) or change.action == "delete":
+            continue
+        mine = find_named(session, Instance, change.name, project)
+        for net in res.networks:
+            if net.ip is None or f"network.{net.network}" in replaced:
+                continue
+            holder = networks.address_holder(session, net.network, net.ip, project)
+            if holder is not None and (mine is None or holder != mine.id):
+                who = session.get(Instance, holder)
+                out.append(
+                    f"{change.address}: ip {net.ip} on network {net.network!r} is held by instance"
+                    f" {who.name if who else holder!r} now: free it first (apply that), or choose another address"
+                )
+    return out
 
 
 def plan_to_dict(saved: StackPlan, planned: stacks.Plan) -> dict[str, Any]:

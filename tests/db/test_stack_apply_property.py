@@ -165,7 +165,7 @@ def _drop(spec: Spec, kind: str, name: str, strip: bool) -> Spec:
 @st.composite
 def edits(draw: st.DrawFn, spec: Spec) -> tuple[str, Spec]:
     """One random edit of `spec`: (what it is, the edited spec)."""
-    kinds = ["add", "remove", "network", "volume", "security_group", "service"]
+    kinds = ["add", "remove"] + [k for k in ("network", "volume", "security_group", "service") if spec[f"{k}s"]]
     kind = draw(st.sampled_from(kinds + ["instance"] * 2 if spec["instances"] else kinds))
     if kind == "instance":
         name = draw(st.sampled_from(sorted(spec["instances"])))

@@ -109,19 +109,11 @@ def check_resources(resources: Mapping[str, Resource], lines: Lines) -> list[Spe
     vols = {split_address(a)[1]: r for a, r in resources.items() if isinstance(r, Volume)}
     users: dict[str, list[tuple[str, bool]]] = {}
     ports: dict[int, str] = {}
-    fixed: dict[tuple[str, str], str] = {}  # (network, ip) -> the instance that asks for it
     for addr, res in sorted(resources.items()):
         kind, name = split_address(addr)
         base: Path = (SECTION_OF[kind], name)
         if isinstance(res, Instance):
             for i, net in enumerate(res.networks):
-                if net.ip is not None and (net.network, net.ip) in fixed:
-                    path = (*base, "networks", i, "ip")
-                    other = fixed[(net.network, net.ip)]
-                    message = f"ip {net.ip} on {net.network!r} is also asked for by instance {other!r}"
-                    errors.append(SpecError(path, message, line_of(path, lines)))
-                if net.ip is not None:
-                    fixed.setdefault((net.network, net.ip), name)
                 if net.ip is not None and net.network in nets:
                     cidr = ipaddress.IPv4Network(nets[net.network].cidr)
                     ip = ipaddress.IPv4Address(net.ip)
@@ -148,7 +140,26 @@ def check_resources(resources: Mapping[str, Resource], lines: Lines) -> list[Spe
             names = ", ".join(sorted(n for n, _ in attached))
             message = f"attached to {names}: a volume attached read-write is on one instance at a time"
             errors.append(SpecError(path, message, line_of(path, lines)))
-    return errors + _overlaps(nets, lines)
+    return errors + _overlaps(nets, lines) + _fixed_twice(resources, lines)
+
+
+def _fixed_twice(resources: Mapping[str, Resource], lines: Lines) -> list[SpecError]:
+    """A fixed address is asked for by one instance only (the platform gives an address to one holder)."""
+    errors: list[SpecError] = []
+    fixed: dict[tuple[str, str], str] = {}  # (network, ip) -> the instance that asks for it first
+    for addr, res in sorted(resources.items()):
+        if not isinstance(res, Instance):
+            continue
+        name = split_address(addr)[1]
+        for i, net in enumerate(res.networks):
+            if net.ip is None:
+                continue
+            other = fixed.setdefault((net.network, net.ip), name)
+            if other != name:
+                path: Path = (SECTION_OF["instance"], name, "networks", i, "ip")
+                message = f"ip {net.ip} on {net.network!r} is also asked for by instance {other!r}"
+                errors.append(SpecError(path, message, line_of(path, lines)))
+    return errors
 
 
 def _overlaps(nets: Mapping[str, Network], lines: Lines) -> list[SpecError]:

@@ -560,3 +560,12 @@ def test_one_fixed_address_asked_for_twice_is_refused_in_the_file() -> None:
         StackSpecError, match="box.networks.0.ip: ip 10.210.1.7 on 'front' is also asked for by instance 'app'"
     ):
         load(text)
+
+
+def test_a_replaced_volume_is_hot_unplugged_from_a_vm_first_and_plugged_in_again() -> None:
+    p = replan(spec(("volumes.disk.pool", "fast")))
+    [volume_change] = [c for c in p.changes if c.address == "volume.disk"]
+    assert [(r.address, r.how) for r in volume_change.releases] == [("instance.vm", "detach")]
+    [vm] = [c for c in p.changes if c.address == "instance.vm"]
+    assert vm.action == "update" and "volume.disk" in vm.after
+    assert "(volume.disk is replaced: re-attached)" in render(p).plain

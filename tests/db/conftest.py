@@ -70,9 +70,20 @@ def runtime(db_url: str, tmp_path: Path, test_prefix: str) -> Iterator[Runtime]:
     with transaction(rt.sessions) as s:
         hosts.register(s, settings)
     yield rt
+    clean_up(rt)
+
+
+def clean_up(rt: Runtime) -> None:
+    """What a test that failed half-way may leave: the fake driver's workloads and volumes' loop mounts."""
+    from meshvisor import storage
+
     driver = rt.compute(InstanceKind.CONTAINER)
     for observed in driver.observe():
         driver.delete(observed.id)
+    mounts = rt.settings.mounts_dir
+    if mounts.is_dir():
+        for point in mounts.iterdir():
+            storage.unmount(point, lazy=True)
     rt.close()
 
 
@@ -96,3 +107,30 @@ def add_ready_image(runtime: Runtime, name: str = "busybox") -> None:
                 version=1,
             )
         )
+
+
+@pytest.fixture
+def netns_runtime(db_url: str, tmp_path: Path, test_prefix: str) -> Iterator[Runtime]:
+    """`runtime`, with real networks: their bridges, VXLAN devices and nftables guard live in a network namespace
+    this fixture makes and removes (the host simulated there, as `host_netns` allows). The fake driver's workloads
+    have no namespace of their own, so attachments are addresses in the database and no veth."""
+    from meshvisor import network
+
+    netns = f"{test_prefix}-db-{tmp_path.name[-12:]}"
+    network.ensure_namespace(netns)
+    migrate(db_url)
+    settings = Settings(
+        database_url=db_url,
+        data_dir=tmp_path / "data",
+        host_prefix=test_prefix,
+        container_driver="fake",
+        host_netns=netns,
+    )
+    rt = Runtime(settings)
+    with transaction(rt.sessions) as s:
+        hosts.register(s, settings)
+    try:
+        yield rt
+    finally:
+        clean_up(rt)
+        network.delete_namespace(netns)

@@ -5,24 +5,40 @@ that stops only what waits for it, destroy, a no-op apply that calls no driver, 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
-from meshvisor.core.errors import Conflict, NotFound
+from meshvisor import storage
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.types import InstanceKind, OperationStatus
 from meshvisor.platform import reconciler
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.stacks import apply as stack_apply
 from meshvisor.platform.stacks import plans as stack_plans
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Instance, SecurityGroup, Service, Stack, StackPlan
+from meshvisor.platform.state.models import (
+    Instance,
+    Network,
+    NetworkAddress,
+    SecurityGroup,
+    Service,
+    Stack,
+    StackPlan,
+    StoragePool,
+    Volume,
+)
+from meshvisor.platform.volumes import pools
 
 from .conftest import add_ready_image
+from .test_networks_db import ready_network
 
 SERVE = '["sh", "-c", "trap \'exit 0\' TERM; while :; do sleep 1 & wait $!; done"]'
 
@@ -320,3 +336,129 @@ def test_a_plan_saved_in_format_1_is_shown_in_format_2_and_applies(runtime: Runt
         assert apply(runtime, replaced["id"])["status"] == "succeeded"
     assert order == ["create helper", f"delete {first_id}"]  # still the new one first
     assert plan(runtime, cbd_file("busybox2"))["exit_code"] == 0
+
+
+def network_file(cidr: str) -> str:
+    """A network and a container on it (the case of the issue: the network's cidr changes)."""
+    return f"""
+networks:
+  cn: {{cidr: "{cidr}"}}
+instances:
+  ci:
+    image: busybox
+    command: {SERVE}
+    networks: [{{network: cn}}]
+"""
+
+
+def test_a_replaced_network_detaches_its_instances_first_and_re_attaches_them(netns_runtime: Runtime) -> None:
+    """What the plan prints is what the apply does: detach instance.ci, replace network.cn, re-attach."""
+    rt = netns_runtime
+    add_ready_image(rt)
+    assert apply(rt, plan(rt, network_file("10.214.1.0/24"))["id"])["status"] == "succeeded"
+    with rt.sessions() as s:
+        old_id = s.query(Network).filter_by(name="cn").one().id
+        ci_id = s.query(Instance).filter_by(name="ci").one().id
+    replaced = plan(rt, network_file("10.214.2.0/24"))
+    assert [(c["address"], c["action"]) for c in replaced["changes"]] == [
+        ("network.cn", "delete-then-create"),
+        ("instance.ci", "update"),
+    ]
+    text = replaced["text"]
+    assert "-/+ network.cn  (replace: cidr)" in text, text
+    assert "(network.cn is replaced: re-attached)" in text, text
+    assert "first: detach instance.ci" in text, text
+    done = apply(rt, replaced["id"])
+    assert done["status"] == "succeeded", done["error"]
+    with rt.sessions() as s:
+        net = s.query(Network).filter_by(name="cn").one()
+        ci = s.query(Instance).filter_by(name="ci").one()
+        assert net.id != old_id and net.cidr == "10.214.2.0/24"
+        assert ci.id == ci_id and ci.state == "running"  # the same instance, re-attached
+        [held] = ci.networks
+        assert held["network"] == "cn" and ipaddress.IPv4Address(held["ip"]) in ipaddress.IPv4Network(net.cidr)
+        assert s.query(NetworkAddress).filter_by(network_id=old_id).count() == 0
+    assert plan(rt, network_file("10.214.2.0/24"))["exit_code"] == 0
+    assert apply(rt, plan(rt, destroy=True)["id"])["status"] == "succeeded"
+    with rt.sessions() as s:
+        assert s.query(Network).count() == 0 and s.query(Instance).count() == 0
+
+
+def volume_file(pool: str) -> str:
+    """A volume and a container that mounts it (a container's mounts are fixed when it is made)."""
+    return f"""
+volumes:
+  vd: {{size_mb: 8, pool: {pool}}}
+instances:
+  cv:
+    image: busybox
+    command: {SERVE}
+    volumes: [{{volume: vd, path: /data}}]
+"""
+
+
+def test_a_replaced_volume_deletes_the_containers_that_mount_it_first_and_makes_them_again(
+    runtime: Runtime,
+) -> None:
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        pools.ensure_default_pool(s, runtime.settings)
+        pools.create_pool(s, "fast", "dir", runtime.settings)
+    assert apply(runtime, plan(runtime, volume_file("default"))["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        old_volume = s.query(Volume).filter_by(name="vd").one().id
+        old_container = s.query(Instance).filter_by(name="cv").one().id
+    replaced = plan(runtime, volume_file("fast"))
+    assert [(c["address"], c["action"]) for c in replaced["changes"]] == [
+        ("volume.vd", "delete-then-create"),
+        ("instance.cv", "delete-then-create"),
+    ]
+    assert replaced["changes"][0]["releases"] == [{"address": "instance.cv", "how": "delete"}]
+    assert "first: delete instance.cv" in replaced["text"], replaced["text"]
+    assert "(volume.vd is replaced: re-made with it)" in replaced["text"], replaced["text"]
+    done = apply(runtime, replaced["id"])
+    assert done["status"] == "succeeded", done["error"]
+    with runtime.sessions() as s:
+        volume = s.query(Volume).filter_by(name="vd").one()
+        container = s.query(Instance).filter_by(name="cv").one()
+        assert volume.id != old_volume and s.get(StoragePool, volume.pool_id).name == "fast"  # type: ignore[union-attr]
+        assert container.id != old_container and container.state == "running"
+        assert [v["volume"] for v in container.volumes] == ["vd"]
+    assert plan(runtime, volume_file("fast"))["exit_code"] == 0
+    assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        assert s.query(Volume).count() == 0 and s.query(Instance).count() == 0
+
+
+def test_what_the_platform_could_not_apply_is_refused_at_plan_time_and_changes_nothing(runtime: Runtime) -> None:
+    """A fixed address another instance holds; a volume grown under a container, where this host cannot grow a
+    mounted filesystem. Each plan is refused with its reason, and nothing changes."""
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        pools.ensure_default_pool(s, runtime.settings)
+    net = ready_network(runtime, "fixed", "10.214.3.0/24")
+    outside = InstanceRequest(
+        name="outside", image="busybox", command=["true"], networks=[{"network": "fixed", "ip": "10.214.3.9"}]
+    )
+    with transaction(runtime.sessions) as s:
+        instances.create(s, outside)
+    assert apply(runtime, plan(runtime, volume_file("default"))["id"])["status"] == "succeeded"
+    before = stack(runtime).serial
+    taken = "external: {networks: [fixed]}\n" + volume_file("default").replace(
+        "path: /data}]", "path: /data}]\n    networks: [{network: fixed, ip: 10.214.3.9}]"
+    )
+    with pytest.raises(InvalidInput, match="ip 10.214.3.9 on network 'fixed' is held by instance 'outside' now"):
+        plan(runtime, taken)
+    grown = volume_file("default").replace("size_mb: 8", "size_mb: 16")
+    if storage.can_grow_online():
+        assert apply(runtime, plan(runtime, grown)["id"])["status"] == "succeeded"
+    else:
+        with pytest.raises(InvalidInput, match="volume.vd: size_mb: container.s. cv mount it"):
+            plan(runtime, grown)
+        assert stack(runtime).serial == before
+        with runtime.sessions() as s:
+            assert s.query(Volume).filter_by(name="vd").one().size_mb == 8
+    with runtime.sessions() as s:
+        assert s.query(Instance).filter_by(name="cv").one().networks == []
+        assert s.get(Network, net.id) is not None
+    assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"

@@ -273,3 +273,64 @@ def test_create_before_destroy_makes_the_new_instance_before_the_old_one_goes(
         op = wait_op(api, api.post("/v1/stacks/cb/apply", json={"plan": gone_plan["id"]}), timeout=120)
     assert op["status"] == "succeeded", op
     assert api.delete("/v1/stacks/cb").status_code == 204
+
+
+def test_a_replaced_network_takes_its_containers_along(
+    platform: Platform, api: httpx.Client, tmp_path: Path
+) -> None:
+    """The network's cidr changes: the plan says `-/+ network.sr-net` (detach first) and `~ instance.*`
+    (re-attached); the apply does just that, and the same containers talk over the new network."""
+    spec = """
+networks:
+  sr-net: {{cidr: {cidr}}}
+instances:
+  sr-server:
+    image: busybox
+    command: [sh, -c, "mkdir -p /www && echo served > /www/index.html; exec httpd -f -p 8080 -h /www"]
+    networks: [{{network: sr-net}}]
+  sr-client:
+    image: busybox
+    command: [sleep, "100000"]
+    networks: [{{network: sr-net}}]
+"""
+    path = tmp_path / "sr.yaml"
+    try:
+        path.write_text(spec.format(cidr="10.213.112.0/24"))
+        done = cli(platform, "apply", "-f", str(path), "--stack", "sr", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        ids = {n: container_id(api, n) for n in ("sr-server", "sr-client")}
+        old_net = api.get("/v1/networks/sr-net").json()["id"]
+
+        path.write_text(spec.format(cidr="10.213.113.0/24"))
+        shown = cli(platform, "plan", "-f", str(path), "--stack", "sr")
+        assert shown.returncode == 2, shown.stdout + shown.stderr
+        text = shown.stdout
+        assert re.search(r"-/\+\s+network\.sr-net\s+\(replace: cidr\)", text), text
+        for name in ("sr-client", "sr-server"):
+            assert re.search(rf"first: detach instance\.{name}", text), text
+            assert re.search(rf"~\s+instance\.{name}\n.*\(network\.sr-net is replaced: re-attached\)", text), text
+        done = cli(platform, "apply", "-f", str(path), "--stack", "sr", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "✓ network.sr-net replaced" in done.stdout, done.stdout
+
+        net = api.get("/v1/networks/sr-net").json()
+        assert net["cidr"] == "10.213.113.0/24" and net["id"] != old_net, net
+        for name, instance_id in ids.items():  # the same containers, each with an address of the new network
+            shown_instance = api.get(f"/v1/instances/{name}").json()
+            assert shown_instance["id"] == instance_id and shown_instance["state"] == "running", shown_instance
+            [held] = shown_instance["networks"]
+            assert held["network"] == "sr-net" and held["ip"].startswith("10.213.113."), held
+            inside = api.post(f"/v1/instances/{name}/exec", json={"command": ["ip", "-4", "addr"]}).json()
+            assert f"inet {held['ip']}/24" in inside["output"], inside
+            assert "10.213.112." not in inside["output"], inside  # the old interface is gone
+        server_ip = api.get("/v1/instances/sr-server").json()["networks"][0]["ip"]
+        page = eventually(lambda: call(api, "sr-client", server_ip, 8080), "served", timeout=30)
+        assert "served" in page, page
+
+        again = cli(platform, "plan", "-f", str(path), "--stack", "sr")
+        assert again.returncode == 0 and "No changes" in again.stdout, again.stdout + again.stderr
+    finally:
+        gone = cli(platform, "destroy", "--stack", "sr", "--yes")
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert api.get("/v1/networks/sr-net").status_code == 404
+    assert api.delete("/v1/stacks/sr").status_code == 204

@@ -10,6 +10,7 @@ input InvalidInput, missing NotFound, taken or busy Conflict, a failing tool Per
 
 from __future__ import annotations
 
+from .checks import can_grow_online
 from .dir_pool import DirPool
 from .driver import PoolDriverType, VolumeDriver
 from .libvirt_pool import LibvirtPool
@@ -54,6 +55,7 @@ __all__ = [
     "VolumeInfo",
     "VolumeDriver",
     "VolumeSpec",
+    "can_grow_online",
     "detach_loop_device",
     "frozen",
     "loop_devices_for",

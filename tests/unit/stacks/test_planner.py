@@ -11,7 +11,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from meshvisor.platform.stacks import Plan, StackState, desired_state, load, plan, record, render
+from meshvisor.platform.stacks import Plan, StackSpecError, StackState, desired_state, load, plan, record, render
 
 from .fake_platform import observe_all
 from .helpers import KEY, applied
@@ -498,3 +498,74 @@ def test_create_before_destroy_only_where_old_and_new_can_exist_side_by_side() -
         "network.back: create_before_destroy: a network keeps its name on the platform, so the new one cannot"
         " exist beside the old one; drop the flag",
     )
+
+
+def test_a_replaced_network_releases_its_instances_first_and_the_plan_says_so() -> None:
+    p = replan(spec(("networks.front.cidr", "10.210.9.0/24")))
+    network_change = next(c for c in p.changes if c.address == "network.front")
+    assert [(r.address, r.how) for r in network_change.releases] == [("instance.box", "detach")]
+    box = next(c for c in p.changes if c.address == "instance.box")
+    assert "network.front" in box.after  # re-attached once the new network exists
+    text = render(p).plain
+    assert "first: detach instance.box" in text and "(network.front is replaced: re-attached)" in text
+    assert Plan.from_json(json.loads(json.dumps(p.to_json()))).changes == p.changes  # saved as shown
+
+
+def test_a_replaced_volume_deletes_the_container_that_mounts_it_first() -> None:
+    p = replan(spec(("volumes.data.pool", "fast")))
+    [volume_change] = [c for c in p.changes if c.address == "volume.data"]
+    assert [(r.address, r.how) for r in volume_change.releases] == [("instance.box", "delete")]
+    assert "first: delete instance.box" in render(p).plain
+
+
+def test_an_instance_deleted_with_the_network_it_is_on_goes_before_the_replacement() -> None:
+    p = replan(spec(("networks.front.cidr", "10.210.9.0/24"), ("instances.box", None)))
+    [network_change] = [c for c in p.changes if c.address == "network.front"]
+    assert network_change.releases == () and "instance.box" in network_change.after
+    assert not p.errors
+
+
+def test_create_before_destroy_on_a_holder_of_a_replaced_network_is_refused() -> None:
+    p = replan(
+        spec(
+            ("networks.front.cidr", "10.210.9.0/24"),
+            ("instances.box.image", "alpine"),
+            ("instances.box.volumes", []),
+            ("instances.box.lifecycle", {"create_before_destroy": True}),
+        )
+    )
+    assert any("instance.box: create_before_destroy: network.front is replaced" in e for e in p.errors), p.errors
+    assert p.exit_code() == 1
+
+
+def test_a_new_network_taking_the_addresses_of_one_going_waits_for_it() -> None:
+    p = replan(spec(("networks.back", None), ("networks.other", {"cidr": "10.210.2.0/24"})))
+    [made] = [c for c in p.changes if c.address == "network.other"]
+    assert made.after == ("network.back",) and not p.errors
+
+
+def test_networks_that_swap_addresses_are_refused_with_the_cycle() -> None:
+    p = replan(spec(("networks.front.cidr", "10.210.2.0/24"), ("networks.back.cidr", "10.210.1.0/24")))
+    assert len(p.errors) == 1 and "wait for each other" in p.errors[0], p.errors
+    assert "network.back takes addresses of network.front" in p.errors[0], p.errors
+    assert "apply them in two steps" in p.errors[0]
+
+
+def test_one_fixed_address_asked_for_twice_is_refused_in_the_file() -> None:
+    text = spec(
+        ("instances.box.networks", [{"network": "front", "ip": "10.210.1.7"}]),
+        ("instances.app.networks", [{"network": "front", "ip": "10.210.1.7"}]),
+    )
+    with pytest.raises(
+        StackSpecError, match="box.networks.0.ip: ip 10.210.1.7 on 'front' is also asked for by instance 'app'"
+    ):
+        load(text)
+
+
+def test_a_replaced_volume_is_hot_unplugged_from_a_vm_first_and_plugged_in_again() -> None:
+    p = replan(spec(("volumes.disk.pool", "fast")))
+    [volume_change] = [c for c in p.changes if c.address == "volume.disk"]
+    assert [(r.address, r.how) for r in volume_change.releases] == [("instance.vm", "detach")]
+    [vm] = [c for c in p.changes if c.address == "instance.vm"]
+    assert vm.action == "update" and "volume.disk" in vm.after
+    assert "(volume.disk is replaced: re-attached)" in render(p).plain

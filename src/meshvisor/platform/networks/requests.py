@@ -218,3 +218,17 @@ def to_dict(network: Network) -> dict[str, Any]:
         "etag": etag(network),
         "created_at": network.created_at.isoformat(),
     }
+
+
+def address_holder(session: Session, network_name: str, address: str, project: str = "default") -> str | None:
+    """The id of the instance that holds `address` on network `network_name` now (None: free, or no network)."""
+    net = find_named(session, Network, network_name, project)
+    if net is None:
+        return None
+    return session.scalar(
+        select(NetworkAddress.instance_id).where(
+            NetworkAddress.network_id == net.id,
+            NetworkAddress.address == address,
+            NetworkAddress.instance_id.is_not(None),
+        )
+    )

@@ -26,7 +26,7 @@ steps      what one planned change asks of the platform (the REST API's own func
 
 from .graph import CycleError
 from .loader import load, load_file
-from .planner import FORMAT_VERSION, AttributeChange, Change, Drift, Plan, plan
+from .planner import FORMAT_VERSION, AttributeChange, Change, Drift, Plan, Release, plan
 from .render import render
 from .schema import stack_schema, write_schema
 from .spec import SpecError, Stack, StackSpecError
@@ -39,6 +39,7 @@ __all__ = [
     "CycleError",
     "Drift",
     "Plan",
+    "Release",
     "ResourceState",
     "SpecError",
     "Stack",

@@ -101,8 +101,9 @@ def check_references(raw: Mapping[str, tuple[str, Any]], external: External, lin
 
 
 def check_resources(resources: Mapping[str, Resource], lines: Lines) -> list[SpecError]:
-    """Rules between valid resources: addresses inside their network, raw volumes for containers, one writer per
-    volume, no overlapping networks, one service per ingress port, policies the mesh accepts."""
+    """Rules between valid resources: addresses inside their network and asked for once, raw volumes for
+    containers, one writer per volume, no overlapping networks, one service per ingress port, policies the mesh
+    accepts."""
     errors: list[SpecError] = []
     nets = {split_address(a)[1]: r for a, r in resources.items() if isinstance(r, Network)}
     vols = {split_address(a)[1]: r for a, r in resources.items() if isinstance(r, Volume)}
@@ -139,7 +140,26 @@ def check_resources(resources: Mapping[str, Resource], lines: Lines) -> list[Spe
             names = ", ".join(sorted(n for n, _ in attached))
             message = f"attached to {names}: a volume attached read-write is on one instance at a time"
             errors.append(SpecError(path, message, line_of(path, lines)))
-    return errors + _overlaps(nets, lines)
+    return errors + _overlaps(nets, lines) + _fixed_twice(resources, lines)
+
+
+def _fixed_twice(resources: Mapping[str, Resource], lines: Lines) -> list[SpecError]:
+    """A fixed address is asked for by one instance only (the platform gives an address to one holder)."""
+    errors: list[SpecError] = []
+    fixed: dict[tuple[str, str], str] = {}  # (network, ip) -> the instance that asks for it first
+    for addr, res in sorted(resources.items()):
+        if not isinstance(res, Instance):
+            continue
+        name = split_address(addr)[1]
+        for i, net in enumerate(res.networks):
+            if net.ip is None:
+                continue
+            other = fixed.setdefault((net.network, net.ip), name)
+            if other != name:
+                path: Path = (SECTION_OF["instance"], name, "networks", i, "ip")
+                message = f"ip {net.ip} on {net.network!r} is also asked for by instance {other!r}"
+                errors.append(SpecError(path, message, line_of(path, lines)))
+    return errors
 
 
 def _overlaps(nets: Mapping[str, Network], lines: Lines) -> list[SpecError]:

@@ -5,8 +5,15 @@ For each resource: the recorded state is compared with the observed object (diff
 outside the stack), then the spec with the observed object (differences are *changes*, each attribute
 classified by `attributes.classify`). A resource the stack recorded but the platform no longer has is created
 again; one removed from the file is deleted when the stack made it (`prevent_destroy` blocks that with an error)
-and forgotten when it was adopted. Replacing a network re-attaches its instances; replacing a volume replaces the
-containers that mount it and re-attaches it to VMs.
+and forgotten when it was adopted.
+
+A network or volume replaced while instances hold it cannot be deleted under them: its change *releases* them
+first (`Change.releases`: each holder detached, or deleted when its own change replaces it), and their own
+changes, which wait for the replacement, attach the new object or make the instance again. The plan shows both
+halves (`first: detach instance.x` under the replacement, `(network.n is replaced: re-attached)` under the
+instance), and the apply carries out exactly those releases: the plan is the one source of what happens.
+Changes that can only wait for each other (a network taking the address range of one that this plan deletes,
+while their instances move between them) are refused with the cycle they form.
 
 A change's action is Terraform's (`plans.Action`): a replacement is `delete-then-create` (`-/+`), or
 `create-then-delete` (`+/-`) for a resource with `create_before_destroy`. A saved plan is JSON whose keys are its
@@ -17,6 +24,8 @@ fields' names (`FORMAT_VERSION`); `Plan.from_json` still reads format 1 (`check_
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -60,12 +69,25 @@ class AttributeChange:
 
 
 @dataclass(frozen=True)
+class Release:
+    """An instance that lets go of a network or volume before its replacement deletes it: `detach` (its own
+    change attaches the new one) or `delete` (its own change makes it again, or it is gone from the file)."""
+
+    address: str
+    how: Literal["detach", "delete"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"address": self.address, "how": self.how}
+
+
+@dataclass(frozen=True)
 class Change:
     address: str
     action: Action
     attributes: tuple[AttributeChange, ...] = ()
     reason: str | None = None
     after: tuple[str, ...] = ()  # addresses whose changes in this plan must finish first
+    releases: tuple[Release, ...] = ()  # a replaced network's or volume's holders, let go of before it is deleted
 
     @property
     def kind(self) -> str:
@@ -100,6 +122,7 @@ class Change:
             "needs_restart": self.because("restart"),
             "reason": self.reason,
             "after": list(self.after),
+            "releases": [r.to_json() for r in self.releases],
         }
 
 
@@ -189,6 +212,7 @@ class Plan:
                 ),
                 c["reason"],
                 tuple(c["after"]),
+                tuple(Release(r["address"], r["how"]) for r in c.get("releases", ())),
             )
             for c in data["changes"]
         )
@@ -250,10 +274,14 @@ def plan(
         rec = state.resources.get(addr)
         want = wants.get(addr)
         refreshed = _refreshed(desired, addr, rec, want, observed.get(addr), key)
+        if refreshed is not None:
+            found.current[addr] = refreshed
         if _compare_recorded(found, addr, rec, refreshed, addr in adopting):
             _diff(desired, addr, want, rec, refreshed, found)
     _cascade(desired, wants, found.changes)
-    ordered = _order(desired, wants, state, found.changes)
+    waits = _release(found) | _make_room(wants, found)
+    ordered = _order(desired, wants, state, found.changes, waits)
+    found.errors += _deadlocks(ordered, waits)
     return Plan(
         stack=state.name,
         base_serial=state.serial,
@@ -275,6 +303,7 @@ class _Findings:
     forget: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     adopted: list[str] = field(default_factory=list)
+    current: dict[str, dict[str, Any]] = field(default_factory=dict)  # what exists now, refreshed
 
 
 def _refreshed(
@@ -447,11 +476,92 @@ def _cascade(desired: Stack, wants: Mapping[str, Mapping[str, Any]], changes: di
         changes[addr] = Change(addr, _action(attrs, _cbd(desired, addr)), attrs, reason)
 
 
+# Waits that the dependency graph does not give: (waiting address, address waited for) -> why.
+Waits = dict[tuple[str, str], str]
+
+
+def _holders(found: _Findings, target: str) -> list[str]:
+    """The instances that hold a network or volume now (as the platform has them)."""
+    return sorted(
+        a
+        for a, now in found.current.items()
+        if split_address(a)[0] == "instance" and target in graph.references("instance", now)
+    )
+
+
+def _release(found: _Findings) -> Waits:
+    """The holders of each replaced network and volume let go of it before it is deleted: an instance that stays
+    is detached (its own change, which waits for the replacement, attaches the new one), one that its own change
+    replaces is deleted (made again by that change); one that the plan deletes is waited for."""
+    changes = found.changes
+    waits: Waits = {}
+    for target in sorted(a for a, c in changes.items() if c.replaces and c.kind in ("network", "volume")):
+        releases = []
+        for holder in _holders(found, target):
+            change = changes.get(holder)
+            if change is None:
+                found.errors.append(
+                    f"{target} cannot be replaced while {holder}, which this plan leaves alone (forgets), holds it"
+                )
+            elif change.action == "delete":
+                waits[(target, holder)] = f"{holder} lets go of {target} by being deleted"
+            elif change.action == "create-then-delete":
+                found.errors.append(
+                    f"{holder}: create_before_destroy: {target} is replaced by this plan, so the old instance must"
+                    " let go of it before the new one can have it; drop the flag, or apply the two separately"
+                )
+            else:
+                releases.append(Release(holder, "delete" if change.replaces else "detach"))
+        if releases:
+            changes[target] = replace(changes[target], releases=tuple(releases))
+    return waits
+
+
+def _make_room(wants: Mapping[str, Mapping[str, Any]], found: _Findings) -> Waits:
+    """A network made (or made again) with addresses that another network of the stack has now waits for that
+    one's delete or replacement: networks never overlap on the platform."""
+    waits: Waits = {}
+    going = {
+        a: ipaddress.IPv4Network(found.current[a]["cidr"])
+        for a, c in found.changes.items()
+        if c.kind == "network" and (c.action == "delete" or c.replaces) and a in found.current
+    }
+    for addr, change in found.changes.items():
+        if change.kind != "network" or not (change.action == "create" or change.replaces):
+            continue
+        new = ipaddress.IPv4Network(wants[addr]["cidr"])
+        for other, old in sorted(going.items()):
+            if other != addr and new.overlaps(old):
+                waits[(addr, other)] = f"{addr} takes addresses of {other} ({old})"
+    return waits
+
+
+def _deadlocks(changes: Iterable[Change], waits: Waits) -> list[str]:
+    """Changes that wait for each other in a circle cannot be applied in any order: say which, and why."""
+    try:
+        graph.layers(graph.Graph({c.address: frozenset(c.after) for c in changes}))
+    except graph.CycleError as exc:
+        out = []
+        for cycle in exc.cycles:
+            whys = [waits[(a, b)] for a, b in itertools.pairwise(cycle) if (a, b) in waits]
+            because = f" ({'; '.join(whys)})" if whys else ""
+            out.append(
+                f"these changes wait for each other, so no order can apply them: {' -> '.join(cycle)}{because};"
+                " apply them in two steps"
+            )
+        return out
+    return []
+
+
 def _order(
-    desired: Stack, wants: Mapping[str, Mapping[str, Any]], state: StackState, changes: Mapping[str, Change]
+    desired: Stack,
+    wants: Mapping[str, Mapping[str, Any]],
+    state: StackState,
+    changes: Mapping[str, Change],
+    waits: Waits,
 ) -> tuple[Change, ...]:
     """Creates and updates in dependency order of the spec, then deletes in reverse dependency order of the
-    state; each change lists the changes it waits for."""
+    state; each change lists the changes it waits for (`waits`: beyond the dependencies)."""
     ahead = graph.build(
         {a: (split_address(a)[0], w) for a, w in wants.items()},
         {a: desired.resources[a].depends_on for a in wants},
@@ -461,22 +571,25 @@ def _order(
         {a: r.depends_on for a, r in state.resources.items()},
     )
     users = behind.needed_by()
+    extra: dict[str, set[str]] = {}
+    for waiting, waited in waits:
+        extra.setdefault(waiting, set()).add(waited)
     out: list[Change] = []
     for layer in graph.layers(ahead):
         for addr in layer:
             if addr in changes:
-                after = sorted(d for d in ahead.needs[addr] if d in changes and changes[d].action != "delete")
-                out.append(_with_after(changes[addr], after))
+                after = {d for d in ahead.needs[addr] if d in changes and changes[d].action != "delete"}
+                out.append(_with_after(changes[addr], after | extra.get(addr, set())))
     for layer in graph.reverse_layers(behind):
         for addr in layer:
             if addr in changes and changes[addr].action == "delete":
-                after = sorted(u for u in users.get(addr, ()) if u in changes)
-                out.append(_with_after(changes[addr], after))
+                after = {u for u in users.get(addr, ()) if u in changes}
+                out.append(_with_after(changes[addr], after | extra.get(addr, set())))
     return tuple(out)
 
 
-def _with_after(change: Change, after: list[str]) -> Change:
-    return replace(change, after=tuple(after))
+def _with_after(change: Change, after: set[str]) -> Change:
+    return replace(change, after=tuple(sorted(after)))
 
 
 def _counts(changes: Iterable[Change]) -> dict[str, int]:

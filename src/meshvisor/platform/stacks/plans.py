@@ -1,6 +1,8 @@
 """Stacks on the platform: a stack file planned against the stack's recorded state, refreshed from what the
 platform observes now (the database rows the reconcile pass keeps true to the drivers), saved so that apply can
-execute exactly that plan. The planning itself is the pure `stacks` package."""
+execute exactly that plan. The planning itself is the pure `stacks` package; `host_limits` adds what only the
+platform knows (an address another instance holds, a volume this host cannot grow while mounted), so that a plan
+the apply could not carry out is refused when it is made."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -25,6 +28,7 @@ from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.stacks import spec as stack_spec
 from meshvisor.platform.state.models import Instance, Network, SecurityGroup, Service, Stack, StackPlan, Volume
 from meshvisor.platform.state.paging import find_named, get_named, page_by_name
 from meshvisor.platform.volumes import requests as volumes
@@ -203,7 +207,47 @@ def plan_for(
     state = state_of(row)
     addresses = sorted(set(spec.resources) | set(state.resources))
     observed = observe(session, addresses, row.project)
-    return stacks.plan(spec, state, observed, key=secret_key(settings), adopt=adopt)
+    planned = stacks.plan(spec, state, observed, key=secret_key(settings), adopt=adopt)
+    refused = host_limits(session, planned, spec, row.project)
+    return replace(planned, errors=planned.errors + tuple(refused)) if refused else planned
+
+
+def host_limits(session: Session, planned: stacks.Plan, spec: stacks.Stack, project: str) -> list[str]:
+    """What the pure plan cannot know: a change that would fail on this platform now is refused at plan time."""
+    replaced = {c.address for c in planned.changes if c.replaces}
+    out = []
+    for change in planned.changes:
+        res = spec.resources.get(change.address)
+        if change.kind == "volume" and change.action == "update" and "size_mb" in change.because("live"):
+            out += _volume_grows(session, change, project)
+        elif isinstance(res, stack_spec.Instance) and change.action != "delete":
+            out += _fixed_addresses_free(session, change, res, replaced, project)
+    return out
+
+
+def _volume_grows(session: Session, change: stacks.Change, project: str) -> list[str]:
+    """A volume that a container mounts grows here only if this host may grow a mounted filesystem."""
+    why = volumes.grow_refusal(session, change.name, project)
+    return [f"{change.address}: size_mb: {why}"] if why is not None else []
+
+
+def _fixed_addresses_free(
+    session: Session, change: stacks.Change, res: stack_spec.Instance, replaced: set[str], project: str
+) -> list[str]:
+    """Each fixed address the instance asks for is free, or its own (on a network this plan keeps)."""
+    mine = find_named(session, Instance, change.name, project)
+    out = []
+    for net in res.networks:
+        if net.ip is None or f"network.{net.network}" in replaced:
+            continue
+        holder = networks.address_holder(session, net.network, net.ip, project)
+        if holder is not None and (mine is None or holder != mine.id):
+            who = session.get(Instance, holder)
+            out.append(
+                f"{change.address}: ip {net.ip} on network {net.network!r} is held by instance"
+                f" {who.name if who else holder!r} now: free it first (apply that), or choose another address"
+            )
+    return out
 
 
 def plan_to_dict(saved: StackPlan, planned: stacks.Plan) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The plan as a person reads it, coloured with rich: `+` green, `~` yellow, `~!` yellow with the attribute that
 needs the restart, `-/+` (delete, then create), `+/-` (create, then delete) and `-` red, with
-`# forces replacement` on the attribute that forces it."""
+`# forces replacement` on the attribute that forces it, and `first: detach instance.x` under a network or volume
+whose replacement lets go of the instances that hold it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from rich.text import Text
 
 from .planner import AttributeChange, Change, Plan
 
+RELEASED = {"detach": "its own change attaches it again", "delete": "its own change makes it again, if it stays"}
 STYLES = {"+": "green", "~": "yellow", "~!": "yellow", "-/+": "red", "+/-": "red", "-": "red"}
 
 
@@ -74,6 +76,9 @@ def render(plan: Plan) -> Text:
         if notes:
             out.append(f"  ({'; '.join(notes)})", style=style)
         out.append("\n")
+        for release in change.releases:
+            out.append(f"      first: {release.how} {release.address}", style=style)
+            out.append(f"  ({RELEASED[release.how]})\n", style="dim")
         for attr in change.attributes:
             if change.action != "create" or attr.after not in ([], {}, "", 0):
                 _attribute(out, change, attr)

@@ -1,6 +1,7 @@
 """What one planned change does on the platform: the same platform functions the REST API calls, one resource at a
-time. A change is a few steps (a delete-then-create deletes, then creates); each step is one transaction that asks
-for an operation (or changes rows at once, for security groups and services), then that operation runs to its end.
+time. A change is a few steps (a delete-then-create first lets go of the instances the plan names in its
+`releases`, then deletes, then creates); each step is one transaction that asks for an operation (or changes rows
+at once, for security groups and services), then that operation runs to its end.
 
 Updates compare the spec with the rows as they are when the step runs, not as they were when the plan was made:
 a step repeated after a crash, or running after another step changed the instance, does only what is left.
@@ -25,8 +26,9 @@ from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.settings import Settings
-from meshvisor.platform.stacks import Change
+from meshvisor.platform.stacks import Change, Release
 from meshvisor.platform.stacks import spec as stack_spec
+from meshvisor.platform.stacks.spec import split_address
 from meshvisor.platform.state.models import Network as NetworkRow
 from meshvisor.platform.state.models import NetworkAddress, Operation, VolumeAttachment
 from meshvisor.platform.state.models import Volume as VolumeRow
@@ -73,12 +75,31 @@ def run(ctx: Context, change: Change, res: stack_spec.Resource | None) -> None:
         create(ctx, kind, name, res)
         delete(ctx, kind, aside, f"instance.{aside}")
     elif change.replaces:
+        for release in change.releases:
+            let_go(ctx, release, kind, name)
         delete(ctx, kind, name)
         create(ctx, kind, name, res)
     elif change.action == "create":
         create(ctx, kind, name, res)
     else:
         update(ctx, kind, name, res, restart=change.action == "restart")
+
+
+def let_go(ctx: Context, release: Release, kind: str, name: str) -> None:
+    """An instance lets go of network or volume `name` before its replacement deletes it, as the plan says:
+    detached (a step already done, or an instance gone, counts as done) or deleted."""
+    holder = split_address(release.address)[1]
+    if release.how == "delete":
+        delete(ctx, "instance", holder, release.address)
+        return
+    project = ctx.project
+
+    def detach(s: Session) -> Operation:
+        if kind == "network":
+            return instances.request_detach(s, holder, name, project)[1]
+        return instances.request_detach_volume(s, holder, name, project)[1]
+
+    ctx.step(_gone_ok(detach))
 
 
 # -- create -----------------------------------------------------------------------------------------------------
@@ -284,16 +305,6 @@ def delete(ctx: Context, kind: str, name: str, address: str | None = None) -> No
     """Delete the object (gone already counts as done), then drop its state entry (this change's, or
     `address`)."""
     project = ctx.project
-
-    def gone_ok(make: Make) -> Make:
-        def wrapped(s: Session) -> Operation | None:
-            try:
-                return make(s)
-            except NotFound:
-                return None
-
-        return wrapped
-
     makers: dict[str, Make] = {
         "network": lambda s: networks.request_delete(s, name, False, project)[1],
         "volume": lambda s: volumes.request_delete(s, name, project=project)[1],
@@ -301,8 +312,20 @@ def delete(ctx: Context, kind: str, name: str, address: str | None = None) -> No
         "security_group": lambda s: _removed(security_groups.remove, s, name, project),
         "service": lambda s: _removed(services.remove, s, name, project),
     }
-    ctx.step(gone_ok(makers[kind]))
+    ctx.step(_gone_ok(makers[kind]))
     ctx.forget(address)
+
+
+def _gone_ok(make: Make) -> Make:
+    """`make`, where a thing already gone (NotFound) means there is nothing left to do."""
+
+    def wrapped(s: Session) -> Operation | None:
+        try:
+            return make(s)
+        except NotFound:
+            return None
+
+    return wrapped
 
 
 def _removed(remove: Callable[..., None], s: Session, name: str, project: str) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from meshvisor import storage
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.instance_rules import mount_path_problems
 from meshvisor.core.names import new_id, validate_name
@@ -434,3 +435,22 @@ def to_dict(session: Session, volume: Volume) -> dict[str, Any]:
         "created_at": volume.created_at.isoformat(),
         "updated_at": volume.updated_at.isoformat(),
     }
+
+
+def grow_refusal(session: Session, name: str, project: str = "default") -> str | None:
+    """Why growing volume `name` would fail on this host now (None: it would not): a raw volume that a container
+    mounts grows only online, which the kernel allows only with CAP_SYS_RESOURCE (`storage.can_grow_online`)."""
+    volume = find_named(session, Volume, name, project)
+    if volume is None or volume.format != "raw" or storage.can_grow_online():
+        return None
+    holders = session.scalars(
+        select(Instance.name)
+        .join(VolumeAttachment, VolumeAttachment.instance_id == Instance.id)
+        .where(VolumeAttachment.volume_id == volume.id, Instance.kind == InstanceKind.CONTAINER.value)
+    ).all()
+    if not holders:
+        return None
+    return (
+        f"container(s) {', '.join(sorted(holders))} mount it, and this host may not grow a mounted filesystem (its"
+        " processes lack CAP_SYS_RESOURCE): grow it while no container mounts it"
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 import mesh_latency
 import net_attach
 import net_vxlan
+import overload
 import stack_plan
 import vm_boot
 import volume_attach
@@ -31,6 +32,8 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     mesh_latency.NAME: mesh_latency.run,
     xds_push.NAME: xds_push.run,
     stack_plan.NAME: stack_plan.run,
+    overload.NAME: overload.run,
+    overload.NAME_DOCKER: overload.run_docker,
 }
 
 

@@ -16,6 +16,7 @@ from meshvisor.platform.state.db import migrate, transaction
 from meshvisor.platform.volumes import pools as volume_pools
 
 from . import errors
+from .admission import WriteAdmission
 from .routers import (
     events,
     health,
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(WriteAdmission)
     for module in (
         health,
         instances,

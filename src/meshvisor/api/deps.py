@@ -41,11 +41,14 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def require_token(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    rt: RuntimeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> ApiToken:
+    """The caller's token, read in a session of its own that is closed before the route runs: a request never
+    holds one pooled connection while it waits for another (a burst of writes would exhaust the pool)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    token = tokens.find(session, credentials.credentials)
+    with rt.sessions() as session:
+        token = tokens.find(session, credentials.credentials)
     if token is None:
         raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
     return token

@@ -8,6 +8,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from meshvisor.core import errors as e
+from meshvisor.platform.state.db import is_busy
+
+RETRY_AFTER_S = 1  # what a 503 for a busy database asks the client to wait
 
 STATUS: list[tuple[type[e.MeshvisorError], int]] = [
     (e.InvalidInput, 400),
@@ -60,6 +63,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if is_busy(exc):  # nothing was written: the client may send the same request again
+            return JSONResponse(
+                error_body("busy", "the database is busy; try again shortly"),
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         return JSONResponse(
             error_body("internal_error", f"{exc.__class__.__name__}: the server failed; see its log"),
             status_code=500,

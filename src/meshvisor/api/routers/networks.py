@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.state import operations
@@ -13,6 +13,7 @@ from ..schemas import ERRORS, NetworkAccepted, NetworkCreate, NetworkPage, Netwo
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"], responses=ERRORS)
 ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": NetworkAccepted}}
+IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
 def _accepted(dispatch: DispatchDep, network: Any, op: Any) -> Response:
@@ -37,13 +38,18 @@ def list_networks(
 
 
 @router.get("/{name}", response_model=NetworkPublic)
-def get_network(name: str, session: SessionDep, _: TokenDep) -> dict[str, Any]:
-    return networks.to_dict(networks.get(session, name))
+def get_network(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
+    public = networks.to_dict(networks.get(session, name))
+    response.headers["ETag"] = f'"{public["etag"]}"'
+    return public
 
 
 @router.delete("/{name}", status_code=202, responses=ACCEPTED)
-def delete_network(name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, force: bool = False) -> Response:
-    """409 while instances are attached, unless `?force=true` (they lose this interface)."""
+def delete_network(
+    name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, force: bool = False, if_match: IfMatch = None
+) -> Response:
+    """409 while instances are attached, unless `?force=true` (they lose this interface); 412 when `If-Match`
+    names another version."""
     with transaction(rt.sessions) as s:
-        network, op = networks.request_delete(s, name, force)
+        network, op = networks.request_delete(s, name, force, if_match=if_match)
     return _accepted(dispatch, network, op)

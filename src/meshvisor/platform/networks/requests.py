@@ -22,7 +22,7 @@ from meshvisor.network.spec import VNI_MAX, validate_mtu
 from meshvisor.platform.state import events, operations
 from meshvisor.platform.state.models import Network, NetworkAddress, Operation
 from meshvisor.platform.state.operation_kinds import OperationKind
-from meshvisor.platform.state.paging import etag, find_named, get_named, page_by_name
+from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 
 MAX_PREFIXLEN = 29  # a /29 leaves a gateway and five workloads; anything smaller is of no use
 MAX_INTERFACES = MAX_NETWORKS  # eth0 … eth7 per instance
@@ -145,9 +145,10 @@ def attachments(session: Session, network_id: str) -> int:
 
 
 def request_delete(
-    session: Session, name: str, force: bool = False, project: str = "default"
+    session: Session, name: str, force: bool = False, project: str = "default", if_match: str | None = None
 ) -> tuple[Network, Operation]:
     network = get(session, name, project)
+    check_etag(network, if_match)
     if network.operation_id is not None:
         raise Conflict(f"network {name!r} is busy with operation {network.operation_id}")
     used = attachments(session, network.id)

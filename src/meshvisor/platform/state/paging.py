@@ -6,7 +6,7 @@ import base64
 from typing import TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from meshvisor.core.errors import InvalidInput, NotFound, PreconditionFailed
 from meshvisor.platform.state.models import Image, Instance, Network, SecurityGroup, Service, Stack, Volume
@@ -19,6 +19,12 @@ def etag(instance: Instance | Image | Network | SecurityGroup | Service | Volume
 
 
 def check_etag(obj: Instance | Image | Network | SecurityGroup | Service | Volume, if_match: str | None) -> None:
+    """Every request that changes `obj` calls this first, with or without `If-Match`: the object's row is read
+    again under a row lock (`FOR UPDATE` on PostgreSQL; on SQLite the writer holds the database's write lock
+    already), so the version it checks is the one its change replaces, and a concurrent writer waits for it."""
+    session = object_session(obj)
+    if session is not None:
+        session.refresh(obj, with_for_update=True)
     if if_match is None:
         return
     wanted = {tag.strip().removeprefix("W/").strip('"') for tag in if_match.split(",")}

@@ -14,8 +14,8 @@ import httpx
 from .conftest import Platform, wait_op
 
 COUNT = 100
-READ_P99_BOUND_S = 2.0
-ACCEPT_BOUND_S = 30.0
+READ_P99_BOUND_S = 5.0  # behaviour (reads are not starved), not the figure: the bench holds 100 ms
+ACCEPT_BOUND_S = 60.0  # within a patient client's timeout, on a machine the suite shares
 COMMAND = ["sleep", "3600"]
 
 

@@ -160,8 +160,8 @@ def test_full_lifecycle(harness: DriverHarness) -> None:
     assert d.inspect(spec.id).state is InstanceState.RUNNING  # type: ignore[union-attr]
 
     began = time.monotonic()
-    d.stop(spec.id, timeout=30)
-    assert time.monotonic() - began < 25, "a graceful stop must not need the timeout's force"
+    d.stop(spec.id, timeout=120)
+    assert time.monotonic() - began < 100, "a graceful stop must not need the timeout's force"
     observed = d.inspect(spec.id)
     assert observed is not None and observed.state is InstanceState.STOPPED
     if harness.kind == "container":

@@ -52,7 +52,7 @@ def sg_table_exists(platform: Platform) -> bool:
     return f"bridge {platform.prefix}-sg" in listed
 
 
-def test_ports_cidrs_and_groups_are_enforced_and_updates_apply_within_a_second(
+def test_ports_cidrs_and_groups_are_enforced_and_updates_reach_running_instances(
     platform: Platform, api: httpx.Client
 ) -> None:
     op = wait_op(api, api.post("/v1/networks", json={"name": "sg-net", "cidr": CIDR}))

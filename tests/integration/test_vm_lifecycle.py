@@ -83,8 +83,8 @@ def test_vm_lifecycle_snapshots_and_resize(platform: Platform, api: httpx.Client
 
         # stop: the guest powers off through ACPI, well before the force timeout
         began = time.monotonic()
-        assert act(api, "life-vm", "stop", timeout=30)["state"] == "stopped"
-        assert time.monotonic() - began < 25
+        assert act(api, "life-vm", "stop", timeout=120)["state"] == "stopped"
+        assert time.monotonic() - began < 100  # not forced at the timeout (a busy machine may be slow)
         assert "meshvisor-tiny: power button pressed" in api.get("/v1/instances/life-vm/logs").json()["output"]
         dom = domain(platform, machine["id"])
         assert dom is not None and not dom.isActive()

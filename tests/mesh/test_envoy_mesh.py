@@ -245,10 +245,10 @@ def test_full_policy_is_accepted_and_enforced(mesh: Mesh) -> None:
     assert mesh.ads.nack_log[since:] == []
     assert get(_local_port(mesh))[0] == 418  # the fault filter on b's inbound answers
     # Timeout on the caller's side against a delay injected on b's side.
-    _apply(mesh, Policy(timeout_ms=150, fault=Fault(delay_ms=1000)))
+    _apply(mesh, Policy(timeout_ms=150, fault=Fault(delay_ms=10_000)))
     started = time.monotonic()
     assert get(_local_port(mesh))[0] == 504
-    assert time.monotonic() - started < 0.8
+    assert time.monotonic() - started < 8  # the caller gave up long before the 10 s delay (busy machine: room)
     # Local rate limit on b's inbound.
     _apply(mesh, Policy(rate_limit=RateLimit(tokens_per_second=1, burst=2)))
     statuses = Counter(get(_local_port(mesh))[0] for _ in range(8))

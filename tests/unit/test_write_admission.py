@@ -25,7 +25,11 @@ def app_with(limit: int, wait_s: float) -> tuple[WriteAdmission, asyncio.Event, 
     async def read(_: Request) -> JSONResponse:
         return JSONResponse({"running": len(running)})
 
-    routes = [Route("/w/{n}", write, methods=["POST"]), Route("/r", read, methods=["GET"])]
+    routes = [
+        Route("/w/{n}", write, methods=["POST"]),
+        Route("/r", read, methods=["GET"]),
+        Route("/i/exec", read, methods=["POST"]),  # a command in an instance: no database write
+    ]
     return WriteAdmission(Starlette(routes=routes), limit=limit, wait_s=wait_s), release, running
 
 
@@ -39,6 +43,8 @@ def test_writes_wait_their_turn_reads_do_not_and_a_long_wait_is_a_503() -> None:
                 await asyncio.sleep(0.01)
             read = await client.get("/r")  # answered while both slots are taken
             assert read.status_code == 200 and read.json() == {"running": 2}
+            command = await client.post("/i/exec")  # not a write: it does not wait for a slot either
+            assert command.status_code == 200 and command.json() == {"running": 2}
             ended, waiting = await asyncio.wait(writes, timeout=5, return_when=asyncio.FIRST_COMPLETED)
             [refused] = [task.result() for task in ended]  # the one without a slot, after 0.3 s
             assert refused.status_code == 503 and refused.headers["retry-after"] == "1"

@@ -3,7 +3,7 @@
 The routes run on anyio's worker threads (40), and every write to the database is one at a time (SQLite has one
 writer; on PostgreSQL the writes to one object queue on its row). Five hundred creates sent at once would otherwise
 take every thread, each waiting its turn to write, and a read arriving then would wait behind all of them.
-`WriteAdmission` lets at most `limit` requests that may write (every method but GET, HEAD and OPTIONS, and but a
+`WriteAdmission` lets at most `limit` requests that may write (every method but GET, HEAD and OPTIONS; not a
 command run in an instance, which writes nothing and may take long) run at once; the others wait, first come first
 served, holding no thread and no database connection, and a request still waiting after `wait_s` is answered 503
 with `Retry-After` (it changed nothing). Reads never wait here.

@@ -281,6 +281,26 @@ def test_operations_queued_when_the_broker_restarts_all_end(plat: RestartPlatfor
     assert not plat.containers()
 
 
+def test_a_request_made_while_the_broker_is_away_runs_once_it_is_back(plat: RestartPlatform) -> None:
+    """The API records the operation and answers 202 even when it cannot reach the broker; the worker sends the
+    operation once the broker answers again."""
+    plat.redis.stop()
+    try:
+        with plat.client() as api:
+            op_id = create(api, "away")
+            assert api.get(f"/v1/operations/{op_id}").json()["status"] == "pending"
+            assert plat.query("SELECT dispatch_epoch FROM operations WHERE id = %s", op_id) == [(None,)]
+    finally:
+        plat.redis.start()
+    with plat.client() as api:
+        (ended,) = follow(api, [op_id])
+        assert_done_once(plat, [ended])
+        (instance,) = [i for i in api.get("/v1/instances").json()["items"] if i["name"] == "away"]
+        assert instance["state"] == "running" and plat.containers()[instance["id"]] == 1
+        follow(api, [submit(api, "delete", "/v1/instances/away")])
+    assert not plat.containers()
+
+
 def test_every_operation_ends_once_across_daemon_restarts(plat: RestartPlatform) -> None:
     """Twenty mixed operations in four waves; after each wave is submitted, one daemon restarts for real (Redis,
     PostgreSQL, the Docker engine, then Redis and PostgreSQL together)."""

@@ -12,7 +12,7 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from meshvisor.core.errors import TransientError
-from meshvisor.platform import reconciler, worker_start
+from meshvisor.platform import dispatch, reconciler, worker_start
 from meshvisor.platform.celery_app import (
     TASK_RECONCILE,
     TASK_RECONCILE_HOST,
@@ -24,11 +24,15 @@ from meshvisor.platform.celery_app import (
 )
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.networks import security_steps
+from meshvisor.platform.reconciler import DATABASE_DOWN
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 
 log = logging.getLogger(__name__)
+
+DATABASE_BACKOFF_MAX_S = 10.0  # a task waiting for the database looks again at least this often
 
 
 def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery:
@@ -43,18 +47,48 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
     @app.task(name=TASK_RUN_OPERATION, bind=True, acks_late=True, max_retries=settings.task_retries)
     def run_operation(self: Any, op_id: str) -> str:
         retries = int(self.request.retries or 0)
+        holder = operations.holder(settings.host_name, str(self.request.id))  # its retries keep the task id
         try:
-            status = reconciler.run_operation(runtime(), op_id, final_attempt=retries >= settings.task_retries)
+            status = reconciler.run_operation(
+                runtime(), op_id, final_attempt=retries >= settings.task_retries, holder=holder
+            )
+        except reconciler.DatabaseUnreachable as exc:  # no limit: nothing can be done nor recorded meanwhile
+            wait = min(DATABASE_BACKOFF_MAX_S, settings.retry_backoff_s * 2 ** min(retries, 8))
+            raise retry(self, op_id, exc, wait, None) from exc
         except TransientError as exc:
-            raise self.retry(exc=exc, countdown=settings.retry_backoff_s * 2**retries) from exc
+            raise retry(self, op_id, exc, settings.retry_backoff_s * 2**retries, settings.task_retries) from exc
         sync_security_on(app, settings, reconciler.hosts_to_refilter(runtime(), op_id))
         return status.value
 
+    def retry(self: Any, op_id: str, exc: Exception, countdown: float, max_retries: int | None) -> Exception:
+        """Send the task again after `countdown` and record the broker's epoch it went to (see `dispatch`)."""
+        epoch = dispatch.broker_epoch(settings)
+        again: Exception = self.retry(exc=exc, countdown=countdown, max_retries=max_retries, throw=False)
+        if epoch is not None:
+            try:
+                with transaction(runtime().sessions) as s:
+                    operations.record_dispatch(s, op_id, epoch)
+            except DATABASE_DOWN:  # unrecorded: at worst the operation is sent once more, and its claim holds
+                pass
+        return again
+
     def on_ready(**_: Any) -> None:
-        """Register this host, resume what a dead worker left running, follow libvirt's events (`worker_start`)."""
+        """Register this host, resume what a dead worker left running, follow libvirt's events (`worker_start`);
+        then look for operations the broker forgot, and run the periodic pass's timer."""
         worker_start.start(runtime(), app, serves_platform_queue)
+        threading.Thread(target=dispatch_watch, name="dispatch-watch", daemon=True).start()
         if serves_platform_queue:
             threading.Thread(target=reconcile_timer, name="reconcile-timer", daemon=True).start()
+
+    def dispatch_watch() -> None:
+        """Send again what the broker forgot (`dispatch.redispatch`). A thread of its own, which goes on while the
+        broker or the database is away and catches up once they are back."""
+        while True:
+            time.sleep(dispatch.CHECK_INTERVAL_S)
+            try:
+                dispatch.redispatch(app, settings, runtime().sessions, serves_platform_queue)
+            except Exception as exc:  # the database is away: look again at the next tick
+                log.warning("forgotten operations not looked for: %s", exc)
 
     def reconcile_timer() -> None:
         """The periodic pass, started by the worker that serves the platform's queue. A thread, not Celery

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from meshvisor.platform import reconciler
-from meshvisor.platform.celery_app import enqueue_operation, sync_security_on
+from meshvisor.platform.celery_app import sync_security_on
+from meshvisor.platform.dispatch import dispatch
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import tokens
@@ -58,18 +58,16 @@ TokenDep = Annotated[ApiToken, Depends(require_token)]
 
 
 class Dispatcher:
-    """Hands committed operations to the workers; an operation the broker refuses is failed at once."""
+    """Hands committed operations to the workers. An operation the broker does not take now stays pending: it is
+    recorded, and its host's worker sends it once the broker is back (`dispatch.redispatch`)."""
 
     def __init__(self, rt: Runtime, app: Celery) -> None:
         self.rt, self.app = rt, app
 
     def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
         op_id = op.id
-        try:
-            enqueue_operation(self.app, self.rt.settings, op_id, op.resource_type, op.host)
-        except Exception as exc:
-            reconciler.abandon(self.rt, op_id, f"the task broker is unreachable: {exc}")
-            raise HTTPException(503, f"the task broker is unreachable: {exc}") from exc
+        if not dispatch(self.app, self.rt.settings, self.rt.sessions, op_id, op.resource_type, op.host):
+            log.warning("operation %s recorded; the broker is away: it is sent once the broker is back", op_id)
         return JSONResponse(body, status_code=202, headers={"Location": f"/v1/operations/{op_id}"})
 
 

@@ -20,6 +20,10 @@ DEFAULT_URL = "unix:///var/run/docker.sock"
 T = TypeVar("T")
 
 
+# What the engine answers (5xx) when it, or the containerd under it, is going away or coming back: worth a retry.
+GOING_AWAY = ("connection", "transport is closing", "unavailable", "shutting down")
+
+
 def open_client(base_url: str | None = None, timeout: float = 60.0) -> docker.DockerClient:
     return docker.DockerClient(base_url=base_url or DEFAULT_URL, version=API_VERSION, timeout=int(timeout))
 
@@ -37,7 +41,7 @@ def docker_errors(what: str) -> Iterator[None]:
         status = exc.status_code or 500
         if status == 409:
             raise Conflict(f"{what}: {_explain(exc)}") from exc
-        if status >= 500 and "connection" in str(exc).lower():
+        if status >= 500 and any(sign in str(exc).lower() for sign in GOING_AWAY):
             raise TransientError(f"{what}: Docker daemon error: {_explain(exc)}") from exc
         raise PermanentError(f"{what}: {_explain(exc)}") from exc
     except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:

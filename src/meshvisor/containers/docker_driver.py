@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
+import docker
 from docker.models.containers import Container
 from docker.types import Mount
 
@@ -32,6 +35,7 @@ LABEL_NAME = "meshvisor.name"
 # inherits them, and must never be taken for an instance (or for an orphan to remove).
 LABEL_ROLE = "meshvisor.role"
 ROLE_INSTANCE = "instance"
+STALE_ENDPOINT = re.compile(r"endpoint with name \S+ already exists in network (\S+)")
 # CPU limits as quota per period (what `docker update` can change live; NanoCpus cannot be updated).
 CPU_PERIOD = 100_000
 
@@ -163,7 +167,7 @@ class DockerDriver:
             if container.status == "paused":
                 container.unpause()
             elif container.status != "running":
-                container.start()
+                self._clearing_stale_endpoint(container, container.start)
 
     def stop(self, instance_id: str, timeout: float = 10.0, force: bool = False) -> None:
         container = self._get(instance_id)
@@ -181,7 +185,21 @@ class DockerDriver:
         with docker_errors(f"restart container {container.name}"):
             if container.status == "paused":
                 container.unpause()
-            container.restart(timeout=int(timeout))
+            self._clearing_stale_endpoint(container, lambda: container.restart(timeout=int(timeout)))
+
+    def _clearing_stale_endpoint(self, container: Container, start: Callable[[], object]) -> None:
+        """Start (or restart) the container. A restart of the engine that cut an earlier start short can leave
+        the container's endpoint behind in its network ("endpoint with name ... already exists in network
+        none"), and the engine then refuses every start: that endpoint is removed (as `docker network disconnect
+        --force` does) and the start tried once more."""
+        try:
+            start()
+        except docker.errors.APIError as exc:
+            stale = STALE_ENDPOINT.search(str(exc.explanation or exc))
+            if stale is None:
+                raise
+            self._client.api.disconnect_container_from_network(str(container.id), stale.group(1), force=True)
+            start()
 
     def pause(self, instance_id: str) -> None:
         container = self._get(instance_id)

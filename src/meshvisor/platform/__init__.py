@@ -14,8 +14,9 @@ only those below them (import-linter holds it):
     networks/     networks and IPAM, security groups, and their per-host kernel state
     images/       images: requests and build/import/pull/push steps
     hosts/        the host registry and what one host can give
-    state/        database, models, operations and their locks, events, paging, tokens
+    state/        database, models, operations (their locks and claims), events, paging, tokens
 
 Shared by all: `settings` (MESHVISOR_* variables), `runtime` (settings + sessions + drivers of one process),
-`celery_app` (where tasks go), `failpoints` (crash tests).
+`celery_app` (where tasks go) and its `broker_transport` (Redis, kept alive across a restart of Redis),
+`dispatch` (operations handed to the broker, and sent again when it forgot them), `failpoints` (crash tests).
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from . import broker_transport
 from .settings import Settings
 from .state.operation_kinds import ResourceType
 
@@ -25,7 +26,11 @@ def make_celery(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_transport_options={"visibility_timeout": 3600},
         worker_hijack_root_logger=False,
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,  # a worker waits for its broker however long it is away
     )
+    if settings.broker_url.startswith("redis://"):
+        app.conf.broker_transport = broker_transport.NAME
     return app
 
 

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 
 from sqlalchemy import select
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from meshvisor.core.compute import ComputeDriver
@@ -54,25 +55,61 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 
-def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> OperationStatus:
-    """Run one operation to its end. A TransientError propagates (for a retry) unless this is the last attempt."""
+class DatabaseUnreachable(TransientError):
+    """The database did not answer where an operation's claim or end is recorded: the task tries again, however
+    long it takes (nothing can be done, nor recorded, without it)."""
+
+
+# What a dropped or refused database connection raises (a PostgreSQL restart, a lock that outlived its timeout).
+DATABASE_DOWN = (OperationalError, InterfaceError)
+
+
+def run_operation(
+    rt: Runtime, op_id: str, final_attempt: bool = True, holder: str | None = None
+) -> OperationStatus:
+    """Run one operation to its end, as `holder` (one delivery of its task; see `operations.claim`). A
+    TransientError propagates (for a retry) unless this is the last attempt; the claim is let go first."""
+    holder = holder or operations.holder(rt.settings.host_name, f"inline-{op_id}")
+    try:
+        op = _claim(rt, op_id, holder)
+    except DATABASE_DOWN as exc:
+        raise DatabaseUnreachable(f"the database is unreachable: {exc.__class__.__name__}") from exc
+    if isinstance(op, OperationStatus):  # ended, cancelled, or run by another delivery now
+        return op
+    try:
+        return _run_claimed(rt, op, final_attempt, holder)
+    except DATABASE_DOWN as exc:
+        raise DatabaseUnreachable(f"the database is unreachable: {exc.__class__.__name__}") from exc
+
+
+def _claim(rt: Runtime, op_id: str, holder: str) -> Operation | OperationStatus:
+    """The operation, claimed by `holder`; or its status when it is not to run here."""
     with transaction(rt.sessions) as s:
-        if not operations.claim(s, op_id):  # cancelled, or ended by an earlier delivery of the task
+        if not operations.claim(s, op_id, holder):
             return OperationStatus(operations.get(s, op_id).status)
         op = operations.get(s, op_id)
         op.attempts += 1
         if op.started_at is None:
             operations.set_status(s, op, OperationStatus.RUNNING)
+    return op
+
+
+def _run_claimed(rt: Runtime, op: Operation, final_attempt: bool, holder: str) -> OperationStatus:
+    op_id = op.id
     kind = OperationKind.find(op.resource_type, op.action)
     handler = HANDLERS.get(kind) if kind is not None else None
     try:
         if handler is None:
             raise PermanentError(f"no handler for {op.resource_type} {op.action}")
-        handler(rt, op)
+        try:
+            handler(rt, op)
+        except DATABASE_DOWN as exc:  # a step's transaction lost its connection: worth another attempt
+            raise TransientError(f"the database is unreachable: {exc.__class__.__name__}") from exc
     except TransientError as exc:
         if not final_attempt:
             with transaction(rt.sessions) as s:
                 operations.get(s, op_id).error = f"{exc.message} (attempt {op.attempts}, retrying)"
+                operations.release(s, op_id, holder)
             raise
         return _fail(rt, op, exc.message)
     except MeshvisorError as exc:
@@ -276,11 +313,3 @@ def record_event(rt: Runtime, instance_id: str, state: InstanceState, reason: st
         if instance is None or instance.state in ("deleting", "pending", "creating"):
             return
         set_state(s, instance, state, reason if state is InstanceState.ERROR else None, reason=reason)
-
-
-def abandon(rt: Runtime, op_id: str, message: str) -> None:
-    """Fail an operation that never reached a worker (the broker refused it), releasing its lock."""
-    with transaction(rt.sessions) as s:
-        op = operations.get(s, op_id)
-        s.expunge(op)
-    _fail(rt, op, message)

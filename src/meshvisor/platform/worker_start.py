@@ -2,7 +2,7 @@
 
 register_host                 this host in the registry; the other hosts converge now, adding its tunnel
 ensure_default_pool           the default storage pool (by the worker that serves the platform's queue)
-resume_abandoned_operations   operations a worker of this host left running when it died, queued again
+resume_abandoned_operations   operations a worker of this host left running when it died: let go, sent again
 start                         all of the above, then libvirt's events followed (on a host that runs VMs)
 """
 
@@ -12,8 +12,8 @@ import logging
 
 from celery import Celery
 
-from meshvisor.platform import vm_events
-from meshvisor.platform.celery_app import enqueue_operation, reconcile_host
+from meshvisor.platform import dispatch, vm_events
+from meshvisor.platform.celery_app import reconcile_host
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import operations
@@ -49,15 +49,15 @@ def ensure_default_pool(rt: Runtime) -> None:
 
 
 def resume_abandoned_operations(rt: Runtime, app: Celery, serves_platform_queue: bool) -> list[str]:
-    """Queue again the operations a crash cut short (their steps are idempotent): those of this host, and the
-    platform's too for the worker that serves its queue. The ids of the operations resumed."""
+    """Let go of the operations a crash cut short and send them again (their steps are idempotent): those of this
+    host, and the platform's too for the worker that serves its queue. The ids of the operations resumed; one the
+    broker does not take now is sent by `dispatch.redispatch` once it is back."""
     settings = rt.settings
     with transaction(rt.sessions) as s:
-        stranded = [
-            (op.id, op.resource_type, op.host)
-            for op in operations.abandoned(s, settings.host_name, serves_platform_queue)
-        ]
-    for op_id, resource_type, host in stranded:
+        stranded = operations.release_dead_claims(s, settings.host_name, serves_platform_queue)
+        found = [(op_id, operations.get(s, op_id)) for op_id in stranded]
+        targets = [(op_id, op.resource_type, op.host) for op_id, op in found]
+    for op_id, resource_type, host in targets:
         log.warning("resuming operation %s, left running by a worker that died", op_id)
-        enqueue_operation(app, settings, op_id, resource_type, host)
-    return [op_id for op_id, _, _ in stranded]
+        dispatch.dispatch(app, settings, rt.sessions, op_id, resource_type, host)
+    return stranded

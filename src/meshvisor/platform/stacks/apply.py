@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 from meshvisor.core.errors import Conflict, MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import OperationStatus
 from meshvisor.platform import failpoints, stacks
-from meshvisor.platform.celery_app import enqueue_operation, make_celery, operation_queue, sync_security_on
+from meshvisor.platform.celery_app import make_celery, operation_queue, sync_security_on
+from meshvisor.platform.dispatch import dispatch
 from meshvisor.platform.hosts.registry import all_hosts
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.runtime import Runtime
@@ -241,7 +242,7 @@ class Apply:
         else:
             if not _celery:
                 _celery.append(make_celery(settings))
-            enqueue_operation(_celery[0], settings, op_id, resource_type, host)
+            dispatch(_celery[0], settings, self.rt.sessions, op_id, resource_type, host)
         ended = self._wait(op_id)
         if ended.status != OperationStatus.SUCCEEDED.value:
             raise StepFailed(f"{ended.action} {ended.resource_type} {ended.resource_name!r}: {ended.error}")

@@ -315,7 +315,10 @@ class VolumeAttachment(Base):
 
 class Operation(Base):
     __tablename__ = "operations"
-    __table_args__ = (Index("ix_operations_resource", "resource_type", "resource_id"),)
+    __table_args__ = (
+        Index("ix_operations_resource", "resource_type", "resource_id"),
+        Index("ix_operations_status", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project: Mapped[str] = mapped_column(String(64), default="default")
@@ -331,6 +334,11 @@ class Operation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The worker process (and delivery) running it now; None when nobody is (see `operations.claim`).
+    claimed_by: Mapped[str | None] = mapped_column(String(128), default=None)
+    # The broker's run its last message was sent under, and when a send was last tried (see `dispatch`).
+    dispatch_epoch: Mapped[str | None] = mapped_column(String(64), default=None)
+    dispatched_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Event(Base):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import Conflict, NotFound
@@ -70,16 +70,97 @@ def unlock(session: Session, model: Lockable, resource_id: str, op_id: str) -> N
     )
 
 
-def claim(session: Session, op_id: str) -> bool:
-    """Mark the operation running unless it has ended (a cancel and a worker can race: one of them wins)."""
+# -- who runs an operation ---------------------------------------------------------------------------------------
+# A holder names one worker process and one delivery of the operation's task: `<host>/<boot id>/<delivery>`. The
+# boot id is new in every process, so the claims of a worker that died are told from those of its successor.
+BOOT_ID = new_id()[:12]
+_UNFINISHED = (OperationStatus.PENDING.value, OperationStatus.RUNNING.value)
+
+
+def process_identity(host: str) -> str:
+    """This worker process: its host and its boot id (the start of every holder it makes)."""
+    return f"{host}/{BOOT_ID}"
+
+
+def holder(host: str, delivery: str) -> str:
+    """The holder of one delivery (a Celery task id; its retries keep it) in this process."""
+    return f"{process_identity(host)}/{delivery}"
+
+
+def claim(session: Session, op_id: str, by: str) -> bool:
+    """Take the operation for holder `by` and mark it running: only when it has not ended (a cancel and a worker
+    can race: one of them wins) and nobody else holds it. A second delivery of its task while the first runs finds
+    it held and does nothing; `by` itself takes it again (a retry whose predecessor could not let go)."""
     result = session.execute(
         update(Operation)
-        .where(Operation.id == op_id, Operation.status.in_([OperationStatus.PENDING, OperationStatus.RUNNING]))
-        .values(status=OperationStatus.RUNNING.value)
+        .where(
+            Operation.id == op_id,
+            Operation.status.in_(_UNFINISHED),
+            or_(Operation.claimed_by.is_(None), Operation.claimed_by == by),
+        )
+        .values(status=OperationStatus.RUNNING.value, claimed_by=by)
         .execution_options(synchronize_session=False)
     )
     session.expire_all()
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def release(session: Session, op_id: str, by: str) -> None:
+    """Let go of an operation that is to run again (a retry): nobody holds it, and no message is known to be
+    queued for it until the next dispatch records one."""
+    session.execute(
+        update(Operation)
+        .where(Operation.id == op_id, Operation.claimed_by == by)
+        .values(claimed_by=None, dispatch_epoch=None, dispatched_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_dead_claims(session: Session, host: str, platform_queue: bool) -> list[str]:
+    """A worker that starts lets go of what its host's earlier worker held (one worker process per host is the
+    rule, so that one is dead): the ids of the operations it left running, now held by nobody."""
+    mine = f"{process_identity(host)}/%"
+    stranded = [op.id for op in abandoned(session, host, platform_queue)]
+    for op_id in stranded:
+        session.execute(
+            update(Operation)
+            .where(
+                Operation.id == op_id,
+                or_(Operation.claimed_by.is_(None), Operation.claimed_by.not_like(mine)),
+            )
+            .values(claimed_by=None, dispatch_epoch=None)
+            .execution_options(synchronize_session=False)
+        )
+    return stranded
+
+
+# -- handing operations to the broker ---------------------------------------------------------------------------
+def record_dispatch(session: Session, op_id: str, epoch: str) -> None:
+    """A message for the operation went to the broker's run `epoch` (read before the send)."""
+    session.execute(
+        update(Operation)
+        .where(Operation.id == op_id, Operation.status.in_(_UNFINISHED))
+        .values(dispatch_epoch=epoch, dispatched_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def forgotten(session: Session, host: str, platform_queue: bool, epoch: str, before: datetime) -> list[Operation]:
+    """Operations of this worker's queues that nobody holds and whose message the broker may not have: never
+    sent, or sent to an earlier run of the broker (it restarted and, without persistence, forgot its queues).
+    Those created, released or sent after `before` are left to the dispatch under way."""
+    query = select(Operation).where(
+        Operation.status.in_(_UNFINISHED),
+        Operation.claimed_by.is_(None),
+        or_(Operation.dispatch_epoch.is_(None), Operation.dispatch_epoch != epoch),
+        Operation.created_at < before,
+        or_(Operation.dispatched_at.is_(None), Operation.dispatched_at < before),
+    )
+    return [
+        op
+        for op in session.scalars(query.order_by(Operation.created_at))
+        if (op.host == host if ResourceType(op.resource_type).host_bound else platform_queue)
+    ]
 
 
 def cancel(session: Session, op_id: str) -> Operation:

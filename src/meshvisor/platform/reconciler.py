@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import InstanceKind, InstanceState, OperationStatus
+from meshvisor.platform import failpoints
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
@@ -67,7 +68,8 @@ def run_operation(rt: Runtime, op_id: str, final_attempt: bool = True) -> Operat
     try:
         if handler is None:
             raise PermanentError(f"no handler for {op.resource_type} {op.action}")
-        handler(rt, op)
+        with failpoints.operation(rt.settings, f"{op.resource_type}.{op.action}"):
+            handler(rt, op)
     except TransientError as exc:
         if not final_attempt:
             with transaction(rt.sessions) as s:

@@ -8,6 +8,7 @@ the others converge at their next reconcile pass, or before they attach a worklo
 from __future__ import annotations
 
 import logging
+import threading
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,6 +36,9 @@ def network_spec(rt: Runtime, session: Session, net: Network) -> network.Network
         remotes=hosts.remote_endpoints(session, rt.settings.host_name),
         mtu=net.mtu,
     )
+
+
+_guard_lock = threading.Lock()  # see ensure_guard
 
 
 def create_network(rt: Runtime, op: Operation) -> None:
@@ -91,11 +95,15 @@ def dhcp_server(rt: Runtime, spec: network.NetworkSpec) -> network.DhcpServer:
 
 
 def ensure_guard(rt: Runtime) -> None:
-    """Nothing routed into or out of any of this host's networks (the guard lists every bridge by name)."""
-    with transaction(rt.sessions) as s:
-        ids = list(s.scalars(select(Network.id)))
-    prefix = rt.settings.host_prefix
-    network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in ids], rt.settings.host_netns)
+    """Nothing routed into or out of any of this host's networks (the guard lists every bridge by name). The
+    rows are read and the guard written under one lock, so the last guard written is of the last rows read: a
+    periodic pass that read the networks just before one was deleted cannot write its bridge back after the
+    delete's own guard."""
+    with _guard_lock:
+        with transaction(rt.sessions) as s:
+            ids = list(s.scalars(select(Network.id)))
+        prefix = rt.settings.host_prefix
+        network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in ids], rt.settings.host_netns)
 
 
 def ensure_here(rt: Runtime, network_ids: set[str]) -> None:
@@ -172,7 +180,7 @@ def remove_orphan_links(rt: Runtime) -> int:
     stray = [link.name for link in network.list_links(prefix, netns) if link.name not in wanted]
     removed = network.remove_links(prefix, stray, netns) if stray else []
     if network_ids or stray:
-        network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in network_ids], netns)
+        ensure_guard(rt)
     for name in removed:
         log.warning("reconcile: removed orphan link %s", name)
     return len(removed)

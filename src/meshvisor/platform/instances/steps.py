@@ -33,7 +33,7 @@ from meshvisor.platform.networks.steps import ensure_here, refresh_dhcp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Image, Instance, NetworkAddress, Operation
+from meshvisor.platform.state.models import Image, Instance, Network, NetworkAddress, Operation
 from meshvisor.platform.state.operation_kinds import Handler
 from meshvisor.platform.volumes.steps import (
     container_mounts,
@@ -304,6 +304,15 @@ def _clear_restart_required(rt: Runtime, instance_id: str) -> None:
 
 
 def delete_instance(rt: Runtime, op: Operation) -> None:
+    """Its host objects go, then its row; then its leases and the filter follow. The row goes after everything
+    it names, so an attempt that finds it gone (a worker died after deleting it) has only what follows left to do,
+    on every network (the row named which)."""
+    with transaction(rt.sessions) as s:
+        row_gone = s.get(Instance, op.resource_id) is None
+        every_network = set(s.scalars(select(Network.id)))
+    if row_gone:
+        _after_delete(rt, every_network)
+        return
     instance = _load_instance(rt, op.resource_id)
     detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
@@ -318,7 +327,12 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
         if current is not None:
             s.delete(current)
         events.emit(s, "lifecycle", "instance", instance.name, instance.project, state="deleted", id=instance.id)
-    for network_id in network_ids:  # its lease goes with it
+    _after_delete(rt, network_ids)
+
+
+def _after_delete(rt: Runtime, network_ids: set[str]) -> None:
+    """Once an instance's row is gone: its leases go from these networks' dnsmasq, its ports from the filter."""
+    for network_id in network_ids:
         refresh_dhcp(rt, network_id)
     sync_security(rt)
 

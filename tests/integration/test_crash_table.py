@@ -189,7 +189,7 @@ def _volume_resized(run: Run) -> None:
 
 def _volume_snapshots(*names: str) -> Callable[[Run], None]:
     def check(run: Run) -> None:
-        assert [s["name"] for s in _volume_state(run).get("snapshots", [])] == list(names), _volume_state(run)
+        assert _volume_state(run)["snapshots"] == list(names), _volume_state(run)
 
     return check
 
@@ -348,11 +348,13 @@ def test_a_worker_killed_at_every_failpoint_leaves_nothing_behind(
     try:
         run = Run(api, instance_kind, "ft-0", tiny if instance_kind == "vm" else "busybox")
         platform.start_worker(MESHVISOR_FAILPOINTS=f"trace:{trace}")
-        case.setup(run)
-        trace.write_text("")  # the set-up's own operations are other kinds, but start from nothing
-        run.ok(case.submit(run))
-        case.check(run)
-        _teardown(run, platform)
+        try:
+            case.setup(run)
+            trace.write_text("")  # the set-up's own operations are other kinds, but start from nothing
+            run.ok(case.submit(run))
+            case.check(run)
+        finally:
+            _teardown(run, platform)
         points = [p for p in trace.read_text().splitlines() if p.startswith(prefix)]
         assert points, f"{kind} reached no failpoint"
         killed_at = chosen(points, instance_kind)
@@ -391,7 +393,7 @@ def _killed_at(platform: Platform, run: Run, case: Case, point: str) -> bool:
         if op["status"] == "succeeded":
             case.check(run)
         else:
-            assert op["error"] and run.get()["state"] == "error", f"{point}: {op} {run.get()}"
+            assert op["error"] and run.get().get("state") == "error", f"{point}: {op} {run.get()}"
         wait_explained(platform)
         return op["status"] == "failed"
     except AssertionError as exc:

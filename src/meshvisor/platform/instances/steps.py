@@ -249,9 +249,10 @@ def take_snapshot(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
     driver = _snapshot_driver(rt, instance)
     name = str(op.params["snapshot"])
-    if any(s.name == name for s in driver.snapshot_list(instance.id)):
+    if not any(s.name == name for s in driver.snapshot_list(instance.id)):
+        driver.snapshot_create(instance.id, name)
+    elif op.attempts <= 1:  # a later attempt finds the snapshot an earlier one took before its worker died
         raise PermanentError(f"instance {instance.name!r} already has a snapshot named {name!r}")
-    driver.snapshot_create(instance.id, name)
     _record_observed(rt, instance.id)
 
 

@@ -68,8 +68,9 @@ def explained_links(platform: Platform, r: Rows) -> set[str]:
 
 
 def _nft(platform: Platform, *argv: str, netns: str | None = None) -> str:
+    """nft's answer; empty when what it lists went meanwhile (a table removed between listing and reading)."""
     command = ["nft", *argv] if netns is None else ["ip", "netns", "exec", netns, "nft", *argv]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(command, capture_output=True, text=True, check=False).stdout
 
 
 def _nft_leftovers(platform: Platform, links: set[str]) -> set[str]:
@@ -77,7 +78,7 @@ def _nft_leftovers(platform: Platform, links: set[str]) -> set[str]:
     found = set()
     link = re.compile(rf"{re.escape(platform.prefix)}-[a-z]+-[0-9a-f]+")
     for netns in (None, platform.host_b):
-        for line in _nft(platform, "list", "tables", netns=netns).splitlines():
+        for line in _nft(platform, "list", "tables", netns=netns).splitlines():  # one `table <family> <name>`
             _, family, table = line.split()
             if not table.startswith(f"{platform.prefix}-"):
                 continue

@@ -4,9 +4,9 @@ and VMs, and each time the restarted worker ends the operation and leaves nothin
 Every call an operation's steps make into a driver is a failpoint, before and after (`platform.failpoints`).
 For each row of `CASES` a first run, traced (`MESHVISOR_FAILPOINTS=trace:<file>`), lists the failpoints its
 operation reaches; then for each of them: a worker armed with it, the row's set-up, the operation asked for, the
-worker seen dead, a worker with no failpoint started, the operation seen ended (`succeeded`; `failed` only with
-the instance in `error`), the object in the state the end says, and nothing of the prefix left on the host that
-no row explains (`host_leftovers`).
+worker seen dead, a worker with no failpoint started, the operation seen `succeeded` (a kill never fails an
+operation: its steps are idempotent), the object in the state the operation promises, and nothing of the prefix
+left on the host that no row explains (`host_leftovers`).
 
 Which failpoints (`chosen`): the first one, then the one after each driver call (the one before a call leaves
 the host as the one after the call before it did, bar a database write); for VMs (each point boots a guest under
@@ -161,8 +161,12 @@ def _with_volume(run: Run) -> None:
     run.ok(run.api.post(f"/v1/instances/{run.name}/volumes", json={"volume": VOL}))
 
 
+def _with_disk(run: Run) -> None:
+    run.instance(disk_mb=32)  # a snapshot needs a disk to hold it
+
+
 def _with_snapshot(run: Run) -> None:
-    run.instance()
+    _with_disk(run)
     run.ok(run.action("snapshot", snapshot=SNAP))
 
 
@@ -256,7 +260,7 @@ CASES: dict[OperationKind, Case] = {
         _with_volume, lambda r: r.api.delete(f"/v1/instances/{r.name}/volumes/{VOL}"), _volumes(), kinds=("vm",)
     ),
     K.INSTANCE_SNAPSHOT: Case(
-        Run.instance, lambda r: r.action("snapshot", snapshot=SNAP), _snapshots(SNAP), ("vm",)
+        _with_disk, lambda r: r.action("snapshot", snapshot=SNAP), _snapshots(SNAP), ("vm",)
     ),
     K.INSTANCE_REVERT: Case(
         _with_snapshot, lambda r: r.action("revert", snapshot=SNAP), _snapshots(SNAP), ("vm",)
@@ -358,19 +362,15 @@ def test_a_worker_killed_at_every_failpoint_leaves_nothing_behind(
         points = [p for p in trace.read_text().splitlines() if p.startswith(prefix)]
         assert points, f"{kind} reached no failpoint"
         killed_at = chosen(points, instance_kind)
-        failed = []
         for index, point in enumerate(killed_at, 1):
-            run = Run(api, instance_kind, f"ft-{index}", run.image)
-            if _killed_at(platform, run, case, point):
-                failed.append(point)
-        print(f"{kind.name} {instance_kind}: {len(killed_at)} of {len(points)} failpoints; failed ops at {failed}")
+            _killed_at(platform, Run(api, instance_kind, f"ft-{index}", run.image), case, point)
+        print(f"{kind.name} {instance_kind}: killed at {len(killed_at)} of {len(points)} failpoints")
     finally:
         platform.start_worker()  # never leave an armed worker behind
 
 
-def _killed_at(platform: Platform, run: Run, case: Case, point: str) -> bool:
-    """Kill the worker at `point`, let a new one finish, check the end and the host; True when the operation
-    ended `failed` (with its instance in `error`)."""
+def _killed_at(platform: Platform, run: Run, case: Case, point: str) -> None:
+    """Kill the worker at `point`, let a new one finish the operation, check its end and the host."""
     worker = platform.start_worker(MESHVISOR_FAILPOINTS=point)
     armed = True
     try:
@@ -389,13 +389,9 @@ def _killed_at(platform: Platform, run: Run, case: Case, point: str) -> bool:
         platform.start_worker()
         armed = False
         op = wait_op(run.api, httpx.Response(202, headers={"Location": f"/v1/operations/{op_id}"}), timeout=300)
-        assert op["status"] in ("succeeded", "failed"), f"{point}: {op}"
-        if op["status"] == "succeeded":
-            case.check(run)
-        else:
-            assert op["error"] and run.get().get("state") == "error", f"{point}: {op} {run.get()}"
+        assert op["status"] == "succeeded", f"{point}: {op}"  # a kill never fails an operation
+        case.check(run)
         wait_explained(platform)
-        return op["status"] == "failed"
     except AssertionError as exc:
         raise AssertionError(f"killed at {point}: {exc}") from exc
     finally:

@@ -202,3 +202,23 @@ def test_a_resize_the_driver_cannot_apply_live_waits_for_a_restart(runtime: Runt
     assert act(runtime, "restart") is OperationStatus.SUCCEEDED
     with runtime.sessions() as s:
         assert instances.get(s, "web").restart_required is False
+
+
+def test_a_delete_resumed_after_its_row_went_succeeds(runtime: Runtime) -> None:
+    """A worker that died after deleting the instance's row (its leases and filter not yet refreshed): the
+    resumed delete finds the row gone and finishes, `succeeded` (it failed with "gone from the database")."""
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        _, op = instances.create(
+            s, InstanceRequest(name="web", kind=InstanceKind.CONTAINER, image="busybox", command=SERVE)
+        )
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    with transaction(runtime.sessions) as s:
+        _, op = instances.request_delete(s, "web")
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    with transaction(runtime.sessions) as s:  # as a worker killed before recording the end leaves it
+        operations.get(s, op.id).status = OperationStatus.RUNNING.value
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    with runtime.sessions() as s:
+        assert instances.find(s, "web") is None
+        assert operations.get(s, op.id).error is None

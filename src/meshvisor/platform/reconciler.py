@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from meshvisor.core.compute import ComputeDriver
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import InstanceKind, InstanceState, Observed, OperationStatus
+from meshvisor.platform import failpoints
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
@@ -102,7 +103,8 @@ def _run_claimed(rt: Runtime, op: Operation, final_attempt: bool, holder: str) -
         if handler is None:
             raise PermanentError(f"no handler for {op.resource_type} {op.action}")
         try:
-            handler(rt, op)
+            with failpoints.operation(rt.settings, f"{op.resource_type}.{op.action}"):
+                handler(rt, op)
         except DATABASE_DOWN as exc:  # a step's transaction lost its connection: worth another attempt
             raise TransientError(f"the database is unreachable: {exc.__class__.__name__}") from exc
     except TransientError as exc:

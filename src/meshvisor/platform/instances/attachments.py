@@ -170,9 +170,11 @@ def detach_network(rt: Runtime, op: Operation) -> None:
     attachment_id = str(op.params["attachment"])
     with transaction(rt.sessions) as s:
         row = s.get(NetworkAddress, attachment_id)
-        if row is None:  # an earlier attempt finished the job
-            return
-        network_id, mac = row.network_id, str(row.mac)
+        network_ids = {row.network_id} if row is not None else set(s.scalars(select(Network.id)))
+        mac = str(row.mac) if row is not None else None
+    if mac is None:  # an earlier attempt removed the row, then died: what follows it is done again
+        _after_detach(rt, op.resource_id, network_ids)
+        return
     if _instance_kind(rt, op.resource_id) is InstanceKind.VM:
         _vm_driver(rt).detach_nic(op.resource_id, mac)
     else:
@@ -181,8 +183,15 @@ def detach_network(rt: Runtime, op: Operation) -> None:
         current = s.get(NetworkAddress, attachment_id)
         if current is not None:
             s.delete(current)
-    refresh_dhcp(rt, network_id)
-    refresh_record(rt, op.resource_id)
+    _after_detach(rt, op.resource_id, network_ids)
+
+
+def _after_detach(rt: Runtime, instance_id: str, network_ids: set[str]) -> None:
+    """Once the attachment's row is gone: its lease leaves these networks' dnsmasq, the instance's record
+    shows its networks without it, its port leaves the filter."""
+    for network_id in network_ids:
+        refresh_dhcp(rt, network_id)
+    refresh_record(rt, instance_id)
     sync_security(rt)
 
 

@@ -34,7 +34,7 @@ from meshvisor.platform.networks.steps import ensure_here, refresh_dhcp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Image, Instance, NetworkAddress, Operation
+from meshvisor.platform.state.models import Image, Instance, Network, NetworkAddress, Operation
 from meshvisor.platform.state.operation_kinds import Handler
 from meshvisor.platform.volumes.steps import (
     container_mounts,
@@ -252,9 +252,10 @@ def take_snapshot(rt: Runtime, op: Operation) -> None:
     instance = _load_instance(rt, op.resource_id)
     driver = _snapshot_driver(rt, instance)
     name = str(op.params["snapshot"])
-    if any(s.name == name for s in driver.snapshot_list(instance.id)):
+    if not any(s.name == name for s in driver.snapshot_list(instance.id)):
+        driver.snapshot_create(instance.id, name)
+    elif op.attempts <= 1:  # a later attempt finds the snapshot an earlier one took before its worker died
         raise PermanentError(f"instance {instance.name!r} already has a snapshot named {name!r}")
-    driver.snapshot_create(instance.id, name)
     _record_observed(rt, instance.id)
 
 
@@ -307,6 +308,15 @@ def _clear_restart_required(rt: Runtime, instance_id: str) -> None:
 
 
 def delete_instance(rt: Runtime, op: Operation) -> None:
+    """Its host objects go, then its row; then its leases and the filter follow. The row goes after everything
+    it names, so an attempt that finds it gone (a worker died after deleting it) has only what follows left to do,
+    on every network (the row named which)."""
+    with transaction(rt.sessions) as s:
+        row_gone = s.get(Instance, op.resource_id) is None
+        every_network = set(s.scalars(select(Network.id)))
+    if row_gone:
+        _after_delete(rt, every_network)
+        return
     instance = _load_instance(rt, op.resource_id)
     detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
@@ -321,7 +331,12 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
         if current is not None:
             s.delete(current)
         events.emit(s, "lifecycle", "instance", instance.name, instance.project, state="deleted", id=instance.id)
-    for network_id in network_ids:  # its lease goes with it
+    _after_delete(rt, network_ids)
+
+
+def _after_delete(rt: Runtime, network_ids: set[str]) -> None:
+    """Once an instance's row is gone: its leases go from these networks' dnsmasq, its ports from the filter."""
+    for network_id in network_ids:
         refresh_dhcp(rt, network_id)
     sync_security(rt)
 

@@ -8,6 +8,7 @@ the others converge at their next reconcile pass, or before they attach a worklo
 from __future__ import annotations
 
 import logging
+import threading
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -37,6 +38,9 @@ def network_spec(rt: Runtime, session: Session, net: Network) -> network.Network
         mtu=net.mtu,
         stamp=network_stamp(net),
     )
+
+
+_guard_lock = threading.Lock()  # see ensure_guard
 
 
 def create_network(rt: Runtime, op: Operation) -> None:
@@ -93,11 +97,18 @@ def dhcp_server(rt: Runtime, spec: network.NetworkSpec) -> network.DhcpServer:
 
 
 def ensure_guard(rt: Runtime) -> None:
-    """Nothing routed into or out of any of this host's networks (the guard lists every bridge by name)."""
-    with transaction(rt.sessions) as s:
-        ids = list(s.scalars(select(Network.id)))
-    prefix = rt.settings.host_prefix
-    network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in ids], rt.settings.host_netns)
+    """Nothing routed into or out of any of this host's networks (the guard lists every bridge by name; with no
+    network there is no guard). The rows are read and the guard written under one lock, so the last guard
+    written is of the last rows read: a periodic pass that read the networks just before one was deleted cannot
+    write its bridge back after the delete's own guard, nor remove the guard of a network being created."""
+    prefix, netns = rt.settings.host_prefix, rt.settings.host_netns
+    with _guard_lock:
+        with transaction(rt.sessions) as s:
+            ids = list(s.scalars(select(Network.id)))
+        if ids:
+            network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in ids], netns)
+        else:
+            network.remove_guard(prefix, netns)
 
 
 def ensure_here(rt: Runtime, network_ids: set[str]) -> None:
@@ -159,8 +170,9 @@ def refresh_dhcp(rt: Runtime, network_id: str) -> None:
 
 def remove_orphan_links(rt: Runtime) -> int:
     """Links of our prefix that no network or attachment row explains (left by a crash) go, and the guard is
-    rebuilt from the rows. Rows are written before links are made and removed after, so a link being made or
-    taken down is never mistaken for an orphan."""
+    rebuilt from the rows at every pass (a host where a network came and went before it made its bridge must
+    lose it from its guard too). Rows are written before links are made and removed after, so a link being made
+    or taken down is never mistaken for an orphan."""
     prefix, netns = rt.settings.host_prefix, rt.settings.host_netns
     with transaction(rt.sessions) as s:
         network_ids = list(s.scalars(select(Network.id)))
@@ -173,8 +185,7 @@ def remove_orphan_links(rt: Runtime) -> int:
     }
     stray = [link.name for link in network.list_links(prefix, netns) if link.name not in wanted]
     removed = network.remove_links(prefix, stray, netns) if stray else []
-    if network_ids or stray:
-        network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in network_ids], netns)
+    ensure_guard(rt)
     for name in removed:
         log.warning("reconcile: removed orphan link %s", name)
     return len(removed)

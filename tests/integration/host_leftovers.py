@@ -1,0 +1,159 @@
+"""What exists on the host, of a test platform's prefix, that no database row explains: containers, libvirt
+domains, links (here and in host B's namespace), nftables tables and the links their rules name, namespaces,
+loop mounts and loop devices, volume files, VM directories, dnsmasq and Envoy processes. One check for every
+crash test: after a worker died anywhere and another finished its work, `wait_explained` must come back empty."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+
+from meshvisor.core.names import host_object_name
+from meshvisor.network import bridge_name, list_links, namespaces, tap_name, veth_name, vxlan_name
+from meshvisor.platform.state.db import make_engine, make_sessionmaker
+from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Volume, VolumeAttachment
+from meshvisor.storage import loop_devices_for, mounts_under
+
+from .conftest import Platform
+
+TABLES = ("guard", "sg")  # the nftables tables of a prefix (inet `-guard`, bridge `-sg`), each one per host
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The ids of what the database says exists."""
+
+    instances: dict[str, str]  # id → kind
+    meshed: set[str]
+    networks: set[str]
+    attachments: set[str]  # network attachments of instances (veths, taps)
+    volumes: set[str]
+    mounted: set[str]  # volume attachments of containers (each one loop mount)
+
+
+def rows(platform: Platform) -> Rows:
+    engine = make_engine(f"sqlite:///{platform.data_dir / 'meshvisor.db'}")
+    try:
+        with make_sessionmaker(engine)() as s:
+            instances = {i.id: i for i in s.scalars(select(Instance))}
+            attachments = s.scalars(select(NetworkAddress.id).where(NetworkAddress.instance_id.is_not(None)))
+            mounted = s.execute(select(VolumeAttachment.id, VolumeAttachment.instance_id))
+            return Rows(
+                instances={i.id: i.kind for i in instances.values()},
+                meshed={i.id for i in instances.values() if i.mesh},
+                networks=set(s.scalars(select(Network.id))),
+                attachments=set(attachments),
+                volumes=set(s.scalars(select(Volume.id))),
+                mounted={
+                    a for a, i in mounted if instances.get(i) is not None and instances[i].kind == "container"
+                },
+            )
+    finally:
+        engine.dispose()
+
+
+def explained_links(platform: Platform, r: Rows) -> set[str]:
+    p = platform.prefix
+    return (
+        {bridge_name(p, i) for i in r.networks}
+        | {vxlan_name(p, i) for i in r.networks}
+        | {veth_name(p, i) for i in r.attachments}
+        | {tap_name(p, i) for i in r.attachments}
+    )
+
+
+def _nft(platform: Platform, *argv: str, netns: str | None = None) -> str:
+    """nft's answer; empty when what it lists went meanwhile (a table removed between listing and reading)."""
+    command = ["nft", *argv] if netns is None else ["ip", "netns", "exec", netns, "nft", *argv]
+    return subprocess.run(command, capture_output=True, text=True, check=False).stdout
+
+
+def _nft_leftovers(platform: Platform, links: set[str]) -> set[str]:
+    """Tables of the prefix that are none of its own, and links named by its rules that nothing explains."""
+    found = set()
+    link = re.compile(rf"{re.escape(platform.prefix)}-[a-z]+-[0-9a-f]+")
+    for netns in (None, platform.host_b):
+        for line in _nft(platform, "list", "tables", netns=netns).splitlines():  # one `table <family> <name>`
+            _, family, table = line.split()
+            if not table.startswith(f"{platform.prefix}-"):
+                continue
+            if table.removeprefix(f"{platform.prefix}-") not in TABLES:
+                found.add(f"table {family} {table}")
+                continue
+            named = set(link.findall(_nft(platform, "list", "table", family, table, netns=netns)))
+            found |= {f"{table} ({netns or 'root namespace'}) names {name}" for name in named - links}
+    return found
+
+
+def _processes(marker: str) -> dict[int, list[str]]:
+    """Live processes whose command line holds `marker`, by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(marker in arg for arg in argv):
+            found[int(entry.name)] = argv
+    return found
+
+
+def _served_networks(platform: Platform) -> set[str]:
+    """The networks a dnsmasq of this platform serves (its pid file is `<dhcp dir>/<network id>.pid`)."""
+    served = set()
+    for argv in _processes(f"--pid-file={platform.run_dir}/").values():
+        for arg in argv:
+            if arg.startswith("--pid-file="):
+                served.add(Path(arg.removeprefix("--pid-file=")).stem)
+    return served
+
+
+def _sidecar_instances(platform: Platform) -> set[str]:
+    """The instances an Envoy of this platform runs for (its bootstrap is in `sidecars/<prefix>-<id>/`)."""
+    found = set()
+    for argv in _processes(f"{platform.run_dir}/").values():
+        for arg in argv:
+            path = Path(arg)
+            if path.name == "bootstrap.json" and path.parent.parent.name == "sidecars":
+                found.add(path.parent.name.removeprefix(f"{platform.prefix}-"))
+    return found
+
+
+def unexplained(platform: Platform) -> dict[str, set[str]]:
+    """Every host object of the platform's prefix that no row explains, by what it is (empty when none)."""
+    r = rows(platform)
+    p = platform.prefix
+    links = explained_links(platform, r)
+    pool = platform.data_dir / "pools" / "default"
+    gateways = {host_object_name(p, "g", i) for i in r.meshed if r.instances[i] == "vm"}
+    found = {
+        "containers": {c.labels.get("meshvisor.id", c.name) for c in platform.containers()} - set(r.instances),
+        "domains": {d.name() for d in platform.domains()}
+        - {host_object_name(p, "vm", i) for i, kind in r.instances.items() if kind == "vm"},
+        "links": {link.name for ns in (None, platform.host_b) for link in list_links(p, ns)} - links,
+        "nftables": _nft_leftovers(platform, links),
+        "namespaces": set(namespaces(p)) - {platform.host_b} - gateways,
+        "mounts": {m.name for m in mounts_under(platform.data_dir / "mounts")} - {f"{p}-{a}" for a in r.mounted},
+        "loop devices": set(loop_devices_for(pool)) if len(loop_devices_for(pool)) > len(r.mounted) else set(),
+        "volume files": {f.name for f in pool.glob("*") if f.is_file() and f.name.split(".")[0] not in r.volumes},
+        "vm directories": {d.name for d in (platform.data_dir / "vms").glob("*") if d.name not in r.instances},
+        "dnsmasq": _served_networks(platform) - r.networks,
+        "sidecars": _sidecar_instances(platform) - r.meshed - {"ingress"},  # each host's ingress gateway
+    }
+    return {what: names for what, names in found.items() if names}
+
+
+def wait_explained(platform: Platform, timeout: float = 60) -> None:
+    """Wait until nothing of the prefix is unexplained (the periodic pass removes what a crash orphaned); fail
+    naming what is left."""
+    deadline = time.monotonic() + timeout
+    while left := unexplained(platform):
+        assert time.monotonic() < deadline, f"left on the host, explained by no row: {left}"
+        time.sleep(0.5)

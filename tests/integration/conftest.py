@@ -266,7 +266,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
             )
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # start-up and the first image, on a busy machine
         while True:
             try:
                 if httpx.get(f"{plat.url}/healthz", timeout=1).status_code == 200:

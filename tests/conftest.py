@@ -12,9 +12,11 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def test_prefix() -> str:
-    """`t` + 5 random characters: a valid host prefix that no other run shares."""
-    return "t" + secrets.token_hex(3)[:5]
+def test_prefix() -> Iterator[str]:
+    """`t` + 5 random characters: a host prefix no other run shares. Its run directory goes at the end."""
+    prefix = "t" + secrets.token_hex(3)[:5]
+    yield prefix
+    shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

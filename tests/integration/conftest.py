@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -308,6 +309,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         for device in loop_devices_for(data_dir / "pools" / "default"):
             detach_loop_device(device)
         stop_sidecars(Path("/run/meshvisor") / prefix)  # what a failed test left running
+        stop_dhcp_servers(Path("/run/meshvisor") / prefix)  # a network still there at the end (or a failed test's)
         shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
         drop_broker_keys(prefix)
         for image in client.images.list(filters={"dangling": True, "label": f"meshvisor.prefix={prefix}"}):
@@ -320,6 +322,20 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
             for tag in image.tags:
                 client.images.remove(tag, force=True)
         client.close()
+
+
+def stop_dhcp_servers(run_dir: Path) -> None:
+    """End the dnsmasq of each network of this run directory, by the pid in its pid file, only if that process is
+    a dnsmasq started with that very pid file."""
+    for pid_file in run_dir.glob("*/dhcp/*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if command[0].endswith(b"dnsmasq") and f"--pid-file={pid_file}".encode() in command:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
 
 def stop_sidecars(run_dir: Path) -> None:

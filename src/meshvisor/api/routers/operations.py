@@ -123,5 +123,5 @@ async def announcements(settings: Settings, op_id: str) -> AsyncIterator[Callabl
     try:
         yield ended
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8
         await client.aclose()

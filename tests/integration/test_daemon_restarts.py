@@ -331,7 +331,7 @@ def test_a_request_made_while_the_broker_is_away_runs_once_it_is_back(plat: Rest
 
 
 def test_every_operation_ends_once_across_daemon_restarts(plat: RestartPlatform) -> None:
-    """Twenty-six mixed operations in five waves; after each wave is submitted, one daemon restarts for real
+    """Twenty-nine mixed operations in five waves; after each wave is submitted, one daemon restarts for real
     (Redis, PostgreSQL, the Docker engine, Redis and PostgreSQL together, then libvirtd)."""
     figures: dict[str, float] = {}
     with plat.client() as api:

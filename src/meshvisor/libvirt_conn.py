@@ -4,6 +4,8 @@ error tree. The two driver packages are independent siblings, so what they share
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,13 +17,26 @@ from meshvisor.core.errors import Conflict, MeshvisorError, NotFound, PermanentE
 
 DEFAULT_URI = "qemu:///system"
 T = TypeVar("T")
+C = TypeVar("C")
 
 _loop_lock = threading.Lock()
 _loop_started = False
 
-# libvirtd is not there or the link to it broke: worth a retry once it is back.
+# libvirtd is not there, the link to it broke (a restart), or it is too busy to take the domain now: worth a
+# retry once it is back.
 _TRANSIENT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
-_TRANSIENT_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC}
+_TRANSIENT_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_RPC, libvirt.VIR_ERR_OPERATION_TIMEOUT}
+# What a call on a connection whose daemon went away says, whichever part of libvirt reports it.
+_DAEMON_GONE_CODES = {libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR}
+DAEMON_GONE = (
+    "client socket is closed",
+    "End of file while reading data",
+    "Cannot recv data",
+    "Cannot write data",
+    "Connection reset by peer",
+    "Broken pipe",
+    "Failed to connect socket",
+)
 _NOT_FOUND_CODES = {
     libvirt.VIR_ERR_NO_DOMAIN,
     libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT,
@@ -106,9 +121,13 @@ def translate(exc: libvirt.libvirtError, what: str) -> MeshvisorError:
         return NotFound(message)
     if code in _CONFLICT_CODES:
         return Conflict(message)
-    if domain in _TRANSIENT_DOMAINS or code in _TRANSIENT_CODES:
+    if domain in _TRANSIENT_DOMAINS or code in _TRANSIENT_CODES or daemon_gone(code, message):
         return TransientError(message)
     return PermanentError(message)
+
+
+def daemon_gone(code: int, message: str) -> bool:
+    return code in _DAEMON_GONE_CODES and any(sign in message for sign in DAEMON_GONE)
 
 
 @contextmanager
@@ -122,3 +141,21 @@ def libvirt_errors(what: str) -> Iterator[None]:
 def call(what: str, fn: Callable[[], T]) -> T:
     with libvirt_errors(what):
         return fn()
+
+
+def translated(cls: type[C]) -> type[C]:
+    """A driver class whose public methods raise the core errors only: a libvirt error that a method lets out
+    (a call on a domain whose connection died with its daemon) is translated where it leaves the driver."""
+    for name, member in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isfunction(member):
+            setattr(cls, name, _translating(member))
+    return cls
+
+
+def _translating(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(*args: object, **kwargs: object) -> T:
+        with libvirt_errors(method.__name__.replace("_", " ")):
+            return method(*args, **kwargs)
+
+    return wrapper

@@ -1,12 +1,15 @@
 """Daemons of a test's own, to restart at will without touching the machine's: a Redis server, a PostgreSQL
-cluster and a Docker engine, each on its own port or socket and in its own directory, each stopped by its PID.
+cluster, a Docker engine and a libvirt daemon, each on its own port or socket and in its own directory, each
+stopped by its PID.
 
 A restart is real: the process ends (Redis forgets every queue it held, as it runs with persistence off; PostgreSQL
-drops every connection; the Docker engine stops its containers and goes away) and a new one starts on the same
-port, socket and directory."""
+drops every connection; the Docker engine stops its containers and goes away; libvirtd drops every connection and
+leaves its guests running) and a new one starts on the same port, socket and directory."""
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import os
 import pwd
 import shutil
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import docker
+import libvirt
 import psycopg
 import redis
 
@@ -269,3 +273,120 @@ class DockerEngine(Daemon):
             if command.startswith(b"/usr/bin/containerd-shim") and address in command:
                 found.append(int(entry.name))
         return found
+
+
+class SessionLibvirtd(Daemon):
+    """A libvirt daemon of the test's own beside the machine's: libvirtd in session mode, run by a dedicated
+    unprivileged user (in group `kvm`) with its own runtime, config and cache directories, reached by root on its
+    socket. Its QEMU runs as that user, which must reach the VM files (`grant`). It starts its own virtlogd for the
+    guests' consoles. Stopping it leaves its guests running; the next one finds them again."""
+
+    name = "libvirtd"
+    USER = "meshvisor-libvirt"
+
+    def __init__(self, directory: Path, prefix: str) -> None:
+        super().__init__(directory)
+        self.uid, self.gid = ensure_user(self.USER, "kvm")
+        runtime = Path("/run/user") / str(self.uid)
+        # Short: QEMU's monitor sockets live under it, and a socket's path holds at most 107 bytes.
+        self.home = runtime / prefix
+        for path in (runtime, self.home, self.home / "run", self.home / "config", self.home / "cache"):
+            path.mkdir(mode=0o700, exist_ok=True)
+            os.chown(path, self.uid, self.gid)
+            path.chmod(0o700)
+
+    @property
+    def url(self) -> str:
+        return f"qemu+unix:///session?socket={self.home}/run/libvirt/libvirt-sock"
+
+    def argv(self) -> list[str]:
+        return ["libvirtd"]  # in the foreground: the process we hold is the daemon
+
+    def popen_options(self) -> dict[str, object]:
+        env = {
+            "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.home / "run"),
+            "XDG_CONFIG_HOME": str(self.home / "config"),
+            "XDG_CACHE_HOME": str(self.home / "cache"),
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        }
+        groups = os.getgrouplist(self.USER, self.gid)
+        return {"user": self.uid, "group": self.gid, "extra_groups": groups, "env": env, "cwd": self.home}
+
+    def answers(self) -> bool:
+        try:
+            libvirt.open(self.url).close()
+        except libvirt.libvirtError:
+            return False
+        return True
+
+    def grant(self, directory: Path) -> None:
+        """Let the daemon's user read and write in `directory` and in everything made in it later (its QEMU
+        writes the consoles' logs in the VMs' directories): a POSIX ACL, and a default one that new entries
+        inherit. Root still owns it all."""
+        entry = f"u:{self.USER}:rwx"
+        subprocess.run(["setfacl", "-R", "-m", f"{entry},d:{entry}", str(directory)], check=True)
+
+    def domains(self) -> dict[str, bool]:
+        """The daemon's domains: name -> whether it runs."""
+        conn = libvirt.open(self.url)
+        try:
+            return {dom.name(): bool(dom.isActive()) for dom in conn.listAllDomains(0)}
+        finally:
+            conn.close()
+
+    def log_files(self) -> list[Path]:
+        """Its own log and its guests' QEMU logs."""
+        logs = self.home / "cache" / "libvirt"
+        return [*logs.glob("*.log"), *logs.glob("qemu/log/*.log")]
+
+    def remove(self) -> None:
+        """Its domains gone, the daemon and the virtlogd it started stopped, its directories removed."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()  # to end the guests the right way
+        conn = libvirt.open(self.url)
+        try:
+            for dom in conn.listAllDomains(0):
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        finally:
+            conn.close()
+        self.stop()
+        for pid in self._processes():  # its virtlogd, and any QEMU a cut-short start left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+    def _processes(self) -> list[int]:
+        """The processes of the daemon's user that run with its directories (found by their command line or
+        environment)."""
+        mark = str(self.home).encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != self.uid:
+                    continue
+                if mark in (entry / "cmdline").read_bytes() or mark in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+
+def ensure_user(name: str, group: str) -> tuple[int, int]:
+    """A system user with no home and no login, in `group`: made once, kept (its uid and gid)."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--user-group", "--groups", group, "--home-dir", "/nonexistent",
+             "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            check=True,
+        )  # fmt: skip
+        entry = pwd.getpwnam(name)
+    if name not in grp.getgrnam(group).gr_mem:
+        subprocess.run(["usermod", "--append", "--groups", group, name], check=True)
+    return entry.pw_uid, entry.pw_gid

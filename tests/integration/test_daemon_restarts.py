@@ -1,10 +1,11 @@
 """Operations survive daemon restarts: a platform of its own (`meshvisor serve` and `meshvisor worker` as
-processes) over a Redis server, a PostgreSQL cluster and a Docker engine of this test's own (`daemons.py`), each
-restarted for real while operations run. Every operation reaches its end, none is lost, none is done twice, and
-the host holds exactly what the database says.
+processes) over a Redis server, a PostgreSQL cluster, a Docker engine and a libvirt daemon of this test's own
+(`daemons.py`), each restarted for real while operations run. Every operation reaches its end, none is lost, none
+is done twice, and the host holds exactly what the database says.
 
-The machine's own Redis, PostgreSQL and Docker engine are never touched: other runs use them. libvirtd is not
-restarted here (see the README's "Daemon restarts")."""
+The machine's own Redis, PostgreSQL, Docker engine and libvirtd are never touched: other runs use them. The
+libvirt daemon here is a session daemon of an unprivileged user of its own (`SessionLibvirtd`): its guests are
+tiny VMs with no network, under TCG."""
 
 from __future__ import annotations
 
@@ -27,10 +28,12 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from meshvisor.core.names import host_object_name
 from meshvisor.network import list_links, remove_guard
 
+from ..conftest import DEB_CACHE
 from .conftest import REPO, SERVE, free_port
-from .daemons import DockerEngine, PostgresServer, RedisServer, stop_process
+from .daemons import DockerEngine, PostgresServer, RedisServer, SessionLibvirtd, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +52,7 @@ class RestartPlatform:
     redis: RedisServer
     postgres: PostgresServer
     dockerd: DockerEngine
+    libvirtd: SessionLibvirtd
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def client(self) -> httpx.Client:
@@ -79,6 +83,10 @@ class RestartPlatform:
         finally:
             client.close()
 
+    def domains(self) -> dict[str, bool]:
+        """The libvirt daemon's domains of this platform: name -> whether it runs."""
+        return {name: up for name, up in self.libvirtd.domains().items() if name.startswith(f"{self.prefix}-vm-")}
+
     def query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.postgres.dsn) as conn:
             return list(conn.execute(sql, args).fetchall())  # type: ignore[arg-type]
@@ -100,11 +108,13 @@ def plat(vm_test_dir: Path) -> Iterator[RestartPlatform]:
     prefix = "r" + secrets.token_hex(3)[:5]
     root = vm_test_dir / f"restarts-{prefix}"
     data_dir, daemons = root / "platform", root / "daemons"
-    for path in (data_dir, daemons / "redis", daemons / "postgres", daemons / "dockerd"):
+    for path in (data_dir, *(daemons / name for name in ("redis", "postgres", "dockerd", "libvirtd"))):
         path.mkdir(parents=True, mode=0o755)
     redis_server = RedisServer(daemons / "redis")
     postgres = PostgresServer(daemons / "postgres")
     dockerd = DockerEngine(daemons / "dockerd")
+    libvirtd = SessionLibvirtd(daemons / "libvirtd", prefix)
+    libvirtd.grant(data_dir)  # its QEMU reads the guest's kernel and writes the consoles' logs there
     port, token = free_port(), secrets.token_urlsafe(24)
     env = {
         **os.environ,
@@ -114,36 +124,41 @@ def plat(vm_test_dir: Path) -> Iterator[RestartPlatform]:
         "MESHVISOR_BROKER_URL": redis_server.url,
         "MESHVISOR_DATABASE_URL": postgres.url,
         "MESHVISOR_DOCKER_URL": dockerd.url,
+        "MESHVISOR_LIBVIRT_URI": libvirtd.url,
+        "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
         "MESHVISOR_ADMIN_TOKEN": token,
-        # Enough tries, with back-off, to outlast a restart of the Docker engine (0.5 s doubling: 31 s in all).
+        # Enough tries, with back-off, to outlast a restart of the Docker engine or libvirtd (0.5 s doubling: 31 s)
         "MESHVISOR_TASK_RETRIES": "6",
         "MESHVISOR_RETRY_BACKOFF_S": "0.5",
         "MESHVISOR_RECONCILE_INTERVAL_S": "2",
     }
     plat = RestartPlatform(
-        f"http://127.0.0.1:{port}", token, env, prefix, data_dir, redis_server, postgres, dockerd
+        f"http://127.0.0.1:{port}", token, env, prefix, data_dir, redis_server, postgres, dockerd, libvirtd
     )
     with unreachable_pool():
         try:
-            for daemon in (redis_server, postgres, dockerd):
+            for daemon in (redis_server, postgres, dockerd, libvirtd):
                 daemon.start()
             plat.start("serve")
             plat.start("worker")
             wait_for(lambda: api_answers(plat), "the API", plat)
             with plat.client() as api:
-                op = follow(
-                    api, [submit(api, "post", "/v1/images", {"name": "busybox", "source": {"type": "builtin"}})]
-                )
-                assert op[0]["status"] == "succeeded", f"{op}\n{plat.logs()}"
+                images = [
+                    submit(api, "post", "/v1/images", {"name": name, "source": {"type": "builtin"}})
+                    for name in ("busybox", "tiny")
+                ]
+                ops = follow(api, images)
+                assert [op["status"] for op in ops] == ["succeeded"] * 2, f"{ops}\n{plat.logs()}"
             yield plat
         finally:
             for command in ("serve", "worker"):
                 plat.stop(command)
             kept = Path("/tmp/meshvisor-test-logs") / prefix
             kept.mkdir(parents=True, exist_ok=True)
-            for log in [*data_dir.glob("*.log"), *daemons.glob("*/*.log")]:
+            for log in [*data_dir.glob("*.log"), *daemons.glob("*/*.log"), *libvirtd.log_files()]:
                 shutil.copy(log, kept / log.name)
             dockerd.remove()
+            libvirtd.remove()
             redis_server.stop()
             postgres.stop()
             for link in list_links(prefix):
@@ -200,6 +215,11 @@ def create(api: httpx.Client, name: str) -> str:
     return submit(api, "post", "/v1/instances", body)
 
 
+def create_vm(api: httpx.Client, name: str) -> str:
+    body = {"name": name, "kind": "vm", "image": "tiny", "cpus": 1, "memory_mb": 256}
+    return submit(api, "post", "/v1/instances", body)
+
+
 def act(api: httpx.Client, name: str, action: str) -> str:
     return submit(api, "post", f"/v1/instances/{name}/actions", {"action": action})
 
@@ -243,16 +263,25 @@ def assert_done_once(plat: RestartPlatform, ops: list[dict[str, Any]], engine_re
 
 
 def host_agrees(plat: RestartPlatform, api: httpx.Client) -> bool:
-    """Every instance is running, stopped or in error (a start that failed), as its container is."""
-    states = {i["id"]: i["state"] for i in api.get("/v1/instances", params={"limit": 100}).json()["items"]}
+    """Every instance is running, stopped or in error (a start that failed), as its container or domain is; and
+    the host holds one container or domain per instance, and no other."""
+    instances = api.get("/v1/instances", params={"limit": 100}).json()["items"]
     client = plat.dockerd.client()
     try:
         found = client.containers.list(all=True, filters={"label": f"meshvisor.prefix={plat.prefix}"})
         running = {c.labels["meshvisor.id"]: c.status == "running" for c in found}
     finally:
         client.close()
+    containers = {i["id"] for i in instances if i["kind"] == "container"}
+    if set(running) != containers:
+        return False
+    domains = plat.domains()
+    vms = {host_object_name(plat.prefix, "vm", i["id"]): i["id"] for i in instances if i["kind"] == "vm"}
+    if set(domains) != set(vms):
+        return False
+    running |= {vms[name]: up for name, up in domains.items()}
     known = ("running", "stopped", "error")
-    return all(state in known and running[i] == (state == "running") for i, state in states.items())
+    return all(i["state"] in known and running[i["id"]] == (i["state"] == "running") for i in instances)
 
 
 def test_operations_queued_when_the_broker_restarts_all_end(plat: RestartPlatform) -> None:
@@ -302,21 +331,22 @@ def test_a_request_made_while_the_broker_is_away_runs_once_it_is_back(plat: Rest
 
 
 def test_every_operation_ends_once_across_daemon_restarts(plat: RestartPlatform) -> None:
-    """Twenty mixed operations in four waves; after each wave is submitted, one daemon restarts for real (Redis,
-    PostgreSQL, the Docker engine, then Redis and PostgreSQL together)."""
+    """Twenty-nine mixed operations in five waves; after each wave is submitted, one daemon restarts for real
+    (Redis, PostgreSQL, the Docker engine, Redis and PostgreSQL together, then libvirtd)."""
     figures: dict[str, float] = {}
     with plat.client() as api:
-        # Wave 1 (Redis): a network, a volume and five container creates.
+        # Wave 1 (Redis): a network, a volume, five container creates and three VM creates.
         wave = [
             submit(api, "post", "/v1/networks", {"name": "rs-net", "cidr": "10.226.1.0/24"}),
             submit(api, "post", "/v1/volumes", {"name": "rs-vol", "size_mb": 16}),
             *[create(api, f"c{i}") for i in range(5)],
+            *[create_vm(api, f"v{i}") for i in range(3)],
         ]
         ops, figures["redis"] = restart_and_follow(plat, api, plat.redis, wave)
         assert_done_once(plat, ops)
-        # Wave 2 (PostgreSQL): stops, a delete and a create.
-        wave = [act(api, "c0", "stop"), act(api, "c1", "stop"), submit(api, "delete", "/v1/instances/c2"),
-                create(api, "c5"), create(api, "c6")]  # fmt: skip
+        # Wave 2 (PostgreSQL): stops (a VM's among them), a delete and a create.
+        wave = [act(api, "c0", "stop"), act(api, "c1", "stop"), act(api, "v0", "stop"),
+                submit(api, "delete", "/v1/instances/c2"), create(api, "c5"), create(api, "c6")]  # fmt: skip
         ops, figures["postgres"] = restart_and_follow(plat, api, plat.postgres, wave)
         assert_done_once(plat, ops)
         # Wave 3 (Docker): a start, a stop, a restart, a delete and a create.
@@ -327,25 +357,22 @@ def test_every_operation_ends_once_across_daemon_restarts(plat: RestartPlatform)
         # Wave 4 (Redis and PostgreSQL, one after the other while they run): a start, a stop and a create.
         # The engine's restart stopped the containers it ran: the periodic pass sees it, then each of these two
         # gets the action its state allows.
-        wait_for(lambda: host_agrees(plat, api), "the database and the engine agree", plat)
+        wait_for(lambda: host_agrees(plat, api), "the database and the host agree", plat)
         states = {i["name"]: i["state"] for i in api.get("/v1/instances", params={"limit": 100}).json()["items"]}
         wave = [act(api, name, "start" if states[name] == "stopped" else "stop") for name in ("c1", "c6")]
         wave.append(create(api, "c8"))
         plat.redis.restart()
         ops, figures["redis+postgres"] = restart_and_follow(plat, api, plat.postgres, wave)
         assert_done_once(plat, ops)
+        # Wave 5 (libvirtd, stopped by its PID while these run, started again on the same socket): a VM's start,
+        # restart, delete and create, and a container's stop.
+        wave = [act(api, "v0", "start"), act(api, "v1", "restart"), submit(api, "delete", "/v1/instances/v2"),
+                create_vm(api, "v3"), act(api, "c7", "stop")]  # fmt: skip
+        ops, figures["libvirtd"] = restart_and_follow(plat, api, plat.libvirtd, wave)
+        assert_done_once(plat, ops)
 
-        # The host holds what the database says: one container per instance, and (once the periodic pass has seen
-        # the containers the engine's restart stopped) each in the state recorded.
-        names = {"c0", "c1", "c3", "c4", "c6", "c7", "c8"}
-        instances = {i["name"]: i for i in api.get("/v1/instances", params={"limit": 100}).json()["items"]}
-        assert set(instances) == names
-        assert plat.containers() == Counter({i["id"]: 1 for i in instances.values()})
-        wait_for(lambda: host_agrees(plat, api), "the database and the engine agree", plat)
-        total = plat.query(
-            "SELECT count(*) FROM operations WHERE status NOT IN ('succeeded', 'failed', 'cancelled')"
-        )
-        assert total == [(0,)]
+        names = {"c0", "c1", "c3", "c4", "c6", "c7", "c8", "v0", "v1", "v3"}
+        assert_host_holds_the_records(plat, api, names)
         for name, took in figures.items():
             print(f"{name} restarted: every operation of its wave ended {took:.1f} s after it answered again")
         print(f"starts failed on a task the Docker engine orphaned: {orphaned}")
@@ -353,4 +380,19 @@ def test_every_operation_ends_once_across_daemon_restarts(plat: RestartPlatform)
         follow(api, [submit(api, "delete", f"/v1/instances/{name}") for name in names])
         follow(api, [submit(api, "delete", "/v1/networks/rs-net"), submit(api, "delete", "/v1/volumes/rs-vol")])
     assert not plat.containers()
+    assert not plat.domains()
     assert not [link for link in list_links(plat.prefix)]
+
+
+def assert_host_holds_the_records(plat: RestartPlatform, api: httpx.Client, names: set[str]) -> None:
+    """The host holds what the database says: one container or domain per instance, and (once the periodic pass
+    has seen the containers the engine's restart stopped) each in the state recorded; no operation left open."""
+    instances = {i["name"]: i for i in api.get("/v1/instances", params={"limit": 100}).json()["items"]}
+    assert set(instances) == names
+    containers = [i for i in instances.values() if i["kind"] == "container"]
+    assert plat.containers() == Counter({i["id"]: 1 for i in containers})
+    vms = [i for i in instances.values() if i["kind"] == "vm"]
+    assert set(plat.domains()) == {host_object_name(plat.prefix, "vm", i["id"]) for i in vms}
+    wait_for(lambda: host_agrees(plat, api), "the database and the host agree", plat)
+    total = plat.query("SELECT count(*) FROM operations WHERE status NOT IN ('succeeded', 'failed', 'cancelled')")
+    assert total == [(0,)]

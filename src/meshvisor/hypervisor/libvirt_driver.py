@@ -31,7 +31,7 @@ from meshvisor.core.types import (
     UpdateResult,
     Usage,
 )
-from meshvisor.libvirt_conn import DEFAULT_URI, Connection, call, libvirt_errors, translate
+from meshvisor.libvirt_conn import DEFAULT_URI, Connection, call, libvirt_errors, translate, translated
 
 from . import console, hotplug, snapshots
 from .connection import choose_domain_type
@@ -45,6 +45,7 @@ EventCallback = Callable[[str, InstanceState, str], None]
 PRESS_AGAIN_S = 3.0
 
 
+@translated
 class LibvirtDriver:
     capabilities = Capabilities(exec=True, logs=True, pause=True, live_resize=True)
 
@@ -107,7 +108,7 @@ class LibvirtDriver:
     def _observed(self, instance_id: str, dom: libvirt.virDomain, stamp: str = "") -> Observed:
         state, detail = call("domain state", lambda: dom.state())
         info = call("domain info", lambda: dom.info())  # [state, maxMem KiB, mem KiB, vcpus, cpuTime]
-        active = dom.isActive()
+        active = call("domain active", lambda: dom.isActive())
         vcpus = info[3] if active else call("vcpus", lambda: dom.vcpusFlags(libvirt.VIR_DOMAIN_AFFECT_CONFIG))
         return Observed(
             id=instance_id,
@@ -127,8 +128,12 @@ class LibvirtDriver:
             if not dom.name().startswith(f"{self.prefix}-vm-"):
                 continue
             meta = self._metadata(dom)
-            if meta is not None:
+            if meta is None:
+                continue
+            try:
                 found.append(self._observed(meta.instance_id, dom, meta.stamp))
+            except NotFound:
+                continue  # deleted since it was listed
         return found
 
     def inspect(self, instance_id: str) -> Observed | None:

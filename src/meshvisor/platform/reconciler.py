@@ -212,37 +212,12 @@ def reconcile(rt: Runtime) -> dict[str, int]:
     strangers: list[str] = []
     kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
     for kind in kinds:
-        here_now = (Instance.kind == kind.value, Instance.host == here)
-        with rt.sessions() as s:  # what the records say before looking: a record written since is newer news
-            rows = s.execute(select(Instance.id, Instance.version).where(*here_now))
-            versions = {instance_id: version for instance_id, version in rows}
         try:
-            driver = rt.compute(kind)
-            observed = {o.id: o for o in driver.observe()}
+            driver, observed, all_ids, count = _compare(rt, kind)
         except TransientError as exc:
             log.warning("reconcile: %s instances skipped: %s", kind.value, exc.message)
             continue
-        with transaction(rt.sessions) as s:
-            all_ids = set(s.scalars(select(Instance.id).where(Instance.kind == kind.value)))
-            known = {i.id: i for i in s.scalars(select(Instance).where(*here_now))}
-            for instance in known.values():
-                if instance.operation_id is not None or instance.state in ("pending", "creating", "deleting"):
-                    continue
-                if versions.get(instance.id) != instance.version:  # an event or an operation wrote meanwhile
-                    continue
-                seen = observed.get(instance.id)
-                before = instance.state
-                if seen is None:
-                    set_state(s, instance, InstanceState.ERROR, f"its {host_object(kind)} is gone from the host")
-                else:
-                    set_state(
-                        s,
-                        instance,
-                        seen.state,
-                        instance.error if seen.state is InstanceState.ERROR else None,
-                        reason=seen.reason,
-                    )
-                changed += instance.state != before
+        changed += count
         removed, kept = _remove_orphans(rt, driver, observed, all_ids)
         orphans += removed
         strangers += kept
@@ -271,6 +246,40 @@ def reconcile(rt: Runtime) -> dict[str, int]:
         "sidecars": sidecars,
         "strangers_kept": len(strangers),
     }
+
+
+def refresh_states(rt: Runtime, kind: InstanceKind) -> int:
+    """Bring this host's idle instances of `kind` to what its driver observes now (after a driver's daemon came
+    back: the events it sent while away are lost); how many changed. TransientError while it is still away."""
+    return _compare(rt, kind)[3]
+
+
+def _compare(rt: Runtime, kind: InstanceKind) -> tuple[ComputeDriver, dict[str, Observed], set[str], int]:
+    """Compare this host's idle instances of `kind` with what its driver observes and record what it sees: the
+    driver, what it observed, the ids of every instance of `kind`, and how many instances changed state."""
+    here_now = (Instance.kind == kind.value, Instance.host == rt.settings.host_name)
+    with rt.sessions() as s:  # what the records say before looking: a record written since is newer news
+        rows = s.execute(select(Instance.id, Instance.version).where(*here_now))
+        versions = {instance_id: version for instance_id, version in rows}
+    driver = rt.compute(kind)
+    observed = {o.id: o for o in driver.observe()}
+    changed = 0
+    with transaction(rt.sessions) as s:
+        all_ids = set(s.scalars(select(Instance.id).where(Instance.kind == kind.value)))
+        for instance in s.scalars(select(Instance).where(*here_now)):
+            if instance.operation_id is not None or instance.state in ("pending", "creating", "deleting"):
+                continue
+            if versions.get(instance.id) != instance.version:  # an event or an operation wrote meanwhile
+                continue
+            seen = observed.get(instance.id)
+            before = instance.state
+            if seen is None:
+                set_state(s, instance, InstanceState.ERROR, f"its {host_object(kind)} is gone from the host")
+            else:
+                error = instance.error if seen.state is InstanceState.ERROR else None
+                set_state(s, instance, seen.state, error, reason=seen.reason)
+            changed += instance.state != before
+    return driver, observed, all_ids, changed
 
 
 def _remove_orphans(

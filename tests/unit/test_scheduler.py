@@ -199,3 +199,27 @@ def test_the_sampled_path_matches_a_brute_force_reference(
         if limit is None:  # scoring every host: the least loaded one wins
             assert ref.load_after(placed.host, ask) == pytest.approx(min(ref.load_after(n, ask) for n in feasible))
         ref.commit(placed.host, ask)
+
+
+def test_a_stack_instance_s_placement_compares_with_what_the_instance_shows() -> None:
+    from meshvisor.platform.stacks import normalise, spec
+
+    res = spec.Instance.model_validate(
+        {"image": "busybox", "placement": {"anti_affinity": "web", "host_labels": {"zone": "a"}}}
+    )
+    shown = {  # what `GET /v1/instances/{name}` shows: where it landed and why, beside the constraints
+        "image": "busybox",
+        "placement": {
+            "host": "b",
+            "score": 0.1,
+            "reason": "spread",
+            "anti_affinity": "web",
+            "host_labels": {"zone": "a"},
+        },
+    }
+    want = normalise.wanted("instance", res)
+    assert normalise.differing("instance", want, normalise.observed("instance", shown, {})) == []
+    moved = {**shown, "placement": {"host": "b", "score": 0.1, "reason": "spread"}}  # made without constraints
+    assert normalise.differing("instance", want, normalise.observed("instance", moved, {})) == ["placement"]
+    plain = normalise.wanted("instance", spec.Instance.model_validate({"image": "busybox"}))
+    assert normalise.differing("instance", plain, normalise.observed("instance", moved, {})) == []

@@ -83,12 +83,26 @@ class Placed:
 class _Slot:
     """A host as the scheduler tracks it: free room after overcommit, and the groups it holds (mutable)."""
 
-    __slots__ = ("info", "free_cpu", "free_mem", "free_disk", "inv_cpu", "inv_mem", "inv_disk", "affinity", "anti")
+    __slots__ = (
+        "info",
+        "eff_cpu",
+        "eff_mem",
+        "eff_disk",
+        "free_cpu",
+        "free_mem",
+        "free_disk",
+        "inv_cpu",
+        "inv_mem",
+        "inv_disk",
+        "affinity",
+        "anti",
+    )
 
     def __init__(self, info: HostInfo, over: Overcommit) -> None:
         cap, used = info.capacity, info.used
         eff_cpu, eff_mem, eff_disk = cap.vcpus * over.cpu, cap.memory_mb * over.memory, cap.disk_mb * over.disk
         self.info = info
+        self.eff_cpu, self.eff_mem, self.eff_disk = eff_cpu, eff_mem, eff_disk
         self.free_cpu = eff_cpu - used.vcpus
         self.free_mem = eff_mem - used.memory_mb
         self.free_disk = eff_disk - used.disk_mb
@@ -96,10 +110,12 @@ class _Slot:
         self.affinity, self.anti = set(info.affinity), set(info.anti_affinity)
 
     def load_after(self, need: Resources) -> float:
+        """The dominant resource's share of the overcommitted capacity once `need` is placed (a resource the host
+        has none of counts 0)."""
         return max(
-            1 - (self.free_cpu - need.vcpus) * self.inv_cpu if self.inv_cpu else 0.0,
-            1 - (self.free_mem - need.memory_mb) * self.inv_mem if self.inv_mem else 0.0,
-            1 - (self.free_disk - need.disk_mb) * self.inv_disk if self.inv_disk else 0.0,
+            (self.eff_cpu - self.free_cpu + need.vcpus) * self.inv_cpu,
+            (self.eff_mem - self.free_mem + need.memory_mb) * self.inv_mem,
+            (self.eff_disk - self.free_disk + need.disk_mb) * self.inv_disk,
         )
 
 

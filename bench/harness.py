@@ -141,6 +141,8 @@ class Platform:
             MESHVISOR_BROKER_URL=REDIS_URL,
             MESHVISOR_ADMIN_TOKEN=platform.token,
             MESHVISOR_DOWNLOAD_CACHE_DIR=str(DEB_CACHE),
+            MESHVISOR_CPU_OVERCOMMIT="1000",  # the overload benchmarks place 500 containers on this machine
+            MESHVISOR_MEMORY_OVERCOMMIT="100",
         )
         env.update({f"MESHVISOR_{k.upper()}": v for k, v in settings.items()})
         try:

@@ -18,6 +18,7 @@ import mesh_latency
 import net_attach
 import net_vxlan
 import overload
+import placement
 import stack_plan
 import vm_boot
 import volume_attach
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     stack_plan.NAME: stack_plan.run,
     overload.NAME: overload.run,
     overload.NAME_DOCKER: overload.run_docker,
+    placement.NAME: placement.run,
 }
 
 

@@ -24,6 +24,7 @@ from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform import reconciler, stacks
 from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.hosts.scheduler import Overcommit
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.mesh import services
@@ -61,6 +62,9 @@ def spec_text(n: int) -> str:
             f" mesh: {{service: svc{k}, port: 8080}}}}"
         )
     return "\n".join(lines) + "\n"
+
+
+ROOMY = Overcommit(cpu=1e6, memory=1e6)  # thousands of containers on this one host: room is not measured here
 
 
 def populate(sessions: Any, settings: Settings, text: str) -> None:
@@ -102,6 +106,7 @@ def populate(sessions: Any, settings: Settings, text: str) -> None:
                     security_groups=list(res.security_groups),
                     mesh=res.mesh.model_dump(exclude_none=True) if res.mesh else None,
                 ),
+                overcommit=ROOMY,
             )
             made.state, made.operation_id = "running", None
     state = stacks.StackState(name="bench", serial=0)

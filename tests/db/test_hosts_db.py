@@ -30,6 +30,8 @@ def other_host(runtime: Runtime, name: str, tunnel_ip: str, seen_ago_s: float) -
                 tunnel_ip=tunnel_ip,
                 netns=f"{runtime.settings.host_prefix}-{name}",
                 vm_capable=False,
+                cpus=2,
+                memory_mb=1024,
                 last_seen=utcnow() - timedelta(seconds=seen_ago_s),
             )
         )

@@ -248,9 +248,18 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_RECONCILE_INTERVAL_S": "2",
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
         "MESHVISOR_TUNNEL_IP": UNDERLAY_A,
+        # hundreds of small containers on one small machine (the overload test makes 500)
+        "MESHVISOR_CPU_OVERCOMMIT": "1000",
+        "MESHVISOR_MEMORY_OVERCOMMIT": "100",
     }
     env.pop("MESHVISOR_DATABASE_URL", None)
-    env_b = {**env, "MESHVISOR_TUNNEL_IP": UNDERLAY_B, "MESHVISOR_HOST_NETNS": host_b}
+    # host B takes only instances that name it: a create without `host` stays on this host, as the tests expect
+    env_b = {
+        **env,
+        "MESHVISOR_TUNNEL_IP": UNDERLAY_B,
+        "MESHVISOR_HOST_NETNS": host_b,
+        "MESHVISOR_HOST_SCHEDULABLE": "false",
+    }
     client = docker.DockerClient(version=API_VERSION)
     plat = Platform(f"http://127.0.0.1:{port}", token, env, prefix, data_dir, proxy, client, host_b)
     commands = {

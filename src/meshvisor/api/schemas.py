@@ -143,6 +143,9 @@ class InstancePublic(InstanceBase):
     project: str
     state: Literal["pending", "creating", "running", "stopped", "paused", "error", "deleting"]
     host: str
+    placement: dict[str, Any] | None = Field(
+        description="where the scheduler put it and why: host, score, reason, and the constraints asked"
+    )
     networks: list[dict[str, Any]]
     volumes: list[dict[str, Any]]
     error: str | None
@@ -300,6 +303,9 @@ class HostPublic(BaseModel):
     state: Literal["online", "offline"]
     cpus: int
     memory_mb: int
+    disk_gb: int = Field(description="size of the file system under its data directory")
+    labels: dict[str, str] = Field(description="placement labels (MESHVISOR_HOST_LABELS)")
+    schedulable: bool = Field(description="false: it takes only instances that name it")
     vm_domain_type: str | None
     vm_capable: bool
     simulated: bool

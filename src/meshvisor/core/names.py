@@ -9,6 +9,7 @@ from .errors import InvalidInput
 
 NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,40}$")
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,5}$")
+LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SHORT_ID_LEN = 8
 
 
@@ -22,6 +23,30 @@ def validate_prefix(prefix: str) -> str:
     if not PREFIX_PATTERN.fullmatch(prefix):
         raise InvalidInput(f"invalid host prefix {prefix!r}: a lowercase letter then up to 5 letters or digits")
     return prefix
+
+
+def validate_labels(labels: dict[str, str], what: str = "host label") -> dict[str, str]:
+    """Host labels (`zone=a`): keys and values of 1 to 63 letters, digits, '.', '_' and '-'."""
+    for key, value in labels.items():
+        for part in (key, value):
+            if not isinstance(part, str) or not LABEL_PATTERN.fullmatch(part):
+                raise InvalidInput(
+                    f"invalid {what} {key}={value}: keys and values are 1 to 63 letters, digits, '.', '_' or '-'"
+                )
+    return labels
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """`zone=a,ssd=true` as a dict (MESHVISOR_HOST_LABELS)."""
+    labels: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"invalid host label {item!r}: write key=value, comma-separated")
+        if key.strip() in labels:
+            raise InvalidInput(f"host label {key.strip()!r} is given twice")
+        labels[key.strip()] = value.strip()
+    return validate_labels(labels)
 
 
 def new_id() -> str:

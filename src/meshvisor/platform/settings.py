@@ -6,10 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from meshvisor.core.names import validate_name, validate_prefix
+from meshvisor.core.errors import InvalidInput
+from meshvisor.core.names import parse_labels, validate_name, validate_prefix
 
 
 class Settings(BaseSettings):
@@ -52,6 +53,23 @@ class Settings(BaseSettings):
     # How sidecars talk xDS: state of the world (GRPC) or incremental (DELTA_GRPC).
     xds_api: Literal["GRPC", "DELTA_GRPC"] = "GRPC"
 
+    # Placement: this host's labels (`zone=a,ssd=true`), and whether it takes instances that do not name it.
+    host_labels: str = ""
+    host_schedulable: bool = True
+    # How far the scheduler fills a host past its capacity (Nova's allocation ratios).
+    cpu_overcommit: float = Field(default=16.0, gt=0)
+    memory_overcommit: float = Field(default=1.5, gt=0)
+    disk_overcommit: float = Field(default=1.0, gt=0)
+
+    @field_validator("host_labels")
+    @classmethod
+    def _check_host_labels(cls, value: str) -> str:
+        try:
+            parse_labels(value)
+        except InvalidInput as e:
+            raise ValueError(f"MESHVISOR_HOST_LABELS: {e.message}") from None
+        return value
+
     @field_validator("host_name")
     @classmethod
     def _check_host_name(cls, value: str) -> str:
@@ -71,6 +89,10 @@ class Settings(BaseSettings):
     @classmethod
     def _check_prefix(cls, value: str) -> str:
         return validate_prefix(value)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return parse_labels(self.host_labels)
 
     @property
     def data_path(self) -> Path:

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 
-from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.hosts import placement
 from meshvisor.platform.instances import live
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import NetworkAttachment
@@ -42,9 +42,7 @@ def _accepted(dispatch: DispatchDep, instance: Any, op: Any) -> Response:
 @router.post("", status_code=202, responses=ACCEPTED)
 def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     with transaction(rt.sessions) as s:
-        instance, op = instances.create(
-            s, body, default_host=rt.settings.host_name, online_window_s=hosts.online_window_s(rt.settings)
-        )
+        instance, op = instances.create(s, body, **placement.options(rt.settings))
     return _accepted(dispatch, instance, op)
 
 

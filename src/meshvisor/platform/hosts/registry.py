@@ -5,7 +5,9 @@ good is removed once it is offline and holds nothing: the other hosts then drop 
 from __future__ import annotations
 
 import ipaddress
+import shutil
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -40,6 +42,8 @@ def register(session: Session, settings: Settings) -> Host:
     host.netns = settings.host_netns
     host.vm_capable = settings.host_netns is None  # libvirt's taps live in the root namespace
     host.cpus, host.memory_mb = limits.cpus, limits.memory_mb
+    host.disk_gb = disk_gb(settings.data_path)
+    host.labels, host.schedulable = settings.labels, settings.host_schedulable
     host.vm_domain_type = choose_domain_type(settings.vm_domain_type) if host.vm_capable else None
     host.last_seen = utcnow()
     try:
@@ -47,6 +51,13 @@ def register(session: Session, settings: Settings) -> Host:
     except IntegrityError:
         raise Conflict(f"tunnel address {tunnel} is already another host's") from None
     return host
+
+
+def disk_gb(path: Path) -> int:
+    """The size of the file system under `path` (its nearest existing directory), in GiB."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).total >> 30
 
 
 def seen(session: Session, name: str) -> None:
@@ -117,6 +128,9 @@ def to_dict(host: Host, settings: Settings) -> dict[str, Any]:
         "state": "online" if is_online(host, online_window_s(settings)) else "offline",
         "cpus": host.cpus,
         "memory_mb": host.memory_mb,
+        "disk_gb": host.disk_gb,
+        "labels": host.labels or {},
+        "schedulable": host.schedulable,
         "vm_domain_type": host.vm_domain_type,
         "vm_capable": host.vm_capable,
         "simulated": host.netns is not None,

@@ -9,7 +9,7 @@ Nothing here touches a driver: what a driver answers at once (exec, logs, termin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,8 +21,9 @@ from meshvisor.core.lifecycle import check_action, check_delete, parse_action
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import Action, InstanceKind, InstanceState
 from meshvisor.hypervisor import cloud_init
-from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.hosts import placement
 from meshvisor.platform.hosts.limits import host_limits
+from meshvisor.platform.hosts.scheduler import Ask, Placed, Resources
 from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
@@ -40,7 +41,7 @@ from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 from meshvisor.platform.volumes import requests as volumes
 
-from .shape import InstanceBase, InstanceChange, InstanceRequest, NetworkAttachment
+from .shape import InstanceBase, InstanceChange, InstanceRequest, NetworkAttachment, PlacementConstraints
 
 
 def host_problems(
@@ -79,12 +80,10 @@ def check_create(
     session: Session,
     req: InstanceRequest,
     project: str = "default",
-    *,
-    default_host: str = "local",
-    online_window_s: float = hosts.DEFAULT_ONLINE_WINDOW_S,
+    **opts: Unpack[placement.Options],
 ) -> CreatePlan:
     """Every check of a create, writing nothing: the request's rules, what the host can give, then what the
-    database says (image, name, host, networks)."""
+    database says (image, name, networks) and where the scheduler puts it."""
     validate_name(req.name)
     _refuse(rules.problems(req) + host_problems(req.cpus, req.memory_mb, req.max_cpus, req.max_memory_mb))
     if req.kind is InstanceKind.VM:
@@ -99,17 +98,32 @@ def check_create(
         raise Conflict(f"image {req.image!r} is {image.state}, not ready")
     if find(session, req.name, project) is not None:
         raise Conflict(f"an instance named {req.name!r} already exists")
-    host = placement(session, req.host or default_host, req.kind, online_window_s)
-    return CreatePlan(
-        req, _row(req, project, host, mesh), image, [_ready_network(session, a, project) for a in req.networks]
+    ready = [_ready_network(session, a, project) for a in req.networks]
+    placed = placement.schedule(session, _ask(req), **opts)
+    return CreatePlan(req, _row(req, project, placed, mesh), image, ready)
+
+
+def _ask(req: InstanceRequest) -> Ask:
+    wanted = req.placement or PlacementConstraints()
+    return Ask(
+        req.kind.value,
+        Resources(req.cpus, req.memory_mb, req.disk_mb),
+        req.host,
+        wanted.host_labels,
+        wanted.affinity,
+        wanted.anti_affinity,
     )
 
 
-def _row(req: InstanceRequest, project: str, host: str, mesh: dict[str, Any] | None) -> Instance:
+def _row(req: InstanceRequest, project: str, placed: Placed, mesh: dict[str, Any] | None) -> Instance:
+    wanted = req.placement or PlacementConstraints()
     instance = Instance(
         id=new_id(),
         project=project,
-        host=host,
+        host=placed.host,
+        placement={**placed.to_json(), **wanted.model_dump(exclude_defaults=True)},
+        affinity_group=wanted.affinity,
+        anti_affinity_group=wanted.anti_affinity,
         name=req.name,
         kind=req.kind.value,
         image=req.image,
@@ -140,15 +154,10 @@ def _ready_network(session: Session, attachment: NetworkAttachment, project: str
     return net
 
 
-class Placement(TypedDict, total=False):
-    default_host: str  # where an instance without `host` goes (default: "local")
-    online_window_s: float  # how lately a host must have been seen to take one
-
-
 def create(
-    session: Session, req: InstanceRequest, project: str = "default", **placement: Unpack[Placement]
+    session: Session, req: InstanceRequest, project: str = "default", **opts: Unpack[placement.Options]
 ) -> tuple[Instance, Operation]:
-    return write_create(session, check_create(session, req, project, **placement))
+    return write_create(session, check_create(session, req, project, **opts))
 
 
 def write_create(session: Session, plan: CreatePlan) -> tuple[Instance, Operation]:
@@ -189,16 +198,6 @@ def _write_attachments(session: Session, plan: CreatePlan) -> None:
     for wanted in req.volumes:
         volumes.attach(session, instance, wanted.volume, wanted.path, wanted.read_only)
     instance.volumes = volumes.attachments_of(session, instance.id)
-
-
-def placement(session: Session, name: str, kind: InstanceKind, online_window_s: float) -> str:
-    """The host an instance is created on: the one asked for, which must be online and able to run it."""
-    host = hosts.get(session, validate_name(name, "host name"))
-    if kind is InstanceKind.VM and not host.vm_capable:
-        raise InvalidInput(f"host {name!r} cannot run VMs (a host simulated in a network namespace)")
-    if not hosts.is_online(host, online_window_s):
-        raise Conflict(f"host {name!r} is offline: its agent has not been seen lately")
-    return host.name
 
 
 def find(session: Session, name: str, project: str = "default") -> Instance | None:
@@ -438,6 +437,7 @@ def to_dict(instance: Instance) -> dict[str, Any]:
         "project": instance.project,
         "state": instance.state,
         "host": instance.host,
+        "placement": instance.placement,
         **{name: getattr(instance, name) for name in InstanceBase.model_fields},
         "security_groups": instance.security_groups or [],
         "networks": instance.networks,

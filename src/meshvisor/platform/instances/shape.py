@@ -1,8 +1,9 @@
 """One instance shape: the fields an instance has, as one Pydantic model family (pure: no database, no driver).
 
     InstanceBase        what is asked for and shown alike: kind, image, sizes, command, env, mesh, VM maxima
-    InstanceFields      + how it is attached and placed: networks, volumes, cloud_init, host
+    InstanceFields      + how it is attached and placed: networks, volumes, cloud_init, host, placement
                         (a stack file's instance, `stacks.spec.Instance`, derives from it)
+    PlacementConstraints  where the scheduler may put it: affinity and anti-affinity groups, host labels
     InstanceRequest     + its name: what `requests.create` takes (the API's body, `InstanceCreate`, is one)
     InstanceChange      a change of size, restart policy or security groups (PATCH)
 
@@ -59,11 +60,20 @@ class InstanceBase(BaseModel):
     disk_mb: int = Field(default=0, description="VMs: size of a scratch data disk (/dev/vda); 0 for none")
 
 
+class PlacementConstraints(Strict):
+    """Where an instance without `host` may go (OpenStack's server groups, Nomad's constraints)."""
+
+    affinity: str | None = Field(default=None, description="a group whose members all run on one host")
+    anti_affinity: str | None = Field(default=None, description="a group no two members of share a host")
+    host_labels: dict[str, str] = Field(default_factory=dict, description="labels the host must carry")
+
+
 class InstanceFields(InstanceBase):
     networks: Sequence[NetworkAttachment] = Field(default_factory=list)
     volumes: Sequence[VolumeAttachment] = Field(default_factory=list)
     cloud_init: dict[str, Any] | None = Field(default=None, description="VMs: ssh_keys, user_data, ...")
-    host: str | None = Field(default=None, description="the host to run on (GET /v1/hosts); default: this one")
+    host: str | None = Field(default=None, description="the host to run on (GET /v1/hosts); default: scheduled")
+    placement: PlacementConstraints | None = Field(default=None, description="where the scheduler may put it")
 
 
 class InstanceRequest(InstanceFields):

@@ -4,7 +4,7 @@ instance        live (`~`): container cpus and memory_mb (PATCH), restart_policy
                 networks (hot attach/detach), a VM's volumes (hot-plug), state (start a stopped instance)
                 restart (`~!`): a VM's cpus and memory_mb up to its max_cpus / max_memory_mb (PATCH; libvirt
                 may only apply them at the next boot)
-                replace (`-/+`): kind, image, host, command, env, mesh, disk_mb, cloud_init, max_cpus,
+                replace (`-/+`): kind, image, host, placement, command, env, mesh, disk_mb, cloud_init, max_cpus,
                 max_memory_mb; a VM's cpus or memory beyond its maxima; a container's volumes (bound at create)
 network         replace: cidr, vni, mtu (a network is only ever created or deleted)
 security_group  live: description, rules (PUT)
@@ -28,6 +28,7 @@ TABLE: dict[str, dict[str, Effect]] = {
         "kind": "replace",
         "image": "replace",
         "host": "replace",
+        "placement": "replace",
         "command": "replace",
         "env": "replace",
         "mesh": "replace",

@@ -127,6 +127,7 @@ def _instance(res: Instance) -> Attrs:
         "kind": res.kind,
         "image": res.image,
         "host": res.host,
+        "placement": _placement(res.placement.model_dump() if res.placement else None),
         "cpus": canonical(res.cpus),
         "memory_mb": res.memory_mb,
         "command": [] if vm else list(res.command),
@@ -153,6 +154,17 @@ def _instance(res: Instance) -> Attrs:
         "cloud_init": _pruned(res.cloud_init) if vm and res.cloud_init else None,
         "state": "running",
     }
+
+
+def _placement(shown: Mapping[str, Any] | None) -> Attrs | None:
+    """The constraints asked (an instance shows them beside where it landed and why); None when there are none."""
+    shown = shown or {}
+    wanted = {
+        "affinity": shown.get("affinity"),
+        "anti_affinity": shown.get("anti_affinity"),
+        "host_labels": dict(sorted((shown.get("host_labels") or {}).items())),
+    }
+    return wanted if wanted["affinity"] or wanted["anti_affinity"] or wanted["host_labels"] else None
 
 
 def _by_network(item: Mapping[str, Any]) -> str:
@@ -245,6 +257,7 @@ def observed(kind: str, obj: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
             "kind": _lower(take("kind", "container")),
             "image": take("image"),
             "host": take("host"),
+            "placement": _placement(take("placement")),
             "cpus": canonical(take("cpus", 1)),
             "memory_mb": canonical(take("memory_mb", 256)),
             "command": list(take("command", []) or []),

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import NotFound
 from meshvisor.core.types import RestartPolicy
-from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.hosts import placement
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceChange, InstanceRequest
 from meshvisor.platform.mesh import services
@@ -128,13 +128,7 @@ def create(ctx: Context, kind: str, name: str, res: stack_spec.Resource) -> None
     elif isinstance(res, stack_spec.Instance):
         request = instance_request(name, res)
         ctx.step(
-            lambda s: instances.create(
-                s,
-                request,
-                project,
-                default_host=settings.host_name,
-                online_window_s=hosts.online_window_s(settings),
-            )[1],
+            lambda s: instances.create(s, request, project, **placement.options(settings))[1],
             record=True,
         )
     elif isinstance(res, stack_spec.SecurityGroup):

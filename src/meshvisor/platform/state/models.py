@@ -19,6 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -88,6 +89,11 @@ class Instance(Versioned, Base):
     disk_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     restart_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     cloud_init: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Where the scheduler put it and why ({host, score, reason, and the constraints asked}); the affinity and
+    # anti-affinity groups it belongs to, as columns the scheduler queries.
+    placement: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    affinity_group: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    anti_affinity_group: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
     # The one operation working on this instance: its lock. Set and cleared atomically.
     operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
 
@@ -165,6 +171,12 @@ class Host(Base):
     vm_capable: Mapped[bool] = mapped_column(Boolean, default=True)
     cpus: Mapped[int] = mapped_column(Integer, default=1)
     memory_mb: Mapped[int] = mapped_column(Integer, default=0)
+    disk_gb: Mapped[int] = mapped_column(
+        Integer, default=0, server_default="0"
+    )  # its data directory's file system
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # False: the scheduler leaves it alone; it takes only instances that name it.
+    schedulable: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     vm_domain_type: Mapped[str | None] = mapped_column(String(16), default=None)
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)

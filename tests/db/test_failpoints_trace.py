@@ -55,6 +55,7 @@ def test_the_boundary_rules() -> None:
     assert call("meshvisor.containers.docker_driver", "__init__", "DockerDriver.__init__") is None
     assert call("meshvisor.platform.networks.steps", "create_network", "create_network") is None
     assert call("meshvisor.meshy", "start", "start") is None
+    assert call("meshvisor.guest.build", "build_tiny", "build_tiny") == "guest.build_tiny"  # writes the VM image
     assert call("sqlalchemy.orm", "commit", "Session.commit") is None
     assert failpoints.armed("") is None
     assert failpoints.armed("a@2, trace:/x") == failpoints.Armed(frozenset({"a@2"}), (Path("/x"),))

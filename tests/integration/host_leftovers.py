@@ -1,7 +1,9 @@
 """What exists on the host, of a test platform's prefix, that no database row explains: containers, libvirt
 domains, links (here and in host B's namespace), nftables tables and the links their rules name, namespaces,
-loop mounts and loop devices, volume files, VM directories, dnsmasq and Envoy processes. One check for every
-crash test: after a worker died anywhere and another finished its work, `wait_explained` must come back empty."""
+loop mounts and loop devices, volume files, VM directories, dnsmasq and Envoy processes and sidecar directories,
+Docker images (tagged with the prefix, or labelled with it), image directories, uploads and build scratch
+directories. One check for every crash test: after a worker died anywhere and another finished its work,
+`wait_explained` must come back empty."""
 
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ from sqlalchemy import select
 
 from meshvisor.core.names import host_object_name
 from meshvisor.network import bridge_name, list_links, namespaces, tap_name, veth_name, vxlan_name
+from meshvisor.platform.state import models
 from meshvisor.platform.state.db import make_engine, make_sessionmaker
-from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Volume, VolumeAttachment
 from meshvisor.storage import loop_devices_for, mounts_under
 
 from .conftest import Platform
 
+UNENDED = ("pending", "running")  # operation statuses
 TABLES = ("guard", "sg")  # the nftables tables of a prefix (inet `-guard`, bridge `-sg`), each one per host
 
 
@@ -34,24 +37,29 @@ class Rows:
     attachments: set[str]  # network attachments of instances (veths, taps)
     volumes: set[str]
     mounted: set[str]  # volume attachments of containers (each one loop mount)
+    images: dict[str, str]  # id → name
+    operations: set[str]  # operations not ended (their uploads are theirs)
 
 
 def rows(platform: Platform) -> Rows:
     engine = make_engine(f"sqlite:///{platform.data_dir / 'meshvisor.db'}")
     try:
         with make_sessionmaker(engine)() as s:
-            instances = {i.id: i for i in s.scalars(select(Instance))}
-            attachments = s.scalars(select(NetworkAddress.id).where(NetworkAddress.instance_id.is_not(None)))
-            mounted = s.execute(select(VolumeAttachment.id, VolumeAttachment.instance_id))
+            instances = {i.id: i for i in s.scalars(select(models.Instance))}
+            address = models.NetworkAddress
+            attachments = s.scalars(select(address.id).where(address.instance_id.is_not(None)))
+            mounted = s.execute(select(models.VolumeAttachment.id, models.VolumeAttachment.instance_id))
             return Rows(
                 instances={i.id: i.kind for i in instances.values()},
                 meshed={i.id for i in instances.values() if i.mesh},
-                networks=set(s.scalars(select(Network.id))),
+                networks=set(s.scalars(select(models.Network.id))),
                 attachments=set(attachments),
-                volumes=set(s.scalars(select(Volume.id))),
+                volumes=set(s.scalars(select(models.Volume.id))),
                 mounted={
                     a for a, i in mounted if instances.get(i) is not None and instances[i].kind == "container"
                 },
+                images={i.id: i.name for i in s.scalars(select(models.Image))},
+                operations=set(s.scalars(select(models.Operation.id).where(models.Operation.status.in_(UNENDED)))),
             )
     finally:
         engine.dispose()
@@ -115,7 +123,12 @@ def _served_networks(platform: Platform) -> set[str]:
     return served
 
 
-def _sidecar_instances(platform: Platform) -> set[str]:
+def envoys_of(platform: Platform, directory: Path) -> list[int]:
+    """The Envoy processes started with the bootstrap of the sidecar directory `directory`."""
+    return sorted(pid for pid, argv in _processes(str(directory / "bootstrap.json")).items() if "envoy" in argv[0])
+
+
+def sidecar_instances(platform: Platform) -> set[str]:
     """The instances an Envoy of this platform runs for (its bootstrap is in `sidecars/<prefix>-<id>/`)."""
     found = set()
     for argv in _processes(f"{platform.run_dir}/").values():
@@ -124,6 +137,35 @@ def _sidecar_instances(platform: Platform) -> set[str]:
             if path.name == "bootstrap.json" and path.parent.parent.name == "sidecars":
                 found.add(path.parent.name.removeprefix(f"{platform.prefix}-"))
     return found
+
+
+def _sidecar_dirs(platform: Platform) -> set[str]:
+    """The instances a sidecar directory of this platform is for, on any host (`<host>/sidecars/<prefix>-<id>`)."""
+    return {d.name.removeprefix(f"{platform.prefix}-") for d in platform.run_dir.glob("*/sidecars/*")}
+
+
+def _docker_images(platform: Platform, r: Rows) -> set[str]:
+    """Images of the engine tagged `<prefix>/<name>` with no image row of that name (or labelled as another
+    row's), and untagged images labelled with the prefix (a build's steps, an import a retry did again)."""
+    p = platform.prefix
+    refs = {f"{p}/{name}:latest": image_id for image_id, name in r.images.items()}
+    found = set()
+    for image in platform.docker.images.list(filters={"reference": f"{p}/*"}):
+        owner = image.labels.get("meshvisor.id")
+        found |= {tag for tag in image.tags if tag not in refs or owner not in (None, refs[tag])}
+    for image in platform.docker.images.list(filters={"label": f"meshvisor.prefix={p}", "dangling": True}):
+        found.add(f"{image.short_id} (untagged, labelled {image.labels.get('meshvisor.id')})")
+    return found
+
+
+def _image_files(platform: Platform, r: Rows) -> set[str]:
+    """Image directories with no row, build scratch directories in any (`.build-*`: a build cut short), and
+    uploads no pending operation waits for (`<operation id>.tar`; `*.part` while a request streams one)."""
+    images = platform.data_dir / "images"
+    found = {d.name for d in images.glob("*") if d.name not in r.images}
+    found |= {f"{d.parent.name}/{d.name}" for d in images.glob("*/.build-*")}
+    uploads = platform.data_dir / "uploads"
+    return found | {f"uploads/{f.name}" for f in uploads.glob("*") if f.name.split(".")[0] not in r.operations}
 
 
 def unexplained(platform: Platform) -> dict[str, set[str]]:
@@ -145,7 +187,10 @@ def unexplained(platform: Platform) -> dict[str, set[str]]:
         "volume files": {f.name for f in pool.glob("*") if f.is_file() and f.name.split(".")[0] not in r.volumes},
         "vm directories": {d.name for d in (platform.data_dir / "vms").glob("*") if d.name not in r.instances},
         "dnsmasq": _served_networks(platform) - r.networks,
-        "sidecars": _sidecar_instances(platform) - r.meshed - {"ingress"},  # each host's ingress gateway
+        "sidecars": sidecar_instances(platform) - r.meshed - {"ingress"},  # each host's ingress gateway
+        "sidecar directories": _sidecar_dirs(platform) - r.meshed - {"ingress"},
+        "docker images": _docker_images(platform, r),
+        "image files": _image_files(platform, r),
     }
     return {what: names for what, names in found.items() if names}
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,65 +28,12 @@ import pytest
 from meshvisor.platform.failpoints import AFTER
 from meshvisor.platform.state.operation_kinds import OperationKind
 
-from .conftest import SERVE, Platform, wait_op, workers_of
+from .conftest import Platform, wait_op, workers_of
+from .crash_rows_more import MORE_ROWS
+from .crash_run import CIDR, NET, SNAP, VOL, Case, Run, body
 from .host_leftovers import wait_explained
 
 pytestmark = pytest.mark.integration
-
-CIDR = "10.213.150.0/24"
-NET, VOL, SNAP = "ft-net", "ft-vol", "ft-snap"
-
-
-@dataclass
-class Run:
-    """One run of a row: the instance's name and kind, the VM image."""
-
-    api: httpx.Client
-    kind: str  # container | vm | "" (no instance)
-    name: str
-    image: str
-    made: list[str] = field(default_factory=list)  # networks and volumes the set-up made
-
-    def ok(self, response: httpx.Response, timeout: float = 180) -> dict[str, Any]:
-        op = wait_op(self.api, response, timeout)
-        assert op["status"] == "succeeded", op
-        return op
-
-    def instance(self, **extra: Any) -> None:
-        self.ok(self.api.post("/v1/instances", json=_body(self) | extra))
-
-    def full(self) -> None:
-        """The instance on a network, with a volume (a container's mounted, a VM's plugged in)."""
-        self.network()
-        self.volume()
-        volume = {"volume": VOL, "path": "/vol"} if self.kind == "container" else {"volume": VOL}
-        self.instance(networks=[{"network": NET}], volumes=[volume])
-
-    def action(self, action: str, **extra: Any) -> httpx.Response:
-        return self.api.post(f"/v1/instances/{self.name}/actions", json={"action": action, "timeout": 5, **extra})
-
-    def network(self) -> None:
-        self.ok(self.api.post("/v1/networks", json={"name": NET, "cidr": CIDR}))
-        self.made.append(f"/v1/networks/{NET}")
-
-    def volume(self) -> None:
-        self.ok(self.api.post("/v1/volumes", json={"name": VOL, "size_mb": 16}))
-        self.made.append(f"/v1/volumes/{VOL}")
-
-    def get(self, path: str = "") -> dict[str, Any]:
-        found: dict[str, Any] = self.api.get(f"/v1/instances/{self.name}{path}").json()
-        return found
-
-
-@dataclass(frozen=True)
-class Case:
-    """A row: what brings the object to where the operation starts, the operation's request, and what holds
-    once it succeeded."""
-
-    setup: Callable[[Run], None]
-    submit: Callable[[Run], httpx.Response]
-    check: Callable[[Run], None]
-    kinds: tuple[str, ...] = ("container", "vm")
 
 
 def _state(state: str) -> Callable[[Run], None]:
@@ -211,11 +157,6 @@ def _network_gone(run: Run) -> None:
     assert run.api.get(f"/v1/networks/{NET}").status_code == 404
 
 
-def _body(run: Run) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": run.name, "kind": run.kind, "image": run.image}
-    return body | ({"command": SERVE} if run.kind == "container" else {"cpus": 1, "memory_mb": 256})
-
-
 def _network_and_volume(run: Run) -> None:
     run.network()
     run.volume()
@@ -224,7 +165,7 @@ def _network_and_volume(run: Run) -> None:
 def _create(run: Run) -> httpx.Response:
     """A create on a network, with a volume."""
     volume = {"volume": VOL, "path": "/vol"} if run.kind == "container" else {"volume": VOL}
-    return run.api.post("/v1/instances", json=_body(run) | {"networks": [{"network": NET}], "volumes": [volume]})
+    return run.api.post("/v1/instances", json=body(run) | {"networks": [{"network": NET}], "volumes": [volume]})
 
 
 K = OperationKind
@@ -305,10 +246,8 @@ CASES: dict[OperationKind, Case] = {
     K.VOLUME_DELETE: Case(Run.volume, lambda r: r.api.delete(f"/v1/volumes/{VOL}"), _volume_gone, ("",)),
 }
 EXCLUDED: dict[OperationKind, str] = {
-    K.IMAGE_CREATE: "not in this table yet: an image build makes no host object of the list (it fills the "
-    "Docker engine's store or the data directory), and its crash test remains to be written",
-    K.IMAGE_PUSH: "not in this table yet: a push needs a registry (test_images_pipeline) and makes no host object",
-    K.IMAGE_DELETE: "not in this table yet: removes an image, makes no host object of the list",
+    K.IMAGE_PUSH: "not in this table: a push needs a registry (test_images_pipeline runs one) and makes no host "
+    "object of the prefix but a temporary tag, which it removes",
     K.STACK_APPLY: "its steps are the operations above, run inline; test_crash_stack_apply kills the worker at "
     "every step of an apply",
 }
@@ -322,35 +261,45 @@ NOT_APPLICABLE = {
 }
 
 
-ROWS = [(kind, instance_kind) for kind, case in CASES.items() for instance_kind in case.kinds]
+ROWS = [
+    (f"{kind.name.lower()}-{instance_kind or 'none'}", kind, instance_kind, case)
+    for kind, case in CASES.items()
+    for instance_kind in case.kinds
+] + [(row_id, kind, case.kinds[0], case) for row_id, (kind, case) in MORE_ROWS.items()]
 
 
 def test_every_kind_is_in_the_table() -> None:
     """A new operation kind (say, migrate) fails here until it has a row or a reason to have none."""
-    assert set(CASES) | set(EXCLUDED) == set(OperationKind)
-    assert not set(CASES) & set(EXCLUDED)
+    covered = {kind for _, kind, _, _ in ROWS}
+    assert covered | set(EXCLUDED) == set(OperationKind)
+    assert not covered & set(EXCLUDED)
     for kind, instance_kind in NOT_APPLICABLE:
         assert instance_kind not in CASES[kind].kinds
 
 
-def chosen(points: list[str], instance_kind: str) -> list[str]:
+def chosen(points: list[str], first_of_each: bool) -> list[str]:
     """The failpoints a row kills at: the first, then the one after each driver call (the one before a call
-    leaves the host as the one after the call before it did); for VMs only after the first of each distinct
-    call."""
-    after = f"{AFTER}@1" if instance_kind == "vm" else AFTER
+    leaves the host as the one after the call before it did); for VMs and the rows of `MORE_ROWS` only after
+    the first of each distinct call."""
+    after = f"{AFTER}@1" if first_of_each else AFTER
     return points[:1] + [p for p in points[1:] if after in p]
 
 
 @pytest.mark.timeout(3600)
-@pytest.mark.parametrize(("kind", "instance_kind"), ROWS, ids=[f"{k.name.lower()}-{i or 'none'}" for k, i in ROWS])
+@pytest.mark.parametrize(("kind", "instance_kind", "case"), [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
 def test_a_worker_killed_at_every_failpoint_leaves_nothing_behind(
-    platform: Platform, api: httpx.Client, tiny: str, tmp_path: Path, kind: OperationKind, instance_kind: str
+    platform: Platform,
+    api: httpx.Client,
+    tiny: str,
+    tmp_path: Path,
+    kind: OperationKind,
+    instance_kind: str,
+    case: Case,
 ) -> None:
-    case = CASES[kind]
     prefix = f"{kind.resource}.{kind.action}/"
     trace = tmp_path / "trace"
     try:
-        run = Run(api, instance_kind, "ft-0", tiny if instance_kind == "vm" else "busybox")
+        run = Run(api, platform, instance_kind, "ft-0", tiny if instance_kind == "vm" else "busybox")
         platform.start_worker(MESHVISOR_FAILPOINTS=f"trace:{trace}")
         try:
             case.setup(run)
@@ -361,10 +310,10 @@ def test_a_worker_killed_at_every_failpoint_leaves_nothing_behind(
             _teardown(run, platform)
         points = [p for p in trace.read_text().splitlines() if p.startswith(prefix)]
         assert points, f"{kind} reached no failpoint"
-        killed_at = chosen(points, instance_kind)
+        killed_at = chosen(points, instance_kind == "vm" or case.first_of_each)
         for index, point in enumerate(killed_at, 1):
-            _killed_at(platform, Run(api, instance_kind, f"ft-{index}", run.image), case, point)
-        print(f"{kind.name} {instance_kind}: killed at {len(killed_at)} of {len(points)} failpoints")
+            _killed_at(platform, Run(api, platform, instance_kind, f"ft-{index}", run.image), case, point)
+        print(f"{kind.name} {instance_kind}: killed at {len(killed_at)} of {len(points)} failpoints: {killed_at}")
     finally:
         platform.start_worker()  # never leave an armed worker behind
 

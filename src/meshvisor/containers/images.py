@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import tarfile
 from typing import Any
 
 from docker.models.images import Image
@@ -52,6 +53,7 @@ class DockerImages:
             self._client.api.import_image_from_data(
                 data, repository=ref.rsplit(":", 1)[0], tag="latest", changes=changes
             )
+        self._remove_leftovers(image_id)
         return self._info(image_id, ref)
 
     def build(self, image_id: str, name: str, dockerfile: str) -> ImageInfo:
@@ -60,7 +62,8 @@ class DockerImages:
         with docker_errors(f"build image {name}"):
             try:
                 self._client.images.build(
-                    fileobj=io.BytesIO(dockerfile.encode()),
+                    fileobj=build_context(dockerfile),
+                    custom_context=True,
                     tag=ref,
                     labels={LABEL_ID: image_id, LABEL_PREFIX: self.prefix},
                     rm=True,
@@ -76,10 +79,12 @@ class DockerImages:
                 lines = [str(chunk.get("stream") or chunk.get("error") or "").strip() for chunk in log]
                 detail = "; ".join(line for line in lines if line)[-500:]
                 raise PermanentError(f"build of image {name} failed: {exc} ({detail})") from exc
+        self._remove_leftovers(image_id)
         return self._info(image_id, ref)
 
     def _remove_leftovers(self, image_id: str) -> None:
-        """A failed build leaves the untagged images of the steps that worked; they carry our labels."""
+        """The untagged images of `image_id`: a failed build's steps that worked, or what an import or build did
+        before the worker running it died (the retry's image took the tag from it). They carry our labels."""
         filters = {"dangling": True, "label": [f"{LABEL_ID}={image_id}", f"{LABEL_PREFIX}={self.prefix}"]}
         for leftover in self._client.images.list(filters=filters):
             try:
@@ -134,6 +139,19 @@ class DockerImages:
     def list_refs(self) -> list[str]:
         images = call("list images", lambda: self._client.images.list(filters={"reference": f"{self.prefix}/*"}))
         return sorted(tag for image in images for tag in image.tags)
+
+
+def build_context(dockerfile: str) -> io.BytesIO:
+    """The build context, a tar holding only the Dockerfile, made in memory: the Docker SDK would otherwise
+    write it to a temporary file, which a worker killed during the build leaves behind."""
+    data = dockerfile.encode()
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    return context
 
 
 def split_ref(ref: str) -> tuple[str, str]:

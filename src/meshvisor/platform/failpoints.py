@@ -3,12 +3,13 @@ killer or a power cut would), to prove that a restarted worker converges and lea
 
 Off unless `MESHVISOR_FAILPOINTS` (comma-separated) arms some; unarmed, nothing here runs in an operation's way.
 
-- Every call from the platform into a driver package (`containers`, `hypervisor`, `network`, `storage`, `mesh`)
-  made by an operation's steps is a failpoint, twice: before the call and after it returns. It is named by the
-  operation's kind and the function called, `instance.create/containers.DockerDriver.start` and
-  `instance.create/containers.DockerDriver.start#after`; a new step or driver verb has its failpoints with no
-  more code. Calls that only read (`READS`) and private helpers are none. The boundary is watched by a profile
-  function (`sys.setprofile`), set only in the thread of a running operation and only while failpoints are armed.
+- Every call from the platform into a driver package (`containers`, `hypervisor`, `network`, `storage`, `mesh`,
+  `guest`: the VM guest build) made by an operation's steps is a failpoint, twice: before the call and after it
+  returns. It is named by the operation's kind and the function called,
+  `instance.create/containers.DockerDriver.start` and `instance.create/containers.DockerDriver.start#after`; a
+  new step or driver verb has its failpoints with no more code. Calls that only read (`READS`) and private
+  helpers are none. The boundary is watched by a profile function (`sys.setprofile`), set only in the thread of
+  a running operation and only while failpoints are armed.
 - A few named places inside the steps (`reached(settings, NAME)`), where no driver call marks the moment.
 - `name@N` dies the Nth time the place is reached in this process (`name` alone: the first time).
 - `trace:<file>` kills nothing: it appends every place reached, as `name@N`, to the file, so a test can find
@@ -43,7 +44,7 @@ STACK_STEP_ASKED = "stack-step-asked"  # a stack apply: a step's operation is as
 STACK_STEP_DONE = "stack-step-done"  # a stack apply: a step's operation has ended, the next not begun
 
 AFTER = "#after"
-DRIVER_PACKAGES = ("containers", "hypervisor", "network", "storage", "mesh")  # under `meshvisor.`
+DRIVER_PACKAGES = ("containers", "hypervisor", "network", "storage", "mesh", "guest")  # under `meshvisor.`
 PLATFORM = "meshvisor.platform"
 # Driver functions that only read or compute (no failpoint): by name, or by how their name begins or ends.
 READS = frozenset(
@@ -68,6 +69,7 @@ READS = frozenset(
     }
 )
 READ_PREFIXES = ("list_", "get_", "validate_", "parse_", "find_", "build_")
+WRITES = frozenset({"build_tiny"})  # named like a read, but writes files on the host (the VM guest's image)
 READ_SUFFIXES = ("_name", "_of", "_for", "_under")
 
 
@@ -139,7 +141,7 @@ def driver_call(module: str, name: str, qualname: str) -> str | None:
         return None
     if name.startswith(("_", "<")) or name in READS:
         return None
-    if name.startswith(READ_PREFIXES) or name.endswith(READ_SUFFIXES):
+    if name not in WRITES and (name.startswith(READ_PREFIXES) or name.endswith(READ_SUFFIXES)):
         return None
     return f"{package}.{qualname}"
 

@@ -79,17 +79,19 @@ def _build_tiny(rt: Runtime, image_id: str) -> ImageInfo:
 
 
 def _import_disk(rt: Runtime, image_id: str, upload: Path) -> ImageInfo:
-    """A VM disk image: checked with qemu-img, then kept read-only as `<images dir>/<id>/disk.qcow2`."""
-    if not upload.exists():
-        raise PermanentError("the uploaded disk image is gone; import it again")
-    try:
-        check_qcow2(upload)
-    except MeshvisorError as exc:
-        upload.unlink(missing_ok=True)
-        raise PermanentError(exc.message) from exc
+    """A VM disk image: checked with qemu-img, then kept read-only as `<images dir>/<id>/disk.qcow2`. The move is
+    a rename (one file system): a worker killed after it finds the disk in place and only records it."""
     target = rt.settings.images_dir / image_id / DISK_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(upload, target)
+    if upload.exists():
+        try:
+            check_qcow2(upload)
+        except MeshvisorError as exc:
+            upload.unlink(missing_ok=True)
+            raise PermanentError(exc.message) from exc
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(upload, target)
+    elif not target.exists():
+        raise PermanentError("the uploaded disk image is gone; import it again")
     target.chmod(0o444)
     return ImageInfo(id=image_id, ref=str(target.parent), size_bytes=target.stat().st_size)
 

@@ -1,0 +1,74 @@
+"""What a row of the failpoint table (`test_crash_table.py`) runs on: one run's names and the requests its set-up
+makes, and a row's set-up, request and check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .conftest import SERVE, Platform, wait_op
+
+CIDR = "10.213.150.0/24"
+NET, VOL, SNAP = "ft-net", "ft-vol", "ft-snap"
+
+
+@dataclass
+class Run:
+    """One run of a row: the platform, the instance's (or image's) name and kind, the VM image."""
+
+    api: httpx.Client
+    platform: Platform
+    kind: str  # container | vm | "" (no instance)
+    name: str  # of the instance, or of the image in an image row
+    image: str
+    made: list[str] = field(default_factory=list)  # networks, volumes and images the set-up made
+
+    def ok(self, response: httpx.Response, timeout: float = 180) -> dict[str, Any]:
+        op = wait_op(self.api, response, timeout)
+        assert op["status"] == "succeeded", op
+        return op
+
+    def instance(self, **extra: Any) -> None:
+        self.ok(self.api.post("/v1/instances", json=body(self) | extra))
+
+    def full(self) -> None:
+        """The instance on a network, with a volume (a container's mounted, a VM's plugged in)."""
+        self.network()
+        self.volume()
+        volume = {"volume": VOL, "path": "/vol"} if self.kind == "container" else {"volume": VOL}
+        self.instance(networks=[{"network": NET}], volumes=[volume])
+
+    def action(self, action: str, **extra: Any) -> httpx.Response:
+        return self.api.post(f"/v1/instances/{self.name}/actions", json={"action": action, "timeout": 5, **extra})
+
+    def network(self) -> None:
+        self.ok(self.api.post("/v1/networks", json={"name": NET, "cidr": CIDR}))
+        self.made.append(f"/v1/networks/{NET}")
+
+    def volume(self) -> None:
+        self.ok(self.api.post("/v1/volumes", json={"name": VOL, "size_mb": 16}))
+        self.made.append(f"/v1/volumes/{VOL}")
+
+    def get(self, path: str = "") -> dict[str, Any]:
+        found: dict[str, Any] = self.api.get(f"/v1/instances/{self.name}{path}").json()
+        return found
+
+
+@dataclass(frozen=True)
+class Case:
+    """A row: what brings the object to where the operation starts, the operation's request, and what holds
+    once it succeeded. `first_of_each`: kill only after the first of each distinct driver call (as for VMs)."""
+
+    setup: Callable[[Run], None]
+    submit: Callable[[Run], httpx.Response]
+    check: Callable[[Run], None]
+    kinds: tuple[str, ...] = ("container", "vm")
+    first_of_each: bool = False
+
+
+def body(run: Run) -> dict[str, Any]:
+    found: dict[str, Any] = {"name": run.name, "kind": run.kind, "image": run.image}
+    return found | ({"command": SERVE} if run.kind == "container" else {"cpus": 1, "memory_mb": 256})

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 from meshvisor.core.types import InstanceKind, OperationStatus
+from meshvisor.libvirt_conn import translated
 from meshvisor.platform import failpoints, reconciler
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import transaction
 
 from .conftest import add_ready_image
@@ -74,3 +77,23 @@ def test_unarmed_operations_set_no_profile_function(runtime: Runtime) -> None:
     driver.start = start  # type: ignore[method-assign]
     assert reconciler.run_operation(runtime, _create(runtime, "web")) is OperationStatus.SUCCEEDED
     assert seen == [None]
+
+
+def test_a_driver_method_wrapped_to_translate_libvirt_errors_is_still_a_failpoint(tmp_path: Path) -> None:
+    """The libvirt driver's public methods are wrapped (`libvirt_conn.translated`): the wrapper's frame is passed
+    over, so a platform step's call to the wrapped method is still a failpoint, before and after."""
+    driver_module: dict[str, Any] = {"__name__": "meshvisor.hypervisor.probe"}
+    exec("class Driver:\n    def reboot(self):\n        return 'rebooted'\n", driver_module)
+    platform_module: dict[str, Any] = {
+        "__name__": "meshvisor.platform.probe",
+        "driver": translated(driver_module["Driver"])(),
+    }
+    exec("def step():\n    return driver.reboot()\n", platform_module)
+    trace = tmp_path / "trace"
+    with failpoints.operation(Settings(failpoints=f"trace:{trace}"), "instance.restart"):
+        assert platform_module["step"]() == "rebooted"
+    points = [point.rpartition("@")[0] for point in trace.read_text().splitlines()]
+    assert points == [
+        "instance.restart/hypervisor.Driver.reboot",
+        "instance.restart/hypervisor.Driver.reboot#after",
+    ]

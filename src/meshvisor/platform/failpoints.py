@@ -46,6 +46,9 @@ STACK_STEP_DONE = "stack-step-done"  # a stack apply: a step's operation has end
 AFTER = "#after"
 DRIVER_PACKAGES = ("containers", "hypervisor", "network", "storage", "mesh", "guest")  # under `meshvisor.`
 PLATFORM = "meshvisor.platform"
+# Modules of decorators that wrap a driver's methods (libvirt errors translated where they leave the driver):
+# their frames are passed over like the standard library's, so the wrapped method is still the platform's call.
+WRAPPERS = frozenset({"meshvisor.libvirt_conn"})
 # Driver functions that only read or compute (no failpoint): by name, or by how their name begins or ends.
 READS = frozenset(
     {
@@ -148,11 +151,11 @@ def driver_call(module: str, name: str, qualname: str) -> str | None:
 
 def _called_from_platform(frame: FrameType) -> bool:
     """True when the nearest caller of ours (past the standard library's and others' frames: a context manager,
-    a decorator) is in the platform: a driver's calls to itself are no failpoints."""
+    a decorator, ours in `WRAPPERS`) is in the platform: a driver's calls to itself are no failpoints."""
     caller = frame.f_back
     while caller is not None:
         module = str(caller.f_globals.get("__name__", ""))
-        if module.startswith("meshvisor."):
+        if module.startswith("meshvisor.") and module not in WRAPPERS:
             return module.startswith(PLATFORM)
         caller = caller.f_back
     return False

@@ -185,12 +185,13 @@ HOST_B = "hostb"
 
 
 @contextmanager
-def underlay(prefix: str) -> Iterator[str]:
-    """The pool made unreachable, and host B's namespace with its underlay veth; yields the namespace name."""
+def underlay(prefix: str, pool: str = POOL, ends: tuple[str, str] = (UNDERLAY_A, UNDERLAY_B)) -> Iterator[str]:
+    """The pool made unreachable, and host B's namespace with its underlay veth (`ends`: this host's address and
+    B's, in the pool); yields the namespace name."""
     host_b = f"{prefix}-hb"
     root_end = f"ul{prefix}"  # not `<prefix>-…`: the platform's clean-up must not take it for one of its links
     with IPRoute() as ipr:
-        ipr.route("replace", dst=POOL, type="unreachable")
+        ipr.route("replace", dst=pool, type="unreachable")
     try:
         with namespaces(host_b):
             fd = os.open(f"/var/run/netns/{host_b}", os.O_RDONLY)
@@ -198,13 +199,13 @@ def underlay(prefix: str) -> Iterator[str]:
                 with IPRoute() as ipr:
                     ipr.link("add", ifname=root_end, kind="veth", peer={"ifname": "ul0", "net_ns_fd": fd})
                     index = ipr.link_lookup(ifname=root_end)[0]
-                    ipr.addr("add", index=index, address=UNDERLAY_A, prefixlen=UNDERLAY_PREFIXLEN)
+                    ipr.addr("add", index=index, address=ends[0], prefixlen=UNDERLAY_PREFIXLEN)
                     ipr.link("set", index=index, state="up")
             finally:
                 os.close(fd)
             with IPRoute(netns=host_b, flags=0) as ipr:
                 index = ipr.link_lookup(ifname="ul0")[0]
-                ipr.addr("add", index=index, address=UNDERLAY_B, prefixlen=UNDERLAY_PREFIXLEN)
+                ipr.addr("add", index=index, address=ends[1], prefixlen=UNDERLAY_PREFIXLEN)
                 ipr.link("set", index=index, state="up")
             try:
                 yield host_b
@@ -214,7 +215,7 @@ def underlay(prefix: str) -> Iterator[str]:
                         ipr.link("del", index=index)
     finally:
         with IPRoute() as ipr, contextlib.suppress(NetlinkError):  # another run on the machine removed it
-            ipr.route("del", dst=POOL, type="unreachable")
+            ipr.route("del", dst=pool, type="unreachable")
 
 
 @pytest.fixture(scope="session")
@@ -259,6 +260,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_TUNNEL_IP": UNDERLAY_B,
         "MESHVISOR_HOST_NETNS": host_b,
         "MESHVISOR_HOST_SCHEDULABLE": "false",
+        "MESHVISOR_AGENT_PORT": str(free_port()),
     }
     client = docker.DockerClient(version=API_VERSION)
     plat = Platform(f"http://127.0.0.1:{port}", token, env, prefix, data_dir, proxy, client, host_b)
@@ -289,8 +291,8 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         with plat.client() as api:
             op = wait_op(api, api.post("/v1/images", json={"name": "busybox", "source": {"type": "builtin"}}))
             assert op["status"] == "succeeded", f"{op}\n{plat.logs()}"
-            while len(api.get("/v1/hosts").json()["items"]) < 2:  # host B's agent has registered
-                assert time.monotonic() < deadline, f"host B did not register:\n{plat.logs()}"
+            while api.get(f"/v1/hosts/{HOST_B}").json().get("endpoint") is None:  # B's agent serves
+                assert time.monotonic() < deadline, f"host B's endpoint did not start:\n{plat.logs()}"
                 time.sleep(0.2)
         yield plat
     finally:

@@ -36,6 +36,10 @@ HTTP_CODES = {
 }
 
 
+def status_of(exc: e.MeshvisorError) -> int:
+    return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
+
+
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
@@ -43,8 +47,7 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(e.MeshvisorError)
     async def _platform_error(_: Request, exc: e.MeshvisorError) -> JSONResponse:
-        status = next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
-        return JSONResponse(error_body(exc.code, exc.message), status_code=status)
+        return JSONResponse(error_body(exc.code, exc.message), status_code=status_of(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

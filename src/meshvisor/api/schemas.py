@@ -108,6 +108,12 @@ class ExecRequest(Strict):
     command: list[str]
 
 
+class HostCertificateRequest(Strict):
+    csr: str = Field(
+        max_length=16_384, description="a PEM certificate signing request for the host's EC P-256 key"
+    )
+
+
 class ImageCreate(Strict):
     name: str
     kind: InstanceKind = InstanceKind.CONTAINER
@@ -309,6 +315,9 @@ class HostPublic(BaseModel):
     vm_domain_type: str | None
     vm_capable: bool
     simulated: bool
+    endpoint: str | None = Field(
+        description="where its agent's endpoint (mutual TLS) answers the API's live calls, once it listens"
+    )
     last_seen: str
 
 

@@ -6,6 +6,7 @@ import json
 import logging
 import tarfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -67,9 +68,27 @@ def agent(
     concurrency: Annotated[int | None, typer.Option(help="worker threads")] = None,
 ) -> None:
     """Run the worker of one more host: it registers the host (MESHVISOR_TUNNEL_IP is its tunnel endpoint;
-    MESHVISOR_HOST_NETNS simulates it in a network namespace) and runs the work of that host's instances."""
+    MESHVISOR_HOST_NETNS simulates it in a network namespace) and runs the work of that host's instances. Its
+    endpoint (mutual TLS, on <tunnel address>:MESHVISOR_AGENT_PORT) answers the API's live calls (logs, exec,
+    stats, terminal, snapshots) for them, with a host certificate it asks the API for (MESHVISOR_API_URL,
+    MESHVISOR_TOKEN)."""
+    from meshvisor.api.host_endpoint import serve_in_background
+
     settings = get_settings().model_copy(update={"host_name": validate_name(host, "host name")})
+    serve_in_background(settings, _signed_by_api(settings))
     _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency)
+
+
+def _signed_by_api(settings: Settings) -> Callable[[bytes], tuple[bytes, bytes]]:
+    """How an agent gets its host certificate: the API's CA signs its request."""
+
+    def sign(csr_pem: bytes) -> tuple[bytes, bytes]:
+        found = ApiClient(settings, timeout=10).post(
+            f"/v1/hosts/{settings.host_name}/certificate", json={"csr": csr_pem.decode()}
+        )
+        return found["certificate"].encode(), found["ca_bundle"].encode()
+
+    return sign
 
 
 @app.command()

@@ -50,5 +50,11 @@ class TransientError(MeshvisorError):
     code = "transient_error"
 
 
+class HostUnavailable(TransientError):
+    """The host an instance is on cannot answer now (offline, or its endpoint unreachable)."""
+
+    code = "host_unavailable"
+
+
 class PermanentError(MeshvisorError):
     code = "operation_failed"

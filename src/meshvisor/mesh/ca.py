@@ -23,11 +23,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 DEFAULT_TRUST_DOMAIN = "meshvisor.local"
 DEFAULT_WORKLOAD_LIFETIME = dt.timedelta(hours=1)
 DEFAULT_CA_LIFETIME = dt.timedelta(days=365)
+DEFAULT_HOST_LIFETIME = dt.timedelta(days=30)
 CLOCK_SKEW = dt.timedelta(minutes=1)
 
 
 def spiffe_id(trust_domain: str, service: str) -> str:
     return f"spiffe://{trust_domain}/service/{service}"
+
+
+def host_spiffe_id(trust_domain: str, host: str) -> str:
+    """A host's identity: its agent's endpoint serves with it, and the API calls hosts with its own."""
+    return f"spiffe://{trust_domain}/host/{host}"
 
 
 @dataclass(frozen=True)
@@ -199,13 +205,41 @@ class CertificateAuthority:
         """A workload certificate for `service` (URI SAN = its SPIFFE ID), valid for `lifetime`."""
         ident = spiffe_id(self.trust_domain, service)
         key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._sign_leaf(key.public_key(), ident, lifetime)
+        return WorkloadCert(
+            spiffe_id=ident,
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+            key_pem=_key_pem(key),
+            not_after=cert.not_valid_after_utc,
+            serial=cert.serial_number,
+        )
+
+    def sign_host(self, csr_pem: bytes, host: str, lifetime: dt.timedelta = DEFAULT_HOST_LIFETIME) -> bytes:
+        """A host's certificate (URI SAN `spiffe://<trust domain>/host/<host>`) for the key of its signing request;
+        whatever names the request asks for are ignored. ValueError for a request that is not a valid, self-signed
+        EC P-256 request."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise ValueError(f"not a PEM certificate signing request: {exc}") from None
+        if not csr.is_signature_valid:
+            raise ValueError("the signing request's signature does not match its key")
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+            raise ValueError("the signing request's key must be EC P-256")
+        cert = self._sign_leaf(public_key, host_spiffe_id(self.trust_domain, host), lifetime)
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def _sign_leaf(
+        self, public_key: ec.EllipticCurvePublicKey, ident: str, lifetime: dt.timedelta
+    ) -> x509.Certificate:
         now = _now()
         not_after = min(now + lifetime, self.cert.not_valid_after_utc)
-        cert = (
+        return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "meshvisor")]))
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(not_after)
@@ -233,11 +267,4 @@ class CertificateAuthority:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
             )
             .sign(self._key, hashes.SHA256())
-        )
-        return WorkloadCert(
-            spiffe_id=ident,
-            cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-            key_pem=_key_pem(key),
-            not_after=cert.not_valid_after_utc,
-            serial=cert.serial_number,
         )

@@ -3,6 +3,9 @@ namespace where a VM's sidecar sits on the VM's network."""
 
 from __future__ import annotations
 
+import socket
+import threading
+
 from pyroute2 import netns as pyroute2_netns
 
 from meshvisor.core.errors import InvalidInput
@@ -37,3 +40,29 @@ def delete_namespace(name: str) -> None:
     if _check(name) in pyroute2_netns.listnetns():
         with netlink_errors(f"remove network namespace {name}"):
             pyroute2_netns.remove(name)
+
+
+def listening_socket(address: str, port: int, namespace: str | None = None) -> socket.socket:
+    """A TCP socket listening on address:port inside the named namespace (the root one for None): a thread of
+    its own enters the namespace to make it, so no other thread's namespace changes, and the socket stays there."""
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            if namespace is not None:
+                pyroute2_netns.setns(f"/var/run/netns/{_check(namespace)}", flags=0)
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((address, port))
+            listener.listen(128)
+            made.append(listener)
+        except (OSError, ValueError) as exc:
+            failed.append(exc)
+
+    maker = threading.Thread(target=make, name=f"listen-{namespace or 'root'}", daemon=True)
+    maker.start()
+    maker.join()
+    if failed:
+        raise OSError(f"cannot listen on {address}:{port} in namespace {namespace or '(root)'}: {failed[0]}")
+    return made[0]

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     download_cache_dir: Path | None = None
     # This host's tunnel endpoint for VXLAN (the underlay address other hosts reach it on).
     tunnel_ip: str = "127.0.0.1"
+    # An agent's endpoint (mutual TLS, host identities only) listens on <tunnel_ip>:<agent_port>.
+    agent_port: int = Field(default=8443, gt=0, lt=65536)
     # A host simulated inside a network namespace (tests, demos): its bridges, VXLAN devices and veths live there.
     host_netns: str | None = None
     # Retries of an operation that hit a transient error (a daemon down), with exponential back-off.

@@ -4,11 +4,12 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from meshvisor.platform.hosts import identity
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.state.db import transaction
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
-from ..schemas import ERRORS, HostPage, HostPublic
+from ..schemas import ERRORS, HostCertificateRequest, HostPage, HostPublic
 
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"], responses=ERRORS)
 
@@ -22,6 +23,14 @@ def list_hosts(rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, An
 @router.get("/{name}", response_model=HostPublic)
 def get_host(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
     return hosts.to_dict(hosts.get(session, name), rt.settings)
+
+
+@router.post("/{name}/certificate")
+def host_certificate(name: str, body: HostCertificateRequest, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+    """Sign a host's certificate signing request with the platform CA (how an agent gets the certificate its
+    endpoint serves with): the certificate names only `spiffe://meshvisor.local/host/<name>`, whatever the
+    request asks; 400 for a bad name or request."""
+    return identity.sign_for(rt.settings, name, body.csr)
 
 
 @router.delete("/{name}", status_code=204)

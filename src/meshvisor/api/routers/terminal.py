@@ -4,7 +4,7 @@ console), a VM's serial console or `sh` in a container.
 The browser cannot send headers on a WebSocket, so the first message carries the token: `{"token": "...",
 "rows": 24, "cols": 80}`. Then binary messages are keys in and output out; a text message `{"resize": [rows,
 cols]}` resizes. Refusals close the socket with a code and the reason: 4400 bad opening message, 4401 token,
-4404 no such instance, 4409 not running or its console busy.
+4404 no such instance, 4409 not running or its console busy, 4503 its host cannot be reached.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 
-from meshvisor.core.errors import Conflict, MeshvisorError, NotFound
+from meshvisor.core.errors import Conflict, HostUnavailable, MeshvisorError, NotFound
 from meshvisor.core.terminal import Terminal
 from meshvisor.platform.instances import live
 from meshvisor.platform.runtime import Runtime
@@ -26,7 +26,7 @@ from meshvisor.platform.state import tokens
 router = APIRouter(tags=["instances"])
 HELLO_TIMEOUT_S = 10.0
 READ_WAIT_S = 0.5
-CLOSE_CODES: dict[type[MeshvisorError], int] = {NotFound: 4404, Conflict: 4409}
+CLOSE_CODES: dict[type[MeshvisorError], int] = {NotFound: 4404, Conflict: 4409, HostUnavailable: 4503}
 
 
 @router.websocket("/v1/instances/{name}/terminal")
@@ -47,8 +47,14 @@ async def terminal(websocket: WebSocket, name: str) -> None:
     except MeshvisorError as exc:
         await _close(websocket, CLOSE_CODES.get(type(exc), 4500), exc.message)
         return
+    await attach(websocket, term, hello.get("rows"), hello.get("cols"))
+
+
+async def attach(websocket: WebSocket, term: Terminal, rows: Any, cols: Any) -> None:
+    """Bytes both ways between the socket and the terminal until either ends; then the terminal is closed. (A
+    host's endpoint serves the terminals of its instances with this too.)"""
     try:
-        await run_in_threadpool(_resize, term, hello.get("rows"), hello.get("cols"))
+        await run_in_threadpool(_resize, term, rows, cols)
         output = asyncio.create_task(_pump_out(websocket, term))
         try:
             await _pump_in(websocket, term)

@@ -60,6 +60,16 @@ def disk_gb(path: Path) -> int:
     return shutil.disk_usage(path).total >> 30
 
 
+def announce_endpoint(session: Session, name: str, port: int) -> bool:
+    """The host's endpoint listens now (on its tunnel address): the API may forward to it. False while the host
+    is not registered yet (its worker registers it as it starts)."""
+    host = session.scalar(select(Host).where(Host.name == name))
+    if host is None:
+        return False
+    host.agent_port = port
+    return True
+
+
 def seen(session: Session, name: str) -> None:
     host = session.scalar(select(Host).where(Host.name == name))
     if host is not None:
@@ -133,6 +143,7 @@ def to_dict(host: Host, settings: Settings) -> dict[str, Any]:
         "schedulable": host.schedulable,
         "vm_domain_type": host.vm_domain_type,
         "vm_capable": host.vm_capable,
+        "endpoint": f"{host.tunnel_ip}:{host.agent_port}" if host.agent_port else None,
         "simulated": host.netns is not None,
         "last_seen": host.last_seen.isoformat(),
     }

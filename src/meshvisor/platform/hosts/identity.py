@@ -1,0 +1,216 @@
+"""A host's TLS identity: what its agent's endpoint serves with and what the API calls other hosts with.
+
+In the host's data directory (`host-tls/<host name>/`, 0700, every file 0600):
+    host.key      its private key (EC P-256): made on the host, never leaves it
+    host.crt      its certificate from the platform CA, URI SAN `spiffe://<trust domain>/host/<name>`
+    ca.pem        the platform CA's trust bundle
+A host gets its certificate by sending a signing request for its key: an agent to the API (`POST
+/v1/hosts/{name}/certificate`, with the admin token), the API's own host to the CA it holds. `ensure()` asks
+again once a third of the certificate's life is left.
+
+`server_context()` requires a client certificate that chains to the bundle and names a host; `client_context(h)`
+accepts only a server that is host `h`. The identity is checked as the handshake ends (`_checked_handshake`), so a
+workload certificate from the same CA, a forged one or an expired one never gets a request through; each refusal is
+logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from meshvisor.core.errors import InvalidInput
+from meshvisor.core.names import validate_name
+from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, CertificateAuthority, host_spiffe_id
+from meshvisor.platform.settings import Settings
+
+log = logging.getLogger(__name__)
+RENEW_WHEN_LEFT = 1 / 3  # of the certificate's lifetime
+Signer = Callable[[bytes], tuple[bytes, bytes]]  # signing request PEM -> (certificate PEM, trust bundle PEM)
+
+
+@dataclass(frozen=True)
+class HostIdentity:
+    name: str
+    key: Path
+    cert: Path
+    bundle: Path
+
+
+def paths(settings: Settings) -> HostIdentity:
+    name = settings.host_name
+    directory = settings.data_path / "host-tls" / name  # by name: hosts simulated on one machine may share it
+    return HostIdentity(name, directory / "host.key", directory / "host.crt", directory / "ca.pem")
+
+
+def ensure(identity: HostIdentity, sign: Signer) -> HostIdentity:
+    """The host's key (made once) and a certificate with more than a third of its life left (asked for now if
+    not): idempotent, and cheap when nothing is due."""
+    for directory in (identity.key.parent.parent, identity.key.parent):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)
+    if not identity.key.exists():
+        key = ec.generate_private_key(ec.SECP256R1())
+        _write_private(
+            identity.key,
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        )
+    if _due(identity):
+        cert_pem, bundle_pem = sign(signing_request(identity))
+        _write_private(identity.bundle, bundle_pem)
+        _write_private(identity.cert, cert_pem)
+        log.info("host %s has a new certificate from the platform CA", identity.name)
+    return identity
+
+
+def signing_request(identity: HostIdentity) -> bytes:
+    key = serialization.load_pem_private_key(identity.key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{identity.key} is not an EC key")
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.name)]))
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def _due(identity: HostIdentity) -> bool:
+    if not (identity.cert.exists() and identity.bundle.exists()):
+        return True
+    cert = x509.load_pem_x509_certificate(identity.cert.read_bytes())
+    life = cert.not_valid_after_utc - cert.not_valid_before_utc
+    return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < life * RENEW_WHEN_LEFT
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    partial = path.with_name(path.name + ".new")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+
+
+def peer_identity(peer_cert: dict[str, Any] | None) -> str | None:
+    """The URI SAN of a verified peer certificate (`SSLObject.getpeercert()`), if it has one."""
+    for kind, value in (peer_cert or {}).get("subjectAltName", ()):
+        if kind == "URI":
+            return str(value)
+    return None
+
+
+def is_host_identity(uri: str | None, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> bool:
+    prefix = host_spiffe_id(trust_domain, "")
+    return uri is not None and uri.startswith(prefix) and len(uri) > len(prefix) and "/" not in uri[len(prefix) :]
+
+
+def _checked_handshake(
+    base: type[ssl.SSLObject] | type[ssl.SSLSocket], accepts: Callable[[str | None], bool], side: str
+) -> Any:
+    """A subclass of `base` whose handshake, once TLS verified the chain, also refuses a peer whose identity
+    `accepts` does not take; every refusal is logged."""
+
+    def do_handshake(self: Any, *args: Any) -> None:
+        try:
+            base.do_handshake(self, *args)
+        except ssl.SSLCertVerificationError as exc:
+            log.warning("%s refused a peer certificate: %s", side, exc.verify_message)
+            raise
+        except ssl.SSLError as exc:
+            if "CERTIFICATE" in (exc.reason or ""):
+                log.warning("%s refused a peer: %s", side, exc.reason)
+            raise
+        found = peer_identity(self.getpeercert())
+        if not accepts(found):
+            log.warning("%s refused a peer with identity %s", side, found or "(none)")
+            raise ssl.SSLError(ssl.SSL_ERROR_SSL, f"peer identity {found or '(none)'} is not accepted here")
+
+    return type(f"Checked{base.__name__}", (base,), {"do_handshake": do_handshake})
+
+
+def _context(
+    identity: HostIdentity, purpose: ssl.Purpose, accepts: Callable[[str | None], bool]
+) -> ssl.SSLContext:
+    context = ssl.SSLContext(
+        ssl.PROTOCOL_TLS_SERVER if purpose is ssl.Purpose.CLIENT_AUTH else ssl.PROTOCOL_TLS_CLIENT
+    )
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False  # the peer is named by its SPIFFE identity, checked in the handshake
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(identity.cert, identity.key)
+    context.load_verify_locations(cafile=str(identity.bundle))
+    side = f"host {identity.name} ({'endpoint' if purpose is ssl.Purpose.CLIENT_AUTH else 'client'})"
+    context.sslobject_class = _checked_handshake(ssl.SSLObject, accepts, side)
+    context.sslsocket_class = _checked_handshake(ssl.SSLSocket, accepts, side)
+    return context
+
+
+def server_context(identity: HostIdentity) -> ssl.SSLContext:
+    """For a host's endpoint: any host of the platform may call it, nothing else."""
+    return _context(identity, ssl.Purpose.CLIENT_AUTH, is_host_identity)
+
+
+def client_context(identity: HostIdentity, peer_host: str) -> ssl.SSLContext:
+    """For calling host `peer_host`'s endpoint: the server must prove it is that host."""
+    return _client_context(identity, peer_host, _stamp(identity))
+
+
+@functools.lru_cache(maxsize=64)
+def _client_context(identity: HostIdentity, peer_host: str, stamp: tuple[int, ...]) -> ssl.SSLContext:
+    wanted = host_spiffe_id(DEFAULT_TRUST_DOMAIN, peer_host)
+    return _context(identity, ssl.Purpose.SERVER_AUTH, lambda found: found == wanted)
+
+
+def _stamp(identity: HostIdentity) -> tuple[int, ...]:
+    """Changes when a file of the identity does (a renewal): a cached context is then made again."""
+    return tuple(p.stat().st_mtime_ns for p in (identity.key, identity.cert, identity.bundle))
+
+
+def ca_signer(settings: Settings, host: str) -> Signer:
+    """Signing by the CA this host holds (the API's host): the platform CA in its data directory."""
+
+    def sign(csr_pem: bytes) -> tuple[bytes, bytes]:
+        ca = CertificateAuthority(settings.data_path / "ca")
+        return ca.sign_host(csr_pem, host), ca.bundle_pem()
+
+    return sign
+
+
+def own(settings: Settings) -> HostIdentity:
+    """The identity of the host that holds the CA, signed by it directly (what the API calls agents with)."""
+    return ensure(paths(settings), ca_signer(settings, settings.host_name))
+
+
+def sign_for(settings: Settings, host: str, csr_pem: str) -> dict[str, str]:
+    """`POST /v1/hosts/{name}/certificate`: the CA signs the host's request (its name is the only identity the
+    certificate gets); InvalidInput for a bad name or request."""
+    validate_name(host, "host name")
+    try:
+        cert_pem, bundle_pem = ca_signer(settings, host)(csr_pem.encode())
+    except ValueError as exc:
+        raise InvalidInput(f"invalid certificate signing request: {exc}") from None
+    not_after = x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+    return {
+        "host": host,
+        "identity": host_spiffe_id(DEFAULT_TRUST_DOMAIN, host),
+        "certificate": cert_pem.decode(),
+        "ca_bundle": bundle_pem.decode(),
+        "not_after": not_after.isoformat(),
+    }

@@ -1,0 +1,123 @@
+"""Through the REST API only, with two hosts that really are apart (`two_hosts.py`): the live calls of an
+instance on host B (logs, exec, stats, the terminal, snapshots) reach B's own Docker engine through B's endpoint,
+and a host whose agent is gone answers 503 naming it, at once, until it is back."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from meshvisor.core.names import host_object_name
+
+from .conftest import create, delete
+from .two_hosts import TwoHosts, two_hosts
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def hosts(vm_test_dir: Path) -> Iterator[TwoHosts]:
+    yield from two_hosts(vm_test_dir / "two-hosts")
+
+
+@pytest.fixture(scope="module")
+def api(hosts: TwoHosts) -> Iterator[httpx.Client]:
+    with hosts.client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def on_b(hosts: TwoHosts, api: httpx.Client) -> Iterator[str]:
+    """A container created on host B by name, and one on A beside it."""
+    box = create(api, "ct-b", host="b")
+    assert box["host"] == "b" and box["state"] == "running", box
+    assert create(api, "ct-a", host="a")["host"] == "a"
+    try:
+        yield "ct-b"
+    finally:
+        delete(api, "ct-b")
+        delete(api, "ct-a")
+
+
+def test_the_instance_is_in_host_bs_engine_only(hosts: TwoHosts, api: httpx.Client, on_b: str) -> None:
+    ids = {name: api.get(f"/v1/instances/{name}").json()["id"] for name in (on_b, "ct-a")}
+    assert hosts.containers("b") == [host_object_name(hosts.prefix, "ct", ids[on_b])]
+    assert hosts.containers("a") == [host_object_name(hosts.prefix, "ct", ids["ct-a"])]
+
+
+def test_exec_logs_and_stats_go_to_the_instances_host(api: httpx.Client, on_b: str) -> None:
+    ran = api.post(f"/v1/instances/{on_b}/exec", json={"command": ["sh", "-c", "echo $((6*7)) on $HOSTNAME"]})
+    assert ran.status_code == 200, ran.text
+    assert ran.json()["exit_code"] == 0 and ran.json()["output"].startswith("42 on ")
+    failed = api.post(f"/v1/instances/{on_b}/exec", json={"command": ["sh", "-c", "exit 3"]})
+    assert failed.status_code == 200 and failed.json()["exit_code"] == 3
+
+    logs = api.get(f"/v1/instances/{on_b}/logs", params={"tail": 5})
+    assert logs.status_code == 200 and "hello-" in logs.json()["output"], logs.text
+
+    stats = api.get(f"/v1/instances/{on_b}/stats")
+    assert stats.status_code == 200, stats.text
+    assert stats.json()["memory_mb"] > 0 and stats.json()["cpu_seconds"] >= 0
+
+
+def test_snapshots_answer_as_on_this_host(api: httpx.Client, on_b: str) -> None:
+    """Whatever a container's snapshot list is, B's answers the same as A's (status and body shape)."""
+    here, there = api.get("/v1/instances/ct-a/snapshots"), api.get(f"/v1/instances/{on_b}/snapshots")
+    assert there.status_code == here.status_code, (here.text, there.text)
+    assert there.json().keys() == here.json().keys()
+
+
+def test_bad_live_calls_are_refused_as_on_this_host(api: httpx.Client, on_b: str) -> None:
+    empty = api.post(f"/v1/instances/{on_b}/exec", json={"command": []})
+    assert empty.status_code == 400 and "non-empty" in empty.json()["error"]["message"]
+    missing = api.post(f"/v1/instances/{on_b}/exec", json={"command": ["no-such-command-here"]})
+    assert missing.status_code == 200 and missing.json()["exit_code"] != 0
+
+
+def test_the_terminal_reaches_the_instances_host(hosts: TwoHosts, on_b: str) -> None:
+    url = hosts.url.replace("http://", "ws://") + f"/v1/instances/{on_b}/terminal"
+    with connect(url, open_timeout=30) as ws:
+        ws.send(json.dumps({"token": hosts.token, "rows": 24, "cols": 80}))
+        ws.send(b"echo $((6*7))-$((100+23))\n")
+        seen, deadline = b"", time.monotonic() + 60
+        while b"42-123" not in seen:
+            assert time.monotonic() < deadline, f"no answer from the terminal: {seen!r}"
+            message = ws.recv(timeout=deadline - time.monotonic())
+            seen += message if isinstance(message, bytes) else message.encode()
+
+
+def test_a_host_whose_agent_is_gone_answers_503_naming_it_until_it_is_back(
+    hosts: TwoHosts, api: httpx.Client, on_b: str
+) -> None:
+    hosts.stop("agent")
+    try:
+        started = time.monotonic()
+        gone = api.post(f"/v1/instances/{on_b}/exec", json={"command": ["true"]})
+        assert time.monotonic() - started < 30, "the call waited for a host that is gone"
+        assert gone.status_code == 503, gone.text
+        assert "host 'b'" in gone.json()["error"]["message"], gone.text
+        logs = api.get(f"/v1/instances/{on_b}/logs")
+        assert logs.status_code == 503 and "host 'b'" in logs.text
+        # the instance on A is not held up by B
+        assert api.post("/v1/instances/ct-a/exec", json={"command": ["true"]}).json()["exit_code"] == 0
+    finally:
+        hosts.start("agent")
+    hosts.wait_until(
+        lambda: api.post(f"/v1/instances/{on_b}/exec", json={"command": ["true"]}).status_code == 200,
+        "host b's endpoint back",
+    )
+
+
+def test_a_certificate_request_that_is_bad_is_refused(hosts: TwoHosts, api: httpx.Client) -> None:
+    garbage = api.post("/v1/hosts/b/certificate", json={"csr": "not a request"})
+    assert garbage.status_code == 400 and "signing request" in garbage.json()["error"]["message"]
+    bad_name = api.post("/v1/hosts/..%2Fb/certificate", json={"csr": "x"})
+    assert bad_name.status_code in (400, 404)
+    anonymous = httpx.post(f"{hosts.url}/v1/hosts/b/certificate", json={"csr": "x"})
+    assert anonymous.status_code == 401

@@ -1,0 +1,216 @@
+"""Two hosts that really are apart, for the multi-host tests: host A runs `meshvisor serve`, `worker` and `xds`
+over the machine's Docker engine; host B runs `meshvisor agent --host b` with a Docker engine of its own (its own
+socket, data root and exec root), its own data directory and its own network namespace for its underlay address
+and tunnel endpoint. They share only PostgreSQL (a database of this run's), Redis and the underlay veth. So a verb
+that forgets to go to the instance's host talks to the wrong engine, and fails.
+
+Every address is in 10.227.0.0/16, unreachable from the root namespace but for the underlay's own /30.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import psycopg
+from pyroute2 import IPRoute
+
+from meshvisor.containers.docker_client import API_VERSION
+from meshvisor.network import list_links, remove_guard
+
+from ..conftest import DEB_CACHE
+from .conftest import BROKER_URL, REPO, drop_broker_keys, free_port, underlay, wait_op
+from .daemons import DockerEngine
+
+POOL = "10.227.0.0/16"
+TUNNEL_A, TUNNEL_B = "10.227.255.1", "10.227.255.2"
+POSTGRES_ADMIN = os.environ.get("MESHVISOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+PROCESSES = {"serve": ("a", ["serve"]), "worker": ("a", ["worker"]), "xds": ("a", ["xds"]), "agent": ("b", [])}
+
+
+@dataclass
+class TwoHosts:
+    url: str
+    token: str
+    prefix: str
+    dirs: dict[str, Path]  # each host's data directory
+    envs: dict[str, dict[str, str]]  # each host's environment
+    engine_b: DockerEngine
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+
+    def start(self, name: str) -> None:
+        host, argv = PROCESSES[name]
+        argv = argv or ["agent", "--host", "b"]
+        log = open(self.dirs[host] / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "meshvisor", *argv], env=self.envs[host], stdout=log, stderr=log, cwd=REPO
+        )
+
+    def stop(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def containers(self, host: str) -> list[str]:
+        """The names of this run's containers in host `host`'s Docker engine."""
+        client = self.engine_b.client() if host == "b" else docker.DockerClient(version=API_VERSION)
+        try:
+            found = client.containers.list(all=True, filters={"label": f"meshvisor.prefix={self.prefix}"})
+            return sorted(c.name for c in found)
+        finally:
+            client.close()
+
+    def logs(self) -> str:
+        return "".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+            for directory in self.dirs.values()
+            for path in sorted(directory.glob("*.log"))
+        )
+
+    def wait_until(self, check: Any, what: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s:\n{self.logs()}"
+            assert all(p.poll() is None for p in self.procs.values()), f"a process died:\n{self.logs()}"
+            time.sleep(0.3)
+
+
+def two_hosts(base: Path) -> Iterator[TwoHosts]:
+    prefix = "w" + secrets.token_hex(3)[:5]
+    with underlay(prefix, POOL, (TUNNEL_A, TUNNEL_B)) as netns, database(prefix) as db_url:
+        yield from _run(base, prefix, netns, db_url)
+
+
+@contextmanager
+def database(prefix: str) -> Iterator[str]:
+    """A PostgreSQL database of this run's, dropped at the end."""
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{prefix}"')
+    try:
+        base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        yield f"{base}/{prefix}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{prefix}" WITH (FORCE)')
+
+
+def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]:
+    dirs = {host: base / f"host-{host}" for host in "ab"}
+    for directory in dirs.values():
+        directory.mkdir(mode=0o755)
+    engine_b = DockerEngine(base / "dockerd-b")
+    port, token = free_port(), secrets.token_urlsafe(24)
+    common = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("MESHVISOR_")},
+        "MESHVISOR_DATABASE_URL": db_url,
+        "MESHVISOR_BROKER_URL": BROKER_URL,
+        "MESHVISOR_HOST_PREFIX": prefix,
+        "MESHVISOR_API_PORT": str(port),
+        "MESHVISOR_ADMIN_TOKEN": token,
+        "MESHVISOR_RECONCILE_INTERVAL_S": "2",
+        "MESHVISOR_TASK_RETRIES": "2",
+        "MESHVISOR_RETRY_BACKOFF_S": "0.3",
+        "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
+        "MESHVISOR_CPU_OVERCOMMIT": "1000",
+        "MESHVISOR_MEMORY_OVERCOMMIT": "100",
+    }
+    envs = {
+        "a": {
+            **common,
+            "MESHVISOR_HOST_NAME": "a",
+            "MESHVISOR_DATA_DIR": str(dirs["a"]),
+            "MESHVISOR_TUNNEL_IP": TUNNEL_A,
+            "MESHVISOR_XDS_PORT": str(free_port()),
+        },
+        "b": {
+            **common,
+            "MESHVISOR_DATA_DIR": str(dirs["b"]),
+            "MESHVISOR_TUNNEL_IP": TUNNEL_B,
+            "MESHVISOR_HOST_NETNS": netns,
+            "MESHVISOR_AGENT_PORT": str(free_port()),
+            "MESHVISOR_DOCKER_URL": engine_b.url,
+        },
+    }
+    hosts = TwoHosts(f"http://127.0.0.1:{port}", token, prefix, dirs, envs, engine_b)
+    try:
+        engine_b.start()
+        for name in PROCESSES:
+            hosts.start(name)
+        with hosts.client() as api:
+            hosts.wait_until(lambda: _answers(api), "the API's start")
+            op = wait_op(api, api.post("/v1/images", json={"name": "busybox", "source": {"type": "builtin"}}))
+            assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+            copy_image(f"{prefix}/busybox:latest", engine_b)  # until images travel by themselves (#16 item 4)
+            hosts.wait_until(lambda: _endpoint(api, "b") is not None, "host b's endpoint")
+        yield hosts
+    finally:
+        for name in hosts.procs:
+            hosts.stop(name)
+        _clean(hosts, netns)
+
+
+def _answers(api: httpx.Client) -> bool:
+    try:
+        return api.get("/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _endpoint(api: httpx.Client, host: str) -> str | None:
+    found = api.get(f"/v1/hosts/{host}")
+    return found.json().get("endpoint") if found.status_code == 200 else None
+
+
+def copy_image(ref: str, engine: DockerEngine) -> None:
+    """The image as host A's engine has it, loaded into `engine` (same id, same tag)."""
+    source = docker.DockerClient(version=API_VERSION)
+    target = engine.client()
+    try:
+        target.images.load(b"".join(source.images.get(ref).save(named=True)))
+    finally:
+        source.close()
+        target.close()
+
+
+def _clean(hosts: TwoHosts, netns: str) -> None:
+    kept = Path("/tmp/meshvisor-test-logs") / hosts.prefix  # the logs outlive the data directories
+    kept.mkdir(parents=True, exist_ok=True)
+    for directory in hosts.dirs.values():
+        for log_file in directory.glob("*.log"):
+            shutil.copy(log_file, kept / f"{directory.name}-{log_file.name}")
+    hosts.engine_b.remove()
+    client = docker.DockerClient(version=API_VERSION)
+    try:
+        for container in client.containers.list(all=True, filters={"label": f"meshvisor.prefix={hosts.prefix}"}):
+            container.remove(force=True)
+        for image in client.images.list(filters={"reference": f"{hosts.prefix}/*"}):
+            for tag in image.tags:
+                client.images.remove(tag, force=True)
+    finally:
+        client.close()
+    for link in list_links(hosts.prefix):
+        with IPRoute() as ipr:
+            ipr.link("del", ifname=link.name)
+    remove_guard(hosts.prefix)
+    remove_guard(hosts.prefix, netns)
+    shutil.rmtree(Path("/run/meshvisor") / hosts.prefix, ignore_errors=True)
+    drop_broker_keys(hosts.prefix)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
 from meshvisor.core.names import host_object_name
@@ -104,14 +105,30 @@ def test_a_host_whose_agent_is_gone_answers_503_naming_it_until_it_is_back(
         assert "host 'b'" in gone.json()["error"]["message"], gone.text
         logs = api.get(f"/v1/instances/{on_b}/logs")
         assert logs.status_code == 503 and "host 'b'" in logs.text
-        # the instance on A is not held up by B
+        # the instance on A is not held up by B, and B shows as down on /metrics (not as zero traffic)
         assert api.post("/v1/instances/ct-a/exec", json={"command": ["true"]}).json()["exit_code"] == 0
+        assert host_up(api) == {"a": 1.0, "b": 0.0}
     finally:
         hosts.start("agent")
     hosts.wait_until(
         lambda: api.post(f"/v1/instances/{on_b}/exec", json={"command": ["true"]}).status_code == 200,
         "host b's endpoint back",
     )
+
+
+def host_up(api: httpx.Client) -> dict[str, float]:
+    page = api.get("/metrics")
+    assert page.status_code == 200, page.text
+    return {
+        sample.labels["host"]: sample.value
+        for family in text_string_to_metric_families(page.text)
+        for sample in family.samples
+        if sample.name == "meshvisor_host_up"
+    }
+
+
+def test_metrics_read_every_host(api: httpx.Client, on_b: str) -> None:
+    assert host_up(api) == {"a": 1.0, "b": 1.0}
 
 
 def test_a_certificate_request_that_is_bad_is_refused(hosts: TwoHosts, api: httpx.Client) -> None:

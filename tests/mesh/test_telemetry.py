@@ -122,19 +122,19 @@ def test_aggregate_sums_the_sidecars_of_a_service_per_destination() -> None:
 
 def test_rendered_page_is_prometheus_text_in_seconds() -> None:
     pairs = telemetry.aggregate([("a", telemetry.parse_stats(PAYLOAD))])
-    text = telemetry.render(telemetry.metric_families(pairs)).decode()
+    text = telemetry.render(telemetry.metric_families({"h1": pairs})).decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
-    ab = (("destination", "b"), ("source", "a"))
+    ab = (("destination", "b"), ("host", "h1"), ("source", "a"))
     assert samples[("meshvisor_mesh_requests_total", (("code", "2xx"), *ab))] == 11
     assert samples[("meshvisor_mesh_requests_total", (("code", "5xx"), *ab))] == 2
     duration = "meshvisor_mesh_request_duration_seconds"
-    assert samples[(f"{duration}_bucket", (*ab[:1], ("le", "0.0005"), *ab[1:]))] == 7
-    assert samples[(f"{duration}_bucket", (*ab[:1], ("le", "2.5"), *ab[1:]))] == 13
-    assert samples[(f"{duration}_bucket", (*ab[:1], ("le", "+Inf"), *ab[1:]))] == 13
+    assert samples[(f"{duration}_bucket", (*ab[:2], ("le", "0.0005"), *ab[2:]))] == 7
+    assert samples[(f"{duration}_bucket", (*ab[:2], ("le", "2.5"), *ab[2:]))] == 13
+    assert samples[(f"{duration}_bucket", (*ab[:2], ("le", "+Inf"), *ab[2:]))] == 13
     assert samples[(f"{duration}_count", ab)] == 13
     assert samples[(f"{duration}_sum", ab)] == pytest.approx((4 * 1.05 + 4.05 + 1205) / 1000)
     assert "# TYPE meshvisor_mesh_request_duration_seconds histogram" in text

@@ -9,6 +9,7 @@ platform CA (`platform/hosts/identity.py`); there is no token. Routes, by instan
     POST /v1/host/instances/{id}/exec              {"command": [...]} -> {"exit_code", "output"}
     GET  /v1/host/instances/{id}/usage             {"cpu_seconds", "memory_mb"}
     GET  /v1/host/instances/{id}/snapshots         {"items": [...]}
+    GET  /v1/host/sidecars/stats                   {"items": {instance id: Envoy's stats payload or null}}
     WS   /v1/host/instances/{id}/terminal?rows=&cols=   bytes both ways, `{"resize": [r, c]}` text to resize
 
 Errors have the API's shape and statuses; a terminal that cannot open is refused before the WebSocket opens, with
@@ -38,6 +39,7 @@ from meshvisor.network.namespaces import listening_socket
 from meshvisor.platform.hosts import identity
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import live
+from meshvisor.platform.mesh import telemetry
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import make_engine, make_sessionmaker, transaction
@@ -85,6 +87,10 @@ def create_host_app(settings: Settings) -> FastAPI:
     def snapshots(instance_id: str, request: Request) -> dict[str, Any]:
         found = _call(request.app, instance_id, lambda calls: calls.snapshot_list(instance_id))
         return {"items": [asdict(snap) for snap in found]}
+
+    @app.get("/v1/host/sidecars/stats")
+    def sidecar_stats(request: Request) -> dict[str, Any]:
+        return {"items": telemetry.payloads_here(request.app.state.runtime)}
 
     @app.websocket("/v1/host/instances/{instance_id}/terminal")
     async def terminal(websocket: WebSocket, instance_id: str, rows: int = 24, cols: int = 80) -> None:

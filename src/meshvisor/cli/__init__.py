@@ -39,7 +39,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 @app.command()
 def serve() -> None:
-    """Run the API (and, later, the dashboard) on 127.0.0.1:<api port>."""
+    """Run the API and the dashboard on <MESHVISOR_API_LISTEN, default 127.0.0.1>:<api port>."""
     import uvicorn
 
     from meshvisor.api import create_app
@@ -48,7 +48,7 @@ def serve() -> None:
     # An event stream (the dashboard's, `up`'s) never ends by itself: at shutdown it gets 2 s, then is cut.
     uvicorn.run(
         create_app(settings),
-        host="127.0.0.1",
+        host=settings.api_listen,
         port=settings.api_port,
         log_level="warning",
         timeout_graceful_shutdown=2,

@@ -117,13 +117,18 @@ def parse_stats(payload: Mapping[str, Any]) -> SidecarStats:
 
 def scrape(admin: AdminTarget, timeout: float = 2.0) -> SidecarStats:
     """One sidecar's stats over its admin API (a Unix socket or a port on 127.0.0.1)."""
+    return parse_stats(scrape_payload(admin, timeout))
+
+
+def scrape_payload(admin: AdminTarget, timeout: float = 2.0) -> Mapping[str, Any]:
+    """What the sidecar's admin API answers to `STATS_PATH`, as it came (a host's endpoint passes it on)."""
     status, body = admin_request(admin, STATS_PATH, timeout=timeout)
     if status != 200:
         raise TransientError(f"envoy admin answered {status} to {STATS_PATH}")
     payload = json.loads(body)
     if not isinstance(payload, Mapping):
         raise TransientError("envoy admin answered something else than a JSON object")
-    return parse_stats(payload)
+    return payload
 
 
 @dataclass
@@ -150,23 +155,25 @@ def _bound(ms: float) -> str:
     return repr(ms / 1000)
 
 
-def metric_families(pairs: PairStats) -> list[Metric]:
+def metric_families(per_host: Mapping[str, PairStats]) -> list[Metric]:
+    """The request counters and duration histograms, each series labelled with the host of the caller's sidecar."""
     requests = CounterMetricFamily(
         REQUESTS,
         "Requests between mesh services, by the response code class the caller got (from the caller's sidecar).",
-        labels=["source", "destination", "code"],
+        labels=["source", "destination", "code", "host"],
     )
-    for (source, destination, code), value in sorted(pairs.requests.items()):
-        requests.add_metric([source, destination, code], value)
     duration = HistogramMetricFamily(
         DURATION,
         "Duration of requests between mesh services, as the caller's sidecar saw them.",
-        labels=["source", "destination"],
+        labels=["source", "destination", "host"],
     )
-    for (source, destination), h in sorted(pairs.latency.items()):
-        buckets = [(_bound(ms), float(n)) for ms, n in zip(BUCKETS_MS, h.buckets, strict=True)]
-        buckets.append(("+Inf", float(h.count)))
-        duration.add_metric([source, destination], buckets, sum_value=h.sum_ms / 1000)
+    for host, pairs in sorted(per_host.items()):
+        for (source, destination, code), value in sorted(pairs.requests.items()):
+            requests.add_metric([source, destination, code, host], value)
+        for (source, destination), h in sorted(pairs.latency.items()):
+            buckets = [(_bound(ms), float(n)) for ms, n in zip(BUCKETS_MS, h.buckets, strict=True)]
+            buckets.append(("+Inf", float(h.count)))
+            duration.add_metric([source, destination, host], buckets, sum_value=h.sum_ms / 1000)
     return [requests, duration]
 
 

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str = "redis://127.0.0.1:6379/0"
     api_port: int = 8000
+    # The address `serve` listens on: loopback unless agents on other machines must reach the API.
+    api_listen: str = "127.0.0.1"
     xds_port: int = 18000
     admin_token: str | None = None
     host_prefix: str = "mv"

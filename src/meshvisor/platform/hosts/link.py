@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from .registry import get, is_online, online_window_s
 
 CONNECT_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 120.0  # a command run in an instance may take a while
+SCRAPE_TIMEOUT_S = 5.0  # a host's sidecar stats, for one `/metrics` scrape
 ERRORS: dict[int, type[MeshvisorError]] = {400: InvalidInput, 404: NotFound, 409: Conflict, 422: InvalidInput}
 
 
@@ -64,6 +66,13 @@ class HostLink:
         found = self._call("GET", f"/v1/host/instances/{instance_id}/snapshots")
         return [Snapshot(**item) for item in found["items"]]
 
+    def sidecar_payloads(self) -> dict[str, Mapping[str, Any] | None]:
+        """Each meshed instance's sidecar stats on that host, as Envoy gave them (None: no answer)."""
+        found: dict[str, Mapping[str, Any] | None] = self._call(
+            "GET", "/v1/host/sidecars/stats", timeout=SCRAPE_TIMEOUT_S
+        )["items"]
+        return found
+
     def terminal(self, instance_id: str) -> RemoteTerminal:
         url = f"wss://{self.address}/v1/host/instances/{instance_id}/terminal"
         try:
@@ -74,10 +83,10 @@ class HostLink:
             raise self._unreachable(exc) from None
         return RemoteTerminal(socket)
 
-    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        timeout = httpx.Timeout(CALL_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+    def _call(self, method: str, path: str, timeout: float = CALL_TIMEOUT_S, **kw: Any) -> dict[str, Any]:
+        limits = httpx.Timeout(timeout, connect=CONNECT_TIMEOUT_S)
         try:
-            with httpx.Client(base_url=f"https://{self.address}", verify=self._ssl, timeout=timeout) as client:
+            with httpx.Client(base_url=f"https://{self.address}", verify=self._ssl, timeout=limits) as client:
                 response = client.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None

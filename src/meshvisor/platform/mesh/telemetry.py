@@ -9,7 +9,7 @@ here and are skipped).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 from meshvisor.core.errors import MeshvisorError
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh import telemetry
+from meshvisor.platform.hosts import link
+from meshvisor.platform.hosts.registry import all_hosts
 from meshvisor.platform.mesh import services
 from meshvisor.platform.mesh.view import node_id
 from meshvisor.platform.runtime import Runtime
@@ -43,6 +45,7 @@ class Target:
     project: str
     service: str
     state: str
+    host: str
     directory: Path
 
     @property
@@ -65,6 +68,7 @@ def targets(session: Session, settings: Settings, instances: Iterable[Instance] 
             i.project,
             str(i.mesh["service"]),
             i.state,
+            i.host,
             sidecar_directory(settings, i.host, i.id),
         )
         for i in rows
@@ -72,13 +76,36 @@ def targets(session: Session, settings: Settings, instances: Iterable[Instance] 
     ]
 
 
-def _scrape(target: Target) -> telemetry.SidecarStats | None:
+def _scrape(target: Target) -> Mapping[str, Any] | None:
     if not target.admin.exists():
         return None
     try:
-        return telemetry.scrape(target.admin, SCRAPE_TIMEOUT_S)
+        return telemetry.scrape_payload(target.admin, SCRAPE_TIMEOUT_S)
     except (OSError, ValueError, MeshvisorError) as exc:
         log.info("metrics: no stats from the sidecar of %s: %s", target.name, exc)
+        return None
+
+
+def payloads_here(rt: Runtime) -> dict[str, Mapping[str, Any] | None]:
+    """The stats payload of each meshed instance's sidecar on this host, by instance id (None: no answer); what
+    this host's endpoint gives the API's `/metrics`."""
+    with rt.sessions() as session:
+        rows = session.scalars(select(Instance).where(Instance.host == rt.settings.host_name))
+        here = targets(session, rt.settings, rows)
+    with ThreadPoolExecutor(max_workers=SCRAPE_THREADS) as pool:
+        return dict(zip((t.instance_id for t in here), pool.map(_scrape, here), strict=True))
+
+
+def _payloads_of(rt: Runtime, host: str) -> dict[str, Mapping[str, Any] | None] | None:
+    """Host `host`'s sidecar payloads (through its endpoint unless it is this host); None if it cannot be read."""
+    if host == rt.settings.host_name:
+        return payloads_here(rt)
+    try:
+        with rt.sessions() as session:
+            found = link.to(session, rt.settings, host)
+        return found.sidecar_payloads()
+    except MeshvisorError as exc:
+        log.info("metrics: host %s cannot be read: %s", host, exc)
         return None
 
 
@@ -105,10 +132,22 @@ def sidecar_gauges(scraped: Iterable[tuple[Target, bool]]) -> list[Metric]:
     return [up]
 
 
+def host_gauges(read: Mapping[str, bool]) -> list[Metric]:
+    up = GaugeMetricFamily(
+        "meshvisor_host_up",
+        "1 when the host's sidecar stats could be read at this scrape; 0: its series are missing, not zero.",
+        labels=["host"],
+    )
+    for host, ok in sorted(read.items()):
+        up.add_metric([host], 1 if ok else 0)
+    return [up]
+
+
 def collect(rt: Runtime) -> bytes:
-    """The whole `/metrics` page."""
+    """The whole `/metrics` page: every host's sidecars, each host read at once (through its endpoint)."""
     with rt.sessions() as session:
         found = targets(session, rt.settings)
+        hosts = {h.name for h in all_hosts(session)} | {t.host for t in found}
         counts = [
             (str(kind), str(state), int(n))
             for kind, state, n in session.execute(
@@ -116,12 +155,29 @@ def collect(rt: Runtime) -> bytes:
             )
         ]
     with ThreadPoolExecutor(max_workers=SCRAPE_THREADS) as pool:
-        results = list(pool.map(_scrape, found))
-    pairs = telemetry.aggregate((t.service, r) for t, r in zip(found, results, strict=True) if r is not None)
+        per_host = dict(zip(sorted(hosts), pool.map(lambda h: _payloads_of(rt, h), sorted(hosts)), strict=True))
+    read = {host: payloads is not None for host, payloads in per_host.items()}
+    stats = {
+        t.instance_id: telemetry.parse_stats(payload)
+        for t in found
+        if (payload := (per_host.get(t.host) or {}).get(t.instance_id)) is not None
+    }
+    pairs = {
+        host: telemetry.aggregate(
+            (t.service, stats[t.instance_id]) for t in found if t.host == host and t.instance_id in stats
+        )
+        for host in sorted(hosts)
+        if read[host]
+    }
     running = [
-        (t, r is not None) for t, r in zip(found, results, strict=True) if t.state == InstanceState.RUNNING.value
+        (t, t.instance_id in stats) for t in found if t.state == InstanceState.RUNNING.value and read[t.host]
     ]
-    families = [*telemetry.metric_families(pairs), *instance_gauges(counts), *sidecar_gauges(running)]
+    families = [
+        *telemetry.metric_families(pairs),
+        *instance_gauges(counts),
+        *sidecar_gauges(running),
+        *host_gauges(read),
+    ]
     return telemetry.render(families)
 
 

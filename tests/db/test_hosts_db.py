@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from meshvisor.core.errors import Conflict, NotFound
 from meshvisor.core.names import new_id
@@ -15,7 +16,7 @@ from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
-from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.db import insert_or_find, make_engine, make_sessionmaker, migrate, transaction
 from meshvisor.platform.state.models import Host, Instance, Operation, utcnow
 
 from .conftest import add_ready_image
@@ -89,3 +90,38 @@ def test_only_an_offline_host_holding_nothing_is_removed(runtime: Runtime) -> No
         assert hosts.remote_endpoints(s, runtime.settings.host_name) == ("10.213.140.2",)
         seen = [(e.resource_type, e.resource_name, e.data["state"]) for e in events.since(s, last)]
         assert ("host", "gone", "deleted") in seen
+
+
+def test_an_insert_that_lost_a_race_takes_the_winners_row_and_keeps_the_rest(postgres_url: str) -> None:
+    """The API and its host's worker start together on a fresh database: both look, find nothing, and insert the
+    host (and the default pool). The loser's insert clashes: it gets the winner's row, and the rest of its
+    transaction stands (before, its rollback took the admin token and the host with it, and the API died)."""
+    migrate(postgres_url)
+    engine = make_engine(postgres_url)
+    sessions = make_sessionmaker(engine)
+    try:
+        late = sessions()
+        late.add(Host(id=new_id(), name="witness", tunnel_ip="10.227.9.10"))  # the rest of its transaction
+        late.flush()
+        with transaction(sessions) as first:  # the winner, between the loser's look and its insert
+            first.add(Host(id=new_id(), name="race", tunnel_ip="10.227.9.9"))
+
+        def find() -> Host | None:
+            return late.scalar(select(Host).where(Host.name == "race"))
+
+        mine = Host(id=new_id(), name="race", tunnel_ip="10.227.9.9")
+        got = insert_or_find(late, mine, find)
+        assert got is not mine and got.name == "race"
+        late.commit()
+        late.close()
+        with sessions() as check:
+            names = sorted(check.scalars(select(Host.name).where(Host.name.in_(["race", "witness"]))))
+            assert names == ["race", "witness"]
+            other = Host(id=new_id(), name="other", tunnel_ip="10.227.9.9")  # a clash on another key
+            with pytest.raises(IntegrityError):
+                insert_or_find(check, other, lambda: None)
+            check.rollback()
+            check.query(Host).filter(Host.name.in_(["race", "witness"])).delete()
+            check.commit()
+    finally:
+        engine.dispose()

@@ -115,8 +115,9 @@ def database(prefix: str) -> Iterator[str]:
 
 def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]:
     dirs = {host: base / f"host-{host}" for host in "ab"}
-    for directory in dirs.values():
-        directory.mkdir(mode=0o755)
+    for directory in (base, *dirs.values()):
+        directory.mkdir(mode=0o755)  # QEMU must reach VM files in them
+    (base / "dockerd-b").mkdir()
     engine_b = DockerEngine(base / "dockerd-b")
     port, token = free_port(), secrets.token_urlsafe(24)
     common = {

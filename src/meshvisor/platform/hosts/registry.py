@@ -20,6 +20,7 @@ from meshvisor.hypervisor.connection import choose_domain_type
 from meshvisor.platform.hosts.limits import host_limits
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import events
+from meshvisor.platform.state.db import insert_or_find
 from meshvisor.platform.state.models import Host, Image, Instance, Operation, StoragePool, Volume, utcnow
 
 OFFLINE_AFTER_PASSES = 3  # reconcile intervals without a sign of life
@@ -34,10 +35,17 @@ def register(session: Session, settings: Settings) -> Host:
     except ValueError:
         raise InvalidInput(f"invalid tunnel address {settings.tunnel_ip!r}: an IPv4 address") from None
     limits = host_limits()
-    host = session.scalar(select(Host).where(Host.name == settings.host_name))
-    if host is None:
-        host = Host(id=new_id(), name=settings.host_name, registered_at=utcnow())
-        session.add(host)
+
+    def find() -> Host | None:
+        return session.scalar(select(Host).where(Host.name == settings.host_name))
+
+    host = find()
+    if host is None:  # the API and the host's worker may start at once: one inserts, the other finds it
+        made = Host(id=new_id(), name=settings.host_name, tunnel_ip=str(tunnel), registered_at=utcnow())
+        try:
+            host = insert_or_find(session, made, find)
+        except IntegrityError:
+            raise Conflict(f"tunnel address {tunnel} is already another host's") from None
     host.tunnel_ip = str(tunnel)
     host.netns = settings.host_netns
     host.vm_capable = settings.host_netns is None  # libvirt's taps live in the root namespace

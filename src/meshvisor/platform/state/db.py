@@ -16,10 +16,10 @@ from __future__ import annotations
 import fcntl
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -27,6 +27,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 import meshvisor
+
+T = TypeVar("T")
 
 ALEMBIC_DIR = Path(meshvisor.__file__).resolve().parents[2] / "alembic"
 
@@ -122,3 +124,17 @@ def migrate(url: str) -> None:
     with open(f"{db_file}.migrate-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         command.upgrade(alembic_config(url), "head")
+
+
+def insert_or_find(session: Session, row: T, find: Callable[[], T | None]) -> T:
+    """Insert `row`, or, when another process inserted the same unique key first (two processes starting at once
+    on one database), the row it made (`find()`). In a savepoint, so the rest of the transaction stands."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+        return row
+    except sa_exc.IntegrityError:
+        found = find()
+        if found is None:  # the clash was another key's: not a race to settle here
+            raise
+        return found

@@ -22,6 +22,7 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.platform.hosts.vm_paths import check_qemu_reaches
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import events
+from meshvisor.platform.state.db import insert_or_find
 from meshvisor.platform.state.models import StoragePool, Volume
 
 DEFAULT_POOL = "default"
@@ -30,24 +31,21 @@ MAX_SIZE_MB = 1024 * 1024
 
 def ensure_default_pool(session: Session, settings: Settings) -> StoragePool:
     """The `dir` pool every platform has: a directory in the data directory of the host that takes requests."""
-    pool = session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
-    if pool is None:
-        pool = StoragePool(
-            id=new_id(),
-            name=DEFAULT_POOL,
-            driver="dir",
-            host=settings.host_name,
-            config={"path": str(settings.pools_dir / DEFAULT_POOL)},
-        )
-        session.add(pool)
-        try:
-            session.flush()
-        except IntegrityError:  # another process made it first
-            session.rollback()
-            found = session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
-            assert found is not None
-            return found
-    return pool
+
+    def find() -> StoragePool | None:
+        return session.scalar(select(StoragePool).where(StoragePool.name == DEFAULT_POOL))
+
+    found = find()
+    if found is not None:
+        return found
+    made = StoragePool(
+        id=new_id(),
+        name=DEFAULT_POOL,
+        driver="dir",
+        host=settings.host_name,
+        config={"path": str(settings.pools_dir / DEFAULT_POOL)},
+    )
+    return insert_or_find(session, made, find)  # the API and a worker may start at once: one inserts
 
 
 def get_pool(session: Session, name: str) -> StoragePool:

@@ -138,3 +138,68 @@ def test_a_certificate_request_that_is_bad_is_refused(hosts: TwoHosts, api: http
     assert bad_name.status_code in (400, 404)
     anonymous = httpx.post(f"{hosts.url}/v1/hosts/b/certificate", json={"csr": "x"})
     assert anonymous.status_code == 401
+
+
+def test_anti_affinity_spreads_two_instances_over_a_and_b(api: httpx.Client) -> None:
+    names = ["spread-1", "spread-2"]
+    try:
+        placed = {create(api, name, placement={"anti_affinity": "spread"})["host"] for name in names}
+        assert placed == {"a", "b"}
+    finally:
+        for name in names:
+            delete(api, name)
+
+
+def test_a_label_only_b_carries_places_on_b(api: httpx.Client) -> None:
+    try:
+        box = create(api, "labelled", placement={"host_labels": {"zone": "b"}})
+        assert box["host"] == "b" and box["placement"]["host"] == "b", box
+        ran = api.post("/v1/instances/labelled/exec", json={"command": ["true"]})
+        assert ran.status_code == 200 and ran.json()["exit_code"] == 0
+    finally:
+        delete(api, "labelled")
+
+
+def test_a_create_that_fits_nowhere_is_409_naming_what_each_host_lacks(hosts: TwoHosts, api: httpx.Client) -> None:
+    """Each host filled to 0.6 of its memory (room is 1.5 times it, the default overcommit): a create asking 0.95
+    fits on neither, though on either alone it would once."""
+    memory = {h["name"]: h["memory_mb"] for h in api.get("/v1/hosts").json()["items"]}
+    fillers = {host: f"filler-{host}" for host in "ab"}
+    try:
+        for host, name in fillers.items():
+            create(api, name, host=host, memory_mb=int(memory[host] * 0.6))
+        before = (api.get("/v1/instances").json()["items"], hosts.containers("a"), hosts.containers("b"))
+        asked = int(min(memory.values()) * 0.95)
+        refused = api.post(
+            "/v1/instances",
+            json={"name": "too-big", "image": "busybox", "command": ["true"], "memory_mb": asked},
+        )
+        assert refused.status_code == 409, refused.text
+        message = refused.json()["error"]["message"]
+        assert "a: memory" in message and "b: memory" in message and f"< {asked} MiB asked" in message, message
+        assert (api.get("/v1/instances").json()["items"], hosts.containers("a"), hosts.containers("b")) == before
+    finally:
+        for name in fillers.values():
+            delete(api, name)
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"host": "nowhere"}, 404, ["nowhere"]),
+        ({"placement": {"host_labels": {"zone": "mars"}}}, 400, ["zone"]),
+        ({"kind": "vm", "host": "b"}, 400, ["b"]),
+    ],
+    ids=["unknown-host", "no-host-has-the-label", "vm-on-a-host-without-vms"],
+)
+def test_a_create_no_host_could_take_is_refused_before_anything_is_written(
+    hosts: TwoHosts, api: httpx.Client, body: dict[str, object], status: int, words: list[str]
+) -> None:
+    before = (api.get("/v1/instances").json()["items"], hosts.containers("a"), hosts.containers("b"))
+    payload = {"name": "nowhere-box", "kind": "container", "image": "busybox", **body}
+    if payload["kind"] == "container":
+        payload["command"] = ["true"]
+    refused = api.post("/v1/instances", json=payload)
+    assert refused.status_code == status, refused.text
+    assert all(word in refused.json()["error"]["message"] for word in words), refused.text
+    assert (api.get("/v1/instances").json()["items"], hosts.containers("a"), hosts.containers("b")) == before

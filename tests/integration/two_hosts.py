@@ -131,8 +131,6 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
         "MESHVISOR_TASK_RETRIES": "2",
         "MESHVISOR_RETRY_BACKOFF_S": "0.3",
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
-        "MESHVISOR_CPU_OVERCOMMIT": "1000",
-        "MESHVISOR_MEMORY_OVERCOMMIT": "100",
     }
     envs = {
         "a": {
@@ -149,6 +147,7 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
             "MESHVISOR_HOST_NETNS": netns,
             "MESHVISOR_AGENT_PORT": str(free_port()),
             "MESHVISOR_DOCKER_URL": engine_b.url,
+            "MESHVISOR_HOST_LABELS": "zone=b",
         },
     }
     hosts = TwoHosts(f"http://127.0.0.1:{port}", token, prefix, dirs, envs, engine_b)

@@ -17,6 +17,8 @@ from websockets.sync.client import connect
 from meshvisor.core.names import host_object_name
 
 from .conftest import create, delete
+from .test_mesh_containers import batch, eventually
+from .test_networks import drop_network, network
 from .two_hosts import TwoHosts, two_hosts
 
 pytestmark = pytest.mark.integration
@@ -129,6 +131,50 @@ def host_up(api: httpx.Client) -> dict[str, float]:
 
 def test_metrics_read_every_host(api: httpx.Client, on_b: str) -> None:
     assert host_up(api) == {"a": 1.0, "b": 1.0}
+
+
+def page(text: str) -> list[str]:
+    return ["sh", "-c", f"mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www"]
+
+
+def request_counts(api: httpx.Client, source: str, destination: str) -> dict[str, float]:
+    """`meshvisor_mesh_requests_total` of one service pair, 2xx, by host."""
+    page_text = api.get("/metrics").text
+    return {
+        sample.labels["host"]: sample.value
+        for family in text_string_to_metric_families(page_text)
+        for sample in family.samples
+        if sample.name == "meshvisor_mesh_requests_total"
+        and sample.labels["source"] == source
+        and sample.labels["destination"] == destination
+        and sample.labels["code"] == "2xx"
+    }
+
+
+def test_meshed_calls_a_to_b_and_b_to_a_show_on_metrics_by_host(api: httpx.Client) -> None:
+    network(api, "xm", "10.227.1.0/24")
+    names = ("srv-a", "srv-b", "cli-a", "cli-b")
+    try:
+        for host in "ab":  # each host serves a page and calls the other host's service
+            create(api, f"srv-{host}", host=host, command=page(f"served-on-{host}"), networks=[{"network": "xm"}],
+                   mesh={"service": f"srv{host}", "port": 8080})  # fmt: skip
+        for host, other in (("a", "b"), ("b", "a")):
+            upstream = {"service": f"srv{other}", "local_port": 9001}
+            create(api, f"cli-{host}", host=host, networks=[{"network": "xm"}],
+                   mesh={"service": f"cli{host}", "port": 8080, "upstreams": [upstream]})  # fmt: skip
+        for host, other in (("a", "b"), ("b", "a")):
+            answers = eventually(lambda h=host: batch(api, f"cli-{h}", 9001, 5), f"served-on-{other}", timeout=90)
+            assert answers.count(f"served-on-{other}") == 5, answers
+        # each call is counted once, by the caller's sidecar, on the caller's host (B's read through its endpoint)
+        a_to_b, b_to_a = request_counts(api, "clia", "srvb"), request_counts(api, "clib", "srva")
+        assert a_to_b.keys() == {"a"} and a_to_b["a"] >= 5, a_to_b
+        assert b_to_a.keys() == {"b"} and b_to_a["b"] >= 5, b_to_a
+    finally:
+        for name in names:
+            delete(api, name)
+        drop_network(api, "xm", force=True)
+        for service in ("srva", "srvb", "clia", "clib"):
+            api.delete(f"/v1/services/{service}")
 
 
 def test_a_certificate_request_that_is_bad_is_refused(hosts: TwoHosts, api: httpx.Client) -> None:

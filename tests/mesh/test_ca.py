@@ -113,3 +113,18 @@ def test_staged_rotation_trusts_first_and_signs_later(tmp_path: Path) -> None:
     assert [r.serial_number for r in ca.roots()] == [staged.serial_number]
     ca.promote()  # nothing staged: no change
     assert ca.cert.serial_number == staged.serial_number
+
+
+def test_processes_starting_at_once_make_one_root(tmp_path: Path) -> None:
+    """The API signing a host's certificate and the control plane starting, on a fresh data directory: one root,
+    which every one of them then signs with."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        serials = pool.map(_root_serial, [tmp_path / "ca"] * 8)
+    assert len(set(serials)) == 1
+    assert CertificateAuthority(tmp_path / "ca").cert.serial_number == serials[0]
+
+
+def _root_serial(directory: Path) -> int:
+    return CertificateAuthority(directory).cert.serial_number

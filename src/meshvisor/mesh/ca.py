@@ -11,6 +11,7 @@ Layout of the CA directory (every file 0600):
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,13 @@ class CertificateAuthority:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.directory.chmod(0o700)
         if not (self.directory / "ca.crt").exists():
-            self._store_root(*_new_root(ca_lifetime))
+            lock = os.open(self.directory / "ca.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:  # processes starting at once make one root
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (self.directory / "ca.crt").exists():
+                    self._store_root(*_new_root(ca_lifetime))
+            finally:
+                os.close(lock)
         self._load()
 
     def _store_root(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:

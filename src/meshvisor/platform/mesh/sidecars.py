@@ -1,7 +1,8 @@
 """Envoy sidecars of meshed containers: started in the container's network namespace once its networks are
 attached (and ready, i.e. holding its config from the control plane, before the container is reported running),
 stopped after the container stops, restarted by the reconcile pass when they died or the container got a new
-namespace. Each sidecar's files (bootstrap, admin socket, pid, logs) are in `<run>/sidecars/<prefix>-<id>/`."""
+namespace. Each sidecar's files (bootstrap, admin socket, pid, logs) are in `<run>/sidecars/<prefix>-<id>/`
+(0700: the bootstrap holds the sidecar's xDS credential)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from meshvisor.core.errors import MeshvisorError, PermanentError, TransientError
 from meshvisor.core.names import host_object_name
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh import resources, sidecar
+from meshvisor.platform.mesh.ca import node_auth
 from meshvisor.platform.mesh.services import INGRESS, SIDECAR_ROLE
 from meshvisor.platform.mesh.view import ingress_node_id, node_id
 from meshvisor.platform.networks.steps import ensure_here
@@ -115,6 +117,7 @@ def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
         admin_path=str(admin),
         xds_path=str(rt.settings.xds_socket),
         api_type=rt.settings.xds_api,
+        xds_token=node_auth(rt.settings).token(node),
     )
     try:
         sidecar.start(directory, boot, netns=netns, ready_timeout=READY_TIMEOUT_S)
@@ -136,7 +139,12 @@ def ensure_ingress(rt: Runtime) -> bool:
     admin.unlink(missing_ok=True)
     node = ingress_node_id(rt.settings.host_prefix, rt.settings.host_name)
     boot = resources.bootstrap(
-        node, INGRESS, admin_path=str(admin), xds_path=str(rt.settings.xds_socket), api_type=rt.settings.xds_api
+        node,
+        INGRESS,
+        admin_path=str(admin),
+        xds_path=str(rt.settings.xds_socket),
+        api_type=rt.settings.xds_api,
+        xds_token=node_auth(rt.settings).token(node),
     )
     sidecar.start(directory, boot, ready_timeout=READY_TIMEOUT_S)
     return True

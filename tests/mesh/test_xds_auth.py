@@ -23,7 +23,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 
 from meshvisor.core.errors import TransientError
 from meshvisor.mesh import sidecar as envoy
-from meshvisor.mesh.resources import CERT_SECRET, SECRET, bootstrap
+from meshvisor.mesh.resources import CERT_SECRET, SECRET, bootstrap, bootstrap_token
 from meshvisor.mesh.xds import AdsServer, NodeAuth, Refused
 
 from .harness import Mesh, free_port, tls_get
@@ -153,12 +153,15 @@ def test_concurrent_first_loads_agree(tmp_path: Path) -> None:
 
 
 def test_the_bootstrap_carries_the_credential() -> None:
-    ads = bootstrap("a-1", "a", admin_port=1, xds_token="t0k")["dynamic_resources"]["ads_config"]
-    (service,) = ads["grpc_services"]
+    boot = bootstrap("a-1", "a", admin_port=1, xds_token="t0k")
+    (service,) = boot["dynamic_resources"]["ads_config"]["grpc_services"]
     assert service["initial_metadata"] == [{"key": "authorization", "value": "Bearer t0k"}]
     assert service["envoy_grpc"]["cluster_name"] == "xds_cluster"
-    anonymous = bootstrap("a-1", "a", admin_port=1)["dynamic_resources"]["ads_config"]["grpc_services"][0]
-    assert "initial_metadata" not in anonymous
+    assert bootstrap_token(boot) == "t0k"
+    anonymous = bootstrap("a-1", "a", admin_port=1)
+    assert "initial_metadata" not in anonymous["dynamic_resources"]["ads_config"]["grpc_services"][0]
+    assert bootstrap_token(anonymous) is None
+    assert bootstrap_token({"node": {"id": "a-1"}}) is None
 
 
 # --- real Envoys ----------------------------------------------------------------------------------------------

@@ -19,11 +19,11 @@ Modules (each uses only those above it; import the names from this package):
     listeners       listeners (LDS): the mTLS inbound one, one plaintext outbound one per upstream
     assembly        `sidecar_resources`: everything for one sidecar; `BuildCache` shares it across sidecars
     bootstrap_json  `bootstrap`: the Envoy bootstrap (JSON-ready) that points only at ADS, with the node's
-                    xDS credential
+                    xDS credential (`bootstrap_token` reads it back)
 """
 
 from .assembly import BuildCache, sidecar_resources
-from .bootstrap_json import XDS_AUTH_HEADER, XDS_AUTH_SCHEME, bootstrap
+from .bootstrap_json import XDS_AUTH_HEADER, XDS_AUTH_SCHEME, bootstrap, bootstrap_token
 from .clusters import app_cluster, parse_host_port, upstream_cluster, zipkin_cluster
 from .endpoints import load_assignment
 from .filters import (
@@ -87,6 +87,7 @@ __all__ = [
     "access_log_format",
     "app_cluster",
     "bootstrap",
+    "bootstrap_token",
     "downstream_tls",
     "fault_filter",
     "identity",

@@ -49,6 +49,19 @@ def bootstrap(
     }
 
 
+def bootstrap_token(boot: dict[str, Any]) -> str | None:
+    """The xDS credential a bootstrap carries (`bootstrap`'s `xds_token`), None when it has none."""
+    try:
+        (service,) = boot["dynamic_resources"]["ads_config"]["grpc_services"]
+        values = [h["value"] for h in service.get("initial_metadata", []) if h["key"] == XDS_AUTH_HEADER]
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    for value in values:
+        if isinstance(value, str) and value.startswith(XDS_AUTH_SCHEME):
+            return value.removeprefix(XDS_AUTH_SCHEME)
+    return None
+
+
 def _address(path: str | None, host: str, port: int | None) -> dict[str, Any]:
     """A Unix socket at `path` when one is given, else `host:port`."""
     if path:

@@ -1,5 +1,6 @@
-"""`meshvisor backup` / `restore`: a consistent archive of a live SQLite database, the CA, the admin token and
-the stack key, restored into a fresh data directory; every bad input a clear error that changes nothing."""
+"""`meshvisor backup` / `restore`: a consistent archive of a live SQLite database, the CA, the admin token, the
+stack key and the secret of the sidecars' xDS credentials, restored into a fresh data directory; every bad input
+a clear error that changes nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sqlalchemy import delete, select
 
 from meshvisor.core.errors import InvalidInput, PermanentError
 from meshvisor.mesh.ca import CertificateAuthority
+from meshvisor.platform.mesh.ca import node_auth
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.recovery.backup import create_backup, restore_backup
 from meshvisor.platform.runtime import Runtime
@@ -27,7 +29,8 @@ from .conftest import POSTGRES_ADMIN
 
 
 def platform_state(data: Path) -> tuple[Settings, str]:
-    """A data directory with a migrated database holding a network and the admin token, a CA and a stack key."""
+    """A data directory with a migrated database holding a network and the admin token, a CA, a stack key and
+    the xDS credentials' secret."""
     settings = Settings(data_dir=data, host_prefix="tbk")
     migrate(settings.db_url)
     token = tokens.admin_token(settings)  # written to admin.token
@@ -38,6 +41,7 @@ def platform_state(data: Path) -> tuple[Settings, str]:
     rt.close()
     CertificateAuthority(data / "ca")
     secret_key(settings)
+    node_auth(settings)
     return settings, token
 
 
@@ -54,13 +58,16 @@ def test_a_fresh_data_directory_starts_from_the_backup(tmp_path: Path) -> None:
         manifest = create_backup(settings, archive)
     rt.close()
     assert archive.stat().st_mode & 0o077 == 0  # it holds the CA key: the owner's only
-    assert {"meshvisor.db", "admin.token", "stack.key", "ca/ca.key", "ca/ca.crt"} <= set(manifest.files)
+    assert {"meshvisor.db", "admin.token", "stack.key", "xds.key", "ca/ca.key", "ca/ca.crt"} <= set(manifest.files)
+    for secret in ("admin.token", "xds.key"):  # the owner's only
+        assert (tmp_path / "old" / secret).stat().st_mode & 0o777 == 0o600, secret
 
     fresh = Settings(data_dir=tmp_path / "new", host_prefix="tbk")
     restore_backup(fresh, archive)
     old, new = listing(tmp_path / "old"), listing(tmp_path / "new")
-    for name in ("admin.token", "stack.key", "ca/ca.key", "ca/ca.crt"):
+    for name in ("admin.token", "stack.key", "xds.key", "ca/ca.key", "ca/ca.crt"):
         assert new[name] == old[name], name
+    assert node_auth(fresh).token("n") == node_auth(settings).token("n")  # running sidecars are still served
     assert (
         CertificateAuthority(tmp_path / "new" / "ca").cert_pem
         == CertificateAuthority(tmp_path / "old" / "ca").cert_pem

@@ -19,7 +19,7 @@ from meshvisor.mesh import sidecar as envoy
 from meshvisor.mesh.ca import CertificateAuthority, WorkloadCert
 from meshvisor.mesh.model import Endpoint, Policy, Service, Sidecar, Upstream
 from meshvisor.mesh.resources import bootstrap, sidecar_resources
-from meshvisor.mesh.xds import AdsServer
+from meshvisor.mesh.xds import AdsServer, NodeAuth
 
 PORT_RANGE = range(19100, 19400)
 _handed_out: set[int] = set()
@@ -139,7 +139,18 @@ class Mesh:
 
     def __post_init__(self) -> None:
         self.ca = CertificateAuthority(self.root / "ca", TRUST_DOMAIN)
-        self.ads = AdsServer("127.0.0.1", free_port())
+        self.ads = AdsServer("127.0.0.1", free_port(), auth=self.auth())
+        self.ads.start()
+
+    def auth(self) -> NodeAuth:
+        """The sidecars' credentials, from the secret on disk: the same after a restart of the ADS server."""
+        return NodeAuth.load(self.root / "xds.key")
+
+    def restart_ads(self) -> None:
+        """A new ADS server on the same port, with the secret read from disk again, and no snapshots yet."""
+        port = self.ads.port
+        self.ads.stop()
+        self.ads = AdsServer("127.0.0.1", port, auth=self.auth())
         self.ads.start()
 
     def add_service(self, name: str) -> None:
@@ -204,7 +215,11 @@ class Mesh:
 
     def start_envoys(self) -> None:
         for node_id, car in self.sidecars.items():
-            boot = bootstrap(node_id, car.service, "127.0.0.1", self.ads.port, free_port(), api_type=self.api_type)
+            token = self.ads.auth.token(node_id)
+            port = self.ads.port
+            boot = bootstrap(
+                node_id, car.service, "127.0.0.1", port, free_port(), api_type=self.api_type, xds_token=token
+            )
             self.processes[node_id] = envoy.start(self.root / node_id, boot, wait=False)
         for process in self.processes.values():
             envoy.wait_ready(process)

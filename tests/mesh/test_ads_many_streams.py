@@ -22,11 +22,11 @@ PER_CHANNEL = 100
 SYNC_TIMEOUT_S = 120.0
 
 
-async def _sidecars(port: int, count: int, failures: list[str], stop: asyncio.Event) -> None:
+async def _sidecars(ads: AdsServer, count: int, failures: list[str], stop: asyncio.Event) -> None:
     """`count` SotW streams opened at once, each subscribing to CDS and ACKing what arrives until `stop`."""
 
     async def one(stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub, node_id: str) -> None:
-        call = stub.StreamAggregatedResources()
+        call = stub.StreamAggregatedResources(metadata=ads.auth.metadata(node_id))
         try:
             await call.write(discovery_pb2.DiscoveryRequest(node=base_pb2.Node(id=node_id), type_url=CLUSTER))
             while not stop.is_set():
@@ -44,13 +44,12 @@ async def _sidecars(port: int, count: int, failures: list[str], stop: asyncio.Ev
         finally:
             call.cancel()
 
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])]
+    target, options = f"127.0.0.1:{ads.port}", [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target, options=options)]
     tasks = []
     for i in range(count):
         if i and i % PER_CHANNEL == 0:
-            channels.append(
-                grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-            )
+            channels.append(grpc.aio.insecure_channel(target, options=options))
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channels[-1])
         tasks.append(asyncio.ensure_future(one(stub, f"many-{i}")))
     await stop.wait()
@@ -71,7 +70,7 @@ def test_thousands_of_streams_at_once_all_sync() -> None:
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     clients = threading.Thread(
-        target=loop.run_until_complete, args=(_sidecars(ads.port, STREAMS, failures, stop),), daemon=True
+        target=loop.run_until_complete, args=(_sidecars(ads, STREAMS, failures, stop),), daemon=True
     )
     clients.start()
     try:

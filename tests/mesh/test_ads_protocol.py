@@ -49,21 +49,25 @@ def _resources(clusters: dict[str, int], tag: str = "") -> dict[str, dict[str, A
 class Client:
     """One ADS stream, driven step by step."""
 
-    def __init__(self, port: int, delta: bool) -> None:
+    def __init__(self, port: int, metadata: tuple[tuple[str, str], ...], delta: bool) -> None:
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
         self._out: queue.Queue[Any] = queue.Queue()
         self._in: queue.Queue[Any] = queue.Queue()
         call = stub.DeltaAggregatedResources if delta else stub.StreamAggregatedResources
-        self._responses = call(iter(self._out.get, None))
+        self._responses = call(iter(self._out.get, None), metadata=metadata)
+        self.error: grpc.RpcError | None = None  # how the stream ended, if the server ended it
+        self.ended = threading.Event()
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         try:
             for response in self._responses:
                 self._in.put(response)
-        except grpc.RpcError:
-            pass
+        except grpc.RpcError as exc:
+            self.error = exc
+        finally:
+            self.ended.set()
 
     def send(self, request: Any) -> None:
         self._out.put(request)
@@ -160,7 +164,7 @@ def _sotw_subscribe_all(client: Client, node: str) -> dict[str, Any]:
 
 def test_sotw_ack_order_and_make_before_break(server: AdsServer, clients: list[Client]) -> None:
     server.set_snapshot("n1", _resources({"c1": 1, "c2": 1}), "v1")
-    client = Client(server.port, delta=False)
+    client = Client(server.port, server.auth.metadata("n1"), delta=False)
     clients.append(client)
     first = _sotw_subscribe_all(client, "n1")
     assert _names(first[CLUSTER]) == ["c1", "c2"] and first[CLUSTER].version_info == "v1"
@@ -204,7 +208,7 @@ def test_sotw_unchanged_types_are_skipped_but_requests_still_answered(
     server: AdsServer, clients: list[Client]
 ) -> None:
     server.set_snapshot("n1", _resources({"c1": 1, "c2": 1}), "v1")
-    client = Client(server.port, delta=False)
+    client = Client(server.port, server.auth.metadata("n1"), delta=False)
     clients.append(client)
     first = _sotw_subscribe_all(client, "n1")
     assert server.wait_synced("n1", "v1", 5)
@@ -247,7 +251,7 @@ def test_sotw_unchanged_types_are_skipped_but_requests_still_answered(
 
 def test_sotw_nack_is_recorded_and_not_retried(server: AdsServer, clients: list[Client]) -> None:
     server.set_snapshot("n1", _resources({"c1": 1}), "v1")
-    client = Client(server.port, delta=False)
+    client = Client(server.port, server.auth.metadata("n1"), delta=False)
     clients.append(client)
     _sotw_subscribe_all(client, "n1")
     assert server.wait_synced("n1", "v1", 5)
@@ -276,7 +280,7 @@ def test_sotw_nack_is_recorded_and_not_retried(server: AdsServer, clients: list[
 
 
 def test_sotw_stale_nonce_is_ignored_and_unknown_node_waits(server: AdsServer, clients: list[Client]) -> None:
-    client = Client(server.port, delta=False)
+    client = Client(server.port, server.auth.metadata("late"), delta=False)
     clients.append(client)
     client.send(discovery_pb2.DiscoveryRequest(node=_node("late"), type_url=CLUSTER))
     assert client.quiet()  # no snapshot yet: nothing to say
@@ -294,7 +298,7 @@ def _delta_request(type_url: str, **kwargs: Any) -> discovery_pb2.DeltaDiscovery
 
 def test_delta_per_resource_versions_subscriptions_and_removal(server: AdsServer, clients: list[Client]) -> None:
     server.set_snapshot("d1", _resources({"c1": 1, "c2": 1}), "v1")
-    client = Client(server.port, delta=True)
+    client = Client(server.port, server.auth.metadata("d1"), delta=True)
     clients.append(client)
     client.send(_delta_request(CLUSTER, node=_node("d1")))  # empty first request: wildcard
     response = client.recv()
@@ -348,7 +352,7 @@ def test_delta_reconnect_with_initial_versions_sends_only_changes(
     server: AdsServer, clients: list[Client]
 ) -> None:
     server.set_snapshot("d2", _resources({"c1": 1, "c2": 1}), "v1")
-    client = Client(server.port, delta=True)
+    client = Client(server.port, server.auth.metadata("d2"), delta=True)
     clients.append(client)
     client.send(_delta_request(CLUSTER, node=_node("d2"), resource_names_subscribe=["*"]))
     response = client.recv()
@@ -357,7 +361,7 @@ def test_delta_reconnect_with_initial_versions_sends_only_changes(
     client.close()
 
     server.set_snapshot("d2", _resources({"c1": 1, "c2": 7}), "v2")
-    again = Client(server.port, delta=True)
+    again = Client(server.port, server.auth.metadata("d2"), delta=True)
     clients.append(again)
     again.send(
         _delta_request(

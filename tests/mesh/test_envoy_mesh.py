@@ -331,7 +331,7 @@ def test_control_plane_restart(mesh: Mesh) -> None:
     mesh.ads.stop()
     for _ in range(5):
         assert get(_local_port(mesh))[0] == 200
-    mesh.ads = AdsServer("127.0.0.1", port)
+    mesh.ads = AdsServer("127.0.0.1", port, auth=mesh.auth())  # the secret from disk: the sidecars' credentials
     mesh.ads.start()
     _apply(mesh, Policy(allow=("c",)))  # resynced: the new policy is in force
     assert get(_local_port(mesh))[0] == 403

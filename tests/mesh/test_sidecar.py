@@ -62,7 +62,13 @@ def test_admin_and_xds_over_unix_sockets(tmp_path: Path) -> None:
             car, {"solo": Service("solo", app.port)}, cert.cert_pem, cert.key_pem, ca.bundle_pem(), ca.trust_domain
         )
         ads.set_snapshot("solo-1", res, "v1")
-        boot = bootstrap("solo-1", "solo", admin_path=str(admin_socket), xds_path=str(xds_socket))
+        boot = bootstrap(
+            "solo-1",
+            "solo",
+            admin_path=str(admin_socket),
+            xds_path=str(xds_socket),
+            xds_token=ads.auth.token("solo-1"),
+        )
         process = envoy.start(tmp_path / "run", boot)
         assert process.admin == admin_socket
         assert ads.wait_synced("solo-1", "v1", 10)

@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from meshvisor.core.files import private_dir, write_private
+
 DEFAULT_TRUST_DOMAIN = "meshvisor.local"
 DEFAULT_WORKLOAD_LIFETIME = dt.timedelta(hours=1)
 DEFAULT_CA_LIFETIME = dt.timedelta(days=365)
@@ -48,17 +50,6 @@ class WorkloadCert:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -120,8 +111,7 @@ class CertificateAuthority:
         self.directory = Path(directory)
         self.trust_domain = trust_domain
         self.ca_lifetime = ca_lifetime
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.directory.chmod(0o700)
+        private_dir(self.directory)
         if not (self.directory / "ca.crt").exists():
             lock = os.open(self.directory / "ca.lock", os.O_WRONLY | os.O_CREAT, 0o600)
             try:  # processes starting at once make one root
@@ -134,8 +124,8 @@ class CertificateAuthority:
 
     def _store_root(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
         # Key first: a crash between the two writes leaves a key without certificate, never the reverse.
-        _write_private(self.directory / "ca.key.new", _key_pem(key))
-        _write_private(self.directory / "ca.crt.new", cert.public_bytes(serialization.Encoding.PEM))
+        write_private(self.directory / "ca.key.new", _key_pem(key))
+        write_private(self.directory / "ca.crt.new", cert.public_bytes(serialization.Encoding.PEM))
         os.replace(self.directory / "ca.key.new", self.directory / "ca.key")
         os.replace(self.directory / "ca.crt.new", self.directory / "ca.crt")
 
@@ -171,8 +161,8 @@ class CertificateAuthority:
         if found is not None:
             return found
         key, cert = _new_root(self.ca_lifetime)
-        _write_private(self.directory / "next.key", _key_pem(key))
-        _write_private(self.directory / "next.crt", cert.public_bytes(serialization.Encoding.PEM))
+        write_private(self.directory / "next.key", _key_pem(key))
+        write_private(self.directory / "next.crt", cert.public_bytes(serialization.Encoding.PEM))
         return cert
 
     def promote(self) -> None:
@@ -180,7 +170,7 @@ class CertificateAuthority:
         if self.staged is None:
             return
         old = self.cert
-        _write_private(
+        write_private(
             self.directory / f"retired-{old.serial_number:x}.crt", old.public_bytes(serialization.Encoding.PEM)
         )
         os.replace(self.directory / "next.key", self.directory / "ca.key")
@@ -198,7 +188,7 @@ class CertificateAuthority:
     def rotate(self) -> None:
         """Make a new root current; the old one stays in the bundle until `retire_old_roots()`."""
         old = self.cert
-        _write_private(
+        write_private(
             self.directory / f"retired-{old.serial_number:x}.crt", old.public_bytes(serialization.Encoding.PEM)
         )
         self._store_root(*_new_root(self.ca_lifetime))

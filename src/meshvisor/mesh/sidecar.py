@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from meshvisor.core.errors import PermanentError, TransientError
+from meshvisor.core.files import private_dir, write_private
 
 
 def envoy_binary() -> Path:
@@ -134,15 +135,16 @@ def start(
     ready_timeout: float = 20.0,
     wait: bool = True,
 ) -> EnvoyProcess:
-    """Write the bootstrap into `run_dir` and start Envoy (inside the network namespace `netns`, see `command`).
+    """Write the bootstrap into `run_dir` (0700; the bootstrap 0600: it holds the node's xDS credential, and
+    Envoy runs as root) and start Envoy (inside the network namespace `netns`, see `command`).
 
     Each Envoy gets its own base id (`--use-dynamic-base-id` unless one is given) so several run side by side.
     It runs in `run_dir`, where the relative paths of its config (the access logs) land.
     With `wait`, returns once the admin API answers `/ready` with 200 (all initial xDS fetched).
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(run_dir)
     config = run_dir / "bootstrap.json"
-    config.write_text(json.dumps(bootstrap, indent=1))
+    write_private(config, json.dumps(bootstrap, indent=1).encode())
     admin = bootstrap["admin"]["address"]
     target: AdminTarget = Path(admin["pipe"]["path"]) if "pipe" in admin else admin["socket_address"]["port_value"]
     argv = command(config, run_dir, netns=netns, base_id=base_id, log_level=log_level, concurrency=concurrency)

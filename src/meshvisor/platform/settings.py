@@ -144,6 +144,11 @@ class Settings(BaseSettings):
         return Path("/run/meshvisor") / self.host_prefix / "xds.sock"
 
     @property
+    def xds_secret_file(self) -> Path:
+        """The secret the sidecars' xDS credentials derive from (0600; made by whoever needs it first)."""
+        return self.data_path / "xds.key"
+
+    @property
     def sidecars_dir(self) -> Path:
         return self.run_path / "sidecars"
 

@@ -18,11 +18,12 @@ Modules (each uses only those above it; import the names from this package):
     observability   access logs, request ids, Zipkin tracing of every HCM; the per-upstream stat prefix
     listeners       listeners (LDS): the mTLS inbound one, one plaintext outbound one per upstream
     assembly        `sidecar_resources`: everything for one sidecar; `BuildCache` shares it across sidecars
-    bootstrap_json  `bootstrap`: the Envoy bootstrap (JSON-ready) that points only at ADS
+    bootstrap_json  `bootstrap`: the Envoy bootstrap (JSON-ready) that points only at ADS, with the node's
+                    xDS credential (`bootstrap_token` reads it back)
 """
 
 from .assembly import BuildCache, sidecar_resources
-from .bootstrap_json import bootstrap
+from .bootstrap_json import XDS_AUTH_HEADER, XDS_AUTH_SCHEME, bootstrap, bootstrap_token
 from .clusters import app_cluster, parse_host_port, upstream_cluster, zipkin_cluster
 from .endpoints import load_assignment
 from .filters import (
@@ -77,6 +78,8 @@ __all__ = [
     "ROUTE",
     "SECRET",
     "WILDCARD_TYPES",
+    "XDS_AUTH_HEADER",
+    "XDS_AUTH_SCHEME",
     "ZIPKIN_CLUSTER",
     "BuildCache",
     "Resources",
@@ -84,6 +87,7 @@ __all__ = [
     "access_log_format",
     "app_cluster",
     "bootstrap",
+    "bootstrap_token",
     "downstream_tls",
     "fault_filter",
     "identity",

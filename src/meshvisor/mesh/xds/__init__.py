@@ -7,9 +7,11 @@ wire         the protobuf wire pieces responses are joined from
 stream       what both protocols share: per-type state, nonces, ACK/NACK bookkeeping, make-before-break
 sotw, delta  the two request handlers (StreamAggregatedResources, DeltaAggregatedResources)
 nodes        per-node state on the server's event loop: snapshots, streams, synced versions, waiters
+auth         NodeAuth: the per-node credential every stream must carry (HMAC of the node id), checked once
 server       AdsServer: the gRPC server's lifecycle in a background thread, snapshots in, observation out
 """
 
+from .auth import NodeAuth, Refused
 from .cache import Packer, Resource, ResourceCache, Snapshot, content_version
 from .consistency import InconsistentSnapshot
 from .server import SERVER_OPTIONS, AdsServer, tune_gc
@@ -20,7 +22,9 @@ __all__ = [
     "AdsServer",
     "InconsistentSnapshot",
     "Nack",
+    "NodeAuth",
     "Packer",
+    "Refused",
     "Resource",
     "ResourceCache",
     "Snapshot",

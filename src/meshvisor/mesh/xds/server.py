@@ -2,7 +2,8 @@
 
 `start()`/`stop()` run it; `set_snapshot`/`set_snapshots`/`put` hand nodes their snapshots (packed in the caller's
 thread into the server's `ResourceCache`, checked for consistency, then installed on the event loop in one go);
-`connected`, `synced_version`, `wait_synced`, `wait_all_synced` and `wait_nack` observe the nodes.
+`connected`, `synced_version`, `wait_synced`, `wait_all_synced` and `wait_nack` observe the nodes. Only a
+stream that carries its node's credential is served (`auth`).
 
 Cost per node is kept small so one server pushes to thousands of sidecars: resources are packed once per
 distinct content (`cache`), responses are joined from pre-encoded pieces (`wire`), streams re-plan only on
@@ -25,6 +26,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf.message import Message
 
 from . import wire
+from .auth import NodeAuth
 from .cache import Packer, ResourceCache, Snapshot
 from .consistency import InconsistentSnapshot
 from .delta import DeltaStream
@@ -53,14 +55,14 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def _handler(nodes: NodeTable) -> grpc.GenericRpcHandler:
+def _handler(nodes: NodeTable, auth: NodeAuth) -> grpc.GenericRpcHandler:
     """The ADS service with our own response serializer (the generated one would want response messages)."""
 
     async def sotw(request_iterator: Any, context: Any) -> None:
-        await SotwStream(nodes, context).run()
+        await SotwStream(nodes, context, auth).run()
 
     async def delta(request_iterator: Any, context: Any) -> None:
-        await DeltaStream(nodes, context).run()
+        await DeltaStream(nodes, context, auth).run()
 
     return grpc.method_handlers_generic_handler(
         "envoy.service.discovery.v3.AggregatedDiscoveryService",
@@ -83,8 +85,10 @@ class AdsServer:
     """ADS on `host:port` (port 0: any free one), run from sync code: `start()` returns once the port is bound.
 
     `extra_addresses` are more gRPC bind addresses, e.g. `unix:/run/.../xds.sock` for sidecars in other
-    network namespaces. An inconsistent snapshot (see `consistency`) is refused unless `check_consistency` is
-    off, for tests of the protocol that serve fragments of configs on purpose.
+    network namespaces. A stream is served only with its node's credential from `auth` (by default a secret of
+    this server alone: `auth.metadata(node_id)` is what a client sends). An inconsistent snapshot (see
+    `consistency`) is refused unless `check_consistency` is off, for tests of the protocol that serve
+    fragments of configs on purpose.
     """
 
     def __init__(
@@ -94,8 +98,10 @@ class AdsServer:
         on_nack: NackCallback | None = None,
         extra_addresses: tuple[str, ...] = (),
         check_consistency: bool = True,
+        auth: NodeAuth | None = None,
     ) -> None:
         self.host = host
+        self.auth = auth if auth is not None else NodeAuth.generate()
         self.port = port
         self.extra_addresses = extra_addresses
         self.check_consistency = check_consistency
@@ -156,7 +162,7 @@ class AdsServer:
 
     async def _serve(self) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        server.add_generic_rpc_handlers((_handler(self.nodes),))
+        server.add_generic_rpc_handlers((_handler(self.nodes, self.auth),))
         bound = server.add_insecure_port(f"{self.host}:{self.port}")
         if not bound:
             raise OSError(f"cannot bind the ADS server to {self.host}:{self.port}")

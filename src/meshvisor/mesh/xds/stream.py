@@ -11,6 +11,9 @@ good config, and the next snapshot is pushed as usual.
 `_take_ack`) and what to send (`_send_changes`, `_send_stale`, `_rewarm_names`). A stream re-plans what to send
 only when its snapshot or its subscriptions changed, not on every ACK, and an ACK is taken in by the stream's
 handler as it is read, with no hand-over to another task.
+
+A stream is served only once its first request's node id comes with that node's credential (`auth.NodeAuth`,
+checked in `_identify` for both protocols); it is ended when a later request names another node.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Protocol
 import grpc
 
 from ..resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
+from .auth import NodeAuth, Refused
 from .cache import Resource, Snapshot
 
 log = logging.getLogger(__name__)
@@ -91,9 +95,10 @@ class Stream(ABC):
     new snapshot. Whatever arrives meanwhile sets `_replan`/`_prune_due`, and the sender loops until both are
     clear, so no change is lost and responses on a stream are never written concurrently."""
 
-    def __init__(self, nodes: Nodes, context: Any) -> None:
+    def __init__(self, nodes: Nodes, context: Any, auth: NodeAuth) -> None:
         self.nodes = nodes
         self.context = context
+        self.auth = auth
         self.node_id = ""
         self.types: dict[str, TypeState] = {}
         self.pending: dict[str, Pending] = {}
@@ -117,6 +122,10 @@ class Stream(ABC):
                 if (self._replan or self._prune_due) and not self._busy:
                     self._busy = True
                     await self._send_due()
+        except Refused as refused:
+            self._closed = True
+            with contextlib.suppress(Exception):  # abort() raises once the status is sent
+                await self.context.abort(refused.code, refused.reason)
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             pass
         finally:
@@ -158,11 +167,7 @@ class Stream(ABC):
 
     def _handle(self, request: Any) -> bool:
         """Take in one request; True when what to send may have changed (not a mere ACK or NACK)."""
-        if not self.node_id:
-            self.node_id = request.node.id
-            if not self.node_id:
-                return False
-            self.nodes.join(self.node_id, self)
+        self._identify(request.node.id)
         type_url = request.type_url
         state = self.types.get(type_url)
         if state is None:
@@ -176,6 +181,19 @@ class Stream(ABC):
         if replan:
             state.settled = None
         return replan
+
+    def _identify(self, announced: str) -> None:
+        """The node the stream serves: the first request's, if its credential is in the call's metadata; a
+        later request may repeat it but not name another. `Refused` otherwise."""
+        if self.node_id:
+            if announced and announced != self.node_id:
+                peer = self.context.peer()
+                log.warning("xDS stream refused: node %r became %r, from %s", self.node_id, announced, peer)
+                raise Refused(grpc.StatusCode.PERMISSION_DENIED, "a stream serves the one node it started with")
+            return
+        self.auth.admit(announced, self.context.invocation_metadata() or (), self.context.peer())
+        self.node_id = announced
+        self.nodes.join(self.node_id, self)
 
     @abstractmethod
     def _take_in(self, request: Any, type_url: str, state: TypeState, first: bool, answered: bool) -> bool:

@@ -1,6 +1,6 @@
 """The platform CA as the API shows and rotates it. The API only stages a new root or retires old ones in the
 CA directory; the control plane (`meshvisor xds`) notices, pushes the wider trust bundle, and switches signing
-to the new root once every sidecar trusts it."""
+to the new root once every sidecar trusts it. `node_auth` is what sidecars prove themselves to it with."""
 
 from __future__ import annotations
 
@@ -12,11 +12,18 @@ from cryptography import x509
 
 from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.mesh.ca import CertificateAuthority
+from meshvisor.mesh.xds import NodeAuth
 from meshvisor.platform.settings import Settings
 
 
 def authority(settings: Settings) -> CertificateAuthority:
     return CertificateAuthority(settings.data_path / "ca")
+
+
+def node_auth(settings: Settings) -> NodeAuth:
+    """The sidecars' xDS credentials: derived from the secret in the data directory, the same for the control
+    plane that checks them and the workers that write them into bootstraps, and across restarts."""
+    return NodeAuth.load(settings.xds_secret_file)
 
 
 WAITING = "rotation-waiting.json"  # written by the control plane: the sidecars a rotation waits for

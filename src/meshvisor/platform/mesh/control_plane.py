@@ -3,7 +3,8 @@
 Every `interval` seconds the mesh view is rebuilt from the database; each sidecar whose resources changed gets a
 new snapshot (pushed at once to its Envoy, make-before-break), sidecars that are gone lose theirs. Workload
 certificates come from the platform CA in the data directory and are reissued, over SDS, halfway through their
-life. A NACK is written to the service of the sidecar that sent it (`GET /v1/services/{name}` shows it).
+life. Only a sidecar holding its own node's credential (`ca.node_auth`, in its bootstrap) is served. A NACK
+is written to the service of the sidecar that sent it (`GET /v1/services/{name}` shows it).
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ class ControlPlane:
         socket.parent.mkdir(parents=True, exist_ok=True)
         socket.unlink(missing_ok=True)
         self.ads = AdsServer(
-            "127.0.0.1", rt.settings.xds_port, on_nack=self._on_nack, extra_addresses=(f"unix:{socket}",)
+            "127.0.0.1",
+            rt.settings.xds_port,
+            on_nack=self._on_nack,
+            extra_addresses=(f"unix:{socket}",),
+            auth=mesh_ca.node_auth(rt.settings),
         )
         self.nodes: dict[str, NodeRecord] = {}  # node id -> what is known of it
         self._certs: dict[str, WorkloadCert] = {}

@@ -1,11 +1,15 @@
 """Envoy sidecars of meshed containers: started in the container's network namespace once its networks are
 attached (and ready, i.e. holding its config from the control plane, before the container is reported running),
-stopped after the container stops, restarted by the reconcile pass when they died or the container got a new
-namespace. Each sidecar's files (bootstrap, admin socket, pid, logs) are in `<run>/sidecars/<prefix>-<id>/`."""
+stopped after the container stops, restarted by the reconcile pass when they died, the container got a new
+namespace, or their bootstrap does not hold the xDS credential the control plane expects (written before the
+lock, or before the secret was replaced: such a sidecar would never get a config again). Each sidecar's files
+(bootstrap, admin socket, pid, logs) are in `<run>/sidecars/<prefix>-<id>/` (0700: the bootstrap holds the
+sidecar's xDS credential)."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -18,6 +22,7 @@ from meshvisor.core.errors import MeshvisorError, PermanentError, TransientError
 from meshvisor.core.names import host_object_name
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh import resources, sidecar
+from meshvisor.platform.mesh.ca import node_auth
 from meshvisor.platform.mesh.services import INGRESS, SIDECAR_ROLE
 from meshvisor.platform.mesh.view import ingress_node_id, node_id
 from meshvisor.platform.networks.steps import ensure_here
@@ -51,6 +56,15 @@ def _same_netns(pid: int, netns: str) -> bool:
         return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns).st_ino
     except OSError:
         return False
+
+
+def _holds(directory: Path, token: str) -> bool:
+    """The sidecar's bootstrap carries `token`, the credential the control plane expects of it now."""
+    try:
+        boot = json.loads((directory / "bootstrap.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(boot, dict) and resources.bootstrap_token(boot) == token
 
 
 def gateway_namespace(rt: Runtime, instance_id: str) -> str:
@@ -101,12 +115,13 @@ def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
         return False
     netns = _workload_netns(rt, instance)
     directory = sidecar_dir(rt, instance.id)
-    current = running_pid(directory)
-    if current is not None and _same_netns(current, netns):
-        return False
-    if current is not None:  # the container restarted into a new namespace
-        sidecar.stop(current)
     node = node_id(rt.settings.host_prefix, instance.id)
+    token = node_auth(rt.settings).token(node)
+    current = running_pid(directory)
+    if current is not None and _same_netns(current, netns) and _holds(directory, token):
+        return False
+    if current is not None:  # the container restarted into a new namespace, or the credential is stale
+        sidecar.stop(current)
     admin = directory / "admin.sock"
     admin.unlink(missing_ok=True)
     boot = resources.bootstrap(
@@ -115,6 +130,7 @@ def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
         admin_path=str(admin),
         xds_path=str(rt.settings.xds_socket),
         api_type=rt.settings.xds_api,
+        xds_token=token,
     )
     try:
         sidecar.start(directory, boot, netns=netns, ready_timeout=READY_TIMEOUT_S)
@@ -130,13 +146,22 @@ def ensure_ingress(rt: Runtime) -> bool:
     """This host's ingress gateway: an Envoy in the host's own namespace that exposes services on 127.0.0.1,
     as identity `ingress`. It runs whether or not a service is exposed yet (new listeners come over xDS)."""
     directory = sidecar_dir(rt, INGRESS)
-    if running_pid(directory) is not None:
+    node = ingress_node_id(rt.settings.host_prefix, rt.settings.host_name)
+    token = node_auth(rt.settings).token(node)
+    current = running_pid(directory)
+    if current is not None and _holds(directory, token):
         return False
+    if current is not None:
+        sidecar.stop(current)
     admin = directory / "admin.sock"
     admin.unlink(missing_ok=True)
-    node = ingress_node_id(rt.settings.host_prefix, rt.settings.host_name)
     boot = resources.bootstrap(
-        node, INGRESS, admin_path=str(admin), xds_path=str(rt.settings.xds_socket), api_type=rt.settings.xds_api
+        node,
+        INGRESS,
+        admin_path=str(admin),
+        xds_path=str(rt.settings.xds_socket),
+        api_type=rt.settings.xds_api,
+        xds_token=token,
     )
     sidecar.start(directory, boot, ready_timeout=READY_TIMEOUT_S)
     return True

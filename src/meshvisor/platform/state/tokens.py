@@ -8,6 +8,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from meshvisor.core.files import create_private
 from meshvisor.core.names import new_id
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.models import ApiToken
@@ -26,13 +27,10 @@ def admin_token(settings: Settings) -> str:
     if settings.admin_token:
         return settings.admin_token
     path = settings.admin_token_file
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    path.write_text(token + "\n")
-    path.chmod(0o600)
-    return token
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path, (secrets.token_urlsafe(32) + "\n").encode())  # a concurrent start's may win
+    return path.read_text().strip()
 
 
 def seed_admin(session: Session, token: str) -> None:

@@ -1,7 +1,8 @@
 """Two hosts that really are apart, for the multi-host tests: host A runs `meshvisor serve`, `worker` and `xds`
 over the machine's Docker engine; host B runs `meshvisor agent --host b` with a Docker engine of its own (its own
 socket, data root and exec root), its own data directory and its own network namespace for its underlay address
-and tunnel endpoint. They share only PostgreSQL (a database of this run's), Redis and the underlay veth. So a verb
+and tunnel endpoint; its sidecars reach the control plane through B's xDS relay over the underlay. They share only
+PostgreSQL (a database of this run's), Redis and the underlay veth. So a verb
 that forgets to go to the instance's host talks to the wrong engine, and fails.
 
 Every address is in 10.227.0.0/16, unreachable from the root namespace but for the underlay's own /30.
@@ -119,7 +120,7 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
         directory.mkdir(mode=0o755)  # QEMU must reach VM files in them
     (base / "dockerd-b").mkdir()
     engine_b = DockerEngine(base / "dockerd-b")
-    port, token = free_port(), secrets.token_urlsafe(24)
+    port, token, xds_tls_port = free_port(), secrets.token_urlsafe(24), free_port()
     common = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MESHVISOR_")},
         "MESHVISOR_DATABASE_URL": db_url,
@@ -139,6 +140,7 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
             "MESHVISOR_DATA_DIR": str(dirs["a"]),
             "MESHVISOR_TUNNEL_IP": TUNNEL_A,
             "MESHVISOR_XDS_PORT": str(free_port()),
+            "MESHVISOR_XDS_TLS_PORT": str(xds_tls_port),
         },
         "b": {
             **common,
@@ -148,6 +150,9 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
             "MESHVISOR_AGENT_PORT": str(free_port()),
             "MESHVISOR_DOCKER_URL": engine_b.url,
             "MESHVISOR_HOST_LABELS": "zone=b",
+            # B's sidecars reach the control plane through B's relay, over the underlay, in mutual TLS
+            "MESHVISOR_XDS_ADDRESS": f"{TUNNEL_A}:{xds_tls_port}",
+            "MESHVISOR_XDS_HOST": "a",
         },
     }
     hosts = TwoHosts(f"http://127.0.0.1:{port}", token, prefix, dirs, envs, engine_b)

@@ -49,8 +49,10 @@ def _resources(clusters: dict[str, int], tag: str = "") -> dict[str, dict[str, A
 class Client:
     """One ADS stream, driven step by step."""
 
-    def __init__(self, port: int, metadata: tuple[tuple[str, str], ...], delta: bool) -> None:
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    def __init__(
+        self, port: int, metadata: tuple[tuple[str, str], ...], delta: bool, channel: grpc.Channel | None = None
+    ) -> None:
+        self.channel = channel or grpc.insecure_channel(f"127.0.0.1:{port}")
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
         self._out: queue.Queue[Any] = queue.Queue()
         self._in: queue.Queue[Any] = queue.Queue()

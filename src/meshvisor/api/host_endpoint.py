@@ -39,7 +39,7 @@ from meshvisor.network.namespaces import listening_socket
 from meshvisor.platform.hosts import identity
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import live
-from meshvisor.platform.mesh import telemetry
+from meshvisor.platform.mesh import relay, telemetry
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import make_engine, make_sessionmaker, transaction
@@ -118,8 +118,9 @@ def _call(app: FastAPI, instance_id: str, what: Any) -> Any:
 
 
 def serve_in_background(settings: Settings, sign: identity.Signer) -> threading.Thread:
-    """Start the endpoint on its own thread: get (or renew) the host's certificate, then serve until the process
-    ends. The worker starts meanwhile; a failure is logged, and the endpoint retries."""
+    """Start the endpoint on its own thread: get (or renew) the host's certificate, start the xDS relay when the
+    control plane runs on another host, then serve until the process ends. The worker starts meanwhile; a failure
+    to get the certificate is logged, and retried."""
     thread = threading.Thread(target=_serve, args=(settings, sign), name="host-endpoint", daemon=True)
     thread.start()
     return thread
@@ -134,6 +135,8 @@ def _serve(settings: Settings, sign: identity.Signer) -> None:
         except Exception as exc:  # the API not up yet, a network fault: keep asking
             log.warning("host %s could not get its certificate yet: %s", settings.host_name, exc)
             threading.Event().wait(2.0)
+    if settings.xds_address:
+        relay.start(settings, ident)
     listener = listening_socket(settings.tunnel_ip, settings.agent_port, settings.host_netns)
     _announce(settings)
     config = uvicorn.Config(create_host_app(settings), log_level="warning", timeout_graceful_shutdown=2)

@@ -34,6 +34,11 @@ def spiffe_id(trust_domain: str, service: str) -> str:
     return f"spiffe://{trust_domain}/service/{service}"
 
 
+def host_dns_name(trust_domain: str, host: str) -> str:
+    """The DNS name a host's certificate also carries, for TLS clients that check a server by name (gRPC)."""
+    return f"{host}.hosts.{trust_domain}"
+
+
 def host_spiffe_id(trust_domain: str, host: str) -> str:
     """A host's identity: its agent's endpoint serves with it, and the API calls hosts with its own."""
     return f"spiffe://{trust_domain}/host/{host}"
@@ -202,7 +207,7 @@ class CertificateAuthority:
         """A workload certificate for `service` (URI SAN = its SPIFFE ID), valid for `lifetime`."""
         ident = spiffe_id(self.trust_domain, service)
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = self._sign_leaf(key.public_key(), ident, lifetime)
+        cert = self._sign_leaf(key.public_key(), [ident], lifetime)
         return WorkloadCert(
             spiffe_id=ident,
             cert_pem=cert.public_bytes(serialization.Encoding.PEM),
@@ -224,12 +229,15 @@ class CertificateAuthority:
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
             raise ValueError("the signing request's key must be EC P-256")
-        cert = self._sign_leaf(public_key, host_spiffe_id(self.trust_domain, host), lifetime)
-        return cert.public_bytes(serialization.Encoding.PEM)
+        names = [host_spiffe_id(self.trust_domain, host), host_dns_name(self.trust_domain, host)]
+        return self._sign_leaf(public_key, names, lifetime).public_bytes(serialization.Encoding.PEM)
 
     def _sign_leaf(
-        self, public_key: ec.EllipticCurvePublicKey, ident: str, lifetime: dt.timedelta
+        self, public_key: ec.EllipticCurvePublicKey, names: list[str], lifetime: dt.timedelta
     ) -> x509.Certificate:
+        """A leaf for `names`: the first a URI SAN (the SPIFFE identity), the others DNS names."""
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(names[0])]
+        sans += [x509.DNSName(name) for name in names[1:]]
         now = _now()
         not_after = min(now + lifetime, self.cert.not_valid_after_utc)
         return (
@@ -240,7 +248,7 @@ class CertificateAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ident)]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(

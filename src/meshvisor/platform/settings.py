@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     # The address `serve` listens on: loopback unless agents on other machines must reach the API.
     api_listen: str = "127.0.0.1"
     xds_port: int = 18000
+    # The control plane's host: also serve ADS over mutual TLS on <tunnel_ip>:<xds_tls_port>, for other hosts.
+    xds_tls_port: int | None = Field(default=None, gt=0, lt=65536)
+    # Another host: its sidecars reach the control plane through a local relay to this <ip>:<port>, whose
+    # certificate must be host `xds_host`'s.
+    xds_address: str | None = None
+    xds_host: str = "local"
     admin_token: str | None = None
     host_prefix: str = "mv"
     host_name: str = "local"
@@ -147,6 +153,16 @@ class Settings(BaseSettings):
     def xds_secret_file(self) -> Path:
         """The secret the sidecars' xDS credentials derive from (0600; made by whoever needs it first)."""
         return self.data_path / "xds.key"
+
+    @property
+    def xds_relay_socket(self) -> Path:
+        """Where this host's sidecars reach the control plane when it runs on another host (`xds_address`)."""
+        return self.run_path / "xds-relay.sock"
+
+    @property
+    def sidecar_xds_socket(self) -> Path:
+        """The socket this host's sidecars are given: the control plane's, or the relay to it on another host."""
+        return self.xds_relay_socket if self.xds_address else self.xds_socket
 
     @property
     def sidecars_dir(self) -> Path:

@@ -8,13 +8,16 @@ stream       what both protocols share: per-type state, nonces, ACK/NACK bookkee
 sotw, delta  the two request handlers (StreamAggregatedResources, DeltaAggregatedResources)
 nodes        per-node state on the server's event loop: snapshots, streams, synced versions, waiters
 auth         NodeAuth: the per-node credential every stream must carry (HMAC of the node id), checked once
-server       AdsServer: the gRPC server's lifecycle in a background thread, snapshots in, observation out
+server       AdsServer: the gRPC server's lifecycle in a background thread, snapshots in, observation out;
+             TlsListener: its mutual-TLS port for other hosts' relays
+relay        XdsRelay: on another host, a local socket for its sidecars, forwarded to that port
 """
 
 from .auth import NodeAuth, Refused
 from .cache import Packer, Resource, ResourceCache, Snapshot, content_version
 from .consistency import InconsistentSnapshot
-from .server import SERVER_OPTIONS, AdsServer, tune_gc
+from .relay import XdsRelay
+from .server import SERVER_OPTIONS, AdsServer, TlsListener, tune_gc
 from .stream import Nack
 
 __all__ = [
@@ -28,6 +31,8 @@ __all__ = [
     "Resource",
     "ResourceCache",
     "Snapshot",
+    "TlsListener",
+    "XdsRelay",
     "content_version",
     "tune_gc",
 ]

@@ -15,10 +15,11 @@ import hashlib
 import hmac
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import grpc
+from cryptography import x509
 
 from meshvisor.core.files import create_private
 
@@ -47,6 +48,8 @@ class NodeAuth:
         if len(secret) < SECRET_BYTES:
             raise ValueError(f"the xDS node secret must have at least {SECRET_BYTES} bytes")
         self._secret = secret
+        # The host each node's instance is on (the control plane keeps it current); unknown: no host may ask.
+        self.host_of: Callable[[str], str | None] = lambda _node: None
 
     @classmethod
     def generate(cls) -> NodeAuth:
@@ -68,8 +71,16 @@ class NodeAuth:
         """The gRPC metadata a client of `node_id` sends."""
         return ((HEADER, SCHEME + self.token(node_id)),)
 
-    def admit(self, node_id: str, metadata: Iterable[tuple[str, str | bytes]], peer: str) -> None:
-        """Raise `Refused` (logged) unless `metadata` holds the credential of `node_id`."""
+    def admit(
+        self, node_id: str, metadata: Iterable[tuple[str, str | bytes]], peer: str, peer_host: str | None = None
+    ) -> None:
+        """Raise `Refused` (logged) unless `metadata` holds the credential of `node_id`, or the stream came over
+        mutual TLS from a host (`peer_host`, another host's xDS relay) that `node_id` is on (`host_of`)."""
+        if peer_host is not None:
+            if node_id and self.host_of(node_id) == peer_host:
+                return
+            log.warning("xDS stream refused: node %r is not on host %r (from %s)", node_id, peer_host, peer)
+            raise Refused(grpc.StatusCode.PERMISSION_DENIED, f"node {node_id!r} is not on host {peer_host!r}")
         presented = _bearer(metadata)
         if presented is None:
             log.warning("xDS stream refused: no credential from %s (node %r)", peer, node_id)
@@ -83,4 +94,20 @@ def _bearer(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
     for key, value in metadata:
         if key == HEADER and isinstance(value, str) and value.startswith(SCHEME):
             return value.removeprefix(SCHEME)
+    return None
+
+
+def peer_host(auth_context: Mapping[str, Iterable[bytes]]) -> str | None:
+    """The host a mutual-TLS peer proved it is (its certificate's URI SAN `spiffe://<domain>/host/<name>`), from
+    gRPC's auth context; None for a stream that did not come over mutual TLS."""
+    for pem in auth_context.get("x509_pem_cert", ()):
+        cert = x509.load_pem_x509_certificate(pem)
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return None
+        for uri in names.get_values_for_type(x509.UniformResourceIdentifier):
+            head, _, name = uri.rpartition("/host/")
+            if head.startswith("spiffe://") and "/" not in head.removeprefix("spiffe://") and name:
+                return name
     return None

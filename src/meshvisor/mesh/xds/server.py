@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -81,6 +82,22 @@ def _handler(nodes: NodeTable, auth: NodeAuth) -> grpc.GenericRpcHandler:
     )
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """ADS over mutual TLS for other hosts' xDS relays: served with this host's certificate, open only to clients
+    whose certificate chains to `bundle_pem`; a stream is then admitted for the nodes of the client's host."""
+
+    address: str  # host:port
+    key_pem: bytes
+    cert_pem: bytes
+    bundle_pem: bytes
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.key_pem, self.cert_pem)], root_certificates=self.bundle_pem, require_client_auth=True
+        )
+
+
 class AdsServer:
     """ADS on `host:port` (port 0: any free one), run from sync code: `start()` returns once the port is bound.
 
@@ -99,8 +116,10 @@ class AdsServer:
         extra_addresses: tuple[str, ...] = (),
         check_consistency: bool = True,
         auth: NodeAuth | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.auth = auth if auth is not None else NodeAuth.generate()
         self.port = port
         self.extra_addresses = extra_addresses
@@ -169,6 +188,9 @@ class AdsServer:
         self.port = bound
         for address in self.extra_addresses:
             server.add_insecure_port(address)
+        if self.tls is not None:
+            if not server.add_secure_port(self.tls.address, self.tls.credentials()):
+                raise OSError(f"cannot bind the ADS server's mutual-TLS port to {self.tls.address}")
         await server.start()
         self._stop_event = asyncio.Event()
         self._started.set()

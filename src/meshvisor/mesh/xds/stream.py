@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import grpc
 
 from ..resources import CLUSTER, ENDPOINT, PUSH_ORDER, WILDCARD_TYPES
-from .auth import NodeAuth, Refused
+from .auth import NodeAuth, Refused, peer_host
 from .cache import Resource, Snapshot
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,8 @@ class Stream(ABC):
                 log.warning("xDS stream refused: node %r became %r, from %s", self.node_id, announced, peer)
                 raise Refused(grpc.StatusCode.PERMISSION_DENIED, "a stream serves the one node it started with")
             return
-        self.auth.admit(announced, self.context.invocation_metadata() or (), self.context.peer())
+        host = peer_host(self.context.auth_context() or {})
+        self.auth.admit(announced, self.context.invocation_metadata() or (), self.context.peer(), host)
         self.node_id = announced
         self.nodes.join(self.node_id, self)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from meshvisor.core.errors import InvalidInput
+from meshvisor.core.files import create_private, private_dir, write_private
 from meshvisor.core.names import validate_name
 from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, CertificateAuthority, host_spiffe_id
 from meshvisor.platform.settings import Settings
@@ -58,12 +58,11 @@ def paths(settings: Settings) -> HostIdentity:
 def ensure(identity: HostIdentity, sign: Signer) -> HostIdentity:
     """The host's key (made once) and a certificate with more than a third of its life left (asked for now if
     not): idempotent, and cheap when nothing is due."""
-    for directory in (identity.key.parent.parent, identity.key.parent):
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.chmod(0o700)
-    if not identity.key.exists():
+    private_dir(identity.key.parent.parent)
+    private_dir(identity.key.parent)
+    if not identity.key.exists():  # processes of one host starting at once: one key, the first one made
         key = ec.generate_private_key(ec.SECP256R1())
-        _write_private(
+        create_private(
             identity.key,
             key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -71,8 +70,8 @@ def ensure(identity: HostIdentity, sign: Signer) -> HostIdentity:
         )
     if _due(identity):
         cert_pem, bundle_pem = sign(signing_request(identity))
-        _write_private(identity.bundle, bundle_pem)
-        _write_private(identity.cert, cert_pem)
+        write_private(identity.bundle, bundle_pem)
+        write_private(identity.cert, cert_pem)
         log.info("host %s has a new certificate from the platform CA", identity.name)
     return identity
 
@@ -95,17 +94,6 @@ def _due(identity: HostIdentity) -> bool:
     cert = x509.load_pem_x509_certificate(identity.cert.read_bytes())
     life = cert.not_valid_after_utc - cert.not_valid_before_utc
     return cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < life * RENEW_WHEN_LEFT
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    partial = path.with_name(path.name + ".new")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(partial, path)
 
 
 def peer_identity(peer_cert: dict[str, Any] | None) -> str | None:

@@ -17,10 +17,12 @@ from dataclasses import dataclass
 
 from meshvisor.mesh import resources
 from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert, pem_bundle
-from meshvisor.mesh.xds import AdsServer, InconsistentSnapshot, Nack, Packer, Snapshot, tune_gc
+from meshvisor.mesh.xds import AdsServer, InconsistentSnapshot, Nack, Packer, Snapshot, TlsListener, tune_gc
+from meshvisor.platform.hosts import identity
 from meshvisor.platform.mesh import ca as mesh_ca
 from meshvisor.platform.mesh.view import MeshView, Node, load_view
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Instance, Service
 
@@ -52,12 +54,16 @@ class ControlPlane:
         socket = rt.settings.xds_socket
         socket.parent.mkdir(parents=True, exist_ok=True)
         socket.unlink(missing_ok=True)
+        auth = mesh_ca.node_auth(rt.settings)
+        auth.host_of = lambda node: self._node_hosts.get(node)  # other hosts' relays ask for their nodes only
+        self._node_hosts: dict[str, str] = {}
         self.ads = AdsServer(
             "127.0.0.1",
             rt.settings.xds_port,
             on_nack=self._on_nack,
             extra_addresses=(f"unix:{socket}",),
-            auth=mesh_ca.node_auth(rt.settings),
+            auth=auth,
+            tls=_tls_listener(rt.settings),
         )
         self.nodes: dict[str, NodeRecord] = {}  # node id -> what is known of it
         self._certs: dict[str, WorkloadCert] = {}
@@ -171,6 +177,7 @@ class ControlPlane:
 
     def apply(self, view: MeshView) -> int:
         changed = 0
+        self._node_hosts = {node_id: node.host for node_id, node in view.nodes.items()}
         # Roots read once: the API may stage one meanwhile, and what is recorded must be what was pushed.
         roots = self.ca.roots()
         bundle = pem_bundle(roots)
@@ -242,12 +249,27 @@ class ControlPlane:
             }
 
 
+def _tls_listener(settings: Settings) -> TlsListener | None:
+    """ADS over mutual TLS on the tunnel address, with this host's certificate (MESHVISOR_XDS_TLS_PORT)."""
+    if settings.xds_tls_port is None:
+        return None
+    ident = identity.own(settings)
+    return TlsListener(
+        f"{settings.tunnel_ip}:{settings.xds_tls_port}",
+        ident.key.read_bytes(),
+        ident.cert.read_bytes(),
+        ident.bundle.read_bytes(),
+    )
+
+
 def serve(rt: Runtime) -> None:
     """Run the control plane in the foreground until interrupted."""
     tune_gc()
     plane = ControlPlane(rt)
     plane.start()
     log.info("xDS on 127.0.0.1:%d and %s", rt.settings.xds_port, rt.settings.xds_socket)
+    if rt.settings.xds_tls_port is not None:
+        log.info("xDS for other hosts on %s:%d (mutual TLS)", rt.settings.tunnel_ip, rt.settings.xds_tls_port)
     try:
         plane.run()
     finally:

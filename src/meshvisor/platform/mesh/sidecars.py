@@ -128,7 +128,7 @@ def ensure_sidecar(rt: Runtime, instance: Instance) -> bool:
         node,
         str(instance.mesh["service"]),
         admin_path=str(admin),
-        xds_path=str(rt.settings.xds_socket),
+        xds_path=str(rt.settings.sidecar_xds_socket),
         api_type=rt.settings.xds_api,
         xds_token=token,
     )
@@ -159,7 +159,7 @@ def ensure_ingress(rt: Runtime) -> bool:
         node,
         INGRESS,
         admin_path=str(admin),
-        xds_path=str(rt.settings.xds_socket),
+        xds_path=str(rt.settings.sidecar_xds_socket),
         api_type=rt.settings.xds_api,
         xds_token=token,
     )

@@ -127,30 +127,25 @@ def test_a_node_of_another_host_gets_nothing_and_is_logged(
     assert not plane.ads.connected("node-c")
 
 
+def direct(plane: Plane, key_pem: bytes, cert_pem: bytes) -> Client:
+    """A stream straight to the control plane's TLS port, with this key and certificate, asking for node-b."""
+    credentials = grpc.ssl_channel_credentials(plane.ca.bundle_pem(), key_pem, cert_pem)
+    name = host_dns_name("meshvisor.local", "cp")
+    channel = grpc.secure_channel(plane.address, credentials, options=(("grpc.ssl_target_name_override", name),))
+    client = Client(0, (), False, channel=channel)
+    client.send(_secret_request("node-b", False))
+    return client
+
+
 def test_a_client_that_is_no_host_is_refused(plane: Plane) -> None:
     """A workload certificate of the same CA: TLS lets it in, but it is no host and has no node credential."""
     workload = plane.ca.issue("web")
-    credentials = grpc.ssl_channel_credentials(plane.ca.bundle_pem(), workload.key_pem, workload.cert_pem)
-    channel = grpc.secure_channel(
-        plane.address,
-        credentials,
-        options=(("grpc.ssl_target_name_override", host_dns_name("meshvisor.local", "cp")),),
-    )
-    client = Client(0, (), False, channel=channel)
-    client.send(_secret_request("node-b", False))
-    assert _refused(client) == grpc.StatusCode.UNAUTHENTICATED
+    assert _refused(direct(plane, workload.key_pem, workload.cert_pem)) == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_a_forged_host_certificate_does_not_get_through(plane: Plane, tmp_path: Path) -> None:
     forged = host_credentials(CertificateAuthority(tmp_path / "forger"), "b")
-    credentials = grpc.ssl_channel_credentials(plane.ca.bundle_pem(), forged.key, forged.cert)
-    channel = grpc.secure_channel(
-        plane.address,
-        credentials,
-        options=(("grpc.ssl_target_name_override", host_dns_name("meshvisor.local", "cp")),),
-    )
-    client = Client(0, (), False, channel=channel)
-    client.send(_secret_request("node-b", False))
+    client = direct(plane, forged.key, forged.cert)
     try:
         assert client.ended.wait(15) and client.quiet(0.1)
         assert isinstance(client.error, grpc.Call) and client.error.code() == grpc.StatusCode.UNAVAILABLE

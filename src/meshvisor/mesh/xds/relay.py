@@ -9,14 +9,14 @@ platform CA and its name (`server_name`, a DNS name only the CA gives a host).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+
+from .loop import LoopThread
 
 log = logging.getLogger(__name__)
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
@@ -27,7 +27,9 @@ CHANNEL_OPTIONS = (
 )
 
 
-class XdsRelay:
+class XdsRelay(LoopThread):
+    name = "xds-relay"
+
     def __init__(
         self,
         socket_path: Path,
@@ -41,38 +43,7 @@ class XdsRelay:
         self.upstream = upstream
         self.server_name = server_name
         self._credentials = grpc.ssl_channel_credentials(bundle_pem, key_pem, cert_pem)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self, timeout: float = 10.0) -> None:
-        self._thread = threading.Thread(target=self._run, name="xds-relay", daemon=True)
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise TimeoutError("the xDS relay did not start")
-        if self._error is not None:
-            raise self._error
-
-    def stop(self) -> None:
-        loop, event = self._loop, self._stop_event
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # surfaced by start()
-            self._error = exc
-            self._started.set()
-        finally:
-            loop.close()
+        super().__init__()
 
     async def _serve(self) -> None:
         options = (*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", self.server_name))
@@ -86,11 +57,9 @@ class XdsRelay:
                 raise OSError(f"cannot bind the xDS relay to {self.socket_path}")
             await server.start()
             self.socket_path.chmod(0o600)
-            self._stop_event = asyncio.Event()
-            self._started.set()
             log.info("xDS relay on %s to %s (%s)", self.socket_path, self.upstream, self.server_name)
             try:
-                await self._stop_event.wait()
+                await self._serving()
             finally:
                 await server.stop(0.2)
 

@@ -13,9 +13,7 @@ past 1,000 waiting; `SERVER_OPTIONS`), and `tune_gc` keeps Python's collector of
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -31,6 +29,7 @@ from .auth import NodeAuth
 from .cache import Packer, ResourceCache, Snapshot
 from .consistency import InconsistentSnapshot
 from .delta import DeltaStream
+from .loop import LoopThread
 from .nodes import NackCallback, NodeTable, SyncWaiter
 from .sotw import SotwStream
 from .stream import Nack
@@ -98,7 +97,7 @@ class TlsListener:
         )
 
 
-class AdsServer:
+class AdsServer(LoopThread):
     """ADS on `host:port` (port 0: any free one), run from sync code: `start()` returns once the port is bound.
 
     `extra_addresses` are more gRPC bind addresses, e.g. `unix:/run/.../xds.sock` for sidecars in other
@@ -107,6 +106,8 @@ class AdsServer:
     `consistency`) is refused unless `check_consistency` is off, for tests of the protocol that serve
     fragments of configs on purpose.
     """
+
+    name = "meshvisor-ads"
 
     def __init__(
         self,
@@ -126,11 +127,7 @@ class AdsServer:
         self.check_consistency = check_consistency
         self.nodes = NodeTable(on_nack)  # touched on the event loop once it runs
         self.cache = ResourceCache()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._started = threading.Event()
-        self._error: BaseException | None = None
+        super().__init__()
 
     @property
     def acks(self) -> Counter[str]:
@@ -146,38 +143,10 @@ class AdsServer:
 
     # --- lifecycle -------------------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> int:
-        self._thread = threading.Thread(target=self._run, name="meshvisor-ads", daemon=True)
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise TimeoutError("the ADS server did not start")
-        if self._error is not None:
-            raise self._error
+    def start(self, timeout: float = 10.0) -> int:  # type: ignore[override]
+        """Serve in a background thread; the port bound (the one asked, or a free one for 0)."""
+        super().start(timeout)
         return self.port
-
-    def stop(self, grace: float = 0.5) -> None:
-        loop, event = self._loop, self._stop_event
-        if loop is not None and event is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(event.set)
-        if self._thread is not None:
-            self._thread.join(grace + 5)
-            self._thread = None
-
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)  # grpc.aio looks the loop up from its own callbacks
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._serve())
-        except BaseException as exc:  # surfaced by start()
-            self._error = exc
-            self._started.set()
-        finally:
-            leftover = asyncio.all_tasks(loop)
-            for task in leftover:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
-            loop.close()
 
     async def _serve(self) -> None:
         server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -192,10 +161,8 @@ class AdsServer:
             if not server.add_secure_port(self.tls.address, self.tls.credentials()):
                 raise OSError(f"cannot bind the ADS server's mutual-TLS port to {self.tls.address}")
         await server.start()
-        self._stop_event = asyncio.Event()
-        self._started.set()
         try:
-            await self._stop_event.wait()
+            await self._serving()
         finally:
             await server.stop(0.2)
 

@@ -177,6 +177,30 @@ def test_meshed_calls_a_to_b_and_b_to_a_show_on_metrics_by_host(api: httpx.Clien
             api.delete(f"/v1/services/{service}")
 
 
+def test_bs_sidecars_resync_through_the_relay_after_a_control_plane_restart(
+    hosts: TwoHosts, api: httpx.Client
+) -> None:
+    """The control plane restarts while B's caller runs; a service made after it is reached from B: B's relay
+    opened its streams again and B's sidecar took the new config."""
+    network(api, "xr", "10.227.2.0/24")
+    assert api.post("/v1/services", json={"name": "late"}).status_code == 201
+    try:
+        create(api, "late-cli", host="b", networks=[{"network": "xr"}],
+               mesh={"service": "latecli", "port": 8080, "upstreams": [{"service": "late", "local_port": 9002}]})  # fmt: skip
+        hosts.stop("xds")
+        hosts.start("xds")
+        create(api, "late-srv", host="a", command=page("late-on-a"), networks=[{"network": "xr"}],
+               mesh={"service": "late", "port": 8080})  # fmt: skip
+        answers = eventually(lambda: batch(api, "late-cli", 9002, 3), "late-on-a", timeout=120)
+        assert answers.count("late-on-a") == 3, answers
+    finally:
+        for name in ("late-cli", "late-srv"):
+            delete(api, name)
+        drop_network(api, "xr", force=True)
+        for service in ("late", "latecli"):
+            api.delete(f"/v1/services/{service}")
+
+
 def test_a_certificate_request_that_is_bad_is_refused(hosts: TwoHosts, api: httpx.Client) -> None:
     garbage = api.post("/v1/hosts/b/certificate", json={"csr": "not a request"})
     assert garbage.status_code == 400 and "signing request" in garbage.json()["error"]["message"]

@@ -178,8 +178,12 @@ class Host(Base):
     # False: the scheduler leaves it alone; it takes only instances that name it.
     schedulable: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     vm_domain_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    # Its agent's endpoint (mutual TLS) listens on tunnel_ip:agent_port; None for a host registered before it.
+    agent_port: Mapped[int | None] = mapped_column(Integer, default=None)
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    # When a pass found it silent (its events were emitted then); cleared by its own next pass (`hosts.liveness`).
+    offline_since: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SecurityGroup(Versioned, Base):

@@ -5,19 +5,25 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from fastapi.responses import JSONResponse
+from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from meshvisor.api.app import create_app
+from meshvisor.api.deps import get_dispatcher
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import migrate, transaction
-from meshvisor.platform.state.models import Image
+from meshvisor.platform.state.models import Image, Operation
 
+API_TOKEN = "db-test-token"
 POSTGRES_ADMIN = os.environ.get("MESHVISOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -71,6 +77,20 @@ def runtime(db_url: str, tmp_path: Path, test_prefix: str) -> Iterator[Runtime]:
         hosts.register(s, settings)
     yield rt
     clean_up(rt)
+
+
+@pytest.fixture
+def api(runtime: Runtime) -> Iterator[TestClient]:
+    """The API in-process on the runtime's database; accepted operations are not sent to a broker."""
+    app = create_app(runtime.settings.model_copy(update={"admin_token": API_TOKEN}))
+
+    class Recorded:
+        def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
+            return JSONResponse(body, status_code=202)
+
+    app.dependency_overrides[get_dispatcher] = Recorded
+    with TestClient(app, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
+        yield client
 
 
 def clean_up(rt: Runtime) -> None:

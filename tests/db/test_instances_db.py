@@ -169,12 +169,12 @@ def test_illegal_action_and_etag(runtime: Runtime) -> None:
     with pytest.raises(PreconditionFailed), transaction(runtime.sessions) as s:
         instances.request_action(s, "web", "start", {}, if_match='"00000000-1"')
     with runtime.sessions() as s:
-        tag = instances.to_dict(instances.get(s, "web"))["etag"]
+        tag = instances.to_dict(instances.get(s, "web"), {})["etag"]
     with transaction(runtime.sessions) as s:
         _, op = instances.request_action(s, "web", "start", {}, if_match=f'"{tag}"')
     assert op.action == "start"
     with runtime.sessions() as s:
-        assert instances.to_dict(instances.get(s, "web"))["etag"] != tag
+        assert instances.to_dict(instances.get(s, "web"), {})["etag"] != tag
 
 
 def test_paging_is_stable(runtime: Runtime) -> None:

@@ -4,17 +4,13 @@ bad input → 4xx before anything is written (through the API in-process, on SQL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from meshvisor.api.app import create_app
-from meshvisor.api.deps import get_dispatcher
 from meshvisor.core.errors import Conflict
 from meshvisor.core.names import new_id
 from meshvisor.platform.hosts import placement
@@ -27,8 +23,6 @@ from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Event, Host, Image, Instance, Operation, utcnow
 
 from .conftest import add_ready_image
-
-TOKEN = "placement-test-token"
 
 
 def set_hosts(rt: Runtime, *rows: dict[str, Any]) -> None:
@@ -86,7 +80,7 @@ def test_creates_spread_over_hosts_and_show_why(runtime: Runtime) -> None:
     set_hosts(runtime, {"name": "local"}, {"name": "b"}, {"name": "c", "last_seen": utcnow() - timedelta(hours=1)})
     placed = [make(runtime, f"web{i}", memory_mb=512) for i in range(4)]
     assert [p.host for p in placed] == ["b", "local", "b", "local"]  # c is offline; ties go to the first name
-    first = instances.to_dict(placed[0])["placement"]
+    first = instances.to_dict(placed[0], {})["placement"]
     assert first["host"] == "b" and first["reason"].startswith("spread: least loaded of 2 host(s) with room")
     pinned = make(runtime, "pinned", host="local")
     assert pinned.host == "local" and pinned.placement is not None and "pinned" in pinned.placement["reason"]
@@ -120,21 +114,6 @@ def test_nothing_fits_is_409_naming_what_is_short_on_each_host(runtime: Runtime)
         " b: memory 1024 MiB free < 1800 MiB asked; local: memory 1536 MiB free < 1800 MiB asked"
     )
     assert counts(runtime) == before
-
-
-@pytest.fixture
-def api(runtime: Runtime) -> Iterator[TestClient]:
-    """The API in-process on the runtime's database; accepted operations are not sent to a broker."""
-    settings = runtime.settings.model_copy(update={"admin_token": TOKEN})
-    app = create_app(settings)
-
-    class Recorded:
-        def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
-            return JSONResponse(body, status_code=202)
-
-    app.dependency_overrides[get_dispatcher] = Recorded
-    with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-        yield client
 
 
 BAD: list[tuple[dict[str, Any], int, str]] = [

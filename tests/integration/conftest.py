@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 SERVE = ["sh", "-c", "echo hello-$HOSTNAME; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
 
 
-WORKER, XDS = 1, 3  # indexes in Platform.procs: serve, worker, agent, xds
+WORKER, AGENT, XDS = 1, 2, 3  # indexes in Platform.procs: serve, worker, agent, xds
 
 
 def free_port() -> int:
@@ -76,6 +76,7 @@ class Platform:
     proxy: DockerProxy
     docker: docker.DockerClient
     host_b: str  # host B's network namespace
+    env_b: dict[str, str] = field(default_factory=dict)  # host B's agent's environment
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -109,13 +110,20 @@ class Platform:
                 old.kill()
                 old.wait()
 
-    def start_process(self, index: int, command: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        """Start `meshvisor <command>` again in place of platform process `index` (which must have ended)."""
+    def start_agent(self) -> subprocess.Popen[bytes]:
+        """Start host B's agent again, as the fixture started it, once `stop_process(AGENT)` has ended it."""
+        return self.start_process(AGENT, "agent", "--host", HOST_B, env=self.env_b)
+
+    def start_process(
+        self, index: int, command: str, *args: str, env: dict[str, str] | None = None, **extra_env: str
+    ) -> subprocess.Popen[bytes]:
+        """Start `meshvisor <command> <args>` again in place of platform process `index` (which must have ended),
+        in `env` (default: this host's) with `extra_env` on top."""
         assert self.procs[index].poll() is not None
         log = open(self.data_dir / f"{command}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "meshvisor", command],
-            env={**self.env, **extra_env},
+            [sys.executable, "-m", "meshvisor", command, *args],
+            env={**(self.env if env is None else env), **extra_env},
             stdout=log,
             stderr=log,
             cwd=REPO,
@@ -247,6 +255,8 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_TASK_RETRIES": "2",
         "MESHVISOR_RETRY_BACKOFF_S": "0.3",
         "MESHVISOR_RECONCILE_INTERVAL_S": "2",
+        # a host silent this long is offline (production: 3 passes, at least 30 s); room for a busy machine
+        "MESHVISOR_HOST_OFFLINE_AFTER_S": "15",
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
         "MESHVISOR_TUNNEL_IP": UNDERLAY_A,
         # hundreds of small containers on one small machine (the overload test makes 500)
@@ -263,7 +273,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_AGENT_PORT": str(free_port()),
     }
     client = docker.DockerClient(version=API_VERSION)
-    plat = Platform(f"http://127.0.0.1:{port}", token, env, prefix, data_dir, proxy, client, host_b)
+    plat = Platform(f"http://127.0.0.1:{port}", token, env, prefix, data_dir, proxy, client, host_b, env_b)
     commands = {
         "serve": (["serve"], env),
         "worker": (["worker"], env),

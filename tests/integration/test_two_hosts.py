@@ -185,8 +185,9 @@ def test_bs_sidecars_resync_through_the_relay_after_a_control_plane_restart(
     network(api, "xr", "10.227.2.0/24")
     assert api.post("/v1/services", json={"name": "late"}).status_code == 201
     try:
+        upstream = {"service": "late", "local_port": 9002}
         create(api, "late-cli", host="b", networks=[{"network": "xr"}],
-               mesh={"service": "latecli", "port": 8080, "upstreams": [{"service": "late", "local_port": 9002}]})  # fmt: skip
+               mesh={"service": "latecli", "port": 8080, "upstreams": [upstream]})  # fmt: skip
         hosts.stop("xds")
         hosts.start("xds")
         create(api, "late-srv", host="a", command=page("late-on-a"), networks=[{"network": "xr"}],

@@ -147,7 +147,13 @@ class InstancePublic(InstanceBase):
     id: str
     name: str
     project: str
-    state: Literal["pending", "creating", "running", "stopped", "paused", "error", "deleting"]
+    state: Literal["pending", "creating", "running", "stopped", "paused", "error", "deleting", "unknown"] = Field(
+        description="`unknown` while its host is offline (`state_reason` says since when)"
+    )
+    last_known_state: Literal["pending", "creating", "running", "stopped", "paused", "error", "deleting"] = Field(
+        description="the state its host last reported (equal to `state` while the host is online)"
+    )
+    state_reason: str | None = Field(description="why the state is `unknown`: its host is offline")
     host: str
     placement: dict[str, Any] | None = Field(
         description="where the scheduler put it and why: host, score, reason, and the constraints asked"

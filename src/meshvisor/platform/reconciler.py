@@ -17,6 +17,7 @@ from meshvisor.core.compute import ComputeDriver
 from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError, TransientError
 from meshvisor.core.types import InstanceKind, InstanceState, Observed, OperationStatus
 from meshvisor.platform import failpoints
+from meshvisor.platform.hosts import liveness
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
@@ -201,13 +202,13 @@ def hosts_to_refilter(rt: Runtime, op_id: str) -> list[str]:
 
 # -- the periodic pass ------------------------------------------------------------------------------------------
 def reconcile(rt: Runtime) -> dict[str, int]:
-    """This host's pass: mark it seen, compare each of its idle instances with what its driver observes, bring
-    its part of every network up to date, remove host objects of ours that no row explains, and record what
-    volumes take on disk. Workloads the database never heard of are kept, and while there are any no orphan link
-    or mount is removed either (see `_never_seen`)."""
+    """This host's pass: mark it seen (and the hosts gone silent offline), compare each of its idle instances
+    with what its driver observes, bring its part of every network up to date, remove host objects of ours that
+    no row explains, and record what volumes take on disk. Workloads the database never heard of are kept, and
+    while there are any no orphan link or mount is removed either (see `_never_seen`). A host coming back is
+    told online once its instances have been compared (`liveness.came_back`)."""
     here = rt.settings.host_name
-    with transaction(rt.sessions) as s:
-        hosts.seen(s, here)
+    returning = _seen(rt)
     changed = orphans = 0
     strangers: list[str] = []
     kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
@@ -239,6 +240,9 @@ def reconcile(rt: Runtime) -> dict[str, int]:
         networks = 0
         log.warning("reconcile: network links skipped: %s", exc.message)
     sidecars = reconcile_sidecars(rt)
+    if returning is not None:
+        with transaction(rt.sessions) as s:
+            liveness.came_back(s, here, returning)
     return {
         "changed": changed,
         "orphans_removed": orphans,
@@ -246,6 +250,16 @@ def reconcile(rt: Runtime) -> dict[str, int]:
         "sidecars": sidecars,
         "strangers_kept": len(strangers),
     }
+
+
+def _seen(rt: Runtime) -> dict[str, int] | None:
+    """Mark this host seen, and any other host gone silent offline (`liveness.notice_offline`); when this host is
+    coming back, the versions of its instances before the pass compares them (for `liveness.came_back`)."""
+    here = rt.settings.host_name
+    with transaction(rt.sessions) as s:
+        returning = hosts.seen(s, here)
+        liveness.notice_offline(s, liveness.offline_after_s(rt.settings))
+        return liveness.versions_on(s, here) if returning else None
 
 
 def refresh_states(rt: Runtime, kind: InstanceKind) -> int:

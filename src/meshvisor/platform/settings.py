@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 1.0
     # How often the worker compares the database with what the drivers observe.
     reconcile_interval_s: float = 10.0
+    # How long a host's silence means it is offline; default 3 reconcile intervals, at least 30 s.
+    host_offline_after_s: float | None = Field(default=None, gt=0)
     worker_concurrency: int = 4
     # Crash tests only: comma-separated failpoint names at which the worker kills itself (see failpoints.py).
     failpoints: str = ""

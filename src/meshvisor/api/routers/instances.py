@@ -3,12 +3,14 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
+from sqlalchemy.orm import Session
 
-from meshvisor.platform.hosts import placement
+from meshvisor.platform.hosts import liveness, placement
 from meshvisor.platform.instances import live
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import NetworkAttachment
+from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import operations
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
@@ -34,52 +36,76 @@ ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": InstanceAccepted}}
 IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
-def _accepted(dispatch: DispatchDep, instance: Any, op: Any) -> Response:
-    body = {"operation": operations.to_dict(op), "instance": instances.to_dict(instance)}
-    return dispatch.accepted(op, body)
+def _offline(rt: Runtime, session: Session) -> liveness.Offline:
+    return liveness.offline_hosts(session, liveness.offline_after_s(rt.settings))
+
+
+def _reachable(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> None:
+    """Changes to an instance whose host is offline are refused (503 naming the host), not queued for a host
+    that may never come back; an unknown name is left to the route (404), a missing token to `TokenDep` (401).
+    """
+    instance = instances.find(session, name)
+    if instance is not None:
+        liveness.check_reachable(session, instance, liveness.offline_after_s(rt.settings))
+
+
+REACHABLE = [Depends(_reachable)]
+
+
+def _accepted(rt: Runtime, dispatch: DispatchDep, instance: Any, op: Any) -> Response:
+    with rt.sessions() as s:
+        shown = instances.to_dict(instance, _offline(rt, s))
+    return dispatch.accepted(op, {"operation": operations.to_dict(op), "instance": shown})
 
 
 @router.post("", status_code=202, responses=ACCEPTED)
 def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     with transaction(rt.sessions) as s:
         instance, op = instances.create(s, body, **placement.options(rt.settings))
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)
 
 
 @router.get("", response_model=InstancePage)
 def list_instances(
-    session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
+    rt: RuntimeDep,
+    session: SessionDep,
+    _: TokenDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
     rows, next_cursor = instances.page(session, limit, cursor)
-    return {"items": [instances.to_dict(i) for i in rows], "next_cursor": next_cursor}
+    offline = _offline(rt, session)
+    return {"items": [instances.to_dict(i, offline) for i in rows], "next_cursor": next_cursor}
 
 
 @router.get("/{name}", response_model=InstancePublic)
-def get_instance(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
+def get_instance(
+    name: str, rt: RuntimeDep, session: SessionDep, response: Response, _: TokenDep
+) -> dict[str, Any]:
     instance = instances.get(session, name)
     response.headers["ETag"] = f'"{resources.etag(instance)}"'
-    return instances.to_dict(instance)
+    return instances.to_dict(instance, _offline(rt, session))
 
 
-@router.patch("/{name}", status_code=202, responses=ACCEPTED)
+@router.patch("/{name}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def patch_instance(
     name: str, body: InstancePatch, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
     with transaction(rt.sessions) as s:
         instance, op = instances.request_change(s, name, body, if_match)
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)
 
 
-@router.delete("/{name}", status_code=202, responses=ACCEPTED)
+@router.delete("/{name}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def delete_instance(
     name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
     with transaction(rt.sessions) as s:
         instance, op = instances.request_delete(s, name, if_match)
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)
 
 
-@router.post("/{name}/actions", status_code=202, responses=ACCEPTED)
+@router.post("/{name}/actions", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def instance_action(
     name: str, body: ActionRequest, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
 ) -> Response:
@@ -88,40 +114,40 @@ def instance_action(
         params["snapshot"] = body.snapshot
     with transaction(rt.sessions) as s:
         instance, op = instances.request_action(s, name, body.action, params, if_match)
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)
 
 
-@router.post("/{name}/networks", status_code=202, responses=ACCEPTED)
+@router.post("/{name}/networks", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def attach_network(
     name: str, body: NetworkAttachment, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep
 ) -> Response:
     """Hot attach: the instance gets one more interface (the lowest free `ethN`) on the network."""
     with transaction(rt.sessions) as s:
         instance, op = instances.request_attach(s, name, body.network, body.ip)
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)
 
 
-@router.delete("/{name}/networks/{network}", status_code=202, responses=ACCEPTED)
+@router.delete("/{name}/networks/{network}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def detach_network(name: str, network: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     """Hot detach: the interface leaves the instance and its address is released."""
     with transaction(rt.sessions) as s:
         instance, op = instances.request_detach(s, name, network)
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)
 
 
-@router.post("/{name}/volumes", status_code=202, responses=ACCEPTED)
+@router.post("/{name}/volumes", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def attach_volume(name: str, body: VolumeHotplug, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     """Hot-plug a volume into a VM as a virtio disk (its serial is the volume's name)."""
     with transaction(rt.sessions) as s:
         instance, op = instances.request_attach_volume(s, name, body.volume, body.read_only)
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)
 
 
-@router.delete("/{name}/volumes/{volume}", status_code=202, responses=ACCEPTED)
+@router.delete("/{name}/volumes/{volume}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def detach_volume(name: str, volume: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     with transaction(rt.sessions) as s:
         instance, op = instances.request_detach_volume(s, name, volume)
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)
 
 
 @router.get("/{name}/logs", response_model=LogsPublic)
@@ -155,8 +181,8 @@ def list_snapshots(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) 
     return {"items": [asdict(snap) for snap in live.list_snapshots(rt, session, name)], "next_cursor": None}
 
 
-@router.delete("/{name}/snapshots/{snapshot}", status_code=202, responses=ACCEPTED)
+@router.delete("/{name}/snapshots/{snapshot}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def delete_snapshot(name: str, snapshot: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
     with transaction(rt.sessions) as s:
         instance, op = instances.request_snapshot_delete(s, name, snapshot)
-    return _accepted(dispatch, instance, op)
+    return _accepted(rt, dispatch, instance, op)

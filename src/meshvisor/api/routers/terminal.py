@@ -45,7 +45,8 @@ async def terminal(websocket: WebSocket, name: str) -> None:
     try:
         term = await run_in_threadpool(_open, rt, name)
     except MeshvisorError as exc:
-        await _close(websocket, CLOSE_CODES.get(type(exc), 4500), exc.message)
+        code = next((code for kind, code in CLOSE_CODES.items() if isinstance(exc, kind)), 4500)
+        await _close(websocket, code, exc.message)
         return
     await attach(websocket, term, hello.get("rows"), hello.get("cols"))
 

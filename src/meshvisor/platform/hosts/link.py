@@ -25,7 +25,8 @@ from meshvisor.core.types import ExecResult, Snapshot, Usage
 from meshvisor.platform.settings import Settings
 
 from . import identity
-from .registry import get, is_online, online_window_s
+from .liveness import is_online, offline_after_s
+from .registry import get
 
 CONNECT_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 120.0  # a command run in an instance may take a while
@@ -36,7 +37,7 @@ ERRORS: dict[int, type[MeshvisorError]] = {400: InvalidInput, 404: NotFound, 409
 def to(session: Session, settings: Settings, host: str) -> HostLink:
     """The link to `host`'s endpoint; HostUnavailable at once if the host is offline."""
     row = get(session, host)
-    if not is_online(row, online_window_s(settings)):
+    if not is_online(row, offline_after_s(settings)):
         raise HostUnavailable(
             f"host {host!r} is offline (its agent was last seen {row.last_seen:%Y-%m-%d %H:%M:%S})"
         )

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from meshvisor.core.names import validate_labels, validate_name
-from meshvisor.platform.hosts.registry import DEFAULT_ONLINE_WINDOW_S, is_online, online_window_s
+from meshvisor.platform.hosts.liveness import DEFAULT_OFFLINE_AFTER_S, is_online, offline_after_s
 from meshvisor.platform.hosts.scheduler import Ask, HostInfo, Overcommit, Placed, Resources, Scheduler
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.models import Host, Instance
@@ -27,7 +27,7 @@ class Options(TypedDict, total=False):
 def options(settings: Settings) -> Options:
     """The placement options of this platform's settings."""
     return {
-        "online_window_s": online_window_s(settings),
+        "online_window_s": offline_after_s(settings),
         "overcommit": Overcommit(settings.cpu_overcommit, settings.memory_overcommit, settings.disk_overcommit),
     }
 
@@ -47,7 +47,7 @@ def schedule(session: Session, ask: Ask, **opts: Unpack[Options]) -> Placed:
     """Where a new instance goes (raises InvalidInput/NotFound for a request no host could take, Conflict when
     none can now, naming what is short on each host)."""
     check_ask(ask)
-    window = opts.get("online_window_s", DEFAULT_ONLINE_WINDOW_S)
+    window = opts.get("online_window_s", DEFAULT_OFFLINE_AFTER_S)
     return Scheduler(host_infos(session, window, ask), opts.get("overcommit", Overcommit())).choose(ask)
 
 

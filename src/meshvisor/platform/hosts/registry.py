@@ -1,12 +1,12 @@
 """The hosts workloads run on. Each worker or agent registers its own host when it starts and marks it seen at
-every reconcile pass; a host not seen for a while is shown `offline` and gets no new instances. A host gone for
+every reconcile pass; a host not seen for a while is shown `offline` and gets no new instances (the rule and what
+follows from it: `liveness`). A host gone for
 good is removed once it is offline and holds nothing: the other hosts then drop its tunnel endpoint."""
 
 from __future__ import annotations
 
 import ipaddress
 import shutil
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +18,11 @@ from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id
 from meshvisor.hypervisor.connection import choose_domain_type
 from meshvisor.platform.hosts.limits import host_limits
+from meshvisor.platform.hosts.liveness import is_online, offline_after_s
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import insert_or_find
 from meshvisor.platform.state.models import Host, Image, Instance, Operation, StoragePool, Volume, utcnow
-
-OFFLINE_AFTER_PASSES = 3  # reconcile intervals without a sign of life
-DEFAULT_ONLINE_WINDOW_S = 30.0
 
 
 def register(session: Session, settings: Settings) -> Host:
@@ -78,10 +76,13 @@ def announce_endpoint(session: Session, name: str, port: int) -> bool:
     return True
 
 
-def seen(session: Session, name: str) -> None:
+def seen(session: Session, name: str) -> bool:
+    """Mark the host seen now; whether it is coming back (a pass found it silent, its own has not run since)."""
     host = session.scalar(select(Host).where(Host.name == name))
-    if host is not None:
-        host.last_seen = utcnow()
+    if host is None:
+        return False
+    host.last_seen = utcnow()
+    return host.offline_since is not None
 
 
 def all_hosts(session: Session) -> list[Host]:
@@ -101,7 +102,7 @@ def remove(session: Session, name: str, settings: Settings) -> None:
     host = get(session, name)
     if name == settings.host_name:
         raise Conflict(f"host {name!r} is this platform's own host")
-    if is_online(host, online_window_s(settings)):
+    if is_online(host, offline_after_s(settings)):
         raise Conflict(f"host {name!r} is online: stop its agent first (it is offline once not seen for a while)")
     held = []
     for model, what in (
@@ -126,14 +127,6 @@ def remove(session: Session, name: str, settings: Settings) -> None:
     events.emit(session, "lifecycle", "host", name, state="deleted", id=host.id)
 
 
-def online_window_s(settings: Settings) -> float:
-    return max(DEFAULT_ONLINE_WINDOW_S, OFFLINE_AFTER_PASSES * settings.reconcile_interval_s)
-
-
-def is_online(host: Host, window_s: float) -> bool:
-    return utcnow() - host.last_seen <= timedelta(seconds=window_s)
-
-
 def remote_endpoints(session: Session, name: str) -> tuple[str, ...]:
     """Every other host's tunnel address: head-end replication sends broadcasts of each network to all of them."""
     return tuple(sorted(h.tunnel_ip for h in session.scalars(select(Host).where(Host.name != name))))
@@ -143,7 +136,7 @@ def to_dict(host: Host, settings: Settings) -> dict[str, Any]:
     return {
         "name": host.name,
         "tunnel_ip": host.tunnel_ip,
-        "state": "online" if is_online(host, online_window_s(settings)) else "offline",
+        "state": "online" if is_online(host, offline_after_s(settings)) else "offline",
         "cpus": host.cpus,
         "memory_mb": host.memory_mb,
         "disk_gb": host.disk_gb,

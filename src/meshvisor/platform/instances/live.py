@@ -1,7 +1,8 @@
 """Host-local calls answered at once: a command run in an instance, its logs, a terminal, what it uses now, its
-snapshots. Each finds the instance in the database, checks its state, and asks the instance's host with no
-operation: its compute driver (found by kind in the runtime) when the instance is on this host, else that host's
-endpoint (`hosts.link`), which answers the same calls by instance id (`local_*`, what the endpoint runs).
+snapshots. Each finds the instance in the database, checks that its host is online (else 503 naming it) and its
+state, and asks the instance's host with no operation: its compute driver (found by kind in the runtime) when the
+instance is on this host, else that host's endpoint (`hosts.link`), which answers the same calls by instance id
+(`local_calls`, what the endpoint runs).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from meshvisor.core.compute import SNAPSHOTS, ComputeDriver, supports
 from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound
 from meshvisor.core.terminal import Terminal
 from meshvisor.core.types import ExecResult, InstanceKind, InstanceState, Snapshot, Usage
-from meshvisor.platform.hosts import link
+from meshvisor.platform.hosts import link, liveness
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.models import Instance
 
@@ -39,13 +40,13 @@ class LiveCalls(Protocol):
 def exec_in(rt: Runtime, session: Session, name: str, argv: list[str], project: str = "default") -> ExecResult:
     if not argv or not all(isinstance(a, str) and a for a in argv):
         raise InvalidInput("command must be a non-empty list of non-empty strings")
-    instance = _running(get(session, name, project))
+    instance = _running(_reachable(rt, session, name, project))
     return _host_of(rt, session, instance).exec(instance.id, argv)
 
 
 def usage_of(rt: Runtime, session: Session, name: str, project: str = "default") -> dict[str, Any]:
     """What the running instance uses now (CPU time so far and memory), beside what it was given."""
-    instance = _running(get(session, name, project))
+    instance = _running(_reachable(rt, session, name, project))
     try:
         used = _host_of(rt, session, instance).usage(instance.id)
     except IllegalState as exc:
@@ -61,7 +62,7 @@ def usage_of(rt: Runtime, session: Session, name: str, project: str = "default")
 
 def open_terminal(rt: Runtime, session: Session, name: str, project: str = "default") -> Terminal:
     """An interactive shell in the running instance (a VM's serial console); the caller closes it."""
-    instance = _running(get(session, name, project))
+    instance = _running(_reachable(rt, session, name, project))
     try:
         return _host_of(rt, session, instance).terminal(instance.id)
     except IllegalState as exc:
@@ -69,7 +70,7 @@ def open_terminal(rt: Runtime, session: Session, name: str, project: str = "defa
 
 
 def read_logs(rt: Runtime, session: Session, name: str, tail: int | None, project: str = "default") -> str:
-    instance = get(session, name, project)
+    instance = _reachable(rt, session, name, project)
     try:
         return _host_of(rt, session, instance).logs(instance.id, tail)
     except NotFound:
@@ -77,7 +78,7 @@ def read_logs(rt: Runtime, session: Session, name: str, tail: int | None, projec
 
 
 def list_snapshots(rt: Runtime, session: Session, name: str, project: str = "default") -> list[Snapshot]:
-    instance = get(session, name, project)
+    instance = _reachable(rt, session, name, project)
     try:
         return _host_of(rt, session, instance).snapshot_list(instance.id)
     except NotFound:
@@ -122,6 +123,13 @@ class _Here:
 
     def snapshot_list(self, instance_id: str) -> list[Snapshot]:
         return supports(self.driver, SNAPSHOTS, f"{self.kind} instances").snapshot_list(instance_id)
+
+
+def _reachable(rt: Runtime, session: Session, name: str, project: str) -> Instance:
+    """The instance, if its host is online: the driver of an offline host cannot answer (HostOffline, 503)."""
+    instance = get(session, name, project)
+    liveness.check_reachable(session, instance, liveness.offline_after_s(rt.settings))
+    return instance
 
 
 def _running(instance: Instance) -> Instance:

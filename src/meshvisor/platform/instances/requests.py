@@ -21,7 +21,7 @@ from meshvisor.core.lifecycle import check_action, check_delete, parse_action
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import Action, InstanceKind, InstanceState
 from meshvisor.hypervisor import cloud_init
-from meshvisor.platform.hosts import placement
+from meshvisor.platform.hosts import liveness, placement
 from meshvisor.platform.hosts.limits import host_limits
 from meshvisor.platform.hosts.scheduler import Ask, Placed, Resources
 from meshvisor.platform.mesh import services
@@ -429,13 +429,14 @@ def _check_idle(instance: Instance) -> None:
         )
 
 
-def to_dict(instance: Instance) -> dict[str, Any]:
-    """The instance as the API shows it (`InstancePublic`): the shape's shared fields beside its state."""
+def to_dict(instance: Instance, offline: liveness.Offline) -> dict[str, Any]:
+    """The instance as the API shows it (`InstancePublic`): the shape's shared fields beside its state, which is
+    `unknown` when its host is among the `offline` ones (`liveness.offline_hosts`)."""
     return {
         "id": instance.id,
         "name": instance.name,
         "project": instance.project,
-        "state": instance.state,
+        **liveness.shown_state(instance.host, instance.state, offline),
         "host": instance.host,
         "placement": instance.placement,
         **{name: getattr(instance, name) for name in InstanceBase.model_fields},

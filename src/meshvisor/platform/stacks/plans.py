@@ -98,7 +98,8 @@ KINDS: Mapping[str, tuple[Any, Shower]] = {
     "network": (Network, lambda _s, rows: [networks.to_dict(r) for r in rows]),
     "security_group": (SecurityGroup, lambda s, rows: [security_groups.to_dict(s, r) for r in rows]),
     "volume": (Volume, lambda s, rows: [volumes.to_dict(s, r) for r in rows]),
-    "instance": (Instance, lambda _s, rows: [instances.to_dict(r) for r in rows]),
+    # An instance as last recorded, whether or not its host is online now: a plan compares what was asked.
+    "instance": (Instance, lambda _s, rows: [instances.to_dict(r, {}) for r in rows]),
     # A plan compares a service's policy and ingress port only: its members and callers are not read here.
     "service": (
         Service,

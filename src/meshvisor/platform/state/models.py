@@ -182,6 +182,8 @@ class Host(Base):
     agent_port: Mapped[int | None] = mapped_column(Integer, default=None)
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    # When a pass found it silent (its events were emitted then); cleared by its own next pass (`hosts.liveness`).
+    offline_since: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class SecurityGroup(Versioned, Base):

@@ -164,7 +164,7 @@ def test_prometheus_scrapes_the_mesh(platform: Platform, api: httpx.Client, prom
         )
         # /metrics needs the token like the rest of the API.
         assert httpx.get(f"{platform.url}/metrics").status_code == 401
-        pair = (("destination", "tm-backend"), ("source", "tm-frontend"))
+        pair = (("destination", "tm-backend"), ("host", "local"), ("source", "tm-frontend"))
         counter = ("meshvisor_mesh_requests_total", (("code", "2xx"), *pair))
         deadline = time.monotonic() + 60
         while counter not in (before := scraped(api)):  # the caller's sidecar has its config a moment later

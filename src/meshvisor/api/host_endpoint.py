@@ -136,7 +136,7 @@ def _serve(settings: Settings, sign: identity.Signer) -> None:
             log.warning("host %s could not get its certificate yet: %s", settings.host_name, exc)
             threading.Event().wait(2.0)
     if settings.xds_address:
-        relay.start(settings, ident)
+        relay.keep_running(settings)
     listener = listening_socket(settings.tunnel_ip, settings.agent_port, settings.host_netns)
     _announce(settings)
     config = uvicorn.Config(create_host_app(settings), log_level="warning", timeout_graceful_shutdown=2)

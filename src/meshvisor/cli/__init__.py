@@ -79,6 +79,19 @@ def agent(
     _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency)
 
 
+@app.command("xds-relay", hidden=True)
+def xds_relay(host: Annotated[str, typer.Option(help="this host's name")]) -> None:
+    """The xDS relay of a host whose control plane runs on another host (started by `agent`)."""
+    from meshvisor.platform.mesh.relay import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    interrupt_on_signals()
+    try:
+        run(get_settings().model_copy(update={"host_name": validate_name(host, "host name")}))
+    except KeyboardInterrupt:
+        pass
+
+
 def _signed_by_api(settings: Settings) -> Callable[[bytes], tuple[bytes, bytes]]:
     """How an agent gets its host certificate: the API's CA signs its request."""
 

@@ -21,11 +21,15 @@ from meshvisor.api.app import create_app
 from meshvisor.api.deps import get_dispatcher
 from meshvisor.core.errors import PermanentError, TransientError
 from meshvisor.core.names import new_id
+from meshvisor.platform import reconciler
+from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images import copies
 from meshvisor.platform.images.content import vm_digest
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Image, Operation
+from meshvisor.platform.state.operation_kinds import OperationKind
 
 TOKEN = "image-copies-test-token"
 FILES = {"disk.qcow2": b"QFI\xfb" + bytes(range(256)) * 40, "boot.json": b'{"kernel": "/elsewhere/vmlinuz"}'}
@@ -213,3 +217,23 @@ def test_a_copy_goes_at_the_hosts_pass_once_its_image_is_gone(
     assert left_behind(b) == [kept.id]
     assert sorted(p.name for p in b.settings.image_copies_dir.iterdir()) == [f"{kept.id}.json", f"{kept.id}.lock"]
     b.close()
+
+
+def test_after_an_image_delete_the_other_hosts_run_their_pass_at_once(runtime: Runtime, tmp_path: Path) -> None:
+    b = runtime.settings.model_copy(update={"host_name": "b", "tunnel_ip": "127.0.0.2"})
+    with transaction(runtime.sessions) as s:
+        hosts.register(s, b)
+        ops = {
+            kind: operations.new_operation(s, kind, resource_id=new_id(), resource_name="x")
+            for kind in (OperationKind.IMAGE_DELETE, OperationKind.IMAGE_CREATE)
+        }
+        for op in ops.values():
+            op.status = "succeeded"
+        ids = {kind: op.id for kind, op in ops.items()}
+    assert reconciler.hosts_to_reconcile(runtime, ids[OperationKind.IMAGE_DELETE]) == ["b"]
+    assert reconciler.hosts_to_reconcile(runtime, ids[OperationKind.IMAGE_CREATE]) == []
+    with transaction(runtime.sessions) as s:
+        failed = s.get(Operation, ids[OperationKind.IMAGE_DELETE])
+        assert failed is not None
+        failed.status = "failed"
+    assert reconciler.hosts_to_reconcile(runtime, ids[OperationKind.IMAGE_DELETE]) == []

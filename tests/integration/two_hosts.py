@@ -125,6 +125,7 @@ def database(prefix: str) -> Iterator[str]:
 
 def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]:
     dirs = {host: base / f"host-{host}" for host in "ab"}
+    base.mkdir(mode=0o755, exist_ok=True)
     for directory in dirs.values():
         directory.mkdir(mode=0o755)
     engine_b = DockerEngine(base / "dockerd-b")

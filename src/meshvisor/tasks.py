@@ -58,6 +58,8 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
         except TransientError as exc:
             raise retry(self, op_id, exc, settings.retry_backoff_s * 2**retries, settings.task_retries) from exc
         sync_security_on(app, settings, reconciler.hosts_to_refilter(runtime(), op_id))
+        for name in reconciler.hosts_to_reconcile(runtime(), op_id):
+            reconcile_host(app, settings, name, expires=settings.reconcile_interval_s * 2)
         return status.value
 
     def retry(self: Any, op_id: str, exc: Exception, countdown: float, max_retries: int | None) -> Exception:

@@ -1,6 +1,7 @@
 """Through the REST API only, with two hosts that really are apart (`two_hosts.py`): the live calls of an
 instance on host B (logs, exec, stats, the terminal, snapshots) reach B's own Docker engine through B's endpoint,
-and a host whose agent is gone answers 503 naming it, at once, until it is back."""
+and a host whose agent is gone answers 503 naming it, at once, until it is back. Images made on A (where the
+API is) travel to B at B's first create of them, checked by digest; a fetch that fails fails the create."""
 
 from __future__ import annotations
 
@@ -9,14 +10,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import httpx
+import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.core.names import host_object_name
 
-from .conftest import create, delete
+from .conftest import SERVE, create, delete, wait_op
 from .test_mesh_containers import batch, eventually
 from .test_networks import drop_network, network
 from .two_hosts import TwoHosts, two_hosts
@@ -274,3 +278,88 @@ def test_a_create_no_host_could_take_is_refused_before_anything_is_written(
     assert refused.status_code == status, refused.text
     assert all(word in refused.json()["error"]["message"] for word in words), refused.text
     assert (api.get("/v1/instances").json()["items"], hosts.containers("a"), hosts.containers("b")) == before
+
+
+# -- images travel ----------------------------------------------------------------------------------------------
+def _build(api: httpx.Client, name: str, dockerfile: str) -> dict[str, object]:
+    source = {"type": "dockerfile", "dockerfile": dockerfile}
+    op = wait_op(api, api.post("/v1/images", json={"name": name, "source": source}))
+    assert op["status"] == "succeeded", op
+    image: dict[str, object] = api.get(f"/v1/images/{name}").json()
+    return image
+
+
+def _create_fails(api: httpx.Client, name: str, image: str) -> str:
+    body = {"name": name, "kind": "container", "image": image, "command": SERVE, "host": "b"}
+    op = wait_op(api, api.post("/v1/instances", json=body))
+    assert op["status"] == "failed", op
+    return str(op["error"])
+
+
+def test_busybox_made_on_a_runs_on_b_with_the_same_id(hosts: TwoHosts, api: httpx.Client, on_b: str) -> None:
+    """The fixture made busybox on A only; B's first create (`on_b`) fetched it."""
+    digest = api.get("/v1/images/busybox").json()["digest"]
+    assert digest and digest.startswith("sha256:")
+    assert hosts.image_id("a", "busybox") == hosts.image_id("b", "busybox") == digest
+    assert (hosts.dirs["b"] / "image-copies").is_dir()
+
+
+def test_a_dockerfile_build_on_a_runs_on_b(hosts: TwoHosts, api: httpx.Client) -> None:
+    image = _build(api, "built", "FROM busybox\nRUN echo made-on-a > /made\n")
+    assert hosts.image_id("b", "built") is None
+    box = create(api, "ct-built", image="built", host="b")
+    try:
+        assert box["host"] == "b" and box["state"] == "running", box
+        assert hosts.image_id("b", "built") == hosts.image_id("a", "built") == image["digest"]
+        ran = api.post("/v1/instances/ct-built/exec", json={"command": ["cat", "/made"]})
+        assert ran.status_code == 200 and ran.json()["output"].strip() == "made-on-a", ran.text
+    finally:
+        delete(api, "ct-built")
+    # deleting the image removes B's copy too (B's pass runs at once, or at its next tick)
+    assert wait_op(api, api.delete("/v1/images/built"))["status"] == "succeeded"
+    hosts.wait_until(lambda: hosts.image_id("b", "built") is None, "B's copy of the deleted image removed", 60)
+    assert hosts.image_id("b", "busybox") is not None  # only that image's copy
+
+
+def test_an_image_gone_from_as_engine_fails_the_create_on_b_with_the_reason(
+    hosts: TwoHosts, api: httpx.Client
+) -> None:
+    _build(api, "vanished", "FROM busybox\nLABEL travel=vanished\n")
+    client = docker.DockerClient(version=API_VERSION)
+    try:
+        client.images.remove(f"{hosts.prefix}/vanished:latest", force=True)  # behind the platform's back
+    finally:
+        client.close()
+    error = _create_fails(api, "ct-vanished", "vanished")
+    assert "could not be fetched" in error and "not on host 'a'" in error, error
+    instance = api.get("/v1/instances/ct-vanished").json()
+    assert instance["state"] == "error" and "could not be fetched" in instance["error"], instance
+    assert host_object_name(hosts.prefix, "ct", instance["id"]) not in hosts.containers("b")
+    assert hosts.image_id("b", "vanished") is None
+    delete(api, "ct-vanished")
+
+
+def test_content_that_is_not_the_recorded_digest_fails_the_create_and_loads_nothing(
+    hosts: TwoHosts, api: httpx.Client
+) -> None:
+    image = _build(api, "forged", "FROM busybox\nLABEL travel=forged\n")
+    wrong = "sha256:" + "0" * 64
+    database = hosts.envs["a"]["MESHVISOR_DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("UPDATE images SET digest = %s WHERE id = %s", (wrong, image["id"]))
+    error = _create_fails(api, "ct-forged", "forged")
+    assert "could not be fetched" in error and wrong in error, error
+    instance_id = api.get("/v1/instances/ct-forged").json()["id"]
+    assert host_object_name(hosts.prefix, "ct", instance_id) not in hosts.containers("b")
+    assert hosts.image_id("b", "forged") is None  # the tag it loaded is removed
+    delete(api, "ct-forged")
+
+
+def test_the_content_route_wants_a_token_and_a_known_image(hosts: TwoHosts, api: httpx.Client) -> None:
+    assert httpx.get(f"{hosts.url}/v1/images/busybox/content").status_code == 401
+    missing = api.get("/v1/images/no-such-image/content")
+    assert missing.status_code == 404, missing.text
+    with api.stream("GET", "/v1/images/busybox/content") as answer:
+        assert answer.status_code == 200
+        assert answer.headers["X-Meshvisor-Digest"] == api.get("/v1/images/busybox").json()["digest"]
+        assert answer.headers["X-Meshvisor-Image-Kind"] == "container"

@@ -80,6 +80,16 @@ class TwoHosts:
         finally:
             client.close()
 
+    def image_id(self, host: str, name: str) -> str | None:
+        """The id of this run's image `name` in host `host`'s Docker engine, None when it has none."""
+        client = self.engine_b.client() if host == "b" else docker.DockerClient(version=API_VERSION)
+        try:
+            return str(client.images.get(f"{self.prefix}/{name}:latest").id)
+        except docker.errors.ImageNotFound:
+            return None
+        finally:
+            client.close()
+
     def logs(self) -> str:
         return "".join(
             f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
@@ -163,8 +173,7 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
         with hosts.client() as api:
             hosts.wait_until(lambda: _answers(api), "the API's start")
             op = wait_op(api, api.post("/v1/images", json={"name": "busybox", "source": {"type": "builtin"}}))
-            assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
-            copy_image(f"{prefix}/busybox:latest", engine_b)  # until images travel by themselves (#16 item 4)
+            assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"  # host B fetches it at its first create
             hosts.wait_until(lambda: _endpoint(api, "b") is not None, "host b's endpoint")
         yield hosts
     finally:
@@ -183,17 +192,6 @@ def _answers(api: httpx.Client) -> bool:
 def _endpoint(api: httpx.Client, host: str) -> str | None:
     found = api.get(f"/v1/hosts/{host}")
     return found.json().get("endpoint") if found.status_code == 200 else None
-
-
-def copy_image(ref: str, engine: DockerEngine) -> None:
-    """The image as host A's engine has it, loaded into `engine` (same id, same tag)."""
-    source = docker.DockerClient(version=API_VERSION)
-    target = engine.client()
-    try:
-        target.images.load(b"".join(source.images.get(ref).save(named=True)))
-    finally:
-        source.close()
-        target.close()
 
 
 def _clean(hosts: TwoHosts, netns: str) -> None:

@@ -177,6 +177,7 @@ class ImagePublic(BaseModel):
     source: dict[str, Any]
     ref: str | None
     size_bytes: int
+    digest: str | None  # what a host's copy is checked against (see GET /v1/images/{name}/content)
     error: str | None
     operation_id: str | None
     etag: str

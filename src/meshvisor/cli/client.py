@@ -19,10 +19,7 @@ class ApiError(Exception):
 
 class ApiClient:
     def __init__(self, settings: Settings, timeout: float = 60.0) -> None:
-        token = settings.token
-        if token is None and settings.admin_token_file.exists():
-            token = settings.admin_token_file.read_text().strip()
-        token = token or settings.admin_token
+        token = settings.api_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=settings.base_api_url, headers=headers, timeout=timeout)
 

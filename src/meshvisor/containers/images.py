@@ -1,4 +1,5 @@
-"""Container images in the Docker engine: import a root filesystem, build from a Dockerfile, push and pull.
+"""Container images in the Docker engine: import a root filesystem, build from a Dockerfile, push and pull, and
+save and load an image as it travels from host to host (its engine id, the same on both, is its digest).
 
 Every image is tagged `<prefix>/<name>:latest`; imported and built images also carry our labels.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from docker.models.images import Image
@@ -29,7 +31,7 @@ class DockerImages:
 
     def _info(self, image_id: str, ref: str) -> ImageInfo:
         image = self._get(ref)
-        return ImageInfo(id=image_id, ref=ref, size_bytes=int(image.attrs.get("Size") or 0))
+        return ImageInfo(id=image_id, ref=ref, size_bytes=int(image.attrs.get("Size") or 0), digest=str(image.id))
 
     def _get(self, ref: str) -> Image:
         return call(f"inspect image {ref}", lambda: self._client.images.get(ref))
@@ -42,6 +44,28 @@ class DockerImages:
 
     def exists(self, ref: str) -> bool:
         return self._find(ref) is not None
+
+    def digest(self, ref: str) -> str | None:
+        """The engine's id of the image `ref` names (`sha256:…`), None when the engine has no such image."""
+        image = self._find(ref)
+        return None if image is None else str(image.id)
+
+    def save(self, ref: str) -> Iterator[bytes]:
+        """The image as `docker save` writes it (a tar naming `ref`), in chunks; NotFound when it is not here."""
+        image = self._get(ref)
+        with docker_errors(f"save image {ref}"):
+            yield from image.save(named=ref)
+
+    def load(self, ref: str, data: Iterable[bytes], digest: str) -> None:
+        """Load a `docker save` tar of `ref` and check that the engine now has, under `ref`, the image `digest`;
+        when it does not, the tag it loaded is removed and PermanentError says what came instead."""
+        with docker_errors(f"load image {ref}"):
+            self._client.images.load(data)  # type: ignore[arg-type]  # requests sends any iterable, chunked
+        loaded = self.digest(ref)
+        if loaded != digest:
+            if loaded is not None:
+                self.delete(ref)
+            raise PermanentError(f"image {ref} loaded as {loaded or 'nothing'}, not the expected {digest}")
 
     def import_tar(self, image_id: str, name: str, data: bytes, command: list[str] | None = None) -> ImageInfo:
         """Import a root filesystem tarball. Imported images have no CMD unless `command` gives one."""

@@ -193,8 +193,10 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """An image as a driver holds it: `ref` is the driver's own reference, `id` ours."""
+    """An image as a driver holds it: `ref` is the driver's own reference, `id` ours, `digest` what a copy of it on
+    another host is checked against."""
 
     id: str
     ref: str
     size_bytes: int
+    digest: str | None = None

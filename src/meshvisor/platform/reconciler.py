@@ -19,6 +19,7 @@ from meshvisor.core.types import InstanceKind, InstanceState, Observed, Operatio
 from meshvisor.platform import failpoints
 from meshvisor.platform.hosts import liveness
 from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.images.copies import remove_stale
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
 from meshvisor.platform.instances.steps import (
@@ -200,13 +201,25 @@ def hosts_to_refilter(rt: Runtime, op_id: str) -> list[str]:
         return [h.name for h in hosts.all_hosts(s) if h.name != rt.settings.host_name]
 
 
+def hosts_to_reconcile(rt: Runtime, op_id: str) -> list[str]:
+    """The other hosts that run their periodic pass now rather than at their next tick: after an image is
+    deleted, so that their copies of it go (best effort: a host that is away does it at its next pass)."""
+    with rt.sessions() as s:
+        op = s.get(Operation, op_id)
+        done = op is not None and op.status == OperationStatus.SUCCEEDED.value
+        if op is None or not done or OperationKind.find(op.resource_type, op.action) != OperationKind.IMAGE_DELETE:
+            return []
+        return [h.name for h in hosts.all_hosts(s) if h.name != rt.settings.host_name]
+
+
 # -- the periodic pass ------------------------------------------------------------------------------------------
 def reconcile(rt: Runtime) -> dict[str, int]:
     """This host's pass: mark it seen (and the hosts gone silent offline), compare each of its idle instances
     with what its driver observes, bring its part of every network up to date, remove host objects of ours that
-    no row explains, and record what volumes take on disk. Workloads the database never heard of are kept, and
-    while there are any no orphan link or mount is removed either (see `_never_seen`). A host coming back is
-    told online once its instances have been compared (`liveness.came_back`)."""
+    no row explains (and the copies of images made elsewhere whose image is gone), and record what volumes take
+    on disk. Workloads the database never heard of are kept, and while there are any no orphan link or mount is
+    removed either (see `_never_seen`). A host coming back is told online once its instances have been compared
+    (`liveness.came_back`)."""
     here = rt.settings.host_name
     returning = _seen(rt)
     changed = orphans = 0
@@ -239,6 +252,7 @@ def reconcile(rt: Runtime) -> dict[str, int]:
     except MeshvisorError as exc:
         networks = 0
         log.warning("reconcile: network links skipped: %s", exc.message)
+    orphans += remove_stale(rt)  # copies of images made on another host whose image is gone
     sidecars = reconcile_sidecars(rt)
     if returning is not None:
         with transaction(rt.sessions) as s:

@@ -131,6 +131,14 @@ class Settings(BaseSettings):
     def admin_token_file(self) -> Path:
         return self.data_path / "admin.token"
 
+    def api_token(self) -> str | None:
+        """The token this process calls the API with: `MESHVISOR_TOKEN`, else the admin token in the data dir,
+        else `MESHVISOR_ADMIN_TOKEN`."""
+        if self.token:
+            return self.token
+        written = self.admin_token_file.read_text().strip() if self.admin_token_file.exists() else None
+        return written or self.admin_token
+
     @property
     def uploads_dir(self) -> Path:
         return self.data_path / "uploads"
@@ -187,6 +195,11 @@ class Settings(BaseSettings):
     @property
     def images_dir(self) -> Path:
         return self.data_path / "images"
+
+    @property
+    def image_copies_dir(self) -> Path:
+        """This host's record of the images it fetched from the API (made on another host)."""
+        return self.data_path / "image-copies"
 
     @property
     def cache_dir(self) -> Path:

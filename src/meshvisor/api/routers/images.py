@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi.responses import StreamingResponse
 
 from meshvisor.core.types import InstanceKind
+from meshvisor.platform.images import copies
 from meshvisor.platform.images import requests as images
 from meshvisor.platform.state import operations
 from meshvisor.platform.state import paging as resources
@@ -40,6 +42,18 @@ def get_image(name: str, session: SessionDep, response: Response, _: TokenDep) -
     image = images.get(session, name)
     response.headers["ETag"] = f'"{resources.etag(image)}"'
     return images.to_dict(image)
+
+
+@router.get("/{name}/content", response_class=StreamingResponse)
+def image_content(name: str, rt: RuntimeDep, _: TokenDep) -> StreamingResponse:
+    """The image as it travels to a host that lacks it: a container image's `docker save` tar, or a tar of a VM
+    image's directory. `X-Meshvisor-Digest` is what the receiver checks it against (see `images.content`). The
+    session is closed before the body streams."""
+    with rt.sessions() as session:
+        image = images.get(session, name)
+        digest, chunks = copies.content(rt, image)
+        headers = {copies.DIGEST_HEADER: digest, copies.KIND_HEADER: image.kind}
+    return StreamingResponse(chunks, media_type="application/x-tar", headers=headers)
 
 
 @router.post("", status_code=202, responses=ACCEPTED)

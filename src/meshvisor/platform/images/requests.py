@@ -186,6 +186,7 @@ def to_dict(image: Image) -> dict[str, Any]:
         "source": image.source,
         "ref": image.ref,
         "size_bytes": image.size_bytes,
+        "digest": image.digest,
         "error": image.error,
         "operation_id": image.operation_id,
         "etag": etag(image),

@@ -13,6 +13,7 @@ from meshvisor.core.errors import MeshvisorError, PermanentError, TransientError
 from meshvisor.core.types import ImageInfo, InstanceKind
 from meshvisor.guest import build_tiny
 from meshvisor.hypervisor.disks import check_qcow2
+from meshvisor.platform.images.content import vm_digest
 from meshvisor.platform.images.requests import BUSYBOX_DEFAULT_COMMAND, rewrite_from_lines, upload_path
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
@@ -65,6 +66,7 @@ def create_image(rt: Runtime, op: Operation) -> None:
         image = s.get(Image, op.resource_id)
         assert image is not None
         image.ref, image.size_bytes, image.state, image.error = info.ref, info.size_bytes, "ready", None
+        image.digest, image.host = info.digest, rt.settings.host_name  # where copies come from, and how checked
         image.touch()
         events.emit(s, "lifecycle", "image", image.name, image.project, state="ready", id=image.id)
 
@@ -75,7 +77,8 @@ def _build_tiny(rt: Runtime, image_id: str) -> ImageInfo:
     tiny = build_tiny(out, cache_dir=rt.settings.cache_dir)
     boot = {"kernel": str(tiny.kernel), "initrd": str(tiny.initrd), "cmdline": tiny.cmdline}
     (out / BOOT_FILE).write_text(json.dumps(boot))
-    return ImageInfo(id=image_id, ref=str(out), size_bytes=tiny.kernel.stat().st_size + tiny.initrd.stat().st_size)
+    size = tiny.kernel.stat().st_size + tiny.initrd.stat().st_size
+    return ImageInfo(id=image_id, ref=str(out), size_bytes=size, digest=vm_digest(out))
 
 
 def _import_disk(rt: Runtime, image_id: str, upload: Path) -> ImageInfo:
@@ -93,7 +96,8 @@ def _import_disk(rt: Runtime, image_id: str, upload: Path) -> ImageInfo:
     elif not target.exists():
         raise PermanentError("the uploaded disk image is gone; import it again")
     target.chmod(0o444)
-    return ImageInfo(id=image_id, ref=str(target.parent), size_bytes=target.stat().st_size)
+    size = target.stat().st_size
+    return ImageInfo(id=image_id, ref=str(target.parent), size_bytes=size, digest=vm_digest(target.parent))
 
 
 def push_image(rt: Runtime, op: Operation) -> None:

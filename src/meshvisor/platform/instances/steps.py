@@ -24,6 +24,7 @@ from meshvisor.core.types import (
 )
 from meshvisor.hypervisor import cloud_init
 from meshvisor.hypervisor.disks import create_disk, create_overlay
+from meshvisor.platform.images import copies
 from meshvisor.platform.images.steps import BOOT_FILE, DISK_FILE
 from meshvisor.platform.instances.attachments import attach_networks, detach_networks, nic_spec, serve_dhcp
 from meshvisor.platform.instances.stamp import stamp_of
@@ -80,8 +81,9 @@ def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
         image = s.scalar(select(Image).where(Image.project == instance.project, Image.name == instance.image))
         if image is None or image.ref is None or image.state != "ready":
             raise PermanentError(f"image {instance.image!r} is not available")
-        ref = image.ref
+        needed = copies.Needed.of(image)
         stamp = stamp_of(s, instance)
+    ref = copies.local_ref(rt, needed)  # fetched first when the image was made on another host
     spec = ComputeSpec(
         id=instance.id,
         name=instance.name,
@@ -110,7 +112,12 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
     if (image_dir / BOOT_FILE).exists():  # a kernel booted directly (the built-in tiny guest)
         files = json.loads((image_dir / BOOT_FILE).read_text())
         cmdline = f"{files['cmdline']} mv.hostname={instance.name}"
-        boot = BootSpec(kernel=files["kernel"], initrd=files.get("initrd"), cmdline=cmdline)
+        initrd = files.get("initrd")
+        boot = BootSpec(
+            kernel=_in_image(image_dir, files["kernel"]),
+            initrd=_in_image(image_dir, initrd) if initrd else None,
+            cmdline=cmdline,
+        )
     elif (image_dir / DISK_FILE).exists():  # a distribution's disk image: its root volume + a seed
         root = root_disk(rt, instance.id, next(targets))
         if root is None:  # made before root disks were volumes: an overlay in the instance's directory
@@ -148,6 +155,12 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
         max_cpus=instance.max_cpus,
         max_memory_mb=instance.max_memory_mb,
     )
+
+
+def _in_image(image_dir: Path, recorded: str) -> str:
+    """A boot file by its name in the image's directory on this host: a copy's directory is not the one the image
+    was made in, whose path its boot file records."""
+    return str(image_dir / Path(recorded).name)
 
 
 def _record_observed(rt: Runtime, instance_id: str) -> None:

@@ -111,6 +111,9 @@ class Image(Versioned, Base):
     source: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ref: Mapped[str | None] = mapped_column(String(255), default=None)
     size_bytes: Mapped[int] = mapped_column(Integer, default=0)
+    # What a host's copy is checked against: the engine's image id (containers), the sha256 of the directory's
+    # tar (VMs); see platform.images.content.
+    digest: Mapped[str | None] = mapped_column(String(80), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
 

@@ -256,7 +256,7 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_RETRY_BACKOFF_S": "0.3",
         "MESHVISOR_RECONCILE_INTERVAL_S": "2",
         # a host silent this long is offline (production: 3 passes, at least 30 s); room for a busy machine
-        "MESHVISOR_HOST_OFFLINE_AFTER_S": "15",
+        "MESHVISOR_HOST_OFFLINE_AFTER_S": "30",
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
         "MESHVISOR_TUNNEL_IP": UNDERLAY_A,
         # hundreds of small containers on one small machine (the overload test makes 500)

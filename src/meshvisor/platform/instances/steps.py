@@ -158,8 +158,10 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
 
 
 def _in_image(image_dir: Path, recorded: str) -> str:
-    """A boot file by its name in the image's directory on this host: a copy's directory is not the one the image
-    was made in, whose path its boot file records."""
+    """A boot file where the image recorded it (on the host that made it, it may be outside the image's
+    directory), else by its name in the image's directory on this host (a copy fetched from another host)."""
+    if Path(recorded).exists():
+        return recorded
     return str(image_dir / Path(recorded).name)
 
 

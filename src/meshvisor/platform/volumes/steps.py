@@ -275,7 +275,11 @@ def remove_stray_mounts(rt: Runtime) -> int:
             rt.pool(p.driver, p.config)
             for p in s.scalars(select(StoragePool).where(StoragePool.host == rt.settings.host_name))
         ]
-        busy = s.scalar(select(Volume.id).where(Volume.operation_id.is_not(None)).limit(1)) is not None
+        # a VM's create writes its root volume under the instance's operation, not a volume's
+        busy = any(
+            s.scalar(select(model.id).where(model.operation_id.is_not(None)).limit(1)) is not None
+            for model in (Volume, Instance)
+        )
     for pool in pools:
         # Work files are only a crash's leftovers while no volume operation is running (one may be writing).
         for partial in [] if busy else pool.remove_partial():

@@ -84,14 +84,19 @@ def plane(tmp_path: Path) -> Iterator[Plane]:
         ads.stop()
 
 
+def relay_of(plane: Plane, host: str, server_host: str, directory: str) -> XdsRelay:
+    """Host `host`'s relay to the control plane, expecting host `server_host`'s certificate there; started."""
+    creds = host_credentials(plane.ca, host)
+    socket = plane.tmp / directory / "xds-relay.sock"
+    server_name = host_dns_name("meshvisor.local", server_host)
+    relay = XdsRelay(socket, plane.address, server_name, creds.key, creds.cert, plane.ca.bundle_pem())
+    relay.start()
+    return relay
+
+
 @pytest.fixture
 def relay_of_b(plane: Plane) -> Iterator[XdsRelay]:
-    creds = host_credentials(plane.ca, "b")
-    socket = plane.tmp / "b" / "xds-relay.sock"
-    relay = XdsRelay(
-        socket, plane.address, host_dns_name("meshvisor.local", "cp"), creds.key, creds.cert, plane.ca.bundle_pem()
-    )
-    relay.start()
+    relay = relay_of(plane, "b", "cp", "b")
     try:
         yield relay
     finally:
@@ -154,12 +159,7 @@ def test_a_forged_host_certificate_does_not_get_through(plane: Plane, tmp_path: 
 
 
 def test_the_relay_refuses_a_server_that_is_not_the_control_planes_host(plane: Plane) -> None:
-    creds = host_credentials(plane.ca, "b")
-    socket = plane.tmp / "b2" / "xds-relay.sock"
-    relay = XdsRelay(
-        socket, plane.address, host_dns_name("meshvisor.local", "x"), creds.key, creds.cert, plane.ca.bundle_pem()
-    )
-    relay.start()
+    relay = relay_of(plane, "b", "x", "b2")
     try:
         client = through(relay, "node-b", False)
         try:

@@ -17,7 +17,8 @@ from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import insert_or_find, make_engine, make_sessionmaker, migrate, transaction
-from meshvisor.platform.state.models import Host, Instance, Operation, utcnow
+from meshvisor.platform.state.models import Host, Instance, Operation, StoragePool, utcnow
+from meshvisor.platform.volumes import pools
 
 from .conftest import add_ready_image
 
@@ -82,10 +83,13 @@ def test_only_an_offline_host_holding_nothing_is_removed(runtime: Runtime) -> No
     with transaction(runtime.sessions) as s:
         for op in s.scalars(select(Operation).where(Operation.host == "gone")):
             op.status = OperationStatus.CANCELLED
+    with transaction(runtime.sessions) as s:  # the default pool its agent made goes with it
+        pools.ensure_default_pool(s, runtime.settings.model_copy(update={"host_name": "gone"}))
     with transaction(runtime.sessions) as s:
         hosts.remove(s, "gone", runtime.settings)
     with runtime.sessions() as s:
         assert "gone" not in [h.name for h in hosts.all_hosts(s)]
+        assert s.scalar(select(StoragePool).where(StoragePool.host == "gone")) is None
         # The other hosts' next pass drops its tunnel endpoint from every network's flood list.
         assert hosts.remote_endpoints(s, runtime.settings.host_name) == ("10.213.140.2",)
         seen = [(e.resource_type, e.resource_name, e.data["state"]) for e in events.since(s, last)]

@@ -65,8 +65,8 @@ def test_pools_made_and_deleted_are_announced_on_the_event_stream(runtime: Runti
     with runtime.sessions() as s:
         seen = [(e.resource_type, e.resource_name, e.data) for e in events.since(s, last)]
     assert [e for e in seen if e[0] == "storage_pool"] == [
-        ("storage_pool", "spare", {"state": "created", "id": made}),
-        ("storage_pool", "spare", {"state": "deleted", "id": made}),
+        ("storage_pool", "spare", {"state": "created", "id": made, "host": runtime.settings.host_name}),
+        ("storage_pool", "spare", {"state": "deleted", "id": made, "host": runtime.settings.host_name}),
     ]
 
 

@@ -280,6 +280,110 @@ def test_a_create_no_host_could_take_is_refused_before_anything_is_written(
     assert (api.get("/v1/instances").json()["items"], hosts.containers("a"), hosts.containers("b")) == before
 
 
+# -- storage on each host ---------------------------------------------------------------------------------------
+def _pool(api: httpx.Client, name: str, host: str) -> dict[str, object]:
+    found = api.get(f"/v1/storage-pools/{name}", params={"host": host})
+    assert found.status_code == 200, found.text
+    pool: dict[str, object] = found.json()
+    return pool
+
+
+def test_each_host_has_its_default_pool_in_its_own_data_directory(hosts: TwoHosts, api: httpx.Client) -> None:
+    listed = [(p["name"], p["host"]) for p in api.get("/v1/storage-pools").json()["items"]]
+    assert ("default", "a") in listed and ("default", "b") in listed, listed
+    for host in "ab":
+        pool = _pool(api, "default", host)
+        assert Path(str(pool["config"]["path"])).is_relative_to(hosts.dirs[host]), pool  # type: ignore[index]
+        assert isinstance(pool["free_mb"], int) and pool["free_mb"] > 0, pool  # B's as B's endpoint says
+
+
+def test_a_container_on_b_mounts_a_volume_of_bs_pool(hosts: TwoHosts, api: httpx.Client) -> None:
+    """The volume is made by B's worker in B's data directory; the container that has it is placed on B (no
+    host named), mounts it from B's engine, and what it wrote outlives it."""
+    op = wait_op(api, api.post("/v1/volumes", json={"name": "data-b", "size_mb": 32, "host": "b"}))
+    assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+    volume = api.get("/v1/volumes/data-b").json()
+    pool_dir = Path(str(_pool(api, "default", "b")["config"]["path"]))  # type: ignore[index]
+    assert volume["host"] == "b" and (pool_dir / f"{volume['id']}.raw").is_file(), volume
+    mounts = [{"volume": "data-b", "path": "/data"}]
+    try:
+        for writer in ("vol-b-1", "vol-b-2"):
+            box = create(api, writer, volumes=mounts)
+            assert box["host"] == "b", box
+            ran = api.post(
+                f"/v1/instances/{writer}/exec",
+                json={"command": ["sh", "-c", f"cat /data/seen 2>/dev/null; echo {writer} >> /data/seen"]},
+            )
+            assert ran.status_code == 200 and ran.json()["exit_code"] == 0, ran.text
+            delete(api, writer)
+        assert ran.json()["output"].split() == ["vol-b-1"]  # the second read what the first wrote
+        assert api.get("/v1/volumes/data-b").json()["attached_to"] == []
+    finally:
+        for writer in ("vol-b-1", "vol-b-2"):
+            if api.get(f"/v1/instances/{writer}").status_code == 200:
+                delete(api, writer)
+        assert wait_op(api, api.delete("/v1/volumes/data-b"))["status"] == "succeeded"
+    assert not (pool_dir / f"{volume['id']}.raw").exists()
+
+
+def test_a_pool_made_on_b_is_in_bs_data_directory(hosts: TwoHosts, api: httpx.Client) -> None:
+    made = api.post("/v1/storage-pools", json={"name": "spare", "host": "b"})
+    assert made.status_code == 201, made.text
+    try:
+        path = Path(str(made.json()["config"]["path"]))
+        assert made.json()["host"] == "b" and path.is_relative_to(hosts.dirs["b"]) and path.is_dir(), made.text
+        again = api.post("/v1/storage-pools", json={"name": "spare", "host": "b"})
+        assert again.status_code == 409 and "on host 'b'" in again.json()["error"]["message"]
+        op = wait_op(api, api.post("/v1/volumes", json={"name": "spare-vol", "size_mb": 16, "pool": "spare"}))
+        assert op["status"] == "succeeded" and api.get("/v1/volumes/spare-vol").json()["host"] == "b", op
+        assert wait_op(api, api.delete("/v1/volumes/spare-vol"))["status"] == "succeeded"
+    finally:
+        assert api.delete("/v1/storage-pools/spare", params={"host": "b"}).status_code == 204
+    assert api.get("/v1/storage-pools/spare", params={"host": "b"}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "words"),
+    [
+        ("/v1/storage-pools", {"name": "p", "host": "nowhere"}, 404, ["nowhere"]),
+        ("/v1/volumes", {"name": "v", "size_mb": 8, "host": "nowhere"}, 404, ["nowhere"]),
+        ("/v1/volumes", {"name": "v", "size_mb": 2**20, "host": "b"}, 400, ["free space", "default"]),
+        (
+            "/v1/instances",
+            {"name": "i", "image": "busybox", "host": "a", "volumes": [{"volume": "keep-b", "path": "/d"}]},
+            400,
+            ["host 'b'", "'a'"],
+        ),
+    ],
+    ids=[
+        "pool-on-unknown-host",
+        "volume-on-unknown-host",
+        "volume-larger-than-bs-disk",
+        "instance-off-its-volume",
+    ],
+)
+def test_bad_storage_requests_across_hosts_change_nothing(
+    api: httpx.Client, path: str, body: dict[str, object], status: int, words: list[str]
+) -> None:
+    if api.get("/v1/volumes/keep-b").status_code == 404:
+        op = wait_op(api, api.post("/v1/volumes", json={"name": "keep-b", "size_mb": 8, "host": "b"}))
+        assert op["status"] == "succeeded", op
+    before = _storage_inventory(api)
+    refused = api.post(path, json=body)
+    assert refused.status_code == status, refused.text
+    assert all(word in refused.json()["error"]["message"] for word in words), refused.text
+    assert _storage_inventory(api) == before
+
+
+def _storage_inventory(api: httpx.Client) -> list[list[tuple[str, ...]]]:
+    """Pools, volumes and instances, by what a refused request could have changed (not free space)."""
+    return [
+        [(p["name"], p["host"]) for p in api.get("/v1/storage-pools").json()["items"]],
+        [(v["name"], v["host"], v["state"]) for v in api.get("/v1/volumes").json()["items"]],
+        [(i["name"], i["host"], i["state"]) for i in api.get("/v1/instances").json()["items"]],
+    ]
+
+
 # -- images travel ----------------------------------------------------------------------------------------------
 def _build(api: httpx.Client, name: str, dockerfile: str) -> dict[str, object]:
     source = {"type": "dockerfile", "dockerfile": dockerfile}

@@ -10,6 +10,8 @@ platform CA (`platform/hosts/identity.py`); there is no token. Routes, by instan
     GET  /v1/host/instances/{id}/usage             {"cpu_seconds", "memory_mb"}
     GET  /v1/host/instances/{id}/snapshots         {"items": [...]}
     GET  /v1/host/sidecars/stats                   {"items": {instance id: Envoy's stats payload or null}}
+    POST /v1/host/storage-pools                    {"name", "driver", "libvirt_pool"} -> {"config"} (made, checked)
+    GET  /v1/host/storage-pools/{id}/free          {"free_mb"} of a pool of this host
     WS   /v1/host/instances/{id}/terminal?rows=&cols=   bytes both ways, `{"resize": [r, c]}` text to resize
 
 Errors have the API's shape and statuses; a terminal that cannot open is refused before the WebSocket opens, with
@@ -33,7 +35,7 @@ from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from meshvisor.core.errors import MeshvisorError
+from meshvisor.core.errors import MeshvisorError, NotFound
 from meshvisor.core.terminal import Terminal
 from meshvisor.network.namespaces import listening_socket
 from meshvisor.platform.hosts import identity
@@ -43,10 +45,12 @@ from meshvisor.platform.mesh import relay, telemetry
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import make_engine, make_sessionmaker, transaction
+from meshvisor.platform.state.models import StoragePool
+from meshvisor.platform.volumes import pools
 
 from . import errors
 from .routers.terminal import attach
-from .schemas import ExecRequest
+from .schemas import ExecRequest, PoolConfigRequest
 
 log = logging.getLogger(__name__)
 RENEW_CHECK_S = 3600.0
@@ -91,6 +95,19 @@ def create_host_app(settings: Settings) -> FastAPI:
     @app.get("/v1/host/sidecars/stats")
     def sidecar_stats(request: Request) -> dict[str, Any]:
         return {"items": telemetry.payloads_here(request.app.state.runtime)}
+
+    @app.post("/v1/host/storage-pools")
+    def pool_config(body: PoolConfigRequest) -> dict[str, Any]:
+        return {"config": pools.pool_config(settings, body.name, body.driver, body.libvirt_pool)}
+
+    @app.get("/v1/host/storage-pools/{pool_id}/free")
+    def pool_free(pool_id: str, request: Request) -> dict[str, Any]:
+        rt: Runtime = request.app.state.runtime
+        with rt.sessions() as session:
+            pool = session.get(StoragePool, pool_id)
+            if pool is None or pool.host != settings.host_name:
+                raise NotFound(f"storage pool {pool_id} is not a pool of host {settings.host_name!r}")
+            return {"free_mb": pools.free_mb(pool)}
 
     @app.websocket("/v1/host/instances/{instance_id}/terminal")
     async def terminal(websocket: WebSocket, instance_id: str, rows: int = 24, cols: int = 80) -> None:

@@ -27,6 +27,9 @@ class VolumeCreate(Strict):
     format: Literal["raw", "qcow2"] = "raw"
     filesystem: str | None = Field(default=None, description="raw: ext4 (the default); qcow2: none")
     pool: str = "default"
+    host: str | None = Field(
+        default=None, description="the host of the pool (needed only when the pool's name is on several hosts)"
+    )
 
 
 class VolumePatch(Strict):
@@ -40,11 +43,15 @@ class VolumeActionRequest(Strict):
     name: str | None = Field(default=None, description="clone: the new volume's name")
 
 
-class StoragePoolCreate(Strict):
+class PoolConfigRequest(Strict):
     name: str
     driver: Literal["dir", "libvirt"] = "dir"
     libvirt_pool: str | None = Field(default=None, description="libvirt: the name of a running libvirt dir pool")
+
+
+class StoragePoolCreate(PoolConfigRequest):
     quota_mb: int | None = None
+    host: str | None = Field(default=None, description="the host the pool is on (the API's own when none)")
 
 
 class StoragePoolPublic(BaseModel):

@@ -1,7 +1,7 @@
 """What a worker does as it starts, before it takes tasks (the Celery wiring around it is `meshvisor.tasks`):
 
 register_host                 this host in the registry; the other hosts converge now, adding its tunnel
-ensure_default_pool           the default storage pool (by the worker that serves the platform's queue)
+ensure_default_pool           this host's default storage pool
 resume_abandoned_operations   operations a worker of this host left running when it died: let go, sent again
 start                         all of the above, then libvirt's events followed (on a host that runs VMs)
 """
@@ -25,8 +25,7 @@ log = logging.getLogger(__name__)
 
 def start(rt: Runtime, app: Celery, serves_platform_queue: bool) -> None:
     register_host(rt, app)
-    if serves_platform_queue:
-        ensure_default_pool(rt)
+    ensure_default_pool(rt)
     resume_abandoned_operations(rt, app, serves_platform_queue)
     if rt.settings.host_netns is None:
         vm_events.start(rt)

@@ -28,6 +28,7 @@ def create_volume(body: VolumeCreate, rt: RuntimeDep, dispatch: DispatchDep, _: 
             body.pool,
             settings=rt.settings,
             image=body.image,
+            host=body.host,
         )
         public = volumes.to_dict(s, volume)
     return dispatch.accepted(op, {"operation": operations.to_dict(op), "volume": public})

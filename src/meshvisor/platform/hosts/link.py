@@ -74,6 +74,17 @@ class HostLink:
         )["items"]
         return found
 
+    def pool_config(self, name: str, driver: str, libvirt_pool: str | None) -> dict[str, Any]:
+        """The config of a new storage pool, made and checked on that host."""
+        body = {"name": name, "driver": driver, "libvirt_pool": libvirt_pool}
+        config: dict[str, Any] = self._call("POST", "/v1/host/storage-pools", json=body)["config"]
+        return config
+
+    def pool_free_mb(self, pool_id: str) -> int:
+        return int(
+            self._call("GET", f"/v1/host/storage-pools/{pool_id}/free", timeout=SCRAPE_TIMEOUT_S)["free_mb"]
+        )
+
     def terminal(self, instance_id: str) -> RemoteTerminal:
         url = f"wss://{self.address}/v1/host/instances/{instance_id}/terminal"
         try:

@@ -98,19 +98,15 @@ def get(session: Session, name: str) -> Host:
 
 def remove(session: Session, name: str, settings: Settings) -> None:
     """Forget a host that is gone for good (`DELETE /v1/hosts/{name}`). Refused for the platform's own host, while
-    the host is online (its agent would register it again), and while anything is still on it."""
+    the host is online (its agent would register it again), and while anything is still on it; its storage pools,
+    empty then, go with it."""
     host = get(session, name)
     if name == settings.host_name:
         raise Conflict(f"host {name!r} is this platform's own host")
     if is_online(host, offline_after_s(settings)):
         raise Conflict(f"host {name!r} is online: stop its agent first (it is offline once not seen for a while)")
     held = []
-    for model, what in (
-        (Instance, "instance"),
-        (Volume, "volume"),
-        (StoragePool, "storage pool"),
-        (Image, "image"),
-    ):
+    for model, what in ((Instance, "instance"), (Volume, "volume"), (Image, "image")):
         count = session.scalar(select(func.count()).select_from(model).where(model.host == name)) or 0
         if count:
             held.append(f"{count} {what}(s)")
@@ -123,6 +119,8 @@ def remove(session: Session, name: str, settings: Settings) -> None:
     )
     if waiting:
         raise Conflict(f"host {name!r} has {waiting} operation(s) not ended; cancel them first")
+    for pool in session.scalars(select(StoragePool).where(StoragePool.host == name)):
+        session.delete(pool)  # empty (it held no volume): its files were on the host that is gone
     session.delete(host)
     events.emit(session, "lifecycle", "host", name, state="deleted", id=host.id)
 

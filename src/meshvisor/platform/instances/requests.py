@@ -99,16 +99,25 @@ def check_create(
     if find(session, req.name, project) is not None:
         raise Conflict(f"an instance named {req.name!r} already exists")
     ready = [_ready_network(session, a, project) for a in req.networks]
-    placed = placement.schedule(session, _ask(req), **opts)
+    placed = placement.schedule(session, _ask(req, _volumes_host(session, req, project)), **opts)
     return CreatePlan(req, _row(req, project, placed, mesh), image, ready)
 
 
-def _ask(req: InstanceRequest) -> Ask:
+def _volumes_host(session: Session, req: InstanceRequest, project: str) -> str | None:
+    """The host of the volumes the instance is to have: it runs there, or the create is refused."""
+    host = volumes.host_of(session, [wanted.volume for wanted in req.volumes], project)
+    if host is not None and req.host is not None and host != req.host:
+        raise InvalidInput(f"the instance's volumes are on host {host!r}, not on {req.host!r}")
+    return host
+
+
+def _ask(req: InstanceRequest, volumes_host: str | None = None) -> Ask:
+    """What the scheduler is asked: a host named (by the request, or by the volumes it has) pins it there."""
     wanted = req.placement or PlacementConstraints()
     return Ask(
         req.kind.value,
         Resources(req.cpus, req.memory_mb, req.disk_mb),
-        req.host,
+        req.host or volumes_host,
         wanted.host_labels,
         wanted.affinity,
         wanted.anti_affinity,

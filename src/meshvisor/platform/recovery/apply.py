@@ -41,7 +41,7 @@ def recover(rt: Runtime, write: bool) -> tuple[RecoveryPlan, list[str]]:
             inventory, problems = observe_host(rt, s)
             plan = plan_recovery(inventory, known_records(s, rt.settings.host_name), bridge_namer(rt))
             if write:
-                write_plan(s, plan)
+                write_plan(s, plan, rt.settings.host_name)
                 s.commit()
             else:
                 s.rollback()
@@ -51,9 +51,12 @@ def recover(rt: Runtime, write: bool) -> tuple[RecoveryPlan, list[str]]:
     return plan, problems
 
 
-def write_plan(s: Session, plan: RecoveryPlan) -> None:
-    """The plan's rows, networks and volumes first (instances' attachments name them)."""
-    pool_ids = {p.name: (p.id, p.host) for p in s.scalars(select(StoragePool))}
+def write_plan(s: Session, plan: RecoveryPlan, host_name: str) -> None:
+    """The plan's rows, networks and volumes first (instances' attachments name them); the volumes found are in
+    pools of this host."""
+    pool_ids = {
+        p.name: (p.id, p.host) for p in s.scalars(select(StoragePool).where(StoragePool.host == host_name))
+    }
     for net in plan.networks:
         s.add(Network(**net, state="ready", version=1))
         s.add(NetworkAddress(id=new_id(), network_id=net["id"], address=net["gateway"], role="gateway"))

@@ -74,7 +74,7 @@ def known_records(s: Session, host_name: str) -> Known:
         addresses=frozenset(s.execute(select(NetworkAddress.network_id, NetworkAddress.address)).tuples()),
         attachments=frozenset(attachments),
         volumes={i: (p, n) for i, p, n in s.execute(select(Volume.id, Volume.project, Volume.name))},
-        pools=frozenset(s.scalars(select(StoragePool.name))),
+        pools=frozenset(s.scalars(select(StoragePool.name).where(StoragePool.host == host_name))),
         images=frozenset(s.execute(select(Image.project, Image.name)).tuples()),
     )
 

@@ -266,10 +266,11 @@ class InstanceSecurityGroup(Base):
 
 
 class StoragePool(Base):
-    """Where volumes live: a storage driver (`dir`: files in a directory of one host) and its settings."""
+    """Where volumes live on one host: a storage driver (`dir`: files in a directory of that host) and its
+    settings. A name is unique on its host: every host has its own `default` pool."""
 
     __tablename__ = "storage_pools"
-    __table_args__ = (UniqueConstraint("name", name="uq_storage_pools_name"),)
+    __table_args__ = (UniqueConstraint("name", "host", name="uq_storage_pools_name_host"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))

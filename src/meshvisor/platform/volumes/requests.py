@@ -73,6 +73,7 @@ def request_create(
     settings: Settings | None = None,
     source: dict[str, Any] | None = None,
     image: str | None = None,
+    host: str | None = None,
 ) -> tuple[Volume, Operation]:
     """A new volume: blank (`size_mb`, `format`, `filesystem`), a clone (`source`), or a copy-on-write overlay
     on a VM disk image (`image`: qcow2, at least the image's size)."""
@@ -81,7 +82,7 @@ def request_create(
         source, format, size_mb = _overlay(session, image, project, size_mb)
     size = parse_size(size_mb)
     filesystem = _filesystem(format, filesystem)
-    target_pool = get_pool(session, pool)
+    target_pool = get_pool(session, pool, host, settings.host_name if settings else None)
     if find(session, name, project) is not None:
         raise Conflict(f"a volume named {name!r} already exists")
     check_room(session, target_pool, size, settings)
@@ -239,6 +240,7 @@ def _clone(
         settings,
         # A clone of an overlay is an overlay on the same image, which must then stay too.
         source={"clone": volume.id, **({"image": volume.source["image"]} if "image" in volume.source else {})},
+        host=pool.host,
     )
 
 
@@ -322,6 +324,19 @@ def attach(
     except IntegrityError:
         raise Conflict(f"volume {name!r} was just attached read-write elsewhere") from None
     return row
+
+
+def host_of(session: Session, names: list[str], project: str) -> str | None:
+    """The host the named volumes are on, where an instance that has them must run (None: no volume named)."""
+    found = dict(
+        session.execute(select(Volume.name, Volume.host).where(Volume.project == project, Volume.name.in_(names)))
+        .tuples()
+        .all()
+    )
+    if len(set(found.values())) > 1:
+        where = ", ".join(f"{name} on {host}" for name, host in sorted(found.items()))
+        raise InvalidInput(f"the volumes are on different hosts ({where}): an instance has its own host's volumes")
+    return next(iter(found.values()), None)
 
 
 def root_name(instance_name: str) -> str:

@@ -64,11 +64,11 @@ export function poolsSection() {
   const select = h("select", {}, h("option", { value: DEFAULT_POOL }, DEFAULT_POOL));
   let drawn = "";
 
-  const remove = async (name) => {
+  const remove = async (name, host) => { // a name is unique on its host: say which host's pool
     if (!confirm(`Delete storage pool ${name}?`)) return;
     errors.delete(name);
     try {
-      await api("DELETE", `/v1/storage-pools/${name}`);
+      await api("DELETE", `/v1/storage-pools/${name}?host=${encodeURIComponent(host)}`);
     } catch (err) {
       errors.set(name, err.message || String(err));
     }
@@ -78,7 +78,7 @@ export function poolsSection() {
   };
 
   const rows = (pools, volumes) => pools.map((p) => {
-    const held = volumes.filter((v) => v.pool === p.name).length;
+    const held = volumes.filter((v) => v.pool === p.name && v.host === p.host).length;
     return [
       p.name, p.driver, h("span", { class: "where" }, where(p)), usage(p),
       p.free_mb === null || p.free_mb === undefined ? "—" : `${p.free_mb} MiB`, String(held),
@@ -86,7 +86,7 @@ export function poolsSection() {
         ? h("span", { class: "muted" }, "stays")
         : h("span", { class: "actions" },
           h("button", { type: "button", class: "danger", "data-pool": p.name, "aria-label": `delete pool ${p.name}`,
-            onclick: () => remove(p.name) }, "delete"),
+            onclick: () => remove(p.name, p.host) }, "delete"),
           errors.has(p.name) ? h("span", { class: "error", role: "alert" }, errors.get(p.name)) : ""),
     ];
   });

@@ -258,6 +258,27 @@ def test_a_create_that_fits_nowhere_is_409_naming_what_each_host_lacks(hosts: Tw
             delete(api, name)
 
 
+def test_cordoned_b_takes_nothing_new_and_keeps_what_runs(hosts: TwoHosts, api: httpx.Client) -> None:
+    """B cordoned: a create lands on A, one naming B is 409, and B's instance keeps running; uncordoned, B takes
+    one that names it again."""
+    kept = create(api, "kept-on-b", host="b")
+    assert api.post("/v1/hosts/b/actions", json={"action": "cordon"}).json()["cordoned"] is True
+    try:
+        assert create(api, "while-cordoned")["host"] == "a"
+        refused = api.post("/v1/instances", json={"name": "named-b", "image": "busybox", "host": "b"})
+        assert refused.status_code == 409 and "b: cordoned" in refused.json()["error"]["message"], refused.text
+        ran = api.post(f"/v1/instances/{kept['name']}/exec", json={"command": ["true"]})
+        assert ran.status_code == 200 and ran.json()["exit_code"] == 0
+    finally:
+        assert api.post("/v1/hosts/b/actions", json={"action": "uncordon"}).json()["cordoned"] is False
+    try:
+        assert create(api, "after-uncordon", host="b")["host"] == "b"
+    finally:
+        for name in ("kept-on-b", "while-cordoned", "after-uncordon"):
+            if api.get(f"/v1/instances/{name}").status_code == 200:
+                delete(api, name)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [

@@ -91,6 +91,16 @@ def test_a_host_that_takes_only_named_instances_is_left_alone_unless_named() -> 
     assert choose(hosts, Ask("container", CONTAINER.need, host="a")).host == "a"
 
 
+def test_a_cordoned_host_takes_nothing_new_named_or_not() -> None:
+    hosts = [HostInfo("a", BIG), HostInfo("b", BIG, cordoned=True)]
+    sched = Scheduler(hosts)
+    assert {sched.place(CONTAINER).host for _ in range(4)} == {"a"}  # b is emptier, and left alone
+    with pytest.raises(Conflict, match="^no host can take this container .*: b: cordoned$"):
+        choose(hosts, Ask("container", CONTAINER.need, host="b"))
+    with pytest.raises(Conflict, match="a: .*; b: cordoned"):
+        choose(hosts, Ask("container", Resources(1, 1 << 30)))
+
+
 # The brute-force reference ------------------------------------------------------------------------------------
 
 OVER = Overcommit(cpu=2.0, memory=1.0, disk=1.5)
@@ -123,6 +133,7 @@ class Ref:
             h.name
             for h in self.hosts
             if h.online
+            and not h.cordoned
             and (h.schedulable or ask.host == h.name)
             and (ask.host is None or ask.host == h.name)
             and ask.kind in h.kinds
@@ -159,6 +170,7 @@ hosts_st = st.lists(
         used=st.builds(Resources, st.integers(0, 4), st.integers(0, 2048), st.integers(0, 1024)),
         online=st.booleans(),
         schedulable=st.booleans(),
+        cordoned=st.sampled_from([False, False, False, True]),
         kinds=st.sampled_from([frozenset({"container"}), frozenset({"container", "vm"})]),
         labels=labels,
         anti_affinity=st.frozensets(st.sampled_from(["g1", "g2"]), max_size=1),

@@ -115,6 +115,10 @@ class ExecRequest(Strict):
     command: list[str]
 
 
+class HostActionRequest(Strict):
+    action: Literal["cordon", "uncordon"] = Field(description="cordon: place nothing new here; uncordon: lift it")
+
+
 class HostCertificateRequest(Strict):
     csr: str = Field(
         max_length=16_384, description="a PEM certificate signing request for the host's EC P-256 key"
@@ -326,6 +330,7 @@ class HostPublic(BaseModel):
     disk_gb: int = Field(description="size of the file system under its data directory")
     labels: dict[str, str] = Field(description="placement labels (MESHVISOR_HOST_LABELS)")
     schedulable: bool = Field(description="false: it takes only instances that name it")
+    cordoned: bool = Field(description="true: it takes no new instance, named or not (POST .../actions cordon)")
     vm_domain_type: str | None
     vm_capable: bool
     simulated: bool

@@ -9,7 +9,7 @@ from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.state.db import transaction
 
 from ..deps import RuntimeDep, SessionDep, TokenDep
-from ..schemas import ERRORS, HostCertificateRequest, HostPage, HostPublic
+from ..schemas import ERRORS, HostActionRequest, HostCertificateRequest, HostPage, HostPublic
 
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"], responses=ERRORS)
 
@@ -23,6 +23,14 @@ def list_hosts(rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, An
 @router.get("/{name}", response_model=HostPublic)
 def get_host(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
     return hosts.to_dict(hosts.get(session, name), rt.settings)
+
+
+@router.post("/{name}/actions", response_model=HostPublic)
+def host_action(name: str, body: HostActionRequest, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+    """`cordon`: the scheduler places nothing new on the host, and a create that names it is refused (409);
+    what runs there keeps running. `uncordon` lifts it."""
+    with transaction(rt.sessions) as s:
+        return hosts.to_dict(hosts.cordon(s, name, body.action == "cordon"), rt.settings)
 
 
 @router.post("/{name}/certificate")

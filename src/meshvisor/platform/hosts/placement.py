@@ -70,6 +70,7 @@ def host_infos(session: Session, window_s: float, ask: Ask) -> list[HostInfo]:
             used=used.get(host.name, Resources()),
             online=is_online(host, window_s),
             schedulable=host.schedulable,
+            cordoned=host.cordoned,
             kinds=EVERY_KIND if host.vm_capable else CONTAINERS_ONLY,
             labels=host.labels or {},
             affinity=frozenset({ask.affinity}) if ask.affinity and host.name in affinity else frozenset(),

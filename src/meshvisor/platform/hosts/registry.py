@@ -125,6 +125,16 @@ def remove(session: Session, name: str, settings: Settings) -> None:
     events.emit(session, "lifecycle", "host", name, state="deleted", id=host.id)
 
 
+def cordon(session: Session, name: str, cordoned: bool) -> Host:
+    """Cordon a host (the scheduler places nothing new there, named or not) or lift it; what runs there stays.
+    Saying it twice changes nothing and is told once."""
+    host = get(session, name)
+    if host.cordoned != cordoned:
+        host.cordoned = cordoned
+        events.emit(session, "lifecycle", "host", name, state="cordoned" if cordoned else "uncordoned", id=host.id)
+    return host
+
+
 def remote_endpoints(session: Session, name: str) -> tuple[str, ...]:
     """Every other host's tunnel address: head-end replication sends broadcasts of each network to all of them."""
     return tuple(sorted(h.tunnel_ip for h in session.scalars(select(Host).where(Host.name != name))))
@@ -140,6 +150,7 @@ def to_dict(host: Host, settings: Settings) -> dict[str, Any]:
         "disk_gb": host.disk_gb,
         "labels": host.labels or {},
         "schedulable": host.schedulable,
+        "cordoned": host.cordoned,
         "vm_domain_type": host.vm_domain_type,
         "vm_capable": host.vm_capable,
         "endpoint": f"{host.tunnel_ip}:{host.agent_port}" if host.agent_port else None,

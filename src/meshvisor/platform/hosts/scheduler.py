@@ -1,11 +1,12 @@
 """Placement: which host a new instance goes to. Pure: no database, no driver (`placement` feeds it from the
 database; `bench/placement.py` feeds it 5,000 simulated hosts).
 
-A host can take an instance when it is online, takes unpinned instances (`schedulable`) or is the one named, can
-run the kind, carries the labels asked for, holds no member of the instance's anti-affinity group, and has room:
-vCPUs, memory and disk against its capacity times the overcommit ratio, less what is already placed there. An
-affinity group lives on the host of its first member: later members go there or nowhere (OpenStack's server
-groups). Among the hosts that can take it, the least loaded by its dominant resource wins (spread).
+A host can take an instance when it is online, is not cordoned, takes unpinned instances (`schedulable`) or is
+the one named, can run the kind, carries the labels asked for, holds no member of the instance's anti-affinity
+group, and has room: vCPUs, memory and disk against its capacity times the overcommit ratio, less what is already
+placed there. An affinity group lives on the host of its first member: later members go there or nowhere
+(OpenStack's server groups). Among the hosts that can take it, the least loaded by its dominant resource wins
+(spread).
 
 Like Nomad, the scheduler need not score every host: with a `limit` it walks the hosts that pass the static
 filters (kind, labels, online) from a random start and scores the first `limit` that have room. Without one (the
@@ -54,6 +55,7 @@ class HostInfo:
     used: Resources = Resources()
     online: bool = True
     schedulable: bool = True  # takes instances that do not name it
+    cordoned: bool = False  # an admin's cordon: takes nothing new, named or not
     kinds: frozenset[str] = frozenset({"container", "vm"})
     labels: Mapping[str, str] = field(default_factory=dict)
     affinity: frozenset[str] = frozenset()  # affinity groups with a member here
@@ -254,6 +256,7 @@ def _eligible(slot: _Slot, ask: Ask, pinned: bool = False) -> bool:
     info = slot.info
     return (
         info.online
+        and not info.cordoned
         and (info.schedulable or pinned)
         and ask.kind in info.kinds
         and not _missing_labels(info, ask.host_labels)
@@ -265,6 +268,8 @@ def why_not(slot: _Slot, ask: Ask, pinned: bool = False) -> str:
     info, need = slot.info, ask.need
     if not info.online:
         return "offline"
+    if info.cordoned:
+        return "cordoned"
     if not (info.schedulable or pinned):
         return "takes only instances that name it"
     if ask.kind not in info.kinds:

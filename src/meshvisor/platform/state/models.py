@@ -180,6 +180,8 @@ class Host(Base):
     labels: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # False: the scheduler leaves it alone; it takes only instances that name it.
     schedulable: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    # An admin's cordon: nothing new is placed here, named or not (its agent's registration leaves it alone).
+    cordoned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     vm_domain_type: Mapped[str | None] = mapped_column(String(16), default=None)
     # Its agent's endpoint (mutual TLS) listens on tunnel_ip:agent_port; None for a host registered before it.
     agent_port: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -12,6 +12,7 @@ from celery import Celery
 from celery.signals import worker_ready
 
 from meshvisor.core.errors import TransientError
+from meshvisor.core.types import OperationStatus
 from meshvisor.platform import dispatch, reconciler, worker_start
 from meshvisor.platform.celery_app import (
     TASK_RECONCILE,
@@ -57,6 +58,9 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
             raise retry(self, op_id, exc, wait, None) from exc
         except TransientError as exc:
             raise retry(self, op_id, exc, settings.retry_backoff_s * 2**retries, settings.task_retries) from exc
+        if status is OperationStatus.RUNNING:  # handed to another host: its worker goes on (or `redispatch`)
+            dispatch.send_on(app, settings, runtime().sessions, op_id)
+            return status.value
         sync_security_on(app, settings, reconciler.hosts_to_refilter(runtime(), op_id))
         for name in reconciler.hosts_to_reconcile(runtime(), op_id):
             reconcile_host(app, settings, name, expires=settings.reconcile_interval_s * 2)

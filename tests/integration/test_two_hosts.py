@@ -301,6 +301,62 @@ def test_a_create_no_host_could_take_is_refused_before_anything_is_written(
     assert (api.get("/v1/instances").json()["items"], hosts.containers("a"), hosts.containers("b")) == before
 
 
+# -- cold migration ---------------------------------------------------------------------------------------------
+def test_a_meshed_server_moves_a_to_b_and_back_keeping_its_address_and_its_callers(
+    hosts: TwoHosts, api: httpx.Client
+) -> None:
+    """A server on A, its caller on B: the server moves to B (named) and back to A (placed: the only other
+    host). Each time its container is in the new host's engine only, with the same id and address, and the
+    caller reaches it through the mesh without changing anything."""
+    network(api, "xmig", "10.227.3.0/24")
+    try:
+        server = create(api, "mig-srv", host="a", command=page("moved-server"), networks=[{"network": "xmig"}],
+                        mesh={"service": "migsrv", "port": 8080})  # fmt: skip
+        upstream = {"service": "migsrv", "local_port": 9003}
+        create(api, "mig-cli", host="b", networks=[{"network": "xmig"}],
+               mesh={"service": "migcli", "port": 8080, "upstreams": [upstream]})  # fmt: skip
+        address = server["networks"][0]["ip"]
+        for target, body in (("b", {"host": "b"}), ("a", {})):
+            op = wait_op(api, api.post("/v1/instances/mig-srv/actions", json={"action": "migrate", **body}))
+            assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+            moved = api.get("/v1/instances/mig-srv").json()
+            assert (moved["host"], moved["state"], moved["id"]) == (target, "running", server["id"]), moved
+            assert moved["networks"][0]["ip"] == address and moved["placement"]["host"] == target
+            other = "a" if target == "b" else "b"
+            ours = host_object_name(hosts.prefix, "ct", server["id"])
+            assert ours in hosts.containers(target) and ours not in hosts.containers(other)
+            inside = api.post("/v1/instances/mig-srv/exec", json={"command": ["ip", "-4", "addr", "show", "eth0"]})
+            assert f"inet {address}/" in inside.json()["output"], inside.text
+            answers = eventually(lambda: batch(api, "mig-cli", 9003, 3), "moved-server", timeout=120)
+            assert answers.count("moved-server") == 3, answers
+    finally:
+        for name in ("mig-srv", "mig-cli"):
+            if api.get(f"/v1/instances/{name}").status_code == 200:
+                delete(api, name)
+        drop_network(api, "xmig", force=True)
+        for service in ("migsrv", "migcli"):
+            api.delete(f"/v1/services/{service}")
+
+
+def test_a_stopped_container_moves_stopped(hosts: TwoHosts, api: httpx.Client) -> None:
+    box = create(api, "mig-stopped", host="b")
+    try:
+        assert wait_op(api, api.post("/v1/instances/mig-stopped/actions", json={"action": "stop"}))["status"] == (
+            "succeeded"
+        )
+        op = wait_op(api, api.post("/v1/instances/mig-stopped/actions", json={"action": "migrate", "host": "a"}))
+        assert op["status"] == "succeeded", op
+        moved = api.get("/v1/instances/mig-stopped").json()
+        assert (moved["host"], moved["state"]) == ("a", "stopped"), moved
+        ours = host_object_name(hosts.prefix, "ct", box["id"])
+        assert ours in hosts.containers("a") and ours not in hosts.containers("b")
+        started = wait_op(api, api.post("/v1/instances/mig-stopped/actions", json={"action": "start"}))
+        assert started["status"] == "succeeded", started
+        assert api.get("/v1/instances/mig-stopped").json()["state"] == "running"
+    finally:
+        delete(api, "mig-stopped")
+
+
 # -- storage on each host ---------------------------------------------------------------------------------------
 def _pool(api: httpx.Client, name: str, host: str) -> dict[str, object]:
     found = api.get(f"/v1/storage-pools/{name}", params={"host": host})

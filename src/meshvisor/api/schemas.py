@@ -109,6 +109,7 @@ class ActionRequest(Strict):
     timeout: float = 10
     force: bool = False
     snapshot: str | None = Field(default=None, description="snapshot and revert: the snapshot's name")
+    host: str | None = Field(default=None, description="migrate: the host to move to (placed when none)")
 
 
 class ExecRequest(Strict):

@@ -33,6 +33,7 @@ class Action(StrEnum):
     RESUME = "resume"
     SNAPSHOT = "snapshot"
     REVERT = "revert"
+    MIGRATE = "migrate"
 
 
 class RestartPolicy(StrEnum):

@@ -70,6 +70,14 @@ def dispatch(
     return True
 
 
+def send_on(app: Celery, settings: Settings, sessions: sessionmaker[Session], op_id: str) -> bool:
+    """Send an operation to the queue of the host it has now (one handed from host to host)."""
+    with sessions() as s:
+        op = operations.get(s, op_id)
+        resource_type, host = op.resource_type, op.host
+    return dispatch(app, settings, sessions, op_id, resource_type, host)
+
+
 def redispatch(
     app: Celery, settings: Settings, sessions: sessionmaker[Session], serves_platform_queue: bool
 ) -> list[str]:

@@ -22,6 +22,7 @@ from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images.copies import remove_stale
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
+from meshvisor.platform.instances.migration import migrate_instance
 from meshvisor.platform.instances.steps import (
     create_instance,
     delete_instance,
@@ -71,7 +72,8 @@ def run_operation(
     rt: Runtime, op_id: str, final_attempt: bool = True, holder: str | None = None
 ) -> OperationStatus:
     """Run one operation to its end, as `holder` (one delivery of its task; see `operations.claim`). A
-    TransientError propagates (for a retry) unless this is the last attempt; the claim is let go first."""
+    TransientError propagates (for a retry) unless this is the last attempt; the claim is let go first.
+    `running` means it was handed to another host (`operations.HandOff`): send it to its host's queue."""
     holder = holder or operations.holder(rt.settings.host_name, f"inline-{op_id}")
     try:
         op = _claim(rt, op_id, holder)
@@ -109,6 +111,10 @@ def _run_claimed(rt: Runtime, op: Operation, final_attempt: bool, holder: str) -
                 handler(rt, op)
         except DATABASE_DOWN as exc:  # a step's transaction lost its connection: worth another attempt
             raise TransientError(f"the database is unreachable: {exc.__class__.__name__}") from exc
+    except operations.HandOff as hand:  # its next part runs on another host: the caller sends it there
+        with transaction(rt.sessions) as s:
+            operations.hand_off(s, op_id, holder, hand)
+        return OperationStatus.RUNNING
     except TransientError as exc:
         if not final_attempt:
             with transaction(rt.sessions) as s:
@@ -160,6 +166,7 @@ HANDLERS: Mapping[OperationKind, Handler] = {
     OperationKind.NETWORK_DELETE: remove_network,
     OperationKind.INSTANCE_CREATE: create_instance,
     OperationKind.INSTANCE_START: start_instance,
+    OperationKind.INSTANCE_MIGRATE: migrate_instance,
     OperationKind.INSTANCE_STOP: simple_action("stop"),
     OperationKind.INSTANCE_RESTART: simple_action("restart"),
     OperationKind.INSTANCE_PAUSE: simple_action("pause"),

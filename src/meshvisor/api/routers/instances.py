@@ -112,8 +112,12 @@ def instance_action(
     params: dict[str, Any] = {"timeout": body.timeout, "force": body.force}
     if body.snapshot is not None:
         params["snapshot"] = body.snapshot
+    if body.host is not None:
+        params["host"] = body.host
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_action(s, name, body.action, params, if_match)
+        instance, op = instances.request_action(
+            s, name, body.action, params, if_match, **placement.options(rt.settings)
+        )
     return _accepted(rt, dispatch, instance, op)
 
 

@@ -70,6 +70,7 @@ class Ask:
     host_labels: Mapping[str, str] = field(default_factory=dict)
     affinity: str | None = None
     anti_affinity: str | None = None
+    avoid: frozenset[str] = frozenset()  # hosts it may not go to (a moving instance's own)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ class Scheduler:
         if ask.affinity is not None and ask.affinity in self._homes:
             home = self._homes[ask.affinity]
             return ([home, home] if _eligible(home, ask) else []), f"affinity: group {ask.affinity!r} lives here"
-        key = (ask.kind, tuple(sorted(ask.host_labels.items())))
+        key = (ask.kind, tuple(sorted(ask.host_labels.items())), ask.avoid)
         pool = self._pools.get(key)
         if pool is None:
             self._check_static(ask)
@@ -257,6 +258,7 @@ def _eligible(slot: _Slot, ask: Ask, pinned: bool = False) -> bool:
     return (
         info.online
         and not info.cordoned
+        and info.name not in ask.avoid
         and (info.schedulable or pinned)
         and ask.kind in info.kinds
         and not _missing_labels(info, ask.host_labels)
@@ -270,6 +272,8 @@ def why_not(slot: _Slot, ask: Ask, pinned: bool = False) -> str:
         return "offline"
     if info.cordoned:
         return "cordoned"
+    if info.name in ask.avoid:
+        return "the instance's own host"
     if not (info.schedulable or pinned):
         return "takes only instances that name it"
     if ask.kind not in info.kinds:

@@ -230,6 +230,7 @@ def request_action(
     params: dict[str, Any],
     if_match: str | None = None,
     project: str = "default",
+    **opts: Unpack[placement.Options],
 ) -> tuple[Instance, Operation]:
     action = parse_action(action_name)
     instance = get(session, name, project)
@@ -251,6 +252,10 @@ def request_action(
             raise InvalidInput(f"{action.value} needs 'snapshot': the snapshot's name")
         validate_name(snapshot, "snapshot name")
         extra["snapshot"] = snapshot
+    if action is Action.MIGRATE:
+        extra.update(migration_params(session, instance, params.get("host"), **opts))
+    elif params.get("host") is not None:
+        raise InvalidInput(f"host is for migrate, not for {action.value}")
     timeout = params.get("timeout", 10)
     if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 <= timeout <= 3600:
         raise InvalidInput("timeout must be a number of seconds between 0 and 3600")
@@ -263,6 +268,38 @@ def request_action(
         OperationKind.of(ResourceType.INSTANCE, action),
         {"timeout": timeout, "force": force, **extra},
     )
+
+
+def migration_params(
+    session: Session, instance: Instance, host: object, **opts: Unpack[placement.Options]
+) -> dict[str, Any]:
+    """A cold migration's params (`instances.migration`): where from, where to (named, or placed like a create
+    with its own host excluded: online, not cordoned, able to run the kind, with room), and whether it was
+    running. A container with volumes does not move yet (their data would have to travel with it)."""
+    if host is not None and not isinstance(host, str):
+        raise InvalidInput("host must be a host's name")
+    if host == instance.host:
+        raise InvalidInput(f"instance {instance.name!r} is already on host {host!r}")
+    has_volumes = session.scalar(select(VolumeAttachment.id).where(VolumeAttachment.instance_id == instance.id))
+    if has_volumes is not None:
+        raise InvalidInput(f"instance {instance.name!r} has volumes: moving a volume's data is not built yet")
+    ask = Ask(
+        instance.kind,
+        Resources(instance.cpus, instance.memory_mb, instance.disk_mb or 0),
+        host,
+        (instance.placement or {}).get("host_labels", {}),
+        anti_affinity=instance.anti_affinity_group,
+        avoid=frozenset({instance.host}),
+    )
+    placed = placement.schedule(session, ask, **opts)
+    return {
+        "source": instance.host,
+        "target": placed.host,
+        "phase": "park",
+        "was_running": instance.state == InstanceState.RUNNING.value,
+        "placement": {**(instance.placement or {}), **placed.to_json()},
+        "placement_before": instance.placement or {},
+    }
 
 
 def rename(session: Session, name: str, new_name: str, project: str = "default") -> Instance:

@@ -67,7 +67,7 @@ def set_state(
     )
 
 
-def _load_instance(rt: Runtime, instance_id: str) -> Instance:
+def load_instance(rt: Runtime, instance_id: str) -> Instance:
     with transaction(rt.sessions) as s:
         instance = s.get(Instance, instance_id)
         if instance is None:
@@ -165,9 +165,9 @@ def _in_image(image_dir: Path, recorded: str) -> str:
     return str(image_dir / Path(recorded).name)
 
 
-def _record_observed(rt: Runtime, instance_id: str) -> None:
+def record_observed(rt: Runtime, instance_id: str) -> None:
     """Write what the driver sees now as the instance's state."""
-    instance = _load_instance(rt, instance_id)
+    instance = load_instance(rt, instance_id)
     observed = rt.compute(InstanceKind(instance.kind)).inspect(instance_id)
     with transaction(rt.sessions) as s:
         current = s.get(Instance, instance_id)
@@ -186,7 +186,7 @@ def _ensure_mounts(rt: Runtime, instance: Instance) -> None:
         container_mounts(rt, instance.id)
 
 
-def _ensure_created(rt: Runtime, instance: Instance) -> None:
+def ensure_created(rt: Runtime, instance: Instance) -> None:
     driver = rt.compute(InstanceKind(instance.kind))
     if driver.inspect(instance.id) is None:
         spec = _spec(rt, instance)
@@ -198,13 +198,13 @@ def _ensure_created(rt: Runtime, instance: Instance) -> None:
 
 
 def create_instance(rt: Runtime, op: Operation) -> None:
-    instance = _load_instance(rt, op.resource_id)
+    instance = load_instance(rt, op.resource_id)
     serve_dhcp(rt, instance.id)
     with transaction(rt.sessions) as s:
         current = s.get(Instance, op.resource_id)
         assert current is not None
         set_state(s, current, InstanceState.CREATING)
-    _ensure_created(rt, instance)
+    ensure_created(rt, instance)
     driver = rt.compute(InstanceKind(instance.kind))
     try:
         driver.start(instance.id)
@@ -216,13 +216,13 @@ def create_instance(rt: Runtime, op: Operation) -> None:
         driver.delete(instance.id)
         release_mounts(rt, instance.id)
         raise
-    _record_observed(rt, instance.id)
+    record_observed(rt, instance.id)
 
 
 def start_instance(rt: Runtime, op: Operation) -> None:
-    instance = _load_instance(rt, op.resource_id)
+    instance = load_instance(rt, op.resource_id)
     serve_dhcp(rt, instance.id)
-    _ensure_created(rt, instance)
+    ensure_created(rt, instance)
     _ensure_mounts(rt, instance)
     driver = rt.compute(InstanceKind(instance.kind))
     was_running = (observed := driver.inspect(instance.id)) is not None and observed.state is InstanceState.RUNNING
@@ -231,12 +231,12 @@ def start_instance(rt: Runtime, op: Operation) -> None:
     ensure_sidecar(rt, instance)
     if not was_running:
         _clear_restart_required(rt, instance.id)
-    _record_observed(rt, instance.id)
+    record_observed(rt, instance.id)
 
 
 def simple_action(verb: str) -> Handler:
     def handler(rt: Runtime, op: Operation) -> None:
-        instance = _load_instance(rt, op.resource_id)
+        instance = load_instance(rt, op.resource_id)
         driver = rt.compute(InstanceKind(instance.kind))
         timeout = float(op.params.get("timeout", 10))
         if verb == "stop":
@@ -244,7 +244,7 @@ def simple_action(verb: str) -> Handler:
             _clear_restart_required(rt, instance.id)
             stop_sidecar(rt, instance.id)  # after its workload: in-flight requests finish
         elif verb == "restart":
-            _ensure_created(rt, instance)
+            ensure_created(rt, instance)
             _ensure_mounts(rt, instance)
             driver.restart(instance.id, timeout=timeout)
             attach_networks(rt, instance.id)
@@ -254,7 +254,7 @@ def simple_action(verb: str) -> Handler:
             driver.pause(instance.id)
         elif verb == "resume":
             driver.resume(instance.id)
-        _record_observed(rt, instance.id)
+        record_observed(rt, instance.id)
 
     return handler
 
@@ -264,33 +264,33 @@ def _snapshot_driver(rt: Runtime, instance: Instance) -> SnapshotDriver:
 
 
 def take_snapshot(rt: Runtime, op: Operation) -> None:
-    instance = _load_instance(rt, op.resource_id)
+    instance = load_instance(rt, op.resource_id)
     driver = _snapshot_driver(rt, instance)
     name = str(op.params["snapshot"])
     if not any(s.name == name for s in driver.snapshot_list(instance.id)):
         driver.snapshot_create(instance.id, name)
     elif op.attempts <= 1:  # a later attempt finds the snapshot an earlier one took before its worker died
         raise PermanentError(f"instance {instance.name!r} already has a snapshot named {name!r}")
-    _record_observed(rt, instance.id)
+    record_observed(rt, instance.id)
 
 
 def revert_snapshot(rt: Runtime, op: Operation) -> None:
-    instance = _load_instance(rt, op.resource_id)
+    instance = load_instance(rt, op.resource_id)
     driver = _snapshot_driver(rt, instance)
     name = str(op.params["snapshot"])
     if not any(s.name == name for s in driver.snapshot_list(instance.id)):
         raise PermanentError(f"instance {instance.name!r} has no snapshot named {name!r}")
     driver.snapshot_revert(instance.id, name)
-    _record_observed(rt, instance.id)
+    record_observed(rt, instance.id)
 
 
 def delete_snapshot(rt: Runtime, op: Operation) -> None:
-    instance = _load_instance(rt, op.resource_id)
+    instance = load_instance(rt, op.resource_id)
     _snapshot_driver(rt, instance).snapshot_delete(instance.id, str(op.params["snapshot"]))
 
 
 def resize_instance(rt: Runtime, op: Operation) -> None:
-    instance = _load_instance(rt, op.resource_id)
+    instance = load_instance(rt, op.resource_id)
     driver = rt.compute(InstanceKind(instance.kind))
     if driver.inspect(instance.id) is not None:
         result = driver.update(instance.id, instance.cpus, instance.memory_mb)
@@ -311,7 +311,7 @@ def resize_instance(rt: Runtime, op: Operation) -> None:
                         detail=result.detail,
                     )
     sync_security(rt)  # its groups may have changed
-    _record_observed(rt, instance.id)
+    record_observed(rt, instance.id)
 
 
 def _clear_restart_required(rt: Runtime, instance_id: str) -> None:
@@ -332,7 +332,7 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
     if row_gone:
         _after_delete(rt, every_network)
         return
-    instance = _load_instance(rt, op.resource_id)
+    instance = load_instance(rt, op.resource_id)
     detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
     stop_sidecar(rt, instance.id)

@@ -83,6 +83,7 @@ class OperationAction(StrEnum):
     DETACH_VOLUME = "detach-volume"
     PUSH = "push"
     APPLY = "apply"
+    MIGRATE = "migrate"
 
 
 class OnFailure(Enum):
@@ -123,6 +124,8 @@ class OperationKind(Enum):
     INSTANCE_DETACH_NETWORK = ResourceType.INSTANCE, OperationAction.DETACH_NETWORK, OnFailure.INSTANCE_ERROR
     INSTANCE_ATTACH_VOLUME = ResourceType.INSTANCE, OperationAction.ATTACH_VOLUME, OnFailure.INSTANCE_ERROR
     INSTANCE_DETACH_VOLUME = ResourceType.INSTANCE, OperationAction.DETACH_VOLUME, OnFailure.INSTANCE_ERROR
+    # A migration that fails puts the instance back on its host itself (`instances.migration`).
+    INSTANCE_MIGRATE = ResourceType.INSTANCE, OperationAction.MIGRATE, OnFailure.UNLOCK
     VOLUME_CREATE = ResourceType.VOLUME, OperationAction.CREATE, OnFailure.OBJECT_ERROR
     VOLUME_RESIZE = ResourceType.VOLUME, OperationAction.RESIZE, OnFailure.UNLOCK
     VOLUME_SNAPSHOT = ResourceType.VOLUME, OperationAction.SNAPSHOT, OnFailure.UNLOCK

@@ -105,6 +105,23 @@ def claim(session: Session, op_id: str, by: str) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+class HandOff(Exception):
+    """Raised by a step whose next part runs on another host (a migration's): the operation, still running,
+    moves to `host`'s queue with `params` added, and is sent there (`hand_off`)."""
+
+    def __init__(self, host: str, **params: Any) -> None:
+        super().__init__(f"handed to host {host!r}")
+        self.host, self.params = host, params
+
+
+def hand_off(session: Session, op_id: str, by: str, hand: HandOff) -> None:
+    """The operation is `hand.host`'s now, with the params its next part needs; let go, to be sent there."""
+    op = get(session, op_id)
+    op.host, op.params = hand.host, {**op.params, **hand.params}
+    session.flush()
+    release(session, op_id, by)
+
+
 def release(session: Session, op_id: str, by: str) -> None:
     """Let go of an operation that is to run again (a retry): nobody holds it, and no message is known to be
     queued for it until the next dispatch records one."""

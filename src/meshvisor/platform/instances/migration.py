@@ -1,0 +1,116 @@
+"""Cold migration of a container from its host (the source) to another (the target): one operation that goes
+from host to host (`operations.HandOff`), each part run by that host's worker on its own engine.
+
+    source: park      its sidecar stops, its interfaces go, the container stops (it stays, for a way back)
+    target: place     the row moves to the target; the container is made there from the same record (same
+                      id, addresses, MAC, groups, mesh service) and started, with its interfaces and sidecar,
+                      if it was running
+    source: release   the parked container goes, with its mounts; this host's leases and filter follow
+    source: restore   (the target failed) the target's leftovers are gone, the row is back on the source: the
+                      container starts again as it was, and the operation fails with the target's reason
+
+Every part is idempotent, so a worker that dies in one is replaced by a retry of it. The request's checks and the
+target (named, or placed like a create with the source excluded) are `requests.migration_params`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from meshvisor.core.errors import PermanentError
+from meshvisor.core.types import InstanceKind
+from meshvisor.platform.instances.attachments import attach_networks, detach_networks, serve_dhcp
+from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
+from meshvisor.platform.networks.security_steps import sync_security
+from meshvisor.platform.networks.steps import refresh_dhcp
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import events
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Instance, NetworkAddress, Operation
+from meshvisor.platform.state.operations import HandOff
+from meshvisor.platform.volumes.steps import release_mounts
+
+from . import steps
+
+
+# -- the steps ---------------------------------------------------------------------------------------------------
+def migrate_instance(rt: Runtime, op: Operation) -> None:
+    PHASES[str(op.params["phase"])](rt, op)
+
+
+def _park(rt: Runtime, op: Operation) -> None:
+    instance = steps.load_instance(rt, op.resource_id)
+    stop_sidecar(rt, instance.id)
+    detach_networks(rt, instance.id)
+    rt.compute(InstanceKind(instance.kind)).stop(instance.id, timeout=float(op.params.get("timeout", 10)))
+    raise HandOff(str(op.params["target"]), phase="place")
+
+
+def _place(rt: Runtime, op: Operation) -> None:
+    source, target = str(op.params["source"]), str(op.params["target"])
+    _move_row(rt, op.resource_id, target, op.params["placement"])
+    instance = steps.load_instance(rt, op.resource_id)
+    try:
+        _run_here(rt, instance, bool(op.params["was_running"]))
+    except PermanentError as exc:
+        _clean_here(rt, instance.id)
+        raise HandOff(source, phase="restore", error=exc.message) from None
+    steps.record_observed(rt, instance.id)
+    raise HandOff(source, phase="release")
+
+
+def _release(rt: Runtime, op: Operation) -> None:
+    _clean_here(rt, op.resource_id)
+
+
+def _restore(rt: Runtime, op: Operation) -> None:
+    source, target = str(op.params["source"]), str(op.params["target"])
+    _move_row(rt, op.resource_id, source, op.params["placement_before"])
+    instance = steps.load_instance(rt, op.resource_id)
+    _run_here(rt, instance, bool(op.params["was_running"]))
+    steps.record_observed(rt, instance.id)
+    raise PermanentError(f"the move to host {target!r} failed: {op.params.get('error')}; it stays on {source!r}")
+
+
+PHASES = {"park": _park, "place": _place, "release": _release, "restore": _restore}
+
+
+def _move_row(rt: Runtime, instance_id: str, host: str, where: dict[str, Any]) -> None:
+    with transaction(rt.sessions) as s:
+        current = s.get(Instance, instance_id)
+        assert current is not None
+        if current.host != host:
+            came_from, current.host, current.placement = current.host, host, where
+            current.touch()
+            events.emit(
+                s, "lifecycle", "instance", current.name, current.project, state=current.state, id=current.id,
+                host=host, moved_from=came_from,
+            )  # fmt: skip
+
+
+def _run_here(rt: Runtime, instance: Instance, start: bool) -> None:
+    """The container made on this host from its record (again: the same id), and started as it was."""
+    serve_dhcp(rt, instance.id)
+    steps.ensure_created(rt, instance)
+    if start:
+        rt.compute(InstanceKind(instance.kind)).start(instance.id)
+        attach_networks(rt, instance.id)
+        ensure_sidecar(rt, instance)
+
+
+def _clean_here(rt: Runtime, instance_id: str) -> None:
+    """What the instance had on this host goes (its sidecar, interfaces, container and mounts); this host's
+    dnsmasq and filter then forget it."""
+    stop_sidecar(rt, instance_id)
+    detach_networks(rt, instance_id)
+    rt.compute(InstanceKind.CONTAINER).delete(instance_id)
+    release_mounts(rt, instance_id)
+    with transaction(rt.sessions) as s:
+        network_ids = set(
+            s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance_id))
+        )
+    for network_id in network_ids:
+        refresh_dhcp(rt, network_id)
+    sync_security(rt)

@@ -1,0 +1,193 @@
+"""Cold migration's operation against a real database (SQLite and PostgreSQL), on the fake driver: it goes from
+the source's queue to the target's and back (park, place, release), the row moves with one event, and a target
+that fails puts the instance back on its host, running. Every bad request is refused before anything is written.
+Host B is a registry row here: both "hosts" share the one fake driver, so what the engines hold is the two-host
+integration test's to prove; this one proves the operation's course."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from meshvisor.core.errors import PermanentError
+from meshvisor.core.types import InstanceKind, OperationStatus
+from meshvisor.platform import reconciler
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import migration
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.shape import InstanceRequest
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import events, operations
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Host, Instance, Operation, utcnow
+from meshvisor.platform.volumes import pools
+from meshvisor.platform.volumes import requests as volumes
+
+from .conftest import add_ready_image
+
+SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+
+
+@pytest.fixture
+def web(runtime: Runtime, tmp_path: Path) -> str:
+    """Host B registered beside this one, and a container `web` running here; its id."""
+    settings_b = runtime.settings.model_copy(
+        update={"host_name": "b", "data_dir": tmp_path / "data-b", "tunnel_ip": "10.99.0.2"}
+    )
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        hosts.register(s, settings_b)
+        made, op = instances.create(
+            s,
+            InstanceRequest(
+                name="web",
+                kind=InstanceKind.CONTAINER,
+                image="busybox",
+                command=SERVE,
+                host=runtime.settings.host_name,
+            ),
+        )
+    assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    return made.id
+
+
+def migrate(api: TestClient, **body: object) -> str:
+    accepted = api.post("/v1/instances/web/actions", json={"action": "migrate", **body})
+    assert accepted.status_code == 202, accepted.text
+    return str(accepted.json()["operation"]["id"])
+
+
+def step(runtime: Runtime, op_id: str) -> tuple[OperationStatus, str, str | None]:
+    """One part of the operation, run as the worker of the host it is on now: its status, host and next part."""
+    status = reconciler.run_operation(runtime, op_id)
+    with runtime.sessions() as s:
+        op = operations.get(s, op_id)
+        return status, op.host, op.params.get("phase") if status is OperationStatus.RUNNING else None
+
+
+def instance(runtime: Runtime) -> Instance:
+    with runtime.sessions() as s:
+        found = s.scalar(select(Instance).where(Instance.name == "web"))
+        assert found is not None
+        return found
+
+
+def test_a_container_moves_to_the_host_named_and_the_operation_goes_there_and_back(
+    runtime: Runtime, api: TestClient, web: str
+) -> None:
+    here = runtime.settings.host_name
+    with runtime.sessions() as s:
+        last = events.latest_id(s)
+    op_id = migrate(api, host="b")
+    with runtime.sessions() as s:
+        op = operations.get(s, op_id)
+        assert (op.host, op.params["source"], op.params["target"], op.params["phase"]) == (here, here, "b", "park")
+    assert step(runtime, op_id) == (OperationStatus.RUNNING, "b", "place")
+    assert instance(runtime).host == here  # parked: the row moves when the target takes it
+    assert step(runtime, op_id) == (OperationStatus.RUNNING, here, "release")
+    moved = instance(runtime)
+    assert (moved.host, moved.state, moved.operation_id) == ("b", "running", op_id)
+    assert moved.placement["host"] == "b" and moved.placement["reason"].startswith("pinned")
+    assert step(runtime, op_id)[0] is OperationStatus.SUCCEEDED
+    assert instance(runtime).operation_id is None
+    with runtime.sessions() as s:
+        seen = [e.data for e in events.since(s, last) if e.resource_type == "instance" and "moved_from" in e.data]
+    assert [(e["host"], e["moved_from"]) for e in seen] == [("b", here)]
+
+
+def test_a_target_that_fails_puts_it_back_running_and_the_operation_fails_with_the_reason(
+    runtime: Runtime, api: TestClient, web: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = runtime.settings.host_name
+    op_id = migrate(api)  # placed: b is the only other host
+
+    def broken(rt: Runtime, row: Instance) -> None:
+        raise PermanentError("image busybox could not be fetched")
+
+    assert step(runtime, op_id)[1:] == ("b", "place")
+    monkeypatch.setattr(migration.steps, "ensure_created", broken)
+    assert step(runtime, op_id)[1:] == (here, "restore")
+    monkeypatch.undo()
+    status, _, _ = step(runtime, op_id)
+    assert status is OperationStatus.FAILED
+    with runtime.sessions() as s:
+        error = operations.get(s, op_id).error or ""
+    assert "move to host 'b' failed: image busybox could not be fetched" in error and f"on {here!r}" in error
+    back = instance(runtime)
+    assert (back.host, back.state, back.operation_id) == (here, "running", None)
+    assert back.placement.get("host") != "b"
+
+
+def _offline_b(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as s:
+        b = s.scalar(select(Host).where(Host.name == "b"))
+        assert b is not None
+        b.last_seen = utcnow() - timedelta(hours=1)
+
+
+def _cordon_b(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as s:
+        hosts.cordon(s, "b", True)
+
+
+def _volume(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as s:
+        pools.ensure_default_pool(s, runtime.settings)
+        made, _ = volumes.request_create(s, "data", 8, settings=runtime.settings)
+        made.state, made.operation_id = "ready", None
+        current = s.scalar(select(Instance).where(Instance.name == "web"))
+        assert current is not None
+        volumes.attach(s, current, "data", "/data")
+
+
+def _busy(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as s:
+        instances.request_action(s, "web", "stop", {})
+
+
+@pytest.mark.parametrize(
+    ("body", "prepare", "status", "words"),
+    [
+        ({"host": "HERE"}, None, 400, "already on host"),
+        ({"host": "nowhere"}, None, 404, "host 'nowhere' not found"),
+        ({"host": "b"}, _cordon_b, 409, "b: cordoned"),
+        ({"host": "b"}, _offline_b, 409, "b: offline"),
+        ({}, _offline_b, 409, "own host"),
+        ({"host": "b"}, _volume, 400, "has volumes"),
+        ({"host": "b"}, _busy, 409, "busy with operation"),
+        ({"host": 7}, None, 422, ""),
+    ],
+    ids=["same-host", "unknown-host", "cordoned", "offline", "nowhere-else", "with-volumes", "busy", "not-a-name"],
+)
+def test_bad_migrations_are_refused_and_nothing_changes(
+    runtime: Runtime, api: TestClient, web: str, body: dict[str, object], prepare: object, status: int, words: str
+) -> None:
+    if body.get("host") == "HERE":
+        body = {"host": runtime.settings.host_name}
+    if callable(prepare):
+        prepare(runtime)
+    before = (instance(runtime).host, _operations(runtime))
+    refused = api.post("/v1/instances/web/actions", json={"action": "migrate", **body})
+    assert refused.status_code == status, refused.text
+    assert words in refused.text
+    assert (instance(runtime).host, _operations(runtime)) == before
+
+
+def test_host_is_for_migrate_only_and_vms_do_not_move_yet(runtime: Runtime, api: TestClient, web: str) -> None:
+    refused = api.post("/v1/instances/web/actions", json={"action": "stop", "host": "b"})
+    assert refused.status_code == 400 and "host is for migrate" in refused.text
+    with transaction(runtime.sessions) as s:
+        row = s.scalar(select(Instance).where(Instance.name == "web"))
+        assert row is not None
+        row.kind = "vm"
+    refused = api.post("/v1/instances/web/actions", json={"action": "migrate", "host": "b"})
+    assert refused.status_code == 400 and "not available for a vm" in refused.text
+
+
+def _operations(runtime: Runtime) -> list[tuple[str, str]]:
+    with runtime.sessions() as s:
+        return [(o.action, o.status) for o in s.scalars(select(Operation).order_by(Operation.created_at))]

@@ -134,14 +134,30 @@ def _cordon_b(runtime: Runtime) -> None:
         hosts.cordon(s, "b", True)
 
 
-def _volume(runtime: Runtime) -> None:
+def _volume(runtime: Runtime, snapshots: list[str] | None = None, shared: bool = False) -> None:
+    """A volume `data` on web (read-only, and on a second container too, when `shared`)."""
     with transaction(runtime.sessions) as s:
         pools.ensure_default_pool(s, runtime.settings)
         made, _ = volumes.request_create(s, "data", 8, settings=runtime.settings)
-        made.state, made.operation_id = "ready", None
+        made.state, made.operation_id, made.snapshots = "ready", None, snapshots or []
         current = s.scalar(select(Instance).where(Instance.name == "web"))
         assert current is not None
-        volumes.attach(s, current, "data", "/data")
+        volumes.attach(s, current, "data", "/data", read_only=shared)
+    if shared:
+        with transaction(runtime.sessions) as s:
+            request = InstanceRequest(
+                name="reader", kind=InstanceKind.CONTAINER, image="busybox", host=runtime.settings.host_name,
+                volumes=[{"volume": "data", "path": "/data", "read_only": True}],
+            )  # fmt: skip
+            instances.create(s, request)
+
+
+def _volume_with_snapshots(runtime: Runtime) -> None:
+    _volume(runtime, snapshots=["before"])
+
+
+def _shared_volume(runtime: Runtime) -> None:
+    _volume(runtime, shared=True)
 
 
 def _busy(runtime: Runtime) -> None:
@@ -157,11 +173,24 @@ def _busy(runtime: Runtime) -> None:
         ({"host": "b"}, _cordon_b, 409, "b: cordoned"),
         ({"host": "b"}, _offline_b, 409, "b: offline"),
         ({}, _offline_b, 409, "own host"),
-        ({"host": "b"}, _volume, 400, "has volumes"),
+        ({"host": "b"}, _volume_with_snapshots, 400, "has snapshots"),
+        ({"host": "b"}, _shared_volume, 400, "also attached to reader"),
+        ({"host": "b"}, _volume, 409, "host 'b' has no storage pool"),
         ({"host": "b"}, _busy, 409, "busy with operation"),
         ({"host": 7}, None, 422, ""),
     ],
-    ids=["same-host", "unknown-host", "cordoned", "offline", "nowhere-else", "with-volumes", "busy", "not-a-name"],
+    ids=[
+        "same-host",
+        "unknown-host",
+        "cordoned",
+        "offline",
+        "nowhere-else",
+        "volume-with-snapshots",
+        "shared-volume",
+        "no-pool-on-target",
+        "busy",
+        "not-a-name",
+    ],  # fmt: skip
 )
 def test_bad_migrations_are_refused_and_nothing_changes(
     runtime: Runtime, api: TestClient, web: str, body: dict[str, object], prepare: object, status: int, words: str

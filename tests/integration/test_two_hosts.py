@@ -5,6 +5,7 @@ API is) travel to B at B's first create of them, checked by digest; a fetch that
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -355,6 +356,54 @@ def test_a_stopped_container_moves_stopped(hosts: TwoHosts, api: httpx.Client) -
         assert api.get("/v1/instances/mig-stopped").json()["state"] == "running"
     finally:
         delete(api, "mig-stopped")
+
+
+def test_a_container_moves_with_its_volume_and_the_data_in_it(hosts: TwoHosts, api: httpx.Client) -> None:
+    """A container on B writes into its volume; it moves to A and back: each time the volume's file is in the new
+    host's pool only (B's data directory, then A's), the data is intact, and the container writes on."""
+    op = wait_op(api, api.post("/v1/volumes", json={"name": "moving", "size_mb": 32, "host": "b"}))
+    assert op["status"] == "succeeded", op
+    volume_id = api.get("/v1/volumes/moving").json()["id"]
+    pools = {host: Path(str(_pool(api, "default", host)["config"]["path"])) for host in "ab"}  # type: ignore[index]
+    try:
+        create(api, "mig-vol", host="b", volumes=[{"volume": "moving", "path": "/data"}])
+        written = ["on-b"]
+        sh_write = "echo {} >> /data/log && sync && cat /data/log"
+        api.post("/v1/instances/mig-vol/exec", json={"command": ["sh", "-c", sh_write.format("on-b")]})
+        for target, other in (("a", "b"), ("b", "a")):
+            moving = {"action": "migrate", "host": target}
+            op = wait_op(api, api.post("/v1/instances/mig-vol/actions", json=moving))
+            assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+            volume = api.get("/v1/volumes/moving").json()
+            assert (volume["host"], volume["attached_to"]) == (target, ["mig-vol"]), volume
+            assert (pools[target] / f"{volume_id}.raw").is_file()
+            assert not (pools[other] / f"{volume_id}.raw").exists()
+            ran = api.post("/v1/instances/mig-vol/exec", json={"command": ["sh", "-c", sh_write.format(target)]})
+            written.append(target)
+            assert ran.status_code == 200 and ran.json()["output"].split() == written, ran.text
+    finally:
+        if api.get("/v1/instances/mig-vol").status_code == 200:
+            delete(api, "mig-vol")
+        assert wait_op(api, api.delete("/v1/volumes/moving"))["status"] == "succeeded"
+
+
+def test_a_volumes_bytes_are_served_only_while_nothing_running_writes_them(
+    hosts: TwoHosts, api: httpx.Client
+) -> None:
+    op = wait_op(api, api.post("/v1/volumes", json={"name": "served", "size_mb": 16, "host": "b"}))
+    assert op["status"] == "succeeded", op
+    try:
+        whole = api.get("/v1/volumes/served/content")  # B's, through B's endpoint
+        assert whole.status_code == 200 and len(whole.content) == 16 * 2**20, whole.headers
+        assert whole.headers["x-meshvisor-digest"] == f"sha256:{hashlib.sha256(whole.content).hexdigest()}"
+        create(api, "serving", host="b", volumes=[{"volume": "served", "path": "/data"}])
+        busy = api.get("/v1/volumes/served/content")
+        assert busy.status_code == 409 and "in use by 'serving'" in busy.text, busy.text
+        assert httpx.get(f"{hosts.url}/v1/volumes/served/content").status_code == 401
+    finally:
+        if api.get("/v1/instances/serving").status_code == 200:
+            delete(api, "serving")
+        assert wait_op(api, api.delete("/v1/volumes/served"))["status"] == "succeeded"
 
 
 # -- storage on each host ---------------------------------------------------------------------------------------

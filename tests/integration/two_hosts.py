@@ -175,6 +175,7 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
             op = wait_op(api, api.post("/v1/images", json={"name": "busybox", "source": {"type": "builtin"}}))
             assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"  # host B fetches it at its first create
             hosts.wait_until(lambda: _endpoint(api, "b") is not None, "host b's endpoint")
+            hosts.wait_until(lambda: _has_pool(api, "b"), "host b's default storage pool (its worker's start)")
         yield hosts
     finally:
         for name in hosts.procs:
@@ -187,6 +188,10 @@ def _answers(api: httpx.Client) -> bool:
         return api.get("/healthz", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _has_pool(api: httpx.Client, host: str) -> bool:
+    return api.get("/v1/storage-pools/default", params={"host": host}).status_code == 200
 
 
 def _endpoint(api: httpx.Client, host: str) -> str | None:

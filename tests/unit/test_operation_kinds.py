@@ -86,9 +86,12 @@ def test_instances_and_volumes_run_on_their_host() -> None:
 
 def test_failure_policies() -> None:
     """As the reconciler's `_fail` had them: an instance goes to error, an image, network or volume only when
-    it was being created or deleted, and a stack (or any other operation) only lets go of its lock."""
+    it was being created or deleted, and a stack (or any other operation) only lets go of its lock. A migration
+    that fails puts its instance back itself: it only lets go."""
     for kind in OperationKind:
-        if kind.resource is ResourceType.INSTANCE:
+        if kind is OperationKind.INSTANCE_MIGRATE:
+            expected = OnFailure.UNLOCK
+        elif kind.resource is ResourceType.INSTANCE:
             expected = OnFailure.INSTANCE_ERROR
         elif kind.resource is not ResourceType.STACK and kind.action in ("create", "delete"):
             expected = OnFailure.OBJECT_ERROR

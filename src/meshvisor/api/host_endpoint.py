@@ -12,6 +12,7 @@ platform CA (`platform/hosts/identity.py`); there is no token. Routes, by instan
     GET  /v1/host/sidecars/stats                   {"items": {instance id: Envoy's stats payload or null}}
     POST /v1/host/storage-pools                    {"name", "driver", "libvirt_pool"} -> {"config"} (made, checked)
     GET  /v1/host/storage-pools/{id}/free          {"free_mb"} of a pool of this host
+    GET  /v1/host/volumes/{id}/content              a raw volume's bytes (`X-Meshvisor-Digest`: their SHA-256)
     WS   /v1/host/instances/{id}/terminal?rows=&cols=   bytes both ways, `{"resize": [r, c]}` text to resize
 
 Errors have the API's shape and statuses; a terminal that cannot open is refused before the WebSocket opens, with
@@ -33,7 +34,7 @@ from typing import Annotated, Any
 import uvicorn
 from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from meshvisor.core.errors import MeshvisorError, NotFound
 from meshvisor.core.terminal import Terminal
@@ -45,8 +46,10 @@ from meshvisor.platform.mesh import relay, telemetry
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import make_engine, make_sessionmaker, transaction
-from meshvisor.platform.state.models import StoragePool
+from meshvisor.platform.state.models import StoragePool, Volume
+from meshvisor.platform.volumes import content as volume_data
 from meshvisor.platform.volumes import pools
+from meshvisor.platform.volumes.content import DIGEST_HEADER
 
 from . import errors
 from .routers.terminal import attach
@@ -108,6 +111,17 @@ def create_host_app(settings: Settings) -> FastAPI:
             if pool is None or pool.host != settings.host_name:
                 raise NotFound(f"storage pool {pool_id} is not a pool of host {settings.host_name!r}")
             return {"free_mb": pools.free_mb(pool)}
+
+    @app.get("/v1/host/volumes/{volume_id}/content", response_class=StreamingResponse)
+    def volume_content(volume_id: str, request: Request) -> StreamingResponse:
+        rt: Runtime = request.app.state.runtime
+        with rt.sessions() as session:
+            volume = session.get(Volume, volume_id)
+            pool = session.get(StoragePool, volume.pool_id) if volume is not None else None
+            if volume is None or pool is None or pool.host != settings.host_name:
+                raise NotFound(f"volume {volume_id} is not a volume of host {settings.host_name!r}")
+            digest, chunks = volume_data.read_here(rt, volume, pool)
+        return StreamingResponse(chunks, media_type="application/octet-stream", headers={DIGEST_HEADER: digest})
 
     @app.websocket("/v1/host/instances/{instance_id}/terminal")
     async def terminal(websocket: WebSocket, instance_id: str, rows: int = 24, cols: int = 80) -> None:

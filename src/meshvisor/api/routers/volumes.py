@@ -3,11 +3,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
 
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.paging import check_etag
+from meshvisor.platform.volumes import content as volume_data
 from meshvisor.platform.volumes import requests as volumes
+from meshvisor.platform.volumes.content import DIGEST_HEADER
 
 from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, VolumeActionRequest, VolumeCreate, VolumePage, VolumePatch, VolumePublic
@@ -50,6 +53,16 @@ def get_volume(name: str, session: SessionDep, response: Response, _: TokenDep) 
     public = volumes.to_dict(session, volumes.get(session, name))
     response.headers["ETag"] = f'"{public["etag"]}"'
     return public
+
+
+@router.get("/{name}/content", response_class=StreamingResponse)
+def volume_content(name: str, rt: RuntimeDep, _: TokenDep) -> StreamingResponse:
+    """A raw volume's bytes as they travel to the host its container moves to (from this host, or through the
+    volume's host's endpoint), `X-Meshvisor-Digest` their SHA-256; 409 while an instance that is not moving
+    runs with it."""
+    with rt.sessions() as session:
+        digest, chunks = volume_data.content(rt, session, volumes.get(session, name))
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers={DIGEST_HEADER: digest})
 
 
 @router.patch("/{name}", status_code=202)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -31,6 +31,8 @@ from .registry import get
 CONNECT_TIMEOUT_S = 5.0
 CALL_TIMEOUT_S = 120.0  # a command run in an instance may take a while
 SCRAPE_TIMEOUT_S = 5.0  # a host's sidecar stats, for one `/metrics` scrape
+STREAM_TIMEOUT = httpx.Timeout(300.0, connect=CONNECT_TIMEOUT_S)  # between two chunks of a volume's bytes
+CHUNK_BYTES = 1 << 20
 ERRORS: dict[int, type[MeshvisorError]] = {400: InvalidInput, 404: NotFound, 409: Conflict, 422: InvalidInput}
 
 
@@ -84,6 +86,30 @@ class HostLink:
         return int(
             self._call("GET", f"/v1/host/storage-pools/{pool_id}/free", timeout=SCRAPE_TIMEOUT_S)["free_mb"]
         )
+
+    def volume_content(self, volume_id: str) -> tuple[str, Iterator[bytes]]:
+        """A volume's digest and its bytes, streamed from that host as they are read (the connection closes when
+        the bytes are all read, or the iterator is dropped)."""
+        client = httpx.Client(base_url=f"https://{self.address}", verify=self._ssl, timeout=STREAM_TIMEOUT)
+        try:
+            request = client.build_request("GET", f"/v1/host/volumes/{volume_id}/content")
+            response = client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            client.close()
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            body = response.read()
+            client.close()
+            raise self._error(response.status_code, body)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.iter_bytes(CHUNK_BYTES)
+            finally:
+                response.close()
+                client.close()
+
+        return str(response.headers.get("X-Meshvisor-Digest", "")), chunks()
 
     def terminal(self, instance_id: str) -> RemoteTerminal:
         url = f"wss://{self.address}/v1/host/instances/{instance_id}/terminal"

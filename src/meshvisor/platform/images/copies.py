@@ -106,7 +106,7 @@ def _present(rt: Runtime, image: Needed) -> bool:
 
 
 def _fetch(rt: Runtime, image: Needed) -> None:
-    with _api(rt) as api, api.stream("GET", f"/v1/images/{image.name}/content") as response:
+    with api_client(rt) as api, api.stream("GET", f"/v1/images/{image.name}/content") as response:
         digest = _check_answer(response, image)
         chunks = response.iter_bytes(CHUNK)
         if image.kind == InstanceKind.VM.value:
@@ -117,7 +117,7 @@ def _fetch(rt: Runtime, image: Needed) -> None:
 
 
 @contextmanager
-def _api(rt: Runtime) -> Iterator[httpx.Client]:
+def api_client(rt: Runtime) -> Iterator[httpx.Client]:
     token = rt.settings.api_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
@@ -127,8 +127,8 @@ def _api(rt: Runtime) -> Iterator[httpx.Client]:
         raise TransientError(f"{rt.settings.base_api_url}: {exc.__class__.__name__}: {exc}") from exc
 
 
-def _check_answer(response: httpx.Response, image: Needed) -> str:
-    """The digest the API sends the content with, once it is the one the image's row records."""
+def check_status(response: httpx.Response) -> None:
+    """A streamed answer of the API that is not 200: its reason, a TransientError for a 5xx (retried)."""
     if response.status_code != 200:
         response.read()
         try:
@@ -137,6 +137,11 @@ def _check_answer(response: httpx.Response, image: Needed) -> str:
             reason = response.text[:200]
         error = TransientError if response.status_code >= 500 else PermanentError
         raise error(f"HTTP {response.status_code}: {reason}")
+
+
+def _check_answer(response: httpx.Response, image: Needed) -> str:
+    """The digest the API sends the content with, once it is the one the image's row records."""
+    check_status(response)
     digest = str(response.headers.get(DIGEST_HEADER) or "")
     if not digest or response.headers.get(KIND_HEADER) != image.kind:
         raise PermanentError(f"the answer has no digest or is not a {image.kind} image")

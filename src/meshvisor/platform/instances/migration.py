@@ -1,13 +1,16 @@
 """Cold migration of a container from its host (the source) to another (the target): one operation that goes
 from host to host (`operations.HandOff`), each part run by that host's worker on its own engine.
 
-    source: park      its sidecar stops, its interfaces go, the container stops (it stays, for a way back)
-    target: place     the row moves to the target; the container is made there from the same record (same
-                      id, addresses, MAC, groups, mesh service) and started, with its interfaces and sidecar,
-                      if it was running
-    source: release   the parked container goes, with its mounts; this host's leases and filter follow
-    source: restore   (the target failed) the target's leftovers are gone, the row is back on the source: the
-                      container starts again as it was, and the operation fails with the target's reason
+    source: park      its sidecar stops, its interfaces go, the container stops (it stays, for a way back) and
+                      its volumes are unmounted
+    target: place     each volume's bytes come through the API (`volumes.content`), checked, into the target's
+                      pool, and its row moves; then the instance's row moves, and the container is made there
+                      from the same record (same id, addresses, MAC, groups, mesh service) and started, with
+                      its interfaces and sidecar, if it was running
+    source: release   the parked container goes, with its mounts and the volumes' old files; this host's leases
+                      and filter follow
+    source: restore   (the target failed: its container and volume copies are gone, the rows back on the
+                      source) the container starts again as it was, and the operation fails with the reason
 
 Every part is idempotent, so a worker that dies in one is replaced by a retry of it. The request's checks and the
 target (named, or placed like a create with the source excluded) are `requests.migration_params`.
@@ -28,9 +31,11 @@ from meshvisor.platform.networks.steps import refresh_dhcp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Instance, NetworkAddress, Operation
+from meshvisor.platform.state.models import Instance, NetworkAddress, Operation, StoragePool, Volume
 from meshvisor.platform.state.operations import HandOff
+from meshvisor.platform.volumes import content as volume_data
 from meshvisor.platform.volumes.steps import release_mounts
+from meshvisor.storage import VolumeDriver
 
 from . import steps
 
@@ -45,29 +50,36 @@ def _park(rt: Runtime, op: Operation) -> None:
     stop_sidecar(rt, instance.id)
     detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).stop(instance.id, timeout=float(op.params.get("timeout", 10)))
+    release_mounts(rt, instance.id)  # the volumes' files hold still while they travel
     raise HandOff(str(op.params["target"]), phase="place")
 
 
 def _place(rt: Runtime, op: Operation) -> None:
     source, target = str(op.params["source"]), str(op.params["target"])
-    _move_row(rt, op.resource_id, target, op.params["placement"])
-    instance = steps.load_instance(rt, op.resource_id)
     try:
-        _run_here(rt, instance, bool(op.params["was_running"]))
+        _bring_volumes(rt, op.params["volumes"], target)
+        _move_row(rt, op.resource_id, target, op.params["placement"])
+        _run_here(rt, steps.load_instance(rt, op.resource_id), bool(op.params["was_running"]))
     except PermanentError as exc:
-        _clean_here(rt, instance.id)
+        _clean_here(rt, op.resource_id)
+        _drop_volume_copies(rt, op.params["volumes"], source)
+        _move_row(rt, op.resource_id, source, op.params["placement_before"])
         raise HandOff(source, phase="restore", error=exc.message) from None
+    instance = steps.load_instance(rt, op.resource_id)
     steps.record_observed(rt, instance.id)
     raise HandOff(source, phase="release")
 
 
 def _release(rt: Runtime, op: Operation) -> None:
     _clean_here(rt, op.resource_id)
+    for volume_id, move in op.params["volumes"].items():
+        pool = _pool(rt, move["source_pool"])
+        if pool is not None and any(info.volume_id == volume_id for info in pool.list()):
+            pool.delete(volume_id)
 
 
 def _restore(rt: Runtime, op: Operation) -> None:
     source, target = str(op.params["source"]), str(op.params["target"])
-    _move_row(rt, op.resource_id, source, op.params["placement_before"])
     instance = steps.load_instance(rt, op.resource_id)
     _run_here(rt, instance, bool(op.params["was_running"]))
     steps.record_observed(rt, instance.id)
@@ -88,6 +100,43 @@ def _move_row(rt: Runtime, instance_id: str, host: str, where: dict[str, Any]) -
                 s, "lifecycle", "instance", current.name, current.project, state=current.state, id=current.id,
                 host=host, moved_from=came_from,
             )  # fmt: skip
+
+
+def _bring_volumes(rt: Runtime, moves: dict[str, dict[str, str]], target: str) -> None:
+    """Each volume's bytes into its target pool (of this host), checked; then its row says it is here."""
+    for volume_id, move in moves.items():
+        with transaction(rt.sessions) as s:
+            volume, pool = s.get(Volume, volume_id), s.get(StoragePool, move["target_pool"])
+            if volume is None or pool is None:
+                raise PermanentError(f"volume {volume_id} or its target pool is gone from the database")
+            s.expunge_all()
+        if volume.host != target:
+            volume_data.receive(rt, volume, pool)
+            _move_volume(rt, volume_id, target, move["target_pool"])
+
+
+def _drop_volume_copies(rt: Runtime, moves: dict[str, dict[str, str]], source: str) -> None:
+    """The copies made here go, and the rows say the volumes are on the source again (their files never left)."""
+    for volume_id, move in moves.items():
+        pool = _pool(rt, move["target_pool"])
+        if pool is not None and any(info.volume_id == volume_id for info in pool.list()):
+            pool.delete(volume_id)
+        _move_volume(rt, volume_id, source, move["source_pool"])
+
+
+def _move_volume(rt: Runtime, volume_id: str, host: str, pool_id: str) -> None:
+    with transaction(rt.sessions) as s:
+        volume = s.get(Volume, volume_id)
+        if volume is not None and (volume.host, volume.pool_id) != (host, pool_id):
+            volume.host, volume.pool_id = host, pool_id
+            volume.touch()
+            events.emit(s, "lifecycle", "volume", volume.name, volume.project, state=volume.state, host=host)
+
+
+def _pool(rt: Runtime, pool_id: str) -> VolumeDriver | None:
+    with transaction(rt.sessions) as s:
+        pool = s.get(StoragePool, pool_id)
+        return None if pool is None else rt.pool(pool.driver, pool.config)
 
 
 def _run_here(rt: Runtime, instance: Instance, start: bool) -> None:

@@ -34,12 +34,14 @@ from meshvisor.platform.state.models import (
     Network,
     NetworkAddress,
     Operation,
+    StoragePool,
     Volume,
     VolumeAttachment,
 )
 from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 from meshvisor.platform.volumes import requests as volumes
+from meshvisor.platform.volumes.pools import DEFAULT_POOL
 
 from .shape import InstanceBase, InstanceChange, InstanceRequest, NetworkAttachment, PlacementConstraints
 
@@ -275,14 +277,11 @@ def migration_params(
 ) -> dict[str, Any]:
     """A cold migration's params (`instances.migration`): where from, where to (named, or placed like a create
     with its own host excluded: online, not cordoned, able to run the kind, with room), and whether it was
-    running. A container with volumes does not move yet (their data would have to travel with it)."""
+    running. Its volumes move with it (`volume_moves`)."""
     if host is not None and not isinstance(host, str):
         raise InvalidInput("host must be a host's name")
     if host == instance.host:
         raise InvalidInput(f"instance {instance.name!r} is already on host {host!r}")
-    has_volumes = session.scalar(select(VolumeAttachment.id).where(VolumeAttachment.instance_id == instance.id))
-    if has_volumes is not None:
-        raise InvalidInput(f"instance {instance.name!r} has volumes: moving a volume's data is not built yet")
     ask = Ask(
         instance.kind,
         Resources(instance.cpus, instance.memory_mb, instance.disk_mb or 0),
@@ -293,6 +292,7 @@ def migration_params(
     )
     placed = placement.schedule(session, ask, **opts)
     return {
+        "volumes": volume_moves(session, instance, placed.host),
         "source": instance.host,
         "target": placed.host,
         "phase": "park",
@@ -300,6 +300,34 @@ def migration_params(
         "placement": {**(instance.placement or {}), **placed.to_json()},
         "placement_before": instance.placement or {},
     }
+
+
+def volume_moves(session: Session, instance: Instance, target: str) -> dict[str, dict[str, str]]:
+    """The volumes that move with an instance, each from its pool to the pool of the same name on the target (its
+    default pool if it has none of that name): {volume id: {"source_pool", "target_pool"}}. A volume that another
+    instance also has, or that has snapshots, stays: the move is refused (400)."""
+    moves = {}
+    for volume in session.scalars(
+        select(Volume).join(VolumeAttachment, VolumeAttachment.volume_id == Volume.id)
+        .where(VolumeAttachment.instance_id == instance.id)
+    ):  # fmt: skip
+        others = [name for name in volumes.attached_to(session, volume.id) if name != instance.name]
+        if others:
+            raise InvalidInput(f"volume {volume.name!r} is also attached to {', '.join(others)}: it cannot move")
+        if volume.snapshots:
+            raise InvalidInput(f"volume {volume.name!r} has snapshots: they do not move; delete them first")
+        source_pool = session.get(StoragePool, volume.pool_id)
+        assert source_pool is not None
+        target_pool = session.scalar(
+            select(StoragePool)
+            .where(StoragePool.host == target, StoragePool.name.in_((source_pool.name, DEFAULT_POOL)))
+            .order_by(StoragePool.name != source_pool.name)
+            .limit(1)
+        )
+        if target_pool is None:
+            raise Conflict(f"host {target!r} has no storage pool for volume {volume.name!r}")
+        moves[volume.id] = {"source_pool": source_pool.id, "target_pool": target_pool.id}
+    return moves
 
 
 def rename(session: Session, name: str, new_name: str, project: str = "default") -> Instance:

@@ -220,3 +220,16 @@ def test_host_is_for_migrate_only_and_vms_do_not_move_yet(runtime: Runtime, api:
 def _operations(runtime: Runtime) -> list[tuple[str, str]]:
     with runtime.sessions() as s:
         return [(o.action, o.status) for o in s.scalars(select(Operation).order_by(Operation.created_at))]
+
+
+def test_a_volume_holds_still_while_its_instance_moves(runtime: Runtime, api: TestClient, web: str) -> None:
+    _volume(runtime)
+    with transaction(runtime.sessions) as s:  # what B's worker makes as it starts
+        pools.ensure_default_pool(s, runtime.settings.model_copy(update={"host_name": "b"}))
+    op_id = migrate(api, host="b")
+    with runtime.sessions() as s:
+        moves = operations.get(s, op_id).params["volumes"]
+    assert list(moves) == [api.get("/v1/volumes/data").json()["id"]]
+    refused = api.post("/v1/volumes/data/actions", json={"action": "resize", "size_mb": 16})
+    assert refused.status_code == 409 and "moves with instance 'web'" in refused.text, refused.text
+    assert api.get("/v1/volumes/data").json()["size_mb"] == 8

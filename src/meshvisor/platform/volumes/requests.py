@@ -168,6 +168,7 @@ def request_action(
     """resize, snapshot, revert, delete-snapshot and clone. A clone answers with its new volume too."""
     volume = get(session, name, project)
     _check_idle(volume)
+    _check_not_moving(session, volume)
     if volume.state != "ready":
         raise Conflict(f"volume {name!r} is {volume.state}, not ready")
     pool = session.get(StoragePool, volume.pool_id)
@@ -261,6 +262,15 @@ def _is_root(session: Session, volume_id: str) -> bool:
 def _check_idle(volume: Volume) -> None:
     if volume.operation_id is not None:
         raise Conflict(f"volume {volume.name!r} is busy with operation {volume.operation_id}; wait for it")
+
+
+def _check_not_moving(session: Session, volume: Volume) -> None:
+    """A volume whose instance is moving to another host is being copied there: it holds still until then."""
+    moving = attached_to(
+        session, volume.id, Instance.operation_id.in_(select(Operation.id).where(Operation.action == "migrate"))
+    )
+    if moving:
+        raise Conflict(f"volume {volume.name!r} moves with instance {moving[0]!r}; wait for the move to end")
 
 
 def attached_to(session: Session, volume_id: str, *where: ColumnElement[bool]) -> list[str]:

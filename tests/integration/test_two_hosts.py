@@ -406,6 +406,34 @@ def test_a_volumes_bytes_are_served_only_while_nothing_running_writes_them(
         assert wait_op(api, api.delete("/v1/volumes/served"))["status"] == "succeeded"
 
 
+def test_evacuating_b_moves_everything_to_a_and_shows_each_move(hosts: TwoHosts, api: httpx.Client) -> None:
+    op = wait_op(api, api.post("/v1/volumes", json={"name": "evac-data", "size_mb": 16, "host": "b"}))
+    assert op["status"] == "succeeded", op
+    names = ["evac-1", "evac-2"]
+    try:
+        create(api, "evac-1", host="b", volumes=[{"volume": "evac-data", "path": "/data"}])
+        create(api, "evac-2", host="b")
+        ran = api.post("/v1/instances/evac-1/exec", json={"command": ["sh", "-c", "echo kept > /data/f && sync"]})
+        assert ran.status_code == 200 and ran.json()["exit_code"] == 0, ran.text
+        on_b_before = [i["name"] for i in api.get("/v1/instances").json()["items"] if i["host"] == "b"]
+        accepted = api.post("/v1/hosts/b/actions", json={"action": "evacuate"})
+        assert accepted.status_code == 202 and accepted.json()["host"]["cordoned"] is True, accepted.text
+        op = wait_op(api, accepted, timeout=600)
+        assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+        progress = [(e["name"], e["to"], e["status"]) for e in op["params"]["progress"]]
+        assert progress == [(name, "a", "succeeded") for name in sorted(on_b_before)], progress
+        assert [i["name"] for i in api.get("/v1/instances").json()["items"] if i["host"] == "b"] == []
+        assert hosts.containers("b") == []
+        kept = api.post("/v1/instances/evac-1/exec", json={"command": ["cat", "/data/f"]})
+        assert kept.json()["output"].strip() == "kept" and api.get("/v1/volumes/evac-data").json()["host"] == "a"
+    finally:
+        assert api.post("/v1/hosts/b/actions", json={"action": "uncordon"}).status_code == 200
+        for name in names:
+            if api.get(f"/v1/instances/{name}").status_code == 200:
+                delete(api, name)
+        assert wait_op(api, api.delete("/v1/volumes/evac-data"))["status"] == "succeeded"
+
+
 # -- storage on each host ---------------------------------------------------------------------------------------
 def _pool(api: httpx.Client, name: str, host: str) -> dict[str, object]:
     found = api.get(f"/v1/storage-pools/{name}", params={"host": host})

@@ -117,7 +117,9 @@ class ExecRequest(Strict):
 
 
 class HostActionRequest(Strict):
-    action: Literal["cordon", "uncordon"] = Field(description="cordon: place nothing new here; uncordon: lift it")
+    action: Literal["cordon", "uncordon", "evacuate"] = Field(
+        description="cordon: place nothing new here; uncordon: lift it; evacuate: cordon, and move every instance"
+    )
 
 
 class HostCertificateRequest(Strict):

@@ -22,6 +22,7 @@ from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images.copies import remove_stale
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
+from meshvisor.platform.instances.evacuation import evacuate_host
 from meshvisor.platform.instances.migration import migrate_instance
 from meshvisor.platform.instances.steps import (
     create_instance,
@@ -190,6 +191,7 @@ HANDLERS: Mapping[OperationKind, Handler] = {
     OperationKind.IMAGE_PUSH: push_image,
     OperationKind.IMAGE_DELETE: delete_image,
     OperationKind.STACK_APPLY: lambda rt, op: apply_stack(rt, op, run_operation),
+    OperationKind.HOST_EVACUATE: evacuate_host,
 }
 
 

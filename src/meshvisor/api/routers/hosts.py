@@ -4,11 +4,13 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from meshvisor.platform.hosts import identity
+from meshvisor.platform.hosts import identity, placement
 from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import evacuation
+from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 
-from ..deps import RuntimeDep, SessionDep, TokenDep
+from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, HostActionRequest, HostCertificateRequest, HostPage, HostPublic
 
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"], responses=ERRORS)
@@ -25,12 +27,22 @@ def get_host(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dic
     return hosts.to_dict(hosts.get(session, name), rt.settings)
 
 
-@router.post("/{name}/actions", response_model=HostPublic)
-def host_action(name: str, body: HostActionRequest, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+@router.post("/{name}/actions", response_model=None, responses={202: {"description": "evacuate: accepted"}})
+def host_action(
+    name: str, body: HostActionRequest, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep
+) -> dict[str, Any] | Response:
     """`cordon`: the scheduler places nothing new on the host, and a create that names it is refused (409);
-    what runs there keeps running. `uncordon` lifts it."""
+    what runs there keeps running. `uncordon` lifts it. Both answer 200 with the host. `evacuate`: cordon, then
+    move every instance to another host, one after another, under one operation (202); 409 when the host is the
+    only one or none of its instances can move now."""
     with transaction(rt.sessions) as s:
-        return hosts.to_dict(hosts.cordon(s, name, body.action == "cordon"), rt.settings)
+        if body.action == "evacuate":
+            opts = placement.options(rt.settings)
+            host, op = evacuation.request_evacuate(s, name, rt.settings.host_name, **opts)
+            public = hosts.to_dict(host, rt.settings)
+        else:
+            return hosts.to_dict(hosts.cordon(s, name, body.action == "cordon"), rt.settings)
+    return dispatch.accepted(op, {"operation": operations.to_dict(op), "host": public})
 
 
 @router.post("/{name}/certificate")

@@ -182,6 +182,9 @@ class Host(Base):
     schedulable: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     # An admin's cordon: nothing new is placed here, named or not (its agent's registration leaves it alone).
     cordoned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The lock of an operation on the host as a whole (an evacuation), and its count of changes.
+    operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     vm_domain_type: Mapped[str | None] = mapped_column(String(16), default=None)
     # Its agent's endpoint (mutual TLS) listens on tunnel_ip:agent_port; None for a host registered before it.
     agent_port: Mapped[int | None] = mapped_column(Integer, default=None)

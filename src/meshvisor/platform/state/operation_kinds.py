@@ -3,7 +3,7 @@
 An operation row stores its resource type and its action as plain strings (the database and the REST API keep
 those values); here they get their types, and every (resource, action) pair a request may write is one kind:
 
-    ResourceType    instance, image, network, volume, stack; per type (`RESOURCES`): the model whose
+    ResourceType    instance, image, network, volume, stack, host; per type (`RESOURCES`): the model whose
                     `operation_id` column is the lock, and whether it lives on one host (its operations then
                     run on that host's queue, and a worker of that host resumes them)
     OperationAction create, delete, start, ..., apply
@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING
 
-from meshvisor.platform.state.models import Image, Instance, Network, Operation, Stack, Volume
+from meshvisor.platform.state.models import Host, Image, Instance, Network, Operation, Stack, Volume
 
 if TYPE_CHECKING:
     from meshvisor.platform.runtime import Runtime
 
-Lockable = type[Instance] | type[Image] | type[Network] | type[Volume] | type[Stack]
+Lockable = type[Instance] | type[Image] | type[Network] | type[Volume] | type[Stack] | type[Host]
 Handler = Callable[["Runtime", Operation], None]
 
 
@@ -37,6 +37,7 @@ class ResourceType(StrEnum):
     NETWORK = "network"
     VOLUME = "volume"
     STACK = "stack"
+    HOST = "host"
 
     @property
     def lock(self) -> Lockable:
@@ -61,6 +62,7 @@ RESOURCES: Mapping[ResourceType, ResourceFacts] = {
     ResourceType.NETWORK: ResourceFacts(Network, host_bound=False),
     ResourceType.VOLUME: ResourceFacts(Volume, host_bound=True),
     ResourceType.STACK: ResourceFacts(Stack, host_bound=False),
+    ResourceType.HOST: ResourceFacts(Host, host_bound=False),  # run on the platform's queue, about a host
 }
 
 
@@ -84,6 +86,7 @@ class OperationAction(StrEnum):
     PUSH = "push"
     APPLY = "apply"
     MIGRATE = "migrate"
+    EVACUATE = "evacuate"
 
 
 class OnFailure(Enum):
@@ -136,6 +139,7 @@ class OperationKind(Enum):
     IMAGE_PUSH = ResourceType.IMAGE, OperationAction.PUSH, OnFailure.UNLOCK
     IMAGE_DELETE = ResourceType.IMAGE, OperationAction.DELETE, OnFailure.OBJECT_ERROR
     STACK_APPLY = ResourceType.STACK, OperationAction.APPLY, OnFailure.UNLOCK
+    HOST_EVACUATE = ResourceType.HOST, OperationAction.EVACUATE, OnFailure.UNLOCK
 
     @classmethod
     def find(cls, resource_type: str, action: str) -> OperationKind | None:

@@ -24,6 +24,7 @@ from meshvisor.platform.celery_app import (
     sync_security_on,
 )
 from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import failover
 from meshvisor.platform.networks import security_steps
 from meshvisor.platform.reconciler import DATABASE_DOWN
 from meshvisor.platform.runtime import Runtime
@@ -111,11 +112,13 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
     @app.task(name=TASK_RECONCILE)
     def reconcile() -> int:
         """The periodic pass, fanned out: every host reconciles itself (expiring, so an offline host does not
-        come back to a pile of them)."""
+        come back to a pile of them); `ha` instances of hosts gone for long restart elsewhere."""
         with transaction(runtime().sessions) as s:
             names = [h.name for h in hosts.all_hosts(s)]
         for name in names:
             reconcile_host(app, settings, name, expires=settings.reconcile_interval_s * 2)
+        for op in failover.restart_elsewhere(runtime()):
+            dispatch.dispatch(app, settings, runtime().sessions, op.id, op.resource_type, op.host)
         return len(names)
 
     @app.task(name=TASK_SYNC_SECURITY)

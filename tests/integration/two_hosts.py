@@ -35,6 +35,7 @@ from .conftest import BROKER_URL, REPO, drop_broker_keys, free_port, underlay, w
 from .daemons import DockerEngine
 
 POOL = "10.227.0.0/16"
+HA_GRACE_S = 5
 TUNNEL_A, TUNNEL_B = "10.227.255.1", "10.227.255.2"
 POSTGRES_ADMIN = os.environ.get("MESHVISOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PROCESSES = {"serve": ("a", ["serve"]), "worker": ("a", ["worker"]), "xds": ("a", ["xds"]), "agent": ("b", [])}
@@ -139,6 +140,7 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
         "MESHVISOR_API_PORT": str(port),
         "MESHVISOR_ADMIN_TOKEN": token,
         "MESHVISOR_RECONCILE_INTERVAL_S": "2",
+        "MESHVISOR_HA_GRACE_S": str(HA_GRACE_S),
         "MESHVISOR_TASK_RETRIES": "2",
         "MESHVISOR_RETRY_BACKOFF_S": "0.3",
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),

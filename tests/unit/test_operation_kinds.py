@@ -72,7 +72,7 @@ def test_the_stored_names_are_the_strings_of_old() -> None:
     assert OperationKind.find("instance", "fly") is None
     with pytest.raises(ValueError):
         OperationKind.of("planet", "create")
-    assert {r.value for r in ResourceType} == {"instance", "image", "network", "volume", "stack"}
+    assert {r.value for r in ResourceType} == {"instance", "image", "network", "volume", "stack", "host"}
     assert all(a.value == a.name.lower().replace("_", "-") for a in OperationAction)
 
 

@@ -21,6 +21,7 @@ from meshvisor.platform.hosts import liveness
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.images.copies import remove_stale
 from meshvisor.platform.images.steps import create_image, delete_image, push_image
+from meshvisor.platform.instances import failover
 from meshvisor.platform.instances.attachments import attach_network, attach_volume, detach_network, detach_volume
 from meshvisor.platform.instances.evacuation import evacuate_host
 from meshvisor.platform.instances.migration import migrate_instance
@@ -230,8 +231,9 @@ def reconcile(rt: Runtime) -> dict[str, int]:
     removed either (see `_never_seen`). A host coming back is told online once its instances have been compared
     (`liveness.came_back`)."""
     here = rt.settings.host_name
+    orphans = len(failover.fence(rt))  # before it is seen: a copy of what runs elsewhere now goes first
     returning = _seen(rt)
-    changed = orphans = 0
+    changed = 0
     strangers: list[str] = []
     kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
     for kind in kinds:

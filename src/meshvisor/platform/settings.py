@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 10.0
     # How long a host's silence means it is offline; default 3 reconcile intervals, at least 30 s.
     host_offline_after_s: float | None = Field(default=None, gt=0)
+    # An `ha` instance of a host offline this much longer is restarted on another host (`instances.failover`).
+    ha_grace_s: float = Field(default=60.0, ge=0)
     worker_concurrency: int = 4
     # Crash tests only: comma-separated failpoint names at which the worker kills itself (see failpoints.py).
     failpoints: str = ""

@@ -1,5 +1,6 @@
 """What a worker does as it starts, before it takes tasks (the Celery wiring around it is `meshvisor.tasks`):
 
+fence                         this host's stale copies of instances restarted elsewhere go (`failover.fence`)
 register_host                 this host in the registry; the other hosts converge now, adding its tunnel
 ensure_default_pool           this host's default storage pool
 resume_abandoned_operations   operations a worker of this host left running when it died: let go, sent again
@@ -15,6 +16,7 @@ from celery import Celery
 from meshvisor.platform import dispatch, vm_events
 from meshvisor.platform.celery_app import reconcile_host
 from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import failover
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def start(rt: Runtime, app: Celery, serves_platform_queue: bool) -> None:
+    failover.fence(rt)  # a copy of an instance restarted elsewhere goes before this host reports anything
     register_host(rt, app)
     ensure_default_pool(rt)
     resume_abandoned_operations(rt, app, serves_platform_queue)

@@ -12,7 +12,9 @@ from host to host (`operations.HandOff`), each part run by that host's worker on
     source: restore   (the target failed: its container and volume copies are gone, the rows back on the
                       source) the container starts again as it was, and the operation fails with the reason
 
-Every part is idempotent, so a worker that dies in one is replaced by a retry of it. The request's checks and the
+A failover (`instances.failover`: the source is offline) is the `place` part alone: it ends on the target, and
+the old host removes its copy when it returns (`failover.fence`). Every part is idempotent, so a worker that dies
+in one is replaced by a retry of it. The request's checks and the
 target (named, or placed like a create with the source excluded) are `requests.migration_params`.
 """
 
@@ -61,17 +63,20 @@ def _place(rt: Runtime, op: Operation) -> None:
         _move_row(rt, op.resource_id, target, op.params["placement"])
         _run_here(rt, steps.load_instance(rt, op.resource_id), bool(op.params["was_running"]))
     except PermanentError as exc:
-        _clean_here(rt, op.resource_id)
+        clean_here(rt, op.resource_id)
         _drop_volume_copies(rt, op.params["volumes"], source)
         _move_row(rt, op.resource_id, source, op.params["placement_before"])
+        if op.params.get("failover"):  # its host is gone: nothing to go back to
+            raise PermanentError(f"the restart on host {target!r} failed: {exc.message}") from None
         raise HandOff(source, phase="restore", error=exc.message) from None
     instance = steps.load_instance(rt, op.resource_id)
     steps.record_observed(rt, instance.id)
-    raise HandOff(source, phase="release")
+    if not op.params.get("failover"):  # a failover's old host is gone: it removes its copy when it returns
+        raise HandOff(source, phase="release")
 
 
 def _release(rt: Runtime, op: Operation) -> None:
-    _clean_here(rt, op.resource_id)
+    clean_here(rt, op.resource_id)
     for volume_id, move in op.params["volumes"].items():
         pool = _pool(rt, move["source_pool"])
         if pool is not None and any(info.volume_id == volume_id for info in pool.list()):
@@ -149,12 +154,12 @@ def _run_here(rt: Runtime, instance: Instance, start: bool) -> None:
         ensure_sidecar(rt, instance)
 
 
-def _clean_here(rt: Runtime, instance_id: str) -> None:
-    """What the instance had on this host goes (its sidecar, interfaces, container and mounts); this host's
+def clean_here(rt: Runtime, instance_id: str, kind: InstanceKind = InstanceKind.CONTAINER) -> None:
+    """What the instance had on this host goes (its sidecar, interfaces, workload and mounts); this host's
     dnsmasq and filter then forget it."""
     stop_sidecar(rt, instance_id)
     detach_networks(rt, instance_id)
-    rt.compute(InstanceKind.CONTAINER).delete(instance_id)
+    rt.compute(kind).delete(instance_id)
     release_mounts(rt, instance_id)
     with transaction(rt.sessions) as s:
         network_ids = set(

@@ -150,6 +150,7 @@ def _row(req: InstanceRequest, project: str, placed: Placed, mesh: dict[str, Any
         version=1,
         disk_mb=req.disk_mb,
         restart_required=False,
+        ha=req.ha,
         cloud_init=req.cloud_init,
     )
     if req.kind is InstanceKind.VM:  # the maxima default to the sizes: no live growth unless asked for

@@ -58,6 +58,7 @@ class InstanceBase(BaseModel):
     max_cpus: int | None = Field(default=None, description="VMs: vCPUs it may grow to while running")
     max_memory_mb: int | None = Field(default=None, description="VMs: memory it may grow to while running")
     disk_mb: int = Field(default=0, description="VMs: size of a scratch data disk (/dev/vda); 0 for none")
+    ha: bool = Field(default=False, description="restarted on another host when its own is offline for long")
 
 
 class PlacementConstraints(Strict):

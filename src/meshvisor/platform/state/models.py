@@ -88,6 +88,8 @@ class Instance(Versioned, Base):
     max_memory_mb: Mapped[int | None] = mapped_column(Integer, default=None)
     disk_mb: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     restart_required: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Restarted on another host when its own stays offline past the grace period (`instances.failover`).
+    ha: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     cloud_init: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # Where the scheduler put it and why ({host, score, reason, and the constraints asked}); the affinity and
     # anti-affinity groups it belongs to, as columns the scheduler queries.

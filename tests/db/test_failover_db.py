@@ -1,0 +1,97 @@
+"""Which `ha` instances restart elsewhere, against a real database (SQLite and PostgreSQL): only running, idle
+containers without volumes, of a host offline past the grace period; the failover operation is the migration's
+`place` part alone, on the new host's queue, and running it moves the row there. The restart on real engines,
+the fencing of the old copy and the mesh are the two-host integration test's."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from meshvisor.core.types import InstanceKind, OperationStatus
+from meshvisor.platform import reconciler
+from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.instances import failover
+from meshvisor.platform.instances import requests as instances
+from meshvisor.platform.instances.shape import InstanceRequest
+from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.models import Host, Instance, utcnow
+from meshvisor.platform.volumes import pools
+from meshvisor.platform.volumes import requests as volumes
+
+from .conftest import add_ready_image
+
+SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+
+
+@pytest.fixture
+def on_b(runtime: Runtime, tmp_path: Path) -> Runtime:
+    """Host B registered; containers `ha-web` (ha) and `plain` running on it (the fake driver, shared)."""
+    settings_b = runtime.settings.model_copy(
+        update={"host_name": "b", "data_dir": tmp_path / "data-b", "tunnel_ip": "10.99.0.2"}
+    )
+    add_ready_image(runtime)
+    with transaction(runtime.sessions) as s:
+        hosts.register(s, settings_b)
+    for name, ha in (("ha-web", True), ("plain", False)):
+        request = InstanceRequest(
+            name=name, kind=InstanceKind.CONTAINER, image="busybox", command=SERVE, host="b", ha=ha
+        )
+        with transaction(runtime.sessions) as s:
+            _, op = instances.create(s, request)
+        assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
+    return runtime
+
+
+def b_offline_for(runtime: Runtime, seconds: float) -> None:
+    with transaction(runtime.sessions) as s:
+        b = s.scalar(select(Host).where(Host.name == "b"))
+        assert b is not None
+        b.last_seen = b.offline_since = utcnow() - timedelta(seconds=seconds)
+
+
+def due(runtime: Runtime) -> list[str]:
+    with runtime.sessions() as s:
+        return [i.name for i in failover.due(s, runtime.settings)]
+
+
+def test_only_ha_containers_of_a_host_gone_past_the_grace_period_are_due(on_b: Runtime) -> None:
+    assert due(on_b) == []  # b is online
+    b_offline_for(on_b, on_b.settings.ha_grace_s - 10)
+    assert due(on_b) == []  # not yet past the grace period
+    b_offline_for(on_b, on_b.settings.ha_grace_s + 10)
+    assert due(on_b) == ["ha-web"]
+    with transaction(on_b.sessions) as s:
+        row = s.scalar(select(Instance).where(Instance.name == "ha-web"))
+        assert row is not None
+        row.state = "stopped"
+    assert due(on_b) == []  # stopped: nothing to restart
+
+
+def test_the_failover_runs_on_the_new_host_and_moves_the_row(on_b: Runtime) -> None:
+    b_offline_for(on_b, on_b.settings.ha_grace_s + 10)
+    here = on_b.settings.host_name
+    [op] = failover.restart_elsewhere(on_b)
+    assert (op.host, op.params["phase"], op.params["failover"], op.params["source"]) == (here, "place", True, "b")
+    assert failover.restart_elsewhere(on_b) == []  # it is busy with that operation now
+    assert reconciler.run_operation(on_b, op.id) is OperationStatus.SUCCEEDED  # the place part, and no more
+    with on_b.sessions() as s:
+        moved = s.scalar(select(Instance).where(Instance.name == "ha-web"))
+        assert moved is not None and (moved.host, moved.state, moved.operation_id) == (here, "running", None)
+
+
+def test_an_ha_container_with_a_volume_stays_with_the_reason(on_b: Runtime) -> None:
+    with transaction(on_b.sessions) as s:
+        pools.ensure_default_pool(s, on_b.settings.model_copy(update={"host_name": "b"}))
+        made, _ = volumes.request_create(s, "data", 8, host="b")
+        made.state, made.operation_id = "ready", None
+        row = s.scalar(select(Instance).where(Instance.name == "ha-web"))
+        assert row is not None
+        volumes.attach(s, row, "data", "/data")
+        assert failover.ha_blocked(s, row) == "its volumes are on its host: it is not restarted elsewhere"
+    b_offline_for(on_b, on_b.settings.ha_grace_s + 10)
+    assert due(on_b) == [] and failover.restart_elsewhere(on_b) == []

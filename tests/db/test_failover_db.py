@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from meshvisor.core.types import InstanceKind, OperationStatus
@@ -95,3 +96,12 @@ def test_an_ha_container_with_a_volume_stays_with_the_reason(on_b: Runtime) -> N
         assert failover.ha_blocked(s, row) == "its volumes are on its host: it is not restarted elsewhere"
     b_offline_for(on_b, on_b.settings.ha_grace_s + 10)
     assert due(on_b) == [] and failover.restart_elsewhere(on_b) == []
+
+
+def test_ha_is_shown_and_changed_with_patch(on_b: Runtime, api: TestClient) -> None:
+    assert api.get("/v1/instances/ha-web").json()["ha"] is True
+    assert api.get("/v1/instances/plain").json()["ha"] is False
+    assert api.patch("/v1/instances/plain", json={"ha": True}).status_code == 202
+    assert api.get("/v1/instances/plain").json()["ha"] is True
+    refused = api.patch("/v1/instances/ha-web", json={"ha": "sometimes"})
+    assert refused.status_code == 422 and api.get("/v1/instances/ha-web").json()["ha"] is True

@@ -310,7 +310,8 @@ def test_an_offline_host_is_forgotten_from_the_overview(page: Page, platform: Pl
         gone = hosts.locator("tbody tr").filter(has_text="dfm-gone")
         expect(gone.locator(".badge")).to_have_text("offline")
         for online in ("local", HOST_B):  # nothing to forget while a host's agent runs
-            expect(hosts.locator("tbody tr").filter(has_text=online).get_by_role("button")).to_have_count(0)
+            row = hosts.locator("tbody tr").filter(has_text=online)
+            expect(row.get_by_role("button", name="forget")).to_have_count(0)
         page.once("dialog", lambda dialog: dialog.accept())
         gone.get_by_role("button", name="forget").click()
         expect(gone).to_have_count(0)
@@ -323,6 +324,27 @@ def test_an_offline_host_is_forgotten_from_the_overview(page: Page, platform: Pl
         # have read the hosts just before the row went is over, drop the host's queue and its bindings.
         time.sleep(float(platform.env["MESHVISOR_RECONCILE_INTERVAL_S"]) * 1.5)
         drop_broker_keys(platform.prefix, own.host_queue("dfm-gone"))
+
+
+def test_a_host_is_cordoned_and_uncordoned_and_evacuates_only_once_confirmed(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    try:
+        log_in(page, platform)
+        page.get_by_role("link", name="Overview", exact=True).click()
+        row = page.locator("table").filter(has_text="Last seen").locator("tbody tr").filter(has_text=HOST_B)
+        row.get_by_role("button", name=f"cordon host {HOST_B}").click()
+        expect(row.locator(".state-cordoned")).to_have_text("cordoned")
+        assert api.get(f"/v1/hosts/{HOST_B}").json()["cordoned"] is True
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        row.get_by_role("button", name=f"evacuate host {HOST_B}").click()
+        row.get_by_role("button", name=f"uncordon host {HOST_B}").click()
+        expect(row.locator(".state-cordoned")).to_have_count(0)
+        expect(row.get_by_role("button", name=f"cordon host {HOST_B}")).to_be_visible()
+        found = api.get("/v1/operations", params={"resource_type": "host"}).json()["items"]
+        assert found == [] and api.get(f"/v1/hosts/{HOST_B}").json()["cordoned"] is False  # not evacuated
+    finally:
+        api.post(f"/v1/hosts/{HOST_B}/actions", json={"action": "uncordon"})
 
 
 STACK = """

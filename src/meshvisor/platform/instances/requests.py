@@ -397,6 +397,8 @@ def request_change(
         instance.memory_mb = change.memory_mb
     if change.restart_policy is not None:
         instance.restart_policy = change.restart_policy.value
+    if change.ha is not None:
+        instance.ha = change.ha
     if change.security_groups is not None:  # the instance's host applies them as part of the operation
         security_groups.set_membership(session, instance, change.security_groups)
     return instance, op

@@ -88,3 +88,4 @@ class InstanceChange(Strict):
     memory_mb: int | None = None
     restart_policy: RestartPolicy | None = None
     security_groups: list[str] | None = Field(default=None, description="replaces the list; [] leaves all")
+    ha: bool | None = Field(default=None, description="restart it on another host when its own is gone for long")

@@ -8,7 +8,7 @@ import { servicesPage } from "./services.js";
 import { stack, stacksPage } from "./stacks.js";
 import { volumesPage } from "./volumes.js";
 import { openTerminal } from "./terminal.js";
-import { deleteButton, jsonEditor, main, page, run, simpleForm, view } from "./ui.js";
+import { actionButton, deleteButton, jsonEditor, main, page, run, simpleForm, view } from "./ui.js";
 
 const nav = document.getElementById("nav");
 const live = document.getElementById("live");
@@ -156,11 +156,12 @@ async function overview() {
         const cpus = mine.reduce((sum, i) => sum + Number(i.cpus || 0), 0);
         const memory = mine.reduce((sum, i) => sum + Number(i.memory_mb || 0), 0);
         return [
-          x.name, badge(x.state), String(all.items.filter((i) => i.host === x.name).length),
+          x.name, h("span", {}, badge(x.state), x.cordoned ? h("span", { class: "badge state-cordoned" }, "cordoned") : ""),
+          String(all.items.filter((i) => i.host === x.name).length),
           `${Math.round(cpus * 10) / 10} / ${x.cpus ?? "?"}`, `${memory} / ${x.memory_mb ?? "?"} MiB`,
           x.vm_capable ? x.vm_domain_type || "yes" : "no", fmtTime(x.last_seen),
           // A host gone for good can be forgotten once it is offline; the API refuses while anything is on it.
-          x.state === "offline" ? deleteButton(`host ${x.name} (forget it)`, `/v1/hosts/${x.name}`, "forget") : "",
+          x.state === "offline" ? deleteButton(`host ${x.name} (forget it)`, `/v1/hosts/${x.name}`, "forget") : hostActions(x),
         ];
       })),
       h("h2", {}, "Recent failed operations"),
@@ -171,6 +172,18 @@ async function overview() {
         : h("p", { class: "muted" }, "None."),
     ];
   });
+}
+
+// Cordon or uncordon a host, or evacuate it (after a confirmation: every instance moves off it); the evacuation's
+// progress and its refusal show beside the buttons.
+function hostActions(host) {
+  const act = (action) => () => api("POST", `/v1/hosts/${host.name}/actions`, { action });
+  return h("span", { class: "actions" },
+    host.cordoned
+      ? actionButton("uncordon", null, act("uncordon"), `uncordon host ${host.name}`)
+      : actionButton("cordon", null, act("cordon"), `cordon host ${host.name}`),
+    actionButton("evacuate", `Evacuate host ${host.name}? Every instance on it moves to another host.`,
+      act("evacuate"), `evacuate host ${host.name}`));
 }
 
 // -- instances -------------------------------------------------------------------------------------------------

@@ -73,6 +73,17 @@ export function simpleForm(title, fields, submit, button = "Create") {
   return form;
 }
 
+// A button that starts work after a confirmation (when `question` is given); its progress and refusal beside it.
+export function actionButton(label, question, request, ariaLabel = label) {
+  const error = h("span", { class: "error", role: "alert" });
+  return h("span", { class: "actions" }, h("button", {
+    type: "button", "aria-label": ariaLabel, onclick: async () => {
+      if (question && !confirm(question)) return;
+      await run(error, request, view.refresh);
+    },
+  }, label), error);
+}
+
 export function deleteButton(what, path, label = "delete") {
   const error = h("span", { class: "error", role: "alert" });
   return h("span", { class: "actions" }, h("button", {

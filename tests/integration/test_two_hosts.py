@@ -435,64 +435,6 @@ def test_evacuating_b_moves_everything_to_a_and_shows_each_move(hosts: TwoHosts,
         assert wait_op(api, api.delete("/v1/volumes/evac-data"))["status"] == "succeeded"
 
 
-def until(check: Any, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
-        time.sleep(0.5)
-
-
-def test_an_ha_server_on_b_restarts_on_a_when_b_dies_and_b_drops_its_copy_when_back(
-    hosts: TwoHosts, api: httpx.Client
-) -> None:
-    """B's agent and Docker engine stop: B goes offline after its window, and after the grace period its `ha`
-    server runs on A (same id and address) and A's meshed caller is answered again; an instance without `ha`
-    stays `unknown` on B. B comes back: its stale copy is gone before B is online, one copy runs."""
-    network(api, "xha", "10.227.4.0/24")
-    names = ("ha-srv", "ha-cli", "plain-b")
-    try:
-        server = create(api, "ha-srv", host="b", ha=True, command=page("ha-server"), networks=[{"network": "xha"}],
-                        mesh={"service": "hasrv", "port": 8080})  # fmt: skip
-        upstream = {"service": "hasrv", "local_port": 9004}
-        create(api, "ha-cli", host="a", networks=[{"network": "xha"}],
-               mesh={"service": "hacli", "port": 8080, "upstreams": [upstream]})  # fmt: skip
-        create(api, "plain-b", host="b")
-        assert eventually(lambda: batch(api, "ha-cli", 9004, 1), "ha-server", timeout=90).count("ha-server") == 1
-        ours = host_object_name(hosts.prefix, "ct", server["id"])
-        hosts.stop("agent")
-        hosts.engine_b.stop()
-        stopped = time.monotonic()
-        window = 30 + HA_GRACE_S  # the test platform's offline window, then the grace period
-        until(lambda: api.get("/v1/instances/ha-srv").json()["host"] == "a", "the restart", 2 * window + 60)
-        moved = api.get("/v1/instances/ha-srv").json()
-        assert (moved["state"], moved["id"], moved["networks"][0]["ip"]) == (
-            "running", server["id"], server["networks"][0]["ip"],
-        ), moved  # fmt: skip
-        assert time.monotonic() - stopped >= window - 5  # not before B's silence could be told from a slow pass
-        assert ours in hosts.containers("a")
-        assert api.get("/v1/instances/plain-b").json()["state"] == "unknown"
-        answers = eventually(lambda: batch(api, "ha-cli", 9004, 3), "ha-server", timeout=120)
-        assert answers.count("ha-server") == 3, answers
-
-        hosts.engine_b.start()
-        hosts.start("agent")
-        until(lambda: api.get("/v1/hosts/b").json()["state"] == "online", "b's return", 180)
-        assert ours not in hosts.containers("b")  # fenced before it was seen
-        assert api.get("/v1/instances/ha-srv").json()["host"] == "a"
-        assert api.get("/v1/instances/plain-b").json()["state"] != "unknown"
-    finally:
-        if hosts.procs["agent"].poll() is not None:
-            if not hosts.engine_b.answers():
-                hosts.engine_b.start()
-            hosts.start("agent")
-        for name in names:
-            if api.get(f"/v1/instances/{name}").status_code == 200:
-                delete(api, name)
-        drop_network(api, "xha", force=True)
-        for service in ("hasrv", "hacli"):
-            api.delete(f"/v1/services/{service}")
-
-
 # -- storage on each host ---------------------------------------------------------------------------------------
 def _pool(api: httpx.Client, name: str, host: str) -> dict[str, object]:
     found = api.get(f"/v1/storage-pools/{name}", params={"host": host})
@@ -680,3 +622,62 @@ def test_the_content_route_wants_a_token_and_a_known_image(hosts: TwoHosts, api:
         assert answer.status_code == 200
         assert answer.headers["X-Meshvisor-Digest"] == api.get("/v1/images/busybox").json()["digest"]
         assert answer.headers["X-Meshvisor-Image-Kind"] == "container"
+
+
+# -- host failure (last: it stops B for a while) ------------------------------------------------------------------
+def until(check: Any, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.5)
+
+
+def test_an_ha_server_on_b_restarts_on_a_when_b_dies_and_b_drops_its_copy_when_back(
+    hosts: TwoHosts, api: httpx.Client
+) -> None:
+    """B's agent and Docker engine stop: B goes offline after its window, and after the grace period its `ha`
+    server runs on A (same id and address) and A's meshed caller is answered again; an instance without `ha`
+    stays `unknown` on B. B comes back: its stale copy is gone before B is online, one copy runs."""
+    network(api, "xha", "10.227.4.0/24")
+    names = ("ha-srv", "ha-cli", "plain-b")
+    try:
+        server = create(api, "ha-srv", host="b", ha=True, command=page("ha-server"), networks=[{"network": "xha"}],
+                        mesh={"service": "hasrv", "port": 8080})  # fmt: skip
+        upstream = {"service": "hasrv", "local_port": 9004}
+        create(api, "ha-cli", host="a", networks=[{"network": "xha"}],
+               mesh={"service": "hacli", "port": 8080, "upstreams": [upstream]})  # fmt: skip
+        create(api, "plain-b", host="b")
+        assert eventually(lambda: batch(api, "ha-cli", 9004, 1), "ha-server", timeout=90).count("ha-server") == 1
+        ours = host_object_name(hosts.prefix, "ct", server["id"])
+        hosts.stop("agent")
+        hosts.engine_b.stop()
+        stopped = time.monotonic()
+        window = 30 + HA_GRACE_S  # the test platform's offline window, then the grace period
+        until(lambda: api.get("/v1/instances/ha-srv").json()["host"] == "a", "the restart", 2 * window + 60)
+        moved = api.get("/v1/instances/ha-srv").json()
+        assert (moved["state"], moved["id"], moved["networks"][0]["ip"]) == (
+            "running", server["id"], server["networks"][0]["ip"],
+        ), moved  # fmt: skip
+        assert time.monotonic() - stopped >= window - 5  # not before B's silence could be told from a slow pass
+        assert ours in hosts.containers("a")
+        assert api.get("/v1/instances/plain-b").json()["state"] == "unknown"
+        until(lambda: batch(api, "ha-cli", 9004, 3).count("ha-server") == 3, "3 answers from A's copy", 120)
+
+        hosts.engine_b.start()
+        hosts.start("agent")
+        until(lambda: api.get("/v1/hosts/b").json()["state"] == "online", "b's return", 180)
+        assert ours not in hosts.containers("b")  # fenced before it was seen
+        assert api.get("/v1/instances/ha-srv").json()["host"] == "a"
+        assert api.get("/v1/instances/plain-b").json()["state"] != "unknown"
+    finally:
+        if hosts.procs["agent"].poll() is not None:
+            if not hosts.engine_b.answers():
+                hosts.engine_b.start()
+            hosts.start("agent")
+        until(lambda: api.get("/v1/hosts/b").json()["state"] == "online", "b's return", 180)
+        for name in names:
+            if api.get(f"/v1/instances/{name}").status_code == 200:
+                delete(api, name)
+        drop_network(api, "xha", force=True)
+        for service in ("hasrv", "hacli"):
+            api.delete(f"/v1/services/{service}")

@@ -14,8 +14,8 @@ from host to host (`operations.HandOff`), each part run by that host's worker on
 
 A failover (`instances.failover`: the source is offline) is the `place` part alone: it ends on the target, and
 the old host removes its copy when it returns (`failover.fence`). Every part is idempotent, so a worker that dies
-in one is replaced by a retry of it. The request's checks and the
-target (named, or placed like a create with the source excluded) are `requests.migration_params`.
+in one is replaced by a retry of it. The request's checks and the target (named, or placed like a create with
+the source excluded) are `requests.migration_params`.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from meshvisor.storage import VolumeDriver
 from . import steps
 
 
-# -- the steps ---------------------------------------------------------------------------------------------------
 def migrate_instance(rt: Runtime, op: Operation) -> None:
     PHASES[str(op.params["phase"])](rt, op)
 

@@ -119,7 +119,7 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
             cmdline=cmdline,
         )
     elif (image_dir / DISK_FILE).exists():  # a distribution's disk image: its root volume + a seed
-        root = root_disk(rt, instance.id, next(targets))
+        root = root_disk(rt, instance.id, next(targets), image_dir / DISK_FILE)
         if root is None:  # made before root disks were volumes: an overlay in the instance's directory
             path = create_overlay(instance_dir / "root.qcow2", image_dir / DISK_FILE)
             root = DiskSpec(path=str(path), format="qcow2", target="vda")

@@ -165,13 +165,14 @@ def container_mounts(rt: Runtime, instance_id: str) -> tuple[MountSpec, ...]:
     return tuple(mounts)
 
 
-def root_disk(rt: Runtime, instance_id: str, target: str) -> DiskSpec | None:
-    """The VM's root volume as the disk it boots from, made (an overlay on its image) the first time."""
+def root_disk(rt: Runtime, instance_id: str, target: str, image_disk: Path) -> DiskSpec | None:
+    """The VM's root volume as the disk it boots from, made the first time: an overlay on `image_disk`, the
+    image's disk on this host (its own, or the copy fetched from the host that made it)."""
     for row, volume, pool in attached_rows(rt, instance_id):
         if not row.boot:
             continue
         if volume.state != "ready":
-            pool.import_image(volume.id, Path(str(volume.source["path"])), "qcow2")
+            pool.import_image(volume.id, image_disk, "qcow2")
             _record(rt, volume.id, pool, "ready")
         return disk_spec(row, volume, pool, target)
     return None

@@ -87,7 +87,8 @@ def test_the_failover_runs_on_the_new_host_and_moves_the_row(on_b: Runtime) -> N
 
 def test_an_ha_container_with_a_volume_stays_with_the_reason(on_b: Runtime) -> None:
     with transaction(on_b.sessions) as s:
-        pools.ensure_default_pool(s, on_b.settings.model_copy(update={"host_name": "b"}))
+        b = on_b.settings.model_copy(update={"host_name": "b", "data_dir": on_b.settings.data_dir / "b"})
+        pools.ensure_default_pool(s, b)
         made, _ = volumes.request_create(s, "data", 8, host="b")
         made.state, made.operation_id = "ready", None
         row = s.scalar(select(Instance).where(Instance.name == "ha-web"))

@@ -225,7 +225,8 @@ def _operations(runtime: Runtime) -> list[tuple[str, str]]:
 def test_a_volume_holds_still_while_its_instance_moves(runtime: Runtime, api: TestClient, web: str) -> None:
     _volume(runtime)
     with transaction(runtime.sessions) as s:  # what B's worker makes as it starts
-        pools.ensure_default_pool(s, runtime.settings.model_copy(update={"host_name": "b"}))
+        b = runtime.settings.model_copy(update={"host_name": "b", "data_dir": runtime.settings.data_dir / "b"})
+        pools.ensure_default_pool(s, b)
     op_id = migrate(api, host="b")
     with runtime.sessions() as s:
         moves = operations.get(s, op_id).params["volumes"]

@@ -118,6 +118,16 @@ def test_a_name_on_several_hosts_none_of_them_this_one_must_be_told_apart(
         assert pools.get_pool(s, "fast", "c", runtime.settings.host_name).host == "c"
 
 
+def test_a_host_beside_another_in_its_data_directory_has_no_default_pool_of_its_own(
+    runtime: Runtime, host_b: Settings
+) -> None:
+    """A host simulated in a namespace beside this one, sharing its data directory: this host's pool is there."""
+    beside = runtime.settings.model_copy(update={"host_name": "beside"})
+    with transaction(runtime.sessions) as s:
+        assert pools.ensure_default_pool(s, beside) is None
+        assert s.scalar(select(StoragePool).where(StoragePool.host == "beside")) is None
+
+
 def test_pools_of_one_name_on_two_hosts_but_not_twice_on_one(runtime: Runtime, host_b: Settings) -> None:
     with transaction(runtime.sessions) as s:
         with pytest.raises(Conflict, match="already exists on host 'b'"):

@@ -36,8 +36,9 @@ DEFAULT_POOL = "default"
 MAX_SIZE_MB = 1024 * 1024
 
 
-def ensure_default_pool(session: Session, settings: Settings) -> StoragePool:
-    """The `dir` pool every host has: a directory in this host's data directory."""
+def ensure_default_pool(session: Session, settings: Settings) -> StoragePool | None:
+    """The `dir` pool every host has: a directory in this host's data directory. None for a host simulated
+    beside another in that host's data directory: the directory is the other host's pool already."""
 
     def find() -> StoragePool | None:
         return session.scalar(
@@ -47,12 +48,15 @@ def ensure_default_pool(session: Session, settings: Settings) -> StoragePool:
     found = find()
     if found is not None:
         return found
+    path = str(settings.pools_dir / DEFAULT_POOL)
+    if any(p.config.get("path") == path for p in session.scalars(select(StoragePool))):
+        return None
     made = StoragePool(
         id=new_id(),
         name=DEFAULT_POOL,
         driver="dir",
         host=settings.host_name,
-        config={"path": str(settings.pools_dir / DEFAULT_POOL)},
+        config={"path": path},
     )
     return insert_or_find(session, made, find)  # the API and a worker may start at once: one inserts
 

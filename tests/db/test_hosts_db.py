@@ -84,7 +84,8 @@ def test_only_an_offline_host_holding_nothing_is_removed(runtime: Runtime) -> No
         for op in s.scalars(select(Operation).where(Operation.host == "gone")):
             op.status = OperationStatus.CANCELLED
     with transaction(runtime.sessions) as s:  # the default pool its agent made goes with it
-        gone = runtime.settings.model_copy(update={"host_name": "gone", "data_dir": runtime.settings.data_dir / "g"})
+        elsewhere = runtime.settings.data_dir / "g"
+        gone = runtime.settings.model_copy(update={"host_name": "gone", "data_dir": elsewhere})
         assert pools.ensure_default_pool(s, gone) is not None
     with transaction(runtime.sessions) as s:
         hosts.remove(s, "gone", runtime.settings)

@@ -99,11 +99,13 @@ def attach_interface(rt: Runtime, pid: int, interface: NetInterface, default_rou
 
 def serve_dhcp(rt: Runtime, instance_id: str) -> None:
     """dnsmasq on each network of this instance hands out exactly the VMs' IPAM addresses (static leases), and
-    the host's security group filter knows its ports."""
+    the host's security group filter knows its ports. The networks' bridges are made here first: a host other
+    than the one that made a network makes its part when a workload first needs it."""
     with transaction(rt.sessions) as s:
         network_ids = set(
             s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance_id))
         )
+    ensure_here(rt, network_ids)
     for network_id in network_ids:
         refresh_dhcp(rt, network_id)
     sync_security(rt)  # a VM's tap is filtered from the moment libvirt makes it

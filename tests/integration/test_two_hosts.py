@@ -331,8 +331,8 @@ def test_a_vm_on_b_runs_in_bs_libvirt_on_a_tap_the_platform_made(
 ) -> None:
     """B's VM is a domain of B's own libvirt daemon (a session daemon inside B's namespace), not of the machine's;
     its NIC is a tap the platform made in B's namespace for that daemon's user; its console and a command reach
-    it through B; a container on A fetches its page over the overlay; stop, start and delete work, and its tap
-    goes with it."""
+    it through B; a container on A fetches its page over the overlay; a NIC plugged in gets a tap of its own,
+    gone when it is unplugged; stop, start and delete work, and its tap goes with it."""
     assert api.get("/v1/hosts/b").json()["vm_capable"] is True
     network(api, "xv", "10.227.3.0/24")
     try:
@@ -358,6 +358,15 @@ def test_a_vm_on_b_runs_in_bs_libvirt_on_a_tap_the_platform_made(
         answer = eventually(lambda: str(sh(api, "ct-va", request)["output"]), "200 OK", timeout=90)
         assert "200 OK" in answer, answer
 
+        network(api, "xw", "10.227.4.0/24")  # a NIC plugged in and out: its tap comes and goes with it
+        plugged = api.post("/v1/instances/vm-b/networks", json={"network": "xw", "ip": "10.227.4.20"})
+        assert wait_op(api, plugged, timeout=300)["status"] == "succeeded"
+        hosts.wait_until(lambda: "eth1 10.227.4.20/24 (dhcp bound)" in console(api, "vm-b"), "the new NIC's lease",
+                         VM_BOOT_S)  # fmt: skip
+        assert len(taps(hosts, hosts.netns)) == 2
+        assert wait_op(api, api.delete("/v1/instances/vm-b/networks/xw"), timeout=300)["status"] == "succeeded"
+        assert list(taps(hosts, hosts.netns)) == [tap]
+
         stopped = act(api, "vm-b", "stop")
         assert stopped["state"] == "stopped" and hosts.libvirtd_b.domains() == {name: False}
         assert act(api, "vm-b", "start")["state"] == "running" and hosts.libvirtd_b.domains() == {name: True}
@@ -365,6 +374,7 @@ def test_a_vm_on_b_runs_in_bs_libvirt_on_a_tap_the_platform_made(
     finally:
         delete(api, "ct-va")
         delete(api, "vm-b")
+        drop_network(api, "xw", force=True)
         drop_network(api, "xv", force=True)
     assert api.get("/v1/instances/vm-b").status_code == 404
     assert hosts.libvirtd_b.domains() == {}

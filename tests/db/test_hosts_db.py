@@ -140,7 +140,7 @@ def listener_in(netns: str, path: Path) -> Iterator[None]:
     """A process inside `netns` listening on the unix socket `path`, as a libvirt daemon started there would."""
     script = (
         "import socket, sys\n"
-        f"s = socket.socket(socket.AF_UNIX); s.bind({str(path)!r}); s.listen(1)\n"
+        f"s = socket.socket(socket.AF_UNIX); s.bind({str(path)!r}); s.listen(16)\n"
         "print('listening', flush=True); sys.stdin.read()\n"
     )
     proc = subprocess.Popen(

@@ -20,7 +20,7 @@ def listening(tmp_path: Path) -> Iterator[str]:
     path = tmp_path / "libvirt-sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.bind(str(path))
-        sock.listen(1)
+        sock.listen(16)
         yield f"qemu+unix:///session?socket={path}"
 
 

@@ -21,6 +21,7 @@ from websockets.sync.client import connect
 
 from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.core.names import host_object_name, new_id
+from meshvisor.network import bridge_name, ensure_tap, list_links
 from meshvisor.network.netlink import link_data, rtnl
 from meshvisor.platform.state.models import utcnow
 
@@ -379,6 +380,25 @@ def test_a_vm_on_b_runs_in_bs_libvirt_on_a_tap_the_platform_made(
     assert api.get("/v1/instances/vm-b").status_code == 404
     assert hosts.libvirtd_b.domains() == {}
     assert taps(hosts, hosts.netns) == {}
+
+
+def test_a_tap_left_by_a_crash_is_removed_by_bs_pass(hosts: TwoHosts, api: httpx.Client) -> None:
+    """A tap of this prefix in B's namespace that no attachment explains (a worker died between making it and
+    writing its row's end) goes at B's next reconcile pass; the network's bridge stays."""
+    made = network(api, "xo", "10.227.5.0/24")
+    try:
+        bridge = bridge_name(hosts.prefix, made["id"])
+        hosts.wait_until(lambda: bridge in links_of(hosts), "the network's bridge on B", 60)
+        stray = ensure_tap(hosts.prefix, made["id"], new_id(), hosts.libvirtd_b.uid, hosts.netns)
+        assert stray in taps(hosts, hosts.netns)
+        hosts.wait_until(lambda: stray not in links_of(hosts), "B's pass removing the stray tap", 60)
+        assert bridge in links_of(hosts)
+    finally:
+        drop_network(api, "xo", force=True)
+
+
+def links_of(hosts: TwoHosts) -> set[str]:
+    return {link.name for link in list_links(hosts.prefix, hosts.netns)}
 
 
 def vm_world(hosts: TwoHosts, api: httpx.Client) -> tuple[object, ...]:

@@ -1,10 +1,18 @@
-"""Removing a host that is gone for good: only an offline host that holds nothing any more."""
+"""Removing a host that is gone for good: only an offline host that holds nothing any more. Whether a host runs
+VMs: where its libvirt daemon runs."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from pyroute2 import netns as pyroute2_netns
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -131,3 +139,56 @@ def test_an_insert_that_lost_a_race_takes_the_winners_row_and_keeps_the_rest(pos
             check.commit()
     finally:
         engine.dispose()
+
+
+@contextmanager
+def listener_in(netns: str, path: Path) -> Iterator[None]:
+    """A process inside `netns` listening on the unix socket `path`, as a libvirt daemon started there would."""
+    script = (
+        "import socket, sys\n"
+        f"s = socket.socket(socket.AF_UNIX); s.bind({str(path)!r}); s.listen(16)\n"
+        "print('listening', flush=True); sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"listening\n"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_host_in_a_namespace_runs_vms_only_on_a_libvirt_daemon_inside_it(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Its bridges and taps are in its namespace: a daemon elsewhere (the machine's, or one in the root namespace)
+    could not put its VMs on them."""
+    netns = f"{runtime.settings.host_prefix}-vmhost"
+    pyroute2_netns.create(netns)
+    try:
+        inside, outside = tmp_path / "inside-sock", tmp_path / "outside-sock"
+        with listener_in(netns, inside), socket.socket(socket.AF_UNIX) as root_listener:
+            root_listener.bind(str(outside))
+            root_listener.listen(1)
+            for uri, expected in (
+                (f"qemu+unix:///session?socket={inside}", True),
+                (f"qemu+unix:///session?socket={outside}", False),
+                (f"qemu+unix:///session?socket={tmp_path / 'nobody-sock'}", False),
+                ("qemu:///system", False),
+            ):
+                settings = runtime.settings.model_copy(
+                    update={
+                        "host_name": "vmhost",
+                        "tunnel_ip": "10.213.141.2",
+                        "host_netns": netns,
+                        "libvirt_uri": uri,
+                    }
+                )
+                assert hosts.runs_vms(settings) is expected, uri
+                with transaction(runtime.sessions) as s:
+                    assert hosts.register(s, settings).vm_capable is expected, uri
+    finally:
+        pyroute2_netns.remove(netns)
+    assert hosts.runs_vms(runtime.settings)  # a host in the root namespace: the machine's daemon

@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import docker
 import libvirt
@@ -26,6 +27,7 @@ import psycopg
 import redis
 
 from meshvisor.containers.docker_client import API_VERSION
+from meshvisor.network.namespaces import in_namespace
 
 START_TIMEOUT_S = 60.0
 
@@ -82,8 +84,11 @@ class Daemon:
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=log, **self.popen_options())  # type: ignore[call-overload]
+            self.proc = self.spawn(log)
         wait_until(self.answers, self.name, self.proc, self.log)
+
+    def spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.argv(), stdout=log, stderr=log, **self.popen_options())  # type: ignore[call-overload, no-any-return]
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -279,13 +284,17 @@ class SessionLibvirtd(Daemon):
     """A libvirt daemon of the test's own beside the machine's: libvirtd in session mode, run by a dedicated
     unprivileged user (in group `kvm`) with its own runtime, config and cache directories, reached by root on its
     socket. Its QEMU runs as that user, which must reach the VM files (`grant`). It starts its own virtlogd for the
-    guests' consoles. Stopping it leaves its guests running; the next one finds them again."""
+    guests' consoles. Stopping it leaves its guests running; the next one finds them again.
+
+    With `netns`, it starts inside that network namespace (a simulated host's), so its QEMU, and the taps it opens,
+    are there: the platform makes those taps for it (its QEMU cannot), owned by its user."""
 
     name = "libvirtd"
     USER = "meshvisor-libvirt"
 
-    def __init__(self, directory: Path, prefix: str) -> None:
+    def __init__(self, directory: Path, prefix: str, netns: str | None = None) -> None:
         super().__init__(directory)
+        self.netns = netns
         self.uid, self.gid = ensure_user(self.USER, "kvm")
         runtime = Path("/run/user") / str(self.uid)
         # Short: QEMU's monitor sockets live under it, and a socket's path holds at most 107 bytes.
@@ -301,6 +310,9 @@ class SessionLibvirtd(Daemon):
 
     def argv(self) -> list[str]:
         return ["libvirtd"]  # in the foreground: the process we hold is the daemon
+
+    def spawn(self, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return in_namespace(self.netns, lambda: super(SessionLibvirtd, self).spawn(log))
 
     def popen_options(self) -> dict[str, object]:
         env = {

@@ -1,9 +1,11 @@
 """Two hosts that really are apart, for the multi-host tests: host A runs `meshvisor serve`, `worker` and `xds`
-over the machine's Docker engine; host B runs `meshvisor agent --host b` with a Docker engine of its own (its own
-socket, data root and exec root), its own data directory and its own network namespace for its underlay address
-and tunnel endpoint; its sidecars reach the control plane through B's xDS relay over the underlay. They share only
-PostgreSQL (a database of this run's), Redis and the underlay veth. So a verb
-that forgets to go to the instance's host talks to the wrong engine, and fails.
+over the machine's Docker engine and libvirt daemon; host B runs `meshvisor agent --host b` with a Docker engine of
+its own (its own socket, data root and exec root), a libvirt daemon of its own (a session daemon of an unprivileged
+user, started inside B's namespace: its QEMU opens the taps the platform makes there), its own data directory and
+its own network namespace for its underlay address and tunnel endpoint; its sidecars reach the control plane
+through B's xDS relay over the underlay. They share only PostgreSQL (a database of this run's), Redis and the
+underlay veth. So a verb that forgets to go to the instance's host talks to the wrong engine or the wrong libvirt,
+and fails.
 
 Every address is in 10.227.0.0/16, unreachable from the root namespace but for the underlay's own /30.
 """
@@ -32,7 +34,7 @@ from meshvisor.network import list_links, remove_guard
 
 from ..conftest import DEB_CACHE
 from .conftest import BROKER_URL, REPO, drop_broker_keys, free_port, underlay, wait_op
-from .daemons import DockerEngine
+from .daemons import DockerEngine, SessionLibvirtd
 
 POOL = "10.227.0.0/16"
 HA_GRACE_S = 5
@@ -49,6 +51,8 @@ class TwoHosts:
     dirs: dict[str, Path]  # each host's data directory
     envs: dict[str, dict[str, str]]  # each host's environment
     engine_b: DockerEngine
+    libvirtd_b: SessionLibvirtd
+    netns: str  # host B's network namespace
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def client(self) -> httpx.Client:
@@ -92,10 +96,10 @@ class TwoHosts:
             client.close()
 
     def logs(self) -> str:
+        paths = [path for directory in self.dirs.values() for path in sorted(directory.glob("*.log"))]
+        paths += [self.libvirtd_b.log, *self.libvirtd_b.log_files()]
         return "".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
-            for directory in self.dirs.values()
-            for path in sorted(directory.glob("*.log"))
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}" for path in paths if path.exists()
         )
 
     def wait_until(self, check: Any, what: str, timeout: float = 180) -> None:
@@ -131,6 +135,9 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
         directory.mkdir(mode=0o755)  # QEMU must reach VM files in them
     (base / "dockerd-b").mkdir()
     engine_b = DockerEngine(base / "dockerd-b")
+    (base / "libvirtd-b").mkdir()
+    libvirtd_b = SessionLibvirtd(base / "libvirtd-b", prefix, netns)
+    libvirtd_b.grant(dirs["b"])  # its QEMU reads and writes B's VM files (the consoles' logs)
     port, token, xds_tls_port = free_port(), secrets.token_urlsafe(24), free_port()
     common = {
         **{k: v for k, v in os.environ.items() if not k.startswith("MESHVISOR_")},
@@ -161,15 +168,17 @@ def _run(base: Path, prefix: str, netns: str, db_url: str) -> Iterator[TwoHosts]
             "MESHVISOR_HOST_NETNS": netns,
             "MESHVISOR_AGENT_PORT": str(free_port()),
             "MESHVISOR_DOCKER_URL": engine_b.url,
+            "MESHVISOR_LIBVIRT_URI": libvirtd_b.url,
             "MESHVISOR_HOST_LABELS": "zone=b",
             # B's sidecars reach the control plane through B's relay, over the underlay, in mutual TLS
             "MESHVISOR_XDS_ADDRESS": f"{TUNNEL_A}:{xds_tls_port}",
             "MESHVISOR_XDS_HOST": "a",
         },
     }
-    hosts = TwoHosts(f"http://127.0.0.1:{port}", token, prefix, dirs, envs, engine_b)
+    hosts = TwoHosts(f"http://127.0.0.1:{port}", token, prefix, dirs, envs, engine_b, libvirtd_b, netns)
     try:
         engine_b.start()
+        libvirtd_b.start()  # before B's agent, which registers B as VM-capable only when it runs in B's namespace
         for name in PROCESSES:
             hosts.start(name)
         with hosts.client() as api:
@@ -207,6 +216,9 @@ def _clean(hosts: TwoHosts, netns: str) -> None:
     for directory in hosts.dirs.values():
         for log_file in directory.glob("*.log"):
             shutil.copy(log_file, kept / f"{directory.name}-{log_file.name}")
+    for log_file in (hosts.libvirtd_b.log, *hosts.libvirtd_b.log_files()):
+        if log_file.exists():
+            shutil.copy(log_file, kept / f"libvirtd-b-{log_file.name}")
     hosts.engine_b.remove()
     client = docker.DockerClient(version=API_VERSION)
     try:
@@ -224,3 +236,4 @@ def _clean(hosts: TwoHosts, netns: str) -> None:
     remove_guard(hosts.prefix, netns)
     shutil.rmtree(Path("/run/meshvisor") / hosts.prefix, ignore_errors=True)
     drop_broker_keys(hosts.prefix)
+    hosts.libvirtd_b.remove()  # its domains (all of this run's) destroyed, it and its virtlogd stopped by PID

@@ -95,6 +95,7 @@ def test_disk_boot_and_kvm() -> None:
         {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge="b", tap="a/b"),)},
         {"nics": (NicSpec(mac="52:54:00:00:02", bridge="b"),)},
         {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge="b"), NicSpec(mac="52:54:00:00:00:02", bridge="c"))},
+        {"nics": (NicSpec(mac="52:54:00:00:00:02", bridge="b", tap_made=True),)},  # a made tap with no name
     ],
 )
 def test_impossible_configs_are_refused(kw: dict[str, object]) -> None:
@@ -128,6 +129,17 @@ def test_a_nic_names_its_tap_only_when_told_and_is_the_same_element_in_a_hot_plu
     hotplug = ET.fromstring(interface_xml(named))
     assert hotplug.tag == "interface" and hotplug.get("type") == "bridge"
     assert [child.tag for child in hotplug] == ["mac", "source", "target", "model"]
+
+
+def test_a_tap_the_platform_made_is_opened_as_it_is_in_a_new_domain_and_in_a_hot_plug() -> None:
+    made = NicSpec(mac="52:54:00:AA:00:03", bridge="mv-b-1", tap="mv-t-0123456789", tap_made=True)
+    xml = build_domain_xml(config(nics=(made,)))
+    (iface,) = ET.fromstring(xml).findall("devices/interface")
+    assert iface.get("type") == "ethernet"
+    assert [child.tag for child in iface] == ["mac", "target", "model"]  # no bridge: the platform enslaved it
+    assert iface.find("target").attrib == {"dev": "mv-t-0123456789", "managed": "no"}  # type: ignore[union-attr]
+    assert ET.tostring(iface, encoding="unicode") == interface_xml(made)
+    assert find_interface(xml, "52:54:00:aa:00:03") is not None
 
 
 def test_nics_are_found_again_by_mac() -> None:

@@ -4,8 +4,8 @@ About ten idempotent verbs. Drivers find their objects by our id (Docker label /
 guesswork; a verb on an object that is gone raises `NotFound`, except `delete`, for which gone is success.
 
 Optional features are protocols of their own (`SnapshotDriver`, `NicHotplugDriver`, `DiskHotplugDriver`,
-`EventDriver`): a driver has one when it implements its verbs, and `supports(driver, SNAPSHOTS, who)` is the one
-question, answered with the driver as that protocol or the one `NotSupported` error.
+`EventDriver`, `TapOwnerDriver`): a driver has one when it implements its verbs, and `supports(driver, SNAPSHOTS,
+who)` is the one question, answered with the driver as that protocol or the one `NotSupported` error.
 """
 
 from __future__ import annotations
@@ -137,6 +137,16 @@ class EventDriver(Protocol):
     def watch(self, callback: Callable[[str, InstanceState, str], None]) -> Callable[[], bool]:
         """Call `callback(instance_id, state, reason)` on every lifecycle event; returns a check that stays true
         while the link the callback hangs on is alive."""
+        ...
+
+
+@runtime_checkable
+class TapOwnerDriver(Protocol):
+    """Drivers whose hypervisor may run as an unprivileged user that cannot make taps (a libvirt session daemon):
+    then the platform makes each NIC's tap, owned by that user, and the NIC only opens it (`NicSpec.tap_made`)."""
+
+    def tap_owner(self) -> int | None:
+        """The user id the platform makes this driver's taps for; None when the hypervisor makes its own."""
         ...
 
 

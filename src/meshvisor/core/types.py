@@ -106,12 +106,15 @@ def check_mounts(mounts: Iterable[MountSpec]) -> None:
 @dataclass(frozen=True)
 class NicSpec:
     """A network interface on a bridge that already exists when the driver sees this. `tap` names the tap the
-    hypervisor makes for it (None: the hypervisor's own `vnetN`), so that it can be told apart on the host."""
+    hypervisor makes for it (None: the hypervisor's own `vnetN`), so that it can be told apart on the host.
+    `tap_made`: the platform has made `tap` already, on the bridge and up (for a hypervisor that runs unprivileged
+    and cannot make taps); the hypervisor only opens it."""
 
     mac: str
     bridge: str | None = None
     model: str = "virtio"
     tap: str | None = None
+    tap_made: bool = False
 
 
 @dataclass(frozen=True)

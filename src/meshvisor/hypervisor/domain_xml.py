@@ -244,16 +244,24 @@ def normalize_mac(mac: str) -> str:
 
 
 def interface_element(nic: NicSpec) -> ET.Element:
-    """One NIC as `<interface type='bridge'>`: the same element in a new domain and in a hot-plug."""
+    """One NIC: the same element in a new domain and in a hot-plug. The one rule for its kind: a tap the platform
+    made (`nic.tap_made`, for a hypervisor that cannot make taps) is `<interface type='ethernet'>` that opens it
+    as it is (`managed='no'`); otherwise `<interface type='bridge'>`, whose tap the hypervisor makes on the
+    bridge."""
     if not nic.bridge:  # never user-mode networking: it would NAT the guest off the machine
         raise ValueError(f"NIC {nic.mac} has no bridge")
     if nic.tap is not None and (not _TAP.fullmatch(nic.tap) or nic.tap.startswith(_LIBVIRT_TAP_PREFIXES)):
         raise ValueError(f"invalid tap name {nic.tap!r}: 1 to 15 of A-Z a-z 0-9 _ . -, not vnet*/macvtap*")
-    el = ET.Element("interface", type="bridge")
+    if nic.tap_made and nic.tap is None:
+        raise ValueError(f"NIC {nic.mac} is on a tap made for it but names none")
+    el = ET.Element("interface", type="ethernet" if nic.tap_made else "bridge")
     ET.SubElement(el, "mac", address=normalize_mac(nic.mac))
-    ET.SubElement(el, "source", bridge=nic.bridge)
-    if nic.tap is not None:
-        ET.SubElement(el, "target", dev=nic.tap)
+    if nic.tap_made:
+        ET.SubElement(el, "target", dev=str(nic.tap), managed="no")
+    else:
+        ET.SubElement(el, "source", bridge=nic.bridge)
+        if nic.tap is not None:
+            ET.SubElement(el, "target", dev=nic.tap)
     ET.SubElement(el, "model", type=nic.model)
     return el
 

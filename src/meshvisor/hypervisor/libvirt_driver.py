@@ -34,7 +34,7 @@ from meshvisor.core.types import (
 from meshvisor.libvirt_conn import DEFAULT_URI, Connection, call, libvirt_errors, translate, translated
 
 from . import console, hotplug, snapshots
-from .connection import choose_domain_type
+from .connection import choose_domain_type, tap_owner
 from .domain_states import event_reason, event_state, state_of, state_reason
 from .domain_xml import DomainConfig, DomainMetadata, build_domain_xml, domain_uuid, read_metadata
 from .hotplug import UNPLUG_WAIT_S
@@ -286,6 +286,11 @@ class LibvirtDriver:
         if tail is not None:
             text = "".join(text.splitlines(keepends=True)[-tail:]) if tail > 0 else ""
         return text
+
+    def tap_owner(self) -> int | None:
+        """The user of an unprivileged daemon (a session daemon), whose QEMU cannot make taps: the platform makes
+        them for it; None when the daemon makes its own (`connection.tap_owner`)."""
+        return tap_owner(self.uri)
 
     def namespace_pid(self, instance_id: str) -> int | None:
         return None  # a VM's NIC is a tap on the bridge, named in its domain XML

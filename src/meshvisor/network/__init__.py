@@ -6,6 +6,7 @@ Public surface:
 - `attach_container`, `attach_namespace`, `detach`, `Attachment` (attach.py)
 - `bridge_name`, `vxlan_name`, `veth_name`, `tap_name` (names.py): a VM's `<interface type='bridge'>` names
   `bridge_name` as its source and `tap_name` as its target
+- `ensure_tap`, `remove_tap` (taps.py): a VM's tap made by the platform, for a hypervisor that cannot make taps
 - `DhcpServer` (dhcp.py)
 - `ensure_guard`, `remove_guard` (guard.py): nothing is routed into or out of the bridges
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
@@ -29,6 +30,7 @@ from .overlay import NetworkLinks, delete_network, ensure_network, remotes_of
 from .security_groups import PortPolicy, Rule, apply_security_groups, parse_rule, remove_security_groups
 from .security_groups import ruleset as security_groups_ruleset
 from .spec import DEFAULT_MTU, VXLAN_PORT, NetworkSpec, gateway_mac
+from .taps import ensure_tap, remove_tap
 
 __all__ = [
     "DEFAULT_MTU",
@@ -52,6 +54,7 @@ __all__ = [
     "detach",
     "ensure_guard",
     "ensure_network",
+    "ensure_tap",
     "gateway_mac",
     "list_links",
     "parse_rule",
@@ -59,6 +62,7 @@ __all__ = [
     "remove_guard",
     "remove_links",
     "remove_security_groups",
+    "remove_tap",
     "security_groups_ruleset",
     "tap_name",
     "veth_name",

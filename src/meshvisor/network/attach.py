@@ -5,7 +5,8 @@ a port of the bridge; the peer is created directly inside the workload's namespa
 otherwise), with the attachment's MAC, address and MTU. Exactly one interface of a workload carries the default
 route through its gateway (by default `eth0`); the others only have their connected route, so a second network
 never steals the workload's way out. A VM needs only the bridge's name (`bridge_name`) and, to name its tap,
-`tap_name`: libvirt makes the tap from `<interface type='bridge'>`.
+`tap_name`: libvirt makes the tap from `<interface type='bridge'>` (or, for a hypervisor that cannot, the platform
+does: `taps.py`).
 """
 
 from __future__ import annotations

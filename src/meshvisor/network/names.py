@@ -46,6 +46,7 @@ def veth_name(prefix: str, attachment_id: str) -> str:
 
 
 def tap_name(prefix: str, attachment_id: str) -> str:
-    """The tap of a VM attachment: libvirt creates it under this name (`<target dev=…/>`), so the bridge port,
-    the attachment row and an orphan left by a crash can all be told apart by name."""
+    """The tap of a VM attachment: libvirt creates it under this name (`<target dev=…/>`), or the platform does
+    for a hypervisor that cannot (`taps.py`), so the bridge port, the attachment row and an orphan left by a
+    crash can all be told apart by name."""
     return link_name(validate_prefix(prefix), TAP, validate_id(attachment_id, "attachment id"))

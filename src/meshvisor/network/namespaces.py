@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from pyroute2 import netns as pyroute2_netns
 
 from meshvisor.core.errors import InvalidInput
 
 from .netlink import get_link, netlink_errors, rtnl
+
+T = TypeVar("T")
 
 
 def _check(name: str) -> str:
@@ -42,27 +46,40 @@ def delete_namespace(name: str) -> None:
             pyroute2_netns.remove(name)
 
 
-def listening_socket(address: str, port: int, namespace: str | None = None) -> socket.socket:
-    """A TCP socket listening on address:port inside the named namespace (the root one for None): a thread of
-    its own enters the namespace to make it, so no other thread's namespace changes, and the socket stays there."""
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
+def in_namespace(namespace: str | None, work: Callable[[], T]) -> T:
+    """`work()` run inside the named namespace (the root one for None) by a thread of its own that enters it, so
+    no other thread's namespace changes; what it makes there (a socket, a tap) stays there. What it raises is
+    raised here."""
+    made: list[T] = []
+    failed: list[Exception] = []
 
-    def make() -> None:
+    def run() -> None:
         try:
             if namespace is not None:
                 pyroute2_netns.setns(f"/var/run/netns/{_check(namespace)}", flags=0)
-            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((address, port))
-            listener.listen(128)
-            made.append(listener)
-        except (OSError, ValueError) as exc:
+            made.append(work())
+        except Exception as exc:  # handed to the caller's thread
             failed.append(exc)
 
-    maker = threading.Thread(target=make, name=f"listen-{namespace or 'root'}", daemon=True)
-    maker.start()
-    maker.join()
+    worker = threading.Thread(target=run, name=f"in-{namespace or 'root'}", daemon=True)
+    worker.start()
+    worker.join()
     if failed:
-        raise OSError(f"cannot listen on {address}:{port} in namespace {namespace or '(root)'}: {failed[0]}")
+        raise failed[0]
     return made[0]
+
+
+def listening_socket(address: str, port: int, namespace: str | None = None) -> socket.socket:
+    """A TCP socket listening on address:port inside the named namespace (the root one for None)."""
+
+    def make() -> socket.socket:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((address, port))
+        listener.listen(128)
+        return listener
+
+    try:
+        return in_namespace(namespace, make)
+    except (OSError, ValueError) as exc:
+        raise OSError(f"cannot listen on {address}:{port} in namespace {namespace or '(root)'}: {exc}") from exc

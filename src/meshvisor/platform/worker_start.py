@@ -30,7 +30,7 @@ def start(rt: Runtime, app: Celery, serves_platform_queue: bool) -> None:
     register_host(rt, app)
     ensure_default_pool(rt)
     resume_abandoned_operations(rt, app, serves_platform_queue)
-    if rt.settings.host_netns is None:
+    if hosts.runs_vms(rt.settings):
         vm_events.start(rt)
 
 

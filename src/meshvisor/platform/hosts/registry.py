@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id
-from meshvisor.hypervisor.connection import choose_domain_type
+from meshvisor.hypervisor.connection import choose_domain_type, runs_in_namespace
+from meshvisor.network.netlink import netns_path
 from meshvisor.platform.hosts.limits import host_limits
 from meshvisor.platform.hosts.liveness import is_online, offline_after_s
 from meshvisor.platform.settings import Settings
@@ -46,7 +47,7 @@ def register(session: Session, settings: Settings) -> Host:
             raise Conflict(f"tunnel address {tunnel} is already another host's") from None
     host.tunnel_ip = str(tunnel)
     host.netns = settings.host_netns
-    host.vm_capable = settings.host_netns is None  # libvirt's taps live in the root namespace
+    host.vm_capable = runs_vms(settings)
     host.cpus, host.memory_mb = limits.cpus, limits.memory_mb
     host.disk_gb = disk_gb(settings.data_path)
     host.labels, host.schedulable = settings.labels, settings.host_schedulable
@@ -57,6 +58,15 @@ def register(session: Session, settings: Settings) -> Host:
     except IntegrityError:
         raise Conflict(f"tunnel address {tunnel} is already another host's") from None
     return host
+
+
+def runs_vms(settings: Settings) -> bool:
+    """Whether this host runs VMs: its QEMU must live where its bridges are. A host in the root namespace runs
+    them on the machine's libvirt daemon; a host in a network namespace of its own only on a daemon that runs
+    inside that namespace (`libvirt_uri`: a session daemon started there), never on the machine's."""
+    if settings.host_netns is None:
+        return True
+    return runs_in_namespace(settings.libvirt_uri, netns_path(settings.host_netns))
 
 
 def disk_gb(path: Path) -> int:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from meshvisor import network
-from meshvisor.core.compute import NIC_HOTPLUG, NicHotplugDriver, supports
+from meshvisor.core.compute import NIC_HOTPLUG, NicHotplugDriver, TapOwnerDriver, supports
 from meshvisor.core.errors import PermanentError
 from meshvisor.core.types import InstanceKind, NicSpec
 from meshvisor.platform import failpoints
@@ -99,11 +99,13 @@ def attach_interface(rt: Runtime, pid: int, interface: NetInterface, default_rou
 
 def serve_dhcp(rt: Runtime, instance_id: str) -> None:
     """dnsmasq on each network of this instance hands out exactly the VMs' IPAM addresses (static leases), and
-    the host's security group filter knows its ports."""
+    the host's security group filter knows its ports. The networks' bridges are made here first: a host other
+    than the one that made a network makes its part when a workload first needs it."""
     with transaction(rt.sessions) as s:
         network_ids = set(
             s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance_id))
         )
+    ensure_here(rt, network_ids)
     for network_id in network_ids:
         refresh_dhcp(rt, network_id)
     sync_security(rt)  # a VM's tap is filtered from the moment libvirt makes it
@@ -116,12 +118,56 @@ def detach_networks(rt: Runtime, instance_id: str) -> None:
         network.detach(rt.settings.host_prefix, attachment_id, rt.settings.host_netns)
 
 
-def nic_spec(rt: Runtime, row: NetworkAddress) -> NicSpec:
-    """A VM's NIC: on the network's bridge, with a tap named after the attachment (so rules can name it)."""
+def nic_spec(rt: Runtime, row: NetworkAddress, tap_made: bool) -> NicSpec:
+    """A VM's NIC: on the network's bridge, with a tap named after the attachment (so rules can name it), made by
+    the platform already when `tap_made` (`tap_owner`)."""
     prefix = rt.settings.host_prefix
     return NicSpec(
-        mac=str(row.mac), bridge=network.bridge_name(prefix, row.network_id), tap=network.tap_name(prefix, row.id)
+        mac=str(row.mac),
+        bridge=network.bridge_name(prefix, row.network_id),
+        tap=network.tap_name(prefix, row.id),
+        tap_made=tap_made,
     )
+
+
+def tap_owner(rt: Runtime) -> int | None:
+    """The one rule for who makes a VM's taps: the platform, owned by the VM driver's user, when its hypervisor
+    runs unprivileged and cannot (`TapOwnerDriver`, a libvirt session daemon); the hypervisor itself (None)
+    otherwise, its taps coming and going with the guest."""
+    driver = rt.compute(InstanceKind.VM)
+    return driver.tap_owner() if isinstance(driver, TapOwnerDriver) else None
+
+
+def _vm_attachments(rt: Runtime, instance_id: str) -> list[tuple[str, str]]:
+    """(attachment id, network id) of each NIC of a VM; none for a container."""
+    with transaction(rt.sessions) as s:
+        instance = s.get(Instance, instance_id)
+        if instance is None or instance.kind != InstanceKind.VM.value:
+            return []
+        rows = s.execute(
+            select(NetworkAddress.id, NetworkAddress.network_id).where(
+                NetworkAddress.instance_id == instance_id, NetworkAddress.role == "instance"
+            )
+        )
+        return [(row.id, row.network_id) for row in rows]
+
+
+def ensure_taps(rt: Runtime, instance_id: str) -> None:
+    """Before a VM starts, when the platform makes its taps (`tap_owner`): each NIC's tap on its network's
+    bridge, owned by the hypervisor's user, up (idempotent: a tap stays when its guest stops)."""
+    attachments = _vm_attachments(rt, instance_id)
+    owner = tap_owner(rt) if attachments else None
+    if owner is None:
+        return
+    ensure_here(rt, {network_id for _, network_id in attachments})
+    for attachment_id, network_id in attachments:
+        network.ensure_tap(rt.settings.host_prefix, network_id, attachment_id, owner, rt.settings.host_netns)
+
+
+def remove_taps(rt: Runtime, instance_id: str) -> None:
+    """Once its domain is gone: a VM's taps go (those the platform made; a hypervisor's own are gone already)."""
+    for attachment_id, _ in _vm_attachments(rt, instance_id):
+        network.remove_tap(rt.settings.host_prefix, attachment_id, rt.settings.host_netns)
 
 
 def _vm_driver(rt: Runtime) -> NicHotplugDriver:
@@ -140,19 +186,22 @@ def refresh_record(rt: Runtime, instance_id: str) -> None:
 
 def attach_network(rt: Runtime, op: Operation) -> None:
     """Hot attach: the new interface appears in the running workload (a stopped one gets it at its next start;
-    a stopped VM's configuration gets the NIC now)."""
+    a stopped VM's configuration gets the NIC now, and its tap when the platform makes them)."""
     attachment_id = str(op.params["attachment"])
+    kind = _instance_kind(rt, op.resource_id)
+    owner = tap_owner(rt) if kind is InstanceKind.VM else None
     with transaction(rt.sessions) as s:
         row = s.get(NetworkAddress, attachment_id)
         if row is None:
             raise PermanentError(f"attachment {attachment_id} is gone from the database")
         network_id = row.network_id
-        nic = nic_spec(rt, row)
-    kind = _instance_kind(rt, op.resource_id)
+        nic = nic_spec(rt, row, tap_made=owner is not None)
     ensure_here(rt, {network_id})
     sync_security(rt)
     if kind is InstanceKind.VM:
         refresh_dhcp(rt, network_id)  # the lease exists before the guest asks for it
+        if owner is not None:
+            network.ensure_tap(rt.settings.host_prefix, network_id, attachment_id, owner, rt.settings.host_netns)
         _vm_driver(rt).attach_nic(op.resource_id, nic)
     else:
         interfaces = _interfaces(rt, op.resource_id)
@@ -177,6 +226,7 @@ def detach_network(rt: Runtime, op: Operation) -> None:
         return
     if _instance_kind(rt, op.resource_id) is InstanceKind.VM:
         _vm_driver(rt).detach_nic(op.resource_id, mac)
+        network.remove_tap(rt.settings.host_prefix, attachment_id, rt.settings.host_netns)
     else:
         network.detach(rt.settings.host_prefix, attachment_id, rt.settings.host_netns)
     with transaction(rt.sessions) as s:

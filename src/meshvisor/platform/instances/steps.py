@@ -26,7 +26,15 @@ from meshvisor.hypervisor import cloud_init
 from meshvisor.hypervisor.disks import create_disk, create_overlay
 from meshvisor.platform.images import copies
 from meshvisor.platform.images.steps import BOOT_FILE, DISK_FILE
-from meshvisor.platform.instances.attachments import attach_networks, detach_networks, nic_spec, serve_dhcp
+from meshvisor.platform.instances.attachments import (
+    attach_networks,
+    detach_networks,
+    ensure_taps,
+    nic_spec,
+    remove_taps,
+    serve_dhcp,
+    tap_owner,
+)
 from meshvisor.platform.instances.stamp import stamp_of
 from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
 from meshvisor.platform.networks.requests import interface_order
@@ -136,6 +144,7 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
         disks.append(DiskSpec(path=str(path), format="qcow2", target=next(targets)))
     # Volumes after the image's disks, never on vda: a guest may take vda for its own scratch disk.
     disks.extend(vm_disks(rt, instance.id, {d.target for d in disks} | {"vda"}))
+    tap_made = tap_owner(rt) is not None
     with transaction(rt.sessions) as s:
         rows = list(
             s.scalars(
@@ -145,7 +154,7 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
             )
         )
         rows.sort(key=lambda row: interface_order(row.ifname or "eth0"))
-        nics = tuple(nic_spec(rt, row) for row in rows)
+        nics = tuple(nic_spec(rt, row, tap_made) for row in rows)
     ensure_here(rt, {row.network_id for row in rows})
     return replace(
         spec,
@@ -207,6 +216,7 @@ def create_instance(rt: Runtime, op: Operation) -> None:
     ensure_created(rt, instance)
     driver = rt.compute(InstanceKind(instance.kind))
     try:
+        ensure_taps(rt, instance.id)
         driver.start(instance.id)
         attach_networks(rt, instance.id)
         ensure_sidecar(rt, instance)
@@ -214,6 +224,7 @@ def create_instance(rt: Runtime, op: Operation) -> None:
         stop_sidecar(rt, instance.id)
         detach_networks(rt, instance.id)
         driver.delete(instance.id)
+        remove_taps(rt, instance.id)
         release_mounts(rt, instance.id)
         raise
     record_observed(rt, instance.id)
@@ -226,6 +237,7 @@ def start_instance(rt: Runtime, op: Operation) -> None:
     _ensure_mounts(rt, instance)
     driver = rt.compute(InstanceKind(instance.kind))
     was_running = (observed := driver.inspect(instance.id)) is not None and observed.state is InstanceState.RUNNING
+    ensure_taps(rt, instance.id)
     driver.start(instance.id)
     attach_networks(rt, instance.id)
     ensure_sidecar(rt, instance)
@@ -246,6 +258,7 @@ def simple_action(verb: str) -> Handler:
         elif verb == "restart":
             ensure_created(rt, instance)
             _ensure_mounts(rt, instance)
+            ensure_taps(rt, instance.id)
             driver.restart(instance.id, timeout=timeout)
             attach_networks(rt, instance.id)
             ensure_sidecar(rt, instance)  # a restarted container has a new network namespace
@@ -335,6 +348,7 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
     instance = load_instance(rt, op.resource_id)
     detach_networks(rt, instance.id)
     rt.compute(InstanceKind(instance.kind)).delete(instance.id)
+    remove_taps(rt, instance.id)
     stop_sidecar(rt, instance.id)
     release_mounts(rt, instance.id)  # before the row goes: it names the mounts
     delete_root_volume(rt, instance.id)

@@ -171,7 +171,8 @@ class Host(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     tunnel_ip: Mapped[str] = mapped_column(String(39))
-    # A simulated host keeps its network objects in this network namespace (and runs no VMs).
+    # A simulated host keeps its network objects in this network namespace (and runs VMs only on a libvirt
+    # daemon of its own that runs inside it).
     netns: Mapped[str | None] = mapped_column(String(64), default=None)
     vm_capable: Mapped[bool] = mapped_column(Boolean, default=True)
     cpus: Mapped[int] = mapped_column(Integer, default=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -570,6 +571,15 @@ def system_domains(prefix: str) -> list[str]:
         conn.close()
 
 
+def boot_kernel(hosts: TwoHosts, domain: str) -> str:
+    conn = libvirt.open(hosts.libvirtd_b.url)
+    try:
+        found = ET.fromstring(conn.lookupByName(domain).XMLDesc(0)).findtext("os/kernel")
+    finally:
+        conn.close()
+    return str(found)
+
+
 def act(api: httpx.Client, name: str, action: str) -> dict[str, Any]:
     op = wait_op(api, api.post(f"/v1/instances/{name}/actions", json={"action": action}), timeout=300)
     assert op["status"] == "succeeded", op
@@ -604,6 +614,8 @@ def test_a_vm_on_b_runs_in_bs_libvirt_on_a_tap_the_platform_made(
         name = host_object_name(hosts.prefix, "vm", machine["id"])
         assert hosts.libvirtd_b.domains() == {name: True}
         assert system_domains(hosts.prefix) == []
+        kernel = boot_kernel(hosts, name)  # B's copy of the image A made, not A's files on this one machine
+        assert Path(kernel).is_relative_to(hosts.dirs["b"]), kernel
         (tap,) = taps(hosts, hosts.netns)
         assert tap.startswith(f"{hosts.prefix}-t-") and taps(hosts, hosts.netns)[tap] == hosts.libvirtd_b.uid
         assert taps(hosts, None) == {}

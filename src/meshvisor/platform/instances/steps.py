@@ -167,11 +167,10 @@ def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:
 
 
 def _in_image(image_dir: Path, recorded: str) -> str:
-    """A boot file where the image recorded it (on the host that made it, it may be outside the image's
-    directory), else by its name in the image's directory on this host (a copy fetched from another host)."""
-    if Path(recorded).exists():
-        return recorded
-    return str(image_dir / Path(recorded).name)
+    """A boot file by its name in the image's directory on this host (its own, or the copy fetched from the host
+    that made it), else where the image recorded it (on the host that made it, it may be outside the directory)."""
+    here = image_dir / Path(recorded).name
+    return str(here) if here.exists() else recorded
 
 
 def record_observed(rt: Runtime, instance_id: str) -> None:

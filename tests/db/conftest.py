@@ -113,6 +113,23 @@ def session(runtime: Runtime) -> Iterator[Session]:
         yield s
 
 
+SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]  # a container that runs on
+
+
+def register_host(runtime: Runtime, name: str, tunnel_ip: str) -> Settings:
+    """Another host in the registry, as its agent registers it: a data directory of its own beside this one's."""
+    settings = runtime.settings.model_copy(
+        update={
+            "host_name": name,
+            "data_dir": runtime.settings.data_dir.parent / f"data-{name}",
+            "tunnel_ip": tunnel_ip,
+        }
+    )
+    with transaction(runtime.sessions) as s:
+        hosts.register(s, settings)
+    return settings
+
+
 def add_ready_image(runtime: Runtime, name: str = "busybox") -> None:
     with transaction(runtime.sessions) as s:
         s.add(

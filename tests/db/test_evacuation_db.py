@@ -20,9 +20,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Host, Instance, Operation
 
-from .conftest import add_ready_image
-
-SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+from .conftest import SERVE, add_ready_image, register_host
 
 
 def container(runtime: Runtime, name: str) -> None:
@@ -32,14 +30,6 @@ def container(runtime: Runtime, name: str) -> None:
     with transaction(runtime.sessions) as s:
         _, op = instances.create(s, request)
     assert reconciler.run_operation(runtime, op.id) is OperationStatus.SUCCEEDED
-
-
-def register_b(runtime: Runtime, tmp_path: Path, **update: object) -> None:
-    settings = runtime.settings.model_copy(
-        update={"host_name": "b", "data_dir": tmp_path / "data-b", "tunnel_ip": "10.99.0.2", **update}
-    )
-    with transaction(runtime.sessions) as s:
-        hosts.register(s, settings)
 
 
 def written(runtime: Runtime) -> tuple[list[tuple[str, str]], bool, str | None]:
@@ -56,7 +46,7 @@ def test_an_evacuation_cordons_the_host_and_lists_its_instances(
     add_ready_image(runtime)
     for name in ("web-2", "web-1"):
         container(runtime, name)
-    register_b(runtime, tmp_path)
+    register_host(runtime, "b", "10.99.0.2")
     here = runtime.settings.host_name
     accepted = api.post(f"/v1/hosts/{here}/actions", json={"action": "evacuate"})
     assert accepted.status_code == 202, accepted.text
@@ -86,7 +76,7 @@ def test_an_evacuation_nothing_could_join_is_refused_with_the_first_reason(
 ) -> None:
     add_ready_image(runtime)
     container(runtime, "web")
-    register_b(runtime, tmp_path)
+    register_host(runtime, "b", "10.99.0.2")
     with transaction(runtime.sessions) as s:
         hosts.cordon(s, "b", True)
     before = written(runtime)

@@ -14,7 +14,6 @@ from sqlalchemy import select
 
 from meshvisor.core.types import InstanceKind, OperationStatus
 from meshvisor.platform import reconciler
-from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import failover
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceRequest
@@ -24,20 +23,14 @@ from meshvisor.platform.state.models import Host, Instance, utcnow
 from meshvisor.platform.volumes import pools
 from meshvisor.platform.volumes import requests as volumes
 
-from .conftest import add_ready_image
-
-SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+from .conftest import SERVE, add_ready_image, register_host
 
 
 @pytest.fixture
 def on_b(runtime: Runtime, tmp_path: Path) -> Runtime:
     """Host B registered; containers `ha-web` (ha) and `plain` running on it (the fake driver, shared)."""
-    settings_b = runtime.settings.model_copy(
-        update={"host_name": "b", "data_dir": tmp_path / "data-b", "tunnel_ip": "10.99.0.2"}
-    )
+    register_host(runtime, "b", "10.99.0.2")
     add_ready_image(runtime)
-    with transaction(runtime.sessions) as s:
-        hosts.register(s, settings_b)
     for name, ha in (("ha-web", True), ("plain", False)):
         request = InstanceRequest(
             name=name, kind=InstanceKind.CONTAINER, image="busybox", command=SERVE, host="b", ha=ha

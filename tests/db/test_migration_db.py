@@ -27,20 +27,15 @@ from meshvisor.platform.state.models import Host, Instance, Operation, utcnow
 from meshvisor.platform.volumes import pools
 from meshvisor.platform.volumes import requests as volumes
 
-from .conftest import add_ready_image
-
-SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
+from .conftest import SERVE, add_ready_image, register_host
 
 
 @pytest.fixture
 def web(runtime: Runtime, tmp_path: Path) -> str:
     """Host B registered beside this one, and a container `web` running here; its id."""
-    settings_b = runtime.settings.model_copy(
-        update={"host_name": "b", "data_dir": tmp_path / "data-b", "tunnel_ip": "10.99.0.2"}
-    )
+    register_host(runtime, "b", "10.99.0.2")
     add_ready_image(runtime)
     with transaction(runtime.sessions) as s:
-        hosts.register(s, settings_b)
         made, op = instances.create(
             s,
             InstanceRequest(

@@ -237,8 +237,9 @@ def restart_and_follow(
 
 # Docker 20.10: a start that reaches the engine while it shuts down can leave the container's task in containerd
 # after the engine has let go of it; the engine that starts again finds it ("Container not cleaned up from
-# containerd from previous run") and refuses every start of that container ("task <id>: already exists").
-ENGINE_ORPHANED_TASK = "already exists"
+# containerd from previous run") and refuses every start of that container ("task <id>: already exists"), or, when
+# containerd kept the container record itself, every restart ("Cannot restart container <id>: id already in use").
+ENGINE_ORPHANED_TASK = ("already exists", "id already in use")
 
 
 def assert_done_once(plat: RestartPlatform, ops: list[dict[str, Any]], engine_restarted: bool = False) -> int:
@@ -247,7 +248,9 @@ def assert_done_once(plat: RestartPlatform, ops: list[dict[str, Any]], engine_re
     clear message; the number of those."""
     failed = [(op["action"], op["resource_name"], op["error"]) for op in ops if op["status"] != "succeeded"]
     orphaned = [
-        f for f in failed if engine_restarted and f[0] in ("start", "restart") and ENGINE_ORPHANED_TASK in f[2]
+        f
+        for f in failed
+        if engine_restarted and f[0] in ("start", "restart") and any(m in f[2] for m in ENGINE_ORPHANED_TASK)
     ]
     assert failed == orphaned, f"{failed}\n{plat.logs()}"
     ids = [op["id"] for op in ops]

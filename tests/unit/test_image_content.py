@@ -79,7 +79,11 @@ def test_a_tar_reaching_outside_its_directory_is_refused(tmp_path: Path) -> None
 
 def test_a_copys_boot_files_are_found_in_its_own_directory(tmp_path: Path) -> None:
     recorded = "/var/a/images/img1/vmlinuz"  # where the image was made, as its boot file says
-    assert _in_image(tmp_path / "b" / "images" / "img1", recorded) == str(tmp_path / "b/images/img1/vmlinuz")
+    copy = tmp_path / "b" / "images" / "img1"
+    assert _in_image(copy, recorded) == recorded  # no copy here yet: where the image recorded it
+    copy.mkdir(parents=True)
+    (copy / "vmlinuz").write_bytes(b"kernel")
+    assert _in_image(copy, recorded) == str(copy / "vmlinuz")
 
 
 def test_a_host_calls_the_api_with_its_token_then_the_written_admin_token_then_the_configured_one(

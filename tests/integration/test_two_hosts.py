@@ -23,6 +23,7 @@ from websockets.sync.client import connect
 
 from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.core.names import host_object_name, new_id
+from meshvisor.hypervisor.domain_xml import attached_disks
 from meshvisor.network import bridge_name, ensure_tap, list_links
 from meshvisor.network.netlink import link_data, rtnl
 from meshvisor.platform.state.models import utcnow
@@ -30,6 +31,7 @@ from meshvisor.platform.state.models import utcnow
 from .conftest import SERVE, create, delete, wait_op
 from .test_mesh_containers import batch, eventually
 from .test_networks import drop_network, network, sh
+from .test_vm_disk_images import import_disk, qcow2, qemu_info
 from .two_hosts import HA_GRACE_S, TwoHosts, two_hosts
 
 pytestmark = pytest.mark.integration
@@ -650,6 +652,66 @@ def test_a_vm_on_b_runs_in_bs_libvirt_on_a_tap_the_platform_made(
     assert api.get("/v1/instances/vm-b").status_code == 404
     assert hosts.libvirtd_b.domains() == {}
     assert taps(hosts, hosts.netns) == {}
+
+
+def test_a_disk_image_vm_on_b_boots_bs_root_volume_with_a_volume_of_bs_pool(
+    hosts: TwoHosts, api: httpx.Client, tmp_path: Path
+) -> None:
+    """A qcow2 image imported on A runs as a VM on B: its root volume an overlay in B's pool on B's copy of the
+    image, its scratch disk and a volume of B's pool plugged in, all written by B's QEMU (the daemon's user owns
+    them); stop and start go to B's libvirt; the delete takes the root volume and keeps the volume."""
+    op = wait_op(api, import_disk(api, "distro-b", qcow2(tmp_path / "distro.qcow2")), timeout=300)
+    assert op["status"] == "succeeded", op
+    op = wait_op(api, api.post("/v1/volumes", json={"name": "vmdata-b", "size_mb": 16, "host": "b"}))
+    assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+    body = {"name": "disk-vm-b", "kind": "vm", "image": "distro-b", "cpus": 1, "memory_mb": 256, "disk_mb": 16,
+            "host": "b", "volumes": [{"volume": "vmdata-b"}]}  # fmt: skip
+    machine: dict[str, Any] = {}
+    root_file = Path("/nonexistent")
+    try:
+        op = wait_op(api, api.post("/v1/instances", json=body), timeout=600)
+        assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+        machine = api.get("/v1/instances/disk-vm-b").json()
+        assert (machine["host"], machine["state"]) == ("b", "running"), machine
+        name = host_object_name(hosts.prefix, "vm", machine["id"])
+        assert hosts.libvirtd_b.domains() == {name: True} and system_domains(hosts.prefix) == []
+        root = api.get("/v1/volumes/disk-vm-b-root").json()
+        assert root["host"] == "b", root
+        pool_dir = Path(str(_pool(api, "default", "b")["config"]["path"]))  # type: ignore[index]
+        root_file = pool_dir / f"{root['id']}.qcow2"
+        backing = Path(qemu_info(str(root_file))["full-backing-filename"])
+        assert backing.is_relative_to(hosts.dirs["b"]) and backing.is_file(), backing  # B's copy of the image
+        data = api.get("/v1/volumes/vmdata-b").json()
+        written = [
+            root_file,
+            hosts.dirs["b"] / "vms" / machine["id"] / "data.qcow2",
+            pool_dir / f"{data['id']}.raw",
+        ]
+        assert [path.stat().st_uid for path in written] == [hosts.libvirtd_b.uid] * 3
+        assert sorted(disk_files(hosts, name)) == sorted(
+            [*map(str, written), str(hosts.dirs["b"] / "vms" / machine["id"] / "seed.iso")]
+        )
+
+        assert act(api, "disk-vm-b", "stop")["state"] == "stopped" and hosts.libvirtd_b.domains() == {name: False}
+        assert act(api, "disk-vm-b", "start")["state"] == "running" and hosts.libvirtd_b.domains() == {name: True}
+    finally:
+        delete(api, "disk-vm-b")
+        assert hosts.libvirtd_b.domains() == {}
+        assert api.get("/v1/volumes/disk-vm-b-root").status_code == 404
+        assert api.get("/v1/volumes/vmdata-b").json()["attached_to"] == []
+        assert wait_op(api, api.delete("/v1/volumes/vmdata-b"))["status"] == "succeeded"
+        assert wait_op(api, api.delete("/v1/images/distro-b"))["status"] == "succeeded"
+    if machine:
+        assert not (hosts.dirs["b"] / "vms" / machine["id"]).exists() and not root_file.exists()
+
+
+def disk_files(hosts: TwoHosts, domain: str) -> list[str]:
+    """The files of the disks of B's domain `domain`."""
+    conn = libvirt.open(hosts.libvirtd_b.url)
+    try:
+        return [d.path for d in attached_disks(conn.lookupByName(domain).XMLDesc(0))]
+    finally:
+        conn.close()
 
 
 def test_a_tap_left_by_a_crash_is_removed_by_bs_pass(hosts: TwoHosts, api: httpx.Client) -> None:

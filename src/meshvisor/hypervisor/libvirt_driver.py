@@ -7,10 +7,11 @@ NIC and disk hot-plug to `hotplug`, snapshots to `snapshots`."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import libvirt
@@ -162,6 +163,7 @@ class LibvirtDriver:
     def create(self, spec: ComputeSpec) -> Observed:
         if spec.mounts:
             raise InvalidInput("a VM takes disks, not bind mounts")
+        self._hand_over(spec.disks)
         existing = self._find(spec.id)
         if existing is not None:
             return self._observed(spec.id, existing)
@@ -292,6 +294,18 @@ class LibvirtDriver:
         them for it; None when the daemon makes its own (`connection.tap_owner`)."""
         return tap_owner(self.uri)
 
+    def _hand_over(self, disks: Iterable[DiskSpec]) -> None:
+        """The disks the guest writes become the user's of an unprivileged daemon: its QEMU opens them as that
+        user, and such a daemon changes no file's owner (the system daemon does, for its QEMU's user)."""
+        owner = self.tap_owner()
+        if owner is None:
+            return
+        for disk in disks:
+            if disk.readonly or disk.device != "disk" or not os.path.exists(disk.path):
+                continue  # read-only files need only be readable; a missing one is libvirt's to refuse
+            if os.stat(disk.path).st_uid != owner:
+                os.chown(disk.path, owner, -1)
+
     def namespace_pid(self, instance_id: str) -> int | None:
         return None  # a VM's NIC is a tap on the bridge, named in its domain XML
 
@@ -344,6 +358,7 @@ class LibvirtDriver:
 
     def attach_disk(self, instance_id: str, disk: DiskSpec) -> None:
         """Plug a disk file in, live and in the configuration (`hotplug.attach_disk`); idempotent."""
+        self._hand_over([disk])
         hotplug.attach_disk(self._get(instance_id), disk)
 
     def detach_disk(self, instance_id: str, target_or_serial: str, timeout: float = UNPLUG_WAIT_S) -> None:

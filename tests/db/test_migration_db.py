@@ -201,15 +201,26 @@ def test_bad_migrations_are_refused_and_nothing_changes(
     assert (instance(runtime).host, _operations(runtime)) == before
 
 
-def test_host_is_for_migrate_only_and_vms_do_not_move_yet(runtime: Runtime, api: TestClient, web: str) -> None:
+@pytest.mark.parametrize(
+    ("state", "disk_mb", "words"),
+    [
+        ("running", 0, "VM 'web' is running: stop it to move it"),
+        ("stopped", 64, "VM 'web' has a scratch disk (disk_mb), which stays with its host"),
+    ],
+)
+def test_host_is_for_migrate_only_and_a_vm_moves_only_stopped_and_without_a_scratch_disk(
+    runtime: Runtime, api: TestClient, web: str, state: str, disk_mb: int, words: str
+) -> None:
     refused = api.post("/v1/instances/web/actions", json={"action": "stop", "host": "b"})
     assert refused.status_code == 400 and "host is for migrate" in refused.text
     with transaction(runtime.sessions) as s:
         row = s.scalar(select(Instance).where(Instance.name == "web"))
         assert row is not None
-        row.kind = "vm"
+        row.kind, row.state, row.disk_mb = "vm", state, disk_mb
+    before = (instance(runtime).host, _operations(runtime))
     refused = api.post("/v1/instances/web/actions", json={"action": "migrate", "host": "b"})
-    assert refused.status_code == 400 and "not available for a vm" in refused.text
+    assert refused.status_code == 409 and words in refused.text, refused.text
+    assert (instance(runtime).host, _operations(runtime)) == before
 
 
 def _operations(runtime: Runtime) -> list[tuple[str, str]]:

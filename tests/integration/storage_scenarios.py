@@ -296,6 +296,43 @@ def import_image_checks(pool: VolumeDriver, tmp_path: Path) -> None:
     assert (volume.format, volume.filesystem, volume.size_mb) == ("raw", "ext4", 8)
 
 
+def adopt_takes_a_moved_file_and_points_an_overlay_at_this_hosts_image(pool: VolumeDriver, tmp_path: Path) -> None:
+    """A volume's file from another host's pool: an overlay made there (on that host's copy of the image) is
+    re-pointed at this host's copy and keeps what the guest wrote; a raw one is taken as it is; bad files are
+    refused and nothing is kept."""
+    there, here = tmp_path / "there" / "base.qcow2", tmp_path / "here" / "base.qcow2"
+    for image in (there, here):
+        image.parent.mkdir()
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "8M"], check=True)
+        qemu_write(image, 0x5A)  # the same bytes on both hosts
+    overlay = tmp_path / "overlay.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(there), str(overlay)])
+    qemu_write(overlay, 0x77, offset=65536)
+    with pytest.raises(InvalidInput, match="backing file"):
+        pool.adopt(A, overlay, "qcow2")
+    assert overlay.exists() and os.listdir(pool.root) == []
+    volume = pool.adopt(A, overlay, "qcow2", backing=here)
+    assert not overlay.exists() and qemu_img_info(Path(volume.path))["backing-filename"] == str(here)
+    assert guest_bytes(Path(volume.path), tmp_path, 0, 131072) == b"\x5a" * 65536 + b"\x77" * 65536
+    assert pool.adopt(A, overlay, "qcow2", backing=here).volume_id == A  # a retry: there already
+
+    fs = tmp_path / "fs.raw"
+    subprocess.run(["truncate", "-s", "8M", str(fs)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(fs)], check=True)
+    with pytest.raises(InvalidInput, match="not qcow2"):
+        pool.adopt(B, fs, "qcow2")
+    assert fs.exists() and [v.volume_id for v in pool.list()] == [A]
+    volume = pool.adopt(B, fs, "raw")
+    assert (volume.format, volume.filesystem, volume.size_mb) == ("raw", "ext4", 8) and not fs.exists()
+    empty = tmp_path / "empty.raw"
+    subprocess.run(["truncate", "-s", "8M", str(empty)], check=True)
+    with pytest.raises(InvalidInput, match="no ext4"):
+        pool.adopt(C, empty, "raw")
+    assert empty.exists() and sorted(v.volume_id for v in pool.list()) == [A, B]
+    pool.delete(A)
+    pool.delete(B)
+
+
 def delete_removes_files_and_snapshots(pool: VolumeDriver, tmp_path: Path) -> None:
     pool.create(VolumeSpec(A, 8, "raw", "ext4"))
     pool.create(VolumeSpec(B, 8, "qcow2"))
@@ -460,6 +497,7 @@ SCENARIOS: list[Scenario] = [
     clones_are_independent,
     import_image_overlay_and_clone_share_the_image,
     import_image_checks,
+    adopt_takes_a_moved_file_and_points_an_overlay_at_this_hosts_image,
     delete_removes_files_and_snapshots,
     symlinks_in_the_pool_are_refused,
     crash_leftovers_are_found_and_cleaned,

@@ -29,6 +29,7 @@ from meshvisor.network.netlink import link_data, rtnl
 from meshvisor.platform.state.models import utcnow
 
 from .conftest import SERVE, create, delete, wait_op
+from .storage_scenarios import guest_bytes, qemu_write
 from .test_mesh_containers import batch, eventually
 from .test_networks import drop_network, network, sh
 from .test_vm_disk_images import import_disk, qcow2, qemu_info
@@ -703,6 +704,79 @@ def test_a_disk_image_vm_on_b_boots_bs_root_volume_with_a_volume_of_bs_pool(
         assert wait_op(api, api.delete("/v1/images/distro-b"))["status"] == "succeeded"
     if machine:
         assert not (hosts.dirs["b"] / "vms" / machine["id"]).exists() and not root_file.exists()
+
+
+def test_a_stopped_vm_moves_b_to_a_and_back_with_its_root_volume_its_volume_and_its_address(
+    hosts: TwoHosts, api: httpx.Client, tmp_path: Path
+) -> None:
+    """A stopped VM of a disk image moves from B's libvirt to A's and back: its root volume (what its guest wrote
+    in it kept, its overlay on the target's own copy of the image) and a raw volume travel, checked; its NIC
+    keeps its address and gets a tap on the target; the source keeps nothing. A running VM is refused, and
+    nothing changes."""
+    op = wait_op(api, import_disk(api, "distro-m", qcow2(tmp_path / "distro.qcow2")), timeout=300)
+    assert op["status"] == "succeeded", op
+    network(api, "xm", "10.227.6.0/24")
+    assert wait_op(api, api.post("/v1/volumes", json={"name": "mvol", "size_mb": 16, "host": "b"}))["status"] == (
+        "succeeded"
+    )
+    body = {"name": "mig-vm", "kind": "vm", "image": "distro-m", "cpus": 1, "memory_mb": 256, "host": "b",
+            "volumes": [{"volume": "mvol"}], "networks": [{"network": "xm", "ip": "10.227.6.20"}]}  # fmt: skip
+    try:
+        op = wait_op(api, api.post("/v1/instances", json=body), timeout=600)
+        assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+        vm_id = api.get("/v1/instances/mig-vm").json()["id"]
+        name = host_object_name(hosts.prefix, "vm", vm_id)
+        refused = api.post("/v1/instances/mig-vm/actions", json={"action": "migrate", "host": "a"})
+        assert refused.status_code == 409 and "stop it to move it" in refused.text, refused.text
+        assert api.get("/v1/instances/mig-vm").json()["host"] == "b" and hosts.libvirtd_b.domains() == {name: True}
+        act(api, "mig-vm", "stop")
+        qemu_write(volume_file(api, "mig-vm-root"), 0x77, offset=65536)  # what the guest wrote on its root
+        data_sum = hashlib.sha256(volume_file(api, "mvol").read_bytes()).hexdigest()
+
+        for source, target in (("b", "a"), ("a", "b")):
+            old_files = [volume_file(api, "mig-vm-root"), volume_file(api, "mvol")]
+            moved = api.post("/v1/instances/mig-vm/actions", json={"action": "migrate", "host": target})
+            op = wait_op(api, moved, timeout=600)
+            assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+            machine = api.get("/v1/instances/mig-vm").json()
+            assert (machine["host"], machine["state"]) == (target, "stopped"), machine
+            assert machine["networks"][0]["ip"] == "10.227.6.20", machine
+            assert vm_domains(hosts, target) == {name: False} and vm_domains(hosts, source) == {}
+            root = volume_file(api, "mig-vm-root")
+            assert root.is_relative_to(hosts.dirs[target]) and not any(f.exists() for f in old_files)
+            backing = Path(qemu_info(str(root))["full-backing-filename"])
+            assert backing.is_relative_to(hosts.dirs[target]) and backing.is_file(), backing
+            assert guest_bytes(root, tmp_path, 65536, 65536) == b"\x77" * 65536
+            assert hashlib.sha256(volume_file(api, "mvol").read_bytes()).hexdigest() == data_sum
+            assert act(api, "mig-vm", "start")["state"] == "running" and vm_domains(hosts, target) == {name: True}
+            assert len(taps(hosts, hosts.netns)) == (1 if target == "b" else 0)  # A's libvirt makes its own
+            act(api, "mig-vm", "stop")
+    finally:
+        delete(api, "mig-vm")
+        assert wait_op(api, api.delete("/v1/volumes/mvol"))["status"] == "succeeded"
+        drop_network(api, "xm", force=True)
+        assert wait_op(api, api.delete("/v1/images/distro-m"))["status"] == "succeeded"
+    assert hosts.libvirtd_b.domains() == {} and system_domains(hosts.prefix) == []
+    assert taps(hosts, hosts.netns) == {}
+
+
+def volume_file(api: httpx.Client, name: str) -> Path:
+    """A volume's file, in the pool of the host it is on."""
+    volume = api.get(f"/v1/volumes/{name}").json()
+    pool = _pool(api, "default", volume["host"])
+    return Path(str(pool["config"]["path"])) / f"{volume['id']}.{volume['format']}"  # type: ignore[index]
+
+
+def vm_domains(hosts: TwoHosts, host: str) -> dict[str, bool]:
+    """This run's domains in host `host`'s libvirt: name -> whether it runs."""
+    if host == "b":
+        return hosts.libvirtd_b.domains()
+    conn = libvirt.open("qemu:///system")
+    try:
+        found = [dom for dom in conn.listAllDomains(0) if dom.name().startswith(f"{hosts.prefix}-")]
+        return {dom.name(): bool(dom.isActive()) for dom in found}
+    finally:
+        conn.close()
 
 
 def disk_files(hosts: TwoHosts, domain: str) -> list[str]:

@@ -25,8 +25,8 @@ TRANSITIONS: dict[Action, Transition] = {
     Action.RESUME: Transition(frozenset({S.PAUSED}), S.RUNNING),
     Action.SNAPSHOT: Transition(frozenset({S.RUNNING, S.STOPPED, S.PAUSED}), None, frozenset({InstanceKind.VM})),
     Action.REVERT: Transition(frozenset({S.RUNNING, S.STOPPED, S.PAUSED}), None, frozenset({InstanceKind.VM})),
-    # Cold migration: a container, stopped on its host and made again on another (a VM's disks do not move yet).
-    Action.MIGRATE: Transition(frozenset({S.RUNNING, S.STOPPED}), None, frozenset({InstanceKind.CONTAINER})),
+    # Cold migration: stopped on its host and made again on another (a VM only when stopped: `migration_params`).
+    Action.MIGRATE: Transition(frozenset({S.RUNNING, S.STOPPED}), None),
 }
 
 DELETABLE = frozenset(set(InstanceState) - {S.DELETING})

@@ -470,6 +470,46 @@ class DirPool:
             raise
         return self.describe(volume_id, path, format)
 
+    def adopt(self, volume_id: str, incoming: Path, format: str, backing: Path | None = None) -> VolumeInfo:
+        """A volume from a whole file of it that came from another host's pool (`incoming`, moved in: it is gone
+        after); a qcow2 overlay is pointed at `backing`, this host's copy of the image it was made on (the same
+        bytes: only its header changes). A file of another format, a raw one without its filesystem, a qcow2
+        with a backing file and no `backing` are refused, and nothing is kept. There already (a retry) is
+        success."""
+        validate_volume_id(volume_id)
+        validate_format(format)
+        existing = self.find(volume_id)
+        if existing is not None:
+            incoming.unlink(missing_ok=True)
+            return self.describe(volume_id, *existing)
+        self._check_adoptable(incoming, format, backing)
+        path = self._file(volume_id, format)
+        tmp = self._fresh_tmp(path)
+        try:
+            os.rename(incoming, tmp)
+            if backing is not None:
+                backing_format = str(self._image_facts(backing)["format"])
+                run(["qemu-img", "rebase", "-q", "-u", "-F", backing_format, "-b", str(backing), str(tmp)])
+            self._publish(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return self.describe(volume_id, path, format)
+
+    def _check_adoptable(self, incoming: Path, format: str, backing: Path | None) -> None:
+        try:
+            facts = self._image_facts(incoming)
+        except PermanentError as exc:
+            raise InvalidInput(f"not a disk image qemu-img can read: {exc.message}") from None
+        if facts.get("format") != format:
+            raise InvalidInput(f"the volume's file is {facts.get('format')}, not {format}")
+        if format == RAW and read_ext_size(incoming) is None:
+            raise InvalidInput("the volume's file holds no ext4 filesystem: a raw volume needs one")
+        if backing is not None and format != QCOW2:
+            raise InvalidInput(f"a {format} volume has no backing file")
+        if backing is None and facts.get("backing-filename"):
+            raise InvalidInput("the volume's file has a backing file: name this host's copy of it")
+
     # --- crash clean-up ----------------------------------------------------------------------------------------
 
     def remove_partial(self) -> builtins.list[Path]:

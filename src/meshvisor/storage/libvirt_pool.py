@@ -302,6 +302,12 @@ class LibvirtPool:
         finally:
             self.refresh()
 
+    def adopt(self, volume_id: str, incoming: Path, format: str, backing: Path | None = None) -> VolumeInfo:
+        try:
+            return self._files.adopt(volume_id, incoming, format, backing)
+        finally:
+            self.refresh()
+
     def remove_partial(self) -> builtins.list[Path]:
         """Remove the work files a crashed operation left (never a finished volume); returns what went."""
         try:

@@ -1,16 +1,18 @@
-"""Cold migration of a container from its host (the source) to another (the target): one operation that goes
-from host to host (`operations.HandOff`), each part run by that host's worker on its own engine.
+"""Cold migration of an instance (a container, or a stopped VM) from its host (the source) to another (the
+target): one operation that goes from host to host (`operations.HandOff`), each part run by that host's worker
+on its own engine.
 
-    source: park      its sidecar stops, its interfaces go, the container stops (it stays, for a way back) and
+    source: park      its sidecar stops, its interfaces go, the workload stops (it stays, for a way back) and
                       its volumes are unmounted
     target: place     each volume's bytes come through the API (`volumes.content`), checked, into the target's
-                      pool, and its row moves; then the instance's row moves, and the container is made there
-                      from the same record (same id, addresses, MAC, groups, mesh service) and started, with
-                      its interfaces and sidecar, if it was running
-    source: release   the parked container goes, with its mounts and the volumes' old files; this host's leases
-                      and filter follow
-    source: restore   (the target failed: its container and volume copies are gone, the rows back on the
-                      source) the container starts again as it was, and the operation fails with the reason
+                      pool (a VM's root volume pointed at the target's copy of its image), and its row moves;
+                      then the instance's row moves, and the workload is made there from the same record (same
+                      id, addresses, MAC, groups, mesh service) and started, with its interfaces and sidecar, if
+                      it was running
+    source: release   the parked workload goes, with its mounts, taps and the volumes' old files; this host's
+                      leases and filter follow
+    source: restore   (the target failed: its workload and volume copies are gone, the rows back on the
+                      source) the workload starts again as it was, and the operation fails with the reason
 
 A failover (`instances.failover`: the source is offline) is the `place` part alone: it ends on the target, and
 the old host removes its copy when it returns (`failover.fence`). Every part is idempotent, so a worker that dies
@@ -26,7 +28,13 @@ from sqlalchemy import select
 
 from meshvisor.core.errors import PermanentError
 from meshvisor.core.types import InstanceKind
-from meshvisor.platform.instances.attachments import attach_networks, detach_networks, serve_dhcp
+from meshvisor.platform.instances.attachments import (
+    attach_networks,
+    detach_networks,
+    ensure_taps,
+    remove_taps,
+    serve_dhcp,
+)
 from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
 from meshvisor.platform.networks.security_steps import sync_security
 from meshvisor.platform.networks.steps import refresh_dhcp
@@ -57,12 +65,13 @@ def _park(rt: Runtime, op: Operation) -> None:
 
 def _place(rt: Runtime, op: Operation) -> None:
     source, target = str(op.params["source"]), str(op.params["target"])
+    instance = steps.load_instance(rt, op.resource_id)
     try:
-        _bring_volumes(rt, op.params["volumes"], target)
+        _bring_volumes(rt, instance, op.params["volumes"], target)
         _move_row(rt, op.resource_id, target, op.params["placement"])
         _run_here(rt, steps.load_instance(rt, op.resource_id), bool(op.params["was_running"]))
     except PermanentError as exc:
-        clean_here(rt, op.resource_id)
+        clean_here(rt, op.resource_id, InstanceKind(instance.kind))
         _drop_volume_copies(rt, op.params["volumes"], source)
         _move_row(rt, op.resource_id, source, op.params["placement_before"])
         if op.params.get("failover"):  # its host is gone: nothing to go back to
@@ -75,7 +84,7 @@ def _place(rt: Runtime, op: Operation) -> None:
 
 
 def _release(rt: Runtime, op: Operation) -> None:
-    clean_here(rt, op.resource_id)
+    clean_here(rt, op.resource_id, InstanceKind(steps.load_instance(rt, op.resource_id).kind))
     for volume_id, move in op.params["volumes"].items():
         pool = _pool(rt, move["source_pool"])
         if pool is not None and any(info.volume_id == volume_id for info in pool.list()):
@@ -106,8 +115,9 @@ def _move_row(rt: Runtime, instance_id: str, host: str, where: dict[str, Any]) -
             )  # fmt: skip
 
 
-def _bring_volumes(rt: Runtime, moves: dict[str, dict[str, str]], target: str) -> None:
-    """Each volume's bytes into its target pool (of this host), checked; then its row says it is here."""
+def _bring_volumes(rt: Runtime, instance: Instance, moves: dict[str, dict[str, Any]], target: str) -> None:
+    """Each volume's bytes into its target pool (of this host), checked (a VM's root volume on this host's copy
+    of its image); then its row says it is here."""
     for volume_id, move in moves.items():
         with transaction(rt.sessions) as s:
             volume, pool = s.get(Volume, volume_id), s.get(StoragePool, move["target_pool"])
@@ -115,11 +125,12 @@ def _bring_volumes(rt: Runtime, moves: dict[str, dict[str, str]], target: str) -
                 raise PermanentError(f"volume {volume_id} or its target pool is gone from the database")
             s.expunge_all()
         if volume.host != target:
-            volume_data.receive(rt, volume, pool)
+            backing = steps.image_disk_here(rt, instance) if move.get("boot") else None
+            volume_data.receive(rt, volume, pool, backing)
             _move_volume(rt, volume_id, target, move["target_pool"])
 
 
-def _drop_volume_copies(rt: Runtime, moves: dict[str, dict[str, str]], source: str) -> None:
+def _drop_volume_copies(rt: Runtime, moves: dict[str, dict[str, Any]], source: str) -> None:
     """The copies made here go, and the rows say the volumes are on the source again (their files never left)."""
     for volume_id, move in moves.items():
         pool = _pool(rt, move["target_pool"])
@@ -144,21 +155,23 @@ def _pool(rt: Runtime, pool_id: str) -> VolumeDriver | None:
 
 
 def _run_here(rt: Runtime, instance: Instance, start: bool) -> None:
-    """The container made on this host from its record (again: the same id), and started as it was."""
+    """The workload made on this host from its record (again: the same id), and started as it was."""
     serve_dhcp(rt, instance.id)
     steps.ensure_created(rt, instance)
     if start:
+        ensure_taps(rt, instance.id)
         rt.compute(InstanceKind(instance.kind)).start(instance.id)
         attach_networks(rt, instance.id)
         ensure_sidecar(rt, instance)
 
 
 def clean_here(rt: Runtime, instance_id: str, kind: InstanceKind = InstanceKind.CONTAINER) -> None:
-    """What the instance had on this host goes (its sidecar, interfaces, workload and mounts); this host's
+    """What the instance had on this host goes (its sidecar, interfaces, workload, taps and mounts); this host's
     dnsmasq and filter then forget it."""
     stop_sidecar(rt, instance_id)
     detach_networks(rt, instance_id)
     rt.compute(kind).delete(instance_id)
+    remove_taps(rt, instance_id)
     release_mounts(rt, instance_id)
     with transaction(rt.sessions) as s:
         network_ids = set(

@@ -281,6 +281,8 @@ def migration_params(
     running. Its volumes move with it (`volume_moves`)."""
     if host is not None and not isinstance(host, str):
         raise InvalidInput("host must be a host's name")
+    if instance.kind == InstanceKind.VM.value:
+        _check_vm_can_move(instance)
     if host == instance.host:
         raise InvalidInput(f"instance {instance.name!r} is already on host {host!r}")
     ask = Ask(
@@ -303,13 +305,26 @@ def migration_params(
     }
 
 
-def volume_moves(session: Session, instance: Instance, target: str) -> dict[str, dict[str, str]]:
+def _check_vm_can_move(instance: Instance) -> None:
+    """A VM moves cold, with its volumes (its root volume too); what lives in its directory on its host (a
+    scratch disk, with the snapshots that need one) does not travel."""
+    if instance.state != InstanceState.STOPPED.value:
+        raise Conflict(f"VM {instance.name!r} is {instance.state}: stop it to move it (it does not move live yet)")
+    if instance.disk_mb:
+        raise Conflict(
+            f"VM {instance.name!r} has a scratch disk (disk_mb), which stays with its host with its snapshots:"
+            " it cannot move; keep what must travel on volumes"
+        )
+
+
+def volume_moves(session: Session, instance: Instance, target: str) -> dict[str, dict[str, Any]]:
     """The volumes that move with an instance, each from its pool to the pool of the same name on the target (its
-    default pool if it has none of that name): {volume id: {"source_pool", "target_pool"}}. A volume that another
-    instance also has, or that has snapshots, stays: the move is refused (400)."""
+    default pool if it has none of that name): {volume id: {"source_pool", "target_pool", "boot"}} ("boot": a
+    VM's root volume). A volume that another instance also has, or that has snapshots, stays: the move is
+    refused (400)."""
     moves = {}
-    for volume in session.scalars(
-        select(Volume).join(VolumeAttachment, VolumeAttachment.volume_id == Volume.id)
+    for volume, boot in session.execute(
+        select(Volume, VolumeAttachment.boot).join(VolumeAttachment, VolumeAttachment.volume_id == Volume.id)
         .where(VolumeAttachment.instance_id == instance.id)
     ):  # fmt: skip
         others = [name for name in volumes.attached_to(session, volume.id) if name != instance.name]
@@ -327,7 +342,7 @@ def volume_moves(session: Session, instance: Instance, target: str) -> dict[str,
         )
         if target_pool is None:
             raise Conflict(f"host {target!r} has no storage pool for volume {volume.name!r}")
-        moves[volume.id] = {"source_pool": source_pool.id, "target_pool": target_pool.id}
+        moves[volume.id] = {"source_pool": source_pool.id, "target_pool": target_pool.id, "boot": bool(boot)}
     return moves
 
 

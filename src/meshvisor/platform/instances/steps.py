@@ -84,12 +84,23 @@ def load_instance(rt: Runtime, instance_id: str) -> Instance:
         return instance
 
 
+def _needed(s: Session, instance: Instance) -> copies.Needed:
+    image = s.scalar(select(Image).where(Image.project == instance.project, Image.name == instance.image))
+    if image is None or image.ref is None or image.state != "ready":
+        raise PermanentError(f"image {instance.image!r} is not available")
+    return copies.Needed.of(image)
+
+
+def image_disk_here(rt: Runtime, instance: Instance) -> Path:
+    """The disk of a VM's image on this host (fetched first when the image was made on another host)."""
+    with transaction(rt.sessions) as s:
+        needed = _needed(s, instance)
+    return Path(copies.local_ref(rt, needed)) / DISK_FILE
+
+
 def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
     with transaction(rt.sessions) as s:
-        image = s.scalar(select(Image).where(Image.project == instance.project, Image.name == instance.image))
-        if image is None or image.ref is None or image.state != "ready":
-            raise PermanentError(f"image {instance.image!r} is not available")
-        needed = copies.Needed.of(image)
+        needed = _needed(s, instance)
         stamp = stamp_of(s, instance)
     ref = copies.local_ref(rt, needed)  # fetched first when the image was made on another host
     spec = ComputeSpec(

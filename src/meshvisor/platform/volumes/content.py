@@ -1,5 +1,6 @@
-"""A volume's data as it travels with a container that moves to another host (`instances.migration`): the file
-of a raw volume, streamed, with the SHA-256 of its bytes, which the receiver checks before anything uses it.
+"""A volume's data as it travels with an instance that moves to another host (`instances.migration`): the file
+of the volume, streamed, with the SHA-256 of its bytes, which the receiver checks before anything uses it (a VM's
+root volume, a qcow2 overlay on its image, is pointed at the target's copy of that image there).
 
     target's worker ── GET /v1/volumes/{name}/content ──▶ API ── its own host's volume: read here
                                                             └── another host's: GET /v1/host/volumes/{id}/content
@@ -33,9 +34,7 @@ INCOMING = ".tmp-incoming-"  # a work file: the periodic pass removes it after a
 
 
 def read_here(rt: Runtime, volume: Volume, pool: StoragePool) -> tuple[str, Iterator[bytes]]:
-    """A raw volume of this host: the digest of its file (read once for it) and its bytes (read again)."""
-    if volume.format != "raw":
-        raise Conflict(f"volume {volume.name!r} is {volume.format}: only raw volumes travel")
+    """A volume of this host: the digest of its file (read once for it) and its bytes (read again)."""
     path = rt.pool(pool.driver, pool.config).path(volume.id)
     return sha256_digest(_chunks(path)), _chunks(path)
 
@@ -59,9 +58,10 @@ def content(rt: Runtime, session: Session, volume: Volume) -> tuple[str, Iterato
     return link.to(session, rt.settings, volume.host).volume_content(volume.id)
 
 
-def receive(rt: Runtime, volume: Volume, pool: StoragePool) -> None:
-    """Volume `volume` made in `pool` (of this host) from what the API streams of it; a file whose digest is not
-    the one sent is never used. Done already (a retry) is success."""
+def receive(rt: Runtime, volume: Volume, pool: StoragePool, backing: Path | None = None) -> None:
+    """Volume `volume` made in `pool` (of this host) from what the API streams of it, a qcow2 overlay pointed at
+    `backing` (this host's copy of its image); a file whose digest is not the one sent is never used. Done
+    already (a retry) is success."""
     driver = rt.pool(pool.driver, pool.config)
     if any(info.volume_id == volume.id for info in driver.list()):
         return
@@ -74,7 +74,7 @@ def receive(rt: Runtime, volume: Volume, pool: StoragePool) -> None:
             if digest != response.headers.get(DIGEST_HEADER):
                 sent = response.headers.get(DIGEST_HEADER)
                 raise PermanentError(f"volume {volume.name!r} arrived with digest {digest}, not the {sent} sent")
-        driver.import_image(volume.id, scratch, "raw")
+        driver.adopt(volume.id, scratch, volume.format, backing)
     finally:
         scratch.unlink(missing_ok=True)
 

@@ -82,7 +82,7 @@ def stacks(draw: st.DrawFn) -> Spec:
         spec["services"][f"s{name}"] = {"policy": draw(POLICIES)}
     for name in draw(st.lists(NAMES, min_size=1, max_size=3, unique=True)):
         spec["instances"][f"i{name}"] = {"image": "busybox", "command": SERVE}
-        fields = ["cpus", "memory_mb", "restart_policy", "env", "depends_on"]
+        fields = ["cpus", "memory_mb", "restart_policy", "ha", "env", "depends_on"]
         fields += [f for f in ("security_groups", "networks") if spec[f]]
         for field in fields:
             if draw(st.booleans()):
@@ -115,6 +115,7 @@ def instance_field(spec: Spec, name: str, field: str) -> st.SearchStrategy[Spec]
         "command": st.sampled_from([SERVE, SERVE_SLOWER]),
         "env": st.sampled_from([None, {"MODE": "x"}, {"MODE": "y", "PORT": "80"}]),
         "restart_policy": st.sampled_from(["no", "always", "ON-FAILURE"]),
+        "ha": st.sampled_from([False, True]),
         "security_groups": st.lists(st.sampled_from(sorted(spec["security_groups"]) or ["gz"]), unique=True),
         "networks": st.lists(_attachment(spec), unique_by=lambda n: n["network"], max_size=2),
         "volumes": st.lists(_mount(spec), unique_by=lambda v: v["volume"], max_size=2),

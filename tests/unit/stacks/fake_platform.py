@@ -89,6 +89,7 @@ def readback(stack: Stack, addr: str, index: int = 0) -> dict[str, Any]:
         "command": list(res.command),
         "env": dict(reversed(list(res.env.items()))),
         "restart_policy": res.restart_policy,
+        "ha": res.ha,
         "networks": networks[::-1],
         "volumes": volumes[::-1],
         "mesh": mesh,

@@ -87,6 +87,7 @@ CASES: list[tuple[str, list[tuple[str, Any]], dict[str, tuple[str, dict[str, str
             ("instances.box.memory_mb", 256),
             ("instances.box.kind", "CONTAINER"),
             ("instances.box.restart_policy", "no"),
+            ("instances.box.ha", False),
             ("instances.box.env", {"TOKEN": "${var.token}", "B": 2, "A": 1}),
             ("instances.vm.cpus", 1),
             (
@@ -111,6 +112,7 @@ CASES: list[tuple[str, list[tuple[str, Any]], dict[str, tuple[str, dict[str, str
         [("instances.box.restart_policy", "always")],
         {"instance.box": ("~", {"restart_policy": "live"})},
     ),
+    ("ha: live", [("instances.box.ha", True)], {"instance.box": ("~", {"ha": "live"})}),
     (
         "security groups: live",
         [("instances.box.security_groups", ["web", "admin"])],

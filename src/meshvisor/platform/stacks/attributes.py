@@ -1,6 +1,6 @@
 """How each attribute can change on the platform, read off its REST API.
 
-instance        live (`~`): container cpus and memory_mb (PATCH), restart_policy and security_groups (PATCH),
+instance        live (`~`): container cpus and memory_mb (PATCH), restart_policy, ha and security_groups (PATCH),
                 networks (hot attach/detach), a VM's volumes (hot-plug), state (start a stopped instance)
                 restart (`~!`): a VM's cpus and memory_mb up to its max_cpus / max_memory_mb (PATCH; libvirt
                 may only apply them at the next boot)
@@ -39,6 +39,7 @@ TABLE: dict[str, dict[str, Effect]] = {
         "cpus": "live",
         "memory_mb": "live",
         "restart_policy": "live",
+        "ha": "live",
         "security_groups": "live",
         "networks": "live",
         "volumes": "live",

@@ -133,6 +133,7 @@ def _instance(res: Instance) -> Attrs:
         "command": [] if vm else list(res.command),
         "env": {} if vm else dict(sorted(res.env.items())),
         "restart_policy": res.restart_policy,
+        "ha": res.ha,
         "networks": sorted(({"network": n.network, "ip": n.ip} for n in res.networks), key=_by_network),
         "volumes": sorted(
             ({"volume": v.volume, "path": v.path, "read_only": v.read_only} for v in res.volumes), key=_by_volume
@@ -263,6 +264,7 @@ def observed(kind: str, obj: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
             "command": list(take("command", []) or []),
             "env": {str(k): str(v) for k, v in sorted((take("env", {}) or {}).items())},
             "restart_policy": _lower(take("restart_policy", "no")),
+            "ha": bool(take("ha", False)),
             "networks": _networks(take("networks", []) or []),
             "volumes": _volumes(take("volumes", []) or []),
             "security_groups": sorted(set(take("security_groups", []) or [])),

@@ -203,6 +203,7 @@ def update_instance(ctx: Context, name: str, res: stack_spec.Instance, restart: 
             cpus=res.cpus if res.cpus != row.cpus else None,
             memory_mb=res.memory_mb if res.memory_mb != row.memory_mb else None,
             restart_policy=policy if policy.value != row.restart_policy else None,
+            ha=res.ha if res.ha != row.ha else None,
             security_groups=list(res.security_groups) if groups != current else None,
         )
         if change == InstanceChange():

@@ -5,8 +5,8 @@ The request cordons the host (nothing new lands there) and is refused (409) when
 when none of its instances could move now (the first one's reason). The operation then takes the host's
 instances in name order: it waits for an instance that is busy, asks for its migration as a user would (placed:
 its own host excluded), sends it to the instance's host and waits for it to end. The first instance that cannot
-move (a running VM, nowhere with room, a failed move) stops it, with the reason; what moved stays moved, and the host
-stays cordoned. Its params show the course: `progress`, one entry per instance (`name`, `to`, `status`,
+move (a running VM, nowhere with room, a failed move) stops it, with the reason; what moved stays moved, and the
+host stays cordoned. Its params show the course: `progress`, one entry per instance (`name`, `to`, `status`,
 `error`).
 """
 

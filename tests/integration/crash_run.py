@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from meshvisor.platform.failpoints import AFTER
+
 from .conftest import SERVE, Platform, wait_op
 
 CIDR = "10.213.150.0/24"
@@ -72,3 +74,11 @@ class Case:
 def body(run: Run) -> dict[str, Any]:
     found: dict[str, Any] = {"name": run.name, "kind": run.kind, "image": run.image}
     return found | ({"command": SERVE} if run.kind == "container" else {"cpus": 1, "memory_mb": 256})
+
+
+def chosen(points: list[str], first_of_each: bool) -> list[str]:
+    """The failpoints a row kills at: the first, then the one after each driver call (the one before a call
+    leaves the host as the one after the call before it did); for VMs and the rows of `MORE_ROWS` only after
+    the first of each distinct call."""
+    after = f"{AFTER}@1" if first_of_each else AFTER
+    return points[:1] + [p for p in points[1:] if after in p]

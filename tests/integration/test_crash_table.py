@@ -25,12 +25,11 @@ from typing import Any
 import httpx
 import pytest
 
-from meshvisor.platform.failpoints import AFTER
 from meshvisor.platform.state.operation_kinds import OperationKind
 
 from .conftest import Platform, wait_op, workers_of
 from .crash_rows_more import MORE_ROWS
-from .crash_run import CIDR, NET, SNAP, VOL, Case, Run, body
+from .crash_run import CIDR, NET, SNAP, VOL, Case, Run, body, chosen
 from .host_leftovers import wait_explained
 
 pytestmark = pytest.mark.integration
@@ -250,10 +249,11 @@ EXCLUDED: dict[OperationKind, str] = {
     "object of the prefix but a temporary tag, which it removes",
     K.STACK_APPLY: "its steps are the operations above, run inline; test_crash_stack_apply kills the worker at "
     "every step of an apply",
-    K.INSTANCE_MIGRATE: "not in this table yet: a move needs two hosts with engines of their own (this platform's "
-    "second host shares the first one's engine); its parts are idempotent and retried, and a failed target puts "
-    "the instance back (tests/db/test_migration_db.py, tests/integration/test_two_hosts.py)",
-    K.HOST_EVACUATE: "its steps are migrations, one after another (see INSTANCE_MIGRATE)",
+    K.INSTANCE_MIGRATE: "its table is test_crash_migrate.py: a move needs two hosts with engines of their own "
+    "(this platform's second host shares the first one's engine); there the worker of the host each part runs on "
+    "is killed at every failpoint of a move",
+    K.HOST_EVACUATE: "its steps ask for migrations and wait for them, with no driver call of their own; "
+    "test_crash_migrate.py kills the platform's worker at its named places (a move asked for, a move ended)",
 }
 NOT_APPLICABLE = {
     (K.INSTANCE_UPDATE, "vm"): "a running VM's resize needs its restart (restart_required), covered by start",
@@ -279,14 +279,6 @@ def test_every_kind_is_in_the_table() -> None:
     assert not covered & set(EXCLUDED)
     for kind, instance_kind in NOT_APPLICABLE:
         assert instance_kind not in CASES[kind].kinds
-
-
-def chosen(points: list[str], first_of_each: bool) -> list[str]:
-    """The failpoints a row kills at: the first, then the one after each driver call (the one before a call
-    leaves the host as the one after the call before it did); for VMs and the rows of `MORE_ROWS` only after
-    the first of each distinct call."""
-    after = f"{AFTER}@1" if first_of_each else AFTER
-    return points[:1] + [p for p in points[1:] if after in p]
 
 
 @pytest.mark.timeout(3600)

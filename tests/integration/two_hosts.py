@@ -58,12 +58,17 @@ class TwoHosts:
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, **env: str) -> None:
+        """Start process `name` (of `PROCESSES`) with its host's environment, and `env` over it."""
         host, argv = PROCESSES[name]
         argv = argv or ["agent", "--host", "b"]
         log = open(self.dirs[host] / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "meshvisor", *argv], env=self.envs[host], stdout=log, stderr=log, cwd=REPO
+            [sys.executable, "-m", "meshvisor", *argv],
+            env={**self.envs[host], **env},
+            stdout=log,
+            stderr=log,
+            cwd=REPO,
         )
 
     def stop(self, name: str) -> None:

@@ -42,6 +42,8 @@ VOLUME_MOUNTED = "volume-mounted"  # a container's volumes are loop-mounted, the
 DISK_PLUGGED = "disk-plugged"  # a VM's volume is plugged in, nothing recorded yet
 STACK_STEP_ASKED = "stack-step-asked"  # a stack apply: a step's operation is asked for and recorded, not run
 STACK_STEP_DONE = "stack-step-done"  # a stack apply: a step's operation has ended, the next not begun
+EVACUATION_MOVE_ASKED = "evacuation-move-asked"  # an evacuation: a move is asked for and recorded, not sent
+EVACUATION_MOVE_ENDED = "evacuation-move-ended"  # an evacuation: a move has ended, its progress not recorded
 
 AFTER = "#after"
 DRIVER_PACKAGES = ("containers", "hypervisor", "network", "storage", "mesh", "guest")  # under `meshvisor.`

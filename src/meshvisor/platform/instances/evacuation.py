@@ -7,7 +7,8 @@ instances in name order: it waits for an instance that is busy, asks for its mig
 its own host excluded), sends it to the instance's host and waits for it to end. The first instance that cannot
 move (a running VM, nowhere with room, a failed move) stops it, with the reason; what moved stays moved, and the
 host stays cordoned. Its params show the course: `progress`, one entry per instance (`name`, `to`, `status`,
-`error`).
+`error`), and `moving`, the move under way (`name`, `operation`): a worker that takes the evacuation over after
+its predecessor died waits for that move and records it before it goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import Conflict, MeshvisorError, PermanentError
 from meshvisor.core.types import OperationStatus
+from meshvisor.platform import failpoints
 from meshvisor.platform.celery_app import make_celery
 from meshvisor.platform.dispatch import dispatch
 from meshvisor.platform.hosts import placement
@@ -80,17 +82,33 @@ def evacuate_host(rt: Runtime, op: Operation) -> None:
     """Move the host's instances one by one (see the module's docstring); PermanentError at the first that
     cannot move."""
     host = op.resource_name
+    moving = _params(rt, op.id).get("moving")  # asked for before this worker's predecessor died
+    if moving is not None:
+        _record(rt, op.id, host, moving["name"], _wait_end(rt, moving["operation"]))
     while (name := _next_on(rt, host, op.id)) is not None:
         _wait_idle(rt, name)
         try:
-            child = _request_move(rt, name)
+            child = _request_move(rt, op.id, name)
         except MeshvisorError as exc:
             _progress(rt, op.id, name, None, "refused", exc.message)
             raise PermanentError(f"evacuation of host {host!r} stopped at {name!r}: {exc.message}") from None
-        ended = _run(rt, child)
-        _progress(rt, op.id, name, ended.params.get("target"), ended.status, ended.error)
-        if ended.status != OperationStatus.SUCCEEDED.value:
-            raise PermanentError(f"evacuation of host {host!r} stopped at {name!r}: {ended.error}")
+        failpoints.reached(rt.settings, failpoints.EVACUATION_MOVE_ASKED)
+        _send(rt, child)
+        ended = _wait_end(rt, child.id)
+        failpoints.reached(rt.settings, failpoints.EVACUATION_MOVE_ENDED)
+        _record(rt, op.id, host, name, ended)
+
+
+def _record(rt: Runtime, op_id: str, host: str, name: str, ended: Operation) -> None:
+    """A move's end in the evacuation's progress; PermanentError when it failed."""
+    _progress(rt, op_id, name, ended.params.get("target"), ended.status, ended.error)
+    if ended.status != OperationStatus.SUCCEEDED.value:
+        raise PermanentError(f"evacuation of host {host!r} stopped at {name!r}: {ended.error}")
+
+
+def _params(rt: Runtime, op_id: str) -> dict[str, Any]:
+    with rt.sessions() as s:
+        return dict(operations.get(s, op_id).params)
 
 
 def _next_on(rt: Runtime, host: str, op_id: str) -> str | None:
@@ -109,25 +127,35 @@ def _wait_idle(rt: Runtime, name: str) -> None:
         time.sleep(0.2)
 
 
-def _request_move(rt: Runtime, name: str) -> Operation:
+def _request_move(rt: Runtime, op_id: str, name: str) -> Operation:
+    """The instance's migration asked for as a user would, and recorded as the move under way (`moving`), in one
+    transaction: a worker that takes the evacuation over after a crash waits for that move and records it."""
     with transaction(rt.sessions) as s:
         project = s.scalar(select(Instance.project).where(Instance.name == name)) or "default"
         _, child = instances.request_action(
             s, name, "migrate", {}, project=project, **placement.options(rt.settings)
         )
+        s.flush()
+        op = operations.get(s, op_id)
+        op.params = {**op.params, "moving": {"name": name, "operation": child.id}}
         s.expunge(child)
         return child
 
 
-def _run(rt: Runtime, child: Operation) -> Operation:
-    """Send the migration to its instance's host and wait for it to end (its parts hop from host to host)."""
+def _send(rt: Runtime, child: Operation) -> None:
+    """Send the migration to its instance's host (one that is not sent is sent by that host's worker's check for
+    forgotten operations)."""
     if not _celery:
         _celery.append(make_celery(rt.settings))
     dispatch(_celery[0], rt.settings, rt.sessions, child.id, child.resource_type, child.host)
+
+
+def _wait_end(rt: Runtime, child_id: str) -> Operation:
+    """The migration once it has ended (its parts hop from host to host)."""
     deadline = time.monotonic() + MOVE_TIMEOUT_S
     while True:
         with rt.sessions() as s:
-            found = operations.get(s, child.id)
+            found = operations.get(s, child_id)
             if OperationStatus(found.status).finished or time.monotonic() > deadline:
                 s.expunge(found)
                 return found
@@ -138,5 +166,6 @@ def _progress(rt: Runtime, op_id: str, name: str, to: object, status: str, error
     with transaction(rt.sessions) as s:
         op = operations.get(s, op_id)
         entry: dict[str, Any] = {"name": name, "to": to, "status": status, "error": error}
-        op.params = {**op.params, "progress": [*op.params.get("progress", []), entry]}
+        progress = [e for e in op.params.get("progress", []) if e["name"] != name]  # once, after a crash too
+        op.params = {**op.params, "progress": [*progress, entry], "moving": None}
         operations.emit_status(s, op)

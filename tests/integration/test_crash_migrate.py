@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,7 +29,10 @@ from meshvisor.storage.mounts import loop_devices_for, mounts_under
 
 from .conftest import create, delete, wait_op
 from .crash_run import chosen
+from .storage_scenarios import guest_bytes, qemu_write
 from .test_networks import drop_network
+from .test_two_hosts import taps, vm_domains, volume_file
+from .test_vm_disk_images import import_disk, qcow2, qemu_info
 from .two_hosts import TUNNEL_B, TwoHosts, two_hosts
 
 pytestmark = pytest.mark.integration
@@ -37,6 +41,7 @@ WORKERS = {"a": "worker", "b": "agent"}  # the process that runs a host's part o
 MOVE = "instance.migrate/"
 NAME, VOLUME, MARK = "cm", "cm-data", "written-on-b"
 NETWORK, CIDR, IP = "cm-net", "10.227.20.0/24", "10.227.20.10"
+DISK_IMAGE, ROOT, VM_MARK = "cm-distro", "cm-root", 0x77  # the VM's root volume is named after it
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +53,18 @@ def hosts(vm_test_dir: Path) -> Iterator[TwoHosts]:
 def api(hosts: TwoHosts) -> Iterator[httpx.Client]:
     with hosts.client() as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def disk_image(api: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A qcow2 image imported on A (B fetches it at its first VM of it)."""
+    disk = qcow2(tmp_path_factory.mktemp("disk") / "distro.qcow2")
+    op = wait_op(api, import_disk(api, DISK_IMAGE, disk), timeout=300)
+    assert op["status"] == "succeeded", op
+    try:
+        yield DISK_IMAGE
+    finally:
+        assert wait_op(api, api.delete(f"/v1/images/{DISK_IMAGE}"))["status"] == "succeeded"
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +106,19 @@ def on_b(api: httpx.Client) -> None:
     assert ran.status_code == 200 and ran.json()["exit_code"] == 0, ran.text
 
 
+def vm_on_b(api: httpx.Client) -> None:
+    """A stopped VM of a disk image on B, with a volume of B's pool, and something written on its root volume."""
+    op = wait_op(api, api.post("/v1/volumes", json={"name": VOLUME, "size_mb": 16, "host": "b"}))
+    assert op["status"] == "succeeded", op
+    body = {"name": NAME, "kind": "vm", "image": DISK_IMAGE, "cpus": 1, "memory_mb": 256, "host": "b",
+            "volumes": [{"volume": VOLUME}], "networks": [{"network": NETWORK, "ip": IP}]}  # fmt: skip
+    op = wait_op(api, api.post("/v1/instances", json=body), timeout=300)
+    assert op["status"] == "succeeded", op
+    op = wait_op(api, api.post(f"/v1/instances/{NAME}/actions", json={"action": "stop"}), timeout=300)
+    assert op["status"] == "succeeded", op
+    qemu_write(volume_file(api, ROOT), VM_MARK, offset=65536)
+
+
 def move(api: httpx.Client) -> str:
     accepted = api.post(f"/v1/instances/{NAME}/actions", json={"action": "migrate", "host": "a"})
     assert accepted.status_code == 202, accepted.text
@@ -121,6 +151,27 @@ def held(hosts: TwoHosts, host: str) -> tuple[list[Path], list[str], list[str]]:
     return mounts_under(hosts.dirs[host]), loop_devices_for(hosts.dirs[host]), veths
 
 
+def check_vm_moved(hosts: TwoHosts, api: httpx.Client) -> None:
+    """On A, stopped, its root volume (what was written on it kept, on A's copy of the image) and its volume in
+    A's pool; B keeps nothing of it (domain, files, tap); A nothing twice."""
+    machine = api.get(f"/v1/instances/{NAME}").json()
+    assert (machine["host"], machine["state"]) == ("a", "stopped"), machine
+    assert [n["ip"] for n in machine["networks"]] == [IP], machine
+    name = host_object_name(hosts.prefix, "vm", machine["id"])
+    assert (vm_domains(hosts, "a"), vm_domains(hosts, "b")) == ({name: False}, {})
+    files = sorted(volume_file(api, volume).name for volume in (ROOT, VOLUME))
+    assert all(volume_file(api, volume).is_relative_to(hosts.dirs["a"]) for volume in (ROOT, VOLUME))
+
+    def explained() -> bool:  # a work file a kill left goes at the host's next pass
+        return (pool_files(api, "a"), pool_files(api, "b")) == (files, [])
+
+    hosts.wait_until(explained, f"pools holding only {files} on A: {pool_files(api, 'a')}", 120)
+    root = volume_file(api, ROOT)
+    assert Path(qemu_info(str(root))["full-backing-filename"]).is_relative_to(hosts.dirs["a"])
+    assert guest_bytes(root, hosts.dirs["a"].parent, 65536, 65536) == bytes([VM_MARK]) * 65536
+    assert taps(hosts, hosts.netns) == {} and (held(hosts, "a"), held(hosts, "b")) == (([], [], []), ([], [], []))
+
+
 def check_moved(hosts: TwoHosts, api: httpx.Client) -> None:
     """On A, with its data; B keeps nothing of it; A nothing twice."""
     box = api.get(f"/v1/instances/{NAME}").json()
@@ -146,22 +197,34 @@ def clean(hosts: TwoHosts, api: httpx.Client) -> None:
     if api.get(f"/v1/volumes/{VOLUME}").status_code == 200:
         assert wait_op(api, api.delete(f"/v1/volumes/{VOLUME}"))["status"] == "succeeded"
     assert (hosts.containers("a"), hosts.containers("b")) == ([], [])
+    assert (vm_domains(hosts, "a"), vm_domains(hosts, "b"), taps(hosts, hosts.netns)) == ({}, {}, {})
     assert (pool_files(api, "a"), pool_files(api, "b")) == ([], [])
     assert (held(hosts, "a"), held(hosts, "b")) == (([], [], []), ([], [], []))
 
 
-def traced(hosts: TwoHosts, api: httpx.Client, work: Path) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class Mover:
+    """What moves: its set-up on B and the check of its end on A."""
+
+    setup: Callable[[httpx.Client], None]
+    check: Callable[[TwoHosts, httpx.Client], None]
+
+
+MOVERS = {"container": Mover(on_b, check_moved), "vm": Mover(vm_on_b, check_vm_moved)}
+
+
+def traced(hosts: TwoHosts, api: httpx.Client, mover: Mover, work: Path) -> dict[str, list[str]]:
     """One move with both hosts' workers tracing: the failpoints each host reached, in order."""
     traces = {host: work / f"trace-{host}" for host in WORKERS}
     for host, trace in traces.items():
         restart(hosts, host, MESHVISOR_FAILPOINTS=f"trace:{trace}")
     try:
-        on_b(api)
+        mover.setup(api)
         for trace in traces.values():
             trace.write_text("")  # the set-up's own operations are other kinds, but start from nothing
         op = wait(api, move(api))
         assert op["status"] == "succeeded", op
-        check_moved(hosts, api)
+        mover.check(hosts, api)
     finally:
         clean(hosts, api)
         for host in WORKERS:
@@ -172,23 +235,25 @@ def traced(hosts: TwoHosts, api: httpx.Client, work: Path) -> dict[str, list[str
 
 
 @pytest.mark.timeout(3600)
+@pytest.mark.parametrize("kind", list(MOVERS))
 def test_a_worker_killed_at_every_failpoint_of_a_move_leaves_it_moved_and_nothing_behind(
-    hosts: TwoHosts, api: httpx.Client, network: str, tmp_path: Path
+    hosts: TwoHosts, api: httpx.Client, network: str, disk_image: str, tmp_path: Path, kind: str
 ) -> None:
-    points = traced(hosts, api, tmp_path)
+    mover = MOVERS[kind]
+    points = traced(hosts, api, mover, tmp_path)
     assert points["a"] and points["b"], points  # the move's parts ran on both hosts
     killed = [(host, point) for host in WORKERS for point in chosen(points[host], first_of_each=True)]
     for host, point in killed:
         try:
-            killed_at(hosts, api, host, point)
+            killed_at(hosts, api, mover, host, point)
         except AssertionError as exc:
             raise AssertionError(f"killed on {host} at {point}: {exc}\n{hosts.logs()}") from exc
-    print(f"migrate: killed at {len(killed)} of {sum(map(len, points.values()))} failpoints: {killed}")
+    print(f"migrate {kind}: killed at {len(killed)} of {sum(map(len, points.values()))} failpoints: {killed}")
 
 
-def killed_at(hosts: TwoHosts, api: httpx.Client, host: str, point: str) -> None:
+def killed_at(hosts: TwoHosts, api: httpx.Client, mover: Mover, host: str, point: str) -> None:
     """Kill host `host`'s worker at `point` of a move, start it again, check the move's end and both hosts."""
-    on_b(api)
+    mover.setup(api)
     restart(hosts, host, MESHVISOR_FAILPOINTS=point)
     process = hosts.procs[WORKERS[host]]
     try:
@@ -205,7 +270,7 @@ def killed_at(hosts: TwoHosts, api: httpx.Client, host: str, point: str) -> None
     try:
         op = wait(api, op_id)
         assert op["status"] == "succeeded", op  # a kill never fails a move
-        check_moved(hosts, api)
+        mover.check(hosts, api)
     finally:
         clean(hosts, api)
 

@@ -71,6 +71,8 @@ READS = frozenset(
         "seed_files",
         "namespaces",
         "gateway_mac",
+        "tap_owner",  # asks the daemon's socket who runs it
+        "next_disk_target",  # reads a domain's XML
     }
 )
 READ_PREFIXES = ("list_", "get_", "validate_", "parse_", "find_", "build_")

@@ -200,6 +200,7 @@ def clean(hosts: TwoHosts, api: httpx.Client) -> None:
     assert (vm_domains(hosts, "a"), vm_domains(hosts, "b"), taps(hosts, hosts.netns)) == ({}, {}, {})
     assert (pool_files(api, "a"), pool_files(api, "b")) == ([], [])
     assert (held(hosts, "a"), held(hosts, "b")) == (([], [], []), ([], [], []))
+    hosts.wait_until(lambda: hosts.stray_relays() == [], "the relays of killed agents ending", 60)
 
 
 @dataclass(frozen=True)

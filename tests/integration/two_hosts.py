@@ -12,9 +12,11 @@ Every address is in 10.227.0.0/16, unreachable from the root namespace but for t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -106,6 +108,15 @@ class TwoHosts:
         return "".join(
             f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}" for path in paths if path.exists()
         )
+
+    def stray_relays(self) -> list[int]:
+        """This run's xDS relays whose agent is not B's agent now (one whose agent died must end with it)."""
+        agent = self.procs["agent"].pid
+        return [
+            pid
+            for pid, ppid in _processes_with(f"MESHVISOR_HOST_PREFIX={self.prefix}", "xds-relay")
+            if ppid != agent
+        ]
 
     def wait_until(self, check: Any, what: str, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -215,6 +226,30 @@ def _endpoint(api: httpx.Client, host: str) -> str | None:
     return found.json().get("endpoint") if found.status_code == 200 else None
 
 
+def _processes_with(mark: str, word: str) -> list[tuple[int, int]]:
+    """(pid, parent pid) of the processes whose environment or command line holds `mark` and whose command line
+    holds `word`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if word.encode() in argv and (mark.encode() in environ or mark.encode() in argv):
+            found.append((int(entry.name), ppid))
+    return found
+
+
+def _stop_sidecars(prefix: str) -> None:
+    """The Envoys this run's platform left running (sidecars outlive the platform's processes, like containers;
+    the ingress gateway is one), found by their run directory, stopped by their process id."""
+    for pid, _ in _processes_with(f"/run/meshvisor/{prefix}/", "envoy"):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
 def _clean(hosts: TwoHosts, netns: str) -> None:
     kept = Path("/tmp/meshvisor-test-logs") / hosts.prefix  # the logs outlive the data directories
     kept.mkdir(parents=True, exist_ok=True)
@@ -224,6 +259,7 @@ def _clean(hosts: TwoHosts, netns: str) -> None:
     for log_file in (hosts.libvirtd_b.log, *hosts.libvirtd_b.log_files()):
         if log_file.exists():
             shutil.copy(log_file, kept / f"libvirtd-b-{log_file.name}")
+    _stop_sidecars(hosts.prefix)
     hosts.engine_b.remove()
     client = docker.DockerClient(version=API_VERSION)
     try:

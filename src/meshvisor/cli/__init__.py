@@ -80,14 +80,17 @@ def agent(
 
 
 @app.command("xds-relay", hidden=True)
-def xds_relay(host: Annotated[str, typer.Option(help="this host's name")]) -> None:
+def xds_relay(
+    host: Annotated[str, typer.Option(help="this host's name")],
+    parent: Annotated[int | None, typer.Option(help="the agent's process id: the relay ends with it")] = None,
+) -> None:
     """The xDS relay of a host whose control plane runs on another host (started by `agent`)."""
     from meshvisor.platform.mesh.relay import run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     interrupt_on_signals()
     try:
-        run(get_settings().model_copy(update={"host_name": validate_name(host, "host name")}))
+        run(get_settings().model_copy(update={"host_name": validate_name(host, "host name")}), parent)
     except KeyboardInterrupt:
         pass
 

@@ -24,11 +24,14 @@ log = logging.getLogger(__name__)
 RESTART_AFTER_S = 1.0
 
 
-def run(settings: Settings) -> None:
-    """`meshvisor xds-relay`: serve until the parent process (the agent) is gone."""
+def run(settings: Settings, parent: int | None = None) -> None:
+    """`meshvisor xds-relay`: serve until the parent process (the agent, `parent`: its pid as the agent passed
+    it, since an agent killed while the relay starts is no longer its parent when it asks) is gone."""
     if not settings.xds_address:
         raise ValueError("no control plane address (MESHVISOR_XDS_ADDRESS) to relay to")
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
+    if os.getppid() != parent:
+        return
     ident = identity.paths(settings)
     relay = XdsRelay(
         settings.xds_relay_socket,
@@ -53,6 +56,7 @@ def keep_running(settings: Settings) -> threading.Thread:
         while True:
             relay = subprocess.Popen(
                 [sys.executable, "-m", "meshvisor", "xds-relay", "--host", settings.host_name]
+                + ["--parent", str(os.getpid())]
             )
             code = relay.wait()
             log.warning("the xDS relay ended (%s); starting it again", code)

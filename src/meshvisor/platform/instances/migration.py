@@ -165,7 +165,7 @@ def _run_here(rt: Runtime, instance: Instance, start: bool) -> None:
         ensure_sidecar(rt, instance)
 
 
-def clean_here(rt: Runtime, instance_id: str, kind: InstanceKind = InstanceKind.CONTAINER) -> None:
+def clean_here(rt: Runtime, instance_id: str, kind: InstanceKind) -> None:
     """What the instance had on this host goes (its sidecar, interfaces, workload, taps and mounts); this host's
     dnsmasq and filter then forget it."""
     stop_sidecar(rt, instance_id)

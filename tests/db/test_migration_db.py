@@ -1,4 +1,4 @@
-"""Cold migration's operation against a real database (SQLite and PostgreSQL), on the fake driver: it goes from
+"""Migration's operation against a real database (SQLite and PostgreSQL), on the fake driver: it goes from
 the source's queue to the target's and back (park, place, release), the row moves with one event, and a target
 that fails puts the instance back on its host, running. Every bad request is refused before anything is written.
 Host B is a registry row here: both "hosts" share the one fake driver, so what the engines hold is the two-host
@@ -13,8 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from meshvisor.core.compute import LiveTarget
 from meshvisor.core.errors import PermanentError
-from meshvisor.core.types import InstanceKind, OperationStatus
+from meshvisor.core.types import ComputeSpec, InstanceKind, OperationStatus
 from meshvisor.platform import reconciler
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import migration
@@ -204,11 +205,12 @@ def test_bad_migrations_are_refused_and_nothing_changes(
 @pytest.mark.parametrize(
     ("state", "disk_mb", "words"),
     [
-        ("running", 0, "VM 'web' is running: stop it to move it"),
+        ("paused", 0, "cannot migrate an instance that is paused"),
         ("stopped", 64, "VM 'web' has a scratch disk (disk_mb), which stays with its host"),
+        ("running", 64, "VM 'web' has a scratch disk (disk_mb), which stays with its host"),
     ],
 )
-def test_host_is_for_migrate_only_and_a_vm_moves_only_stopped_and_without_a_scratch_disk(
+def test_host_is_for_migrate_only_and_a_vm_moves_running_or_stopped_without_a_scratch_disk(
     runtime: Runtime, api: TestClient, web: str, state: str, disk_mb: int, words: str
 ) -> None:
     refused = api.post("/v1/instances/web/actions", json={"action": "stop", "host": "b"})
@@ -240,3 +242,94 @@ def test_a_volume_holds_still_while_its_instance_moves(runtime: Runtime, api: Te
     refused = api.post("/v1/volumes/data/actions", json={"action": "resize", "size_mb": 16})
     assert refused.status_code == 409 and "moves with instance 'web'" in refused.text, refused.text
     assert api.get("/v1/volumes/data").json()["size_mb"] == 8
+
+
+class LiveDriver:
+    """A VM driver's live verbs, recorded (the fake driver has none: the real ones are the two-host test's)."""
+
+    def __init__(self, fails: str | None = None) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.fails = fails
+
+    def receive_live(self, spec: ComputeSpec) -> str:
+        self.calls.append(("receive_live", spec.id))
+        return "<domain/>"
+
+    def send_live(self, instance_id: str, to: LiveTarget) -> int | None:
+        self.calls.append(("send_live", (instance_id, to)))
+        if self.fails:
+            raise PermanentError(self.fails)
+        return 42
+
+
+@pytest.fixture
+def running_vm(runtime: Runtime, web: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`web` made a running VM (as a row: the course of the operation is what is proven here)."""
+    with transaction(runtime.sessions) as s:
+        row = s.get(Instance, web)
+        assert row is not None
+        row.kind = "vm"
+    monkeypatch.setattr(
+        migration.steps, "spec_of", lambda rt, row: ComputeSpec(id=row.id, name=row.name, image_ref="")
+    )
+    return web
+
+
+def live_through(monkeypatch: pytest.MonkeyPatch, driver: LiveDriver) -> None:
+    monkeypatch.setattr(migration, "supports", lambda *args: driver)
+
+
+def test_a_running_vm_moves_live_from_host_to_host_and_the_downtime_is_recorded(
+    runtime: Runtime, api: TestClient, running_vm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, driver = runtime.settings.host_name, LiveDriver()
+    live_through(monkeypatch, driver)
+    op_id = migrate(api, host="b")
+    with runtime.sessions() as s:
+        params = operations.get(s, op_id).params
+    assert (params["phase"], params["live"], params["was_running"]) == ("begin", True, True)
+    assert step(runtime, op_id) == (OperationStatus.RUNNING, "b", "prepare")
+    assert step(runtime, op_id) == (OperationStatus.RUNNING, here, "send")
+    assert driver.calls == [("receive_live", running_vm)]
+    assert instance(runtime).host == here  # the guest still runs here
+    assert step(runtime, op_id) == (OperationStatus.RUNNING, "b", "settle")
+    (_, (sent_id, to)) = driver.calls[1]
+    assert sent_id == running_vm and to == LiveTarget(runtime.settings.libvirt_uri, runtime.settings.tunnel_ip,
+                                                      "<domain/>")  # fmt: skip
+    assert step(runtime, op_id) == (OperationStatus.RUNNING, here, "release")
+    assert (instance(runtime).host, instance(runtime).operation_id) == ("b", op_id)
+    assert step(runtime, op_id)[0] is OperationStatus.SUCCEEDED
+    with runtime.sessions() as s:
+        done = operations.get(s, op_id)
+        assert (done.params["downtime_ms"], done.params["domain_xml"]) == (42, None)  # the XML is not kept
+    assert (instance(runtime).host, instance(runtime).operation_id) == ("b", None)
+
+
+def test_a_live_send_that_fails_leaves_it_running_here_and_the_move_fails_with_the_reason(
+    runtime: Runtime, api: TestClient, running_vm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = runtime.settings.host_name
+    live_through(monkeypatch, LiveDriver(fails="migration failed: the guest would not converge"))
+    op_id = migrate(api, host="b")
+    assert [step(runtime, op_id)[1:] for _ in range(3)] == [("b", "prepare"), (here, "send"), ("b", "undo")]
+    assert step(runtime, op_id)[0] is OperationStatus.FAILED
+    with runtime.sessions() as s:
+        error = operations.get(s, op_id).error or ""
+    assert "live move to host 'b' failed: migration failed: the guest would not converge" in error, error
+    assert f"runs on {here!r} as before" in error
+    back = instance(runtime)
+    assert (back.host, back.state, back.operation_id) == (here, "running", None)
+
+
+def test_a_vm_driver_that_cannot_move_a_running_vm_fails_the_move_and_nothing_moves(
+    runtime: Runtime, api: TestClient, running_vm: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here, fake = runtime.settings.host_name, runtime.compute(InstanceKind.CONTAINER)
+    monkeypatch.setattr(runtime, "compute", lambda kind: fake)  # a VM driver without the live verbs
+    op_id = migrate(api, host="b")
+    assert step(runtime, op_id)[0] is OperationStatus.FAILED
+    with runtime.sessions() as s:
+        error = operations.get(s, op_id).error or ""
+    assert "this host's VM driver cannot move while they run" in error, error
+    back = instance(runtime)
+    assert (back.host, back.state, back.operation_id) == (here, "running", None)

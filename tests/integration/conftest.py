@@ -28,7 +28,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.mesh import sidecar
-from meshvisor.network import list_links, remove_guard
+from meshvisor.network import list_links, remove_guard, remove_links
 from meshvisor.platform.mesh.sidecars import running_pid
 from meshvisor.storage import detach_loop_device, loop_devices_for, mounts_under, unmount
 
@@ -320,9 +320,9 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
             shutil.copy(log_file, kept / log_file.name)
         for container in plat.containers():
             container.remove(force=True)
-        for link in list_links(prefix):  # anything a failed test left: bridges, VXLAN devices, veths
-            with IPRoute() as ipr:
-                ipr.link("del", ifname=link.name)
+        # anything a failed test left: bridges, VXLAN devices, veths (a veth whose container just went may go
+        # by itself between the listing and its deletion: gone is success)
+        remove_links(prefix, [link.name for link in list_links(prefix)])
         remove_guard(prefix)
         remove_guard(prefix, host_b)
         for point in mounts_under(data_dir / "mounts"):  # what a failed test's containers left mounted

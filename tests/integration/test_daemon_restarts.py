@@ -29,7 +29,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from meshvisor.core.names import host_object_name
-from meshvisor.network import list_links, remove_guard
+from meshvisor.network import list_links, remove_guard, remove_links
 
 from ..conftest import DEB_CACHE
 from .conftest import REPO, SERVE, free_port
@@ -161,9 +161,7 @@ def plat(vm_test_dir: Path) -> Iterator[RestartPlatform]:
             libvirtd.remove()
             redis_server.stop()
             postgres.stop()
-            for link in list_links(prefix):
-                with IPRoute() as ipr, contextlib.suppress(NetlinkError):
-                    ipr.link("del", ifname=link.name)
+            remove_links(prefix, [link.name for link in list_links(prefix)])
             remove_guard(prefix)
             shutil.rmtree(Path("/run/meshvisor") / prefix, ignore_errors=True)
             shutil.rmtree(root, ignore_errors=True)

@@ -414,13 +414,21 @@ def test_a_volumes_bytes_are_served_only_while_nothing_running_writes_them(
         assert wait_op(api, api.delete("/v1/volumes/served"))["status"] == "succeeded"
 
 
-def test_evacuating_b_moves_everything_to_a_and_shows_each_move(hosts: TwoHosts, api: httpx.Client) -> None:
+def test_evacuating_b_moves_everything_to_a_and_shows_each_move(
+    hosts: TwoHosts, api: httpx.Client, tiny: str
+) -> None:
+    """Containers restart on A (a volume's data with them); a running VM moves live."""
     op = wait_op(api, api.post("/v1/volumes", json={"name": "evac-data", "size_mb": 16, "host": "b"}))
     assert op["status"] == "succeeded", op
-    names = ["evac-1", "evac-2"]
+    names = ["evac-1", "evac-2", "evac-vm"]
     try:
         create(api, "evac-1", host="b", volumes=[{"volume": "evac-data", "path": "/data"}])
         create(api, "evac-2", host="b")
+        body = {"name": "evac-vm", "kind": "vm", "image": tiny, "cpus": 1, "memory_mb": 256, "host": "b"}
+        op = wait_op(api, api.post("/v1/instances", json=body), timeout=600)
+        assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+        hosts.wait_until(lambda: "meshvisor-tiny: ready" in console(api, "evac-vm"), "the VM's boot", VM_BOOT_S)
+        guest(api, "evac-vm", "echo only-in-memory > /live-mark")
         ran = api.post("/v1/instances/evac-1/exec", json={"command": ["sh", "-c", "echo kept > /data/f && sync"]})
         assert ran.status_code == 200 and ran.json()["exit_code"] == 0, ran.text
         on_b_before = [i["name"] for i in api.get("/v1/instances").json()["items"] if i["host"] == "b"]
@@ -431,7 +439,9 @@ def test_evacuating_b_moves_everything_to_a_and_shows_each_move(hosts: TwoHosts,
         progress = [(e["name"], e["to"], e["status"]) for e in op["params"]["progress"]]
         assert progress == [(name, "a", "succeeded") for name in sorted(on_b_before)], progress
         assert [i["name"] for i in api.get("/v1/instances").json()["items"] if i["host"] == "b"] == []
-        assert hosts.containers("b") == []
+        assert hosts.containers("b") == [] and hosts.libvirtd_b.domains() == {}
+        assert api.get("/v1/instances/evac-vm").json()["state"] == "running"
+        assert guest(api, "evac-vm", "cat /live-mark") == "only-in-memory\n"  # moved live: the same guest
         kept = api.post("/v1/instances/evac-1/exec", json={"command": ["cat", "/data/f"]})
         assert kept.json()["output"].strip() == "kept" and api.get("/v1/volumes/evac-data").json()["host"] == "a"
     finally:
@@ -711,7 +721,7 @@ def test_a_stopped_vm_moves_b_to_a_and_back_with_its_root_volume_its_volume_and_
 ) -> None:
     """A stopped VM of a disk image moves from B's libvirt to A's and back: its root volume (what its guest wrote
     in it kept, its overlay on the target's own copy of the image) and a raw volume travel, checked; its NIC
-    keeps its address and gets a tap on the target; the source keeps nothing. A running VM is refused, and
+    keeps its address and gets a tap on the target; the source keeps nothing. A paused VM is refused, and
     nothing changes."""
     op = wait_op(api, import_disk(api, "distro-m", qcow2(tmp_path / "distro.qcow2")), timeout=300)
     assert op["status"] == "succeeded", op
@@ -726,20 +736,20 @@ def test_a_stopped_vm_moves_b_to_a_and_back_with_its_root_volume_its_volume_and_
         assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
         vm_id = api.get("/v1/instances/mig-vm").json()["id"]
         name = host_object_name(hosts.prefix, "vm", vm_id)
+        act(api, "mig-vm", "pause")
         refused = api.post("/v1/instances/mig-vm/actions", json={"action": "migrate", "host": "a"})
-        assert refused.status_code == 409 and "stop it to move it" in refused.text, refused.text
+        assert refused.status_code == 409 and "cannot migrate an instance that is paused" in refused.text, (
+            refused.text
+        )
         assert api.get("/v1/instances/mig-vm").json()["host"] == "b" and hosts.libvirtd_b.domains() == {name: True}
+        act(api, "mig-vm", "resume")
         act(api, "mig-vm", "stop")
         qemu_write(volume_file(api, "mig-vm-root"), 0x77, offset=65536)  # what the guest wrote on its root
         data_sum = hashlib.sha256(volume_file(api, "mvol").read_bytes()).hexdigest()
 
         for source, target in (("b", "a"), ("a", "b")):
             old_files = [volume_file(api, "mig-vm-root"), volume_file(api, "mvol")]
-            moved = api.post("/v1/instances/mig-vm/actions", json={"action": "migrate", "host": target})
-            op = wait_op(api, moved, timeout=600)
-            assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
-            machine = api.get("/v1/instances/mig-vm").json()
-            assert (machine["host"], machine["state"]) == (target, "stopped"), machine
+            machine, _ = move(hosts, api, "mig-vm", target, "stopped")
             assert machine["networks"][0]["ip"] == "10.227.6.20", machine
             assert vm_domains(hosts, target) == {name: False} and vm_domains(hosts, source) == {}
             root = volume_file(api, "mig-vm-root")
@@ -756,6 +766,75 @@ def test_a_stopped_vm_moves_b_to_a_and_back_with_its_root_volume_its_volume_and_
         assert wait_op(api, api.delete("/v1/volumes/mvol"))["status"] == "succeeded"
         drop_network(api, "xm", force=True)
         assert wait_op(api, api.delete("/v1/images/distro-m"))["status"] == "succeeded"
+    assert hosts.libvirtd_b.domains() == {} and system_domains(hosts.prefix) == []
+    assert taps(hosts, hosts.netns) == {}
+
+
+def move(
+    hosts: TwoHosts, api: httpx.Client, name: str, target: str, state: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Instance `name` migrated to host `target`, where it is `state` now: the instance and its operation."""
+    moved = api.post(f"/v1/instances/{name}/actions", json={"action": "migrate", "host": target})
+    op = wait_op(api, moved, timeout=600)
+    assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+    machine: dict[str, Any] = api.get(f"/v1/instances/{name}").json()
+    assert (machine["host"], machine["state"]) == (target, state), machine
+    return machine, op
+
+
+def guest(api: httpx.Client, name: str, script: str) -> str:
+    ran = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]})
+    assert ran.status_code == 200 and ran.json()["exit_code"] == 0, ran.text
+    return str(ran.json()["output"])
+
+
+def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_and_its_address(
+    hosts: TwoHosts, api: httpx.Client, tiny: str
+) -> None:
+    """A running VM moves live from A's libvirt (the machine's daemon) to B's (a session daemon of another user,
+    in B's namespace) and back: the guest never restarts (a file in its memory stays, its uptime goes on), what it
+    wrote on its volume travels with it, its NIC keeps its address on the target's tap, a container on A fetches
+    its page after each move; the move reports how long the guest was paused; the source keeps nothing."""
+    network(api, "xl", "10.227.7.0/24")
+    assert wait_op(api, api.post("/v1/volumes", json={"name": "lvol", "size_mb": 16, "host": "a"}))["status"] == (
+        "succeeded"
+    )
+    body = {"name": "live-vm", "kind": "vm", "image": tiny, "cpus": 1, "memory_mb": 256, "host": "a",
+            "volumes": [{"volume": "lvol"}], "networks": [{"network": "xl", "ip": "10.227.7.20"}]}  # fmt: skip
+    try:
+        op = wait_op(api, api.post("/v1/instances", json=body), timeout=600)
+        assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+        name = host_object_name(hosts.prefix, "vm", api.get("/v1/instances/live-vm").json()["id"])
+        hosts.wait_until(lambda: "eth0 10.227.7.20/24 (dhcp bound)" in console(api, "live-vm"), "the VM's lease",
+                         VM_BOOT_S)  # fmt: skip
+        # the volume is the guest's only virtio disk: vda to it (vdb to libvirt); its first KiB, before the
+        # ext4 superblock, is free for a mark
+        guest(api, "live-vm", "echo only-in-memory > /live-mark && printf kept-bytes | dd of=/dev/vda conv=fsync")
+        assert volume_file(api, "lvol").read_bytes()[:10] == b"kept-bytes"  # on A's disk, not in the guest's cache
+        create(api, "ct-la", host="a", networks=[{"network": "xl"}])
+        request = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 10.227.7.20 80"
+        for source, target in (("a", "b"), ("b", "a")):
+            old_volume = volume_file(api, "lvol")
+            up_before = float(guest(api, "live-vm", "cat /proc/uptime").split()[0])
+            machine, op = move(hosts, api, "live-vm", target, "running")
+            assert machine["networks"][0]["ip"] == "10.227.7.20", machine
+            assert vm_domains(hosts, target) == {name: True} and vm_domains(hosts, source) == {}
+            downtime = op["params"]["downtime_ms"]
+            assert isinstance(downtime, int) and 0 < downtime < 60_000, op["params"]
+            assert guest(api, "live-vm", "cat /live-mark") == "only-in-memory\n"  # the same guest, never restarted
+            assert float(guest(api, "live-vm", "cat /proc/uptime").split()[0]) > up_before
+            read = "echo 3 > /proc/sys/vm/drop_caches && head -c 10 /dev/vda && echo"  # from the disk, not a cache
+            assert guest(api, "live-vm", read) == "kept-bytes\n"
+            assert volume_file(api, "lvol").is_relative_to(hosts.dirs[target]) and not old_volume.exists()
+            assert volume_file(api, "lvol").read_bytes()[:10] == b"kept-bytes"
+            assert len(taps(hosts, hosts.netns)) == (1 if target == "b" else 0)  # A's libvirt makes its own
+            answer = eventually(lambda: str(sh(api, "ct-la", request)["output"]), "200 OK", timeout=90)
+            assert "200 OK" in answer, answer
+    finally:
+        delete(api, "ct-la")
+        delete(api, "live-vm")
+        assert wait_op(api, api.delete("/v1/volumes/lvol"))["status"] == "succeeded"
+        drop_network(api, "xl", force=True)
     assert hosts.libvirtd_b.domains() == {} and system_domains(hosts.prefix) == []
     assert taps(hosts, hosts.netns) == {}
 

@@ -29,10 +29,9 @@ from typing import Any
 import docker
 import httpx
 import psycopg
-from pyroute2 import IPRoute
 
 from meshvisor.containers.docker_client import API_VERSION
-from meshvisor.network import list_links, remove_guard
+from meshvisor.network import list_links, remove_guard, remove_links
 
 from ..conftest import DEB_CACHE
 from .conftest import BROKER_URL, REPO, drop_broker_keys, free_port, underlay, wait_op
@@ -270,9 +269,7 @@ def _clean(hosts: TwoHosts, netns: str) -> None:
                 client.images.remove(tag, force=True)
     finally:
         client.close()
-    for link in list_links(hosts.prefix):
-        with IPRoute() as ipr:
-            ipr.link("del", ifname=link.name)
+    remove_links(hosts.prefix, [link.name for link in list_links(hosts.prefix)])  # gone meanwhile is success
     remove_guard(hosts.prefix)
     remove_guard(hosts.prefix, netns)
     shutil.rmtree(Path("/run/meshvisor") / hosts.prefix, ignore_errors=True)

@@ -4,8 +4,9 @@ About ten idempotent verbs. Drivers find their objects by our id (Docker label /
 guesswork; a verb on an object that is gone raises `NotFound`, except `delete`, for which gone is success.
 
 Optional features are protocols of their own (`SnapshotDriver`, `NicHotplugDriver`, `DiskHotplugDriver`,
-`EventDriver`, `TapOwnerDriver`): a driver has one when it implements its verbs, and `supports(driver, SNAPSHOTS,
-who)` is the one question, answered with the driver as that protocol or the one `NotSupported` error.
+`EventDriver`, `TapOwnerDriver`, `LiveMigrationDriver`): a driver has one when it implements its verbs, and
+`supports(driver, SNAPSHOTS, who)` is the one question, answered with the driver as that protocol or the one
+`NotSupported` error.
 """
 
 from __future__ import annotations
@@ -150,6 +151,31 @@ class TapOwnerDriver(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class LiveTarget:
+    """Where a running VM moves: the target host's VM daemon as this host reaches it (`uri`), the address its
+    hypervisor takes the guest's memory and disks on, and the domain XML the target built for the VM."""
+
+    uri: str
+    address: str
+    domain_xml: str
+
+
+@runtime_checkable
+class LiveMigrationDriver(Protocol):
+    """Drivers that move a running VM to another host's driver of the same kind, its disks copied."""
+
+    def receive_live(self, spec: ComputeSpec) -> str:
+        """Ready to take this VM running (its disk files, made for it here, opened by this driver's hypervisor);
+        what it will run as here (for a libvirt driver: its domain XML for `LiveTarget.domain_xml`)."""
+        ...
+
+    def send_live(self, instance_id: str, to: LiveTarget) -> int | None:
+        """Move the running VM to `to`, its writable disks copied into the files made for them there; the
+        milliseconds the guest was paused (None when it had moved already: a retry)."""
+        ...
+
+
 F = TypeVar("F")
 
 
@@ -166,6 +192,7 @@ SNAPSHOTS: Feature[SnapshotDriver] = Feature(SnapshotDriver, "have no snapshots"
 NIC_HOTPLUG: Feature[NicHotplugDriver] = Feature(NicHotplugDriver, "cannot add or remove NICs")
 DISK_HOTPLUG: Feature[DiskHotplugDriver] = Feature(DiskHotplugDriver, "cannot add or remove disks")
 EVENTS: Feature[EventDriver] = Feature(EventDriver, "report no lifecycle events")
+LIVE_MIGRATION: Feature[LiveMigrationDriver] = Feature(LiveMigrationDriver, "cannot move while they run")
 
 
 def supports(driver: ComputeDriver, feature: Feature[F], who: str) -> F:

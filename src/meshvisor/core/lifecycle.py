@@ -25,7 +25,7 @@ TRANSITIONS: dict[Action, Transition] = {
     Action.RESUME: Transition(frozenset({S.PAUSED}), S.RUNNING),
     Action.SNAPSHOT: Transition(frozenset({S.RUNNING, S.STOPPED, S.PAUSED}), None, frozenset({InstanceKind.VM})),
     Action.REVERT: Transition(frozenset({S.RUNNING, S.STOPPED, S.PAUSED}), None, frozenset({InstanceKind.VM})),
-    # Cold migration: stopped on its host and made again on another (a VM only when stopped: `migration_params`).
+    # Migration: stopped on its host and made again on another; a running VM moves live (`migration_params`).
     Action.MIGRATE: Transition(frozenset({S.RUNNING, S.STOPPED}), None),
 }
 

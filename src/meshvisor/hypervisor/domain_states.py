@@ -30,6 +30,15 @@ _EVENT_STATES: dict[int, InstanceState | None] = {
     libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: InstanceState.PAUSED,
 }
 _STOPPED_BADLY = (libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED, libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED)
+# The steps of a live migration on either daemon: the move itself records where the VM runs and in what state.
+_MIGRATING = {
+    (libvirt.VIR_DOMAIN_EVENT_STARTED, libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED),
+    (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED),
+    (libvirt.VIR_DOMAIN_EVENT_SUSPENDED, libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY),
+    (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_MIGRATED),
+    (libvirt.VIR_DOMAIN_EVENT_RESUMED, libvirt.VIR_DOMAIN_EVENT_RESUMED_POSTCOPY),
+    (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_STOPPED_MIGRATED),
+}
 
 # Why a domain is in its state, in the same words whether a lifecycle event told (event, detail) or polling saw
 # it (dom.state(): state, reason), whichever comes first.
@@ -86,7 +95,9 @@ def state_reason(state: int, reason: int) -> str | None:
 
 def event_state(event: int, detail: int) -> InstanceState | None:
     """The state an instance is in after a lifecycle event (None: no change worth recording); a stop because the
-    guest crashed or QEMU failed is an error."""
+    guest crashed or QEMU failed is an error; a step of a live migration is no change here."""
+    if (event, detail) in _MIGRATING:
+        return None
     state = _EVENT_STATES.get(event)
     if state is not None and event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail in _STOPPED_BADLY:
         return InstanceState.ERROR

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import libvirt
 
+from meshvisor.core.compute import LiveTarget
 from meshvisor.core.errors import Conflict, IllegalState, InvalidInput, NotFound
 from meshvisor.core.instance_rules import whole_vcpus
 from meshvisor.core.names import host_object_name
@@ -34,7 +35,7 @@ from meshvisor.core.types import (
 )
 from meshvisor.libvirt_conn import DEFAULT_URI, Connection, call, libvirt_errors, translate, translated
 
-from . import console, hotplug, snapshots
+from . import console, hotplug, live_move, snapshots
 from .connection import choose_domain_type, tap_owner
 from .domain_states import event_reason, event_state, state_of, state_reason
 from .domain_xml import DomainConfig, DomainMetadata, build_domain_xml, domain_uuid, read_metadata
@@ -305,6 +306,20 @@ class LibvirtDriver:
                 continue  # read-only files need only be readable; a missing one is libvirt's to refuse
             if os.stat(disk.path).st_uid != owner:
                 os.chown(disk.path, owner, -1)
+
+    # -- live migration (`live_move`) ----------------------------------------------------------------------------
+    def receive_live(self, spec: ComputeSpec) -> str:
+        """Ready to take this VM running from another host: the disk files made for it here handed to this
+        daemon's user, its directory made; the domain XML it would be created with here."""
+        self._hand_over(spec.disks)
+        self.instance_dir(spec.id).mkdir(parents=True, exist_ok=True)
+        try:
+            return build_domain_xml(self.config_for(spec))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+
+    def send_live(self, instance_id: str, to: LiveTarget) -> int | None:
+        return live_move.send(self._get(instance_id), to)
 
     def namespace_pid(self, instance_id: str) -> int | None:
         return None  # a VM's NIC is a tap on the bridge, named in its domain XML

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # The VM driver by its name in `meshvisor.hypervisor.DRIVERS`.
     vm_driver: str = "libvirt"
     libvirt_uri: str = "qemu:///system"
+    # How another host's worker reaches this host's libvirt to move a running VM here (default: `libvirt_uri`,
+    # right only for hosts on one machine; across machines e.g. qemu+tls://<this host>/system).
+    migration_uri: str | None = None
     # VM acceleration: "auto" picks kvm only where the host can really run KVM guests, else qemu (TCG).
     vm_domain_type: str = "auto"
     # Where downloaded Debian packages (the built-in guest's kernel) are kept; default `<data dir>/cache`.

@@ -4,11 +4,11 @@ operation on the host (`host evacuate`, on the platform's queue) that records ea
 The request cordons the host (nothing new lands there) and is refused (409) when the host is the only one, or
 when none of its instances could move now (the first one's reason). The operation then takes the host's
 instances in name order: it waits for an instance that is busy, asks for its migration as a user would (placed:
-its own host excluded), sends it to the instance's host and waits for it to end. The first instance that cannot
-move (a running VM, nowhere with room, a failed move) stops it, with the reason; what moved stays moved, and the
-host stays cordoned. Its params show the course: `progress`, one entry per instance (`name`, `to`, `status`,
-`error`), and `moving`, the move under way (`name`, `operation`): a worker that takes the evacuation over after
-its predecessor died waits for that move and records it before it goes on.
+its own host excluded; a running VM moves live), sends it to the instance's host and waits for it to end. The
+first instance that cannot move (a VM with a scratch disk, nowhere with room, a failed move) stops it, with the
+reason; what moved stays moved, and the host stays cordoned. Its params show the course: `progress`, one entry
+per instance (`name`, `to`, `status`, `error`), and `moving`, the move under way (`name`, `operation`): a worker
+that takes the evacuation over after its predecessor died waits for that move and records it before it goes on.
 """
 
 from __future__ import annotations

@@ -14,6 +14,19 @@ on its own engine.
     source: restore   (the target failed: its workload and volume copies are gone, the rows back on the
                       source) the workload starts again as it was, and the operation fails with the reason
 
+A running VM moves live (`params.live`): the guest runs on while its memory and disks travel.
+
+    source: begin     this host's VM driver can send it (LIVE_MIGRATION)
+    target: prepare   an empty copy of each volume (the root volume: an overlay on this host's copy of its image)
+                      of its exact size, its row moved here; its taps and its networks here; the domain XML it
+                      runs under here (the driver's `receive_live`)
+    source: send      the driver moves it (`send_live`: the guest's memory and the volumes' bytes copied while it
+                      runs, then paused for the switch: the downtime, recorded), then its sidecar here stops
+    target: settle    the instance's row moves here, its sidecar starts here, its state is what runs here
+    source: release   as above (the shut-off domain, its taps and the volumes' old files go)
+    target: undo      (the send failed: the guest runs on the source as before) the copies and taps made here go,
+                      the rows back on the source, and the operation fails with the reason
+
 A failover (`instances.failover`: the source is offline) is the `place` part alone: it ends on the target, and
 the old host removes its copy when it returns (`failover.fence`). Every part is idempotent, so a worker that dies
 in one is replaced by a retry of it. The request's checks and the target (named, or placed like a create with
@@ -26,6 +39,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from meshvisor.core.compute import LIVE_MIGRATION, LiveTarget, supports
 from meshvisor.core.errors import PermanentError
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.instances.attachments import (
@@ -45,7 +59,7 @@ from meshvisor.platform.state.models import Instance, NetworkAddress, Operation,
 from meshvisor.platform.state.operations import HandOff
 from meshvisor.platform.volumes import content as volume_data
 from meshvisor.platform.volumes.steps import release_mounts
-from meshvisor.storage import VolumeDriver
+from meshvisor.storage import VolumeDriver, VolumeSpec
 
 from . import steps
 
@@ -99,7 +113,98 @@ def _restore(rt: Runtime, op: Operation) -> None:
     raise PermanentError(f"the move to host {target!r} failed: {op.params.get('error')}; it stays on {source!r}")
 
 
-PHASES = {"park": _park, "place": _place, "release": _release, "restore": _restore}
+# -- a running VM, live ------------------------------------------------------------------------------------------
+def _begin(rt: Runtime, op: Operation) -> None:
+    supports(rt.compute(InstanceKind.VM), LIVE_MIGRATION, "this host's VM driver")
+    raise HandOff(str(op.params["target"]), phase="prepare")
+
+
+def _prepare(rt: Runtime, op: Operation) -> None:
+    instance = steps.load_instance(rt, op.resource_id)
+    try:
+        for volume_id, move in op.params["volumes"].items():
+            _blank_volume(rt, instance, volume_id, move)
+            _move_volume(rt, volume_id, str(op.params["target"]), move["target_pool"])
+        serve_dhcp(rt, instance.id)
+        ensure_taps(rt, instance.id)
+        driver = supports(rt.compute(InstanceKind.VM), LIVE_MIGRATION, "this host's VM driver")
+        domain_xml = driver.receive_live(steps.spec_of(rt, instance))
+    except PermanentError:
+        _undo_here(rt, op)
+        raise
+    uri = rt.settings.migration_uri or rt.settings.libvirt_uri
+    raise HandOff(
+        str(op.params["source"]), phase="send", to_uri=uri, to_address=rt.settings.tunnel_ip, domain_xml=domain_xml
+    )
+
+
+def _send(rt: Runtime, op: Operation) -> None:
+    target = str(op.params["target"])
+    to = LiveTarget(str(op.params["to_uri"]), str(op.params["to_address"]), str(op.params["domain_xml"]))
+    try:
+        downtime = supports(rt.compute(InstanceKind.VM), LIVE_MIGRATION, "this host's VM driver").send_live(
+            op.resource_id, to
+        )
+    except PermanentError as exc:
+        raise HandOff(target, phase="undo", error=exc.message) from None
+    stop_sidecar(rt, op.resource_id)
+    raise HandOff(target, phase="settle", domain_xml=None, downtime_ms=downtime)
+
+
+def _settle(rt: Runtime, op: Operation) -> None:
+    _move_row(rt, op.resource_id, str(op.params["target"]), op.params["placement"])
+    instance = steps.load_instance(rt, op.resource_id)
+    sync_security(rt)  # this host's filter now counts its taps among this host's
+    ensure_sidecar(rt, instance)
+    steps.record_observed(rt, instance.id)
+    raise HandOff(str(op.params["source"]), phase="release")
+
+
+def _undo(rt: Runtime, op: Operation) -> None:
+    _undo_here(rt, op)
+    source = op.params["source"]
+    raise PermanentError(f"the live move to host {op.params['target']!r} failed: {op.params.get('error')}; it runs"
+                         f" on {source!r} as before")  # fmt: skip
+
+
+def _undo_here(rt: Runtime, op: Operation) -> None:
+    """What `prepare` made here goes (a domain the failed send left too), and the rows are the source's again."""
+    clean_here(rt, op.resource_id, InstanceKind.VM)
+    _drop_volume_copies(rt, op.params["volumes"], str(op.params["source"]))
+
+
+def _blank_volume(rt: Runtime, instance: Instance, volume_id: str, move: dict[str, Any]) -> None:
+    """An empty copy of the volume in its target pool, of its exact size, for the live move to fill (a root
+    volume: an overlay on this host's copy of its image, which holds the rest). There already is success."""
+    with transaction(rt.sessions) as s:
+        volume = s.get(Volume, volume_id)
+        if volume is None:
+            raise PermanentError(f"volume {volume_id} is gone from the database")
+        s.expunge(volume)
+    pool = _pool(rt, move["target_pool"])
+    if pool is None:
+        raise PermanentError(f"the target pool of volume {volume.name!r} is gone from the database")
+    if any(info.volume_id == volume_id for info in pool.list()):
+        return
+    if move.get("boot"):
+        made = pool.import_image(volume_id, steps.image_disk_here(rt, instance), volume.format)
+        if made.size_mb < volume.size_mb:
+            pool.resize(volume_id, volume.size_mb)
+    else:
+        pool.create(VolumeSpec(volume_id, volume.size_mb, volume.format, volume.filesystem))
+
+
+PHASES = {
+    "park": _park,
+    "place": _place,
+    "release": _release,
+    "restore": _restore,
+    "begin": _begin,
+    "prepare": _prepare,
+    "send": _send,
+    "settle": _settle,
+    "undo": _undo,
+}
 
 
 def _move_row(rt: Runtime, instance_id: str, host: str, where: dict[str, Any]) -> None:

@@ -276,9 +276,9 @@ def request_action(
 def migration_params(
     session: Session, instance: Instance, host: object, **opts: Unpack[placement.Options]
 ) -> dict[str, Any]:
-    """A cold migration's params (`instances.migration`): where from, where to (named, or placed like a create
-    with its own host excluded: online, not cordoned, able to run the kind, with room), and whether it was
-    running. Its volumes move with it (`volume_moves`)."""
+    """A migration's params (`instances.migration`): where from, where to (named, or placed like a create
+    with its own host excluded: online, not cordoned, able to run the kind, with room), whether it was running
+    and whether it moves live (a running VM). Its volumes move with it (`volume_moves`)."""
     if host is not None and not isinstance(host, str):
         raise InvalidInput("host must be a host's name")
     if instance.kind == InstanceKind.VM.value:
@@ -294,22 +294,25 @@ def migration_params(
         avoid=frozenset({instance.host}),
     )
     placed = placement.schedule(session, ask, **opts)
+    running = instance.state == InstanceState.RUNNING.value
+    live = running and instance.kind == InstanceKind.VM.value
     return {
         "volumes": volume_moves(session, instance, placed.host),
         "source": instance.host,
         "target": placed.host,
-        "phase": "park",
-        "was_running": instance.state == InstanceState.RUNNING.value,
+        "phase": "begin" if live else "park",
+        "live": live,
+        "was_running": running,
         "placement": {**(instance.placement or {}), **placed.to_json()},
         "placement_before": instance.placement or {},
     }
 
 
 def _check_vm_can_move(instance: Instance) -> None:
-    """A VM moves cold, with its volumes (its root volume too); what lives in its directory on its host (a
-    scratch disk, with the snapshots that need one) does not travel."""
-    if instance.state != InstanceState.STOPPED.value:
-        raise Conflict(f"VM {instance.name!r} is {instance.state}: stop it to move it (it does not move live yet)")
+    """A VM moves stopped (cold) or running (live), with its volumes (its root volume too); what lives in its
+    directory on its host (a scratch disk, with the snapshots that need one) does not travel."""
+    if instance.state not in (InstanceState.STOPPED.value, InstanceState.RUNNING.value):
+        raise Conflict(f"VM {instance.name!r} is {instance.state}: it moves running or stopped")
     if instance.disk_mb:
         raise Conflict(
             f"VM {instance.name!r} has a scratch disk (disk_mb), which stays with its host with its snapshots:"

@@ -98,7 +98,8 @@ def image_disk_here(rt: Runtime, instance: Instance) -> Path:
     return Path(copies.local_ref(rt, needed)) / DISK_FILE
 
 
-def _spec(rt: Runtime, instance: Instance) -> ComputeSpec:
+def spec_of(rt: Runtime, instance: Instance) -> ComputeSpec:
+    """What the driver makes the instance from on this host: its record, with this host's files and plumbing."""
     with transaction(rt.sessions) as s:
         needed = _needed(s, instance)
         stamp = stamp_of(s, instance)
@@ -208,7 +209,7 @@ def _ensure_mounts(rt: Runtime, instance: Instance) -> None:
 def ensure_created(rt: Runtime, instance: Instance) -> None:
     driver = rt.compute(InstanceKind(instance.kind))
     if driver.inspect(instance.id) is None:
-        spec = _spec(rt, instance)
+        spec = spec_of(rt, instance)
         try:
             driver.create(spec)
         except PermanentError:

@@ -95,6 +95,17 @@ def test_the_check_writes_nothing_and_its_plan_is_what_is_written(runtime: Runti
             "unknown upstream",
         ),
         ({"env": {"A=B": "x"}}, InvalidInput, "environment variable"),
+        # bounds on what is stored and handed to the workload as it is
+        ({"env": {"A" * 257: "x"}}, InvalidInput, "is longer than 256 characters"),
+        ({"env": {"BIG": "x" * (32 * 1024 + 1)}}, InvalidInput, "value of 32769 bytes; at most 32768"),
+        ({"env": {f"V{i}": "x" * 30_000 for i in range(5)}}, InvalidInput, "the environment takes 150010 bytes"),
+        ({"command": ["echo"] * 257}, InvalidInput, "the command has 257 arguments; at most 256"),
+        ({"command": ["sh", "-c", "x" * 70_000]}, InvalidInput, "the command takes 70004 bytes; at most 65536"),
+        (
+            {"kind": InstanceKind.VM, "command": [], "cloud_init": {"user_data": "x" * 70_000}},
+            InvalidInput,
+            "cloud_init takes 70017 bytes as JSON; at most 65536",
+        ),
     ],
 )
 def test_bad_input_changes_nothing(runtime: Runtime, kw: dict[str, object], error: type, message: str) -> None:

@@ -17,6 +17,7 @@ from meshvisor.platform.volumes import pools as volume_pools
 
 from . import errors
 from .admission import WriteAdmission
+from .body_limit import BodyLimit
 from .routers import (
     events,
     health,
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(WriteAdmission)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost: a refused body waits for no turn
     for module in (
         health,
         instances,

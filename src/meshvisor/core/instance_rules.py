@@ -7,11 +7,13 @@ people), all of them, in a fixed order: a stack file lists them together, the AP
 
     cpus_problems, memory_problems   sizes by kind (also what a change of size must keep)
     mount_path_problems              where a container mounts a volume
-    problems                         the whole request: sizes, what is for VMs or containers only, counts, repeats
+    problems                         the whole request: sizes, what is for VMs or containers only, counts,
+                                     bounds on what is stored (env, command, cloud-init), repeats
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -25,6 +27,12 @@ MAX_DISK_MB = 1024 * 1024  # 1 TiB for a VM's data disk
 MAX_NETWORKS = 8  # eth0 … eth7
 MAX_VOLUMES = 16
 MAX_ENV_VARS = 256
+MAX_ENV_NAME = 256  # characters
+MAX_ENV_VALUE_BYTES = 32 * 1024  # one value, UTF-8
+MAX_ENV_BYTES = 128 * 1024  # every name and value together
+MAX_COMMAND_ARGS = 256
+MAX_COMMAND_BYTES = 64 * 1024  # every argument together, UTF-8
+MAX_CLOUD_INIT_BYTES = 64 * 1024  # as JSON: ssh keys, user data and the rest (OpenStack's user data bound)
 MAX_MOUNT_PATH = 255
 VM_ONLY = ("max_cpus", "max_memory_mb", "disk_mb", "cloud_init")
 
@@ -111,7 +119,7 @@ def problems(asked: InstanceAsked) -> list[str]:
         found += _vm_problems(asked)
     else:
         found += _container_problems(asked)
-    return found + _count_problems(asked) + _repeat_problems(asked)
+    return found + _count_problems(asked) + _size_problems(asked) + _repeat_problems(asked)
 
 
 def _vm_problems(asked: InstanceAsked) -> list[str]:
@@ -145,6 +153,33 @@ def _count_problems(asked: InstanceAsked) -> list[str]:
     if len(asked.env) > MAX_ENV_VARS:
         found.append(f"at most {MAX_ENV_VARS} environment variables")
     return found
+
+
+def _size_problems(asked: InstanceAsked) -> list[str]:
+    """Bounds on what is stored and handed to the workload as it is: the environment, the command, cloud-init."""
+    found = [f"environment variable name {key[:32]!r}... is longer than {MAX_ENV_NAME} characters"
+             for key in asked.env if len(key) > MAX_ENV_NAME]  # fmt: skip
+    found += [
+        f"environment variable {key[:32]!r} has a value of {_utf8(value)} bytes; at most {MAX_ENV_VALUE_BYTES}"
+        for key, value in asked.env.items()
+        if _utf8(value) > MAX_ENV_VALUE_BYTES
+    ]
+    env_bytes = sum(_utf8(key) + _utf8(value) for key, value in asked.env.items())
+    if env_bytes > MAX_ENV_BYTES:
+        found.append(f"the environment takes {env_bytes} bytes; at most {MAX_ENV_BYTES}")
+    if len(asked.command) > MAX_COMMAND_ARGS:
+        found.append(f"the command has {len(asked.command)} arguments; at most {MAX_COMMAND_ARGS}")
+    command_bytes = sum(_utf8(arg) for arg in asked.command)
+    if command_bytes > MAX_COMMAND_BYTES:
+        found.append(f"the command takes {command_bytes} bytes; at most {MAX_COMMAND_BYTES}")
+    cloud_init_bytes = _utf8(json.dumps(asked.cloud_init)) if asked.cloud_init else 0
+    if cloud_init_bytes > MAX_CLOUD_INIT_BYTES:
+        found.append(f"cloud_init takes {cloud_init_bytes} bytes as JSON; at most {MAX_CLOUD_INIT_BYTES}")
+    return found
+
+
+def _utf8(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def _repeat_problems(asked: InstanceAsked) -> list[str]:

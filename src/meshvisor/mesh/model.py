@@ -35,6 +35,9 @@ RETRY_ON = frozenset(
 )
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SERVICE_PATTERN = re.compile(r"^[a-z0-9-]{1,40}$")
+MAX_ALLOW = 256  # identities a policy lets in
+MAX_SPIFFE_ID = 2048  # characters (the SPIFFE ID's own bound)
+MAX_SPLITS = 32  # versions a service's traffic is split over
 HEALTH_PATH = re.compile(r"^/[A-Za-z0-9/._~%!$&'()*+,;=:@?-]{0,255}$")
 
 
@@ -320,8 +323,13 @@ def _check_allow(errors: list[str], allow: object) -> None:
     if not isinstance(allow, list | tuple) or not all(isinstance(a, str) and a for a in allow):
         errors.append("allow must be a list of service names or spiffe:// IDs")
         return
+    if len(allow) > MAX_ALLOW:
+        errors.append(f"allow lists {len(allow)} identities; at most {MAX_ALLOW}")
+        return
     for ident in allow:
-        if not ident.startswith("spiffe://") and not SERVICE_PATTERN.fullmatch(ident):
+        if len(ident) > MAX_SPIFFE_ID:
+            errors.append(f"allow: an identity of {len(ident)} characters; at most {MAX_SPIFFE_ID}")
+        elif not ident.startswith("spiffe://") and not SERVICE_PATTERN.fullmatch(ident):
             errors.append(f"allow: {ident!r} is neither a service name nor a spiffe:// ID")
 
 
@@ -335,6 +343,9 @@ def _validate_splits(errors: list[str], splits: object) -> None:
         return
     if not isinstance(splits, Mapping):
         errors.append("splits must be an object of version -> weight")
+        return
+    if len(splits) > MAX_SPLITS:
+        errors.append(f"splits names {len(splits)} versions; at most {MAX_SPLITS}")
         return
     total = 0
     for version, weight in splits.items():

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # The VM driver by its name in `meshvisor.hypervisor.DRIVERS`.
     vm_driver: str = "libvirt"
     libvirt_uri: str = "qemu:///system"
+    # The largest request body the API reads (413 beyond); an image's upload has its own maximum.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
     # How another host's worker reaches this host's libvirt to move a running VM here (default: `libvirt_uri`,
     # right only for hosts on one machine; across machines e.g. qemu+tls://<this host>/system).
     migration_uri: str | None = None

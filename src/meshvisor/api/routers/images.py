@@ -88,8 +88,8 @@ async def import_image(
         with os.fdopen(fd, "wb") as out:
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > images.MAX_UPLOAD_BYTES:
-                    raise HTTPException(413, f"the tarball is larger than {images.MAX_UPLOAD_BYTES} bytes")
+                if size > (limit := rt.settings.max_upload_bytes):
+                    raise HTTPException(413, f"the upload is over {limit} bytes (MESHVISOR_MAX_UPLOAD_BYTES)")
                 out.write(chunk)
         if kind is InstanceKind.VM:
             with open(tmp, "rb") as head:

@@ -23,7 +23,6 @@ BUILTIN = {"busybox": InstanceKind.CONTAINER, "tiny": InstanceKind.VM}
 # The built-in busybox image waits for SIGTERM and exits cleanly on it, so `stop` is quick.
 BUSYBOX_DEFAULT_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 SOURCE_TYPES = ("builtin", "dockerfile", "pull", "import")
-MAX_UPLOAD_BYTES = 2 * 1024**3
 _REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]{0,254}$")
 
 

@@ -14,6 +14,7 @@ changes under them:
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -121,9 +122,18 @@ def migrate(url: str) -> None:
     # The API and the worker start together: one migrates while the other waits on this lock.
     db_file = Path(url.removeprefix("sqlite:///"))
     db_file.parent.mkdir(parents=True, exist_ok=True)
+    keep_private(db_file)
     with open(f"{db_file}.migrate-lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         command.upgrade(alembic_config(url), "head")
+
+
+def keep_private(db_file: Path) -> None:
+    """The database file is root's alone (it holds the token hashes and everything else): made 0600, or made
+    so when an older version left it readable. SQLite gives its journal files the database's mode."""
+    os.close(os.open(db_file, os.O_WRONLY | os.O_CREAT, 0o600))
+    if db_file.stat().st_mode & 0o077:
+        db_file.chmod(0o600)
 
 
 def insert_or_find(session: Session, row: T, find: Callable[[], T | None]) -> T:

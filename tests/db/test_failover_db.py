@@ -1,7 +1,7 @@
 """Which `ha` instances restart elsewhere, against a real database (SQLite and PostgreSQL): only running, idle
-containers without volumes, of a host offline past the grace period; the failover operation is the migration's
-`place` part alone, on the new host's queue, and running it moves the row there. The restart on real engines,
-the fencing of the old copy and the mesh are the two-host integration test's."""
+containers and VMs without volumes or scratch disks, of a host offline past the grace period; the failover
+operation is the migration's `place` part alone, on the new host's queue, and running it moves the row there. The
+restart on real engines, the fencing of the old copy and the mesh are the two-host integration test's."""
 
 from __future__ import annotations
 
@@ -89,6 +89,21 @@ def test_an_ha_container_with_a_volume_stays_with_the_reason(on_b: Runtime) -> N
         volumes.attach(s, row, "data", "/data")
         assert failover.ha_blocked(s, row) == "its volumes are on its host: it is not restarted elsewhere"
     b_offline_for(on_b, on_b.settings.ha_grace_s + 10)
+    assert due(on_b) == [] and failover.restart_elsewhere(on_b) == []
+
+
+def test_an_ha_vm_without_disks_is_due_and_one_with_a_scratch_disk_stays_with_the_reason(on_b: Runtime) -> None:
+    b_offline_for(on_b, on_b.settings.ha_grace_s + 10)
+    with transaction(on_b.sessions) as s:
+        row = s.scalar(select(Instance).where(Instance.name == "ha-web"))
+        assert row is not None
+        row.kind = "vm"  # booted from its image's kernel: nothing of it is on its host's disks
+    assert due(on_b) == ["ha-web"]
+    with transaction(on_b.sessions) as s:
+        row = s.scalar(select(Instance).where(Instance.name == "ha-web"))
+        assert row is not None
+        row.disk_mb = 64
+        assert failover.ha_blocked(s, row) == "its scratch disk is on its host: it is not restarted elsewhere"
     assert due(on_b) == [] and failover.restart_elsewhere(on_b) == []
 
 

@@ -793,14 +793,18 @@ def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_a
 ) -> None:
     """A running VM moves live from A's libvirt (the machine's daemon) to B's (a session daemon of another user,
     in B's namespace) and back: the guest never restarts (a file in its memory stays, its uptime goes on), what it
-    wrote on its volume travels with it, its NIC keeps its address on the target's tap, a container on A fetches
-    its page after each move; the move reports how long the guest was paused; the source keeps nothing."""
+    wrote on its volume travels with it (and a volume it only reads), its NIC keeps its address on the target's
+    tap, a container on A fetches its page after each move; the move reports how long the guest was paused; the
+    source keeps nothing."""
     network(api, "xl", "10.227.7.0/24")
-    assert wait_op(api, api.post("/v1/volumes", json={"name": "lvol", "size_mb": 16, "host": "a"}))["status"] == (
-        "succeeded"
-    )
+    for volume in ("lvol", "lro"):
+        made = wait_op(api, api.post("/v1/volumes", json={"name": volume, "size_mb": 16, "host": "a"}))
+        assert made["status"] == "succeeded", made
+    with open(volume_file(api, "lro"), "r+b") as data:  # its first KiB, before the ext4 superblock
+        data.write(b"ro-bytes")
     body = {"name": "live-vm", "kind": "vm", "image": tiny, "cpus": 1, "memory_mb": 256, "host": "a",
-            "volumes": [{"volume": "lvol"}], "networks": [{"network": "xl", "ip": "10.227.7.20"}]}  # fmt: skip
+            "volumes": [{"volume": "lvol"}, {"volume": "lro", "read_only": True}],
+            "networks": [{"network": "xl", "ip": "10.227.7.20"}]}  # fmt: skip
     try:
         op = wait_op(api, api.post("/v1/instances", json=body), timeout=600)
         assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
@@ -827,13 +831,15 @@ def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_a
             assert guest(api, "live-vm", read) == "kept-bytes\n"
             assert volume_file(api, "lvol").is_relative_to(hosts.dirs[target]) and not old_volume.exists()
             assert volume_file(api, "lvol").read_bytes()[:10] == b"kept-bytes"
+            assert volume_file(api, "lro").read_bytes()[:8] == b"ro-bytes"  # read-only: copied before the move
             assert len(taps(hosts, hosts.netns)) == (1 if target == "b" else 0)  # A's libvirt makes its own
             answer = eventually(lambda: str(sh(api, "ct-la", request)["output"]), "200 OK", timeout=90)
             assert "200 OK" in answer, answer
     finally:
         delete(api, "ct-la")
         delete(api, "live-vm")
-        assert wait_op(api, api.delete("/v1/volumes/lvol"))["status"] == "succeeded"
+        for volume in ("lvol", "lro"):
+            assert wait_op(api, api.delete(f"/v1/volumes/{volume}"))["status"] == "succeeded"
         drop_network(api, "xl", force=True)
     assert hosts.libvirtd_b.domains() == {} and system_domains(hosts.prefix) == []
     assert taps(hosts, hosts.netns) == {}
@@ -1057,3 +1063,53 @@ def test_an_ha_server_on_b_restarts_on_a_when_b_dies_and_b_drops_its_copy_when_b
         drop_network(api, "xha", force=True)
         for service in ("hasrv", "hacli"):
             api.delete(f"/v1/services/{service}")
+
+
+def test_an_ha_vm_on_b_restarts_on_a_when_b_dies_and_b_drops_its_frozen_copy_when_back(
+    hosts: TwoHosts, api: httpx.Client, tiny: str
+) -> None:
+    """An `ha` VM booted from its image's kernel (nothing of it on B's disks) on B: B's agent stops and the guest
+    freezes with it (paused behind the platform's back); after B's window and the grace period the VM runs on A
+    with its id and address and a container on A fetches its page; B comes back: its frozen copy and its tap are
+    removed before B is online, one copy runs."""
+    network(api, "xhv", "10.227.8.0/24")
+    body = {"name": "ha-vm", "kind": "vm", "image": tiny, "cpus": 1, "memory_mb": 256, "host": "b", "ha": True,
+            "networks": [{"network": "xhv", "ip": "10.227.8.20"}]}  # fmt: skip
+    try:
+        op = wait_op(api, api.post("/v1/instances", json=body), timeout=600)
+        assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+        machine = api.get("/v1/instances/ha-vm").json()
+        name = host_object_name(hosts.prefix, "vm", machine["id"])
+        hosts.stop("agent")
+        conn = libvirt.open(hosts.libvirtd_b.url)
+        try:
+            conn.lookupByName(name).suspend()  # the guest stops with its host (its agent could not tell)
+        finally:
+            conn.close()
+        window = 30 + HA_GRACE_S  # the test platform's offline window, then the grace period
+        until(lambda: api.get("/v1/instances/ha-vm").json()["host"] == "a", "the restart", 2 * window + 120)
+        moved = api.get("/v1/instances/ha-vm").json()
+        assert (moved["state"], moved["id"], moved["networks"][0]["ip"]) == (
+            "running",
+            machine["id"],
+            "10.227.8.20",
+        )
+        assert vm_domains(hosts, "a") == {name: True}
+        until(lambda: "eth0 10.227.8.20/24 (dhcp bound)" in console(api, "ha-vm"), "A's copy's lease", VM_BOOT_S)
+        create(api, "ct-hv", host="a", networks=[{"network": "xhv"}])
+        request = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 10.227.8.20 80"
+        answer = eventually(lambda: str(sh(api, "ct-hv", request)["output"]), "200 OK", timeout=90)
+        assert "200 OK" in answer, answer
+
+        hosts.start("agent")
+        until(lambda: api.get("/v1/hosts/b").json()["state"] == "online", "b's return", 180)
+        assert hosts.libvirtd_b.domains() == {} and taps(hosts, hosts.netns) == {}  # fenced before it was seen
+        assert api.get("/v1/instances/ha-vm").json()["host"] == "a" and vm_domains(hosts, "a") == {name: True}
+    finally:
+        if hosts.procs["agent"].poll() is not None:
+            hosts.start("agent")
+        until(lambda: api.get("/v1/hosts/b").json()["state"] == "online", "b's return", 180)
+        delete(api, "ct-hv")
+        delete(api, "ha-vm")
+        drop_network(api, "xhv", force=True)
+    assert hosts.libvirtd_b.domains() == {} and system_domains(hosts.prefix) == []

@@ -38,6 +38,14 @@ ROLE_INSTANCE = "instance"
 STALE_ENDPOINT = re.compile(r"endpoint with name \S+ already exists in network (\S+)")
 # CPU limits as quota per period (what `docker update` can change live; NanoCpus cannot be updated).
 CPU_PERIOD = 100_000
+# What every container runs confined by, whatever its image: a bound on its processes (a fork bomb stops there,
+# the host stays responsive), no gaining privileges through setuid files, and Docker's default capabilities less
+# those an ordinary workload never needs (making device nodes, file capabilities, changing its own capability
+# bounds, writing the audit log, chroot). Kept: owning and reading files, setuid/setgid, kill, low ports, raw
+# sockets (ping).
+PIDS_LIMIT = 1024
+SECURITY_OPT = ("no-new-privileges",)
+CAP_DROP = ("MKNOD", "SETFCAP", "SETPCAP", "AUDIT_WRITE", "SYS_CHROOT")
 
 _STATES = {
     "created": InstanceState.STOPPED,
@@ -156,6 +164,9 @@ class DockerDriver:
                 memswap_limit=memory,
                 restart_policy=restart,
                 mounts=mounts,
+                pids_limit=PIDS_LIMIT,
+                security_opt=list(SECURITY_OPT),
+                cap_drop=list(CAP_DROP),
                 detach=True,
             )
             container.reload()

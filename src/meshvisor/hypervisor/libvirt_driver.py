@@ -296,14 +296,14 @@ class LibvirtDriver:
         return tap_owner(self.uri)
 
     def _hand_over(self, disks: Iterable[DiskSpec]) -> None:
-        """The disks the guest writes become the user's of an unprivileged daemon: its QEMU opens them as that
-        user, and such a daemon changes no file's owner (the system daemon does, for its QEMU's user)."""
+        """The volumes and disks of the guest become the user's of an unprivileged daemon: its QEMU opens them as
+        that user, and such a daemon changes no file's owner (the system daemon does, for its QEMU's user)."""
         owner = self.tap_owner()
         if owner is None:
             return
         for disk in disks:
-            if disk.readonly or disk.device != "disk" or not os.path.exists(disk.path):
-                continue  # read-only files need only be readable; a missing one is libvirt's to refuse
+            if disk.device != "disk" or not os.path.exists(disk.path):
+                continue  # a CD-ROM (a seed) is made readable; a missing file is libvirt's to refuse
             if os.stat(disk.path).st_uid != owner:
                 os.chown(disk.path, owner, -1)
 

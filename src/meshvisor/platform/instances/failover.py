@@ -4,8 +4,9 @@ the host, when it returns, removes its stale copy before it reports anything.
     restart_elsewhere   (the platform's periodic pass) each idle `ha` instance recorded `running` on a host
                         offline for longer than `ha_grace_s` (after the offline window): placed like a
                         migration (its own host excluded) and made there from its record by a migration
-                        operation's `place` part alone (`failover`), on the new host's queue. An instance with
-                        volumes stays: they are on the host that is gone (`ha_blocked` says so)
+                        operation's `place` part alone (`failover`), on the new host's queue: a container, or
+                        a VM booted from its image's kernel. An instance with volumes (a VM's root volume too)
+                        or a scratch disk stays: they are on the host that is gone (`ha_blocked` says so)
     fence               (each host's worker as it starts, and each pass) a workload of this host, stamped as made
                         for this host, whose idle record is now on another host is a stale copy: it goes, with
                         its sidecar, interfaces and mounts, before the host is seen again
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 from meshvisor.core.errors import MeshvisorError
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.platform.hosts import placement
+from meshvisor.platform.hosts.registry import runs_vms
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import operations
@@ -67,7 +69,6 @@ def due(session: Session, settings: Settings) -> list[Instance]:
             Instance.host.in_(gone),
             Instance.operation_id.is_(None),
             Instance.state == InstanceState.RUNNING.value,
-            Instance.kind == InstanceKind.CONTAINER.value,
         )
         .order_by(Instance.name)
     )
@@ -75,9 +76,10 @@ def due(session: Session, settings: Settings) -> list[Instance]:
 
 
 def ha_blocked(session: Session, instance: Instance) -> str | None:
-    """Why an `ha` instance cannot be restarted elsewhere (None: it can)."""
-    if instance.kind != InstanceKind.CONTAINER.value:
-        return "a VM's disks are on its host: it is not restarted elsewhere"
+    """Why an `ha` instance cannot be restarted elsewhere (None: it can): what it writes is on its host (a
+    volume, a VM's root volume, a VM's scratch disk)."""
+    if instance.disk_mb:
+        return "its scratch disk is on its host: it is not restarted elsewhere"
     if session.scalar(select(VolumeAttachment.id).where(VolumeAttachment.instance_id == instance.id)) is not None:
         return "its volumes are on its host: it is not restarted elsewhere"
     return None
@@ -85,7 +87,7 @@ def ha_blocked(session: Session, instance: Instance) -> str | None:
 
 def _write_failover(session: Session, instance: Instance, settings: Settings) -> Operation:
     params = requests.migration_params(session, instance, None, **placement.options(settings))
-    params.update(phase="place", failover=True, was_running=True)
+    params.update(phase="place", failover=True, was_running=True, live=False)
     op = operations.submit(session, instance, OperationKind.INSTANCE_MIGRATE, params)
     op.host = str(params["target"])  # its one part runs on the new host
     log.warning("ha: %s restarts on %s, its host %s being offline", instance.name, op.host, instance.host)
@@ -96,7 +98,7 @@ def _write_failover(session: Session, instance: Instance, settings: Settings) ->
 def fence(rt: Runtime) -> list[str]:
     """Remove this host's stale copies (see the module's docstring); the ids removed."""
     here = rt.settings.host_name
-    kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
+    kinds = list(InstanceKind) if runs_vms(rt.settings) else [InstanceKind.CONTAINER]
     removed = []
     for kind in kinds:
         try:

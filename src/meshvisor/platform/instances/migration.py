@@ -55,7 +55,14 @@ from meshvisor.platform.networks.steps import refresh_dhcp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Instance, NetworkAddress, Operation, StoragePool, Volume
+from meshvisor.platform.state.models import (
+    Instance,
+    NetworkAddress,
+    Operation,
+    StoragePool,
+    Volume,
+    VolumeAttachment,
+)
 from meshvisor.platform.state.operations import HandOff
 from meshvisor.platform.volumes import content as volume_data
 from meshvisor.platform.volumes.steps import release_mounts
@@ -175,18 +182,24 @@ def _undo_here(rt: Runtime, op: Operation) -> None:
 
 def _blank_volume(rt: Runtime, instance: Instance, volume_id: str, move: dict[str, Any]) -> None:
     """An empty copy of the volume in its target pool, of its exact size, for the live move to fill (a root
-    volume: an overlay on this host's copy of its image, which holds the rest). There already is success."""
+    volume: an overlay on this host's copy of its image, which holds the rest); a volume the guest only reads is
+    copied whole now, checked (the live move copies what the guest writes). There already is success."""
     with transaction(rt.sessions) as s:
-        volume = s.get(Volume, volume_id)
-        if volume is None:
-            raise PermanentError(f"volume {volume_id} is gone from the database")
-        s.expunge(volume)
-    pool = _pool(rt, move["target_pool"])
-    if pool is None:
-        raise PermanentError(f"the target pool of volume {volume.name!r} is gone from the database")
+        volume, pool_row = s.get(Volume, volume_id), s.get(StoragePool, move["target_pool"])
+        if volume is None or pool_row is None:
+            raise PermanentError(f"volume {volume_id} or its target pool is gone from the database")
+        read_only = s.scalar(
+            select(VolumeAttachment.read_only).where(
+                VolumeAttachment.volume_id == volume_id, VolumeAttachment.instance_id == instance.id
+            )
+        )
+        s.expunge_all()
+    pool = rt.pool(pool_row.driver, pool_row.config)
     if any(info.volume_id == volume_id for info in pool.list()):
         return
-    if move.get("boot"):
+    if read_only:
+        volume_data.receive(rt, volume, pool_row)
+    elif move.get("boot"):
         made = pool.import_image(volume_id, steps.image_disk_here(rt, instance), volume.format)
         if made.size_mb < volume.size_mb:
             pool.resize(volume_id, volume.size_mb)

@@ -1,0 +1,70 @@
+"""Every container runs confined, whatever its image (the real Docker engine, through the API): a bound on its
+processes (a fork bomb stops there while the platform keeps answering), no gaining privileges, and Docker's
+default capabilities less those an ordinary workload never needs, as root inside the container sees it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from meshvisor.containers.docker_driver import CAP_DROP, PIDS_LIMIT
+
+from .conftest import Platform, create, delete
+from .test_networks import sh
+
+pytestmark = pytest.mark.integration
+
+# Capability numbers (linux/capability.h): what is dropped, and what an ordinary workload keeps.
+CAPABILITY = {"CHOWN": 0, "SETPCAP": 8, "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18, "MKNOD": 27,
+              "AUDIT_WRITE": 29, "SETFCAP": 31}  # fmt: skip
+KEPT = ("CHOWN", "NET_BIND_SERVICE", "NET_RAW")
+
+
+def the_container(platform: Platform, instance_id: str) -> Any:
+    (found,) = platform.docker.containers.list(all=True, filters={"label": f"meshvisor.id={instance_id}"})
+    return found
+
+
+def test_root_in_a_container_has_no_new_privileges_and_fewer_capabilities(
+    platform: Platform, api: httpx.Client
+) -> None:
+    instance = create(api, "confined")
+    try:
+        host = the_container(platform, instance["id"]).attrs["HostConfig"]
+        assert (host["PidsLimit"], host["SecurityOpt"]) == (PIDS_LIMIT, ["no-new-privileges"])
+        assert sorted(host["CapDrop"]) == sorted(CAP_DROP)
+        status = sh(api, "confined", "id -u; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status")
+        assert status["exit_code"] == 0, status
+        uid, cap_line, nnp_line = status["output"].split("\n")[:3]
+        effective = int(cap_line.split()[1], 16)
+        assert uid == "0" and nnp_line.split() == ["NoNewPrivs:", "1"]
+        assert {name for name, bit in CAPABILITY.items() if effective >> bit & 1} == set(KEPT)
+        made = sh(api, "confined", "mknod /tmp/null c 1 3")  # root, but no device nodes
+        assert made["exit_code"] != 0 and "Operation not permitted" in made["output"], made
+    finally:
+        delete(api, "confined")
+
+
+def test_a_fork_bomb_stops_at_the_pids_limit_while_the_api_keeps_answering(
+    platform: Platform, api: httpx.Client
+) -> None:
+    bomb = "f() { f | f & }; f; sleep 3600"
+    instance = create(api, "bomb", command=["sh", "-c", bomb], cpus=0.25)  # a quarter of a core: the rest is ours
+    try:
+        container = the_container(platform, instance["id"])
+        deadline = time.monotonic() + 180
+        while (pids := container.stats(stream=False)["pids_stats"].get("current", 0)) < PIDS_LIMIT - 64:
+            assert time.monotonic() < deadline, f"the bomb reached {pids} processes only"
+        assert pids <= PIDS_LIMIT
+        started = time.monotonic()
+        answer = httpx.get(f"{platform.url}/healthz", timeout=30)
+        listed = api.get("/v1/instances/bomb")
+        assert answer.status_code == 200 and listed.json()["state"] == "running", listed.text
+        assert time.monotonic() - started < 30
+        assert container.stats(stream=False)["pids_stats"]["current"] <= PIDS_LIMIT
+    finally:
+        delete(api, "bomb")
+    assert api.get("/v1/instances/bomb").status_code == 404

@@ -1,10 +1,11 @@
-"""Cold migration under crashes, on two hosts that are apart (`two_hosts`): the worker of the host a part of the
-move runs on (B's agent parks and releases, A's worker places) killed (SIGKILL) at every failpoint of the move
-of a container with a volume, on a network, from B to A. Each time the killed process, started again unarmed,
-ends the operation `succeeded` (a kill never fails a move: every part is idempotent and retried), the container
-runs on A with its address and what it wrote in its volume, and neither host keeps anything the database does not
-explain: B's engine, pool, mounts, loop devices and namespace hold nothing of it, A has one container, one
-volume file (no work file), one mount and loop device, and one veth.
+"""Migration under crashes, on two hosts that are apart (`two_hosts`): the worker of the host a part of the
+move runs on (B's agent parks, sends and releases, A's worker places) killed (SIGKILL) at every failpoint of the
+move from B to A of a container with a volume on a network, of a stopped VM of a disk image, and of a running
+VM's live move; and B's agent killed while libvirt moves the guest (at no failpoint). Each time the killed
+process, started again unarmed, ends the operation `succeeded` (a kill never fails a move: every part is
+idempotent and retried), the instance runs (or rests) on A with its address and what it wrote in its volume (a
+running VM: the same guest, its memory kept), and neither host keeps anything the database does not explain:
+B's engine, libvirt, pool, mounts, loop devices and namespace hold nothing of it; A has one of each.
 
 As in the failpoint table (`test_crash_table`): a first move, traced on both hosts, lists the failpoints each
 host reaches; the test kills at the first of each host and after the first of each distinct driver call.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import libvirt
 import pytest
 
 from meshvisor.core.names import host_object_name
@@ -31,7 +33,7 @@ from .conftest import create, delete, wait_op
 from .crash_run import chosen
 from .storage_scenarios import guest_bytes, qemu_write
 from .test_networks import drop_network
-from .test_two_hosts import taps, vm_domains, volume_file
+from .test_two_hosts import guest, taps, vm_domains, volume_file
 from .test_vm_disk_images import import_disk, qcow2, qemu_info
 from .two_hosts import TUNNEL_B, TwoHosts, two_hosts
 
@@ -42,6 +44,7 @@ MOVE = "instance.migrate/"
 NAME, VOLUME, MARK = "cm", "cm-data", "written-on-b"
 NETWORK, CIDR, IP = "cm-net", "10.227.20.0/24", "10.227.20.10"
 DISK_IMAGE, ROOT, VM_MARK = "cm-distro", "cm-root", 0x77  # the VM's root volume is named after it
+TINY = "tiny"
 
 
 @pytest.fixture(scope="module")
@@ -106,17 +109,38 @@ def on_b(api: httpx.Client) -> None:
     assert ran.status_code == 200 and ran.json()["exit_code"] == 0, ran.text
 
 
-def vm_on_b(api: httpx.Client) -> None:
-    """A stopped VM of a disk image on B, with a volume of B's pool, and something written on its root volume."""
+def vm_with_a_volume_on_b(api: httpx.Client, image: str) -> None:
     op = wait_op(api, api.post("/v1/volumes", json={"name": VOLUME, "size_mb": 16, "host": "b"}))
     assert op["status"] == "succeeded", op
-    body = {"name": NAME, "kind": "vm", "image": DISK_IMAGE, "cpus": 1, "memory_mb": 256, "host": "b",
+    body = {"name": NAME, "kind": "vm", "image": image, "cpus": 1, "memory_mb": 256, "host": "b",
             "volumes": [{"volume": VOLUME}], "networks": [{"network": NETWORK, "ip": IP}]}  # fmt: skip
     op = wait_op(api, api.post("/v1/instances", json=body), timeout=300)
     assert op["status"] == "succeeded", op
+
+
+def vm_on_b(api: httpx.Client) -> None:
+    """A stopped VM of a disk image on B, with a volume of B's pool, and something written on its root volume."""
+    vm_with_a_volume_on_b(api, DISK_IMAGE)
     op = wait_op(api, api.post(f"/v1/instances/{NAME}/actions", json={"action": "stop"}), timeout=300)
     assert op["status"] == "succeeded", op
     qemu_write(volume_file(api, ROOT), VM_MARK, offset=65536)
+
+
+def live_vm_on_b(api: httpx.Client) -> None:
+    """A running VM of the built-in image on B, with a volume of B's pool, on a network: a mark in its memory and
+    the same mark on its volume."""
+    if api.get(f"/v1/images/{TINY}").status_code == 404:
+        made = wait_op(
+            api, api.post("/v1/images", json={"name": TINY, "source": {"type": "builtin"}}), timeout=600
+        )
+        assert made["status"] == "succeeded", made
+    vm_with_a_volume_on_b(api, TINY)
+    deadline = time.monotonic() + 180
+    while "meshvisor-tiny: ready" not in api.get(f"/v1/instances/{NAME}/logs").json()["output"]:
+        assert time.monotonic() < deadline, "the VM did not boot"
+        time.sleep(0.5)
+    # the volume is the guest's only virtio disk (vda to it); its first KiB, before the ext4 superblock, is free
+    guest(api, NAME, f"echo {MARK} > /live-mark && printf {MARK} | dd of=/dev/vda conv=fsync")
 
 
 def move(api: httpx.Client) -> str:
@@ -172,6 +196,27 @@ def check_vm_moved(hosts: TwoHosts, api: httpx.Client) -> None:
     assert taps(hosts, hosts.netns) == {} and (held(hosts, "a"), held(hosts, "b")) == (([], [], []), ([], [], []))
 
 
+def check_live_moved(hosts: TwoHosts, api: httpx.Client) -> None:
+    """On A, running, the same guest (the mark in its memory), its volume's bytes (read from the disk) in A's
+    pool; B keeps nothing of it (domain, volume file, tap)."""
+    machine = api.get(f"/v1/instances/{NAME}").json()
+    assert (machine["host"], machine["state"]) == ("a", "running"), machine
+    assert [n["ip"] for n in machine["networks"]] == [IP], machine
+    name = host_object_name(hosts.prefix, "vm", machine["id"])
+    assert (vm_domains(hosts, "a"), vm_domains(hosts, "b")) == ({name: True}, {})
+    assert guest(api, NAME, "cat /live-mark") == f"{MARK}\n"  # moved live: never restarted
+    read = f"echo 3 > /proc/sys/vm/drop_caches && head -c {len(MARK)} /dev/vda && echo"
+    assert guest(api, NAME, read) == f"{MARK}\n"
+    files = [volume_file(api, VOLUME).name]
+    assert volume_file(api, VOLUME).is_relative_to(hosts.dirs["a"])
+
+    def explained() -> bool:  # a work file a kill left goes at the host's next pass
+        return (pool_files(api, "a"), pool_files(api, "b")) == (files, [])
+
+    hosts.wait_until(explained, f"pools holding only {files} on A: {pool_files(api, 'a')}", 120)
+    assert taps(hosts, hosts.netns) == {} and (held(hosts, "a"), held(hosts, "b")) == (([], [], []), ([], [], []))
+
+
 def check_moved(hosts: TwoHosts, api: httpx.Client) -> None:
     """On A, with its data; B keeps nothing of it; A nothing twice."""
     box = api.get(f"/v1/instances/{NAME}").json()
@@ -211,7 +256,11 @@ class Mover:
     check: Callable[[TwoHosts, httpx.Client], None]
 
 
-MOVERS = {"container": Mover(on_b, check_moved), "vm": Mover(vm_on_b, check_vm_moved)}
+MOVERS = {
+    "container": Mover(on_b, check_moved),
+    "vm": Mover(vm_on_b, check_vm_moved),
+    "running vm": Mover(live_vm_on_b, check_live_moved),
+}
 
 
 def traced(hosts: TwoHosts, api: httpx.Client, mover: Mover, work: Path) -> dict[str, list[str]]:
@@ -307,4 +356,35 @@ def test_the_platforms_worker_killed_while_it_evacuates_b_finishes_the_evacuatio
         check_moved(hosts, api)
     finally:
         assert api.post("/v1/hosts/b/actions", json={"action": "uncordon"}).status_code == 200
+        clean(hosts, api)
+
+
+def test_the_sources_worker_killed_while_libvirt_moves_the_guest_leaves_it_moved_live(
+    hosts: TwoHosts, api: httpx.Client, network: str
+) -> None:
+    """Not at a failpoint: B's agent (the live move's source) killed while libvirt is moving the guest (its
+    migration job running): libvirt drops the half-made copy on A and the guest runs on, on B; the agent started
+    again sends it again, and the move ends `succeeded` with the same guest on A and nothing left on B."""
+    live_vm_on_b(api)
+    name = host_object_name(hosts.prefix, "vm", api.get(f"/v1/instances/{NAME}").json()["id"])
+    process = hosts.procs[WORKERS["b"]]
+    conn = libvirt.open(hosts.libvirtd_b.url)
+    try:
+        dom = conn.lookupByName(name)
+        op_id = move(api)
+        deadline = time.monotonic() + 300
+        while dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+            assert api.get(f"/v1/operations/{op_id}").json()["status"] in ("pending", "running")
+            assert time.monotonic() < deadline, "the migration did not start"
+            time.sleep(0.01)
+        process.kill()
+        process.wait(timeout=60)
+    finally:
+        conn.close()
+        restart(hosts, "b")
+    try:
+        op = wait(api, op_id)
+        assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
+        check_live_moved(hosts, api)
+    finally:
         clean(hosts, api)

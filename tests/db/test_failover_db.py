@@ -78,7 +78,7 @@ def test_the_failover_runs_on_the_new_host_and_moves_the_row(on_b: Runtime) -> N
         assert moved is not None and (moved.host, moved.state, moved.operation_id) == (here, "running", None)
 
 
-def test_an_ha_container_with_a_volume_stays_with_the_reason(on_b: Runtime) -> None:
+def test_an_ha_container_with_a_volume_stays_with_the_reason(on_b: Runtime, api: TestClient) -> None:
     with transaction(on_b.sessions) as s:
         b = on_b.settings.model_copy(update={"host_name": "b", "data_dir": on_b.settings.data_dir / "b"})
         pools.ensure_default_pool(s, b)
@@ -87,9 +87,16 @@ def test_an_ha_container_with_a_volume_stays_with_the_reason(on_b: Runtime) -> N
         row = s.scalar(select(Instance).where(Instance.name == "ha-web"))
         assert row is not None
         volumes.attach(s, row, "data", "/data")
+        s.flush()
+        row.volumes = volumes.attachments_of(s, row.id)  # its record, as an attach operation leaves it
         assert failover.ha_blocked(s, row) == "its volumes are on its host: it is not restarted elsewhere"
     b_offline_for(on_b, on_b.settings.ha_grace_s + 10)
     assert due(on_b) == [] and failover.restart_elsewhere(on_b) == []
+    shown = api.get("/v1/instances/ha-web").json()  # it says so where its state is shown
+    assert shown["state"] == "unknown" and shown["state_reason"].startswith("host 'b' is offline"), shown
+    assert shown["state_reason"].endswith("; its volumes are on its host: it is not restarted elsewhere"), shown
+    plain = api.get("/v1/instances/plain").json()  # not `ha`: only that its host is offline
+    assert plain["state"] == "unknown" and "restarted" not in plain["state_reason"], plain
 
 
 def test_an_ha_vm_without_disks_is_due_and_one_with_a_scratch_disk_stays_with_the_reason(on_b: Runtime) -> None:

@@ -9,6 +9,7 @@ people), all of them, in a fixed order: a stack file lists them together, the AP
     mount_path_problems              where a container mounts a volume
     problems                         the whole request: sizes, what is for VMs or containers only, counts,
                                      bounds on what is stored (env, command, cloud-init), repeats
+    ha_stays                         why an `ha` instance is not restarted elsewhere when its host is gone
 """
 
 from __future__ import annotations
@@ -190,6 +191,16 @@ def _repeat_problems(asked: InstanceAsked) -> list[str]:
     return found + [
         f"invalid environment variable name {key!r}" for key in asked.env if not key or "=" in key or "\0" in key
     ]
+
+
+def ha_stays(disk_mb: int, has_volumes: bool) -> str | None:
+    """Why an `ha` instance is not restarted on another host when its own is gone (None: it is): what it writes
+    is on that host."""
+    if has_volumes:
+        return "its volumes are on its host: it is not restarted elsewhere"
+    if disk_mb:
+        return "its scratch disk is on its host: it is not restarted elsewhere"
+    return None
 
 
 def _twice(names: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import MeshvisorError
+from meshvisor.core.instance_rules import ha_stays
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.platform.hosts import placement
 from meshvisor.platform.hosts.registry import runs_vms
@@ -78,11 +79,8 @@ def due(session: Session, settings: Settings) -> list[Instance]:
 def ha_blocked(session: Session, instance: Instance) -> str | None:
     """Why an `ha` instance cannot be restarted elsewhere (None: it can): what it writes is on its host (a
     volume, a VM's root volume, a VM's scratch disk)."""
-    if instance.disk_mb:
-        return "its scratch disk is on its host: it is not restarted elsewhere"
-    if session.scalar(select(VolumeAttachment.id).where(VolumeAttachment.instance_id == instance.id)) is not None:
-        return "its volumes are on its host: it is not restarted elsewhere"
-    return None
+    attached = select(VolumeAttachment.id).where(VolumeAttachment.instance_id == instance.id)
+    return ha_stays(instance.disk_mb, session.scalar(attached) is not None)
 
 
 def _write_failover(session: Session, instance: Instance, settings: Settings) -> Operation:

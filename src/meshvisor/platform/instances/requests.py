@@ -524,6 +524,17 @@ def _check_idle(instance: Instance) -> None:
         )
 
 
+def _shown_state(instance: Instance, offline: liveness.Offline) -> dict[str, Any]:
+    """Its state as its host's liveness shows it; an `ha` instance of a host that is gone also says when it is
+    not restarted elsewhere, and why."""
+    shown = liveness.shown_state(instance.host, instance.state, offline)
+    if instance.ha and shown["state_reason"]:
+        stays = rules.ha_stays(instance.disk_mb, bool(instance.volumes))
+        if stays:
+            shown["state_reason"] = f"{shown['state_reason']}; {stays}"
+    return shown
+
+
 def to_dict(instance: Instance, offline: liveness.Offline) -> dict[str, Any]:
     """The instance as the API shows it (`InstancePublic`): the shape's shared fields beside its state, which is
     `unknown` when its host is among the `offline` ones (`liveness.offline_hosts`)."""
@@ -531,7 +542,7 @@ def to_dict(instance: Instance, offline: liveness.Offline) -> dict[str, Any]:
         "id": instance.id,
         "name": instance.name,
         "project": instance.project,
-        **liveness.shown_state(instance.host, instance.state, offline),
+        **_shown_state(instance, offline),
         "host": instance.host,
         "placement": instance.placement,
         **{name: getattr(instance, name) for name in InstanceBase.model_fields},

@@ -6,7 +6,8 @@ container and on a VM (within its maximum; beyond it the API refuses), an image 
 a Dockerfile and pushed to a registry, an offline host forgotten from the overview, a stack file pasted or
 uploaded, planned, applied and destroyed from the page, the mesh CA rotated and its old root
 retired, a volume grown, cloned and its snapshot deleted, VMs made with SSH keys or own user data for
-cloud-init, and a storage pool made with a quota, a volume made in it, and both deleted."""
+cloud-init, a storage pool made with a quota, a volume made in it, and both deleted, and a move to another host
+asked and refused."""
 
 from __future__ import annotations
 
@@ -163,6 +164,32 @@ def test_a_container_is_resized_from_its_page(page: Page, platform: Platform, ap
         on_a_phone(page, "resize-phone")
     finally:
         delete(api, "dfm-rs")
+
+
+def test_a_move_asked_from_the_instance_page_is_refused_with_the_apis_reason_and_nothing_moves(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    """The instance page's Host section: the other online hosts to move to; a move asked after a confirmation,
+    refused (the host is cordoned), shows the API's reason, and the container stays where it was. (A move that
+    happens is the two-host tests': this platform's host B shares this host's Docker engine.)"""
+    try:
+        before = create(api, "dfm-mv")
+        assert api.post(f"/v1/hosts/{HOST_B}/actions", json={"action": "cordon"}).status_code == 200
+        log_in(page, platform)
+        page.goto(platform.url + "/#/instances/dfm-mv")
+        section = page.get_by_role("region", name="Host")
+        expect(section.locator("#last-move")).to_have_text("It has not moved.")
+        section.get_by_label("Host to move to").select_option(HOST_B)
+        page.once("dialog", lambda dialog: dialog.accept())
+        section.get_by_role("button", name="Migrate").click()
+        expect(section.get_by_role("alert")).to_contain_text("cordoned")
+        shown = api.get("/v1/instances/dfm-mv").json()
+        assert (shown["host"], shown["state"]) == (before["host"], "running"), shown
+        asked = api.get("/v1/operations", params={"resource_name": "dfm-mv"}).json()["items"]
+        assert [op["action"] for op in asked if op["action"] == "migrate"] == []
+    finally:
+        api.post(f"/v1/hosts/{HOST_B}/actions", json={"action": "uncordon"})
+        delete(api, "dfm-mv")
 
 
 def test_a_vm_is_resized_live_up_to_its_maximum_and_refused_beyond(

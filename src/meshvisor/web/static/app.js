@@ -7,6 +7,7 @@ import { imagesPage } from "./images.js";
 import { servicesPage } from "./services.js";
 import { stack, stacksPage } from "./stacks.js";
 import { volumesPage } from "./volumes.js";
+import { moveSection } from "./moves.js";
 import { openTerminal } from "./terminal.js";
 import { actionButton, deleteButton, jsonEditor, main, page, run, simpleForm, view } from "./ui.js";
 
@@ -441,7 +442,8 @@ async function instance(name) {
   });
   const linkSection = h("section", {}, h("h2", {}, "Networks and volumes"), links, netForm, volForm, linkError);
   const [resize, showSize] = resizeSection(name);
-  main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head, resize,
+  const [move, showMove] = moveSection(name);
+  main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head, resize, move,
     h("h2", {}, "Usage"), usage,
     h("h2", {}, "Logs"), logs, h("h2", {}, "Terminal"), h("p", { class: "actions" }, termButton, termStatus), termBox,
     h("h2", {}, "Run a command"), console_, output, linkSection, snapSection);
@@ -523,6 +525,7 @@ async function instance(name) {
         ...when(i.error, () => fact("Error", i.error))),
     );
     showSize(i);
+    await showMove(i);
   };
   const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
   const samples = [];

@@ -825,6 +825,7 @@ def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_a
             assert vm_domains(hosts, target) == {name: True} and vm_domains(hosts, source) == {}
             downtime = op["params"]["downtime_ms"]
             assert isinstance(downtime, int) and 0 < downtime < 60_000, op["params"]
+            print(f"live move {source} -> {target}: the guest was paused {downtime} ms")
             assert guest(api, "live-vm", "cat /live-mark") == "only-in-memory\n"  # the same guest, never restarted
             assert float(guest(api, "live-vm", "cat /proc/uptime").split()[0]) > up_before
             read = "echo 3 > /proc/sys/vm/drop_caches && head -c 10 /dev/vda && echo"  # from the disk, not a cache

@@ -168,14 +168,18 @@ class LibvirtDriver:
         existing = self._find(spec.id)
         if existing is not None:
             return self._observed(spec.id, existing)
-        try:
-            xml = build_domain_xml(self.config_for(spec))
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from exc
+        xml = self._domain_xml(spec)
         self.instance_dir(spec.id).mkdir(parents=True, exist_ok=True)
         conn = self._connection()
         dom = call(f"define domain for {spec.name}", lambda: conn.defineXML(xml))
         return self._observed(spec.id, dom)
+
+    def _domain_xml(self, spec: ComputeSpec) -> str:
+        """The domain XML of `spec` on this host; InvalidInput for what no domain can be."""
+        try:
+            return build_domain_xml(self.config_for(spec))
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
 
     def start(self, instance_id: str) -> None:
         dom = self._get(instance_id)
@@ -313,10 +317,7 @@ class LibvirtDriver:
         daemon's user, its directory made; the domain XML it would be created with here."""
         self._hand_over(spec.disks)
         self.instance_dir(spec.id).mkdir(parents=True, exist_ok=True)
-        try:
-            return build_domain_xml(self.config_for(spec))
-        except ValueError as exc:
-            raise InvalidInput(str(exc)) from exc
+        return self._domain_xml(spec)
 
     def send_live(self, instance_id: str, to: LiveTarget) -> int | None:
         return live_move.send(self._get(instance_id), to)

@@ -19,6 +19,7 @@ import libvirt
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pyroute2 import netns as pyroute2_netns
 from websockets.sync.client import connect
 
 from meshvisor.containers.docker_client import API_VERSION
@@ -30,7 +31,7 @@ from meshvisor.platform.state.models import utcnow
 
 from .conftest import SERVE, create, delete, wait_op
 from .storage_scenarios import guest_bytes, qemu_write
-from .test_mesh_containers import batch, eventually
+from .test_mesh_containers import batch, call, eventually
 from .test_networks import drop_network, network, sh
 from .test_vm_disk_images import import_disk, qcow2, qemu_info
 from .two_hosts import HA_GRACE_S, TwoHosts, two_hosts
@@ -788,13 +789,14 @@ def guest(api: httpx.Client, name: str, script: str) -> str:
     return str(ran.json()["output"])
 
 
-def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_and_its_address(
+def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_its_address_and_its_sidecar(
     hosts: TwoHosts, api: httpx.Client, tiny: str
 ) -> None:
     """A running VM moves live from A's libvirt (the machine's daemon) to B's (a session daemon of another user,
     in B's namespace) and back: the guest never restarts (a file in its memory stays, its uptime goes on), what it
     wrote on its volume travels with it (and a volume it only reads), its NIC keeps its address on the target's
-    tap, a container on A fetches its page after each move; the move reports how long the guest was paused; the
+    tap, a container on A fetches its page after each move, directly and through the mesh (the VM's sidecar and
+    its gateway namespace move with it, its address kept); the move reports how long the guest was paused; the
     source keeps nothing."""
     network(api, "xl", "10.227.7.0/24")
     for volume in ("lvol", "lro"):
@@ -804,7 +806,8 @@ def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_a
         data.write(b"ro-bytes")
     body = {"name": "live-vm", "kind": "vm", "image": tiny, "cpus": 1, "memory_mb": 256, "host": "a",
             "volumes": [{"volume": "lvol"}, {"volume": "lro", "read_only": True}],
-            "networks": [{"network": "xl", "ip": "10.227.7.20"}]}  # fmt: skip
+            "networks": [{"network": "xl", "ip": "10.227.7.20"}],
+            "mesh": {"service": "livevm", "port": 80}}  # fmt: skip
     try:
         op = wait_op(api, api.post("/v1/instances", json=body), timeout=600)
         assert op["status"] == "succeeded", f"{op}\n{hosts.logs()}"
@@ -815,8 +818,18 @@ def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_a
         # ext4 superblock, is free for a mark
         guest(api, "live-vm", "echo only-in-memory > /live-mark && printf kept-bytes | dd of=/dev/vda conv=fsync")
         assert volume_file(api, "lvol").read_bytes()[:10] == b"kept-bytes"  # on A's disk, not in the guest's cache
-        create(api, "ct-la", host="a", networks=[{"network": "xl"}])
+        create(
+            api,
+            "ct-la",
+            host="a",
+            networks=[{"network": "xl"}],
+            mesh={"service": "livecli", "port": 8080, "upstreams": [{"service": "livevm", "local_port": 9007}]},
+        )
         request = r"printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 10.227.7.20 80"
+        vm = api.get("/v1/instances/live-vm").json()
+        sidecar_ip, gateways = vm["mesh"]["sidecar_ip"], gateway_namespaces(hosts, vm["id"])
+        meshed = eventually(lambda: call(api, "ct-la", "127.0.0.1", 9007), "200 OK", timeout=90)
+        assert "200 OK" in meshed, meshed + hosts.logs()
         for source, target in (("a", "b"), ("b", "a")):
             old_volume = volume_file(api, "lvol")
             up_before = float(guest(api, "live-vm", "cat /proc/uptime").split()[0])
@@ -836,14 +849,28 @@ def test_a_running_vm_moves_live_a_to_b_and_back_keeping_its_memory_its_volume_a
             assert len(taps(hosts, hosts.netns)) == (1 if target == "b" else 0)  # A's libvirt makes its own
             answer = eventually(lambda: str(sh(api, "ct-la", request)["output"]), "200 OK", timeout=90)
             assert "200 OK" in answer, answer
+            assert api.get("/v1/instances/live-vm").json()["mesh"]["sidecar_ip"] == sidecar_ip
+            here = pyroute2_netns.listnetns()
+            assert gateways[target] in here and gateways[source] not in here, here
+            meshed = eventually(lambda: call(api, "ct-la", "127.0.0.1", 9007), "200 OK", timeout=90)
+            assert "200 OK" in meshed, meshed + hosts.logs()
     finally:
         delete(api, "ct-la")
         delete(api, "live-vm")
+        api.delete("/v1/services/livevm")
+        api.delete("/v1/services/livecli")
         for volume in ("lvol", "lro"):
             assert wait_op(api, api.delete(f"/v1/volumes/{volume}"))["status"] == "succeeded"
         drop_network(api, "xl", force=True)
     assert hosts.libvirtd_b.domains() == {} and system_domains(hosts.prefix) == []
     assert taps(hosts, hosts.netns) == {}
+    assert not set(gateways.values()) & set(pyroute2_netns.listnetns())
+
+
+def gateway_namespaces(hosts: TwoHosts, instance_id: str) -> dict[str, str]:
+    """The name the gateway namespace of VM `instance_id` has on each host (B's carries B's name: named
+    namespaces are the machine's, which both hosts share here)."""
+    return {host: host_object_name(hosts.prefix, kind, instance_id) for host, kind in (("a", "g"), ("b", "g.b"))}
 
 
 def volume_file(api: httpx.Client, name: str) -> Path:

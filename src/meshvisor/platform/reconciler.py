@@ -235,8 +235,7 @@ def reconcile(rt: Runtime) -> dict[str, int]:
     returning = _seen(rt)
     changed = 0
     strangers: list[str] = []
-    kinds = [InstanceKind.CONTAINER] if rt.settings.host_netns else list(InstanceKind)
-    for kind in kinds:
+    for kind in hosts.kinds_here(rt.settings):
         try:
             driver, observed, all_ids, count = _compare(rt, kind)
         except TransientError as exc:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id
+from meshvisor.core.types import InstanceKind
 from meshvisor.hypervisor.connection import choose_domain_type, runs_in_namespace
 from meshvisor.network.netlink import netns_path
 from meshvisor.platform.hosts.limits import host_limits
@@ -67,6 +68,11 @@ def runs_vms(settings: Settings) -> bool:
     if settings.host_netns is None:
         return True
     return runs_in_namespace(settings.libvirt_uri, netns_path(settings.host_netns))
+
+
+def kinds_here(settings: Settings) -> list[InstanceKind]:
+    """The kinds of instance this host runs (and so observes, reconciles and fences)."""
+    return list(InstanceKind) if runs_vms(settings) else [InstanceKind.CONTAINER]
 
 
 def disk_gb(path: Path) -> int:

@@ -26,9 +26,9 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import MeshvisorError
 from meshvisor.core.instance_rules import ha_stays
-from meshvisor.core.types import InstanceKind, InstanceState
+from meshvisor.core.types import InstanceState
 from meshvisor.platform.hosts import placement
-from meshvisor.platform.hosts.registry import runs_vms
+from meshvisor.platform.hosts.registry import kinds_here
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import operations
@@ -96,9 +96,8 @@ def _write_failover(session: Session, instance: Instance, settings: Settings) ->
 def fence(rt: Runtime) -> list[str]:
     """Remove this host's stale copies (see the module's docstring); the ids removed."""
     here = rt.settings.host_name
-    kinds = list(InstanceKind) if runs_vms(rt.settings) else [InstanceKind.CONTAINER]
     removed = []
-    for kind in kinds:
+    for kind in kinds_here(rt.settings):
         try:
             observed = rt.compute(kind).observe()
         except MeshvisorError as exc:

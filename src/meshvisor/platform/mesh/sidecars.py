@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from meshvisor import network
 from meshvisor.core.errors import MeshvisorError, PermanentError, TransientError
-from meshvisor.core.names import host_object_name
+from meshvisor.core.names import SHORT_ID_LEN, host_object_name
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh import resources, sidecar
 from meshvisor.platform.mesh.ca import node_auth
@@ -68,8 +68,16 @@ def _holds(directory: Path, token: str) -> bool:
 
 
 def gateway_namespace(rt: Runtime, instance_id: str) -> str:
-    """The namespace of a VM's sidecar, named with the host prefix and the VM's id."""
-    return host_object_name(rt.settings.host_prefix, "g", instance_id)
+    """The namespace of a VM's sidecar, named with the host prefix and the VM's id (and, for a host simulated in
+    a namespace of its own, the host's name: named namespaces are the machine's, another host's are not ours)."""
+    kind = "g" if rt.settings.host_netns is None else f"g.{rt.settings.host_name}"
+    return host_object_name(rt.settings.host_prefix, kind, instance_id)
+
+
+def _is_gateway_namespace(rt: Runtime, name: str) -> bool:
+    """`name` is the gateway namespace of some VM on this host (not on another host simulated beside it)."""
+    base = gateway_namespace(rt, "")
+    return name.startswith(base) and len(name) == len(base) + SHORT_ID_LEN
 
 
 def _vm_gateway(rt: Runtime, instance: Instance) -> str:
@@ -91,8 +99,9 @@ def _vm_gateway(rt: Runtime, instance: Instance) -> str:
     ensure_here(rt, {network_id})
     network.ensure_namespace(name)
     network.attach_namespace(
-        rt.settings.host_prefix, network_id, attachment, name, address, gateway, mac, mtu, default_route=False
-    )
+        rt.settings.host_prefix, network_id, attachment, name, address, gateway, mac, mtu,
+        netns=rt.settings.host_netns, default_route=False,
+    )  # fmt: skip
     return f"/run/netns/{name}"
 
 
@@ -174,8 +183,7 @@ def stop_sidecar(rt: Runtime, instance_id: str) -> None:
     if pid is not None:
         sidecar.stop(pid)
     shutil.rmtree(directory, ignore_errors=True)
-    if rt.settings.host_netns is None:
-        network.delete_namespace(gateway_namespace(rt, instance_id))
+    network.delete_namespace(gateway_namespace(rt, instance_id))
 
 
 def reconcile_sidecars(rt: Runtime) -> int:
@@ -214,13 +222,12 @@ def reconcile_sidecars(rt: Runtime) -> int:
                 changed += 1
         except MeshvisorError as exc:
             log.warning("reconcile: ingress gateway: %s", exc.message)
-    if rt.settings.host_netns is None:  # gateway namespaces that no running meshed VM explains
-        wanted_names = {gateway_namespace(rt, i) for i in keep} | {
-            gateway_namespace(rt, i.id) for i in meshed if i.operation_id is not None
-        }
-        for name in network.namespaces(rt.settings.host_prefix):
-            if name.startswith(gateway_namespace(rt, "")) and name not in wanted_names:
-                network.delete_namespace(name)
-                log.warning("reconcile: removed gateway namespace %s", name)
-                changed += 1
+    wanted_names = {gateway_namespace(rt, i) for i in keep} | {
+        gateway_namespace(rt, i.id) for i in meshed if i.operation_id is not None
+    }  # gateway namespaces that no running meshed VM explains go
+    for name in network.namespaces(rt.settings.host_prefix):
+        if _is_gateway_namespace(rt, name) and name not in wanted_names:
+            network.delete_namespace(name)
+            log.warning("reconcile: removed gateway namespace %s", name)
+            changed += 1
     return changed

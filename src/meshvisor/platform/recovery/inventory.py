@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from meshvisor import network
 from meshvisor.core.errors import MeshvisorError
-from meshvisor.core.types import InstanceKind
+from meshvisor.platform.hosts.registry import kinds_here
 from meshvisor.platform.instances.stamp import read_stamp
 from meshvisor.platform.networks.stamp import read_network_stamp
 from meshvisor.platform.runtime import Runtime
@@ -33,8 +33,7 @@ def observe_host(rt: Runtime, s: Session) -> tuple[Inventory, list[str]]:
     problems: list[str] = []
     workloads: list[Workload] = []
     answered: list[str] = []
-    kinds = [InstanceKind.CONTAINER] if settings.host_netns else list(InstanceKind)
-    for kind in kinds:
+    for kind in kinds_here(settings):
         try:
             observed = rt.compute(kind).observe()
         except MeshvisorError as exc:

@@ -224,7 +224,7 @@ def test_tokens_are_stored_hashed(runtime: Runtime) -> None:
         tokens.seed_admin(s, "secret-token")
     with runtime.sessions() as s:
         found = tokens.find(s, "secret-token")
-        assert found is not None and found.role == "admin" and "secret" not in found.token_hash
+        assert found is not None and found.role == "platform-admin" and "secret" not in found.token_hash
         assert tokens.find(s, "other") is None
 
 

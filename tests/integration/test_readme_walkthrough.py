@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -160,3 +161,18 @@ def test_readme_stacks_walkthrough_works_as_written(platform: Platform, tiny: st
         for kind in ("instances", "networks", "volumes", "security-groups"):
             assert api.get(f"/v1/{kind}").json()["items"] == [], kind
         assert api.get("/v1/stacks/stack").status_code == 404
+
+
+def test_readme_access_walkthrough_works_as_written(platform: Platform) -> None:
+    """A viewer token made, used to read, refused a write, revoked: then refused at once; nothing left behind."""
+    done = run_section(platform, "Access", 60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    statuses = [line for line in lines if line.isdigit()]
+    assert statuses == ["200", "204", "401"], done.stdout
+    assert '"code":"forbidden"' in done.stdout.replace(" ", ""), done.stdout
+    listed = json.loads(next(line for line in lines if line.startswith('{"items"')))
+    assert {t["name"]: t["role"] for t in listed["items"]}.get("dash") == "viewer", listed
+    assert all("token" not in t for t in listed["items"]), listed
+    with platform.client() as api:
+        assert "dash" not in [t["name"] for t in api.get("/v1/tokens").json()["items"]]

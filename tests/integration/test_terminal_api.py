@@ -61,7 +61,7 @@ def test_a_shell_answers_and_bad_openings_are_refused(platform: Platform, api: h
         used = api.get("/v1/instances/term-ct/stats").json()
         assert used["memory_mb"] > 0 and used["cpu_seconds"] >= 0 and used["memory_limit_mb"] == 256, used
         assert refused(platform, "term-ct", "not json") == (4400, 'the first message must be {"token": ...}')
-        assert refused(platform, "term-ct", {"token": "wrong"}) == (4401, "invalid or expired token")
+        assert refused(platform, "term-ct", {"token": "wrong"}) == (4401, "invalid, expired or revoked token")
         code, reason = refused(platform, "nobody", {"token": platform.token})
         assert code == 4404 and "not found" in reason
         op = wait_op(api, api.post("/v1/instances/term-ct/actions", json={"action": "stop"}), timeout=60)

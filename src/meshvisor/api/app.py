@@ -36,6 +36,7 @@ from .routers import (
     volumes,
     web,
 )
+from .routers import tokens as token_routes
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events,
         metrics,
         terminal,
+        token_routes,
     ):
         app.include_router(module.router)
     web.install(app)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from meshvisor.core import access
 from meshvisor.platform.celery_app import sync_security_on
 from meshvisor.platform.dispatch import dispatch
 from meshvisor.platform.hosts import registry as hosts
@@ -41,16 +42,25 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 def require_token(
-    rt: RuntimeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    rt: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> ApiToken:
-    """The caller's token, read in a session of its own that is closed before the route runs: a request never
-    holds one pooled connection while it waits for another (a burst of writes would exhaust the pool)."""
+    """The caller's token, if it opens this route (`core.access`: 401 without a live token, 403 for a role too
+    weak). Read in a session of its own that is closed before the route runs: a request never holds one pooled
+    connection while it waits for another (a burst of writes would exhaust the pool)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     with rt.sessions() as session:
         token = tokens.find(session, credentials.credentials)
+        if token is not None:
+            session.expunge(token)
     if token is None:
-        raise HTTPException(401, "invalid or expired token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
+    route = request.scope.get("route")
+    wanted = access.required_role(request.method, getattr(route, "path", request.url.path))
+    if wanted is not None and tokens.role_of(token) < wanted:
+        raise HTTPException(403, f"this needs the {wanted.label} role; the token {token.name!r} is {token.role}")
     return token
 
 

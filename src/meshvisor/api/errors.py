@@ -14,6 +14,7 @@ RETRY_AFTER_S = 1  # what a 503 for a busy database asks the client to wait
 
 STATUS: list[tuple[type[e.MeshvisorError], int]] = [
     (e.InvalidInput, 400),
+    (e.Forbidden, 403),
     (e.NotFound, 404),
     (e.Conflict, 409),
     (e.PreconditionFailed, 412),

@@ -34,6 +34,12 @@ class NotFound(MeshvisorError):
     code = "not_found"
 
 
+class Forbidden(MeshvisorError):
+    """The caller's role may not do this."""
+
+    code = "forbidden"
+
+
 class Conflict(MeshvisorError):
     code = "conflict"
 

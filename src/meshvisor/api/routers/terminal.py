@@ -4,7 +4,8 @@ console), a VM's serial console or `sh` in a container.
 The browser cannot send headers on a WebSocket, so the first message carries the token: `{"token": "...",
 "rows": 24, "cols": 80}`. Then binary messages are keys in and output out; a text message `{"resize": [rows,
 cols]}` resizes. Refusals close the socket with a code and the reason: 4400 bad opening message, 4401 token,
-4404 no such instance, 4409 not running or its console busy, 4503 its host cannot be reached.
+4403 a role too weak, 4404 no such instance, 4409 not running or its console busy, 4503 its host cannot be
+reached.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 
+from meshvisor.core import access
 from meshvisor.core.errors import Conflict, HostUnavailable, MeshvisorError, NotFound
 from meshvisor.core.terminal import Terminal
 from meshvisor.platform.instances import live
@@ -25,6 +27,7 @@ from meshvisor.platform.state import tokens
 
 router = APIRouter(tags=["instances"])
 HELLO_TIMEOUT_S = 10.0
+TERMINAL_ROLE = access.required_role("WS", "/v1/instances/{name}/terminal") or access.Role.VIEWER
 READ_WAIT_S = 0.5
 CLOSE_CODES: dict[type[MeshvisorError], int] = {NotFound: 4404, Conflict: 4409, HostUnavailable: 4503}
 
@@ -39,8 +42,12 @@ async def terminal(websocket: WebSocket, name: str) -> None:
         await _close(websocket, 4400, 'the first message must be {"token": ...}')
         return
     token = hello.get("token") if isinstance(hello, dict) else None
-    if not isinstance(token, str) or not await run_in_threadpool(_token_ok, rt, token):
-        await _close(websocket, 4401, "invalid or expired token")
+    role = await run_in_threadpool(_role, rt, token) if isinstance(token, str) else None
+    if role is None:
+        await _close(websocket, 4401, "invalid, expired or revoked token")
+        return
+    if role < TERMINAL_ROLE:
+        await _close(websocket, 4403, f"a terminal needs the {TERMINAL_ROLE.label} role, not {role.label}")
         return
     try:
         term = await run_in_threadpool(_open, rt, name)
@@ -67,9 +74,11 @@ async def attach(websocket: WebSocket, term: Terminal, rows: Any, cols: Any) -> 
         await run_in_threadpool(term.close)
 
 
-def _token_ok(rt: Runtime, token: str) -> bool:
+def _role(rt: Runtime, token: str) -> access.Role | None:
+    """The role of a live token; None for one that opens nothing."""
     with rt.sessions() as session:
-        return tokens.find(session, token) is not None
+        row = tokens.find(session, token)
+        return None if row is None else tokens.role_of(row)
 
 
 def _open(rt: Runtime, name: str) -> Terminal:

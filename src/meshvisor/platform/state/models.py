@@ -382,14 +382,19 @@ class Event(Base):
 
 
 class ApiToken(Base):
+    """A bearer token: only its SHA-256 is kept; `role` is one of `core.access.ROLES`; past `expires_at` it
+    opens nothing; revoking deletes the row."""
+
     __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("project", "name", name="uq_api_tokens_project_name"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     project: Mapped[str] = mapped_column(String(64), default="default")
-    role: Mapped[str] = mapped_column(String(16), default="admin")
+    role: Mapped[str] = mapped_column(String(16), default="platform-admin")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 __all__ = [

@@ -1,17 +1,26 @@
-"""API tokens: only their SHA-256 is stored; the admin token is seeded at start."""
+"""API tokens: only their SHA-256 is stored, the secret is shown once when made; a token opens nothing past its
+expiry or once revoked (its row deleted). The admin token is seeded at start as the platform admin: a new
+configured one replaces the old."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from meshvisor.core.access import Role, may_grant, parse_role
+from meshvisor.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from meshvisor.core.files import create_private
-from meshvisor.core.names import new_id
+from meshvisor.core.names import new_id, validate_name
 from meshvisor.platform.settings import Settings
-from meshvisor.platform.state.models import ApiToken
+from meshvisor.platform.state.models import ApiToken, utcnow
+
+ADMIN_NAME = "admin"
+DEFAULT_PROJECT = "default"  # the only project until projects are made through the API
 
 
 def hash_token(token: str) -> str:
@@ -19,7 +28,15 @@ def hash_token(token: str) -> str:
 
 
 def find(session: Session, token: str) -> ApiToken | None:
-    return session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    """The token's row if it opens anything now (known, not expired)."""
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
+        return None
+    return row
+
+
+def role_of(token: ApiToken) -> Role:
+    return parse_role(token.role)
 
 
 def admin_token(settings: Settings) -> str:
@@ -34,5 +51,84 @@ def admin_token(settings: Settings) -> str:
 
 
 def seed_admin(session: Session, token: str) -> None:
-    if find(session, token) is None:
-        session.add(ApiToken(id=new_id(), name="admin", token_hash=hash_token(token), role="admin"))
+    """The platform admin token is `token`: the seeded row takes its hash (an old admin token stops working)."""
+    digest = hash_token(token)
+    if session.scalar(select(ApiToken).where(ApiToken.token_hash == digest)) is not None:
+        return
+    row = session.scalar(select(ApiToken).where(ApiToken.project == DEFAULT_PROJECT, ApiToken.name == ADMIN_NAME))
+    if row is None:
+        session.add(ApiToken(id=new_id(), name=ADMIN_NAME, token_hash=digest, role=Role.PLATFORM_ADMIN.label))
+    else:
+        row.token_hash, row.role, row.expires_at = digest, Role.PLATFORM_ADMIN.label, None
+
+
+def create(
+    session: Session, caller: ApiToken, name: str, role: str, project: str | None, expires_at: datetime | None
+) -> tuple[ApiToken, str]:
+    """A new token of the caller's project (a platform admin may name one), with no more than the caller's
+    role; returns its row and its secret (shown this once)."""
+    validate_name(name, "token name")
+    granted = parse_role(role)
+    if not may_grant(role_of(caller), granted):
+        raise Forbidden(f"a {caller.role} token cannot make a {granted.label} token")
+    project = project or caller.project
+    if project != DEFAULT_PROJECT:
+        raise NotFound(f"project {project!r} not found")
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput(f"the expiry {expires_at.isoformat()} is in the past")
+    if session.scalar(select(ApiToken).where(ApiToken.project == project, ApiToken.name == name)) is not None:
+        raise Conflict(f"token {name!r} already exists in project {project!r}")
+    secret = secrets.token_urlsafe(32)
+    row = ApiToken(
+        id=new_id(), name=name, token_hash=hash_token(secret), project=project, role=granted.label,
+        expires_at=expires_at,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def expiry(expires_in: int | None, expires_at: datetime | None) -> datetime | None:
+    """When a token made now stops working: `expires_in` seconds from now, or at `expires_at` (with its zone)."""
+    if expires_in is not None and expires_at is not None:
+        raise InvalidInput("give expires_in or expires_at, not both")
+    if expires_at is not None and expires_at.tzinfo is None:
+        raise InvalidInput("expires_at needs its time zone (e.g. 2030-01-01T00:00:00Z)")
+    return utcnow() + timedelta(seconds=expires_in) if expires_in is not None else expires_at
+
+
+def listed(session: Session, caller: ApiToken) -> list[ApiToken]:
+    """The tokens of the caller's project (every project's for a platform admin), by name."""
+    query = select(ApiToken).order_by(ApiToken.project, ApiToken.name)
+    if role_of(caller) < Role.PLATFORM_ADMIN:
+        query = query.where(ApiToken.project == caller.project)
+    return list(session.scalars(query))
+
+
+def revoke(session: Session, caller: ApiToken, ref: str) -> None:
+    """The token `ref` (an id, or a name in the caller's project) opens nothing from now on. Only a platform
+    admin reaches another project's; a token does not revoke itself, nor one that holds more than it does."""
+    row = session.get(ApiToken, ref)
+    if row is not None and row.project != caller.project and role_of(caller) < Role.PLATFORM_ADMIN:
+        row = None  # another project's: as if it did not exist
+    if row is None:
+        row = session.scalar(select(ApiToken).where(ApiToken.project == caller.project, ApiToken.name == ref))
+    if row is None:
+        raise NotFound(f"token {ref!r} not found")
+    if row.id == caller.id:
+        raise Conflict("a token cannot revoke itself: revoke it with another admin token")
+    if not may_grant(role_of(caller), role_of(row)):
+        raise Forbidden(f"a {caller.role} token cannot revoke a {row.role} token")
+    session.delete(row)
+
+
+def to_dict(row: ApiToken) -> dict[str, Any]:
+    """What anyone may see of a token: never its secret or its hash."""
+    return {
+        "id": row.id,
+        "name": row.name,
+        "project": row.project,
+        "role": row.role,
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+    }

@@ -1,0 +1,64 @@
+"""`/v1/tokens`: a project admin makes, lists and revokes its project's tokens (`core.access` says who may)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from meshvisor.core.access import ROLES
+from meshvisor.platform.state import tokens
+from meshvisor.platform.state.db import transaction
+
+from ..deps import RuntimeDep, SessionDep, TokenDep
+from ..schemas import ERRORS, Strict
+
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=ERRORS)
+
+
+class TokenCreate(Strict):
+    name: str = Field(max_length=64)
+    role: str = Field(description=f"one of {', '.join(ROLES)}; no more than the caller's own")
+    project: str | None = Field(default=None, description="the caller's project unless named")
+    expires_in: int | None = Field(default=None, description="seconds from now after which it opens nothing")
+    expires_at: datetime | None = Field(default=None, description="or the time after which it opens nothing")
+
+
+class TokenPublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    role: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="the secret: shown this once, never again")
+
+
+class TokenList(BaseModel):
+    items: list[TokenPublic]
+
+
+@router.post("", status_code=201, response_model=TokenCreated)
+def create_token(body: TokenCreate, rt: RuntimeDep, caller: TokenDep) -> dict[str, Any]:
+    with transaction(rt.sessions) as s:
+        expires = tokens.expiry(body.expires_in, body.expires_at)
+        row, secret = tokens.create(s, caller, body.name, body.role, body.project, expires)
+        return {**tokens.to_dict(row), "token": secret}
+
+
+@router.get("", response_model=TokenList)
+def list_tokens(session: SessionDep, caller: TokenDep) -> dict[str, Any]:
+    return {"items": [tokens.to_dict(row) for row in tokens.listed(session, caller)]}
+
+
+@router.delete("/{ref}", status_code=204)
+def revoke_token(ref: str, rt: RuntimeDep, caller: TokenDep) -> Response:
+    """From now on the token (by id, or by name in the caller's project) opens nothing."""
+    with transaction(rt.sessions) as s:
+        tokens.revoke(s, caller, ref)
+    return Response(status_code=204)

@@ -1,0 +1,67 @@
+"""Who may call what: the roles a token carries, and the one rule that names the least role each route wants.
+
+    viewer          reads its project: instances, networks, volumes, services, stacks, operations, events
+    operator        + runs their lifecycle (every other write to them), exec, the terminal, volumes' bytes
+    admin           + manages its project's tokens
+    platform-admin  + manages hosts, storage pools and the mesh CA (what every project shares)
+
+A route is a method and a path template as the API declares it (`/v1/instances/{name}`). Reads want `viewer`
+and writes `operator` unless `SPECIAL` says otherwise; routes in `PUBLIC` want no token at all."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from .errors import InvalidInput
+
+
+class Role(IntEnum):
+    VIEWER = 1
+    OPERATOR = 2
+    ADMIN = 3
+    PLATFORM_ADMIN = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
+ROLES = {role.label: role for role in Role}
+READS = frozenset({"GET", "HEAD"})
+PUBLIC = frozenset({"/healthz"})
+
+# (method or "*", path template) -> the least role; the first match wins
+SPECIAL: tuple[tuple[str, str, Role], ...] = (
+    ("*", "/v1/tokens", Role.ADMIN),
+    ("*", "/v1/tokens/{ref}", Role.ADMIN),
+    ("GET", "/v1/volumes/{name}/content", Role.OPERATOR),
+    ("WS", "/v1/instances/{name}/terminal", Role.OPERATOR),
+    ("POST", "/v1/hosts/{name}/actions", Role.PLATFORM_ADMIN),
+    ("POST", "/v1/hosts/{name}/certificate", Role.PLATFORM_ADMIN),
+    ("DELETE", "/v1/hosts/{name}", Role.PLATFORM_ADMIN),
+    ("POST", "/v1/storage-pools", Role.PLATFORM_ADMIN),
+    ("DELETE", "/v1/storage-pools/{name}", Role.PLATFORM_ADMIN),
+    ("POST", "/v1/mesh/ca/actions", Role.PLATFORM_ADMIN),
+)
+
+
+def parse_role(value: str) -> Role:
+    role = ROLES.get(value)
+    if role is None:
+        raise InvalidInput(f"unknown role {value!r}: use one of {', '.join(ROLES)}")
+    return role
+
+
+def required_role(method: str, template: str) -> Role | None:
+    """The least role that may call `method template`; None for a public route."""
+    if template in PUBLIC:
+        return None
+    for wanted, path, role in SPECIAL:
+        if path == template and wanted in ("*", method):
+            return role
+    return Role.VIEWER if method in READS else Role.OPERATOR
+
+
+def may_grant(caller: Role, granted: Role) -> bool:
+    """A token's holder hands out no more than it holds."""
+    return granted <= caller

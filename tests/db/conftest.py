@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import uvicorn
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
@@ -62,6 +66,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
                 " RESTART IDENTITY"
             )
         )
+        conn.execute(text("DELETE FROM projects WHERE name <> 'default'"))
     engine.dispose()
 
 
@@ -171,3 +176,32 @@ def netns_runtime(db_url: str, tmp_path: Path, test_prefix: str) -> Iterator[Run
     finally:
         clean_up(rt)
         network.delete_namespace(netns)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def api_url(runtime: Runtime) -> Iterator[str]:
+    """The real API, on the runtime's database and data directory, served over loopback HTTP in a thread."""
+    port = free_port()
+    app = create_app(runtime.settings.model_copy(update={"admin_token": API_TOKEN, "api_port": port}))
+
+    class Recorded:
+        def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
+            return JSONResponse(body, status_code=202)
+
+    app.dependency_overrides[get_dispatcher] = Recorded
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)

@@ -26,6 +26,9 @@ ROLES = ["viewer", "operator", "admin", "platform-admin"]
 PUBLIC = {("GET", "/healthz")}
 # the routes that want more than "reads: viewer, writes: operator", stated here apart from the code's own table
 LEAST = {
+    ("POST", "/v1/projects"): "platform-admin",
+    ("PATCH", "/v1/projects/{name}"): "platform-admin",
+    ("DELETE", "/v1/projects/{name}"): "platform-admin",
     ("GET", "/v1/tokens"): "admin",
     ("POST", "/v1/tokens"): "admin",
     ("DELETE", "/v1/tokens/{ref}"): "admin",

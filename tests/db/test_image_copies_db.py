@@ -5,20 +5,13 @@ the host's periodic pass once its image is gone. (Container images travel in the
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi.responses import JSONResponse
 
-from meshvisor.api.app import create_app
-from meshvisor.api.deps import get_dispatcher
 from meshvisor.core.errors import PermanentError, TransientError
 from meshvisor.core.names import new_id
 from meshvisor.platform import reconciler
@@ -31,37 +24,10 @@ from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Image, Operation
 from meshvisor.platform.state.operation_kinds import OperationKind
 
-TOKEN = "image-copies-test-token"
+from .conftest import API_TOKEN, free_port
+
+TOKEN = API_TOKEN
 FILES = {"disk.qcow2": b"QFI\xfb" + bytes(range(256)) * 40, "boot.json": b'{"kernel": "/elsewhere/vmlinuz"}'}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def api_url(runtime: Runtime) -> Iterator[str]:
-    """The real API, on the runtime's database and data directory, served over loopback HTTP in a thread."""
-    port = _free_port()
-    app = create_app(runtime.settings.model_copy(update={"admin_token": TOKEN, "api_port": port}))
-
-    class Recorded:
-        def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
-            return JSONResponse(body, status_code=202)
-
-    app.dependency_overrides[get_dispatcher] = Recorded
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
 
 
 def other_host(runtime: Runtime, tmp_path: Path, name: str, api_url: str) -> Runtime:
@@ -177,7 +143,7 @@ def test_an_image_deleted_meanwhile_fails_the_fetch_with_the_apis_answer(
 
 def test_an_api_that_is_away_is_a_transient_failure(runtime: Runtime, tmp_path: Path) -> None:
     image = vm_image(runtime)
-    b = other_host(runtime, tmp_path, "b", f"http://127.0.0.1:{_free_port()}")
+    b = other_host(runtime, tmp_path, "b", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TransientError, match="could not be fetched from the API: http://127.0.0.1"):
         copies.local_ref(b, image)
     assert left_behind(b) == []

@@ -36,6 +36,7 @@ from .routers import (
     volumes,
     web,
 )
+from .routers import projects as project_routes
 from .routers import tokens as token_routes
 
 
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics,
         terminal,
         token_routes,
+        project_routes,
     ):
         app.include_router(module.router)
     web.install(app)

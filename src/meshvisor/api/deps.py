@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -65,6 +65,21 @@ def require_token(
 
 
 TokenDep = Annotated[ApiToken, Depends(require_token)]
+
+
+def request_project(
+    rt: RuntimeDep,
+    caller: TokenDep,
+    project: Annotated[
+        str | None, Query(description="the project to act in: the token's own unless a platform admin names one")
+    ] = None,
+) -> str:
+    """The project this request acts in (`tokens.acting_project`)."""
+    with rt.sessions() as session:
+        return tokens.acting_project(session, caller, project)
+
+
+ProjectDep = Annotated[str, Depends(request_project)]
 
 
 class Dispatcher:

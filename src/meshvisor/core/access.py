@@ -3,7 +3,8 @@
     viewer          reads its project: instances, networks, volumes, services, stacks, operations, events
     operator        + runs their lifecycle (every other write to them), exec, the terminal, volumes' bytes
     admin           + manages its project's tokens
-    platform-admin  + manages hosts, storage pools and the mesh CA (what every project shares)
+    platform-admin  + manages projects, hosts, storage pools and the mesh CA (what every project shares), and
+                      acts in any project (`?project=`)
 
 A route is a method and a path template as the API declares it (`/v1/instances/{name}`). Reads want `viewer`
 and writes `operator` unless `SPECIAL` says otherwise; routes in `PUBLIC` want no token at all."""
@@ -32,6 +33,9 @@ PUBLIC = frozenset({"/healthz"})
 
 # (method or "*", path template) -> the least role; the first match wins
 SPECIAL: tuple[tuple[str, str, Role], ...] = (
+    ("POST", "/v1/projects", Role.PLATFORM_ADMIN),
+    ("PATCH", "/v1/projects/{name}", Role.PLATFORM_ADMIN),
+    ("DELETE", "/v1/projects/{name}", Role.PLATFORM_ADMIN),
     ("*", "/v1/tokens", Role.ADMIN),
     ("*", "/v1/tokens/{ref}", Role.ADMIN),
     ("GET", "/v1/volumes/{name}/content", Role.OPERATOR),

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from meshvisor.platform.state import events
 
-from ..deps import RuntimeDep, TokenDep
+from ..deps import ProjectDep, RuntimeDep
 
 router = APIRouter(prefix="/v1", tags=["events"])
 POLL_S = 0.1
@@ -23,7 +23,7 @@ HEARTBEAT_S = 15.0
 async def stream_events(
     request: Request,
     rt: RuntimeDep,
-    _: TokenDep,
+    project: ProjectDep,
     since: Annotated[int | None, Query(ge=0, description="replay events after this id")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> StreamingResponse:
@@ -31,7 +31,10 @@ async def stream_events(
 
     def fetch(after: int) -> list[tuple[int, str, str]]:
         with rt.sessions() as session:
-            return [(e.id, e.type, json.dumps(events.to_dict(e))) for e in events.since(session, after)]
+            return [
+                (e.id, e.type, json.dumps(events.to_dict(e)))
+                for e in events.since(session, after, project=project)
+            ]
 
     def newest() -> int:
         with rt.sessions() as session:

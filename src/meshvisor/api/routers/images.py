@@ -16,7 +16,7 @@ from meshvisor.platform.state import operations
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
+from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, ImageAccepted, ImageAction, ImageCreate, ImagePage, ImagePublic
 
 router = APIRouter(prefix="/v1/images", tags=["images"], responses=ERRORS)
@@ -31,39 +31,42 @@ def _accepted(dispatch: DispatchDep, image: Any, op: Any) -> Response:
 
 @router.get("", response_model=ImagePage)
 def list_images(
-    session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
+    session: SessionDep,
+    project: ProjectDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
-    rows, next_cursor = images.page(session, limit, cursor)
+    rows, next_cursor = images.page(session, limit, cursor, project)
     return {"items": [images.to_dict(i) for i in rows], "next_cursor": next_cursor}
 
 
 @router.get("/{name}", response_model=ImagePublic)
-def get_image(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
-    image = images.get(session, name)
+def get_image(name: str, session: SessionDep, response: Response, project: ProjectDep) -> dict[str, Any]:
+    image = images.get(session, name, project)
     response.headers["ETag"] = f'"{resources.etag(image)}"'
     return images.to_dict(image)
 
 
 @router.get("/{name}/content", response_class=StreamingResponse)
-def image_content(name: str, rt: RuntimeDep, _: TokenDep) -> StreamingResponse:
+def image_content(name: str, rt: RuntimeDep, project: ProjectDep) -> StreamingResponse:
     """The image as it travels to a host that lacks it: a container image's `docker save` tar, or a tar of a VM
     image's directory. `X-Meshvisor-Digest` is what the receiver checks it against (see `images.content`). The
     session is closed before the body streams."""
     with rt.sessions() as session:
-        image = images.get(session, name)
+        image = images.get(session, name, project)
         digest, chunks = copies.content(rt, image)
         headers = {copies.DIGEST_HEADER: digest, copies.KIND_HEADER: image.kind}
     return StreamingResponse(chunks, media_type="application/x-tar", headers=headers)
 
 
 @router.post("", status_code=202, responses=ACCEPTED)
-def create_image(body: ImageCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+def create_image(body: ImageCreate, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep) -> Response:
     """Sources: `{"type": "builtin"}`, `{"type": "dockerfile", "dockerfile": "FROM busybox ..."}`,
     `{"type": "pull", "ref": "127.0.0.1:5000/app:1"}`."""
     if body.source.get("type") == "import":
         raise HTTPException(400, "upload a root filesystem tarball to POST /v1/images/import instead")
     with transaction(rt.sessions) as s:
-        image, op = images.request_create(s, body.name, body.source, body.kind)
+        image, op = images.request_create(s, body.name, body.source, body.kind, project=project)
     return _accepted(dispatch, image, op)
 
 
@@ -72,7 +75,7 @@ async def import_image(
     request: Request,
     rt: RuntimeDep,
     dispatch: DispatchDep,
-    _: TokenDep,
+    project: ProjectDep,
     name: Annotated[str, Query()],
     command: Annotated[list[str] | None, Query()] = None,
     kind: Annotated[InstanceKind, Query()] = InstanceKind.CONTAINER,
@@ -105,7 +108,7 @@ async def import_image(
 
         def submit() -> tuple[Any, Any]:
             with transaction(rt.sessions) as s:
-                image, op = images.request_create(s, name, source, kind)
+                image, op = images.request_create(s, name, source, kind, project=project)
                 tmp.rename(images.upload_path(rt.settings, op.id))
             return image, op
 
@@ -118,16 +121,18 @@ async def import_image(
 
 
 @router.post("/{name}/actions", status_code=202, responses=ACCEPTED)
-def image_action(name: str, body: ImageAction, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+def image_action(
+    name: str, body: ImageAction, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep
+) -> Response:
     with transaction(rt.sessions) as s:
-        image, op = images.request_push(s, name, body.target)
+        image, op = images.request_push(s, name, body.target, project)
     return _accepted(dispatch, image, op)
 
 
 @router.delete("/{name}", status_code=202, responses=ACCEPTED)
 def delete_image(
-    name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+    name: str, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep, if_match: IfMatch = None
 ) -> Response:
     with transaction(rt.sessions) as s:
-        image, op = images.request_delete(s, name, if_match)
+        image, op = images.request_delete(s, name, if_match, project)
     return _accepted(dispatch, image, op)

@@ -15,7 +15,7 @@ from meshvisor.platform.state import operations
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
+from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import (
     ERRORS,
     ActionRequest,
@@ -40,11 +40,11 @@ def _offline(rt: Runtime, session: Session) -> liveness.Offline:
     return liveness.offline_hosts(session, liveness.offline_after_s(rt.settings))
 
 
-def _reachable(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> None:
+def _reachable(name: str, rt: RuntimeDep, session: SessionDep, project: ProjectDep) -> None:
     """Changes to an instance whose host is offline are refused (503 naming the host), not queued for a host
-    that may never come back; an unknown name is left to the route (404), a missing token to `TokenDep` (401).
+    that may never come back; an unknown name is left to the route (404), a missing token to `ProjectDep` (401).
     """
-    instance = instances.find(session, name)
+    instance = instances.find(session, name, project)
     if instance is not None:
         liveness.check_reachable(session, instance, liveness.offline_after_s(rt.settings))
 
@@ -59,9 +59,9 @@ def _accepted(rt: Runtime, dispatch: DispatchDep, instance: Any, op: Any) -> Res
 
 
 @router.post("", status_code=202, responses=ACCEPTED)
-def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep) -> Response:
     with transaction(rt.sessions) as s:
-        instance, op = instances.create(s, body, **placement.options(rt.settings))
+        instance, op = instances.create(s, body, project, **placement.options(rt.settings))
     return _accepted(rt, dispatch, instance, op)
 
 
@@ -69,45 +69,55 @@ def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep,
 def list_instances(
     rt: RuntimeDep,
     session: SessionDep,
-    _: TokenDep,
+    project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    rows, next_cursor = instances.page(session, limit, cursor)
+    rows, next_cursor = instances.page(session, limit, cursor, project)
     offline = _offline(rt, session)
     return {"items": [instances.to_dict(i, offline) for i in rows], "next_cursor": next_cursor}
 
 
 @router.get("/{name}", response_model=InstancePublic)
 def get_instance(
-    name: str, rt: RuntimeDep, session: SessionDep, response: Response, _: TokenDep
+    name: str, rt: RuntimeDep, session: SessionDep, response: Response, project: ProjectDep
 ) -> dict[str, Any]:
-    instance = instances.get(session, name)
+    instance = instances.get(session, name, project)
     response.headers["ETag"] = f'"{resources.etag(instance)}"'
     return instances.to_dict(instance, _offline(rt, session))
 
 
 @router.patch("/{name}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def patch_instance(
-    name: str, body: InstancePatch, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+    name: str,
+    body: InstancePatch,
+    rt: RuntimeDep,
+    dispatch: DispatchDep,
+    project: ProjectDep,
+    if_match: IfMatch = None,
 ) -> Response:
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_change(s, name, body, if_match)
+        instance, op = instances.request_change(s, name, body, if_match, project)
     return _accepted(rt, dispatch, instance, op)
 
 
 @router.delete("/{name}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def delete_instance(
-    name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+    name: str, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep, if_match: IfMatch = None
 ) -> Response:
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_delete(s, name, if_match)
+        instance, op = instances.request_delete(s, name, if_match, project)
     return _accepted(rt, dispatch, instance, op)
 
 
 @router.post("/{name}/actions", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def instance_action(
-    name: str, body: ActionRequest, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, if_match: IfMatch = None
+    name: str,
+    body: ActionRequest,
+    rt: RuntimeDep,
+    dispatch: DispatchDep,
+    project: ProjectDep,
+    if_match: IfMatch = None,
 ) -> Response:
     params: dict[str, Any] = {"timeout": body.timeout, "force": body.force}
     if body.snapshot is not None:
@@ -116,41 +126,45 @@ def instance_action(
         params["host"] = body.host
     with transaction(rt.sessions) as s:
         instance, op = instances.request_action(
-            s, name, body.action, params, if_match, **placement.options(rt.settings)
+            s, name, body.action, params, if_match, project, **placement.options(rt.settings)
         )
     return _accepted(rt, dispatch, instance, op)
 
 
 @router.post("/{name}/networks", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def attach_network(
-    name: str, body: NetworkAttachment, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep
+    name: str, body: NetworkAttachment, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep
 ) -> Response:
     """Hot attach: the instance gets one more interface (the lowest free `ethN`) on the network."""
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_attach(s, name, body.network, body.ip)
+        instance, op = instances.request_attach(s, name, body.network, body.ip, project)
     return _accepted(rt, dispatch, instance, op)
 
 
 @router.delete("/{name}/networks/{network}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
-def detach_network(name: str, network: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+def detach_network(
+    name: str, network: str, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep
+) -> Response:
     """Hot detach: the interface leaves the instance and its address is released."""
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_detach(s, name, network)
+        instance, op = instances.request_detach(s, name, network, project)
     return _accepted(rt, dispatch, instance, op)
 
 
 @router.post("/{name}/volumes", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
-def attach_volume(name: str, body: VolumeHotplug, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+def attach_volume(
+    name: str, body: VolumeHotplug, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep
+) -> Response:
     """Hot-plug a volume into a VM as a virtio disk (its serial is the volume's name)."""
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_attach_volume(s, name, body.volume, body.read_only)
+        instance, op = instances.request_attach_volume(s, name, body.volume, body.read_only, project)
     return _accepted(rt, dispatch, instance, op)
 
 
 @router.delete("/{name}/volumes/{volume}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
-def detach_volume(name: str, volume: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+def detach_volume(name: str, volume: str, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep) -> Response:
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_detach_volume(s, name, volume)
+        instance, op = instances.request_detach_volume(s, name, volume, project)
     return _accepted(rt, dispatch, instance, op)
 
 
@@ -159,34 +173,39 @@ def instance_logs(
     name: str,
     rt: RuntimeDep,
     session: SessionDep,
-    _: TokenDep,
+    project: ProjectDep,
     tail: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> dict[str, Any]:
-    return {"name": name, "output": live.read_logs(rt, session, name, tail)}
+    return {"name": name, "output": live.read_logs(rt, session, name, tail, project)}
 
 
 @router.get("/{name}/stats")
-def instance_stats(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
+def instance_stats(name: str, rt: RuntimeDep, session: SessionDep, project: ProjectDep) -> dict[str, Any]:
     """What the running instance uses now: `cpu_seconds` (a counter: a rate comes from two readings and their
     `at`), `memory_mb`, beside its `cpus` and `memory_limit_mb`. 409 when it is not running."""
-    return live.usage_of(rt, session, name)
+    return live.usage_of(rt, session, name, project)
 
 
 @router.post("/{name}/exec", response_model=ExecResultPublic)
 def instance_exec(
-    name: str, body: ExecRequest, rt: RuntimeDep, session: SessionDep, _: TokenDep
+    name: str, body: ExecRequest, rt: RuntimeDep, session: SessionDep, project: ProjectDep
 ) -> dict[str, Any]:
-    result = live.exec_in(rt, session, name, body.command)
+    result = live.exec_in(rt, session, name, body.command, project)
     return {"exit_code": result.exit_code, "output": result.output}
 
 
 @router.get("/{name}/snapshots", response_model=SnapshotList)
-def list_snapshots(name: str, rt: RuntimeDep, session: SessionDep, _: TokenDep) -> dict[str, Any]:
-    return {"items": [asdict(snap) for snap in live.list_snapshots(rt, session, name)], "next_cursor": None}
+def list_snapshots(name: str, rt: RuntimeDep, session: SessionDep, project: ProjectDep) -> dict[str, Any]:
+    return {
+        "items": [asdict(snap) for snap in live.list_snapshots(rt, session, name, project)],
+        "next_cursor": None,
+    }
 
 
 @router.delete("/{name}/snapshots/{snapshot}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
-def delete_snapshot(name: str, snapshot: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+def delete_snapshot(
+    name: str, snapshot: str, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep
+) -> Response:
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_snapshot_delete(s, name, snapshot)
+        instance, op = instances.request_snapshot_delete(s, name, snapshot, project)
     return _accepted(rt, dispatch, instance, op)

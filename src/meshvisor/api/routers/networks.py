@@ -8,7 +8,7 @@ from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
+from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, NetworkAccepted, NetworkCreate, NetworkPage, NetworkPublic
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"], responses=ERRORS)
@@ -21,35 +21,43 @@ def _accepted(dispatch: DispatchDep, network: Any, op: Any) -> Response:
 
 
 @router.post("", status_code=202, responses=ACCEPTED)
-def create_network(body: NetworkCreate, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep) -> Response:
+def create_network(body: NetworkCreate, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep) -> Response:
     with transaction(rt.sessions) as s:
         network, op = networks.request_create(
-            s, body.name, body.cidr, body.vni, body.mtu, host=rt.settings.host_name
+            s, body.name, body.cidr, body.vni, body.mtu, project=project, host=rt.settings.host_name
         )
     return _accepted(dispatch, network, op)
 
 
 @router.get("", response_model=NetworkPage)
 def list_networks(
-    session: SessionDep, _: TokenDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100, cursor: str | None = None
+    session: SessionDep,
+    project: ProjectDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
-    rows, next_cursor = networks.page(session, limit, cursor)
+    rows, next_cursor = networks.page(session, limit, cursor, project)
     return {"items": [networks.to_dict(n) for n in rows], "next_cursor": next_cursor}
 
 
 @router.get("/{name}", response_model=NetworkPublic)
-def get_network(name: str, session: SessionDep, response: Response, _: TokenDep) -> dict[str, Any]:
-    public = networks.to_dict(networks.get(session, name))
+def get_network(name: str, session: SessionDep, response: Response, project: ProjectDep) -> dict[str, Any]:
+    public = networks.to_dict(networks.get(session, name, project))
     response.headers["ETag"] = f'"{public["etag"]}"'
     return public
 
 
 @router.delete("/{name}", status_code=202, responses=ACCEPTED)
 def delete_network(
-    name: str, rt: RuntimeDep, dispatch: DispatchDep, _: TokenDep, force: bool = False, if_match: IfMatch = None
+    name: str,
+    rt: RuntimeDep,
+    dispatch: DispatchDep,
+    project: ProjectDep,
+    force: bool = False,
+    if_match: IfMatch = None,
 ) -> Response:
     """409 while instances are attached, unless `?force=true` (they lose this interface); 412 when `If-Match`
     names another version."""
     with transaction(rt.sessions) as s:
-        network, op = networks.request_delete(s, name, force, if_match=if_match)
+        network, op = networks.request_delete(s, name, force, project=project, if_match=if_match)
     return _accepted(dispatch, network, op)

@@ -20,7 +20,7 @@ from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Operation
 from meshvisor.platform.state.paging import decode_cursor, encode_cursor
 
-from ..deps import RuntimeDep, SessionDep, TokenDep
+from ..deps import ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, OperationPage, OperationPublic
 
 router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=ERRORS)
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=ERROR
 @router.get("", response_model=OperationPage)
 def list_operations(
     session: SessionDep,
-    _: TokenDep,
+    project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
     status: str | None = None,
@@ -38,7 +38,8 @@ def list_operations(
 ) -> dict[str, Any]:
     """Newest first; the cursor is the id of the last operation seen. Filters: `status`, `resource_type`
     (instance, network, volume, image, stack) and `resource_name`."""
-    query = select(Operation).order_by(Operation.created_at.desc(), Operation.id.desc()).limit(limit + 1)
+    query = select(Operation).where(Operation.project == project)
+    query = query.order_by(Operation.created_at.desc(), Operation.id.desc()).limit(limit + 1)
     if status:
         query = query.where(Operation.status == status)
     if resource_type:
@@ -46,7 +47,7 @@ def list_operations(
     if resource_name:
         query = query.where(Operation.resource_name == resource_name)
     if cursor:
-        last = operations.get(session, decode_cursor(cursor))
+        last = operations.get(session, decode_cursor(cursor), project)
         query = query.where(
             (Operation.created_at < last.created_at)
             | ((Operation.created_at == last.created_at) & (Operation.id < last.id))
@@ -61,28 +62,28 @@ def list_operations(
 
 
 @router.get("/{op_id}", response_model=OperationPublic)
-def get_operation(op_id: str, session: SessionDep, _: TokenDep) -> dict[str, Any]:
-    return operations.to_dict(operations.get(session, op_id))
+def get_operation(op_id: str, session: SessionDep, project: ProjectDep) -> dict[str, Any]:
+    return operations.to_dict(operations.get(session, op_id, project))
 
 
 @router.delete("/{op_id}", response_model=OperationPublic)
-def cancel_operation(op_id: str, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+def cancel_operation(op_id: str, rt: RuntimeDep, project: ProjectDep) -> dict[str, Any]:
     """Cancel an operation that no worker has started yet (409 once it runs)."""
     with transaction(rt.sessions) as s:
-        op = operations.cancel(s, op_id)
+        op = operations.cancel(s, op_id, project)
     Path(upload_path(rt.settings, op.id)).unlink(missing_ok=True)  # an import's upload, if it was one
     return operations.to_dict(op)
 
 
 @router.get("/{op_id}/wait", response_model=OperationPublic)
 async def wait_operation(
-    op_id: str, rt: RuntimeDep, _: TokenDep, timeout: Annotated[float, Query(ge=0, le=3600)] = 60
+    op_id: str, rt: RuntimeDep, project: ProjectDep, timeout: Annotated[float, Query(ge=0, le=3600)] = 60
 ) -> dict[str, Any]:
     """Answers as soon as the operation ends, or at the timeout with its current status."""
 
     def current() -> dict[str, Any]:
         with rt.sessions() as session:
-            return operations.to_dict(operations.get(session, op_id))
+            return operations.to_dict(operations.get(session, op_id, project))
 
     deadline = time.monotonic() + timeout
     # Listening before the first look: an end announced in between is not missed.

@@ -2,10 +2,10 @@
 console), a VM's serial console or `sh` in a container.
 
 The browser cannot send headers on a WebSocket, so the first message carries the token: `{"token": "...",
-"rows": 24, "cols": 80}`. Then binary messages are keys in and output out; a text message `{"resize": [rows,
-cols]}` resizes. Refusals close the socket with a code and the reason: 4400 bad opening message, 4401 token,
-4403 a role too weak, 4404 no such instance, 4409 not running or its console busy, 4503 its host cannot be
-reached.
+"rows": 24, "cols": 80, "project"?: "..."}` (a project only a platform admin may name). Then binary messages
+are keys in and output out; a text message `{"resize": [rows, cols]}` resizes. Refusals close the socket with a
+code and the reason: 4400 bad opening message, 4401 token, 4403 a role too weak, 4404 no such instance, 4409 not
+running or its console busy, 4503 its host cannot be reached.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from meshvisor.core.terminal import Terminal
 from meshvisor.platform.instances import live
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import tokens
+from meshvisor.platform.state.models import ApiToken
 
 router = APIRouter(tags=["instances"])
 HELLO_TIMEOUT_S = 10.0
@@ -42,15 +43,17 @@ async def terminal(websocket: WebSocket, name: str) -> None:
         await _close(websocket, 4400, 'the first message must be {"token": ...}')
         return
     token = hello.get("token") if isinstance(hello, dict) else None
-    role = await run_in_threadpool(_role, rt, token) if isinstance(token, str) else None
-    if role is None:
+    caller = await run_in_threadpool(_caller, rt, token) if isinstance(token, str) else None
+    if caller is None:
         await _close(websocket, 4401, "invalid, expired or revoked token")
         return
+    role = tokens.role_of(caller)
     if role < TERMINAL_ROLE:
         await _close(websocket, 4403, f"a terminal needs the {TERMINAL_ROLE.label} role, not {role.label}")
         return
+    named = hello.get("project")
     try:
-        term = await run_in_threadpool(_open, rt, name)
+        term = await run_in_threadpool(_open, rt, caller, name, named if isinstance(named, str) else None)
     except MeshvisorError as exc:
         code = next((code for kind, code in CLOSE_CODES.items() if isinstance(exc, kind)), 4500)
         await _close(websocket, code, exc.message)
@@ -74,16 +77,19 @@ async def attach(websocket: WebSocket, term: Terminal, rows: Any, cols: Any) -> 
         await run_in_threadpool(term.close)
 
 
-def _role(rt: Runtime, token: str) -> access.Role | None:
-    """The role of a live token; None for one that opens nothing."""
+def _caller(rt: Runtime, token: str) -> ApiToken | None:
+    """A live token's row; None for one that opens nothing."""
     with rt.sessions() as session:
         row = tokens.find(session, token)
-        return None if row is None else tokens.role_of(row)
+        if row is not None:
+            session.expunge(row)
+        return row
 
 
-def _open(rt: Runtime, name: str) -> Terminal:
+def _open(rt: Runtime, caller: ApiToken, name: str, project: str | None) -> Terminal:
+    """The instance `name` of the caller's project (a platform admin's: of the project the opening names)."""
     with rt.sessions() as session:
-        return live.open_terminal(rt, session, name)
+        return live.open_terminal(rt, session, name, tokens.acting_project(session, caller, project))
 
 
 def _resize(term: Terminal, rows: Any, cols: Any) -> None:

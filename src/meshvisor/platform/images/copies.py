@@ -64,10 +64,11 @@ class Needed:
     host: str
     ref: str
     digest: str | None
+    project: str = "default"
 
     @classmethod
     def of(cls, image: Image) -> Needed:
-        return cls(image.id, image.name, image.kind, image.host, str(image.ref), image.digest)
+        return cls(image.id, image.name, image.kind, image.host, str(image.ref), image.digest, image.project)
 
 
 def local_ref(rt: Runtime, image: Needed) -> str:
@@ -106,7 +107,8 @@ def _present(rt: Runtime, image: Needed) -> bool:
 
 
 def _fetch(rt: Runtime, image: Needed) -> None:
-    with api_client(rt) as api, api.stream("GET", f"/v1/images/{image.name}/content") as response:
+    path, params = f"/v1/images/{image.name}/content", {"project": image.project}
+    with api_client(rt) as api, api.stream("GET", path, params=params) as response:
         digest = _check_answer(response, image)
         chunks = response.iter_bytes(CHUNK)
         if image.kind == InstanceKind.VM.value:

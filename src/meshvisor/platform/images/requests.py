@@ -23,6 +23,7 @@ BUILTIN = {"busybox": InstanceKind.CONTAINER, "tiny": InstanceKind.VM}
 # The built-in busybox image waits for SIGTERM and exits cleanly on it, so `stop` is quick.
 BUSYBOX_DEFAULT_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 SOURCE_TYPES = ("builtin", "dockerfile", "pull", "import")
+SHARED_PROJECT = "default"
 _REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]{0,254}$")
 
 
@@ -32,6 +33,14 @@ def find(session: Session, name: str, project: str = "default") -> Image | None:
 
 def get(session: Session, name: str, project: str = "default") -> Image:
     return get_named(session, Image, name, project)
+
+
+def usable(session: Session, name: str, project: str) -> Image | None:
+    """The image an instance or a volume of `project` is made from: the project's own, else the default
+    project's of that name (the shared catalogue, as the built-in images are)."""
+    return find(session, name, project) or (
+        find(session, name, SHARED_PROJECT) if project != SHARED_PROJECT else None
+    )
 
 
 def page(

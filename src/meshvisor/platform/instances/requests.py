@@ -24,6 +24,7 @@ from meshvisor.hypervisor import cloud_init
 from meshvisor.platform.hosts import liveness, placement
 from meshvisor.platform.hosts.limits import host_limits
 from meshvisor.platform.hosts.scheduler import Ask, Placed, Resources
+from meshvisor.platform.images import requests as image_requests
 from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
@@ -91,7 +92,7 @@ def check_create(
     if req.kind is InstanceKind.VM:
         cloud_init.parse(req.cloud_init)
     mesh = services.check_mesh(session, req.mesh, project)
-    image = session.scalar(select(Image).where(Image.project == project, Image.name == req.image))
+    image = image_requests.usable(session, req.image, project)
     if image is None:
         raise NotFound(f"image {req.image!r} not found; see GET /v1/images")
     if image.kind != req.kind.value:

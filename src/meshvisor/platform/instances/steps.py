@@ -25,6 +25,7 @@ from meshvisor.core.types import (
 from meshvisor.hypervisor import cloud_init
 from meshvisor.hypervisor.disks import create_disk, create_overlay
 from meshvisor.platform.images import copies
+from meshvisor.platform.images import requests as image_requests
 from meshvisor.platform.images.steps import BOOT_FILE, DISK_FILE
 from meshvisor.platform.instances.attachments import (
     attach_networks,
@@ -43,7 +44,7 @@ from meshvisor.platform.networks.steps import ensure_here, refresh_dhcp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Image, Instance, Network, NetworkAddress, Operation
+from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Operation
 from meshvisor.platform.state.operation_kinds import Handler
 from meshvisor.platform.volumes.steps import (
     container_mounts,
@@ -85,7 +86,7 @@ def load_instance(rt: Runtime, instance_id: str) -> Instance:
 
 
 def _needed(s: Session, instance: Instance) -> copies.Needed:
-    image = s.scalar(select(Image).where(Image.project == instance.project, Image.name == instance.image))
+    image = image_requests.usable(s, instance.image, instance.project)
     if image is None or image.ref is None or image.state != "ready":
         raise PermanentError(f"image {instance.image!r} is not available")
     return copies.Needed.of(image)

@@ -143,15 +143,21 @@ def host_gauges(read: Mapping[str, bool]) -> list[Metric]:
     return [up]
 
 
-def collect(rt: Runtime) -> bytes:
-    """The whole `/metrics` page: every host's sidecars, each host read at once (through its endpoint)."""
+def collect(rt: Runtime, project: str | None = None) -> bytes:
+    """The whole `/metrics` page: every host's sidecars, each host read at once (through its endpoint); only
+    `project`'s instances and services when one is named."""
+    mine = (Instance.project == project,) if project is not None else ()
     with rt.sessions() as session:
-        found = targets(session, rt.settings)
+        found = targets(
+            session, rt.settings, session.scalars(select(Instance).where(*mine).order_by(Instance.name))
+        )
         hosts = {h.name for h in all_hosts(session)} | {t.host for t in found}
         counts = [
             (str(kind), str(state), int(n))
             for kind, state, n in session.execute(
-                select(Instance.kind, Instance.state, func.count()).group_by(Instance.kind, Instance.state)
+                select(Instance.kind, Instance.state, func.count())
+                .where(*mine)
+                .group_by(Instance.kind, Instance.state)
             )
         ]
     with ThreadPoolExecutor(max_workers=SCRAPE_THREADS) as pool:

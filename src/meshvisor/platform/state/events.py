@@ -18,9 +18,12 @@ def emit(
     return event
 
 
-def since(session: Session, last_id: int, limit: int = 200) -> list[Event]:
-    rows = session.scalars(select(Event).where(Event.id > last_id).order_by(Event.id).limit(limit))
-    return list(rows)
+def since(session: Session, last_id: int, limit: int = 200, project: str | None = None) -> list[Event]:
+    """The events after `last_id` (of `project` only, when named), oldest first."""
+    query = select(Event).where(Event.id > last_id)
+    if project is not None:
+        query = query.where(Event.project == project)
+    return list(session.scalars(query.order_by(Event.id).limit(limit)))
 
 
 def latest_id(session: Session) -> int:

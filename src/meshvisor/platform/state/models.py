@@ -397,6 +397,16 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
+class Project(Base):
+    """What a team's resources and tokens belong to; `default` always exists."""
+
+    __tablename__ = "projects"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    description: Mapped[str] = mapped_column(String(256), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
     "ApiToken",
     "Base",
@@ -408,6 +418,7 @@ __all__ = [
     "Network",
     "NetworkAddress",
     "Operation",
+    "Project",
     "SecurityGroup",
     "StoragePool",
     "Volume",

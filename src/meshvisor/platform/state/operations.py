@@ -180,9 +180,9 @@ def forgotten(session: Session, host: str, platform_queue: bool, epoch: str, bef
     ]
 
 
-def cancel(session: Session, op_id: str) -> Operation:
+def cancel(session: Session, op_id: str, project: str | None = None) -> Operation:
     """Cancel an operation no worker has started; what it would have changed is put back."""
-    op = get(session, op_id)
+    op = get(session, op_id, project)
     result = session.execute(
         update(Operation)
         .where(Operation.id == op_id, Operation.status == OperationStatus.PENDING.value)
@@ -242,9 +242,10 @@ def submit(
     return op
 
 
-def get(session: Session, op_id: str) -> Operation:
+def get(session: Session, op_id: str, project: str | None = None) -> Operation:
+    """The operation (of `project`, when named: another project's is as unknown)."""
     op = session.get(Operation, op_id)
-    if op is None:
+    if op is None or (project is not None and op.project != project):
         raise NotFound(f"operation {op_id} not found")
     return op
 

@@ -17,10 +17,10 @@ from meshvisor.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from meshvisor.core.files import create_private
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state import projects
 from meshvisor.platform.state.models import ApiToken, utcnow
 
 ADMIN_NAME = "admin"
-DEFAULT_PROJECT = "default"  # the only project until projects are made through the API
 
 
 def hash_token(token: str) -> str:
@@ -39,6 +39,16 @@ def role_of(token: ApiToken) -> Role:
     return parse_role(token.role)
 
 
+def acting_project(session: Session, caller: ApiToken, named: str | None) -> str:
+    """The project a request acts in: the token's, or (for a platform admin only) the one named. Another
+    project named by anyone else is answered as unknown, so names do not leak."""
+    if named is None or named == caller.project:
+        return caller.project
+    if role_of(caller) < Role.PLATFORM_ADMIN:
+        raise NotFound(f"project {named!r} not found")
+    return projects.get(session, named).name
+
+
 def admin_token(settings: Settings) -> str:
     """The configured admin token, else the one in the data dir, else a new one written there."""
     if settings.admin_token:
@@ -55,7 +65,7 @@ def seed_admin(session: Session, token: str) -> None:
     digest = hash_token(token)
     if session.scalar(select(ApiToken).where(ApiToken.token_hash == digest)) is not None:
         return
-    row = session.scalar(select(ApiToken).where(ApiToken.project == DEFAULT_PROJECT, ApiToken.name == ADMIN_NAME))
+    row = session.scalar(select(ApiToken).where(ApiToken.project == projects.DEFAULT, ApiToken.name == ADMIN_NAME))
     if row is None:
         session.add(ApiToken(id=new_id(), name=ADMIN_NAME, token_hash=digest, role=Role.PLATFORM_ADMIN.label))
     else:
@@ -72,8 +82,9 @@ def create(
     if not may_grant(role_of(caller), granted):
         raise Forbidden(f"a {caller.role} token cannot make a {granted.label} token")
     project = project or caller.project
-    if project != DEFAULT_PROJECT:
-        raise NotFound(f"project {project!r} not found")
+    if project != caller.project and role_of(caller) < Role.PLATFORM_ADMIN:
+        raise NotFound(f"project {project!r} not found")  # another project's: as if it did not exist
+    projects.get(session, project, lock=True)  # a delete of the project meanwhile waits, or this waits for it
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput(f"the expiry {expires_at.isoformat()} is in the past")
     if session.scalar(select(ApiToken).where(ApiToken.project == project, ApiToken.name == name)) is not None:

@@ -68,7 +68,7 @@ def receive(rt: Runtime, volume: Volume, pool: StoragePool, backing: Path | None
     scratch = driver.root / f"{INCOMING}{volume.id}"
     try:
         path = f"/v1/volumes/{volume.name}/content"
-        with api_client(rt) as api, api.stream("GET", path) as response:
+        with api_client(rt) as api, api.stream("GET", path, params={"project": volume.project}) as response:
             check_status(response)
             digest = _write(response.iter_bytes(CHUNK), scratch)
             if digest != response.headers.get(DIGEST_HEADER):

@@ -21,6 +21,7 @@ from meshvisor.core.instance_rules import mount_path_problems
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import InstanceKind
 from meshvisor.hypervisor.disks import image_info
+from meshvisor.platform.images import requests as image_requests
 from meshvisor.platform.images.steps import DISK_FILE
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state import events, operations
@@ -52,7 +53,7 @@ def page(
 
 def image_source(session: Session, image: str, project: str) -> tuple[dict[str, Any], int]:
     """A VM disk image to make a volume from (a copy-on-write overlay on it): the source and its size in MiB."""
-    found = session.scalar(select(Image).where(Image.project == project, Image.name == image))
+    found = image_requests.usable(session, image, project)
     if found is None:
         raise NotFound(f"image {image!r} not found; see GET /v1/images")
     disk = Path(str(found.ref or "")) / DISK_FILE

@@ -1,0 +1,72 @@
+"""`/v1/projects`: a platform admin makes and removes projects; every token sees its own (with what it owns)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
+
+from meshvisor.core.access import Role
+from meshvisor.platform.state import projects, tokens
+from meshvisor.platform.state.db import transaction
+
+from ..deps import RuntimeDep, SessionDep, TokenDep
+from ..schemas import ERRORS, Strict
+
+router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=ERRORS)
+
+
+class ProjectCreate(Strict):
+    name: str = Field(max_length=64)
+    description: str = Field(default="", max_length=256)
+
+
+class ProjectPatch(Strict):
+    description: str = Field(max_length=256)
+
+
+class ProjectPublic(BaseModel):
+    name: str
+    description: str
+    created_at: datetime
+    usage: dict[str, int] = Field(description="how many of each kind of resource it owns")
+
+
+class ProjectList(BaseModel):
+    items: list[ProjectPublic]
+
+
+@router.post("", status_code=201, response_model=ProjectPublic)
+def create_project(body: ProjectCreate, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+    with transaction(rt.sessions) as s:
+        return projects.to_dict(s, projects.create(s, body.name, body.description))
+
+
+@router.get("", response_model=ProjectList)
+def list_projects(session: SessionDep, caller: TokenDep) -> dict[str, Any]:
+    """Every project for a platform admin; the token's own for anyone else."""
+    only = None if tokens.role_of(caller) >= Role.PLATFORM_ADMIN else caller.project
+    return {"items": [projects.to_dict(session, row) for row in projects.listed(session, only)]}
+
+
+@router.get("/{name}", response_model=ProjectPublic)
+def get_project(name: str, session: SessionDep, caller: TokenDep) -> dict[str, Any]:
+    return projects.to_dict(session, projects.get(session, tokens.acting_project(session, caller, name)))
+
+
+@router.patch("/{name}", response_model=ProjectPublic)
+def patch_project(name: str, body: ProjectPatch, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+    with transaction(rt.sessions) as s:
+        row = projects.get(s, name, lock=True)
+        row.description = body.description
+        return projects.to_dict(s, row)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_project(name: str, rt: RuntimeDep, _: TokenDep) -> Response:
+    """409 listing what it still owns; its tokens go with it."""
+    with transaction(rt.sessions) as s:
+        projects.delete_project(s, name)
+    return Response(status_code=204)

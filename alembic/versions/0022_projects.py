@@ -1,4 +1,4 @@
-"""projects: what resources and tokens belong to; `default` made here
+"""projects: what resources and tokens belong to, with their quotas; `default` made here
 
 Revision ID: 0022
 Revises: 0021
@@ -22,9 +22,10 @@ def upgrade() -> None:
         "projects",
         sa.Column("name", sa.String(length=64), primary_key=True),
         sa.Column("description", sa.String(length=256), nullable=False),
+        sa.Column("quotas", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.bulk_insert(projects, [{"name": "default", "description": "", "created_at": datetime.now(UTC)}])
+    op.bulk_insert(projects, [{"name": "default", "description": "", "quotas": {}, "created_at": datetime.now(UTC)}])
 
 
 def downgrade() -> None:

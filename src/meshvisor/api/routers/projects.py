@@ -21,10 +21,16 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=ERRORS)
 class ProjectCreate(Strict):
     name: str = Field(max_length=64)
     description: str = Field(default="", max_length=256)
+    quotas: dict[str, Any] = Field(default_factory=dict, description="as in PATCH")
 
 
 class ProjectPatch(Strict):
-    description: str = Field(max_length=256)
+    description: str | None = Field(default=None, max_length=256)
+    quotas: dict[str, Any] | None = Field(
+        default=None,
+        description="limits by name (instances, vcpus, memory_mb, volume_mb, networks, services); one left out has"
+        " none; one below the use now refuses growth only",
+    )
 
 
 class ProjectPublic(BaseModel):
@@ -32,6 +38,9 @@ class ProjectPublic(BaseModel):
     description: str
     created_at: datetime
     usage: dict[str, int] = Field(description="how many of each kind of resource it owns")
+    quotas: dict[str, int] = Field(description="its limits by name; a name not here has none")
+    used: dict[str, float] = Field(description="what it holds now, by quota name")
+    over_quota: list[str] = Field(description="quotas lowered below what it holds: they refuse growth only")
 
 
 class ProjectList(BaseModel):
@@ -41,7 +50,9 @@ class ProjectList(BaseModel):
 @router.post("", status_code=201, response_model=ProjectPublic)
 def create_project(body: ProjectCreate, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
     with transaction(rt.sessions) as s:
-        return projects.to_dict(s, projects.create(s, body.name, body.description))
+        made = projects.create(s, body.name, body.description)
+        projects.set_quotas(s, made.name, body.quotas)
+        return projects.to_dict(s, made)
 
 
 @router.get("", response_model=ProjectList)
@@ -60,7 +71,10 @@ def get_project(name: str, session: SessionDep, caller: TokenDep) -> dict[str, A
 def patch_project(name: str, body: ProjectPatch, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
     with transaction(rt.sessions) as s:
         row = projects.get(s, name, lock=True)
-        row.description = body.description
+        if body.description is not None:
+            row.description = body.description
+        if body.quotas is not None:
+            projects.set_quotas(s, name, body.quotas)
         return projects.to_dict(s, row)
 
 

@@ -28,7 +28,7 @@ from meshvisor.platform.images import requests as image_requests
 from meshvisor.platform.mesh import services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
-from meshvisor.platform.state import events, operations
+from meshvisor.platform.state import events, operations, projects
 from meshvisor.platform.state.models import (
     Image,
     Instance,
@@ -176,6 +176,7 @@ def create(
 def write_create(session: Session, plan: CreatePlan) -> tuple[Instance, Operation]:
     """The rows of a checked create: the operation, the instance, its addresses, groups and volumes."""
     instance, req = plan.instance, plan.req
+    projects.charge(session, instance.project, instances=1, vcpus=instance.cpus, memory_mb=instance.memory_mb)
     op = operations.new_operation(
         session,
         OperationKind.INSTANCE_CREATE,
@@ -409,6 +410,10 @@ def request_change(
             raise InvalidInput(
                 f"memory_mb {change.memory_mb} is beyond this VM's maximum of {instance.max_memory_mb}"
             )
+    grow_cpus = (change.cpus or instance.cpus) - instance.cpus
+    projects.charge(
+        session, project, vcpus=grow_cpus, memory_mb=(change.memory_mb or instance.memory_mb) - instance.memory_mb
+    )
     op = operations.submit(session, instance, OperationKind.INSTANCE_UPDATE, {})
     if change.cpus is not None:
         instance.cpus = change.cpus

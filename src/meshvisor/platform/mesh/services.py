@@ -15,6 +15,7 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
 from meshvisor.mesh.model import VERSION_PATTERN, validate_policy
 from meshvisor.platform.networks.requests import allocate, interface_order
+from meshvisor.platform.state import projects
 from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Service
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 
@@ -66,6 +67,7 @@ def create(
 
 
 def _add(session: Session, name: str, policy: dict[str, Any], project: str, port: int | None = None) -> Service:
+    projects.charge(session, project, services=1)
     service = Service(id=new_id(), project=project, name=name, policy=policy, version=1, ingress_port=port)
     session.add(service)
     try:

@@ -19,7 +19,7 @@ from meshvisor.core.instance_rules import MAX_NETWORKS
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.network import DEFAULT_MTU
 from meshvisor.network.spec import VNI_MAX, validate_mtu
-from meshvisor.platform.state import events, operations
+from meshvisor.platform.state import events, operations, projects
 from meshvisor.platform.state.models import Network, NetworkAddress, Operation
 from meshvisor.platform.state.operation_kinds import OperationKind
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
@@ -91,6 +91,7 @@ def request_create(
             raise Conflict(f"vni {vni} is taken by another network")
     else:
         vni = _free_vni(session)
+    projects.charge(session, project, networks=1)
     network_id = new_id()
     op = operations.new_operation(
         session,

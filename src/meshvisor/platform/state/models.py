@@ -404,6 +404,7 @@ class Project(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     description: Mapped[str] = mapped_column(String(256), default="")
+    quotas: Mapped[dict[str, Any]] = mapped_column(default=dict)  # `core.quotas`: limit by name
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

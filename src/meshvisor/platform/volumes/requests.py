@@ -24,7 +24,7 @@ from meshvisor.hypervisor.disks import image_info
 from meshvisor.platform.images import requests as image_requests
 from meshvisor.platform.images.steps import DISK_FILE
 from meshvisor.platform.settings import Settings
-from meshvisor.platform.state import events, operations
+from meshvisor.platform.state import events, operations, projects
 from meshvisor.platform.state.models import Image, Instance, Operation, StoragePool, Volume, VolumeAttachment
 from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
@@ -87,6 +87,7 @@ def request_create(
     if find(session, name, project) is not None:
         raise Conflict(f"a volume named {name!r} already exists")
     check_room(session, target_pool, size, settings)
+    projects.charge(session, project, volume_mb=size)
     volume_id = new_id()
     op = operations.new_operation(
         session,
@@ -198,6 +199,7 @@ def _resize(
     if size < volume.size_mb:
         raise InvalidInput(f"a volume only grows: {size} MiB is below its {volume.size_mb} MiB")
     check_room(session, pool, size - volume.size_mb, settings)
+    projects.charge(session, volume.project, volume_mb=size - volume.size_mb)
     return operations.submit(session, volume, OperationKind.VOLUME_RESIZE, {"size_mb": size})
 
 
@@ -372,6 +374,7 @@ def create_root(session: Session, instance: Instance, image: Image) -> Volume | 
     name = root_name(instance.name)
     if find(session, name, instance.project) is not None:
         raise Conflict(f"a volume named {name!r} already exists: the VM's root disk takes that name")
+    projects.charge(session, instance.project, volume_mb=size)
     volume = Volume(
         id=new_id(),
         project=instance.project,

@@ -62,7 +62,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             text(
                 "TRUNCATE stack_plans, stacks, services, volume_attachments, volumes, storage_pools,"
                 " instance_security_groups, security_groups,"
-                " hosts, network_addresses, networks, instances, images, operations, events, api_tokens"
+                " hosts, network_addresses, networks, instances, images, operations, events, api_tokens,"
+                " audit_entries"
                 " RESTART IDENTITY"
             )
         )
@@ -91,7 +92,7 @@ def api(runtime: Runtime) -> Iterator[TestClient]:
 
     class Recorded:
         def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
-            return JSONResponse(body, status_code=202)
+            return JSONResponse(body, status_code=202, headers={"Location": f"/v1/operations/{op.id}"})
 
     app.dependency_overrides[get_dispatcher] = Recorded
     with TestClient(app, headers={"Authorization": f"Bearer {API_TOKEN}"}) as client:
@@ -192,7 +193,7 @@ def api_url(runtime: Runtime) -> Iterator[str]:
 
     class Recorded:
         def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
-            return JSONResponse(body, status_code=202)
+            return JSONResponse(body, status_code=202, headers={"Location": f"/v1/operations/{op.id}"})
 
     app.dependency_overrides[get_dispatcher] = Recorded
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -29,6 +29,7 @@ LEAST = {
     ("POST", "/v1/projects"): "platform-admin",
     ("PATCH", "/v1/projects/{name}"): "platform-admin",
     ("DELETE", "/v1/projects/{name}"): "platform-admin",
+    ("GET", "/v1/audit"): "admin",
     ("GET", "/v1/tokens"): "admin",
     ("POST", "/v1/tokens"): "admin",
     ("DELETE", "/v1/tokens/{ref}"): "admin",

@@ -49,7 +49,8 @@ def test_each_quota_refuses_the_write_that_would_pass_it(
     api: TestClient, runtime: Runtime, team: dict[str, str]
 ) -> None:
     assert (
-        api.post("/v1/instances", json=instance_body("a", cpus=0.5, memory_mb=256), headers=team).status_code == 202
+        api.post("/v1/instances", json=instance_body("a", cpus=0.5, memory_mb=256), headers=team).status_code
+        == 202
     )
     assert api.post("/v1/networks", json={"name": "n", "cidr": "10.241.1.0/24"}, headers=team).status_code == 202
     assert api.post("/v1/services", json={"name": "s"}, headers=team).status_code == 201

@@ -17,7 +17,9 @@ from meshvisor.platform.volumes import pools as volume_pools
 
 from . import errors
 from .admission import WriteAdmission
+from .audit import AuditTrail
 from .body_limit import BodyLimit
+from .routers import audit as audit_routes
 from .routers import (
     events,
     health,
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(AuditTrail)  # innermost: what reached the routes
     app.add_middleware(WriteAdmission)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost: a refused body waits for no turn
     for module in (
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         terminal,
         token_routes,
         project_routes,
+        audit_routes,
     ):
         app.include_router(module.router)
     web.install(app)

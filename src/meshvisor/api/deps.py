@@ -59,6 +59,7 @@ def require_token(
         raise HTTPException(401, "invalid, expired or revoked token", headers={"WWW-Authenticate": "Bearer"})
     route = request.scope.get("route")
     wanted = access.required_role(request.method, getattr(route, "path", request.url.path))
+    request.state.caller = token  # for the audit trail
     if wanted is not None and tokens.role_of(token) < wanted:
         raise HTTPException(403, f"this needs the {wanted.label} role; the token {token.name!r} is {token.role}")
     return token
@@ -68,6 +69,7 @@ TokenDep = Annotated[ApiToken, Depends(require_token)]
 
 
 def request_project(
+    request: Request,
     rt: RuntimeDep,
     caller: TokenDep,
     project: Annotated[
@@ -76,7 +78,9 @@ def request_project(
 ) -> str:
     """The project this request acts in (`tokens.acting_project`)."""
     with rt.sessions() as session:
-        return tokens.acting_project(session, caller, project)
+        acting = tokens.acting_project(session, caller, project)
+    request.state.project = acting  # for the audit trail
+    return acting
 
 
 ProjectDep = Annotated[str, Depends(request_project)]

@@ -2,7 +2,7 @@
 
     viewer          reads its project: instances, networks, volumes, services, stacks, operations, events
     operator        + runs their lifecycle (every other write to them), exec, the terminal, volumes' bytes
-    admin           + manages its project's tokens
+    admin           + manages its project's tokens, reads its audit trail
     platform-admin  + manages projects, hosts, storage pools and the mesh CA (what every project shares), and
                       acts in any project (`?project=`)
 
@@ -36,6 +36,7 @@ SPECIAL: tuple[tuple[str, str, Role], ...] = (
     ("POST", "/v1/projects", Role.PLATFORM_ADMIN),
     ("PATCH", "/v1/projects/{name}", Role.PLATFORM_ADMIN),
     ("DELETE", "/v1/projects/{name}", Role.PLATFORM_ADMIN),
+    ("GET", "/v1/audit", Role.ADMIN),
     ("*", "/v1/tokens", Role.ADMIN),
     ("*", "/v1/tokens/{ref}", Role.ADMIN),
     ("GET", "/v1/volumes/{name}/content", Role.OPERATOR),

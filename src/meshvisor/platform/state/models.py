@@ -408,8 +408,29 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AuditEntry(Base):
+    """One write that reached the API: who, in which project, what, and how it ended. Never a secret: no body,
+    no query string, no header but the request id."""
+
+    __tablename__ = "audit_entries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    token_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    project: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(512))
+    route: Mapped[str] = mapped_column(String(256))  # the path's template: the action
+    status: Mapped[int] = mapped_column(Integer)
+    result: Mapped[str] = mapped_column(String(16))  # succeeded | refused | failed
+    operation_id: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
 __all__ = [
     "ApiToken",
+    "AuditEntry",
     "Base",
     "Event",
     "Host",

@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +189,16 @@ def free_port() -> int:
 @pytest.fixture
 def api_url(runtime: Runtime) -> Iterator[str]:
     """The real API, on the runtime's database and data directory, served over loopback HTTP in a thread."""
+    with served(runtime.settings) as url:
+        yield url
+
+
+@contextmanager
+def served(settings: Settings) -> Iterator[str]:
+    """The API of `settings` (with the test's admin token) served over loopback HTTP in a thread, its accepted
+    operations recorded, not sent."""
     port = free_port()
-    app = create_app(runtime.settings.model_copy(update={"admin_token": API_TOKEN, "api_port": port}))
+    app = create_app(settings.model_copy(update={"admin_token": API_TOKEN, "api_port": port}))
 
     class Recorded:
         def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
@@ -203,6 +212,8 @@ def api_url(runtime: Runtime) -> Iterator[str]:
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -19,6 +19,7 @@ from . import errors
 from .admission import WriteAdmission
 from .audit import AuditTrail
 from .body_limit import BodyLimit
+from .held_open import HeldOpen
 from .routers import audit as audit_routes
 from .routers import (
     events,
@@ -55,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             host_registry.register(session, settings)  # the host that takes requests runs workloads too
             volume_pools.ensure_default_pool(session, settings)
         app.state.runtime = runtime
+        app.state.streams = HeldOpen("event streams", settings.max_streams_per_token)
+        app.state.terminals = HeldOpen("terminals", settings.max_terminals_per_token)
         app.state.celery = make_celery(settings)
         try:
             yield

@@ -32,6 +32,7 @@ HTTP_CODES = {
     412: "precondition_failed",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "too_many",
     422: "invalid_input",
     503: "unavailable",
 }

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # The largest request body the API reads (413 beyond); an image's upload has its own maximum.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     max_upload_bytes: int = Field(default=2 * 1024**3, gt=0)
+    # What one token may hold open at once: event streams and terminals (beyond: 429, or close code 4429).
+    max_streams_per_token: int = Field(default=8, gt=0)
+    max_terminals_per_token: int = Field(default=4, gt=0)
     # How another host's worker reaches this host's libvirt to move a running VM here (default: `libvirt_uri`,
     # right only for hosts on one machine; across machines e.g. qemu+tls://<this host>/system).
     migration_uri: str | None = None

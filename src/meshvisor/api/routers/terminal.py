@@ -5,7 +5,8 @@ The browser cannot send headers on a WebSocket, so the first message carries the
 "rows": 24, "cols": 80, "project"?: "..."}` (a project only a platform admin may name). Then binary messages
 are keys in and output out; a text message `{"resize": [rows, cols]}` resizes. Refusals close the socket with a
 code and the reason: 4400 bad opening message, 4401 token, 4403 a role too weak, 4404 no such instance, 4409 not
-running or its console busy, 4503 its host cannot be reached.
+running or its console busy, 4429 the token holds its most terminals open
+(`MESHVISOR_MAX_TERMINALS_PER_TOKEN`), 4503 its host cannot be reached.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from meshvisor.platform.instances import live
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import tokens
 from meshvisor.platform.state.models import ApiToken
+
+from ..held_open import HeldOpen, TooMany
 
 router = APIRouter(tags=["instances"])
 HELLO_TIMEOUT_S = 10.0
@@ -51,6 +54,19 @@ async def terminal(websocket: WebSocket, name: str) -> None:
     if role < TERMINAL_ROLE:
         await _close(websocket, 4403, f"a terminal needs the {TERMINAL_ROLE.label} role, not {role.label}")
         return
+    terminals: HeldOpen = websocket.app.state.terminals
+    try:
+        terminals.take(caller.id)
+    except TooMany as exc:
+        await _close(websocket, 4429, str(exc))
+        return
+    try:
+        await _serve(websocket, rt, caller, name, hello)
+    finally:
+        terminals.give_back(caller.id)
+
+
+async def _serve(websocket: WebSocket, rt: Runtime, caller: ApiToken, name: str, hello: dict[str, Any]) -> None:
     named = hello.get("project")
     try:
         term = await run_in_threadpool(_open, rt, caller, name, named if isinstance(named, str) else None)

@@ -35,6 +35,12 @@ def find(session: Session, token: str) -> ApiToken | None:
     return row
 
 
+def still_live(session: Session, token_id: str) -> bool:
+    """The token `token_id` still opens something (not revoked, not expired)."""
+    row = session.get(ApiToken, token_id)
+    return row is not None and (row.expires_at is None or row.expires_at > utcnow())
+
+
 def role_of(token: ApiToken) -> Role:
     return parse_role(token.role)
 

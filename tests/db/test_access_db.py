@@ -112,6 +112,17 @@ def test_a_viewer_opens_no_terminal_and_a_dead_token_none(api: TestClient, calle
         assert closed.value.code == code, (caller, closed.value.reason)
 
 
+def test_whoami_names_the_callers_project_and_role_and_never_its_secret(
+    api: TestClient, callers: dict[str, str | None]
+) -> None:
+    viewer = api.get("/v1/whoami", headers={"Authorization": f"Bearer {callers['viewer']}"})
+    assert viewer.status_code == 200, viewer.text
+    shown = viewer.json()
+    assert (shown["name"], shown["project"], shown["role"]) == ("t-viewer", "default", "viewer")
+    assert str(callers["viewer"]) not in viewer.text and "hash" not in viewer.text
+    assert api.get("/v1/whoami").json()["role"] == "platform-admin"
+
+
 def test_a_token_is_shown_once_works_at_once_and_is_revoked_at_once(api: TestClient) -> None:
     made = api.post("/v1/tokens", json={"name": "ci", "role": "operator", "expires_in": 3600})
     assert made.status_code == 201, made.text

@@ -100,6 +100,7 @@ def test_log_in_create_watch_stop_read_run_and_delete(page: Page, platform: Plat
     shot(page, "login")
     log_in(page, platform)
     expect(page.get_by_label("Instances by state")).to_be_visible()
+    expect(page.locator("#whoami")).to_have_text("default · platform-admin (admin)")  # the token's project, role
     shot(page, "overview")
 
     try:

@@ -95,5 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit_routes,
     ):
         app.include_router(module.router)
+    app.include_router(token_routes.whoami_router)
     web.install(app)
     return app

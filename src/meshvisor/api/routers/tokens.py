@@ -43,6 +43,25 @@ class TokenList(BaseModel):
     items: list[TokenPublic]
 
 
+class Caller(BaseModel):
+    id: str
+    name: str
+    project: str
+    role: str
+    expires_at: datetime | None
+
+
+whoami_router = APIRouter(prefix="/v1/whoami", tags=["tokens"], responses=ERRORS)
+
+
+@whoami_router.get("", response_model=Caller)
+def whoami(caller: TokenDep) -> dict[str, Any]:
+    """The caller's own token (never its secret): its project and role, what the dashboard shows and the CLI
+    asks before it offers an action."""
+    shown = tokens.to_dict(caller)
+    return {key: shown[key] for key in ("id", "name", "project", "role", "expires_at")}
+
+
 @router.post("", status_code=201, response_model=TokenCreated)
 def create_token(body: TokenCreate, rt: RuntimeDep, caller: TokenDep) -> dict[str, Any]:
     with transaction(rt.sessions) as s:

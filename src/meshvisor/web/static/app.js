@@ -14,6 +14,7 @@ import { actionButton, deleteButton, jsonEditor, main, page, run, simpleForm, vi
 const nav = document.getElementById("nav");
 const live = document.getElementById("live");
 const logoutButton = document.getElementById("logout");
+const whoami = document.getElementById("whoami");
 
 const ACTIONS = {
   running: ["stop", "restart", "pause"],
@@ -44,6 +45,7 @@ logoutButton.addEventListener("click", () => logout("Logged out."));
 function showLogin(message) {
   nav.hidden = true;
   live.hidden = true;
+  whoami.hidden = true;
   logoutButton.hidden = true;
   view.refresh = null;
   const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true });
@@ -80,7 +82,19 @@ function start() {
   nav.hidden = false;
   logoutButton.hidden = false;
   startEvents();
+  showCaller();
   render();
+}
+
+// The token's project and role, beside the log-out button.
+async function showCaller() {
+  try {
+    const me = await api("GET", "/v1/whoami");
+    whoami.textContent = `${me.project} · ${me.role} (${me.name})`;
+    whoami.hidden = false;
+  } catch (err) {
+    whoami.hidden = true;
+  }
 }
 
 // -- live updates ----------------------------------------------------------------------------------------------

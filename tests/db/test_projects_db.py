@@ -133,7 +133,7 @@ def test_two_projects_hold_the_same_names_apart(api: TestClient, runtime: Runtim
     refused = api.get("/v1/instances?project=default", headers=team)
     assert refused.status_code == 404 and "default" in refused.json()["error"]["message"], refused.text
     op = theirs.json()["operation"]["id"]
-    assert api.get(f"/v1/operations/{op}", headers=team).status_code == 200
+    assert api.get(f"/v1/operations/{op}", headers=team).json()["project"] == "team"
     assert api.get(f"/v1/operations/{op}").status_code == 404  # the default project's view
     assert api.get(f"/v1/operations/{op}?project=team").status_code == 200
 

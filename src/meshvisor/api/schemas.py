@@ -147,6 +147,7 @@ class OperationPublic(BaseModel):
     resource_type: str
     resource_name: str
     resource_id: str
+    project: str
     params: dict[str, Any]
     error: str | None
     attempts: int

@@ -269,6 +269,7 @@ def to_dict(op: Operation) -> dict[str, Any]:
         "resource_type": op.resource_type,
         "resource_name": op.resource_name,
         "resource_id": op.resource_id,
+        "project": op.project,
         "params": op.params,
         "error": op.error,
         "attempts": op.attempts,

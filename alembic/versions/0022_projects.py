@@ -25,7 +25,8 @@ def upgrade() -> None:
         sa.Column("quotas", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
-    op.bulk_insert(projects, [{"name": "default", "description": "", "quotas": {}, "created_at": datetime.now(UTC)}])
+    default = {"name": "default", "description": "", "quotas": {}, "created_at": datetime.now(UTC)}
+    op.bulk_insert(projects, [default])
 
 
 def downgrade() -> None:

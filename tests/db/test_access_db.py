@@ -188,7 +188,24 @@ def test_a_new_admin_token_at_start_replaces_the_old(runtime: Runtime) -> None:
     assert (_status(runtime, new, new), _status(runtime, new, API_TOKEN)) == (200, 401)
 
 
-def _status(runtime: Runtime, admin: str, token: str) -> int:
+def test_an_admin_token_from_a_new_data_directory_joins_the_one_restored(runtime: Runtime) -> None:
+    """Not configured but written to a new data directory (a database restored there): both let a platform
+    admin in."""
+    from meshvisor.platform.state import tokens
+    from meshvisor.platform.state.db import transaction
+
+    with transaction(runtime.sessions) as s:
+        tokens.seed_admin(s, "restored-admin", configured=False)
+        tokens.seed_admin(s, "written-now", configured=False)
+    assert (_status(runtime, None, "restored-admin"), _status(runtime, None, "written-now")) == (
+        200,
+        200,
+    )
+
+
+def _status(runtime: Runtime, admin: str | None, token: str) -> int:
+    """What GET /v1/tokens answers `token` once the API started with the admin token `admin` configured (None:
+    its data directory's)."""
     app = create_app(runtime.settings.model_copy(update={"admin_token": admin}))
     app.dependency_overrides[get_dispatcher] = object
     with TestClient(app) as client:

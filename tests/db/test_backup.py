@@ -36,7 +36,7 @@ def platform_state(data: Path) -> tuple[Settings, str]:
     token = tokens.admin_token(settings)  # written to admin.token
     rt = Runtime(settings)
     with transaction(rt.sessions) as s:
-        tokens.seed_admin(s, token)
+        tokens.seed_admin(s, token, configured=False)
         networks.request_create(s, "front", "10.213.50.0/24", None)
     rt.close()
     CertificateAuthority(data / "ca")
@@ -166,7 +166,7 @@ def test_a_postgresql_platform_is_dumped_and_restored_into_an_empty_database(
     admin = POSTGRES_ADMIN
     try:
         with transaction(rt.sessions) as s:
-            tokens.seed_admin(s, token)
+            tokens.seed_admin(s, token, configured=False)
             networks.request_create(s, "pgback", "10.213.51.0/24", None)
         archive = tmp_path / "pg.tar.gz"
         with rt.sessions() as s:  # a session open meanwhile: pg_dump takes its own snapshot

@@ -220,8 +220,8 @@ def test_events_are_ordered(runtime: Runtime) -> None:
 
 def test_tokens_are_stored_hashed(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as s:
-        tokens.seed_admin(s, "secret-token")
-        tokens.seed_admin(s, "secret-token")
+        tokens.seed_admin(s, "secret-token", configured=True)
+        tokens.seed_admin(s, "secret-token", configured=True)
     with runtime.sessions() as s:
         found = tokens.find(s, "secret-token")
         assert found is not None and found.role == "platform-admin" and "secret" not in found.token_hash

@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         migrate(settings.db_url)
         runtime = Runtime(settings)
         with transaction(runtime.sessions) as session:
-            tokens.seed_admin(session, tokens.admin_token(settings))
+            tokens.seed_admin(session, tokens.admin_token(settings), configured=bool(settings.admin_token))
             host_registry.register(session, settings)  # the host that takes requests runs workloads too
             volume_pools.ensure_default_pool(session, settings)
         app.state.runtime = runtime

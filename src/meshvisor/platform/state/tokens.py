@@ -1,6 +1,6 @@
 """API tokens: only their SHA-256 is stored, the secret is shown once when made; a token opens nothing past its
-expiry or once revoked (its row deleted). The admin token is seeded at start as the platform admin: a new
-configured one replaces the old."""
+expiry or once revoked (its row deleted). The admin token is seeded at start as a platform admin
+(`seed_admin`)."""
 
 from __future__ import annotations
 
@@ -66,16 +66,20 @@ def admin_token(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def seed_admin(session: Session, token: str) -> None:
-    """The platform admin token is `token`: the seeded row takes its hash (an old admin token stops working)."""
+def seed_admin(session: Session, token: str, configured: bool) -> None:
+    """`token` is a platform admin's. One `configured` (MESHVISOR_ADMIN_TOKEN) is the seeded `admin` row's: a
+    new one replaces the old, which stops working. One from the data directory's file joins the platform admins
+    beside any seeded already (a database restored into a new data directory keeps letting its own in)."""
     digest = hash_token(token)
     if session.scalar(select(ApiToken).where(ApiToken.token_hash == digest)) is not None:
         return
     row = session.scalar(select(ApiToken).where(ApiToken.project == projects.DEFAULT, ApiToken.name == ADMIN_NAME))
-    if row is None:
-        session.add(ApiToken(id=new_id(), name=ADMIN_NAME, token_hash=digest, role=Role.PLATFORM_ADMIN.label))
-    else:
+    if row is not None and configured:
         row.token_hash, row.role, row.expires_at = digest, Role.PLATFORM_ADMIN.label, None
+        return
+    token_id = new_id()
+    name = ADMIN_NAME if row is None else f"{ADMIN_NAME}-{token_id[:8]}"
+    session.add(ApiToken(id=token_id, name=name, token_hash=digest, role=Role.PLATFORM_ADMIN.label))
 
 
 def create(

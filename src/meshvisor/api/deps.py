@@ -86,6 +86,16 @@ def request_project(
 ProjectDep = Annotated[str, Depends(request_project)]
 
 
+def seen_projects(request: Request, caller: TokenDep, project: ProjectDep) -> str | None:
+    """What a read across projects shows: a platform admin's, every project (None) unless it names one; anyone
+    else's, its own project."""
+    every = tokens.role_of(caller) >= access.Role.PLATFORM_ADMIN and "project" not in request.query_params
+    return None if every else project
+
+
+SeenProjectsDep = Annotated[str | None, Depends(seen_projects)]
+
+
 class Dispatcher:
     """Hands committed operations to the workers. An operation the broker does not take now stays pending: it is
     recorded, and its host's worker sends it once the broker is back (`dispatch.redispatch`)."""

@@ -6,13 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from meshvisor.core.access import Role
-from meshvisor.platform.state import audit, tokens
+from meshvisor.platform.state import audit
 
-from ..deps import ProjectDep, SessionDep, TokenDep
+from ..deps import SeenProjectsDep, SessionDep
 from ..schemas import ERRORS
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERRORS)
@@ -43,17 +42,14 @@ class AuditPage(BaseModel):
 
 @router.get("", response_model=AuditPage)
 def list_audit(
-    request: Request,
     session: SessionDep,
-    caller: TokenDep,
-    project: ProjectDep,
+    seen: SeenProjectsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
     token: Annotated[str | None, Query(description="a token's name")] = None,
     result: Annotated[str | None, Query(pattern="^(succeeded|refused|failed)$")] = None,
     method: Annotated[str | None, Query(pattern="^(POST|PUT|PATCH|DELETE)$")] = None,
 ) -> dict[str, Any]:
-    every = tokens.role_of(caller) >= Role.PLATFORM_ADMIN and "project" not in request.query_params
-    filters = audit.Filters(None if every else project, token, result, method)
+    filters = audit.Filters(seen, token, result, method)
     rows, next_cursor = audit.page(session, filters, limit, cursor)
     return {"items": [audit.to_dict(row) for row in rows], "next_cursor": next_cursor}

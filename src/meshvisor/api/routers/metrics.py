@@ -3,24 +3,21 @@ it with `authorization: {credentials: <token>}` in its scrape config)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from meshvisor.core.access import Role
 from meshvisor.platform.mesh import telemetry
-from meshvisor.platform.state import tokens
 
-from ..deps import ProjectDep, RuntimeDep, TokenDep
+from ..deps import RuntimeDep, SeenProjectsDep
 
 router = APIRouter(tags=["telemetry"])
 
 
 @router.get("/metrics", response_class=Response)
-def metrics(rt: RuntimeDep, request: Request, caller: TokenDep, project: ProjectDep) -> Response:
+def metrics(rt: RuntimeDep, seen: SeenProjectsDep) -> Response:
     """Per service pair (`source`, `destination`), scraped from each sidecar on this machine at scrape time:
     `meshvisor_mesh_requests_total{code}` by response code class and the
     `meshvisor_mesh_request_duration_seconds` histogram; plus `meshvisor_instances{kind, state}` and
     `meshvisor_mesh_sidecar_up{instance, service}`. Only the caller's project's (a platform admin: every project's,
     or the one it names)."""
-    every = tokens.role_of(caller) >= Role.PLATFORM_ADMIN and "project" not in request.query_params
-    return Response(content=telemetry.collect(rt, None if every else project), media_type=CONTENT_TYPE_LATEST)
+    return Response(content=telemetry.collect(rt, seen), media_type=CONTENT_TYPE_LATEST)

@@ -177,6 +177,7 @@ class InstancePublic(InstanceBase):
     volumes: list[dict[str, Any]]
     error: str | None
     restart_required: bool
+    privileged: bool = Field(description="a container run outside the user namespace (a platform admin's)")
     operation_id: str | None
     etag: str
     created_at: str

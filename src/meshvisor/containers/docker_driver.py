@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import cached_property
 from typing import Any
 
 import docker
@@ -35,6 +37,9 @@ LABEL_NAME = "meshvisor.name"
 # inherits them, and must never be taken for an instance (or for an orphan to remove).
 LABEL_ROLE = "meshvisor.role"
 ROLE_INSTANCE = "instance"
+# An engine with a user namespace (`dockerd --userns-remap`) keeps its state under `<root>/<uid>.<gid>`: the host
+# user and group that root in its containers is.
+REMAPPED_ROOT_DIR = re.compile(r"/(\d+)\.(\d+)/?$")
 STALE_ENDPOINT = re.compile(r"endpoint with name \S+ already exists in network (\S+)")
 # CPU limits as quota per period (what `docker update` can change live; NanoCpus cannot be updated).
 CPU_PERIOD = 100_000
@@ -140,6 +145,8 @@ class DockerDriver:
             return self._observed(existing)
         memory = f"{spec.memory_mb}m"
         # Bind mounts of host paths; the daemon refuses a source that does not exist (PermanentError).
+        if not spec.privileged:
+            self._hand_over(m.source for m in spec.mounts if not m.read_only)
         mounts = [Mount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts]
         restart: Any = {"Name": "" if spec.restart_policy is RestartPolicy.NO else spec.restart_policy.value}
         with docker_errors(f"create container for {spec.name}"):
@@ -165,12 +172,40 @@ class DockerDriver:
                 restart_policy=restart,
                 mounts=mounts,
                 pids_limit=PIDS_LIMIT,
-                security_opt=list(SECURITY_OPT),
-                cap_drop=list(CAP_DROP),
+                **self._confinement(spec.privileged),
                 detach=True,
             )
             container.reload()
         return self._observed(container)
+
+    def _confinement(self, privileged: bool) -> dict[str, Any]:
+        """What a container runs confined by (see `CAP_DROP`), or, privileged (a platform admin asked for it), as
+        Incus means it: outside the engine's user namespace (root inside is the host's root) with Docker's
+        default capabilities, none dropped. Not Docker's `--privileged` (every capability and device): that
+        fails on a host whose own bounding set lacks one."""
+        if not privileged:
+            return {"security_opt": list(SECURITY_OPT), "cap_drop": list(CAP_DROP)}
+        return {"userns_mode": "host"} if self.remapped_root is not None else {}
+
+    @cached_property
+    def remapped_root(self) -> tuple[int, int] | None:
+        """The host's uid and gid of root in our containers when the engine runs them in a user namespace (root
+        inside is an unprivileged user outside); None when root inside is the host's root."""
+        info: dict[str, Any] = call("engine info", self._client.info)
+        if not any("name=userns" in option for option in info.get("SecurityOptions") or []):
+            return None
+        found = REMAPPED_ROOT_DIR.search(str(info.get("DockerRootDir", "")))
+        return (int(found[1]), int(found[2])) if found else None
+
+    def _hand_over(self, sources: Iterable[str]) -> None:
+        """The top directory of each writable mount becomes root's of the container (its user outside, with a
+        user namespace), so root inside may write there; what is below keeps its owners."""
+        owner = self.remapped_root
+        if owner is None:
+            return
+        for source in sources:
+            if os.path.isdir(source) and (os.stat(source).st_uid, os.stat(source).st_gid) != owner:
+                os.chown(source, *owner)
 
     def start(self, instance_id: str) -> None:
         container = self._get(instance_id)

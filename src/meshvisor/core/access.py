@@ -7,13 +7,14 @@
                       acts in any project (`?project=`)
 
 A route is a method and a path template as the API declares it (`/v1/instances/{name}`). Reads want `viewer`
-and writes `operator` unless `SPECIAL` says otherwise; routes in `PUBLIC` want no token at all."""
+and writes `operator` unless `SPECIAL` says otherwise; routes in `PUBLIC` want no token at all. What a body asks
+for may want more than its route: a privileged container wants a platform admin (`require_for_privileged`)."""
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-from .errors import InvalidInput
+from .errors import Forbidden, InvalidInput
 
 
 class Role(IntEnum):
@@ -70,3 +71,9 @@ def required_role(method: str, template: str) -> Role | None:
 def may_grant(caller: Role, granted: Role) -> bool:
     """A token's holder hands out no more than it holds."""
     return granted <= caller
+
+
+def require_for_privileged(caller: Role) -> None:
+    """A privileged container (outside the user namespace: root in it is the host's) is a platform admin's."""
+    if caller < Role.PLATFORM_ADMIN:
+        raise Forbidden(f"a privileged container needs a platform-admin token, not {caller.label}")

@@ -139,6 +139,8 @@ class ComputeSpec:
     max_memory_mb: int | None = None
     # The record stamp (`core.stamps`) the driver writes on the host object, so the record can be rebuilt.
     stamp: str = ""
+    # Containers: outside the user namespace, none of Docker's capabilities dropped (a platform admin's request).
+    privileged: bool = False
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Response
 from sqlalchemy.orm import Session
 
+from meshvisor.core import access
 from meshvisor.platform.hosts import liveness, placement
 from meshvisor.platform.instances import live
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import NetworkAttachment
 from meshvisor.platform.runtime import Runtime
-from meshvisor.platform.state import operations
+from meshvisor.platform.state import operations, tokens
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep
+from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import (
     ERRORS,
     ActionRequest,
@@ -59,7 +60,11 @@ def _accepted(rt: Runtime, dispatch: DispatchDep, instance: Any, op: Any) -> Res
 
 
 @router.post("", status_code=202, responses=ACCEPTED)
-def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep) -> Response:
+def create_instance(
+    body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep, caller: TokenDep
+) -> Response:
+    if body.privileged:
+        access.require_for_privileged(tokens.role_of(caller))
     with transaction(rt.sessions) as s:
         instance, op = instances.create(s, body, project, **placement.options(rt.settings))
     return _accepted(rt, dispatch, instance, op)

@@ -89,6 +89,8 @@ def check_create(
     database says (image, name, networks) and where the scheduler puts it."""
     validate_name(req.name)
     _refuse(rules.problems(req) + host_problems(req.cpus, req.memory_mb, req.max_cpus, req.max_memory_mb))
+    if req.privileged and req.kind is InstanceKind.VM:
+        raise InvalidInput("privileged is for containers; a VM is apart from the host already")
     if req.kind is InstanceKind.VM:
         cloud_init.parse(req.cloud_init)
     mesh = services.check_mesh(session, req.mesh, project)
@@ -153,6 +155,7 @@ def _row(req: InstanceRequest, project: str, placed: Placed, mesh: dict[str, Any
         restart_required=False,
         ha=req.ha,
         cloud_init=req.cloud_init,
+        privileged=req.privileged,
     )
     if req.kind is InstanceKind.VM:  # the maxima default to the sizes: no live growth unless asked for
         instance.max_cpus = req.max_cpus or int(req.cpus)
@@ -557,6 +560,7 @@ def to_dict(instance: Instance, offline: liveness.Offline) -> dict[str, Any]:
         "volumes": instance.volumes,
         "error": instance.error,
         "restart_required": instance.restart_required,
+        "privileged": instance.privileged,
         "operation_id": instance.operation_id,
         "etag": etag(instance),
         "created_at": instance.created_at.isoformat(),

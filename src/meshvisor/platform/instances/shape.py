@@ -4,7 +4,8 @@
     InstanceFields      + how it is attached and placed: networks, volumes, cloud_init, host, placement
                         (a stack file's instance, `stacks.spec.Instance`, derives from it)
     PlacementConstraints  where the scheduler may put it: affinity and anti-affinity groups, host labels
-    InstanceRequest     + its name: what `requests.create` takes (the API's body, `InstanceCreate`, is one)
+    InstanceRequest     + its name, and `privileged` (the API's alone): what `requests.create` takes (the API's
+                        body, `InstanceCreate`, is one)
     InstanceChange      a change of size, restart policy or security groups (PATCH)
 
 These models hold types and defaults only; the rules of kinds and counts are `meshvisor.core.instance_rules`
@@ -81,6 +82,11 @@ class InstanceRequest(InstanceFields):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    privileged: bool = Field(
+        default=False,
+        description="containers: run outside the user namespace (root inside is the host's) with Docker's default"
+        " capabilities (platform admins only; not in stack files)",
+    )
 
 
 class InstanceChange(Strict):

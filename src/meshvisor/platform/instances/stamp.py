@@ -42,12 +42,14 @@ INSTANCE_FIELDS = (
     "max_memory_mb",
     "disk_mb",
 )
+# Fields a stamp written before they existed lacks: their value then.
+LATER_FIELDS = {"privileged": False}
 VOLUME_FIELDS = ("id", "project", "host", "name", "size_mb", "format", "filesystem", "source")
 
 
 def stamp_of(s: Session, instance: Instance) -> str:
     """The stamp of an instance as its rows stand now."""
-    record = {name: getattr(instance, name) for name in INSTANCE_FIELDS}
+    record = {name: getattr(instance, name) for name in (*INSTANCE_FIELDS, *LATER_FIELDS)}
     addresses = s.execute(
         select(NetworkAddress, Network)
         .join(Network, Network.id == NetworkAddress.network_id)
@@ -124,6 +126,7 @@ def read_stamp(text: str) -> StampedInstance | None:
         return None
     try:
         record = {name: value[name] for name in INSTANCE_FIELDS}
+        record.update({name: value.get(name, default) for name, default in LATER_FIELDS.items()})
         networks = [
             StampedNetwork(
                 str(n["attachment"]),

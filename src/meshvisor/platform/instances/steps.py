@@ -115,6 +115,7 @@ def spec_of(rt: Runtime, instance: Instance) -> ComputeSpec:
         env=dict(instance.env),
         restart_policy=RestartPolicy(instance.restart_policy),
         stamp=stamp,
+        privileged=instance.privileged,
     )
     if instance.kind == InstanceKind.VM.value:
         spec = vm_spec(rt, instance, spec)

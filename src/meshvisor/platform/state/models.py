@@ -91,6 +91,8 @@ class Instance(Versioned, Base):
     # Restarted on another host when its own stays offline past the grace period (`instances.failover`).
     ha: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     cloud_init: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # A container run outside the user namespace, none of Docker's capabilities dropped (a platform admin's).
+    privileged: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Where the scheduler put it and why ({host, score, reason, and the constraints asked}); the affinity and
     # anti-affinity groups it belongs to, as columns the scheduler queries.
     placement: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

@@ -14,6 +14,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import operations
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.secret_env import EnvSeal
 
 from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import (
@@ -61,7 +62,9 @@ def _accepted(rt: Runtime, dispatch: DispatchDep, instance: Any, op: Any) -> Res
 @router.post("", status_code=202, responses=ACCEPTED)
 def create_instance(body: InstanceCreate, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep) -> Response:
     with transaction(rt.sessions) as s:
-        instance, op = instances.create(s, body, project, **placement.options(rt.settings))
+        instance, op = instances.create(
+            s, body, project, EnvSeal(rt.settings.data_path), **placement.options(rt.settings)
+        )
     return _accepted(rt, dispatch, instance, op)
 
 

@@ -36,12 +36,14 @@ INSTANCE_FIELDS = (
     "memory_mb",
     "command",
     "env",
+    "secret_env",  # sealed: the stamp never holds a secret value in clear
     "restart_policy",
     "mesh",
     "max_cpus",
     "max_memory_mb",
     "disk_mb",
 )
+OPTIONAL_FIELDS = ("secret_env",)  # absent from stamps written before it existed
 VOLUME_FIELDS = ("id", "project", "host", "name", "size_mb", "format", "filesystem", "source")
 
 
@@ -123,7 +125,8 @@ def read_stamp(text: str) -> StampedInstance | None:
     if value is None:
         return None
     try:
-        record = {name: value[name] for name in INSTANCE_FIELDS}
+        record = {name: value[name] for name in INSTANCE_FIELDS if name not in OPTIONAL_FIELDS}
+        record.update({name: value.get(name) for name in OPTIONAL_FIELDS})
         networks = [
             StampedNetwork(
                 str(n["attachment"]),

@@ -53,3 +53,14 @@ def test_a_host_without_the_key_or_with_another_cannot_open(tmp_path: Path) -> N
 def test_what_is_shown_has_every_name_and_no_secret_value() -> None:
     assert shown({"PLAIN": "1"}, {"TOKEN": "gAAAA..."}) == {"PLAIN": "1", "TOKEN": REDACTED}
     assert shown({"PLAIN": "1"}, None) == {"PLAIN": "1"}
+
+
+def test_an_agent_keeps_the_key_the_api_gives_it_and_opens_what_the_api_sealed(tmp_path: Path) -> None:
+    api_side, agent_side = EnvSeal(tmp_path / "api"), EnvSeal(tmp_path / "agent")
+    sealed = api_side.seal({"TOKEN": "s3cr3t"})
+    agent_side.keep(api_side.key_text())
+    assert stat.S_IMODE(agent_side.path.stat().st_mode) == 0o600
+    assert agent_side.open(sealed) == {"TOKEN": "s3cr3t"}
+    with pytest.raises(ValueError, match="32 bytes"):
+        agent_side.keep("c2hvcnQ=")
+    assert agent_side.open(sealed) == {"TOKEN": "s3cr3t"}  # a bad key given changes nothing

@@ -2,9 +2,11 @@
 
 An instance's `secret_env` column maps each secret name to a Fernet token (AES-128-CBC + HMAC-SHA256), keyed by
 `<data dir>/env.key` (32 random bytes, 0600, made once by the first process that seals; `meshvisor backup`
-keeps it). Its own file, not a sub-key of `stack.key`: a host that makes workloads needs this key and nothing
-that unseals saved stack plans. Everything that shows an instance shows a secret's name with `REDACTED` as its
-value (`shown`); the compute spec gets the clear values (`EnvSeal.open`).
+keeps it). An agent with its own data directory gets it where it gets its host certificate and the CA's trust
+bundle: in the API's answer to `POST /v1/hosts/{name}/certificate` (platform admins only), kept 0600. Its own
+file, not a sub-key of `stack.key`: a host that makes workloads needs this key, and nothing that unseals saved
+stack plans. Everything that shows an instance shows a secret's name with `REDACTED` as its value (`shown`);
+the compute spec gets the clear values (`EnvSeal.open`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken
 
 from meshvisor.core.errors import PermanentError
-from meshvisor.core.files import create_private
+from meshvisor.core.files import create_private, write_private
 
 KEY_FILE = "env.key"
 KEY_BYTES = 32
@@ -46,6 +48,21 @@ class EnvSeal:
                 raise PermanentError(f"{self.path} must hold {KEY_BYTES} bytes, not {len(key)}")
             self._fernet = Fernet(base64.urlsafe_b64encode(key))
         return self._fernet
+
+    def key_text(self) -> str:
+        """The key as text (made when absent), for an agent: `POST /v1/hosts/{name}/certificate` answers it."""
+        self._key(make=True)
+        return base64.urlsafe_b64encode(self.path.read_bytes()).decode()
+
+    def keep(self, text: str) -> None:
+        """An agent keeps the key the API gave it (`key_text`), 0600, replacing one that differs."""
+        key = base64.urlsafe_b64decode(text.encode())
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"an env key has {KEY_BYTES} bytes, not {len(key)}")
+        if not self.path.exists() or self.path.read_bytes() != key:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_private(self.path, key)
+        self._fernet = None
 
     def seal(self, values: Mapping[str, str]) -> dict[str, str]:
         """Each value sealed (the key is made, 0600, when this data directory has none yet)."""

@@ -24,13 +24,14 @@ from meshvisor.platform.stacks.plans import secret_key
 from meshvisor.platform.state import tokens
 from meshvisor.platform.state.db import migrate, transaction
 from meshvisor.platform.state.models import ApiToken, Network
+from meshvisor.platform.state.secret_env import EnvSeal
 
 from .conftest import POSTGRES_ADMIN
 
 
 def platform_state(data: Path) -> tuple[Settings, str]:
-    """A data directory with a migrated database holding a network and the admin token, a CA, a stack key and
-    the xDS credentials' secret."""
+    """A data directory with a migrated database holding a network and the admin token, a CA, a stack key, the
+    xDS credentials' secret and the key of secret env values."""
     settings = Settings(data_dir=data, host_prefix="tbk")
     migrate(settings.db_url)
     token = tokens.admin_token(settings)  # written to admin.token
@@ -42,6 +43,7 @@ def platform_state(data: Path) -> tuple[Settings, str]:
     CertificateAuthority(data / "ca")
     secret_key(settings)
     node_auth(settings)
+    EnvSeal(data).seal({})
     return settings, token
 
 
@@ -58,14 +60,15 @@ def test_a_fresh_data_directory_starts_from_the_backup(tmp_path: Path) -> None:
         manifest = create_backup(settings, archive)
     rt.close()
     assert archive.stat().st_mode & 0o077 == 0  # it holds the CA key: the owner's only
-    assert {"meshvisor.db", "admin.token", "stack.key", "xds.key", "ca/ca.key", "ca/ca.crt"} <= set(manifest.files)
-    for secret in ("admin.token", "xds.key"):  # the owner's only
+    kept = {"meshvisor.db", "admin.token", "stack.key", "xds.key", "env.key", "ca/ca.key", "ca/ca.crt"}
+    assert kept <= set(manifest.files)
+    for secret in ("admin.token", "xds.key", "env.key"):  # the owner's only
         assert (tmp_path / "old" / secret).stat().st_mode & 0o777 == 0o600, secret
 
     fresh = Settings(data_dir=tmp_path / "new", host_prefix="tbk")
     restore_backup(fresh, archive)
     old, new = listing(tmp_path / "old"), listing(tmp_path / "new")
-    for name in ("admin.token", "stack.key", "xds.key", "ca/ca.key", "ca/ca.crt"):
+    for name in ("admin.token", "stack.key", "xds.key", "env.key", "ca/ca.key", "ca/ca.crt"):
         assert new[name] == old[name], name
     assert node_auth(fresh).token("n") == node_auth(settings).token("n")  # running sidecars are still served
     assert (

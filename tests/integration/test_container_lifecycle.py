@@ -117,3 +117,18 @@ def test_list_pages_and_instances_carry_contract_fields(api: httpx.Client) -> No
     finally:
         for name in ("page-a", "page-b", "page-c"):
             delete(api, name)
+
+
+def test_a_secret_env_value_is_given_to_the_container_and_shown_redacted(
+    platform: Platform, api: httpx.Client
+) -> None:
+    secret = "s3cr3t-for-the-container-only"
+    instance = create(api, "hush", env={"PLAIN": "p"}, secret_env={"TOKEN": secret})
+    assert instance["env"] == {"PLAIN": "p", "TOKEN": "(secret)"} and instance["secret_env"] == ["TOKEN"]
+    result = api.post("/v1/instances/hush/exec", json={"command": ["sh", "-c", 'echo "$TOKEN"; echo "$PLAIN"']})
+    assert result.status_code == 200, result.text
+    assert result.json() == {"exit_code": 0, "output": f"{secret}\np\n"}
+    container = platform.docker.containers.list(filters={"label": f"meshvisor.id={instance['id']}"})[0]
+    assert secret not in repr(container.labels)  # the stamp on the container holds it sealed
+    assert secret not in api.get("/v1/instances/hush").text and secret not in api.get("/v1/instances").text
+    delete(api, "hush")

@@ -28,6 +28,7 @@ from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.platform.hosts import identity
 from meshvisor.platform.hosts.link import HostLink
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state.secret_env import EnvSeal
 
 
 def settings_for(data_dir: Path, host: str) -> Settings:
@@ -91,6 +92,19 @@ def test_a_host_identity_is_made_once_and_kept_private(tmp_path: Path) -> None:
 
     identity.ensure(ident, must_not_sign)
     assert (ident.key.read_bytes(), ident.cert.read_bytes()) == before
+    asked: list[bytes] = []
+    identity.ensure(ident, lambda csr: (asked.append(csr), identity.ca_signer(api, "b")(csr))[1], force=True)
+    assert len(asked) == 1  # asked again when forced (an agent that lacks its env key)
+
+
+def test_the_signed_answer_carries_the_key_of_secret_env_values(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, "local")
+    host_b = identity.ensure(identity.paths(settings_for(tmp_path / "b", "b")), identity.ca_signer(settings, "b"))
+    csr = identity.signing_request(host_b)
+    answer = identity.sign_for(settings, "b", csr.decode())
+    agent = EnvSeal(tmp_path / "b")
+    agent.keep(answer["env_key"])
+    assert agent.open(EnvSeal(tmp_path).seal({"TOKEN": "t"})) == {"TOKEN": "t"}
 
 
 class Endpoint:

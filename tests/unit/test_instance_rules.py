@@ -75,7 +75,11 @@ def test_a_good_request_breaks_no_rule() -> None:
 def test_the_stack_file_has_the_platforms_fields_and_its_own() -> None:
     stack_only = set(spec.Resource.model_fields)
     assert set(spec.Instance.model_fields) == set(shape.InstanceFields.model_fields) | stack_only
-    assert set(shape.InstanceRequest.model_fields) == set(shape.InstanceFields.model_fields) | {"name"}
+    # a stack file marks a secret with a secret variable, not a field: `instance_request` makes its secret_env
+    assert set(shape.InstanceRequest.model_fields) == set(shape.InstanceFields.model_fields) | {
+        "name",
+        "secret_env",
+    }
 
 
 def test_a_stack_instance_becomes_the_platforms_request_as_it_is() -> None:
@@ -87,6 +91,15 @@ def test_a_stack_instance_becomes_the_platforms_request_as_it_is() -> None:
     req = instance_request("web", res)
     assert (req.name, req.kind, req.restart_policy, req.cpus) == ("web", "vm", "always", 2)
     assert [n.network for n in req.networks] == ["n"]
+
+
+def test_an_env_value_at_a_secret_path_becomes_a_secret_env_value() -> None:
+    from meshvisor.platform.stacks.steps import instance_request
+
+    res = spec.Instance.model_validate({"image": "busybox", "env": {"PLAIN": "1", "TOKEN": "t"}})
+    req = instance_request("web", res, [("env", "TOKEN"), ("command", 0)])
+    assert (req.env, req.secret_env) == ({"PLAIN": "1"}, {"TOKEN": "t"})
+    assert instance_request("web", res).secret_env == {}
 
 
 @pytest.mark.parametrize("cpus", [0, 0.5, 1.5, float("nan")])

@@ -47,6 +47,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import make_engine, make_sessionmaker, transaction
 from meshvisor.platform.state.models import StoragePool, Volume
+from meshvisor.platform.state.secret_env import EnvSeal
 from meshvisor.platform.volumes import content as volume_data
 from meshvisor.platform.volumes import pools
 from meshvisor.platform.volumes.content import DIGEST_HEADER
@@ -161,7 +162,7 @@ def _serve(settings: Settings, sign: identity.Signer) -> None:
     ident = identity.paths(settings)
     while True:
         try:
-            identity.ensure(ident, sign)
+            identity.ensure(ident, sign, force=not EnvSeal(settings.data_path).path.exists())  # asked once more
             break
         except Exception as exc:  # the API not up yet, a network fault: keep asking
             log.warning("host %s could not get its certificate yet: %s", settings.host_name, exc)

@@ -173,6 +173,7 @@ class InstancePublic(InstanceBase):
     placement: dict[str, Any] | None = Field(
         description="where the scheduler put it and why: host, score, reason, and the constraints asked"
     )
+    secret_env: list[str] = Field(description="the names in `env` whose values are secret (shown as `(secret)`)")
     networks: list[dict[str, Any]]
     volumes: list[dict[str, Any]]
     error: str | None

@@ -96,12 +96,15 @@ def xds_relay(
 
 
 def _signed_by_api(settings: Settings) -> Callable[[bytes], tuple[bytes, bytes]]:
-    """How an agent gets its host certificate: the API's CA signs its request."""
+    """How an agent gets its host certificate (the API's CA signs its request) and the key of secret env values."""
+    from meshvisor.platform.state.secret_env import EnvSeal
 
     def sign(csr_pem: bytes) -> tuple[bytes, bytes]:
         found = ApiClient(settings, timeout=10).post(
             f"/v1/hosts/{settings.host_name}/certificate", json={"csr": csr_pem.decode()}
         )
+        if "env_key" in found:  # what it opens its workloads' secret env values with
+            EnvSeal(settings.data_path).keep(found["env_key"])
         return found["certificate"].encode(), found["ca_bundle"].encode()
 
     return sign

@@ -9,6 +9,7 @@ people), all of them, in a fixed order: a stack file lists them together, the AP
     mount_path_problems              where a container mounts a volume
     problems                         the whole request: sizes, what is for VMs or containers only, counts,
                                      bounds on what is stored (env, command, cloud-init), repeats
+    secret_env_problems              secret environment names that are also plain ones
     ha_stays                         why an `ha` instance is not restarted elsewhere when its host is gone
 """
 
@@ -191,6 +192,11 @@ def _repeat_problems(asked: InstanceAsked) -> list[str]:
     return found + [
         f"invalid environment variable name {key!r}" for key in asked.env if not key or "=" in key or "\0" in key
     ]
+
+
+def secret_env_problems(env: Mapping[str, str], secret_env: Mapping[str, str]) -> list[str]:
+    """A name is plain or secret, not both (the other bounds hold for both together: see `problems`)."""
+    return [f"environment variable {key!r} is in both env and secret_env" for key in secret_env if key in env]
 
 
 def ha_stays(disk_mb: int, has_volumes: bool) -> str | None:

@@ -15,6 +15,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import operations, tokens
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.secret_env import EnvSeal
 
 from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import (
@@ -66,7 +67,9 @@ def create_instance(
     if body.privileged:
         access.require_for_privileged(tokens.role_of(caller))
     with transaction(rt.sessions) as s:
-        instance, op = instances.create(s, body, project, **placement.options(rt.settings))
+        instance, op = instances.create(
+            s, body, project, EnvSeal(rt.settings.data_path), **placement.options(rt.settings)
+        )
     return _accepted(rt, dispatch, instance, op)
 
 

@@ -5,7 +5,8 @@ In the host's data directory (`host-tls/<host name>/`, 0700, every file 0600):
     host.crt      its certificate from the platform CA, URI SAN `spiffe://<trust domain>/host/<name>`
     ca.pem        the platform CA's trust bundle
 A host gets its certificate by sending a signing request for its key: an agent to the API (`POST
-/v1/hosts/{name}/certificate`, with the admin token), the API's own host to the CA it holds. `ensure()` asks
+/v1/hosts/{name}/certificate`, with the admin token; the answer also carries the key of secret env values, which
+the agent keeps as `<data dir>/env.key`), the API's own host to the CA it holds. `ensure()` asks
 again once a third of the certificate's life is left.
 
 `server_context()` requires a client certificate that chains to the bundle and names a host; `client_context(h)`
@@ -35,6 +36,7 @@ from meshvisor.core.files import create_private, private_dir, write_private
 from meshvisor.core.names import validate_name
 from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, CertificateAuthority, host_spiffe_id
 from meshvisor.platform.settings import Settings
+from meshvisor.platform.state.secret_env import EnvSeal
 
 log = logging.getLogger(__name__)
 RENEW_WHEN_LEFT = 1 / 3  # of the certificate's lifetime
@@ -55,9 +57,9 @@ def paths(settings: Settings) -> HostIdentity:
     return HostIdentity(name, directory / "host.key", directory / "host.crt", directory / "ca.pem")
 
 
-def ensure(identity: HostIdentity, sign: Signer) -> HostIdentity:
+def ensure(identity: HostIdentity, sign: Signer, force: bool = False) -> HostIdentity:
     """The host's key (made once) and a certificate with more than a third of its life left (asked for now if
-    not): idempotent, and cheap when nothing is due."""
+    not, or when `force`): idempotent, and cheap when nothing is due."""
     private_dir(identity.key.parent.parent)
     private_dir(identity.key.parent)
     if not identity.key.exists():  # processes of one host starting at once: one key, the first one made
@@ -68,7 +70,7 @@ def ensure(identity: HostIdentity, sign: Signer) -> HostIdentity:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             ),
         )
-    if _due(identity):
+    if force or _due(identity):
         cert_pem, bundle_pem = sign(signing_request(identity))
         write_private(identity.bundle, bundle_pem)
         write_private(identity.cert, cert_pem)
@@ -188,7 +190,8 @@ def own(settings: Settings) -> HostIdentity:
 
 def sign_for(settings: Settings, host: str, csr_pem: str) -> dict[str, str]:
     """`POST /v1/hosts/{name}/certificate`: the CA signs the host's request (its name is the only identity the
-    certificate gets); InvalidInput for a bad name or request."""
+    certificate gets), and the answer carries the key of secret env values (`state.secret_env`) that the host
+    opens its workloads' with; InvalidInput for a bad name or request."""
     validate_name(host, "host name")
     try:
         cert_pem, bundle_pem = ca_signer(settings, host)(csr_pem.encode())
@@ -201,4 +204,5 @@ def sign_for(settings: Settings, host: str, csr_pem: str) -> dict[str, str]:
         "certificate": cert_pem.decode(),
         "ca_bundle": bundle_pem.decode(),
         "not_after": not_after.isoformat(),
+        "env_key": EnvSeal(settings.data_path).key_text(),  # the agent opens secret env values with it
     }

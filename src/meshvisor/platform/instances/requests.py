@@ -41,6 +41,7 @@ from meshvisor.platform.state.models import (
 )
 from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
+from meshvisor.platform.state.secret_env import EnvSeal, shown
 from meshvisor.platform.volumes import requests as volumes
 from meshvisor.platform.volumes.pools import DEFAULT_POOL
 
@@ -83,12 +84,20 @@ def check_create(
     session: Session,
     req: InstanceRequest,
     project: str = "default",
+    seal: EnvSeal | None = None,
     **opts: Unpack[placement.Options],
 ) -> CreatePlan:
     """Every check of a create, writing nothing: the request's rules, what the host can give, then what the
-    database says (image, name, networks) and where the scheduler puts it."""
+    database says (image, name, networks) and where the scheduler puts it. `seal` seals the request's
+    `secret_env` (a request with secret values and no seal is refused)."""
     validate_name(req.name)
-    _refuse(rules.problems(req) + host_problems(req.cpus, req.memory_mb, req.max_cpus, req.max_memory_mb))
+    _refuse(
+        rules.secret_env_problems(req.env, req.secret_env)
+        + rules.problems(req.whole_env())
+        + host_problems(req.cpus, req.memory_mb, req.max_cpus, req.max_memory_mb)
+    )
+    if req.secret_env and seal is None:
+        raise InvalidInput("secret_env cannot be stored here: no key to seal it with")
     if req.privileged and req.kind is InstanceKind.VM:
         raise InvalidInput("privileged is for containers; a VM is apart from the host already")
     if req.kind is InstanceKind.VM:
@@ -105,7 +114,10 @@ def check_create(
         raise Conflict(f"an instance named {req.name!r} already exists")
     ready = [_ready_network(session, a, project) for a in req.networks]
     placed = placement.schedule(session, _ask(req, _volumes_host(session, req, project)), **opts)
-    return CreatePlan(req, _row(req, project, placed, mesh), image, ready)
+    instance = _row(req, project, placed, mesh)
+    if req.secret_env and seal is not None:
+        instance.secret_env = seal.seal(req.secret_env)
+    return CreatePlan(req, instance, image, ready)
 
 
 def _volumes_host(session: Session, req: InstanceRequest, project: str) -> str | None:
@@ -171,9 +183,13 @@ def _ready_network(session: Session, attachment: NetworkAttachment, project: str
 
 
 def create(
-    session: Session, req: InstanceRequest, project: str = "default", **opts: Unpack[placement.Options]
+    session: Session,
+    req: InstanceRequest,
+    project: str = "default",
+    seal: EnvSeal | None = None,
+    **opts: Unpack[placement.Options],
 ) -> tuple[Instance, Operation]:
-    return write_create(session, check_create(session, req, project, **opts))
+    return write_create(session, check_create(session, req, project, seal, **opts))
 
 
 def write_create(session: Session, plan: CreatePlan) -> tuple[Instance, Operation]:
@@ -555,6 +571,8 @@ def to_dict(instance: Instance, offline: liveness.Offline) -> dict[str, Any]:
         "host": instance.host,
         "placement": instance.placement,
         **{name: getattr(instance, name) for name in InstanceBase.model_fields},
+        "env": shown(instance.env, instance.secret_env),
+        "secret_env": sorted(instance.secret_env or {}),
         "security_groups": instance.security_groups or [],
         "networks": instance.networks,
         "volumes": instance.volumes,

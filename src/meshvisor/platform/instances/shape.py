@@ -4,8 +4,8 @@
     InstanceFields      + how it is attached and placed: networks, volumes, cloud_init, host, placement
                         (a stack file's instance, `stacks.spec.Instance`, derives from it)
     PlacementConstraints  where the scheduler may put it: affinity and anti-affinity groups, host labels
-    InstanceRequest     + its name, and `privileged` (the API's alone): what `requests.create` takes (the API's
-                        body, `InstanceCreate`, is one)
+    InstanceRequest     + its name, its secret environment values and `privileged` (the API's alone): what
+                        `requests.create` takes (the API's body, `InstanceCreate`, is one)
     InstanceChange      a change of size, restart policy or security groups (PATCH)
 
 These models hold types and defaults only; the rules of kinds and counts are `meshvisor.core.instance_rules`
@@ -87,6 +87,14 @@ class InstanceRequest(InstanceFields):
         description="containers: run outside the user namespace (root inside is the host's) with Docker's default"
         " capabilities (platform admins only; not in stack files)",
     )
+    secret_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="containers only: environment values stored sealed and shown as `(secret)`; names not in env",
+    )
+
+    def whole_env(self) -> InstanceRequest:
+        """This request with its secret values in `env`: the environment's rules and bounds hold for all of it."""
+        return self.model_copy(update={"env": {**self.env, **self.secret_env}})
 
 
 class InstanceChange(Strict):

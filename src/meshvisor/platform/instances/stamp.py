@@ -42,8 +42,9 @@ INSTANCE_FIELDS = (
     "max_memory_mb",
     "disk_mb",
 )
-# Fields a stamp written before they existed lacks: their value then.
-LATER_FIELDS = {"privileged": False}
+# Fields a stamp written before they existed lacks: their value then. `secret_env` is sealed: the stamp never
+# holds a secret value in clear.
+LATER_FIELDS: dict[str, object] = {"secret_env": None, "privileged": False}
 VOLUME_FIELDS = ("id", "project", "host", "name", "size_mb", "format", "filesystem", "source")
 
 

@@ -46,6 +46,7 @@ from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Operation
 from meshvisor.platform.state.operation_kinds import Handler
+from meshvisor.platform.state.secret_env import EnvSeal
 from meshvisor.platform.volumes.steps import (
     container_mounts,
     delete_root_volume,
@@ -112,7 +113,7 @@ def spec_of(rt: Runtime, instance: Instance) -> ComputeSpec:
         cpus=instance.cpus,
         memory_mb=instance.memory_mb,
         command=tuple(instance.command),
-        env=dict(instance.env),
+        env=_env(rt, instance),
         restart_policy=RestartPolicy(instance.restart_policy),
         stamp=stamp,
         privileged=instance.privileged,
@@ -122,6 +123,13 @@ def spec_of(rt: Runtime, instance: Instance) -> ComputeSpec:
     else:
         spec = replace(spec, mounts=container_mounts(rt, instance.id))
     return spec
+
+
+def _env(rt: Runtime, instance: Instance) -> dict[str, str]:
+    """The workload's environment: the only place its secret values are opened (with this host's env key)."""
+    if not instance.secret_env:
+        return dict(instance.env)
+    return {**instance.env, **EnvSeal(rt.settings.data_path).open(instance.secret_env)}
 
 
 def vm_spec(rt: Runtime, instance: Instance, spec: ComputeSpec) -> ComputeSpec:

@@ -3,7 +3,8 @@ can start from.
 
 The archive holds `manifest.json` (archive format, meshvisor version, database kind, schema revision,
 created_at, and a SHA-256 per file), the database, the mesh CA directory `ca/`, the admin token file
-`admin.token`, the stack state key `stack.key` and the secret of the sidecars' xDS credentials `xds.key`.
+`admin.token`, the stack state key `stack.key`, the secret of the sidecars' xDS credentials `xds.key` and the
+key that seals instances' secret environment values `env.key`.
 API tokens live in the database (as hashes), so they come back with it. The database is copied consistently
 while the platform runs: SQLite's with its online backup API as `meshvisor.db` (never the live file and its
 WAL), PostgreSQL's with `pg_dump` (one snapshot; custom format) as `meshvisor.pgdump`, restored with
@@ -44,7 +45,7 @@ DATABASE = "meshvisor.db"
 PG_DUMP = "meshvisor.pgdump"
 DUMP_TIMEOUT_S = 3600
 CA_DIR = "ca"
-KEPT_FILES = ("admin.token", "stack.key", "xds.key")  # beside the CA, in the data directory
+KEPT_FILES = ("admin.token", "stack.key", "xds.key", "env.key")  # beside the CA, in the data directory
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from meshvisor.platform.hosts.registry import all_hosts
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.stacks import plans as stack_plans
+from meshvisor.platform.stacks import spec as stack_spec
 from meshvisor.platform.stacks import steps as stack_steps
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
@@ -182,6 +183,9 @@ class Apply:
             failpoints.reached(self.settings, failpoints.STACK_STEP_ASKED)
             self._run_to_end(*pending)
             failpoints.reached(self.settings, failpoints.STACK_STEP_DONE)
+
+    def secret_paths(self, address: str) -> frozenset[stack_spec.Path]:
+        return self.spec.secret_paths.get(address, frozenset())
 
     def forget(self, address: str | None = None) -> None:
         with self._record_lock, transaction(self.rt.sessions) as s:

@@ -262,7 +262,7 @@ def observed(kind: str, obj: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
             "cpus": canonical(take("cpus", 1)),
             "memory_mb": canonical(take("memory_mb", 256)),
             "command": list(take("command", []) or []),
-            "env": {str(k): str(v) for k, v in sorted((take("env", {}) or {}).items())},
+            "env": _env(take("env", {}) or {}, got.get("secret_env") or (), recorded.get("env") or {}),
             "restart_policy": _lower(take("restart_policy", "no")),
             "ha": bool(take("ha", False)),
             "networks": _networks(take("networks", []) or []),
@@ -292,6 +292,13 @@ def observed(kind: str, obj: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
     if kind == "service":
         return {"policy": _policy(take("policy", {}) or {}), "ingress_port": take("ingress_port")}
     raise TypeError(f"unknown resource {kind}")
+
+
+def _env(shown: Mapping[str, Any], secret: Iterable[str], recorded: Mapping[str, Any]) -> dict[str, str]:
+    """An instance's env as the platform shows it; a secret value (shown redacted) is the recorded one (its
+    hash): the platform never shows it, and nothing but a replacement changes it."""
+    hidden = set(secret)
+    return {str(k): str(recorded.get(k, v) if k in hidden else v) for k, v in sorted(shown.items())}
 
 
 _NULLABLE = {"instance": ("mesh", "cloud_init"), "service": ("ingress_port",), "volume": ("filesystem",)}

@@ -10,7 +10,7 @@ a step repeated after a crash, or running after another step changed the instanc
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
@@ -28,10 +28,11 @@ from meshvisor.platform.networks import security_groups
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.stacks import Change, Release
 from meshvisor.platform.stacks import spec as stack_spec
-from meshvisor.platform.stacks.spec import split_address
+from meshvisor.platform.stacks.spec import Path, split_address
 from meshvisor.platform.state.models import Network as NetworkRow
 from meshvisor.platform.state.models import NetworkAddress, Operation, VolumeAttachment
 from meshvisor.platform.state.models import Volume as VolumeRow
+from meshvisor.platform.state.secret_env import EnvSeal
 from meshvisor.platform.volumes import requests as volumes
 
 Make = Callable[[Session], Operation | None]
@@ -56,6 +57,9 @@ class Context(Protocol):
 
     def session(self) -> AbstractContextManager[Session]:
         """A session to read the rows as they are now."""
+
+    def secret_paths(self, address: str) -> frozenset[Path]:
+        """Where the resource at `address` holds values of secret variables (`stacks.Stack.secret_paths`)."""
 
 
 def reserved_ports(settings: Settings) -> tuple[int, ...]:
@@ -126,9 +130,10 @@ def create(ctx: Context, kind: str, name: str, res: stack_spec.Resource) -> None
             record=True,
         )
     elif isinstance(res, stack_spec.Instance):
-        request = instance_request(name, res)
+        request = instance_request(name, res, ctx.secret_paths(f"instance.{name}"))
+        seal = EnvSeal(settings.data_path)
         ctx.step(
-            lambda s: instances.create(s, request, project, **placement.options(settings))[1],
+            lambda s: instances.create(s, request, project, seal, **placement.options(settings))[1],
             record=True,
         )
     elif isinstance(res, stack_spec.SecurityGroup):
@@ -141,10 +146,15 @@ def create(ctx: Context, kind: str, name: str, res: stack_spec.Resource) -> None
         raise TypeError(f"cannot create a {kind}")
 
 
-def instance_request(name: str, res: stack_spec.Instance) -> InstanceRequest:
-    """The platform's request for a stack file's instance: the same fields, less the stack's own."""
+def instance_request(name: str, res: stack_spec.Instance, secret_paths: Iterable[Path] = ()) -> InstanceRequest:
+    """The platform's request for a stack file's instance: the same fields, less the stack's own; an env value
+    built from a secret variable (at one of `secret_paths`) becomes a secret env value."""
     fields = res.model_dump(exclude=set(stack_spec.Resource.model_fields))
     fields["mesh"] = res.mesh.model_dump(exclude_none=True) if res.mesh is not None else None
+    secret_names = {path[1] for path in secret_paths if len(path) == 2 and path[0] == "env"}
+    env: dict[str, str] = fields.pop("env")
+    fields["env"] = {k: v for k, v in env.items() if k not in secret_names}
+    fields["secret_env"] = {k: v for k, v in env.items() if k in secret_names}
     return InstanceRequest.model_validate({"name": name, **fields})
 
 

@@ -76,6 +76,8 @@ class Instance(Versioned, Base):
     memory_mb: Mapped[int] = mapped_column(Integer)
     command: Mapped[list[Any]] = mapped_column(default=list)
     env: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Secret environment values: name -> Fernet token (`state.secret_env`); never in clear in the database.
+    secret_env: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     restart_policy: Mapped[str] = mapped_column(String(16), default="no")
     networks: Mapped[list[Any]] = mapped_column(default=list)
     volumes: Mapped[list[Any]] = mapped_column(default=list)

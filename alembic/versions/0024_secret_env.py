@@ -1,6 +1,6 @@
-"""instances: privileged (a container run outside the user namespace, asked by a platform admin)
+"""instances.secret_env: secret environment values, sealed (name -> Fernet token)
 
-Revision ID: 0026
+Revision ID: 0024
 Revises: 0023
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0026"
+revision = "0024"
 down_revision = "0023"
 branch_labels = None
 depends_on = None
@@ -17,9 +17,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("instances") as batch:
-        batch.add_column(sa.Column("privileged", sa.Boolean(), nullable=False, server_default=sa.false()))
+        batch.add_column(sa.Column("secret_env", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("instances") as batch:
-        batch.drop_column("privileged")
+        batch.drop_column("secret_env")

@@ -12,7 +12,7 @@ from meshvisor.core.access import ROLES
 from meshvisor.platform.state import tokens
 from meshvisor.platform.state.db import transaction
 
-from ..deps import RuntimeDep, SessionDep, TokenDep
+from ..deps import ProjectDep, RuntimeDep, SeenProjectsDep, SessionDep, TokenDep
 from ..schemas import ERRORS, Strict
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=ERRORS)
@@ -71,13 +71,14 @@ def create_token(body: TokenCreate, rt: RuntimeDep, caller: TokenDep) -> dict[st
 
 
 @router.get("", response_model=TokenList)
-def list_tokens(session: SessionDep, caller: TokenDep) -> dict[str, Any]:
-    return {"items": [tokens.to_dict(row) for row in tokens.listed(session, caller)]}
+def list_tokens(session: SessionDep, seen: SeenProjectsDep) -> dict[str, Any]:
+    """The project's tokens; a platform admin's list: every project's unless `?project=` names one."""
+    return {"items": [tokens.to_dict(row) for row in tokens.listed(session, seen)]}
 
 
 @router.delete("/{ref}", status_code=204)
-def revoke_token(ref: str, rt: RuntimeDep, caller: TokenDep) -> Response:
-    """From now on the token (by id, or by name in the caller's project) opens nothing."""
+def revoke_token(ref: str, rt: RuntimeDep, caller: TokenDep, project: ProjectDep) -> Response:
+    """From now on the token (by id, or by name in the project the request acts in) opens nothing."""
     with transaction(rt.sessions) as s:
-        tokens.revoke(s, caller, ref)
+        tokens.revoke(s, caller, ref, project)
     return Response(status_code=204)

@@ -5,6 +5,8 @@ is sent) and exit code 1."""
 from __future__ import annotations
 
 import json
+import shlex
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -107,3 +109,16 @@ def test_bad_input_is_refused_with_its_reason(cli: Any, api_url: str) -> None:
         assert "p" not in [p["name"] for p in http.get("/v1/projects").json()["items"]]
         sent = [e["action"] for e in http.get("/v1/audit").json()["items"]]
     assert "POST /v1/projects" not in sent and "PATCH /v1/projects/{name}" not in sent, sent
+
+
+def test_the_readme_cli_lines_of_access_run_as_written(cli: Any) -> None:
+    """Each `meshvisor` line of the README's Access section's CLI block, in order, exits 0."""
+    section = (Path(__file__).parents[2] / "README.md").read_text().split("## Access", 1)[1].split("\n## ", 1)[0]
+    block = section.split("**With the CLI**", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    runs = [shlex.split(line, comments=True) for line in block.splitlines() if "bin/meshvisor" in line]
+    assert len(runs) == 9, block
+    for argv in runs:
+        done = cli(*argv[1:])
+        assert done.exit_code == 0, (argv, done.stdout, done.stderr)
+    assert cli("projects", "show", "cli-team").exit_code == 1  # the last line deleted it
+    assert "cli-admin" not in cli("tokens", "list").stdout

@@ -1,7 +1,8 @@
 // The meshvisor dashboard: a page per hash route, built with DOM calls (never from HTML text, so no value from
 // the API is ever read as markup), kept live by the `/v1/events` stream.
 
-import { ApiError, api, follow, token, setToken } from "./api.js";
+import { ApiError, api, follow, project, setProject, token, setToken } from "./api.js";
+import { setCaller } from "./access.js";
 import { h, badge, sparkline, table, when, fmtTime, field, NAME } from "./dom.js";
 import { imagesPage } from "./images.js";
 import { servicesPage } from "./services.js";
@@ -15,6 +16,7 @@ const nav = document.getElementById("nav");
 const live = document.getElementById("live");
 const logoutButton = document.getElementById("logout");
 const whoami = document.getElementById("whoami");
+const projectSelect = document.getElementById("project");
 
 const ACTIONS = {
   running: ["stop", "restart", "pause"],
@@ -32,6 +34,8 @@ let pending = null;
 function logout(message) {
   loggedIn = false;
   setToken(null);
+  setProject(null);
+  setCaller(null);
   if (stream) stream.abort();
   stream = null;
   showLogin(message);
@@ -46,6 +50,7 @@ function showLogin(message) {
   nav.hidden = true;
   live.hidden = true;
   whoami.hidden = true;
+  projectSelect.hidden = true;
   logoutButton.hidden = true;
   view.refresh = null;
   const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true });
@@ -86,16 +91,35 @@ function start() {
   render();
 }
 
-// The token's project and role, beside the log-out button.
+// The token's project and role, beside the log-out button; what its role may not do is disabled (access.js).
 async function showCaller() {
   try {
     const me = await api("GET", "/v1/whoami");
-    whoami.textContent = `${me.project} · ${me.role} (${me.name})`;
+    setCaller(me);
+    whoami.textContent = `${project() || me.project} · ${me.role} (${me.name})`;
     whoami.hidden = false;
+    if (me.role === "platform-admin") await showProjects(me);
   } catch (err) {
     whoami.hidden = true;
   }
 }
+
+// A platform admin's project switcher: every request of the page then acts in the project chosen.
+async function showProjects(me) {
+  const listed = await api("GET", "/v1/projects");
+  projectSelect.replaceChildren(...listed.items.map((p) => h("option", { value: p.name }, p.name)));
+  projectSelect.value = project() || me.project;
+  projectSelect.hidden = false;
+}
+
+projectSelect.addEventListener("change", () => {
+  setProject(projectSelect.value);
+  if (stream) stream.abort();
+  stream = null;
+  startEvents();
+  showCaller();
+  render();
+});
 
 // -- live updates ----------------------------------------------------------------------------------------------
 function startEvents() {
@@ -192,13 +216,14 @@ async function overview() {
 // Cordon or uncordon a host, or evacuate it (after a confirmation: every instance moves off it); the evacuation's
 // progress and its refusal show beside the buttons.
 function hostActions(host) {
-  const act = (action) => () => api("POST", `/v1/hosts/${host.name}/actions`, { action });
+  const path = `/v1/hosts/${host.name}/actions`;
+  const act = (action) => () => api("POST", path, { action });
   return h("span", { class: "actions" },
     host.cordoned
-      ? actionButton("uncordon", null, act("uncordon"), `uncordon host ${host.name}`)
-      : actionButton("cordon", null, act("cordon"), `cordon host ${host.name}`),
+      ? actionButton("uncordon", null, act("uncordon"), `uncordon host ${host.name}`, `POST ${path}`)
+      : actionButton("cordon", null, act("cordon"), `cordon host ${host.name}`, `POST ${path}`),
     actionButton("evacuate", `Evacuate host ${host.name}? Every instance on it moves to another host.`,
-      act("evacuate"), `evacuate host ${host.name}`));
+      act("evacuate"), `evacuate host ${host.name}`, `POST ${path}`));
 }
 
 // -- instances -------------------------------------------------------------------------------------------------
@@ -214,9 +239,10 @@ function meshText(mesh) {
 function actionButtons(instance, after) {
   const error = h("span", { class: "error", role: "alert" });
   const buttons = (ACTIONS[instance.state] || []).map((action) =>
-    h("button", { type: "button", "data-action": action, onclick: () => act(instance, action, error, after) }, action));
+    h("button", { type: "button", "data-action": action, "data-write": `POST /v1/instances/${instance.name}/actions`,
+      onclick: () => act(instance, action, error, after) }, action));
   const remove = h("button", {
-    type: "button", class: "danger", "data-action": "delete",
+    type: "button", class: "danger", "data-action": "delete", "data-write": `DELETE /v1/instances/${instance.name}`,
     onclick: () => remove_(instance, error, after),
   }, "delete");
   return h("span", { class: "actions" }, ...buttons, remove, error);
@@ -320,7 +346,7 @@ async function createForm() {
     h("p", { class: "hint wide" }, "A meshed instance calls each upstream service at 127.0.0.1:<local port> (a VM at its "
       + "sidecar's address); the services must exist. A VM grows live up to its maximum CPUs and memory. A VM booted "
       + "from a distribution's disk image gets its SSH keys through cloud-init, or your own user data instead."),
-    h("button", { type: "submit" }, "Create"), error);
+    h("button", { type: "submit", "data-write": "POST /v1/instances" }, "Create"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = {
@@ -593,7 +619,8 @@ async function networksPage() {
   const name = h("input", { required: true, ...NAME });
   const cidr = h("input", { required: true, placeholder: "10.210.1.0/24" });
   const netForm = simpleForm("Create a network", [["Name", name], ["CIDR", cidr]],
-    () => api("POST", "/v1/networks", { name: name.value.trim(), cidr: cidr.value.trim() }));
+    () => api("POST", "/v1/networks", { name: name.value.trim(), cidr: cidr.value.trim() }), "Create",
+    "POST /v1/networks");
   const group = h("input", { required: true, ...NAME });
   const description = h("input", {});
   const direction = h("select", {}, h("option", { value: "ingress" }, "ingress"), h("option", { value: "egress" }, "egress"));
@@ -605,7 +632,7 @@ async function networksPage() {
       const ruleBody = { direction: direction.value, protocol: protocol.value };
       if (port.value) ruleBody.port_min = Number(port.value);
       return api("POST", "/v1/security-groups", { name: group.value.trim(), description: description.value, rules: [ruleBody] });
-    });
+    }, "Create", "POST /v1/security-groups");
   await page("Networks", async () => {
     const [nets, groups] = await Promise.all([api("GET", "/v1/networks?limit=1000"), api("GET", "/v1/security-groups?limit=1000")]);
     return [

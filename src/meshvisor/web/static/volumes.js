@@ -99,7 +99,8 @@ export async function volumesPage() {
   const pools = poolsSection();
   const form = simpleForm("Create a volume", [["Name", name], ["Size (MiB)", size], ["Format", format], ["Pool", pools.select]],
     () => api("POST", "/v1/volumes",
-      { name: name.value.trim(), size_mb: Number(size.value), format: format.value, pool: pools.select.value }));
+      { name: name.value.trim(), size_mb: Number(size.value), format: format.value, pool: pools.select.value }),
+    "Create", "POST /v1/volumes");
   const panel = managePanel();
   await page("Volumes", async () => {
     const [vols, found] = await Promise.all([api("GET", "/v1/volumes?limit=1000"), api("GET", "/v1/storage-pools")]);

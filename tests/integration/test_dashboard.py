@@ -414,12 +414,20 @@ def test_a_viewer_sees_what_its_role_may_not_do_disabled_with_the_reason(
         page.get_by_role("link", name="Instances", exact=True).click()
         create_button = page.get_by_role("form", name="Create an instance").get_by_role("button", name="Create")
         expect(create_button).to_be_disabled()
-        expect(create_button).to_have_attribute(
-            "title", "needs the operator role; your token dash-viewer is viewer"
-        )
+        reason = "needs the operator role; your token dash-viewer is viewer"
+        expect(create_button).to_have_attribute("title", reason)
         shot(page, "viewer")
+        operator = api.post("/v1/tokens", json={"name": "dash-operator", "role": "operator", "expires_in": 600})
+        page.get_by_role("button", name="Log out").click()
+        log_in(page, platform, operator.json()["token"])
+        page.get_by_role("link", name="Volumes", exact=True).click()
+        pool_button = page.get_by_role("form", name="Create a storage pool").get_by_role("button")
+        expect(pool_button).to_be_disabled()  # what every project shares: a platform admin's
+        expect(pool_button).to_have_attribute("title", re.compile("needs the platform-admin role"))
+        expect(page.get_by_role("form", name="Create a volume").get_by_role("button")).to_be_enabled()
     finally:
         api.delete("/v1/tokens/dash-viewer")
+        api.delete("/v1/tokens/dash-operator")
 
 
 def test_a_platform_admin_switches_project_and_sees_only_its_instances(

@@ -24,9 +24,9 @@ function guard(root) {
   for (const element of [...marked, ...root.querySelectorAll("[data-write]")]) {
     const [method, path] = element.dataset.write.split(" ");
     const reason = refusal(method, path);
-    element.disabled = reason !== null;
-    if (reason) element.title = reason;
-    else element.removeAttribute("title");
+    if (reason === null) continue; // what a page disabled for its own reasons stays so
+    element.disabled = true;
+    element.title = reason;
   }
 }
 

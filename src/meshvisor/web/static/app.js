@@ -403,7 +403,7 @@ function resizeSection(name) {
   for (const input of [cpus, memory]) input.addEventListener("input", () => { edited = true; });
   const form = h("form", { class: "inline", "aria-label": "Resize", "aria-describedby": "resize-hint" },
     h("label", {}, h("span", {}, "CPUs"), cpus), h("label", {}, h("span", {}, "Memory (MiB)"), memory),
-    h("button", { type: "submit" }, "Resize"));
+    h("button", { type: "submit", "data-write": `PATCH /v1/instances/${name}` }, "Resize"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     await run(error, () => api("PATCH", `/v1/instances/${name}`, { cpus: Number(cpus.value), memory_mb: Number(memory.value) }),
@@ -434,13 +434,14 @@ async function instance(name) {
   const output = h("pre", { class: "logs", id: "exec-output", "aria-live": "polite" });
   const command = h("input", { id: "exec-command", placeholder: "a command, e.g. uname -a", "aria-label": "Command" });
   const console_ = h("form", { class: "exec", "aria-label": "Run a command" },
-    h("span", { class: "prompt" }, "$"), command, h("button", { type: "submit" }, "Run"));
+    h("span", { class: "prompt" }, "$"), command,
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/exec` }, "Run"));
   const head = h("div", {});
   const usage = h("div", { class: "usage", id: "usage" });
   const termBox = h("div", { class: "terminal", id: "terminal", "aria-label": "Terminal" });
   const termStatus = h("span", { class: "muted", role: "status" });
   let closeTerminal = null;
-  const termButton = h("button", { type: "button", onclick: async () => {
+  const termButton = h("button", { type: "button", "data-write": `WS /v1/instances/${name}/terminal`, onclick: async () => {
     if (closeTerminal) {
       closeTerminal();
       closeTerminal = null;
@@ -459,7 +460,8 @@ async function instance(name) {
   const snapshots = h("div", {});
   const snapName = h("input", { placeholder: "a name, e.g. before-upgrade", "aria-label": "Snapshot name", ...NAME });
   const snapError = h("p", { class: "error", role: "alert" });
-  const snapForm = h("form", { class: "exec", "aria-label": "Take a snapshot" }, snapName, h("button", { type: "submit" }, "Take snapshot"));
+  const snapForm = h("form", { class: "exec", "aria-label": "Take a snapshot" }, snapName,
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/actions` }, "Take snapshot"));
   snapForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     await run(snapError, () => api("POST", `/v1/instances/${name}/actions`, { action: "snapshot", snapshot: snapName.value.trim() }), view.refresh);
@@ -470,8 +472,10 @@ async function instance(name) {
   const linkError = h("p", { class: "error", role: "alert" });
   const attachNet = h("select", { "aria-label": "Network to attach" });
   const attachVol = h("select", { "aria-label": "Volume to attach" });
-  const netForm = h("form", { class: "exec", "aria-label": "Attach a network" }, attachNet, h("button", { type: "submit" }, "Attach network"));
-  const volForm = h("form", { class: "exec", "aria-label": "Attach a volume", hidden: true }, attachVol, h("button", { type: "submit" }, "Attach volume"));
+  const netForm = h("form", { class: "exec", "aria-label": "Attach a network" }, attachNet,
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/networks` }, "Attach network"));
+  const volForm = h("form", { class: "exec", "aria-label": "Attach a volume", hidden: true }, attachVol,
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/volumes` }, "Attach volume"));
   netForm.addEventListener("submit", (event) => {
     event.preventDefault();
     run(linkError, () => api("POST", `/v1/instances/${name}/networks`, { network: attachNet.value }), view.refresh);
@@ -517,7 +521,7 @@ async function instance(name) {
     const [allNets, allVols] = await Promise.all([api("GET", "/v1/networks?limit=1000"), api("GET", "/v1/volumes?limit=1000")]);
     const onNets = new Set((i.networks || []).map((n) => n.network));
     const onVols = new Set((i.volumes || []).map((v) => v.volume));
-    const detach = (what, path) => h("button", { type: "button", class: "danger", onclick: async () => {
+    const detach = (what, path) => h("button", { type: "button", class: "danger", "data-write": `DELETE ${path}`, onclick: async () => {
       if (!confirm(`Detach ${what} from ${name}?`)) return;
       await run(linkError, () => api("DELETE", path), view.refresh);
     } }, "detach");
@@ -543,9 +547,9 @@ async function instance(name) {
         ? table(["Snapshot", "Taken", "State", ""], found.items.map((snap) => [
           snap.name, fmtTime(new Date(snap.created_at * 1000).toISOString()), snap.state,
           h("span", { class: "actions" },
-            h("button", { type: "button", onclick: () => run(snapError,
+            h("button", { type: "button", "data-write": `POST /v1/instances/${name}/actions`, onclick: () => run(snapError,
               () => api("POST", `/v1/instances/${name}/actions`, { action: "revert", snapshot: snap.name }), view.refresh) }, "revert"),
-            h("button", { type: "button", class: "danger", onclick: async () => {
+            h("button", { type: "button", class: "danger", "data-write": `DELETE /v1/instances/${name}/snapshots/${snap.name}`, onclick: async () => {
               if (!confirm(`Delete snapshot ${snap.name}?`)) return;
               await run(snapError, () => api("DELETE", `/v1/instances/${name}/snapshots/${snap.name}`), view.refresh);
             } }, "delete")),
@@ -646,7 +650,7 @@ async function networksPage() {
         ? table(["Group", "Description", "Rules", "Members", ""], groups.items.map((g) => [
           g.name, g.description || "", (g.rules || []).map(rule).join("; "), (g.members || []).join(", "),
           h("span", { class: "actions" },
-            h("button", { type: "button", onclick: () => editRules(g) }, "edit rules"),
+            h("button", { type: "button", "data-write": `PUT /v1/security-groups/${g.name}`, onclick: () => editRules(g) }, "edit rules"),
             deleteButton(`security group ${g.name}`, `/v1/security-groups/${g.name}`)),
         ]), { id: "groups" })
         : h("p", { class: "muted" }, "No security groups."),

@@ -9,7 +9,7 @@ import typer
 from meshvisor.platform.settings import get_settings
 
 from .client import ApiClient
-from .output import Output, OutputOpt, ProjectOpt, api_errors, fail, parse_pairs, show
+from .output import Output, OutputOpt, ProjectOpt, api_errors, console, fail, parse_pairs, show
 
 tokens_app = typer.Typer(help="Make, list and revoke API tokens.", no_args_is_help=True)
 projects_app = typer.Typer(help="Projects and their quotas (platform admins).", no_args_is_help=True)
@@ -17,7 +17,7 @@ projects_app = typer.Typer(help="Projects and their quotas (platform admins).", 
 TOKEN_COLUMNS = ("id", "name", "project", "role", "created_at", "expires_at")
 PROJECT_COLUMNS = ("name", "description", "quotas", "used", "over_quota")
 PROJECT_DETAIL = ("name", "description", "created_at", "usage", "quotas", "used", "over_quota")
-AUDIT_COLUMNS = ("at", "token", "project", "action", "path", "status", "result", "request_id")
+AUDIT_COLUMNS = ("at", "token", "project", "action", "status", "result", "request_id")  # json: also the path
 
 
 def _client(project: str | None = None) -> ApiClient:
@@ -44,6 +44,8 @@ def tokens_create(
     with api_errors():
         made = _client().post("/v1/tokens", json={k: v for k, v in body.items() if v is not None})
     show(made, output, (*TOKEN_COLUMNS, "token"))
+    if output is Output.table:
+        console.print("the token is shown this once: keep it now")
 
 
 @tokens_app.command("list")

@@ -74,6 +74,8 @@ def cell(value: Any) -> str:
         return ", ".join(f"{key}={cell(item)}" for key, item in value.items())
     if isinstance(value, list):
         return ", ".join(cell(item) for item in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 

@@ -120,7 +120,16 @@ def test_whoami_names_the_callers_project_and_role_and_never_its_secret(
     shown = viewer.json()
     assert (shown["name"], shown["project"], shown["role"]) == ("t-viewer", "default", "viewer")
     assert str(callers["viewer"]) not in viewer.text and "hash" not in viewer.text
-    assert api.get("/v1/whoami").json()["role"] == "platform-admin"
+    refused = {(r["method"], r["path"]): r["needs"] for r in shown["refused"]}
+    assert refused[("POST", "/v1/instances")] == "operator" and ("GET", "/v1/instances") not in refused
+    assert refused[("WS", "/v1/instances/{name}/terminal")] == "operator"
+    assert refused[("POST", "/v1/projects")] == "platform-admin"
+    operator = api.get("/v1/whoami", headers={"Authorization": f"Bearer {callers['operator']}"}).json()
+    operator_refused = {(r["method"], r["path"]) for r in operator["refused"]}
+    assert {("POST", "/v1/tokens"), ("GET", "/v1/audit")} <= operator_refused
+    assert ("POST", "/v1/instances") not in operator_refused
+    admin = api.get("/v1/whoami").json()
+    assert (admin["role"], admin["refused"]) == ("platform-admin", [])
 
 
 def test_a_token_is_shown_once_works_at_once_and_is_revoked_at_once(api: TestClient) -> None:

@@ -2,7 +2,8 @@
 log in (a wrong token is refused with a message), create a container from the form and watch it reach running
 without a reload, stop it, read its logs, run a command, type into its terminal (xterm.js over a WebSocket), see
 the API's own message for a refused action, delete it; the mesh page's edge for a call made by the test; a stack's
-plan shown and applied from the page; a token that stops working sends the page back to the login. Each page's
+plan shown and applied from the page; a token that stops working sends the page back to the login; a viewer sees
+the writes it may not make disabled with the reason; a platform admin switches project. Each page's
 screenshot is kept in test-artifacts/dashboard/ (desktop and phone widths)."""
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def log_in(page: Page, platform: Platform) -> None:
+def log_in(page: Page, platform: Platform, token: str | None = None) -> None:
     page.goto(platform.url + "/")
-    page.get_by_label("API token").fill(platform.token)
+    page.get_by_label("API token").fill(token or platform.token)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
 
@@ -183,7 +184,7 @@ def test_the_page_and_its_assets_are_served_locally(platform: Platform) -> None:
     assets = re.findall(r'(?:src|href)="(/ui/[^"]+)"', page.text)
     assert "/ui/app.js" in assets and "/ui/style.css" in assets
     assert "/ui/icon.svg" in assets
-    modules = ["api", "dom", "mesh", "terminal", "ui", "images", "services", "stacks", "volumes", "pools"]
+    modules = "api access dom mesh terminal ui images services stacks volumes pools".split()
     for asset in [*assets, *(f"/ui/{module}.js" for module in modules)]:
         served = httpx.get(platform.url + asset)
         assert served.status_code == 200, asset
@@ -399,3 +400,57 @@ def test_a_vm_is_snapshotted_reverted_and_its_snapshot_deleted_from_its_page(
         assert api.get("/v1/instances/dash-vm/snapshots").json()["items"] == []
     finally:
         delete(api, "dash-vm")
+
+
+def test_a_viewer_sees_what_its_role_may_not_do_disabled_with_the_reason(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    made = api.post("/v1/tokens", json={"name": "dash-viewer", "role": "viewer", "expires_in": 600})
+    assert made.status_code == 201, made.text
+    try:
+        log_in(page, platform, made.json()["token"])
+        expect(page.locator("#whoami")).to_have_text("default · viewer (dash-viewer)")
+        expect(page.get_by_label("Project")).to_be_hidden()  # a switcher for platform admins only
+        page.get_by_role("link", name="Instances", exact=True).click()
+        create_button = page.get_by_role("form", name="Create an instance").get_by_role("button", name="Create")
+        expect(create_button).to_be_disabled()
+        reason = "needs the operator role; your token dash-viewer is viewer"
+        expect(create_button).to_have_attribute("title", reason)
+        shot(page, "viewer")
+        operator = api.post("/v1/tokens", json={"name": "dash-operator", "role": "operator", "expires_in": 600})
+        page.get_by_role("button", name="Log out").click()
+        log_in(page, platform, operator.json()["token"])
+        page.get_by_role("link", name="Volumes", exact=True).click()
+        pool_button = page.get_by_role("form", name="Create a storage pool").get_by_role("button")
+        expect(pool_button).to_be_disabled()  # what every project shares: a platform admin's
+        expect(pool_button).to_have_attribute("title", re.compile("needs the platform-admin role"))
+        expect(page.get_by_role("form", name="Create a volume").get_by_role("button")).to_be_enabled()
+    finally:
+        api.delete("/v1/tokens/dash-viewer")
+        api.delete("/v1/tokens/dash-operator")
+
+
+def test_a_platform_admin_switches_project_and_sees_only_its_instances(
+    page: Page, platform: Platform, api: httpx.Client
+) -> None:
+    assert api.post("/v1/projects", json={"name": "dash-team"}).status_code == 201
+    team = httpx.Client(
+        base_url=platform.url, headers=api.headers, params={"project": "dash-team"}, timeout=60
+    )  # every request in the project
+    try:
+        create(api, "dash-mine")
+        create(team, "dash-theirs")
+        log_in(page, platform)
+        page.get_by_role("link", name="Instances", exact=True).click()
+        expect(row(page, "dash-mine")).to_have_count(1)
+        expect(row(page, "dash-theirs")).to_have_count(0)
+        page.get_by_label("Project").select_option("dash-team")
+        expect(row(page, "dash-theirs")).to_have_count(1)
+        expect(row(page, "dash-mine")).to_have_count(0)
+        expect(page.locator("#whoami")).to_have_text("dash-team · platform-admin (admin)")
+        shot(page, "switched-project")
+    finally:
+        delete(api, "dash-mine")
+        delete(team, "dash-theirs")
+        team.close()
+        api.delete("/v1/projects/dash-team")

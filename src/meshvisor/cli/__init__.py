@@ -12,14 +12,15 @@ from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import validate_name
 from meshvisor.platform.settings import Settings, get_settings
 
+from . import access
 from .client import ApiClient, ApiError
+from .output import console, fail
 from .supervisor import Children, GaveUp, interrupt_on_signals
 
 app = typer.Typer(
@@ -27,14 +28,7 @@ app = typer.Typer(
 )
 images_app = typer.Typer(help="List, import and build images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
-console = Console()
-err = Console(stderr=True)
 BUILTIN_IMAGES = ("busybox", "tiny")
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -173,7 +167,7 @@ def plan(
     try:
         planned = ApiClient(get_settings()).post(f"/v1/stacks/{name}/plan", json=body)
     except ApiError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     show_plan(console, planned)
     raise typer.Exit(int(planned["exit_code"]))
 
@@ -207,7 +201,7 @@ def _stack_body(file: Path, var: list[str] | None) -> dict[str, Any]:
     try:
         return {"spec": file.read_text(), "format": file_format(file), "variables": parse_vars(var or [])}
     except (OSError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
@@ -217,16 +211,16 @@ def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
     try:
         planned = client.post(f"/v1/stacks/{name}/plan", json=body)
     except ApiError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     show_plan(console, planned)
     if planned["exit_code"] == 0:
         raise typer.Exit(0)
     if not yes and not typer.confirm("Apply these changes?", default=False):
-        _fail("not applied")
+        fail("not applied")
     try:
         accepted = client.post(f"/v1/stacks/{name}/apply", json={"plan": planned["id"]})
     except ApiError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     op_id, shown = accepted["operation"]["id"], 0
     while True:
         op = client.get(f"/v1/operations/{op_id}/wait", params={"timeout": 1})
@@ -236,7 +230,7 @@ def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
         if op["status"] in ("succeeded", "failed", "cancelled"):
             break
     if op["status"] != "succeeded":
-        _fail(f"apply {op['status']}: {op.get('error')}")
+        fail(f"apply {op['status']}: {op.get('error')}")
     console.print("[green]Apply complete.[/green]")
 
 
@@ -257,7 +251,7 @@ def up() -> None:
     except KeyboardInterrupt:
         console.print("stopping")
     except GaveUp as exc:
-        _fail(f"{exc}; stopping everything")
+        fail(f"{exc}; stopping everything")
     finally:
         children.stop()
 
@@ -269,7 +263,7 @@ def _check_host(settings: Settings) -> None:
     try:
         check_vm_paths(settings)
     except InvalidInput as exc:
-        _fail(exc.message)
+        fail(exc.message)
 
 
 def _start_and_follow(settings: Settings, logs: Path) -> None:
@@ -279,7 +273,7 @@ def _start_and_follow(settings: Settings, logs: Path) -> None:
     with console.status("starting the API and the worker"):
         while not client.healthy():
             if time.monotonic() > deadline:
-                _fail(f"the platform did not start (API not answering); see {logs}")
+                fail(f"the platform did not start (API not answering); see {logs}")
             time.sleep(0.2)
     client = ApiClient(settings)  # the token file exists now
     _build_builtin(client)
@@ -313,7 +307,7 @@ def _follow_events(settings: Settings, token: str) -> NoReturn:
 def _client() -> ApiClient:
     client = ApiClient(get_settings())
     if not client.healthy():
-        _fail(f"the API at {get_settings().base_api_url} is not answering; start it with `make up`")
+        fail(f"the API at {get_settings().base_api_url} is not answering; start it with `make up`")
     return client
 
 
@@ -321,12 +315,12 @@ def _run_operation(client: ApiClient, method: str, path: str, what: str, **kw: A
     try:
         accepted = client.request(method, path, **kw)
     except ApiError as exc:
-        _fail(exc.message, 1)
+        fail(exc.message, 1)
     op_id = accepted["operation"]["id"]
     with console.status(f"{what}: pending") as status:
         op = client.wait(op_id, on_progress=lambda o: status.update(f"{what}: {o['status']}"))
     if op["status"] != "succeeded":
-        _fail(f"{what} failed: {op.get('error')}")
+        fail(f"{what} failed: {op.get('error')}")
     console.print(f"[green]✓[/green] {what}")
     return op
 
@@ -387,25 +381,25 @@ def images_import(
 ) -> None:
     """Import a container image from a root filesystem directory or tarball, or a VM image from a qcow2 disk."""
     if sum(x is not None for x in (rootfs, tar, qcow2)) != 1:
-        _fail("give exactly one of --rootfs DIR, --tar FILE or --qcow2 FILE", 2)
+        fail("give exactly one of --rootfs DIR, --tar FILE or --qcow2 FILE", 2)
     params: dict[str, Any] = {"name": name}
     content_type = "application/x-tar"
     if qcow2 is not None:
         if not qcow2.is_file() or qcow2.open("rb").read(4) != b"QFI\xfb":
-            _fail(f"{qcow2} is not a qcow2 disk image", 2)
+            fail(f"{qcow2} is not a qcow2 disk image", 2)
         data = qcow2.read_bytes()
         params["kind"] = "vm"
         content_type = "application/octet-stream"
     elif tar is not None:
         if not tar.is_file() or not tarfile.is_tarfile(tar):
-            _fail(f"{tar} is not a tar archive", 2)
+            fail(f"{tar} is not a tar archive", 2)
         data = tar.read_bytes()
     else:
         from meshvisor.containers import rootfs_dir_tar
 
         assert rootfs is not None
         if not rootfs.is_dir():
-            _fail(f"{rootfs} is not a directory", 2)
+            fail(f"{rootfs} is not a directory", 2)
         data = rootfs_dir_tar(rootfs)
     if command:
         params["command"] = command
@@ -463,7 +457,7 @@ def backup(
     try:
         manifest = create_backup(settings, target.absolute())
     except MeshvisorError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     console.print(f"wrote {target} (schema {manifest.schema_revision}, {len(manifest.files)} files)")
 
 
@@ -483,8 +477,14 @@ def restore(
     try:
         manifest = restore_backup(settings, archive, force=force)
     except MeshvisorError as exc:
-        _fail(exc.message)
+        fail(exc.message)
     console.print(f"restored {archive} (made {manifest.created_at}) into {settings.data_path}")
+
+
+app.command()(access.whoami)
+app.add_typer(access.tokens_app, name="tokens")
+app.add_typer(access.projects_app, name="projects")
+app.command()(access.audit)
 
 
 def main() -> None:

@@ -18,10 +18,12 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, settings: Settings, timeout: float = 60.0) -> None:
+    def __init__(self, settings: Settings, timeout: float = 60.0, project: str | None = None) -> None:
+        """`project`: every request acts in it (`?project=`, a platform admin's choice)."""
         token = settings.api_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=settings.base_api_url, headers=headers, timeout=timeout)
+        params = {"project": project} if project else {}
+        self.http = httpx.Client(base_url=settings.base_api_url, headers=headers, params=params, timeout=timeout)
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         response = self.http.request(method, path, **kw)
@@ -38,6 +40,12 @@ class ApiClient:
 
     def post(self, path: str, **kw: Any) -> Any:
         return self.request("POST", path, **kw)
+
+    def patch(self, path: str, **kw: Any) -> Any:
+        return self.request("PATCH", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Any:
+        return self.request("DELETE", path, **kw)
 
     def wait(
         self, op_id: str, timeout: float = 600, on_progress: Callable[[dict[str, Any]], None] | None = None

@@ -10,6 +10,8 @@ from rich.text import Text
 
 from meshvisor.platform.stacks.render import STYLES  # each change sign's colour, as the API's rendering has it
 
+from .output import parse_pairs
+
 
 def file_format(path: Path) -> str:
     suffix = path.suffix.lower().lstrip(".")
@@ -18,13 +20,7 @@ def file_format(path: Path) -> str:
 
 def parse_vars(pairs: list[str]) -> dict[str, Any]:
     """`--var name=value` (the API reads each value as its variable's type)."""
-    found: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise ValueError(f"--var takes name=value, not {pair!r}")
-        found[name] = value
-    return found
+    return dict(parse_pairs(pairs, "--var"))
 
 
 def show_plan(console: Console, plan: dict[str, Any]) -> None:

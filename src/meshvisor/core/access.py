@@ -12,6 +12,7 @@ for may want more than its route: a privileged container wants a platform admin 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
 
 from .errors import Forbidden, InvalidInput
@@ -66,6 +67,16 @@ def required_role(method: str, template: str) -> Role | None:
         if path == template and wanted in ("*", method):
             return role
     return Role.VIEWER if method in READS else Role.OPERATOR
+
+
+def refused(role: Role, routes: Iterable[tuple[str, str]]) -> list[tuple[str, str, Role]]:
+    """Of `routes` (method, template), those `role` may not call, each with the least role it wants."""
+    found = []
+    for method, template in routes:
+        wanted = required_role(method, template)
+        if wanted is not None and role < wanted:
+            found.append((method, template, wanted))
+    return found
 
 
 def may_grant(caller: Role, granted: Role) -> bool:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from pydantic import BaseModel, Field
 
+from meshvisor.core import access
 from meshvisor.core.access import ROLES
 from meshvisor.platform.state import tokens
 from meshvisor.platform.state.db import transaction
 
-from ..deps import RuntimeDep, SessionDep, TokenDep
+from ..deps import ProjectDep, RuntimeDep, SeenProjectsDep, SessionDep, TokenDep
 from ..schemas import ERRORS, Strict
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=ERRORS)
@@ -43,23 +44,43 @@ class TokenList(BaseModel):
     items: list[TokenPublic]
 
 
+class Refusal(BaseModel):
+    method: str = Field(description="an HTTP method, or WS for a WebSocket")
+    path: str = Field(description="the route's template, e.g. /v1/instances/{name}")
+    needs: str = Field(description="the least role that may call it")
+
+
 class Caller(BaseModel):
     id: str
     name: str
     project: str
     role: str
     expires_at: datetime | None
+    refused: list[Refusal] = Field(
+        description="the routes this token's role may not call, with the role each needs: what a client disables"
+    )
+
+
+def routes_of(app: FastAPI) -> list[tuple[str, str]]:
+    """Every API route as (method, template), as the API document lists them, and the WebSockets (method WS)
+    the access rules name."""
+    documented = [(method.upper(), path) for path, item in app.openapi()["paths"].items() for method in item]
+    return documented + [(method, path) for method, path, _ in access.SPECIAL if method == "WS"]
 
 
 whoami_router = APIRouter(prefix="/v1/whoami", tags=["tokens"], responses=ERRORS)
 
 
 @whoami_router.get("", response_model=Caller)
-def whoami(caller: TokenDep) -> dict[str, Any]:
+def whoami(request: Request, caller: TokenDep) -> dict[str, Any]:
     """The caller's own token (never its secret): its project and role, what the dashboard shows and the CLI
-    asks before it offers an action."""
+    asks before it offers an action, and the routes its role may not call (`core.access`)."""
     shown = tokens.to_dict(caller)
-    return {key: shown[key] for key in ("id", "name", "project", "role", "expires_at")}
+    refused = access.refused(tokens.role_of(caller), routes_of(request.app))
+    return {
+        **{key: shown[key] for key in ("id", "name", "project", "role", "expires_at")},
+        "refused": [{"method": method, "path": path, "needs": role.label} for method, path, role in refused],
+    }
 
 
 @router.post("", status_code=201, response_model=TokenCreated)
@@ -71,13 +92,14 @@ def create_token(body: TokenCreate, rt: RuntimeDep, caller: TokenDep) -> dict[st
 
 
 @router.get("", response_model=TokenList)
-def list_tokens(session: SessionDep, caller: TokenDep) -> dict[str, Any]:
-    return {"items": [tokens.to_dict(row) for row in tokens.listed(session, caller)]}
+def list_tokens(session: SessionDep, seen: SeenProjectsDep) -> dict[str, Any]:
+    """The project's tokens; a platform admin's list: every project's unless `?project=` names one."""
+    return {"items": [tokens.to_dict(row) for row in tokens.listed(session, seen)]}
 
 
 @router.delete("/{ref}", status_code=204)
-def revoke_token(ref: str, rt: RuntimeDep, caller: TokenDep) -> Response:
-    """From now on the token (by id, or by name in the caller's project) opens nothing."""
+def revoke_token(ref: str, rt: RuntimeDep, caller: TokenDep, project: ProjectDep) -> Response:
+    """From now on the token (by id, or by name in the project the request acts in) opens nothing."""
     with transaction(rt.sessions) as s:
-        tokens.revoke(s, caller, ref)
+        tokens.revoke(s, caller, ref, project)
     return Response(status_code=204)

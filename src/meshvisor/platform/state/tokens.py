@@ -118,22 +118,23 @@ def expiry(expires_in: int | None, expires_at: datetime | None) -> datetime | No
     return utcnow() + timedelta(seconds=expires_in) if expires_in is not None else expires_at
 
 
-def listed(session: Session, caller: ApiToken) -> list[ApiToken]:
-    """The tokens of the caller's project (every project's for a platform admin), by name."""
+def listed(session: Session, only: str | None) -> list[ApiToken]:
+    """The tokens of project `only` (every project's if None), by project and name."""
     query = select(ApiToken).order_by(ApiToken.project, ApiToken.name)
-    if role_of(caller) < Role.PLATFORM_ADMIN:
-        query = query.where(ApiToken.project == caller.project)
+    if only is not None:
+        query = query.where(ApiToken.project == only)
     return list(session.scalars(query))
 
 
-def revoke(session: Session, caller: ApiToken, ref: str) -> None:
-    """The token `ref` (an id, or a name in the caller's project) opens nothing from now on. Only a platform
-    admin reaches another project's; a token does not revoke itself, nor one that holds more than it does."""
+def revoke(session: Session, caller: ApiToken, ref: str, project: str) -> None:
+    """The token `ref` (an id, or a name in `project`, the one the request acts in) opens nothing from now on.
+    Only a platform admin reaches another project's; a token does not revoke itself, nor one that holds more
+    than it does."""
     row = session.get(ApiToken, ref)
     if row is not None and row.project != caller.project and role_of(caller) < Role.PLATFORM_ADMIN:
         row = None  # another project's: as if it did not exist
     if row is None:
-        row = session.scalar(select(ApiToken).where(ApiToken.project == caller.project, ApiToken.name == ref))
+        row = session.scalar(select(ApiToken).where(ApiToken.project == project, ApiToken.name == ref))
     if row is None:
         raise NotFound(f"token {ref!r} not found")
     if row.id == caller.id:

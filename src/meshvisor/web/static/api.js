@@ -1,5 +1,6 @@
-// The REST API as the page uses it: the token from the login, errors as ApiError with the API's own message,
-// and the server-sent event stream read with fetch (EventSource cannot send the bearer token).
+// The REST API as the page uses it: the token from the login, the project a platform admin chose (every request
+// carries it as `?project=`), errors as ApiError with the API's own message, and the server-sent event stream
+// read with fetch (EventSource cannot send the bearer token).
 
 const KEY = "meshvisor.token";
 
@@ -19,6 +20,25 @@ export function setToken(value) {
   else sessionStorage.removeItem(KEY);
 }
 
+let chosen = null;
+
+// The project every request acts in from now on (null: the token's own).
+export function setProject(name) {
+  chosen = name || null;
+}
+
+export function project() {
+  return chosen;
+}
+
+// `path` in the chosen project.
+function scoped(path) {
+  if (!chosen) return path;
+  const url = new URL(path, location.origin);
+  url.searchParams.set("project", chosen);
+  return url.pathname + url.search;
+}
+
 function headers() {
   return { Authorization: `Bearer ${token()}`, "Content-Type": "application/json" };
 }
@@ -26,7 +46,7 @@ function headers() {
 // `body` is sent as JSON, or as it is when it is a Blob (a file to upload); `extra` adds headers (If-Match).
 async function send(method, path, body, extra = {}) {
   const raw = body instanceof Blob;
-  const response = await fetch(path, {
+  const response = await fetch(scoped(path), {
     method,
     headers: { ...headers(), ...(raw ? { "Content-Type": "application/octet-stream" } : {}), ...extra },
     body: body === undefined ? undefined : raw ? body : JSON.stringify(body),
@@ -77,7 +97,7 @@ export async function follow(path, signal, onEvent, onState) {
   while (!signal.aborted) {
     try {
       const extra = last === null ? {} : { "Last-Event-ID": String(last) };
-      const response = await fetch(path, { headers: { ...headers(), ...extra }, signal });
+      const response = await fetch(scoped(path), { headers: { ...headers(), ...extra }, signal });
       if (response.status === 401) {
         window.dispatchEvent(new Event("meshvisor:unauthorized"));
         return;

@@ -1,7 +1,8 @@
 // The meshvisor dashboard: a page per hash route, built with DOM calls (never from HTML text, so no value from
 // the API is ever read as markup), kept live by the `/v1/events` stream.
 
-import { ApiError, api, follow, token, setToken } from "./api.js";
+import { ApiError, api, follow, project, setProject, token, setToken } from "./api.js";
+import { setCaller } from "./access.js";
 import { h, badge, sparkline, table, when, fmtTime, field, NAME } from "./dom.js";
 import { imagesPage } from "./images.js";
 import { servicesPage } from "./services.js";
@@ -15,6 +16,7 @@ const nav = document.getElementById("nav");
 const live = document.getElementById("live");
 const logoutButton = document.getElementById("logout");
 const whoami = document.getElementById("whoami");
+const projectSelect = document.getElementById("project");
 
 const ACTIONS = {
   running: ["stop", "restart", "pause"],
@@ -32,6 +34,8 @@ let pending = null;
 function logout(message) {
   loggedIn = false;
   setToken(null);
+  setProject(null);
+  setCaller(null);
   if (stream) stream.abort();
   stream = null;
   showLogin(message);
@@ -46,6 +50,7 @@ function showLogin(message) {
   nav.hidden = true;
   live.hidden = true;
   whoami.hidden = true;
+  projectSelect.hidden = true;
   logoutButton.hidden = true;
   view.refresh = null;
   const input = h("input", { id: "token", type: "password", autocomplete: "current-password", required: true });
@@ -86,16 +91,35 @@ function start() {
   render();
 }
 
-// The token's project and role, beside the log-out button.
+// The token's project and role, beside the log-out button; what its role may not do is disabled (access.js).
 async function showCaller() {
   try {
     const me = await api("GET", "/v1/whoami");
-    whoami.textContent = `${me.project} · ${me.role} (${me.name})`;
+    setCaller(me);
+    whoami.textContent = `${project() || me.project} · ${me.role} (${me.name})`;
     whoami.hidden = false;
+    if (me.role === "platform-admin") await showProjects(me);
   } catch (err) {
     whoami.hidden = true;
   }
 }
+
+// A platform admin's project switcher: every request of the page then acts in the project chosen.
+async function showProjects(me) {
+  const listed = await api("GET", "/v1/projects");
+  projectSelect.replaceChildren(...listed.items.map((p) => h("option", { value: p.name }, p.name)));
+  projectSelect.value = project() || me.project;
+  projectSelect.hidden = false;
+}
+
+projectSelect.addEventListener("change", () => {
+  setProject(projectSelect.value);
+  if (stream) stream.abort();
+  stream = null;
+  startEvents();
+  showCaller();
+  render();
+});
 
 // -- live updates ----------------------------------------------------------------------------------------------
 function startEvents() {
@@ -192,13 +216,14 @@ async function overview() {
 // Cordon or uncordon a host, or evacuate it (after a confirmation: every instance moves off it); the evacuation's
 // progress and its refusal show beside the buttons.
 function hostActions(host) {
-  const act = (action) => () => api("POST", `/v1/hosts/${host.name}/actions`, { action });
+  const path = `/v1/hosts/${host.name}/actions`;
+  const act = (action) => () => api("POST", path, { action });
   return h("span", { class: "actions" },
     host.cordoned
-      ? actionButton("uncordon", null, act("uncordon"), `uncordon host ${host.name}`)
-      : actionButton("cordon", null, act("cordon"), `cordon host ${host.name}`),
+      ? actionButton("uncordon", null, act("uncordon"), `uncordon host ${host.name}`, `POST ${path}`)
+      : actionButton("cordon", null, act("cordon"), `cordon host ${host.name}`, `POST ${path}`),
     actionButton("evacuate", `Evacuate host ${host.name}? Every instance on it moves to another host.`,
-      act("evacuate"), `evacuate host ${host.name}`));
+      act("evacuate"), `evacuate host ${host.name}`, `POST ${path}`));
 }
 
 // -- instances -------------------------------------------------------------------------------------------------
@@ -214,9 +239,10 @@ function meshText(mesh) {
 function actionButtons(instance, after) {
   const error = h("span", { class: "error", role: "alert" });
   const buttons = (ACTIONS[instance.state] || []).map((action) =>
-    h("button", { type: "button", "data-action": action, onclick: () => act(instance, action, error, after) }, action));
+    h("button", { type: "button", "data-action": action, "data-write": `POST /v1/instances/${instance.name}/actions`,
+      onclick: () => act(instance, action, error, after) }, action));
   const remove = h("button", {
-    type: "button", class: "danger", "data-action": "delete",
+    type: "button", class: "danger", "data-action": "delete", "data-write": `DELETE /v1/instances/${instance.name}`,
     onclick: () => remove_(instance, error, after),
   }, "delete");
   return h("span", { class: "actions" }, ...buttons, remove, error);
@@ -320,7 +346,7 @@ async function createForm() {
     h("p", { class: "hint wide" }, "A meshed instance calls each upstream service at 127.0.0.1:<local port> (a VM at its "
       + "sidecar's address); the services must exist. A VM grows live up to its maximum CPUs and memory. A VM booted "
       + "from a distribution's disk image gets its SSH keys through cloud-init, or your own user data instead."),
-    h("button", { type: "submit" }, "Create"), error);
+    h("button", { type: "submit", "data-write": "POST /v1/instances" }, "Create"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = {
@@ -377,7 +403,7 @@ function resizeSection(name) {
   for (const input of [cpus, memory]) input.addEventListener("input", () => { edited = true; });
   const form = h("form", { class: "inline", "aria-label": "Resize", "aria-describedby": "resize-hint" },
     h("label", {}, h("span", {}, "CPUs"), cpus), h("label", {}, h("span", {}, "Memory (MiB)"), memory),
-    h("button", { type: "submit" }, "Resize"));
+    h("button", { type: "submit", "data-write": `PATCH /v1/instances/${name}` }, "Resize"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     await run(error, () => api("PATCH", `/v1/instances/${name}`, { cpus: Number(cpus.value), memory_mb: Number(memory.value) }),
@@ -408,13 +434,14 @@ async function instance(name) {
   const output = h("pre", { class: "logs", id: "exec-output", "aria-live": "polite" });
   const command = h("input", { id: "exec-command", placeholder: "a command, e.g. uname -a", "aria-label": "Command" });
   const console_ = h("form", { class: "exec", "aria-label": "Run a command" },
-    h("span", { class: "prompt" }, "$"), command, h("button", { type: "submit" }, "Run"));
+    h("span", { class: "prompt" }, "$"), command,
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/exec` }, "Run"));
   const head = h("div", {});
   const usage = h("div", { class: "usage", id: "usage" });
   const termBox = h("div", { class: "terminal", id: "terminal", "aria-label": "Terminal" });
   const termStatus = h("span", { class: "muted", role: "status" });
   let closeTerminal = null;
-  const termButton = h("button", { type: "button", onclick: async () => {
+  const termButton = h("button", { type: "button", "data-write": `WS /v1/instances/${name}/terminal`, onclick: async () => {
     if (closeTerminal) {
       closeTerminal();
       closeTerminal = null;
@@ -433,7 +460,8 @@ async function instance(name) {
   const snapshots = h("div", {});
   const snapName = h("input", { placeholder: "a name, e.g. before-upgrade", "aria-label": "Snapshot name", ...NAME });
   const snapError = h("p", { class: "error", role: "alert" });
-  const snapForm = h("form", { class: "exec", "aria-label": "Take a snapshot" }, snapName, h("button", { type: "submit" }, "Take snapshot"));
+  const snapForm = h("form", { class: "exec", "aria-label": "Take a snapshot" }, snapName,
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/actions` }, "Take snapshot"));
   snapForm.addEventListener("submit", async (event) => {
     event.preventDefault();
     await run(snapError, () => api("POST", `/v1/instances/${name}/actions`, { action: "snapshot", snapshot: snapName.value.trim() }), view.refresh);
@@ -444,8 +472,10 @@ async function instance(name) {
   const linkError = h("p", { class: "error", role: "alert" });
   const attachNet = h("select", { "aria-label": "Network to attach" });
   const attachVol = h("select", { "aria-label": "Volume to attach" });
-  const netForm = h("form", { class: "exec", "aria-label": "Attach a network" }, attachNet, h("button", { type: "submit" }, "Attach network"));
-  const volForm = h("form", { class: "exec", "aria-label": "Attach a volume", hidden: true }, attachVol, h("button", { type: "submit" }, "Attach volume"));
+  const netForm = h("form", { class: "exec", "aria-label": "Attach a network" }, attachNet,
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/networks` }, "Attach network"));
+  const volForm = h("form", { class: "exec", "aria-label": "Attach a volume", hidden: true }, attachVol,
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/volumes` }, "Attach volume"));
   netForm.addEventListener("submit", (event) => {
     event.preventDefault();
     run(linkError, () => api("POST", `/v1/instances/${name}/networks`, { network: attachNet.value }), view.refresh);
@@ -491,7 +521,7 @@ async function instance(name) {
     const [allNets, allVols] = await Promise.all([api("GET", "/v1/networks?limit=1000"), api("GET", "/v1/volumes?limit=1000")]);
     const onNets = new Set((i.networks || []).map((n) => n.network));
     const onVols = new Set((i.volumes || []).map((v) => v.volume));
-    const detach = (what, path) => h("button", { type: "button", class: "danger", onclick: async () => {
+    const detach = (what, path) => h("button", { type: "button", class: "danger", "data-write": `DELETE ${path}`, onclick: async () => {
       if (!confirm(`Detach ${what} from ${name}?`)) return;
       await run(linkError, () => api("DELETE", path), view.refresh);
     } }, "detach");
@@ -517,9 +547,9 @@ async function instance(name) {
         ? table(["Snapshot", "Taken", "State", ""], found.items.map((snap) => [
           snap.name, fmtTime(new Date(snap.created_at * 1000).toISOString()), snap.state,
           h("span", { class: "actions" },
-            h("button", { type: "button", onclick: () => run(snapError,
+            h("button", { type: "button", "data-write": `POST /v1/instances/${name}/actions`, onclick: () => run(snapError,
               () => api("POST", `/v1/instances/${name}/actions`, { action: "revert", snapshot: snap.name }), view.refresh) }, "revert"),
-            h("button", { type: "button", class: "danger", onclick: async () => {
+            h("button", { type: "button", class: "danger", "data-write": `DELETE /v1/instances/${name}/snapshots/${snap.name}`, onclick: async () => {
               if (!confirm(`Delete snapshot ${snap.name}?`)) return;
               await run(snapError, () => api("DELETE", `/v1/instances/${name}/snapshots/${snap.name}`), view.refresh);
             } }, "delete")),
@@ -593,7 +623,8 @@ async function networksPage() {
   const name = h("input", { required: true, ...NAME });
   const cidr = h("input", { required: true, placeholder: "10.210.1.0/24" });
   const netForm = simpleForm("Create a network", [["Name", name], ["CIDR", cidr]],
-    () => api("POST", "/v1/networks", { name: name.value.trim(), cidr: cidr.value.trim() }));
+    () => api("POST", "/v1/networks", { name: name.value.trim(), cidr: cidr.value.trim() }), "Create",
+    "POST /v1/networks");
   const group = h("input", { required: true, ...NAME });
   const description = h("input", {});
   const direction = h("select", {}, h("option", { value: "ingress" }, "ingress"), h("option", { value: "egress" }, "egress"));
@@ -605,7 +636,7 @@ async function networksPage() {
       const ruleBody = { direction: direction.value, protocol: protocol.value };
       if (port.value) ruleBody.port_min = Number(port.value);
       return api("POST", "/v1/security-groups", { name: group.value.trim(), description: description.value, rules: [ruleBody] });
-    });
+    }, "Create", "POST /v1/security-groups");
   await page("Networks", async () => {
     const [nets, groups] = await Promise.all([api("GET", "/v1/networks?limit=1000"), api("GET", "/v1/security-groups?limit=1000")]);
     return [
@@ -619,7 +650,7 @@ async function networksPage() {
         ? table(["Group", "Description", "Rules", "Members", ""], groups.items.map((g) => [
           g.name, g.description || "", (g.rules || []).map(rule).join("; "), (g.members || []).join(", "),
           h("span", { class: "actions" },
-            h("button", { type: "button", onclick: () => editRules(g) }, "edit rules"),
+            h("button", { type: "button", "data-write": `PUT /v1/security-groups/${g.name}`, onclick: () => editRules(g) }, "edit rules"),
             deleteButton(`security group ${g.name}`, `/v1/security-groups/${g.name}`)),
         ]), { id: "groups" })
         : h("p", { class: "muted" }, "No security groups."),

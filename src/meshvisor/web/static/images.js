@@ -25,7 +25,7 @@ function importForm() {
       "The file goes to the API as it is (up to 2 GiB); the image is ready once the import operation ends. "
       + "The command (words separated by spaces) is what a container runs when it is given none."),
     field("Name", name), field("Kind", kind), field("File", file), field("Default command", command),
-    h("button", { type: "submit" }, "Import"), error);
+    h("button", { type: "submit", "data-write": "POST /v1/images/import" }, "Import"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const chosen = file.files[0];
@@ -57,7 +57,7 @@ function buildForm() {
       "Docker builds the Dockerfile on this host (its FROM images are pulled unless Docker has them); the image is "
       + "ready once the build operation ends, and a failed build keeps Docker's message in the table."),
     field("Name", name), h("label", { class: "wide" }, h("span", {}, "Dockerfile"), dockerfile),
-    h("button", { type: "submit" }, "Build"), error);
+    h("button", { type: "submit", "data-write": "POST /v1/images" }, "Build"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = { name: name.value.trim(), kind: "container", source: { type: "dockerfile", dockerfile: dockerfile.value } };
@@ -74,7 +74,8 @@ function pushForm() {
   const error = h("p", { class: "error", role: "alert" });
   const form = h("form", { class: "create", "aria-label": "Push an image" }, h("h2", {}, "Push an image"),
     h("p", { class: "hint wide", id: "push-hint" }, "The target names a registry, a repository and a tag."),
-    field("Image", image), field("Target", target), h("button", { type: "submit" }, "Push"), error);
+    field("Image", image), field("Target", target),
+    h("button", { type: "submit", "data-write": "POST /v1/images/{name}/actions" }, "Push"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     await run(error, () => api("POST", `/v1/images/${image.value}/actions`, { action: "push", target: target.value.trim() }),

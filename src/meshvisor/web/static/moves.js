@@ -13,7 +13,7 @@ export function moveSection(name) {
   const status = h("p", { class: "muted", "aria-live": "polite", id: "last-move" });
   const error = h("p", { class: "error", role: "alert" });
   const form = h("form", { class: "exec", "aria-label": "Move to another host" }, target,
-    h("button", { type: "submit" }, "Migrate"));
+    h("button", { type: "submit", "data-write": `POST /v1/instances/${name}/actions` }, "Migrate"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const where = target.value === PLACED ? "a host the scheduler picks" : `host ${target.value}`;

@@ -41,7 +41,7 @@ function createForm() {
       "A dir pool keeps its volumes in a directory of its own in the data directory; a libvirt pool uses a running "
       + "libvirt dir pool by its name. The quota (MiB, optional) bounds the sizes of the pool's volumes together."),
     field("Pool name", name), field("Driver", driver), field("libvirt pool", libvirtPool), field("Quota (MiB)", quota),
-    h("button", { type: "submit" }, "Create pool"), error);
+    h("button", { type: "submit", "data-write": "POST /v1/storage-pools" }, "Create pool"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const body = { name: name.value.trim(), driver: driver.value };
@@ -85,7 +85,7 @@ export function poolsSection() {
       p.name === DEFAULT_POOL
         ? h("span", { class: "muted" }, "stays")
         : h("span", { class: "actions" },
-          h("button", { type: "button", class: "danger", "data-pool": p.name, "aria-label": `delete pool ${p.name}`,
+          h("button", { type: "button", class: "danger", "data-pool": p.name, "data-write": `DELETE /v1/storage-pools/${p.name}`, "aria-label": `delete pool ${p.name}`,
             onclick: () => remove(p.name, p.host) }, "delete"),
           errors.has(p.name) ? h("span", { class: "error", role: "alert" }, errors.get(p.name)) : ""),
     ];

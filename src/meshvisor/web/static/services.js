@@ -30,7 +30,7 @@ function ingressForm() {
       "Makes the service if it is new. An ingress port (1024–65535) exposes it on 127.0.0.1:<port> of every host "
       + "through the ingress gateway, with the service's policy; empty takes the port away."),
     h("label", {}, h("span", {}, "Service"), name), h("label", {}, h("span", {}, "Ingress port"), port), names,
-    h("button", { type: "submit" }, "Save"), error);
+    h("button", { type: "submit", "data-write": "PUT /v1/services/{name}" }, "Save"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
@@ -122,10 +122,10 @@ async function caAction(action) {
   if (action === "rotate") await followRotation();
 }
 
-const rotateButton = h("button", { type: "button", onclick: () => {
+const rotateButton = h("button", { type: "button", "data-write": "POST /v1/mesh/ca/actions", onclick: () => {
   if (confirm("Rotate the mesh CA? Sidecars trust a new root first, then get certificates from it.")) caAction("rotate");
 } }, "Rotate CA");
-const retireButton = h("button", { type: "button", class: "danger", hidden: true, onclick: () => {
+const retireButton = h("button", { type: "button", class: "danger", hidden: true, "data-write": "POST /v1/mesh/ca/actions", onclick: () => {
   if (confirm("Retire the old roots? Sidecars stop trusting them.")) caAction("retire");
 } }, "Retire old roots");
 const caBox = h("section", { "aria-label": "Certificate authority" }, h("h2", {}, "Certificate authority"), caInfo,
@@ -164,7 +164,7 @@ export async function servicesPage() {
         ? table(["Service", "Members", "Callers", "Ingress", "Policy", "Last NACK", ""], found.items.map((s) => [
           s.name, (s.members || []).map((m) => `${m.instance} (${m.state})`).join(", "), (s.callers || []).join(", "),
           s.ingress_port ? `127.0.0.1:${s.ingress_port}` : "",
-          h("button", { type: "button", onclick: () => editPolicy(s) }, Object.keys(s.policy || {}).join(", ") || "default"),
+          h("button", { type: "button", "data-write": `PUT /v1/services/${s.name}/policy`, onclick: () => editPolicy(s) }, Object.keys(s.policy || {}).join(", ") || "default"),
           s.last_nack ? s.last_nack.message || "rejected" : "",
           deleteButton(`service ${s.name}`, `/v1/services/${s.name}`),
         ]), { id: "services" })

@@ -40,7 +40,7 @@ function planForm(fixed) {
     field("Stack", name), field("Upload a file", upload), field("Format", format),
     field("Variables", variables), field("Stack file", spec, true),
     fixed ? h("label", { class: "check" }, destroy, h("span", {}, "Destroy everything it owns")) : "",
-    h("button", { type: "submit", class: "primary" }, "Plan"), error);
+    h("button", { type: "submit", class: "primary", "data-write": "POST /v1/stacks/{name}/plan" }, "Plan"), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     error.textContent = "";
@@ -112,12 +112,14 @@ export async function stack(name) {
       parts.push(h("p", { class: "muted" }, `${fmtTime(plan.created_at)}${plan.current ? "" : " (the stack changed since: plan again)"}`));
       parts.push(planText(plan.text));
       if (plan.current && plan.exit_code === 2 && !info.lock) {
-        parts.push(h("button", { type: "button", class: "primary", onclick: () => applyPlan(name, plan, error, progress) }, "Apply"));
+        parts.push(h("button", { type: "button", class: "primary", "data-write": `POST /v1/stacks/${name}/apply`,
+          onclick: () => applyPlan(name, plan, error, progress) }, "Apply"));
       }
     }
     if (!info.resources.length) {
       // Nothing left in it: the stack itself can go (the API refuses while it owns anything).
-      parts.push(h("button", { type: "button", class: "danger", onclick: () => deleteStack(name, error) }, "Delete stack"));
+      parts.push(h("button", { type: "button", class: "danger", "data-write": `DELETE /v1/stacks/${name}`,
+        onclick: () => deleteStack(name, error) }, "Delete stack"));
     }
     parts.push(h("h2", {}, "Applies"));
     parts.push(history.items.length

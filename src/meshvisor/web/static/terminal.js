@@ -2,7 +2,7 @@
 // `/v1/instances/{name}/terminal`. The first message carries the token; then keys go out as bytes, output comes
 // in as bytes, and a resize is `{"resize": [rows, cols]}`.
 
-import { token } from "./api.js";
+import { project, token } from "./api.js";
 import { h } from "./dom.js";
 
 const loaded = {};
@@ -38,7 +38,7 @@ export async function openTerminal(name, box, status) {
   socket.binaryType = "arraybuffer";
   const encoder = new TextEncoder();
   socket.onopen = () => {
-    socket.send(JSON.stringify({ token: token(), rows: term.rows, cols: term.cols }));
+    socket.send(JSON.stringify({ token: token(), rows: term.rows, cols: term.cols, ...(project() ? { project: project() } : {}) }));
     status("connected");
     term.focus();
   };

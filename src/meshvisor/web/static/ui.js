@@ -60,11 +60,12 @@ export async function run(error, request, after) {
 }
 
 // A form whose fields are `[label, input]` pairs; `submit()` starts the work, shown like any action.
-export function simpleForm(title, fields, submit, button = "Create") {
+// `write` ("POST /v1/networks") is the call it makes: a role that may not make it sees the button disabled.
+export function simpleForm(title, fields, submit, button = "Create", write = undefined) {
   const error = h("p", { class: "error", role: "alert" });
   const form = h("form", { class: "create", "aria-label": title }, h("h2", {}, title),
     ...fields.map(([label, input]) => h("label", {}, h("span", {}, label), input)),
-    h("button", { type: "submit" }, button), error);
+    h("button", { type: "submit", "data-write": write }, button), error);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     await run(error, () => submit(), view.refresh);
@@ -74,10 +75,10 @@ export function simpleForm(title, fields, submit, button = "Create") {
 }
 
 // A button that starts work after a confirmation (when `question` is given); its progress and refusal beside it.
-export function actionButton(label, question, request, ariaLabel = label) {
+export function actionButton(label, question, request, ariaLabel = label, write = undefined) {
   const error = h("span", { class: "error", role: "alert" });
   return h("span", { class: "actions" }, h("button", {
-    type: "button", "aria-label": ariaLabel, onclick: async () => {
+    type: "button", "aria-label": ariaLabel, "data-write": write, onclick: async () => {
       if (question && !confirm(question)) return;
       await run(error, request, view.refresh);
     },
@@ -87,7 +88,7 @@ export function actionButton(label, question, request, ariaLabel = label) {
 export function deleteButton(what, path, label = "delete") {
   const error = h("span", { class: "error", role: "alert" });
   return h("span", { class: "actions" }, h("button", {
-    type: "button", class: "danger", onclick: async () => {
+    type: "button", class: "danger", "data-write": `DELETE ${path}`, onclick: async () => {
       if (!confirm(`Delete ${what}?`)) return;
       await run(error, () => api("DELETE", path), view.refresh);
     },

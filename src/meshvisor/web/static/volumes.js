@@ -26,7 +26,8 @@ function managePanel() {
   const size = h("input", { type: "number", min: "1", step: "1", required: true });
   const growError = h("p", { class: "error", role: "alert" });
   const grow = h("form", { class: "inline", "aria-label": "Grow the volume", "aria-describedby": "manage-facts" },
-    field("New size (MiB)", size), h("button", { type: "submit" }, "Grow"), growError);
+    field("New size (MiB)", size),
+    h("button", { type: "submit", "data-write": "PATCH /v1/volumes/{name}" }, "Grow"), growError);
   grow.addEventListener("submit", async (event) => {
     event.preventDefault();
     const name = current.name;
@@ -37,7 +38,8 @@ function managePanel() {
   const cloneName = h("input", { required: true, ...NAME });
   const cloneError = h("p", { class: "error", role: "alert" });
   const clone = h("form", { class: "inline", "aria-label": "Clone the volume" },
-    field("Clone's name", cloneName), h("button", { type: "submit" }, "Clone"), cloneError);
+    field("Clone's name", cloneName),
+    h("button", { type: "submit", "data-write": "POST /v1/volumes/{name}/actions" }, "Clone"), cloneError);
   clone.addEventListener("submit", async (event) => {
     event.preventDefault();
     const name = current.name;
@@ -53,11 +55,11 @@ function managePanel() {
     title, facts, grow, clone, h("h3", {}, "Snapshots"), snapshots, snapError, h("p", {}, close));
 
   const snapshotRows = (v) => v.snapshots.map((snap) => [snap, h("span", { class: "actions" },
-    h("button", { type: "button", onclick: async () => {
+    h("button", { type: "button", "data-write": `POST /v1/volumes/${v.name}/actions`, onclick: async () => {
       if (!confirm(`Revert ${v.name} to ${snap}? What was written since is lost.`)) return;
       await run(snapError, () => api("POST", `/v1/volumes/${v.name}/actions`, { action: "revert", snapshot: snap }), view.refresh);
     } }, "revert"),
-    h("button", { type: "button", class: "danger", onclick: async () => {
+    h("button", { type: "button", class: "danger", "data-write": `POST /v1/volumes/${v.name}/actions`, onclick: async () => {
       if (!confirm(`Delete snapshot ${snap} of ${v.name}?`)) return;
       await run(snapError, () => api("POST", `/v1/volumes/${v.name}/actions`, { action: "delete-snapshot", snapshot: snap }),
         view.refresh);
@@ -99,7 +101,8 @@ export async function volumesPage() {
   const pools = poolsSection();
   const form = simpleForm("Create a volume", [["Name", name], ["Size (MiB)", size], ["Format", format], ["Pool", pools.select]],
     () => api("POST", "/v1/volumes",
-      { name: name.value.trim(), size_mb: Number(size.value), format: format.value, pool: pools.select.value }));
+      { name: name.value.trim(), size_mb: Number(size.value), format: format.value, pool: pools.select.value }),
+    "Create", "POST /v1/volumes");
   const panel = managePanel();
   await page("Volumes", async () => {
     const [vols, found] = await Promise.all([api("GET", "/v1/volumes?limit=1000"), api("GET", "/v1/storage-pools")]);
@@ -110,8 +113,8 @@ export async function volumesPage() {
         v.name, `${v.size_mb} MiB`, v.format, badge(v.state), (v.attached_to || []).join(", "), (v.snapshots || []).join(", "),
         v.pool || "",
         h("span", { class: "actions" },
-          h("button", { type: "button", onclick: () => volumeAction(v.name, "snapshot") }, "snapshot"),
-          (v.snapshots || []).length ? h("button", { type: "button", onclick: () => volumeAction(v.name, "revert", v.snapshots[v.snapshots.length - 1]) }, "revert") : "",
+          h("button", { type: "button", "data-write": `POST /v1/volumes/${v.name}/actions`, onclick: () => volumeAction(v.name, "snapshot") }, "snapshot"),
+          (v.snapshots || []).length ? h("button", { type: "button", "data-write": `POST /v1/volumes/${v.name}/actions`, onclick: () => volumeAction(v.name, "revert", v.snapshots[v.snapshots.length - 1]) }, "revert") : "",
           h("button", { type: "button", "aria-label": `manage ${v.name}`, onclick: () => panel.open(v) }, "manage"),
           deleteButton(`volume ${v.name}`, `/v1/volumes/${v.name}`)),
       ]), { id: "volumes" })

@@ -14,7 +14,9 @@ from .names import inbound_cluster, outbound_cluster
 from .protos import ms, pack, u32
 
 
-def outbound_route(service: Service) -> route_pb2.RouteConfiguration:
+def outbound_route(service: Service, ref: str | None = None) -> route_pb2.RouteConfiguration:
+    """The route a caller reaches `service` by (`ref`: the name its resources give it, `names.upstream_ref`)."""
+    ref = ref or service.name
     policy = service.policy
     action = route_components_pb2.RouteAction()
     weighted = [(v, w) for v, w in sorted(policy.splits.items())]
@@ -23,24 +25,23 @@ def outbound_route(service: Service) -> route_pb2.RouteConfiguration:
             route_components_pb2.WeightedCluster(
                 clusters=[
                     route_components_pb2.WeightedCluster.ClusterWeight(
-                        name=outbound_cluster(service.name, version), weight=u32(weight)
+                        name=outbound_cluster(ref, version), weight=u32(weight)
                     )
                     for version, weight in weighted
                 ]
             )
         )
     else:
-        action.cluster = outbound_cluster(service.name)
+        action.cluster = outbound_cluster(ref)
     if policy.timeout_ms is not None:
         action.timeout.CopyFrom(ms(policy.timeout_ms))
     if policy.retries is not None and policy.retries.attempts > 0:
         action.retry_policy.CopyFrom(_retry_policy(policy.retries))
-    name = outbound_cluster(service.name)
     return route_pb2.RouteConfiguration(
-        name=name,
+        name=outbound_cluster(ref),
         virtual_hosts=[
             route_components_pb2.VirtualHost(
-                name=service.name,
+                name=ref,
                 domains=["*"],
                 routes=[
                     route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"), route=action)
@@ -73,7 +74,9 @@ def inbound_route(sidecar: Sidecar, policy: Policy, trust_domain: str) -> route_
     """
     per_filter: dict[str, any_pb2.Any] = {}
     if policy.allow is not None:
-        per_filter[RBAC_FILTER] = pack(rbac_pb2.RBACPerRoute(rbac=rbac_filter(policy.allow, trust_domain)))
+        per_filter[RBAC_FILTER] = pack(
+            rbac_pb2.RBACPerRoute(rbac=rbac_filter(policy.allow, trust_domain, sidecar.project))
+        )
     limit = ratelimit_filter(policy, f"inbound_{sidecar.service}_ratelimit")
     if limit is not None:
         per_filter[RATELIMIT_FILTER] = pack(limit)

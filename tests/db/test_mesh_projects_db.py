@@ -13,11 +13,13 @@ from sqlalchemy import func, select
 
 from meshvisor.mesh import resources
 from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN
+from meshvisor.platform.mesh.control_plane import ControlPlane
 from meshvisor.platform.mesh.view import load_view, node_id
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.models import Instance
 
 from .conftest import add_ready_image
+from .test_mesh_db import plane  # noqa: F401  (a fixture)
 from .test_projects_db import as_, instance_body, new_project
 
 TD = DEFAULT_TRUST_DOMAIN
@@ -140,3 +142,12 @@ def test_allow_takes_names_short_forms_and_spiffe_ids(api: TestClient, teams: di
     allow = ["app", "b/app", f"spiffe://{TD}/ns/b/service/web"]
     answer = api.put("/v1/services/web/policy", json={"allow": allow}, headers=teams["a"])
     assert answer.status_code == 200 and answer.json()["policy"]["allow"] == allow, answer.text
+
+
+def test_the_control_plane_gives_each_projects_service_a_certificate_of_its_own(
+    plane: ControlPlane,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """Certificates are kept per identity: a's `web` never serves with b's (or the default project's)."""
+    found = {project: plane.cert("web", project) for project in ("a", "b", "default")}
+    assert {p: c.spiffe_id for p, c in found.items()} == {p: f"spiffe://{TD}/ns/{p}/service/web" for p in found}
+    assert plane.cert("web", "a") is found["a"] and plane.cert("web") is found["default"]

@@ -1,6 +1,7 @@
 """Real Envoy sidecars on 127.0.0.1 in two projects, `a` and `b`, each with a service `web` and a caller `app`:
 each `app` reaches its own project's `web`; b's `app` reaches a's `web` (an upstream naming project `a`) only
-once a's policy allows b's `app`, and a's `web` learns it is b's `app` that calls."""
+once a's policy allows b's `app`, and a's `web` learns it is b's `app` that calls; a service a does not have
+is refused as one that does not allow the caller."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class Projects(Mesh):
 
 
 OWN_WEB, A_WEB = free_port(), free_port()  # where each `app` reaches its own `web`, and where b's reaches a's
+A_GONE = free_port()  # where b's `app` calls a service that project a does not have
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,8 @@ def projects(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Projects]:
         for project in ("a", "b"):
             running.add(project, "web")
         running.add("a", "app", (Upstream("web", OWN_WEB),))
-        running.add("b", "app", (Upstream("web", free_port()), Upstream("web", A_WEB, "a")))
+        upstreams = (Upstream("web", free_port()), Upstream("web", A_WEB, "a"), Upstream("gone", A_GONE, "a"))
+        running.add("b", "app", upstreams)
         running.push(wait=False)
         running.start_envoys()
         yield running
@@ -103,6 +106,8 @@ def test_another_projects_call_is_refused_until_its_policy_allows_the_caller(pro
         projects.set_allow("a", "web", ("app",))  # a's own app only: not b's app, though it has the same name
         projects.push()
         assert _until(A_WEB, 403)[0] == 403
+        # a service that a does not have is refused alike: b learns nothing of what a holds
+        assert get(A_GONE) == get(A_WEB) == (403, b"RBAC: access denied")
         assert _answer(OWN_WEB)[1]["service"] == "a-web"  # a's app still gets in
         projects.set_allow("a", "web", ("app", "b/app"))
         projects.push()

@@ -75,9 +75,15 @@ def test_a_shared_build_cache_keeps_each_callers_names() -> None:
     assert sorted(_build(other, projects, cache)[CLUSTER]) == ["inbound|app", "outbound|a/web"]
 
 
-def test_an_upstream_in_a_project_without_that_service_gets_no_route() -> None:
+def test_an_upstream_in_a_project_without_that_service_is_refused_as_rbac_refuses() -> None:
+    """Its listener is there and answers 403 as a callee's sidecar refuses: a caller cannot tell a missing
+    service of another project from one that does not allow it."""
     res = _build(_caller(Upstream("web", 9001, "nowhere"), Upstream("nope", 9002, "a")), _projects())
-    assert sorted(res[CLUSTER]) == ["inbound|app"] and sorted(res[LISTENER]) == ["inbound|15006"]
+    assert sorted(res[CLUSTER]) == ["inbound|app"]  # nothing to reach
+    assert sorted(res[LISTENER]) == ["inbound|15006", "outbound|a/nope|9002", "outbound|nowhere/web|9001"]
+    for name in ("outbound|nowhere/web", "outbound|a/nope"):
+        refuse = res[ROUTE][name].virtual_hosts[0].routes[0].direct_response
+        assert (refuse.status, refuse.body.inline_string) == (403, "RBAC: access denied")
 
 
 def test_an_unknown_upstream_of_its_own_project_is_still_invalid_input() -> None:

@@ -18,7 +18,7 @@ from .clusters import app_cluster, upstream_cluster, zipkin_cluster
 from .endpoints import load_assignment
 from .listeners import inbound_listener, outbound_listener
 from .names import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, ZIPKIN_CLUSTER, Resources, upstream_ref
-from .routes import inbound_route, outbound_route
+from .routes import inbound_route, outbound_route, refused_route
 from .tls import secrets
 
 T = TypeVar("T")
@@ -79,8 +79,9 @@ def sidecar_resources(
         service = ((projects or {}).get(str(upstream.project), {}) if elsewhere else services).get(
             upstream.service
         )
-        if service is None and elsewhere:
-            continue  # another project's service that is not (or no longer) there: no route to it
+        if service is None and elsewhere:  # another project's service that is not (or no longer) there
+            build.add_refused(upstream, upstream_ref(upstream.service, str(upstream.project), sidecar.project))
+            continue
         if service is None:
             raise InvalidInput(f"sidecar {sidecar.node_id}: unknown upstream service {upstream.service!r}")
         build.add_upstream(upstream, service)
@@ -144,6 +145,16 @@ class _Assembly:
             ("route", id(service), ref), functools.partial(outbound_route, service, ref), pin=service
         )
         self.out[ROUTE][route.name] = route
+        self._add_outbound_listener(upstream, ref)
+
+    def add_refused(self, upstream: Upstream, ref: str) -> None:
+        """The listener of an upstream that names another project's missing service, its route refusing."""
+        route = self.shared(("refused", ref), functools.partial(refused_route, ref))
+        self.out[ROUTE][route.name] = route
+        self._add_outbound_listener(upstream, ref)
+
+    def _add_outbound_listener(self, upstream: Upstream, ref: str) -> None:
+        car = self.sidecar
         listener = self.shared(
             ("outbound", ref, upstream.local_port, car.outbound_address, self.tracing),
             functools.partial(

@@ -3,6 +3,7 @@ timeout, retries); `inbound|<svc>` carries its server-side policy as per-filter 
 
 from __future__ import annotations
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
@@ -37,17 +38,30 @@ def outbound_route(service: Service, ref: str | None = None) -> route_pb2.RouteC
         action.timeout.CopyFrom(ms(policy.timeout_ms))
     if policy.retries is not None and policy.retries.attempts > 0:
         action.retry_policy.CopyFrom(_retry_policy(policy.retries))
+    return _outbound(ref, route_components_pb2.Route(match=_EVERY_PATH, route=action))
+
+
+# What the callee's sidecar answers a caller its `allow` does not name (Envoy's RBAC filter).
+REFUSED_STATUS, REFUSED_BODY = 403, "RBAC: access denied"
+
+
+def refused_route(ref: str) -> route_pb2.RouteConfiguration:
+    """The route to another project's service that is not there: answered as that service's sidecar answers a
+    caller it does not allow, so a workload cannot tell the two apart (nor learn what another project holds)."""
+    refuse = route_components_pb2.DirectResponseAction(
+        status=REFUSED_STATUS, body=base_pb2.DataSource(inline_string=REFUSED_BODY)
+    )
+    return _outbound(ref, route_components_pb2.Route(match=_EVERY_PATH, direct_response=refuse))
+
+
+_EVERY_PATH = route_components_pb2.RouteMatch(prefix="/")
+
+
+def _outbound(ref: str, route: route_components_pb2.Route) -> route_pb2.RouteConfiguration:
+    """The outbound route configuration of upstream `ref`: every request, whatever its host, takes `route`."""
     return route_pb2.RouteConfiguration(
         name=outbound_cluster(ref),
-        virtual_hosts=[
-            route_components_pb2.VirtualHost(
-                name=ref,
-                domains=["*"],
-                routes=[
-                    route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"), route=action)
-                ],
-            )
-        ],
+        virtual_hosts=[route_components_pb2.VirtualHost(name=ref, domains=["*"], routes=[route])],
     )
 
 

@@ -2,7 +2,8 @@
 policy. A service exists once it is created (`POST /v1/services`) or once an instance names it as its own;
 upstreams must name services that exist. An upstream may name another project's service (`"project"`): that is
 never checked against what the other project holds (which its callers may not see); it is reached once it exists
-and its policy allows the caller's identity (`spiffe://<trust domain>/ns/<project>/service/<name>`)."""
+and its policy allows the caller's identity (`spiffe://<trust domain>/ns/<project>/service/<name>`), and until
+then refused alike (403) whether it is missing or does not allow the caller."""
 
 from __future__ import annotations
 

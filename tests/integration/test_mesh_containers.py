@@ -5,6 +5,7 @@ sidecars, a plaintext connection to a sidecar's inbound port gets nothing, `allo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -401,3 +402,42 @@ def test_ca_rotation_under_traffic_drops_nothing(platform: Platform, api: httpx.
         drop_network(api, "rotate-net", force=True)
         dropped = [api.delete(f"/v1/services/{name}").status_code for name in ("rot-fe", "rot-be")]
     assert dropped == [204, 204]
+
+
+def test_two_projects_each_reach_their_own_web(platform: Platform, api: httpx.Client) -> None:
+    """Projects `pa` and `pb`, each with a service `web` and a caller `app` on a network of its own: each `app`
+    reaches its own project's `web`, whose sidecar saw the caller's identity, which names the project. (A call
+    across projects, refused until allowed and then answered, is tests/mesh/test_envoy_projects.py: no network
+    joins two projects yet, so here there is no path for one.)"""
+    clients: dict[str, httpx.Client] = {}
+    try:
+        for n, project in enumerate(("pa", "pb")):
+            assert api.post("/v1/projects", json={"name": project}).status_code == 201
+            token = api.post("/v1/tokens", json={"name": f"{project}-op", "role": "operator", "project": project})
+            assert token.status_code == 201, token.text
+            own = clients[project] = platform.client(token.json()["token"])
+            network(own, "net", f"10.213.{131 + n}.0/24")
+            page = f"mkdir -p /www && echo web-of-{project} > /www/index.html && exec httpd -f -p 8080 -h /www"
+            web = {"service": "web", "port": 8080}
+            create(own, "web", command=["sh", "-c", page], networks=[{"network": "net"}], mesh=web)
+            app = {"service": "app", "port": 8080, "upstreams": [{"service": "web", "local_port": 9001}]}
+            create(own, "app", networks=[{"network": "net"}], mesh=app)
+        for project, own in clients.items():
+            assert (
+                own.get("/v1/services/web").json()["identity"]
+                == f"spiffe://meshvisor.local/ns/{project}/service/web"
+            )
+            answer = eventually(functools.partial(call, own, "app", "127.0.0.1", 9001), "200 OK")
+            assert "200 OK" in answer and f"web-of-{project}" in answer, answer + diagnose(platform)
+            peers = {e["peer"] for e in own.get("/v1/services/web/logs").json()["items"]}
+            assert peers == {f"spiffe://meshvisor.local/ns/{project}/service/app"}, peers
+    finally:
+        for own in clients.values():
+            for name in ("app", "web"):
+                delete(own, name)
+            drop_network(own, "net", force=True)
+            for name in ("app", "web"):
+                own.delete(f"/v1/services/{name}")
+            own.close()
+        for project in ("pa", "pb"):
+            api.delete(f"/v1/projects/{project}")

@@ -30,8 +30,8 @@ def _san(cert: WorkloadCert) -> list[str]:
 def test_issue_and_verify(tmp_path: Path) -> None:
     ca = CertificateAuthority(tmp_path / "ca", "example.org")
     cert = ca.issue("orders")
-    assert cert.spiffe_id == "spiffe://example.org/service/orders" == spiffe_id("example.org", "orders")
-    assert _san(cert) == ["spiffe://example.org/service/orders"]
+    assert cert.spiffe_id == "spiffe://example.org/ns/default/service/orders" == spiffe_id("example.org", "orders")
+    assert _san(cert) == ["spiffe://example.org/ns/default/service/orders"]
     _verify(cert.cert_pem, ca.bundle_pem())
     leaf = x509.load_pem_x509_certificate(cert.cert_pem)
     assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

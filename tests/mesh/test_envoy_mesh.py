@@ -57,8 +57,8 @@ def test_a_calls_b_through_mtls(mesh: Mesh, tmp_path: Path) -> None:
     answer = _json(body)
     assert answer["service"] == "b"
     # b's sidecar verified a's certificate and tells the app who called.
-    assert f"URI=spiffe://{TRUST_DOMAIN}/service/a" in answer["xfcc"]
-    assert f"By=spiffe://{TRUST_DOMAIN}/service/b" in answer["xfcc"]
+    assert f"URI=spiffe://{TRUST_DOMAIN}/ns/default/service/a" in answer["xfcc"]
+    assert f"By=spiffe://{TRUST_DOMAIN}/ns/default/service/b" in answer["xfcc"]
 
 
 def test_plaintext_and_foreign_certificates_are_refused(mesh: Mesh, tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def test_empty_policy_is_fine() -> None:
         ({"rate_limit": {"tokens_per_second": 0, "burst": 1}}, "rate_limit.tokens_per_second must be between 1"),
         ({"rate_limit": {"tokens_per_second": 5}}, "rate_limit.burst is required"),
         ({"allow": "a"}, "allow must be a list"),
-        ({"allow": ["Not A Name"]}, "neither a service name nor a spiffe:// ID"),
+        ({"allow": ["Not A Name"]}, "is not a service name, <project>/<service> or a spiffe:// ID"),
         ({"allow": [f"s{i}" for i in range(257)]}, "allow lists 257 identities; at most 256"),
         ({"allow": ["spiffe://" + "x" * 2040]}, "allow: an identity of 2049 characters; at most 2048"),
         ({"splits": {f"v{i}": 0 for i in range(33)}}, "splits names 33 versions; at most 32"),

@@ -98,7 +98,7 @@ def test_upstream_cluster_is_eds_with_mtls_pinned_to_the_peer_identity() -> None
     assert [s.name for s in common.tls_certificate_sds_secret_configs] == ["workload"]
     assert common.combined_validation_context.validation_context_sds_secret_config.name == "trust-bundle"
     sans = common.combined_validation_context.default_validation_context.match_typed_subject_alt_names
-    assert [s.matcher.exact for s in sans] == [f"spiffe://{TD}/service/b"]
+    assert [s.matcher.exact for s in sans] == [f"spiffe://{TD}/ns/default/service/b"]
     assert not cluster.HasField("circuit_breakers") and not cluster.HasField("outlier_detection")
 
 
@@ -248,8 +248,14 @@ def test_outbound_listener_is_plaintext_on_loopback_with_rds() -> None:
 @pytest.mark.parametrize(
     ("allow", "principals"),
     [
-        (("b", "c"), [f"spiffe://{TD}/service/b", f"spiffe://{TD}/service/c"]),
+        (("b", "c"), [f"spiffe://{TD}/ns/default/service/b", f"spiffe://{TD}/ns/default/service/c"]),
         (("spiffe://x.org/service/z",), ["spiffe://x.org/service/z"]),
+        (
+            ("team/b", f"spiffe://{TD}/ns/team/service/c"),
+            [f"spiffe://{TD}/ns/team/service/b", f"spiffe://{TD}/ns/team/service/c"],
+        ),
+        ((f"spiffe://{TD}/service/b",), [f"spiffe://{TD}/ns/default/service/b"]),  # the form before projects
+        (("b", "default/b"), [f"spiffe://{TD}/ns/default/service/b"]),  # one principal per identity
         ((), []),  # nobody
     ],
 )

@@ -389,7 +389,7 @@ def test_real_sidecars_count_log_and_trace(tmp_path: Path, collector: Collector)
 
         entries = _until(inbound, 5)
         assert len(entries) == 15, entries
-        assert {e["peer"] for e in entries} == {f"spiffe://{TRUST_DOMAIN}/service/a"}
+        assert {e["peer"] for e in entries} == {f"spiffe://{TRUST_DOMAIN}/ns/default/service/a"}
         assert {(e["method"], e["path"], e["code"], e["direction"]) for e in entries} == {
             ("GET", "/hello?x=1", 200, "inbound")
         }

@@ -176,7 +176,7 @@ def test_a_workload_certificate_of_the_same_ca_is_refused_and_logged(
     context = client_context(workload.cert_pem, workload.key_pem, endpoint.ident.bundle, tmp_path)
     with caplog.at_level(logging.WARNING), pytest.raises(httpx.HTTPError):
         get_whoami(endpoint, context)
-    assert "refused a peer with identity spiffe://meshvisor.local/service/web" in caplog.text
+    assert "refused a peer with identity spiffe://meshvisor.local/ns/default/service/web" in caplog.text
 
 
 def test_no_certificate_is_refused(endpoint: Endpoint) -> None:

@@ -1,4 +1,5 @@
-"""The platform CA: one SPIFFE identity per service, short-lived workload certificates, rotation of the root.
+"""The platform CA: one SPIFFE identity per service of a project
+(`spiffe://<trust domain>/ns/<project>/service/<name>`), short-lived workload certificates, rotation of the root.
 
 Layout of the CA directory (every file 0600):
     ca.key, ca.crt            the current root (signs new workload certificates)
@@ -24,14 +25,16 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from meshvisor.core.files import private_dir, write_private
 
 DEFAULT_TRUST_DOMAIN = "meshvisor.local"
+DEFAULT_PROJECT = "default"  # the project of a service that names none (and of everything made before projects)
 DEFAULT_WORKLOAD_LIFETIME = dt.timedelta(hours=1)
 DEFAULT_CA_LIFETIME = dt.timedelta(days=365)
 DEFAULT_HOST_LIFETIME = dt.timedelta(days=30)
 CLOCK_SKEW = dt.timedelta(minutes=1)
 
 
-def spiffe_id(trust_domain: str, service: str) -> str:
-    return f"spiffe://{trust_domain}/service/{service}"
+def spiffe_id(trust_domain: str, service: str, project: str = DEFAULT_PROJECT) -> str:
+    """A service's identity: its project's namespace and its name, so two projects' `web` are two identities."""
+    return f"spiffe://{trust_domain}/ns/{project}/service/{service}"
 
 
 def host_dns_name(trust_domain: str, host: str) -> str:
@@ -203,9 +206,11 @@ class CertificateAuthority:
         for path in self.directory.glob("retired-*.crt"):
             path.unlink()
 
-    def issue(self, service: str, lifetime: dt.timedelta = DEFAULT_WORKLOAD_LIFETIME) -> WorkloadCert:
-        """A workload certificate for `service` (URI SAN = its SPIFFE ID), valid for `lifetime`."""
-        ident = spiffe_id(self.trust_domain, service)
+    def issue(
+        self, service: str, lifetime: dt.timedelta = DEFAULT_WORKLOAD_LIFETIME, *, project: str = DEFAULT_PROJECT
+    ) -> WorkloadCert:
+        """A workload certificate for `project`'s `service` (URI SAN = its SPIFFE ID), valid for `lifetime`."""
+        ident = spiffe_id(self.trust_domain, service, project)
         key = ec.generate_private_key(ec.SECP256R1())
         cert = self._sign_leaf(key.public_key(), [ident], lifetime)
         return WorkloadCert(

@@ -1,5 +1,6 @@
 """The mesh as the platform hands it over: plain frozen values, no I/O.
 
+Every service belongs to a project; its identity is `spiffe://<trust domain>/ns/<project>/service/<name>`.
 A `Policy` belongs to the *called* service. Its client-side parts (timeout, retries, circuit breaking, outlier
 detection, splits) are built into every caller's outbound config; its server-side parts (fault, rate limit, allow)
 into the service's own inbound listener.
@@ -13,6 +14,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from meshvisor.core.errors import InvalidInput
+from meshvisor.core.names import NAME_PATTERN
+
+from .ca import DEFAULT_PROJECT, spiffe_id
 
 UINT32_MAX = 2**32 - 1
 # Envoy rejects durations above this (google.protobuf.Duration limit), keep well inside it.
@@ -38,6 +42,9 @@ SERVICE_PATTERN = re.compile(r"^[a-z0-9-]{1,40}$")
 MAX_ALLOW = 256  # identities a policy lets in
 MAX_SPIFFE_ID = 2048  # characters (the SPIFFE ID's own bound)
 MAX_SPLITS = 32  # versions a service's traffic is split over
+# A SPIFFE ID: a trust domain, then path segments (the SPIFFE specification's characters).
+SPIFFE_PATTERN = re.compile(r"^spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)+$")
+ALLOW_FORMS = "a service name, <project>/<service> or a spiffe:// ID"
 HEALTH_PATH = re.compile(r"^/[A-Za-z0-9/._~%!$&'()*+,;=:@?-]{0,255}$")
 
 
@@ -112,7 +119,8 @@ class Policy:
     splits: Mapping[str, int] = field(default_factory=dict)  # version -> weight, sum 100
     fault: Fault | None = None
     rate_limit: RateLimit | None = None
-    allow: tuple[str, ...] | None = None  # service names or SPIFFE IDs; None: every mesh identity
+    # None: every mesh identity; else entries `allowed_identity` reads (names, <project>/<name>, SPIFFE IDs)
+    allow: tuple[str, ...] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Policy:
@@ -129,18 +137,44 @@ class Service:
     port: int  # the port the app listens on (behind its sidecar)
     endpoints: tuple[Endpoint, ...] = ()
     policy: Policy = field(default_factory=Policy)
+    project: str = DEFAULT_PROJECT
 
 
 @dataclass(frozen=True)
 class Upstream:
     service: str
     local_port: int
+    project: str | None = None  # another project's service; None: the caller's own project
+
+
+def allowed_identity(entry: str, trust_domain: str, project: str) -> str:
+    """The identity an `allow` entry of a service in `project` lets in: a bare name is that service of the same
+    project, `<project>/<service>` another project's, a SPIFFE ID itself. A SPIFFE ID of the form before
+    projects (`spiffe://<trust domain>/service/<name>`) still means that service of the same project."""
+    if entry.startswith("spiffe://"):
+        before_projects = f"spiffe://{trust_domain}/service/"
+        name = entry.removeprefix(before_projects)
+        return spiffe_id(trust_domain, name, project) if name != entry and "/" not in name else entry
+    owner, _, name = entry.rpartition("/")
+    return spiffe_id(trust_domain, name, owner or project)
+
+
+def allow_problem(entry: str) -> str | None:
+    """Why an `allow` entry is none of the forms `allowed_identity` reads (None when it is one)."""
+    if len(entry) > MAX_SPIFFE_ID:
+        return f"allow: an identity of {len(entry)} characters; at most {MAX_SPIFFE_ID}"
+    if entry.startswith("spiffe://"):
+        return None if SPIFFE_PATTERN.fullmatch(entry) else f"allow: {entry!r} is not a valid spiffe:// ID"
+    parts = entry.split("/")
+    if len(parts) > 2 or not SERVICE_PATTERN.fullmatch(parts[-1]) or not NAME_PATTERN.fullmatch(parts[0]):
+        return f"allow: {entry!r} is not {ALLOW_FORMS}"
+    return None
 
 
 @dataclass(frozen=True)
 class Sidecar:
     node_id: str
-    service: str
+    service: str  # the identity it serves with, in `project`
     inbound_port: int  # where Envoy terminates mTLS
     app_port: int  # the app, on 127.0.0.1
     upstreams: tuple[Upstream, ...] = ()
@@ -153,6 +187,7 @@ class Sidecar:
     outbound_address: str = "127.0.0.1"
     # False for a gateway that only calls out (the hosts' ingress): no inbound listener, no app.
     inbound: bool = True
+    project: str = DEFAULT_PROJECT
 
 
 _SECTIONS: dict[str, type] = {
@@ -321,16 +356,12 @@ def _check_allow(errors: list[str], allow: object) -> None:
     if allow is None:
         return
     if not isinstance(allow, list | tuple) or not all(isinstance(a, str) and a for a in allow):
-        errors.append("allow must be a list of service names or spiffe:// IDs")
+        errors.append(f"allow must be a list, each entry {ALLOW_FORMS}")
         return
     if len(allow) > MAX_ALLOW:
         errors.append(f"allow lists {len(allow)} identities; at most {MAX_ALLOW}")
         return
-    for ident in allow:
-        if len(ident) > MAX_SPIFFE_ID:
-            errors.append(f"allow: an identity of {len(ident)} characters; at most {MAX_SPIFFE_ID}")
-        elif not ident.startswith("spiffe://") and not SERVICE_PATTERN.fullmatch(ident):
-            errors.append(f"allow: {ident!r} is neither a service name nor a spiffe:// ID")
+    errors.extend(problem for problem in map(allow_problem, allow) if problem is not None)
 
 
 def _section(data: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:

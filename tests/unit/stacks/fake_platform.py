@@ -51,7 +51,7 @@ def readback(stack: Stack, addr: str, index: int = 0) -> dict[str, Any]:
         }
     if isinstance(res, Service):
         return common | {
-            "identity": f"spiffe://meshvisor.local/service/{name}",
+            "identity": f"spiffe://meshvisor.local/ns/default/service/{name}",
             "policy": dict(res.policy),
             "ingress_port": res.ingress_port,
             "members": [],

@@ -1,10 +1,12 @@
 """Pure builders: the model in, typed Envoy v3 resources for one sidecar out (only what that sidecar needs).
 
 Names (stable, so the control plane can diff them):
-    cluster/CLA  `outbound|<svc>` (all endpoints), `outbound|<svc>|<version>` (one per split version),
+    cluster/CLA  `outbound|<up>` (all endpoints), `outbound|<up>|<version>` (one per split version),
                  `inbound|<svc>` (the local app, static)
-    listener     `inbound|<port>`, `outbound|<svc>|<local_port>`
-    route        `outbound|<svc>`, `inbound|<svc>` (both RDS)
+    listener     `inbound|<port>`, `outbound|<up>|<local_port>`
+    route        `outbound|<up>`, `inbound|<svc>` (both RDS)
+    where <up> is an upstream's name in the sidecar's own project, `<project>/<name>` in another
+    (`upstream_ref`), so two projects' services of one name never share a resource name
     secret       `workload` (certificate + key), `trust-bundle` (CA roots)
 
 Modules (each uses only those above it; import the names from this package):
@@ -31,7 +33,6 @@ from .filters import (
     RATELIMIT_FILTER,
     RBAC_FILTER,
     fault_filter,
-    identity,
     ratelimit_filter,
     rbac_filter,
 )
@@ -50,6 +51,7 @@ from .names import (
     Resources,
     inbound_cluster,
     outbound_cluster,
+    upstream_ref,
 )
 from .observability import (
     INBOUND_ACCESS_LOG,
@@ -90,7 +92,6 @@ __all__ = [
     "bootstrap_token",
     "downstream_tls",
     "fault_filter",
-    "identity",
     "inbound_cluster",
     "inbound_listener",
     "inbound_route",
@@ -105,6 +106,7 @@ __all__ = [
     "secrets",
     "sidecar_resources",
     "upstream_cluster",
+    "upstream_ref",
     "upstream_tls",
     "zipkin_cluster",
 ]

@@ -17,8 +17,8 @@ from ..model import Policy, Service, Sidecar, Upstream
 from .clusters import app_cluster, upstream_cluster, zipkin_cluster
 from .endpoints import load_assignment
 from .listeners import inbound_listener, outbound_listener
-from .names import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, ZIPKIN_CLUSTER, Resources
-from .routes import inbound_route, outbound_route
+from .names import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, ZIPKIN_CLUSTER, Resources, upstream_ref
+from .routes import inbound_route, outbound_route, refused_route
 from .tls import secrets
 
 T = TypeVar("T")
@@ -63,17 +63,25 @@ def sidecar_resources(
     *,
     zipkin: str | None = None,
     cache: BuildCache | None = None,
+    projects: Mapping[str, Mapping[str, Service]] | None = None,
 ) -> Resources:
     """All resources of one sidecar: its inbound listener and app cluster, and one outbound listener, route,
-    cluster (plus one per split version) and load assignment per declared upstream. With `zipkin` (the
-    collector's host:port), a `zipkin` cluster and Zipkin tracing in every listener. With `cache`, what this
-    sidecar shares with others built in the same pass is the very same message object."""
+    cluster (plus one per split version) and load assignment per declared upstream. `services` are the
+    sidecar's own project's; `projects` (project -> name -> service) those of the others its upstreams may
+    name. With `zipkin` (the collector's host:port), a `zipkin` cluster and Zipkin tracing in every listener.
+    With `cache`, what this sidecar shares with others built in the same pass is the very same message object."""
     build = _Assembly(sidecar, cache.get if cache is not None else _no_cache, trust_domain, zipkin is not None)
     if sidecar.inbound:
         own = services.get(sidecar.service)
         build.add_inbound(own.policy if own is not None else Policy())
     for upstream in sidecar.upstreams:
-        service = services.get(upstream.service)
+        elsewhere = upstream.project not in (None, sidecar.project)
+        service = ((projects or {}).get(str(upstream.project), {}) if elsewhere else services).get(
+            upstream.service
+        )
+        if service is None and elsewhere:  # another project's service that is not (or no longer) there
+            build.add_refused(upstream, upstream_ref(upstream.service, str(upstream.project), sidecar.project))
+            continue
         if service is None:
             raise InvalidInput(f"sidecar {sidecar.node_id}: unknown upstream service {upstream.service!r}")
         build.add_upstream(upstream, service)
@@ -110,7 +118,7 @@ class _Assembly:
         )
         self.out[LISTENER][inbound.name] = inbound
         route = self.shared(
-            ("inbound-route", car.service, id(policy), self.trust_domain),
+            ("inbound-route", car.project, car.service, id(policy), self.trust_domain),
             functools.partial(inbound_route, car, policy, self.trust_domain),
             pin=policy,
         )
@@ -119,25 +127,38 @@ class _Assembly:
     def add_upstream(self, upstream: Upstream, service: Service) -> None:
         """Clusters and load assignments (all endpoints, then one per split version), route and listener."""
         car, trust_domain = self.sidecar, self.trust_domain
+        ref = upstream_ref(service.name, service.project, car.project)
         versions: list[str | None] = [None, *sorted(service.policy.splits)]
         for version in versions:
             cluster = self.shared(
-                ("cluster", id(service), trust_domain, version),
-                functools.partial(upstream_cluster, service, trust_domain, version),
+                ("cluster", id(service), ref, trust_domain, version),
+                functools.partial(upstream_cluster, service, trust_domain, version, ref),
                 pin=service,
             )
             self.out[CLUSTER][cluster.name] = cluster
             self.out[ENDPOINT][cluster.name] = self.shared(
-                ("endpoints", id(service), version, car.locality),
+                ("endpoints", id(service), cluster.name, version, car.locality),
                 functools.partial(_version_assignment, cluster.name, service, version, car.locality),
                 pin=service,
             )
-        route = self.shared(("route", id(service)), functools.partial(outbound_route, service), pin=service)
+        route = self.shared(
+            ("route", id(service), ref), functools.partial(outbound_route, service, ref), pin=service
+        )
         self.out[ROUTE][route.name] = route
+        self._add_outbound_listener(upstream, ref)
+
+    def add_refused(self, upstream: Upstream, ref: str) -> None:
+        """The listener of an upstream that names another project's missing service, its route refusing."""
+        route = self.shared(("refused", ref), functools.partial(refused_route, ref))
+        self.out[ROUTE][route.name] = route
+        self._add_outbound_listener(upstream, ref)
+
+    def _add_outbound_listener(self, upstream: Upstream, ref: str) -> None:
+        car = self.sidecar
         listener = self.shared(
-            ("outbound", service.name, upstream.local_port, car.outbound_address, self.tracing),
+            ("outbound", ref, upstream.local_port, car.outbound_address, self.tracing),
             functools.partial(
-                outbound_listener, service.name, upstream.local_port, car.outbound_address, tracing=self.tracing
+                outbound_listener, ref, upstream.local_port, car.outbound_address, tracing=self.tracing
             ),
         )
         self.out[LISTENER][listener.name] = listener

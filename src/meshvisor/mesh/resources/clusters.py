@@ -20,15 +20,21 @@ from .protos import CONNECT_TIMEOUT_MS, ads, ms, socket, u32
 from .tls import upstream_tls
 
 
-def upstream_cluster(service: Service, trust_domain: str, version: str | None = None) -> cluster_pb2.Cluster:
-    name = outbound_cluster(service.name, version)
+def upstream_cluster(
+    service: Service, trust_domain: str, version: str | None = None, ref: str | None = None
+) -> cluster_pb2.Cluster:
+    """`service`'s endpoints (or those of one split `version`), reached in mTLS: the peer must present the
+    service's identity, which names its project. `ref`: the name the caller's resources give it."""
+    name = outbound_cluster(ref or service.name, version)
     cluster = cluster_pb2.Cluster(
         name=name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads(), service_name=name),
         connect_timeout=ms(CONNECT_TIMEOUT_MS),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
-        transport_socket=upstream_tls(spiffe_id(trust_domain, service.name), sni=service.name),
+        transport_socket=upstream_tls(
+            spiffe_id(trust_domain, service.name, service.project), sni=f"{service.name}.{service.project}"
+        ),
     )
     breakers = _circuit_breakers(service.policy)
     if breakers is not None:

@@ -18,8 +18,8 @@ from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import token_bucket_pb2
 from google.protobuf.message import Message
 
-from ..ca import spiffe_id
-from ..model import Policy
+from ..ca import DEFAULT_PROJECT
+from ..model import Policy, allowed_identity
 from .protos import ms, pack, percent, u32
 
 RBAC_FILTER = "envoy.filters.http.rbac"
@@ -41,19 +41,16 @@ def hcm_filter(manager: hcm_pb2.HttpConnectionManager) -> listener_components_pb
     )
 
 
-def identity(trust_domain: str, who: str) -> str:
-    """`allow` entries are service names or full SPIFFE IDs."""
-    return who if who.startswith("spiffe://") else spiffe_id(trust_domain, who)
-
-
-def rbac_filter(allow: Iterable[str], trust_domain: str) -> rbac_pb2.RBAC:
+def rbac_filter(allow: Iterable[str], trust_domain: str, project: str = DEFAULT_PROJECT) -> rbac_pb2.RBAC:
+    """Only the identities `allow` names (`model.allowed_identity`, for a service of `project`) get in."""
+    identities = dict.fromkeys(allowed_identity(who, trust_domain, project) for who in allow)
     principals = [
         rbac_config_pb2.Principal(
             authenticated=rbac_config_pb2.Principal.Authenticated(
-                principal_name=string_pb2.StringMatcher(exact=identity(trust_domain, who))
+                principal_name=string_pb2.StringMatcher(exact=who)
             )
         )
-        for who in allow
+        for who in identities
     ]
     policies = {}
     if principals:

@@ -20,6 +20,12 @@ ZIPKIN_CLUSTER = "zipkin"
 Resources = dict[str, dict[str, Message]]  # type URL -> name -> resource
 
 
+def upstream_ref(service: str, project: str, caller_project: str) -> str:
+    """How a sidecar's resources name an upstream: by its name in the sidecar's own project, as
+    `<project>/<name>` in another (no service name holds a `/`)."""
+    return service if project == caller_project else f"{project}/{service}"
+
+
 def outbound_cluster(service: str, version: str | None = None) -> str:
     return f"outbound|{service}" if version is None else f"outbound|{service}|{version}"
 

@@ -3,6 +3,7 @@ timeout, retries); `inbound|<svc>` carries its server-side policy as per-filter 
 
 from __future__ import annotations
 
+from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
@@ -14,7 +15,9 @@ from .names import inbound_cluster, outbound_cluster
 from .protos import ms, pack, u32
 
 
-def outbound_route(service: Service) -> route_pb2.RouteConfiguration:
+def outbound_route(service: Service, ref: str | None = None) -> route_pb2.RouteConfiguration:
+    """The route a caller reaches `service` by (`ref`: the name its resources give it, `names.upstream_ref`)."""
+    ref = ref or service.name
     policy = service.policy
     action = route_components_pb2.RouteAction()
     weighted = [(v, w) for v, w in sorted(policy.splits.items())]
@@ -23,30 +26,42 @@ def outbound_route(service: Service) -> route_pb2.RouteConfiguration:
             route_components_pb2.WeightedCluster(
                 clusters=[
                     route_components_pb2.WeightedCluster.ClusterWeight(
-                        name=outbound_cluster(service.name, version), weight=u32(weight)
+                        name=outbound_cluster(ref, version), weight=u32(weight)
                     )
                     for version, weight in weighted
                 ]
             )
         )
     else:
-        action.cluster = outbound_cluster(service.name)
+        action.cluster = outbound_cluster(ref)
     if policy.timeout_ms is not None:
         action.timeout.CopyFrom(ms(policy.timeout_ms))
     if policy.retries is not None and policy.retries.attempts > 0:
         action.retry_policy.CopyFrom(_retry_policy(policy.retries))
-    name = outbound_cluster(service.name)
+    return _outbound(ref, route_components_pb2.Route(match=_EVERY_PATH, route=action))
+
+
+# What the callee's sidecar answers a caller its `allow` does not name (Envoy's RBAC filter).
+REFUSED_STATUS, REFUSED_BODY = 403, "RBAC: access denied"
+
+
+def refused_route(ref: str) -> route_pb2.RouteConfiguration:
+    """The route to another project's service that is not there: answered as that service's sidecar answers a
+    caller it does not allow, so a workload cannot tell the two apart (nor learn what another project holds)."""
+    refuse = route_components_pb2.DirectResponseAction(
+        status=REFUSED_STATUS, body=base_pb2.DataSource(inline_string=REFUSED_BODY)
+    )
+    return _outbound(ref, route_components_pb2.Route(match=_EVERY_PATH, direct_response=refuse))
+
+
+_EVERY_PATH = route_components_pb2.RouteMatch(prefix="/")
+
+
+def _outbound(ref: str, route: route_components_pb2.Route) -> route_pb2.RouteConfiguration:
+    """The outbound route configuration of upstream `ref`: every request, whatever its host, takes `route`."""
     return route_pb2.RouteConfiguration(
-        name=name,
-        virtual_hosts=[
-            route_components_pb2.VirtualHost(
-                name=service.name,
-                domains=["*"],
-                routes=[
-                    route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix="/"), route=action)
-                ],
-            )
-        ],
+        name=outbound_cluster(ref),
+        virtual_hosts=[route_components_pb2.VirtualHost(name=ref, domains=["*"], routes=[route])],
     )
 
 
@@ -73,7 +88,9 @@ def inbound_route(sidecar: Sidecar, policy: Policy, trust_domain: str) -> route_
     """
     per_filter: dict[str, any_pb2.Any] = {}
     if policy.allow is not None:
-        per_filter[RBAC_FILTER] = pack(rbac_pb2.RBACPerRoute(rbac=rbac_filter(policy.allow, trust_domain)))
+        per_filter[RBAC_FILTER] = pack(
+            rbac_pb2.RBACPerRoute(rbac=rbac_filter(policy.allow, trust_domain, sidecar.project))
+        )
     limit = ratelimit_filter(policy, f"inbound_{sidecar.service}_ratelimit")
     if limit is not None:
         per_filter[RATELIMIT_FILTER] = pack(limit)

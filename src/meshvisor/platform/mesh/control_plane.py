@@ -16,7 +16,13 @@ import time
 from dataclasses import dataclass
 
 from meshvisor.mesh import resources
-from meshvisor.mesh.ca import DEFAULT_WORKLOAD_LIFETIME, CertificateAuthority, WorkloadCert, pem_bundle
+from meshvisor.mesh.ca import (
+    DEFAULT_PROJECT,
+    DEFAULT_WORKLOAD_LIFETIME,
+    CertificateAuthority,
+    WorkloadCert,
+    pem_bundle,
+)
 from meshvisor.mesh.xds import AdsServer, InconsistentSnapshot, Nack, Packer, Snapshot, TlsListener, tune_gc
 from meshvisor.platform.hosts import identity
 from meshvisor.platform.mesh import ca as mesh_ca
@@ -66,7 +72,7 @@ class ControlPlane:
             tls=_tls_listener(rt.settings),
         )
         self.nodes: dict[str, NodeRecord] = {}  # node id -> what is known of it
-        self._certs: dict[str, WorkloadCert] = {}
+        self._certs: dict[tuple[str, str], WorkloadCert] = {}  # (project, service) -> its certificate
         self._ca_state = self.ca.state()
         # What the configs were last built from: a pass whose view, trusted roots and certificates are the same
         # builds nothing (with thousands of sidecars a build is a good part of a second of this process's CPU).
@@ -96,11 +102,11 @@ class ControlPlane:
                 log.exception("mesh sync failed")
             self._stop.wait(self.interval)
 
-    def cert(self, service: str) -> WorkloadCert:
-        """The service's workload certificate, renewed once half its life has gone."""
-        current = self._certs.get(service)
+    def cert(self, service: str, project: str = DEFAULT_PROJECT) -> WorkloadCert:
+        """The workload certificate of `project`'s `service`, renewed once half its life has gone."""
+        current = self._certs.get((project, service))
         if current is None or self._renewal_due(current):
-            current = self._certs[service] = self.ca.issue(service, self.cert_lifetime)
+            current = self._certs[project, service] = self.ca.issue(service, self.cert_lifetime, project=project)
         return current
 
     def _renewal_due(self, cert: WorkloadCert) -> bool:
@@ -211,7 +217,7 @@ class ControlPlane:
         self, node: Node, view: MeshView, bundle: bytes, cache: resources.BuildCache, packer: Packer
     ) -> Snapshot | None:
         """The node's config, packed; None (logged) when it cannot be built."""
-        cert = self.cert(node.sidecar.service)
+        cert = self.cert(node.sidecar.service, node.project)
         try:
             found = resources.sidecar_resources(
                 node.sidecar,
@@ -222,6 +228,7 @@ class ControlPlane:
                 self.ca.trust_domain,
                 zipkin=self.rt.settings.tracing_zipkin,
                 cache=cache,
+                projects=view.services,
             )
             return packer.snapshot(found)
         except Exception as exc:  # one broken sidecar config never holds the others back

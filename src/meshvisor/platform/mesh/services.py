@@ -1,6 +1,9 @@
 """Mesh services: the names instances join (`mesh.service`) and call (`mesh.upstreams`), with their traffic
 policy. A service exists once it is created (`POST /v1/services`) or once an instance names it as its own;
-upstreams must name services that exist."""
+upstreams must name services that exist. An upstream may name another project's service (`"project"`): that is
+never checked against what the other project holds (which its callers may not see); it is reached once it exists
+and its policy allows the caller's identity (`spiffe://<trust domain>/ns/<project>/service/<name>`), and until
+then refused alike (403) whether it is missing or does not allow the caller."""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ SIDECAR_ROLE = "sidecar"  # the role of a VM's sidecar address among the network
 INBOUND_PORT = 15006  # where a workload's sidecar terminates mTLS, in the workload's own network namespace
 MAX_UPSTREAMS = 16
 MESH_KEYS = {"service", "port", "upstreams", "version"}
-UPSTREAM_KEYS = {"service", "local_port"}
+UPSTREAM_KEYS = {"service", "local_port", "project"}
 
 
 def find(session: Session, name: str, project: str = "default") -> Service | None:
@@ -161,7 +164,8 @@ def _port(value: object, what: str) -> int:
 
 def check_mesh(session: Session, mesh: object, project: str = "default") -> dict[str, Any] | None:
     """An instance's `mesh` block, normalised: its service and app port, an optional version (for splits), and
-    the upstreams it calls at 127.0.0.1:<local_port>, each a service that exists."""
+    the upstreams it calls at 127.0.0.1:<local_port>, each a service of its project that exists, or one named in
+    another project (kept as `"project"`; see the module's docstring)."""
     if mesh is None:
         return None
     if not isinstance(mesh, dict):
@@ -182,20 +186,39 @@ def check_mesh(session: Session, mesh: object, project: str = "default") -> dict
     taken = {port}
     checked: list[dict[str, Any]] = []
     for upstream in upstreams:
-        if not isinstance(upstream, dict) or set(upstream) - UPSTREAM_KEYS:
-            raise InvalidInput('each of mesh.upstreams is {"service", "local_port"}')
-        name = validate_name(upstream.get("service"), "upstream service name")  # type: ignore[arg-type]
-        local_port = _port(upstream.get("local_port"), f"local_port of upstream {name!r}")
-        if local_port in taken:
-            raise InvalidInput(f"port {local_port} is used twice in mesh (app port and upstream local ports)")
-        taken.add(local_port)
-        if name != service and find(session, name, project) is None:
-            raise InvalidInput(f"unknown upstream service {name!r}: create it first (POST /v1/services)")
-        checked.append({"service": name, "local_port": local_port})
+        item = _check_upstream(session, upstream, service, project)
+        if item["local_port"] in taken:
+            raise InvalidInput(
+                f"port {item['local_port']} is used twice in mesh (app port and upstream local ports)"
+            )
+        taken.add(item["local_port"])
+        checked.append(item)
     out: dict[str, Any] = {"service": service, "port": port, "upstreams": checked}
     if version is not None:
         out["version"] = version
     return out
+
+
+def _check_upstream(session: Session, upstream: object, own: str, project: str) -> dict[str, Any]:
+    """One of mesh.upstreams, normalised: `"project"` only when it is another project than the instance's."""
+    if not isinstance(upstream, dict) or set(upstream) - UPSTREAM_KEYS:
+        raise InvalidInput('each of mesh.upstreams is {"service", "local_port"} and optionally "project"')
+    name = validate_name(upstream.get("service"), "upstream service name")  # type: ignore[arg-type]
+    local_port = _port(upstream.get("local_port"), f"local_port of upstream {name!r}")
+    other = upstream.get("project", project)
+    validate_name(other, f"project of upstream {name!r}")
+    if other != project:
+        return {"service": name, "local_port": local_port, "project": other}
+    if name != own and find(session, name, project) is None:
+        raise InvalidInput(f"unknown upstream service {name!r}: create it first (POST /v1/services)")
+    return {"service": name, "local_port": local_port}
+
+
+def _own_upstreams(instance: Instance) -> list[str]:
+    """The services of its own project an instance calls (another project's never show as the callers of this
+    project's service of the same name)."""
+    upstreams = (instance.mesh or {}).get("upstreams", [])
+    return [str(u.get("service")) for u in upstreams if u.get("project", instance.project) == instance.project]
 
 
 def _meshed(session: Session, project: str) -> list[Instance]:
@@ -208,11 +231,7 @@ def _members(session: Session, name: str, project: str) -> list[Instance]:
 
 
 def _callers(session: Session, name: str, project: str) -> list[Instance]:
-    return [
-        i
-        for i in _meshed(session, project)
-        if i.mesh and any(u.get("service") == name for u in i.mesh.get("upstreams", []))
-    ]
+    return [i for i in _meshed(session, project) if name in _own_upstreams(i)]
 
 
 IN_CHUNK = 500  # ids per `IN (...)`: well below every database's limit on bound parameters
@@ -268,8 +287,8 @@ def to_dicts(session: Session, rows: list[Service]) -> list[dict[str, Any]]:
         for i in _meshed(session, project):
             assert i.mesh is not None
             members.setdefault((project, str(i.mesh.get("service"))), []).append(i)
-            for upstream in i.mesh.get("upstreams", []):
-                callers.setdefault((project, str(upstream.get("service"))), []).append(i.name)
+            for upstream in _own_upstreams(i):
+                callers.setdefault((project, upstream), []).append(i.name)
     ids = [i.id for s in rows for i in members.get((s.project, s.name), [])]
     reached = all_addresses(session, ids)
     return [
@@ -299,7 +318,7 @@ def _public(
         "id": service.id,
         "name": service.name,
         "project": service.project,
-        "identity": spiffe_id(DEFAULT_TRUST_DOMAIN, service.name),
+        "identity": spiffe_id(DEFAULT_TRUST_DOMAIN, service.name, service.project),
         "policy": service.policy,
         "members": members,
         "callers": sorted(set(calling)),

@@ -11,12 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshvisor.core.types import InstanceKind, InstanceState
+from meshvisor.mesh.ca import DEFAULT_PROJECT
 from meshvisor.mesh.model import Endpoint, Policy, Service, Sidecar, Upstream
 from meshvisor.platform.mesh.services import INBOUND_PORT, INGRESS, all_addresses
 from meshvisor.platform.state.models import Host, Instance
 from meshvisor.platform.state.models import Service as ServiceRow
-
-DEFAULT_PROJECT = "default"  # the ingress gateways expose the services of this project
 
 # A sidecar is configured from the moment its instance is created (it must be ready before the workload is
 # reported running) until the instance is gone; only running instances are endpoints.
@@ -89,11 +88,15 @@ def build_view(
                 service=key[1],
                 inbound_port=INBOUND_PORT,
                 app_port=int(m.mesh["port"]),
-                upstreams=tuple(Upstream(u["service"], int(u["local_port"])) for u in m.mesh.get("upstreams", [])),
+                upstreams=tuple(
+                    Upstream(u["service"], int(u["local_port"]), u.get("project"))
+                    for u in m.mesh.get("upstreams", [])
+                ),
                 locality=m.host,
                 version=m.mesh.get("version"),
                 app_address=str(m.app_address) if is_vm else "127.0.0.1",
                 outbound_address="0.0.0.0" if is_vm else "127.0.0.1",
+                project=m.project,
             )
             nodes[sidecar.node_id] = Node(sidecar.node_id, m.instance_id, m.project, m.host, sidecar)
     for host in gateway_hosts:
@@ -114,6 +117,7 @@ def build_view(
             port=ports.get((project, name), 0),
             endpoints=tuple(found),
             policy=policies.get((project, name), Policy()),
+            project=project,
         )
     return MeshView(services, nodes)
 

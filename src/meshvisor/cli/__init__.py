@@ -12,11 +12,13 @@ from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import validate_name
+from meshvisor.platform.api_tls import client_ssl
 from meshvisor.platform.settings import Settings, get_settings
 
 from .client import ApiClient, ApiError
@@ -39,20 +41,37 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 @app.command()
 def serve() -> None:
-    """Run the API and the dashboard on <MESHVISOR_API_LISTEN, default 127.0.0.1>:<api port>."""
+    """Run the API and the dashboard on <MESHVISOR_API_LISTEN, default 127.0.0.1>:<api port>: over HTTPS when
+    MESHVISOR_API_TLS is `on`, or `auto` (the default) and it listens beyond loopback or is given a certificate."""
     import uvicorn
 
     from meshvisor.api import create_app
+    from meshvisor.platform.api_tls import server_files
 
-    settings = get_settings()
+    settings = _settings()
+    try:
+        tls = server_files(settings)
+    except InvalidInput as exc:
+        _fail(exc.message)
+    cert, key = tls or (None, None)
     # An event stream (the dashboard's, `up`'s) never ends by itself: at shutdown it gets 2 s, then is cut.
     uvicorn.run(
         create_app(settings),
         host=settings.api_listen,
         port=settings.api_port,
+        ssl_certfile=cert,
+        ssl_keyfile=key,
         log_level="warning",
         timeout_graceful_shutdown=2,
     )
+
+
+def _settings() -> Settings:
+    """The settings, or a clear error naming the bad variable."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        _fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()))
 
 
 @app.command()
@@ -292,7 +311,11 @@ def _follow_events(settings: Settings, token: str) -> NoReturn:
     while True:
         try:
             with httpx.stream(
-                "GET", f"{settings.base_api_url}/v1/events", headers=headers, timeout=None
+                "GET",
+                f"{settings.base_api_url}/v1/events",
+                headers=headers,
+                timeout=None,
+                verify=client_ssl(settings),
             ) as stream:
                 for line in stream.iter_lines():
                     if line.startswith("data: "):

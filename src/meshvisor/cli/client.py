@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from meshvisor.platform.api_tls import client_ssl
 from meshvisor.platform.settings import Settings
 
 
@@ -21,7 +22,9 @@ class ApiClient:
     def __init__(self, settings: Settings, timeout: float = 60.0) -> None:
         token = settings.api_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=settings.base_api_url, headers=headers, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=settings.base_api_url, headers=headers, timeout=timeout, verify=client_ssl(settings)
+        )
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         response = self.http.request(method, path, **kw)

@@ -3,6 +3,7 @@ one that does not is refused, plain HTTP gets nothing, and the CLI follows the h
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from meshvisor.mesh.ca import CertificateAuthority
 from meshvisor.platform.api_tls import client_ssl
@@ -97,3 +100,16 @@ def test_the_cli_follows_an_https_url(runtime: Runtime, https_api: str) -> None:
     refused = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "busybox" not in refused.stdout
     assert "is not answering" in refused.stderr
+
+
+def test_the_dashboard_and_its_terminal_socket_over_https(runtime: Runtime, https_api: str) -> None:
+    """The dashboard's page comes over HTTPS, and its terminal socket (wss:// on an https page, terminal.js) is
+    served there too: the route runs to its answer for an instance that does not exist."""
+    page = httpx.get(f"{https_api}/", verify=client_ssl(runtime.settings))
+    assert page.status_code == 200 and "<html" in page.text.lower()
+    wss = https_api.replace("https://", "wss://", 1)
+    with connect(f"{wss}/v1/instances/nowhere/terminal", ssl=client_ssl(runtime.settings)) as socket_:
+        socket_.send(json.dumps({"token": API_TOKEN, "rows": 24, "cols": 80}))
+        with pytest.raises(ConnectionClosed) as closed:
+            socket_.recv(timeout=30)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import validate_name
-from meshvisor.platform.api_tls import client_ssl
+from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
 from .client import ApiClient, ApiError
@@ -46,14 +46,9 @@ def serve() -> None:
     import uvicorn
 
     from meshvisor.api import create_app
-    from meshvisor.platform.api_tls import server_files
 
     settings = _settings()
-    try:
-        tls = server_files(settings)
-    except InvalidInput as exc:
-        _fail(exc.message)
-    cert, key = tls or (None, None)
+    cert, key = _server_files(settings) or (None, None)
     # An event stream (the dashboard's, `up`'s) never ends by itself: at shutdown it gets 2 s, then is cut.
     uvicorn.run(
         create_app(settings),
@@ -64,6 +59,14 @@ def serve() -> None:
         log_level="warning",
         timeout_graceful_shutdown=2,
     )
+
+
+def _server_files(settings: Settings) -> tuple[Path, Path] | None:
+    """The API's certificate and key when it serves HTTPS (see `platform/api_tls.py`), or a clear error."""
+    try:
+        return server_files(settings)
+    except InvalidInput as exc:
+        _fail(exc.message)
 
 
 def _settings() -> Settings:
@@ -260,8 +263,9 @@ def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
 def up() -> None:
     """API + worker + xDS control plane + event stream in the foreground; a process that dies is started again;
     Ctrl-C stops all of them."""
-    settings = get_settings()
+    settings = _settings()
     _check_host(settings)
+    _server_files(settings)  # a bad TLS set-up stops here; the CA callers check the API with exists from here on
     children = Children(say=console.print)
     interrupt_on_signals()
     logs = settings.data_path / "logs"

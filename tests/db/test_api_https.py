@@ -3,23 +3,27 @@ one that does not is refused, plain HTTP gets nothing, and the CLI follows the h
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from meshvisor.api.serving import api_server, serve_and_renew
 from meshvisor.mesh.ca import CertificateAuthority
-from meshvisor.platform.api_tls import client_ssl
+from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.runtime import Runtime
 
 from .conftest import API_TOKEN, add_ready_image, free_port
@@ -113,3 +117,38 @@ def test_the_dashboard_and_its_terminal_socket_over_https(runtime: Runtime, http
         with pytest.raises(ConnectionClosed) as closed:
             socket_.recv(timeout=30)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+
+
+def test_a_running_api_serves_a_certificate_of_the_new_root_after_a_ca_rotation(runtime: Runtime) -> None:
+    """`serve` looks at its certificate again as it runs (here every 0.1 s, hourly in `serve`): once the CA's
+    root is rotated, new connections get a certificate of the new root, without a restart."""
+    settings = runtime.settings.model_copy(
+        update={"api_tls": "on", "api_port": free_port(), "admin_token": API_TOKEN}
+    )
+    server = api_server(settings, server_files(settings))
+    thread = threading.Thread(target=asyncio.run, args=(serve_and_renew(server, settings, 0.1),), daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the API did not start"
+            time.sleep(0.05)
+        ca = CertificateAuthority(settings.ca_dir)
+        old_root = ca.cert
+        ca.rotate()  # the old root stays trusted until retired: callers trust both meanwhile
+        assert len(client_ssl(settings).get_ca_certs()) == 2
+        deadline = time.monotonic() + 30
+        while served_issuer(settings.api_port) != ca.cert.subject:
+            assert time.monotonic() < deadline, "the API still serves the old root's certificate"
+            time.sleep(0.1)
+        ca.retire_old_roots()
+        trusted = client_ssl(settings)  # the new root only
+        assert len(trusted.get_ca_certs()) == 1 and ca.cert.subject != old_root.subject
+        assert httpx.get(f"{settings.base_api_url}/healthz", verify=trusted).status_code == 200
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def served_issuer(port: int) -> x509.Name:
+    pem = ssl.get_server_certificate(("127.0.0.1", port))
+    return x509.load_pem_x509_certificate(pem.encode()).issuer

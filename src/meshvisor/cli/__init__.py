@@ -43,22 +43,13 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 def serve() -> None:
     """Run the API and the dashboard on <MESHVISOR_API_LISTEN, default 127.0.0.1>:<api port>: over HTTPS when
     MESHVISOR_API_TLS is `on`, or `auto` (the default) and it listens beyond loopback or is given a certificate."""
-    import uvicorn
+    import asyncio
 
-    from meshvisor.api import create_app
+    from meshvisor.api.serving import api_server, serve_and_renew
 
     settings = _settings()
-    cert, key = _server_files(settings) or (None, None)
-    # An event stream (the dashboard's, `up`'s) never ends by itself: at shutdown it gets 2 s, then is cut.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_listen,
-        port=settings.api_port,
-        ssl_certfile=cert,
-        ssl_keyfile=key,
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
+    server = api_server(settings, _server_files(settings))
+    asyncio.run(serve_and_renew(server, settings))
 
 
 def _server_files(settings: Settings) -> tuple[Path, Path] | None:

@@ -7,7 +7,7 @@
 - `api_names`     the names that certificate carries: the listen address, loopback, this machine's host name,
                   `MESHVISOR_API_TLS_NAMES`
 - `client_ssl`    how every caller of the API (CLI, `up`, agents fetching bytes) checks it: against the CA file
-                  (`MESHVISOR_CA_FILE`, default the platform CA's certificate); never unchecked
+                  (`MESHVISOR_CA_FILE`), default the platform CA's roots in the data directory; never unchecked
 """
 
 from __future__ import annotations
@@ -83,12 +83,16 @@ def _still_good(cert_path: Path, ca: CertificateAuthority, names: list[str]) -> 
 
 
 def client_ssl(settings: Settings) -> ssl.SSLContext:
-    """What calls to the API check its certificate with: the CA file, and nothing else, when one is set or the
-    platform CA's exists here; the system's roots otherwise (a certificate given from a public CA)."""
-    path = settings.ca_path
-    if settings.ca_file is None and not path.exists():
+    """What calls to the API check its certificate with, and nothing else: the CA file when one is set; else the
+    platform CA's roots when it is here (the current one, a staged one and those a rotation left: a certificate
+    of any verifies while a rotation goes on); else the system's roots (a certificate given from a public CA)."""
+    if settings.ca_file is not None:
+        try:
+            return ssl.create_default_context(cafile=settings.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidInput(
+                f"the CA file {settings.ca_file} cannot be read as PEM certificates: {exc}"
+            ) from None
+    if not (settings.ca_dir / "ca.crt").exists():
         return ssl.create_default_context()
-    try:
-        return ssl.create_default_context(cafile=path)
-    except (OSError, ssl.SSLError) as exc:
-        raise InvalidInput(f"the CA file {path} cannot be read as PEM certificates: {exc}") from None
+    return ssl.create_default_context(cadata="".join(p.read_text() for p in sorted(settings.ca_dir.glob("*.crt"))))

@@ -151,21 +151,28 @@ def test_callers_check_against_the_ca_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("env", "message"),
+    ("command", "env", "message"),
     [
-        ({"MESHVISOR_API_TLS": "maybe"}, "MESHVISOR_API_TLS must be auto, on or off, not 'maybe'"),
-        ({"MESHVISOR_API_CERT": "/nowhere/api.crt"}, "MESHVISOR_API_CERT and MESHVISOR_API_KEY go together"),
+        ("serve", {"MESHVISOR_API_TLS": "maybe"}, "MESHVISOR_API_TLS must be auto, on or off, not 'maybe'"),
         (
+            "serve",
+            {"MESHVISOR_API_CERT": "/nowhere/a.crt"},
+            "MESHVISOR_API_CERT and MESHVISOR_API_KEY go together",
+        ),
+        (
+            "serve",
             {"MESHVISOR_API_CERT": "/nowhere/api.crt", "MESHVISOR_API_KEY": "/nowhere/api.key"},
             "the API's certificate or key cannot be read",
         ),
+        ("images", {"MESHVISOR_CA_FILE": "/nowhere/ca.crt"}, "the CA file /nowhere/ca.crt cannot be read"),
     ],
 )
-def test_serve_stops_at_once_with_a_clear_error(tmp_path: Path, env: dict[str, str], message: str) -> None:
+def test_commands_stop_at_once_with_a_clear_error(
+    tmp_path: Path, command: str, env: dict[str, str], message: str
+) -> None:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MESHVISOR_")}
     full = {**clean, "PYTHONPATH": str(REPO / "src"), "MESHVISOR_DATA_DIR": str(tmp_path), "COLUMNS": "300", **env}
-    done = subprocess.run(
-        [sys.executable, "-m", "meshvisor", "serve"], env=full, capture_output=True, text=True, timeout=60
-    )
+    argv = [sys.executable, "-m", "meshvisor", *(["images", "list"] if command == "images" else [command])]
+    done = subprocess.run(argv, env=full, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert message in done.stderr and "Traceback" not in done.stderr

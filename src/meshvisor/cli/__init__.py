@@ -71,7 +71,7 @@ def _settings() -> Settings:
 @app.command()
 def worker(concurrency: Annotated[int | None, typer.Option(help="worker threads")] = None) -> None:
     """Run a Celery worker (threads pool) for this host and the platform, with the periodic reconciler."""
-    settings = get_settings()
+    settings = _settings()
     _run_worker(settings, [settings.queue, settings.host_queue(settings.host_name)], concurrency)
 
 
@@ -87,7 +87,7 @@ def agent(
     MESHVISOR_TOKEN)."""
     from meshvisor.api.host_endpoint import serve_in_background
 
-    settings = get_settings().model_copy(update={"host_name": validate_name(host, "host name")})
+    settings = _settings().model_copy(update={"host_name": validate_name(host, "host name")})
     serve_in_background(settings, _signed_by_api(settings))
     _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency)
 
@@ -103,7 +103,7 @@ def xds_relay(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     interrupt_on_signals()
     try:
-        run(get_settings().model_copy(update={"host_name": validate_name(host, "host name")}), parent)
+        run(_settings().model_copy(update={"host_name": validate_name(host, "host name")}), parent)
     except KeyboardInterrupt:
         pass
 
@@ -128,7 +128,7 @@ def xds() -> None:
     from meshvisor.platform.state.db import migrate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
+    settings = _settings()
     settings.data_path.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
     runtime = Runtime(settings)
@@ -181,7 +181,7 @@ def plan(
 
     name, body = stack or file.stem, _stack_body(file, var)
     try:
-        planned = ApiClient(get_settings()).post(f"/v1/stacks/{name}/plan", json=body)
+        planned = _api_client().post(f"/v1/stacks/{name}/plan", json=body)
     except ApiError as exc:
         _fail(exc.message)
     show_plan(console, planned)
@@ -223,7 +223,7 @@ def _stack_body(file: Path, var: list[str] | None) -> dict[str, Any]:
 def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
     from .stacks import show_plan, show_progress
 
-    client = ApiClient(get_settings())
+    client = _api_client()
     try:
         planned = client.post(f"/v1/stacks/{name}/plan", json=body)
     except ApiError as exc:
@@ -325,10 +325,17 @@ def _follow_events(settings: Settings, token: str) -> NoReturn:
             time.sleep(1)
 
 
+def _api_client() -> ApiClient:
+    try:
+        return ApiClient(_settings())
+    except InvalidInput as exc:  # a CA file that cannot be read
+        _fail(exc.message)
+
+
 def _client() -> ApiClient:
-    client = ApiClient(get_settings())
+    client = _api_client()
     if not client.healthy():
-        _fail(f"the API at {get_settings().base_api_url} is not answering; start it with `make up`")
+        _fail(f"the API at {_settings().base_api_url} is not answering; start it with `make up`")
     return client
 
 
@@ -450,7 +457,7 @@ def recover(
 
     from .recovery import show_recovery
 
-    settings = get_settings()
+    settings = _settings()
     settings.data_path.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
     runtime = Runtime(settings)
@@ -472,7 +479,7 @@ def backup(
     from meshvisor.core.errors import MeshvisorError
     from meshvisor.platform.recovery.backup import create_backup
 
-    settings = get_settings()
+    settings = _settings()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = output or Path(f"meshvisor-backup-{stamp}.tar.gz")
     try:
@@ -494,7 +501,7 @@ def restore(
     from meshvisor.core.errors import MeshvisorError
     from meshvisor.platform.recovery.backup import restore_backup
 
-    settings = get_settings()
+    settings = _settings()
     try:
         manifest = restore_backup(settings, archive, force=force)
     except MeshvisorError as exc:

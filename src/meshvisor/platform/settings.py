@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str = "redis://127.0.0.1:6379/0"
     api_port: int = 8000
-    # The address `serve` listens on: loopback unless agents on other machines must reach the API.
+    # The address `serve` listens on: loopback unless agents on other machines must reach the API (HTTPS then).
     api_listen: str = "127.0.0.1"
     # HTTPS for the API: `auto` whenever `api_listen` is not a loopback address or a certificate is given; `on`;
     # `off`. The certificate: `api_cert` and `api_key` (PEM files), else one the platform CA issues.

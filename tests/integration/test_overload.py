@@ -81,7 +81,19 @@ def delete_all(platform: Platform, names: list[str]) -> None:
     with many(platform) as client, ThreadPoolExecutor(COUNT) as pool:
 
         def delete(name: str) -> None:
-            response = client.delete(f"/v1/instances/{name}")
+            """Asked until answered: a 503 (too many writes waiting) or a connection the server closed changed
+            nothing, and says to ask again (Retry-After)."""
+            deadline = time.monotonic() + 600
+            while True:
+                try:
+                    response = client.delete(f"/v1/instances/{name}")
+                except httpx.TransportError:
+                    response = None
+                if response is not None and response.status_code != 503:
+                    break
+                assert time.monotonic() < deadline, f"delete of {name} still refused"
+                time.sleep(1)
+            assert response.status_code in (202, 404), response.text
             if response.status_code == 202:
                 assert wait_op(client, response, timeout=600)["status"] == "succeeded"
 

@@ -3,6 +3,7 @@ makes, and a row's set-up, request and check."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,3 +83,29 @@ def chosen(points: list[str], first_of_each: bool) -> list[str]:
     the first of each distinct call."""
     after = f"{AFTER}@1" if first_of_each else AFTER
     return points[:1] + [p for p in points[1:] if after in p]
+
+
+class Selection:
+    """Of a table's chosen failpoints, those `make test` kills at: a row's first and last, and after each driver
+    call that no earlier row of the same scope (instance kind, or host) was killed after — the recovery from a
+    kill after a call is proven once per scope, each operation's own start and end every time.
+    `MESHVISOR_CRASH_EVERY_POINT=1` kills at every chosen failpoint instead."""
+
+    def __init__(self) -> None:
+        self.every = os.environ.get("MESHVISOR_CRASH_EVERY_POINT") == "1"
+        self.covered: set[tuple[str, str]] = set()
+
+    def pick(self, scope: str, points: list[str], first_of_each: bool) -> list[str]:
+        candidates = chosen(points, first_of_each)
+        picked = [
+            point
+            for index, point in enumerate(candidates)
+            if self.every or index in (0, len(candidates) - 1) or (scope, _call(point)) not in self.covered
+        ]
+        self.covered |= {(scope, _call(point)) for point in picked}
+        return picked
+
+
+def _call(point: str) -> str:
+    """`instance.start/network.ensure_network#after@2` → `network.ensure_network#after` (the call, the side)."""
+    return point.split("/", 1)[1].split("@", 1)[0]

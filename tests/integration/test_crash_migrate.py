@@ -8,7 +8,9 @@ running VM: the same guest, its memory kept), and neither host keeps anything th
 B's engine, libvirt, pool, mounts, loop devices and namespace hold nothing of it; A has one of each.
 
 As in the failpoint table (`test_crash_table`): a first move, traced on both hosts, lists the failpoints each
-host reaches; the test kills at the first of each host and after the first of each distinct driver call.
+host reaches; the test kills at the first of each host and after the first of each distinct driver call — in
+`make test`, of those, at each host's first and last and after each call no earlier mover was killed after on
+that host (`crash_run.Selection`; `MESHVISOR_CRASH_EVERY_POINT=1` for all).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from meshvisor.platform import failpoints
 from meshvisor.storage.mounts import loop_devices_for, mounts_under
 
 from .conftest import create, delete, wait_op
-from .crash_run import chosen
+from .crash_run import Selection
 from .storage_scenarios import guest_bytes, qemu_write
 from .test_networks import drop_network
 from .test_two_hosts import guest, taps, vm_domains, volume_file
@@ -284,6 +286,9 @@ def traced(hosts: TwoHosts, api: httpx.Client, mover: Mover, work: Path) -> dict
     }
 
 
+SELECTION = Selection()
+
+
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("kind", list(MOVERS))
 def test_a_worker_killed_at_every_failpoint_of_a_move_leaves_it_moved_and_nothing_behind(
@@ -292,7 +297,7 @@ def test_a_worker_killed_at_every_failpoint_of_a_move_leaves_it_moved_and_nothin
     mover = MOVERS[kind]
     points = traced(hosts, api, mover, tmp_path)
     assert points["a"] and points["b"], points  # the move's parts ran on both hosts
-    killed = [(host, point) for host in WORKERS for point in chosen(points[host], first_of_each=True)]
+    killed = [(host, point) for host in WORKERS for point in SELECTION.pick(host, points[host], True)]
     for host, point in killed:
         try:
             killed_at(hosts, api, mover, host, point)

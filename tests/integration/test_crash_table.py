@@ -10,7 +10,9 @@ left on the host that no row explains (`host_leftovers`).
 
 Which failpoints (`chosen`): the first one, then the one after each driver call (the one before a call leaves
 the host as the one after the call before it did, bar a database write); for VMs (each point boots a guest under
-TCG) only after the first of each distinct call (`#after@1`). Every
+TCG) only after the first of each distinct call (`#after@1`). Of those, `make test` kills at a row's first and
+last, and after each call no earlier row of its instance kind was killed after (`Selection`;
+`MESHVISOR_CRASH_EVERY_POINT=1` for all of them). Every
 operation kind is a row or is in `EXCLUDED` with the reason: a new kind fails `test_every_kind_is_in_the_table`
 until it has its row.
 """
@@ -29,7 +31,7 @@ from meshvisor.platform.state.operation_kinds import OperationKind
 
 from .conftest import Platform, wait_op, workers_of
 from .crash_rows_more import MORE_ROWS
-from .crash_run import CIDR, NET, SNAP, VOL, Case, Run, body, chosen
+from .crash_run import CIDR, NET, SNAP, VOL, Case, Run, Selection, body
 from .host_leftovers import wait_explained
 
 pytestmark = pytest.mark.integration
@@ -265,6 +267,7 @@ NOT_APPLICABLE = {
 }
 
 
+SELECTION = Selection()
 ROWS = [
     (f"{kind.name.lower()}-{instance_kind or 'none'}", kind, instance_kind, case)
     for kind, case in CASES.items()
@@ -306,7 +309,7 @@ def test_a_worker_killed_at_every_failpoint_leaves_nothing_behind(
             _teardown(run, platform)
         points = [p for p in trace.read_text().splitlines() if p.startswith(prefix)]
         assert points, f"{kind} reached no failpoint"
-        killed_at = chosen(points, instance_kind == "vm" or case.first_of_each)
+        killed_at = SELECTION.pick(instance_kind, points, instance_kind == "vm" or case.first_of_each)
         for index, point in enumerate(killed_at, 1):
             _killed_at(platform, Run(api, platform, instance_kind, f"ft-{index}", run.image), case, point)
         print(f"{kind.name} {instance_kind}: killed at {len(killed_at)} of {len(points)} failpoints: {killed_at}")

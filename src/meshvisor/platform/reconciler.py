@@ -41,9 +41,9 @@ from meshvisor.platform.mesh.sidecars import reconcile_sidecars
 from meshvisor.platform.networks.security_steps import sync_security
 from meshvisor.platform.networks.steps import create_network, remove_network, remove_orphan_links, sync_networks
 from meshvisor.platform.stacks.apply import apply_stack
-from meshvisor.platform.state import events, op_signals, operations
+from meshvisor.platform.state import events, op_signals, operations, retention
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Image, Instance, Network, Operation, SecurityGroup, Volume
+from meshvisor.platform.state.models import Image, Instance, Network, Operation, SecurityGroup, Volume, utcnow
 from meshvisor.platform.state.operation_kinds import Handler, OnFailure, OperationKind, ResourceType
 from meshvisor.platform.volumes.steps import (
     create_volume,
@@ -226,10 +226,10 @@ def hosts_to_reconcile(rt: Runtime, op_id: str) -> list[str]:
 def reconcile(rt: Runtime) -> dict[str, int]:
     """This host's pass: mark it seen (and the hosts gone silent offline), compare each of its idle instances
     with what its driver observes, bring its part of every network up to date, remove host objects of ours that
-    no row explains (and the copies of images made elsewhere whose image is gone), and record what volumes take
-    on disk. Workloads the database never heard of are kept, and while there are any no orphan link or mount is
-    removed either (see `_never_seen`). A host coming back is told online once its instances have been compared
-    (`liveness.came_back`)."""
+    no row explains (and the copies of images made elsewhere whose image is gone), record what volumes take on
+    disk, and remove audit entries and events past their retention. Workloads the database never heard of are
+    kept, and while there are any no orphan link or mount is removed either (see `_never_seen`). A host coming
+    back is told online once its instances have been compared (`liveness.came_back`)."""
     here = rt.settings.host_name
     orphans = len(failover.fence(rt))  # before it is seen: a copy of what runs elsewhere now goes first
     returning = _seen(rt)
@@ -264,6 +264,7 @@ def reconcile(rt: Runtime) -> dict[str, int]:
         log.warning("reconcile: network links skipped: %s", exc.message)
     orphans += remove_stale(rt)  # copies of images made on another host whose image is gone
     sidecars = reconcile_sidecars(rt)
+    pruned = prune_history(rt)
     if returning is not None:
         with transaction(rt.sessions) as s:
             liveness.came_back(s, here, returning)
@@ -273,7 +274,15 @@ def reconcile(rt: Runtime) -> dict[str, int]:
         "networks": networks,
         "sidecars": sidecars,
         "strangers_kept": len(strangers),
+        "pruned": pruned,
     }
+
+
+def prune_history(rt: Runtime) -> int:
+    """Remove the audit entries and events past their retention (`state.retention`): how many went."""
+    kept = retention.Retention(rt.settings.audit_retention_days, rt.settings.event_retention_days)
+    with transaction(rt.sessions) as s:
+        return sum(retention.prune(s, kept, utcnow()).values())
 
 
 def _seen(rt: Runtime) -> dict[str, int] | None:

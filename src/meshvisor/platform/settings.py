@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # An `ha` instance of a host offline this much longer is restarted on another host (`instances.failover`).
     ha_grace_s: float = Field(default=60.0, ge=0)
     worker_concurrency: int = 4
+    # How many days the periodic pass keeps audit entries and events (`state.retention`); 0: for ever.
+    audit_retention_days: int = Field(default=400, ge=0)
+    event_retention_days: int = Field(default=7, ge=0)
     # Crash tests only: comma-separated failpoint names at which the worker kills itself (see failpoints.py).
     failpoints: str = ""
     # A Zipkin collector (host:port, JSON v2 over HTTP at /api/v2/spans): every sidecar sends it its spans.

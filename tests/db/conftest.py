@@ -22,6 +22,7 @@ from meshvisor.api.app import create_app
 from meshvisor.api.deps import get_dispatcher
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
+from meshvisor.platform.api_tls import server_files
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
@@ -194,18 +195,25 @@ def api_url(runtime: Runtime) -> Iterator[str]:
 
 
 @contextmanager
-def served(settings: Settings) -> Iterator[str]:
-    """The API of `settings` (with the test's admin token) served over loopback HTTP in a thread, its accepted
-    operations recorded, not sent."""
+def served(settings: Settings, tls: bool = False) -> Iterator[str]:
+    """The API of `settings` (with the test's admin token) served over loopback HTTP (HTTPS with `tls`, with the
+    certificate `serve` would have) in a thread, its accepted operations recorded, not sent."""
     port = free_port()
-    app = create_app(settings.model_copy(update={"admin_token": API_TOKEN, "api_port": port}))
+    settings = settings.model_copy(
+        update={"admin_token": API_TOKEN, "api_port": port, "api_tls": "on" if tls else "off"}
+    )
+    cert, key = server_files(settings) or (None, None)
+    app = create_app(settings)
 
     class Recorded:
         def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
             return JSONResponse(body, status_code=202, headers={"Location": f"/v1/operations/{op.id}"})
 
     app.dependency_overrides[get_dispatcher] = Recorded
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", ssl_certfile=cert, ssl_keyfile=key
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -213,7 +221,7 @@ def served(settings: Settings) -> Iterator[str]:
         assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield settings.base_api_url
     finally:
         server.should_exit = True
         thread.join(timeout=30)

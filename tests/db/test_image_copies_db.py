@@ -24,7 +24,7 @@ from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Image, Operation
 from meshvisor.platform.state.operation_kinds import OperationKind
 
-from .conftest import API_TOKEN, free_port
+from .conftest import API_TOKEN, free_port, served
 
 TOKEN = API_TOKEN
 FILES = {"disk.qcow2": b"QFI\xfb" + bytes(range(256)) * 40, "boot.json": b'{"kernel": "/elsewhere/vmlinuz"}'}
@@ -84,6 +84,20 @@ def test_another_host_fetches_a_vm_image_once_and_has_the_same_files(
     (Path(image.ref) / "disk.qcow2").unlink()  # a second create finds its copy and does not fetch again
     assert copies.local_ref(b, image) == ref
     b.close()
+
+
+def test_over_https_another_host_checks_the_api_against_the_platform_ca(runtime: Runtime, tmp_path: Path) -> None:
+    image = vm_image(runtime)
+    with served(runtime.settings, tls=True) as url:
+        assert url.startswith("https://")
+        untrusting = other_host(runtime, tmp_path, "b", url)  # its own data directory: no CA file of the API's
+        with pytest.raises(TransientError, match="CERTIFICATE_VERIFY_FAILED"):
+            copies.local_ref(untrusting, image)
+        assert left_behind(untrusting) == []
+        untrusting.close()
+        b = Runtime(untrusting.settings.model_copy(update={"ca_file": runtime.settings.ca_dir / "ca.crt"}))
+        assert files_of(Path(copies.local_ref(b, image))) == FILES
+        b.close()
 
 
 def test_two_creates_at_once_fetch_the_image_once(

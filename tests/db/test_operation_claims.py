@@ -4,9 +4,13 @@ again exactly once per broker run (the broker here is the machine's real Redis, 
 
 from __future__ import annotations
 
+import secrets
+import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -26,7 +30,7 @@ from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Operation, utcnow
 from meshvisor.platform.state.operation_kinds import OperationKind
 
-from .conftest import add_ready_image
+from .conftest import add_ready_image, free_port
 
 SERVE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
 BROKER = "redis://127.0.0.1:6379/3"
@@ -252,3 +256,51 @@ def test_a_starting_worker_resumes_its_dead_predecessors_operations(
     assert row.claimed_by is None and row.dispatch_epoch == dispatch.broker_epoch(settings)
     assert queued(settings) == 1
     assert reconciler.run_operation(runtime, op_id, holder="local/new/t") is OperationStatus.SUCCEEDED
+
+
+@pytest.fixture
+def locked_broker(tmp_path: Path) -> Iterator[str]:
+    """A Redis of this test's own that asks for a password (as the README's multi-host set-up has it): its URL
+    with the password in it."""
+    port, password = free_port(), secrets.token_urlsafe(16)
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--requirepass", password, "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:  # not listening yet
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_operations_go_to_a_broker_that_asks_for_a_password_only_with_it(
+    runtime: Runtime, locked_broker: str
+) -> None:
+    add_ready_image(runtime)
+    settings = runtime.settings.model_copy(update={"broker_url": locked_broker})
+    client = redis.Redis.from_url(locked_broker)
+    address = locked_broker.rsplit("@", 1)[1]
+    for n, url in enumerate((f"redis://{address}", f"redis://:wrong@{address}")):  # no password, a wrong one
+        refused = settings.model_copy(update={"broker_url": url})
+        op_id = new_create(runtime, f"web-{n}")
+        assert dispatch.broker_epoch(refused) is None
+        assert not dispatch.dispatch(make_celery(refused), refused, runtime.sessions, op_id, "instance", "local")
+        assert op_row(runtime, op_id).dispatch_epoch is None and client.dbsize() == 0
+    sent = new_create(runtime, "sent")
+    assert dispatch.broker_epoch(settings) == str(client.info("server")["run_id"])
+    assert dispatch.dispatch(make_celery(settings), settings, runtime.sessions, sent, "instance", "local")
+    assert client.llen(settings.host_queue(settings.host_name)) == 1
+    client.close()

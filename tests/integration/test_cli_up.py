@@ -192,3 +192,36 @@ def _clean_up(proc: subprocess.Popen[bytes], kids: list[int], prefix: str, clien
         for tag in image.tags:
             client.images.remove(tag, force=True)
     client.close()
+
+
+@pytest.mark.timeout(600)
+def test_up_over_https_waits_for_its_api_and_the_cli_follows(vm_test_dir: Path) -> None:
+    """`up` with MESHVISOR_API_TLS=on: its readiness wait and its URL are HTTPS, checked against the platform CA;
+    the CLI reaches it with that CA only, and plain HTTP gets nothing."""
+    prefix = "t" + secrets.token_hex(3)[:5]
+    port = free_port()
+    data_dir = vm_test_dir / f"{prefix}-var"
+    env = {**up_env(data_dir, prefix, port, free_port()), "MESHVISOR_API_TLS": "on"}
+    log = vm_test_dir / f"{prefix}-up.log"
+    proc = start_up(env, log)
+    client = docker.DockerClient(version=API_VERSION)
+    kids: list[int] = []
+    try:
+        text = wait_for_line(log, "meshvisor is up", proc, timeout=300)
+        assert f"https://127.0.0.1:{port}/" in text
+        kids = children_of(proc.pid)
+        token = (data_dir / "admin.token").read_text().strip()
+        cli_env = {**env, "MESHVISOR_API_URL": f"https://127.0.0.1:{port}", "MESHVISOR_TOKEN": token}
+        listed = subprocess.run(
+            [sys.executable, "-m", "meshvisor", "images", "list"], env=cli_env, capture_output=True, text=True,
+            cwd=REPO, timeout=60,
+        )  # fmt: skip
+        assert listed.returncode == 0 and "busybox" in listed.stdout, listed.stderr
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        print("--- up", log.read_text())
+        _clean_up(proc, kids, prefix, client)
+        log.unlink(missing_ok=True)

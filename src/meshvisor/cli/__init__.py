@@ -12,10 +12,12 @@ from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import validate_name
+from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
 from . import access
@@ -33,26 +35,37 @@ BUILTIN_IMAGES = ("busybox", "tiny")
 
 @app.command()
 def serve() -> None:
-    """Run the API and the dashboard on <MESHVISOR_API_LISTEN, default 127.0.0.1>:<api port>."""
-    import uvicorn
+    """Run the API and the dashboard on <MESHVISOR_API_LISTEN, default 127.0.0.1>:<api port>: over HTTPS when
+    MESHVISOR_API_TLS is `on`, or `auto` (the default) and it listens beyond loopback or is given a certificate."""
+    import asyncio
 
-    from meshvisor.api import create_app
+    from meshvisor.api.serving import api_server, serve_and_renew
 
-    settings = get_settings()
-    # An event stream (the dashboard's, `up`'s) never ends by itself: at shutdown it gets 2 s, then is cut.
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api_listen,
-        port=settings.api_port,
-        log_level="warning",
-        timeout_graceful_shutdown=2,
-    )
+    settings = _settings()
+    server = api_server(settings, _server_files(settings))
+    asyncio.run(serve_and_renew(server, settings))
+
+
+def _server_files(settings: Settings) -> tuple[Path, Path] | None:
+    """The API's certificate and key when it serves HTTPS (see `platform/api_tls.py`), or a clear error."""
+    try:
+        return server_files(settings)
+    except InvalidInput as exc:
+        fail(exc.message)
+
+
+def _settings() -> Settings:
+    """The settings, or a clear error naming the bad variable."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        fail("; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()))
 
 
 @app.command()
 def worker(concurrency: Annotated[int | None, typer.Option(help="worker threads")] = None) -> None:
     """Run a Celery worker (threads pool) for this host and the platform, with the periodic reconciler."""
-    settings = get_settings()
+    settings = _settings()
     _run_worker(settings, [settings.queue, settings.host_queue(settings.host_name)], concurrency)
 
 
@@ -68,7 +81,7 @@ def agent(
     MESHVISOR_TOKEN)."""
     from meshvisor.api.host_endpoint import serve_in_background
 
-    settings = get_settings().model_copy(update={"host_name": validate_name(host, "host name")})
+    settings = _settings().model_copy(update={"host_name": validate_name(host, "host name")})
     serve_in_background(settings, _signed_by_api(settings))
     _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency)
 
@@ -84,7 +97,7 @@ def xds_relay(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     interrupt_on_signals()
     try:
-        run(get_settings().model_copy(update={"host_name": validate_name(host, "host name")}), parent)
+        run(_settings().model_copy(update={"host_name": validate_name(host, "host name")}), parent)
     except KeyboardInterrupt:
         pass
 
@@ -112,7 +125,7 @@ def xds() -> None:
     from meshvisor.platform.state.db import migrate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
+    settings = _settings()
     settings.data_path.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
     runtime = Runtime(settings)
@@ -165,7 +178,7 @@ def plan(
 
     name, body = stack or file.stem, _stack_body(file, var)
     try:
-        planned = ApiClient(get_settings()).post(f"/v1/stacks/{name}/plan", json=body)
+        planned = _api_client().post(f"/v1/stacks/{name}/plan", json=body)
     except ApiError as exc:
         fail(exc.message)
     show_plan(console, planned)
@@ -207,7 +220,7 @@ def _stack_body(file: Path, var: list[str] | None) -> dict[str, Any]:
 def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
     from .stacks import show_plan, show_progress
 
-    client = ApiClient(get_settings())
+    client = _api_client()
     try:
         planned = client.post(f"/v1/stacks/{name}/plan", json=body)
     except ApiError as exc:
@@ -238,8 +251,9 @@ def _plan_and_apply(name: str, body: dict[str, Any], yes: bool) -> None:
 def up() -> None:
     """API + worker + xDS control plane + event stream in the foreground; a process that dies is started again;
     Ctrl-C stops all of them."""
-    settings = get_settings()
+    settings = _settings()
     _check_host(settings)
+    _server_files(settings)  # a bad TLS set-up stops here; the CA callers check the API with exists from here on
     children = Children(say=console.print)
     interrupt_on_signals()
     logs = settings.data_path / "logs"
@@ -289,7 +303,11 @@ def _follow_events(settings: Settings, token: str) -> NoReturn:
     while True:
         try:
             with httpx.stream(
-                "GET", f"{settings.base_api_url}/v1/events", headers=headers, timeout=None
+                "GET",
+                f"{settings.base_api_url}/v1/events",
+                headers=headers,
+                timeout=None,
+                verify=client_ssl(settings),
             ) as stream:
                 for line in stream.iter_lines():
                     if line.startswith("data: "):
@@ -304,10 +322,17 @@ def _follow_events(settings: Settings, token: str) -> NoReturn:
             time.sleep(1)
 
 
+def _api_client() -> ApiClient:
+    try:
+        return ApiClient(_settings())
+    except InvalidInput as exc:  # a CA file that cannot be read
+        fail(exc.message)
+
+
 def _client() -> ApiClient:
-    client = ApiClient(get_settings())
+    client = _api_client()
     if not client.healthy():
-        fail(f"the API at {get_settings().base_api_url} is not answering; start it with `make up`")
+        fail(f"the API at {_settings().base_api_url} is not answering; start it with `make up`")
     return client
 
 
@@ -429,7 +454,7 @@ def recover(
 
     from .recovery import show_recovery
 
-    settings = get_settings()
+    settings = _settings()
     settings.data_path.mkdir(parents=True, exist_ok=True)
     migrate(settings.db_url)
     runtime = Runtime(settings)
@@ -451,7 +476,7 @@ def backup(
     from meshvisor.core.errors import MeshvisorError
     from meshvisor.platform.recovery.backup import create_backup
 
-    settings = get_settings()
+    settings = _settings()
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     target = output or Path(f"meshvisor-backup-{stamp}.tar.gz")
     try:
@@ -473,7 +498,7 @@ def restore(
     from meshvisor.core.errors import MeshvisorError
     from meshvisor.platform.recovery.backup import restore_backup
 
-    settings = get_settings()
+    settings = _settings()
     try:
         manifest = restore_backup(settings, archive, force=force)
     except MeshvisorError as exc:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from meshvisor.platform.api_tls import client_ssl
 from meshvisor.platform.settings import Settings
 
 
@@ -23,7 +24,13 @@ class ApiClient:
         token = settings.api_token()
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         params = {"project": project} if project else {}
-        self.http = httpx.Client(base_url=settings.base_api_url, headers=headers, params=params, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=settings.base_api_url,
+            headers=headers,
+            params=params,
+            timeout=timeout,
+            verify=client_ssl(settings),
+        )
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         response = self.http.request(method, path, **kw)

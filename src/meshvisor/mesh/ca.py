@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ DEFAULT_PROJECT = "default"  # the project of a service that names none (and of 
 DEFAULT_WORKLOAD_LIFETIME = dt.timedelta(hours=1)
 DEFAULT_CA_LIFETIME = dt.timedelta(days=365)
 DEFAULT_HOST_LIFETIME = dt.timedelta(days=30)
+DEFAULT_SERVER_LIFETIME = dt.timedelta(days=90)
 CLOCK_SKEW = dt.timedelta(minutes=1)
 
 
@@ -54,6 +56,28 @@ class WorkloadCert:
     key_pem: bytes
     not_after: dt.datetime
     serial: int
+
+
+def _spiffe_sans(names: list[str]) -> list[x509.GeneralName]:
+    """The first name a URI SAN (the SPIFFE identity), the others DNS names."""
+    return [x509.UniformResourceIdentifier(names[0]), *(x509.DNSName(name) for name in names[1:])]
+
+
+def _address_san(name: str) -> x509.GeneralName:
+    """An IP address SAN for an address, a DNS name SAN for anything else."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def san_names(cert: x509.Certificate) -> set[str]:
+    """A certificate's DNS names and IP addresses, as text."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {*sans.get_values_for_type(x509.DNSName), *map(str, sans.get_values_for_type(x509.IPAddress))}
 
 
 def _now() -> dt.datetime:
@@ -212,7 +236,7 @@ class CertificateAuthority:
         """A workload certificate for `project`'s `service` (URI SAN = its SPIFFE ID), valid for `lifetime`."""
         ident = spiffe_id(self.trust_domain, service, project)
         key = ec.generate_private_key(ec.SECP256R1())
-        cert = self._sign_leaf(key.public_key(), [ident], lifetime)
+        cert = self._sign_leaf(key.public_key(), _spiffe_sans([ident]), lifetime)
         return WorkloadCert(
             spiffe_id=ident,
             cert_pem=cert.public_bytes(serialization.Encoding.PEM),
@@ -235,14 +259,21 @@ class CertificateAuthority:
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
             raise ValueError("the signing request's key must be EC P-256")
         names = [host_spiffe_id(self.trust_domain, host), host_dns_name(self.trust_domain, host)]
-        return self._sign_leaf(public_key, names, lifetime).public_bytes(serialization.Encoding.PEM)
+        return self._sign_leaf(public_key, _spiffe_sans(names), lifetime).public_bytes(serialization.Encoding.PEM)
+
+    def issue_server(
+        self, names: list[str], lifetime: dt.timedelta = DEFAULT_SERVER_LIFETIME
+    ) -> tuple[bytes, bytes]:
+        """A TLS server's certificate and key (PEM) for `names`: IP addresses and DNS names, each a SAN of its
+        kind (what HTTPS clients check the server's address against)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._sign_leaf(key.public_key(), [_address_san(name) for name in names], lifetime)
+        return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
     def _sign_leaf(
-        self, public_key: ec.EllipticCurvePublicKey, names: list[str], lifetime: dt.timedelta
+        self, public_key: ec.EllipticCurvePublicKey, sans: list[x509.GeneralName], lifetime: dt.timedelta
     ) -> x509.Certificate:
-        """A leaf for `names`: the first a URI SAN (the SPIFFE identity), the others DNS names."""
-        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(names[0])]
-        sans += [x509.DNSName(name) for name in names[1:]]
+        """A leaf for these subject alternative names, signed by the current root."""
         now = _now()
         not_after = min(now + lifetime, self.cert.not_valid_after_utc)
         return (

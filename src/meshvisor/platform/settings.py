@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meshvisor.core.errors import InvalidInput
@@ -20,8 +22,17 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str = "redis://127.0.0.1:6379/0"
     api_port: int = 8000
-    # The address `serve` listens on: loopback unless agents on other machines must reach the API.
+    # The address `serve` listens on: loopback unless agents on other machines must reach the API (HTTPS then).
     api_listen: str = "127.0.0.1"
+    # HTTPS for the API: `auto` whenever `api_listen` is not a loopback address or a certificate is given; `on`;
+    # `off`. The certificate: `api_cert` and `api_key` (PEM files), else one the platform CA issues.
+    api_tls: str = "auto"
+    api_cert: Path | None = None
+    api_key: Path | None = None
+    # More names (DNS names or IP addresses, comma-separated) for the CA-issued certificate: how others reach it.
+    api_tls_names: str = ""
+    # What calls to the API trust (PEM): default the platform CA's certificate in the data directory.
+    ca_file: Path | None = None
     xds_port: int = 18000
     # The control plane's host: also serve ADS over mutual TLS on <tunnel_ip>:<xds_tls_port>, for other hosts.
     xds_tls_port: int | None = Field(default=None, gt=0, lt=65536)
@@ -87,6 +98,27 @@ class Settings(BaseSettings):
     memory_overcommit: float = Field(default=1.5, gt=0)
     disk_overcommit: float = Field(default=1.0, gt=0)
 
+    @field_validator("api_tls")
+    @classmethod
+    def _check_api_tls(cls, value: str) -> str:
+        if value.strip().lower() not in ("auto", "on", "off"):
+            raise ValueError(f"MESHVISOR_API_TLS must be auto, on or off, not {value!r}")
+        return value.strip().lower()
+
+    @field_validator("api_tls_names")
+    @classmethod
+    def _check_api_tls_names(cls, value: str) -> str:
+        for name in _names(value):
+            if not _is_ip(name) and not HOST_NAME.fullmatch(name):
+                raise ValueError(f"MESHVISOR_API_TLS_NAMES: {name!r} is neither an IP address nor a DNS name")
+        return value
+
+    @model_validator(mode="after")
+    def _check_api_files(self) -> Self:
+        if (self.api_cert is None) != (self.api_key is None):
+            raise ValueError("MESHVISOR_API_CERT and MESHVISOR_API_KEY go together: give both files or neither")
+        return self
+
     @field_validator("host_labels")
     @classmethod
     def _check_host_labels(cls, value: str) -> str:
@@ -138,8 +170,40 @@ class Settings(BaseSettings):
         return f"meshvisor.{self.host_prefix}.host.{host}"
 
     @property
+    def api_https(self) -> bool:
+        """Whether `serve` answers HTTPS (the one place for the rule)."""
+        if self.api_tls == "auto":
+            return self.api_cert is not None or not is_loopback(self.api_listen)
+        return self.api_tls == "on"
+
+    @property
     def base_api_url(self) -> str:
-        return self.api_url or f"http://127.0.0.1:{self.api_port}"
+        """`MESHVISOR_API_URL`, else where this machine reaches its own `serve`: loopback unless it listens on
+        one other address only."""
+        if self.api_url:
+            return self.api_url
+        host = "127.0.0.1" if is_loopback(self.api_listen) or _is_any(self.api_listen) else self.api_listen
+        host = f"[{host}]" if ":" in host else host
+        return f"{'https' if self.api_https else 'http'}://{host}:{self.api_port}"
+
+    @property
+    def extra_api_names(self) -> list[str]:
+        return _names(self.api_tls_names)
+
+    @property
+    def ca_dir(self) -> Path:
+        """The platform CA (see `meshvisor.mesh.ca`)."""
+        return self.data_path / "ca"
+
+    @property
+    def ca_path(self) -> Path:
+        """The CA certificate calls to the API verify its certificate with."""
+        return self.ca_file or self.ca_dir / "ca.crt"
+
+    @property
+    def api_tls_dir(self) -> Path:
+        """The API's CA-issued certificate and key (0600)."""
+        return self.data_path / "api-tls"
 
     @property
     def admin_token_file(self) -> Path:
@@ -218,6 +282,34 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.download_cache_dir or self.data_path / "cache"
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+
+
+def _names(value: str) -> list[str]:
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _is_ip(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _is_any(address: str) -> bool:
+    """0.0.0.0 or :: (every address of the machine)."""
+    return _is_ip(address) and ipaddress.ip_address(address.strip("[]")).is_unspecified
+
+
+def is_loopback(address: str) -> bool:
+    """`localhost` or a loopback IP address: reachable from this machine only."""
+    if address.strip().lower() == "localhost":
+        return True
+    return _is_ip(address) and ipaddress.ip_address(address.strip("[]")).is_loopback
 
 
 @lru_cache(maxsize=1)

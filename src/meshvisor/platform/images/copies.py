@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from meshvisor.core.errors import Conflict, MeshvisorError, PermanentError, TransientError
 from meshvisor.core.types import InstanceKind
+from meshvisor.platform.api_tls import client_ssl
 from meshvisor.platform.images.content import CHUNK, unpack_vm, vm_digest, vm_tar
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.models import Image
@@ -123,7 +124,10 @@ def api_client(rt: Runtime) -> Iterator[httpx.Client]:
     token = rt.settings.api_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with httpx.Client(base_url=rt.settings.base_api_url, headers=headers, timeout=TIMEOUT) as client:
+        verify = client_ssl(rt.settings)
+        with httpx.Client(
+            base_url=rt.settings.base_api_url, headers=headers, timeout=TIMEOUT, verify=verify
+        ) as client:
             yield client
     except httpx.HTTPError as exc:
         raise TransientError(f"{rt.settings.base_api_url}: {exc.__class__.__name__}: {exc}") from exc

@@ -17,7 +17,7 @@ from meshvisor.platform.settings import Settings
 
 
 def authority(settings: Settings) -> CertificateAuthority:
-    return CertificateAuthority(settings.data_path / "ca")
+    return CertificateAuthority(settings.ca_dir)
 
 
 def node_auth(settings: Settings) -> NodeAuth:

@@ -330,7 +330,7 @@ instances:
         again = cli(platform, "plan", "-f", str(path), "--stack", "sr")
         assert again.returncode == 0 and "No changes" in again.stdout, again.stdout + again.stderr
     finally:
-        gone = cli(platform, "destroy", "--stack", "sr", "--yes")
+        gone = cli(platform, "destroy", "-f", str(path), "--yes")  # the contract's form: the file names it
     assert gone.returncode == 0, gone.stdout + gone.stderr
     assert api.get("/v1/networks/sr-net").status_code == 404
     assert api.delete("/v1/stacks/sr").status_code == 204

@@ -200,11 +200,20 @@ def apply(
 
 @app.command()
 def destroy(
-    stack: Annotated[str, typer.Option(help="the stack's name")],
+    file: Annotated[
+        Path | None, typer.Option("-f", "--file", help="the stack file whose stack goes (named by the file)")
+    ] = None,
+    stack: Annotated[str | None, typer.Option(help="the stack's name (default: the file's name)")] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="destroy without asking")] = False,
 ) -> None:
-    """Delete everything the stack owns, in reverse dependency order."""
-    _plan_and_apply(stack, {"destroy": True}, yes)
+    """Delete everything the stack owns, in reverse dependency order: the stack of a file (`-f`, as `plan` and
+    `apply` name it) or one named (`--stack`)."""
+    if file is not None and not file.is_file():
+        fail(f"{file}: no such stack file")
+    name = stack or (file.stem if file is not None else None)
+    if name is None:
+        fail("name the stack to destroy: -f FILE (its file) or --stack NAME")
+    _plan_and_apply(name, {"destroy": True}, yes)
 
 
 def _stack_body(file: Path, var: list[str] | None) -> dict[str, Any]:

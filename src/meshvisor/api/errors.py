@@ -6,6 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from meshvisor.core import errors as e
 from meshvisor.platform.state.db import is_busy
@@ -38,6 +39,9 @@ HTTP_CODES = {
 }
 
 
+PROBED = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def status_of(exc: e.MeshvisorError) -> int:
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 500)
 
@@ -60,11 +64,12 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error_body("invalid_input", "; ".join(parts) or "invalid request"), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "error")
-        return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -78,3 +83,14 @@ def install(app: FastAPI) -> None:
             error_body("internal_error", f"{exc.__class__.__name__}: the server failed; see its log"),
             status_code=500,
         )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers, over all its routes (a path's GET and POST are two routes, and
+    the router's own 405 names only the first it tried): each method asked of the routes as a request would."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in PROBED
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]

@@ -1,0 +1,55 @@
+"""A method a path does not answer gets 405 with an `Allow` header naming exactly the methods the OpenAPI document
+gives that path, for every path of the document: a client or generator reading one finds
+the other (issue 20: `OPTIONS /v1/instances` said `Allow: POST` while GET exists)."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+METHODS = ("delete", "get", "head", "options", "patch", "post", "put")
+
+
+def concrete(path: str) -> str:
+    """The path with each parameter given a value its route takes."""
+    return re.sub(r"\{[^}]+\}", "x1", path)
+
+
+def template_pattern(template: str) -> str:
+    """A regular expression of a path template: each `{parameter}` one path segment."""
+    parts = re.split(r"(\{[^}]+\})", template)
+    return "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+
+
+def methods_of(paths: dict[str, dict[str, object]], path: str) -> set[str]:
+    """The methods the document gives every path template that `path` matches (`/v1/images/import` is also
+    `/v1/images/{name}`)."""
+    return {
+        method.upper()
+        for template, operations in paths.items()
+        if re.fullmatch(template_pattern(template), path)
+        for method in operations
+        if method in METHODS
+    }
+
+
+def test_every_paths_405_allows_exactly_its_documented_methods(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    checked = 0
+    for path in paths:
+        documented = methods_of(paths, concrete(path))
+        expected = sorted(documented)
+        for method in (m.upper() for m in METHODS if m.upper() not in documented):
+            answer = api.request(method, concrete(path))
+            assert answer.status_code == 405, (method, path, answer.status_code, answer.text)
+            assert answer.headers["allow"] == ", ".join(expected), (method, path, answer.headers["allow"])
+            if method != "HEAD":  # an answer to HEAD has no body
+                assert answer.json()["error"]["code"] == "method_not_allowed", answer.text
+            checked += 1
+    assert checked > 100  # every path of the document, not a few
+
+
+def test_options_on_the_instances_collection_names_get_and_post(api: TestClient) -> None:
+    answer = api.options("/v1/instances")
+    assert (answer.status_code, answer.headers["allow"]) == (405, "GET, POST")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest
@@ -17,7 +17,7 @@ class Strict(BaseModel):
 
 class VolumeHotplug(Strict):
     volume: str
-    read_only: bool = False
+    read_only: StrictBool = False
 
 
 class VolumeCreate(Strict):
@@ -107,7 +107,7 @@ class InstancePatch(InstanceChange):  # PATCH /v1/instances/{name}
 class ActionRequest(Strict):
     action: str
     timeout: float = 10
-    force: bool = False
+    force: StrictBool = False
     snapshot: str | None = Field(default=None, description="snapshot and revert: the snapshot's name")
     host: str | None = Field(default=None, description="migrate: the host to move to (placed when none)")
 

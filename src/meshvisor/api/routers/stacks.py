@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from meshvisor.platform.stacks import apply as stack_apply
 from meshvisor.platform.stacks import plans as stack_plans
@@ -21,7 +21,7 @@ class PlanRequest(Strict):
     format: str = Field(default="yaml", description="yaml, json or hcl")
     variables: dict[str, Any] = Field(default_factory=dict, description="per-run values of the file's variables")
     adopt: list[str] = Field(default_factory=list, description="addresses of existing objects to take in")
-    destroy: bool = Field(default=False, description="plan the removal of everything the stack owns")
+    destroy: StrictBool = Field(default=False, description="plan the removal of everything the stack owns")
 
 
 class ApplyRequest(Strict):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
 from meshvisor.core.types import InstanceKind, RestartPolicy
 
@@ -43,7 +43,7 @@ class NetworkAttachment(Strict):
 class VolumeAttachment(Strict):
     volume: str
     path: str | None = Field(default=None, description="containers: where it is mounted (VMs: none)")
-    read_only: bool = False
+    read_only: StrictBool = False
 
 
 class InstanceBase(BaseModel):
@@ -59,7 +59,7 @@ class InstanceBase(BaseModel):
     max_cpus: int | None = Field(default=None, description="VMs: vCPUs it may grow to while running")
     max_memory_mb: int | None = Field(default=None, description="VMs: memory it may grow to while running")
     disk_mb: int = Field(default=0, description="VMs: size of a scratch data disk (/dev/vda); 0 for none")
-    ha: bool = Field(default=False, description="restarted on another host when its own is offline for long")
+    ha: StrictBool = Field(default=False, description="restarted on another host when its own is offline for long")
 
 
 class PlacementConstraints(Strict):
@@ -82,7 +82,7 @@ class InstanceRequest(InstanceFields):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    privileged: bool = Field(
+    privileged: StrictBool = Field(
         default=False,
         description="containers: run outside the user namespace (root inside is the host's) with Docker's default"
         " capabilities (platform admins only; not in stack files)",
@@ -102,4 +102,6 @@ class InstanceChange(Strict):
     memory_mb: int | None = None
     restart_policy: RestartPolicy | None = None
     security_groups: list[str] | None = Field(default=None, description="replaces the list; [] leaves all")
-    ha: bool | None = Field(default=None, description="restart it on another host when its own is gone for long")
+    ha: StrictBool | None = Field(
+        default=None, description="restart it on another host when its own is gone for long"
+    )

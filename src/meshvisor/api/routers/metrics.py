@@ -9,11 +9,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from meshvisor.platform.mesh import telemetry
 
 from ..deps import RuntimeDep, SeenProjectsDep
+from ..schemas import ERRORS
 
 router = APIRouter(tags=["telemetry"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={code: ERRORS[code] for code in (401, 404)})
 def metrics(rt: RuntimeDep, seen: SeenProjectsDep) -> Response:
     """Per service pair (`source`, `destination`), scraped from each sidecar on this machine at scrape time:
     `meshvisor_mesh_requests_total{code}` by response code class and the

@@ -57,7 +57,11 @@ def service_logs(
     return {"name": name, "items": telemetry.service_logs(rt, name, tail, project), "next_cursor": None}
 
 
-@router.put("/{name}", response_model=ServicePublic)
+@router.put(
+    "/{name}",
+    response_model=ServicePublic,
+    responses={201: {"model": ServicePublic, "description": "Created: there was no service of that name"}},
+)
 def put_service(
     name: str,
     body: ServiceReplace,

@@ -1,12 +1,16 @@
-"""A method a path does not answer gets 405 with an `Allow` header naming exactly the methods the OpenAPI document
-gives that path, for every path of the document: a client or generator reading one finds
-the other (issue 20: `OPTIONS /v1/instances` said `Allow: POST` while GET exists)."""
+"""The OpenAPI document says what the server answers (issue 20): a method a path does not answer gets 405 with an
+`Allow` header naming exactly the methods the document gives that path, for every path of the document
+(`OPTIONS /v1/instances` said `Allow: POST` while GET exists); and the statuses seen here are documented for
+their route (a `PUT /v1/services/{name}` that creates answers 201; `/metrics` without a token 401, for a viewer
+naming another project 404)."""
 
 from __future__ import annotations
 
 import re
 
 from fastapi.testclient import TestClient
+
+from .test_projects_db import as_
 
 METHODS = ("delete", "get", "head", "options", "patch", "post", "put")
 
@@ -53,3 +57,23 @@ def test_every_paths_405_allows_exactly_its_documented_methods(api: TestClient) 
 def test_options_on_the_instances_collection_names_get_and_post(api: TestClient) -> None:
     answer = api.options("/v1/instances")
     assert (answer.status_code, answer.headers["allow"]) == (405, "GET, POST")
+
+
+def documented(api: TestClient, method: str, template: str) -> set[int]:
+    operation = api.get("/openapi.json").json()["paths"][template][method.lower()]
+    return {int(code) for code in operation["responses"]}
+
+
+def test_the_statuses_answered_are_documented(api: TestClient) -> None:
+    made = api.put("/v1/services/web", json={"policy": {}})
+    replaced = api.put("/v1/services/web", json={"policy": {}})
+    assert (made.status_code, replaced.status_code) == (201, 200), (made.text, replaced.text)
+    assert {201, 200} <= documented(api, "PUT", "/v1/services/{name}")
+    anonymous = api.get("/metrics", headers={"Authorization": ""})
+    viewer = api.post("/v1/tokens", json={"name": "v", "role": "viewer"}).json()["token"]
+    assert api.post("/v1/projects", json={"name": "other"}).status_code == 201
+    elsewhere = api.get("/metrics", params={"project": "other"}, headers=as_(viewer))  # names do not leak
+    assert (anonymous.status_code, elsewhere.status_code) == (401, 404), (anonymous.text, elsewhere.text)
+    assert {200, 401, 404} <= documented(api, "GET", "/metrics")
+    weak = api.post("/v1/networks", json={"name": "n", "cidr": "10.242.0.0/24"}, headers=as_(viewer))
+    assert weak.status_code == 403 and 403 in documented(api, "POST", "/v1/networks")

@@ -77,3 +77,16 @@ def test_the_statuses_answered_are_documented(api: TestClient) -> None:
     assert {200, 401, 404} <= documented(api, "GET", "/metrics")
     weak = api.post("/v1/networks", json={"name": "n", "cidr": "10.242.0.0/24"}, headers=as_(viewer))
     assert weak.status_code == 403 and 403 in documented(api, "POST", "/v1/networks")
+
+
+def test_every_if_match_header_says_its_format(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    headers = [
+        parameter
+        for operations in paths.values()
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "header" and parameter["name"] == "If-Match"
+    ]
+    assert len(headers) > 10  # every write of a named resource, not a few
+    assert all("ETag" in p["description"] and "412" in p["description"] for p in headers), headers

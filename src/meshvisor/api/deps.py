@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, HTTPException, Query, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -66,6 +66,17 @@ def require_token(
 
 
 TokenDep = Annotated[ApiToken, Depends(require_token)]
+
+# A write's precondition: the resource's ETag as its last answer gave it, several (comma-separated) or `*`.
+IfMatch = Annotated[
+    str | None,
+    Header(
+        alias="If-Match",
+        description='the ETag of the resource\'s last answer ("<8 hex>-<version>", W/ and quotes allowed), several'
+        " of them comma-separated, or *: the write is refused (412) unless the resource is still at one of them",
+        examples=['"3fa85f64-7"'],
+    ),
+]
 
 
 def request_project(

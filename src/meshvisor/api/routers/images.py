@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from meshvisor.core.types import InstanceKind
@@ -16,12 +16,11 @@ from meshvisor.platform.state import operations
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep
+from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, ImageAccepted, ImageAction, ImageCreate, ImagePage, ImagePublic
 
 router = APIRouter(prefix="/v1/images", tags=["images"], responses=ERRORS)
 ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": ImageAccepted}}
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
 QCOW2_MAGIC = b"QFI\xfb"
 
 

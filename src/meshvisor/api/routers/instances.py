@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy.orm import Session
 
 from meshvisor.core import access
@@ -17,7 +17,7 @@ from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.secret_env import EnvSeal
 
-from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep, TokenDep
+from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import (
     ERRORS,
     ActionRequest,
@@ -35,7 +35,6 @@ from ..schemas import (
 
 router = APIRouter(prefix="/v1/instances", tags=["instances"], responses=ERRORS)
 ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": InstanceAccepted}}
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
 def _offline(rt: Runtime, session: Session) -> liveness.Offline:

@@ -2,18 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep
+from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, NetworkAccepted, NetworkCreate, NetworkPage, NetworkPublic
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"], responses=ERRORS)
 ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": NetworkAccepted}}
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
 def _accepted(dispatch: DispatchDep, network: Any, op: Any) -> Response:

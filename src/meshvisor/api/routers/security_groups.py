@@ -2,16 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.state.db import transaction
 
-from ..deps import ProjectDep, RuntimeDep, SessionDep, sync_security_everywhere
+from ..deps import IfMatch, ProjectDep, RuntimeDep, SessionDep, sync_security_everywhere
 from ..schemas import ERRORS, SecurityGroupCreate, SecurityGroupPage, SecurityGroupPublic, SecurityGroupReplace
 
 router = APIRouter(prefix="/v1/security-groups", tags=["security groups"], responses=ERRORS)
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
 @router.post("", status_code=201, response_model=SecurityGroupPublic)

@@ -2,17 +2,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from meshvisor.platform.mesh import services, telemetry
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import transaction
 
-from ..deps import ProjectDep, RuntimeDep, SessionDep
+from ..deps import IfMatch, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, ServiceCreate, ServiceLogs, ServicePage, ServicePublic, ServiceReplace
 
 router = APIRouter(prefix="/v1/services", tags=["mesh"], responses=ERRORS)
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
 @router.post("", status_code=201, response_model=ServicePublic)

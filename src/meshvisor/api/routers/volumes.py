@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from meshvisor.platform.state import operations
@@ -12,11 +12,10 @@ from meshvisor.platform.volumes import content as volume_data
 from meshvisor.platform.volumes import requests as volumes
 from meshvisor.platform.volumes.content import DIGEST_HEADER
 
-from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep
+from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, VolumeActionRequest, VolumeCreate, VolumePage, VolumePatch, VolumePublic
 
 router = APIRouter(prefix="/v1/volumes", tags=["volumes"], responses=ERRORS)
-IfMatch = Annotated[str | None, Header(alias="If-Match")]
 
 
 @router.post("", status_code=202)

@@ -10,7 +10,10 @@ import re
 
 from fastapi.testclient import TestClient
 
-from .test_projects_db import as_
+from meshvisor.platform.runtime import Runtime
+
+from .conftest import add_ready_image
+from .test_projects_db import as_, instance_body
 
 METHODS = ("delete", "get", "head", "options", "patch", "post", "put")
 
@@ -90,3 +93,25 @@ def test_every_if_match_header_says_its_format(api: TestClient) -> None:
     ]
     assert len(headers) > 10  # every write of a named resource, not a few
     assert all("ETag" in p["description"] and "412" in p["description"] for p in headers), headers
+
+
+def action_enum(api: TestClient, schema: str) -> list[str]:
+    return list(api.get("/openapi.json").json()["components"]["schemas"][schema]["properties"]["action"]["enum"])
+
+
+def test_the_documented_actions_are_the_ones_taken(api: TestClient, runtime: Runtime) -> None:
+    add_ready_image(runtime)
+    assert api.post("/v1/instances", json=instance_body("web")).status_code == 202
+    assert api.post("/v1/volumes", json={"name": "v", "size_mb": 16}).status_code == 202
+    for path, schema in (
+        ("/v1/instances/web/actions", "ActionRequest"),
+        ("/v1/volumes/v/actions", "VolumeActionRequest"),
+    ):
+        listed = action_enum(api, schema)
+        for action in listed:  # busy or not allowed now, perhaps, but never an unknown action
+            answer = api.post(path, json={"action": action})
+            assert "unknown" not in answer.text, (path, action, answer.text)
+        for action in ("", "explode", listed[0].upper()):
+            answer = api.post(path, json={"action": action})
+            assert answer.status_code in (400, 422) and "unknown" in answer.text, (path, action, answer.text)
+            assert all(a in answer.text for a in listed), answer.text  # the refusal names what is taken

@@ -7,8 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from meshvisor.core.types import InstanceKind
+from meshvisor.core.types import Action, InstanceKind
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest
+from meshvisor.platform.volumes.requests import ACTIONS as VOLUME_ACTIONS
 
 
 class Strict(BaseModel):
@@ -37,7 +38,7 @@ class VolumePatch(Strict):
 
 
 class VolumeActionRequest(Strict):
-    action: str = Field(description="resize | snapshot | revert | delete-snapshot | clone")
+    action: str = Field(json_schema_extra={"enum": list(VOLUME_ACTIONS)})
     size_mb: int | None = None
     snapshot: str | None = None
     name: str | None = Field(default=None, description="clone: the new volume's name")
@@ -105,7 +106,7 @@ class InstancePatch(InstanceChange):  # PATCH /v1/instances/{name}
 
 
 class ActionRequest(Strict):
-    action: str
+    action: str = Field(json_schema_extra={"enum": [action.value for action in Action]})
     timeout: float = 10
     force: StrictBool = False
     snapshot: str | None = Field(default=None, description="snapshot and revert: the snapshot's name")

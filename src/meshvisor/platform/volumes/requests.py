@@ -34,6 +34,7 @@ from .pools import DEFAULT_POOL, check_room, get_pool, parse_size
 FORMATS = {"raw": "ext4", "qcow2": None}  # format → its filesystem (raw volumes are shareable filesystems)
 SERIAL_MAX = 20
 ROOT_SUFFIX = "-root"
+ACTIONS = ("resize", "snapshot", "revert", "delete-snapshot", "clone")  # POST /v1/volumes/{name}/actions
 
 
 # -- volumes ----------------------------------------------------------------------------------------------------
@@ -168,6 +169,8 @@ def request_action(
     settings: Settings | None = None,
 ) -> tuple[Volume, Operation, Volume | None]:
     """resize, snapshot, revert, delete-snapshot and clone. A clone answers with its new volume too."""
+    if action not in ACTIONS:  # before the volume's state: bad input is named whatever the volume is doing
+        raise InvalidInput(f"unknown volume action {action!r}: use {', '.join(ACTIONS)}")
     volume = get(session, name, project)
     _check_idle(volume)
     _check_not_moving(session, volume)
@@ -188,7 +191,7 @@ def request_action(
     if action == "clone":
         clone, op = _clone(session, volume, pool, params, project, settings)
         return clone, op, clone
-    raise InvalidInput(f"unknown volume action {action!r}: use resize, snapshot, revert, delete-snapshot or clone")
+    raise AssertionError(f"volume action {action!r} listed in ACTIONS but not handled")
 
 
 def _resize(

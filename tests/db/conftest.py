@@ -22,6 +22,7 @@ from meshvisor.api.app import create_app
 from meshvisor.api.deps import get_dispatcher
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
+from meshvisor.platform import reconciler
 from meshvisor.platform.api_tls import server_files
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
@@ -195,9 +196,10 @@ def api_url(runtime: Runtime) -> Iterator[str]:
 
 
 @contextmanager
-def served(settings: Settings, tls: bool = False) -> Iterator[str]:
+def served(settings: Settings, tls: bool = False, runs: Runtime | None = None) -> Iterator[str]:
     """The API of `settings` (with the test's admin token) served over loopback HTTP (HTTPS with `tls`, with the
-    certificate `serve` would have) in a thread, its accepted operations recorded, not sent."""
+    certificate `serve` would have) in a thread, its accepted operations recorded, not sent; with `runs`, each
+    is run on that runtime in a thread of its own, as a worker would."""
     port = free_port()
     settings = settings.model_copy(
         update={"admin_token": API_TOKEN, "api_port": port, "api_tls": "on" if tls else "off"}
@@ -207,6 +209,8 @@ def served(settings: Settings, tls: bool = False) -> Iterator[str]:
 
     class Recorded:
         def accepted(self, op: Operation, body: dict[str, Any]) -> JSONResponse:
+            if runs is not None:
+                threading.Thread(target=reconciler.run_operation, args=(runs, op.id), daemon=True).start()
             return JSONResponse(body, status_code=202, headers={"Location": f"/v1/operations/{op.id}"})
 
     app.dependency_overrides[get_dispatcher] = Recorded

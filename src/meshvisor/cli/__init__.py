@@ -20,7 +20,7 @@ from meshvisor.core.names import validate_name
 from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
-from . import access
+from . import access, instances
 from .client import ApiClient, ApiError
 from .output import console, fail
 from .supervisor import Children, GaveUp, interrupt_on_signals
@@ -516,6 +516,7 @@ def restore(
 
 
 app.command()(access.whoami)
+app.add_typer(instances.instances_app, name="instances")
 app.add_typer(access.tokens_app, name="tokens")
 app.add_typer(access.projects_app, name="projects")
 app.command()(access.audit)

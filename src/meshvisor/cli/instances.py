@@ -1,0 +1,202 @@
+"""`meshvisor instances`: containers and VMs from the shell, as `incus launch|list|exec|…` are.
+
+create (launch)   POST /v1/instances, then waits for its operation (unless --no-wait) and shows the instance
+list, show        GET /v1/instances (every page), GET /v1/instances/{name}
+start … resume    POST /v1/instances/{name}/actions, waiting as create does
+delete            DELETE /v1/instances/{name} (asks first unless --yes)
+exec              POST /v1/instances/{name}/exec: prints what the command wrote, exits with its exit code
+logs              GET /v1/instances/{name}/logs
+
+Every command takes `--output table|json|yaml` and `--project`; an API error prints its message and exits 1.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from meshvisor.platform.settings import get_settings
+
+from .client import ApiClient
+from .output import Output, OutputOpt, ProjectOpt, api_errors, console, fail, parse_pairs, show
+
+instances_app = typer.Typer(
+    help="Containers and VMs: create, list, act on, exec into, delete.", no_args_is_help=True
+)
+
+COLUMNS = ("name", "kind", "state", "image", "host", "addresses", "project")
+DETAIL = (
+    "name", "id", "project", "kind", "state", "image", "host", "addresses", "cpus", "memory_mb", "command",
+    "env", "networks", "volumes", "restart_policy", "ha", "error", "created_at",
+)  # fmt: skip
+WAIT_S = 900.0
+NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="return once the request is accepted")]
+
+
+def _client(project: str | None) -> ApiClient:
+    return ApiClient(get_settings(), project=project)
+
+
+def _shown(instance: dict[str, Any]) -> dict[str, Any]:
+    """The instance as the API gives it, with its addresses gathered for a table."""
+    return instance | {"addresses": [n["ip"] for n in instance.get("networks", []) if n.get("ip")]}
+
+
+def _settle(client: ApiClient, accepted: dict[str, Any], doing: str, no_wait: bool) -> dict[str, Any]:
+    """Wait for the accepted request's operation (a spinner meanwhile) unless `no_wait`; fail unless it
+    succeeded. The operation as last seen."""
+    op: dict[str, Any] = accepted["operation"]
+    if no_wait:
+        return op
+    with console.status(f"{doing}…"):
+        op = client.wait(op["id"], timeout=WAIT_S)
+    if op["status"] != "succeeded":
+        fail(f"{doing}: {op['status']}: {op.get('error') or 'no reason given'}")
+    return op
+
+
+def _body(
+    name: str,
+    image: str,
+    kind: str,
+    command: list[str],
+    env: list[str],
+    networks: list[str],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The create request; a malformed --env or --network is a clear error before anything is sent."""
+    try:
+        variables = parse_pairs(env, "--env")
+    except ValueError as exc:
+        fail(str(exc))
+    attached = [dict(zip(("network", "ip"), n.split("=", 1), strict=False)) for n in networks]
+    body = {"name": name, "image": image, "kind": kind, "command": command, "env": variables, "networks": attached}
+    return {key: value for key, value in (body | extra).items() if value not in (None, [], {})}
+
+
+@instances_app.command("create")
+def create(
+    name: str,
+    image: Annotated[str, typer.Option(help="the image (meshvisor images list)")],
+    command: Annotated[list[str] | None, typer.Argument(help="containers: the command, after --")] = None,
+    kind: Annotated[str, typer.Option(help="container or vm")] = "container",
+    cpus: Annotated[float | None, typer.Option(help="CPUs (default 1)")] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="memory in MiB (default 256)")] = None,
+    env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, once per variable (containers)")] = None,
+    network: Annotated[list[str] | None, typer.Option(help="NETWORK or NETWORK=IP, once per network")] = None,
+    host: Annotated[str | None, typer.Option(help="the host to run on (default: scheduled)")] = None,
+    ha: Annotated[bool, typer.Option("--ha", help="restart it on another host when its own is gone")] = False,
+    no_wait: NoWaitOpt = False,
+    project: ProjectOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create an instance and wait until it runs: `meshvisor instances create web --image busybox -- httpd -f`."""
+    extra = {"cpus": cpus, "memory_mb": memory_mb, "host": host, "ha": ha or None}
+    body = _body(name, image, kind, command or [], env or [], network or [], extra)
+    client = _client(project)
+    with api_errors():
+        accepted = client.post("/v1/instances", json=body)
+        _settle(client, accepted, f"creating {name}", no_wait)
+        made = client.get(f"/v1/instances/{name}")
+    show(_shown(made), output, DETAIL)
+
+
+instances_app.command("launch", help="The same as create.")(create)
+
+
+@instances_app.command("list")
+def list_(project: ProjectOpt = None, output: OutputOpt = Output.table) -> None:
+    """Every instance of the project."""
+    client, items, cursor = _client(project), [], None
+    with api_errors():
+        while True:
+            page = client.get("/v1/instances", params={"limit": 1000} | ({"cursor": cursor} if cursor else {}))
+            items += page["items"]
+            if not (cursor := page.get("next_cursor")):
+                break
+    show([_shown(i) for i in items], output, COLUMNS)
+
+
+@instances_app.command("show")
+def show_(name: str, project: ProjectOpt = None, output: OutputOpt = Output.table) -> None:
+    """One instance, in full."""
+    with api_errors():
+        found = _client(project).get(f"/v1/instances/{name}")
+    show(_shown(found), output, DETAIL)
+
+
+def _action(action: str, doing: str) -> None:
+    def act(
+        name: str,
+        no_wait: NoWaitOpt = False,
+        project: ProjectOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        client = _client(project)
+        with api_errors():
+            accepted = client.post(f"/v1/instances/{name}/actions", json={"action": action})
+            _settle(client, accepted, f"{doing} {name}", no_wait)
+            found = client.get(f"/v1/instances/{name}")
+        show(_shown(found), output, DETAIL)
+
+    act.__doc__ = f"{action.capitalize()} an instance and wait until it is done."
+    instances_app.command(action)(act)
+
+
+for _verb, _doing in (
+    ("start", "starting"),
+    ("stop", "stopping"),
+    ("restart", "restarting"),
+    ("pause", "pausing"),
+    ("resume", "resuming"),
+):
+    _action(_verb, _doing)
+
+
+@instances_app.command("delete")
+def delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="delete without asking")] = False,
+    no_wait: NoWaitOpt = False,
+    project: ProjectOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Delete an instance (its workload, addresses and sidecar; its volumes stay)."""
+    if not yes and not typer.confirm(f"Delete instance {name}?", default=False):
+        fail("not deleted")
+    client = _client(project)
+    with api_errors():
+        op = _settle(client, client.delete(f"/v1/instances/{name}"), f"deleting {name}", no_wait)
+    show({"deleted": name, "operation": op["id"], "status": op["status"]}, output, ("deleted", "status"))
+
+
+@instances_app.command("exec")
+def exec_(
+    name: str,
+    command: Annotated[list[str], typer.Argument(help="the command and its arguments, after --")],
+    project: ProjectOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Run a command in a running instance: print what it wrote, exit with its exit code."""
+    with api_errors():
+        done = _client(project).post(f"/v1/instances/{name}/exec", json={"command": command})
+    if output is Output.table:
+        typer.echo(done["output"], nl=False)
+    else:
+        show(done, output, ("exit_code", "output"))
+    raise typer.Exit(int(done["exit_code"]))
+
+
+@instances_app.command("logs")
+def logs(
+    name: str,
+    tail: Annotated[int | None, typer.Option(help="only the last N lines")] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """What the instance wrote to its console (a container's stdout and stderr, a VM's serial console)."""
+    with api_errors():
+        found = _client(project).get(
+            f"/v1/instances/{name}/logs", params={"tail": tail} if tail is not None else {}
+        )
+    typer.echo(found["output"], nl=False)

@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,16 +17,18 @@ import uvicorn
 from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
+from typer.testing import CliRunner, Result
 
 from meshvisor.api.app import create_app
 from meshvisor.api.deps import get_dispatcher
+from meshvisor.cli import app as cli_app
 from meshvisor.core.names import new_id
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform import reconciler
 from meshvisor.platform.api_tls import server_files
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
-from meshvisor.platform.settings import Settings
+from meshvisor.platform.settings import Settings, get_settings
 from meshvisor.platform.state.db import migrate, transaction
 from meshvisor.platform.state.models import Image, Operation
 
@@ -229,3 +231,14 @@ def served(settings: Settings, tls: bool = False, runs: Runtime | None = None) -
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def invoke_cli(url: str, argv: Sequence[str], token: str = API_TOKEN, stdin: str | None = None) -> Result:
+    """`meshvisor *argv` run in this process against the API at `url`, its settings read from this call's
+    environment as a new process would."""
+    env = {"MESHVISOR_API_URL": url, "MESHVISOR_TOKEN": token, "MESHVISOR_PROJECT": None}
+    get_settings.cache_clear()
+    try:
+        return CliRunner().invoke(cli_app, list(argv), env=env, input=stdin)
+    finally:
+        get_settings.cache_clear()

@@ -12,12 +12,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from meshvisor.cli import app
-from meshvisor.platform.settings import get_settings
-
-from .conftest import API_TOKEN
+from .conftest import API_TOKEN, invoke_cli
 
 
 @pytest.fixture
@@ -25,12 +22,7 @@ def cli(api_url: str) -> Any:
     """`cli(*argv, token=...)` runs `meshvisor` in this process against the served API."""
 
     def run(*argv: str, token: str = API_TOKEN) -> Result:
-        env = {"MESHVISOR_API_URL": api_url, "MESHVISOR_TOKEN": token, "MESHVISOR_PROJECT": None}
-        get_settings.cache_clear()  # read from this run's environment, as a new process would
-        try:
-            return CliRunner().invoke(app, list(argv), env=env)
-        finally:
-            get_settings.cache_clear()
+        return invoke_cli(api_url, argv, token)
 
     return run
 

@@ -12,13 +12,11 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from meshvisor.cli import app
 from meshvisor.platform.runtime import Runtime
-from meshvisor.platform.settings import get_settings
 
-from .conftest import API_TOKEN, add_ready_image, served
+from .conftest import add_ready_image, invoke_cli, served
 
 SERVE = ["sh", "-c", "echo started; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
 
@@ -30,12 +28,7 @@ def cli(runtime: Runtime) -> Iterator[Any]:
     with served(runtime.settings, runs=runtime) as url:
 
         def run(*argv: str, stdin: str | None = None) -> Result:
-            env = {"MESHVISOR_API_URL": url, "MESHVISOR_TOKEN": API_TOKEN, "MESHVISOR_PROJECT": None}
-            get_settings.cache_clear()  # read from this run's environment, as a new process would
-            try:
-                return CliRunner().invoke(app, list(argv), env=env, input=stdin)
-            finally:
-                get_settings.cache_clear()
+            return invoke_cli(url, argv, stdin=stdin)
 
         yield run
 

@@ -6,7 +6,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -242,3 +242,22 @@ def invoke_cli(url: str, argv: Sequence[str], token: str = API_TOKEN, stdin: str
         return CliRunner().invoke(cli_app, list(argv), env=env, input=stdin)
     finally:
         get_settings.cache_clear()
+
+
+@contextmanager
+def cli_served(runtime: Runtime, runs: bool = False) -> Iterator[Callable[..., Result]]:
+    """`run(*argv, stdin=None)`: the CLI against the runtime's API served over loopback (its operations run, as
+    a worker would, with `runs`)."""
+    with served(runtime.settings, runs=runtime if runs else None) as url:
+
+        def run(*argv: str, stdin: str | None = None) -> Result:
+            return invoke_cli(url, argv, stdin=stdin)
+
+        yield run
+
+
+def one_line_error(result: Result, message: str) -> None:
+    """A CLI command that failed as it should: exit 1, `message` on stderr in one line, no traceback."""
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

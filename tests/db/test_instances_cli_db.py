@@ -16,7 +16,7 @@ from typer.testing import Result
 
 from meshvisor.platform.runtime import Runtime
 
-from .conftest import add_ready_image, invoke_cli, served
+from .conftest import add_ready_image, cli_served, one_line_error
 
 SERVE = ["sh", "-c", "echo started; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
 
@@ -25,11 +25,7 @@ SERVE = ["sh", "-c", "echo started; trap 'exit 0' TERM; while :; do sleep 1 & wa
 def cli(runtime: Runtime) -> Iterator[Any]:
     """`cli(*argv)` runs `meshvisor` in this process against the served API, whose operations run."""
     add_ready_image(runtime)
-    with served(runtime.settings, runs=runtime) as url:
-
-        def run(*argv: str, stdin: str | None = None) -> Result:
-            return invoke_cli(url, argv, stdin=stdin)
-
+    with cli_served(runtime, runs=True) as run:
         yield run
 
 
@@ -70,7 +66,7 @@ def test_a_container_made_listed_acted_on_exec_logs_and_deleted(cli: Any) -> Non
     assert logs.exit_code == 0 and logs.stdout == "started\n", logs.stdout
 
     refused = cli("instances", "delete", "web", stdin="n\n")
-    assert refused.exit_code == 1 and "not deleted" in refused.stderr
+    assert refused.exit_code == 1 and "answered no" in refused.stderr
     gone = answer(cli("instances", "delete", "web", "--yes", "-o", "json"))
     assert (gone["deleted"], gone["status"]) == ("web", "succeeded")
     assert answer(cli("instances", "list", "-o", "json")) == []
@@ -102,8 +98,5 @@ def test_launch_is_create_and_no_wait_returns_at_once(cli: Any) -> None:
 def test_bad_input_and_api_errors_exit_1_with_one_line_and_make_nothing(
     cli: Any, argv: tuple[str, ...], message: str
 ) -> None:
-    result = cli(*argv)
-    assert result.exit_code == 1, (result.stdout, result.stderr)
-    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    one_line_error(cli(*argv), message)
     assert answer(cli("instances", "list", "-o", "json")) == []

@@ -131,6 +131,15 @@ class Platform:
         self.procs[index] = proc
         return proc
 
+    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        """`meshvisor *args` as a user runs it, against this platform (plain output, wide tables)."""
+        env = {**self.env, "MESHVISOR_API_URL": self.url, "MESHVISOR_TOKEN": self.token, "COLUMNS": "200",
+               "NO_COLOR": "1"}  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-m", "meshvisor", *args], env=env, cwd=REPO, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+
     def logs(self) -> str:
         return "".join(
             (self.data_dir / name).read_text(errors="replace")[-4000:]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from meshvisor.containers import rootfs_dir_tar
 from meshvisor.containers.docker_driver import LABEL_ID, LABEL_PREFIX
 from meshvisor.containers.rootfs import find_busybox
 
-from .conftest import REPO, Platform, create, delete, free_port, wait_op
+from .conftest import Platform, create, delete, free_port, wait_op
 from .registry import LocalRegistry
 
 pytestmark = pytest.mark.integration
@@ -455,23 +453,7 @@ def test_bad_imports_are_refused_and_create_nothing(platform: Platform, api: htt
 
 
 # -- 5. the CLI -------------------------------------------------------------------------------------------------
-def cli(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **platform.env,
-        "MESHVISOR_API_URL": platform.url,
-        "MESHVISOR_TOKEN": platform.token,
-        "COLUMNS": "200",
-        "NO_COLOR": "1",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "meshvisor", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    )
+cli = Platform.cli  # `cli(platform, *args)`
 
 
 def test_cli_imports_and_lists_images(

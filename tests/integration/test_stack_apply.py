@@ -6,8 +6,6 @@ removes everything and the stack can then be forgotten."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +60,7 @@ def stack_file(tmp_path: Path, cpus: float = 1, greeting: str = "hello") -> Path
     return path
 
 
-def cli(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**platform.env, "MESHVISOR_API_URL": platform.url, "MESHVISOR_TOKEN": platform.token, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "meshvisor", *args], env=env, capture_output=True, text=True, timeout=300
-    )
+cli = Platform.cli  # `cli(platform, *args)`
 
 
 def container_id(api: httpx.Client, name: str) -> str:

@@ -20,7 +20,7 @@ from meshvisor.core.names import validate_name
 from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
-from . import access, instances
+from . import access, instances, resources
 from .client import ApiClient, ApiError
 from .output import console, fail
 from .supervisor import Children, GaveUp, interrupt_on_signals
@@ -517,6 +517,10 @@ def restore(
 
 app.command()(access.whoami)
 app.add_typer(instances.instances_app, name="instances")
+app.add_typer(resources.networks_app, name="networks")
+app.add_typer(resources.volumes_app, name="volumes")
+app.add_typer(resources.operations_app, name="operations")
+app.add_typer(resources.hosts_app, name="hosts")
 app.add_typer(access.tokens_app, name="tokens")
 app.add_typer(access.projects_app, name="projects")
 app.command()(access.audit)

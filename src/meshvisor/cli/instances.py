@@ -16,10 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from meshvisor.platform.settings import get_settings
-
-from .client import ApiClient
-from .output import Output, OutputOpt, ProjectOpt, api_errors, console, fail, parse_pairs, show
+from .calls import NoWaitOpt, add_delete, client, read, settle
+from .output import Output, OutputOpt, ProjectOpt, api_errors, fail, parse_pairs, show
 
 instances_app = typer.Typer(
     help="Containers and VMs: create, list, act on, exec into, delete.", no_args_is_help=True
@@ -30,30 +28,11 @@ DETAIL = (
     "name", "id", "project", "kind", "state", "image", "host", "addresses", "cpus", "memory_mb", "command",
     "env", "networks", "volumes", "restart_policy", "ha", "error", "created_at",
 )  # fmt: skip
-WAIT_S = 900.0
-NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="return once the request is accepted")]
-
-
-def _client(project: str | None) -> ApiClient:
-    return ApiClient(get_settings(), project=project)
 
 
 def _shown(instance: dict[str, Any]) -> dict[str, Any]:
     """The instance as the API gives it, with its addresses gathered for a table."""
     return instance | {"addresses": [n["ip"] for n in instance.get("networks", []) if n.get("ip")]}
-
-
-def _settle(client: ApiClient, accepted: dict[str, Any], doing: str, no_wait: bool) -> dict[str, Any]:
-    """Wait for the accepted request's operation (a spinner meanwhile) unless `no_wait`; fail unless it
-    succeeded. The operation as last seen."""
-    op: dict[str, Any] = accepted["operation"]
-    if no_wait:
-        return op
-    with console.status(f"{doing}…"):
-        op = client.wait(op["id"], timeout=WAIT_S)
-    if op["status"] != "succeeded":
-        fail(f"{doing}: {op['status']}: {op.get('error') or 'no reason given'}")
-    return op
 
 
 def _body(
@@ -94,11 +73,11 @@ def create(
     """Create an instance and wait until it runs: `meshvisor instances create web --image busybox -- httpd -f`."""
     extra = {"cpus": cpus, "memory_mb": memory_mb, "host": host, "ha": ha or None}
     body = _body(name, image, kind, command or [], env or [], network or [], extra)
-    client = _client(project)
+    api = client(project)
     with api_errors():
-        accepted = client.post("/v1/instances", json=body)
-        _settle(client, accepted, f"creating {name}", no_wait)
-        made = client.get(f"/v1/instances/{name}")
+        accepted = api.post("/v1/instances", json=body)
+        settle(api, accepted, f"creating {name}", no_wait)
+        made = api.get(f"/v1/instances/{name}")
     show(_shown(made), output, DETAIL)
 
 
@@ -108,22 +87,13 @@ instances_app.command("launch", help="The same as create.")(create)
 @instances_app.command("list")
 def list_(project: ProjectOpt = None, output: OutputOpt = Output.table) -> None:
     """Every instance of the project."""
-    client, items, cursor = _client(project), [], None
-    with api_errors():
-        while True:
-            page = client.get("/v1/instances", params={"limit": 1000} | ({"cursor": cursor} if cursor else {}))
-            items += page["items"]
-            if not (cursor := page.get("next_cursor")):
-                break
-    show([_shown(i) for i in items], output, COLUMNS)
+    show([_shown(i) for i in read("/v1/instances", project, paged=True)], output, COLUMNS)
 
 
 @instances_app.command("show")
 def show_(name: str, project: ProjectOpt = None, output: OutputOpt = Output.table) -> None:
     """One instance, in full."""
-    with api_errors():
-        found = _client(project).get(f"/v1/instances/{name}")
-    show(_shown(found), output, DETAIL)
+    show(_shown(read(f"/v1/instances/{name}", project)), output, DETAIL)
 
 
 def _action(action: str, doing: str) -> None:
@@ -133,11 +103,11 @@ def _action(action: str, doing: str) -> None:
         project: ProjectOpt = None,
         output: OutputOpt = Output.table,
     ) -> None:
-        client = _client(project)
+        api = client(project)
         with api_errors():
-            accepted = client.post(f"/v1/instances/{name}/actions", json={"action": action})
-            _settle(client, accepted, f"{doing} {name}", no_wait)
-            found = client.get(f"/v1/instances/{name}")
+            accepted = api.post(f"/v1/instances/{name}/actions", json={"action": action})
+            settle(api, accepted, f"{doing} {name}", no_wait)
+            found = api.get(f"/v1/instances/{name}")
         show(_shown(found), output, DETAIL)
 
     act.__doc__ = f"{action.capitalize()} an instance and wait until it is done."
@@ -154,21 +124,12 @@ for _verb, _doing in (
     _action(_verb, _doing)
 
 
-@instances_app.command("delete")
-def delete(
-    name: str,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="delete without asking")] = False,
-    no_wait: NoWaitOpt = False,
-    project: ProjectOpt = None,
-    output: OutputOpt = Output.table,
-) -> None:
-    """Delete an instance (its workload, addresses and sidecar; its volumes stay)."""
-    if not yes and not typer.confirm(f"Delete instance {name}?", default=False):
-        fail("not deleted")
-    client = _client(project)
-    with api_errors():
-        op = _settle(client, client.delete(f"/v1/instances/{name}"), f"deleting {name}", no_wait)
-    show({"deleted": name, "operation": op["id"], "status": op["status"]}, output, ("deleted", "status"))
+add_delete(
+    instances_app,
+    "/v1/instances",
+    "instance",
+    "Delete an instance (its workload, addresses and sidecar; its volumes stay).",
+)
 
 
 @instances_app.command("exec")
@@ -180,7 +141,7 @@ def exec_(
 ) -> None:
     """Run a command in a running instance: print what it wrote, exit with its exit code."""
     with api_errors():
-        done = _client(project).post(f"/v1/instances/{name}/exec", json={"command": command})
+        done = client(project).post(f"/v1/instances/{name}/exec", json={"command": command})
     if output is Output.table:
         typer.echo(done["output"], nl=False)
     else:
@@ -196,7 +157,7 @@ def logs(
 ) -> None:
     """What the instance wrote to its console (a container's stdout and stderr, a VM's serial console)."""
     with api_errors():
-        found = _client(project).get(
+        found = client(project).get(
             f"/v1/instances/{name}/logs", params={"tail": tail} if tail is not None else {}
         )
     typer.echo(found["output"], nl=False)

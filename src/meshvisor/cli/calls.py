@@ -1,0 +1,109 @@
+"""What the resource commands do with the API alike: read every page of a list, and wait for an accepted
+request's operation (a spinner meanwhile) unless `--no-wait`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from meshvisor.platform.settings import get_settings
+
+from .client import ApiClient
+from .output import Output, OutputOpt, ProjectOpt, api_errors, console, fail, show
+
+WAIT_S = 900.0
+DELETED = ("deleted", "status")  # the columns of what `deleted` answers
+NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="return once the request is accepted")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do it without asking")]
+
+
+def client(project: str | None) -> ApiClient:
+    return ApiClient(get_settings(), project=project)
+
+
+def every_page(api: ApiClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a paged list."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page = api.get(path, params={"limit": 1000, **params} | ({"cursor": cursor} if cursor else {}))
+        items += page["items"]
+        if not (cursor := page.get("next_cursor")):
+            return items
+
+
+def settle(api: ApiClient, accepted: dict[str, Any], doing: str, no_wait: bool) -> dict[str, Any]:
+    """Wait for the accepted request's operation unless `no_wait`; fail (exit 1, the operation's error) unless it
+    succeeded. The operation as last seen."""
+    op: dict[str, Any] = accepted["operation"]
+    if no_wait:
+        return op
+    with console.status(f"{doing}…"):
+        op = api.wait(op["id"], timeout=WAIT_S)
+    if op["status"] != "succeeded":
+        fail(f"{doing}: {op['status']}: {op.get('error') or 'no reason given'}")
+    return op
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive command unless --yes; no is an error (exit 1), nothing sent."""
+    if not yes and not typer.confirm(question, default=False):
+        fail("not done: answered no")
+
+
+def made(path: str, body: dict[str, Any], doing: str, no_wait: bool, project: str | None) -> dict[str, Any]:
+    """POST `body` to the collection `path`, wait (unless `no_wait`), and the new resource as the API reads it."""
+    api = client(project)
+    with api_errors():
+        settle(api, api.post(path, json=body), doing, no_wait)
+        found: dict[str, Any] = api.get(f"{path}/{body['name']}")
+    return found
+
+
+def read(path: str, project: str | None, paged: bool = False, **params: Any) -> Any:
+    """GET one resource, or every page of a list."""
+    api = client(project)
+    with api_errors():
+        return every_page(api, path, **params) if paged else api.get(path, params=params)
+
+
+def deleted(
+    path: str, kind: str, name: str, yes: bool, no_wait: bool, project: str | None, **params: Any
+) -> dict[str, Any]:
+    """Ask (unless `yes`), DELETE `path`, wait (unless `no_wait`): what to show of it."""
+    confirm(f"Delete {kind} {name}?", yes)
+    api = client(project)
+    with api_errors():
+        op = settle(api, api.delete(path, params=params), f"deleting {kind} {name}", no_wait)
+    return {"deleted": name, "status": op["status"]}
+
+
+def add_delete(app: typer.Typer, collection: str, kind: str, help_: str) -> None:
+    """`app`'s `delete NAME [--yes] [--no-wait]` command for the resources under `collection`."""
+
+    def delete(
+        name: str,
+        yes: YesOpt = False,
+        no_wait: NoWaitOpt = False,
+        project: ProjectOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        show(deleted(f"{collection}/{name}", kind, name, yes, no_wait, project), output, DELETED)
+
+    delete.__doc__ = help_
+    app.command("delete")(delete)
+
+
+def add_reads(app: typer.Typer, collection: str, kind: str, columns: tuple[str, ...]) -> None:
+    """`app`'s `list` and `show NAME` commands for the resources under `collection`."""
+
+    def list_(project: ProjectOpt = None, output: OutputOpt = Output.table) -> None:
+        show(read(collection, project, paged=True), output, columns)
+
+    def show_(name: str, project: ProjectOpt = None, output: OutputOpt = Output.table) -> None:
+        show(read(f"{collection}/{name}", project), output, columns)
+
+    list_.__doc__, show_.__doc__ = f"Every {kind} of the project.", f"One {kind}."
+    app.command("list")(list_)
+    app.command("show")(show_)

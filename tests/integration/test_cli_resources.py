@@ -22,7 +22,9 @@ cli = Platform.cli  # `cli(platform, *args)`
 
 
 def answer(platform: Platform, *args: str) -> Any:
-    done = cli(platform, *args, "-o", "json")
+    """The command's answer in json (`-o json` before a `--` that starts a command's own arguments)."""
+    at = args.index("--") if "--" in args else len(args)
+    done = cli(platform, *args[:at], "-o", "json", *args[at:])
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)
 

@@ -216,7 +216,7 @@ class DockerEngine(Daemon):
             "--data-root", str(self.dir / "root"),
             "--exec-root", str(self.dir / "exec"),
             "--pidfile", str(self.dir / "dockerd.pid"),
-            "--bridge=none", "--iptables=false", "--ip-masq=false",
+            "--bridge=none", "--iptables=false", "--ip-masq=false", "--userns-remap=default",
         ]  # fmt: skip
 
     def client(self) -> docker.DockerClient:

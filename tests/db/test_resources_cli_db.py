@@ -41,6 +41,15 @@ def test_networks_and_volumes_are_asked_for_and_read_back(cli: Any) -> None:
     assert table.exit_code == 0 and "data" in table.stdout
 
 
+def test_a_network_is_shared_on_create_and_shared_again(cli: Any) -> None:
+    args = ("networks", "create", "front", "--cidr", "10.242.7.0/24", "--share", "pb", "--share", "pa")
+    assert answer(cli(*args, "--no-wait", "-o", "json"))["shared_with"] == ["pa", "pb"]
+    assert answer(cli("networks", "share", "front", "pc", "-o", "json"))["shared_with"] == ["pc"]
+    assert answer(cli("networks", "share", "front", "-o", "json"))["shared_with"] == []
+    one_line_error(cli("networks", "share", "front", "default"), "the network's own")
+    assert answer(cli("networks", "show", "front", "-o", "json"))["shared_with"] == []
+
+
 def test_an_operation_listed_shown_cancelled_then_waited_for(cli: Any) -> None:
     answer(cli("networks", "create", "front", "--cidr", "10.242.7.0/24", "--no-wait", "-o", "json"))
     (op,) = answer(cli("operations", "list", "--status", "pending", "-o", "json"))
@@ -67,6 +76,8 @@ def test_a_host_is_cordoned_and_uncordoned(cli: Any, runtime: Runtime) -> None:
         (("networks", "create", "Bad Name", "--cidr", "10.242.7.0/24"), "name"),
         (("networks", "show", "nowhere"), "network 'nowhere' not found"),
         (("networks", "delete", "nowhere", "--yes"), "network 'nowhere' not found"),
+        (("networks", "share", "nowhere", "pa"), "network 'nowhere' not found"),
+        (("networks", "create", "front", "--cidr", "10.242.7.0/24", "--share", "Bad Name"), "shared_with"),
         (("volumes", "create", "data", "--size-mb", "0"), "size"),
         (("volumes", "grow", "nowhere", "--size-mb", "32"), "volume 'nowhere' not found"),
         (("volumes", "snapshot", "nowhere", "s1"), "volume 'nowhere' not found"),

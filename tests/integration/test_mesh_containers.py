@@ -407,8 +407,7 @@ def test_ca_rotation_under_traffic_drops_nothing(platform: Platform, api: httpx.
 def test_two_projects_each_reach_their_own_web(platform: Platform, api: httpx.Client) -> None:
     """Projects `pa` and `pb`, each with a service `web` and a caller `app` on a network of its own: each `app`
     reaches its own project's `web`, whose sidecar saw the caller's identity, which names the project. (A call
-    across projects, refused until allowed and then answered, is tests/mesh/test_envoy_projects.py: no network
-    joins two projects yet, so here there is no path for one.)"""
+    across projects is the next test.)"""
     clients: dict[str, httpx.Client] = {}
     try:
         for n, project in enumerate(("pa", "pb")):
@@ -440,4 +439,47 @@ def test_two_projects_each_reach_their_own_web(platform: Platform, api: httpx.Cl
                 own.delete(f"/v1/services/{name}")
             own.close()
         for project in ("pa", "pb"):
+            api.delete(f"/v1/projects/{project}")
+
+
+def test_a_call_across_projects_travels_a_shared_network_and_is_refused_until_allowed(
+    platform: Platform, api: httpx.Client
+) -> None:
+    """Project `pe` shares its network with `pf`; pf's `app` joins it and names pe's `web` as an upstream. Through
+    the real sidecars: 403 until pe's `web` allows `pf/app`, then pe's page, and pe's `web` saw pf's identity."""
+    clients: dict[str, httpx.Client] = {}
+    try:
+        for project in ("pe", "pf"):
+            assert api.post("/v1/projects", json={"name": project}).status_code == 201
+            token = api.post("/v1/tokens", json={"name": f"{project}-op", "role": "operator", "project": project})
+            assert token.status_code == 201, token.text
+            clients[project] = platform.client(token.json()["token"])
+        owner, guest = clients["pe"], clients["pf"]
+        assert network(owner, "net", "10.213.133.0/24", shared_with=["pf"])["shared_with"] == ["pf"]
+        page = "mkdir -p /www && echo web-of-pe > /www/index.html && exec httpd -f -p 8080 -h /www"
+        web = {"service": "web", "port": 8080}
+        create(owner, "web", command=["sh", "-c", page], networks=[{"network": "net"}], mesh=web)
+        upstream = {"service": "web", "project": "pe", "local_port": 9001}
+        app = {"service": "app", "port": 8080, "upstreams": [upstream]}
+        joined = create(guest, "app", networks=[{"network": "net", "project": "pe"}], mesh=app)
+        assert [(n["network"], n["project"]) for n in joined["networks"]] == [("net", "pe")]
+        across = functools.partial(call, guest, "app", "127.0.0.1", 9001)
+        refused = eventually(across, "403 Forbidden")
+        assert "403 Forbidden" in refused and "RBAC: access denied" in refused, refused + diagnose(platform)
+        allowed = owner.put("/v1/services/web/policy", json={"allow": ["pf/app"]})
+        assert allowed.status_code == 200, allowed.text
+        answer = eventually(across, "200 OK")
+        assert "200 OK" in answer and "web-of-pe" in answer, answer + diagnose(platform)
+        peers = {e["peer"] for e in owner.get("/v1/services/web/logs").json()["items"]}
+        assert "spiffe://meshvisor.local/ns/pf/service/app" in peers, peers
+    finally:
+        for project, name in (("pf", "app"), ("pe", "web")):  # the guest leaves the network first
+            if project in clients:
+                delete(clients[project], name)
+                clients[project].delete(f"/v1/services/{name}")
+        if "pe" in clients:
+            drop_network(clients["pe"], "net", force=True)
+        for own in clients.values():
+            own.close()
+        for project in ("pe", "pf"):
             api.delete(f"/v1/projects/{project}")

@@ -228,7 +228,13 @@ def test_inbound_listener_terminates_mtls_and_routes_to_the_app() -> None:
     assert not _unpack(hcm.http_filters[0].typed_config, rbac_pb2.RBAC).HasField("rules")
     assert hcm.rds.route_config_name == "inbound|a"
     assert res[ROUTE]["inbound|a"].virtual_hosts[0].routes[0].route.cluster == "inbound|a"
-    assert _per_filter(res) == {}
+    # No `allow`: every service of the sidecar's own project, none of another.
+    default = _unpack(_per_filter(res).pop("envoy.filters.http.rbac"), rbac_pb2.RBACPerRoute).rbac.rules
+    assert _per_filter(res).keys() == {"envoy.filters.http.rbac"}
+    (policy,) = default.policies.values()
+    assert [p.authenticated.principal_name.prefix for p in policy.principals] == [
+        f"spiffe://{TD}/ns/default/service/"
+    ]
     assert hcm.forward_client_cert_details == hcm_pb2.HttpConnectionManager.SANITIZE_SET
     # A policy change touches only the route, never the listener (existing connections see it at once).
     assert _build(a_policy=Policy(allow=("b",)))[LISTENER] == res[LISTENER]

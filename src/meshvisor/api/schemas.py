@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from meshvisor.core.types import Action, InstanceKind
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest
+from meshvisor.platform.networks.requests import MAX_SHARED_WITH
 from meshvisor.platform.volumes.requests import ACTIONS as VOLUME_ACTIONS
 
 
@@ -263,11 +264,22 @@ class SnapshotList(BaseModel):
     next_cursor: str | None = None
 
 
+SHARED_WITH = (
+    "other projects whose instances may join this network (`networks: [{network, project}]`), e.g. for mesh "
+    f"calls between projects; at most {MAX_SHARED_WITH}, not looked up"
+)
+
+
 class NetworkCreate(Strict):
     name: str
     cidr: str
     vni: int | None = Field(default=None, description="the VXLAN id; the platform picks a free one when absent")
     mtu: int | None = Field(default=None, description="default 1450: 1500 less the 50-byte VXLAN overhead")
+    shared_with: list[str] = Field(default=[], description=SHARED_WITH)
+
+
+class NetworkChange(Strict):
+    shared_with: list[str] = Field(description=SHARED_WITH)
 
 
 class NetworkPublic(BaseModel):
@@ -279,6 +291,7 @@ class NetworkPublic(BaseModel):
     gateway: str
     vni: int
     mtu: int
+    shared_with: list[str] = Field(description=SHARED_WITH)
     state: Literal["pending", "ready", "error", "deleting"]
     error: str | None
     operation_id: str | None

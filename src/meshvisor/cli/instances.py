@@ -49,9 +49,17 @@ def _body(
         variables = parse_pairs(env, "--env")
     except ValueError as exc:
         fail(str(exc))
-    attached = [dict(zip(("network", "ip"), n.split("=", 1), strict=False)) for n in networks]
+    attached = [_attachment(n) for n in networks]
     body = {"name": name, "image": image, "kind": kind, "command": command, "env": variables, "networks": attached}
     return {key: value for key, value in (body | extra).items() if value not in (None, [], {})}
+
+
+def _attachment(given: str) -> dict[str, str]:
+    """`NETWORK`, `NETWORK=IP`, `PROJECT/NETWORK[=IP]` (another project's network, shared with this one)."""
+    network, _, ip = given.partition("=")
+    owner, _, network = network.rpartition("/")
+    found = {"network": network, "ip": ip, "project": owner}
+    return {key: value for key, value in found.items() if value}
 
 
 @instances_app.command("create")
@@ -63,7 +71,9 @@ def create(
     cpus: Annotated[float | None, typer.Option(help="CPUs (default 1)")] = None,
     memory_mb: Annotated[int | None, typer.Option(help="memory in MiB (default 256)")] = None,
     env: Annotated[list[str] | None, typer.Option(help="NAME=VALUE, once per variable (containers)")] = None,
-    network: Annotated[list[str] | None, typer.Option(help="NETWORK or NETWORK=IP, once per network")] = None,
+    network: Annotated[
+        list[str] | None, typer.Option(help="NETWORK[=IP] (PROJECT/NETWORK: a shared one), once per network")
+    ] = None,
     host: Annotated[str | None, typer.Option(help="the host to run on (default: scheduled)")] = None,
     ha: Annotated[bool, typer.Option("--ha", help="restart it on another host when its own is gone")] = False,
     no_wait: NoWaitOpt = False,

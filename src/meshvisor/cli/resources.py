@@ -1,6 +1,6 @@
 """`meshvisor networks|volumes|operations|hosts`: the other resources from the shell, noun then verb.
 
-networks     create NAME --cidr, list, show, delete [--force]
+networks     create NAME --cidr [--share PROJECT]…, list, show, share NAME [PROJECT]…, delete [--force]
 volumes      create NAME --size-mb, list, show, grow NAME --size-mb, snapshot|revert NAME SNAPSHOT,
              clone NAME NEW, delete
 operations   list [--status], show ID, wait ID, cancel ID
@@ -19,12 +19,12 @@ import typer
 from .calls import DELETED, WAIT_S, NoWaitOpt, YesOpt, add_delete, add_reads, client, deleted, made, read, settle
 from .output import Output, OutputOpt, ProjectOpt, api_errors, show
 
-networks_app = typer.Typer(help="Overlay networks: create, list, show, delete.", no_args_is_help=True)
+networks_app = typer.Typer(help="Overlay networks: create, list, show, share, delete.", no_args_is_help=True)
 volumes_app = typer.Typer(help="Volumes: create, grow, snapshot, revert, clone, delete.", no_args_is_help=True)
 operations_app = typer.Typer(help="Operations: list, show, wait for, cancel.", no_args_is_help=True)
 hosts_app = typer.Typer(help="Hosts: list, show, cordon, uncordon, evacuate.", no_args_is_help=True)
 
-NETWORK = ("name", "cidr", "vni", "mtu", "state", "project", "error")
+NETWORK = ("name", "cidr", "vni", "mtu", "state", "project", "shared_with", "error")
 VOLUME = ("name", "size_mb", "format", "pool", "host", "state", "attached_to", "snapshots", "project")
 OPERATION = ("id", "resource_type", "resource_name", "action", "status", "error", "created_at")
 HOST = ("name", "state", "tunnel_ip", "cpus", "memory_mb", "labels", "cordoned", "schedulable", "last_seen")
@@ -37,16 +37,35 @@ def network_create(
     cidr: Annotated[str, typer.Option(help="its IPv4 range, e.g. 10.0.0.0/24")],
     vni: Annotated[int | None, typer.Option(help="its VXLAN id (default: a free one)")] = None,
     mtu: Annotated[int | None, typer.Option(help="default 1450")] = None,
+    share: Annotated[
+        list[str] | None, typer.Option(help="another project whose instances may join it (repeat for more)")
+    ] = None,
     no_wait: NoWaitOpt = False,
     project: ProjectOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a network on every host and wait until it is up."""
     body = {k: v for k, v in {"name": name, "cidr": cidr, "vni": vni, "mtu": mtu}.items() if v is not None}
-    show(made("/v1/networks", body, f"creating network {name}", no_wait, project), output, NETWORK)
+    show(made("/v1/networks", {**body, "shared_with": share or []}, f"creating network {name}", no_wait, project),
+         output, NETWORK)  # fmt: skip
 
 
 add_reads(networks_app, "/v1/networks", "network", NETWORK)
+
+
+@networks_app.command("share")
+def network_share(
+    name: str,
+    projects: Annotated[
+        list[str] | None, typer.Argument(help="the projects it is shared with (none: unshare)")
+    ] = None,
+    project: ProjectOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Share a network with exactly these other projects (refused while a project left out has instances on it)."""
+    api = client(project)
+    with api_errors():
+        show(api.patch(f"/v1/networks/{name}", json={"shared_with": projects or []}), output, NETWORK)
 
 
 @networks_app.command("delete")

@@ -144,17 +144,24 @@ def attach_network(
 ) -> Response:
     """Hot attach: the instance gets one more interface (the lowest free `ethN`) on the network."""
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_attach(s, name, body.network, body.ip, project)
+        instance, op = instances.request_attach(s, name, body.network, body.ip, project, body.project)
     return _accepted(rt, dispatch, instance, op)
 
 
 @router.delete("/{name}/networks/{network}", status_code=202, responses=ACCEPTED, dependencies=REACHABLE)
 def detach_network(
-    name: str, network: str, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep
+    name: str,
+    network: str,
+    rt: RuntimeDep,
+    dispatch: DispatchDep,
+    project: ProjectDep,
+    network_project: Annotated[
+        str | None, Query(description="the network's project when it is another's that shares it")
+    ] = None,
 ) -> Response:
     """Hot detach: the interface leaves the instance and its address is released."""
     with transaction(rt.sessions) as s:
-        instance, op = instances.request_detach(s, name, network, project)
+        instance, op = instances.request_detach(s, name, network, project, network_project)
     return _accepted(rt, dispatch, instance, op)
 
 

@@ -9,7 +9,7 @@ from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 
 from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
-from ..schemas import ERRORS, NetworkAccepted, NetworkCreate, NetworkPage, NetworkPublic
+from ..schemas import ERRORS, NetworkAccepted, NetworkChange, NetworkCreate, NetworkPage, NetworkPublic
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"], responses=ERRORS)
 ACCEPTED: dict[int | str, dict[str, Any]] = {202: {"model": NetworkAccepted}}
@@ -23,7 +23,14 @@ def _accepted(dispatch: DispatchDep, network: Any, op: Any) -> Response:
 def create_network(body: NetworkCreate, rt: RuntimeDep, dispatch: DispatchDep, project: ProjectDep) -> Response:
     with transaction(rt.sessions) as s:
         network, op = networks.request_create(
-            s, body.name, body.cidr, body.vni, body.mtu, project=project, host=rt.settings.host_name
+            s,
+            body.name,
+            body.cidr,
+            body.vni,
+            body.mtu,
+            project=project,
+            host=rt.settings.host_name,
+            shared_with=body.shared_with,
         )
     return _accepted(dispatch, network, op)
 
@@ -42,6 +49,23 @@ def list_networks(
 @router.get("/{name}", response_model=NetworkPublic)
 def get_network(name: str, session: SessionDep, response: Response, project: ProjectDep) -> dict[str, Any]:
     public = networks.to_dict(networks.get(session, name, project))
+    response.headers["ETag"] = f'"{public["etag"]}"'
+    return public
+
+
+@router.patch("/{name}", response_model=NetworkPublic)
+def change_network(
+    name: str,
+    body: NetworkChange,
+    rt: RuntimeDep,
+    response: Response,
+    project: ProjectDep,
+    if_match: IfMatch = None,
+) -> dict[str, Any]:
+    """Share the network with other projects (the list replaces the last one); 409 while a project to be dropped
+    still has instances on it; 412 when `If-Match` names another version."""
+    with transaction(rt.sessions) as s:
+        public = networks.to_dict(networks.request_share(s, name, body.shared_with, project, if_match))
     response.headers["ETag"] = f'"{public["etag"]}"'
     return public
 

@@ -18,7 +18,7 @@ from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import token_bucket_pb2
 from google.protobuf.message import Message
 
-from ..ca import DEFAULT_PROJECT
+from ..ca import DEFAULT_PROJECT, spiffe_id
 from ..model import Policy, allowed_identity
 from .protos import ms, pack, percent, u32
 
@@ -41,16 +41,17 @@ def hcm_filter(manager: hcm_pb2.HttpConnectionManager) -> listener_components_pb
     )
 
 
-def rbac_filter(allow: Iterable[str], trust_domain: str, project: str = DEFAULT_PROJECT) -> rbac_pb2.RBAC:
-    """Only the identities `allow` names (`model.allowed_identity`, for a service of `project`) get in."""
-    identities = dict.fromkeys(allowed_identity(who, trust_domain, project) for who in allow)
+def rbac_filter(allow: Iterable[str] | None, trust_domain: str, project: str = DEFAULT_PROJECT) -> rbac_pb2.RBAC:
+    """Only the identities `allow` names (`model.allowed_identity`, for a service of `project`) get in; with no
+    `allow`, every service of `project` and none of another project (which needs its name in `allow`)."""
+    if allow is None:
+        matchers = [string_pb2.StringMatcher(prefix=spiffe_id(trust_domain, "", project))]
+    else:
+        identities = dict.fromkeys(allowed_identity(who, trust_domain, project) for who in allow)
+        matchers = [string_pb2.StringMatcher(exact=who) for who in identities]
     principals = [
-        rbac_config_pb2.Principal(
-            authenticated=rbac_config_pb2.Principal.Authenticated(
-                principal_name=string_pb2.StringMatcher(exact=who)
-            )
-        )
-        for who in identities
+        rbac_config_pb2.Principal(authenticated=rbac_config_pb2.Principal.Authenticated(principal_name=matcher))
+        for matcher in matchers
     ]
     policies = {}
     if principals:

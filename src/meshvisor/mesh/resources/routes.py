@@ -86,11 +86,9 @@ def inbound_route(sidecar: Sidecar, policy: Policy, trust_domain: str) -> route_
     The policy lives here rather than in the listener: an RDS update applies to the next request on existing
     connections, while a changed listener would serve old connections with the old policy until they drain.
     """
-    per_filter: dict[str, any_pb2.Any] = {}
-    if policy.allow is not None:
-        per_filter[RBAC_FILTER] = pack(
-            rbac_pb2.RBACPerRoute(rbac=rbac_filter(policy.allow, trust_domain, sidecar.project))
-        )
+    per_filter: dict[str, any_pb2.Any] = {
+        RBAC_FILTER: pack(rbac_pb2.RBACPerRoute(rbac=rbac_filter(policy.allow, trust_domain, sidecar.project)))
+    }
     limit = ratelimit_filter(policy, f"inbound_{sidecar.service}_ratelimit")
     if limit is not None:
         per_filter[RATELIMIT_FILTER] = pack(limit)

@@ -176,7 +176,7 @@ def _row(req: InstanceRequest, project: str, placed: Placed, mesh: dict[str, Any
 
 
 def _ready_network(session: Session, attachment: NetworkAttachment, project: str) -> Network:
-    net = networks.get(session, attachment.network, project)
+    net = networks.get_joinable(session, attachment.network, attachment.project, project)
     if net.state != "ready":
         raise Conflict(f"network {net.name!r} is {net.state}, not ready")
     return net
@@ -448,13 +448,19 @@ def request_change(
 
 
 def request_attach(
-    session: Session, name: str, network_name: str, ip: object = None, project: str = "default"
+    session: Session,
+    name: str,
+    network_name: str,
+    ip: object = None,
+    project: str = "default",
+    network_project: str | None = None,
 ) -> tuple[Instance, Operation]:
-    """Hot attach: a new interface (the lowest free ethN) with an address on the network."""
+    """Hot attach: a new interface (the lowest free ethN) with an address on the network (its own project's, or
+    `network_project`'s when that one shares it)."""
     instance = get(session, name, project)
     _check_idle(instance)
     _check_settled(instance, "attach a network to")
-    net = networks.get(session, network_name, project)
+    net = networks.get_joinable(session, network_name, network_project, project)
     if net.state != "ready":
         raise Conflict(f"network {net.name!r} is {net.state}, not ready")
     held = session.scalar(
@@ -476,24 +482,28 @@ def request_attach(
 
 
 def request_detach(
-    session: Session, name: str, network_name: str, project: str = "default"
+    session: Session, name: str, network_name: str, project: str = "default", network_project: str | None = None
 ) -> tuple[Instance, Operation]:
     """Hot detach: the interface leaves the instance, then its address is released."""
     instance = get(session, name, project)
     _check_idle(instance)
     _check_settled(instance, "detach a network from")
-    net = networks.get(session, network_name, project)
+    owner = network_project or project
+    validate_name(owner, "network project")
     row = session.scalar(
-        select(NetworkAddress).where(
+        select(NetworkAddress)
+        .join(Network, Network.id == NetworkAddress.network_id)
+        .where(
             NetworkAddress.instance_id == instance.id,
-            NetworkAddress.network_id == net.id,
+            Network.name == network_name,
+            Network.project == owner,
             NetworkAddress.role == "instance",
         )
     )
     if row is None:
         raise NotFound(f"instance {name!r} is not on network {network_name!r}")
     return instance, operations.submit(
-        session, instance, OperationKind.INSTANCE_DETACH_NETWORK, {"attachment": row.id, "network": net.name}
+        session, instance, OperationKind.INSTANCE_DETACH_NETWORK, {"attachment": row.id, "network": network_name}
     )
 
 
@@ -601,12 +611,19 @@ def request_snapshot_delete(
 
 def attachments_of(session: Session, instance_id: str) -> list[dict[str, Any]]:
     rows = session.execute(
-        select(NetworkAddress, Network.name)
+        select(NetworkAddress, Network.name, Network.project, Instance.project)
         .join(Network, Network.id == NetworkAddress.network_id)
+        .join(Instance, Instance.id == NetworkAddress.instance_id)
         .where(NetworkAddress.instance_id == instance_id, NetworkAddress.role == "instance")
     )
     found = [
-        {"network": name, "ip": row.address, "mac": row.mac, "interface": row.ifname or "eth0"}
-        for row, name in rows
+        {
+            "network": name,
+            "ip": row.address,
+            "mac": row.mac,
+            "interface": row.ifname or "eth0",
+            **({"project": owner} if owner != own else {}),  # another project's network, shared with this one
+        }
+        for row, name, owner, own in rows
     ]
     return sorted(found, key=lambda a: networks.interface_order(a["interface"]))

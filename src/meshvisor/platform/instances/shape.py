@@ -38,6 +38,9 @@ class Strict(BaseModel):
 class NetworkAttachment(Strict):
     network: str
     ip: str | None = None
+    project: str | None = Field(
+        default=None, description="the network's project when it is another's that shares it (`shared_with`)"
+    )
 
 
 class VolumeAttachment(Strict):

@@ -14,18 +14,19 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.instance_rules import MAX_NETWORKS
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.network import DEFAULT_MTU
 from meshvisor.network.spec import VNI_MAX, validate_mtu
 from meshvisor.platform.state import events, operations, projects
-from meshvisor.platform.state.models import Network, NetworkAddress, Operation
+from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Operation
 from meshvisor.platform.state.operation_kinds import OperationKind
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 
 MAX_PREFIXLEN = 29  # a /29 leaves a gateway and five workloads; anything smaller is of no use
 MAX_INTERFACES = MAX_NETWORKS  # eth0 … eth7 per instance
+MAX_SHARED_WITH = 64
 
 
 def interface_order(ifname: str) -> int:
@@ -47,6 +48,65 @@ def find(session: Session, name: str, project: str = "default") -> Network | Non
 
 def get(session: Session, name: str, project: str = "default") -> Network:
     return get_named(session, Network, name, project)
+
+
+def get_joinable(session: Session, name: str, owner: str | None, project: str) -> Network:
+    """The network an instance of `project` may join: its own project's `name`, or project `owner`'s when that
+    one is shared with `project`. Absent and not shared answer alike (404): names do not leak across projects."""
+    if owner is None or owner == project:
+        return get(session, name, project)
+    validate_name(owner, "network project")
+    found = find(session, name, owner)
+    if found is None or project not in found.shared_with:
+        raise NotFound(f"no network {name!r} of project {owner!r} is shared with project {project!r}")
+    return found
+
+
+def check_shared_with(names: object, owner: str) -> list[str]:
+    """The projects a network is shared with: valid names other than its own project's, each once. Like a
+    policy's `allow`, a name is not looked up: sharing with a project that does not exist yet is accepted."""
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise InvalidInput("shared_with must be a list of project names")
+    if len(names) > MAX_SHARED_WITH:
+        raise InvalidInput(f"shared_with names at most {MAX_SHARED_WITH} projects, not {len(names)}")
+    for name in names:
+        validate_name(name, "shared_with project name")
+        if name == owner:
+            raise InvalidInput(f"shared_with names other projects; {owner!r} is the network's own")
+    return sorted(set(names))
+
+
+def request_share(
+    session: Session, name: str, shared_with: object, project: str = "default", if_match: str | None = None
+) -> Network:
+    """Share the network with other projects (replacing the list). A project that still has instances on it
+    stays (409 naming it): detach those first."""
+    network = get(session, name, project)
+    check_etag(network, if_match)
+    wanted = check_shared_with(shared_with, project)
+    for dropped in sorted(set(network.shared_with) - set(wanted)):
+        holders = guests(session, network.id, dropped)
+        if holders:
+            raise Conflict(
+                f"project {dropped!r} has {holders} instance(s) on network {name!r}: detach them before unsharing"
+            )
+    network.shared_with = wanted
+    network.touch()
+    events.emit(session, "lifecycle", "network", name, project, state=network.state, id=network.id)
+    return network
+
+
+def guests(session: Session, network_id: str, project: str) -> int:
+    """How many instances of project `project` are on the network."""
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(NetworkAddress)
+            .join(Instance, Instance.id == NetworkAddress.instance_id)
+            .where(NetworkAddress.network_id == network_id, Instance.project == project)
+        )
+        or 0
+    )
 
 
 def page(
@@ -75,9 +135,11 @@ def request_create(
     mtu: int | None = None,
     project: str = "default",
     host: str = "local",
+    shared_with: object = (),
 ) -> tuple[Network, Operation]:
     validate_name(name, "network name")
     net = parse_cidr(cidr)
+    shared = check_shared_with(list(shared_with) if isinstance(shared_with, tuple) else shared_with, project)
     mtu = validate_mtu(mtu if mtu is not None else DEFAULT_MTU)
     if find(session, name, project) is not None:
         raise Conflict(f"a network named {name!r} already exists")
@@ -110,6 +172,7 @@ def request_create(
         gateway=gateway,
         vni=vni,
         mtu=mtu,
+        shared_with=shared,
         state="pending",
         operation_id=op.id,
         version=1,
@@ -214,6 +277,7 @@ def to_dict(network: Network) -> dict[str, Any]:
         "gateway": network.gateway,
         "vni": network.vni,
         "mtu": network.mtu,
+        "shared_with": list(network.shared_with),
         "state": network.state,
         "error": network.error,
         "operation_id": network.operation_id,

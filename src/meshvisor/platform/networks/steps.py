@@ -83,7 +83,11 @@ def remove_network(rt: Runtime, op: Operation) -> None:
             .join(NetworkAddress, NetworkAddress.instance_id == Instance.id)
             .where(NetworkAddress.network_id == op.resource_id)
         ):
-            instance.networks = [n for n in instance.networks if n.get("network") != op.resource_name]
+            instance.networks = [
+                n
+                for n in instance.networks
+                if (n.get("network"), n.get("project", instance.project)) != (op.resource_name, op.project)
+            ]
             instance.touch()
         current = s.get(Network, op.resource_id)
         if current is not None:

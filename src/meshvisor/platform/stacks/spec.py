@@ -185,6 +185,13 @@ class NetworkAttachment(shape.NetworkAttachment, Model):
                 raise ValueError(f"invalid ip {ip!r}: use an IPv4 address") from None
         return ip
 
+    @field_validator("project")
+    @classmethod
+    def _no_project(cls, project: str | None) -> None:
+        if project is not None:  # the planner compares attachments by network name within the stack's project
+            raise ValueError("another project's network is joined through the API, not in a stack file (yet)")
+        return None
+
 
 class VolumeAttachment(shape.VolumeAttachment, Model):
     volume: Name

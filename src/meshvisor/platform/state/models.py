@@ -139,6 +139,9 @@ class Network(Versioned, Base):
     gateway: Mapped[str] = mapped_column(String(39))
     vni: Mapped[int] = mapped_column(Integer)
     mtu: Mapped[int] = mapped_column(Integer)
+    # Other projects whose instances may join it (as OpenStack shares a network with a project): a mesh call
+    # between two projects travels over such a network.
+    shared_with: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     state: Mapped[str] = mapped_column(String(16), default="pending")
     error: Mapped[str | None] = mapped_column(Text, default=None)
     operation_id: Mapped[str | None] = mapped_column(String(32), default=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -254,6 +255,12 @@ def cli_served(runtime: Runtime, runs: bool = False) -> Iterator[Callable[..., R
             return invoke_cli(url, argv, stdin=stdin)
 
         yield run
+
+
+def answer(result: Result) -> Any:
+    """What a CLI command that succeeded printed with `-o json`."""
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    return json.loads(result.stdout)
 
 
 def one_line_error(result: Result, message: str) -> None:

@@ -4,7 +4,6 @@ is sent) and exit code 1."""
 
 from __future__ import annotations
 
-import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import Result
 
-from .conftest import API_TOKEN, invoke_cli
+from .conftest import API_TOKEN, answer, invoke_cli
 
 
 @pytest.fixture
@@ -25,11 +24,6 @@ def cli(api_url: str) -> Any:
         return invoke_cli(api_url, argv, token)
 
     return run
-
-
-def answer(result: Result) -> Any:
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return json.loads(result.stdout)
 
 
 def test_tokens_made_listed_per_project_and_revoked(cli: Any) -> None:

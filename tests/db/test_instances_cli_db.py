@@ -5,18 +5,16 @@ and API errors exit 1 with one line, before anything is made."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
-from typer.testing import Result
 
 from meshvisor.platform.runtime import Runtime
 
-from .conftest import add_ready_image, cli_served, one_line_error
+from .conftest import add_ready_image, answer, cli_served, one_line_error
 
 SERVE = ["sh", "-c", "echo started; trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done"]
 
@@ -27,11 +25,6 @@ def cli(runtime: Runtime) -> Iterator[Any]:
     add_ready_image(runtime)
     with cli_served(runtime, runs=True) as run:
         yield run
-
-
-def answer(result: Result) -> Any:
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return json.loads(result.stdout)
 
 
 def running_and_idle(instance: dict[str, Any]) -> bool:

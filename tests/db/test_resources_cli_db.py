@@ -5,16 +5,14 @@ change nothing. (The waits through real drivers: `tests/integration/test_cli_res
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from typer.testing import Result
 
 from meshvisor.platform.runtime import Runtime
 
-from .conftest import cli_served, one_line_error
+from .conftest import answer, cli_served, one_line_error
 
 
 @pytest.fixture
@@ -22,11 +20,6 @@ def cli(runtime: Runtime) -> Iterator[Any]:
     """`cli(*argv)` runs `meshvisor` in this process against the served API."""
     with cli_served(runtime) as run:
         yield run
-
-
-def answer(result: Result) -> Any:
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return json.loads(result.stdout)
 
 
 def test_networks_and_volumes_are_asked_for_and_read_back(cli: Any) -> None:

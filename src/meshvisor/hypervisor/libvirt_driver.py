@@ -277,7 +277,7 @@ class LibvirtDriver:
         if dom is not None:
             with libvirt_errors(f"delete domain {dom.name()}"):
                 if dom.isActive():
-                    dom.destroy()
+                    _destroy(dom)
                 flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                 try:
                     dom.undefineFlags(flags)
@@ -431,3 +431,13 @@ class LibvirtDriver:
 
 
 __all__ = ["EventCallback", "LibvirtDriver"]
+
+
+def _destroy(dom: libvirt.virDomain) -> None:
+    """Stop a running domain at once; one that stopped meanwhile (libvirt: "domain is not running", as when its
+    daemon restarts under the call) is what was asked for."""
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID or dom.isActive():
+            raise

@@ -148,7 +148,11 @@ const ROUTES = [
 ];
 
 async function render() {
-  if (!token()) return showLogin();
+  if (!token()) {
+    // A render that began before the token was refused must not replace the login (and its reason) shown since.
+    if (!main.querySelector("form.login")) showLogin();
+    return;
+  }
   const hash = location.hash || "#/overview";
   for (const link of nav.querySelectorAll("a")) {
     link.toggleAttribute("aria-current", hash.startsWith(link.getAttribute("href")));

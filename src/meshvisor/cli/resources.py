@@ -268,7 +268,9 @@ def pool_list(output: OutputOpt = Output.table) -> None:
 @pools_app.command("show")
 def pool_show(name: str, host: HostOpt = None, output: OutputOpt = Output.table) -> None:
     """One storage pool."""
-    show(read(f"/v1/storage-pools/{name}", None, **({"host": host} if host else {})), output, POOL)
+    with api_errors():
+        found = client(None).get(f"/v1/storage-pools/{name}", params={"host": host} if host else {})
+    show(found, output, POOL)
 
 
 @pools_app.command("delete")

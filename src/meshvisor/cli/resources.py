@@ -25,6 +25,7 @@ from .calls import (
     YesOpt,
     add_delete,
     add_reads,
+    add_snapshot_commands,
     client,
     confirm,
     deleted,
@@ -139,23 +140,7 @@ def volume_grow(
     _volume_action(name, {"action": "resize", "size_mb": size_mb}, f"growing {name}", no_wait, project, output)
 
 
-def _snapshot_command(action: str, doing: str, help_: str) -> None:
-    def act(
-        name: str,
-        snapshot: str,
-        no_wait: NoWaitOpt = False,
-        project: ProjectOpt = None,
-        output: OutputOpt = Output.table,
-    ) -> None:
-        body = {"action": action, "snapshot": snapshot}
-        _volume_action(name, body, f"{doing} {name} ({snapshot})", no_wait, project, output)
-
-    act.__doc__ = help_
-    volumes_app.command(action)(act)
-
-
-_snapshot_command("snapshot", "snapshotting", "Take a snapshot of a volume.")
-_snapshot_command("revert", "reverting", "Bring a volume back to a snapshot.")
+add_snapshot_commands(volumes_app, "volume", _volume_action)
 
 
 @volumes_app.command("clone")

@@ -93,3 +93,22 @@ def test_bad_input_and_api_errors_exit_1_with_one_line_and_make_nothing(
 ) -> None:
     one_line_error(cli(*argv), message)
     assert answer(cli("instances", "list", "-o", "json")) == []
+
+
+def test_resize_attach_detach_snapshot_and_their_bad_input(cli: Any) -> None:
+    """(Snapshots are a VM's: for a container the API's refusal names the action the CLI asked for.)"""
+    answer(cli("instances", "create", "web", "--image", "busybox", "-o", "json", "--", *SERVE))
+    resized = answer(cli("instances", "resize", "web", "--cpus", "0.5", "--memory-mb", "128", "-o", "json"))
+    assert (resized["cpus"], resized["memory_mb"]) == (0.5, 128)
+    one_line_error(cli("instances", "snapshot", "web", "s1"), "action 'snapshot' is not available for a container")
+    one_line_error(cli("instances", "revert", "web", "s1"), "action 'revert' is not available for a container")
+    one_line_error(cli("instances", "migrate", "web", "--host", "nowhere"), "nowhere")
+    one_line_error(cli("instances", "resize", "web"), "give --cpus or --memory-mb")
+    one_line_error(cli("instances", "attach", "web"), "give one of --network or --volume")
+    one_line_error(cli("instances", "attach", "web", "--network", "n", "--volume", "v"), "give one of")
+    one_line_error(cli("instances", "attach", "web", "--network", "nowhere"), "network 'nowhere' not found")
+    one_line_error(cli("instances", "attach", "web", "--network", "pa/net"), "no network 'net' of project 'pa'")
+    one_line_error(cli("instances", "detach", "web", "--network", "nowhere"), "not on network 'nowhere'")
+    one_line_error(cli("instances", "attach", "web", "--volume", "data"), "container")
+    after = answer(cli("instances", "show", "web", "-o", "json"))
+    assert (after["cpus"], after["networks"], after["volumes"]) == (0.5, [], [])

@@ -7,9 +7,11 @@ naming another project 404)."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi.testclient import TestClient
 
+from meshvisor.core.names import NAME_PATTERN
 from meshvisor.platform.runtime import Runtime
 
 from .conftest import add_ready_image
@@ -115,3 +117,38 @@ def test_the_documented_actions_are_the_ones_taken(api: TestClient, runtime: Run
             answer = api.post(path, json={"action": action})
             assert answer.status_code in (400, 422) and "unknown" in answer.text, (path, action, answer.text)
             assert all(a in answer.text for a in listed), answer.text  # the refusal names what is taken
+
+
+def body_schemas(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every JSON request body of the document, by its component's name."""
+    schemas = document["components"]["schemas"]
+    found = {}
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+            ref = content.get("schema", {}).get("$ref", "")
+            if ref:
+                found[ref.rsplit("/", 1)[1]] = schemas[ref.rsplit("/", 1)[1]]
+    return found
+
+
+def patterns(prop: dict[str, Any]) -> set[str]:
+    return {p for p in [prop.get("pattern"), *(a.get("pattern") for a in prop.get("anyOf", []))] if p}
+
+
+def test_every_name_a_request_body_takes_carries_the_servers_name_rule(api: TestClient) -> None:
+    """A client generator or a fuzzer learns the name rule from the document (names with characters the server
+    refuses were schema-valid): every `name` of a request body, and the networks, projects and volumes an
+    instance names, have the pattern the server checks (`core.names.NAME_PATTERN`)."""
+    document = api.get("/openapi.json").json()
+    bodies = body_schemas(document)
+    named = {body for body, schema in bodies.items() if "name" in schema.get("properties", {})}
+    assert {"InstanceCreate", "NetworkCreate", "VolumeCreate", "ProjectCreate", "TokenCreate"} <= named
+    for body in named:
+        assert patterns(bodies[body]["properties"]["name"]) == {NAME_PATTERN.pattern}, body
+    schemas = document["components"]["schemas"]
+    for component, field in (("NetworkAttachment", "network"), ("NetworkAttachment", "project"),
+                             ("VolumeAttachment", "volume")):  # fmt: skip
+        assert patterns(schemas[component]["properties"][field]) == {NAME_PATTERN.pattern}, (component, field)
+    refused = api.post("/v1/networks", json={"name": "Not-A-Name", "cidr": "10.242.9.0/24"})
+    assert refused.status_code == 400 and "1 to 40 characters" in refused.text  # the server's own answer

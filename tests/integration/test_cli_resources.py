@@ -1,7 +1,8 @@
 """The walk-through with the CLI only (`meshvisor` as a process, as a user runs it) on the real platform: a
 network, a volume grown and snapshotted, two containers on the network (one with the volume) that reach each
-other, an instance stopped and started, exec's exit code, logs, hosts and operations listed; each command waits
-for its operation and prints the API's answer (`-o json`); then everything deleted with `--yes`."""
+other, one leaving the network and joining it again, one resized, an instance stopped and started, exec's exit
+code, logs, hosts and operations listed; each command waits for its operation and prints the API's answer (`-o
+json`); then everything deleted with `--yes`."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def test_the_walkthrough_with_the_cli_only(platform: Platform, api: httpx.Client
         assert ping.returncode == 0 and "1 packets received" in ping.stdout, ping.stdout + ping.stderr
         failed = cli(platform, "instances", "exec", "cli-b", "--", "sh", "-c", "exit 7")
         assert failed.returncode == 7, failed.stderr
+        assert answer(platform, "instances", "detach", "cli-b", "--network", "cli-net")["networks"] == []
+        attached = answer(platform, "instances", "attach", "cli-b", "--network", "cli-net")
+        assert [n["network"] for n in attached["networks"]] == ["cli-net"]  # hot: it stays running
+        assert answer(platform, "instances", "resize", "cli-a", "--cpus", "0.5")["cpus"] == 0.5
 
         assert answer(platform, "instances", "stop", "cli-a")["state"] == "stopped"
         assert answer(platform, "instances", "start", "cli-a")["state"] == "running"

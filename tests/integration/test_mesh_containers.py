@@ -20,7 +20,7 @@ import pytest
 from meshvisor.mesh import sidecar
 from meshvisor.platform.mesh.sidecars import running_pid
 
-from .conftest import XDS, Platform, create, delete, free_port, wait_op
+from .conftest import HOST_B, XDS, Platform, create, delete, free_port, wait_op
 from .test_networks import drop_network, network
 
 pytestmark = pytest.mark.integration
@@ -341,6 +341,11 @@ def served_certs(platform: Platform, instance: dict[str, Any]) -> tuple[set[str]
     return roots, chain
 
 
+def pool_on_host_b(api: httpx.Client) -> str:
+    made = api.post("/v1/storage-pools", json={"name": "rot-b", "host": HOST_B})
+    return "made" if made.status_code == 201 else made.text
+
+
 def test_ca_rotation_under_traffic_drops_nothing(platform: Platform, api: httpx.Client) -> None:
     network(api, "rotate-net", "10.213.105.0/24")
     answers: list[str] = []
@@ -390,6 +395,9 @@ def test_ca_rotation_under_traffic_drops_nothing(platform: Platform, api: httpx.
         assert refused.status_code == 202, refused.text
         assert [r["role"] for r in api.get("/v1/mesh/ca").json()["roots"]] == ["signing"]
         assert eventually(lambda: str(served_certs(platform, callee)[0] == {new[0]}), "True", timeout=60) == "True"
+        # The hosts followed too: the API still reaches host B's endpoint over mTLS (a pool made there, by it).
+        assert eventually(functools.partial(pool_on_host_b, api), "made", timeout=60) == "made"
+        assert api.delete("/v1/storage-pools/rot-b", params={"host": HOST_B}).status_code == 204
         time.sleep(1)
         stop.set()
         caller.join(timeout=30)

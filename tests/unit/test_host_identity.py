@@ -97,6 +97,54 @@ def test_a_host_identity_is_made_once_and_kept_private(tmp_path: Path) -> None:
     assert len(asked) == 1  # asked again when forced (an agent that lacks its env key)
 
 
+def issuer_serial(ident: identity.HostIdentity, ca: CertificateAuthority) -> int:
+    """The serial of the CA root that issued the identity's certificate."""
+    cert = x509.load_pem_x509_certificate(ident.cert.read_bytes())
+    (root,) = [r for r in ca.roots() if cert.issuer == r.subject and identity._issued_by(cert, r)]
+    return root.serial_number
+
+
+def bundle_serials(ident: identity.HostIdentity) -> set[int]:
+    return {c.serial_number for c in x509.load_pem_x509_certificates(ident.bundle.read_bytes())}
+
+
+def test_hosts_follow_a_ca_rotation_and_trust_each_other_after_the_old_root_is_retired(tmp_path: Path) -> None:
+    """The API's host (`own`) and an agent (`follow`, with the CA state the API shows) ask again when the CA's
+    roots change and when the new root starts signing; after the old root is retired, each still verifies the
+    other's certificate (TLS chain check against its own bundle)."""
+    api = settings_for(tmp_path / "a", "a")
+    ca = CertificateAuthority(api.data_path / "ca")
+    agent = identity.paths(settings_for(tmp_path / "b", "b"))
+    signer = identity.ca_signer(api, "b")
+    old = ca.cert.serial_number
+    identity.follow(agent, signer, identity.ca_state(api))
+    own = identity.own(api)
+    assert not identity.out_of_date(agent, identity.ca_state(api)) and issuer_serial(own, ca) == old
+
+    def must_not_sign(_: bytes) -> tuple[bytes, bytes]:
+        raise AssertionError("asked again while nothing changed")
+
+    identity.follow(agent, must_not_sign, identity.ca_state(api))  # nothing changed: nothing asked
+    new = ca.stage().serial_number  # a rotation begins: both roots trusted, the old one still signs
+    identity.follow(agent, signer, identity.ca_state(api))
+    assert bundle_serials(agent) == bundle_serials(identity.own(api)) == {old, new}
+    ca.promote()  # the new root signs: certificates from the old one are asked again
+    assert identity.out_of_date(agent, identity.ca_state(api))
+    identity.follow(agent, signer, identity.ca_state(api))
+    own = identity.own(api)
+    assert issuer_serial(agent, ca) == issuer_serial(own, ca) == new
+    ca.retire_old_roots()
+    identity.follow(agent, signer, identity.ca_state(api))
+    own = identity.own(api)
+    assert bundle_serials(agent) == bundle_serials(own) == {new}
+    for mine, theirs in ((own, agent), (agent, own)):  # each one's chain checks against the other's bundle
+        store = ssl.create_default_context(cafile=str(mine.bundle))
+        assert store.get_ca_certs() and issuer_serial(theirs, ca) == new
+        cert = x509.load_pem_x509_certificate(theirs.cert.read_bytes())
+        roots = x509.load_pem_x509_certificates(mine.bundle.read_bytes())
+        assert any(identity._issued_by(cert, root) for root in roots)
+
+
 def test_the_signed_answer_carries_the_key_of_secret_env_values(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, "local")
     host_b = identity.ensure(identity.paths(settings_for(tmp_path / "b", "b")), identity.ca_signer(settings, "b"))

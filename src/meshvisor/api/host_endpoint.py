@@ -26,7 +26,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -57,7 +57,8 @@ from .routers.terminal import attach
 from .schemas import ExecRequest, PoolConfigRequest
 
 log = logging.getLogger(__name__)
-RENEW_CHECK_S = 3600.0
+CA_CHECK_S = 5.0  # how often a host looks whether its certificate is due or the CA rotated
+CaLookup = Callable[[], identity.CaState]
 
 
 def create_host_app(settings: Settings) -> FastAPI:
@@ -149,16 +150,16 @@ def _call(app: FastAPI, instance_id: str, what: Any) -> Any:
     return what(calls)
 
 
-def serve_in_background(settings: Settings, sign: identity.Signer) -> threading.Thread:
+def serve_in_background(settings: Settings, sign: identity.Signer, ca: CaLookup) -> threading.Thread:
     """Start the endpoint on its own thread: get (or renew) the host's certificate, start the xDS relay when the
     control plane runs on another host, then serve until the process ends. The worker starts meanwhile; a failure
     to get the certificate is logged, and retried."""
-    thread = threading.Thread(target=_serve, args=(settings, sign), name="host-endpoint", daemon=True)
+    thread = threading.Thread(target=_serve, args=(settings, sign, ca), name="host-endpoint", daemon=True)
     thread.start()
     return thread
 
 
-def _serve(settings: Settings, sign: identity.Signer) -> None:
+def _serve(settings: Settings, sign: identity.Signer, ca: CaLookup) -> None:
     ident = identity.paths(settings)
     while True:
         try:
@@ -176,7 +177,7 @@ def _serve(settings: Settings, sign: identity.Signer) -> None:
     context = identity.server_context(ident)
     config.ssl = context  # uvicorn's own TLS set-up cannot check a peer's identity
     log.info("host %s serves its endpoint on %s:%s", settings.host_name, settings.tunnel_ip, settings.agent_port)
-    asyncio.run(_serve_and_renew(uvicorn.Server(config), listener, ident, sign, context))
+    asyncio.run(_serve_and_renew(uvicorn.Server(config), listener, ident, sign, ca, context))
 
 
 def _announce(settings: Settings) -> None:
@@ -197,22 +198,29 @@ async def _serve_and_renew(
     listener: socket.socket,
     ident: identity.HostIdentity,
     sign: identity.Signer,
+    ca: CaLookup,
     context: ssl.SSLContext,
 ) -> None:
-    renewals = asyncio.create_task(_renew(ident, sign, context))
+    renewals = asyncio.create_task(_renew(ident, sign, ca, context))
     try:
         await server.serve(sockets=[listener])
     finally:
         renewals.cancel()
 
 
-async def _renew(ident: identity.HostIdentity, sign: identity.Signer, context: ssl.SSLContext) -> None:
-    """Ask for a new certificate when a third of its life is left, and serve new connections with it."""
+async def _renew(
+    ident: identity.HostIdentity, sign: identity.Signer, ca: CaLookup, context: ssl.SSLContext
+) -> None:
+    """Ask for a new certificate when a third of its life is left or the CA has rotated (looked at every
+    `CA_CHECK_S`), and serve new connections with it. (The context keeps trusting a root it once trusted: an
+    SSL context cannot forget one; the API's side, which calls this host, stops at once.)"""
     while True:
-        await asyncio.sleep(RENEW_CHECK_S)
+        await asyncio.sleep(CA_CHECK_S)
         try:
-            await asyncio.to_thread(identity.ensure, ident, sign)
-            context.load_cert_chain(ident.cert, ident.key)
-            context.load_verify_locations(cafile=str(ident.bundle))
+            before = identity.stamp(ident)
+            await asyncio.to_thread(lambda: identity.follow(ident, sign, ca()))
+            if identity.stamp(ident) != before:
+                context.load_cert_chain(ident.cert, ident.key)
+                context.load_verify_locations(cafile=str(ident.bundle))
         except Exception as exc:  # the API away: the certificate has ten days or more left
             log.warning("host %s could not renew its certificate yet: %s", ident.name, exc)

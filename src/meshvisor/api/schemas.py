@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from meshvisor.core.types import Action, InstanceKind
-from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest
+from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest, Name
 from meshvisor.platform.networks.requests import MAX_SHARED_WITH
 from meshvisor.platform.volumes.requests import ACTIONS as VOLUME_ACTIONS
 
@@ -23,7 +23,7 @@ class VolumeHotplug(Strict):
 
 
 class VolumeCreate(Strict):
-    name: str
+    name: Name
     size_mb: int | None = Field(default=None, description="required unless `image` gives the size")
     image: str | None = Field(default=None, description="a VM disk image: the volume is a qcow2 overlay on it")
     format: Literal["raw", "qcow2"] = "raw"
@@ -42,11 +42,11 @@ class VolumeActionRequest(Strict):
     action: str = Field(json_schema_extra={"enum": list(VOLUME_ACTIONS)})
     size_mb: int | None = None
     snapshot: str | None = None
-    name: str | None = Field(default=None, description="clone: the new volume's name")
+    name: Name | None = Field(default=None, description="clone: the new volume's name")
 
 
 class PoolConfigRequest(Strict):
-    name: str
+    name: Name
     driver: Literal["dir", "libvirt"] = "dir"
     libvirt_pool: str | None = Field(default=None, description="libvirt: the name of a running libvirt dir pool")
 
@@ -131,7 +131,7 @@ class HostCertificateRequest(Strict):
 
 
 class ImageCreate(Strict):
-    name: str
+    name: Name
     kind: InstanceKind = InstanceKind.CONTAINER
     source: dict[str, Any]
 
@@ -271,15 +271,15 @@ SHARED_WITH = (
 
 
 class NetworkCreate(Strict):
-    name: str
+    name: Name
     cidr: str
     vni: int | None = Field(default=None, description="the VXLAN id; the platform picks a free one when absent")
     mtu: int | None = Field(default=None, description="default 1450: 1500 less the 50-byte VXLAN overhead")
-    shared_with: list[str] = Field(default=[], description=SHARED_WITH)
+    shared_with: list[Name] = Field(default=[], description=SHARED_WITH)
 
 
 class NetworkChange(Strict):
-    shared_with: list[str] = Field(description=SHARED_WITH)
+    shared_with: list[Name] = Field(description=SHARED_WITH)
 
 
 class NetworkPublic(BaseModel):
@@ -310,7 +310,7 @@ class NetworkPage(BaseModel):
 
 
 class SecurityGroupCreate(Strict):
-    name: str
+    name: Name
     description: str = ""
     rules: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -366,7 +366,7 @@ class HostPage(BaseModel):
 
 
 class ServiceCreate(Strict):
-    name: str
+    name: Name
     policy: dict[str, Any] | None = Field(
         default=None, description="the service's traffic policy (see PUT policy)"
     )

@@ -8,7 +8,7 @@ import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import httpx
 import typer
@@ -20,10 +20,13 @@ from meshvisor.core.names import validate_name
 from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
-from . import access, instances, resources, security
+from . import access, events, instances, resources, security, services
 from .client import ApiClient, ApiError
 from .output import console, fail
 from .supervisor import Children, GaveUp, interrupt_on_signals
+
+if TYPE_CHECKING:
+    from meshvisor.platform.hosts.identity import CaState
 
 app = typer.Typer(
     help="meshvisor: VMs and containers side by side under one API and one service mesh.", no_args_is_help=True
@@ -82,7 +85,7 @@ def agent(
     from meshvisor.api.host_endpoint import serve_in_background
 
     settings = _settings().model_copy(update={"host_name": validate_name(host, "host name")})
-    serve_in_background(settings, _signed_by_api(settings))
+    serve_in_background(settings, _signed_by_api(settings), _ca_from_api(settings))
     _run_worker(settings, [settings.host_queue(settings.host_name)], concurrency)
 
 
@@ -115,6 +118,19 @@ def _signed_by_api(settings: Settings) -> Callable[[bytes], tuple[bytes, bytes]]
         return found["certificate"].encode(), found["ca_bundle"].encode()
 
     return sign
+
+
+def _ca_from_api(settings: Settings) -> Callable[[], CaState]:
+    """How an agent learns the platform CA's roots and which one signs (to follow a rotation)."""
+    from meshvisor.platform.hosts.identity import CaState
+
+    def state() -> CaState:
+        found = ApiClient(settings, timeout=10).get("/v1/mesh/ca")
+        roots = found["roots"]
+        signing = next(int(r["serial"], 16) for r in roots if r["role"] == "signing")
+        return CaState(frozenset(int(r["serial"], 16) for r in roots), signing)
+
+    return state
 
 
 @app.command()
@@ -522,6 +538,9 @@ app.add_typer(resources.volumes_app, name="volumes")
 app.add_typer(resources.operations_app, name="operations")
 app.add_typer(resources.hosts_app, name="hosts")
 app.add_typer(security.groups_app, name="security-groups")
+app.add_typer(resources.pools_app, name="storage-pools")
+app.add_typer(services.services_app, name="services")
+app.command("events")(events.events)
 app.add_typer(access.tokens_app, name="tokens")
 app.add_typer(access.projects_app, name="projects")
 app.command()(access.audit)

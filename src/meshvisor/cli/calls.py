@@ -3,6 +3,7 @@ request's operation (a spinner meanwhile) unless `--no-wait`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -107,3 +108,37 @@ def add_reads(app: typer.Typer, collection: str, kind: str, columns: tuple[str, 
     list_.__doc__, show_.__doc__ = f"Every {kind} of the project.", f"One {kind}."
     app.command("list")(list_)
     app.command("show")(show_)
+
+
+# what performs an action on one resource: (name, body, doing, no_wait, project, output)
+Perform = Callable[[str, dict[str, Any], str, bool, str | None, Output], None]
+
+
+def add_snapshot_commands(app: typer.Typer, kind: str, perform: Perform) -> None:
+    """`app`'s `snapshot NAME SNAPSHOT` and `revert NAME SNAPSHOT`: that action, waited for, by `perform`."""
+    for action, doing, help_ in (
+        ("snapshot", "snapshotting", f"Take a snapshot of a {kind}."),
+        ("revert", "reverting", f"Bring a {kind} back to a snapshot."),
+    ):
+        _add_snapshot_command(app, action, doing, help_, perform)
+
+
+def _add_snapshot_command(app: typer.Typer, action: str, doing: str, help_: str, perform: Perform) -> None:
+    def act(
+        name: str,
+        snapshot: str,
+        no_wait: NoWaitOpt = False,
+        project: ProjectOpt = None,
+        output: OutputOpt = Output.table,
+    ) -> None:
+        perform(
+            name,
+            {"action": action, "snapshot": snapshot},
+            f"{doing} {name} ({snapshot})",
+            no_wait,
+            project,
+            output,
+        )
+
+    act.__doc__ = help_
+    app.command(action)(act)

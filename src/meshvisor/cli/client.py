@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +17,18 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{message} ({code}, HTTP {status})")
         self.status, self.code, self.message = status, code, message
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    """An answer of 400 or more as an ApiError with the API's code and message."""
+    if response.status_code < 400:
+        return
+    try:
+        err = response.json()["error"]
+        code, message = err["code"], err["message"]
+    except (ValueError, KeyError, TypeError):
+        code, message = "error", response.text
+    raise ApiError(response.status_code, code, message)
 
 
 class ApiClient:
@@ -34,13 +47,20 @@ class ApiClient:
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         response = self.http.request(method, path, **kw)
-        if response.status_code >= 400:
-            try:
-                err = response.json()["error"]
-                raise ApiError(response.status_code, err["code"], err["message"])
-            except (ValueError, KeyError, TypeError):
-                raise ApiError(response.status_code, "error", response.text) from None
+        _raise_for_error(response)
         return response.json() if response.content else None
+
+    def events(self, since: int | None = None) -> Iterator[dict[str, Any]]:
+        """The project's events as the API streams them (server-sent events), those after event `since` first
+        (None: from now on); it ends only when the caller stops or the API does."""
+        params = {"since": since} if since is not None else {}
+        with self.http.stream("GET", "/v1/events", params=params, timeout=httpx.Timeout(10.0, read=None)) as got:
+            if got.status_code >= 400:
+                got.read()
+                _raise_for_error(got)
+            for line in got.iter_lines():
+                if line.startswith("data: "):
+                    yield json.loads(line.removeprefix("data: "))
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)

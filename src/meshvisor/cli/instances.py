@@ -3,6 +3,9 @@
 create (launch)   POST /v1/instances, then waits for its operation (unless --no-wait) and shows the instance
 list, show        GET /v1/instances (every page), GET /v1/instances/{name}
 start … resume    POST /v1/instances/{name}/actions, waiting as create does
+snapshot, revert  the same with a snapshot's name; migrate [--host]; snapshots lists them
+resize            PATCH /v1/instances/{name} (--cpus, --memory-mb)
+attach, detach    --network NETWORK[=IP] (PROJECT/NETWORK: a shared one) or --volume VOLUME
 delete            DELETE /v1/instances/{name} (asks first unless --yes)
 exec              POST /v1/instances/{name}/exec: prints what the command wrote, exits with its exit code
 logs              GET /v1/instances/{name}/logs
@@ -16,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .calls import NoWaitOpt, add_delete, client, read, settle
+from .calls import NoWaitOpt, add_delete, add_snapshot_commands, client, read, settle
 from .output import Output, OutputOpt, ProjectOpt, api_errors, fail, parse_pairs, show
 
 instances_app = typer.Typer(
@@ -106,6 +109,17 @@ def show_(name: str, project: ProjectOpt = None, output: OutputOpt = Output.tabl
     show(_shown(read(f"/v1/instances/{name}", project)), output, DETAIL)
 
 
+def _settled(
+    name: str, project: str | None, doing: str, no_wait: bool, method: str, path: str, **kw: Any
+) -> dict[str, Any]:
+    """Send one request about instance `name`, wait for its operation (unless `no_wait`), print the instance."""
+    api = client(project)
+    with api_errors():
+        settle(api, api.request(method, path, **kw), doing, no_wait)
+        found: dict[str, Any] = api.get(f"/v1/instances/{name}")
+    return found
+
+
 def _action(action: str, doing: str) -> None:
     def act(
         name: str,
@@ -113,12 +127,7 @@ def _action(action: str, doing: str) -> None:
         project: ProjectOpt = None,
         output: OutputOpt = Output.table,
     ) -> None:
-        api = client(project)
-        with api_errors():
-            accepted = api.post(f"/v1/instances/{name}/actions", json={"action": action})
-            settle(api, accepted, f"{doing} {name}", no_wait)
-            found = api.get(f"/v1/instances/{name}")
-        show(_shown(found), output, DETAIL)
+        _instance_action(name, {"action": action}, f"{doing} {name}", no_wait, project, output)
 
     act.__doc__ = f"{action.capitalize()} an instance and wait until it is done."
     instances_app.command(action)(act)
@@ -132,6 +141,103 @@ for _verb, _doing in (
     ("resume", "resuming"),
 ):
     _action(_verb, _doing)
+
+
+def _instance_action(
+    name: str, body: dict[str, Any], doing: str, no_wait: bool, project: str | None, output: Output
+) -> None:
+    """POST an action, wait for it (unless `no_wait`), print the instance."""
+    found = _settled(name, project, doing, no_wait, "POST", f"/v1/instances/{name}/actions", json=body)
+    show(_shown(found), output, DETAIL)
+
+
+add_snapshot_commands(instances_app, "VM", _instance_action)
+
+
+@instances_app.command("snapshots")
+def snapshots(name: str, project: ProjectOpt = None, output: OutputOpt = Output.table) -> None:
+    """An instance's snapshots."""
+    show(read(f"/v1/instances/{name}/snapshots", project)["items"], output, ("name", "created_at"))
+
+
+@instances_app.command("migrate")
+def migrate(
+    name: str,
+    host: Annotated[str | None, typer.Option(help="the host to move to (default: placed)")] = None,
+    no_wait: NoWaitOpt = False,
+    project: ProjectOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Move an instance to another host."""
+    body = {"action": "migrate", **({"host": host} if host else {})}
+    _instance_action(name, body, f"moving {name}", no_wait, project, output)
+
+
+@instances_app.command("resize")
+def resize(
+    name: str,
+    cpus: Annotated[float | None, typer.Option(help="CPUs")] = None,
+    memory_mb: Annotated[int | None, typer.Option(help="memory in MiB")] = None,
+    no_wait: NoWaitOpt = False,
+    project: ProjectOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Change an instance's CPUs or memory (live where the instance allows it)."""
+    body = {key: value for key, value in {"cpus": cpus, "memory_mb": memory_mb}.items() if value is not None}
+    if not body:
+        fail("give --cpus or --memory-mb")
+    found = _settled(name, project, f"resizing {name}", no_wait, "PATCH", f"/v1/instances/{name}", json=body)
+    show(_shown(found), output, DETAIL)
+
+
+NetworkOpt = Annotated[str | None, typer.Option(help="NETWORK[=IP] (PROJECT/NETWORK: a shared one)")]
+VolumeOpt = Annotated[str | None, typer.Option(help="a volume (VMs: hot-plugged)")]
+
+
+def _one_of(network: str | None, volume: str | None) -> None:
+    if (network is None) == (volume is None):
+        fail("give one of --network or --volume")
+
+
+@instances_app.command("attach")
+def attach(
+    name: str,
+    network: NetworkOpt = None,
+    volume: VolumeOpt = None,
+    read_only: Annotated[bool, typer.Option("--read-only", help="the volume read-only")] = False,
+    no_wait: NoWaitOpt = False,
+    project: ProjectOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Attach a network (one more interface) or a volume (VMs) to an instance."""
+    _one_of(network, volume)
+    body: dict[str, Any] = {"volume": volume, "read_only": read_only}
+    path = f"/v1/instances/{name}/volumes"
+    if network is not None:
+        path, body = f"/v1/instances/{name}/networks", dict(_attachment(network))
+    show(_shown(_settled(name, project, f"attaching to {name}", no_wait, "POST", path, json=body)), output, DETAIL)
+
+
+@instances_app.command("detach")
+def detach(
+    name: str,
+    network: NetworkOpt = None,
+    volume: VolumeOpt = None,
+    no_wait: NoWaitOpt = False,
+    project: ProjectOpt = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Detach a network or a volume from an instance."""
+    _one_of(network, volume)
+    params: dict[str, str] = {}
+    if network is not None:
+        found = _attachment(network)
+        path = f"/v1/instances/{name}/networks/{found['network']}"
+        params = {"network_project": found["project"]} if "project" in found else {}
+    else:
+        path = f"/v1/instances/{name}/volumes/{volume}"
+    done = _settled(name, project, f"detaching from {name}", no_wait, "DELETE", path, params=params)
+    show(_shown(done), output, DETAIL)
 
 
 add_delete(

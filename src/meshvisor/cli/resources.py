@@ -5,6 +5,8 @@ volumes      create NAME --size-mb, list, show, grow NAME --size-mb, snapshot|re
              clone NAME NEW, delete
 operations   list [--status], show ID, wait ID, cancel ID
 hosts        list, show NAME, cordon|uncordon|evacuate NAME
+storage-pools  create NAME [--driver dir|libvirt] [--libvirt-pool] [--quota-mb] [--host], list, show NAME
+             [--host], delete NAME [--host]
 
 Every command takes `--output table|json|yaml` and `--project`; long work waits (a spinner) unless `--no-wait`;
 an API error prints its message and exits 1.
@@ -16,17 +18,33 @@ from typing import Annotated, Any
 
 import typer
 
-from .calls import DELETED, WAIT_S, NoWaitOpt, YesOpt, add_delete, add_reads, client, deleted, made, read, settle
+from .calls import (
+    DELETED,
+    WAIT_S,
+    NoWaitOpt,
+    YesOpt,
+    add_delete,
+    add_reads,
+    add_snapshot_commands,
+    client,
+    confirm,
+    deleted,
+    made,
+    read,
+    settle,
+)
 from .output import Output, OutputOpt, ProjectOpt, api_errors, show
 
 networks_app = typer.Typer(help="Overlay networks: create, list, show, share, delete.", no_args_is_help=True)
 volumes_app = typer.Typer(help="Volumes: create, grow, snapshot, revert, clone, delete.", no_args_is_help=True)
 operations_app = typer.Typer(help="Operations: list, show, wait for, cancel.", no_args_is_help=True)
 hosts_app = typer.Typer(help="Hosts: list, show, cordon, uncordon, evacuate.", no_args_is_help=True)
+pools_app = typer.Typer(help="Storage pools: create, list, show, delete.", no_args_is_help=True)
 
 NETWORK = ("name", "cidr", "vni", "mtu", "state", "project", "shared_with", "error")
 VOLUME = ("name", "size_mb", "format", "pool", "host", "state", "attached_to", "snapshots", "project")
 OPERATION = ("id", "resource_type", "resource_name", "action", "status", "error", "created_at")
+POOL = ("name", "driver", "host", "config", "quota_mb", "allocated_mb", "free_mb")
 HOST = ("name", "state", "tunnel_ip", "cpus", "memory_mb", "labels", "cordoned", "schedulable", "last_seen")
 
 
@@ -122,23 +140,7 @@ def volume_grow(
     _volume_action(name, {"action": "resize", "size_mb": size_mb}, f"growing {name}", no_wait, project, output)
 
 
-def _snapshot_command(action: str, doing: str, help_: str) -> None:
-    def act(
-        name: str,
-        snapshot: str,
-        no_wait: NoWaitOpt = False,
-        project: ProjectOpt = None,
-        output: OutputOpt = Output.table,
-    ) -> None:
-        body = {"action": action, "snapshot": snapshot}
-        _volume_action(name, body, f"{doing} {name} ({snapshot})", no_wait, project, output)
-
-    act.__doc__ = help_
-    volumes_app.command(action)(act)
-
-
-_snapshot_command("snapshot", "snapshotting", "Take a snapshot of a volume.")
-_snapshot_command("revert", "reverting", "Bring a volume back to a snapshot.")
+add_snapshot_commands(volumes_app, "volume", _volume_action)
 
 
 @volumes_app.command("clone")
@@ -218,3 +220,48 @@ def _host_action(action: str, help_: str) -> None:
 _host_action("cordon", "Place nothing new on a host.")
 _host_action("uncordon", "Let a host take new instances again.")
 _host_action("evacuate", "Cordon a host and move every instance off it.")
+
+
+# -- storage pools ----------------------------------------------------------------------------------------------
+HostOpt = Annotated[str | None, typer.Option(help="the pool's host (needed when hosts have pools of one name)")]
+
+
+@pools_app.command("create")
+def pool_create(
+    name: str,
+    driver: Annotated[
+        str, typer.Option(help="dir (a directory of its own) or libvirt (an existing libvirt pool)")
+    ] = "dir",
+    libvirt_pool: Annotated[str | None, typer.Option(help="the libvirt pool (driver libvirt)")] = None,
+    quota_mb: Annotated[int | None, typer.Option(help="at most this many MiB of volumes")] = None,
+    host: Annotated[str | None, typer.Option(help="the host it is on (default: the API's own)")] = None,
+    output: OutputOpt = Output.table,
+) -> None:
+    """Create a storage pool on a host."""
+    body = {"name": name, "driver": driver, "libvirt_pool": libvirt_pool, "quota_mb": quota_mb, "host": host}
+    with api_errors():
+        made = client(None).post("/v1/storage-pools", json={k: v for k, v in body.items() if v is not None})
+    show(made, output, POOL)
+
+
+@pools_app.command("list")
+def pool_list(output: OutputOpt = Output.table) -> None:
+    """Every storage pool of every host."""
+    show(read("/v1/storage-pools", None, paged=True), output, POOL)
+
+
+@pools_app.command("show")
+def pool_show(name: str, host: HostOpt = None, output: OutputOpt = Output.table) -> None:
+    """One storage pool."""
+    with api_errors():
+        found = client(None).get(f"/v1/storage-pools/{name}", params={"host": host} if host else {})
+    show(found, output, POOL)
+
+
+@pools_app.command("delete")
+def pool_delete(name: str, host: HostOpt = None, yes: YesOpt = False, output: OutputOpt = Output.table) -> None:
+    """Delete a storage pool (refused while it holds volumes, and for `default`)."""
+    confirm(f"Delete storage pool {name}?", yes)
+    with api_errors():
+        client(None).delete(f"/v1/storage-pools/{name}", params={"host": host} if host else {})
+    show({"deleted": name, "status": "succeeded"}, output, DELETED)

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 from .errors import InvalidInput
 
 NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,40}$")
+# What an OpenAPI document says of such a name (the server's own check answers 400 with its message).
+NAME_SCHEMA: dict[str, Any] = {
+    "pattern": NAME_PATTERN.pattern,
+    "description": "1 to 40 characters from a-z, 0-9 and '-'",
+}
 PREFIX_PATTERN = re.compile(r"^[a-z][a-z0-9]{0,5}$")
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SHORT_ID_LEN = 8

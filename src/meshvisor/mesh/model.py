@@ -119,7 +119,8 @@ class Policy:
     splits: Mapping[str, int] = field(default_factory=dict)  # version -> weight, sum 100
     fault: Fault | None = None
     rate_limit: RateLimit | None = None
-    # None: every mesh identity; else entries `allowed_identity` reads (names, <project>/<name>, SPIFFE IDs)
+    # None: every service of its own project; else entries `allowed_identity` reads (names, <project>/<name>,
+    # SPIFFE IDs)
     allow: tuple[str, ...] | None = None
 
     @classmethod

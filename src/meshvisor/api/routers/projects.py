@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from meshvisor.core.access import Role
+from meshvisor.core.names import NAME_SCHEMA
 from meshvisor.platform.state import projects, tokens
 from meshvisor.platform.state.db import transaction
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=ERRORS)
 
 
 class ProjectCreate(Strict):
-    name: str = Field(max_length=64)
+    name: str = Field(max_length=64, json_schema_extra=NAME_SCHEMA)
     description: str = Field(default="", max_length=256)
     quotas: dict[str, Any] = Field(default_factory=dict, description="as in PATCH")
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from meshvisor.core import access
 from meshvisor.core.access import ROLES
+from meshvisor.core.names import NAME_SCHEMA
 from meshvisor.platform.state import tokens
 from meshvisor.platform.state.db import transaction
 
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=ERRORS)
 
 
 class TokenCreate(Strict):
-    name: str = Field(max_length=64)
+    name: str = Field(max_length=64, json_schema_extra=NAME_SCHEMA)
     role: str = Field(description=f"one of {', '.join(ROLES)}; no more than the caller's own")
     project: str | None = Field(default=None, description="the caller's project unless named")
     expires_in: int | None = Field(default=None, description="seconds from now after which it opens nothing")

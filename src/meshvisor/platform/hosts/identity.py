@@ -7,7 +7,8 @@ In the host's data directory (`host-tls/<host name>/`, 0700, every file 0600):
 A host gets its certificate by sending a signing request for its key: an agent to the API (`POST
 /v1/hosts/{name}/certificate`, with the admin token; the answer also carries the key of secret env values, which
 the agent keeps as `<data dir>/env.key`), the API's own host to the CA it holds. `ensure()` asks
-again once a third of the certificate's life is left.
+again once a third of the certificate's life is left; `follow()` also as soon as the CA's roots or its signing
+root change (a rotation), so hosts keep trusting each other when an old root is retired.
 
 `server_context()` requires a client certificate that chains to the bundle and names a host; `client_context(h)`
 accepts only a server that is host `h`. The identity is checked as the handshake ends (`_checked_handshake`), so a
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -76,6 +78,39 @@ def ensure(identity: HostIdentity, sign: Signer, force: bool = False) -> HostIde
         write_private(identity.cert, cert_pem)
         log.info("host %s has a new certificate from the platform CA", identity.name)
     return identity
+
+
+@dataclass(frozen=True)
+class CaState:
+    """What an identity is checked against: the roots the platform CA trusts and the one that signs now."""
+
+    roots: frozenset[int]  # serial numbers
+    signing: int
+
+
+def out_of_date(identity: HostIdentity, ca: CaState) -> bool:
+    """Whether the identity lags the CA: its bundle holds other roots than the CA's, or its certificate is not
+    from the root that signs now (a rotation begun, switched over, or its old root retired)."""
+    if not (identity.cert.exists() and identity.bundle.exists()):
+        return True
+    bundle = x509.load_pem_x509_certificates(identity.bundle.read_bytes())
+    if {root.serial_number for root in bundle} != ca.roots:
+        return True
+    cert = x509.load_pem_x509_certificate(identity.cert.read_bytes())
+    return not any(root.serial_number == ca.signing and _issued_by(cert, root) for root in bundle)
+
+
+def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def follow(identity: HostIdentity, sign: Signer, ca: CaState) -> HostIdentity:
+    """`ensure`, asking again now when the identity lags the CA (`out_of_date`)."""
+    return ensure(identity, sign, force=identity.key.exists() and out_of_date(identity, ca))
 
 
 def signing_request(identity: HostIdentity) -> bytes:
@@ -159,7 +194,7 @@ def server_context(identity: HostIdentity) -> ssl.SSLContext:
 
 def client_context(identity: HostIdentity, peer_host: str) -> ssl.SSLContext:
     """For calling host `peer_host`'s endpoint: the server must prove it is that host."""
-    return _client_context(identity, peer_host, _stamp(identity))
+    return _client_context(identity, peer_host, stamp(identity))
 
 
 @functools.lru_cache(maxsize=64)
@@ -168,7 +203,7 @@ def _client_context(identity: HostIdentity, peer_host: str, stamp: tuple[int, ..
     return _context(identity, ssl.Purpose.SERVER_AUTH, lambda found: found == wanted)
 
 
-def _stamp(identity: HostIdentity) -> tuple[int, ...]:
+def stamp(identity: HostIdentity) -> tuple[int, ...]:
     """Changes when a file of the identity does (a renewal): a cached context is then made again."""
     return tuple(p.stat().st_mtime_ns for p in (identity.key, identity.cert, identity.bundle))
 
@@ -184,8 +219,15 @@ def ca_signer(settings: Settings, host: str) -> Signer:
 
 
 def own(settings: Settings) -> HostIdentity:
-    """The identity of the host that holds the CA, signed by it directly (what the API calls agents with)."""
-    return ensure(paths(settings), ca_signer(settings, settings.host_name))
+    """The identity of the host that holds the CA, signed by it directly (what the API calls agents with),
+    following the CA through a rotation (see `follow`)."""
+    return follow(paths(settings), ca_signer(settings, settings.host_name), ca_state(settings))
+
+
+def ca_state(settings: Settings) -> CaState:
+    """The state of the CA this host holds (the API's host)."""
+    ca = CertificateAuthority(settings.data_path / "ca")
+    return CaState(frozenset(root.serial_number for root in ca.roots()), ca.cert.serial_number)
 
 
 def sign_for(settings: Settings, host: str, csr_pem: str) -> dict[str, str]:

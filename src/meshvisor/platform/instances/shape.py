@@ -20,7 +20,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
+from meshvisor.core.names import NAME_SCHEMA
 from meshvisor.core.types import InstanceKind, RestartPolicy
+
+# A platform name as the API's document describes it (the request code checks it, answering 400 with its rule).
+Name = Annotated[str, Field(json_schema_extra=NAME_SCHEMA)]
 
 
 def _lower(value: object) -> object:
@@ -36,15 +40,15 @@ class Strict(BaseModel):
 
 
 class NetworkAttachment(Strict):
-    network: str
+    network: Name
     ip: str | None = None
-    project: str | None = Field(
+    project: Name | None = Field(
         default=None, description="the network's project when it is another's that shares it (`shared_with`)"
     )
 
 
 class VolumeAttachment(Strict):
-    volume: str
+    volume: Name
     path: str | None = Field(default=None, description="containers: where it is mounted (VMs: none)")
     read_only: StrictBool = False
 
@@ -84,7 +88,7 @@ class InstanceFields(InstanceBase):
 class InstanceRequest(InstanceFields):
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: Name
     privileged: StrictBool = Field(
         default=False,
         description="containers: run outside the user namespace (root inside is the host's) with Docker's default"

@@ -137,7 +137,9 @@ def _serves_and_restarts(proc: subprocess.Popen[bytes], log: Path, data_dir: Pat
         ]
         worker = child_running(proc.pid, "worker")
         os.kill(worker, signal.SIGKILL)
-        # submitted while no worker runs: the one `up` starts again takes it
+        # submitted while no worker runs (once `up` has seen it end): the one `up` starts again takes it. (Sent
+        # in the instant of the kill, the dying worker's read from the broker could take the message with it.)
+        wait_for_line(log, f"worker (pid {worker}) ended", proc)
         body = {"name": "vm1", "kind": "vm", "image": "tiny", "cpus": 1, "memory_mb": 256}
         op = wait_op(api, api.post("/v1/instances", json=body), timeout=300)
         assert op["status"] == "succeeded", op

@@ -76,7 +76,8 @@ def deleted(
     confirm(f"Delete {kind} {name}?", yes)
     api = client(project)
     with api_errors():
-        op = settle(api, api.delete(path, params=params), f"deleting {kind} {name}", no_wait)
+        answer = api.delete(path, params=params)  # an operation to wait for, or nothing (204: done at once)
+        op = settle(api, answer, f"deleting {kind} {name}", no_wait) if answer else {"status": "succeeded"}
     return {"deleted": name, "status": op["status"]}
 
 

@@ -27,7 +27,6 @@ from .calls import (
     add_reads,
     add_snapshot_commands,
     client,
-    confirm,
     deleted,
     made,
     read,
@@ -261,7 +260,5 @@ def pool_show(name: str, host: HostOpt = None, output: OutputOpt = Output.table)
 @pools_app.command("delete")
 def pool_delete(name: str, host: HostOpt = None, yes: YesOpt = False, output: OutputOpt = Output.table) -> None:
     """Delete a storage pool (refused while it holds volumes, and for `default`)."""
-    confirm(f"Delete storage pool {name}?", yes)
-    with api_errors():
-        client(None).delete(f"/v1/storage-pools/{name}", params={"host": host} if host else {})
-    show({"deleted": name, "status": "succeeded"}, output, DELETED)
+    params = {"host": host} if host else {}
+    show(deleted(f"/v1/storage-pools/{name}", "storage pool", name, yes, False, None, **params), output, DELETED)

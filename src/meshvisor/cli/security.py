@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .calls import DELETED, YesOpt, add_reads, client, confirm
+from .calls import add_delete, add_reads, client
 from .output import Output, OutputOpt, ProjectOpt, api_errors, fail, parse_pairs, show
 
 groups_app = typer.Typer(help="Security groups: create, list, show, change rules, delete.", no_args_is_help=True)
@@ -59,15 +59,12 @@ def group_create(
 add_reads(groups_app, "/v1/security-groups", "security group", GROUP)
 
 
-@groups_app.command("delete")
-def group_delete(
-    name: str, yes: YesOpt = False, project: ProjectOpt = None, output: OutputOpt = Output.table
-) -> None:
-    """Delete a group (refused while instances are in it or another group's rules name it)."""
-    confirm(f"Delete security group {name}?", yes)
-    with api_errors():
-        client(project).delete(f"/v1/security-groups/{name}")
-    show({"deleted": name, "status": "succeeded"}, output, DELETED)
+add_delete(
+    groups_app,
+    "/v1/security-groups",
+    "security group",
+    "Delete a group (refused while instances are in it or another group's rules name it).",
+)
 
 
 def _replace_rules(name: str, project: str | None, change: Any) -> dict[str, Any]:

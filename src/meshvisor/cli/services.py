@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from .calls import DELETED, YesOpt, add_reads, client, confirm
+from .calls import add_delete, add_reads, client
 from .output import Output, OutputOpt, ProjectOpt, api_errors, fail, show
 
 services_app = typer.Typer(help="Mesh services: create, list, show, policy, ingress, logs.", no_args_is_help=True)
@@ -68,15 +68,7 @@ def service_create(
 add_reads(services_app, "/v1/services", "service", SERVICE)
 
 
-@services_app.command("delete")
-def service_delete(
-    name: str, yes: YesOpt = False, project: ProjectOpt = None, output: OutputOpt = Output.table
-) -> None:
-    """Delete a service (refused while instances join or call it)."""
-    confirm(f"Delete service {name}?", yes)
-    with api_errors():
-        client(project).delete(f"/v1/services/{name}")
-    show({"deleted": name, "status": "succeeded"}, output, DELETED)
+add_delete(services_app, "/v1/services", "service", "Delete a service (refused while instances join or call it).")
 
 
 @policy_app.command("show")

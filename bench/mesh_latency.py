@@ -273,7 +273,8 @@ def set_up(root: Path) -> Setup:
             resources = sidecar_resources(car, services, cert.cert_pem, cert.key_pem, bundle, TRUST_DOMAIN)
             ads.set_snapshot(car.node_id, resources, "v1")
         for car, admin_port in ((car_a, admin[0]), (car_b, admin[1])):
-            boot = bootstrap(car.node_id, car.service, "127.0.0.1", xds_port, admin_port)
+            token = ads.auth.token(car.node_id)  # the control plane serves a node only with its credential
+            boot = bootstrap(car.node_id, car.service, "127.0.0.1", xds_port, admin_port, xds_token=token)
             envoys.append(envoy.start(root / car.node_id, boot, wait=False))
         static_a, static_b = static_bootstraps(root, ca, s_out, s_in, app_port, (admin[2], admin[3]))
         envoys.append(envoy.start(root / "static-a", static_a, wait=False))

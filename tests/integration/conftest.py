@@ -169,7 +169,11 @@ def workers_of(prefix: str) -> list[int]:
 
 def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 180) -> dict[str, Any]:
     assert response.status_code == 202, response.text
-    location = response.headers["Location"]
+    return wait_operation(api, response.headers["Location"], timeout)
+
+
+def wait_operation(api: httpx.Client, location: str, timeout: float = 180) -> dict[str, Any]:
+    """The operation at `location` (`/v1/operations/<id>`) once it has ended."""
     deadline = time.monotonic() + timeout
     while True:
         op: dict[str, Any] = api.get(f"{location}/wait", params={"timeout": 5}).json()
@@ -199,6 +203,12 @@ POOL = "10.213.0.0/16"
 # a network namespace joined to this one by a veth underlay.
 UNDERLAY_A, UNDERLAY_B, UNDERLAY_PREFIXLEN = "10.213.255.1", "10.213.255.2", 30
 HOST_B = "hostb"
+
+
+def uplink_of(prefix: str) -> str:
+    """The platform's uplink in the tests: the root end of the veth to the "outside" namespace, when one is made
+    (not `<prefix>-…`: the platform's clean-up must not take it for one of its links)."""
+    return f"up{prefix}"
 
 
 @contextmanager
@@ -268,6 +278,9 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         "MESHVISOR_HOST_OFFLINE_AFTER_S": "30",
         "MESHVISOR_DOWNLOAD_CACHE_DIR": str(DEB_CACHE),
         "MESHVISOR_TUNNEL_IP": UNDERLAY_A,
+        # NAT leaves only through the link to the tests' "outside" namespace (test_reaching_instances.py), never
+        # through the machine's own uplink
+        "MESHVISOR_UPLINK": uplink_of(prefix),
         # hundreds of small containers on one small machine (the overload test makes 500)
         "MESHVISOR_CPU_OVERCOMMIT": "1000",
         "MESHVISOR_MEMORY_OVERCOMMIT": "100",

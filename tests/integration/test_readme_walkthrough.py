@@ -176,3 +176,14 @@ def test_readme_access_walkthrough_works_as_written(platform: Platform) -> None:
     assert all("token" not in t for t in listed["items"]), listed
     with platform.client() as api:
         assert "dash" not in [t["name"] for t in api.get("/v1/tokens").json()["items"]]
+
+
+def test_readme_reaching_walkthrough_works_as_written(platform: Platform) -> None:
+    done = run_section(platform, "Reaching instances", 300)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr
+    assert out.count('"status":"succeeded"') == 6, out  # network, instance, forward, and the three deletes
+    assert "hello from site" in out and '"state":"ready"' in out, out
+    with platform.client() as api:
+        assert api.get("/v1/forwards").json()["items"] == []
+        assert api.get("/v1/networks").json()["items"] == []

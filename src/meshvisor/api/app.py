@@ -23,6 +23,7 @@ from .held_open import HeldOpen
 from .routers import audit as audit_routes
 from .routers import (
     events,
+    forwards,
     health,
     hosts,
     images,
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         instances,
         images,
         networks,
+        forwards,
         security_groups,
         services,
         mesh_ca,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from meshvisor.core.types import Action, InstanceKind
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest, Name
@@ -268,6 +268,10 @@ SHARED_WITH = (
     "other projects whose instances may join this network (`networks: [{network, project}]`), e.g. for mesh "
     f"calls between projects; at most {MAX_SHARED_WITH}, not looked up"
 )
+NAT = (
+    "egress NAT: traffic to addresses outside every overlay leaves masqueraded through the uplink of the host "
+    "where the instance runs (security-group egress rules still apply)"
+)
 
 
 class NetworkCreate(Strict):
@@ -276,6 +280,7 @@ class NetworkCreate(Strict):
     vni: int | None = Field(default=None, description="the VXLAN id; the platform picks a free one when absent")
     mtu: int | None = Field(default=None, description="default 1450: 1500 less the 50-byte VXLAN overhead")
     shared_with: list[Name] = Field(default=[], description=SHARED_WITH)
+    nat: StrictBool = Field(default=False, description=NAT)
 
 
 class NetworkChange(Strict):
@@ -292,6 +297,7 @@ class NetworkPublic(BaseModel):
     vni: int
     mtu: int
     shared_with: list[str] = Field(description=SHARED_WITH)
+    nat: bool = Field(description=NAT)
     state: Literal["pending", "ready", "error", "deleting"]
     error: str | None
     operation_id: str | None
@@ -433,3 +439,45 @@ class ServiceLogs(BaseModel):
     name: str
     items: list[AccessLogEntry]
     next_cursor: str | None = None
+
+
+class ForwardCreate(Strict):
+    listen_address: str | None = Field(
+        default=None, description="an IPv4 address of the instance's host; absent: every address of the host"
+    )
+    listen_port: StrictInt = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"]
+    instance: Name
+    port: StrictInt = Field(ge=1, le=65535, description="the instance's port")
+    network: Name | None = Field(default=None, description="whose address is reached; default the first (eth0)")
+
+
+class ForwardPublic(BaseModel):
+    id: str
+    project: str
+    listen_address: str | None
+    listen_port: int
+    protocol: Literal["tcp", "udp"]
+    instance: str | None
+    network: str | None
+    address: str | None = Field(description="the instance's address the forward reaches")
+    port: int
+    host: str | None = Field(description="the host whose edge carries it: the instance's")
+    state: Literal["pending", "ready", "deleting"]
+    error: str | None
+    created_at: str
+
+
+class ForwardCreated(BaseModel):
+    forward: ForwardPublic
+    operation: OperationPublic
+
+
+class ForwardDeleting(BaseModel):
+    forward: ForwardPublic
+    operation: OperationPublic
+
+
+class ForwardList(BaseModel):
+    items: list[ForwardPublic]
+    next_cursor: str | None

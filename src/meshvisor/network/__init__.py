@@ -8,7 +8,10 @@ Public surface:
   `bridge_name` as its source and `tap_name` as its target
 - `ensure_tap`, `remove_tap` (taps.py): a VM's tap made by the platform, for a hypervisor that cannot make taps
 - `DhcpServer` (dhcp.py)
-- `ensure_guard`, `remove_guard` (guard.py): nothing is routed into or out of the bridges
+- `ensure_guard`, `remove_guard`, `Edge`, `PortForward`, `interface_setting`,
+  `set_interface_setting` (guard.py): nothing is
+  routed into or out of the bridges but what the edge lets cross (egress NAT, port forwards)
+- `default_uplink`, `local_addresses`, `port_free` (uplink.py): what NAT and forwards are checked against
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
 - `ensure_namespace`, `delete_namespace`, `namespaces` (namespaces.py): named namespaces of a host prefix
 - `guard_app_port` (app_guard.py): a meshed container's app is reached only through its sidecar
@@ -22,7 +25,7 @@ the platform layer; this package only makes one host look like what it is told.
 from .app_guard import guard_app_port
 from .attach import Attachment, attach_container, attach_namespace, detach
 from .dhcp import DhcpServer
-from .guard import ensure_guard, remove_guard
+from .guard import Edge, PortForward, ensure_guard, interface_setting, remove_guard, set_interface_setting
 from .names import bridge_name, tap_name, veth_name, vxlan_name
 from .namespaces import delete_namespace, ensure_namespace, namespaces
 from .netlink import LinkInfo, list_links, remove_links
@@ -31,12 +34,20 @@ from .security_groups import PortPolicy, Rule, apply_security_groups, parse_rule
 from .security_groups import ruleset as security_groups_ruleset
 from .spec import DEFAULT_MTU, VXLAN_PORT, NetworkSpec, gateway_mac
 from .taps import ensure_tap, remove_tap
+from .uplink import default_uplink, local_addresses, port_free
 
 __all__ = [
     "DEFAULT_MTU",
     "VXLAN_PORT",
     "Attachment",
     "DhcpServer",
+    "Edge",
+    "PortForward",
+    "default_uplink",
+    "interface_setting",
+    "local_addresses",
+    "port_free",
+    "set_interface_setting",
     "LinkInfo",
     "NetworkLinks",
     "NetworkSpec",

@@ -39,7 +39,13 @@ from meshvisor.platform.instances.steps import (
 )
 from meshvisor.platform.mesh.sidecars import reconcile_sidecars
 from meshvisor.platform.networks.security_steps import sync_security
-from meshvisor.platform.networks.steps import create_network, remove_network, remove_orphan_links, sync_networks
+from meshvisor.platform.networks.steps import (
+    create_network,
+    remove_network,
+    remove_orphan_links,
+    settle_forward,
+    sync_networks,
+)
 from meshvisor.platform.stacks.apply import apply_stack
 from meshvisor.platform.state import events, op_signals, operations, retention
 from meshvisor.platform.state.db import transaction
@@ -188,6 +194,7 @@ HANDLERS: Mapping[OperationKind, Handler] = {
     OperationKind.VOLUME_DELETE_SNAPSHOT: delete_volume_snapshot,
     OperationKind.VOLUME_DELETE: delete_volume,
     OperationKind.INSTANCE_DETACH_NETWORK: detach_network,
+    OperationKind.INSTANCE_FORWARD: settle_forward,
     OperationKind.IMAGE_CREATE: create_image,
     OperationKind.IMAGE_PUSH: push_image,
     OperationKind.IMAGE_DELETE: delete_image,

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     agent_port: int = Field(default=8443, gt=0, lt=65536)
     # A host simulated inside a network namespace (tests, demos): its bridges, VXLAN devices and veths live there.
     host_netns: str | None = None
+    # The device a `nat` network's traffic leaves through, masqueraded (default: the device of the default route
+    # in the host's namespace).
+    uplink: str | None = None
     # Retries of an operation that hit a transient error (a daemon down), with exponential back-off.
     task_retries: int = 3
     retry_backoff_s: float = 1.0

@@ -31,6 +31,7 @@ def create_network(body: NetworkCreate, rt: RuntimeDep, dispatch: DispatchDep, p
             project=project,
             host=rt.settings.host_name,
             shared_with=body.shared_with,
+            nat=body.nat,
         )
     return _accepted(dispatch, network, op)
 

@@ -51,7 +51,7 @@ from meshvisor.platform.instances.attachments import (
 )
 from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
 from meshvisor.platform.networks.security_steps import sync_security
-from meshvisor.platform.networks.steps import refresh_dhcp
+from meshvisor.platform.networks.steps import ensure_guard, refresh_dhcp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
@@ -162,6 +162,7 @@ def _settle(rt: Runtime, op: Operation) -> None:
     _move_row(rt, op.resource_id, str(op.params["target"]), op.params["placement"])
     instance = steps.load_instance(rt, op.resource_id)
     sync_security(rt)  # this host's filter now counts its taps among this host's
+    ensure_guard(rt)  # and its port forwards come here
     ensure_sidecar(rt, instance)
     steps.record_observed(rt, instance.id)
     raise HandOff(str(op.params["source"]), phase="release")
@@ -275,6 +276,7 @@ def _pool(rt: Runtime, pool_id: str) -> VolumeDriver | None:
 def _run_here(rt: Runtime, instance: Instance, start: bool) -> None:
     """The workload made on this host from its record (again: the same id), and started as it was."""
     serve_dhcp(rt, instance.id)
+    ensure_guard(rt)  # its port forwards come here
     steps.ensure_created(rt, instance)
     if start:
         ensure_taps(rt, instance.id)
@@ -298,3 +300,4 @@ def clean_here(rt: Runtime, instance_id: str, kind: InstanceKind) -> None:
     for network_id in network_ids:
         refresh_dhcp(rt, network_id)
     sync_security(rt)
+    ensure_guard(rt)  # its port forwards are another host's now, or gone

@@ -40,7 +40,7 @@ from meshvisor.platform.instances.stamp import stamp_of
 from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
 from meshvisor.platform.networks.requests import interface_order
 from meshvisor.platform.networks.security_steps import sync_security
-from meshvisor.platform.networks.steps import ensure_here, refresh_dhcp
+from meshvisor.platform.networks.steps import ensure_guard, ensure_here, refresh_dhcp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
@@ -385,10 +385,12 @@ def delete_instance(rt: Runtime, op: Operation) -> None:
 
 
 def _after_delete(rt: Runtime, network_ids: set[str]) -> None:
-    """Once an instance's row is gone: its leases go from these networks' dnsmasq, its ports from the filter."""
+    """Once an instance's row is gone: its leases go from these networks' dnsmasq, its ports from the filter, its
+    port forwards (their rows went with it) from the edge."""
     for network_id in network_ids:
         refresh_dhcp(rt, network_id)
     sync_security(rt)
+    ensure_guard(rt)
 
 
 def host_object(kind: InstanceKind) -> str:

@@ -136,6 +136,7 @@ def request_create(
     project: str = "default",
     host: str = "local",
     shared_with: object = (),
+    nat: bool = False,
 ) -> tuple[Network, Operation]:
     validate_name(name, "network name")
     net = parse_cidr(cidr)
@@ -173,6 +174,7 @@ def request_create(
         vni=vni,
         mtu=mtu,
         shared_with=shared,
+        nat=nat,
         state="pending",
         operation_id=op.id,
         version=1,
@@ -278,6 +280,7 @@ def to_dict(network: Network) -> dict[str, Any]:
         "vni": network.vni,
         "mtu": network.mtu,
         "shared_with": list(network.shared_with),
+        "nat": network.nat,
         "state": network.state,
         "error": network.error,
         "operation_id": network.operation_id,

@@ -7,8 +7,11 @@ the others converge at their next reconcile pass, or before they attach a worklo
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,11 +20,12 @@ from meshvisor import network
 from meshvisor.core.errors import MeshvisorError, PermanentError
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.hosts import registry as hosts
+from meshvisor.platform.networks import forwards
 from meshvisor.platform.networks.stamp import network_stamp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Operation
+from meshvisor.platform.state.models import Forward, Instance, Network, NetworkAddress, Operation
 
 log = logging.getLogger(__name__)
 
@@ -101,18 +105,86 @@ def dhcp_server(rt: Runtime, spec: network.NetworkSpec) -> network.DhcpServer:
 
 
 def ensure_guard(rt: Runtime) -> None:
-    """Nothing routed into or out of any of this host's networks (the guard lists every bridge by name; with no
-    network there is no guard). The rows are read and the guard written under one lock, so the last guard
-    written is of the last rows read: a periodic pass that read the networks just before one was deleted cannot
-    write its bridge back after the delete's own guard, nor remove the guard of a network being created."""
+    """Nothing routed into or out of any of this host's networks but what its edge lets cross (the guard lists
+    every bridge by name; with no network there is no guard). The rows are read and the guard written under one
+    lock (of the host, across processes: the API's worker and a periodic pass alike), so the last guard written
+    is of the last rows read: a pass that read the networks just before one was deleted cannot write its bridge
+    back after the delete's own guard, nor remove the guard of a network being created."""
     prefix, netns = rt.settings.host_prefix, rt.settings.host_netns
-    with _guard_lock:
+    with _guard_lock, _host_lock(rt, "guard"):
         with transaction(rt.sessions) as s:
             ids = list(s.scalars(select(Network.id)))
+            edge = forwards.edge(s, rt.settings.host_name, prefix, None)
+            if edge.nat:
+                edge = forwards.edge(s, rt.settings.host_name, prefix, _uplink(rt))
         if ids:
-            network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in ids], netns)
+            network.ensure_guard(prefix, [network.bridge_name(prefix, i) for i in ids], netns, edge)
         else:
             network.remove_guard(prefix, netns)
+            edge = network.Edge()
+        _ensure_forwarding(rt, [network.bridge_name(prefix, i) for i in ids], edge)
+
+
+@contextmanager
+def _host_lock(rt: Runtime, name: str) -> Iterator[None]:
+    rt.settings.run_path.mkdir(parents=True, exist_ok=True)
+    with open(rt.settings.run_path / f"{name}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield
+
+
+def _uplink(rt: Runtime) -> str | None:
+    return rt.settings.uplink or network.default_uplink(rt.settings.host_netns)
+
+
+def _ensure_forwarding(rt: Runtime, bridges: list[str], edge: network.Edge) -> None:
+    """IPv4 forwarding on exactly the bridges the edge routes (and `route_localnet` on those a forward on every
+    address reaches, 127.0.0.1 included), and on the uplink while anything is routed; the uplink's own setting
+    is kept in the run directory and given back when nothing is routed any more."""
+    netns = rt.settings.host_netns
+    routed = set(edge.nat) | {fw.bridge for fw in edge.forwards}
+    for bridge in bridges:
+        for name, on in (("forwarding", bridge in routed), ("route_localnet", bridge in edge.localnet)):
+            if network.interface_setting(bridge, name, netns) not in (None, on):
+                network.set_interface_setting(bridge, name, on, netns)
+    kept = rt.settings.run_path / "uplink-forwarding"
+    uplink = edge.uplink or (_uplink(rt) if edge.forwards else None)
+    if edge.routes and uplink is not None:
+        if not kept.exists():
+            before = network.interface_setting(uplink, "forwarding", netns)
+            kept.write_text(f"{uplink} {int(bool(before))}\n")
+        network.set_interface_setting(uplink, "forwarding", True, netns)
+    elif kept.exists():
+        device, was = kept.read_text().split()
+        network.set_interface_setting(device, "forwarding", was == "1", netns)
+        kept.unlink()
+
+
+def settle_forward(rt: Runtime, op: Operation) -> None:
+    """A forward made (checked on this host first) or removed: this host's edge from the rows, then the row
+    `ready` or gone. A forward this host refuses goes to `error` with the reason, and so does the operation."""
+    forward_id = op.params["forward"]
+    with transaction(rt.sessions) as s:
+        row = s.get(Forward, forward_id)
+        if row is None:
+            return
+        deleting, listen = row.state == "deleting", (row.listen_address or None, row.listen_port, row.protocol)
+    try:
+        if not deleting:
+            forwards.check_on_host(*listen, rt.settings.host_netns)
+        ensure_guard(rt)
+    except MeshvisorError as exc:
+        with transaction(rt.sessions) as s:
+            failed = s.get(Forward, forward_id)
+            if failed is not None and not deleting:
+                s.delete(failed)  # nothing of it is on the host; the operation keeps the reason
+        raise PermanentError(f"forward {forward_id}: {exc.message}") from exc
+    with transaction(rt.sessions) as s:
+        done = s.get(Forward, forward_id)
+        if done is not None and deleting:
+            s.delete(done)
+        elif done is not None:
+            done.state, done.error = "ready", None
 
 
 def ensure_here(rt: Runtime, network_ids: set[str]) -> None:

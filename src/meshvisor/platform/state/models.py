@@ -142,9 +142,35 @@ class Network(Versioned, Base):
     # Other projects whose instances may join it (as OpenStack shares a network with a project): a mesh call
     # between two projects travels over such a network.
     shared_with: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    # Egress NAT: traffic to addresses outside every overlay leaves masqueraded through the uplink of the
+    # instance's host.
+    nat: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     state: Mapped[str] = mapped_column(String(16), default="pending")
     error: Mapped[str | None] = mapped_column(Text, default=None)
     operation_id: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class Forward(Base):
+    """A port forward: a host address and port DNATed to an instance's address and port, on whichever host the
+    instance runs. `listen_address` "" is every address of the host; a listen port is the platform's (one forward
+    per address, port and protocol across hosts), so a forward that follows its instance never collides."""
+
+    __tablename__ = "forwards"
+    __table_args__ = (UniqueConstraint("listen_address", "listen_port", "protocol", name="uq_forwards_listen"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    instance_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("instances.id", ondelete="CASCADE"), index=True
+    )
+    network_id: Mapped[str] = mapped_column(String(32), ForeignKey("networks.id", ondelete="CASCADE"))
+    listen_address: Mapped[str] = mapped_column(String(39), default="")
+    listen_port: Mapped[int] = mapped_column(Integer)
+    protocol: Mapped[str] = mapped_column(String(8))
+    port: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | error | deleting
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class NetworkAddress(Base):

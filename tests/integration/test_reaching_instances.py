@@ -1,0 +1,218 @@
+"""Reaching out and being reached, on the real platform: egress NAT per network and port forwards, against an
+"outside" that is a network namespace this module makes (198.51.100.0/24, a documentation range, linked only to
+this host by a veth that the platform takes as its uplink; an `unreachable` route keeps the range on the machine).
+Nothing here leaves the machine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .conftest import Platform, create, delete, free_port, uplink_of, wait_op, wait_operation
+from .netns_tools import http_get, namespaces
+
+pytestmark = pytest.mark.integration
+
+OUTSIDE_RANGE = "198.51.100.0/24"
+HOST_END, OUTSIDE_END = "198.51.100.1", "198.51.100.2"
+NAT_CIDR, PLAIN_CIDR = "10.213.160.0/24", "10.213.161.0/24"
+PAGE = "page-from-outside\n"
+SERVE_HTTP = ["sh", "-c", "echo hi-from-$HOSTNAME > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+
+
+@pytest.fixture(scope="module")
+def outside(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The outside namespace, its end of the veth at 198.51.100.2 with its default route back through this host,
+    and an HTTP server there; yields the namespace's name."""
+    name, uplink = f"out{platform.prefix}", uplink_of(platform.prefix)
+    served = tmp_path_factory.mktemp("outside")
+    (served / "page.txt").write_text(PAGE)
+    with IPRoute() as ipr:
+        ipr.route("replace", dst=OUTSIDE_RANGE, type="unreachable")
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        with namespaces(name):
+            _link(name, uplink)
+            server = subprocess.Popen(
+                ["ip", "netns", "exec", name, sys.executable, "-m", "http.server", "8088", "--bind", OUTSIDE_END,
+                 "--directory", str(served)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            _wait_for(lambda: _answers(name, OUTSIDE_END, 8088), "the outside HTTP server")
+            yield name
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        with IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=uplink):
+                ipr.link("del", index=index)
+            try:
+                ipr.route("del", dst=OUTSIDE_RANGE, type="unreachable")
+            except NetlinkError:
+                pass
+
+
+def _link(name: str, uplink: str) -> None:
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=uplink, kind="veth", peer={"ifname": "eth0", "net_ns_fd": fd})
+            index = ipr.link_lookup(ifname=uplink)[0]
+            ipr.addr("add", index=index, address=HOST_END, prefixlen=30)
+            ipr.link("set", index=index, state="up")
+    finally:
+        os.close(fd)
+    with IPRoute(netns=name, flags=0) as ipr:
+        index = ipr.link_lookup(ifname="eth0")[0]
+        ipr.addr("add", index=index, address=OUTSIDE_END, prefixlen=30)
+        ipr.link("set", index=index, state="up")
+        ipr.route("add", dst="0.0.0.0/0", gateway=HOST_END)
+
+
+def _answers(ns: str, address: str, port: int) -> bool:
+    try:
+        http_get(ns, address, port, timeout=2)
+        return True
+    except OSError:
+        return False
+
+
+def _wait_for(check: Any, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+
+
+def _fetch(api: httpx.Client, instance: str, url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = api.post(
+        f"/v1/instances/{instance}/exec", json={"command": ["timeout", "10", "wget", "-q", "-O", "-", url]}
+    ).json()
+    return answer
+
+
+def _settled(api: httpx.Client, created: httpx.Response) -> dict[str, Any]:
+    """The operation of a forward's 201, once it has ended."""
+    return wait_operation(api, f"/v1/operations/{created.json()['operation']['id']}")
+
+
+def _network(api: httpx.Client, name: str, cidr: str, **body: Any) -> dict[str, Any]:
+    op = wait_op(api, api.post("/v1/networks", json={"name": name, "cidr": cidr, **body}))
+    assert op["status"] == "succeeded", op
+    network: dict[str, Any] = api.get(f"/v1/networks/{name}").json()
+    return network
+
+
+def _guard(platform: Platform) -> str:
+    done = subprocess.run(
+        ["nft", "list", "table", "inet", f"{platform.prefix}-guard"], capture_output=True, text=True, check=False
+    )
+    return done.stdout
+
+
+def _uplink_forwarding(platform: Platform) -> str:
+    return Path(f"/proc/sys/net/ipv4/conf/{uplink_of(platform.prefix)}/forwarding").read_text().strip()
+
+
+def test_a_nat_network_reaches_outside_and_a_plain_one_does_not(
+    platform: Platform, api: httpx.Client, outside: str
+) -> None:
+    url = f"http://{OUTSIDE_END}:8088/page.txt"
+    before = _uplink_forwarding(platform)
+    try:
+        assert _network(api, "natnet", NAT_CIDR, nat=True)["nat"] is True
+        assert _network(api, "plainnet", PLAIN_CIDR)["nat"] is False
+        create(api, "nat-c", networks=[{"network": "natnet"}])
+        create(api, "plain-c", networks=[{"network": "plainnet"}])
+        fetched = _fetch(api, "nat-c", url)
+        assert fetched["exit_code"] == 0 and fetched["output"] == PAGE, fetched
+        refused = _fetch(api, "plain-c", url)
+        assert refused["exit_code"] != 0 and PAGE not in refused["output"], refused
+        rules = _guard(platform)
+        assert f"ip saddr {NAT_CIDR} masquerade" in rules and PLAIN_CIDR not in rules, rules
+        assert _uplink_forwarding(platform) == "1"
+    finally:
+        for name in ("nat-c", "plain-c"):
+            delete(api, name)
+        for name in ("natnet", "plainnet"):
+            if api.get(f"/v1/networks/{name}").status_code == 200:
+                wait_op(api, api.delete(f"/v1/networks/{name}"))
+    assert "masquerade" not in _guard(platform)
+    assert _uplink_forwarding(platform) == before
+
+
+def test_a_forward_reaches_a_container_from_outside_and_from_the_host_and_goes_when_deleted(
+    platform: Platform, api: httpx.Client, outside: str
+) -> None:
+    port = free_port()
+    _network(api, "fwdnet", PLAIN_CIDR)
+    try:
+        create(api, "fwd-c", command=SERVE_HTTP, networks=[{"network": "fwdnet"}])
+        create(api, "fwd-d", command=SERVE_HTTP, networks=[{"network": "fwdnet"}])
+        made = api.post("/v1/forwards", json={"listen_port": port, "protocol": "tcp", "instance": "fwd-c",
+                                              "port": 8080})  # fmt: skip
+        assert made.status_code == 201, made.text
+        forward = made.json()["forward"]
+        assert _settled(api, made)["status"] == "succeeded"
+        forward = api.get(f"/v1/forwards/{forward['id']}").json()
+        assert forward["state"] == "ready" and forward["instance"] == "fwd-c" and forward["port"] == 8080
+        assert http_get(outside, HOST_END, port).strip() == "hi-from-fwd-c"  # from outside, through the uplink
+        for address in (HOST_END, "127.0.0.1"):  # from this host itself, on its loopback too
+            assert httpx.get(f"http://{address}:{port}/", timeout=10).text.strip() == "hi-from-fwd-c", address
+        _bad_forwards_change_nothing(api, port)
+        # a second forward goes with its instance
+        other = free_port()
+        second = api.post("/v1/forwards", json={"listen_port": other, "protocol": "tcp", "instance": "fwd-d",
+                                                "port": 8080})  # fmt: skip
+        assert second.status_code == 201, second.text
+        assert _settled(api, second)["status"] == "succeeded"
+        assert _answers(outside, HOST_END, other)
+        delete(api, "fwd-d")
+        assert f"dport {other}" not in _guard(platform)
+        assert [f["instance"] for f in api.get("/v1/forwards").json()["items"]] == ["fwd-c"]
+        gone = api.delete(f"/v1/forwards/{forward['id']}")
+        assert gone.status_code == 202, gone.text
+        assert wait_op(api, gone)["status"] == "succeeded"
+        assert api.get(f"/v1/forwards/{forward['id']}").status_code == 404
+        assert not _answers(outside, HOST_END, port)
+        assert "dnat" not in _guard(platform)
+    finally:
+        for name in ("fwd-c", "fwd-d"):
+            delete(api, name)
+        wait_op(api, api.delete("/v1/networks/fwdnet"))
+
+
+def _bad_forwards_change_nothing(api: httpx.Client, port: int) -> None:
+    listed = api.get("/v1/forwards").json()["items"]
+    base = {"listen_port": free_port(), "protocol": "tcp", "instance": "fwd-c", "port": 8080}
+    with socket.socket() as busy:  # a port something on the host listens on
+        busy.bind(("0.0.0.0", 0))
+        busy.listen(1)
+        cases = [
+            ({**base, "listen_port": port}, 409),  # another forward has it
+            ({**base, "listen_port": busy.getsockname()[1]}, 409),  # in use on the host
+            ({**base, "listen_address": "192.0.2.77"}, 400),  # not an address of the host
+            ({**base, "listen_address": "not-an-address"}, 400),
+            ({**base, "instance": "nobody"}, 404),
+            ({**base, "protocol": "icmp"}, 422),
+            ({**base, "listen_port": 0}, 422),
+            ({**base, "port": 70000}, 422),
+            ({**base, "network": "nonet"}, 404),
+        ]
+        for body, status in cases:
+            answer = api.post("/v1/forwards", json=body)
+            assert answer.status_code == status, (body, answer.text)
+            assert answer.json()["error"]["message"], answer.text
+    assert api.get("/v1/forwards").json()["items"] == listed

@@ -82,7 +82,11 @@ def runtime(db_url: str, tmp_path: Path, test_prefix: str) -> Iterator[Runtime]:
     """A runtime on the fake compute driver over a migrated database."""
     migrate(db_url)
     settings = Settings(
-        database_url=db_url, data_dir=tmp_path / "data", host_prefix=test_prefix, container_driver="fake"
+        database_url=db_url,
+        data_dir=tmp_path / "data",
+        host_prefix=test_prefix,
+        container_driver="fake",
+        uplink=f"{test_prefix}-none",  # never the machine's own uplink (a link that is not there: no effect)
     )
     rt = Runtime(settings)
     with transaction(rt.sessions) as s:

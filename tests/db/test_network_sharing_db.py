@@ -140,3 +140,23 @@ def test_a_stack_file_cannot_name_another_projects_network_yet(
     spec = "instances:\n  guest:\n    image: busybox\n    networks: [{network: net, project: pa}]\n"
     planned = api.post("/v1/stacks/s/plan", json={"spec": spec}, headers=teams["pb"])
     assert planned.status_code == 400 and "not in a stack file" in planned.text, planned.text
+
+
+def test_an_instance_name_is_one_dns_name_on_a_shared_network(
+    api: TestClient, runtime: Runtime, teams: dict[str, dict[str, str]]
+) -> None:
+    """`<instance>.<network>.meshvisor.internal` names one instance: the same name from another project on the
+    same network is refused, on create and by hot attach, and nothing is made."""
+    made = api.post(
+        "/v1/instances", json=instance_body("same", networks=[{"network": "net"}]), headers=teams["pa"]
+    )
+    assert made.status_code == 202, made.text
+    body = instance_body("same", networks=[{"network": "net", "project": "pa"}])
+    refused = api.post("/v1/instances", json=body, headers=teams["pb"])
+    assert refused.status_code == 409 and "DNS name" in refused.json()["error"]["message"], refused.text
+    assert api.get("/v1/instances", headers=teams["pb"]).json()["items"] == []
+    assert api.post("/v1/instances", json=instance_body("same"), headers=teams["pb"]).status_code == 202
+    settle(runtime, "same")
+    attach = api.post("/v1/instances/same/networks", json={"network": "net", "project": "pa"}, headers=teams["pb"])
+    assert attach.status_code == 409 and "DNS name" in attach.text, attach.text
+    assert api.get("/v1/instances/same", headers=teams["pb"]).json()["networks"] == []

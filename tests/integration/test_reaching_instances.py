@@ -1,7 +1,7 @@
-"""Reaching out and being reached, on the real platform: egress NAT per network and port forwards, against an
-"outside" that is a network namespace this module makes (198.51.100.0/24, a documentation range, linked only to
-this host by a veth that the platform takes as its uplink; an `unreachable` route keeps the range on the machine).
-Nothing here leaves the machine."""
+"""Reaching out and being reached, on the real platform: egress NAT per network, port forwards (to a container
+and to a VM) and names in DNS, against an "outside" that is a network namespace this module makes
+(198.51.100.0/24, a documentation range, linked only to this host by a veth that the platform takes as its
+uplink; an `unreachable` route keeps the range on the machine). Nothing here leaves the machine."""
 
 from __future__ import annotations
 
@@ -21,12 +21,14 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .conftest import Platform, create, delete, free_port, uplink_of, wait_op, wait_operation
 from .netns_tools import http_get, namespaces
+from .test_mesh_vm import call_path
 
 pytestmark = pytest.mark.integration
 
 OUTSIDE_RANGE = "198.51.100.0/24"
 HOST_END, OUTSIDE_END = "198.51.100.1", "198.51.100.2"
 NAT_CIDR, PLAIN_CIDR = "10.213.160.0/24", "10.213.161.0/24"
+DNS_CIDR, OTHER_CIDR = "10.213.162.0/24", "10.213.163.0/24"
 PAGE = "page-from-outside\n"
 SERVE_HTTP = ["sh", "-c", "echo hi-from-$HOSTNAME > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
 
@@ -216,3 +218,73 @@ def _bad_forwards_change_nothing(api: httpx.Client, port: int) -> None:
             assert answer.status_code == status, (body, answer.text)
             assert answer.json()["error"]["message"], answer.text
     assert api.get("/v1/forwards").json()["items"] == listed
+
+
+def _sh(api: httpx.Client, instance: str, script: str) -> dict[str, Any]:
+    answer: dict[str, Any] = api.post(
+        f"/v1/instances/{instance}/exec", json={"command": ["sh", "-c", script]}
+    ).json()
+    return answer
+
+
+def _resolves(api: httpx.Client, asker: str, name: str) -> str | None:
+    """The address `asker` finds for `name` in DNS, or None (not found)."""
+    found = _sh(api, asker, f"nslookup {name}")
+    lines = found["output"].split(f"Name:\t{name}", 1)
+    if found["exit_code"] != 0 or len(lines) < 2:
+        return None
+    return lines[1].split("Address:", 1)[1].split()[0]
+
+
+def test_instances_find_each_other_by_name_and_a_forward_reaches_a_vm(
+    platform: Platform, api: httpx.Client, outside: str, tiny: str
+) -> None:
+    _network(api, "dnsnet", DNS_CIDR)
+    _network(api, "dnsother", OTHER_CIDR)
+    try:
+        a_ip = create(api, "dns-a", command=SERVE_HTTP, networks=[{"network": "dnsnet"}])["networks"][0]["ip"]
+        create(api, "dns-b", networks=[{"network": "dnsnet"}])
+        assert _resolves(api, "dns-b", "dns-a.dnsnet.meshvisor.internal") == a_ip
+        for url in ("http://dns-a.dnsnet.meshvisor.internal:8080/", "http://dns-a:8080/"):  # the search domain
+            fetched = _fetch(api, "dns-b", url)
+            assert fetched["exit_code"] == 0 and "hi-from-dns-a" in fetched["output"], (url, fetched)
+        refused = _sh(api, "dns-b", "nslookup example.com")  # a network without nat forwards no other name
+        assert refused["exit_code"] != 0 and "REFUSED" in refused["output"], refused
+        # hot attach and detach: the name comes and goes
+        create(api, "dns-c", networks=[{"network": "dnsother"}])
+        assert wait_op(api, api.post("/v1/instances/dns-c/networks", json={"network": "dnsnet"}))["status"] == (
+            "succeeded"
+        )
+        c_ip = next(n["ip"] for n in api.get("/v1/instances/dns-c").json()["networks"] if n["network"] == "dnsnet")
+        assert _resolves(api, "dns-b", "dns-c.dnsnet.meshvisor.internal") == c_ip
+        assert wait_op(api, api.delete("/v1/instances/dns-c/networks/dnsnet"))["status"] == "succeeded"
+        assert _resolves(api, "dns-b", "dns-c.dnsnet.meshvisor.internal") is None
+        _a_vm_by_name_and_through_a_forward(platform, api, outside, tiny, a_ip)
+        delete(api, "dns-a")
+        assert _resolves(api, "dns-b", "dns-a.dnsnet.meshvisor.internal") is None
+    finally:
+        for name in ("dns-a", "dns-b", "dns-c", "dns-vm"):
+            delete(api, name)
+        for name in ("dnsnet", "dnsother"):
+            if api.get(f"/v1/networks/{name}").status_code == 200:
+                wait_op(api, api.delete(f"/v1/networks/{name}"))
+    assert "dnat" not in _guard(platform)
+
+
+def _a_vm_by_name_and_through_a_forward(
+    platform: Platform, api: httpx.Client, outside: str, tiny: str, a_ip: str
+) -> None:
+    body = {"name": "dns-vm", "kind": "vm", "image": tiny, "networks": [{"network": "dnsnet"}]}
+    assert wait_op(api, api.post("/v1/instances", json=body))["status"] == "succeeded"
+    vm_ip = api.get("/v1/instances/dns-vm").json()["networks"][0]["ip"]
+    _wait_for(lambda: f"{vm_ip}/" in api.get("/v1/instances/dns-vm/logs").json()["output"], "the VM's lease", 120)
+    assert _resolves(api, "dns-b", "dns-vm.dnsnet.meshvisor.internal") == vm_ip
+    # the guest resolves a container's name (its resolver and search domain came by DHCP)
+    asked = call_path(api, "dns-b", vm_ip, "/cgi-bin/call?dns-a.dnsnet.meshvisor.internal:8080/")
+    assert "hi-from-dns-a" in asked, asked
+    port = free_port()
+    made = api.post(
+        "/v1/forwards", json={"listen_port": port, "protocol": "tcp", "instance": "dns-vm", "port": 80}
+    )
+    assert made.status_code == 201 and _settled(api, made)["status"] == "succeeded", made.text
+    assert "dns-vm" in http_get(outside, HOST_END, port)  # the guest's own page, from outside

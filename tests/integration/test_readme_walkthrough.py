@@ -184,6 +184,7 @@ def test_readme_reaching_walkthrough_works_as_written(platform: Platform) -> Non
     assert done.returncode == 0, done.stderr
     assert out.count('"status":"succeeded"') == 6, out  # network, instance, forward, and the three deletes
     assert "hello from site" in out and '"state":"ready"' in out, out
+    assert "Address: 10.210.5.2" in out.split("site.edge.meshvisor.internal", 1)[1], out
     with platform.client() as api:
         assert api.get("/v1/forwards").json()["items"] == []
         assert api.get("/v1/networks").json()["items"] == []

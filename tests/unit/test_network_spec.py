@@ -7,7 +7,7 @@ import pytest
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import new_id
 from meshvisor.network import DEFAULT_MTU, NetworkSpec, bridge_name, gateway_mac
-from meshvisor.network.dhcp import dnsmasq_argv, hosts_file_text
+from meshvisor.network.dhcp import DnsSpec, dnsmasq_argv, hosts_file_text, names_file_text
 
 NET_ID = "0123456789abcdef0123456789abcdef"
 
@@ -91,13 +91,37 @@ def test_bad_leases_are_refused(leases: dict[str, str]) -> None:
         hosts_file_text(spec(), leases)
 
 
-def test_dnsmasq_serves_dhcp_only_static_only_on_the_bridge_only() -> None:
+def test_dnsmasq_serves_static_leases_and_the_platforms_names_only_on_the_bridge_only() -> None:
     argv = dnsmasq_argv("mv", spec(), Path("/state"))
     assert argv[0] == "dnsmasq"
-    assert "--port=0" in argv and "--bind-interfaces" in argv and "--except-interface=lo" in argv
+    assert "--bind-interfaces" in argv and "--except-interface=lo" in argv
+    assert "--no-hosts" in argv and f"--addn-hosts=/state/{NET_ID}.names" in argv
+    assert "--local=/meshvisor.internal/" in argv  # never forwarded
+    assert "--no-resolv" in argv  # other names are refused unless the network is allowed out
+    assert "--dhcp-option=option:dns-server,10.231.1.1" in argv
     assert f"--interface={bridge_name('mv', NET_ID)}" in argv
     assert "--dhcp-range=10.231.1.0,static,255.255.255.0,1h" in argv
     assert f"--dhcp-hostsfile=/state/{NET_ID}.hosts" in argv and f"--pid-file=/state/{NET_ID}.pid" in argv
     assert "--dhcp-option=option:router,10.231.1.1" in argv and "--dhcp-option=option:mtu,1450" in argv
     assert "--conf-file=/dev/null" in argv
     assert not any(a.startswith("--dhcp-range") and "static" not in a for a in argv)
+
+
+def test_a_network_allowed_out_forwards_other_names_and_hands_out_its_domain() -> None:
+    dns = DnsSpec(domain="front.meshvisor.internal", upstream=True)
+    argv = dnsmasq_argv("mv", spec(), Path("/state"), dns=dns)
+    assert "--no-resolv" not in argv and "--local=/meshvisor.internal/" in argv
+    assert "--domain=front.meshvisor.internal" in argv
+    assert "--dhcp-option=option:domain-search,front.meshvisor.internal" in argv
+
+
+def test_the_names_file_lists_each_name_with_its_address_and_refuses_what_is_not_a_name() -> None:
+    names = {"web.front.meshvisor.internal": "10.231.1.20", "db.front.meshvisor.internal": "10.231.1.10"}
+    assert names_file_text(names) == (
+        "10.231.1.10 db.front.meshvisor.internal\n10.231.1.20 web.front.meshvisor.internal\n"
+    )
+    assert names_file_text({}) == ""
+    for bad in ({"web front": "10.231.1.20"}, {"-web.front.meshvisor.internal": "10.231.1.20"},
+                {"web.front.meshvisor.internal": "10.231.1.300"}):  # fmt: skip
+        with pytest.raises(InvalidInput):
+            names_file_text(bad)

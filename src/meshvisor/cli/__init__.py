@@ -20,7 +20,7 @@ from meshvisor.core.names import validate_name
 from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
-from . import access, events, instances, resources, security, services
+from . import access, events, forwards, instances, resources, security, services
 from .client import ApiClient, ApiError
 from .output import console, fail
 from .supervisor import Children, GaveUp, interrupt_on_signals
@@ -534,6 +534,7 @@ def restore(
 app.command()(access.whoami)
 app.add_typer(instances.instances_app, name="instances")
 app.add_typer(resources.networks_app, name="networks")
+app.add_typer(forwards.forwards_app, name="forwards")
 app.add_typer(resources.volumes_app, name="volumes")
 app.add_typer(resources.operations_app, name="operations")
 app.add_typer(resources.hosts_app, name="hosts")

@@ -1,6 +1,6 @@
 """`meshvisor networks|volumes|operations|hosts`: the other resources from the shell, noun then verb.
 
-networks     create NAME --cidr [--share PROJECT]…, list, show, share NAME [PROJECT]…, delete [--force]
+networks     create NAME --cidr [--nat] [--share PROJECT]…, list, show, share NAME [PROJECT]…, delete [--force]
 volumes      create NAME --size-mb, list, show, grow NAME --size-mb, snapshot|revert NAME SNAPSHOT,
              clone NAME NEW, delete
 operations   list [--status], show ID, wait ID, cancel ID
@@ -40,7 +40,7 @@ operations_app = typer.Typer(help="Operations: list, show, wait for, cancel.", n
 hosts_app = typer.Typer(help="Hosts: list, show, cordon, uncordon, evacuate.", no_args_is_help=True)
 pools_app = typer.Typer(help="Storage pools: create, list, show, delete.", no_args_is_help=True)
 
-NETWORK = ("name", "cidr", "vni", "mtu", "state", "project", "shared_with", "error")
+NETWORK = ("name", "cidr", "vni", "mtu", "nat", "state", "project", "shared_with", "error")
 VOLUME = ("name", "size_mb", "format", "pool", "host", "state", "attached_to", "snapshots", "project")
 OPERATION = ("id", "resource_type", "resource_name", "action", "status", "error", "created_at")
 POOL = ("name", "driver", "host", "config", "quota_mb", "allocated_mb", "free_mb")
@@ -57,14 +57,15 @@ def network_create(
     share: Annotated[
         list[str] | None, typer.Option(help="another project whose instances may join it (repeat for more)")
     ] = None,
+    nat: Annotated[bool, typer.Option("--nat", help="its instances reach outside, masqueraded")] = False,
     no_wait: NoWaitOpt = False,
     project: ProjectOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a network on every host and wait until it is up."""
-    body = {k: v for k, v in {"name": name, "cidr": cidr, "vni": vni, "mtu": mtu}.items() if v is not None}
-    show(made("/v1/networks", {**body, "shared_with": share or []}, f"creating network {name}", no_wait, project),
-         output, NETWORK)  # fmt: skip
+    body: dict[str, Any] = {"name": name, "cidr": cidr, "shared_with": share or [], "nat": nat}
+    body |= {k: v for k, v in {"vni": vni, "mtu": mtu}.items() if v is not None}
+    show(made("/v1/networks", body, f"creating network {name}", no_wait, project), output, NETWORK)
 
 
 add_reads(networks_app, "/v1/networks", "network", NETWORK)

@@ -164,6 +164,8 @@ class DockerDriver:
                 },
                 environment=dict(spec.env),
                 network_mode="none",
+                dns=list(spec.dns) or None,
+                dns_search=list(spec.dns_search) or None,
                 init=True,  # tini as PID 1: signals reach the command, so `stop` is quick and zombies are reaped
                 cpu_period=CPU_PERIOD,
                 cpu_quota=int(spec.cpus * CPU_PERIOD),

@@ -141,6 +141,10 @@ class ComputeSpec:
     stamp: str = ""
     # Containers: outside the user namespace, none of Docker's capabilities dropped (a platform admin's request).
     privileged: bool = False
+    # Containers: the resolver (their first network's dnsmasq) and search domains of /etc/resolv.conf; VMs get
+    # theirs by DHCP.
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Overlay networks, the driver layer: VXLAN between hosts, a Linux bridge per network on each host, veth pairs
-into containers, the bridge's name for VMs, and static DHCP (dnsmasq) for VMs. Netlink through pyroute2.
+into containers, the bridge's name for VMs, and dnsmasq per network (static DHCP for VMs, DNS for all). Netlink
+through pyroute2.
 
 Public surface:
 - `NetworkSpec`, `ensure_network`, `delete_network`, `remotes_of` (overlay.py, spec.py)
@@ -7,10 +8,10 @@ Public surface:
 - `bridge_name`, `vxlan_name`, `veth_name`, `tap_name` (names.py): a VM's `<interface type='bridge'>` names
   `bridge_name` as its source and `tap_name` as its target
 - `ensure_tap`, `remove_tap` (taps.py): a VM's tap made by the platform, for a hypervisor that cannot make taps
-- `DhcpServer` (dhcp.py)
-- `ensure_guard`, `remove_guard`, `Edge`, `PortForward`, `interface_setting`,
-  `set_interface_setting` (guard.py): nothing is
-  routed into or out of the bridges but what the edge lets cross (egress NAT, port forwards)
+- `DhcpServer`, `DnsSpec`, `dns_name`, `DNS_DOMAIN`, `stop_stale` (dhcp.py): a network's dnsmasq (the static
+  leases of VMs, the names of every instance)
+- `ensure_guard`, `remove_guard`, `Edge`, `PortForward`, `interface_setting`, `set_interface_setting`
+  (guard.py): nothing is routed into or out of the bridges but what the edge lets cross (egress NAT, port forwards)
 - `default_uplink`, `local_addresses`, `port_free` (uplink.py): what NAT and forwards are checked against
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
 - `ensure_namespace`, `delete_namespace`, `namespaces` (namespaces.py): named namespaces of a host prefix
@@ -24,7 +25,7 @@ the platform layer; this package only makes one host look like what it is told.
 
 from .app_guard import guard_app_port
 from .attach import Attachment, attach_container, attach_namespace, detach
-from .dhcp import DhcpServer
+from .dhcp import DNS_DOMAIN, DhcpServer, DnsSpec, dns_name, stop_stale
 from .guard import Edge, PortForward, ensure_guard, interface_setting, remove_guard, set_interface_setting
 from .names import bridge_name, tap_name, veth_name, vxlan_name
 from .namespaces import delete_namespace, ensure_namespace, namespaces
@@ -40,7 +41,10 @@ __all__ = [
     "DEFAULT_MTU",
     "VXLAN_PORT",
     "Attachment",
+    "DNS_DOMAIN",
     "DhcpServer",
+    "DnsSpec",
+    "dns_name",
     "Edge",
     "PortForward",
     "default_uplink",
@@ -48,6 +52,7 @@ __all__ = [
     "local_addresses",
     "port_free",
     "set_interface_setting",
+    "stop_stale",
     "LinkInfo",
     "NetworkLinks",
     "NetworkSpec",

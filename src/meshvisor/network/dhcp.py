@@ -1,10 +1,15 @@
-"""DHCP for VMs on one network: one `dnsmasq` bound only to the network's bridge, serving static leases only.
+"""DHCP for VMs and DNS for every workload on one network: one `dnsmasq` bound only to the network's bridge (its
+gateway address), serving static leases and the platform's names only.
 
-The platform decides every address (IPAM); dnsmasq only hands each known MAC its address, the gateway and the
-network's MTU, and stays silent for any other MAC. DNS is off (`--port=0`). State lives in a directory the
-caller gives, one set of files per network:
+The platform decides every address (IPAM); dnsmasq only hands each known MAC its address, the gateway, the
+resolver (itself), the network's domain and MTU, and stays silent for any other MAC. As DNS it answers the names
+the platform gives it (`<instance>.<network>.meshvisor.internal`), never forwards a name under
+`meshvisor.internal`, and forwards other names to the host's resolver only when the network is allowed out
+(`upstream`: a `nat` network); otherwise it refuses them. State lives in a directory the caller gives, one set
+of files per network:
 
     <network id>.hosts    `mac,address` lines the platform writes (dnsmasq re-reads it on SIGHUP)
+    <network id>.names    `address name` lines the platform writes (re-read on SIGHUP too)
     <network id>.leases   what dnsmasq handed out
     <network id>.pid      dnsmasq's pid, by which `stop` ends it
     <network id>.log      dnsmasq's log
@@ -18,14 +23,17 @@ unprivileged user, so the state directory must be readable and searchable by tha
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
 import os
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from meshvisor.core.errors import InvalidInput, NotFound, PermanentError, TransientError
@@ -35,6 +43,8 @@ from .netlink import find_link, link_kind, netns_path, rtnl
 from .spec import NetworkSpec, parse_ipv4, validate_mac
 
 DNSMASQ = "dnsmasq"
+DOMAIN = DNS_DOMAIN = "meshvisor.internal"
+NAME = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 NSENTER = "nsenter"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
@@ -61,16 +71,46 @@ def hosts_file_text(spec: NetworkSpec, leases: Mapping[str, str]) -> str:
     return "".join(f"{line}\n" for line in sorted(lines))
 
 
+def dns_name(instance: str, network: str) -> str | None:
+    """`<instance>.<network>.meshvisor.internal`, or None when a name is no DNS label (a platform name may begin
+    or end with a hyphen; such an instance has no name in DNS)."""
+    name = f"{instance}.{network}.{DOMAIN}"
+    return name if NAME.fullmatch(name) else None
+
+
+def names_file_text(names: Mapping[str, str]) -> str:
+    """The addn-hosts file for `names` (name → address), sorted: the same names always give the same text."""
+    lines = []
+    for name, raw_address in names.items():
+        if not NAME.fullmatch(name):
+            raise InvalidInput(f"{name!r} is not a DNS name")
+        lines.append(f"{parse_ipv4(raw_address, f'address of {name}')} {name}")
+    return "".join(f"{line}\n" for line in sorted(lines))
+
+
 def dnsmasq_argv(
-    prefix: str, spec: NetworkSpec, state_dir: Path, lease_time: str = "1h", dnsmasq: str = DNSMASQ
+    prefix: str,
+    spec: NetworkSpec,
+    state_dir: Path,
+    lease_time: str = "1h",
+    dnsmasq: str = DNSMASQ,
+    dns: DnsSpec | None = None,
 ) -> list[str]:
-    """The dnsmasq command line for one network: DHCP only, static leases only, on the bridge only."""
+    """The dnsmasq command line for one network: static leases only, the platform's names, on the bridge only."""
     network = spec.network
     stem = state_dir / spec.network_id
+    dns = dns or DnsSpec()
     return [
         dnsmasq,
         "--conf-file=/dev/null",  # no system-wide configuration
-        "--port=0",  # no DNS
+        "--no-hosts",  # not the host's /etc/hosts either
+        f"--addn-hosts={stem}.names",
+        f"--local=/{DOMAIN}/",  # the platform's names are answered here or not at all
+        "--domain-needed",
+        "--bogus-priv",
+        *([] if dns.upstream else ["--no-resolv"]),  # other names: the host's resolver, or refused
+        *([f"--domain={dns.domain}", f"--dhcp-option=option:domain-search,{dns.domain}"] if dns.domain else []),
+        f"--dhcp-option=option:dns-server,{spec.gateway}",
         "--bind-interfaces",
         f"--interface={bridge_name(prefix, spec.network_id)}",
         "--except-interface=lo",
@@ -85,6 +125,47 @@ def dnsmasq_argv(
     ]
 
 
+def _dnsmasq_of(pid_file: Path) -> int | None:
+    """The pid of the live dnsmasq that `pid_file` names and that was started with it, else None."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return None
+    if not cmdline or not cmdline[0].endswith(b"dnsmasq") or f"--pid-file={pid_file}".encode() not in cmdline:
+        return None
+    return pid
+
+
+def stop_stale(state_dir: Path, keep: set[str]) -> list[str]:
+    """End the dnsmasq of every network in `state_dir` whose id is not in `keep` (by the pid its pid file names,
+    only if that pid is that dnsmasq), and remove its files. The ids it stopped."""
+    stopped = []
+    for pid_file in sorted(state_dir.glob("*.pid")) if state_dir.is_dir() else []:
+        if pid_file.stem in keep:
+            continue
+        pid = _dnsmasq_of(pid_file)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for suffix in (".pid", ".hosts", ".names", ".leases", ".log", ".ifindex", ".lock"):
+            pid_file.with_suffix(suffix).unlink(missing_ok=True)
+        stopped.append(pid_file.stem)
+    return stopped
+
+
+@dataclass(frozen=True)
+class DnsSpec:
+    """The network's DNS: its domain (`<network>.meshvisor.internal`, handed out by DHCP as the search domain)
+    and whether names outside the platform go to the host's resolver."""
+
+    domain: str | None = None
+    upstream: bool = False
+
+
 class DhcpServer:
     """The dnsmasq of one network on this host (in the root namespace, or in `netns` by name or path)."""
 
@@ -96,14 +177,16 @@ class DhcpServer:
         netns: str | None = None,
         lease_time: str = "1h",
         dnsmasq: str = DNSMASQ,
+        dns: DnsSpec | None = None,
     ) -> None:
         self.prefix = prefix
         self.spec = spec
         self.state_dir = Path(state_dir)
         self.netns = netns
-        self.argv = dnsmasq_argv(prefix, spec, self.state_dir, lease_time, dnsmasq)
+        self.argv = dnsmasq_argv(prefix, spec, self.state_dir, lease_time, dnsmasq, dns)
         stem = self.state_dir / spec.network_id
         self.hosts_file = stem.with_suffix(".hosts")
+        self.names_file = stem.with_suffix(".names")
         self.lease_file = stem.with_suffix(".leases")
         self.pid_file = stem.with_suffix(".pid")
         self.log_file = stem.with_suffix(".log")
@@ -113,33 +196,21 @@ class DhcpServer:
     # -- state ------------------------------------------------------------------------------------------------
     def pid(self) -> int | None:
         """dnsmasq's pid if it runs for this network (the pid file names a live dnsmasq with our pid file)."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except (OSError, ValueError):
-            return None
-        if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-            return None
-        if (
-            not cmdline
-            or not cmdline[0].endswith(b"dnsmasq")
-            or f"--pid-file={self.pid_file}".encode() not in cmdline
-        ):
-            return None
-        return pid
+        return _dnsmasq_of(self.pid_file)
 
     def running(self) -> bool:
         return self.pid() is not None
 
     # -- verbs ------------------------------------------------------------------------------------------------
-    def ensure(self, leases: Mapping[str, str]) -> int:
-        """Serve exactly `leases` (MAC → address): rewrite the hosts file and make dnsmasq re-read it (SIGHUP),
-        or start dnsmasq. Idempotent: the same leases with dnsmasq running change nothing. Returns the pid."""
-        text = hosts_file_text(self.spec, leases)
+    def ensure(self, leases: Mapping[str, str], names: Mapping[str, str] | None = None) -> int:
+        """Serve exactly `leases` (MAC → address) and `names` (name → address): rewrite the files and make
+        dnsmasq re-read them (SIGHUP), or start dnsmasq. Idempotent: the same leases and names with dnsmasq
+        running change nothing. Returns the pid."""
+        text, names_text = hosts_file_text(self.spec, leases), names_file_text(names or {})
         index = self._bridge_index()
         with self._locked():
-            changed = self._write_hosts(text)
+            changed = self._write(self.hosts_file, text)
+            changed = self._write(self.names_file, names_text) or changed
             pid = self.pid()
             if pid is not None and (self._bound_index() != index or self._cmdline(pid) != self.argv):
                 # Bound to a bridge that is gone (it would never hear the new one), or started for another spec.
@@ -179,7 +250,7 @@ class DhcpServer:
         """Stop and delete the network's state files."""
         with self._locked():
             self._stop()
-            for path in (self.hosts_file, self.lease_file, self.log_file, self.lock_file):
+            for path in (self.hosts_file, self.names_file, self.lease_file, self.log_file, self.lock_file):
                 path.unlink(missing_ok=True)
 
     @contextmanager
@@ -194,16 +265,17 @@ class DhcpServer:
                 fcntl.flock(held, fcntl.LOCK_UN)
 
     # -- helpers ----------------------------------------------------------------------------------------------
-    def _write_hosts(self, text: str) -> bool:
+    @staticmethod
+    def _write(path: Path, text: str) -> bool:
         try:
-            if self.hosts_file.read_text() == text:
+            if path.read_text() == text:
                 return False
         except FileNotFoundError:
             pass
-        tmp = self.hosts_file.with_suffix(".hosts.tmp")
+        tmp = path.with_name(f"{path.name}.tmp")
         tmp.write_text(text)
         tmp.chmod(0o644)  # dnsmasq re-reads it after dropping root
-        os.replace(tmp, self.hosts_file)
+        os.replace(tmp, path)
         return True
 
     def _bridge_index(self) -> int:

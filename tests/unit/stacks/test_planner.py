@@ -184,6 +184,16 @@ CASES: list[tuple[str, list[tuple[str, Any]], dict[str, tuple[str, dict[str, str
         [("networks.extra", {"cidr": "10.210.3.0/24"})],
         {"network.extra": ("+", {"cidr": "live", "mtu": "live"})},
     ),
+    (
+        "a new network with nat",
+        [("networks.extra", {"cidr": "10.210.3.0/24", "nat": True})],
+        {"network.extra": ("+", {"cidr": "live", "mtu": "live", "nat": "live"})},
+    ),
+    (
+        "nat turned on: replace, its instances re-attached",
+        [("networks.front.nat", True)],
+        {"network.front": ("-/+", {"nat": "replace"}), "instance.box": ("~", {"networks": "live"})},
+    ),
     ("a removed instance", [("instances.app", None)], {"instance.app": ("-", {})}),
 ]
 

@@ -17,7 +17,7 @@ from meshvisor.platform import failpoints
 from meshvisor.platform.instances.requests import attachments_of
 from meshvisor.platform.networks.requests import interface_order
 from meshvisor.platform.networks.security_steps import sync_security
-from meshvisor.platform.networks.steps import ensure_here, refresh_dhcp
+from meshvisor.platform.networks.steps import ensure_here, refresh_dnsmasq
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Operation, VolumeAttachment
@@ -107,7 +107,7 @@ def serve_dhcp(rt: Runtime, instance_id: str) -> None:
         )
     ensure_here(rt, network_ids)
     for network_id in network_ids:
-        refresh_dhcp(rt, network_id)
+        refresh_dnsmasq(rt, network_id)
     sync_security(rt)  # a VM's tap is filtered from the moment libvirt makes it
 
 
@@ -198,8 +198,8 @@ def attach_network(rt: Runtime, op: Operation) -> None:
         nic = nic_spec(rt, row, tap_made=owner is not None)
     ensure_here(rt, {network_id})
     sync_security(rt)
+    refresh_dnsmasq(rt, network_id)  # its name; a VM's lease exists before the guest asks for it
     if kind is InstanceKind.VM:
-        refresh_dhcp(rt, network_id)  # the lease exists before the guest asks for it
         if owner is not None:
             network.ensure_tap(rt.settings.host_prefix, network_id, attachment_id, owner, rt.settings.host_netns)
         _vm_driver(rt).attach_nic(op.resource_id, nic)
@@ -240,7 +240,7 @@ def _after_detach(rt: Runtime, instance_id: str, network_ids: set[str]) -> None:
     """Once the attachment's row is gone: its lease leaves these networks' dnsmasq, the instance's record
     shows its networks without it, its port leaves the filter."""
     for network_id in network_ids:
-        refresh_dhcp(rt, network_id)
+        refresh_dnsmasq(rt, network_id)
     refresh_record(rt, instance_id)
     sync_security(rt)
 

@@ -51,7 +51,7 @@ from meshvisor.platform.instances.attachments import (
 )
 from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
 from meshvisor.platform.networks.security_steps import sync_security
-from meshvisor.platform.networks.steps import ensure_guard, refresh_dhcp
+from meshvisor.platform.networks.steps import ensure_guard, refresh_dnsmasq
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
@@ -298,6 +298,6 @@ def clean_here(rt: Runtime, instance_id: str, kind: InstanceKind) -> None:
             s.scalars(select(NetworkAddress.network_id).where(NetworkAddress.instance_id == instance_id))
         )
     for network_id in network_ids:
-        refresh_dhcp(rt, network_id)
+        refresh_dnsmasq(rt, network_id)
     sync_security(rt)
     ensure_guard(rt)  # its port forwards are another host's now, or gone

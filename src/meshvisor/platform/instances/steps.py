@@ -12,6 +12,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from meshvisor import network
 from meshvisor.core.compute import SNAPSHOTS, SnapshotDriver, supports
 from meshvisor.core.errors import PermanentError
 from meshvisor.core.types import (
@@ -40,7 +41,7 @@ from meshvisor.platform.instances.stamp import stamp_of
 from meshvisor.platform.mesh.sidecars import ensure_sidecar, stop_sidecar
 from meshvisor.platform.networks.requests import interface_order
 from meshvisor.platform.networks.security_steps import sync_security
-from meshvisor.platform.networks.steps import ensure_guard, ensure_here, refresh_dhcp
+from meshvisor.platform.networks.steps import ensure_guard, ensure_here, refresh_dnsmasq
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
@@ -121,8 +122,24 @@ def spec_of(rt: Runtime, instance: Instance) -> ComputeSpec:
     if instance.kind == InstanceKind.VM.value:
         spec = vm_spec(rt, instance, spec)
     else:
-        spec = replace(spec, mounts=container_mounts(rt, instance.id))
+        dns, search = _resolver(rt, instance.id)
+        spec = replace(spec, mounts=container_mounts(rt, instance.id), dns=dns, dns_search=search)
     return spec
+
+
+def _resolver(rt: Runtime, instance_id: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A container's resolver: the dnsmasq of its first network (at that network's gateway), and the domain of
+    each of its networks to search, first network first."""
+    with transaction(rt.sessions) as s:
+        networks = s.execute(
+            select(Network.gateway, Network.name)
+            .join(NetworkAddress, NetworkAddress.network_id == Network.id)
+            .where(NetworkAddress.instance_id == instance_id, NetworkAddress.role == "instance")
+            .order_by(NetworkAddress.ifname)
+        ).all()
+    if not networks:
+        return (), ()
+    return (networks[0][0],), tuple(f"{name}.{network.DNS_DOMAIN}" for _, name in networks)
 
 
 def _env(rt: Runtime, instance: Instance) -> dict[str, str]:
@@ -388,7 +405,7 @@ def _after_delete(rt: Runtime, network_ids: set[str]) -> None:
     """Once an instance's row is gone: its leases go from these networks' dnsmasq, its ports from the filter, its
     port forwards (their rows went with it) from the edge."""
     for network_id in network_ids:
-        refresh_dhcp(rt, network_id)
+        refresh_dnsmasq(rt, network_id)
     sync_security(rt)
     ensure_guard(rt)
 

@@ -229,6 +229,7 @@ def allocate(
     session: Session, network: Network, instance_id: str, requested: object = None, ifname: str = "eth0"
 ) -> NetworkAddress:
     """An address for an instance's interface `ifname`: the one asked for, or the lowest free one."""
+    _check_dns_name(session, network, instance_id)
     net = ipaddress.IPv4Network(network.cidr)
     used = set(session.scalars(select(NetworkAddress.address).where(NetworkAddress.network_id == network.id)))
     if requested is not None:
@@ -262,6 +263,25 @@ def allocate(
     except IntegrityError:
         raise Conflict(f"ip {chosen} was just taken on network {name!r}; try again") from None
     return row
+
+
+def _check_dns_name(session: Session, network: Network, instance_id: str) -> None:
+    """An instance's DNS name on a network (`<instance>.<network>.meshvisor.internal`) is its own: on a network
+    shared with other projects, an instance of the same name from another project is refused."""
+    instance = session.get(Instance, instance_id)
+    if instance is None:
+        return
+    holder = session.scalar(
+        select(Instance.project)
+        .join(NetworkAddress, NetworkAddress.instance_id == Instance.id)
+        .where(NetworkAddress.network_id == network.id, Instance.name == instance.name, Instance.id != instance_id)
+        .limit(1)
+    )
+    if holder is not None:
+        raise Conflict(
+            f"an instance named {instance.name!r} (of project {holder!r}) is already on network {network.name!r}:"
+            " its DNS name would be taken twice"
+        )
 
 
 def random_mac() -> str:

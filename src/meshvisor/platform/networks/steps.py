@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from meshvisor import network
-from meshvisor.core.errors import MeshvisorError, PermanentError
+from meshvisor.core.errors import MeshvisorError, NotFound, PermanentError
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.networks import forwards
@@ -55,6 +55,7 @@ def create_network(rt: Runtime, op: Operation) -> None:
         spec = network_spec(rt, s, net)
     ensure_guard(rt)  # before the bridge gets its gateway address
     network.ensure_network(rt.settings.host_prefix, spec, rt.settings.host_netns)
+    refresh_dnsmasq(rt, op.resource_id)  # its DNS answers from the start
     with transaction(rt.sessions) as s:
         current = s.get(Network, op.resource_id)
         assert current is not None
@@ -100,8 +101,8 @@ def remove_network(rt: Runtime, op: Operation) -> None:
     ensure_guard(rt)
 
 
-def dhcp_server(rt: Runtime, spec: network.NetworkSpec) -> network.DhcpServer:
-    return network.DhcpServer(rt.settings.host_prefix, spec, rt.settings.dhcp_dir, rt.settings.host_netns)
+def dhcp_server(rt: Runtime, spec: network.NetworkSpec, dns: network.DnsSpec | None = None) -> network.DhcpServer:
+    return network.DhcpServer(rt.settings.host_prefix, spec, rt.settings.dhcp_dir, rt.settings.host_netns, dns=dns)
 
 
 def ensure_guard(rt: Runtime) -> None:
@@ -210,38 +211,36 @@ def sync_networks(rt: Runtime) -> int:
     for spec in specs:
         try:
             network.ensure_network(rt.settings.host_prefix, spec, rt.settings.host_netns)
+            refresh_dnsmasq(rt, spec.network_id)  # names of instances made on other hosts since the last pass
             done += 1
         except MeshvisorError as exc:
             log.warning("reconcile: network %s not converged: %s", spec.network_id, exc.message)
     return done
 
 
-def refresh_dhcp(rt: Runtime, network_id: str) -> None:
-    """dnsmasq on this host serves the static leases of this host's VMs on the network (and no others)."""
+def refresh_dnsmasq(rt: Runtime, network_id: str) -> None:
+    """This host's dnsmasq of the network, up to date: the static leases of this host's VMs on it, and the DNS
+    name of every instance on it, on any host (`<instance>.<network>.meshvisor.internal`). A network whose
+    bridge this host has not made yet is left to the pass that makes it."""
     with transaction(rt.sessions) as s:
         net = s.get(Network, network_id)
         if net is None:
             return
         spec = network_spec(rt, s, net)
-        leases = {
-            str(row.mac): row.address
-            for row in s.scalars(
-                select(NetworkAddress)
-                .join(Instance, Instance.id == NetworkAddress.instance_id)
-                .where(
-                    NetworkAddress.network_id == network_id,
-                    NetworkAddress.role == "instance",
-                    Instance.kind == InstanceKind.VM.value,
-                    Instance.host == rt.settings.host_name,
-                )
-            )
-        }
-    server = dhcp_server(rt, spec)
-    if leases:
-        rt.settings.dhcp_dir.mkdir(parents=True, exist_ok=True)
-        server.ensure(leases)
-    else:
-        server.remove()
+        dns = network.DnsSpec(domain=f"{net.name}.{network.DNS_DOMAIN}", upstream=net.nat)
+        rows = s.execute(
+            select(NetworkAddress.mac, NetworkAddress.address, Instance.name, Instance.kind, Instance.host)
+            .join(Instance, Instance.id == NetworkAddress.instance_id)
+            .where(NetworkAddress.network_id == network_id, NetworkAddress.role == "instance")
+        ).all()
+        here, vm = rt.settings.host_name, InstanceKind.VM.value
+        leases = {str(mac): address for mac, address, _, kind, host in rows if kind == vm and host == here}
+        names = {n: address for _, address, name, _, _ in rows if (n := network.dns_name(name, net.name))}
+    rt.settings.dhcp_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dhcp_server(rt, spec, dns).ensure(leases, names)
+    except NotFound as exc:
+        log.info("dnsmasq of network %s waits for its bridge here: %s", network_id, exc.message)
 
 
 def remove_orphan_links(rt: Runtime) -> int:
@@ -261,6 +260,8 @@ def remove_orphan_links(rt: Runtime) -> int:
     }
     stray = [link.name for link in network.list_links(prefix, netns) if link.name not in wanted]
     removed = network.remove_links(prefix, stray, netns) if stray else []
+    for network_id in network.stop_stale(rt.settings.dhcp_dir, set(network_ids)):
+        log.warning("reconcile: stopped the dnsmasq of network %s, which is gone", network_id)
     ensure_guard(rt)
     for name in removed:
         log.warning("reconcile: removed orphan link %s", name)

@@ -6,7 +6,7 @@ instance        live (`~`): container cpus and memory_mb (PATCH), restart_policy
                 may only apply them at the next boot)
                 replace (`-/+`): kind, image, host, placement, command, env, mesh, disk_mb, cloud_init, max_cpus,
                 max_memory_mb; a VM's cpus or memory beyond its maxima; a container's volumes (bound at create)
-network         replace: cidr, vni, mtu (a network is only ever created or deleted)
+network         replace: cidr, vni, mtu, nat (a network is only ever created or deleted)
 security_group  live: description, rules (PUT)
 volume          live: size_mb growth (PATCH); replace: format, filesystem, pool, image; shrinking is an error
 service         live: policy, ingress_port (PUT)
@@ -45,7 +45,7 @@ TABLE: dict[str, dict[str, Effect]] = {
         "volumes": "live",
         "state": "live",
     },
-    "network": {"cidr": "replace", "vni": "replace", "mtu": "replace"},
+    "network": {"cidr": "replace", "vni": "replace", "mtu": "replace", "nat": "replace"},
     "security_group": {"description": "live", "rules": "live"},
     "volume": {
         "size_mb": "live",

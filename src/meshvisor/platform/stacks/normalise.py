@@ -103,7 +103,7 @@ def wanted(kind: str, res: Resource) -> Attrs:
     if isinstance(res, Instance):
         return _instance(res)
     if isinstance(res, Network):
-        return {"cidr": _cidr(res.cidr), "vni": res.vni, "mtu": res.mtu or DEFAULT_MTU}
+        return {"cidr": _cidr(res.cidr), "vni": res.vni, "mtu": res.mtu or DEFAULT_MTU, "nat": res.nat or None}
     if isinstance(res, SecurityGroup):
         return {"description": res.description, "rules": _rules(r.model_dump() for r in res.rules)}
     if isinstance(res, Volume):
@@ -276,7 +276,12 @@ def observed(kind: str, obj: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
             "state": RUN_STATES.get(str(got.get("state", "running")), str(got.get("state"))),
         }
     if kind == "network":
-        return {"cidr": _cidr(take("cidr")), "vni": take("vni"), "mtu": take("mtu", DEFAULT_MTU)}
+        return {
+            "cidr": _cidr(take("cidr")),
+            "vni": take("vni"),
+            "mtu": take("mtu", DEFAULT_MTU),
+            "nat": take("nat") or None,  # off is no attribute, as in stacks planned before it existed
+        }
     if kind == "security_group":
         return {"description": take("description", "") or "", "rules": _rules(take("rules", []) or [])}
     if kind == "volume":

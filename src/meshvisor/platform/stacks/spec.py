@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from meshvisor.core import instance_rules as rules
 from meshvisor.mesh.model import validate_policy
@@ -100,6 +100,7 @@ class Network(Resource):
     cidr: str = Field(description="IPv4, host bits zero, /29 or larger")
     vni: Annotated[int, Field(ge=1, le=2**24 - 1)] | None = Field(default=None, description="default: any free")
     mtu: Annotated[int, Field(ge=576, le=8950)] | None = Field(default=None, description="default 1450")
+    nat: StrictBool = Field(default=False, description="egress NAT through the uplink of each instance's host")
 
     @field_validator("cidr")
     @classmethod

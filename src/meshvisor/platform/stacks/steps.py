@@ -111,7 +111,9 @@ def create(ctx: Context, kind: str, name: str, res: stack_spec.Resource) -> None
     settings, project = ctx.settings, ctx.project
     if isinstance(res, stack_spec.Network):
         ctx.step(
-            lambda s: networks.request_create(s, name, res.cidr, res.vni, res.mtu, project, settings.host_name)[1],
+            lambda s: networks.request_create(
+                s, name, res.cidr, res.vni, res.mtu, project, settings.host_name, nat=res.nat
+            )[1],
             record=True,
         )
     elif isinstance(res, stack_spec.Volume):

@@ -87,9 +87,10 @@ def test_instances_and_volumes_run_on_their_host() -> None:
 def test_failure_policies() -> None:
     """As the reconciler's `_fail` had them: an instance goes to error, an image, network or volume only when
     it was being created or deleted, and a stack (or any other operation) only lets go of its lock. A migration
-    that fails puts its instance back itself: it only lets go."""
+    that fails puts its instance back itself, and a port forward that fails leaves the instance as it was (the
+    operation says why): both only let go."""
     for kind in OperationKind:
-        if kind is OperationKind.INSTANCE_MIGRATE:
+        if kind in (OperationKind.INSTANCE_MIGRATE, OperationKind.INSTANCE_FORWARD):
             expected = OnFailure.UNLOCK
         elif kind.resource is ResourceType.INSTANCE:
             expected = OnFailure.INSTANCE_ERROR

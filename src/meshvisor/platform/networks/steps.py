@@ -163,7 +163,8 @@ def _ensure_forwarding(rt: Runtime, bridges: list[str], edge: network.Edge) -> N
 
 def settle_forward(rt: Runtime, op: Operation) -> None:
     """A forward made (checked on this host first) or removed: this host's edge from the rows, then the row
-    `ready` or gone. A forward this host refuses goes to `error` with the reason, and so does the operation."""
+    `ready` or gone. A forward this host refuses goes (nothing of it is on the host); the operation fails with
+    the reason."""
     forward_id = op.params["forward"]
     with transaction(rt.sessions) as s:
         row = s.get(Forward, forward_id)
@@ -179,6 +180,8 @@ def settle_forward(rt: Runtime, op: Operation) -> None:
             failed = s.get(Forward, forward_id)
             if failed is not None and not deleting:
                 s.delete(failed)  # nothing of it is on the host; the operation keeps the reason
+            elif failed is not None:
+                failed.error = exc.message  # still `deleting`: a delete asked again tries again
         raise PermanentError(f"forward {forward_id}: {exc.message}") from exc
     with transaction(rt.sessions) as s:
         done = s.get(Forward, forward_id)

@@ -168,8 +168,8 @@ class Forward(Base):
     listen_port: Mapped[int] = mapped_column(Integer)
     protocol: Mapped[str] = mapped_column(String(8))
     port: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | error | deleting
-    error: Mapped[str | None] = mapped_column(Text, default=None)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | ready | deleting
+    error: Mapped[str | None] = mapped_column(Text, default=None)  # why its removal failed
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

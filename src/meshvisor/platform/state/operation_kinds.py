@@ -128,7 +128,8 @@ class OperationKind(Enum):
     INSTANCE_DETACH_NETWORK = ResourceType.INSTANCE, OperationAction.DETACH_NETWORK, OnFailure.INSTANCE_ERROR
     INSTANCE_ATTACH_VOLUME = ResourceType.INSTANCE, OperationAction.ATTACH_VOLUME, OnFailure.INSTANCE_ERROR
     INSTANCE_DETACH_VOLUME = ResourceType.INSTANCE, OperationAction.DETACH_VOLUME, OnFailure.INSTANCE_ERROR
-    # A port forward of the instance made or removed on its host (the forward's row says which, and its error).
+    # A port forward of the instance made or removed on its host (the forward's row says which); one its host
+    # refuses goes, and the operation says why: the instance is as it was.
     INSTANCE_FORWARD = ResourceType.INSTANCE, OperationAction.FORWARD, OnFailure.UNLOCK
     # A migration that fails puts the instance back on its host itself (`instances.migration`).
     INSTANCE_MIGRATE = ResourceType.INSTANCE, OperationAction.MIGRATE, OnFailure.UNLOCK

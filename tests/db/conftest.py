@@ -66,7 +66,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with engine.begin() as conn:
         conn.execute(
             text(
-                "TRUNCATE forwards, stack_plans, stacks, services, volume_attachments, volumes, storage_pools,"
+                "TRUNCATE forwards, gateway_routes, stack_plans, stacks, services, volume_attachments, volumes,"
+                " storage_pools,"
                 " instance_security_groups, security_groups,"
                 " hosts, network_addresses, networks, instances, images, operations, events, api_tokens,"
                 " audit_entries"

@@ -205,6 +205,9 @@ UNDERLAY_A, UNDERLAY_B, UNDERLAY_PREFIXLEN = "10.213.255.1", "10.213.255.2", 30
 HOST_B = "hostb"
 
 
+GATEWAY_ADDRESS = "198.51.100.1"  # this host's end of the link to the tests' "outside" (a documentation range)
+
+
 def uplink_of(prefix: str) -> str:
     """The platform's uplink in the tests: the root end of the veth to the "outside" namespace, when one is made
     (not `<prefix>-…`: the platform's clean-up must not take it for one of its links)."""
@@ -281,6 +284,10 @@ def _platform(vm_test_dir: Path, prefix: str, host_b: str) -> Iterator[Platform]
         # NAT leaves only through the link to the tests' "outside" namespace (test_reaching_instances.py), never
         # through the machine's own uplink
         "MESHVISOR_UPLINK": uplink_of(prefix),
+        # the gateway listens on this host's end of that link: only while that link is there (the tests make
+        # gateway routes only then)
+        "MESHVISOR_GATEWAY_ADDRESS": GATEWAY_ADDRESS,
+        "MESHVISOR_GATEWAY_PORT": str(free_port()),
         # hundreds of small containers on one small machine (the overload test makes 500)
         "MESHVISOR_CPU_OVERCOMMIT": "1000",
         "MESHVISOR_MEMORY_OVERCOMMIT": "100",

@@ -19,16 +19,19 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .conftest import Platform, create, delete, free_port, uplink_of, wait_op, wait_operation
+from .conftest import GATEWAY_ADDRESS, Platform, create, delete, free_port, uplink_of, wait_op, wait_operation
 from .netns_tools import http_get, namespaces
 from .test_mesh_vm import call_path
+from .test_readme_walkthrough import run_section
 
 pytestmark = pytest.mark.integration
 
 OUTSIDE_RANGE = "198.51.100.0/24"
-HOST_END, OUTSIDE_END = "198.51.100.1", "198.51.100.2"
+HOST_END, OUTSIDE_END = GATEWAY_ADDRESS, "198.51.100.2"
 NAT_CIDR, PLAIN_CIDR = "10.213.160.0/24", "10.213.161.0/24"
 DNS_CIDR, OTHER_CIDR = "10.213.162.0/24", "10.213.163.0/24"
+GATEWAY_CIDR = "10.213.164.0/24"
+SHOP = "shop.example.test"
 PAGE = "page-from-outside\n"
 SERVE_HTTP = ["sh", "-c", "echo hi-from-$HOSTNAME > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
 
@@ -288,3 +291,81 @@ def _a_vm_by_name_and_through_a_forward(
     )
     assert made.status_code == 201 and _settled(api, made)["status"] == "succeeded", made.text
     assert "dns-vm" in http_get(outside, HOST_END, port)  # the guest's own page, from outside
+
+
+def _https(platform: Platform, outside: str, host: str, path: str, ca: Path) -> tuple[int, str]:
+    """GET https://<host>:<gateway port><path> from the outside namespace, the gateway's address given for the
+    name, verified against `ca`: the status and body (0: no answer)."""
+    port = platform.env["MESHVISOR_GATEWAY_PORT"]
+    done = subprocess.run(
+        ["ip", "netns", "exec", outside, "curl", "-s", "--max-time", "10", "--cacert", str(ca), "--resolve",
+         f"{host}:{port}:{HOST_END}", "-w", "\n%{http_code}", f"https://{host}:{port}{path}"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    body, _, status = done.stdout.rpartition("\n")
+    return int(status or 0), body
+
+
+def test_the_gateway_serves_https_by_host_name_to_the_outside_with_the_services_policy(
+    platform: Platform, api: httpx.Client, outside: str, tmp_path: Path
+) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("".join(root["pem"] for root in api.get("/v1/mesh/ca").json()["roots"]))
+    _network(api, "gwnet", GATEWAY_CIDR)
+    try:
+        create(api, "gw-shop", command=SERVE_HTTP, networks=[{"network": "gwnet"}],
+               mesh={"service": "gw-shop", "port": 8080})  # fmt: skip
+        made = api.post("/v1/gateway/routes", json={"name": "shop", "host": SHOP, "path_prefix": "/shop/",
+                                                    "service": "gw-shop", "rewrite": "/"})  # fmt: skip
+        assert made.status_code == 201, made.text
+        _bad_routes_change_nothing(api)
+        _wait_for(lambda: _https(platform, outside, SHOP, "/shop/", ca)[0] == 200, "the gateway's route", 60)
+        status, body = _https(platform, outside, SHOP, "/shop/index.html", ca)  # verified against the CA
+        assert (status, body.strip()) == (200, "hi-from-gw-shop")
+        assert _https(platform, outside, SHOP, "/elsewhere", ca)[0] == 404  # no route for that path
+        # the service's own policy applies to what comes in through the gateway
+        put = api.put(
+            "/v1/services/gw-shop", json={"policy": {"rate_limit": {"tokens_per_second": 1, "burst": 1}}}
+        )
+        assert put.status_code == 200, put.text
+        _wait_for(lambda: 429 in [_https(platform, outside, SHOP, "/shop/", ca)[0] for _ in range(4)], "a 429", 60)
+        log = platform.run_dir / "local" / "sidecars" / f"{platform.prefix}-ingress" / "access-gateway.log"
+        _wait_for(lambda: '"path":"/shop/index.html"' in log.read_text().replace(" ", ""), "the access log", 30)
+        assert api.delete("/v1/gateway/routes/shop").status_code == 204
+        _wait_for(lambda: _https(platform, outside, SHOP, "/shop/", ca)[0] == 0, "the gateway to close", 60)
+    finally:
+        api.delete("/v1/gateway/routes/shop")
+        delete(api, "gw-shop")
+        api.delete("/v1/services/gw-shop")
+        wait_op(api, api.delete("/v1/networks/gwnet"))
+
+
+def _bad_routes_change_nothing(api: httpx.Client) -> None:
+    base = {"name": "other", "host": "other.example.test", "path_prefix": "/", "service": "gw-shop"}
+    for change, status in (
+        ({"service": "nobody"}, 404),  # no such service
+        ({"host": "Bad_Host!"}, 422),
+        ({"path_prefix": "no-slash"}, 422),
+        ({"rewrite": "x"}, 422),
+        ({"host": SHOP, "path_prefix": "/shop/"}, 409),  # routed already
+        ({"name": "shop"}, 409),  # the name is taken
+    ):
+        answer = api.post("/v1/gateway/routes", json={**base, **change})
+        assert answer.status_code == status, (change, answer.text)
+    assert [r["name"] for r in api.get("/v1/gateway/routes").json()["items"]] == ["shop"]
+    assert api.delete("/v1/services/gw-shop").status_code == 409  # a route names it
+
+
+def test_the_readme_gateway_walkthrough_works_as_written(platform: Platform, outside: str) -> None:
+    """The README's gateway lines, the gateway at this platform's address and port (on the link to the outside
+    namespace, which is up for this module)."""
+    port = platform.env["MESHVISOR_GATEWAY_PORT"]
+    done = run_section(
+        platform, "Through the gateway", 300, {"GATEWAY=127.0.0.1:9443": f"GATEWAY={HOST_END}:{port}"}
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count('"status":"succeeded"') == 4, done.stdout  # network, instance, their deletes
+    assert "hello from shop" in done.stdout and '"service":"shop"' in done.stdout, done.stdout
+    with platform.client() as api:
+        assert api.get("/v1/gateway/routes").json()["items"] == []
+        assert api.get("/v1/services/shop").status_code == 404

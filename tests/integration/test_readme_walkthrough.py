@@ -26,20 +26,25 @@ def walkthrough_script() -> str:
     return section_script("Walk-through with curl")
 
 
-def run_section(platform: Platform, title: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def run_section(
+    platform: Platform, title: str, timeout: float, changes: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """A later section of the README, run after the set-up lines of the first walk-through (token, address,
-    `run`), with the README's addresses (10.210.0.0/16) unreachable from the machine meanwhile."""
+    `run`), with the README's addresses (10.210.0.0/16) unreachable from the machine meanwhile; `changes`
+    replace text of the section (this platform's own addresses for the README's defaults)."""
     from pyroute2 import IPRoute
 
     setup = walkthrough_script().split('\ncurl -s "${H[@]}" $API/v1/images', 1)[0]
     setup = setup.replace("TOKEN=$(cat var/admin.token)", f"TOKEN={platform.token}")
     setup = setup.replace("API=http://127.0.0.1:8000", f"API={platform.url}")
+    script = section_script(title)
+    for old, new in (changes or {}).items():
+        assert old in script, old
+        script = script.replace(old, new)
     with IPRoute() as ipr:
         ipr.route("replace", dst="10.210.0.0/16", type="unreachable")
     try:
-        return subprocess.run(
-            ["bash", "-c", setup + section_script(title)], capture_output=True, text=True, timeout=timeout
-        )
+        return subprocess.run(["bash", "-c", setup + script], capture_output=True, text=True, timeout=timeout)
     finally:
         with IPRoute() as ipr:
             ipr.route("del", dst="10.210.0.0/16", type="unreachable")

@@ -24,6 +24,7 @@ from .routers import audit as audit_routes
 from .routers import (
     events,
     forwards,
+    gateway,
     health,
     hosts,
     images,
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         forwards,
         security_groups,
         services,
+        gateway,
         mesh_ca,
         stacks,
         volumes,

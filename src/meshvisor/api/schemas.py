@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from meshvisor.core.types import Action, InstanceKind
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest, Name
+from meshvisor.platform.mesh.gateway import HOST_NAME_PATTERN, PATH_PATTERN
 from meshvisor.platform.networks.requests import MAX_SHARED_WITH
 from meshvisor.platform.volumes.requests import ACTIONS as VOLUME_ACTIONS
 
@@ -480,4 +481,35 @@ class ForwardDeleting(BaseModel):
 
 class ForwardList(BaseModel):
     items: list[ForwardPublic]
+    next_cursor: str | None
+
+
+class GatewayRouteCreate(Strict):
+    name: Name
+    service: Name = Field(description="a service of the project: its policy applies, with `ingress` as caller")
+    host: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=HOST_NAME_PATTERN,
+        description="the host name it answers; absent: any",
+    )
+    path_prefix: str = Field(default="/", pattern=PATH_PATTERN, description="the paths it takes")
+    rewrite: str | None = Field(
+        default=None, pattern=PATH_PATTERN, description="the prefix as the service sees it"
+    )
+
+
+class GatewayRoutePublic(BaseModel):
+    id: str
+    name: str
+    project: str
+    host: str | None
+    path_prefix: str
+    service: str
+    rewrite: str | None
+    created_at: str
+
+
+class GatewayRouteList(BaseModel):
+    items: list[GatewayRoutePublic]
     next_cursor: str | None

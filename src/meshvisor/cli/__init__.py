@@ -20,7 +20,7 @@ from meshvisor.core.names import validate_name
 from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
-from . import access, events, forwards, instances, resources, security, services
+from . import access, events, forwards, gateway, instances, resources, security, services
 from .client import ApiClient, ApiError
 from .output import console, fail
 from .supervisor import Children, GaveUp, interrupt_on_signals
@@ -541,6 +541,7 @@ app.add_typer(resources.hosts_app, name="hosts")
 app.add_typer(security.groups_app, name="security-groups")
 app.add_typer(resources.pools_app, name="storage-pools")
 app.add_typer(services.services_app, name="services")
+app.add_typer(gateway.routes_app, name="gateway-routes")
 app.command("events")(events.events)
 app.add_typer(access.tokens_app, name="tokens")
 app.add_typer(access.projects_app, name="projects")

@@ -173,6 +173,29 @@ def allow_problem(entry: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class GatewayRoute:
+    """Requests for `host` (None: any host) whose path starts with `path_prefix` go to `project`'s `service`,
+    the prefix replaced by `rewrite` when one is given."""
+
+    path_prefix: str
+    service: str
+    project: str = DEFAULT_PROJECT
+    host: str | None = None
+    rewrite: str | None = None
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """An ingress gateway's API-gateway listener: on `address:port`, terminating TLS with `tls` (certificate
+    chain and key, PEM) when given, routing by host name and path prefix."""
+
+    address: str
+    port: int
+    routes: tuple[GatewayRoute, ...] = ()
+    tls: tuple[bytes, bytes] | None = None
+
+
+@dataclass(frozen=True)
 class Sidecar:
     node_id: str
     service: str  # the identity it serves with, in `project`
@@ -189,6 +212,8 @@ class Sidecar:
     # False for a gateway that only calls out (the hosts' ingress): no inbound listener, no app.
     inbound: bool = True
     project: str = DEFAULT_PROJECT
+    # The hosts' ingress: its routes by host name and path prefix, when any are declared.
+    gateway: Gateway | None = None
 
 
 _SECTIONS: dict[str, type] = {

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     agent_port: int = Field(default=8443, gt=0, lt=65536)
     # A host simulated inside a network namespace (tests, demos): its bridges, VXLAN devices and veths live there.
     host_netns: str | None = None
+    # The hosts' ingress gateway as an API gateway (its routes: `/v1/gateway/routes`): where it listens on each
+    # host, and whether it terminates TLS with a certificate of the platform CA for the routes' host names.
+    gateway_address: str = "127.0.0.1"
+    gateway_port: int = Field(default=9443, gt=0, lt=65536)
+    gateway_tls: bool = True
     # The device a `nat` network's traffic leaves through, masqueraded (default: the device of the default route
     # in the host's namespace).
     uplink: str | None = None

@@ -22,6 +22,7 @@ class CaRoot(BaseModel):
     subject: str
     not_after: str
     role: str  # signing | staged | retired
+    pem: str = Field(description="the root certificate: what a client of the ingress gateway's HTTPS trusts")
 
 
 class CaPublic(BaseModel):

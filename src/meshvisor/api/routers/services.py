@@ -25,7 +25,7 @@ def create_service(body: ServiceCreate, rt: RuntimeDep, project: ProjectDep) -> 
 
 
 def _reserved(settings: Settings) -> tuple[int, ...]:
-    return (settings.api_port, settings.xds_port)
+    return (settings.api_port, settings.xds_port, settings.gateway_port)
 
 
 @router.get("", response_model=ServicePage)

@@ -13,13 +13,25 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 
 from meshvisor.core.errors import InvalidInput
 
-from ..model import Policy, Service, Sidecar, Upstream
+from ..model import Gateway, Policy, Service, Sidecar, Upstream
 from .clusters import app_cluster, upstream_cluster, zipkin_cluster
 from .endpoints import load_assignment
-from .listeners import inbound_listener, outbound_listener
-from .names import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET, ZIPKIN_CLUSTER, Resources, upstream_ref
-from .routes import inbound_route, outbound_route, refused_route
-from .tls import secrets
+from .listeners import gateway_listener, inbound_listener, outbound_listener
+from .names import (
+    CLUSTER,
+    ENDPOINT,
+    GATEWAY_ROUTE,
+    GATEWAY_SECRET,
+    LISTENER,
+    PUSH_ORDER,
+    ROUTE,
+    SECRET,
+    ZIPKIN_CLUSTER,
+    Resources,
+    upstream_ref,
+)
+from .routes import gateway_route, inbound_route, outbound_route, refused_route
+from .tls import gateway_secret, secrets
 
 T = TypeVar("T")
 
@@ -85,11 +97,13 @@ def sidecar_resources(
         if service is None:
             raise InvalidInput(f"sidecar {sidecar.node_id}: unknown upstream service {upstream.service!r}")
         build.add_upstream(upstream, service)
+    if sidecar.gateway is not None:
+        build.add_gateway(sidecar.gateway, services, projects or {})
     if zipkin is not None:
         build.out[CLUSTER][ZIPKIN_CLUSTER] = build.shared(
             ("zipkin", zipkin), functools.partial(zipkin_cluster, zipkin)
         )
-    if sidecar.inbound or sidecar.upstreams:  # only what its listeners and clusters name: an idle ingress
+    if sidecar.inbound or set(build.out[CLUSTER]) - {ZIPKIN_CLUSTER}:  # what its clusters name: an idle ingress
         found = build.shared(
             ("secrets", cert_pem, key_pem, bundle_pem), functools.partial(secrets, cert_pem, key_pem, bundle_pem)
         )
@@ -126,6 +140,34 @@ class _Assembly:
 
     def add_upstream(self, upstream: Upstream, service: Service) -> None:
         """Clusters and load assignments (all endpoints, then one per split version), route and listener."""
+        ref = self._add_clusters(service)
+        route = self.shared(
+            ("route", id(service), ref), functools.partial(outbound_route, service, ref), pin=service
+        )
+        self.out[ROUTE][route.name] = route
+        self._add_outbound_listener(upstream, ref)
+
+    def add_gateway(
+        self, gateway: Gateway, services: Mapping[str, Service], projects: Mapping[str, Mapping[str, Service]]
+    ) -> None:
+        """The gateway's listener and routes, and the clusters of the services they name (a route whose service
+        is gone is left out: its requests find no route, 404)."""
+        routes = []
+        for route in gateway.routes:
+            found = (services if route.project == self.sidecar.project else projects.get(route.project, {})).get(
+                route.service
+            )
+            if found is not None:
+                routes.append((route, found, self._add_clusters(found)))
+        self.out[ROUTE][GATEWAY_ROUTE] = gateway_route(routes)
+        listener = gateway_listener(gateway, tracing=self.tracing)
+        self.out[LISTENER][listener.name] = listener
+        if gateway.tls is not None:
+            self.out[SECRET][GATEWAY_SECRET] = gateway_secret(*gateway.tls)
+
+    def _add_clusters(self, service: Service) -> str:
+        """The clusters and load assignments of `service` (all endpoints, then one per split version); the name
+        this sidecar's resources give it."""
         car, trust_domain = self.sidecar, self.trust_domain
         ref = upstream_ref(service.name, service.project, car.project)
         versions: list[str | None] = [None, *sorted(service.policy.splits)]
@@ -141,11 +183,7 @@ class _Assembly:
                 functools.partial(_version_assignment, cluster.name, service, version, car.locality),
                 pin=service,
             )
-        route = self.shared(
-            ("route", id(service), ref), functools.partial(outbound_route, service, ref), pin=service
-        )
-        self.out[ROUTE][route.name] = route
-        self._add_outbound_listener(upstream, ref)
+        return ref
 
     def add_refused(self, upstream: Upstream, ref: str) -> None:
         """The listener of an upstream that names another project's missing service, its route refusing."""

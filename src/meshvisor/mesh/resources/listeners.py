@@ -8,13 +8,14 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from google.protobuf import wrappers_pb2
 
-from ..model import Sidecar
+from ..model import Gateway, Sidecar
 from .filters import FAULT_FILTER, RATELIMIT_FILTER, RBAC_FILTER, hcm_filter, http_filter, router
-from .names import inbound_cluster, outbound_cluster
+from .names import GATEWAY_ROUTE, inbound_cluster, outbound_cluster
 from .observability import observe, outbound_stat_prefix
 from .protos import ads, socket
-from .tls import downstream_tls
+from .tls import downstream_tls, gateway_tls
 
 
 def inbound_listener(sidecar: Sidecar, *, tracing: bool = False) -> listener_pb2.Listener:
@@ -66,4 +67,23 @@ def outbound_listener(
         name=f"outbound|{service}|{local_port}",
         address=socket(address, local_port),
         filter_chains=[listener_components_pb2.FilterChain(filters=[hcm_filter(manager)])],
+    )
+
+
+def gateway_listener(gateway: Gateway, *, tracing: bool = False) -> listener_pb2.Listener:
+    """The ingress gateway's API-gateway listener on <address>:<port>: TLS terminated when the gateway has a
+    certificate, then its routes (RDS `gateway`); every request is written to the gateway access log."""
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix="gateway",
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        rds=hcm_pb2.Rds(config_source=ads(), route_config_name=GATEWAY_ROUTE),
+        http_filters=[router()],
+        use_remote_address=wrappers_pb2.BoolValue(value=True),  # the edge: x-forwarded-for is the client
+    )
+    observe(manager, "gateway", tracing)
+    chain = listener_components_pb2.FilterChain(filters=[hcm_filter(manager)])
+    if gateway.tls is not None:
+        chain.transport_socket.CopyFrom(gateway_tls())
+    return listener_pb2.Listener(
+        name=f"gateway|{gateway.port}", address=socket(gateway.address, gateway.port), filter_chains=[chain]
     )

@@ -14,6 +14,8 @@ PUSH_ORDER = (CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET)  # make-before-break
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
 
 CERT_SECRET = "workload"
+GATEWAY_SECRET = "gateway"  # the gateway's server certificate
+GATEWAY_ROUTE = "gateway"
 BUNDLE_SECRET = "trust-bundle"
 ZIPKIN_CLUSTER = "zipkin"
 

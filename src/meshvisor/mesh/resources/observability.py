@@ -19,6 +19,8 @@ from .protos import pack
 # Relative to Envoy's working directory, which `sidecar.start` makes the sidecar's own directory.
 INBOUND_ACCESS_LOG = "access-inbound.log"
 OUTBOUND_ACCESS_LOG = "access-outbound.log"
+GATEWAY_ACCESS_LOG = "access-gateway.log"  # the hosts' ingress: what came in through its routes
+ACCESS_LOGS = {"inbound": INBOUND_ACCESS_LOG, "outbound": OUTBOUND_ACCESS_LOG, "gateway": GATEWAY_ACCESS_LOG}
 
 
 def outbound_stat_prefix(service: str) -> str:
@@ -68,7 +70,7 @@ def observe(manager: hcm_pb2.HttpConnectionManager, direction: str, tracing: boo
     `x-request-id` is kept as the caller sent it (generated when missing, never rewritten), and `traceparent`
     passes through untouched like any other header (the Zipkin tracer speaks B3).
     """
-    path = INBOUND_ACCESS_LOG if direction == "inbound" else OUTBOUND_ACCESS_LOG
+    path = ACCESS_LOGS[direction]
     manager.access_log.add().CopyFrom(access_log(direction, path))
     manager.generate_request_id.value = True
     manager.preserve_external_request_id = True

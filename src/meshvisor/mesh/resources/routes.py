@@ -3,21 +3,47 @@ timeout, retries); `inbound|<svc>` carries its server-side policy as per-filter 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import any_pb2
 
-from ..model import Policy, Retries, Service, Sidecar
+from ..model import GatewayRoute, Policy, Retries, Service, Sidecar
 from .filters import FAULT_FILTER, RATELIMIT_FILTER, RBAC_FILTER, fault_filter, ratelimit_filter, rbac_filter
-from .names import inbound_cluster, outbound_cluster
+from .names import GATEWAY_ROUTE, inbound_cluster, outbound_cluster
 from .protos import ms, pack, u32
 
 
 def outbound_route(service: Service, ref: str | None = None) -> route_pb2.RouteConfiguration:
     """The route a caller reaches `service` by (`ref`: the name its resources give it, `names.upstream_ref`)."""
     ref = ref or service.name
+    return _outbound(ref, route_components_pb2.Route(match=_EVERY_PATH, route=_to_service(service, ref)))
+
+
+def gateway_route(routes: Sequence[tuple[GatewayRoute, Service, str]]) -> route_pb2.RouteConfiguration:
+    """The gateway's routes (each with its service and the name the gateway's resources give it): one virtual
+    host per host name (a route without one: every other name), the longest path prefix first, each carrying
+    the service's client-side policy as a caller's outbound route does, the prefix rewritten when asked."""
+    by_host: dict[str | None, list[route_components_pb2.Route]] = {}
+    for route, service, ref in sorted(routes, key=lambda r: (-len(r[0].path_prefix), r[0].path_prefix)):
+        action = _to_service(service, ref)
+        if route.rewrite is not None:
+            action.prefix_rewrite = route.rewrite
+        match = route_components_pb2.RouteMatch(prefix=route.path_prefix)
+        by_host.setdefault(route.host, []).append(route_components_pb2.Route(match=match, route=action))
+    hosts = [
+        route_components_pb2.VirtualHost(name=host or "any", domains=[host, f"{host}:*"] if host else ["*"],
+                                         routes=found)
+        for host, found in sorted(by_host.items(), key=lambda h: (h[0] is None, h[0] or ""))
+    ]  # fmt: skip
+    return route_pb2.RouteConfiguration(name=GATEWAY_ROUTE, virtual_hosts=hosts)
+
+
+def _to_service(service: Service, ref: str) -> route_components_pb2.RouteAction:
+    """To `service`'s cluster (or its versions' by weight), with its timeout and retries."""
     policy = service.policy
     action = route_components_pb2.RouteAction()
     weighted = [(v, w) for v, w in sorted(policy.splits.items())]
@@ -38,7 +64,7 @@ def outbound_route(service: Service, ref: str | None = None) -> route_pb2.RouteC
         action.timeout.CopyFrom(ms(policy.timeout_ms))
     if policy.retries is not None and policy.retries.attempts > 0:
         action.retry_policy.CopyFrom(_retry_policy(policy.retries))
-    return _outbound(ref, route_components_pb2.Route(match=_EVERY_PATH, route=action))
+    return action
 
 
 # What the callee's sidecar answers a caller its `allow` does not name (Envoy's RBAC filter).

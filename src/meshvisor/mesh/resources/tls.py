@@ -9,7 +9,7 @@ from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import wrappers_pb2
 from google.protobuf.message import Message
 
-from .names import BUNDLE_SECRET, CERT_SECRET
+from .names import BUNDLE_SECRET, CERT_SECRET, GATEWAY_SECRET
 from .protos import ads, pack
 
 
@@ -43,6 +43,27 @@ def downstream_tls() -> base_pb2.TransportSocket:
         common_tls_context=_common_tls(), require_client_certificate=wrappers_pb2.BoolValue(value=True)
     )
     return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
+
+
+def gateway_tls() -> base_pb2.TransportSocket:
+    """TLS termination for clients outside the mesh: the gateway's server certificate, no client certificate."""
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
+            tls_params=common_pb2.TlsParameters(tls_minimum_protocol_version=common_pb2.TlsParameters.TLSv1_2),
+            tls_certificate_sds_secret_configs=[secret_pb2.SdsSecretConfig(name=GATEWAY_SECRET, sds_config=ads())],
+        )
+    )
+    return base_pb2.TransportSocket(name="envoy.transport_sockets.tls", typed_config=pack(context))
+
+
+def gateway_secret(cert_pem: bytes, key_pem: bytes) -> secret_pb2.Secret:
+    return secret_pb2.Secret(
+        name=GATEWAY_SECRET,
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_bytes=cert_pem),
+            private_key=base_pb2.DataSource(inline_bytes=key_pem),
+        ),
+    )
 
 
 def secrets(cert_pem: bytes, key_pem: bytes, bundle_pem: bytes) -> dict[str, Message]:

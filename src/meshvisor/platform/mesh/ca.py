@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.mesh.ca import CertificateAuthority
@@ -65,6 +66,7 @@ def describe(ca: CertificateAuthority) -> dict[str, Any]:
                 "subject": cert.subject.rfc4514_string(),
                 "not_after": cert.not_valid_after_utc.isoformat(),
                 "role": role(cert),
+                "pem": cert.public_bytes(serialization.Encoding.PEM).decode(),
             }
             for cert in ca.roots()
         ],

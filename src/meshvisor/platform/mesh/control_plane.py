@@ -13,16 +13,18 @@ import datetime as dt
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshvisor.mesh import resources
 from meshvisor.mesh.ca import (
     DEFAULT_PROJECT,
+    DEFAULT_SERVER_LIFETIME,
     DEFAULT_WORKLOAD_LIFETIME,
     CertificateAuthority,
     WorkloadCert,
     pem_bundle,
 )
+from meshvisor.mesh.model import Sidecar
 from meshvisor.mesh.xds import AdsServer, InconsistentSnapshot, Nack, Packer, Snapshot, TlsListener, tune_gc
 from meshvisor.platform.hosts import identity
 from meshvisor.platform.mesh import ca as mesh_ca
@@ -44,6 +46,17 @@ class NodeRecord:
     version: str  # the snapshot version last pushed
     roots: frozenset[int]  # serials of the roots that config trusts
     uses_certs: bool  # its config has secrets (an idle ingress has none)
+
+
+@dataclass(frozen=True)
+class GatewayCert:
+    """The gateway's server certificate: for these names, signed by the root of this serial, issued then."""
+
+    names: tuple[str, ...]
+    serial: int
+    issued_at: float
+    cert_pem: bytes
+    key_pem: bytes
 
 
 class ControlPlane:
@@ -73,6 +86,7 @@ class ControlPlane:
         )
         self.nodes: dict[str, NodeRecord] = {}  # node id -> what is known of it
         self._certs: dict[tuple[str, str], WorkloadCert] = {}  # (project, service) -> its certificate
+        self._gateway_cert: GatewayCert | None = None
         self._ca_state = self.ca.state()
         # What the configs were last built from: a pass whose view, trusted roots and certificates are the same
         # builds nothing (with thousands of sidecars a build is a good part of a second of this process's CPU).
@@ -115,8 +129,9 @@ class ControlPlane:
     def sync(self) -> int:
         """One pass: push every changed sidecar config; returns how many snapshots changed."""
         self.reload_ca()
+        settings = self.rt.settings
         with self.rt.sessions() as session:
-            view = load_view(session, self.rt.settings.host_prefix)
+            view = load_view(session, settings.host_prefix, (settings.gateway_address, settings.gateway_port))
         changed = self.apply(view)
         self.advance_rotation()
         return changed
@@ -188,7 +203,8 @@ class ControlPlane:
         roots = self.ca.roots()
         bundle = pem_bundle(roots)
         serials = frozenset(c.serial_number for c in roots)
-        if self._built_from == (view, serials) and not any(self._renewal_due(c) for c in self._certs.values()):
+        due = any(self._renewal_due(c) for c in self._certs.values()) or self._gateway_cert_due()
+        if self._built_from == (view, serials) and not due:
             return 0
         cache, packer = resources.BuildCache(), self.ads.packer()  # what sidecars share is built and packed once
         for node_id, node in view.nodes.items():
@@ -220,7 +236,7 @@ class ControlPlane:
         cert = self.cert(node.sidecar.service, node.project)
         try:
             found = resources.sidecar_resources(
-                node.sidecar,
+                self._with_gateway_tls(node.sidecar),
                 view.services.get(node.project, {}),
                 cert.cert_pem,
                 cert.key_pem,
@@ -234,6 +250,26 @@ class ControlPlane:
         except Exception as exc:  # one broken sidecar config never holds the others back
             log.warning("no config for sidecar %s: %s", node.node_id, exc)
             return None
+
+    def _with_gateway_tls(self, sidecar: Sidecar) -> Sidecar:
+        """An ingress with routes gets the gateway's server certificate (unless the gateway speaks plain HTTP):
+        issued by the platform CA for the routes' host names and the gateway's address."""
+        gateway = sidecar.gateway
+        if gateway is None or not self.rt.settings.gateway_tls:
+            return sidecar
+        names = sorted({r.host for r in gateway.routes if r.host} | {"localhost"})
+        if gateway.address not in ("0.0.0.0", "::"):
+            names.append(gateway.address)
+        held, serial = self._gateway_cert, self.ca.cert.serial_number
+        if held is None or held.names != tuple(names) or held.serial != serial or self._gateway_cert_due():
+            held = self._gateway_cert = GatewayCert(
+                tuple(names), serial, time.time(), *self.ca.issue_server(names)
+            )
+        return replace(sidecar, gateway=replace(gateway, tls=(held.cert_pem, held.key_pem)))
+
+    def _gateway_cert_due(self) -> bool:
+        held = self._gateway_cert
+        return held is not None and time.time() - held.issued_at > DEFAULT_SERVER_LIFETIME.total_seconds() / 2
 
     def _on_nack(self, nack: Nack) -> None:
         record = self.nodes.get(nack.node_id)

@@ -19,7 +19,7 @@ from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
 from meshvisor.mesh.model import VERSION_PATTERN, validate_policy
 from meshvisor.platform.networks.requests import allocate, interface_order
 from meshvisor.platform.state import projects
-from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Service
+from meshvisor.platform.state.models import GatewayRoute, Instance, Network, NetworkAddress, Service
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 
 INGRESS = "ingress"  # the identity of the hosts' ingress gateways
@@ -151,6 +151,11 @@ def remove(session: Session, name: str, if_match: str | None = None, project: st
     if members or callers:
         users = ", ".join(sorted({i.name for i in members + callers}))
         raise Conflict(f"service {name!r} is joined or called by {users}")
+    routed = session.scalars(
+        select(GatewayRoute.name).where(GatewayRoute.service == name, GatewayRoute.project == project)
+    ).all()
+    if routed:
+        raise Conflict(f"service {name!r} is named by gateway routes {', '.join(sorted(routed))}")
     session.delete(service)
 
 

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh.ca import DEFAULT_PROJECT
-from meshvisor.mesh.model import Endpoint, Policy, Service, Sidecar, Upstream
+from meshvisor.mesh.model import Endpoint, Gateway, Policy, Service, Sidecar, Upstream
+from meshvisor.platform.mesh import gateway as gateway_routes
 from meshvisor.platform.mesh.services import INBOUND_PORT, INGRESS, all_addresses
 from meshvisor.platform.state.models import Host, Instance
 from meshvisor.platform.state.models import Service as ServiceRow
@@ -67,10 +68,12 @@ def build_view(
     policies: Mapping[tuple[str, str], Policy],
     exposed: Mapping[str, int] | None = None,
     gateway_hosts: Iterable[str] = (),
+    gateway: Gateway | None = None,
 ) -> MeshView:
     """Services (every one with a policy row, plus those members name) with the running members as endpoints,
     one sidecar per meshed instance that exists (a VM's once its sidecar has an address), and an ingress
-    gateway on each of `gateway_hosts` that calls the `exposed` services (name → port on 127.0.0.1)."""
+    gateway on each of `gateway_hosts` that calls the `exposed` services (name → port on 127.0.0.1) and serves
+    the `gateway` listener when it has routes."""
     endpoints: dict[tuple[str, str], list[Endpoint]] = {key: [] for key in policies}
     ports: dict[tuple[str, str], int] = {}
     nodes: dict[str, Node] = {}
@@ -100,7 +103,7 @@ def build_view(
             )
             nodes[sidecar.node_id] = Node(sidecar.node_id, m.instance_id, m.project, m.host, sidecar)
     for host in gateway_hosts:
-        gateway = Sidecar(
+        ingress = Sidecar(
             node_id=ingress_node_id(prefix, host),
             service=INGRESS,
             inbound_port=0,
@@ -108,8 +111,9 @@ def build_view(
             upstreams=tuple(Upstream(name, port) for name, port in sorted((exposed or {}).items())),
             locality=host,
             inbound=False,
+            gateway=gateway if gateway is not None and gateway.routes else None,
         )
-        nodes[gateway.node_id] = Node(gateway.node_id, "", DEFAULT_PROJECT, host, gateway)
+        nodes[ingress.node_id] = Node(ingress.node_id, "", DEFAULT_PROJECT, host, ingress)
     services: dict[str, dict[str, Service]] = {}
     for (project, name), found in endpoints.items():
         services.setdefault(project, {})[name] = Service(
@@ -122,7 +126,8 @@ def build_view(
     return MeshView(services, nodes)
 
 
-def load_view(session: Session, prefix: str) -> MeshView:
+def load_view(session: Session, prefix: str, gateway_at: tuple[str, int] | None = None) -> MeshView:
+    """The view of the rows; `gateway_at` (address, port) is where the ingress gateways serve their routes."""
     meshed = [i for i in session.scalars(select(Instance)) if i.mesh]
     reached = all_addresses(session, [i.id for i in meshed])
     members = [
@@ -134,4 +139,5 @@ def load_view(session: Session, prefix: str) -> MeshView:
     policies = {(s.project, s.name): Policy.from_dict(s.policy) for s in rows}
     exposed = {s.name: s.ingress_port for s in rows if s.ingress_port and s.project == DEFAULT_PROJECT}
     hosts = [h.name for h in session.scalars(select(Host)) if h.netns is None]
-    return build_view(prefix, members, policies, exposed, hosts)
+    gateway = Gateway(*gateway_at, routes=gateway_routes.routes_of(session)) if gateway_at else None
+    return build_view(prefix, members, policies, exposed, hosts, gateway)

@@ -262,6 +262,26 @@ class Service(Versioned, Base):
     ingress_port: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
+class GatewayRoute(Base):
+    """A route of the hosts' ingress gateway: requests for `host` ("" any host name) under `path_prefix` go to
+    the project's `service` (the prefix replaced by `rewrite` when one is given)."""
+
+    __tablename__ = "gateway_routes"
+    __table_args__ = (
+        UniqueConstraint("project", "name", name="uq_gateway_routes_project_name"),
+        UniqueConstraint("host", "path_prefix", name="uq_gateway_routes_match"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64), default="default")
+    name: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(253), default="")
+    path_prefix: Mapped[str] = mapped_column(String(256), default="/")
+    service: Mapped[str] = mapped_column(String(64))
+    rewrite: Mapped[str | None] = mapped_column(String(256), default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Stack(Versioned, Base):
     """A declarative stack: its recorded state (what it made, as `stacks.StackState` JSON; `serial` grows with
     every recorded change) and its lock."""

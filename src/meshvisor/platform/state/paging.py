@@ -9,9 +9,18 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
 from meshvisor.core.errors import InvalidInput, NotFound, PreconditionFailed
-from meshvisor.platform.state.models import Image, Instance, Network, SecurityGroup, Service, Stack, Volume
+from meshvisor.platform.state.models import (
+    GatewayRoute,
+    Image,
+    Instance,
+    Network,
+    SecurityGroup,
+    Service,
+    Stack,
+    Volume,
+)
 
-Named = TypeVar("Named", Image, Instance, Network, SecurityGroup, Service, Stack, Volume)
+Named = TypeVar("Named", GatewayRoute, Image, Instance, Network, SecurityGroup, Service, Stack, Volume)
 
 
 def etag(instance: Instance | Image | Network | SecurityGroup | Service | Volume) -> str:

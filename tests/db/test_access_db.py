@@ -40,6 +40,8 @@ LEAST = {
     ("POST", "/v1/storage-pools"): "platform-admin",
     ("DELETE", "/v1/storage-pools/{name}"): "platform-admin",
     ("POST", "/v1/mesh/ca/actions"): "platform-admin",
+    ("PUT", "/v1/gateway/certificate"): "platform-admin",
+    ("DELETE", "/v1/gateway/certificate"): "platform-admin",
 }
 ENDLESS = {("GET", "/v1/events")}  # a stream: only its refusals are asked for here
 

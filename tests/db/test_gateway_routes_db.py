@@ -14,6 +14,7 @@ from meshvisor.mesh.model import GatewayRoute
 from meshvisor.platform.mesh.view import ingress_node_id, load_view
 from meshvisor.platform.runtime import Runtime
 
+from ..tls_certs import self_signed
 from .conftest import answer, cli_served, one_line_error
 from .test_projects_db import as_, new_project
 
@@ -97,3 +98,28 @@ def test_routes_from_the_shell(cli: Any, api: TestClient, shop: None) -> None:
     one_line_error(cli("gateway-routes", "create", "x", "--service", "nobody"), "service 'nobody' not found")
     assert answer(cli("gateway-routes", "delete", "shop", "--yes", "-o", "json"))["deleted"] == "shop"
     assert answer(cli("gateway-routes", "list", "-o", "json")) == []
+
+
+def test_an_operators_certificate_is_checked_then_kept_and_removed(api: TestClient) -> None:
+    assert api.get("/v1/gateway/certificate").json()["source"] == "platform-ca"
+    cert, key = self_signed("shop.example.test")
+    _, other_key = self_signed("shop.example.test")
+    for body, words in (
+        ({"cert_pem": cert, "key_pem": other_key}, "does not match its key"),
+        ({"cert_pem": "not a certificate", "key_pem": key}, "not a PEM certificate"),
+        ({"cert_pem": cert, "key_pem": "not a key"}, "not an unencrypted PEM private key"),
+    ):
+        refused = api.put("/v1/gateway/certificate", json=body)
+        assert refused.status_code == 400 and words in refused.text, refused.text
+        assert api.get("/v1/gateway/certificate").json()["source"] == "platform-ca"  # nothing kept
+    operator = as_(new_project(api, "ops", "operator"))
+    assert (
+        api.put("/v1/gateway/certificate", json={"cert_pem": cert, "key_pem": key}, headers=operator).status_code
+        == 403
+    )
+    kept = api.put("/v1/gateway/certificate", json={"cert_pem": cert, "key_pem": key})
+    assert kept.status_code == 200, kept.text
+    assert (kept.json()["source"], kept.json()["names"]) == ("uploaded", ["shop.example.test"])
+    assert api.get("/v1/gateway/certificate").json() == kept.json()
+    assert api.delete("/v1/gateway/certificate").status_code == 204
+    assert api.get("/v1/gateway/certificate").json()["source"] == "platform-ca"

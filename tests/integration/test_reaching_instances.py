@@ -19,6 +19,7 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from ..tls_certs import self_signed
 from .conftest import GATEWAY_ADDRESS, Platform, create, delete, free_port, uplink_of, wait_op, wait_operation
 from .netns_tools import http_get, namespaces
 from .test_mesh_vm import call_path
@@ -323,6 +324,7 @@ def test_the_gateway_serves_https_by_host_name_to_the_outside_with_the_services_
         status, body = _https(platform, outside, SHOP, "/shop/index.html", ca)  # verified against the CA
         assert (status, body.strip()) == (200, "hi-from-gw-shop")
         assert _https(platform, outside, SHOP, "/elsewhere", ca)[0] == 404  # no route for that path
+        _an_operators_certificate(platform, api, outside, ca, tmp_path)
         # the service's own policy applies to what comes in through the gateway
         put = api.put(
             "/v1/services/gw-shop", json={"policy": {"rate_limit": {"tokens_per_second": 1, "burst": 1}}}
@@ -334,10 +336,25 @@ def test_the_gateway_serves_https_by_host_name_to_the_outside_with_the_services_
         assert api.delete("/v1/gateway/routes/shop").status_code == 204
         _wait_for(lambda: _https(platform, outside, SHOP, "/shop/", ca)[0] == 0, "the gateway to close", 60)
     finally:
+        api.delete("/v1/gateway/certificate")
         api.delete("/v1/gateway/routes/shop")
         delete(api, "gw-shop")
         api.delete("/v1/services/gw-shop")
         wait_op(api, api.delete("/v1/networks/gwnet"))
+
+
+def _an_operators_certificate(
+    platform: Platform, api: httpx.Client, outside: str, ca: Path, tmp_path: Path
+) -> None:
+    """An uploaded certificate (of another CA) is served by the gateway; removed, the platform CA's is again."""
+    cert, key = self_signed(SHOP)
+    theirs = tmp_path / "theirs.pem"
+    theirs.write_text(cert)
+    assert api.put("/v1/gateway/certificate", json={"cert_pem": cert, "key_pem": key}).status_code == 200
+    _wait_for(lambda: _https(platform, outside, SHOP, "/shop/", theirs)[0] == 200, "the uploaded certificate", 60)
+    assert _https(platform, outside, SHOP, "/shop/", ca)[0] == 0  # not the platform CA's any more
+    assert api.delete("/v1/gateway/certificate").status_code == 204
+    _wait_for(lambda: _https(platform, outside, SHOP, "/shop/", ca)[0] == 200, "the platform CA's again", 60)
 
 
 def _bad_routes_change_nothing(api: httpx.Client) -> None:

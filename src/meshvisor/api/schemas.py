@@ -513,3 +513,15 @@ class GatewayRoutePublic(BaseModel):
 class GatewayRouteList(BaseModel):
     items: list[GatewayRoutePublic]
     next_cursor: str | None
+
+
+class GatewayCertificateUpload(Strict):
+    cert_pem: str = Field(max_length=65536, description="the certificate chain, PEM, the server's own first")
+    key_pem: str = Field(max_length=16384, description="its private key, PEM, not encrypted")
+
+
+class GatewayCertificatePublic(BaseModel):
+    source: Literal["platform-ca", "uploaded"]
+    names: list[str] | None = Field(description="an uploaded certificate's names (its subject alternative names)")
+    not_after: str | None
+    subject: str | None

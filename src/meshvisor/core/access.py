@@ -3,8 +3,8 @@
     viewer          reads its project: instances, networks, volumes, services, stacks, operations, events
     operator        + runs their lifecycle (every other write to them), exec, the terminal, volumes' bytes
     admin           + manages its project's tokens, reads its audit trail
-    platform-admin  + manages projects, hosts, storage pools and the mesh CA (what every project shares), and
-                      acts in any project (`?project=`)
+    platform-admin  + manages projects, hosts, storage pools, the mesh CA and the gateway's certificate (what
+                      every project shares), and acts in any project (`?project=`)
 
 A route is a method and a path template as the API declares it (`/v1/instances/{name}`). Reads want `viewer`
 and writes `operator` unless `SPECIAL` says otherwise; routes in `PUBLIC` want no token at all. What a body asks
@@ -49,6 +49,8 @@ SPECIAL: tuple[tuple[str, str, Role], ...] = (
     ("POST", "/v1/storage-pools", Role.PLATFORM_ADMIN),
     ("DELETE", "/v1/storage-pools/{name}", Role.PLATFORM_ADMIN),
     ("POST", "/v1/mesh/ca/actions", Role.PLATFORM_ADMIN),
+    ("PUT", "/v1/gateway/certificate", Role.PLATFORM_ADMIN),
+    ("DELETE", "/v1/gateway/certificate", Role.PLATFORM_ADMIN),
 )
 
 

@@ -28,6 +28,7 @@ from meshvisor.mesh.model import Sidecar
 from meshvisor.mesh.xds import AdsServer, InconsistentSnapshot, Nack, Packer, Snapshot, TlsListener, tune_gc
 from meshvisor.platform.hosts import identity
 from meshvisor.platform.mesh import ca as mesh_ca
+from meshvisor.platform.mesh import gateway_cert
 from meshvisor.platform.mesh.view import MeshView, Node, load_view
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
@@ -90,7 +91,7 @@ class ControlPlane:
         self._ca_state = self.ca.state()
         # What the configs were last built from: a pass whose view, trusted roots and certificates are the same
         # builds nothing (with thousands of sidecars a build is a good part of a second of this process's CPU).
-        self._built_from: tuple[MeshView, frozenset[int]] | None = None
+        self._built_from: tuple[MeshView, frozenset[int], object] | None = None
         self._rotation_logged = 0.0
         self._waiting_reported: list[str] | None = None
         self._stop = threading.Event()
@@ -204,7 +205,8 @@ class ControlPlane:
         bundle = pem_bundle(roots)
         serials = frozenset(c.serial_number for c in roots)
         due = any(self._renewal_due(c) for c in self._certs.values()) or self._gateway_cert_due()
-        if self._built_from == (view, serials) and not due:
+        built_from = (view, serials, gateway_cert.stamp(self.rt.settings))  # an uploaded certificate counts too
+        if self._built_from == built_from and not due:
             return 0
         cache, packer = resources.BuildCache(), self.ads.packer()  # what sidecars share is built and packed once
         for node_id, node in view.nodes.items():
@@ -226,7 +228,7 @@ class ControlPlane:
             self.ads.clear_snapshot(gone)
             del self.nodes[gone]
             changed += 1
-        self._built_from = (view, serials)
+        self._built_from = built_from
         return changed
 
     def _snapshot(
@@ -253,10 +255,14 @@ class ControlPlane:
 
     def _with_gateway_tls(self, sidecar: Sidecar) -> Sidecar:
         """An ingress with routes gets the gateway's server certificate (unless the gateway speaks plain HTTP):
-        issued by the platform CA for the routes' host names and the gateway's address."""
+        the one an operator uploaded, else one the platform CA issues for the routes' host names and the
+        gateway's address."""
         gateway = sidecar.gateway
         if gateway is None or not self.rt.settings.gateway_tls:
             return sidecar
+        brought = gateway_cert.uploaded(self.rt.settings)  # an operator's own certificate comes first
+        if brought is not None:
+            return replace(sidecar, gateway=replace(gateway, tls=brought))
         names = sorted({r.host for r in gateway.routes if r.host} | {"localhost"})
         if gateway.address not in ("0.0.0.0", "::"):
             names.append(gateway.address)

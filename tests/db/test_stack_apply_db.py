@@ -18,6 +18,7 @@ from meshvisor.core.types import InstanceKind, OperationStatus
 from meshvisor.platform import reconciler
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceRequest
+from meshvisor.platform.mesh import gateway
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.stacks import apply as stack_apply
@@ -462,3 +463,41 @@ def test_what_the_platform_could_not_apply_is_refused_at_plan_time_and_changes_n
         assert s.query(Instance).filter_by(name="cv").one().networks == []
         assert s.get(Network, net.id) is not None
     assert apply(runtime, plan(runtime, destroy=True)["id"])["status"] == "succeeded"
+
+
+def route_file(prefix: str) -> str:
+    return f"""
+services:
+  shop: {{}}
+gateway_routes:
+  shop:
+    service: shop
+    host: shop.example.test
+    path_prefix: {prefix}
+    rewrite: /
+"""
+
+
+def test_a_gateway_route_is_made_after_its_service_replaced_whole_and_destroyed_before_it(
+    runtime: Runtime,
+) -> None:
+    made = plan(runtime, route_file("/shop/"))
+    assert [c["address"] for c in made["changes"]] == ["service.shop", "gateway_route.shop"]
+    assert apply(runtime, made["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        assert [(r.name, r.path_prefix, r.rewrite) for r in gateway.listing(s, "default")] == [
+            ("shop", "/shop/", "/")
+        ]
+    assert plan(runtime, route_file("/shop/"))["changes"] == []
+    moved = plan(runtime, route_file("/store/"))
+    assert [(c["address"], c["action"]) for c in moved["changes"]] == [
+        ("gateway_route.shop", "delete-then-create")
+    ]
+    assert apply(runtime, moved["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        assert [r.path_prefix for r in gateway.listing(s, "default")] == ["/store/"]
+    gone = plan(runtime, destroy=True)
+    assert [c["address"] for c in gone["changes"]] == ["gateway_route.shop", "service.shop"]
+    assert apply(runtime, gone["id"])["status"] == "succeeded"
+    with runtime.sessions() as s:
+        assert gateway.listing(s, "default") == [] and s.query(Service).count() == 0

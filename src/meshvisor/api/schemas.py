@@ -7,9 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from meshvisor.core.names import HOST_NAME_PATTERN, PATH_PATTERN
 from meshvisor.core.types import Action, InstanceKind
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest, Name
-from meshvisor.platform.mesh.gateway import HOST_NAME_PATTERN, PATH_PATTERN
 from meshvisor.platform.networks.requests import MAX_SHARED_WITH
 from meshvisor.platform.volumes.requests import ACTIONS as VOLUME_ACTIONS
 

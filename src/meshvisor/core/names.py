@@ -9,6 +9,9 @@ from typing import Any
 from .errors import InvalidInput
 
 NAME_PATTERN = re.compile(r"^[a-z0-9-]{1,40}$")
+# A DNS host name (lowercase labels) and a URL path, as the ingress gateway's routes take them.
+HOST_NAME_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+PATH_PATTERN = r"^/[A-Za-z0-9/._~%!$&'()*+,;=:@-]{0,255}$"
 # What an OpenAPI document says of such a name (the server's own check answers 400 with its message).
 NAME_SCHEMA: dict[str, Any] = {
     "pattern": NAME_PATTERN.pattern,

@@ -7,7 +7,15 @@ import ipaddress
 from typing import Any
 
 from meshvisor.platform.stacks import Stack
-from meshvisor.platform.stacks.spec import Instance, Network, SecurityGroup, Service, Volume, split_address
+from meshvisor.platform.stacks.spec import (
+    GatewayRoute,
+    Instance,
+    Network,
+    SecurityGroup,
+    Service,
+    Volume,
+    split_address,
+)
 
 
 def readback(stack: Stack, addr: str, index: int = 0) -> dict[str, Any]:
@@ -58,6 +66,8 @@ def readback(stack: Stack, addr: str, index: int = 0) -> dict[str, Any]:
             "callers": [],
             "last_nack": None,
         }
+    if isinstance(res, GatewayRoute):
+        return common | res.model_dump(include={"service", "host", "path_prefix", "rewrite"})
     assert isinstance(res, Instance)
     vm = res.kind == "vm"
     networks = []

@@ -247,6 +247,7 @@ def test_json_schema(tmp_path: Path) -> None:
         "volumes",
         "instances",
         "services",
+        "gateway_routes",
         "external",
     }
     instance = schema["$defs"]["Instance"]

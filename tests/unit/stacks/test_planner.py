@@ -185,6 +185,11 @@ CASES: list[tuple[str, list[tuple[str, Any]], dict[str, tuple[str, dict[str, str
         {"network.extra": ("+", {"cidr": "live", "mtu": "live"})},
     ),
     (
+        "a new gateway route",
+        [("gateway_routes.shop", {"service": "api", "host": "shop.example.test", "path_prefix": "/shop/"})],
+        {"gateway_route.shop": ("+", {"service": "live", "host": "live", "path_prefix": "live"})},
+    ),
+    (
         "a new network with nat",
         [("networks.extra", {"cidr": "10.210.3.0/24", "nat": True})],
         {"network.extra": ("+", {"cidr": "live", "mtu": "live", "nat": "live"})},
@@ -581,3 +586,20 @@ def test_a_replaced_volume_is_hot_unplugged_from_a_vm_first_and_plugged_in_again
     [vm] = [c for c in p.changes if c.address == "instance.vm"]
     assert vm.action == "update" and "volume.disk" in vm.after
     assert "(volume.disk is replaced: re-attached)" in render(p).plain
+
+
+def test_a_gateway_route_follows_its_service_and_is_replaced_whole() -> None:
+    route = {"service": "api", "host": "shop.example.test", "path_prefix": "/shop/"}
+    before = spec(("gateway_routes.shop", route))
+    assert not replan(before, before).changes  # applied and read back: no change
+    moved = replan(spec(("gateway_routes.shop", {**route, "path_prefix": "/store/"})), before)
+    assert labels(moved) == {"gateway_route.shop": ("-/+", {"path_prefix": "replace"})}
+    made = replan(before)
+    order = [c.address for c in made.changes]
+    assert order == ["gateway_route.shop"] and made.exit_code() == 2
+    refused = spec(("gateway_routes.shop", {**route, "service": "nowhere"}))
+    with pytest.raises(StackSpecError, match="service 'nowhere' is not in this stack"):
+        load(refused)
+    for bad in ({**route, "host": "Not A Host"}, {**route, "path_prefix": "shop"}):
+        with pytest.raises(StackSpecError):
+            load(spec(("gateway_routes.shop", bad)))

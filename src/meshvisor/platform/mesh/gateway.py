@@ -19,15 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from meshvisor.core.errors import Conflict, InvalidInput
-from meshvisor.core.names import new_id, validate_name
+from meshvisor.core.names import HOST_NAME_PATTERN, PATH_PATTERN, new_id, validate_name
 from meshvisor.mesh.model import GatewayRoute
 from meshvisor.platform.state.models import GatewayRoute as RouteRow
 from meshvisor.platform.state.paging import get_named
 
 from . import services
 
-HOST_NAME_PATTERN = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
-PATH_PATTERN = r"^/[A-Za-z0-9/._~%!$&'()*+,;=:@-]{0,255}$"
 HOST_NAME, PATH = re.compile(HOST_NAME_PATTERN), re.compile(PATH_PATTERN)
 
 

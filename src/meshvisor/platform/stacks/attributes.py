@@ -10,6 +10,7 @@ network         replace: cidr, vni, mtu, nat (a network is only ever created or 
 security_group  live: description, rules (PUT)
 volume          live: size_mb growth (PATCH); replace: format, filesystem, pool, image; shrinking is an error
 service         live: policy, ingress_port (PUT)
+gateway_route   replace: service, host, path_prefix, rewrite (a route is only ever created or deleted)
 
 `lifecycle` flags are recorded in the stack's state only (`state`): no call to the platform.
 """
@@ -55,6 +56,7 @@ TABLE: dict[str, dict[str, Effect]] = {
         "image": "replace",
     },
     "service": {"policy": "live", "ingress_port": "live"},
+    "gateway_route": {"service": "replace", "host": "replace", "path_prefix": "replace", "rewrite": "replace"},
 }
 
 

@@ -52,6 +52,8 @@ def raw_references(kind: str, raw: Any) -> Iterator[tuple[Path, str]]:
         for i, rule in enumerate(_items(raw.get("rules"))):
             if isinstance(rule, dict) and isinstance(rule.get("group"), str):
                 yield ("rules", i, "group"), f"security_group.{rule['group']}"
+    elif kind == "gateway_route" and isinstance(raw.get("service"), str):
+        yield ("service",), f"service.{raw['service']}"
 
 
 def implied_service(kind: str, raw: Any) -> str | None:

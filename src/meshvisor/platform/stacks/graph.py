@@ -1,7 +1,8 @@
 """The dependency graph of a stack: what must exist before what.
 
 An instance depends on its networks, volumes, security groups, its mesh service and the services it calls; a
-security group on the groups its rules name; anything on its explicit `depends_on`. Services come *before* the
+security group on the groups its rules name; a gateway route on its service; anything on its explicit
+`depends_on`. Services come *before* the
 instances that join or call them: the platform refuses an instance whose upstream service does not exist, and
 refuses to delete a service while instances join or call it, so creating services first and deleting them last
 is the one order that works both ways (and services that call each other are no cycle).
@@ -32,6 +33,8 @@ def references(kind: str, attrs: Mapping[str, Any]) -> set[str]:
             found |= {address("service", u["service"]) for u in mesh.get("upstreams") or []}
     elif kind == "security_group":
         found |= {address("security_group", r["group"]) for r in attrs.get("rules") or [] if r.get("group")}
+    elif kind == "gateway_route":
+        found.add(address("service", attrs["service"]))
     return found
 
 

@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .spec import Instance, Network, Path, Resource, SecurityGroup, Service, Volume
+from .spec import GatewayRoute, Instance, Network, Path, Resource, SecurityGroup, Service, Volume
 
 DEFAULT_MTU = 1450  # 1500 less the VXLAN overhead (meshvisor.network.DEFAULT_MTU)
 SECRET_PREFIX = "(secret "
@@ -117,6 +117,8 @@ def wanted(kind: str, res: Resource) -> Attrs:
         }
     if isinstance(res, Service):
         return {"policy": _policy(res.policy), "ingress_port": res.ingress_port}
+    if isinstance(res, GatewayRoute):
+        return _route(res.model_dump(include={"service", "host", "path_prefix", "rewrite"}))
     raise TypeError(f"unknown resource {kind}")
 
 
@@ -296,7 +298,14 @@ def observed(kind: str, obj: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
         }
     if kind == "service":
         return {"policy": _policy(take("policy", {}) or {}), "ingress_port": take("ingress_port")}
+    if kind == "gateway_route":
+        return _route({k: take(k) for k in ("service", "host", "path_prefix", "rewrite")})
     raise TypeError(f"unknown resource {kind}")
+
+
+def _route(attrs: Mapping[str, Any]) -> Attrs:
+    return {"service": attrs["service"], "host": attrs["host"] or None, "path_prefix": attrs["path_prefix"] or "/",
+            "rewrite": attrs["rewrite"]}  # fmt: skip
 
 
 def _env(shown: Mapping[str, Any], secret: Iterable[str], recorded: Mapping[str, Any]) -> dict[str, str]:

@@ -24,12 +24,21 @@ from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.platform import stacks
 from meshvisor.platform.instances import requests as instances
-from meshvisor.platform.mesh import services
+from meshvisor.platform.mesh import gateway, services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.stacks import spec as stack_spec
-from meshvisor.platform.state.models import Instance, Network, SecurityGroup, Service, Stack, StackPlan, Volume
+from meshvisor.platform.state.models import (
+    GatewayRoute,
+    Instance,
+    Network,
+    SecurityGroup,
+    Service,
+    Stack,
+    StackPlan,
+    Volume,
+)
 from meshvisor.platform.state.paging import find_named, get_named, page_by_name
 from meshvisor.platform.volumes import requests as volumes
 
@@ -107,6 +116,7 @@ KINDS: Mapping[str, tuple[Any, Shower]] = {
             {"id": r.id, "name": r.name, "policy": r.policy, "ingress_port": r.ingress_port} for r in rows
         ],
     ),
+    "gateway_route": (GatewayRoute, lambda _s, rows: [gateway.to_dict(r) for r in rows]),
 }
 
 

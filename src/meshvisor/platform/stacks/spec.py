@@ -19,23 +19,25 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from meshvisor.core import instance_rules as rules
+from meshvisor.core.names import HOST_NAME_PATTERN, PATH_PATTERN
 from meshvisor.mesh.model import validate_policy
 from meshvisor.platform.instances import shape
 from meshvisor.platform.instances.shape import Lower
 
-KINDS = ("network", "security_group", "volume", "instance", "service")
+KINDS = ("network", "security_group", "volume", "instance", "service", "gateway_route")
 SECTIONS = {  # stack file section -> resource kind
     "networks": "network",
     "security_groups": "security_group",
     "volumes": "volume",
     "instances": "instance",
     "services": "service",
+    "gateway_routes": "gateway_route",
 }
 SECTION_OF = {kind: section for section, kind in SECTIONS.items()}
 NAME_PATTERN = r"^[a-z0-9-]{1,40}$"  # the platform's own name rule (meshvisor.core.names)
 VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
-ADDRESS_PATTERN = r"^(network|security_group|volume|instance|service)\.[a-z0-9-]{1,40}$"
+ADDRESS_PATTERN = r"^(network|security_group|volume|instance|service|gateway_route)\.[a-z0-9-]{1,40}$"
 
 Path = tuple[str | int, ...]
 
@@ -280,6 +282,17 @@ class Service(Resource):
         return policy
 
 
+class GatewayRoute(Resource):
+    """A route of the hosts' ingress gateway to a service (as POST /v1/gateway/routes); made or replaced whole."""
+
+    service: Name = Field(description="the service it goes to (in this stack, or under external)")
+    host: Annotated[str, Field(pattern=HOST_NAME_PATTERN, max_length=253)] | None = Field(
+        default=None, description="the host name it takes; absent: any"
+    )
+    path_prefix: Annotated[str, Field(pattern=PATH_PATTERN)] = "/"
+    rewrite: Annotated[str, Field(pattern=PATH_PATTERN)] | None = None
+
+
 class External(Model):
     """Platform objects this stack uses but does not own: valid targets of references, never planned."""
 
@@ -301,6 +314,7 @@ class StackFile(Model):
     volumes: Annotated[dict[str, Volume], BeforeValidator(_no_none)] = Field(default_factory=dict)
     instances: Annotated[dict[str, Instance], BeforeValidator(_no_none)] = Field(default_factory=dict)
     services: Annotated[dict[str, Service], BeforeValidator(_no_none)] = Field(default_factory=dict)
+    gateway_routes: Annotated[dict[str, GatewayRoute], BeforeValidator(_no_none)] = Field(default_factory=dict)
     external: External = External()
 
 
@@ -310,6 +324,7 @@ MODELS: dict[str, type[Resource]] = {
     "volume": Volume,
     "instance": Instance,
     "service": Service,
+    "gateway_route": GatewayRoute,
 }
 
 

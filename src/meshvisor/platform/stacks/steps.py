@@ -22,7 +22,7 @@ from meshvisor.core.types import RestartPolicy
 from meshvisor.platform.hosts import placement
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceChange, InstanceRequest
-from meshvisor.platform.mesh import services
+from meshvisor.platform.mesh import gateway, services
 from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.settings import Settings
@@ -144,6 +144,11 @@ def create(ctx: Context, kind: str, name: str, res: stack_spec.Resource) -> None
         )
     elif isinstance(res, stack_spec.Service):
         ctx.step(lambda s: _none(_put_service(s, settings, name, res, project)), record=True)
+    elif isinstance(res, stack_spec.GatewayRoute):
+        ctx.step(
+            lambda s: _none(gateway.create(s, name, res.service, project, res.path_prefix, res.host, res.rewrite)),
+            record=True,
+        )
     else:
         raise TypeError(f"cannot create a {kind}")
 
@@ -318,6 +323,7 @@ def delete(ctx: Context, kind: str, name: str, address: str | None = None) -> No
         "instance": lambda s: _delete_instance(s, name, project),
         "security_group": lambda s: _removed(security_groups.remove, s, name, project),
         "service": lambda s: _removed(services.remove, s, name, project),
+        "gateway_route": lambda s: _removed(gateway.remove, s, name, project),
     }
     ctx.step(_gone_ok(makers[kind]))
     ctx.forget(address)

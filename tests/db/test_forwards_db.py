@@ -135,6 +135,10 @@ def test_the_edge_of_a_host_holds_its_nat_networks_and_the_forwards_of_its_insta
 ) -> None:
     assert api.post("/v1/forwards", json=_forward(listen_port=18082)).status_code == 201
     prefix = runtime.settings.host_prefix
+    with runtime.sessions() as s:  # not checked by its host yet: on no edge
+        assert forwards.edge(s, "local", prefix, None).forwards == []
+    with transaction(runtime.sessions) as s:  # as the host's operation leaves it
+        s.execute(update(Forward).values(state="ready"))
     with runtime.sessions() as s:
         edge = forwards.edge(s, "local", prefix, "upl0")
         net = s.query(Network).one()

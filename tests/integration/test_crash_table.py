@@ -19,6 +19,7 @@ until it has its row.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ import pytest
 
 from meshvisor.platform.state.operation_kinds import OperationKind
 
-from .conftest import Platform, wait_op, workers_of
+from .conftest import Platform, free_port, wait_op, workers_of
 from .crash_rows_more import MORE_ROWS
 from .crash_run import CIDR, NET, SNAP, VOL, Case, Run, Selection, body
 from .host_leftovers import wait_explained
@@ -163,6 +164,23 @@ def _network_and_volume(run: Run) -> None:
     run.volume()
 
 
+def _forward(run: Run) -> httpx.Response:
+    """A port forward to the instance (answered 201 with its operation): the operation's answer, as a 202."""
+    body = {"listen_port": free_port(), "protocol": "tcp", "instance": run.name, "port": 8080}
+    made = run.api.post("/v1/forwards", json=body)
+    assert made.status_code == 201, made.text
+    op_id = made.json()["operation"]["id"]
+    return httpx.Response(202, headers={"Location": f"/v1/operations/{op_id}"}, json=made.json())
+
+
+def _forwarded(run: Run) -> None:
+    (found,) = [f for f in run.api.get("/v1/forwards").json()["items"] if f["instance"] == run.name]
+    assert found["state"] == "ready", found
+    rules = subprocess.run(["nft", "list", "table", "inet", f"{run.platform.prefix}-guard"], capture_output=True,
+                           text=True, check=True).stdout  # fmt: skip
+    assert f"dport {found['listen_port']} dnat ip to {found['address']}:8080" in rules, rules
+
+
 def _create(run: Run) -> httpx.Response:
     """A create on a network, with a volume."""
     volume = {"volume": VOL, "path": "/vol"} if run.kind == "container" else {"volume": VOL}
@@ -189,6 +207,7 @@ CASES: dict[OperationKind, Case] = {
         lambda r: r.api.post(f"/v1/instances/{r.name}/networks", json={"network": NET}),
         _networks(NET),
     ),
+    K.INSTANCE_FORWARD: Case(_on_network, _forward, _forwarded, kinds=("container",)),
     K.INSTANCE_DETACH_NETWORK: Case(
         _on_network, lambda r: r.api.delete(f"/v1/instances/{r.name}/networks/{NET}"), _networks()
     ),
@@ -258,6 +277,8 @@ EXCLUDED: dict[OperationKind, str] = {
     "test_crash_migrate.py kills the platform's worker at its named places (a move asked for, a move ended)",
 }
 NOT_APPLICABLE = {
+    (K.INSTANCE_FORWARD, "vm"): "a forward makes no call to the instance's compute driver: its steps are the "
+    "host's (the edge's nftables table), the same for a VM's address as for a container's",
     (K.INSTANCE_UPDATE, "vm"): "a running VM's resize needs its restart (restart_required), covered by start",
     (K.INSTANCE_ATTACH_VOLUME, "container"): "refused (409): a container's volumes are given at its creation",
     (K.INSTANCE_DETACH_VOLUME, "container"): "refused (409): a container's volumes are given at its creation",

@@ -10,7 +10,7 @@ Public surface:
 - `ensure_tap`, `remove_tap` (taps.py): a VM's tap made by the platform, for a hypervisor that cannot make taps
 - `DhcpServer`, `DnsSpec`, `dns_name`, `DNS_DOMAIN`, `stop_stale` (dhcp.py): a network's dnsmasq (the static
   leases of VMs, the names of every instance)
-- `ensure_guard`, `remove_guard`, `Edge`, `PortForward`, `interface_setting`, `set_interface_setting`
+- `ensure_guard`, `remove_guard`, `Edge`, `PortForward`, `interface_setting`, `ensure_interface_settings`
   (guard.py): nothing is routed into or out of the bridges but what the edge lets cross (egress NAT, port forwards)
 - `default_uplink`, `local_addresses`, `port_free` (uplink.py): what NAT and forwards are checked against
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
@@ -26,7 +26,7 @@ the platform layer; this package only makes one host look like what it is told.
 from .app_guard import guard_app_port
 from .attach import Attachment, attach_container, attach_namespace, detach
 from .dhcp import DNS_DOMAIN, DhcpServer, DnsSpec, dns_name, stop_stale
-from .guard import Edge, PortForward, ensure_guard, interface_setting, remove_guard, set_interface_setting
+from .guard import Edge, PortForward, ensure_guard, ensure_interface_settings, interface_setting, remove_guard
 from .names import bridge_name, tap_name, veth_name, vxlan_name
 from .namespaces import delete_namespace, ensure_namespace, namespaces
 from .netlink import LinkInfo, list_links, remove_links
@@ -48,10 +48,10 @@ __all__ = [
     "Edge",
     "PortForward",
     "default_uplink",
+    "ensure_interface_settings",
     "interface_setting",
     "local_addresses",
     "port_free",
-    "set_interface_setting",
     "stop_stale",
     "LinkInfo",
     "NetworkLinks",

@@ -15,7 +15,6 @@ The edge (`Edge`) is what may cross, all in the same table so that one file repl
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -186,15 +185,23 @@ def interface_setting(device: str, name: str, netns: str | None = None) -> bool 
     return in_namespace(netns, read)
 
 
-def set_interface_setting(device: str, name: str, on: bool, netns: str | None = None) -> None:
-    """That setting for `device` only (never the host's `ip_forward`); a device that is not there is left alone."""
-    path = _setting_path(device, name)
+def ensure_interface_settings(wanted: Mapping[str, Mapping[str, bool]], netns: str | None = None) -> None:
+    """Each device's settings (`SETTINGS`) as `wanted` has them, writing only what differs; a device that is not
+    there is left alone. Idempotent."""
+    paths = [(_setting_path(device, name), on) for device, found in wanted.items() for name, on in found.items()]
 
-    def write() -> None:
-        with contextlib.suppress(FileNotFoundError), open(path, "w") as f:
-            f.write("1" if on else "0")
+    def apply() -> None:
+        for path, on in paths:
+            try:
+                with open(path) as f:
+                    if (f.read().strip() == "1") == on:
+                        continue
+                with open(path, "w") as f:
+                    f.write("1" if on else "0")
+            except FileNotFoundError:
+                continue
 
-    in_namespace(netns, write)
+    in_namespace(netns, apply)
 
 
 def _setting_path(device: str, name: str) -> str:

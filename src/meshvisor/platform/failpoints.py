@@ -73,6 +73,12 @@ READS = frozenset(
         "gateway_mac",
         "tap_owner",  # asks the daemon's socket who runs it
         "next_disk_target",  # reads a domain's XML
+        "interface_setting",  # reads /proc/sys
+        "local_addresses",
+        "port_free",  # binds a probe socket and closes it
+        "default_uplink",
+        "localnet",  # the edge's properties: computed from its values
+        "routes",
     }
 )
 READ_PREFIXES = ("list_", "get_", "validate_", "parse_", "find_", "build_")

@@ -180,7 +180,8 @@ def _target_address(session: Session, forward: Forward) -> str | None:
 
 def edge(session: Session, host: str, prefix: str, uplink: str | None) -> network.Edge:
     """This host's edge: its NAT networks (every `nat` network reaches every host), and the forwards of the
-    instances it runs (not those being deleted)."""
+    instances it runs that its operation has taken (`ready`: not one still to be checked, nor one being
+    deleted)."""
     nat = {network.bridge_name(prefix, n.id): n.cidr for n in session.scalars(select(Network).where(Network.nat))}
     rows = session.execute(
         select(Forward, NetworkAddress.address)
@@ -191,7 +192,7 @@ def edge(session: Session, host: str, prefix: str, uplink: str | None) -> networ
             & (NetworkAddress.network_id == Forward.network_id)
             & (NetworkAddress.role == "instance"),
         )
-        .where(Instance.host == host, Forward.state != "deleting")
+        .where(Instance.host == host, Forward.state == "ready")
         .order_by(Forward.id)
     ).all()
     forwards = [

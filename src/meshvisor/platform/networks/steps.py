@@ -141,24 +141,23 @@ def _uplink(rt: Runtime) -> str | None:
 def _ensure_forwarding(rt: Runtime, bridges: list[str], edge: network.Edge) -> None:
     """IPv4 forwarding on exactly the bridges the edge routes (and `route_localnet` on those a forward on every
     address reaches, 127.0.0.1 included), and on the uplink while anything is routed; the uplink's own setting
-    is kept in the run directory and given back when nothing is routed any more."""
+    is kept in the run directory and given back when nothing is routed any more. One driver call, always."""
     netns = rt.settings.host_netns
     routed = set(edge.nat) | {fw.bridge for fw in edge.forwards}
-    for bridge in bridges:
-        for name, on in (("forwarding", bridge in routed), ("route_localnet", bridge in edge.localnet)):
-            if network.interface_setting(bridge, name, netns) not in (None, on):
-                network.set_interface_setting(bridge, name, on, netns)
+    wanted = {b: {"forwarding": b in routed, "route_localnet": b in edge.localnet} for b in bridges}
     kept = rt.settings.run_path / "uplink-forwarding"
     uplink = edge.uplink or (_uplink(rt) if edge.forwards else None)
+    given_back = None
     if edge.routes and uplink is not None:
         if not kept.exists():
-            before = network.interface_setting(uplink, "forwarding", netns)
-            kept.write_text(f"{uplink} {int(bool(before))}\n")
-        network.set_interface_setting(uplink, "forwarding", True, netns)
+            kept.write_text(f"{uplink} {int(bool(network.interface_setting(uplink, 'forwarding', netns)))}\n")
+        wanted[uplink] = {"forwarding": True}
     elif kept.exists():
         device, was = kept.read_text().split()
-        network.set_interface_setting(device, "forwarding", was == "1", netns)
-        kept.unlink()
+        wanted[device], given_back = {"forwarding": was == "1"}, kept
+    network.ensure_interface_settings(wanted, netns)
+    if given_back is not None:
+        given_back.unlink()
 
 
 def settle_forward(rt: Runtime, op: Operation) -> None:
@@ -174,6 +173,7 @@ def settle_forward(rt: Runtime, op: Operation) -> None:
     try:
         if not deleting:
             forwards.check_on_host(*listen, rt.settings.host_netns)
+            _set_forward_state(rt, forward_id, "ready")  # on this host's edge from now on
         ensure_guard(rt)
     except MeshvisorError as exc:
         with transaction(rt.sessions) as s:
@@ -183,12 +183,18 @@ def settle_forward(rt: Runtime, op: Operation) -> None:
             elif failed is not None:
                 failed.error = exc.message  # still `deleting`: a delete asked again tries again
         raise PermanentError(f"forward {forward_id}: {exc.message}") from exc
+    if deleting:
+        with transaction(rt.sessions) as s:
+            done = s.get(Forward, forward_id)
+            if done is not None:
+                s.delete(done)
+
+
+def _set_forward_state(rt: Runtime, forward_id: str, state: str) -> None:
     with transaction(rt.sessions) as s:
-        done = s.get(Forward, forward_id)
-        if done is not None and deleting:
-            s.delete(done)
-        elif done is not None:
-            done.state, done.error = "ready", None
+        row = s.get(Forward, forward_id)
+        if row is not None:
+            row.state, row.error = state, None
 
 
 def ensure_here(rt: Runtime, network_ids: set[str]) -> None:

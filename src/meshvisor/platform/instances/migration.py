@@ -162,7 +162,7 @@ def _settle(rt: Runtime, op: Operation) -> None:
     _move_row(rt, op.resource_id, str(op.params["target"]), op.params["placement"])
     instance = steps.load_instance(rt, op.resource_id)
     sync_security(rt)  # this host's filter now counts its taps among this host's
-    ensure_guard(rt)  # and its port forwards come here
+    # (its port forwards come here at this host's next pass, which rebuilds the edge from the rows)
     ensure_sidecar(rt, instance)
     steps.record_observed(rt, instance.id)
     raise HandOff(str(op.params["source"]), phase="release")

@@ -99,6 +99,7 @@ def test_dnsmasq_serves_static_leases_and_the_platforms_names_only_on_the_bridge
     assert "--local=/meshvisor.internal/" in argv  # never forwarded
     assert "--no-resolv" in argv  # other names are refused unless the network is allowed out
     assert "--dhcp-option=option:dns-server,10.231.1.1" in argv
+    assert "--dhcp-ignore=tag:!known" in argv  # silent for another host's VM (no NAK)
     assert f"--interface={bridge_name('mv', NET_ID)}" in argv
     assert "--dhcp-range=10.231.1.0,static,255.255.255.0,1h" in argv
     assert f"--dhcp-hostsfile=/state/{NET_ID}.hosts" in argv and f"--pid-file=/state/{NET_ID}.pid" in argv

@@ -115,6 +115,9 @@ def dnsmasq_argv(
         f"--interface={bridge_name(prefix, spec.network_id)}",
         "--except-interface=lo",
         f"--dhcp-range={network.network_address},static,{network.netmask},{lease_time}",
+        # Silent for a MAC it has no lease for: every host's dnsmasq of a network hears a VM's broadcasts over
+        # VXLAN with the same server address (the gateway), and must not NAK another host's VM.
+        "--dhcp-ignore=tag:!known",
         f"--dhcp-hostsfile={stem}.hosts",
         f"--dhcp-leasefile={stem}.leases",
         f"--pid-file={stem}.pid",

@@ -34,7 +34,7 @@ from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.network import list_links, remove_guard, remove_links
 
 from ..conftest import DEB_CACHE
-from .conftest import BROKER_URL, REPO, drop_broker_keys, free_port, underlay, wait_op
+from .conftest import BROKER_URL, REPO, drop_broker_keys, free_port, stop_dhcp_servers, underlay, wait_op
 from .daemons import DockerEngine, SessionLibvirtd
 
 POOL = "10.227.0.0/16"
@@ -272,6 +272,8 @@ def _clean(hosts: TwoHosts, netns: str) -> None:
     remove_links(hosts.prefix, [link.name for link in list_links(hosts.prefix)])  # gone meanwhile is success
     remove_guard(hosts.prefix)
     remove_guard(hosts.prefix, netns)
+    # each host's dnsmasq of a network that was still there, or that a host had no pass left to stop
+    stop_dhcp_servers(Path("/run/meshvisor") / hosts.prefix)
     shutil.rmtree(Path("/run/meshvisor") / hosts.prefix, ignore_errors=True)
     drop_broker_keys(hosts.prefix)
     hosts.libvirtd_b.remove()  # its domains (all of this run's) destroyed, it and its virtlogd stopped by PID

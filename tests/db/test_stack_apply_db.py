@@ -26,6 +26,7 @@ from meshvisor.platform.stacks import plans as stack_plans
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import (
+    Forward,
     Instance,
     Network,
     NetworkAddress,
@@ -501,3 +502,81 @@ def test_a_gateway_route_is_made_after_its_service_replaced_whole_and_destroyed_
     assert apply(runtime, gone["id"])["status"] == "succeeded"
     with runtime.sessions() as s:
         assert gateway.listing(s, "default") == [] and s.query(Service).count() == 0
+
+
+TCP_80 = "{listen_port: 18081, port: 80}"
+
+
+def forward_file(*forwards: str) -> str:
+    """A network and a container on it with these forwards (`{listen_port: N, port: M}` each)."""
+    return network_file("10.214.4.0/24").replace(
+        "    networks: [{network: cn}]", f"    networks: [{{network: cn}}]\n    forwards: [{', '.join(forwards)}]"
+    )
+
+
+def forwarded(rt: Runtime) -> list[tuple[int, str, int, str]]:
+    with rt.sessions() as s:
+        ci = s.query(Instance).filter_by(name="ci").one()
+        rows = s.query(Forward).filter_by(instance_id=ci.id).order_by(Forward.listen_port)
+        return [(f.listen_port, f.protocol, f.port, f.state) for f in rows]
+
+
+def test_an_instances_forwards_are_made_changed_one_by_one_and_go_with_it(netns_runtime: Runtime) -> None:
+    """Forwards are an instance's live attribute: made after it, each changed one deleted and made again, the
+    others kept (the same rows); gone when the instance is destroyed."""
+    rt = netns_runtime
+    add_ready_image(rt)
+    made = plan(
+        rt, forward_file("{listen_port: 18081, port: 80}", "{listen_port: 18082, port: 81, protocol: udp}")
+    )
+    assert apply(rt, made["id"])["status"] == "succeeded"
+    assert forwarded(rt) == [(18081, "tcp", 80, "ready"), (18082, "udp", 81, "ready")]
+    with rt.sessions() as s:
+        kept = s.query(Forward).filter_by(listen_port=18081).one().id
+    assert (
+        plan(rt, forward_file("{listen_port: 18081, port: 80}", "{listen_port: 18082, port: 81, protocol: udp}"))[
+            "changes"
+        ]
+        == []
+    )
+    changed = plan(rt, forward_file("{listen_port: 18081, port: 80}", "{listen_port: 18083, port: 81}"))
+    assert [(c["address"], c["action"]) for c in changed["changes"]] == [("instance.ci", "update")]
+    assert "forwards" in changed["text"], changed["text"]
+    assert apply(rt, changed["id"])["status"] == "succeeded"
+    assert forwarded(rt) == [(18081, "tcp", 80, "ready"), (18083, "tcp", 81, "ready")]
+    with rt.sessions() as s:
+        assert s.query(Forward).filter_by(listen_port=18081).one().id == kept
+    assert apply(rt, plan(rt, network_file("10.214.4.0/24"))["id"])["status"] == "succeeded"
+    assert forwarded(rt) == []
+    assert apply(rt, plan(rt, destroy=True)["id"])["status"] == "succeeded"
+    with rt.sessions() as s:
+        assert s.query(Forward).count() == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (forward_file("{listen_port: 70000, port: 80}"), "listen_port"),
+        (forward_file("{listen_port: 18081, port: 0}"), "port"),
+        (forward_file("{listen_port: 18081, port: 80, protocol: sctp}"), "protocol"),
+        (
+            forward_file("{listen_port: 18081, port: 80, listen_address: nowhere}"),
+            "invalid listen_address 'nowhere'",
+        ),
+        (
+            forward_file("{listen_port: 18081, port: 80}", "{listen_port: 18081, port: 81}"),
+            "tcp port 18081 is also",
+        ),
+        (
+            forward_file("{listen_port: 18081, port: 80}").replace("    networks: [{network: cn}]\n", ""),
+            "need a network",
+        ),
+    ],
+)
+def test_a_bad_forward_is_refused_by_the_plan_and_nothing_is_saved(
+    runtime: Runtime, text: str, message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        plan(runtime, text)
+    with pytest.raises(NotFound):
+        stack(runtime)

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
-from .conftest import REPO, Platform, create, delete, wait_op
+from .conftest import REPO, Platform, create, delete, free_port, wait_op
 from .test_mesh_containers import WEB, call, eventually
 from .test_networks import drop_network, network
 
@@ -171,7 +171,9 @@ def test_log_in_create_watch_stop_read_run_and_delete(page: Page, platform: Plat
 
 def test_a_token_that_stops_working_sends_the_page_back_to_the_login(page: Page, platform: Platform) -> None:
     log_in(page, platform)
-    page.evaluate("sessionStorage.setItem('meshvisor.token', 'revoked')")
+    # Set as the reloaded page starts: set in the page shown, a refresh of it could meet the 401 first, log out
+    # and take the token away before the reload.
+    page.add_init_script("sessionStorage.setItem('meshvisor.token', 'revoked')")
     page.reload()
     expect(page.get_by_role("alert")).to_contain_text("log in again")
     expect(page.get_by_label("API token")).to_be_visible()
@@ -281,6 +283,32 @@ def test_a_stack_plan_is_shown_and_applied_from_the_page(
     assert op["status"] == "succeeded" and deleted == 204, op
 
 
+def forward_a_port(page: Page, api: httpx.Client, platform: Platform) -> None:
+    """dash-att's port 80 forwarded from a host port on its page, then removed there; a host port in use (the
+    API's own) is the API's refusal beside the form, and nothing is made."""
+    form = page.get_by_role("form", name="Forward a port")
+    form.get_by_label("Host port").fill(platform.url.rsplit(":", 1)[1])
+    form.get_by_label("Instance port").fill("80")
+    form.get_by_role("button", name="Forward").click()
+    expect(form.get_by_role("alert")).to_contain_text("in use")
+    assert api.get("/v1/forwards").json()["items"] == []
+    port = free_port()
+    form.get_by_label("Host port").fill(str(port))
+    form.get_by_label("Instance port").fill("80")
+    form.get_by_role("button", name="Forward").click()
+    made = page.locator("#forwards tbody tr").filter(has_text=f":{port}/tcp")
+    expect(made.locator(".badge")).to_have_text("ready")
+    expect(made).to_contain_text("10.213.111.")
+    [forward] = api.get("/v1/forwards").json()["items"]
+    assert (forward["instance"], forward["listen_port"], forward["port"], forward["protocol"]) == (
+        "dash-att", port, 80, "tcp",
+    ), forward  # fmt: skip
+    page.once("dialog", lambda dialog: dialog.accept())
+    made.get_by_role("button", name="delete").click()
+    expect(made).to_have_count(0)
+    assert api.get("/v1/forwards").json()["items"] == []
+
+
 def test_networks_groups_and_volumes_are_made_and_removed_from_their_pages(
     page: Page, platform: Platform, api: httpx.Client
 ) -> None:
@@ -336,6 +364,9 @@ def test_networks_groups_and_volumes_are_made_and_removed_from_their_pages(
         attached = page.locator("#links tbody tr").filter(has_text="network dash-net")
         expect(attached).to_contain_text("10.213.111.")
         assert api.get("/v1/instances/dash-att").json()["networks"][0]["network"] == "dash-net"
+        # The address shows as soon as the attach is asked for; detach is offered once the attach has ended.
+        expect(attached.get_by_role("button", name="detach")).to_be_enabled()
+        forward_a_port(page, api, platform)
         page.once("dialog", lambda dialog: dialog.accept())
         attached.get_by_role("button", name="detach").click()
         expect(attached).to_have_count(0)

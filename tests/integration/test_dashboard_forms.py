@@ -117,6 +117,7 @@ def test_a_meshed_instance_with_upstreams_and_a_service_ingress_port_from_the_fo
             return f"{got.status_code} {got.text}"
 
         assert eventually(through_ingress, "200 backend-", timeout=60).startswith("200 backend-")
+        route_through_the_gateway(page, api)
         shot(page, "mesh-ingress")
         on_a_phone(page, "mesh-phone")
 
@@ -135,6 +136,33 @@ def test_a_meshed_instance_with_upstreams_and_a_service_ingress_port_from_the_fo
         drop_network(api, "dfm-mesh", force=True)
         dropped = [api.delete(f"/v1/services/{name}").status_code for name in ("dfm-fe", "dfm-be", "dfm-new")]
     assert dropped[:2] == [204, 204], dropped
+
+
+def route_through_the_gateway(page: Page, api: httpx.Client) -> None:
+    """A gateway route to dfm-be made from the mesh page (one to a service that does not exist is the API's
+    refusal beside the form, and nothing is made), listed, then deleted there."""
+    expect(page.locator("#gateway-certificate")).to_contain_text("certificates of the mesh CA")
+    routes = page.get_by_role("form", name="Route through the gateway")
+    routes.get_by_label("Route name").fill("dfm-route")
+    routes.get_by_label("To service").fill("dfm-nope")
+    routes.get_by_label("Host name").fill("shop.example.test")
+    routes.get_by_label("Path prefix").fill("/shop/")
+    routes.get_by_label("Rewrite prefix to").fill("/")
+    routes.get_by_role("button", name="Add route").click()
+    expect(routes.get_by_role("alert")).to_contain_text("dfm-nope")
+    assert api.get("/v1/gateway/routes").json()["items"] == []
+    routes.get_by_label("To service").fill("dfm-be")
+    routes.get_by_role("button", name="Add route").click()
+    made = page.locator("#routes tbody tr").filter(has_text="dfm-route")
+    expect(made).to_contain_text("shop.example.test")
+    [route] = api.get("/v1/gateway/routes").json()["items"]
+    assert (route["service"], route["host"], route["path_prefix"], route["rewrite"]) == (
+        "dfm-be", "shop.example.test", "/shop/", "/",
+    ), route  # fmt: skip
+    page.once("dialog", lambda dialog: dialog.accept())
+    made.get_by_role("button", name="delete").click()
+    expect(made).to_have_count(0)
+    assert api.get("/v1/gateway/routes").json()["items"] == []
 
 
 def resize(page: Page, cpus: str, memory: str) -> None:

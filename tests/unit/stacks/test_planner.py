@@ -199,6 +199,11 @@ CASES: list[tuple[str, list[tuple[str, Any]], dict[str, tuple[str, dict[str, str
         [("networks.front.nat", True)],
         {"network.front": ("-/+", {"nat": "replace"}), "instance.box": ("~", {"networks": "live"})},
     ),
+    (
+        "a port forwarded: live",
+        [("instances.box.forwards", [{"listen_port": 8080, "port": 80}])],
+        {"instance.box": ("~", {"forwards": "live"})},
+    ),
     ("a removed instance", [("instances.app", None)], {"instance.app": ("-", {})}),
 ]
 

@@ -95,6 +95,20 @@ def listing(session: Session, project: str) -> list[Forward]:
     )
 
 
+def asked_by_instance(session: Session, instance_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Each instance's forwards as they were asked for (not those being deleted): a stack's view of them."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    rows = session.scalars(
+        select(Forward).where(Forward.instance_id.in_(instance_ids), Forward.state != "deleting")
+    )
+    for row in rows:
+        asked = {"listen_port": row.listen_port, "protocol": row.protocol, "port": row.port}
+        found.setdefault(row.instance_id, []).append(
+            {**asked, "listen_address": row.listen_address or None, "id": row.id}
+        )
+    return found
+
+
 def to_dict(session: Session, forward: Forward) -> dict[str, Any]:
     instance = session.get(Instance, forward.instance_id)
     net = session.get(Network, forward.network_id)

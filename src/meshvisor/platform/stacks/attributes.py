@@ -1,7 +1,8 @@
 """How each attribute can change on the platform, read off its REST API.
 
 instance        live (`~`): container cpus and memory_mb (PATCH), restart_policy, ha and security_groups (PATCH),
-                networks (hot attach/detach), a VM's volumes (hot-plug), state (start a stopped instance)
+                networks (hot attach/detach), a VM's volumes (hot-plug), forwards (made and deleted one by
+                one), state (start a stopped instance)
                 restart (`~!`): a VM's cpus and memory_mb up to its max_cpus / max_memory_mb (PATCH; libvirt
                 may only apply them at the next boot)
                 replace (`-/+`): kind, image, host, placement, command, env, mesh, disk_mb, cloud_init, max_cpus,
@@ -44,6 +45,7 @@ TABLE: dict[str, dict[str, Effect]] = {
         "security_groups": "live",
         "networks": "live",
         "volumes": "live",
+        "forwards": "live",
         "state": "live",
     },
     "network": {"cidr": "replace", "vni": "replace", "mtu": "replace", "nat": "replace"},

@@ -104,8 +104,8 @@ def check_references(raw: Mapping[str, tuple[str, Any]], external: External, lin
 
 def check_resources(resources: Mapping[str, Resource], lines: Lines) -> list[SpecError]:
     """Rules between valid resources: addresses inside their network and asked for once, raw volumes for
-    containers, one writer per volume, no overlapping networks, one service per ingress port, policies the mesh
-    accepts."""
+    containers, one writer per volume, no overlapping networks, one service per ingress port, a host port
+    forwarded once, policies the mesh accepts."""
     errors: list[SpecError] = []
     nets = {split_address(a)[1]: r for a, r in resources.items() if isinstance(r, Network)}
     vols = {split_address(a)[1]: r for a, r in resources.items() if isinstance(r, Volume)}
@@ -142,7 +142,7 @@ def check_resources(resources: Mapping[str, Resource], lines: Lines) -> list[Spe
             names = ", ".join(sorted(n for n, _ in attached))
             message = f"attached to {names}: a volume attached read-write is on one instance at a time"
             errors.append(SpecError(path, message, line_of(path, lines)))
-    return errors + _overlaps(nets, lines) + _fixed_twice(resources, lines)
+    return errors + _overlaps(nets, lines) + _fixed_twice(resources, lines) + _forwarded_twice(resources, lines)
 
 
 def _fixed_twice(resources: Mapping[str, Resource], lines: Lines) -> list[SpecError]:
@@ -160,6 +160,25 @@ def _fixed_twice(resources: Mapping[str, Resource], lines: Lines) -> list[SpecEr
             if other != name:
                 path: Path = (SECTION_OF["instance"], name, "networks", i, "ip")
                 message = f"ip {net.ip} on {net.network!r} is also asked for by instance {other!r}"
+                errors.append(SpecError(path, message, line_of(path, lines)))
+    return errors
+
+
+def _forwarded_twice(resources: Mapping[str, Resource], lines: Lines) -> list[SpecError]:
+    """A host port is forwarded once (per protocol): every address of a host counts as the same port, since
+    instances may share a host."""
+    errors: list[SpecError] = []
+    taken: dict[tuple[int, str], str] = {}  # (listen port, protocol) -> the instance that forwards it first
+    for addr, res in sorted(resources.items()):
+        if not isinstance(res, Instance):
+            continue
+        name = split_address(addr)[1]
+        for i, forward in enumerate(res.forwards):
+            other = taken.setdefault((forward.listen_port, forward.protocol), f"{name}#{i}")
+            if other != f"{name}#{i}":
+                path: Path = (SECTION_OF["instance"], name, "forwards", i, "listen_port")
+                owner = other.split("#")[0]
+                message = f"{forward.protocol} port {forward.listen_port} is also forwarded by instance {owner!r}"
                 errors.append(SpecError(path, message, line_of(path, lines)))
     return errors
 

@@ -155,6 +155,7 @@ def _instance(res: Instance) -> Attrs:
         "max_memory_mb": res.max_memory_mb if vm else None,
         "disk_mb": res.disk_mb if vm else 0,
         "cloud_init": _pruned(res.cloud_init) if vm and res.cloud_init else None,
+        "forwards": _forwards(f.model_dump() for f in res.forwards),
         "state": "running",
     }
 
@@ -168,6 +169,13 @@ def _placement(shown: Mapping[str, Any] | None) -> Attrs | None:
         "host_labels": dict(sorted((shown.get("host_labels") or {}).items())),
     }
     return wanted if wanted["affinity"] or wanted["anti_affinity"] or wanted["host_labels"] else None
+
+
+def _forwards(items: Iterable[Mapping[str, Any]]) -> list[Attrs]:
+    """Forwards by host port: what a forward is asked with (the platform's rows show more)."""
+    keys = ("listen_port", "protocol", "listen_address", "port")
+    shown = [{k: item.get(k) for k in keys} for item in items]
+    return sorted(shown, key=lambda f: (f["listen_port"], str(f["protocol"]), str(f["listen_address"] or "")))
 
 
 def _by_network(item: Mapping[str, Any]) -> str:
@@ -275,6 +283,7 @@ def observed(kind: str, obj: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
             "max_memory_mb": take("max_memory_mb") if vm else None,
             "disk_mb": take("disk_mb", 0) or 0,
             "cloud_init": _pruned(take("cloud_init")) if take("cloud_init") else None,
+            "forwards": _forwards(take("forwards", []) or []),
             "state": RUN_STATES.get(str(got.get("state", "running")), str(got.get("state"))),
         }
     if kind == "network":

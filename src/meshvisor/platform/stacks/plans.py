@@ -25,8 +25,8 @@ from meshvisor.core.names import new_id, validate_name
 from meshvisor.platform import stacks
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.mesh import gateway, services
+from meshvisor.platform.networks import forwards, security_groups
 from meshvisor.platform.networks import requests as networks
-from meshvisor.platform.networks import security_groups
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.stacks import spec as stack_spec
 from meshvisor.platform.state.models import (
@@ -108,7 +108,7 @@ KINDS: Mapping[str, tuple[Any, Shower]] = {
     "security_group": (SecurityGroup, lambda s, rows: [security_groups.to_dict(s, r) for r in rows]),
     "volume": (Volume, lambda s, rows: [volumes.to_dict(s, r) for r in rows]),
     # An instance as last recorded, whether or not its host is online now: a plan compares what was asked.
-    "instance": (Instance, lambda _s, rows: [instances.to_dict(r, {}) for r in rows]),
+    "instance": (Instance, lambda s, rows: _instances(s, rows)),
     # A plan compares a service's policy and ingress port only: its members and callers are not read here.
     "service": (
         Service,
@@ -118,6 +118,12 @@ KINDS: Mapping[str, tuple[Any, Shower]] = {
     ),
     "gateway_route": (GatewayRoute, lambda _s, rows: [gateway.to_dict(r) for r in rows]),
 }
+
+
+def _instances(session: Session, rows: list[Instance]) -> list[dict[str, Any]]:
+    """Instances as the API shows them, with their port forwards (which the API lists on their own)."""
+    forwarded = forwards.asked_by_instance(session, [r.id for r in rows])
+    return [{**instances.to_dict(r, {}), "forwards": forwarded.get(r.id, [])} for r in rows]
 
 
 def observe(session: Session, addresses: list[str], project: str = "default") -> dict[str, dict[str, Any] | None]:

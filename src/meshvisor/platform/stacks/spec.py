@@ -175,18 +175,22 @@ class Volume(Resource):
         return self
 
 
+def _ipv4_or_none(value: str | None, field: str) -> str | None:
+    if value is not None:
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError(f"invalid {field} {value!r}: use an IPv4 address") from None
+    return value
+
+
 class NetworkAttachment(shape.NetworkAttachment, Model):
     network: Name
 
     @field_validator("ip")
     @classmethod
     def _check_ip(cls, ip: str | None) -> str | None:
-        if ip is not None:
-            try:
-                ipaddress.IPv4Address(ip)
-            except ValueError:
-                raise ValueError(f"invalid ip {ip!r}: use an IPv4 address") from None
-        return ip
+        return _ipv4_or_none(ip, "ip")
 
     @field_validator("project")
     @classmethod
@@ -205,6 +209,20 @@ class VolumeAttachment(shape.VolumeAttachment, Model):
         if problems:  # here as well as in the instance's rules: the error then points at the path's line
             raise ValueError("; ".join(problems))
         return self
+
+
+class Forward(Model):
+    """A port of the instance's host forwarded to one of its ports (as POST /v1/forwards, on its first network)."""
+
+    listen_port: Annotated[int, Field(ge=1, le=65535)]
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(description="the instance's port")
+    protocol: Literal["tcp", "udp"] = "tcp"
+    listen_address: str | None = Field(default=None, description="an IPv4 address of the host; absent: every one")
+
+    @field_validator("listen_address")
+    @classmethod
+    def _check_address(cls, address: str | None) -> str | None:
+        return _ipv4_or_none(address, "listen_address")
 
 
 class Upstream(Model):
@@ -255,10 +273,15 @@ class Instance(shape.InstanceFields, Resource):
         default=0, description="VMs: data disk size"
     )
     host: Name | None = Field(default=None, description="default: the platform places it")
+    forwards: Annotated[list[Forward], Field(max_length=64)] = Field(
+        default_factory=list, description="host ports forwarded to the instance (it needs a network)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Instance:
         problems = rules.problems(self)
+        if self.forwards and not self.networks:
+            problems.append("forwards need a network: a forward reaches the instance's first network address")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -23,8 +23,8 @@ from meshvisor.platform.hosts import placement
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceChange, InstanceRequest
 from meshvisor.platform.mesh import gateway, services
+from meshvisor.platform.networks import forwards, security_groups
 from meshvisor.platform.networks import requests as networks
-from meshvisor.platform.networks import security_groups
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.stacks import Change, Release
 from meshvisor.platform.stacks import spec as stack_spec
@@ -87,6 +87,9 @@ def run(ctx: Context, change: Change, res: stack_spec.Resource | None) -> None:
         create(ctx, kind, name, res)
     else:
         update(ctx, kind, name, res, restart=change.action == "restart")
+        return
+    if isinstance(res, stack_spec.Instance):  # once the one it replaces is gone: it let go of their host ports
+        forward_ports(ctx, name, res)
 
 
 def let_go(ctx: Context, release: Release, kind: str, name: str) -> None:
@@ -156,7 +159,7 @@ def create(ctx: Context, kind: str, name: str, res: stack_spec.Resource) -> None
 def instance_request(name: str, res: stack_spec.Instance, secret_paths: Iterable[Path] = ()) -> InstanceRequest:
     """The platform's request for a stack file's instance: the same fields, less the stack's own; an env value
     built from a secret variable (at one of `secret_paths`) becomes a secret env value."""
-    fields = res.model_dump(exclude=set(stack_spec.Resource.model_fields))
+    fields = res.model_dump(exclude={*stack_spec.Resource.model_fields, "forwards"})  # forwards: made after it
     fields["mesh"] = res.mesh.model_dump(exclude_none=True) if res.mesh is not None else None
     secret_names = {path[1] for path in secret_paths if len(path) == 2 and path[0] == "env"}
     env: dict[str, str] = fields.pop("env")
@@ -242,7 +245,33 @@ def update_instance(ctx: Context, name: str, res: stack_spec.Instance, restart: 
             return instances.request_action(s, name, "restart", {}, project=project)[1]
         return None
 
+    forward_ports(ctx, name, res)
     ctx.step(settle, record=True)
+
+
+def forward_ports(ctx: Context, name: str, res: stack_spec.Instance) -> None:
+    """The instance's forwards made the spec's: those it has that the spec has not are deleted, then the
+    missing ones made (one operation each, on the instance's host)."""
+    here = (ctx.settings.host_name, ctx.settings.host_netns)
+    project = ctx.project
+    with ctx.session() as s:
+        row = instances.get(s, name, project)
+        held = {f.pop("id"): f for f in forwards.asked_by_instance(s, [row.id]).get(row.id, [])}
+    wanted = [f.model_dump() for f in res.forwards]
+    for forward_id, asked in held.items():
+        if asked not in wanted:
+            ctx.step(_gone_ok(_unforward(forward_id, project)))
+    for asked in wanted:
+        if asked not in held.values():
+            ctx.step(_forward({**asked, "instance": name}, project, here))
+
+
+def _forward(body: dict[str, Any], project: str, here: tuple[str, str | None]) -> Make:
+    return lambda s: forwards.request_create(s, body, project, here)[1]
+
+
+def _unforward(forward_id: str, project: str) -> Make:
+    return lambda s: forwards.request_delete(s, forward_id, project)[1]
 
 
 def _network_step(name: str, network: str, ip: str | None | bool, project: str) -> Make:

@@ -8,6 +8,7 @@ import { imagesPage } from "./images.js";
 import { servicesPage } from "./services.js";
 import { stack, stacksPage } from "./stacks.js";
 import { volumesPage } from "./volumes.js";
+import { forwardSection } from "./forwards.js";
 import { moveSection } from "./moves.js";
 import { openTerminal } from "./terminal.js";
 import { actionButton, deleteButton, jsonEditor, main, page, run, simpleForm, view } from "./ui.js";
@@ -491,10 +492,11 @@ async function instance(name) {
   const linkSection = h("section", {}, h("h2", {}, "Networks and volumes"), links, netForm, volForm, linkError);
   const [resize, showSize] = resizeSection(name);
   const [move, showMove] = moveSection(name);
+  const [forwardBox, showForwards] = forwardSection(name);
   main.replaceChildren(h("p", {}, h("a", { href: "#/instances" }, "← Instances")), head, resize, move,
     h("h2", {}, "Usage"), usage,
     h("h2", {}, "Logs"), logs, h("h2", {}, "Terminal"), h("p", { class: "actions" }, termButton, termStatus), termBox,
-    h("h2", {}, "Run a command"), console_, output, linkSection, snapSection);
+    h("h2", {}, "Run a command"), console_, output, linkSection, forwardBox, snapSection);
   console_.addEventListener("submit", async (event) => {
     event.preventDefault();
     const line = command.value.trim();
@@ -525,7 +527,10 @@ async function instance(name) {
     const [allNets, allVols] = await Promise.all([api("GET", "/v1/networks?limit=1000"), api("GET", "/v1/volumes?limit=1000")]);
     const onNets = new Set((i.networks || []).map((n) => n.network));
     const onVols = new Set((i.volumes || []).map((v) => v.volume));
-    const detach = (what, path) => h("button", { type: "button", class: "danger", "data-write": `DELETE ${path}`, onclick: async () => {
+    // While an operation runs (an attach just asked for shows its address at once) the API refuses a detach.
+    const busy = i.operation_id ? `busy with operation ${i.operation_id}` : undefined;
+    const detach = (what, path) => h("button", { type: "button", class: "danger", "data-write": `DELETE ${path}`,
+      disabled: Boolean(busy), title: busy, onclick: async () => {
       if (!confirm(`Detach ${what} from ${name}?`)) return;
       await run(linkError, () => api("DELETE", path), view.refresh);
     } }, "detach");
@@ -573,7 +578,7 @@ async function instance(name) {
         ...when(i.error, () => fact("Error", i.error))),
     );
     showSize(i);
-    await showMove(i);
+    await Promise.all([showMove(i), showForwards()]);
   };
   const fact = (k, v) => [h("dt", {}, k), h("dd", {}, v)];
   const samples = [];

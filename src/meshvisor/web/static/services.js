@@ -1,10 +1,10 @@
-// The mesh page: the services and who calls whom (from `/metrics`), each service's policy, its ingress port, and
-// the mesh's certificate authority with its rotation.
+// The mesh page: the services and who calls whom (from `/metrics`), each service's policy, its ingress port, the
+// ingress gateway's routes and certificate, and the mesh's certificate authority with its rotation.
 
 import { ApiError, api, apiText } from "./api.js";
 import { h, badge, table, fmtTime, NAME } from "./dom.js";
 import { edgesFrom, rates, topology } from "./mesh.js";
-import { deleteButton, jsonEditor, page, view } from "./ui.js";
+import { deleteButton, jsonEditor, page, simpleForm, view } from "./ui.js";
 
 let lastReading = null; // {edges, at}: the previous /metrics reading, for rates
 
@@ -55,6 +55,41 @@ function ingressForm() {
     if (view.refresh) await view.refresh();
   });
   return [form, (services) => names.replaceChildren(...services.map((s) => h("option", { value: s.name })))];
+}
+
+// -- the ingress gateway's routes -------------------------------------------------------------------------------
+function routeForm() {
+  const name = h("input", { required: true, ...NAME });
+  const service = h("input", { required: true, ...NAME, list: "service-names", autocomplete: "off" });
+  const host = h("input", { placeholder: "any host name" });
+  const prefix = h("input", { placeholder: "/" });
+  const rewrite = h("input", { placeholder: "as asked" });
+  return simpleForm("Route through the gateway", [
+    ["Route name", name], ["To service", service], ["Host name", host], ["Path prefix", prefix],
+    ["Rewrite prefix to", rewrite],
+  ], () => {
+    const body = { name: name.value.trim(), service: service.value.trim() };
+    if (host.value.trim()) body.host = host.value.trim();
+    if (prefix.value.trim()) body.path_prefix = prefix.value.trim();
+    if (rewrite.value.trim()) body.rewrite = rewrite.value.trim();
+    return api("POST", "/v1/gateway/routes", body);
+  }, "Add route", "POST /v1/gateway/routes");
+}
+
+function routesTable(routes, cert) {
+  const serving = cert.source === "uploaded"
+    ? `HTTPS with the uploaded certificate for ${(cert.names || []).join(", ")} (until ${fmtTime(cert.not_after)})`
+    : "HTTPS with certificates of the mesh CA for each route's host name";
+  return [
+    h("h2", {}, "Gateway routes"),
+    h("p", { class: "muted", id: "gateway-certificate" }, serving),
+    routes.length
+      ? table(["Route", "Host name", "Path prefix", "Service", "Rewrite", ""], routes.map((r) => [
+        r.name, r.host || "any", r.path_prefix, r.service, r.rewrite || "",
+        deleteButton(`route ${r.name}`, `/v1/gateway/routes/${r.name}`),
+      ]), { id: "routes" })
+      : h("p", { class: "muted" }, "No routes: the gateway answers 404."),
+  ];
 }
 
 // -- the certificate authority ---------------------------------------------------------------------------------
@@ -133,10 +168,12 @@ const caBox = h("section", { "aria-label": "Certificate authority" }, h("h2", {}
 
 export async function servicesPage() {
   const [form, offer] = ingressForm();
+  const routes = routeForm();
   caError.textContent = "";
   await page("Mesh", async () => {
-    const [found, text, ca] = await Promise.all([
+    const [found, text, ca, routed, cert] = await Promise.all([
       api("GET", "/v1/services?limit=1000"), apiText("/metrics"), api("GET", "/v1/mesh/ca"),
+      api("GET", "/v1/gateway/routes"), api("GET", "/v1/gateway/certificate"),
     ]);
     showCa(ca);
     if (ca.rotating) followRotation();
@@ -169,8 +206,9 @@ export async function servicesPage() {
           deleteButton(`service ${s.name}`, `/v1/services/${s.name}`),
         ]), { id: "services" })
         : h("p", { class: "muted" }, "No services."),
+      ...routesTable(routed.items, cert),
     ];
-  }, policyBox, form, caBox);
+  }, policyBox, form, routes, caBox);
   const tick = () => {
     if (location.hash !== "#/services" || !view.refresh) return;
     view.refresh().catch(() => {});

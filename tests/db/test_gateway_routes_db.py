@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 from meshvisor.mesh.model import GatewayRoute
 from meshvisor.platform.mesh.view import ingress_node_id, load_view
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state.models import GatewayRoute as RouteRow
+from meshvisor.platform.state.secret_env import EnvSeal
 
 from ..tls_certs import self_signed
 from .conftest import answer, cli_served, one_line_error
@@ -33,6 +35,7 @@ def test_a_route_is_recorded_listed_to_its_project_and_handed_to_every_hosts_ing
     assert made.status_code == 201, made.text
     route = made.json()
     assert {k: route[k] for k in SHOP} == SHOP and route["project"] == "default"
+    assert route.pop("token") is None and route["token_required"] is False
     assert api.get("/v1/gateway/routes").json()["items"] == [route]
     assert api.get("/v1/gateway/routes/shop").json() == route
     other = as_(new_project(api, "other", "operator"))
@@ -63,6 +66,8 @@ def test_a_route_is_recorded_listed_to_its_project_and_handed_to_every_hosts_ing
         ({"rewrite": "x"}, 422, "rewrite"),
         ({"name": "Bad Name"}, 400, "route name"),  # names answer 400, as everywhere
         ({"extra": True}, 422, "extra"),
+        ({"token": "yes"}, 422, "token"),
+        ({"token": 1}, 422, "token"),
     ],
 )
 def test_bad_routes_are_refused_and_change_nothing(
@@ -71,6 +76,27 @@ def test_bad_routes_are_refused_and_change_nothing(
     refused = api.post("/v1/gateway/routes", json={**SHOP, **change})
     assert refused.status_code == status and words in refused.text, refused.text
     assert api.get("/v1/gateway/routes").json()["items"] == []
+
+
+def test_a_route_with_a_token_shows_it_once_and_hands_it_to_the_gateway_sealed_in_between(
+    api: TestClient, runtime: Runtime, shop: None
+) -> None:
+    made = api.post("/v1/gateway/routes", json={**SHOP, "token": True})
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    assert isinstance(token, str) and len(token) >= 40 and made.json()["token_required"] is True
+    listed = api.get("/v1/gateway/routes").json()["items"]
+    assert [r["token_required"] for r in listed] == [True] and token not in str(listed)
+    assert token not in api.get("/v1/gateway/routes/shop").text
+    with runtime.sessions() as s:
+        assert token not in str(s.query(RouteRow).one().token_sealed)  # kept sealed
+        opened = load_view(s, runtime.settings.host_prefix, ("0.0.0.0", 9443), EnvSeal(runtime.settings.data_path))
+        unopened = load_view(s, runtime.settings.host_prefix, ("0.0.0.0", 9443))  # no key: a token nobody has
+    ingress = ingress_node_id(runtime.settings.host_prefix, runtime.settings.host_name)
+    gateway = opened.nodes[ingress].sidecar.gateway
+    assert gateway is not None and [r.token for r in gateway.routes] == [token]
+    shut = unopened.nodes[ingress].sidecar.gateway
+    assert shut is not None and shut.routes[0].token not in (None, token)
 
 
 def test_one_route_per_host_and_prefix_and_per_name(api: TestClient, shop: None) -> None:
@@ -96,6 +122,10 @@ def test_routes_from_the_shell(cli: Any, api: TestClient, shop: None) -> None:
     assert [r["name"] for r in answer(cli("gateway-routes", "list", "-o", "json"))] == ["shop"]
     assert answer(cli("gateway-routes", "show", "shop", "-o", "json"))["service"] == "shop"
     one_line_error(cli("gateway-routes", "create", "x", "--service", "nobody"), "service 'nobody' not found")
+    tokened = answer(cli("gateway-routes", "create", "locked", "--service", "shop", "--path-prefix", "/locked/",
+                         "--token", "-o", "json"))  # fmt: skip
+    assert tokened["token_required"] is True and len(tokened["token"]) >= 40
+    assert answer(cli("gateway-routes", "delete", "locked", "--yes", "-o", "json"))["deleted"] == "locked"
     assert answer(cli("gateway-routes", "delete", "shop", "--yes", "-o", "json"))["deleted"] == "shop"
     assert answer(cli("gateway-routes", "list", "-o", "json")) == []
 

@@ -152,12 +152,15 @@ def route_through_the_gateway(page: Page, api: httpx.Client) -> None:
     expect(routes.get_by_role("alert")).to_contain_text("dfm-nope")
     assert api.get("/v1/gateway/routes").json()["items"] == []
     routes.get_by_label("To service").fill("dfm-be")
+    routes.get_by_label("Require a bearer token").check()
     routes.get_by_role("button", name="Add route").click()
     made = page.locator("#routes tbody tr").filter(has_text="dfm-route")
     expect(made).to_contain_text("shop.example.test")
+    expect(made).to_contain_text("required")
+    expect(page.locator("#route-token")).to_contain_text("Authorization: Bearer ")  # shown this once
     [route] = api.get("/v1/gateway/routes").json()["items"]
-    assert (route["service"], route["host"], route["path_prefix"], route["rewrite"]) == (
-        "dfm-be", "shop.example.test", "/shop/", "/",
+    assert (route["service"], route["host"], route["path_prefix"], route["rewrite"], route["token_required"]) == (
+        "dfm-be", "shop.example.test", "/shop/", "/", True,
     ), route  # fmt: skip
     page.once("dialog", lambda dialog: dialog.accept())
     made.get_by_role("button", name="delete").click()

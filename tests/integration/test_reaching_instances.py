@@ -294,13 +294,15 @@ def _a_vm_by_name_and_through_a_forward(
     assert "dns-vm" in http_get(outside, HOST_END, port)  # the guest's own page, from outside
 
 
-def _https(platform: Platform, outside: str, host: str, path: str, ca: Path) -> tuple[int, str]:
+def _https(platform: Platform, outside: str, host: str, path: str, ca: Path, token: str = "") -> tuple[int, str]:
     """GET https://<host>:<gateway port><path> from the outside namespace, the gateway's address given for the
-    name, verified against `ca`: the status and body (0: no answer)."""
+    name, verified against `ca` (with `token` as a bearer token when given): the status and body (0: no
+    answer)."""
     port = platform.env["MESHVISOR_GATEWAY_PORT"]
+    bearer = ["-H", f"Authorization: Bearer {token}"] if token else []
     done = subprocess.run(
         ["ip", "netns", "exec", outside, "curl", "-s", "--max-time", "10", "--cacert", str(ca), "--resolve",
-         f"{host}:{port}:{HOST_END}", "-w", "\n%{http_code}", f"https://{host}:{port}{path}"],
+         f"{host}:{port}:{HOST_END}", *bearer, "-w", "\n%{http_code}", f"https://{host}:{port}{path}"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     body, _, status = done.stdout.rpartition("\n")
@@ -324,6 +326,7 @@ def test_the_gateway_serves_https_by_host_name_to_the_outside_with_the_services_
         status, body = _https(platform, outside, SHOP, "/shop/index.html", ca)  # verified against the CA
         assert (status, body.strip()) == (200, "hi-from-gw-shop")
         assert _https(platform, outside, SHOP, "/elsewhere", ca)[0] == 404  # no route for that path
+        _a_route_with_a_token(platform, api, outside, ca)
         _an_operators_certificate(platform, api, outside, ca, tmp_path)
         # the service's own policy applies to what comes in through the gateway
         put = api.put(
@@ -341,6 +344,22 @@ def test_the_gateway_serves_https_by_host_name_to_the_outside_with_the_services_
         delete(api, "gw-shop")
         api.delete("/v1/services/gw-shop")
         wait_op(api, api.delete("/v1/networks/gwnet"))
+
+
+def _a_route_with_a_token(platform: Platform, api: httpx.Client, outside: str, ca: Path) -> None:
+    """A route made with a token serves only requests that carry it (401 without it or with another one)."""
+    made = api.post("/v1/gateway/routes", json={"name": "locked", "host": SHOP, "path_prefix": "/locked/",
+                                                "service": "gw-shop", "rewrite": "/", "token": True})  # fmt: skip
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    try:
+        _wait_for(lambda: _https(platform, outside, SHOP, "/locked/", ca)[0] == 401, "the token route", 60)
+        assert _https(platform, outside, SHOP, "/locked/", ca, token="wrong")[0] == 401
+        status, body = _https(platform, outside, SHOP, "/locked/index.html", ca, token=token)
+        assert (status, body.strip()) == (200, "hi-from-gw-shop")
+        assert _https(platform, outside, SHOP, "/shop/", ca)[0] == 200  # the other route asks for nothing
+    finally:
+        assert api.delete("/v1/gateway/routes/locked").status_code == 204
 
 
 def _an_operators_certificate(

@@ -86,3 +86,26 @@ def test_an_ingress_without_routes_is_as_before() -> None:
     idle = Sidecar("p-ingress-h1", "ingress", 0, 0, inbound=False)
     out = sidecar_resources(idle, {}, b"W", b"K", b"B", TD)
     assert not out[LISTENER] and not out[ROUTE] and not out[SECRET]
+
+
+def test_a_route_with_a_token_takes_only_requests_that_carry_it_and_answers_401_to_the_rest() -> None:
+    locked = GatewayRoute("/admin/", "shop", host="shop.example.test", token="s3cret")
+    ingress = Sidecar(
+        "p-ingress-h1", "ingress", 0, 0, inbound=False, gateway=Gateway("0.0.0.0", 9443, (*ROUTES, locked))
+    )
+    config = sidecar_resources(ingress, {"shop": SHOP}, b"W", b"K", b"B", TD, projects={"team": {"api": API}})[
+        ROUTE
+    ]["gateway"]
+    named = next(v for v in config.virtual_hosts if "shop.example.test" in v.domains)
+    admin = [r for r in named.routes if r.match.prefix == "/admin/"]
+    assert len(admin) == 2 and "token" not in repr(locked)  # never in a log line
+    passed, refused = admin
+    [header] = passed.match.headers
+    assert (header.name, header.string_match.exact) == ("authorization", "Bearer s3cret")
+    assert passed.route.cluster == "outbound|shop" and list(passed.request_headers_to_remove) == ["authorization"]
+    assert not refused.match.headers and refused.direct_response.status == 401
+    assert [(h.header.key, h.header.value) for h in refused.response_headers_to_add] == [
+        ("www-authenticate", "Bearer")
+    ]
+    others = [r for r in named.routes if r.match.prefix != "/admin/"]
+    assert others and all(not r.match.headers for r in others)  # the other routes ask for nothing

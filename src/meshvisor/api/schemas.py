@@ -497,6 +497,11 @@ class GatewayRouteCreate(Strict):
     rewrite: str | None = Field(
         default=None, pattern=PATH_PATTERN, description="the prefix as the service sees it"
     )
+    token: StrictBool = Field(
+        default=False,
+        description="callers must send `Authorization: Bearer <token>` (others get 401); the token is in this "
+        "call's answer only",
+    )
 
 
 class GatewayRoutePublic(BaseModel):
@@ -507,7 +512,12 @@ class GatewayRoutePublic(BaseModel):
     path_prefix: str
     service: str
     rewrite: str | None
+    token_required: bool
     created_at: str
+
+
+class GatewayRouteCreated(GatewayRoutePublic):
+    token: str | None = Field(description="the route's bearer token, shown this once (null: none asked)")
 
 
 class GatewayRouteList(BaseModel):

@@ -175,13 +175,14 @@ def allow_problem(entry: str) -> str | None:
 @dataclass(frozen=True)
 class GatewayRoute:
     """Requests for `host` (None: any host) whose path starts with `path_prefix` go to `project`'s `service`,
-    the prefix replaced by `rewrite` when one is given."""
+    the prefix replaced by `rewrite` when one is given; with `token`, only requests that carry it (others: 401)."""
 
     path_prefix: str
     service: str
     project: str = DEFAULT_PROJECT
     host: str | None = None
     rewrite: str | None = None
+    token: str | None = field(default=None, repr=False)  # callers must send `Authorization: Bearer <token>`
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from meshvisor.platform.mesh import gateway, gateway_cert
 from meshvisor.platform.state.db import transaction
+from meshvisor.platform.state.secret_env import EnvSeal
 
 from ..deps import ProjectDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import (
@@ -13,6 +14,7 @@ from ..schemas import (
     GatewayCertificatePublic,
     GatewayCertificateUpload,
     GatewayRouteCreate,
+    GatewayRouteCreated,
     GatewayRouteList,
     GatewayRoutePublic,
 )
@@ -20,13 +22,18 @@ from ..schemas import (
 router = APIRouter(prefix="/v1/gateway", tags=["mesh"], responses=ERRORS)
 
 
-@router.post("/routes", status_code=201, response_model=GatewayRoutePublic)
+@router.post("/routes", status_code=201, response_model=GatewayRouteCreated)
 def create_route(body: GatewayRouteCreate, rt: RuntimeDep, project: ProjectDep) -> dict[str, Any]:
     """Requests to the hosts' ingress gateway for `host` under `path_prefix` go to `service` (its policy
-    applies); every host's gateway takes the route within a moment, over xDS."""
+    applies); every host's gateway takes the route within a moment, over xDS. With `token`, the answer holds
+    the bearer token callers must send (it is never shown again)."""
+    token = gateway.new_token() if body.token else None
+    sealed = None if token is None else (token, EnvSeal(rt.settings.data_path))
     with transaction(rt.sessions) as s:
-        made = gateway.create(s, body.name, body.service, project, body.path_prefix, body.host, body.rewrite)
-        return gateway.to_dict(made)
+        made = gateway.create(
+            s, body.name, body.service, project, body.path_prefix, body.host, body.rewrite, token=sealed
+        )
+        return {**gateway.to_dict(made), "token": token}
 
 
 @router.get("/routes", response_model=GatewayRouteList)

@@ -9,6 +9,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.config.route.v3 import route_components_pb2, route_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
+from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2
 
 from ..model import GatewayRoute, Policy, Retries, Service, Sidecar
@@ -32,14 +33,47 @@ def gateway_route(routes: Sequence[tuple[GatewayRoute, Service, str]]) -> route_
         action = _to_service(service, ref)
         if route.rewrite is not None:
             action.prefix_rewrite = route.rewrite
-        match = route_components_pb2.RouteMatch(prefix=route.path_prefix)
-        by_host.setdefault(route.host, []).append(route_components_pb2.Route(match=match, route=action))
+        by_host.setdefault(route.host, []).extend(_gateway_routes(route, action))
     hosts = [
         route_components_pb2.VirtualHost(name=host or "any", domains=[host, f"{host}:*"] if host else ["*"],
                                          routes=found)
         for host, found in sorted(by_host.items(), key=lambda h: (h[0] is None, h[0] or ""))
     ]  # fmt: skip
     return route_pb2.RouteConfiguration(name=GATEWAY_ROUTE, virtual_hosts=hosts)
+
+
+# What the gateway answers a request without a route's token (or with another one).
+NO_TOKEN_STATUS, NO_TOKEN_BODY = 401, "this route needs a bearer token\n"
+
+
+def _gateway_routes(
+    route: GatewayRoute, action: route_components_pb2.RouteAction
+) -> list[route_components_pb2.Route]:
+    """A route to the service; with a token, only for requests that carry it (it is not passed on), and a 401
+    for the others under the same prefix."""
+    if route.token is None:
+        return [route_components_pb2.Route(match=route_components_pb2.RouteMatch(prefix=route.path_prefix),
+                                           route=action)]  # fmt: skip
+    bearer = route_components_pb2.HeaderMatcher(
+        name="authorization", string_match=string_pb2.StringMatcher(exact=f"Bearer {route.token}")
+    )
+    refuse = route_components_pb2.DirectResponseAction(
+        status=NO_TOKEN_STATUS, body=base_pb2.DataSource(inline_string=NO_TOKEN_BODY)
+    )
+    return [
+        route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(prefix=route.path_prefix, headers=[bearer]),
+            route=action,
+            request_headers_to_remove=["authorization"],
+        ),
+        route_components_pb2.Route(
+            match=route_components_pb2.RouteMatch(prefix=route.path_prefix),
+            direct_response=refuse,
+            response_headers_to_add=[
+                base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key="www-authenticate", value="Bearer"))
+            ],
+        ),
+    ]
 
 
 def _to_service(service: Service, ref: str) -> route_components_pb2.RouteAction:

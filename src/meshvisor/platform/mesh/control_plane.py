@@ -34,6 +34,7 @@ from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Instance, Service
+from meshvisor.platform.state.secret_env import EnvSeal
 
 log = logging.getLogger(__name__)
 SYNC_INTERVAL_S = 0.2
@@ -132,7 +133,8 @@ class ControlPlane:
         self.reload_ca()
         settings = self.rt.settings
         with self.rt.sessions() as session:
-            view = load_view(session, settings.host_prefix, (settings.gateway_address, settings.gateway_port))
+            gateway_at = (settings.gateway_address, settings.gateway_port)
+            view = load_view(session, settings.host_prefix, gateway_at, EnvSeal(settings.data_path))
         changed = self.apply(view)
         self.advance_rotation()
         return changed

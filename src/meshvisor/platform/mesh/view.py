@@ -17,6 +17,7 @@ from meshvisor.platform.mesh import gateway as gateway_routes
 from meshvisor.platform.mesh.services import INBOUND_PORT, INGRESS, all_addresses
 from meshvisor.platform.state.models import Host, Instance
 from meshvisor.platform.state.models import Service as ServiceRow
+from meshvisor.platform.state.secret_env import EnvSeal
 
 # A sidecar is configured from the moment its instance is created (it must be ready before the workload is
 # reported running) until the instance is gone; only running instances are endpoints.
@@ -126,8 +127,11 @@ def build_view(
     return MeshView(services, nodes)
 
 
-def load_view(session: Session, prefix: str, gateway_at: tuple[str, int] | None = None) -> MeshView:
-    """The view of the rows; `gateway_at` (address, port) is where the ingress gateways serve their routes."""
+def load_view(
+    session: Session, prefix: str, gateway_at: tuple[str, int] | None = None, seal: EnvSeal | None = None
+) -> MeshView:
+    """The view of the rows; `gateway_at` (address, port) is where the ingress gateways serve their routes
+    (`seal` opens their tokens)."""
     meshed = [i for i in session.scalars(select(Instance)) if i.mesh]
     reached = all_addresses(session, [i.id for i in meshed])
     members = [
@@ -139,5 +143,5 @@ def load_view(session: Session, prefix: str, gateway_at: tuple[str, int] | None 
     policies = {(s.project, s.name): Policy.from_dict(s.policy) for s in rows}
     exposed = {s.name: s.ingress_port for s in rows if s.ingress_port and s.project == DEFAULT_PROJECT}
     hosts = [h.name for h in session.scalars(select(Host)) if h.netns is None]
-    gateway = Gateway(*gateway_at, routes=gateway_routes.routes_of(session)) if gateway_at else None
+    gateway = Gateway(*gateway_at, routes=gateway_routes.routes_of(session, seal)) if gateway_at else None
     return build_view(prefix, members, policies, exposed, hosts, gateway)

@@ -279,6 +279,8 @@ class GatewayRoute(Base):
     path_prefix: Mapped[str] = mapped_column(String(256), default="/")
     service: Mapped[str] = mapped_column(String(64))
     rewrite: Mapped[str | None] = mapped_column(String(256), default=None)
+    # the bearer token callers must give, sealed with env.key (`secret_env.EnvSeal`); None: no token asked
+    token_sealed: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

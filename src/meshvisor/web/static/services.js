@@ -64,16 +64,23 @@ function routeForm() {
   const host = h("input", { placeholder: "any host name" });
   const prefix = h("input", { placeholder: "/" });
   const rewrite = h("input", { placeholder: "as asked" });
-  return simpleForm("Route through the gateway", [
+  const token = h("input", { type: "checkbox" });
+  const shown = h("p", { class: "wide", id: "route-token", role: "status" });
+  const form = simpleForm("Route through the gateway", [
     ["Route name", name], ["To service", service], ["Host name", host], ["Path prefix", prefix],
-    ["Rewrite prefix to", rewrite],
-  ], () => {
-    const body = { name: name.value.trim(), service: service.value.trim() };
+    ["Rewrite prefix to", rewrite], ["Require a bearer token", token],
+  ], async () => {
+    const body = { name: name.value.trim(), service: service.value.trim(), token: token.checked };
     if (host.value.trim()) body.host = host.value.trim();
     if (prefix.value.trim()) body.path_prefix = prefix.value.trim();
     if (rewrite.value.trim()) body.rewrite = rewrite.value.trim();
-    return api("POST", "/v1/gateway/routes", body);
+    shown.textContent = "";
+    const made = await api("POST", "/v1/gateway/routes", body);
+    if (made.token) shown.textContent = `Route ${made.name} takes callers with "Authorization: Bearer ${made.token}" (shown this once).`;
+    return made;
   }, "Add route", "POST /v1/gateway/routes");
+  form.append(shown);
+  return form;
 }
 
 function routesTable(routes, cert) {
@@ -84,8 +91,8 @@ function routesTable(routes, cert) {
     h("h2", {}, "Gateway routes"),
     h("p", { class: "muted", id: "gateway-certificate" }, serving),
     routes.length
-      ? table(["Route", "Host name", "Path prefix", "Service", "Rewrite", ""], routes.map((r) => [
-        r.name, r.host || "any", r.path_prefix, r.service, r.rewrite || "",
+      ? table(["Route", "Host name", "Path prefix", "Service", "Rewrite", "Token", ""], routes.map((r) => [
+        r.name, r.host || "any", r.path_prefix, r.service, r.rewrite || "", r.token_required ? "required" : "",
         deleteButton(`route ${r.name}`, `/v1/gateway/routes/${r.name}`),
       ]), { id: "routes" })
       : h("p", { class: "muted" }, "No routes: the gateway answers 404."),

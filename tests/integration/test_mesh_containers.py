@@ -491,3 +491,51 @@ def test_a_call_across_projects_travels_a_shared_network_and_is_refused_until_al
             own.close()
         for project in ("pe", "pf"):
             api.delete(f"/v1/projects/{project}")
+
+
+def tcp_call(api: httpx.Client, name: str, port: int, line: str) -> str:
+    """`line` sent from inside container `name` to 127.0.0.1:`port`, and what came back (the sending side stays
+    open a moment for the answer)."""
+    script = f"(printf '{line}\\n'; sleep 1) | nc -w 3 127.0.0.1 {port}"
+    response = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]})
+    assert response.status_code == 200, response.text
+    return str(response.json()["output"])
+
+
+def test_a_tcp_service_echoes_through_the_mesh_for_an_allowed_caller_only(
+    platform: Platform, api: httpx.Client
+) -> None:
+    """A tcp echo service (busybox nc) whose policy lets in `tcp-client` only: its connections are proxied whole
+    in mTLS and echoed; `tcp-other`'s are cut off by the echo's sidecar; /metrics counts the connections and
+    bytes per pair."""
+    network(api, "tcpnet", "10.213.121.0/24")
+    made = api.post("/v1/services", json={"name": "echo", "protocol": "tcp", "policy": {"allow": ["tcp-client"]}})
+    assert made.status_code == 201, made.text
+    try:
+        create(api, "tcp-echo", command=["nc", "-ll", "-p", "8080", "-e", "cat"], networks=[{"network": "tcpnet"}],
+               mesh={"service": "echo", "port": 8080})  # fmt: skip
+        for caller, port in (("tcp-client", 9011), ("tcp-other", 9012)):
+            upstreams = [{"service": "echo", "local_port": port}]
+            create(api, caller, networks=[{"network": "tcpnet"}],
+                   mesh={"service": caller, "port": 8080, "upstreams": upstreams})  # fmt: skip
+        echoed = eventually(lambda: tcp_call(api, "tcp-client", 9011, "ping-tcp"), "ping-tcp")
+        assert "ping-tcp" in echoed, echoed + diagnose(platform)
+        refused = tcp_call(api, "tcp-other", 9012, "ping-tcp")
+        assert "ping-tcp" not in refused, refused  # its identity is not in echo's allow
+
+        def counted() -> str:
+            page = api.get("/metrics").text
+            wanted = 'meshvisor_mesh_connections_total{destination="echo"'
+            return "\n".join(
+                line for line in page.splitlines() if line.startswith(wanted) and "tcp-client" in line
+            )
+
+        assert eventually(counted, "tcp-client", timeout=60), api.get("/metrics").text[-3000:]
+        page = api.get("/metrics").text
+        assert 'meshvisor_mesh_bytes_total{destination="echo",direction="sent"' in page, page[-3000:]
+    finally:
+        for name in ("tcp-client", "tcp-other", "tcp-echo"):
+            delete(api, name)
+        for name in ("tcp-client", "tcp-other", "echo"):
+            api.delete(f"/v1/services/{name}")
+        drop_network(api, "tcpnet", force=True)

@@ -378,11 +378,19 @@ class ServiceCreate(Strict):
         default=None, description="the service's traffic policy (see PUT policy)"
     )
     ingress_port: int | None = Field(default=None, description="expose it on 127.0.0.1:<port> of every host")
+    protocol: Literal["http", "tcp"] = Field(
+        default="http",
+        description="http: requests; tcp: connections proxied whole in mTLS (its policy: allow, circuit_breaker, "
+        "outlier)",
+    )
 
 
 class ServiceReplace(Strict):
     policy: dict[str, Any] = Field(default_factory=dict)
     ingress_port: int | None = None
+    protocol: Literal["http", "tcp"] | None = Field(
+        default=None, description="fixed when the service is made: another one is refused (409)"
+    )
 
 
 class ServiceMember(BaseModel):
@@ -399,6 +407,7 @@ class ServicePublic(BaseModel):
     name: str
     project: str
     identity: str
+    protocol: Literal["http", "tcp"]
     policy: dict[str, Any]
     members: list[ServiceMember]
     callers: list[str]

@@ -23,7 +23,7 @@ services_app = typer.Typer(help="Mesh services: create, list, show, policy, ingr
 policy_app = typer.Typer(help="A service's policy: show, set.", no_args_is_help=True)
 services_app.add_typer(policy_app, name="policy")
 
-SERVICE = ("name", "identity", "members", "callers", "ingress_port", "project")
+SERVICE = ("name", "protocol", "identity", "members", "callers", "ingress_port", "project")
 POLICY = (
     "timeout_ms",
     "retries",
@@ -55,11 +55,13 @@ def service_create(
     name: str,
     policy: Annotated[str | None, typer.Option(help="a JSON or YAML file with its policy")] = None,
     ingress_port: Annotated[int | None, typer.Option(help="expose it on 127.0.0.1:<port> of every host")] = None,
+    protocol: Annotated[str, typer.Option(help="http, or tcp: connections proxied whole")] = "http",
     project: ProjectOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create a service (instances that join one also create it)."""
-    body = {"name": name, "policy": read_document(policy) if policy else None, "ingress_port": ingress_port}
+    body = {"name": name, "policy": read_document(policy) if policy else None, "ingress_port": ingress_port,
+            "protocol": protocol}  # fmt: skip
     with api_errors():
         made = client(project).post("/v1/services", json={k: v for k, v in body.items() if v is not None})
     show(made, output, SERVICE)

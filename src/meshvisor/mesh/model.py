@@ -139,6 +139,24 @@ class Service:
     endpoints: tuple[Endpoint, ...] = ()
     policy: Policy = field(default_factory=Policy)
     project: str = DEFAULT_PROJECT
+    # "http": requests (routes, retries, rate limits, faults); "tcp": connections, proxied whole in mTLS, with
+    # `allow`, circuit breaking and outlier detection (`TCP_POLICY`)
+    protocol: str = "http"
+
+
+PROTOCOLS = ("http", "tcp")
+TCP_POLICY = frozenset({"allow", "circuit_breaker", "outlier"})  # what a tcp service's policy may hold
+
+
+def protocol_problems(protocol: object, policy: Mapping[str, Any]) -> list[str]:
+    """Why a service of `protocol` cannot have `policy` (what only requests have makes no sense for a
+    connection), or an unknown protocol."""
+    if protocol not in PROTOCOLS:
+        return [f"protocol must be one of {', '.join(PROTOCOLS)}"]
+    if protocol == "http":
+        return []
+    return [f"{key}: a tcp service's policy holds only {', '.join(sorted(TCP_POLICY))}"
+            for key in sorted(policy) if policy[key] is not None and key not in TCP_POLICY]  # fmt: skip
 
 
 @dataclass(frozen=True)

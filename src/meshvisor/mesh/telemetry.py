@@ -1,6 +1,7 @@
-"""Telemetry of the sidecars, per service pair: request counts by response code class and a latency histogram,
-read from each calling sidecar's admin API and turned into Prometheus metric families; and the sidecars' access
-logs (JSON lines, see `resources.access_log_format`), read from their ends.
+"""Telemetry of the sidecars, per service pair: request counts by response code class and a latency histogram
+(connections and bytes for a tcp service), read from each calling sidecar's admin API and turned into Prometheus
+metric families; and the sidecars' access logs (JSON lines, see `resources.access_log_format`), read from their
+ends.
 
 What a pair `(source, destination)` counts is what the caller's app got from `destination`: the stats of the
 caller's outbound HTTP connection manager for it (`http.outbound_<destination>.downstream_rq_<N>xx` and
@@ -31,8 +32,15 @@ from meshvisor.core.errors import TransientError
 from .resources import INBOUND_ACCESS_LOG, OUTBOUND_ACCESS_LOG, outbound_stat_prefix
 from .sidecar import AdminTarget, admin_request
 
-# The outbound HCMs' request counters and timing, nothing else (Envoy matches it with RE2).
-STATS_FILTER = r"^http\." + outbound_stat_prefix("") + r"[a-z0-9-]+\.downstream_rq_([1-5]xx|time)$"
+# The outbound HCMs' request counters and timing, and the outbound tcp proxies' connections and bytes, nothing
+# else (Envoy matches it with RE2).
+STATS_FILTER = (
+    r"^(http\."
+    + outbound_stat_prefix("")
+    + r"[a-z0-9-]+\.downstream_rq_([1-5]xx|time)|tcp\."
+    + outbound_stat_prefix("")
+    + r"[a-z0-9-]+\.downstream_cx_(total|rx_bytes_total|tx_bytes_total))$"
+)
 # Detailed histograms give Envoy's own bins (lower bound, width, count): exact bucket counts for our bounds, and a
 # sum, which the cumulative format lacks.
 STATS_PATH = "/stats?format=json&histogram_buckets=detailed&filter=" + quote(STATS_FILTER, safe="")
@@ -44,10 +52,19 @@ _STAT = re.compile(
     r"^http\." + re.escape(outbound_stat_prefix("")) + r"(?P<service>[a-z0-9-]+)\.downstream_rq_"
     r"(?:(?P<code>[1-5]xx)|(?P<time>time))$"
 )
+# A tcp service's connections as its caller's app opened them, and the bytes the app sent (rx: what the proxy
+# received from it) and received (tx)
+_TCP_STAT = re.compile(
+    r"^tcp\." + re.escape(outbound_stat_prefix("")) + r"(?P<service>[a-z0-9-]+)\.downstream_cx_"
+    r"(?P<what>total|rx_bytes_total|tx_bytes_total)$"
+)
+_BYTES = {"rx_bytes_total": "sent", "tx_bytes_total": "received"}
 _EPSILON = 1e-9
 
 REQUESTS = "meshvisor_mesh_requests"  # a counter: exposed as meshvisor_mesh_requests_total
 DURATION = "meshvisor_mesh_request_duration_seconds"
+CONNECTIONS = "meshvisor_mesh_connections"  # tcp services: connections opened, bytes sent and received
+BYTES = "meshvisor_mesh_bytes"
 
 
 # --- stats -----------------------------------------------------------------------------------------------------
@@ -89,6 +106,8 @@ class SidecarStats:
 
     requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (destination, "2xx") -> count
     latency: dict[str, Histogram] = field(default_factory=dict)  # destination -> histogram
+    connections: dict[str, int] = field(default_factory=dict)  # tcp destination -> connections
+    bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # (tcp destination, "sent") -> bytes
 
 
 def parse_stats(payload: Mapping[str, Any]) -> SidecarStats:
@@ -99,11 +118,7 @@ def parse_stats(payload: Mapping[str, Any]) -> SidecarStats:
         if not isinstance(entry, Mapping):
             continue
         if "name" in entry:
-            match = _STAT.match(str(entry["name"]))
-            if match and match["code"]:
-                value = entry.get("value")
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    out.requests[(match["service"], match["code"])] = int(value)
+            _take_counter(out, str(entry["name"]), entry.get("value"))
             continue
         histograms = entry.get("histograms")
         if not isinstance(histograms, Mapping):
@@ -113,6 +128,19 @@ def parse_stats(payload: Mapping[str, Any]) -> SidecarStats:
             if match and match["time"]:
                 out.latency[match["service"]] = Histogram.from_bins(detail.get("totals", []))
     return out
+
+
+def _take_counter(out: SidecarStats, name: str, value: object) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return
+    match = _STAT.match(name)
+    if match and match["code"]:
+        out.requests[(match["service"], match["code"])] = int(value)
+    tcp = _TCP_STAT.match(name)
+    if tcp and tcp["what"] == "total":
+        out.connections[tcp["service"]] = int(value)
+    elif tcp:
+        out.bytes[(tcp["service"], _BYTES[tcp["what"]])] = int(value)
 
 
 def scrape(admin: AdminTarget, timeout: float = 2.0) -> SidecarStats:
@@ -137,6 +165,8 @@ class PairStats:
 
     requests: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (source, destination, code class)
     latency: dict[tuple[str, str], Histogram] = field(default_factory=dict)  # (source, destination)
+    connections: dict[tuple[str, str], int] = field(default_factory=dict)  # (source, destination)
+    bytes: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (source, destination, "sent")
 
 
 def aggregate(per_sidecar: Iterable[tuple[str, SidecarStats]]) -> PairStats:
@@ -148,6 +178,11 @@ def aggregate(per_sidecar: Iterable[tuple[str, SidecarStats]]) -> PairStats:
             out.requests[key] = out.requests.get(key, 0) + value
         for destination, histogram in found.latency.items():
             out.latency.setdefault((source, destination), Histogram()).add(histogram)
+        for destination, count in found.connections.items():
+            out.connections[source, destination] = out.connections.get((source, destination), 0) + count
+        for (destination, direction), count in found.bytes.items():
+            key3 = (source, destination, direction)
+            out.bytes[key3] = out.bytes.get(key3, 0) + count
     return out
 
 
@@ -174,7 +209,27 @@ def metric_families(per_host: Mapping[str, PairStats]) -> list[Metric]:
             buckets = [(_bound(ms), float(n)) for ms, n in zip(BUCKETS_MS, h.buckets, strict=True)]
             buckets.append(("+Inf", float(h.count)))
             duration.add_metric([source, destination, host], buckets, sum_value=h.sum_ms / 1000)
-    return [requests, duration]
+    return [requests, duration, *_tcp_families(per_host)]
+
+
+def _tcp_families(per_host: Mapping[str, PairStats]) -> list[Metric]:
+    """Connections to tcp services and the bytes they carried, per caller's host."""
+    connections = CounterMetricFamily(
+        CONNECTIONS,
+        "Connections from mesh services to tcp services (from the caller's sidecar).",
+        labels=["source", "destination", "host"],
+    )
+    carried = CounterMetricFamily(
+        BYTES,
+        "Bytes the caller sent to and received from tcp services (from the caller's sidecar).",
+        labels=["source", "destination", "direction", "host"],
+    )
+    for host, pairs in sorted(per_host.items()):
+        for (source, destination), value in sorted(pairs.connections.items()):
+            connections.add_metric([source, destination, host], value)
+        for (source, destination, direction), value in sorted(pairs.bytes.items()):
+            carried.add_metric([source, destination, direction, host], value)
+    return [connections, carried]
 
 
 class _Families(Collector):

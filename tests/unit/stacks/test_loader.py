@@ -136,6 +136,14 @@ def test_policy_problems_are_listed() -> None:
     ]
 
 
+def test_a_tcp_services_policy_holds_only_what_applies_to_connections() -> None:
+    text = "services:\n  db:\n    protocol: tcp\n    policy: {timeout_ms: 5, allow: [app]}\n  x: {protocol: udp}\n"
+    assert errors_of(text) == [
+        "line 2: services.db: timeout_ms: a tcp service's policy holds only allow, circuit_breaker, outlier",
+        "line 5: services.x.protocol: Input should be 'http' or 'tcp' (got 'udp')",
+    ]
+
+
 def test_duplicates_in_json_and_hcl() -> None:
     assert errors_of('{"volumes": {\n"v": {"size_mb": 1},\n"v": {"size_mb": 2}}}', "json") == [
         "line 3: volumes.v: duplicate volume name 'v' (first at line 2)"

@@ -204,6 +204,11 @@ CASES: list[tuple[str, list[tuple[str, Any]], dict[str, tuple[str, dict[str, str
         [("instances.box.forwards", [{"listen_port": 8080, "port": 80}])],
         {"instance.box": ("~", {"forwards": "live"})},
     ),
+    (
+        "a new tcp service",
+        [("services.db", {"protocol": "tcp", "policy": {"allow": ["app"]}})],
+        {"service.db": ("+", {"policy": "live", "protocol": "live"})},
+    ),
     ("a removed instance", [("instances.app", None)], {"instance.app": ("-", {})}),
 ]
 

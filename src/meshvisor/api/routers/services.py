@@ -19,7 +19,13 @@ def create_service(body: ServiceCreate, rt: RuntimeDep, project: ProjectDep) -> 
     """A service instances can call before any instance joins it (joining one also creates it)."""
     with transaction(rt.sessions) as s:
         made = services.create(
-            s, body.name, body.policy, project, ingress_port=body.ingress_port, reserved=_reserved(rt.settings)
+            s,
+            body.name,
+            body.policy,
+            project,
+            ingress_port=body.ingress_port,
+            reserved=_reserved(rt.settings),
+            protocol=body.protocol,
         )
         return services.to_dict(s, made)
 
@@ -75,10 +81,13 @@ def put_service(
         if services.find(s, name, project) is None:
             response.status_code = 201
             made = services.create(
-                s, name, body.policy, project, ingress_port=body.ingress_port, reserved=reserved
-            )
+                s, name, body.policy, project, ingress_port=body.ingress_port, reserved=reserved,
+                protocol=body.protocol or "http",
+            )  # fmt: skip
             return services.to_dict(s, made)
-        changed = services.replace(s, name, body.policy, body.ingress_port, if_match, project, reserved=reserved)
+        changed = services.replace(
+            s, name, body.policy, body.ingress_port, if_match, project, reserved=reserved, protocol=body.protocol
+        )
         return services.to_dict(s, changed)
 
 

@@ -16,7 +16,13 @@ from meshvisor.core.errors import InvalidInput
 from ..model import Gateway, Policy, Service, Sidecar, Upstream
 from .clusters import app_cluster, upstream_cluster, zipkin_cluster
 from .endpoints import load_assignment
-from .listeners import gateway_listener, inbound_listener, outbound_listener
+from .listeners import (
+    gateway_listener,
+    inbound_listener,
+    outbound_listener,
+    tcp_inbound_listener,
+    tcp_outbound_listener,
+)
 from .names import (
     CLUSTER,
     ENDPOINT,
@@ -85,7 +91,10 @@ def sidecar_resources(
     build = _Assembly(sidecar, cache.get if cache is not None else _no_cache, trust_domain, zipkin is not None)
     if sidecar.inbound:
         own = services.get(sidecar.service)
-        build.add_inbound(own.policy if own is not None else Policy())
+        if own is not None and own.protocol == "tcp":
+            build.add_tcp_inbound(own.policy)
+        else:
+            build.add_inbound(own.policy if own is not None else Policy())
     for upstream in sidecar.upstreams:
         elsewhere = upstream.project not in (None, sidecar.project)
         service = ((projects or {}).get(str(upstream.project), {}) if elsewhere else services).get(
@@ -138,9 +147,31 @@ class _Assembly:
         )
         self.out[ROUTE][route.name] = route
 
+    def add_tcp_inbound(self, policy: Policy) -> None:
+        """A tcp service's side: the app cluster and the mTLS listener that lets in its `allow` and proxies."""
+        car = self.sidecar
+        app = self.shared(("app", car.service, car.app_address, car.app_port), functools.partial(app_cluster, car))
+        self.out[CLUSTER][app.name] = app
+        inbound = self.shared(
+            ("tcp-inbound", car.project, car.service, car.inbound_address, car.inbound_port, id(policy),
+             self.trust_domain),
+            functools.partial(tcp_inbound_listener, car, policy, self.trust_domain),
+            pin=policy,
+        )  # fmt: skip
+        self.out[LISTENER][inbound.name] = inbound
+
     def add_upstream(self, upstream: Upstream, service: Service) -> None:
-        """Clusters and load assignments (all endpoints, then one per split version), route and listener."""
+        """Clusters and load assignments (all endpoints, then one per split version), route and listener (a
+        tcp service: clusters and a proxying listener, no route)."""
         ref = self._add_clusters(service)
+        if service.protocol == "tcp":
+            car = self.sidecar
+            listener = self.shared(
+                ("tcp-outbound", ref, upstream.local_port, car.outbound_address),
+                functools.partial(tcp_outbound_listener, ref, upstream.local_port, car.outbound_address),
+            )
+            self.out[LISTENER][listener.name] = listener
+            return
         route = self.shared(
             ("route", id(service), ref), functools.partial(outbound_route, service, ref), pin=service
         )
@@ -157,7 +188,7 @@ class _Assembly:
             found = (services if route.project == self.sidecar.project else projects.get(route.project, {})).get(
                 route.service
             )
-            if found is not None:
+            if found is not None and found.protocol == "http":  # the gateway routes requests
                 routes.append((route, found, self._add_clusters(found)))
         self.out[ROUTE][GATEWAY_ROUTE] = gateway_route(routes)
         listener = gateway_listener(gateway, tracing=self.tracing)

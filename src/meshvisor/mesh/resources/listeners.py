@@ -1,5 +1,7 @@
 """Listeners (LDS): `inbound|<port>` terminates mTLS in front of the app; `outbound|<svc>|<local_port>` is
-where the app reaches an upstream in plaintext. Both take their routes over RDS."""
+where the app reaches an upstream in plaintext. For an HTTP service both take their routes over RDS; for a tcp
+service they proxy connections whole (`tcp_proxy`), the inbound side letting in only the identities its `allow`
+names (the network RBAC filter: the same rule as an HTTP service's, per connection)."""
 
 from __future__ import annotations
 
@@ -8,13 +10,15 @@ from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
 from google.protobuf import wrappers_pb2
 
-from ..model import Gateway, Sidecar
-from .filters import FAULT_FILTER, RATELIMIT_FILTER, RBAC_FILTER, hcm_filter, http_filter, router
+from ..model import Gateway, Policy, Sidecar
+from .filters import FAULT_FILTER, RATELIMIT_FILTER, RBAC_FILTER, hcm_filter, http_filter, rbac_filter, router
 from .names import GATEWAY_ROUTE, inbound_cluster, outbound_cluster
-from .observability import observe, outbound_stat_prefix
-from .protos import ads, socket
+from .observability import ACCESS_LOGS, access_log, observe, outbound_stat_prefix
+from .protos import ads, pack, socket
 from .tls import downstream_tls, gateway_tls
 
 
@@ -87,3 +91,45 @@ def gateway_listener(gateway: Gateway, *, tracing: bool = False) -> listener_pb2
     return listener_pb2.Listener(
         name=f"gateway|{gateway.port}", address=socket(gateway.address, gateway.port), filter_chains=[chain]
     )
+
+
+def tcp_inbound_listener(sidecar: Sidecar, policy: Policy, trust_domain: str) -> listener_pb2.Listener:
+    """A tcp service's mTLS-terminating listener: the network RBAC filter (its `allow`, as an HTTP service's
+    RBAC reads it), then the connection proxied whole to the app; each connection in the inbound access log."""
+    rules = rbac_filter(policy.allow, trust_domain, sidecar.project).rules
+    guard = network_rbac_pb2.RBAC(stat_prefix=f"inbound_{sidecar.service}", rules=rules)
+    proxy = _tcp_proxy(f"inbound_{sidecar.service}", inbound_cluster(sidecar.service), "inbound")
+    return listener_pb2.Listener(
+        name=f"inbound|{sidecar.inbound_port}",
+        address=socket(sidecar.inbound_address, sidecar.inbound_port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(name="envoy.filters.network.rbac", typed_config=pack(guard)),
+                    proxy,
+                ],
+                transport_socket=downstream_tls(),
+            )
+        ],
+    )
+
+
+def tcp_outbound_listener(service: str, local_port: int, address: str = "127.0.0.1") -> listener_pb2.Listener:
+    """Plaintext on <address>:<local_port>, where the app opens connections to tcp service `service` (its
+    `tcp.outbound_<service>.*` stats count them); each connection in the outbound access log."""
+    return listener_pb2.Listener(
+        name=f"outbound|{service}|{local_port}",
+        address=socket(address, local_port),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[_tcp_proxy(outbound_stat_prefix(service), outbound_cluster(service), "outbound")]
+            )
+        ],
+    )
+
+
+def _tcp_proxy(stat_prefix: str, cluster: str, direction: str) -> listener_components_pb2.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(
+        stat_prefix=stat_prefix, cluster=cluster, access_log=[access_log(direction, ACCESS_LOGS[direction])]
+    )
+    return listener_components_pb2.Filter(name="envoy.filters.network.tcp_proxy", typed_config=pack(proxy))

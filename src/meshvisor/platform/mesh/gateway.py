@@ -59,7 +59,8 @@ def create(
         _path(path_prefix, "path_prefix"),
         None if rewrite is None else _path(rewrite, "rewrite"),
     )
-    services.get(session, service, project)  # 404: no such service
+    if services.get(session, service, project).protocol != "http":  # 404: no such service
+        raise InvalidInput(f"service {service!r} is tcp: the gateway routes HTTP requests")
     taken = session.scalar(select(RouteRow).where(RouteRow.host == host, RouteRow.path_prefix == path_prefix))
     if taken is not None:
         raise Conflict(f"host {host or '*'!r} path {path_prefix!r} is already routed by {taken.name!r}")

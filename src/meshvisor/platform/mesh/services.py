@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from meshvisor.core.errors import Conflict, InvalidInput
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
-from meshvisor.mesh.model import VERSION_PATTERN, validate_policy
+from meshvisor.mesh.model import VERSION_PATTERN, protocol_problems, validate_policy
 from meshvisor.platform.networks.requests import allocate, interface_order
 from meshvisor.platform.state import projects
 from meshvisor.platform.state.models import GatewayRoute, Instance, Network, NetworkAddress, Service
@@ -58,20 +58,30 @@ def create(
     project: str = "default",
     ingress_port: object = None,
     reserved: tuple[int, ...] = (),
+    protocol: object = "http",
 ) -> Service:
-    """A service, with its policy, optionally exposed by the ingress gateway (`reserved`: the platform's own
-    ports, which it may not take)."""
+    """A service of `protocol` (http or tcp), with its policy, optionally exposed by the ingress gateway
+    (`reserved`: the platform's own ports, which it may not take)."""
     check_name(name)
-    checked = check_policy(policy if policy is not None else {})
+    checked = check_policy(policy if policy is not None else {}, protocol)
     port = check_ingress_port(session, ingress_port, None, reserved)
     if find(session, name, project) is not None:
         raise Conflict(f"a service named {name!r} already exists")
-    return _add(session, name, checked, project, port)
+    return _add(session, name, checked, project, port, str(protocol))
 
 
-def _add(session: Session, name: str, policy: dict[str, Any], project: str, port: int | None = None) -> Service:
+def _add(
+    session: Session,
+    name: str,
+    policy: dict[str, Any],
+    project: str,
+    port: int | None = None,
+    protocol: str = "http",
+) -> Service:
     projects.charge(session, project, services=1)
-    service = Service(id=new_id(), project=project, name=name, policy=policy, version=1, ingress_port=port)
+    service = Service(
+        id=new_id(), project=project, name=name, policy=policy, version=1, ingress_port=port, protocol=protocol
+    )
     session.add(service)
     try:
         session.flush()
@@ -104,11 +114,14 @@ def replace(
     if_match: str | None = None,
     project: str = "default",
     reserved: tuple[int, ...] = (),
+    protocol: str | None = None,
 ) -> Service:
-    """PUT: the policy and the ingress port, both replaced."""
+    """PUT: the policy and the ingress port, both replaced (the protocol, fixed at create, as it is)."""
     service = get(session, name, project)
     check_etag(service, if_match)
-    checked = check_policy(policy)
+    if protocol is not None and protocol != service.protocol:
+        raise Conflict(f"service {name!r} is {service.protocol}: its protocol is fixed (delete it and create it)")
+    checked = check_policy(policy, service.protocol)
     service.ingress_port = check_ingress_port(session, ingress_port, service.id, reserved)
     service.policy = checked
     service.touch()
@@ -124,11 +137,12 @@ def ensure(session: Session, name: str, project: str = "default") -> Service:
     return find(session, name, project) or _add(session, name, {}, project)
 
 
-def check_policy(policy: object) -> dict[str, Any]:
-    """Everything Envoy would reject is refused here, all problems listed at once, before anything is pushed."""
+def check_policy(policy: object, protocol: object = "http") -> dict[str, Any]:
+    """Everything Envoy would reject is refused here, all problems listed at once, before anything is pushed
+    (a tcp service's policy holds only what applies to connections)."""
     if not isinstance(policy, dict):
         raise InvalidInput("policy must be an object")
-    errors = validate_policy(policy)
+    errors = validate_policy(policy) + protocol_problems(protocol, policy)
     if errors:
         raise InvalidInput("invalid policy: " + "; ".join(errors))
     return policy
@@ -139,7 +153,7 @@ def set_policy(
 ) -> Service:
     service = get(session, name, project)
     check_etag(service, if_match)
-    service.policy = check_policy(policy)
+    service.policy = check_policy(policy, service.protocol)
     service.touch()
     return service
 
@@ -324,6 +338,7 @@ def _public(
         "name": service.name,
         "project": service.project,
         "identity": spiffe_id(DEFAULT_TRUST_DOMAIN, service.name, service.project),
+        "protocol": service.protocol,
         "policy": service.policy,
         "members": members,
         "callers": sorted(set(calling)),

@@ -70,11 +70,13 @@ def build_view(
     exposed: Mapping[str, int] | None = None,
     gateway_hosts: Iterable[str] = (),
     gateway: Gateway | None = None,
+    tcp: Iterable[tuple[str, str]] = (),
 ) -> MeshView:
     """Services (every one with a policy row, plus those members name) with the running members as endpoints,
     one sidecar per meshed instance that exists (a VM's once its sidecar has an address), and an ingress
     gateway on each of `gateway_hosts` that calls the `exposed` services (name → port on 127.0.0.1) and serves
-    the `gateway` listener when it has routes."""
+    the `gateway` listener when it has routes. The services in `tcp` ((project, name)) proxy connections."""
+    tcp = set(tcp)
     endpoints: dict[tuple[str, str], list[Endpoint]] = {key: [] for key in policies}
     ports: dict[tuple[str, str], int] = {}
     nodes: dict[str, Node] = {}
@@ -123,6 +125,7 @@ def build_view(
             endpoints=tuple(found),
             policy=policies.get((project, name), Policy()),
             project=project,
+            protocol="tcp" if (project, name) in tcp else "http",
         )
     return MeshView(services, nodes)
 
@@ -144,4 +147,5 @@ def load_view(
     exposed = {s.name: s.ingress_port for s in rows if s.ingress_port and s.project == DEFAULT_PROJECT}
     hosts = [h.name for h in session.scalars(select(Host)) if h.netns is None]
     gateway = Gateway(*gateway_at, routes=gateway_routes.routes_of(session, seal)) if gateway_at else None
-    return build_view(prefix, members, policies, exposed, hosts, gateway)
+    tcp = [(s.project, s.name) for s in rows if s.protocol == "tcp"]
+    return build_view(prefix, members, policies, exposed, hosts, gateway, tcp)

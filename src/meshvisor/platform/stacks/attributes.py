@@ -10,7 +10,7 @@ instance        live (`~`): container cpus and memory_mb (PATCH), restart_policy
 network         replace: cidr, vni, mtu, nat (a network is only ever created or deleted)
 security_group  live: description, rules (PUT)
 volume          live: size_mb growth (PATCH); replace: format, filesystem, pool, image; shrinking is an error
-service         live: policy, ingress_port (PUT)
+service         live: policy, ingress_port (PUT); replace: protocol
 gateway_route   replace: service, host, path_prefix, rewrite (a route is only ever created or deleted)
 
 `lifecycle` flags are recorded in the stack's state only (`state`): no call to the platform.
@@ -57,7 +57,7 @@ TABLE: dict[str, dict[str, Effect]] = {
         "pool": "replace",
         "image": "replace",
     },
-    "service": {"policy": "live", "ingress_port": "live"},
+    "service": {"policy": "live", "ingress_port": "live", "protocol": "replace"},
     "gateway_route": {"service": "replace", "host": "replace", "path_prefix": "replace", "rewrite": "replace"},
 }
 

@@ -116,7 +116,7 @@ def wanted(kind: str, res: Resource) -> Attrs:
             "image": res.image,
         }
     if isinstance(res, Service):
-        return {"policy": _policy(res.policy), "ingress_port": res.ingress_port}
+        return {"policy": _policy(res.policy), "ingress_port": res.ingress_port, "protocol": res.protocol}
     if isinstance(res, GatewayRoute):
         return _route(res.model_dump(include={"service", "host", "path_prefix", "rewrite"}))
     raise TypeError(f"unknown resource {kind}")
@@ -306,7 +306,8 @@ def observed(kind: str, obj: Mapping[str, Any], recorded: Mapping[str, Any]) -> 
             "image": image,
         }
     if kind == "service":
-        return {"policy": _policy(take("policy", {}) or {}), "ingress_port": take("ingress_port")}
+        policy, port = _policy(take("policy", {}) or {}), take("ingress_port")
+        return {"policy": policy, "ingress_port": port, "protocol": take("protocol", "http")}
     if kind == "gateway_route":
         return _route({k: take(k) for k in ("service", "host", "path_prefix", "rewrite")})
     raise TypeError(f"unknown resource {kind}")

@@ -113,8 +113,15 @@ KINDS: Mapping[str, tuple[Any, Shower]] = {
     "service": (
         Service,
         lambda _s, rows: [
-            {"id": r.id, "name": r.name, "policy": r.policy, "ingress_port": r.ingress_port} for r in rows
-        ],
+            {
+                "id": r.id,
+                "name": r.name,
+                "policy": r.policy,
+                "ingress_port": r.ingress_port,
+                "protocol": r.protocol,
+            }
+            for r in rows
+        ],  # fmt: skip
     ),
     "gateway_route": (GatewayRoute, lambda _s, rows: [gateway.to_dict(r) for r in rows]),
 }

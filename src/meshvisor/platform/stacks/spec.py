@@ -20,7 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 
 from meshvisor.core import instance_rules as rules
 from meshvisor.core.names import HOST_NAME_PATTERN, PATH_PATTERN
-from meshvisor.mesh.model import validate_policy
+from meshvisor.mesh.model import protocol_problems, validate_policy
 from meshvisor.platform.instances import shape
 from meshvisor.platform.instances.shape import Lower
 
@@ -288,13 +288,15 @@ class Instance(shape.InstanceFields, Resource):
 
 
 class Service(Resource):
-    """A mesh service's policy and ingress port. Its members are the instances whose `mesh.service` names it;
-    a service that instances name but the file does not declare is made with an empty policy."""
+    """A mesh service's policy, ingress port and protocol (fixed: another one replaces it). Its members are the
+    instances whose `mesh.service` names it; a service that instances name but the file does not declare is made
+    with an empty policy."""
 
     policy: Annotated[dict[str, Any], BeforeValidator(_whole_numbers)] = Field(
         default_factory=dict, description="as PUT /v1/services/{name}/policy"
     )
     ingress_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
+    protocol: Literal["http", "tcp"] = Field(default="http", description="tcp: connections proxied whole")
 
     @field_validator("policy")
     @classmethod
@@ -303,6 +305,13 @@ class Service(Resource):
         if problems:
             raise ValueError("; ".join(problems))
         return policy
+
+    @model_validator(mode="after")
+    def _check_protocol(self) -> Service:
+        problems = protocol_problems(self.protocol, self.policy)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class GatewayRoute(Resource):

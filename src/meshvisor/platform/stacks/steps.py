@@ -176,8 +176,10 @@ def _put_service(s: Session, settings: Settings, name: str, res: stack_spec.Serv
     """The service as the spec has it; one that an instance made on joining it (it has no policy) is taken over."""
     reserved = reserved_ports(settings)
     if services.find(s, name, project) is None:
-        return services.create(s, name, res.policy, project, res.ingress_port, reserved)
-    return services.replace(s, name, res.policy, res.ingress_port, project=project, reserved=reserved)
+        return services.create(s, name, res.policy, project, res.ingress_port, reserved, protocol=res.protocol)
+    return services.replace(
+        s, name, res.policy, res.ingress_port, project=project, reserved=reserved, protocol=res.protocol
+    )
 
 
 def _none(_: object) -> None:

@@ -260,6 +260,8 @@ class Service(Versioned, Base):
     last_nack: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # Exposed by the ingress gateway of each host on 127.0.0.1:<ingress_port>, with the service's policies.
     ingress_port: Mapped[int | None] = mapped_column(Integer, default=None)
+    # "http" (requests) or "tcp" (connections, proxied whole): fixed when the service is made
+    protocol: Mapped[str] = mapped_column(String(8), default="http", server_default="http")
 
 
 class GatewayRoute(Base):

@@ -203,6 +203,9 @@ POOL = "10.213.0.0/16"
 # a network namespace joined to this one by a veth underlay.
 UNDERLAY_A, UNDERLAY_B, UNDERLAY_PREFIXLEN = "10.213.255.1", "10.213.255.2", 30
 HOST_B = "hostb"
+# Services' virtual addresses (the platform's default): redirected inside meshed containers, never routed; made
+# unreachable in the root namespace all the same
+SERVICE_CIDR = "240.0.0.0/16"
 
 
 GATEWAY_ADDRESS = "198.51.100.1"  # this host's end of the link to the tests' "outside" (a documentation range)
@@ -221,7 +224,8 @@ def underlay(prefix: str, pool: str = POOL, ends: tuple[str, str] = (UNDERLAY_A,
     host_b = f"{prefix}-hb"
     root_end = f"ul{prefix}"  # not `<prefix>-…`: the platform's clean-up must not take it for one of its links
     with IPRoute() as ipr:
-        ipr.route("replace", dst=pool, type="unreachable")
+        for unrouted in (pool, SERVICE_CIDR):
+            ipr.route("replace", dst=unrouted, type="unreachable")
     try:
         with namespaces(host_b):
             fd = os.open(f"/var/run/netns/{host_b}", os.O_RDONLY)
@@ -244,8 +248,9 @@ def underlay(prefix: str, pool: str = POOL, ends: tuple[str, str] = (UNDERLAY_A,
                     for index in ipr.link_lookup(ifname=root_end):
                         ipr.link("del", index=index)
     finally:
-        with IPRoute() as ipr, contextlib.suppress(NetlinkError):  # another run on the machine removed it
-            ipr.route("del", dst=pool, type="unreachable")
+        for unrouted in (pool, SERVICE_CIDR):
+            with IPRoute() as ipr, contextlib.suppress(NetlinkError):  # another run on the machine removed it
+                ipr.route("del", dst=unrouted, type="unreachable")
 
 
 @pytest.fixture(scope="session")

@@ -493,10 +493,10 @@ def test_a_call_across_projects_travels_a_shared_network_and_is_refused_until_al
             api.delete(f"/v1/projects/{project}")
 
 
-def tcp_call(api: httpx.Client, name: str, port: int, line: str) -> str:
-    """`line` sent from inside container `name` to 127.0.0.1:`port`, and what came back (the sending side stays
+def tcp_call(api: httpx.Client, name: str, port: int, line: str, host: str = "127.0.0.1") -> str:
+    """`line` sent from inside container `name` to `host`:`port`, and what came back (the sending side stays
     open a moment for the answer)."""
-    script = f"(printf '{line}\\n'; sleep 1) | nc -w 3 127.0.0.1 {port}"
+    script = f"(printf '{line}\\n'; sleep 1) | nc -w 3 {host} {port}"
     response = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]})
     assert response.status_code == 200, response.text
     return str(response.json()["output"])
@@ -522,6 +522,10 @@ def test_a_tcp_service_echoes_through_the_mesh_for_an_allowed_caller_only(
         assert "ping-tcp" in echoed, echoed + diagnose(platform)
         refused = tcp_call(api, "tcp-other", 9012, "ping-tcp")
         assert "ping-tcp" not in refused, refused  # its identity is not in echo's allow
+        by_name = eventually(
+            lambda: tcp_call(api, "tcp-client", 7, "by-name", "echo.svc.meshvisor.internal"), "by-name"
+        )
+        assert "by-name" in by_name, by_name + diagnose(platform)  # transparent: no local_port, any port
 
         def counted() -> str:
             page = api.get("/metrics").text
@@ -539,3 +543,42 @@ def test_a_tcp_service_echoes_through_the_mesh_for_an_allowed_caller_only(
         for name in ("tcp-client", "tcp-other", "echo"):
             api.delete(f"/v1/services/{name}")
         drop_network(api, "tcpnet", force=True)
+
+
+def test_a_meshed_container_calls_a_service_by_its_name_with_no_upstream_declared(
+    platform: Platform, api: httpx.Client
+) -> None:
+    """`tpweb.svc.meshvisor.internal` resolves to the service's virtual address on the caller's network; the
+    caller's connection to it (any port) goes through its sidecar to the service, in mTLS, with the service's
+    policy; a container that is not meshed has no way there."""
+    network(api, "tpnet", "10.213.122.0/24")
+    try:
+        create(
+            api, "tp-web", command=WEB, networks=[{"network": "tpnet"}], mesh={"service": "tpweb", "port": 8080}
+        )
+        create(api, "tp-client", networks=[{"network": "tpnet"}], mesh={"service": "tpclient", "port": 8080})
+        create(api, "tp-plain", networks=[{"network": "tpnet"}])
+        name = "tpweb.svc.meshvisor.internal"
+        address = eventually(lambda: str(api.get("/v1/services/tpweb").json()["address"] or ""), "240.0.")
+        assert address.startswith("240.0."), address  # given by the control plane's pass
+        resolved = eventually(lambda: sh(api, "tp-client", f"nslookup {name}"), address)
+        assert address in resolved, resolved
+        answer = eventually(lambda: call(api, "tp-client", name, 80), "backend-")
+        assert "200 OK" in answer and "backend-" in answer, answer + diagnose(platform)
+        assert "backend-" in call(api, "tp-client", address, 8080)  # by address, on another port
+        assert "backend-" not in call(api, "tp-plain", address, 80)  # no sidecar: nothing there
+        assert api.put("/v1/services/tpweb/policy", json={"allow": ["someone-else"]}).status_code == 200
+        refused = eventually(lambda: call(api, "tp-client", name, 80), "403")
+        assert "403" in refused, refused  # the service's own policy, as for a declared upstream
+    finally:
+        for instance in ("tp-client", "tp-plain", "tp-web"):
+            delete(api, instance)
+        for service in ("tpclient", "tpweb"):
+            api.delete(f"/v1/services/{service}")
+        drop_network(api, "tpnet", force=True)
+
+
+def sh(api: httpx.Client, name: str, script: str) -> str:
+    response = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]})
+    assert response.status_code == 200, response.text
+    return str(response.json()["output"])

@@ -408,6 +408,10 @@ class ServicePublic(BaseModel):
     project: str
     identity: str
     protocol: Literal["http", "tcp"]
+    address: str | None = Field(
+        description="its virtual address (`<name>.svc.meshvisor.internal`): a meshed container's connections to "
+        "it go through its sidecar to the service"
+    )
     policy: dict[str, Any]
     members: list[ServiceMember]
     callers: list[str]

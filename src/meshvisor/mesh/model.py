@@ -142,6 +142,7 @@ class Service:
     # "http": requests (routes, retries, rate limits, faults); "tcp": connections, proxied whole in mTLS, with
     # `allow`, circuit breaking and outlier detection (`TCP_POLICY`)
     protocol: str = "http"
+    address: str | None = None  # its virtual address: a transparent sidecar takes connections to it for it
 
 
 PROTOCOLS = ("http", "tcp")
@@ -233,6 +234,9 @@ class Sidecar:
     project: str = DEFAULT_PROJECT
     # The hosts' ingress: its routes by host name and path prefix, when any are declared.
     gateway: Gateway | None = None
+    # Where the sidecar takes the connections its workload opens to services' virtual addresses (redirected
+    # there by the workload's namespace), to pick the service by the address (None: it takes none).
+    transparent_port: int | None = None
 
 
 _SECTIONS: dict[str, type] = {

@@ -8,14 +8,15 @@ Public surface:
 - `bridge_name`, `vxlan_name`, `veth_name`, `tap_name` (names.py): a VM's `<interface type='bridge'>` names
   `bridge_name` as its source and `tap_name` as its target
 - `ensure_tap`, `remove_tap` (taps.py): a VM's tap made by the platform, for a hypervisor that cannot make taps
-- `DhcpServer`, `DnsSpec`, `dns_name`, `DNS_DOMAIN`, `stop_stale` (dhcp.py): a network's dnsmasq (the static
-  leases of VMs, the names of every instance)
+- `DhcpServer`, `DnsSpec`, `dns_name`, `service_dns_name`, `DNS_DOMAIN`, `stop_stale` (dhcp.py): a network's
+  dnsmasq (the static leases of VMs, the names of every instance and service)
 - `ensure_guard`, `remove_guard`, `Edge`, `PortForward`, `interface_setting`, `ensure_interface_settings`
   (guard.py): nothing is routed into or out of the bridges but what the edge lets cross (egress NAT, port forwards)
 - `default_uplink`, `local_addresses`, `port_free` (uplink.py): what NAT and forwards are checked against
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
 - `ensure_namespace`, `delete_namespace`, `namespaces` (namespaces.py): named namespaces of a host prefix
-- `guard_app_port` (app_guard.py): a meshed container's app is reached only through its sidecar
+- `guard_app_port` (app_guard.py): a meshed container's app is reached only through its sidecar, and its
+  connections to services' virtual addresses go to its sidecar (`Transparent`)
 - `Rule`, `parse_rule`, `PortPolicy`, `apply_security_groups`, `remove_security_groups`,
   `security_groups_ruleset` (security_groups.py): stateful per-port filtering on the bridges
 
@@ -23,9 +24,9 @@ Addresses (IPAM), which hosts are remotes of a network, and the records of netwo
 the platform layer; this package only makes one host look like what it is told.
 """
 
-from .app_guard import guard_app_port
+from .app_guard import Transparent, guard_app_port
 from .attach import Attachment, attach_container, attach_namespace, detach
-from .dhcp import DNS_DOMAIN, DhcpServer, DnsSpec, dns_name, stop_stale
+from .dhcp import DNS_DOMAIN, SERVICES_LABEL, DhcpServer, DnsSpec, dns_name, service_dns_name, stop_stale
 from .guard import Edge, PortForward, ensure_guard, ensure_interface_settings, interface_setting, remove_guard
 from .names import bridge_name, tap_name, veth_name, vxlan_name
 from .namespaces import delete_namespace, ensure_namespace, namespaces
@@ -45,6 +46,8 @@ __all__ = [
     "DhcpServer",
     "DnsSpec",
     "dns_name",
+    "service_dns_name",
+    "SERVICES_LABEL",
     "Edge",
     "PortForward",
     "default_uplink",
@@ -60,6 +63,7 @@ __all__ = [
     "Rule",
     "apply_security_groups",
     "attach_container",
+    "Transparent",
     "guard_app_port",
     "delete_namespace",
     "ensure_namespace",

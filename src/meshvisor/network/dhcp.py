@@ -71,6 +71,14 @@ def hosts_file_text(spec: NetworkSpec, leases: Mapping[str, str]) -> str:
     return "".join(f"{line}\n" for line in sorted(lines))
 
 
+SERVICES_LABEL = "svc"  # `<service>.svc.meshvisor.internal`: no network may be named so
+
+
+def service_dns_name(service: str) -> str | None:
+    """`<service>.svc.meshvisor.internal` (None when the name is no DNS label)."""
+    return dns_name(service, SERVICES_LABEL)
+
+
 def dns_name(instance: str, network: str) -> str | None:
     """`<instance>.<network>.meshvisor.internal`, or None when a name is no DNS label (a platform name may begin
     or end with a hyphen; such an instance has no name in DNS)."""

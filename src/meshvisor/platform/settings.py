@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     gateway_address: str = "127.0.0.1"
     gateway_port: int = Field(default=9443, gt=0, lt=65536)
     gateway_tls: bool = True
+    # Services' virtual addresses (`<service>.svc.meshvisor.internal`): a meshed container's connections to one
+    # are redirected into its sidecar, which picks the service by it (as Consul's transparent proxy, from the
+    # unrouted 240.0.0.0/4). Every host must have the same.
+    service_cidr: str = "240.0.0.0/16"
     # The device a `nat` network's traffic leaves through, masqueraded (default: the device of the default route
     # in the host's namespace).
     uplink: str | None = None
@@ -105,6 +109,17 @@ class Settings(BaseSettings):
     cpu_overcommit: float = Field(default=16.0, gt=0)
     memory_overcommit: float = Field(default=1.5, gt=0)
     disk_overcommit: float = Field(default=1.0, gt=0)
+
+    @field_validator("service_cidr")
+    @classmethod
+    def _service_cidr(cls, value: str) -> str:
+        try:
+            net = ipaddress.IPv4Network(value)
+        except ValueError:
+            raise ValueError(f"service_cidr {value!r} is not an IPv4 network (e.g. 240.0.0.0/16)") from None
+        if net.prefixlen > 28:
+            raise ValueError(f"service_cidr {value} is too small: at most /28")
+        return str(net)
 
     @field_validator("api_tls")
     @classmethod

@@ -27,6 +27,7 @@ def create_service(body: ServiceCreate, rt: RuntimeDep, project: ProjectDep) -> 
             reserved=_reserved(rt.settings),
             protocol=body.protocol,
         )
+        services.give_addresses(s, rt.settings.service_cidr)
         return services.to_dict(s, made)
 
 
@@ -84,6 +85,7 @@ def put_service(
                 s, name, body.policy, project, ingress_port=body.ingress_port, reserved=reserved,
                 protocol=body.protocol or "http",
             )  # fmt: skip
+            services.give_addresses(s, rt.settings.service_cidr)
             return services.to_dict(s, made)
         changed = services.replace(
             s, name, body.policy, body.ingress_port, if_match, project, reserved=reserved, protocol=body.protocol

@@ -22,6 +22,7 @@ from .listeners import (
     outbound_listener,
     tcp_inbound_listener,
     tcp_outbound_listener,
+    transparent_listener,
 )
 from .names import (
     CLUSTER,
@@ -106,6 +107,8 @@ def sidecar_resources(
         if service is None:
             raise InvalidInput(f"sidecar {sidecar.node_id}: unknown upstream service {upstream.service!r}")
         build.add_upstream(upstream, service)
+    if sidecar.transparent_port is not None:
+        build.add_transparent(sidecar.transparent_port, services)
     if sidecar.gateway is not None:
         build.add_gateway(sidecar.gateway, services, projects or {})
     if zipkin is not None:
@@ -172,11 +175,32 @@ class _Assembly:
             )
             self.out[LISTENER][listener.name] = listener
             return
+        self._add_outbound_route(service, ref)
+        self._add_outbound_listener(upstream, ref)
+
+    def _add_outbound_route(self, service: Service, ref: str) -> None:
         route = self.shared(
             ("route", id(service), ref), functools.partial(outbound_route, service, ref), pin=service
         )
         self.out[ROUTE][route.name] = route
-        self._add_outbound_listener(upstream, ref)
+
+    def add_transparent(self, port: int, services: Mapping[str, Service]) -> None:
+        """Every service of the sidecar's project that has a virtual address, reached through it: its clusters
+        and route (as for a declared upstream), and its filter chain on the transparent listener."""
+        targets = []
+        for service in sorted(services.values(), key=lambda found: found.name):
+            if service.address is None:
+                continue
+            ref = self._add_clusters(service)
+            if service.protocol == "http":
+                self._add_outbound_route(service, ref)
+            targets.append((service.address, ref, service.protocol))
+        if targets:
+            listener = self.shared(
+                ("transparent", port, tuple(targets), self.tracing),
+                functools.partial(transparent_listener, port, targets, tracing=self.tracing),
+            )
+            self.out[LISTENER][listener.name] = listener
 
     def add_gateway(
         self, gateway: Gateway, services: Mapping[str, Service], projects: Mapping[str, Mapping[str, Service]]

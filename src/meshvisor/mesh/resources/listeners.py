@@ -5,10 +5,14 @@ names (the network RBAC filter: the same rule as an HTTP service's, per connecti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2
+from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2 as hcm_pb2
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
@@ -18,7 +22,7 @@ from ..model import Gateway, Policy, Sidecar
 from .filters import FAULT_FILTER, RATELIMIT_FILTER, RBAC_FILTER, hcm_filter, http_filter, rbac_filter, router
 from .names import GATEWAY_ROUTE, inbound_cluster, outbound_cluster
 from .observability import ACCESS_LOGS, access_log, observe, outbound_stat_prefix
-from .protos import ads, pack, socket
+from .protos import ads, pack, socket, u32
 from .tls import downstream_tls, gateway_tls
 
 
@@ -60,6 +64,15 @@ def outbound_listener(
 ) -> listener_pb2.Listener:
     """Plaintext on <address>:<local_port> (127.0.0.1 beside a container), where the app reaches `service`;
     every request is written to the outbound access log."""
+    return listener_pb2.Listener(
+        name=f"outbound|{service}|{local_port}",
+        address=socket(address, local_port),
+        filter_chains=[listener_components_pb2.FilterChain(filters=[_outbound_http(service, tracing)])],
+    )
+
+
+def _outbound_http(service: str, tracing: bool) -> listener_components_pb2.Filter:
+    """The HTTP connection manager of the app's requests to `service` (route `outbound|<service>`)."""
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=outbound_stat_prefix(service),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
@@ -67,10 +80,35 @@ def outbound_listener(
         http_filters=[router()],
     )
     observe(manager, "outbound", tracing)
+    return hcm_filter(manager)
+
+
+def transparent_listener(
+    port: int, targets: Sequence[tuple[str, str, str]], *, tracing: bool = False
+) -> listener_pb2.Listener:
+    """On 127.0.0.1:<port>, the connections the workload opened to services' virtual addresses (its namespace
+    redirects them here): the original destination picks the filter chain of the service at that address, on
+    any port. `targets`: (virtual address, the name the sidecar's resources give the service, protocol)."""
+    chains = []
+    for address, ref, protocol in targets:
+        match = listener_components_pb2.FilterChainMatch(
+            prefix_ranges=[address_pb2.CidrRange(address_prefix=address, prefix_len=u32(32))]
+        )
+        found = (
+            _tcp_proxy(outbound_stat_prefix(ref), outbound_cluster(ref), "outbound")
+            if protocol == "tcp"
+            else _outbound_http(ref, tracing)
+        )
+        chains.append(listener_components_pb2.FilterChain(name=ref, filter_chain_match=match, filters=[found]))
     return listener_pb2.Listener(
-        name=f"outbound|{service}|{local_port}",
-        address=socket(address, local_port),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[hcm_filter(manager)])],
+        name=f"transparent|{port}",
+        address=socket("127.0.0.1", port),
+        listener_filters=[
+            listener_components_pb2.ListenerFilter(
+                name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())
+            )
+        ],
+        filter_chains=chains,
     )
 
 

@@ -28,7 +28,7 @@ from meshvisor.mesh.model import Sidecar
 from meshvisor.mesh.xds import AdsServer, InconsistentSnapshot, Nack, Packer, Snapshot, TlsListener, tune_gc
 from meshvisor.platform.hosts import identity
 from meshvisor.platform.mesh import ca as mesh_ca
-from meshvisor.platform.mesh import gateway_cert
+from meshvisor.platform.mesh import gateway_cert, services
 from meshvisor.platform.mesh.view import MeshView, Node, load_view
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings
@@ -132,6 +132,8 @@ class ControlPlane:
         """One pass: push every changed sidecar config; returns how many snapshots changed."""
         self.reload_ca()
         settings = self.rt.settings
+        with transaction(self.rt.sessions) as session:  # services made by an instance joining them
+            services.give_addresses(session, settings.service_cidr)
         with self.rt.sessions() as session:
             gateway_at = (settings.gateway_address, settings.gateway_port)
             view = load_view(session, settings.host_prefix, gateway_at, EnvSeal(settings.data_path))

@@ -7,6 +7,8 @@ then refused alike (403) whether it is missing or does not allow the caller."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from typing import Any
 
 from sqlalchemy import select
@@ -25,9 +27,15 @@ from meshvisor.platform.state.paging import check_etag, etag, find_named, get_na
 INGRESS = "ingress"  # the identity of the hosts' ingress gateways
 SIDECAR_ROLE = "sidecar"  # the role of a VM's sidecar address among the network's addresses
 INBOUND_PORT = 15006  # where a workload's sidecar terminates mTLS, in the workload's own network namespace
+# where a meshed container's sidecar takes the connections its app opens to services' virtual addresses (its
+# namespace redirects them there, `network.app_guard`)
+TRANSPARENT_PORT = 15001
 MAX_UPSTREAMS = 16
 MESH_KEYS = {"service", "port", "upstreams", "version"}
 UPSTREAM_KEYS = {"service", "local_port", "project"}
+
+
+log = logging.getLogger(__name__)
 
 
 def find(session: Session, name: str, project: str = "default") -> Service | None:
@@ -130,6 +138,31 @@ def replace(
     except IntegrityError:
         raise Conflict(f"ingress port {ingress_port} was just taken") from None
     return service
+
+
+def give_addresses(session: Session, cidr: str) -> list[Service]:
+    """Every service without a virtual address gets the lowest free one of `cidr` (the API for a service it
+    makes, the control plane's pass for those instances made by joining them). Two givers at once: the unique
+    constraint keeps one; the other's services get theirs at its next pass. The services given one."""
+    waiting = list(session.scalars(select(Service).where(Service.address.is_(None)).order_by(Service.id)))
+    if not waiting:
+        return []
+    used = set(session.scalars(select(Service.address).where(Service.address.is_not(None))))
+    free = (str(a) for a in ipaddress.IPv4Network(cidr).hosts() if str(a) not in used)
+    given = []
+    for service in waiting:
+        address = next(free, None)
+        if address is None:
+            log.warning("service %s/%s: no free address left in %s", service.project, service.name, cidr)
+            break
+        try:
+            with session.begin_nested():
+                service.address = address
+        except IntegrityError:
+            service.address = None  # another giver took it: the next pass gives another one
+            break
+        given.append(service)
+    return given
 
 
 def ensure(session: Session, name: str, project: str = "default") -> Service:
@@ -339,6 +372,7 @@ def _public(
         "project": service.project,
         "identity": spiffe_id(DEFAULT_TRUST_DOMAIN, service.name, service.project),
         "protocol": service.protocol,
+        "address": service.address,
         "policy": service.policy,
         "members": members,
         "callers": sorted(set(calling)),

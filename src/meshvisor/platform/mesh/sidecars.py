@@ -23,7 +23,7 @@ from meshvisor.core.names import SHORT_ID_LEN, host_object_name
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh import resources, sidecar
 from meshvisor.platform.mesh.ca import node_auth
-from meshvisor.platform.mesh.services import INGRESS, SIDECAR_ROLE
+from meshvisor.platform.mesh.services import INGRESS, SIDECAR_ROLE, TRANSPARENT_PORT
 from meshvisor.platform.mesh.view import ingress_node_id, node_id
 from meshvisor.platform.networks.steps import ensure_here
 from meshvisor.platform.runtime import Runtime
@@ -113,7 +113,8 @@ def _workload_netns(rt: Runtime, instance: Instance) -> str:
         raise TransientError(f"container of {instance.name!r} is not running: no namespace for its sidecar")
     netns = f"/proc/{workload}/ns/net"
     assert instance.mesh is not None
-    network.guard_app_port(rt.settings.host_prefix, netns, int(instance.mesh["port"]))
+    transparent = network.Transparent(rt.settings.service_cidr, TRANSPARENT_PORT)
+    network.guard_app_port(rt.settings.host_prefix, netns, int(instance.mesh["port"]), transparent)
     return netns
 
 

@@ -14,7 +14,7 @@ from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh.ca import DEFAULT_PROJECT
 from meshvisor.mesh.model import Endpoint, Gateway, Policy, Service, Sidecar, Upstream
 from meshvisor.platform.mesh import gateway as gateway_routes
-from meshvisor.platform.mesh.services import INBOUND_PORT, INGRESS, all_addresses
+from meshvisor.platform.mesh.services import INBOUND_PORT, INGRESS, TRANSPARENT_PORT, all_addresses
 from meshvisor.platform.state.models import Host, Instance
 from meshvisor.platform.state.models import Service as ServiceRow
 from meshvisor.platform.state.secret_env import EnvSeal
@@ -71,11 +71,13 @@ def build_view(
     gateway_hosts: Iterable[str] = (),
     gateway: Gateway | None = None,
     tcp: Iterable[tuple[str, str]] = (),
+    addresses: Mapping[tuple[str, str], str] | None = None,
 ) -> MeshView:
     """Services (every one with a policy row, plus those members name) with the running members as endpoints,
     one sidecar per meshed instance that exists (a VM's once its sidecar has an address), and an ingress
     gateway on each of `gateway_hosts` that calls the `exposed` services (name → port on 127.0.0.1) and serves
-    the `gateway` listener when it has routes. The services in `tcp` ((project, name)) proxy connections."""
+    the `gateway` listener when it has routes. The services in `tcp` ((project, name)) proxy connections;
+    `addresses` are the services' virtual addresses, which meshed containers reach them by."""
     tcp = set(tcp)
     endpoints: dict[tuple[str, str], list[Endpoint]] = {key: [] for key in policies}
     ports: dict[tuple[str, str], int] = {}
@@ -103,6 +105,7 @@ def build_view(
                 app_address=str(m.app_address) if is_vm else "127.0.0.1",
                 outbound_address="0.0.0.0" if is_vm else "127.0.0.1",
                 project=m.project,
+                transparent_port=None if is_vm else TRANSPARENT_PORT,
             )
             nodes[sidecar.node_id] = Node(sidecar.node_id, m.instance_id, m.project, m.host, sidecar)
     for host in gateway_hosts:
@@ -126,6 +129,7 @@ def build_view(
             policy=policies.get((project, name), Policy()),
             project=project,
             protocol="tcp" if (project, name) in tcp else "http",
+            address=(addresses or {}).get((project, name)),
         )
     return MeshView(services, nodes)
 
@@ -148,4 +152,5 @@ def load_view(
     hosts = [h.name for h in session.scalars(select(Host)) if h.netns is None]
     gateway = Gateway(*gateway_at, routes=gateway_routes.routes_of(session, seal)) if gateway_at else None
     tcp = [(s.project, s.name) for s in rows if s.protocol == "tcp"]
-    return build_view(prefix, members, policies, exposed, hosts, gateway, tcp)
+    addresses = {(s.project, s.name): s.address for s in rows if s.address}
+    return build_view(prefix, members, policies, exposed, hosts, gateway, tcp, addresses)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.instance_rules import MAX_NETWORKS
 from meshvisor.core.names import new_id, validate_name
-from meshvisor.network import DEFAULT_MTU
+from meshvisor.network import DEFAULT_MTU, DNS_DOMAIN, SERVICES_LABEL
 from meshvisor.network.spec import VNI_MAX, validate_mtu
 from meshvisor.platform.state import events, operations, projects
 from meshvisor.platform.state.models import Instance, Network, NetworkAddress, Operation
@@ -139,6 +139,8 @@ def request_create(
     nat: bool = False,
 ) -> tuple[Network, Operation]:
     validate_name(name, "network name")
+    if name == SERVICES_LABEL:
+        raise InvalidInput(f"{name!r} names the services in DNS (<service>.{name}.{DNS_DOMAIN}): not a network")
     net = parse_cidr(cidr)
     shared = check_shared_with(list(shared_with) if isinstance(shared_with, tuple) else shared_with, project)
     mtu = validate_mtu(mtu if mtu is not None else DEFAULT_MTU)

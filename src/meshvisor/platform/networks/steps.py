@@ -25,7 +25,7 @@ from meshvisor.platform.networks.stamp import network_stamp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Forward, Instance, Network, NetworkAddress, Operation
+from meshvisor.platform.state.models import Forward, Instance, Network, NetworkAddress, Operation, Service
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +228,10 @@ def sync_networks(rt: Runtime) -> int:
 
 
 def refresh_dnsmasq(rt: Runtime, network_id: str) -> None:
-    """This host's dnsmasq of the network, up to date: the static leases of this host's VMs on it, and the DNS
-    name of every instance on it, on any host (`<instance>.<network>.meshvisor.internal`). A network whose
-    bridge this host has not made yet is left to the pass that makes it."""
+    """This host's dnsmasq of the network, up to date: the static leases of this host's VMs on it, the DNS
+    name of every instance on it, on any host (`<instance>.<network>.meshvisor.internal`), and the virtual
+    address of every service of its project (`<service>.svc.meshvisor.internal`). A network whose bridge this
+    host has not made yet is left to the pass that makes it."""
     with transaction(rt.sessions) as s:
         net = s.get(Network, network_id)
         if net is None:
@@ -245,6 +246,10 @@ def refresh_dnsmasq(rt: Runtime, network_id: str) -> None:
         here, vm = rt.settings.host_name, InstanceKind.VM.value
         leases = {str(mac): address for mac, address, _, kind, host in rows if kind == vm and host == here}
         names = {n: address for _, address, name, _, _ in rows if (n := network.dns_name(name, net.name))}
+        addressed = select(Service.name, Service.address).where(Service.address.is_not(None))
+        for service, address in s.execute(addressed.where(Service.project == net.project)):
+            if found := network.service_dns_name(service):
+                names[found] = str(address)
     rt.settings.dhcp_dir.mkdir(parents=True, exist_ok=True)
     try:
         dhcp_server(rt, spec, dns).ensure(leases, names)

@@ -176,7 +176,9 @@ def _put_service(s: Session, settings: Settings, name: str, res: stack_spec.Serv
     """The service as the spec has it; one that an instance made on joining it (it has no policy) is taken over."""
     reserved = reserved_ports(settings)
     if services.find(s, name, project) is None:
-        return services.create(s, name, res.policy, project, res.ingress_port, reserved, protocol=res.protocol)
+        made = services.create(s, name, res.policy, project, res.ingress_port, reserved, protocol=res.protocol)
+        services.give_addresses(s, settings.service_cidr)
+        return made
     return services.replace(
         s, name, res.policy, res.ingress_port, project=project, reserved=reserved, protocol=res.protocol
     )

@@ -251,6 +251,7 @@ class Service(Versioned, Base):
     __table_args__ = (
         UniqueConstraint("project", "name", name="uq_services_project_name"),
         UniqueConstraint("ingress_port", name="uq_services_ingress_port"),
+        UniqueConstraint("address", name="uq_services_address"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -262,6 +263,8 @@ class Service(Versioned, Base):
     ingress_port: Mapped[int | None] = mapped_column(Integer, default=None)
     # "http" (requests) or "tcp" (connections, proxied whole): fixed when the service is made
     protocol: Mapped[str] = mapped_column(String(8), default="http", server_default="http")
+    # Its virtual address in `service_cidr` (`<service>.svc.meshvisor.internal`), given when it is made
+    address: Mapped[str | None] = mapped_column(String(15), default=None)
 
 
 class GatewayRoute(Base):

@@ -89,6 +89,8 @@ def test_the_check_writes_nothing_and_its_plan_is_what_is_written(runtime: Runti
         ({"networks": [{"network": "n1"}]}, NotFound, "network .n1. not found"),
         ({"volumes": [{"volume": "v", "path": "/v"}]}, NotFound, "volume 'v' not found"),
         ({"mesh": {"service": "s"}}, InvalidInput, "mesh.port must be a port number"),
+        ({"mesh": {"service": "s", "port": 15001}}, InvalidInput, "calls to services by name"),
+        ({"mesh": {"service": "s", "port": 15006}}, InvalidInput, "the sidecar's inbound port"),
         (
             {"mesh": {"service": "s", "port": 80, "upstreams": [{"service": "t", "local_port": 81}]}},
             InvalidInput,

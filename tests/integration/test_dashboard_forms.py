@@ -106,6 +106,7 @@ def test_a_meshed_instance_with_upstreams_and_a_service_ingress_port_from_the_fo
         ingress.get_by_role("button", name="Save").click()
         service_row = page.locator("#services tbody tr").filter(has_text=re.compile(r"^\s*dfm-be"))
         expect(service_row).to_contain_text(f"127.0.0.1:{port}")
+        expect(service_row).to_contain_text("240.0.")  # its virtual address, given by the control plane's pass
         shown = api.get("/v1/services/dfm-be").json()
         assert shown["ingress_port"] == port and shown["policy"] == {"timeout_ms": 2500}, shown  # policy kept
 

@@ -211,6 +211,8 @@ def _port(value: object, what: str) -> int:
         raise InvalidInput(f"{what} must be a port number from 1 to 65535, not {value!r}")
     if value == INBOUND_PORT:
         raise InvalidInput(f"{what} {value} is the sidecar's inbound port")
+    if value == TRANSPARENT_PORT:
+        raise InvalidInput(f"{what} {value} is where the sidecar takes calls to services by name")
     return value
 
 

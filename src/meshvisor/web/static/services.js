@@ -205,8 +205,9 @@ export async function servicesPage() {
         : h("p", { class: "muted" }, "No calls seen yet."),
       h("h2", {}, "Services"),
       found.items.length
-        ? table(["Service", "Members", "Callers", "Ingress", "Policy", "Last NACK", ""], found.items.map((s) => [
-          s.name, (s.members || []).map((m) => `${m.instance} (${m.state})`).join(", "), (s.callers || []).join(", "),
+        ? table(["Service", "Address", "Members", "Callers", "Ingress", "Policy", "Last NACK", ""], found.items.map((s) => [
+          s.protocol === "tcp" ? `${s.name} (tcp)` : s.name, s.address || "",
+          (s.members || []).map((m) => `${m.instance} (${m.state})`).join(", "), (s.callers || []).join(", "),
           s.ingress_port ? `127.0.0.1:${s.ingress_port}` : "",
           h("button", { type: "button", "data-write": `PUT /v1/services/${s.name}/policy`, onclick: () => editPolicy(s) }, Object.keys(s.policy || {}).join(", ") || "default"),
           s.last_nack ? s.last_nack.message || "rejected" : "",

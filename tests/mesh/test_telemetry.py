@@ -420,3 +420,20 @@ def test_zipkin_setting_is_host_and_port(tmp_path: Path) -> None:
     assert Settings(data_dir=tmp_path, tracing_zipkin=" 10.0.0.5:9411 ").tracing_zipkin == "10.0.0.5:9411"
     with pytest.raises(ValueError, match="host:port"):
         Settings(data_dir=tmp_path, tracing_zipkin="zipkin")
+
+
+def test_a_transparent_sidecars_pairs_count_once_they_carry_traffic_and_add_to_the_declared_ones() -> None:
+    payload = {
+        "stats": [
+            {"name": "http.outbound_b.downstream_rq_2xx", "value": 0},  # declared: shown from 0
+            {"name": "http.transparent_b.downstream_rq_2xx", "value": 4},  # by name as well: added
+            {"name": "http.transparent_c.downstream_rq_2xx", "value": 0},  # a service never called: not a pair
+            {"name": "http.transparent_d.downstream_rq_5xx", "value": 1},
+            {"name": "tcp.transparent_db.downstream_cx_total", "value": 2},
+            {"name": "tcp.transparent_db.downstream_cx_rx_bytes_total", "value": 10},
+            {"name": "tcp.transparent_idle.downstream_cx_total", "value": 0},
+        ]
+    }
+    found = telemetry.parse_stats(payload)
+    assert found.requests == {("b", "2xx"): 4, ("d", "5xx"): 1}
+    assert found.connections == {"db": 2} and found.bytes == {("db", "sent"): 10}

@@ -50,9 +50,9 @@ def test_the_transparent_listener_picks_the_service_by_its_virtual_address() -> 
         assert (match.address_prefix, match.prefix_len.value) == (address, 32)
         assert not chains[name].filter_chain_match.destination_port.value  # any port
     web = _unpack(chains["web"].filters[0].typed_config, hcm_pb2.HttpConnectionManager)
-    assert web.rds.route_config_name == "outbound|web" and web.stat_prefix == "outbound_web"
+    assert web.rds.route_config_name == "outbound|web" and web.stat_prefix == "transparent_web"
     db = _unpack(chains["db"].filters[0].typed_config, tcp_proxy_pb2.TcpProxy)
-    assert (db.cluster, db.stat_prefix) == ("outbound|db", "outbound_db")
+    assert (db.cluster, db.stat_prefix) == ("outbound|db", "transparent_db")
     assert {"outbound|web", "outbound|db"} <= set(out[CLUSTER]) and "outbound|old" not in out[CLUSTER]
     assert "outbound|web" in out[ROUTE] and "outbound|db" not in out[ROUTE]
 

@@ -29,17 +29,15 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from meshvisor.core.errors import TransientError
 
-from .resources import INBOUND_ACCESS_LOG, OUTBOUND_ACCESS_LOG, outbound_stat_prefix
+from .resources import INBOUND_ACCESS_LOG, OUTBOUND_ACCESS_LOG, outbound_stat_prefix, transparent_stat_prefix
 from .sidecar import AdminTarget, admin_request
 
-# The outbound HCMs' request counters and timing, and the outbound tcp proxies' connections and bytes, nothing
-# else (Envoy matches it with RE2).
+# The outbound HCMs' request counters and timing, and the outbound tcp proxies' connections and bytes (declared
+# upstreams' and a transparent sidecar's alike), nothing else (Envoy matches it with RE2).
+_CALLS = f"({outbound_stat_prefix('')}|{transparent_stat_prefix('')})"
 STATS_FILTER = (
-    r"^(http\."
-    + outbound_stat_prefix("")
-    + r"[a-z0-9-]+\.downstream_rq_([1-5]xx|time)|tcp\."
-    + outbound_stat_prefix("")
-    + r"[a-z0-9-]+\.downstream_cx_(total|rx_bytes_total|tx_bytes_total))$"
+    rf"^(http\.{_CALLS}[a-z0-9-]+\.downstream_rq_([1-5]xx|time)"
+    rf"|tcp\.{_CALLS}[a-z0-9-]+\.downstream_cx_(total|rx_bytes_total|tx_bytes_total))$"
 )
 # Detailed histograms give Envoy's own bins (lower bound, width, count): exact bucket counts for our bounds, and a
 # sum, which the cumulative format lacks.
@@ -49,14 +47,12 @@ STATS_PATH = "/stats?format=json&histogram_buckets=detailed&filter=" + quote(STA
 BUCKETS_MS: tuple[float, ...] = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 CODE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 _STAT = re.compile(
-    r"^http\." + re.escape(outbound_stat_prefix("")) + r"(?P<service>[a-z0-9-]+)\.downstream_rq_"
-    r"(?:(?P<code>[1-5]xx)|(?P<time>time))$"
+    rf"^http\.(?P<how>{_CALLS})(?P<service>[a-z0-9-]+)\.downstream_rq_(?:(?P<code>[1-5]xx)|(?P<time>time))$"
 )
 # A tcp service's connections as its caller's app opened them, and the bytes the app sent (rx: what the proxy
 # received from it) and received (tx)
 _TCP_STAT = re.compile(
-    r"^tcp\." + re.escape(outbound_stat_prefix("")) + r"(?P<service>[a-z0-9-]+)\.downstream_cx_"
-    r"(?P<what>total|rx_bytes_total|tx_bytes_total)$"
+    rf"^tcp\.(?P<how>{_CALLS})(?P<service>[a-z0-9-]+)\.downstream_cx_(?P<what>total|rx_bytes_total|tx_bytes_total)$"
 )
 _BYTES = {"rx_bytes_total": "sent", "tx_bytes_total": "received"}
 _EPSILON = 1e-9
@@ -126,21 +122,34 @@ def parse_stats(payload: Mapping[str, Any]) -> SidecarStats:
         for detail in histograms.get("details", []):
             match = _STAT.match(str(detail.get("name", "")))
             if match and match["time"]:
-                out.latency[match["service"]] = Histogram.from_bins(detail.get("totals", []))
+                found = Histogram.from_bins(detail.get("totals", []))
+                if found.count or _declared(match):
+                    out.latency.setdefault(match["service"], Histogram()).add(found)
     return out
+
+
+def _declared(match: re.Match[str]) -> bool:
+    """A declared upstream's stat (shown from 0); a transparent chain's is shown once it has counted something
+    (a transparent sidecar has one per service of its project, called or not)."""
+    return match["how"] == outbound_stat_prefix("")
 
 
 def _take_counter(out: SidecarStats, name: str, value: object) -> None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return
+    count = int(value)
     match = _STAT.match(name)
-    if match and match["code"]:
-        out.requests[(match["service"], match["code"])] = int(value)
+    if match and match["code"] and (count or _declared(match)):
+        key = (match["service"], match["code"])
+        out.requests[key] = out.requests.get(key, 0) + count
     tcp = _TCP_STAT.match(name)
-    if tcp and tcp["what"] == "total":
-        out.connections[tcp["service"]] = int(value)
-    elif tcp:
-        out.bytes[(tcp["service"], _BYTES[tcp["what"]])] = int(value)
+    if not tcp or not (count or _declared(tcp)):
+        return
+    if tcp["what"] == "total":
+        out.connections[tcp["service"]] = out.connections.get(tcp["service"], 0) + count
+    else:
+        key = (tcp["service"], _BYTES[tcp["what"]])
+        out.bytes[key] = out.bytes.get(key, 0) + count
 
 
 def scrape(admin: AdminTarget, timeout: float = 2.0) -> SidecarStats:

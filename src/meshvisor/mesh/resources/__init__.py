@@ -59,6 +59,7 @@ from .observability import (
     access_log,
     access_log_format,
     outbound_stat_prefix,
+    transparent_stat_prefix,
 )
 from .protos import CONNECT_TIMEOUT_MS
 from .routes import inbound_route, outbound_route
@@ -100,6 +101,7 @@ __all__ = [
     "outbound_listener",
     "outbound_route",
     "outbound_stat_prefix",
+    "transparent_stat_prefix",
     "parse_host_port",
     "ratelimit_filter",
     "rbac_filter",

@@ -21,7 +21,7 @@ from google.protobuf import wrappers_pb2
 from ..model import Gateway, Policy, Sidecar
 from .filters import FAULT_FILTER, RATELIMIT_FILTER, RBAC_FILTER, hcm_filter, http_filter, rbac_filter, router
 from .names import GATEWAY_ROUTE, inbound_cluster, outbound_cluster
-from .observability import ACCESS_LOGS, access_log, observe, outbound_stat_prefix
+from .observability import ACCESS_LOGS, access_log, observe, outbound_stat_prefix, transparent_stat_prefix
 from .protos import ads, pack, socket, u32
 from .tls import downstream_tls, gateway_tls
 
@@ -67,14 +67,18 @@ def outbound_listener(
     return listener_pb2.Listener(
         name=f"outbound|{service}|{local_port}",
         address=socket(address, local_port),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[_outbound_http(service, tracing)])],
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[_outbound_http(service, outbound_stat_prefix(service), tracing)]
+            )
+        ],
     )
 
 
-def _outbound_http(service: str, tracing: bool) -> listener_components_pb2.Filter:
+def _outbound_http(service: str, stat_prefix: str, tracing: bool) -> listener_components_pb2.Filter:
     """The HTTP connection manager of the app's requests to `service` (route `outbound|<service>`)."""
     manager = hcm_pb2.HttpConnectionManager(
-        stat_prefix=outbound_stat_prefix(service),
+        stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=ads(), route_config_name=outbound_cluster(service)),
         http_filters=[router()],
@@ -94,10 +98,11 @@ def transparent_listener(
         match = listener_components_pb2.FilterChainMatch(
             prefix_ranges=[address_pb2.CidrRange(address_prefix=address, prefix_len=u32(32))]
         )
+        stats = transparent_stat_prefix(ref)
         found = (
-            _tcp_proxy(outbound_stat_prefix(ref), outbound_cluster(ref), "outbound")
+            _tcp_proxy(stats, outbound_cluster(ref), "outbound")
             if protocol == "tcp"
-            else _outbound_http(ref, tracing)
+            else _outbound_http(ref, stats, tracing)
         )
         chains.append(listener_components_pb2.FilterChain(name=ref, filter_chain_match=match, filters=[found]))
     return listener_pb2.Listener(

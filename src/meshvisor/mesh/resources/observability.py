@@ -29,6 +29,12 @@ def outbound_stat_prefix(service: str) -> str:
     return f"outbound_{service}"
 
 
+def transparent_stat_prefix(service: str) -> str:
+    """Stat prefix of a transparent sidecar's chain for `service`: every service of the project has one, called
+    or not, so telemetry reports its pairs only once they carry traffic."""
+    return f"transparent_{service}"
+
+
 def access_log_format(direction: str) -> dict[str, str]:
     """One JSON object per request. The peer is the caller's identity (inbound) or the callee's (outbound)."""
     peer = "%DOWNSTREAM_PEER_URI_SAN%" if direction == "inbound" else "%UPSTREAM_PEER_URI_SAN%"

@@ -7,9 +7,11 @@ kind and one per storage pool, and `close()` lets go of the connections they hol
 
 from __future__ import annotations
 
+import fcntl
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,6 +64,14 @@ class Runtime:
             if self._images is None:
                 self._images = DockerImages(self.settings.host_prefix, self.settings.docker_url)
             return self._images
+
+    @contextmanager
+    def host_lock(self, name: str) -> Iterator[None]:
+        """Held by one thread of one process of this host at a time (a lock file under `run_path`)."""
+        self.settings.run_path.mkdir(parents=True, exist_ok=True)
+        with open(self.settings.run_path / f"{name}.lock", "w") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            yield
 
     def close(self) -> None:
         """Close the drivers' connections (compute and pools) and the database engine."""

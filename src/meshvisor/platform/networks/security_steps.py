@@ -4,8 +4,8 @@ hosts are reached (their network's VXLAN device here, and their address)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
 from collections import defaultdict
 from dataclasses import replace
 
@@ -57,26 +57,26 @@ def _by_id(rule: network.Rule, project: str, ids: dict[tuple[str, str], str]) ->
     return replace(rule, group=ids.get((project, rule.group), rule.group))
 
 
-_applying = threading.Lock()
-_applied: dict[tuple[str, str | None], str] = {}  # (prefix, netns) → the ruleset this process last applied
-
-
 def sync_security(rt: Runtime, force: bool = False) -> None:
-    """Apply this host's whole filter in one nft transaction (the next packet sees it). One at a time in this
-    process: an operation and the periodic pass may both ask, and the later read of the database must win.
-    A filter this process has just applied is not applied again unless `force` (the periodic pass forces it, so
-    a table changed behind our back is put right)."""
+    """Apply this host's whole filter in one nft transaction (the next packet sees it). One at a time on this
+    host (a host lock: an operation and the periodic pass may both ask, in any process, and the later read of the
+    database must win). A filter already applied (its digest is recorded under `run_path`, gone at reboot like
+    the tables) is not applied again unless `force` (the periodic pass forces it, so a table changed behind our
+    back is put right). What a call does so depends on the host and the database only, never on which process
+    applied last."""
     prefix, netns = rt.settings.host_prefix, rt.settings.host_netns
-    with _applying:
+    applied = rt.settings.run_path / "security-filter.applied"
+    with rt.host_lock("security"):
         with transaction(rt.sessions) as s:
             ports, rules, remote = desired_filter(s, prefix, rt.settings.host_name)
         filtered = any(port.groups for port in ports)
         wanted = network.security_groups_ruleset(prefix, ports, rules, remote) if filtered else ""
-        if not force and _applied.get((prefix, netns)) == wanted:
+        digest = hashlib.sha256(wanted.encode()).hexdigest()
+        if not force and applied.exists() and applied.read_text() == digest:
             return
-        _applied.pop((prefix, netns), None)
+        applied.unlink(missing_ok=True)  # until the new filter is in place, nothing is known to be applied
         if filtered:
             network.apply_security_groups(prefix, ports, rules, netns, remote)
         else:
             network.remove_security_groups(prefix, netns)
-        _applied[(prefix, netns)] = wanted
+        applied.write_text(digest)

@@ -7,11 +7,7 @@ the others converge at their next reconcile pass, or before they attach a worklo
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -42,9 +38,6 @@ def network_spec(rt: Runtime, session: Session, net: Network) -> network.Network
         mtu=net.mtu,
         stamp=network_stamp(net),
     )
-
-
-_guard_lock = threading.Lock()  # see ensure_guard
 
 
 def create_network(rt: Runtime, op: Operation) -> None:
@@ -112,7 +105,7 @@ def ensure_guard(rt: Runtime) -> None:
     is of the last rows read: a pass that read the networks just before one was deleted cannot write its bridge
     back after the delete's own guard, nor remove the guard of a network being created."""
     prefix, netns = rt.settings.host_prefix, rt.settings.host_netns
-    with _guard_lock, _host_lock(rt, "guard"):
+    with rt.host_lock("guard"):
         with transaction(rt.sessions) as s:
             ids = list(s.scalars(select(Network.id)))
             edge = forwards.edge(s, rt.settings.host_name, prefix, None)
@@ -124,14 +117,6 @@ def ensure_guard(rt: Runtime) -> None:
             network.remove_guard(prefix, netns)
             edge = network.Edge()
         _ensure_forwarding(rt, [network.bridge_name(prefix, i) for i in ids], edge)
-
-
-@contextmanager
-def _host_lock(rt: Runtime, name: str) -> Iterator[None]:
-    rt.settings.run_path.mkdir(parents=True, exist_ok=True)
-    with open(rt.settings.run_path / f"{name}.lock", "w") as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
-        yield
 
 
 def _uplink(rt: Runtime) -> str | None:

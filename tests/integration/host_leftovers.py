@@ -24,7 +24,7 @@ from meshvisor.storage import loop_devices_for, mounts_under
 from .conftest import Platform
 
 UNENDED = ("pending", "running")  # operation statuses
-TABLES = ("guard", "sg")  # the nftables tables of a prefix (inet `-guard`, bridge `-sg`), each one per host
+TABLES = ("guard", "sg", "vmapp")  # a prefix's nftables tables (inet `-guard`, bridge `-sg`, `-vmapp`), one a host
 
 
 @dataclass(frozen=True)

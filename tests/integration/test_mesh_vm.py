@@ -1,6 +1,9 @@
 """A `tiny` VM in the mesh: its sidecar sits in a gateway namespace of its own on the VM's network (the VM's
-`mesh.sidecar_ip`). A container calls the VM's service through both sidecars in mTLS, and the guest calls a
-container's service at its sidecar's address (through the guest's own CGI, /cgi-bin/call)."""
+`mesh.sidecar_ip`). A container calls the VM's service through both sidecars in mTLS; the guest calls a
+container's service at its sidecar's address, and by the service's name with no upstream declared (DHCP routes
+the services' addresses to the sidecar, whose namespace redirects them to its transparent listener). The guest's
+app port takes connections from its sidecar only: the guest's own CGI (/cgi-bin/call) is reached through the
+mesh."""
 
 from __future__ import annotations
 
@@ -69,16 +72,18 @@ def test_a_vm_and_containers_call_each_other_through_the_mesh(
         # container -> VM: through the client's sidecar, mTLS, the VM's sidecar, then the guest's httpd.
         answer = eventually(lambda: call(api, "vm-client", "127.0.0.1", 9002), "200 OK", timeout=60)
         assert "200 OK" in answer and "vm-svc" in answer, answer + diagnose(platform)
-        # The VM's sidecar speaks only mTLS on its inbound port.
+        # The VM's sidecar speaks only mTLS on its inbound port, and the guest's app port takes its sidecar only.
         plain = call(api, "vm-client", sidecar_ip, 15006)
         assert "HTTP/1" not in plain, plain
+        direct = call(api, "vm-client", vm_ip, 80)
+        assert "HTTP/1" not in direct, direct
 
-        # VM -> container: the guest calls its sidecar's address for its upstream.
-        def from_guest() -> str:
-            return call_path(api, "vm-client", vm_ip, f"/cgi-bin/call?{sidecar_ip}:9001/")
-
-        answer = eventually(from_guest, "backend-", timeout=60)
-        assert "backend-" in answer, answer + diagnose(platform)
+        # VM -> container: the guest calls its sidecar's address for its upstream, and the service by its name
+        # with none declared (the guest's CGI, reached through the mesh: vm-client's upstream 9002 is vm-svc).
+        for target in (f"{sidecar_ip}:9001", "vm-backend.svc.meshvisor.internal:8080"):
+            path = f"/cgi-bin/call?{target}/"
+            answer = eventually(lambda p=path: call_path(api, "vm-client", "127.0.0.1", p, port=9002), "backend-")
+            assert "backend-" in answer, target + answer + diagnose(platform)
 
         # Stopped, the VM leaves the endpoints and its gateway namespace goes; started, both come back.
         op = wait_op(api, api.post("/v1/instances/vm-svc/actions", json={"action": "stop"}), timeout=120)
@@ -101,9 +106,9 @@ def test_a_vm_and_containers_call_each_other_through_the_mesh(
     assert dropped == [204] * 3
 
 
-def call_path(api: httpx.Client, name: str, address: str, path: str) -> str:
+def call_path(api: httpx.Client, name: str, address: str, path: str, port: int = 80) -> str:
     request = f"GET {path} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
-    script = f"(printf '{request}'; sleep 3) | nc -w 6 {address} 80"
+    script = f"(printf '{request}'; sleep 3) | nc -w 6 {address} {port}"
     response = api.post(f"/v1/instances/{name}/exec", json={"command": ["sh", "-c", script]})
     assert response.status_code == 200, response.text
     return str(response.json()["output"])

@@ -20,7 +20,11 @@ from .netns_tools import namespaces, run_in, veth_between
 
 pytestmark = pytest.mark.integration
 
-SCRIPT = '#!/bin/sh\necho "event=$1 ip=$ip mask=$mask router=$router mtu=$mtu dns=$dns"\n'
+SCRIPT = (
+    "#!/bin/sh\n"
+    'echo "event=$1 ip=$ip mask=$mask router=$router mtu=$mtu dns=$dns"'
+    ' "routes=$(echo $staticroutes | tr " " ";")"\n'
+)
 
 
 @dataclass
@@ -70,7 +74,7 @@ def udhcpc(site: Site, client: str, tries: int = 3, ifname: str = "eth0") -> dic
     """One DHCP exchange from `client`: what the server gave, or None when no lease came."""
     result = run_in(
         client, "busybox", "udhcpc", "-i", ifname, "-f", "-q", "-n", "-t", str(tries), "-T", "1", "-O", "mtu",
-        "-s", str(site.script),
+        "-O", "staticroutes", "-s", str(site.script),
     )  # fmt: skip
     bound = [line for line in result.stdout.splitlines() if line.startswith("event=bound")]
     if result.returncode != 0 or not bound:
@@ -113,9 +117,14 @@ def test_new_leases_are_reloaded_without_a_restart(site: Site) -> None:
     moved = mac()
     plug(site, site.clients[2], site.net1, moved)
     assert udhcpc(site, site.clients[2], tries=1) is None
-    assert server.ensure({known: "10.231.3.50", moved: "10.231.3.77"}) == pid  # SIGHUP, same process
+    leases = {known: "10.231.3.50", moved: "10.231.3.77"}
+    routes = {moved: [("240.0.0.0/16", "10.231.3.78")]}  # a meshed VM's way to its sidecar
+    assert server.ensure(leases, routes=routes) == pid  # SIGHUP, same process
     lease = udhcpc(site, site.clients[2])
     assert lease is not None and lease["ip"] == "10.231.3.77", server.log_file.read_text()[-2000:]
+    assert lease["routes"] == "240.0.0.0/16;10.231.3.78;0.0.0.0/0;10.231.3.1"  # option 121, the default last
+    again = udhcpc(site, site.clients[0])
+    assert again is not None and (again["ip"], again["routes"]) == ("10.231.3.50", "")  # its own tag only
 
 
 def test_one_server_per_network_on_the_same_host(site: Site) -> None:
@@ -181,7 +190,8 @@ def test_a_bridge_made_again_gets_its_server_started_again(site: Site) -> None:
     server = DhcpServer(site.prefix, site.net1, site.state_dir, netns=site.host)
     pid = server.pid()
     assert pid is not None
-    leases = dict(line.split(",") for line in server.hosts_file.read_text().splitlines())
+    fields = [line.split(",") for line in server.hosts_file.read_text().splitlines()]
+    leases = {mac_of[0]: mac_of[-1] for mac_of in fields}  # `mac,[set:tag,]address`
     client_mac = next(iter(leases))
     delete_network(site.prefix, site.net1.network_id, netns=site.host)
     ensure_network(site.prefix, site.net1, netns=site.host)

@@ -7,7 +7,7 @@ import pytest
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import new_id
 from meshvisor.network import DEFAULT_MTU, NetworkSpec, bridge_name, gateway_mac
-from meshvisor.network.dhcp import DnsSpec, dnsmasq_argv, hosts_file_text, names_file_text
+from meshvisor.network.dhcp import DnsSpec, dnsmasq_argv, hosts_file_text, names_file_text, opts_file_text
 
 NET_ID = "0123456789abcdef0123456789abcdef"
 
@@ -103,6 +103,7 @@ def test_dnsmasq_serves_static_leases_and_the_platforms_names_only_on_the_bridge
     assert f"--interface={bridge_name('mv', NET_ID)}" in argv
     assert "--dhcp-range=10.231.1.0,static,255.255.255.0,1h" in argv
     assert f"--dhcp-hostsfile=/state/{NET_ID}.hosts" in argv and f"--pid-file=/state/{NET_ID}.pid" in argv
+    assert f"--dhcp-optsfile=/state/{NET_ID}.opts" in argv
     assert "--dhcp-option=option:router,10.231.1.1" in argv and "--dhcp-option=option:mtu,1450" in argv
     assert "--conf-file=/dev/null" in argv
     assert not any(a.startswith("--dhcp-range") and "static" not in a for a in argv)
@@ -126,3 +127,28 @@ def test_the_names_file_lists_each_name_with_its_address_and_refuses_what_is_not
                 {"web.front.meshvisor.internal": "10.231.1.300"}):  # fmt: skip
         with pytest.raises(InvalidInput):
             names_file_text(bad)
+
+
+def test_a_mac_with_routes_gets_option_121_by_its_own_tag_with_the_default_route_last() -> None:
+    vm, other = "02:AA:00:00:00:02", "02:aa:00:00:00:01"
+    hosts = hosts_file_text(spec(), {vm: "10.231.1.20", other: "10.231.1.10"}, [vm])
+    assert hosts == "02:aa:00:00:00:01,10.231.1.10\n02:aa:00:00:00:02,set:r02aa00000002,10.231.1.20\n"
+    opts = opts_file_text(spec(), {vm: [("240.0.0.0/16", "10.231.1.21")]})
+    assert opts == (
+        "tag:r02aa00000002,option:classless-static-route,240.0.0.0/16,10.231.1.21,0.0.0.0/0,10.231.1.1\n"
+    )
+    assert opts_file_text(spec(), {}) == ""
+
+
+@pytest.mark.parametrize(
+    "routes",
+    [
+        {"02:aa:00:00:00:02": [("240.0.0.0/33", "10.231.1.21")]},  # no CIDR
+        {"02:aa:00:00:00:02": [("240.0.0.0/16", "10.9.9.9")]},  # a next hop off the network
+        {"02:aa:00:00:00:02": [("240.0.0.0/16", "nowhere")]},
+        {"01:aa:00:00:00:02": [("240.0.0.0/16", "10.231.1.21")]},  # multicast MAC
+    ],
+)
+def test_bad_routes_are_refused(routes: dict[str, list[tuple[str, str]]]) -> None:
+    with pytest.raises(InvalidInput):
+        opts_file_text(spec(), routes)

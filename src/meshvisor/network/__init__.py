@@ -15,8 +15,10 @@ Public surface:
 - `default_uplink`, `local_addresses`, `port_free` (uplink.py): what NAT and forwards are checked against
 - `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
 - `ensure_namespace`, `delete_namespace`, `namespaces` (namespaces.py): named namespaces of a host prefix
-- `guard_app_port` (app_guard.py): a meshed container's app is reached only through its sidecar, and its
-  connections to services' virtual addresses go to its sidecar (`Transparent`)
+- `guard_app_port`, `redirect_arriving` (app_guard.py): a meshed container's app is reached only through its
+  sidecar, and its connections to services' virtual addresses go to its sidecar (`Transparent`); a VM's, as
+  they arrive in its gateway namespace; `guard_vm_app_ports`, `VmAppPort`: a meshed VM's app port takes TCP
+  from its sidecar only
 - `Rule`, `parse_rule`, `PortPolicy`, `apply_security_groups`, `remove_security_groups`,
   `security_groups_ruleset` (security_groups.py): stateful per-port filtering on the bridges
 
@@ -24,7 +26,8 @@ Addresses (IPAM), which hosts are remotes of a network, and the records of netwo
 the platform layer; this package only makes one host look like what it is told.
 """
 
-from .app_guard import Transparent, guard_app_port
+from .app_guard import Transparent, VmAppPort, guard_app_port, guard_vm_app_ports, redirect_arriving
+from .app_guard import vm_ruleset as vm_app_ruleset
 from .attach import Attachment, attach_container, attach_namespace, detach
 from .dhcp import DNS_DOMAIN, SERVICES_LABEL, DhcpServer, DnsSpec, dns_name, service_dns_name, stop_stale
 from .guard import Edge, PortForward, ensure_guard, ensure_interface_settings, interface_setting, remove_guard
@@ -65,6 +68,10 @@ __all__ = [
     "attach_container",
     "Transparent",
     "guard_app_port",
+    "redirect_arriving",
+    "guard_vm_app_ports",
+    "VmAppPort",
+    "vm_app_ruleset",
     "delete_namespace",
     "ensure_namespace",
     "namespaces",

@@ -10,6 +10,7 @@ of files per network:
 
     <network id>.hosts    `mac,address` lines the platform writes (dnsmasq re-reads it on SIGHUP)
     <network id>.names    `address name` lines the platform writes (re-read on SIGHUP too)
+    <network id>.opts     per-MAC DHCP options (classless static routes: a meshed VM's way to its sidecar)
     <network id>.leases   what dnsmasq handed out
     <network id>.pid      dnsmasq's pid, by which `stop` ends it
     <network id>.log      dnsmasq's log
@@ -31,7 +32,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,14 @@ START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
 
-def hosts_file_text(spec: NetworkSpec, leases: Mapping[str, str]) -> str:
-    """The dhcp-hostsfile for `leases` (MAC → address), checked against the network; sorted, so the same leases
-    always give the same text."""
+def hosts_file_text(spec: NetworkSpec, leases: Mapping[str, str], tagged: Iterable[str] = ()) -> str:
+    """The dhcp-hostsfile for `leases` (MAC → address), checked against the network; the MACs in `tagged` carry
+    their own tag (`route_tag`), which their options in the opts file name. Sorted, so the same leases always
+    give the same text."""
     network = spec.network
     reserved = {network.network_address, network.broadcast_address, ipaddress.IPv4Address(spec.gateway)}
     by_address: dict[ipaddress.IPv4Address, str] = {}
+    tags = {validate_mac(mac) for mac in tagged}
     lines = []
     for raw_mac, raw_address in leases.items():
         mac = validate_mac(raw_mac)
@@ -65,9 +68,40 @@ def hosts_file_text(spec: NetworkSpec, leases: Mapping[str, str]) -> str:
         if address in by_address:
             raise InvalidInput(f"address {address} is given to both {by_address[address]} and {mac}")
         by_address[address] = mac
-        lines.append(f"{mac},{address}")
+        lines.append(f"{mac},set:{route_tag(mac)},{address}" if mac in tags else f"{mac},{address}")
     if len({line.split(",")[0] for line in lines}) != len(lines):
         raise InvalidInput("a MAC address appears twice in the leases")
+    return "".join(f"{line}\n" for line in sorted(lines))
+
+
+def route_tag(mac: str) -> str:
+    """The dnsmasq tag of one MAC's own options."""
+    return "r" + mac.replace(":", "")
+
+
+Route = tuple[str, str]  # (destination CIDR, next hop)
+
+
+def opts_file_text(spec: NetworkSpec, routes: Mapping[str, Sequence[Route]]) -> str:
+    """The dhcp-optsfile: for each MAC in `routes` (MAC → (CIDR, next hop) pairs), option 121 (classless static
+    routes) with its routes and then the default route by the gateway (a client that takes option 121 ignores
+    the router option, RFC 3442). Every next hop is on the network. Sorted: the same routes, the same text."""
+    lines = []
+    for raw_mac, pairs in routes.items():
+        mac = validate_mac(raw_mac)
+        fields = []
+        for cidr, raw_via in pairs:
+            try:
+                destination = ipaddress.IPv4Network(cidr)
+            except ValueError as exc:
+                raise InvalidInput(f"invalid route destination {cidr!r} for {mac}") from exc
+            via = parse_ipv4(raw_via, f"next hop for {mac}")
+            if via not in spec.network:
+                raise InvalidInput(f"next hop {via} for {mac} is not on {spec.cidr}")
+            fields += [str(destination), str(via)]
+        lines.append(
+            f"tag:{route_tag(mac)},option:classless-static-route,{','.join(fields)},0.0.0.0/0,{spec.gateway}"
+        )
     return "".join(f"{line}\n" for line in sorted(lines))
 
 
@@ -127,6 +161,7 @@ def dnsmasq_argv(
         # VXLAN with the same server address (the gateway), and must not NAK another host's VM.
         "--dhcp-ignore=tag:!known",
         f"--dhcp-hostsfile={stem}.hosts",
+        f"--dhcp-optsfile={stem}.opts",
         f"--dhcp-leasefile={stem}.leases",
         f"--pid-file={stem}.pid",
         f"--dhcp-option=option:router,{spec.gateway}",
@@ -198,6 +233,7 @@ class DhcpServer:
         stem = self.state_dir / spec.network_id
         self.hosts_file = stem.with_suffix(".hosts")
         self.names_file = stem.with_suffix(".names")
+        self.opts_file = stem.with_suffix(".opts")
         self.lease_file = stem.with_suffix(".leases")
         self.pid_file = stem.with_suffix(".pid")
         self.log_file = stem.with_suffix(".log")
@@ -213,21 +249,30 @@ class DhcpServer:
         return self.pid() is not None
 
     # -- verbs ------------------------------------------------------------------------------------------------
-    def ensure(self, leases: Mapping[str, str], names: Mapping[str, str] | None = None) -> int:
-        """Serve exactly `leases` (MAC → address) and `names` (name → address): rewrite the files and make
-        dnsmasq re-read them (SIGHUP), or start dnsmasq. Idempotent: the same leases and names with dnsmasq
-        running change nothing. Returns the pid."""
-        text, names_text = hosts_file_text(self.spec, leases), names_file_text(names or {})
+    def ensure(
+        self,
+        leases: Mapping[str, str],
+        names: Mapping[str, str] | None = None,
+        routes: Mapping[str, Sequence[Route]] | None = None,
+    ) -> int:
+        """Serve exactly `leases` (MAC → address), `names` (name → address) and `routes` (MAC → its own static
+        routes): rewrite the files and make dnsmasq re-read them (SIGHUP), or start dnsmasq. Idempotent: the
+        same leases, names and routes with dnsmasq running change nothing. Returns the pid."""
+        routes = {mac: pairs for mac, pairs in (routes or {}).items() if mac in leases and pairs}
+        texts = {
+            self.hosts_file: hosts_file_text(self.spec, leases, routes),
+            self.names_file: names_file_text(names or {}),
+            self.opts_file: opts_file_text(self.spec, routes),
+        }
         index = self._bridge_index()
         with self._locked():
-            changed = self._write(self.hosts_file, text)
-            changed = self._write(self.names_file, names_text) or changed
+            changed = [self._write(path, text) for path, text in texts.items()]
             pid = self.pid()
             if pid is not None and (self._bound_index() != index or self._cmdline(pid) != self.argv):
                 # Bound to a bridge that is gone (it would never hear the new one), or started for another spec.
                 self._stop()
                 pid = None
-            return self._run(pid, index, changed)
+            return self._run(pid, index, any(changed))
 
     def _run(self, pid: int | None, index: int, changed: bool) -> int:
         if pid is None:
@@ -261,7 +306,8 @@ class DhcpServer:
         """Stop and delete the network's state files."""
         with self._locked():
             self._stop()
-            for path in (self.hosts_file, self.names_file, self.lease_file, self.log_file, self.lock_file):
+            for path in (self.hosts_file, self.names_file, self.opts_file, self.lease_file, self.log_file,
+                         self.lock_file):  # fmt: skip
                 path.unlink(missing_ok=True)
 
     @contextmanager

@@ -64,6 +64,7 @@ READS = frozenset(
         "snapshot_list",
         "close",
         "ruleset",
+        "vm_ruleset",
         "alive",
         "path",
         "free_bytes",

@@ -108,7 +108,7 @@ def sidecar_resources(
             raise InvalidInput(f"sidecar {sidecar.node_id}: unknown upstream service {upstream.service!r}")
         build.add_upstream(upstream, service)
     if sidecar.transparent_port is not None:
-        build.add_transparent(sidecar.transparent_port, services)
+        build.add_transparent(sidecar.outbound_address, sidecar.transparent_port, services)
     if sidecar.gateway is not None:
         build.add_gateway(sidecar.gateway, services, projects or {})
     if zipkin is not None:
@@ -184,7 +184,7 @@ class _Assembly:
         )
         self.out[ROUTE][route.name] = route
 
-    def add_transparent(self, port: int, services: Mapping[str, Service]) -> None:
+    def add_transparent(self, address: str, port: int, services: Mapping[str, Service]) -> None:
         """Every service of the sidecar's project that has a virtual address, reached through it: its clusters
         and route (as for a declared upstream), and its filter chain on the transparent listener."""
         targets = []
@@ -197,8 +197,8 @@ class _Assembly:
             targets.append((service.address, ref, service.protocol))
         if targets:
             listener = self.shared(
-                ("transparent", port, tuple(targets), self.tracing),
-                functools.partial(transparent_listener, port, targets, tracing=self.tracing),
+                ("transparent", address, port, tuple(targets), self.tracing),
+                functools.partial(transparent_listener, address, port, targets, tracing=self.tracing),
             )
             self.out[LISTENER][listener.name] = listener
 

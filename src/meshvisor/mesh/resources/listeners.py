@@ -88,15 +88,16 @@ def _outbound_http(service: str, stat_prefix: str, tracing: bool) -> listener_co
 
 
 def transparent_listener(
-    port: int, targets: Sequence[tuple[str, str, str]], *, tracing: bool = False
+    address: str, port: int, targets: Sequence[tuple[str, str, str]], *, tracing: bool = False
 ) -> listener_pb2.Listener:
-    """On 127.0.0.1:<port>, the connections the workload opened to services' virtual addresses (its namespace
+    """On <address>:<port> (127.0.0.1 beside a container, every address in a VM's gateway namespace), the
+    connections the workload opened to services' virtual addresses (its namespace, or the VM's gateway namespace,
     redirects them here): the original destination picks the filter chain of the service at that address, on
     any port. `targets`: (virtual address, the name the sidecar's resources give the service, protocol)."""
     chains = []
-    for address, ref, protocol in targets:
+    for virtual, ref, protocol in targets:
         match = listener_components_pb2.FilterChainMatch(
-            prefix_ranges=[address_pb2.CidrRange(address_prefix=address, prefix_len=u32(32))]
+            prefix_ranges=[address_pb2.CidrRange(address_prefix=virtual, prefix_len=u32(32))]
         )
         stats = transparent_stat_prefix(ref)
         found = (
@@ -107,7 +108,7 @@ def transparent_listener(
         chains.append(listener_components_pb2.FilterChain(name=ref, filter_chain_match=match, filters=[found]))
     return listener_pb2.Listener(
         name=f"transparent|{port}",
-        address=socket("127.0.0.1", port),
+        address=socket(address, port),
         listener_filters=[
             listener_components_pb2.ListenerFilter(
                 name="envoy.filters.listener.original_dst", typed_config=pack(original_dst_pb2.OriginalDst())

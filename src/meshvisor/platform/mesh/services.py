@@ -21,11 +21,10 @@ from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
 from meshvisor.mesh.model import VERSION_PATTERN, protocol_problems, validate_policy
 from meshvisor.platform.networks.requests import allocate, interface_order
 from meshvisor.platform.state import projects
-from meshvisor.platform.state.models import GatewayRoute, Instance, Network, NetworkAddress, Service
+from meshvisor.platform.state.models import SIDECAR_ROLE, GatewayRoute, Instance, Network, NetworkAddress, Service
 from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
 
 INGRESS = "ingress"  # the identity of the hosts' ingress gateways
-SIDECAR_ROLE = "sidecar"  # the role of a VM's sidecar address among the network's addresses
 INBOUND_PORT = 15006  # where a workload's sidecar terminates mTLS, in the workload's own network namespace
 # where a meshed container's sidecar takes the connections its app opens to services' virtual addresses (its
 # namespace redirects them there, `network.app_guard`)

@@ -23,12 +23,12 @@ from meshvisor.core.names import SHORT_ID_LEN, host_object_name
 from meshvisor.core.types import InstanceKind, InstanceState
 from meshvisor.mesh import resources, sidecar
 from meshvisor.platform.mesh.ca import node_auth
-from meshvisor.platform.mesh.services import INGRESS, SIDECAR_ROLE, TRANSPARENT_PORT
+from meshvisor.platform.mesh.services import INGRESS, TRANSPARENT_PORT
 from meshvisor.platform.mesh.view import ingress_node_id, node_id
 from meshvisor.platform.networks.steps import ensure_here
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Instance, Network, NetworkAddress
+from meshvisor.platform.state.models import SIDECAR_ROLE, Instance, Network, NetworkAddress
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 20.0
@@ -82,7 +82,8 @@ def _is_gateway_namespace(rt: Runtime, name: str) -> bool:
 
 def _vm_gateway(rt: Runtime, instance: Instance) -> str:
     """A namespace of its own on the VM's first network, with the sidecar's address: the guest calls it for
-    upstreams, other sidecars reach the VM's service there. Idempotent."""
+    upstreams (and routes the services' addresses to it, by DHCP: their connections are redirected to the
+    sidecar as they arrive), other sidecars reach the VM's service there. Idempotent."""
     with transaction(rt.sessions) as s:
         row = s.scalar(
             select(NetworkAddress).where(
@@ -102,6 +103,7 @@ def _vm_gateway(rt: Runtime, instance: Instance) -> str:
         rt.settings.host_prefix, network_id, attachment, name, address, gateway, mac, mtu,
         netns=rt.settings.host_netns, default_route=False,
     )  # fmt: skip
+    network.redirect_arriving(rt.settings.host_prefix, name, rt.settings.service_cidr, TRANSPARENT_PORT)
     return f"/run/netns/{name}"
 
 

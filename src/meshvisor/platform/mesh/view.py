@@ -105,7 +105,7 @@ def build_view(
                 app_address=str(m.app_address) if is_vm else "127.0.0.1",
                 outbound_address="0.0.0.0" if is_vm else "127.0.0.1",
                 project=m.project,
-                transparent_port=None if is_vm else TRANSPARENT_PORT,
+                transparent_port=TRANSPARENT_PORT,
             )
             nodes[sidecar.node_id] = Node(sidecar.node_id, m.instance_id, m.project, m.host, sidecar)
     for host in gateway_hosts:

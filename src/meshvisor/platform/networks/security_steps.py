@@ -1,6 +1,7 @@
-"""Each host's security group filter, rebuilt whole from the database: the ports of this host's member
-instances, every group's rules (keyed by group id, so two projects' groups never mix), and where members on other
-hosts are reached (their network's VXLAN device here, and their address)."""
+"""Each host's filter of its instances' ports, rebuilt whole from the database: the security groups (the ports of
+this host's member instances, every group's rules keyed by group id, so two projects' groups never mix, and where
+members on other hosts are reached: their network's VXLAN device here, and their address), and the app ports of
+this host's meshed VMs, which take TCP from their sidecar only."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from meshvisor import network
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Instance, InstanceSecurityGroup, NetworkAddress, SecurityGroup
+from meshvisor.platform.state.models import (
+    SIDECAR_ROLE,
+    Instance,
+    InstanceSecurityGroup,
+    NetworkAddress,
+    SecurityGroup,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,26 @@ def desired_filter(
     return ports, rules, dict(remote)
 
 
+def vm_app_ports(session: Session, prefix: str, host: str) -> list[network.VmAppPort]:
+    """The app port of each meshed VM on this host, by its tap on its sidecar's network."""
+    sidecars = {
+        row.instance_id: row
+        for row in session.scalars(select(NetworkAddress).where(NetworkAddress.role == SIDECAR_ROLE))
+    }
+    found = []
+    rows = session.execute(
+        select(NetworkAddress, Instance)
+        .join(Instance, Instance.id == NetworkAddress.instance_id)
+        .where(NetworkAddress.role == "instance", Instance.host == host, Instance.kind == InstanceKind.VM.value)
+    )
+    for row, instance in rows:
+        sidecar = sidecars.get(instance.id)
+        if instance.mesh and sidecar is not None and sidecar.network_id == row.network_id:
+            link = network.tap_name(prefix, row.id)
+            found.append(network.VmAppPort(link, int(instance.mesh["port"]), sidecar.address))
+    return found
+
+
 def _by_id(rule: network.Rule, project: str, ids: dict[tuple[str, str], str]) -> network.Rule:
     if rule.group is None:
         return rule
@@ -69,8 +96,10 @@ def sync_security(rt: Runtime, force: bool = False) -> None:
     with rt.host_lock("security"):
         with transaction(rt.sessions) as s:
             ports, rules, remote = desired_filter(s, prefix, rt.settings.host_name)
+            guarded = vm_app_ports(s, prefix, rt.settings.host_name)
         filtered = any(port.groups for port in ports)
         wanted = network.security_groups_ruleset(prefix, ports, rules, remote) if filtered else ""
+        wanted += network.vm_app_ruleset(prefix, guarded) if guarded else ""
         digest = hashlib.sha256(wanted.encode()).hexdigest()
         if not force and applied.exists() and applied.read_text() == digest:
             return
@@ -79,4 +108,5 @@ def sync_security(rt: Runtime, force: bool = False) -> None:
             network.apply_security_groups(prefix, ports, rules, netns, remote)
         else:
             network.remove_security_groups(prefix, netns)
+        network.guard_vm_app_ports(prefix, guarded, netns)
         applied.write_text(digest)

@@ -21,7 +21,15 @@ from meshvisor.platform.networks.stamp import network_stamp
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import events
 from meshvisor.platform.state.db import transaction
-from meshvisor.platform.state.models import Forward, Instance, Network, NetworkAddress, Operation, Service
+from meshvisor.platform.state.models import (
+    SIDECAR_ROLE,
+    Forward,
+    Instance,
+    Network,
+    NetworkAddress,
+    Operation,
+    Service,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +223,9 @@ def sync_networks(rt: Runtime) -> int:
 def refresh_dnsmasq(rt: Runtime, network_id: str) -> None:
     """This host's dnsmasq of the network, up to date: the static leases of this host's VMs on it, the DNS
     name of every instance on it, on any host (`<instance>.<network>.meshvisor.internal`), and the virtual
-    address of every service of its project (`<service>.svc.meshvisor.internal`). A network whose bridge this
-    host has not made yet is left to the pass that makes it."""
+    address of every service of its project (`<service>.svc.meshvisor.internal`), and for a meshed VM whose
+    sidecar is on this network the route to the services' addresses by its sidecar (DHCP option 121). A
+    network whose bridge this host has not made yet is left to the pass that makes it."""
     with transaction(rt.sessions) as s:
         net = s.get(Network, network_id)
         if net is None:
@@ -224,20 +233,27 @@ def refresh_dnsmasq(rt: Runtime, network_id: str) -> None:
         spec = network_spec(rt, s, net)
         dns = network.DnsSpec(domain=f"{net.name}.{network.DNS_DOMAIN}", upstream=net.nat)
         rows = s.execute(
-            select(NetworkAddress.mac, NetworkAddress.address, Instance.name, Instance.kind, Instance.host)
+            select(NetworkAddress.mac, NetworkAddress.address, Instance.name, Instance.kind, Instance.host,
+                   Instance.id)
             .join(Instance, Instance.id == NetworkAddress.instance_id)
             .where(NetworkAddress.network_id == network_id, NetworkAddress.role == "instance")
-        ).all()
+        ).all()  # fmt: skip
         here, vm = rt.settings.host_name, InstanceKind.VM.value
-        leases = {str(mac): address for mac, address, _, kind, host in rows if kind == vm and host == here}
-        names = {n: address for _, address, name, _, _ in rows if (n := network.dns_name(name, net.name))}
+        leases = {str(mac): address for mac, address, _, kind, host, _ in rows if kind == vm and host == here}
+        names = {n: address for _, address, name, _, _, _ in rows if (n := network.dns_name(name, net.name))}
+        on_network = select(NetworkAddress).where(NetworkAddress.network_id == network_id)
+        sidecars = {
+            r.instance_id: r.address for r in s.scalars(on_network.where(NetworkAddress.role == SIDECAR_ROLE))
+        }
+        cidr = rt.settings.service_cidr  # a meshed VM reaches the services' addresses by its sidecar
+        routes = {str(m): [(cidr, sidecars[i])] for m, *_, i in rows if str(m) in leases and i in sidecars}
         addressed = select(Service.name, Service.address).where(Service.address.is_not(None))
         for service, address in s.execute(addressed.where(Service.project == net.project)):
             if found := network.service_dns_name(service):
                 names[found] = str(address)
     rt.settings.dhcp_dir.mkdir(parents=True, exist_ok=True)
     try:
-        dhcp_server(rt, spec, dns).ensure(leases, names)
+        dhcp_server(rt, spec, dns).ensure(leases, names, routes)
     except NotFound as exc:
         log.info("dnsmasq of network %s waits for its bridge here: %s", network_id, exc.message)
 

@@ -173,6 +173,9 @@ class Forward(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+SIDECAR_ROLE = "sidecar"  # the role of a meshed VM's sidecar address among the network's addresses
+
+
 class NetworkAddress(Base):
     """IPAM: one row per address in use. The unique constraint, not code, keeps two holders off one address."""
 
@@ -182,7 +185,7 @@ class NetworkAddress(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     network_id: Mapped[str] = mapped_column(String(32), ForeignKey("networks.id", ondelete="CASCADE"))
     address: Mapped[str] = mapped_column(String(39))
-    role: Mapped[str] = mapped_column(String(16), default="instance")  # gateway | instance
+    role: Mapped[str] = mapped_column(String(16), default="instance")  # gateway | instance | SIDECAR_ROLE
     instance_id: Mapped[str | None] = mapped_column(
         String(32), ForeignKey("instances.id", ondelete="CASCADE"), default=None, index=True
     )

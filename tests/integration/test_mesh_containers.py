@@ -553,7 +553,7 @@ def test_a_meshed_container_calls_a_service_by_its_name_with_no_upstream_declare
     policy; a container that is not meshed has no way there."""
     network(api, "tpnet", "10.213.122.0/24")
     try:
-        create(
+        web = create(
             api, "tp-web", command=WEB, networks=[{"network": "tpnet"}], mesh={"service": "tpweb", "port": 8080}
         )
         create(api, "tp-client", networks=[{"network": "tpnet"}], mesh={"service": "tpclient", "port": 8080})
@@ -567,6 +567,8 @@ def test_a_meshed_container_calls_a_service_by_its_name_with_no_upstream_declare
         assert "200 OK" in answer and "backend-" in answer, answer + diagnose(platform)
         assert "backend-" in call(api, "tp-client", address, 8080)  # by address, on another port
         assert "backend-" not in call(api, "tp-plain", address, 80)  # no sidecar: nothing there
+        plain = call(api, "tp-plain", web["networks"][0]["ip"], 8080)  # nor at the app's own port: its sidecar's
+        assert "HTTP/1" not in plain, plain
         assert api.put("/v1/services/tpweb/policy", json={"allow": ["someone-else"]}).status_code == 200
         refused = eventually(lambda: call(api, "tp-client", name, 80), "403")
         assert "403" in refused, refused  # the service's own policy, as for a declared upstream

@@ -25,3 +25,7 @@ layers:
 
 pytest:
 	$(VENV)/pytest
+
+# Every benchmark against its baseline, measured in the same run: the table goes to bench/results/latest.md.
+bench: setup
+	$(VENV)/python bench/run.py --report bench/results

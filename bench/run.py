@@ -1,8 +1,9 @@
-"""The benchmark runner: `.venv/bin/python bench/run.py [NAME ...] [--rounds N] [--json FILE]`.
+"""The benchmark runner: `.venv/bin/python bench/run.py [NAME ...] [--rounds N] [--json FILE] [--report DIR]`.
 
 Prints one line per benchmark on stdout (name, baseline median, measured median, ratio, target, PASS/MISS);
-progress and phase break-downs go to stderr. A MISS is a finding, not a failure: the exit status is 0 unless a
-benchmark crashed.
+progress and phase break-downs go to stderr; `--report DIR` writes the run's table (`latest.json`, `latest.md`:
+`report.py`), as `make bench` does into bench/results. A MISS is a finding, not a failure: the exit status is 0
+unless a benchmark crashed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import net_attach
 import net_vxlan
 import overload
 import placement
+import report
 import stack_plan
 import vm_boot
 import volume_attach
@@ -48,6 +50,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, metavar="FILE", help="also write the results, with every sample, here"
     )
+    parser.add_argument(
+        "--report", type=Path, metavar="DIR", help="write the run's table here (latest.json, latest.md)"
+    )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
@@ -74,6 +79,8 @@ def main(argv: list[str]) -> int:
     if args.json is not None:
         payload = {"rounds": args.rounds, "results": [r.to_json() for r in results], "crashed": crashed}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    if args.report is not None:
+        report.write(args.report, results, crashed, args.rounds)
     return 1 if crashed else 0
 
 

@@ -1,0 +1,85 @@
+"""The run's table: `latest.json` (every sample, the machine) and `latest.md` (one row per figure) in a directory.
+
+A row per benchmark: the figure, ours (the measured median), the baseline's median, their ratio, the target,
+PASS/MISS, the rounds and the spread of ours (lowest–highest sample); a crashed benchmark is a row of its own, so
+one MISS or one crash never hides the others. Above the table, the machine the figures were taken on: cores,
+memory, kernel, and whether guests ran under KVM or TCG (emulated, several times slower).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import Result
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: cores, memory, kernel, KVM or TCG."""
+    memory_kb = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kb = int(line.split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 2**20, 1),
+        "kernel": platform.release(),
+        "virtualization": "KVM" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "TCG",
+        "python": platform.python_version(),
+    }
+
+
+def row(result: Result, rounds: int) -> dict[str, Any]:
+    """One figure, as the table shows it."""
+    unit = result.unit
+    low, high = min(result.measured), max(result.measured)
+    return {
+        "figure": result.name,
+        "ours": f"{result.measured_median:.3f} {unit}",
+        "baseline": f"{result.baseline_median:.3f} {unit}",
+        "ratio": f"{result.ratio:.3f}",
+        "target": f"{'>=' if result.higher_is_better else '<='} {result.target:.2f}",
+        "verdict": "PASS" if result.passed else "MISS",
+        "rounds": rounds,
+        "spread": f"{low:.3f}–{high:.3f} {unit}",
+        "summary": result.line().split(None, 1)[1] if " " in result.line() else "",
+    }
+
+
+COLUMNS = ("figure", "ours", "baseline", "ratio", "target", "verdict", "rounds", "spread")
+
+
+def markdown(rows: list[dict[str, Any]], crashed: list[str], facts: dict[str, Any], taken: str) -> str:
+    head = (
+        f"# Benchmarks ({taken})\n\n"
+        f"{facts['cores']} cores, {facts['memory_gib']} GiB, kernel {facts['kernel']}, guests under "
+        f"{facts['virtualization']}, Python {facts['python']}. Ours and baseline are medians of the rounds, "
+        "measured in the same run; the ratio is ours / baseline (lower is better, except where the target "
+        "says `>=`). How each figure is taken: `bench/README.md`.\n\n"
+    )
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+    lines += [f"| {name} | | | | | CRASHED | | |" for name in crashed]
+    notes = [f"- **{r['figure']}**: {r['summary']}" for r in rows if r["summary"]]
+    return head + "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+def write(directory: Path, results: list[Result], crashed: list[str], rounds: int) -> None:
+    """`latest.json` and `latest.md` in `directory` (made if need be)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    facts, taken = machine(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [row(r, rounds) for r in results]
+    payload = {
+        "taken": taken,
+        "machine": facts,
+        "rounds": rounds,
+        "table": rows,
+        "results": [r.to_json() for r in results],
+        "crashed": crashed,
+    }
+    (directory / "latest.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (directory / "latest.md").write_text(markdown(rows, crashed, facts, taken))

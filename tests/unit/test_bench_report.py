@@ -1,0 +1,42 @@
+"""`make bench`'s table: one row per figure with its verdict, a crashed benchmark's row beside the others, the
+machine above the table, and the JSON beside it with every sample."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture
+def bench_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BENCH))
+    for name in ("harness", "report"):
+        sys.modules.pop(name, None)
+
+
+def test_the_table_has_a_row_for_every_figure_and_every_crash(bench_modules: None, tmp_path: Path) -> None:
+    from harness import Result
+    from report import write
+
+    passed = Result("vm_boot", [3.0, 3.2, 3.4], [3.3, 3.1, 3.5], 1.10)
+    missed = Result("net_attach", [2.0, 2.0], [5.0, 6.0], 2.0)
+    throughput = Result("placement", [100.0], [250.0], 1.0, unit="/s", higher_is_better=True)
+    write(tmp_path, [passed, missed, throughput], ["xds_push"], 3)
+
+    text = (tmp_path / "latest.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| figure | ours | baseline | ratio | target | verdict | rounds | spread |"
+    assert rows[1] == "| vm_boot | 3.300 s | 3.200 s | 1.031 | <= 1.10 | PASS | 3 | 3.100–3.500 s |"
+    assert rows[2].startswith("| net_attach | 5.500 s | 2.000 s | 2.750 | <= 2.00 | MISS |")
+    assert rows[3].startswith("| placement | 250.000 /s | 100.000 /s | 2.500 | >= 1.00 | PASS |")
+    assert rows[4] == "| xds_push | | | | | CRASHED | | |"
+    assert " cores, " in text and ("KVM" in text or "TCG" in text)
+
+    saved = json.loads((tmp_path / "latest.json").read_text())
+    assert [r["verdict"] for r in saved["table"]] == ["PASS", "MISS", "PASS"] and saved["crashed"] == ["xds_push"]
+    assert saved["results"][0]["measured_s"] == [3.3, 3.1, 3.5] and saved["machine"]["cores"] >= 1

@@ -20,7 +20,7 @@ from meshvisor.core.names import validate_name
 from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
-from . import access, events, forwards, gateway, instances, resources, security, services
+from . import access, calls, events, forwards, gateway, instances, remotes, resources, security, services
 from .client import ApiClient, ApiError
 from .output import console, fail
 from .supervisor import Children, GaveUp, interrupt_on_signals
@@ -348,16 +348,14 @@ def _follow_events(settings: Settings, token: str) -> NoReturn:
 
 
 def _api_client() -> ApiClient:
-    try:
-        return ApiClient(_settings())
-    except InvalidInput as exc:  # a CA file that cannot be read
-        fail(exc.message)
+    _settings()  # a bad variable is a clear error
+    return calls.client()
 
 
 def _client() -> ApiClient:
     client = _api_client()
     if not client.healthy():
-        fail(f"the API at {_settings().base_api_url} is not answering; start it with `make up`")
+        fail(f"the API at {client.http.base_url} is not answering; start it with `make up`")
     return client
 
 
@@ -545,6 +543,7 @@ app.add_typer(gateway.routes_app, name="gateway-routes")
 app.command("events")(events.events)
 app.add_typer(access.tokens_app, name="tokens")
 app.add_typer(access.projects_app, name="projects")
+app.add_typer(remotes.remote_app, name="remote")
 app.command()(access.audit)
 
 

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from meshvisor.platform.settings import get_settings
-
+from .calls import client
 from .client import ApiClient
 from .output import Output, OutputOpt, ProjectOpt, api_errors, console, fail, parse_pairs, show
 
@@ -21,7 +20,7 @@ AUDIT_COLUMNS = ("at", "token", "project", "action", "status", "result", "reques
 
 
 def _client(project: str | None = None) -> ApiClient:
-    return ApiClient(get_settings(), project=project)
+    return client(project)
 
 
 def whoami(output: OutputOpt = Output.table) -> None:

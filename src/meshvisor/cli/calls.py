@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
+from meshvisor.core.errors import InvalidInput
 from meshvisor.platform.settings import get_settings
 
+from . import remotes
 from .client import ApiClient
 from .output import Output, OutputOpt, ProjectOpt, api_errors, console, fail, show
 
@@ -19,8 +21,13 @@ NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="return once the requ
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do it without asking")]
 
 
-def client(project: str | None) -> ApiClient:
-    return ApiClient(get_settings(), project=project)
+def client(project: str | None = None) -> ApiClient:
+    """A client of the platform this CLI talks to: the environment's, else the current remote, else this
+    machine's (`remotes.applied`)."""
+    try:
+        return ApiClient(remotes.applied(get_settings()), project=project)
+    except InvalidInput as exc:  # a CA file that cannot be read
+        fail(exc.message)
 
 
 def every_page(api: ApiClient, path: str, **params: Any) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from meshvisor.core.errors import InvalidInput
-from meshvisor.platform.settings import get_settings
+from meshvisor.platform.settings import Settings, get_settings
 
 from . import remotes
 from .client import ApiClient
@@ -21,11 +21,15 @@ NoWaitOpt = Annotated[bool, typer.Option("--no-wait", help="return once the requ
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="do it without asking")]
 
 
-def client(project: str | None = None) -> ApiClient:
-    """A client of the platform this CLI talks to: the environment's, else the current remote, else this
+def user_settings() -> Settings:
+    """The settings of the platform this CLI talks to: the environment's, else the current remote's, else this
     machine's (`remotes.applied`)."""
+    return remotes.applied(get_settings())
+
+
+def client(project: str | None = None) -> ApiClient:
     try:
-        return ApiClient(remotes.applied(get_settings()), project=project)
+        return ApiClient(user_settings(), project=project)
     except InvalidInput as exc:  # a CA file that cannot be read
         fail(exc.message)
 

@@ -7,20 +7,28 @@ snapshot, revert  the same with a snapshot's name; migrate [--host]; snapshots l
 resize            PATCH /v1/instances/{name} (--cpus, --memory-mb)
 attach, detach    --network NETWORK[=IP] (PROJECT/NETWORK: a shared one) or --volume VOLUME
 delete            DELETE /v1/instances/{name} (asks first unless --yes)
-exec              POST /v1/instances/{name}/exec: prints what the command wrote, exits with its exit code
-logs              GET /v1/instances/{name}/logs
+exec              POST /v1/instances/{name}/exec: prints what the command wrote, exits with its exit code;
+                  -it: on the terminal socket instead (`terminal.py`), as console is
+console           the terminal socket /v1/instances/{name}/terminal here (Ctrl-] leaves)
+logs [-f]         GET /v1/instances/{name}/logs (-f: read again each second until it stops running)
 
 Every command takes `--output table|json|yaml` and `--project`; an API error prints its message and exits 1.
 """
 
 from __future__ import annotations
 
+import shlex
+import time
 from typing import Annotated, Any
 
 import typer
 
-from .calls import NoWaitOpt, add_delete, add_snapshot_commands, client, read, settle
+from . import terminal
+from .calls import NoWaitOpt, add_delete, add_snapshot_commands, client, read, settle, user_settings
+from .client import ApiClient
 from .output import Output, OutputOpt, ProjectOpt, api_errors, fail, parse_pairs, show
+
+FOLLOW_S = 1.0  # logs -f: how often the log is read again
 
 instances_app = typer.Typer(
     help="Containers and VMs: create, list, act on, exec into, delete.", no_args_is_help=True
@@ -251,11 +259,21 @@ add_delete(
 @instances_app.command("exec")
 def exec_(
     name: str,
-    command: Annotated[list[str], typer.Argument(help="the command and its arguments, after --")],
+    command: Annotated[list[str] | None, typer.Argument(help="the command and its arguments, after --")] = None,
+    interactive: Annotated[bool, typer.Option("--interactive", "-i", help="on a terminal of its own")] = False,
+    tty: Annotated[bool, typer.Option("--tty", "-t", help="the same as -i (use -it)")] = False,
     project: ProjectOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
-    """Run a command in a running instance: print what it wrote, exit with its exit code."""
+    """Run a command in a running instance: print what it wrote, exit with its exit code. With -it, on a terminal
+    (the instance's terminal socket: a container's sh, a VM's console), in which the command is run with `exec`
+    (no command: the shell itself); Ctrl-] leaves."""
+    if interactive or tty:
+        typed = f"exec {shlex.join(command)}\n".encode() if command else b""
+        terminal.run(user_settings(), name, project, typed)
+        return
+    if not command:
+        fail("give the command after -- (or -it for a shell)")
     with api_errors():
         done = client(project).post(f"/v1/instances/{name}/exec", json={"command": command})
     if output is Output.table:
@@ -265,15 +283,43 @@ def exec_(
     raise typer.Exit(int(done["exit_code"]))
 
 
+@instances_app.command("console")
+def console_(name: str, project: ProjectOpt = None) -> None:
+    """The instance's terminal here (a VM's serial console, a container's sh), as `incus console`; Ctrl-] leaves.
+    Piped input is typed into it."""
+    terminal.run(user_settings(), name, project)
+
+
 @instances_app.command("logs")
 def logs(
     name: str,
     tail: Annotated[int | None, typer.Option(help="only the last N lines")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="then what it writes, until it stops")] = False,
     project: ProjectOpt = None,
 ) -> None:
-    """What the instance wrote to its console (a container's stdout and stderr, a VM's serial console)."""
+    """What the instance wrote to its console (a container's stdout and stderr, a VM's serial console); with -f,
+    then what it writes, until it is no longer running (as `docker logs -f`) or Ctrl-C."""
+    api = client(project)
+    path = f"/v1/instances/{name}/logs"
     with api_errors():
-        found = client(project).get(
-            f"/v1/instances/{name}/logs", params={"tail": tail} if tail is not None else {}
-        )
-    typer.echo(found["output"], nl=False)
+        typer.echo(api.get(path, params={"tail": tail} if tail is not None else {})["output"], nl=False)
+        if follow:
+            _follow(api, name, path)
+
+
+def _follow(api: ApiClient, name: str, path: str) -> None:
+    """Print what the log gains, each FOLLOW_S, until the instance is no longer running."""
+    seen = len(api.get(path)["output"])
+    try:
+        while True:
+            running = api.get(f"/v1/instances/{name}")["state"] == "running"
+            found = api.get(path)["output"]
+            if len(found) < seen:  # started again: a new log
+                seen = 0
+            typer.echo(found[seen:], nl=False)
+            seen = len(found)
+            if not running:
+                return
+            time.sleep(FOLLOW_S)
+    except KeyboardInterrupt:
+        return

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import httpx
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import validate_name
@@ -22,6 +21,7 @@ from meshvisor.platform.settings import Settings, get_settings
 
 from . import access, calls, events, forwards, gateway, instances, remotes, resources, security, services
 from .client import ApiClient, ApiError
+from .images import images_app
 from .output import console, fail
 from .supervisor import Children, GaveUp, interrupt_on_signals
 
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 app = typer.Typer(
     help="meshvisor: VMs and containers side by side under one API and one service mesh.", no_args_is_help=True
 )
-images_app = typer.Typer(help="List, import and build images.", no_args_is_help=True)
 app.add_typer(images_app, name="images")
 BUILTIN_IMAGES = ("busybox", "tiny")
 
@@ -401,22 +400,6 @@ def _build_builtin(client: ApiClient) -> None:
 def images_build_builtin() -> None:
     """Build the built-in images (busybox) where they are missing."""
     _build_builtin(_client())
-
-
-@images_app.command("list")
-def images_list() -> None:
-    """List images."""
-    items = _client().get("/v1/images", params={"limit": 1000})["items"]
-    table = Table("name", "kind", "state", "size", "source")
-    for image in items:
-        table.add_row(
-            image["name"],
-            image["kind"],
-            image["state"],
-            f"{image['size_bytes'] / 1e6:.1f} MB",
-            image["source"].get("type", ""),
-        )
-    console.print(table)
 
 
 @images_app.command("import")

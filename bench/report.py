@@ -17,6 +17,8 @@ from typing import Any
 
 from harness import Result
 
+from meshvisor.hypervisor.connection import kvm_usable
+
 
 def machine() -> dict[str, Any]:
     """What the figures depend on: cores, memory, kernel, KVM or TCG."""
@@ -28,7 +30,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "memory_gib": round(memory_kb / 2**20, 1),
         "kernel": platform.release(),
-        "virtualization": "KVM" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "TCG",
+        "virtualization": "KVM" if kvm_usable() else "TCG",
         "python": platform.python_version(),
     }
 
@@ -46,7 +48,8 @@ def row(result: Result, rounds: int) -> dict[str, Any]:
         "verdict": "PASS" if result.passed else "MISS",
         "rounds": rounds,
         "spread": f"{low:.3f}–{high:.3f} {unit}",
-        "summary": result.line().split(None, 1)[1] if " " in result.line() else "",
+        # a figure with more to say than one ratio (several sizes, quantiles) says it in its own line
+        "summary": result.line().split(None, 1)[1] if type(result).line is not Result.line else "",
     }
 
 

@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import container_create
 import mesh_latency
 import net_attach
 import net_vxlan
@@ -35,6 +36,8 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     mesh_latency.NAME: mesh_latency.run,
     xds_push.NAME: xds_push.run,
     stack_plan.NAME: stack_plan.run,
+    container_create.NAME: container_create.run,
+    container_create.NAME_BURST: container_create.run_burst,
     overload.NAME: overload.run,
     overload.NAME_DOCKER: overload.run_docker,
     placement.NAME: placement.run,

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import container_create
+import dispatch
 import mesh_latency
 import net_attach
 import net_vxlan
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     stack_plan.NAME: stack_plan.run,
     container_create.NAME: container_create.run,
     container_create.NAME_BURST: container_create.run_burst,
+    dispatch.NAME: dispatch.run,
     overload.NAME: overload.run,
     overload.NAME_DOCKER: overload.run_docker,
     placement.NAME: placement.run,

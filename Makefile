@@ -23,8 +23,10 @@ typecheck:
 layers:
 	$(VENV)/lint-imports
 
+# Two workers (pytest-xdist): tests/integration in turn on one (its tests share this host's daemons and root
+# namespace), everything else in turn on the other (tests/conftest.py's scheduler).
 pytest:
-	$(VENV)/pytest
+	$(VENV)/pytest -n 2
 
 # Every benchmark against its baseline, measured in the same run: the table goes to bench/results/latest.md.
 bench: setup

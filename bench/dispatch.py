@@ -32,7 +32,7 @@ TARGET_P50_S = 0.005
 COUNT = int(os.environ.get("MESHVISOR_BENCH_DISPATCH", "200"))  # `make test`: its smallest size
 QUANTILES = (0.5, 0.9, 0.99)
 
-NOOP = '''
+NOOP = """
 import time
 import redis
 from celery import Celery
@@ -45,7 +45,7 @@ store = redis.Redis.from_url({broker!r})
 @app.task(name="noop")
 def noop(sent: float) -> None:
     store.rpush({queue!r} + ".took", time.time() - sent)
-'''
+"""
 
 
 def quantiles(samples: list[float]) -> dict[str, float]:

@@ -7,8 +7,26 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+HOST_GROUP = "host"  # tests/integration: they share this machine's daemons and root namespace, so one at a time
+REST_GROUP = "rest"  # the others: their own databases, namespaces and processes (by the run's prefix)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (`make test`: `-n 2`) the integration tests run in turn on one worker and every other
+    test in turn on the other, side by side: two scopes, one worker each. Each worker is a session of its own,
+    with its own `test_prefix`."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByHostUse(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return HOST_GROUP if nodeid.startswith("tests/integration/") else REST_GROUP
+
+    return ByHostUse(config, log)
 
 
 @pytest.fixture(scope="session")

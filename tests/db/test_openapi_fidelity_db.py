@@ -152,3 +152,23 @@ def test_every_name_a_request_body_takes_carries_the_servers_name_rule(api: Test
         assert patterns(schemas[component]["properties"][field]) == {NAME_PATTERN.pattern}, (component, field)
     refused = api.post("/v1/networks", json={"name": "Not-A-Name", "cidr": "10.242.9.0/24"})
     assert refused.status_code == 400 and "1 to 40 characters" in refused.text  # the server's own answer
+
+
+def test_the_documented_bounds_are_the_servers(api: TestClient) -> None:
+    """An empty CIDR, an out-of-range port, VNI or MTU and an unknown CA action were schema-valid and refused: the
+    document now carries the server's own bounds, so what it allows at the edges the server takes, and what it
+    refuses the server refuses too."""
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    network = schemas["NetworkCreate"]["properties"]
+    for cidr, valid in (("", False), ("10.242.30.0/24", True), ("300.1.1.0/24", False), ("10.0.0.0/33", False)):
+        assert bool(re.search(network["cidr"]["pattern"], cidr)) is valid, cidr
+        made = api.post("/v1/networks", json={"name": f"b{len(cidr)}", "cidr": cidr})
+        assert made.status_code == (202 if valid else 400), (cidr, made.text)
+    assert (network["vni"]["minimum"], network["vni"]["maximum"]) == (1, 2**24 - 1)
+    assert (network["mtu"]["minimum"], network["mtu"]["maximum"]) == (576, 8950)
+    for body in ("ServiceCreate", "ServiceReplace"):
+        port = schemas[body]["properties"]["ingress_port"]
+        assert (port["minimum"], port["maximum"]) == (1024, 65535), body
+    assert api.post("/v1/services", json={"name": "low", "ingress_port": 1023}).status_code == 400
+    assert api.post("/v1/services", json={"name": "edge", "ingress_port": 65535}).status_code == 201
+    assert schemas["CaAction"]["properties"]["action"]["enum"] == ["rotate", "retire"]

@@ -9,9 +9,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from meshvisor.core.names import HOST_NAME_PATTERN, PATH_PATTERN
 from meshvisor.core.types import Action, InstanceKind
+from meshvisor.network.spec import MAX_MTU, MIN_MTU, VNI_MAX
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest, Name
-from meshvisor.platform.networks.requests import MAX_SHARED_WITH
+from meshvisor.platform.mesh.services import INGRESS_PORT_MIN
+from meshvisor.platform.networks.requests import MAX_PREFIXLEN, MAX_SHARED_WITH
 from meshvisor.platform.volumes.requests import ACTIONS as VOLUME_ACTIONS
+
+_OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+CIDR_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}/(3[0-2]|[12]?[0-9])$"  # what the server takes further: `parse_cidr`
+INGRESS_PORT: dict[str, Any] = {"minimum": INGRESS_PORT_MIN, "maximum": 65535}
 
 
 class Strict(BaseModel):
@@ -277,9 +283,20 @@ NAT = (
 
 class NetworkCreate(Strict):
     name: Name
-    cidr: str
-    vni: int | None = Field(default=None, description="the VXLAN id; the platform picks a free one when absent")
-    mtu: int | None = Field(default=None, description="default 1450: 1500 less the 50-byte VXLAN overhead")
+    cidr: str = Field(
+        description=f"IPv4, host bits zero, /{MAX_PREFIXLEN} or larger",
+        json_schema_extra={"pattern": CIDR_PATTERN},
+    )
+    vni: int | None = Field(
+        default=None,
+        description="the VXLAN id; the platform picks a free one when absent",
+        json_schema_extra={"minimum": 1, "maximum": VNI_MAX},
+    )
+    mtu: int | None = Field(
+        default=None,
+        description="default 1450: 1500 less the 50-byte VXLAN overhead",
+        json_schema_extra={"minimum": MIN_MTU, "maximum": MAX_MTU},
+    )
     shared_with: list[Name] = Field(default=[], description=SHARED_WITH)
     nat: StrictBool = Field(default=False, description=NAT)
 
@@ -377,7 +394,9 @@ class ServiceCreate(Strict):
     policy: dict[str, Any] | None = Field(
         default=None, description="the service's traffic policy (see PUT policy)"
     )
-    ingress_port: int | None = Field(default=None, description="expose it on 127.0.0.1:<port> of every host")
+    ingress_port: int | None = Field(
+        default=None, description="expose it on 127.0.0.1:<port> of every host", json_schema_extra=INGRESS_PORT
+    )
     protocol: Literal["http", "tcp"] = Field(
         default="http",
         description="http: requests; tcp: connections proxied whole in mTLS (its policy: allow, circuit_breaker, "
@@ -387,7 +406,7 @@ class ServiceCreate(Strict):
 
 class ServiceReplace(Strict):
     policy: dict[str, Any] = Field(default_factory=dict)
-    ingress_port: int | None = None
+    ingress_port: int | None = Field(default=None, json_schema_extra=INGRESS_PORT)
     protocol: Literal["http", "tcp"] | None = Field(
         default=None, description="fixed when the service is made: another one is refused (409)"
     )

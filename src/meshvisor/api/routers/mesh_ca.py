@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1/mesh/ca", tags=["mesh"], responses=ERRORS)
 
 
 class CaAction(Strict):
-    action: str
+    action: str = Field(json_schema_extra={"enum": ["rotate", "retire"]})
 
 
 class CaRoot(BaseModel):

@@ -29,6 +29,7 @@ INBOUND_PORT = 15006  # where a workload's sidecar terminates mTLS, in the workl
 # where a meshed container's sidecar takes the connections its app opens to services' virtual addresses (its
 # namespace redirects them there, `network.app_guard`)
 TRANSPARENT_PORT = 15001
+INGRESS_PORT_MIN = 1024  # an exposed service: unprivileged ports only
 MAX_UPSTREAMS = 16
 MESH_KEYS = {"service", "port", "upstreams", "version"}
 UPSTREAM_KEYS = {"service", "local_port", "project"}
@@ -103,8 +104,8 @@ def check_ingress_port(
     """None (not exposed), or a free unprivileged port on 127.0.0.1 that no other service has."""
     if port is None:
         return None
-    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
-        raise InvalidInput(f"ingress_port must be a port number from 1024 to 65535, not {port!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not INGRESS_PORT_MIN <= port <= 65535:
+        raise InvalidInput(f"ingress_port must be a port number from {INGRESS_PORT_MIN} to 65535, not {port!r}")
     if port in reserved:
         raise InvalidInput(f"ingress_port {port} is one of the platform's own ports")
     holder = session.scalar(select(Service).where(Service.ingress_port == port))

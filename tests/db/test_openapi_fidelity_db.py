@@ -172,3 +172,21 @@ def test_the_documented_bounds_are_the_servers(api: TestClient) -> None:
     assert api.post("/v1/services", json={"name": "low", "ingress_port": 1023}).status_code == 400
     assert api.post("/v1/services", json={"name": "edge", "ingress_port": 65535}).status_code == 201
     assert schemas["CaAction"]["properties"]["action"]["enum"] == ["rotate", "retire"]
+
+
+def test_an_image_source_and_a_volume_size_are_documented_as_the_server_needs_them(api: TestClient) -> None:
+    """A missing image `source.type` and a volume without `size_mb` (and no image) were schema-valid: the source
+    is one of the kinds the server takes, each with what it needs, and a volume names a size or an image."""
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    kinds = schemas["ImageCreate"]["properties"]["source"]["oneOf"]
+    assert [k["properties"]["type"]["const"] for k in kinds] == ["builtin", "dockerfile", "pull"]
+    assert all("type" in k["required"] for k in kinds)
+    dockerfile, pull = kinds[1], kinds[2]
+    assert re.search(dockerfile["properties"]["dockerfile"]["pattern"], "# a comment\nfrom busybox\n")
+    assert not re.search(dockerfile["properties"]["dockerfile"]["pattern"], "RUN true\n")
+    assert re.search(pull["properties"]["ref"]["pattern"], "127.0.0.1:5000/app:1")
+    for source in ({}, {"type": "dockerfile", "dockerfile": "RUN true"}, {"type": "pull", "ref": "-bad"}):
+        refused = api.post("/v1/images", json={"name": "doc-img", "source": source})
+        assert refused.status_code == 400, (source, refused.text)  # what the document refuses too
+    assert schemas["VolumeCreate"]["anyOf"] == [{"required": ["size_mb"]}, {"required": ["image"]}]
+    assert api.post("/v1/volumes", json={"name": "no-size"}).status_code == 400

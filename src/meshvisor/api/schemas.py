@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from meshvisor.core.names import HOST_NAME_PATTERN, PATH_PATTERN
 from meshvisor.core.types import Action, InstanceKind
 from meshvisor.network.spec import MAX_MTU, MIN_MTU, VNI_MAX
+from meshvisor.platform.images.requests import REF_PATTERN
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest, Name
 from meshvisor.platform.mesh.services import INGRESS_PORT_MIN
 from meshvisor.platform.networks.requests import MAX_PREFIXLEN, MAX_SHARED_WITH
@@ -30,6 +31,10 @@ class VolumeHotplug(Strict):
 
 
 class VolumeCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"anyOf": [{"required": ["size_mb"]}, {"required": ["image"]}]}
+    )
+
     name: Name
     size_mb: int | None = Field(default=None, description="required unless `image` gives the size")
     image: str | None = Field(default=None, description="a VM disk image: the volume is a qcow2 overlay on it")
@@ -137,10 +142,28 @@ class HostCertificateRequest(Strict):
     )
 
 
+def _source(kind: str, **fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["type", *fields],
+        "properties": {"type": {"const": kind}, **fields},
+    }
+
+
+# What `images.check_source` takes (an import is uploaded to POST /v1/images/import instead).
+IMAGE_SOURCE: dict[str, Any] = {
+    "oneOf": [
+        _source("builtin"),
+        _source("dockerfile", dockerfile={"type": "string", "pattern": r"(^|\n)[ \t]*[Ff][Rr][Oo][Mm][ \t]+\S"}),
+        _source("pull", ref={"type": "string", "pattern": REF_PATTERN}),
+    ]
+}
+
+
 class ImageCreate(Strict):
     name: Name
     kind: InstanceKind = InstanceKind.CONTAINER
-    source: dict[str, Any]
+    source: dict[str, Any] = Field(json_schema_extra=IMAGE_SOURCE)
 
 
 class ImageAction(Strict):

@@ -24,7 +24,8 @@ BUILTIN = {"busybox": InstanceKind.CONTAINER, "tiny": InstanceKind.VM}
 BUSYBOX_DEFAULT_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done"]
 SOURCE_TYPES = ("builtin", "dockerfile", "pull", "import")
 SHARED_PROJECT = "default"
-_REF = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]{0,254}$")
+REF_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]{0,254}$"  # a registry reference, as the API document says
+_REF = re.compile(REF_PATTERN)
 
 
 def find(session: Session, name: str, project: str = "default") -> Image | None:

@@ -65,6 +65,40 @@ def _body(
     return {key: value for key, value in (body | extra).items() if value not in (None, [], {})}
 
 
+def _volume(given: str) -> dict[str, Any]:
+    """`VOLUME[:PATH][:ro]` (a container mounts it at PATH; a VM sees a disk)."""
+    volume, *rest = given.split(":")
+    read_only = rest[-1:] == ["ro"]
+    rest = rest[:-1] if read_only else rest
+    if not volume or len(rest) > 1 or (rest and not rest[0].startswith("/")):
+        fail(f"--volume {given!r}: use VOLUME[:PATH][:ro]")
+    return {"volume": volume} | ({"path": rest[0]} if rest else {}) | ({"read_only": True} if read_only else {})
+
+
+def _mesh(mesh: str | None, version: str | None, upstreams: list[str]) -> dict[str, Any] | None:
+    """The `mesh` of the request from `--mesh SERVICE:PORT`, `--mesh-version` and `--upstream`s."""
+    if mesh is None:
+        if version is not None or upstreams:
+            fail("--mesh-version and --upstream need --mesh SERVICE:PORT")
+        return None
+    service, port = _service_port(mesh, "--mesh", "SERVICE:PORT")
+    found: dict[str, Any] = {"service": service, "port": port}
+    for given in upstreams:
+        target, local_port = _service_port(given, "--upstream", "[PROJECT/]SERVICE:LOCAL_PORT")
+        owner, _, name = target.rpartition("/")
+        found.setdefault("upstreams", []).append(
+            {"service": name, "local_port": local_port} | ({"project": owner} if owner else {})
+        )
+    return found | ({"version": version} if version is not None else {})
+
+
+def _service_port(given: str, option: str, form: str) -> tuple[str, int]:
+    name, _, port = given.rpartition(":")
+    if not name or not port.isdigit():
+        fail(f"{option} {given!r}: use {form}")
+    return name, int(port)
+
+
 def _attachment(given: str) -> dict[str, str]:
     """`NETWORK`, `NETWORK=IP`, `PROJECT/NETWORK[=IP]` (another project's network, shared with this one)."""
     network, _, ip = given.partition("=")
@@ -87,12 +121,30 @@ def create(
     ] = None,
     host: Annotated[str | None, typer.Option(help="the host to run on (default: scheduled)")] = None,
     ha: Annotated[bool, typer.Option("--ha", help="restart it on another host when its own is gone")] = False,
+    security_group: Annotated[
+        list[str] | None, typer.Option("--security-group", help="a security group, once per group")
+    ] = None,
+    volume: Annotated[list[str] | None, typer.Option(help="VOLUME[:PATH][:ro], once per volume")] = None,
+    mesh: Annotated[str | None, typer.Option(help="SERVICE:PORT: join the mesh as SERVICE, app on PORT")] = None,
+    mesh_version: Annotated[str | None, typer.Option(help="the mesh version of this member (splits)")] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(help="[PROJECT/]SERVICE:LOCAL_PORT: a service it calls at 127.0.0.1:LOCAL_PORT"),
+    ] = None,
     no_wait: NoWaitOpt = False,
     project: ProjectOpt = None,
     output: OutputOpt = Output.table,
 ) -> None:
     """Create an instance and wait until it runs: `meshvisor instances create web --image busybox -- httpd -f`."""
-    extra = {"cpus": cpus, "memory_mb": memory_mb, "host": host, "ha": ha or None}
+    extra = {
+        "cpus": cpus,
+        "memory_mb": memory_mb,
+        "host": host,
+        "ha": ha or None,
+        "security_groups": security_group,
+        "volumes": [_volume(v) for v in volume or []],
+        "mesh": _mesh(mesh, mesh_version, upstream or []),
+    }
     body = _body(name, image, kind, command or [], env or [], network or [], extra)
     api = client(project)
     with api_errors():

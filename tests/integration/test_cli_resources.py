@@ -1,22 +1,35 @@
 """The walk-through with the CLI only (`meshvisor` as a process, as a user runs it) on the real platform: a
 network, a volume grown and snapshotted, two containers on the network (one with the volume) that reach each
 other, one leaving the network and joining it again, one resized, an instance stopped and started, exec's exit
-code, logs, hosts and operations listed; each command waits for its operation and prints the API's answer (`-o
-json`); then everything deleted with `--yes`."""
+code, logs, hosts and operations listed; then a network with a security group, a meshed pair that calls through
+its sidecars, a VM, and a stack applied, planned again and destroyed. Each command waits for its operation and
+prints the API's answer (`-o json`); then everything is deleted with `--yes`."""
 
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from .conftest import SERVE, Platform
+from .test_mesh_containers import WEB
 
 pytestmark = pytest.mark.integration
 
 CIDR = "10.213.131.0/24"
+MESH_CIDR = "10.213.132.0/24"
+STACK = """
+networks:
+  cli-stack-net: {cidr: 10.213.133.0/24}
+instances:
+  cli-stack-web: {image: busybox, command: [sleep, "3600"], networks: [{network: cli-stack-net}]}
+"""
+REQUEST = "GET / HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n"
+CALL = f"(printf '{REQUEST}'; sleep 0.5) | nc -w 3 127.0.0.1 9001"  # to the upstream, through the sidecars
 
 
 cli = Platform.cli  # `cli(platform, *args)`
@@ -73,4 +86,56 @@ def test_the_walkthrough_with_the_cli_only(platform: Platform, api: httpx.Client
         ):
             cli(platform, *args, "--yes")
     for path in ("/v1/instances/cli-a", "/v1/instances/cli-b", "/v1/volumes/cli-vol", "/v1/networks/cli-net"):
+        assert api.get(path).status_code == 404, path
+
+
+def test_a_group_a_meshed_pair_a_vm_and_a_stack_with_the_cli_only(
+    platform: Platform, api: httpx.Client, tiny: str, tmp_path: Path
+) -> None:
+    stack = tmp_path / "cli-stack.yaml"
+    stack.write_text(STACK)
+    try:
+        assert answer(platform, "networks", "create", "cli-mesh", "--cidr", MESH_CIDR)["state"] == "ready"
+        group = answer(platform, "security-groups", "create", "cli-web",
+                       "--rule", "direction=ingress,protocol=tcp,port_min=8080")  # fmt: skip
+        assert [r["port_min"] for r in group["rules"]] == [8080]
+        backend = answer(platform, "instances", "create", "cli-api", "--image", "busybox", "--network", "cli-mesh",
+                         "--mesh", "cli-api:8080", "--", *WEB)  # fmt: skip
+        assert backend["state"] == "running"
+        # the caller in the group (its own port 8080 let in; what it calls out, and the answers, pass)
+        front = answer(platform, "instances", "create", "cli-front", "--image", "busybox", "--network", "cli-mesh",
+                       "--security-group", "cli-web", "--mesh", "cli-front:8080", "--upstream", "cli-api:9001",
+                       "--", *SERVE)  # fmt: skip
+        assert front["security_groups"] == ["cli-web"]
+        assert front["mesh"]["upstreams"] == [{"service": "cli-api", "local_port": 9001}]
+        deadline, called = time.monotonic() + 60, ""
+        while "backend-" not in called and time.monotonic() < deadline:  # its listener comes over xDS
+            called = cli(platform, "instances", "exec", "cli-front", "--", "sh", "-c", CALL).stdout
+        assert "200 OK" in called and "backend-" in called, called
+
+        vm = answer(platform, "instances", "create", "cli-vm", "--kind", "vm", "--image", tiny, "--network",
+                    "cli-mesh", "--memory-mb", "256")  # fmt: skip
+        assert (vm["kind"], vm["state"]) == ("vm", "running")
+
+        applied = cli(platform, "apply", "-f", str(stack), "--yes")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert api.get("/v1/instances/cli-stack-web").json()["state"] == "running"
+        again = cli(platform, "plan", "-f", str(stack))
+        assert again.returncode == 0 and "No changes" in again.stdout, again.stdout + again.stderr
+        destroyed = cli(platform, "destroy", "-f", str(stack), "--yes")
+        assert destroyed.returncode == 0, destroyed.stdout + destroyed.stderr
+    finally:
+        for args in (
+            ("destroy", "-f", str(stack)),
+            ("instances", "delete", "cli-vm"),
+            ("instances", "delete", "cli-front"),
+            ("instances", "delete", "cli-api"),
+            ("services", "delete", "cli-front"),
+            ("services", "delete", "cli-api"),
+            ("security-groups", "delete", "cli-web"),
+            ("networks", "delete", "cli-mesh"),
+        ):
+            cli(platform, *args, "--yes")
+    for name in ("instances/cli-vm", "instances/cli-api", "networks/cli-mesh", "networks/cli-stack-net"):
+        path = f"/v1/{name}"
         assert api.get(path).status_code == 404, path

@@ -136,6 +136,13 @@ def test_a_group_a_meshed_pair_a_vm_and_a_stack_with_the_cli_only(
             ("networks", "delete", "cli-mesh"),
         ):
             cli(platform, *args, "--yes")
-    for name in ("instances/cli-vm", "instances/cli-api", "networks/cli-mesh", "networks/cli-stack-net"):
+        api.delete("/v1/stacks/cli-stack")  # a destroyed stack's record stays until deleted
+    for name in (
+        "instances/cli-vm",
+        "instances/cli-api",
+        "networks/cli-mesh",
+        "networks/cli-stack-net",
+        "stacks/cli-stack",
+    ):
         path = f"/v1/{name}"
         assert api.get(path).status_code == 404, path

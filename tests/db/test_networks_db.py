@@ -40,7 +40,7 @@ def test_gateway_is_reserved_and_addresses_are_handed_out_in_order(runtime: Runt
 @pytest.mark.parametrize(
     ("cidr", "vni", "error", "message"),
     [
-        ("10.213.1.128/25", None, InvalidInput, "overlaps"),
+        ("10.213.1.128/25", None, Conflict, "overlaps"),
         ("10.213.9.0/30", None, InvalidInput, "too small"),
         ("10.213.9.5/24", None, InvalidInput, "invalid cidr"),
         ("fd00::/64", None, InvalidInput, "invalid cidr"),

@@ -299,7 +299,7 @@ def test_pull_of_a_missing_tag_and_push_to_a_dead_registry_fail_cleanly(
         ),
         pytest.param(
             {"name": "bad-src", "source": {"type": "dockerfile", "dockerfile": "FROM debian:12\nRUN true\n"}},
-            400,
+            404,
             "local images only",
             id="dockerfile-from-a-foreign-image",
         ),

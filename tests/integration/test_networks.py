@@ -81,7 +81,7 @@ def test_containers_on_one_network_talk_and_networks_stay_apart(platform: Platfo
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({"name": "over", "cidr": "10.213.10.128/25"}, 400, "overlaps"),
+        ({"name": "over", "cidr": "10.213.10.128/25"}, 409, "overlaps"),
         ({"name": "tiny", "cidr": "10.213.20.0/30"}, 400, "too small"),
         ({"name": "hostbits", "cidr": "10.213.20.1/24"}, 400, "invalid cidr"),
         ({"name": "Bad_Name", "cidr": "10.213.21.0/24"}, 400, "invalid network name"),

@@ -520,7 +520,7 @@ def test_a_pool_made_on_b_is_in_bs_data_directory(hosts: TwoHosts, api: httpx.Cl
     [
         ("/v1/storage-pools", {"name": "p", "host": "nowhere"}, 404, ["nowhere"]),
         ("/v1/volumes", {"name": "v", "size_mb": 8, "host": "nowhere"}, 404, ["nowhere"]),
-        ("/v1/volumes", {"name": "v", "size_mb": 2**20, "host": "b"}, 400, ["free space", "default"]),
+        ("/v1/volumes", {"name": "v", "size_mb": 2**20, "host": "b"}, 409, ["free space", "default"]),
         (
             "/v1/instances",
             {"name": "i", "image": "busybox", "host": "a", "volumes": [{"volume": "keep-b", "path": "/d"}]},

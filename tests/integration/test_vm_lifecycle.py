@@ -169,10 +169,10 @@ def test_a_guest_that_shuts_itself_down_is_seen_through_events(
     [
         ({"image": "no-such-image"}, 404, "not found"),
         ({"memory_mb": 64}, 400, "minimum"),
-        ({"memory_mb": 10**8}, 400, "host's memory"),
-        ({"cpus": 999}, 400, "host's CPUs"),
+        ({"memory_mb": 10**8}, 409, "host's memory"),
+        ({"cpus": 999}, 409, "host's CPUs"),
         ({"cpus": 1.5}, 400, "whole number"),
-        ({"max_cpus": 999}, 400, "max_cpus"),
+        ({"max_cpus": 999}, 409, "max_cpus"),
         ({"image": "busybox"}, 400, "container image"),
         ({"command": ["sh"]}, 400, "for containers"),
     ],

@@ -128,7 +128,7 @@ def test_bad_volume_requests_change_nothing(platform: Platform, api: httpx.Clien
         for method, url, body, status, message in (
             ("POST", "/v1/volumes", {"name": "zero", "size_mb": 0}, 400, "size_mb"),
             ("POST", "/v1/volumes", {"name": "neg", "size_mb": -5}, 400, "size_mb"),
-            ("POST", "/v1/volumes", {"name": "huge", "size_mb": 1024 * 1024}, 400, "free space"),
+            ("POST", "/v1/volumes", {"name": "huge", "size_mb": 1024 * 1024}, 409, "free space"),
             ("POST", "/v1/volumes", {"name": "nopool", "size_mb": 8, "pool": "nope"}, 404, "pool"),
             ("POST", "/v1/volumes", {"name": "fmt", "size_mb": 8, "format": "vmdk"}, 422, "format"),
             ("POST", "/v1/volumes", {"name": "fs", "size_mb": 8, "filesystem": "xfs"}, 400, "filesystem"),
@@ -327,7 +327,7 @@ def test_a_volume_from_a_vm_disk_image_is_an_overlay_on_it(
         for body, status, message in (
             ({"name": "small", "image": "vol-base", "size_mb": 8}, 400, "below the size"),
             ({"name": "nothing", "image": "nope"}, 404, "not found"),
-            ({"name": "ct-image", "image": "busybox"}, 400, "not a ready VM disk image"),
+            ({"name": "ct-image", "image": "busybox"}, 409, "not a ready VM disk image"),
             ({"name": "no-size"}, 400, "size_mb"),
         ):
             response = api.post("/v1/volumes", json=body)

@@ -20,6 +20,7 @@ from .admission import WriteAdmission
 from .audit import AuditTrail
 from .body_limit import BodyLimit
 from .held_open import HeldOpen
+from .request_text import RequestText
 from .routers import audit as audit_routes
 from .routers import (
     events,
@@ -69,11 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="meshvisor",
         version="0.1.0",
-        description="VMs and containers side by side under one API and one service mesh.",
+        description="VMs and containers side by side under one API and one service mesh. No text of a request"
+        " holds NUL (U+0000): a request with one is refused (400). A JSON number with no fraction is an integer"
+        " (`8080.0` is `8080`).",
         lifespan=lifespan,
     )
     errors.install(app)
-    app.add_middleware(AuditTrail)  # innermost: what reached the routes
+    app.add_middleware(RequestText)  # innermost: no NUL, and `8080.0` is `8080`, for every route
+    app.add_middleware(AuditTrail)  # what reached the routes
     app.add_middleware(WriteAdmission)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)  # outermost: a refused body waits for no turn
     for module in (

@@ -7,20 +7,33 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from celery import Celery
-from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from meshvisor.core import access
+from meshvisor.core.names import NAME_SCHEMA
 from meshvisor.platform.celery_app import sync_security_on
 from meshvisor.platform.dispatch import dispatch
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.state import tokens
 from meshvisor.platform.state.models import ApiToken, Operation
+from meshvisor.platform.state.paging import CURSOR_PATTERN, MAX_CURSOR
 
 log = logging.getLogger(__name__)
+
+# A platform name in a path where the route makes or names one by it (its own check answers 400 with the rule).
+NamePath = Annotated[str, Path(json_schema_extra=NAME_SCHEMA)]
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        pattern=CURSOR_PATTERN,
+        max_length=MAX_CURSOR,
+        description="the `next_cursor` of the page before (unpadded URL-safe base64)",
+    ),
+]
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -14,6 +14,7 @@ from meshvisor.platform.state.db import is_busy
 RETRY_AFTER_S = 1  # what a 503 for a busy database asks the client to wait
 
 STATUS: list[tuple[type[e.MeshvisorError], int]] = [
+    (e.NotSupported, 409),  # what the instance or its driver cannot do: its state, not the request's
     (e.InvalidInput, 400),
     (e.Forbidden, 403),
     (e.NotFound, 404),
@@ -87,7 +88,12 @@ def install(app: FastAPI) -> None:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method the request's path answers, over all its routes (a path's GET and POST are two routes, and
-    the router's own 405 names only the first it tried): each method asked of the routes as a request would."""
+    the router's own 405 names only the first it tried): each method asked of the routes as a request would. A
+    path with a route of its very own (`/v1/images/import`, which `/v1/images/{name}` also matches) is that
+    route's resource: the methods the document gives that path."""
+    own = request.app.openapi()["paths"].get(request.scope["path"])
+    if own is not None and "{" not in request.scope["path"]:
+        return [method for method in PROBED if method.lower() in own]
     routes = request.app.router.routes
     return [
         method

@@ -7,18 +7,42 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
-from meshvisor.core.names import HOST_NAME_PATTERN, PATH_PATTERN
+from meshvisor.core.instance_rules import MIN_VM_MEMORY_MB
+from meshvisor.core.names import HOST_NAME_PATTERN, NAME_SCHEMA, PATH_PATTERN
 from meshvisor.core.types import Action, InstanceKind
+from meshvisor.hypervisor.cloud_init import KEY_TYPES, MAX_USER_DATA
+from meshvisor.mesh.model import VERSION_PATTERN
+from meshvisor.mesh.policy_schema import POLICY_SCHEMA as POLICY_SCHEMA
+from meshvisor.mesh.policy_schema import TCP_POLICY_SCHEMA
+from meshvisor.network.security_groups import DIRECTIONS as RULE_DIRECTIONS
+from meshvisor.network.security_groups import PROTOCOLS as RULE_PROTOCOLS
 from meshvisor.network.spec import MAX_MTU, MIN_MTU, VNI_MAX
-from meshvisor.platform.images.requests import REF_PATTERN
+from meshvisor.platform.images.requests import BUILTIN, FROM_LINE, REF_PATTERN, TAG_PATTERN
 from meshvisor.platform.instances.shape import InstanceBase, InstanceChange, InstanceRequest, Name
-from meshvisor.platform.mesh.services import INGRESS_PORT_MIN
+from meshvisor.platform.mesh.services import (
+    INBOUND_PORT,
+    INGRESS,
+    INGRESS_PORT_MIN,
+    MAX_UPSTREAMS,
+    TRANSPARENT_PORT,
+)
 from meshvisor.platform.networks.requests import MAX_PREFIXLEN, MAX_SHARED_WITH
+from meshvisor.platform.volumes.pools import MAX_SIZE_MB
 from meshvisor.platform.volumes.requests import ACTIONS as VOLUME_ACTIONS
 
 _OCTET = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
-CIDR_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}/(3[0-2]|[12]?[0-9])$"  # what the server takes further: `parse_cidr`
+
+
+def _cidr_pattern(longest: int) -> str:
+    """An IPv4 CIDR of prefix length 0 to `longest` (whether its host bits are zero is beyond a pattern)."""
+    lengths = "|".join(str(n) for n in range(longest, -1, -1))
+    return rf"^({_OCTET}\.){{3}}{_OCTET}/({lengths})$"
+
+
+CIDR_PATTERN = _cidr_pattern(32)
+NETWORK_CIDR_PATTERN = _cidr_pattern(MAX_PREFIXLEN)  # what the server takes further: `parse_cidr`
 INGRESS_PORT: dict[str, Any] = {"minimum": INGRESS_PORT_MIN, "maximum": 65535}
+SIZE_MB: dict[str, Any] = {"minimum": 1, "maximum": MAX_SIZE_MB}
 
 
 class Strict(BaseModel):
@@ -30,16 +54,31 @@ class VolumeHotplug(Strict):
     read_only: StrictBool = False
 
 
+_NO_FS: dict[str, Any] = {"properties": {"filesystem": {"type": "null"}}}
+
+
 class VolumeCreate(Strict):
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"anyOf": [{"required": ["size_mb"]}, {"required": ["image"]}]}
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["size_mb"], "properties": {"size_mb": {"type": "integer"}}},
+                {"required": ["image"], "properties": {"image": {"type": "string"}}},
+            ],
+            "allOf": [  # ext4 is a raw volume's; an overlay on an image is qcow2
+                {"if": {"required": ["format"], "properties": {"format": {"const": "qcow2"}}}, "then": _NO_FS},
+                {"if": {"required": ["image"], "properties": {"image": {"type": "string"}}}, "then": _NO_FS},
+            ],
+        },
     )
 
     name: Name
-    size_mb: int | None = Field(default=None, description="required unless `image` gives the size")
+    size_mb: int | None = Field(
+        default=None, description="required unless `image` gives the size", json_schema_extra=SIZE_MB
+    )
     image: str | None = Field(default=None, description="a VM disk image: the volume is a qcow2 overlay on it")
     format: Literal["raw", "qcow2"] = "raw"
-    filesystem: str | None = Field(default=None, description="raw: ext4 (the default); qcow2: none")
+    filesystem: Literal["ext4"] | None = Field(default=None, description="raw: ext4 (the default); qcow2: none")
     pool: str = "default"
     host: str | None = Field(
         default=None, description="the host of the pool (needed only when the pool's name is on several hosts)"
@@ -47,7 +86,7 @@ class VolumeCreate(Strict):
 
 
 class VolumePatch(Strict):
-    size_mb: int
+    size_mb: int = Field(json_schema_extra=SIZE_MB)
 
 
 class VolumeActionRequest(Strict):
@@ -58,13 +97,25 @@ class VolumeActionRequest(Strict):
 
 
 class PoolConfigRequest(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # libvirt_pool is the libvirt driver's, which needs it
+            "if": {"required": ["driver"], "properties": {"driver": {"const": "libvirt"}}},
+            "then": {
+                "required": ["libvirt_pool"],
+                "properties": {"libvirt_pool": {"type": "string", "minLength": 1}},
+            },
+            "else": {"properties": {"libvirt_pool": {"type": "null"}}},
+        },
+    )
+
     name: Name
     driver: Literal["dir", "libvirt"] = "dir"
     libvirt_pool: str | None = Field(default=None, description="libvirt: the name of a running libvirt dir pool")
 
 
 class StoragePoolCreate(PoolConfigRequest):
-    quota_mb: int | None = None
+    quota_mb: int | None = Field(default=None, json_schema_extra=SIZE_MB)
     host: str | None = Field(default=None, description="the host the pool is on (the API's own when none)")
 
 
@@ -110,8 +161,83 @@ class VolumePage(BaseModel):
     next_cursor: str | None = None
 
 
+_NOT_SET: dict[str, Any] = {"type": "null"}
+_NONE_OR_0: dict[str, Any] = {"enum": [None, 0]}
+# What `instance_rules` asks of each kind (`_vm_problems`, `_container_problems`).
+KIND_RULES: dict[str, Any] = {
+    "if": {"required": ["kind"], "properties": {"kind": {"const": "vm"}}},
+    "then": {
+        "properties": {
+            "memory_mb": {"minimum": MIN_VM_MEMORY_MB},
+            "cpus": {"multipleOf": 1},
+            "command": {"maxItems": 0},
+            "env": {"maxProperties": 0},
+            "secret_env": {"maxProperties": 0},
+            "privileged": {"const": False},
+            "volumes": {"items": {"properties": {"path": _NOT_SET}}},
+        }
+    },
+    "else": {
+        "properties": {
+            "max_cpus": _NONE_OR_0,
+            "max_memory_mb": _NONE_OR_0,
+            "disk_mb": {"const": 0},
+            "cloud_init": _NOT_SET,
+            "volumes": {"items": {"required": ["path"], "properties": {"path": {"type": "string"}}}},
+        }
+    },
+}
+_MESH_PORT: dict[str, Any] = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 65535,
+    "not": {"enum": [INBOUND_PORT, TRANSPARENT_PORT]},
+    "description": f"not {INBOUND_PORT} or {TRANSPARENT_PORT}: the sidecar's own",
+}
+MESH_SCHEMA: dict[str, Any] = {
+    "type": ["object", "null"],
+    "required": ["service", "port"],
+    "properties": {
+        "service": {"type": "string", **NAME_SCHEMA, "not": {"const": INGRESS}},
+        "port": _MESH_PORT,
+        "version": {"type": ["string", "null"], "pattern": VERSION_PATTERN.pattern},
+        "upstreams": {
+            "type": "array",
+            "maxItems": MAX_UPSTREAMS,
+            "items": {
+                "type": "object",
+                "required": ["service", "local_port"],
+                "properties": {
+                    "service": {"type": "string", **NAME_SCHEMA},
+                    "local_port": _MESH_PORT,
+                    "project": {"type": "string", **NAME_SCHEMA},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+    "description": "the service it serves and its app port; the services it calls, each at 127.0.0.1:<local_port>",
+}
+CLOUD_INIT: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        "ssh_keys": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^(" + "|".join(KEY_TYPES) + ")[^\n]*$"},
+        },
+        "user_data": {"type": ["string", "null"], "maxLength": MAX_USER_DATA // 4},
+    },
+    "additionalProperties": False,
+    "description": f"VMs: ssh_keys and user_data (at most {MAX_USER_DATA} bytes)",
+}
+
+
 class InstanceCreate(InstanceRequest):  # POST /v1/instances: the platform's request itself (`instances.shape`)
-    pass
+    model_config = ConfigDict(extra="forbid", json_schema_extra=KIND_RULES)
+
+    mesh: dict[str, Any] | None = Field(default=None, json_schema_extra=MESH_SCHEMA)
+    cloud_init: dict[str, Any] | None = Field(default=None, json_schema_extra=CLOUD_INIT)
 
 
 class InstancePatch(InstanceChange):  # PATCH /v1/instances/{name}
@@ -127,7 +253,7 @@ class ActionRequest(Strict):
 
 
 class ExecRequest(Strict):
-    command: list[str]
+    command: list[str] = Field(json_schema_extra={"minItems": 1, "items": {"type": "string", "minLength": 1}})
 
 
 class HostActionRequest(Strict):
@@ -142,25 +268,50 @@ class HostCertificateRequest(Strict):
     )
 
 
-def _source(kind: str, **fields: dict[str, Any]) -> dict[str, Any]:
+def _source(kind: str, command: dict[str, Any] | None = None, **fields: dict[str, Any]) -> dict[str, Any]:
+    any_command = {"type": ["array", "null"], "items": {"type": "string"}}
     return {
         "type": "object",
         "required": ["type", *fields],
-        "properties": {"type": {"const": kind}, **fields},
+        "properties": {"type": {"const": kind}, **fields, "command": command or any_command},
     }
 
 
 # What `images.check_source` takes (an import is uploaded to POST /v1/images/import instead).
+_NO_COMMAND = {"type": "null", "description": "set CMD in the image itself"}
 IMAGE_SOURCE: dict[str, Any] = {
     "oneOf": [
         _source("builtin"),
-        _source("dockerfile", dockerfile={"type": "string", "pattern": r"(^|\n)[ \t]*[Ff][Rr][Oo][Mm][ \t]+\S"}),
-        _source("pull", ref={"type": "string", "pattern": REF_PATTERN}),
+        _source(
+            "dockerfile",
+            dockerfile={"type": "string", "pattern": FROM_LINE},
+            command=_NO_COMMAND,
+        ),
+        _source("pull", ref={"type": "string", "pattern": REF_PATTERN}, command=_NO_COMMAND),
     ]
 }
 
 
+BUILTIN_NAMES: list[Any] = sorted(BUILTIN)
+
+
 class ImageCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {  # a built-in image is made under its own name
+                    "if": {"properties": {"source": {"properties": {"type": {"const": "builtin"}}}}},
+                    "then": {"properties": {"name": {"enum": BUILTIN_NAMES}}},
+                },
+                {  # a VM image is built in (or imported: POST /v1/images/import)
+                    "if": {"required": ["kind"], "properties": {"kind": {"const": "vm"}}},
+                    "then": {"properties": {"source": {"properties": {"type": {"const": "builtin"}}}}},
+                },
+            ]
+        },
+    )
+
     name: Name
     kind: InstanceKind = InstanceKind.CONTAINER
     source: dict[str, Any] = Field(json_schema_extra=IMAGE_SOURCE)
@@ -168,7 +319,10 @@ class ImageCreate(Strict):
 
 class ImageAction(Strict):
     action: Literal["push"]
-    target: str
+    target: str = Field(
+        json_schema_extra={"pattern": TAG_PATTERN},
+        description="push: where to, a name and tag (no digest), e.g. 127.0.0.1:5000/app:1",
+    )
 
 
 # -- answers ----------------------------------------------------------------------------------------------------
@@ -308,7 +462,7 @@ class NetworkCreate(Strict):
     name: Name
     cidr: str = Field(
         description=f"IPv4, host bits zero, /{MAX_PREFIXLEN} or larger",
-        json_schema_extra={"pattern": CIDR_PATTERN},
+        json_schema_extra={"pattern": NETWORK_CIDR_PATTERN},
     )
     vni: int | None = Field(
         default=None,
@@ -356,19 +510,37 @@ class NetworkPage(BaseModel):
     next_cursor: str | None
 
 
+_PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+# One rule as `security_groups.parse_rule` takes it; it also refuses a port_min above port_max.
+RULE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["direction", "protocol"],
+    "properties": {
+        "direction": {"enum": list(RULE_DIRECTIONS)},
+        "protocol": {"enum": list(RULE_PROTOCOLS)},
+        "port_min": _PORT,
+        "port_max": _PORT,
+        "cidr": {"type": "string", "pattern": CIDR_PATTERN},
+        "group": {"type": "string", **NAME_SCHEMA},
+    },
+    "additionalProperties": False,
+    "dependentRequired": {"port_max": ["port_min"]},
+    "not": {"required": ["cidr", "group"]},
+    "if": {"required": ["port_min"]},
+    "then": {"properties": {"protocol": {"enum": ["tcp", "udp"]}}},
+}
+RULES: dict[str, Any] = {"items": RULE_SCHEMA, "description": "allow rules; a group with none allows nothing"}
+
+
 class SecurityGroupCreate(Strict):
     name: Name
     description: str = ""
-    rules: list[dict[str, Any]] = Field(
-        default_factory=list,
-        description="{direction: ingress|egress, protocol: tcp|udp|icmp|any, port_min?, port_max?,"
-        " cidr? | group?}",
-    )
+    rules: list[dict[str, Any]] = Field(default_factory=list, json_schema_extra=RULES)
 
 
 class SecurityGroupReplace(Strict):
     description: str | None = None
-    rules: list[dict[str, Any]]
+    rules: list[dict[str, Any]] = Field(json_schema_extra=RULES)
 
 
 class SecurityGroupPublic(BaseModel):
@@ -412,10 +584,18 @@ class HostPage(BaseModel):
     next_cursor: str | None = None
 
 
+TCP_SERVICE: dict[str, Any] = {  # a tcp service's policy holds what a tcp proxy does
+    "if": {"required": ["protocol"], "properties": {"protocol": {"const": "tcp"}}},
+    "then": {"properties": {"policy": {"anyOf": [TCP_POLICY_SCHEMA, {"type": "null"}]}}},
+}
+
+
 class ServiceCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=TCP_SERVICE)
+
     name: Name
     policy: dict[str, Any] | None = Field(
-        default=None, description="the service's traffic policy (see PUT policy)"
+        default=None, description="the service's traffic policy (see PUT policy)", json_schema_extra=POLICY_SCHEMA
     )
     ingress_port: int | None = Field(
         default=None, description="expose it on 127.0.0.1:<port> of every host", json_schema_extra=INGRESS_PORT
@@ -428,7 +608,9 @@ class ServiceCreate(Strict):
 
 
 class ServiceReplace(Strict):
-    policy: dict[str, Any] = Field(default_factory=dict)
+    model_config = ConfigDict(extra="forbid", json_schema_extra=TCP_SERVICE)
+
+    policy: dict[str, Any] = Field(default_factory=dict, json_schema_extra=POLICY_SCHEMA)
     ingress_port: int | None = Field(default=None, json_schema_extra=INGRESS_PORT)
     protocol: Literal["http", "tcp"] | None = Field(
         default=None, description="fixed when the service is made: another one is refused (409)"

@@ -27,7 +27,9 @@ class InvalidInput(MeshvisorError):
 
 
 class NotSupported(InvalidInput):
-    pass
+    """What the instance's kind or its driver cannot do (answered 409: a fine request for another one)."""
+
+    code = "not_supported"
 
 
 class NotFound(MeshvisorError):

@@ -36,6 +36,14 @@ MAX_COMMAND_ARGS = 256
 MAX_COMMAND_BYTES = 64 * 1024  # every argument together, UTF-8
 MAX_CLOUD_INIT_BYTES = 64 * 1024  # as JSON: ssh keys, user data and the rest (OpenStack's user data bound)
 MAX_MOUNT_PATH = 255
+# What the API document says of these (the checks below are the server's): a mount path is absolute and
+# normalised (no empty, `.` or `..` part, no trailing /), and not / itself; an environment variable's name is
+# not empty and holds no `=` or NUL.
+MOUNT_PATH_PATTERN = r"^(/(?!\.\.?(/|$))[^/\u0000]+)+$"
+ENV: dict[str, Any] = {
+    "maxProperties": MAX_ENV_VARS,
+    "propertyNames": {"minLength": 1, "maxLength": MAX_ENV_NAME, "pattern": "^[^=\u0000]+$"},
+}
 VM_ONLY = ("max_cpus", "max_memory_mb", "disk_mb", "cloud_init")
 
 
@@ -79,6 +87,8 @@ class InstanceAsked(Protocol):
 
 
 def cpus_problems(kind: str, cpus: float) -> list[str]:
+    if not cpus > 0:  # NaN too
+        return [f"cpus must be above 0, not {cpus}"]
     if InstanceKind(kind) is InstanceKind.VM and not float(cpus).is_integer():
         return [_not_whole(cpus)]
     return []
@@ -105,7 +115,8 @@ def memory_problems(kind: str, memory_mb: int) -> list[str]:
 
 def mount_path_problems(path: str) -> list[str]:
     """A container's volume path: absolute, normalised, not its root."""
-    fine = path.startswith("/") and path != "/" and "\0" not in path and len(path) <= MAX_MOUNT_PATH
+    fine = path.startswith("/") and not path.startswith("//") and path != "/" and "\0" not in path
+    fine = fine and len(path) <= MAX_MOUNT_PATH
     if fine and posixpath.normpath(path) == path:
         return []
     return [

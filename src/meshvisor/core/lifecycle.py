@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import IllegalState, InvalidInput
+from .errors import IllegalState, InvalidInput, NotSupported
 from .types import Action, InstanceKind, InstanceState
 
 S = InstanceState
@@ -44,7 +44,7 @@ def check_action(kind: InstanceKind, state: InstanceState, action: Action) -> In
     """Return the state the action leads to, or raise when it is illegal for this kind or state."""
     transition = TRANSITIONS[action]
     if kind not in transition.kinds:
-        raise InvalidInput(f"action {action.value!r} is not available for a {kind.value}")
+        raise NotSupported(f"action {action.value!r} is not available for a {kind.value}")
     if state not in transition.allowed_from:
         allowed = ", ".join(sorted(s.value for s in transition.allowed_from))
         raise IllegalState(f"cannot {action.value} an instance that is {state.value} (allowed when: {allowed})")

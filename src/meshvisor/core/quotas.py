@@ -4,11 +4,17 @@ platform admin may lower one at any time); it then refuses growth only, never wh
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from .errors import Conflict, InvalidInput
 
 NAMES = ("instances", "vcpus", "memory_mb", "volume_mb", "networks", "services")
 MAX_LIMIT = 10**9
+# What the API document says of a project's quotas (`parse` is the server's check).
+SCHEMA: dict[str, Any] = {
+    "properties": {name: {"type": "integer", "minimum": 0, "maximum": MAX_LIMIT} for name in NAMES},
+    "additionalProperties": False,
+}
 
 
 def parse(quotas: object) -> dict[str, int]:

@@ -396,7 +396,7 @@ def _check_fault(errors: list[str], fault: Mapping[str, Any]) -> None:
 
 def _check_rate_limit(errors: list[str], limit: Mapping[str, Any]) -> None:
     for key in ("tokens_per_second", "burst"):
-        if key not in limit:
+        if limit.get(key) is None:
             errors.append(f"rate_limit.{key} is required")
         _check_int(errors, f"rate_limit.{key}", limit.get(key), 1)
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from meshvisor.platform.state import audit
 
-from ..deps import SeenProjectsDep, SessionDep
+from ..deps import CursorQuery, SeenProjectsDep, SessionDep
 from ..schemas import ERRORS
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=ERRORS)
@@ -45,7 +45,7 @@ def list_audit(
     session: SessionDep,
     seen: SeenProjectsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
     token: Annotated[str | None, Query(description="a token's name")] = None,
     result: Annotated[str | None, Query(pattern="^(succeeded|refused|failed)$")] = None,
     method: Annotated[str | None, Query(pattern="^(POST|PUT|PATCH|DELETE)$")] = None,

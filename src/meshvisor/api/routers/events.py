@@ -4,7 +4,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -14,14 +14,22 @@ from meshvisor.platform.state import events, tokens
 
 from ..deps import ProjectDep, RuntimeDep, TokenDep
 from ..held_open import HeldOpen, TooMany
+from ..schemas import ERRORS, ErrorPublic
 
-router = APIRouter(prefix="/v1", tags=["events"])
+router = APIRouter(prefix="/v1", tags=["events"], responses=ERRORS)
+STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "a stream of server-sent events, open until the client leaves",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    429: {"model": ErrorPublic, "description": "the token holds as many streams open as it may"},
+}
 POLL_S = 0.1
 HEARTBEAT_S = 15.0
 TOKEN_CHECK_S = 1.0
 
 
-@router.get("/events")
+@router.get("/events", response_class=StreamingResponse, responses=STREAM)
 async def stream_events(
     request: Request,
     rt: RuntimeDep,

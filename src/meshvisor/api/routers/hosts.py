@@ -10,7 +10,7 @@ from meshvisor.platform.instances import evacuation
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, RuntimeDep, SessionDep, TokenDep
+from ..deps import DispatchDep, NamePath, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, HostActionRequest, HostCertificateRequest, HostPage, HostPublic
 
 router = APIRouter(prefix="/v1/hosts", tags=["hosts"], responses=ERRORS)
@@ -46,7 +46,7 @@ def host_action(
 
 
 @router.post("/{name}/certificate")
-def host_certificate(name: str, body: HostCertificateRequest, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
+def host_certificate(name: NamePath, body: HostCertificateRequest, rt: RuntimeDep, _: TokenDep) -> dict[str, Any]:
     """Sign a host's certificate signing request with the platform CA (how an agent gets the certificate its
     endpoint serves with): the certificate names only `spiffe://meshvisor.local/host/<name>`, whatever the
     request asks; 400 for a bad name or request."""

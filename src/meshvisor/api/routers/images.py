@@ -16,7 +16,7 @@ from meshvisor.platform.state import operations
 from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
+from ..deps import CursorQuery, DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, ImageAccepted, ImageAction, ImageCreate, ImagePage, ImagePublic
 
 router = APIRouter(prefix="/v1/images", tags=["images"], responses=ERRORS)
@@ -33,7 +33,7 @@ def list_images(
     session: SessionDep,
     project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     rows, next_cursor = images.page(session, limit, cursor, project)
     return {"items": [images.to_dict(i) for i in rows], "next_cursor": next_cursor}

@@ -17,7 +17,7 @@ from meshvisor.platform.state import paging as resources
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.secret_env import EnvSeal
 
-from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep, TokenDep
+from ..deps import CursorQuery, DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import (
     ERRORS,
     ActionRequest,
@@ -78,7 +78,7 @@ def list_instances(
     session: SessionDep,
     project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     rows, next_cursor = instances.page(session, limit, cursor, project)
     offline = _offline(rt, session)

@@ -8,7 +8,7 @@ from meshvisor.platform.networks import requests as networks
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
+from ..deps import CursorQuery, DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, NetworkAccepted, NetworkChange, NetworkCreate, NetworkPage, NetworkPublic
 
 router = APIRouter(prefix="/v1/networks", tags=["networks"], responses=ERRORS)
@@ -41,7 +41,7 @@ def list_networks(
     session: SessionDep,
     project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     rows, next_cursor = networks.page(session, limit, cursor, project)
     return {"items": [networks.to_dict(n) for n in rows], "next_cursor": next_cursor}

@@ -20,7 +20,7 @@ from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Operation
 from meshvisor.platform.state.paging import decode_cursor, encode_cursor
 
-from ..deps import ProjectDep, RuntimeDep, SessionDep
+from ..deps import CursorQuery, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, OperationPage, OperationPublic
 
 router = APIRouter(prefix="/v1/operations", tags=["operations"], responses=ERRORS)
@@ -31,7 +31,7 @@ def list_operations(
     session: SessionDep,
     project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
     status: str | None = None,
     resource_type: str | None = None,
     resource_name: str | None = None,

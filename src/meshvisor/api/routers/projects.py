@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from meshvisor.core import quotas as quota_rules
 from meshvisor.core.access import Role
 from meshvisor.core.names import NAME_SCHEMA
 from meshvisor.platform.state import projects, tokens
@@ -22,7 +23,9 @@ router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=ERRORS)
 class ProjectCreate(Strict):
     name: str = Field(max_length=64, json_schema_extra=NAME_SCHEMA)
     description: str = Field(default="", max_length=256)
-    quotas: dict[str, Any] = Field(default_factory=dict, description="as in PATCH")
+    quotas: dict[str, Any] = Field(
+        default_factory=dict, description="as in PATCH", json_schema_extra=quota_rules.SCHEMA
+    )
 
 
 class ProjectPatch(Strict):
@@ -31,6 +34,7 @@ class ProjectPatch(Strict):
         default=None,
         description="limits by name (instances, vcpus, memory_mb, volume_mb, networks, services); one left out has"
         " none; one below the use now refuses growth only",
+        json_schema_extra=quota_rules.SCHEMA,
     )
 
 

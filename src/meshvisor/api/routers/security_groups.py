@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from meshvisor.platform.networks import security_groups
 from meshvisor.platform.state.db import transaction
 
-from ..deps import IfMatch, ProjectDep, RuntimeDep, SessionDep, sync_security_everywhere
+from ..deps import CursorQuery, IfMatch, ProjectDep, RuntimeDep, SessionDep, sync_security_everywhere
 from ..schemas import ERRORS, SecurityGroupCreate, SecurityGroupPage, SecurityGroupPublic, SecurityGroupReplace
 
 router = APIRouter(prefix="/v1/security-groups", tags=["security groups"], responses=ERRORS)
@@ -30,7 +30,7 @@ def list_groups(
     session: SessionDep,
     project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     rows, next_cursor = security_groups.page(session, limit, cursor, project)
     return {"items": [security_groups.to_dict(session, g) for g in rows], "next_cursor": next_cursor}

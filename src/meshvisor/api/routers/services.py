@@ -2,14 +2,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from meshvisor.platform.mesh import services, telemetry
 from meshvisor.platform.settings import Settings
 from meshvisor.platform.state.db import transaction
 
-from ..deps import IfMatch, ProjectDep, RuntimeDep, SessionDep
-from ..schemas import ERRORS, ServiceCreate, ServiceLogs, ServicePage, ServicePublic, ServiceReplace
+from ..deps import CursorQuery, IfMatch, NamePath, ProjectDep, RuntimeDep, SessionDep
+from ..schemas import (
+    ERRORS,
+    POLICY_SCHEMA,
+    ServiceCreate,
+    ServiceLogs,
+    ServicePage,
+    ServicePublic,
+    ServiceReplace,
+)
 
 router = APIRouter(prefix="/v1/services", tags=["mesh"], responses=ERRORS)
 
@@ -40,7 +48,7 @@ def list_services(
     session: SessionDep,
     project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     rows, next_cursor = services.page(session, limit, cursor, project)
     return {"items": [services.to_dict(session, x) for x in rows], "next_cursor": next_cursor}
@@ -69,7 +77,7 @@ def service_logs(
     responses={201: {"model": ServicePublic, "description": "Created: there was no service of that name"}},
 )
 def put_service(
-    name: str,
+    name: NamePath,
     body: ServiceReplace,
     rt: RuntimeDep,
     response: Response,
@@ -95,7 +103,11 @@ def put_service(
 
 @router.put("/{name}/policy", response_model=ServicePublic)
 def put_policy(
-    name: str, policy: dict[str, Any], rt: RuntimeDep, project: ProjectDep, if_match: IfMatch = None
+    name: str,
+    policy: Annotated[dict[str, Any], Body(json_schema_extra=POLICY_SCHEMA)],
+    rt: RuntimeDep,
+    project: ProjectDep,
+    if_match: IfMatch = None,
 ) -> dict[str, Any]:
     """Timeouts, retries, circuit breaking, outlier detection, splits, fault injection, rate limits and `allow`:
     checked whole (400 listing every problem) before any sidecar sees it; sidecars follow within a second."""

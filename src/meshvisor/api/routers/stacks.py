@@ -10,7 +10,7 @@ from meshvisor.platform.stacks import plans as stack_plans
 from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 
-from ..deps import DispatchDep, ProjectDep, RuntimeDep, SessionDep, TokenDep
+from ..deps import CursorQuery, DispatchDep, ProjectDep, RuntimeDep, SessionDep, TokenDep
 from ..schemas import ERRORS, Strict
 
 router = APIRouter(prefix="/v1/stacks", tags=["stacks"], responses=ERRORS)
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1/stacks", tags=["stacks"], responses=ERRORS)
 
 class PlanRequest(Strict):
     spec: str = Field(default="", description="the stack file's text")
-    format: str = Field(default="yaml", description="yaml, json or hcl")
+    format: str = Field(default="yaml", json_schema_extra={"enum": list(stack_plans.FORMATS)})
     variables: dict[str, Any] = Field(default_factory=dict, description="per-run values of the file's variables")
     adopt: list[str] = Field(default_factory=list, description="addresses of existing objects to take in")
     destroy: StrictBool = Field(default=False, description="plan the removal of everything the stack owns")
@@ -92,7 +92,7 @@ def list_stacks(
     session: SessionDep,
     project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     rows, next_cursor = stack_plans.page(session, limit, cursor, project)
     return {"items": [stack_plans.to_dict(r) for r in rows], "next_cursor": next_cursor}

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from meshvisor.core import access
 from meshvisor.core.access import ROLES
@@ -21,8 +21,21 @@ router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=ERRORS)
 
 
 class TokenCreate(Strict):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={  # one expiry or none
+            "not": {
+                "required": ["expires_in", "expires_at"],
+                "properties": {"expires_in": {"type": "integer"}, "expires_at": {"type": "string"}},
+            }
+        },
+    )
+
     name: str = Field(max_length=64, json_schema_extra=NAME_SCHEMA)
-    role: str = Field(description=f"one of {', '.join(ROLES)}; no more than the caller's own")
+    role: str = Field(
+        description=f"one of {', '.join(ROLES)}; no more than the caller's own",
+        json_schema_extra={"enum": [*ROLES]},
+    )
     project: str | None = Field(default=None, description="the caller's project unless named")
     expires_in: int | None = Field(default=None, description="seconds from now after which it opens nothing")
     expires_at: datetime | None = Field(default=None, description="or the time after which it opens nothing")

@@ -12,7 +12,7 @@ from meshvisor.platform.volumes import content as volume_data
 from meshvisor.platform.volumes import requests as volumes
 from meshvisor.platform.volumes.content import DIGEST_HEADER
 
-from ..deps import DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
+from ..deps import CursorQuery, DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep
 from ..schemas import ERRORS, VolumeActionRequest, VolumeCreate, VolumePage, VolumePatch, VolumePublic
 
 router = APIRouter(prefix="/v1/volumes", tags=["volumes"], responses=ERRORS)
@@ -42,7 +42,7 @@ def list_volumes(
     session: SessionDep,
     project: ProjectDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    cursor: CursorQuery = None,
 ) -> dict[str, Any]:
     rows, next_cursor = volumes.page(session, limit, cursor, project)
     return {"items": [volumes.to_dict(session, v) for v in rows], "next_cursor": next_cursor}

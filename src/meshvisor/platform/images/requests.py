@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import InstanceKind
 from meshvisor.platform.settings import Settings
@@ -25,7 +25,10 @@ BUSYBOX_DEFAULT_COMMAND = ["/bin/sh", "-c", "trap 'exit 0' TERM INT; while :; do
 SOURCE_TYPES = ("builtin", "dockerfile", "pull", "import")
 SHARED_PROJECT = "default"
 REF_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:/@-]{0,254}$"  # a registry reference, as the API document says
+TAG_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9._:/-]{0,254}$"  # where a push goes: a reference without a digest
+FROM_LINE = r"(^|\n)[ \t]*[Ff][Rr][Oo][Mm][ \t]+[^ \t\r\n]"  # the document's and the check's
 _REF = re.compile(REF_PATTERN)
+_TAG = re.compile(TAG_PATTERN)
 
 
 def find(session: Session, name: str, project: str = "default") -> Image | None:
@@ -56,7 +59,7 @@ def check_source(source: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"image source type must be one of {', '.join(SOURCE_TYPES)}, not {kind!r}")
     if kind == "dockerfile":
         dockerfile = source.get("dockerfile")
-        if not isinstance(dockerfile, str) or not re.search(r"^\s*FROM\s+\S+", dockerfile, re.M | re.I):
+        if not isinstance(dockerfile, str) or not re.search(FROM_LINE, dockerfile):
             raise InvalidInput("a dockerfile source needs 'dockerfile': the text of a Dockerfile with a FROM line")
     if kind == "pull":
         ref = source.get("ref")
@@ -84,13 +87,14 @@ def from_images(dockerfile: str) -> list[str]:
 
 
 def check_bases(session: Session, dockerfile: str, project: str) -> None:
-    """Builds run offline: every FROM must name an image of this platform that is ready (or `scratch`)."""
+    """Builds run offline: every FROM must name an image of this platform that is ready (or `scratch`): one
+    that is not there is not found (404), one that is there but not a ready container image a conflict (409)."""
     for base in from_images(dockerfile):
         image = find(session, base, project)
-        if image is None or image.state != "ready" or image.kind != InstanceKind.CONTAINER.value:
-            raise InvalidInput(
-                f"FROM {base}: not a ready container image of this platform; builds use local images only"
-            )
+        if image is None:
+            raise NotFound(f"FROM {base}: no image {base!r} on this platform; builds use local images only")
+        if image.state != "ready" or image.kind != InstanceKind.CONTAINER.value:
+            raise Conflict(f"FROM {base}: image {base!r} is not a ready container image")
 
 
 def request_create(
@@ -148,7 +152,7 @@ def upload_path(settings: Settings, op_id: str) -> str:
 
 
 def request_push(session: Session, name: str, target: str, project: str = "default") -> tuple[Image, Operation]:
-    if not isinstance(target, str) or not _REF.fullmatch(target) or "@" in target:
+    if not isinstance(target, str) or not _TAG.fullmatch(target):
         raise InvalidInput("push needs 'target' (a name and tag, no digest), e.g. '127.0.0.1:5000/app:1'")
     image = get(session, name, project)
     if image.state != "ready":

@@ -8,6 +8,7 @@ Nothing here touches a driver: what a driver answers at once (exec, logs, termin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Unpack
 
@@ -16,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from meshvisor.core import instance_rules as rules
-from meshvisor.core.errors import Conflict, InvalidInput, NotFound
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound, NotSupported
 from meshvisor.core.lifecycle import check_action, check_delete, parse_action
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.core.types import Action, InstanceKind, InstanceState
@@ -54,8 +55,8 @@ def host_problems(
     """What this host cannot give (the rules that need nothing but the request are `instance_rules`)."""
     limits = host_limits()
     found = []
-    if cpus is not None and not 0 < cpus <= limits.cpus:
-        found.append(f"cpus must be above 0 and at most {limits.cpus} (this host's CPUs), not {cpus}")
+    if cpus is not None and cpus > limits.cpus:
+        found.append(f"cpus must be at most {limits.cpus} (this host's CPUs), not {cpus}")
     if memory_mb is not None and memory_mb > limits.memory_mb:
         found.append(f"memory_mb must be at most {limits.memory_mb} (this host's memory), not {memory_mb}")
     if max_cpus is not None and max_cpus > limits.cpus:
@@ -65,9 +66,12 @@ def host_problems(
     return found
 
 
-def _refuse(problems: list[str]) -> None:
+def _refuse(problems: list[str], beyond_host: Sequence[str] = ()) -> None:
+    """The request's own problems (400); else what this host cannot give, which is its state (409)."""
     if problems:
         raise InvalidInput("; ".join(problems))
+    if beyond_host:
+        raise Conflict("; ".join(beyond_host))
 
 
 @dataclass
@@ -92,9 +96,8 @@ def check_create(
     `secret_env` (a request with secret values and no seal is refused)."""
     validate_name(req.name)
     _refuse(
-        rules.secret_env_problems(req.env, req.secret_env)
-        + rules.problems(req.whole_env())
-        + host_problems(req.cpus, req.memory_mb, req.max_cpus, req.max_memory_mb)
+        rules.secret_env_problems(req.env, req.secret_env) + rules.problems(req.whole_env()),
+        host_problems(req.cpus, req.memory_mb, req.max_cpus, req.max_memory_mb),
     )
     if req.secret_env and seal is None:
         raise InvalidInput("secret_env cannot be stored here: no key to seal it with")
@@ -420,7 +423,7 @@ def request_change(
     kind = InstanceKind(instance.kind)
     sizes = rules.cpus_problems(kind, change.cpus) if change.cpus is not None else []
     sizes += rules.memory_problems(kind, change.memory_mb) if change.memory_mb is not None else []
-    _refuse(sizes + host_problems(change.cpus, change.memory_mb))
+    _refuse(sizes, host_problems(change.cpus, change.memory_mb))
     if kind is InstanceKind.VM:
         if change.cpus is not None and instance.max_cpus is not None and change.cpus > instance.max_cpus:
             raise InvalidInput(f"cpus {change.cpus:g} is beyond this VM's maximum of {instance.max_cpus}")
@@ -601,7 +604,7 @@ def request_snapshot_delete(
 ) -> tuple[Instance, Operation]:
     instance = get(session, name, project)
     if instance.kind != InstanceKind.VM.value:
-        raise InvalidInput(f"{instance.kind} instances have no snapshots")
+        raise NotSupported(f"{instance.kind} instances have no snapshots")
     validate_name(snapshot, "snapshot name")
     _check_idle(instance)
     return instance, operations.submit(

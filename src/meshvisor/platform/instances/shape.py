@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 
+from meshvisor.core import instance_rules as rules
 from meshvisor.core.names import NAME_SCHEMA
 from meshvisor.core.types import InstanceKind, RestartPolicy
 
@@ -49,23 +50,33 @@ class NetworkAttachment(Strict):
 
 class VolumeAttachment(Strict):
     volume: Name
-    path: str | None = Field(default=None, description="containers: where it is mounted (VMs: none)")
+    path: str | None = Field(
+        default=None,
+        description="containers: where it is mounted, absolute and normalised, not / (VMs: none)",
+        json_schema_extra={"pattern": rules.MOUNT_PATH_PATTERN, "maxLength": rules.MAX_MOUNT_PATH},
+    )
     read_only: StrictBool = False
 
 
 class InstanceBase(BaseModel):
     kind: Annotated[InstanceKind, Field(strict=False), Lower] = InstanceKind.CONTAINER
     image: str
-    cpus: float = 1.0
-    memory_mb: int = 256
-    command: list[str] = Field(default_factory=list, description="containers only")
-    env: dict[str, str] = Field(default_factory=dict, description="containers only")
+    cpus: float = Field(default=1.0, json_schema_extra={"exclusiveMinimum": 0})
+    memory_mb: int = Field(default=256, json_schema_extra={"minimum": rules.MIN_CONTAINER_MEMORY_MB})
+    command: list[str] = Field(
+        default_factory=list, description="containers only", json_schema_extra={"maxItems": rules.MAX_COMMAND_ARGS}
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="containers only", json_schema_extra=rules.ENV)
     restart_policy: Annotated[RestartPolicy, Field(strict=False), Lower] = RestartPolicy.NO
     mesh: dict[str, Any] | None = None
     security_groups: list[str] = Field(default_factory=list, description="names of its security groups")
     max_cpus: int | None = Field(default=None, description="VMs: vCPUs it may grow to while running")
     max_memory_mb: int | None = Field(default=None, description="VMs: memory it may grow to while running")
-    disk_mb: int = Field(default=0, description="VMs: size of a scratch data disk (/dev/vda); 0 for none")
+    disk_mb: int = Field(
+        default=0,
+        description="VMs: size of a scratch data disk (/dev/vda); 0 for none",
+        json_schema_extra={"minimum": 0, "maximum": rules.MAX_DISK_MB},
+    )
     ha: StrictBool = Field(default=False, description="restarted on another host when its own is offline for long")
 
 
@@ -78,8 +89,12 @@ class PlacementConstraints(Strict):
 
 
 class InstanceFields(InstanceBase):
-    networks: Sequence[NetworkAttachment] = Field(default_factory=list)
-    volumes: Sequence[VolumeAttachment] = Field(default_factory=list)
+    networks: Sequence[NetworkAttachment] = Field(
+        default_factory=list, json_schema_extra={"maxItems": rules.MAX_NETWORKS}
+    )
+    volumes: Sequence[VolumeAttachment] = Field(
+        default_factory=list, json_schema_extra={"maxItems": rules.MAX_VOLUMES}
+    )
     cloud_init: dict[str, Any] | None = Field(default=None, description="VMs: ssh_keys, user_data, ...")
     host: str | None = Field(default=None, description="the host to run on (GET /v1/hosts); default: scheduled")
     placement: PlacementConstraints | None = Field(default=None, description="where the scheduler may put it")
@@ -96,6 +111,7 @@ class InstanceRequest(InstanceFields):
     )
     secret_env: dict[str, str] = Field(
         default_factory=dict,
+        json_schema_extra=rules.ENV,
         description="containers only: environment values stored sealed and shown as `(secret)`; names not in env",
     )
 

@@ -60,7 +60,7 @@ def create(
         None if rewrite is None else _path(rewrite, "rewrite"),
     )
     if services.get(session, service, project).protocol != "http":  # 404: no such service
-        raise InvalidInput(f"service {service!r} is tcp: the gateway routes HTTP requests")
+        raise Conflict(f"service {service!r} is tcp: the gateway routes HTTP requests")
     taken = session.scalar(select(RouteRow).where(RouteRow.host == host, RouteRow.path_prefix == path_prefix))
     if taken is not None:
         raise Conflict(f"host {host or '*'!r} path {path_prefix!r} is already routed by {taken.name!r}")

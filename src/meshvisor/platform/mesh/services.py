@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.mesh.ca import DEFAULT_TRUST_DOMAIN, spiffe_id
 from meshvisor.mesh.model import VERSION_PATTERN, protocol_problems, validate_policy
@@ -107,7 +107,7 @@ def check_ingress_port(
     if isinstance(port, bool) or not isinstance(port, int) or not INGRESS_PORT_MIN <= port <= 65535:
         raise InvalidInput(f"ingress_port must be a port number from {INGRESS_PORT_MIN} to 65535, not {port!r}")
     if port in reserved:
-        raise InvalidInput(f"ingress_port {port} is one of the platform's own ports")
+        raise Conflict(f"ingress_port {port} is one of the platform's own ports")
     holder = session.scalar(select(Service).where(Service.ingress_port == port))
     if holder is not None and holder.id != service_id:
         raise Conflict(f"ingress port {port} is already service {holder.name!r}'s")
@@ -129,7 +129,7 @@ def replace(
     check_etag(service, if_match)
     if protocol is not None and protocol != service.protocol:
         raise Conflict(f"service {name!r} is {service.protocol}: its protocol is fixed (delete it and create it)")
-    checked = check_policy(policy, service.protocol)
+    checked = _policy_for(service, policy)
     service.ingress_port = check_ingress_port(session, ingress_port, service.id, reserved)
     service.policy = checked
     service.touch()
@@ -186,9 +186,19 @@ def set_policy(
 ) -> Service:
     service = get(session, name, project)
     check_etag(service, if_match)
-    service.policy = check_policy(policy, service.protocol)
+    service.policy = _policy_for(service, policy)
     service.touch()
     return service
+
+
+def _policy_for(service: Service, policy: object) -> dict[str, Any]:
+    """A new policy for a service there: its own problems are the request's (400); holding what the service's
+    protocol cannot take is a conflict with the service (409), which the request alone does not show."""
+    checked = check_policy(policy)
+    problems = protocol_problems(service.protocol, checked)
+    if problems:
+        raise Conflict(f"service {service.name!r} is {service.protocol}: " + "; ".join(problems))
+    return checked
 
 
 def remove(session: Session, name: str, if_match: str | None = None, project: str = "default") -> None:
@@ -264,7 +274,7 @@ def _check_upstream(session: Session, upstream: object, own: str, project: str) 
     if other != project:
         return {"service": name, "local_port": local_port, "project": other}
     if name != own and find(session, name, project) is None:
-        raise InvalidInput(f"unknown upstream service {name!r}: create it first (POST /v1/services)")
+        raise NotFound(f"unknown upstream service {name!r}: create it first (POST /v1/services)")
     return {"service": name, "local_port": local_port}
 
 

@@ -148,7 +148,7 @@ def request_create(
         raise Conflict(f"a network named {name!r} already exists")
     for other in session.scalars(select(Network)):  # every network reaches every host
         if ipaddress.IPv4Network(other.cidr).overlaps(net):
-            raise InvalidInput(f"cidr {net} overlaps network {other.name!r} ({other.cidr})")
+            raise Conflict(f"cidr {net} overlaps network {other.name!r} ({other.cidr})")
     if vni is not None:
         if isinstance(vni, bool) or not isinstance(vni, int) or not 1 <= vni <= VNI_MAX:
             raise InvalidInput(f"vni must be between 1 and {VNI_MAX}")

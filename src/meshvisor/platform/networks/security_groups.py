@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from meshvisor.core.errors import Conflict, InvalidInput
+from meshvisor.core.errors import Conflict, InvalidInput, NotFound
 from meshvisor.core.names import new_id, validate_name
 from meshvisor.network import parse_rule
 from meshvisor.platform.state import events
@@ -51,7 +51,7 @@ def parse_rules(session: Session, name: str, rules: object, project: str) -> lis
         except InvalidInput as exc:
             raise InvalidInput(f"rules[{index}]: {exc.message}") from None
         if rule.group is not None and rule.group != name and find(session, rule.group, project) is None:
-            raise InvalidInput(f"rules[{index}]: security group {rule.group!r} does not exist")
+            raise NotFound(f"rules[{index}]: security group {rule.group!r} does not exist")
         parsed.append(rule.as_dict())
     return parsed
 

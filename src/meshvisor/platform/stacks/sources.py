@@ -66,19 +66,21 @@ class _YamlLoader(_BaseLoader):  # type: ignore[valid-type,misc]
 
 
 def read_yaml(text: str) -> Source:
-    loader = _YamlLoader(text)
     try:
-        node = loader.get_single_node()
-        out = Source(None)
-        if node is not None:
-            out.data = _yaml_value(loader, node, (), out)
-        return out
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        loader = _YamlLoader(text)  # it refuses characters YAML does not allow (a ReaderError) at once
+        try:
+            node = loader.get_single_node()
+            out = Source(None)
+            if node is not None:
+                out.data = _yaml_value(loader, node, (), out)
+            return out
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise StackSpecError([SpecError((), f"not valid YAML: {exc.problem or exc}", line)]) from None
-    finally:
-        loader.dispose()
+        problem = getattr(exc, "problem", None) or exc
+        raise StackSpecError([SpecError((), f"not valid YAML: {problem}", line)]) from None
 
 
 def _yaml_value(loader: yaml.SafeLoader, node: yaml.Node, path: Path, out: Source) -> Any:

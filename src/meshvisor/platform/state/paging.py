@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from typing import TypeVar
 
 from sqlalchemy import select
@@ -41,15 +42,23 @@ def check_etag(obj: Instance | Image | Network | SecurityGroup | Service | Volum
         raise PreconditionFailed(f"etag mismatch: {obj.name!r} is now at {etag(obj)}")
 
 
+# A cursor is the unpadded URL-safe base64 of a position (the last name or id a page held): any text of this form
+# is taken as one, and one that no page gave starts after the position it decodes to.
+CURSOR_PATTERN = r"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$"
+MAX_CURSOR = 1024
+
+
 def encode_cursor(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> str:
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("invalid cursor") from None
+    """The position `cursor` names (bytes that are not UTF-8 as U+FFFD; NUL, which no name or id holds and
+    PostgreSQL's text cannot, left out)."""
+    if not re.fullmatch(CURSOR_PATTERN, cursor):
+        raise InvalidInput("invalid cursor: use the next_cursor of a page")
+    raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    return raw.decode(errors="replace").replace("\0", "")
 
 
 def page_by_name(

@@ -170,15 +170,14 @@ def allocated_mb(session: Session, pool_id: str) -> int:
 
 
 def check_room(session: Session, pool: StoragePool, extra_mb: int, settings: Settings | None) -> None:
-    """Quotas are the pool layer's; free space is the disk's (asked of the pool's host)."""
+    """Quotas are the pool layer's; free space is the disk's (asked of the pool's host). Either is the pool's
+    state, not the request's: no room is a conflict (409), as a project's quota is."""
     if pool.quota_mb is not None and allocated_mb(session, pool.id) + extra_mb > pool.quota_mb:
-        raise InvalidInput(
-            f"storage pool {pool.name!r} has a quota of {pool.quota_mb} MiB: no room for {extra_mb}"
-        )
+        raise Conflict(f"storage pool {pool.name!r} has a quota of {pool.quota_mb} MiB: no room for {extra_mb}")
     if settings is not None:
         free = free_mb_of(session, pool, settings)
         if extra_mb > free:
-            raise InvalidInput(f"size {extra_mb} MiB is above the free space of pool {pool.name!r} ({free} MiB)")
+            raise Conflict(f"size {extra_mb} MiB is above the free space of pool {pool.name!r} ({free} MiB)")
 
 
 def parse_size(size_mb: object) -> int:

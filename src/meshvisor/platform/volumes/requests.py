@@ -59,7 +59,7 @@ def image_source(session: Session, image: str, project: str) -> tuple[dict[str, 
         raise NotFound(f"image {image!r} not found; see GET /v1/images")
     disk = Path(str(found.ref or "")) / DISK_FILE
     if found.kind != InstanceKind.VM.value or found.state != "ready" or not disk.is_file():
-        raise InvalidInput(f"image {image!r} is not a ready VM disk image (a qcow2 import)")
+        raise Conflict(f"image {image!r} is not a ready VM disk image (a qcow2 import)")
     virtual = int(image_info(disk)["virtual-size"])
     return {"image": image, "path": str(disk)}, -(-virtual // 2**20)
 
@@ -128,7 +128,7 @@ def _overlay(session: Session, image: str, project: str, size_mb: object) -> tup
     source, smallest = image_source(session, image, project)
     size_mb = smallest if size_mb is None else size_mb
     if isinstance(size_mb, int) and not isinstance(size_mb, bool) and size_mb < smallest:
-        raise InvalidInput(f"size_mb {size_mb} is below the size of image {image!r} ({smallest} MiB)")
+        raise Conflict(f"size_mb {size_mb} is below the size of image {image!r} ({smallest} MiB)")
     return source, "qcow2", size_mb
 
 

@@ -4,6 +4,7 @@ anything is sent (exit 1, one line)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -33,3 +34,17 @@ def test_destroy_without_a_stack_or_with_a_missing_file_stops_before_asking(cli:
     nowhere = cli("destroy", "-f", str(tmp_path / "nowhere.yaml"), "--yes")
     assert nowhere.exit_code == 1 and "nowhere.yaml: no such stack file" in nowhere.stderr, nowhere.stderr
     assert "Traceback" not in neither.stderr + nowhere.stderr
+
+
+def test_the_stacks_records_are_listed_shown_and_forgotten(cli: Any, tmp_path: Path) -> None:  # noqa: F811
+    path = tmp_path / "kept.yaml"
+    path.write_text(EMPTY)
+    assert cli("plan", "-f", str(path)).exit_code == 0  # a plan makes the stack's record
+    listed = cli("stacks", "list", "-o", "json")
+    assert listed.exit_code == 0 and [s["name"] for s in json.loads(listed.stdout)] == ["kept"], listed.stdout
+    shown = cli("stacks", "show", "kept", "-o", "json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["resources"] == [], shown.stdout
+    gone = cli("stacks", "delete", "kept", "--yes", "-o", "json")
+    assert gone.exit_code == 0 and json.loads(gone.stdout)["deleted"] == "kept", (gone.stdout, gone.stderr)
+    missing = cli("stacks", "show", "kept")
+    assert missing.exit_code == 1 and "not found" in missing.stderr and "Traceback" not in missing.stderr

@@ -20,6 +20,7 @@ from meshvisor.platform.api_tls import client_ssl, server_files
 from meshvisor.platform.settings import Settings, get_settings
 
 from . import access, calls, events, forwards, gateway, instances, remotes, resources, security, services
+from . import stacks as stack_records
 from .client import ApiClient, ApiError
 from .images import images_app
 from .output import console, fail
@@ -523,6 +524,7 @@ app.add_typer(security.groups_app, name="security-groups")
 app.add_typer(resources.pools_app, name="storage-pools")
 app.add_typer(services.services_app, name="services")
 app.add_typer(gateway.routes_app, name="gateway-routes")
+app.add_typer(stack_records.stacks_app, name="stacks")
 app.command("events")(events.events)
 app.add_typer(access.tokens_app, name="tokens")
 app.add_typer(access.projects_app, name="projects")

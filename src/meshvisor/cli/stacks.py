@@ -1,15 +1,18 @@
-"""`meshvisor plan`: a stack file planned by the API, shown the way a person reads it."""
+"""`meshvisor plan`: a stack file planned by the API, shown the way a person reads it; `meshvisor stacks`: the
+stacks' records (list, show NAME, delete NAME)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.console import Console
 from rich.text import Text
 
 from meshvisor.platform.stacks.render import STYLES  # each change sign's colour, as the API's rendering has it
 
+from .calls import add_delete, add_reads
 from .output import parse_pairs
 
 
@@ -54,3 +57,12 @@ def show_progress(console: Console, entry: dict[str, Any]) -> None:
         console.print(Text.assemble(("- ", "yellow"), f"{address}: {entry.get('error')}"))
     else:
         console.print(Text(f"… {address}: {action}", style="dim"))
+
+
+stacks_app = typer.Typer(
+    help="The stacks' records: list, show, delete (plan, apply and destroy take a stack file).",
+    no_args_is_help=True,
+)
+STACK = ("name", "serial", "resources", "lock", "updated_at")
+add_reads(stacks_app, "/v1/stacks", "stack", STACK)
+add_delete(stacks_app, "/v1/stacks", "stack", "Forget a stack that owns nothing (destroy it first).")

@@ -47,6 +47,8 @@ def test_a_10_mb_environment_value_is_refused_413_unread(runtime: Runtime, small
     before = written(runtime)
     refused = small.post("/v1/instances", json=container(env={"HUGE": "x" * 10_000_000}))
     assert refused.status_code == 413, refused.text
+    documented = small.get("/openapi.json").json()["paths"]["/v1/instances"]["post"]["responses"]
+    assert "413" in documented  # every route with a body can answer it
     assert refused.json()["error"] == {
         "code": "too_large",
         "message": f"the request body is larger than {LIMIT} bytes (MESHVISOR_MAX_BODY_BYTES)",

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from meshvisor.platform.runtime import Runtime
 
@@ -71,6 +72,7 @@ def fuzz(url: str, config: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.timeout(1200)  # some 60 s alone here; room for a busy machine
 def test_the_fuzzer_finds_no_mismatch_between_the_document_and_the_server(
     runtime: Runtime, tmp_path: Path
 ) -> None:

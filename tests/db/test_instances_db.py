@@ -78,7 +78,7 @@ def test_the_check_writes_nothing_and_its_plan_is_what_is_written(runtime: Runti
         ({"cpus": float("nan")}, InvalidInput, "cpus"),
         ({"memory_mb": -5}, InvalidInput, "memory_mb"),
         ({"memory_mb": 10**9}, Conflict, "memory_mb"),
-        ({"kind": InstanceKind.VM, "command": []}, InvalidInput, "is a container image, not a vm image"),
+        ({"kind": InstanceKind.VM, "command": []}, Conflict, "is a container image, not a vm image"),
         ({"kind": InstanceKind.VM}, InvalidInput, "command and env are for containers"),
         ({"kind": InstanceKind.VM, "command": [], "cpus": 1.5}, InvalidInput, "whole number of vCPUs"),
         ({"kind": InstanceKind.VM, "command": [], "memory_mb": 64}, InvalidInput, "VM's guest minimum"),

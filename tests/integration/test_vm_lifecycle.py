@@ -173,7 +173,7 @@ def test_a_guest_that_shuts_itself_down_is_seen_through_events(
         ({"cpus": 999}, 409, "host's CPUs"),
         ({"cpus": 1.5}, 400, "whole number"),
         ({"max_cpus": 999}, 409, "max_cpus"),
-        ({"image": "busybox"}, 400, "container image"),
+        ({"image": "busybox"}, 409, "container image"),  # the image is there, of another kind
         ({"command": ["sh"]}, 400, "for containers"),
     ],
 )

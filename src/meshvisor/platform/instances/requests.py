@@ -110,7 +110,7 @@ def check_create(
     if image is None:
         raise NotFound(f"image {req.image!r} not found; see GET /v1/images")
     if image.kind != req.kind.value:
-        raise InvalidInput(f"image {req.image!r} is a {image.kind} image, not a {req.kind.value} image")
+        raise Conflict(f"image {req.image!r} is a {image.kind} image, not a {req.kind.value} image")
     if image.state != "ready":
         raise Conflict(f"image {req.image!r} is {image.state}, not ready")
     if find(session, req.name, project) is not None:

@@ -92,7 +92,7 @@ def test_a_volume_larger_than_the_free_space_the_pools_host_reports_is_refused(
     runtime: Runtime, host_b: Settings
 ) -> None:
     with transaction(runtime.sessions) as s:
-        with pytest.raises(InvalidInput, match=f"free space of pool 'default' \\({B_FREE_MB} MiB\\)"):
+        with pytest.raises(Conflict, match=f"free space of pool 'default' \\({B_FREE_MB} MiB\\)"):
             volumes.request_create(s, "huge", B_FREE_MB + 1, settings=runtime.settings, host="b")
         assert s.scalar(select(Volume)) is None and s.scalar(select(Operation)) is None
 

@@ -31,7 +31,7 @@ from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.runtime import Runtime
 from meshvisor.platform.settings import Settings, get_settings
 from meshvisor.platform.state.db import migrate, transaction
-from meshvisor.platform.state.models import Image, Operation
+from meshvisor.platform.state.models import Image, Operation, Project
 
 API_TOKEN = "db-test-token"
 POSTGRES_ADMIN = os.environ.get("MESHVISOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
@@ -58,7 +58,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     migrate(url)
     yield url
     # Empty the tables so every test starts clean on the shared PostgreSQL database.
-    from sqlalchemy import text
+    from sqlalchemy import text, update
 
     from meshvisor.platform.state.db import make_engine
 
@@ -75,6 +75,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             )
         )
         conn.execute(text("DELETE FROM projects WHERE name <> 'default'"))
+        # and `default` as made (a test, or the fuzzer, may have set its quotas)
+        conn.execute(update(Project).where(Project.name == "default").values(quotas={}, description=""))
     engine.dispose()
 
 

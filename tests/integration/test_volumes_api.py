@@ -225,7 +225,7 @@ def test_pools_with_quotas_and_a_libvirt_pool(platform: Platform, api: httpx.Cli
         assert created.json()["quota_mb"] == 32
         volume(api, "in-small", pool="small", size_mb=24)
         over = api.post("/v1/volumes", json={"name": "too-much", "size_mb": 16, "pool": "small"})
-        assert over.status_code == 400 and "quota" in over.json()["error"]["message"], over.text
+        assert over.status_code == 409 and "quota" in over.json()["error"]["message"], over.text
         for method, url, body, status, message in (
             ("DELETE", "/v1/storage-pools/small", None, 409, "holds"),
             ("DELETE", "/v1/storage-pools/default", None, 409, "default pool"),
@@ -325,7 +325,7 @@ def test_a_volume_from_a_vm_disk_image_is_an_overlay_on_it(
             ).stdout
             assert str(base) in info  # a copy-on-write overlay on the image, not a copy
         for body, status, message in (
-            ({"name": "small", "image": "vol-base", "size_mb": 8}, 400, "below the size"),
+            ({"name": "small", "image": "vol-base", "size_mb": 8}, 409, "below the size"),
             ({"name": "nothing", "image": "nope"}, 404, "not found"),
             ({"name": "ct-image", "image": "busybox"}, 409, "not a ready VM disk image"),
             ({"name": "no-size"}, 400, "size_mb"),

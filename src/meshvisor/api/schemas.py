@@ -78,7 +78,11 @@ class VolumeCreate(Strict):
     )
     image: str | None = Field(default=None, description="a VM disk image: the volume is a qcow2 overlay on it")
     format: Literal["raw", "qcow2"] = "raw"
-    filesystem: Literal["ext4"] | None = Field(default=None, description="raw: ext4 (the default); qcow2: none")
+    filesystem: str | None = Field(
+        default=None,
+        description="raw: ext4 (the default); qcow2: none",
+        json_schema_extra={"enum": ["ext4", None]},
+    )
     pool: str = "default"
     host: str | None = Field(
         default=None, description="the host of the pool (needed only when the pool's name is on several hosts)"

@@ -436,7 +436,8 @@ class ErrorPublic(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorPublic} for code in (400, 401, 403, 404, 409, 412, 413, 422, 503)  # 413: `BodyLimit`
+    code: {"model": ErrorPublic}
+    for code in (400, 401, 403, 404, 409, 412, 413, 422, 503)  # 413: `BodyLimit`
 }
 
 

@@ -12,9 +12,10 @@ with `Retry-After` (it changed nothing). Reads never wait here.
 from __future__ import annotations
 
 import asyncio
-import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import send_error
 
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 NOT_WRITES = ("/exec",)  # path endings of requests that write nothing to the database, whatever their method
@@ -47,11 +48,4 @@ class WriteAdmission:
 
 async def busy(send: Send, waited_s: float) -> None:
     message = f"too many writes at once; waited {waited_s:g} s for a turn; try again shortly"
-    body = json.dumps({"error": {"code": "busy", "message": message}}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(RETRY_AFTER_S).encode()),
-    ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 503, "busy", message, ((b"retry-after", str(RETRY_AFTER_S).encode()),))

@@ -8,9 +8,9 @@ and refused as it passes it. What a route then gets is the body as it came.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import send_error
 
 UPLOADS = ("/v1/images/import",)
 DEFAULT_LIMIT = 1024 * 1024
@@ -56,7 +56,4 @@ def replay(messages: list[Message], receive: Receive) -> Receive:
 
 async def too_large(send: Send, limit: int) -> None:
     message = f"the request body is larger than {limit} bytes (MESHVISOR_MAX_BODY_BYTES)"
-    body = json.dumps({"error": {"code": "too_large", "message": message}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 413, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 413, "too_large", message)

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .body_limit import replay
-from .errors import error_body
+from .errors import send_error
 
 JSON = b"application/json"
 INT_BOUND = 2**63  # past it a float stays a float, and the range check of its field refuses it
@@ -100,7 +100,4 @@ class RequestText:
 
 
 async def _refuse(send: Send, message: str) -> None:
-    body = json.dumps(error_body("invalid_input", message)).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 400, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 400, "invalid_input", message)

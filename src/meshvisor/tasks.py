@@ -52,13 +52,15 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
         holder = operations.holder(settings.host_name, str(self.request.id))  # its retries keep the task id
         try:
             status = reconciler.run_operation(
-                runtime(), op_id, final_attempt=retries >= settings.task_retries, holder=holder
+                runtime(), op_id, final_attempt=retries >= settings.task_retries, holder=holder, only_here=True
             )
         except reconciler.DatabaseUnreachable as exc:  # no limit: nothing can be done nor recorded meanwhile
             wait = min(DATABASE_BACKOFF_MAX_S, settings.retry_backoff_s * 2 ** min(retries, 8))
             raise retry(self, op_id, exc, wait, None) from exc
         except TransientError as exc:
             raise retry(self, op_id, exc, settings.retry_backoff_s * 2**retries, settings.task_retries) from exc
+        if status is None:  # another delivery runs it, or its part is another host's: nothing to do here
+            return "not run"
         if status is OperationStatus.RUNNING:  # handed to another host: its worker goes on (or `redispatch`)
             dispatch.send_on(app, settings, runtime().sessions, op_id)
             return status.value

@@ -95,6 +95,26 @@ def test_a_container_moves_to_the_host_named_and_the_operation_goes_there_and_ba
     assert [(e["host"], e["moved_from"]) for e in seen] == [("b", here)]
 
 
+def test_a_late_delivery_on_the_source_of_a_part_handed_to_the_target_does_nothing(
+    runtime: Runtime, api: TestClient, web: str
+) -> None:
+    """A duplicate message on the source's queue (the worker there died and its successor resumed the part, or a
+    message came back) once the part is the target's: the source's worker runs none of it (seen in CI: the source
+    ran the target's part, and the move ended with the workload on neither host the row said)."""
+    here = runtime.settings.host_name
+    op_id = migrate(api, host="b")
+    assert step(runtime, op_id) == (OperationStatus.RUNNING, "b", "place")
+    late = operations.holder(here, "late-delivery")
+    assert reconciler.run_operation(runtime, op_id, holder=late, only_here=True) is None
+    with runtime.sessions() as s:
+        op = operations.get(s, op_id)
+        assert (op.host, op.params["phase"], op.claimed_by, op.status) == ("b", "place", None, "running")
+    assert instance(runtime).host == here
+    assert step(runtime, op_id) == (OperationStatus.RUNNING, here, "release")  # B's worker takes it on
+    assert reconciler.run_operation(runtime, op_id, holder=late, only_here=True) is OperationStatus.SUCCEEDED
+    assert instance(runtime).host == "b"
+
+
 def test_a_target_that_fails_puts_it_back_running_and_the_operation_fails_with_the_reason(
     runtime: Runtime, api: TestClient, web: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

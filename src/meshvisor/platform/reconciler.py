@@ -77,17 +77,19 @@ DATABASE_DOWN = (OperationalError, InterfaceError)
 
 
 def run_operation(
-    rt: Runtime, op_id: str, final_attempt: bool = True, holder: str | None = None
-) -> OperationStatus:
+    rt: Runtime, op_id: str, final_attempt: bool = True, holder: str | None = None, only_here: bool = False
+) -> OperationStatus | None:
     """Run one operation to its end, as `holder` (one delivery of its task; see `operations.claim`). A
     TransientError propagates (for a retry) unless this is the last attempt; the claim is let go first.
-    `running` means it was handed to another host (`operations.HandOff`): send it to its host's queue."""
+    `running` means it was handed to another host (`operations.HandOff`): send it to its host's queue. None: this
+    delivery is not the one to run it (another holds it; with `only_here`, a delivery on this host's queue, its
+    part is another host's now) and nothing is to be done with it."""
     holder = holder or operations.holder(rt.settings.host_name, f"inline-{op_id}")
     try:
-        op = _claim(rt, op_id, holder)
+        op = _claim(rt, op_id, holder, rt.settings.host_name if only_here else None)
     except DATABASE_DOWN as exc:
         raise DatabaseUnreachable(f"the database is unreachable: {exc.__class__.__name__}") from exc
-    if isinstance(op, OperationStatus):  # ended, cancelled, or run by another delivery now
+    if op is None or isinstance(op, OperationStatus):
         return op
     try:
         return _run_claimed(rt, op, final_attempt, holder)
@@ -95,11 +97,12 @@ def run_operation(
         raise DatabaseUnreachable(f"the database is unreachable: {exc.__class__.__name__}") from exc
 
 
-def _claim(rt: Runtime, op_id: str, holder: str) -> Operation | OperationStatus:
-    """The operation, claimed by `holder`; or its status when it is not to run here."""
+def _claim(rt: Runtime, op_id: str, holder: str, host: str | None) -> Operation | OperationStatus | None:
+    """The operation, claimed by `holder`; its status when it has ended; None when it is not to run here."""
     with transaction(rt.sessions) as s:
-        if not operations.claim(s, op_id, holder):
-            return OperationStatus(operations.get(s, op_id).status)
+        if not operations.claim(s, op_id, holder, host):
+            status = OperationStatus(operations.get(s, op_id).status)
+            return status if status.value not in operations.UNFINISHED else None
         op = operations.get(s, op_id)
         op.attempts += 1
         if op.started_at is None:

@@ -74,7 +74,8 @@ def unlock(session: Session, model: Lockable, resource_id: str, op_id: str) -> N
 # A holder names one worker process and one delivery of the operation's task: `<host>/<boot id>/<delivery>`. The
 # boot id is new in every process, so the claims of a worker that died are told from those of its successor.
 BOOT_ID = new_id()[:12]
-_UNFINISHED = (OperationStatus.PENDING.value, OperationStatus.RUNNING.value)
+UNFINISHED = (OperationStatus.PENDING.value, OperationStatus.RUNNING.value)
+_PLATFORM_QUEUED = [t.value for t in ResourceType if not t.host_bound]  # run by the platform's worker, any host
 
 
 def process_identity(host: str) -> str:
@@ -87,16 +88,20 @@ def holder(host: str, delivery: str) -> str:
     return f"{process_identity(host)}/{delivery}"
 
 
-def claim(session: Session, op_id: str, by: str) -> bool:
+def claim(session: Session, op_id: str, by: str, host: str | None = None) -> bool:
     """Take the operation for holder `by` and mark it running: only when it has not ended (a cancel and a worker
     can race: one of them wins) and nobody else holds it. A second delivery of its task while the first runs finds
-    it held and does nothing; `by` itself takes it again (a retry whose predecessor could not let go)."""
+    it held and does nothing; `by` itself takes it again (a retry whose predecessor could not let go). With
+    `host`, a delivery on that host's queue, only a part of that host: a duplicate message of a part handed on
+    to another host (`hand_off`) must not run the next part here."""
+    here = [] if host is None else [or_(Operation.host == host, Operation.resource_type.in_(_PLATFORM_QUEUED))]
     result = session.execute(
         update(Operation)
         .where(
             Operation.id == op_id,
-            Operation.status.in_(_UNFINISHED),
+            Operation.status.in_(UNFINISHED),
             or_(Operation.claimed_by.is_(None), Operation.claimed_by == by),
+            *here,
         )
         .values(status=OperationStatus.RUNNING.value, claimed_by=by)
         .execution_options(synchronize_session=False)
@@ -156,7 +161,7 @@ def record_dispatch(session: Session, op_id: str, epoch: str) -> None:
     """A message for the operation went to the broker's run `epoch` (read before the send)."""
     session.execute(
         update(Operation)
-        .where(Operation.id == op_id, Operation.status.in_(_UNFINISHED))
+        .where(Operation.id == op_id, Operation.status.in_(UNFINISHED))
         .values(dispatch_epoch=epoch, dispatched_at=utcnow())
         .execution_options(synchronize_session=False)
     )
@@ -167,7 +172,7 @@ def forgotten(session: Session, host: str, platform_queue: bool, epoch: str, bef
     sent, or sent to an earlier run of the broker (it restarted and, without persistence, forgot its queues).
     Those created, released or sent after `before` are left to the dispatch under way."""
     query = select(Operation).where(
-        Operation.status.in_(_UNFINISHED),
+        Operation.status.in_(UNFINISHED),
         Operation.claimed_by.is_(None),
         or_(Operation.dispatch_epoch.is_(None), Operation.dispatch_epoch != epoch),
         Operation.created_at < before,

@@ -14,6 +14,7 @@ import httpx
 import typer
 from pydantic import ValidationError
 
+from meshvisor.client import Operation
 from meshvisor.core.errors import InvalidInput
 from meshvisor.core.names import validate_name
 from meshvisor.platform.api_tls import client_ssl, server_files
@@ -359,7 +360,7 @@ def _client() -> ApiClient:
     return client
 
 
-def _run_operation(client: ApiClient, method: str, path: str, what: str, **kw: Any) -> dict[str, Any]:
+def _run_operation(client: ApiClient, method: str, path: str, what: str, **kw: Any) -> Operation:
     try:
         accepted = client.request(method, path, **kw)
     except ApiError as exc:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from meshvisor.client import Operation
 from meshvisor.core.errors import InvalidInput
 from meshvisor.platform.settings import Settings, get_settings
 
@@ -36,19 +37,13 @@ def client(project: str | None = None) -> ApiClient:
 
 def every_page(api: ApiClient, path: str, **params: Any) -> list[dict[str, Any]]:
     """Every item of a paged list."""
-    items: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        page = api.get(path, params={"limit": 1000, **params} | ({"cursor": cursor} if cursor else {}))
-        items += page["items"]
-        if not (cursor := page.get("next_cursor")):
-            return items
+    return list(api.pages(path, **params))
 
 
-def settle(api: ApiClient, accepted: dict[str, Any], doing: str, no_wait: bool) -> dict[str, Any]:
+def settle(api: ApiClient, accepted: dict[str, Any], doing: str, no_wait: bool) -> Operation:
     """Wait for the accepted request's operation unless `no_wait`; fail (exit 1, the operation's error) unless it
     succeeded. The operation as last seen."""
-    op: dict[str, Any] = accepted["operation"]
+    op: Operation = accepted["operation"]
     if no_wait:
         return op
     with console.status(f"{doing}…"):

@@ -25,11 +25,22 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from harness import REDIS_URL, Platform, Result, epoch, forget_queue, make_data_dir, new_prefix, say, wait_op
+from harness import (
+    REDIS_URL,
+    Platform,
+    Result,
+    epoch,
+    forget_queue,
+    make_data_dir,
+    new_prefix,
+    say,
+    sized,
+    wait_op,
+)
 
 NAME = "dispatch"
 TARGET_P50_S = 0.005
-COUNT = int(os.environ.get("MESHVISOR_BENCH_DISPATCH", "200"))  # `make test`: its smallest size
+COUNT = int(os.environ.get("MESHVISOR_BENCH_DISPATCH", sized(200, 10)))
 QUANTILES = (0.5, 0.9, 0.99)
 
 NOOP = """

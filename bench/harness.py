@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -27,6 +27,14 @@ BENCH_ROOT = Path("/var/tmp")  # QEMU (which libvirt runs as its own user) must 
 REDIS_URL = "redis://127.0.0.1:6379/4"
 DEB_CACHE = Path("/var/cache/meshvisor-test-deb")  # the tiny guest's Debian packages, kept between runs
 START_TIMEOUT_S = 60.0
+T = TypeVar("T")
+SMALL = os.environ.get("MESHVISOR_BENCH_SMALL") == "1"  # `make test`: every benchmark once, at its smallest size
+
+
+def sized(full: T, small: T) -> T:
+    """A benchmark's size: `small` when `make test` runs it only to keep it from rotting (its figures then mean
+    nothing; `tests/integration/test_benchmarks.py`), `full` otherwise."""
+    return small if SMALL else full
 
 
 @dataclass

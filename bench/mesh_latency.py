@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import Result, say
+from harness import Result, say, sized
 
 from meshvisor.mesh import sidecar as envoy
 from meshvisor.mesh.ca import CertificateAuthority, spiffe_id
@@ -38,8 +38,8 @@ from meshvisor.mesh.xds import AdsServer
 NAME = "mesh_latency"
 TARGET = 1.10
 RATE = 200.0  # requests per second
-SECONDS = 5.0  # per test
-WARMUP_ROUNDS = 1
+SECONDS = sized(5.0, 1.0)  # per test
+WARMUP_ROUNDS = sized(1, 0)
 PORT_RANGE = range(19400, 19500)  # xds_push uses 19500-19599
 TRUST_DOMAIN = "bench.meshvisor"
 HERE = Path(__file__).resolve().parent

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import Result, say
+from harness import Result, say, sized
 from namespaces import ip, ip_batch, namespaces, new_net_prefix
 from pyroute2 import IPRoute
 
@@ -34,8 +34,8 @@ from meshvisor.network import DEFAULT_MTU, NetworkSpec, attach_namespace, bridge
 
 NAME = "net_attach"
 TARGET = 2.0
-WORKLOADS = 100
-WARMUP_ROUNDS = 1
+WORKLOADS = sized(100, 5)
+WARMUP_ROUNDS = sized(1, 0)
 CIDR, GATEWAY, LOCAL_IP = "10.241.0.0/24", "10.241.0.1", "10.241.255.1"
 IFF_UP = 0x1
 

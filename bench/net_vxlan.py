@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import Result, say
+from harness import Result, say, sized
 from namespaces import namespaces, new_net_prefix, veth_between
 
 from meshvisor.core.names import new_id
@@ -36,10 +36,10 @@ from meshvisor.network import DEFAULT_MTU, NetworkSpec, attach_namespace, ensure
 
 NAME = "net_vxlan"
 TARGET = 0.90
-SECONDS = 3  # measured seconds per iperf3 test
+SECONDS = sized(3, 1)  # measured seconds per iperf3 test
 OMIT_S = 1  # and one second before them, left out of the figures (TCP slow start)
 PORT = 5201
-WARMUP_ROUNDS = 1
+WARMUP_ROUNDS = sized(1, 0)
 SERVER_START_TIMEOUT_S = 10.0
 TEST_TIMEOUT_S = SECONDS + OMIT_S + 30.0
 

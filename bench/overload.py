@@ -32,13 +32,13 @@ from typing import Any
 import docker
 import httpx
 import redis
-from harness import REDIS_URL, Platform, Result, forget_queue, make_data_dir, new_prefix, say, wait_op
+from harness import REDIS_URL, Platform, Result, forget_queue, make_data_dir, new_prefix, say, sized, wait_op
 
 from meshvisor.containers.docker_client import API_VERSION
 
 NAME = "overload"
 NAME_DOCKER = "overload_docker"
-COUNT = 500
+COUNT = sized(500, 10)
 READ_P99_TARGET_S = 0.100
 SAMPLE_EVERY_S = 0.25
 END_TIMEOUT_S = 1800.0

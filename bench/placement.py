@@ -19,13 +19,13 @@ import random
 import statistics
 import time
 
-from harness import Result, say
+from harness import Result, say, sized
 
 from meshvisor.platform.hosts.scheduler import Ask, HostInfo, Overcommit, Resources, Scheduler, sample_limit
 
 NAME = "placement"
 TARGET_RATE = 20_000.0
-HOSTS, JOBS, REPLICAS = 5_000, 20_000, 50
+HOSTS, JOBS, REPLICAS = sized((5_000, 20_000, 50), (50, 100, 5))
 OVERCOMMIT = Overcommit(cpu=8.0, memory=1.5, disk=1.0)
 SIZES = [  # host: vCPUs, memory MiB, disk MiB
     Resources(16, 48 * 1024, 500 * 1024),

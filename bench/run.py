@@ -1,4 +1,5 @@
-"""The benchmark runner: `.venv/bin/python bench/run.py [NAME ...] [--rounds N] [--json FILE] [--report DIR]`.
+"""The benchmark runner: `.venv/bin/python bench/run.py [NAME ...] [--rounds N] [--json FILE] [--report DIR]`
+(`--list`: the names).
 
 Prints one line per benchmark on stdout (name, baseline median, measured median, ratio, target, PASS/MISS);
 progress and phase break-downs go to stderr; `--report DIR` writes the run's table (`latest.json`, `latest.md`:
@@ -52,6 +53,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "names", nargs="*", metavar="NAME", help=f"benchmarks to run (default all: {', '.join(BENCHMARKS)})"
     )
     parser.add_argument("--rounds", type=int, default=5, help="measured rounds per benchmark (default 5)")
+    parser.add_argument("--list", action="store_true", help="print the benchmarks' names, one a line, and stop")
     parser.add_argument(
         "--json", type=Path, metavar="FILE", help="also write the results, with every sample, here"
     )
@@ -69,6 +71,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.list:
+        print("\n".join(BENCHMARKS))
+        return 0
     results: list[Result] = []
     crashed: list[str] = []
     for name in args.names or list(BENCHMARKS):

@@ -35,6 +35,7 @@ from harness import (
     median_phases,
     new_prefix,
     say,
+    sized,
     wait_op,
 )
 
@@ -51,7 +52,7 @@ BOOT_TIMEOUT_S = 120.0
 IMAGE_TIMEOUT_S = 300.0
 DOMAIN_TYPE = "qemu"  # TCG: KVM is not usable on the benchmark machine; both sides use the same
 CPUS, MEMORY_MB = 1, 256
-WARMUP_ROUNDS = 1  # one discarded pair first: page cache, the API's broker connection, the worker's first task
+WARMUP_ROUNDS = sized(1, 0)  # a discarded pair first: page cache, the broker connection, the first task
 # The baseline's domains carry the platform's naming (`<prefix>-vm-<id>`, so cleanup by prefix finds them) but
 # another owner in their metadata: the platform's reconciler removes domains *it* owns that have no instance, and
 # would otherwise remove a baseline domain in the middle of its boot.

@@ -44,6 +44,7 @@ from harness import (
     median_phases,
     new_prefix,
     say,
+    sized,
     wait_op,
 )
 
@@ -59,7 +60,7 @@ SIZE_MB = 64
 CPUS, MEMORY_MB = 1.0, 256  # the API's defaults for a container, which the measured side leaves unset
 VOLUME_PATH = "/vol"
 COMMAND = ["sh", "-c", f"echo x > {VOLUME_PATH}/f && sync"]
-WARMUP_ROUNDS = 1  # one discarded pair first: page cache, connections, the worker's first tasks
+WARMUP_ROUNDS = sized(1, 0)  # one discarded pair first: page cache, connections, the worker's first tasks
 IMAGE_TIMEOUT_S = 300.0
 BASELINE_LABEL = "meshvisor-bench"  # the baseline's containers: not the platform's (no meshvisor.prefix label)
 

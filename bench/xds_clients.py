@@ -1,12 +1,14 @@
 """Simulated Envoys for `xds_push`: many state-of-the-world ADS streams in one process (grpc.aio).
 
-    python bench/xds_clients.py PORT NODE_PREFIX COUNT [--per-channel K]
+    python bench/xds_clients.py PORT NODE_PREFIX COUNT [--per-channel K] [--secret FILE]
 
 Opens COUNT streams to 127.0.0.1:PORT, node ids `<NODE_PREFIX>-<i>`, K streams per gRPC channel (each channel its
 own TCP connection). Each stream subscribes the way Envoy does: CDS and LDS wildcard first; then, from what
 arrives, EDS for the clusters of type EDS, RDS for the route names of the listeners' HTTP connection managers and
 SDS for the secrets their TLS contexts name. Every response is ACKed (version and nonce of the response, the
-current names). Runs until stdin closes or it is terminated; prints `started` once every stream is open.
+current names). With `--secret`, each stream carries its node's credential derived from the secret in FILE, as
+the control plane's sidecars do (`meshvisor.mesh.xds.auth`). Runs until stdin closes or it is terminated;
+prints `started` once every stream is open.
 
 To spend little CPU per response, resource names are read straight from the serialized bytes (field 1, which the
 server writes first: it serializes deterministically); a response is decoded in full only when its set of names
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 import grpc
 from envoy.config.cluster.v3 import cluster_pb2
@@ -28,6 +31,7 @@ from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from meshvisor.mesh.resources import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from meshvisor.mesh.xds.auth import NodeAuth
 
 _P = "type.googleapis.com/"
 HCM = _P + hcm_pb2.HttpConnectionManager.DESCRIPTOR.full_name
@@ -68,9 +72,12 @@ def _secret_names(socket: base_pb2.TransportSocket) -> set[str]:
 class Client:
     failed = 0  # streams that ended with an error (the first few are printed)
 
-    def __init__(self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub, node_id: str) -> None:
+    def __init__(
+        self, stub: ads_pb2_grpc.AggregatedDiscoveryServiceStub, node_id: str, auth: NodeAuth | None
+    ) -> None:
         self.stub = stub
         self.node_id = node_id
+        self.metadata = auth.metadata(node_id) if auth is not None else None
         self.out: list[discovery_pb2.DiscoveryRequest] = []  # to write after the response in hand
         self.names: dict[str, list[str]] = {CLUSTER: [], LISTENER: []}  # what is subscribed, per type
         self.seen: dict[str, frozenset[str]] = {}  # names in the last response, per type
@@ -116,7 +123,7 @@ class Client:
     async def run(self) -> None:
         node = base_pb2.Node(id=self.node_id, cluster="sim")
         # Reads and writes from this one task (the call's own write API, not a request iterator).
-        call = self.stub.StreamAggregatedResources()
+        call = self.stub.StreamAggregatedResources(metadata=self.metadata)
         try:
             await call.write(discovery_pb2.DiscoveryRequest(node=node, type_url=CLUSTER))
             await call.write(discovery_pb2.DiscoveryRequest(type_url=LISTENER))
@@ -148,7 +155,7 @@ class Client:
                     print(f"{self.node_id}: {exc.code()} {exc.debug_error_string()}", file=sys.stderr, flush=True)
 
 
-async def main(port: int, prefix: str, count: int, per_channel: int) -> None:
+async def main(port: int, prefix: str, count: int, per_channel: int, auth: NodeAuth | None) -> None:
     channels = []
     tasks = []
     for start in range(0, count, per_channel):
@@ -160,7 +167,7 @@ async def main(port: int, prefix: str, count: int, per_channel: int) -> None:
         channels.append(channel)
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
         for i in range(start, min(start + per_channel, count)):
-            tasks.append(asyncio.ensure_future(Client(stub, f"{prefix}-{i}").run()))
+            tasks.append(asyncio.ensure_future(Client(stub, f"{prefix}-{i}", auth).run()))
     print("started", flush=True)
     loop = asyncio.get_running_loop()
     eof = loop.run_in_executor(None, sys.stdin.read)
@@ -177,5 +184,7 @@ if __name__ == "__main__":
     parser.add_argument("prefix")
     parser.add_argument("count", type=int)
     parser.add_argument("--per-channel", type=int, default=50)
+    parser.add_argument("--secret", type=Path, help="the xDS node secret the server checks credentials with")
     args = parser.parse_args()
-    asyncio.run(main(args.port, args.prefix, args.count, args.per_channel))
+    node_auth = NodeAuth.load(args.secret) if args.secret is not None else None
+    asyncio.run(main(args.port, args.prefix, args.count, args.per_channel, node_auth))

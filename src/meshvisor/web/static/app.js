@@ -3,7 +3,8 @@
 
 import { ApiError, api, follow, project, setProject, token, setToken } from "./api.js";
 import { setCaller } from "./access.js";
-import { h, badge, sparkline, table, when, fmtTime, field, NAME } from "./dom.js";
+import { h, badge, sparkline, table, when, fmtTime, field } from "./dom.js";
+import { NAME, rules } from "./schema.js";
 import { imagesPage } from "./images.js";
 import { servicesPage } from "./services.js";
 import { stack, stacksPage } from "./stacks.js";
@@ -307,11 +308,11 @@ async function createForm() {
     api("GET", "/v1/images?limit=1000"), api("GET", "/v1/networks?limit=1000"),
     api("GET", "/v1/volumes?limit=1000"), api("GET", "/v1/security-groups?limit=1000"),
   ]);
-  const name = h("input", { name: "name", required: true, ...NAME });
+  const name = h("input", { name: "name", required: true, ...rules("InstanceCreate", "name") });
   const kind = h("select", { name: "kind" }, h("option", { value: "container" }, "container"), h("option", { value: "vm" }, "vm"));
   const image = h("select", { name: "image" });
-  const cpus = h("input", { name: "cpus", type: "number", min: "0.1", step: "0.1", value: "1" });
-  const memory = h("input", { name: "memory_mb", type: "number", min: "6", step: "1", value: "256" });
+  const cpus = h("input", { name: "cpus", type: "number", ...rules("InstanceCreate", "cpus", { step: 0.1 }), value: "1" });
+  const memory = h("input", { name: "memory_mb", type: "number", ...rules("InstanceCreate", "memory_mb", { step: 1 }), value: "256" });
   const command = h("input", { name: "command", placeholder: "sh -c command (containers)" });
   const network = h("select", { name: "network" }, h("option", { value: "" }, "no network"),
     ...networks.items.map((n) => h("option", { value: n.name }, `${n.name} (${n.cidr})`)));
@@ -320,8 +321,8 @@ async function createForm() {
   const volume = h("select", { name: "volume" }, h("option", { value: "" }, "no volume"),
     ...volumes.items.filter((v) => v.state === "ready").map((v) => h("option", { value: v.name }, `${v.name} (${v.size_mb} MiB)`)));
   const mountPath = h("input", { name: "path", placeholder: "/data (containers)" });
-  const disk = h("input", { name: "disk_mb", type: "number", min: "0", step: "1", value: "0" });
-  const meshService = h("input", { name: "mesh", placeholder: "service name", ...NAME });
+  const disk = h("input", { name: "disk_mb", type: "number", ...rules("InstanceCreate", "disk_mb", { step: 1 }), value: "0" });
+  const meshService = h("input", { name: "mesh", placeholder: "service name", ...rules("ServiceCreate", "name") });
   const meshPort = h("input", { name: "mesh_port", type: "number", min: "1", max: "65535", placeholder: "8080" });
   const meshVersion = h("input", { name: "mesh_version", placeholder: "e.g. v1 (for splits)" });
   const upstreams = h("input", { name: "upstreams", placeholder: "api:9001, web:9002", autocomplete: "off" });
@@ -629,12 +630,12 @@ function editRules(group) {
 }
 
 async function networksPage() {
-  const name = h("input", { required: true, ...NAME });
-  const cidr = h("input", { required: true, placeholder: "10.210.1.0/24" });
+  const name = h("input", { required: true, ...rules("NetworkCreate", "name") });
+  const cidr = h("input", { required: true, placeholder: "10.210.1.0/24", ...rules("NetworkCreate", "cidr") });
   const netForm = simpleForm("Create a network", [["Name", name], ["CIDR", cidr]],
     () => api("POST", "/v1/networks", { name: name.value.trim(), cidr: cidr.value.trim() }), "Create",
     "POST /v1/networks");
-  const group = h("input", { required: true, ...NAME });
+  const group = h("input", { required: true, ...rules("SecurityGroupCreate", "name") });
   const description = h("input", {});
   const direction = h("select", {}, h("option", { value: "ingress" }, "ingress"), h("option", { value: "egress" }, "egress"));
   const protocol = h("select", {}, ...["tcp", "udp", "icmp", "any"].map((p) => h("option", { value: p }, p)));

@@ -63,7 +63,3 @@ export function sparkline(values, label, max) {
 // A labelled form control: `<label><span>label</span>input</label>` (`wide` spans the form's grid).
 export const field = (label, input, wide = false) =>
   h("label", { class: wide ? "wide" : undefined }, h("span", {}, label), input);
-
-// A name field's rule, as the API checks names. `\-`: browsers compile `pattern` with the `v` flag, where a bare
-// `-` at the end of a class is a syntax error (and the whole rule is then ignored).
-export const NAME = { pattern: "[a-z0-9\\-]{1,40}", title: "lower-case letters, digits and dashes, at most 40" };

@@ -4,7 +4,8 @@
 // refusal stay next to the form that asked.
 
 import { api } from "./api.js";
-import { h, badge, table, fmtTime, field, NAME } from "./dom.js";
+import { h, badge, table, fmtTime, field } from "./dom.js";
+import { rules } from "./schema.js";
 import { deleteButton, page, run, view } from "./ui.js";
 
 function size(bytes) {
@@ -13,7 +14,7 @@ function size(bytes) {
 }
 
 function importForm() {
-  const name = h("input", { required: true, ...NAME });
+  const name = h("input", { required: true, ...rules("ImageCreate", "name") });
   const kind = h("select", {}, h("option", { value: "container" }, "container (a root filesystem tarball)"),
     h("option", { value: "vm" }, "vm (a qcow2 disk image)"));
   const file = h("input", { type: "file", required: true, accept: ".tar,.tar.gz,.tgz,.qcow2,.img" });
@@ -48,7 +49,7 @@ function importForm() {
 }
 
 function buildForm() {
-  const name = h("input", { required: true, ...NAME });
+  const name = h("input", { required: true, ...rules("ImageCreate", "name") });
   const dockerfile = h("textarea", { rows: 5, spellcheck: "false", required: true,
     placeholder: "FROM busybox\nRUN echo hello > /hello.txt", "aria-describedby": "build-hint" });
   const error = h("p", { class: "error", role: "alert" });

@@ -4,7 +4,8 @@
 // shows next to the button or form that asked, and stays there while the page follows the event stream.
 
 import { api } from "./api.js";
-import { h, table, field, NAME } from "./dom.js";
+import { h, table, field } from "./dom.js";
+import { rules } from "./schema.js";
 import { run, view } from "./ui.js";
 
 const DEFAULT_POOL = "default";
@@ -25,11 +26,11 @@ function where(p) {
 
 // The form that makes a pool; the libvirt pool's name is asked for only with the libvirt driver.
 function createForm() {
-  const name = h("input", { required: true, ...NAME });
+  const name = h("input", { required: true, ...rules("StoragePoolCreate", "name") });
   const driver = h("select", {}, h("option", { value: "dir" }, "dir (a directory of its own)"),
     h("option", { value: "libvirt" }, "libvirt (an existing libvirt dir pool)"));
   const libvirtPool = h("input", { disabled: true, placeholder: "e.g. images", "aria-describedby": "pool-hint" });
-  const quota = h("input", { type: "number", min: "1", step: "1", placeholder: "no quota", "aria-describedby": "pool-hint" });
+  const quota = h("input", { type: "number", ...rules("StoragePoolCreate", "quota_mb", { step: 1 }), placeholder: "no quota", "aria-describedby": "pool-hint" });
   const error = h("p", { class: "error", role: "alert" });
   const sync = () => {
     libvirtPool.disabled = driver.value !== "libvirt";

@@ -2,7 +2,8 @@
 // ingress gateway's routes and certificate, and the mesh's certificate authority with its rotation.
 
 import { ApiError, api, apiText } from "./api.js";
-import { h, badge, table, fmtTime, NAME } from "./dom.js";
+import { h, badge, table, fmtTime } from "./dom.js";
+import { rules } from "./schema.js";
 import { edgesFrom, rates, topology } from "./mesh.js";
 import { deleteButton, jsonEditor, page, simpleForm, view } from "./ui.js";
 
@@ -20,8 +21,8 @@ function editPolicy(service) {
 // Create a service, or set the ingress port of one there (its policy kept: PUT replaces both, guarded by If-Match).
 // Returns the form and a way to offer the services there by name.
 function ingressForm() {
-  const name = h("input", { required: true, ...NAME, list: "service-names", autocomplete: "off" });
-  const port = h("input", { type: "number", placeholder: "none", "aria-describedby": "ingress-hint" });
+  const name = h("input", { required: true, ...rules("ServiceCreate", "name"), list: "service-names", autocomplete: "off" });
+  const port = h("input", { type: "number", ...rules("ServiceCreate", "ingress_port"), placeholder: "none", "aria-describedby": "ingress-hint" });
   const names = h("datalist", { id: "service-names" });
   const error = h("p", { class: "error", role: "alert" });
   const form = h("form", { class: "create", "aria-label": "Service and ingress port" },
@@ -59,8 +60,8 @@ function ingressForm() {
 
 // -- the ingress gateway's routes -------------------------------------------------------------------------------
 function routeForm() {
-  const name = h("input", { required: true, ...NAME });
-  const service = h("input", { required: true, ...NAME, list: "service-names", autocomplete: "off" });
+  const name = h("input", { required: true, ...rules("GatewayRouteCreate", "name") });
+  const service = h("input", { required: true, ...rules("GatewayRouteCreate", "service"), list: "service-names", autocomplete: "off" });
   const host = h("input", { placeholder: "any host name" });
   const prefix = h("input", { placeholder: "/" });
   const rewrite = h("input", { placeholder: "as asked" });

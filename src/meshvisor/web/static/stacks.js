@@ -2,7 +2,8 @@
 // planned from the page, and a plan applied after asking, each resource's step shown as it ends.
 
 import { api, waitOperation } from "./api.js";
-import { h, badge, table, fmtTime, field, NAME } from "./dom.js";
+import { h, badge, table, fmtTime, field } from "./dom.js";
+import { NAME } from "./schema.js";
 import { main, page, run, view } from "./ui.js";
 
 const FORMATS = { yaml: "yaml", yml: "yaml", json: "json", hcl: "hcl" };

@@ -4,7 +4,8 @@
 // The API's refusal shows next to the form or button that asked.
 
 import { api } from "./api.js";
-import { h, badge, table, field, NAME } from "./dom.js";
+import { h, badge, table, field } from "./dom.js";
+import { rules } from "./schema.js";
 import { poolsSection } from "./pools.js";
 import { deleteButton, page, run, simpleForm, view } from "./ui.js";
 
@@ -23,7 +24,7 @@ function managePanel() {
   const title = h("h2", { id: "manage-title" });
   const facts = h("p", { class: "hint", id: "manage-facts" });
 
-  const size = h("input", { type: "number", min: "1", step: "1", required: true });
+  const size = h("input", { type: "number", ...rules("VolumeCreate", "size_mb", { step: 1 }), required: true });
   const growError = h("p", { class: "error", role: "alert" });
   const grow = h("form", { class: "inline", "aria-label": "Grow the volume", "aria-describedby": "manage-facts" },
     field("New size (MiB)", size),
@@ -35,7 +36,7 @@ function managePanel() {
     if (!growError.textContent) size.value = "";
   });
 
-  const cloneName = h("input", { required: true, ...NAME });
+  const cloneName = h("input", { required: true, ...rules("VolumeActionRequest", "name") });
   const cloneError = h("p", { class: "error", role: "alert" });
   const clone = h("form", { class: "inline", "aria-label": "Clone the volume" },
     field("Clone's name", cloneName),
@@ -95,8 +96,8 @@ function managePanel() {
 }
 
 export async function volumesPage() {
-  const name = h("input", { required: true, ...NAME });
-  const size = h("input", { type: "number", min: "1", required: true, value: "64" });
+  const name = h("input", { required: true, ...rules("VolumeCreate", "name") });
+  const size = h("input", { type: "number", ...rules("VolumeCreate", "size_mb", { step: 1 }), required: true, value: "64" });
   const format = h("select", {}, h("option", { value: "raw" }, "raw (ext4, shareable)"), h("option", { value: "qcow2" }, "qcow2 (VMs)"));
   const pools = poolsSection();
   const form = simpleForm("Create a volume", [["Name", name], ["Size (MiB)", size], ["Format", format], ["Pool", pools.select]],

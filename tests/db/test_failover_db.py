@@ -18,6 +18,7 @@ from meshvisor.platform.instances import failover
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceRequest
 from meshvisor.platform.runtime import Runtime
+from meshvisor.platform.state import operations
 from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.models import Host, Instance, utcnow
 from meshvisor.platform.volumes import pools
@@ -71,8 +72,11 @@ def test_the_failover_runs_on_the_new_host_and_moves_the_row(on_b: Runtime) -> N
     here = on_b.settings.host_name
     [op] = failover.restart_elsewhere(on_b)
     assert (op.host, op.params["phase"], op.params["failover"], op.params["source"]) == (here, "place", True, "b")
+    with on_b.sessions() as s:  # as written: a worker of the target claims only a part of its own host
+        assert operations.get(s, op.id).host == here
     assert failover.restart_elsewhere(on_b) == []  # it is busy with that operation now
-    assert reconciler.run_operation(on_b, op.id) is OperationStatus.SUCCEEDED  # the place part, and no more
+    # its part, and no more, as the target's worker runs it (only a part of its own host)
+    assert reconciler.run_operation(on_b, op.id, only_here=True) is OperationStatus.SUCCEEDED
     with on_b.sessions() as s:
         moved = s.scalar(select(Instance).where(Instance.name == "ha-web"))
         assert moved is not None and (moved.host, moved.state, moved.operation_id) == (here, "running", None)

@@ -52,6 +52,7 @@ def restart_elsewhere(rt: Runtime) -> list[Operation]:
                 written.append(_write_failover(s, instance, rt.settings))
             except MeshvisorError as exc:  # nowhere to go now: the next pass tries again
                 log.warning("ha: %s not restarted elsewhere: %s", instance.name, exc.message)
+        s.flush()  # each operation's host is its target's in the database too, not only in the objects returned
         for op in written:
             s.expunge(op)
     return written

@@ -6,16 +6,15 @@ same steps done by hand (qemu-img, mkfs.ext4, mount, the Docker SDK) in the same
   /v1/instances` (a container of the built-in `busybox` image with the volume at `/vol`) and wait for its
   operation, then `POST /v1/instances/<name>/exec` of `sh -c 'echo x > /vol/f && sync'`: from sending the first
   request until the exec's answer. Instance and volume are then deleted through the API (not timed).
-- **baseline**: `qemu-img create -f raw` (64 MiB), `mkfs.ext4` with the `dir` driver's own options and label,
-  `mount -t ext4 -o loop,rw,nodev,nosuid`, then the Docker SDK's `containers.create` (same image, the same bind
-  mount, `network_mode="none"`, `init=True` and the CPU/memory limits the platform's Docker driver sets for the
-  default 1 CPU / 256 MiB) + `start`, and `exec_run` of the same command. Then the container is removed,
-  the filesystem unmounted (the loop device goes with it: `-o loop` sets autoclear) and the file deleted (not
-  timed).
+- **baseline**: `qemu-img create -f raw` (64 MiB), `mkfs.ext4` with the `dir` driver's own options and label, the
+  root directory's mode set with `debugfs` as the driver sets it (a container's root writes there under Docker's
+  userns-remap, which the set-up script starts the engine with), `mount -t ext4 -o loop,rw,nodev,nosuid`, then the
+  Docker SDK's `containers.create` (same image, the same bind mount, `network_mode="none"`, `init=True` and the
+  CPU/memory limits the platform's Docker driver sets for the default 1 CPU / 256 MiB) + `start`, and `exec_run` of
+  the same command. Then the container is removed, the filesystem unmounted (the loop device goes with it: `-o
+  loop` sets autoclear) and the file deleted (not timed).
 
-The platform's storage driver does one step more than the baseline: it sets the new filesystem's root directory
-mode with `debugfs` (so a container's root can write under userns-remap). Both sides work in the same data
-directory on the same filesystem.
+Both sides work in the same data directory on the same filesystem.
 
 Everything is timed on the wall clock (`time.time()`), so that the operations' `created_at` / `started_at` /
 `finished_at` (written by the API and the worker) fall on the same time line as this process's stamps.
@@ -51,7 +50,7 @@ from harness import (
 from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.containers.docker_driver import CPU_PERIOD, LABEL_ID
 from meshvisor.core.names import new_id
-from meshvisor.storage.dir_pool import MKFS_EXT4
+from meshvisor.storage.dir_pool import MKFS_EXT4, ROOT_DIR_MODE
 from meshvisor.storage.mounts import MOUNT_OPTIONS
 
 NAME = "volume_attach"
@@ -192,6 +191,7 @@ def attach_direct(
         _run(["qemu-img", "create", "-q", "-f", "raw", str(path), f"{SIZE_MB}M"])
         created = time.time()
         _run([*MKFS_EXT4, "-L", volume_id[:16], str(path)])
+        _run(["debugfs", "-w", "-R", f"set_inode_field / mode 040{ROOT_DIR_MODE:o}", str(path)])  # as the driver
         formatted = time.time()
         mountpoint.mkdir(parents=True)
         _run(["mount", "-t", "ext4", "-o", f"loop,rw,{MOUNT_OPTIONS}", str(path), str(mountpoint)])

@@ -33,7 +33,8 @@ WAIT_POLL_S = 2  # the API's long poll (`/wait?timeout=`): an ended operation is
 
 
 class Operation(TypedDict):
-    """An operation as `GET /v1/operations/{id}` shows it."""
+    """An operation as `GET /v1/operations/{id}` shows it: the document's `OperationPublic`, restated here because
+    the client stands apart from the server's code (import-linter)."""
 
     id: str
     status: str  # pending | running | succeeded | failed | cancelled

@@ -94,14 +94,27 @@ class Client:
         verify: ssl.SSLContext | bool = True,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.http = httpx.Client(
-            base_url=url,
-            headers={"Authorization": f"Bearer {token}"} if token else {},
-            params={"project": project} if project else {},
-            timeout=timeout,
-            verify=verify,
-            transport=transport,
+        self._serve(
+            httpx.Client(
+                base_url=url,
+                headers={"Authorization": f"Bearer {token}"} if token else {},
+                params={"project": project} if project else {},
+                timeout=timeout,
+                verify=verify,
+                transport=transport,
+            )
         )
+
+    @classmethod
+    def over(cls, http: httpx.Client) -> Client:
+        """This client on an httpx client made elsewhere (its base URL, headers and transport as they are): for
+        code that also sends requests of its own, to read their HTTP answers. Closing either closes both."""
+        client = cls.__new__(cls)
+        client._serve(http)
+        return client
+
+    def _serve(self, http: httpx.Client) -> None:
+        self.http = http
         self.instances = Instances(self, "/v1/instances")
         self.networks = Collection(self, "/v1/networks")
         self.security_groups = Collection(self, "/v1/security-groups")
@@ -225,8 +238,9 @@ class Collection:
         """Gone (its operation waited for, when it has one)."""
         self.client.submit("DELETE", f"{self.path}/{name}", timeout=timeout, params=params)
 
-    def act(self, name: str, action: str, wait: bool = True, timeout: float = 600, **params: Any) -> Operation:
-        """`POST {path}/{name}/actions` (instances, volumes): the operation, as it ended unless `wait` is false."""
+    def act(self, name: str, action: str, /, wait: bool = True, timeout: float = 600, **params: Any) -> Operation:
+        """`POST {path}/{name}/actions` (instances, volumes): the operation, as it ended unless `wait` is false.
+        `params` are the action's own (a clone's `name`, a snapshot's `snapshot`)."""
         body = {"action": action, **params}
         answer = self.client.submit("POST", f"{self.path}/{name}/actions", wait, timeout, json=body)
         return cast(Operation, answer["operation"])

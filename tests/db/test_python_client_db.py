@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from meshvisor.client import ApiError, Client, OperationFailed
@@ -87,3 +88,18 @@ def test_an_operation_that_fails_is_the_clients_operation_failed_with_its_reason
     assert (op["status"], op["action"], op["resource_name"]) == ("failed", "create", "cl-nocmd"), op
     assert "needs a command" in (op["error"] or ""), op
     assert "cl-nocmd: failed: " in str(failed.value)
+
+
+def test_the_client_over_an_httpx_client_of_ones_own_shares_its_connection(client: Client) -> None:
+    """What tests that read an HTTP answer themselves do: raw requests and the client's waits on one connection."""
+    raw = httpx.Client(base_url=str(client.http.base_url), headers={"Authorization": f"Bearer {API_TOKEN}"})
+    over = Client.over(raw)
+    assert over.http is raw
+    answer = raw.post("/v1/instances", json={"name": "cl-raw", "image": "busybox", "command": SERVE})
+    assert answer.status_code == 202, answer.text
+    assert over.wait(answer.json()["operation"]["id"], timeout=60)["status"] == "succeeded"
+    assert over.instances.get("cl-raw")["state"] == "running"
+    over.instances.delete("cl-raw")
+    assert raw.get("/v1/instances/cl-raw").status_code == 404
+    over.close()
+    assert raw.is_closed

@@ -26,6 +26,7 @@ import redis
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from meshvisor.client import ENDED, ApiError, Client, OperationFailed
 from meshvisor.containers.docker_client import API_VERSION
 from meshvisor.mesh import sidecar
 from meshvisor.network import list_links, remove_guard, remove_links
@@ -80,9 +81,12 @@ class Platform:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.url, headers={"Authorization": f"Bearer {token or self.token}"}, timeout=60
-        )
+        """Raw HTTP to the API, for tests that check its answers themselves (status, headers, error shape)."""
+        return self.sdk(token).http
+
+    def sdk(self, token: str | None = None) -> Client:
+        """The Python client (`meshvisor.client`) on the API: operations waited for, errors raised."""
+        return Client(self.url, token or self.token)
 
     @property
     def run_dir(self) -> Path:
@@ -168,32 +172,32 @@ def workers_of(prefix: str) -> list[int]:
 
 
 def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 180) -> dict[str, Any]:
+    """The operation `response` accepted (it must be a 202), once it has ended."""
     assert response.status_code == 202, response.text
     return wait_operation(api, response.headers["Location"], timeout)
 
 
 def wait_operation(api: httpx.Client, location: str, timeout: float = 180) -> dict[str, Any]:
     """The operation at `location` (`/v1/operations/<id>`) once it has ended."""
-    deadline = time.monotonic() + timeout
-    while True:
-        op: dict[str, Any] = api.get(f"{location}/wait", params={"timeout": 5}).json()
-        if op["status"] in ("succeeded", "failed", "cancelled"):
-            return op
-        assert time.monotonic() < deadline, f"operation still {op['status']}: {op}"
+    op = Client.over(api).wait(location.rsplit("/", 1)[-1], timeout)
+    assert op["status"] in ENDED, f"operation still {op['status']} after {timeout:.0f} s: {op}"
+    return dict(op)
 
 
 def create(api: httpx.Client, name: str, **body: Any) -> dict[str, Any]:
-    payload = {"name": name, "kind": "container", "image": "busybox", "command": SERVE, **body}
-    op = wait_op(api, api.post("/v1/instances", json=payload))
-    assert op["status"] == "succeeded", f"{op['status']}: {op.get('error')}"
-    instance: dict[str, Any] = api.get(f"/v1/instances/{name}").json()
-    return instance
+    """A container (by default: busybox serving HTTP), made through the API: OperationFailed, with the reason,
+    unless it was."""
+    defaults = {"kind": "container", "image": "busybox", "command": SERVE}
+    return Client.over(api).instances.create(name, **{**defaults, **body})
 
 
 def delete(api: httpx.Client, name: str) -> None:
-    response = api.delete(f"/v1/instances/{name}")
-    if response.status_code == 202:
-        wait_op(api, response)
+    """The instance gone (one already gone is fine): OperationFailed, with the reason, if it cannot be."""
+    try:
+        Client.over(api).instances.delete(name)
+    except ApiError as err:
+        if err.status != 404:
+            raise
 
 
 # Every address the platform tests use, in the root namespace too: it gets an `unreachable` route, so a mistake
@@ -406,13 +410,21 @@ def api(platform: Platform) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture
+def sdk(api: httpx.Client) -> Client:
+    """The Python client on the same connection as `api`: for the steps that make things, not the ones whose
+    HTTP answers a test checks."""
+    return Client.over(api)
+
+
 @pytest.fixture(scope="session")
 def tiny(platform: Platform) -> str:
     """The built-in VM image, built through the API once per run."""
-    with platform.client() as api:
-        response = api.post("/v1/images", json={"name": "tiny", "source": {"type": "builtin"}})
-        op = wait_op(api, response, timeout=300)
-        assert op["status"] == "succeeded", f"{op}\n{platform.logs()}"
+    with platform.sdk() as api:
+        try:
+            api.images.create("tiny", source={"type": "builtin"}, timeout=300)
+        except OperationFailed as failed:
+            raise AssertionError(f"{failed}\n{platform.logs()}") from failed
     return "tiny"
 
 

@@ -15,6 +15,7 @@ import httpx
 import libvirt
 import pytest
 
+from meshvisor.client import Client
 from meshvisor.hypervisor.cloud_init import read_seed_iso
 from meshvisor.hypervisor.domain_xml import attached_disks
 
@@ -41,6 +42,17 @@ def import_disk(api: httpx.Client, name: str, disk: Path) -> httpx.Response:
     )
 
 
+def imported(sdk: Client, name: str, disk: Path) -> None:
+    """The disk imported as VM image `name` (OperationFailed, with the reason, if it is not)."""
+    sdk.submit(
+        "POST",
+        "/v1/images/import",
+        params={"name": name, "kind": "vm"},
+        content=disk.read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+
+
 def qemu_info(path: str) -> dict[str, Any]:
     out = subprocess.run(
         ["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True, check=True
@@ -49,10 +61,11 @@ def qemu_info(path: str) -> dict[str, Any]:
     return info
 
 
-def test_import_boot_overlay_seed_snapshot(platform: Platform, api: httpx.Client, tmp_path: Path) -> None:
-    op = wait_op(api, import_disk(api, "distro", qcow2(tmp_path / "distro.qcow2")))
-    assert op["status"] == "succeeded", op
-    image = api.get("/v1/images/distro").json()
+def test_import_boot_overlay_seed_snapshot(
+    platform: Platform, api: httpx.Client, sdk: Client, tmp_path: Path
+) -> None:
+    imported(sdk, "distro", qcow2(tmp_path / "distro.qcow2"))
+    image = sdk.images.get("distro")
     assert (image["kind"], image["state"], image["source"]) == (
         "vm",
         "ready",
@@ -61,18 +74,8 @@ def test_import_boot_overlay_seed_snapshot(platform: Platform, api: httpx.Client
     base = Path(image["ref"]) / "disk.qcow2"
     digest = hashlib.sha256(base.read_bytes()).hexdigest()
 
-    body = {
-        "name": "distro-vm",
-        "kind": "vm",
-        "image": "distro",
-        "cpus": 1,
-        "memory_mb": 256,
-        "disk_mb": 32,
-        "cloud_init": {"ssh_keys": [KEY]},
-    }
-    op = wait_op(api, api.post("/v1/instances", json=body), timeout=120)
-    assert op["status"] == "succeeded", op
-    machine = api.get("/v1/instances/distro-vm").json()
+    body = {"kind": "vm", "image": "distro", "cpus": 1, "memory_mb": 256, "disk_mb": 32}
+    machine = sdk.instances.create("distro-vm", timeout=120, cloud_init={"ssh_keys": [KEY]}, **body)
     try:
         assert machine["state"] == "running"
         vm_dir = platform.data_dir / "vms" / machine["id"]
@@ -87,7 +90,7 @@ def test_import_boot_overlay_seed_snapshot(platform: Platform, api: httpx.Client
                 "boot": True,
             }
         ]
-        volume = api.get("/v1/volumes/distro-vm-root").json()
+        volume = sdk.volumes.get("distro-vm-root")
         assert (volume["state"], volume["format"], volume["attached_to"]) == ("ready", "qcow2", ["distro-vm"])
         root_file = platform.data_dir / "pools" / "default" / f"{volume['id']}.qcow2"
         root = qemu_info(str(root_file))
@@ -101,23 +104,19 @@ def test_import_boot_overlay_seed_snapshot(platform: Platform, api: httpx.Client
         assert [d.target for d in attached_disks(xml) if d.path == str(root_file)] == ["vda"]
 
         # Snapshots cover the writable qcow2 disks; the seed (read-only) stays out.
-        op = wait_op(
-            api, api.post("/v1/instances/distro-vm/actions", json={"action": "snapshot", "snapshot": "a"})
-        )
-        assert op["status"] == "succeeded", op
-        op = wait_op(api, api.post("/v1/instances/distro-vm/actions", json={"action": "revert", "snapshot": "a"}))
-        assert op["status"] == "succeeded", op
+        sdk.instances.act("distro-vm", "snapshot", snapshot="a")
+        sdk.instances.act("distro-vm", "revert", snapshot="a")
         assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     finally:
         delete(api, "distro-vm")
     assert not (platform.data_dir / "vms" / machine["id"]).exists()
     assert api.get("/v1/volumes/distro-vm-root").status_code == 404 and not root_file.exists()
     assert hashlib.sha256(base.read_bytes()).hexdigest() == digest  # the image itself never changed
-    assert wait_op(api, api.delete("/v1/images/distro"))["status"] == "succeeded"
+    sdk.images.delete("distro")
     assert not base.parent.exists()
 
 
-def test_bad_disk_images(platform: Platform, api: httpx.Client, tmp_path: Path) -> None:
+def test_bad_disk_images(platform: Platform, api: httpx.Client, sdk: Client, tmp_path: Path) -> None:
     text = tmp_path / "not-a-disk.qcow2"
     text.write_text("hello\n")
     response = import_disk(api, "bad-disk", text)
@@ -128,15 +127,14 @@ def test_bad_disk_images(platform: Platform, api: httpx.Client, tmp_path: Path) 
     layered = qcow2(tmp_path / "layered.qcow2", backing=qcow2(tmp_path / "base.qcow2"))
     op = wait_op(api, import_disk(api, "layered", layered))
     assert op["status"] == "failed" and "backing file" in op["error"]
-    assert api.get("/v1/images/layered").json()["state"] == "error"
-    assert wait_op(api, api.delete("/v1/images/layered"))["status"] == "succeeded"
+    assert sdk.images.get("layered")["state"] == "error"
+    sdk.images.delete("layered")
     assert list((platform.data_dir / "uploads").glob("*.tar")) == []
 
     # A container tarball as a VM image and a VM's cloud-init with a bad key: 4xx, nothing created.
     wrong = api.post("/v1/images/import", params={"name": "x", "kind": "container"}, content=layered.read_bytes())
     assert wrong.status_code == 400
-    op = wait_op(api, import_disk(api, "plain", qcow2(tmp_path / "plain.qcow2")))
-    assert op["status"] == "succeeded"
+    imported(sdk, "plain", qcow2(tmp_path / "plain.qcow2"))
     try:
         bad = api.post(
             "/v1/instances",
@@ -152,10 +150,10 @@ def test_bad_disk_images(platform: Platform, api: httpx.Client, tmp_path: Path) 
         assert bad.status_code == 400 and "ssh_keys" in bad.json()["error"]["message"]
         assert api.get("/v1/instances/badkey").status_code == 404
     finally:
-        wait_op(api, api.delete("/v1/images/plain"))
+        sdk.images.delete("plain")
 
 
-def test_the_cli_imports_a_vm_disk(platform: Platform, api: httpx.Client, tmp_path: Path) -> None:
+def test_the_cli_imports_a_vm_disk(platform: Platform, sdk: Client, tmp_path: Path) -> None:
     import sys
 
     env = {**platform.env, "MESHVISOR_API_URL": platform.url, "MESHVISOR_TOKEN": platform.token}
@@ -168,9 +166,9 @@ def test_the_cli_imports_a_vm_disk(platform: Platform, api: httpx.Client, tmp_pa
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    image = api.get("/v1/images/cli-disk").json()
+    image = sdk.images.get("cli-disk")
     assert (image["kind"], image["state"]) == ("vm", "ready")
-    assert wait_op(api, api.delete("/v1/images/cli-disk"))["status"] == "succeeded"
+    sdk.images.delete("cli-disk")
     text = tmp_path / "text.qcow2"
     text.write_text("no disk\n")
     bad = subprocess.run(
@@ -183,17 +181,14 @@ def test_the_cli_imports_a_vm_disk(platform: Platform, api: httpx.Client, tmp_pa
     assert bad.returncode != 0 and "not a qcow2 disk image" in bad.stderr
 
 
-def test_a_vms_root_disk_is_a_volume(platform: Platform, api: httpx.Client, tmp_path: Path) -> None:
+def test_a_vms_root_disk_is_a_volume(platform: Platform, api: httpx.Client, sdk: Client, tmp_path: Path) -> None:
     """Grown live (the guest sees the new size at once), snapshotted and cloned once the VM is stopped, never
     detached or deleted on its own, and gone with its VM; the image stays while an overlay on it is left."""
-    assert wait_op(api, import_disk(api, "rootimg", qcow2(tmp_path / "rootimg.qcow2")))["status"] == "succeeded"
-    body = {"name": "rooted", "kind": "vm", "image": "rootimg", "cpus": 1, "memory_mb": 256}
-    op = wait_op(api, api.post("/v1/instances", json=body), timeout=120)
-    assert op["status"] == "succeeded", op
-    machine = api.get("/v1/instances/rooted").json()
+    imported(sdk, "rootimg", qcow2(tmp_path / "rootimg.qcow2"))
+    machine = sdk.instances.create("rooted", timeout=120, kind="vm", image="rootimg", cpus=1, memory_mb=256)
     clone_made = False
     try:
-        root = api.get("/v1/volumes/rooted-root").json()
+        root = sdk.volumes.get("rooted-root")
         assert (root["size_mb"], root["format"], root["state"], root["attached_to"]) == (
             64,
             "qcow2",
@@ -213,36 +208,28 @@ def test_a_vms_root_disk_is_a_volume(platform: Platform, api: httpx.Client, tmp_
             assert refused.status_code == 409 and "running VM" in refused.json()["error"]["message"], refused.text
         assert api.patch("/v1/volumes/rooted-root", json={"size_mb": 32}).status_code == 400
         assert api.get("/v1/volumes/live-copy").status_code == 404
-        assert api.get("/v1/volumes/rooted-root").json()["snapshots"] == []
+        assert sdk.volumes.get("rooted-root")["snapshots"] == []
 
         # Grown while the VM runs: QEMU's block resize, so the guest's disk is bigger at once.
-        op = wait_op(api, api.patch("/v1/volumes/rooted-root", json={"size_mb": 96}))
-        assert op["status"] == "succeeded", op
+        sdk.submit("PATCH", "/v1/volumes/rooted-root", json={"size_mb": 96})
         assert dom.blockInfo("vda")[0] == 96 * 2**20
-        assert api.get("/v1/volumes/rooted-root").json()["size_mb"] == 96
+        assert sdk.volumes.get("rooted-root")["size_mb"] == 96
 
         # Stopped: snapshot, clone (an overlay on the same image) and revert go through the volume API.
-        assert wait_op(api, api.post("/v1/instances/rooted/actions", json={"action": "stop"}))["status"] == (
-            "succeeded"
-        )
-        action = {"action": "snapshot", "snapshot": "s1"}
-        assert wait_op(api, api.post("/v1/volumes/rooted-root/actions", json=action))["status"] == "succeeded"
-        action = {"action": "clone", "name": "rooted-copy"}
-        op = wait_op(api, api.post("/v1/volumes/rooted-root/actions", json=action))
-        assert op["status"] == "succeeded", op
+        sdk.instances.act("rooted", "stop")
+        sdk.volumes.act("rooted-root", "snapshot", snapshot="s1")
+        sdk.volumes.act("rooted-root", "clone", name="rooted-copy")
         clone_made = True
-        copy = api.get("/v1/volumes/rooted-copy").json()
+        copy = sdk.volumes.get("rooted-copy")
         assert (copy["size_mb"], copy["attached_to"], copy["source"]["image"]) == (96, [], "rootimg")
         copy_file = platform.data_dir / "pools" / "default" / f"{copy['id']}.qcow2"
-        image_file = Path(api.get("/v1/images/rootimg").json()["ref"]) / "disk.qcow2"
+        image_file = Path(sdk.images.get("rootimg")["ref"]) / "disk.qcow2"
         assert qemu_info(str(copy_file))["full-backing-filename"] == str(image_file.resolve())
         action = {"action": "revert", "snapshot": "s1"}
         refused = api.post("/v1/volumes/rooted-root/actions", json=action)
         assert refused.status_code == 409  # attached: revert the instance's disk through its own snapshots
-        assert api.get("/v1/volumes/rooted-root").json()["snapshots"] == ["s1"]
-        assert wait_op(api, api.post("/v1/instances/rooted/actions", json={"action": "start"}), timeout=120)[
-            "status"
-        ] == ("succeeded")
+        assert sdk.volumes.get("rooted-root")["snapshots"] == ["s1"]
+        sdk.instances.act("rooted", "start", timeout=120)
         assert dom.blockInfo("vda")[0] == 96 * 2**20
 
         refused = api.delete("/v1/images/rootimg")
@@ -254,5 +241,5 @@ def test_a_vms_root_disk_is_a_volume(platform: Platform, api: httpx.Client, tmp_
     if clone_made:  # the clone outlives the VM and keeps the image it is an overlay on
         refused = api.delete("/v1/images/rootimg")
         assert refused.status_code == 409 and "rooted-copy" in refused.json()["error"]["message"]
-        assert wait_op(api, api.delete("/v1/volumes/rooted-copy"))["status"] == "succeeded"
-    assert wait_op(api, api.delete("/v1/images/rootimg"))["status"] == "succeeded"
+        sdk.volumes.delete("rooted-copy")
+    sdk.images.delete("rootimg")

@@ -162,10 +162,13 @@ def measure(platform: Platform, count: int) -> dict[str, Any]:
             names.append(response.json()["instance"]["name"])
             ops.append(response.json()["operation"]["id"])
     statuses: dict[str, int] = {}
+    reasons: dict[str, int] = {}  # why operations failed: each distinct error, how often
     with platform.client() as api:
         for op_id in list(ops):
             op = api.get(f"/v1/operations/{op_id}/wait", params={"timeout": END_TIMEOUT_S}).json()
             statuses[op["status"]] = statuses.get(op["status"], 0) + 1
+            if op["status"] != "succeeded":
+                reasons[str(op.get("error"))] = reasons.get(str(op.get("error")), 0) + 1
     all_ended_s = time.perf_counter() - started
     stop.set()
     latencies, read_errors = out.get(timeout=120)
@@ -186,6 +189,7 @@ def measure(platform: Platform, count: int) -> dict[str, Any]:
         "all_accepted_s": accepted_s,
         "all_ended_s": all_ended_s,
         "operations": statuses,
+        "operation_errors": dict(sorted(reasons.items(), key=lambda kv: -kv[1])[:5]),
         "reads": len(reads),
         "read_p50_s": statistics.median(reads),
         "read_p99_s": percentile(reads, 0.99),

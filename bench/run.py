@@ -33,6 +33,7 @@ from harness import Result
 BENCHMARKS: dict[str, Callable[[int], Result]] = {
     vm_boot.NAME: vm_boot.run,
     net_vxlan.NAME: net_vxlan.run,
+    net_vxlan.NAME_SG: net_vxlan.run_sg,
     net_attach.NAME: net_attach.run,
     volume_attach.NAME: volume_attach.run,
     mesh_latency.NAME: mesh_latency.run,

@@ -31,9 +31,12 @@ def garp_frame(mac: str, ip: str) -> bytes:
 def announce(namespace_path: str, ifname: str, mac: str, ip: str, count: int = 2) -> bool:
     """Send the gratuitous ARP from `ifname` inside the namespace at `namespace_path` (a thread of its own enters
     the namespace, so no other thread's namespace changes). Best effort: False (and a log line) when it could
-    not be sent."""
+    not be sent. Returns once the frames are sent: closing a packet socket waits for an RCU grace period in the
+    kernel (`packet_release` → `synchronize_net`, 8-18 ms here, more than all the rest of an attach's netlink
+    work), so the thread closes it after the caller has gone on."""
     frame = garp_frame(mac, ip)
     failed: list[BaseException] = []
+    sent = threading.Event()
 
     def send() -> None:
         try:
@@ -42,13 +45,15 @@ def announce(namespace_path: str, ifname: str, mac: str, ip: str, count: int = 2
                 raw.bind((ifname, 0))
                 for _ in range(count):
                     raw.send(frame)
+                sent.set()
         except (OSError, ValueError) as exc:
-            failed.append(exc)
+            if not sent.is_set():
+                failed.append(exc)
+        finally:
+            sent.set()
 
-    sender = threading.Thread(target=send, name=f"garp-{ifname}", daemon=True)
-    sender.start()
-    sender.join(5)
-    if failed or sender.is_alive():
+    threading.Thread(target=send, name=f"garp-{ifname}", daemon=True).start()
+    if not sent.wait(5) or failed:
         log.warning("could not announce %s on %s in %s: %s", ip, ifname, namespace_path, failed or "timed out")
         return False
     return True

@@ -69,6 +69,10 @@ class DispatchResult(Result):
     def passed(self) -> bool:
         return self.measured_median <= TARGET_P50_S
 
+    @property
+    def target_text(self) -> str:
+        return f"p50 <= {TARGET_P50_S * 1e3:.0f} ms"
+
     def line(self) -> str:
         ours, bare = self.details["ours_ms"], self.details["bare_celery_ms"]
         return (

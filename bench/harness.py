@@ -49,6 +49,7 @@ class Result:
     details: dict[str, Any] = field(default_factory=dict)
     unit: str = "s"
     higher_is_better: bool = False
+    baseline_is_target: bool = False  # nothing to measure against: the target figure stands as the baseline
 
     @property
     def baseline_median(self) -> float:
@@ -65,6 +66,11 @@ class Result:
     @property
     def passed(self) -> bool:
         return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+
+    @property
+    def target_text(self) -> str:
+        """The target as the table shows it: a bound on the ratio, unless a figure states its own."""
+        return f"{'>=' if self.higher_is_better else '<='} {self.target:.2f}"
 
     def line(self) -> str:
         verdict = "PASS" if self.passed else "MISS"

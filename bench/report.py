@@ -41,16 +41,24 @@ def row(result: Result, rounds: int) -> dict[str, Any]:
     low, high = min(result.measured), max(result.measured)
     return {
         "figure": result.name,
-        "ours": f"{result.measured_median:.3f} {unit}",
-        "baseline": f"{result.baseline_median:.3f} {unit}",
+        "ours": f"{_figure(result.measured_median)} {unit}",
+        "baseline": f"{_figure(result.baseline_median)} {unit}"
+        + (" (target)" if result.baseline_is_target else ""),
         "ratio": f"{result.ratio:.3f}",
-        "target": f"{'>=' if result.higher_is_better else '<='} {result.target:.2f}",
+        "target": result.target_text,
         "verdict": "PASS" if result.passed else "MISS",
         "rounds": rounds,
-        "spread": f"{low:.3f}–{high:.3f} {unit}",
+        "spread": f"{_figure(low)}–{_figure(high)} {unit}",
         # a figure with more to say than one ratio (several sizes, quantiles) says it in its own line
         "summary": result.line().split(None, 1)[1] if type(result).line is not Result.line else "",
     }
+
+
+def _figure(value: float) -> str:
+    """Thousands grouped, three decimals from 1 up, four significant digits below (a few ms in seconds)."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3f}" if abs(value) >= 1 else f"{value:.4g}"
 
 
 COLUMNS = ("figure", "ours", "baseline", "ratio", "target", "verdict", "rounds", "spread")

@@ -196,4 +196,5 @@ def run(rounds: int) -> Result:
             "samples_s": {str(n): v for n, v in samples.items()},
             "noop_apply_driver_calls": calls,
         },
+        baseline_is_target=True,
     )

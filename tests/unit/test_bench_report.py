@@ -40,3 +40,23 @@ def test_the_table_has_a_row_for_every_figure_and_every_crash(bench_modules: Non
     saved = json.loads((tmp_path / "latest.json").read_text())
     assert [r["verdict"] for r in saved["table"]] == ["PASS", "MISS", "PASS"] and saved["crashed"] == ["xds_push"]
     assert saved["results"][0]["measured_s"] == [3.3, 3.1, 3.5] and saved["machine"]["cores"] >= 1
+
+
+def test_a_figure_with_its_own_target_or_no_baseline_says_so(bench_modules: None, tmp_path: Path) -> None:
+    from harness import Result
+    from report import write
+
+    class P50Result(Result):
+        @property
+        def target_text(self) -> str:
+            return "p50 <= 5 ms"
+
+    dispatch = P50Result("dispatch", [0.00055, 0.00061], [0.0042, 0.0051], 1.0)
+    rate = Result(
+        "placement", [20_000.0], [87_643.9], 1.0, unit="/s", higher_is_better=True, baseline_is_target=True
+    )
+    write(tmp_path, [dispatch, rate], [], 1)
+
+    rows = [line for line in (tmp_path / "latest.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[1].startswith("| dispatch | 0.00465 s | 0.00058 s | 8.017 | p50 <= 5 ms |"), rows[1]
+    assert rows[2].startswith("| placement | 87,644 /s | 20,000 /s (target) | 4.382 | >= 1.00 | PASS |"), rows[2]

@@ -16,6 +16,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import api_events
 import container_create
 import dispatch
 import mesh_latency
@@ -45,6 +46,7 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     overload.NAME: overload.run,
     overload.NAME_DOCKER: overload.run_docker,
     placement.NAME: placement.run,
+    api_events.NAME: api_events.run,
 }
 
 
@@ -60,6 +62,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--report", type=Path, metavar="DIR", help="write the run's table here (latest.json, latest.md)"
+    )
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --report: replace the rows of the benchmarks run now, keep the others (each says when)",
     )
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
@@ -91,7 +98,7 @@ def main(argv: list[str]) -> int:
         payload = {"rounds": args.rounds, "results": [r.to_json() for r in results], "crashed": crashed}
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     if args.report is not None:
-        report.write(args.report, results, crashed, args.rounds)
+        report.write(args.report, results, crashed, args.rounds, update=args.update)
     return 1 if crashed else 0
 
 

@@ -60,3 +60,29 @@ def test_a_figure_with_its_own_target_or_no_baseline_says_so(bench_modules: None
     rows = [line for line in (tmp_path / "latest.md").read_text().splitlines() if line.startswith("| ")]
     assert rows[1].startswith("| dispatch | 0.00465 s | 0.00058 s | 8.017 | p50 <= 5 ms |"), rows[1]
     assert rows[2].startswith("| placement | 87,644 /s | 20,000 /s (target) | 4.382 | >= 1.00 | PASS |"), rows[2]
+
+
+def test_an_update_replaces_the_rows_run_again_and_keeps_the_others(bench_modules: None, tmp_path: Path) -> None:
+    from harness import Result
+    from report import write
+
+    write(
+        tmp_path, [Result("vm_boot", [3.0], [3.3], 1.10), Result("net_attach", [2.0], [5.0], 2.0)], ["dispatch"], 5
+    )
+    first = json.loads((tmp_path / "latest.json").read_text())
+    first["table"][0]["taken"] = first["taken"] = "2026-01-01 00:00 UTC"  # an earlier run
+    (tmp_path / "latest.json").write_text(json.dumps(first))
+    write(
+        tmp_path, [Result("net_attach", [2.0], [0.7], 2.0), Result("api_events", [0.1], [0.08], 1.0)], [], 1, True
+    )
+
+    text = (tmp_path / "latest.md").read_text()
+    rows = [
+        line.split(" | ")[0] + " | " + line.split(" | ")[1] for line in text.splitlines() if line.startswith("| ")
+    ]
+    expected = ["| vm_boot | 3.300 s", "| net_attach | 0.700 s", "| api_events | 0.080 s", "| dispatch | |"]
+    assert rows[1:] == expected
+    assert "Taken: vm_boot at 2026-01-01 00:00 UTC; net_attach, api_events at " in text
+    saved = json.loads((tmp_path / "latest.json").read_text())
+    assert [r["name"] for r in saved["results"]] == ["vm_boot", "net_attach", "api_events"]
+    assert saved["crashed"] == ["dispatch"]

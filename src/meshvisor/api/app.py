@@ -19,6 +19,7 @@ from . import errors
 from .admission import WriteAdmission
 from .audit import AuditTrail
 from .body_limit import BodyLimit
+from .event_hub import EventHub
 from .held_open import HeldOpen
 from .request_text import RequestText
 from .routers import audit as audit_routes
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             volume_pools.ensure_default_pool(session, settings)
         app.state.runtime = runtime
         app.state.streams = HeldOpen("event streams", settings.max_streams_per_token)
+        app.state.event_hub = EventHub(runtime.sessions)
         app.state.terminals = HeldOpen("terminals", settings.max_terminals_per_token)
         app.state.celery = make_celery(settings)
         try:

@@ -1,18 +1,14 @@
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from meshvisor.platform.state import events, tokens
-
-from ..deps import ProjectDep, RuntimeDep, TokenDep
+from ..deps import ProjectDep, TokenDep
+from ..event_hub import ENDED, EventHub
 from ..held_open import HeldOpen, TooMany
 from ..schemas import ERRORS, ErrorPublic
 
@@ -24,15 +20,13 @@ STREAM: dict[int | str, dict[str, Any]] = {
     },
     429: {"model": ErrorPublic, "description": "the token holds as many streams open as it may"},
 }
-POLL_S = 0.1
 HEARTBEAT_S = 15.0
-TOKEN_CHECK_S = 1.0
+DISCONNECT_CHECK_S = 1.0  # how often a quiet stream looks whether its client has gone
 
 
 @router.get("/events", response_class=StreamingResponse, responses=STREAM)
 async def stream_events(
     request: Request,
-    rt: RuntimeDep,
     project: ProjectDep,
     caller: TokenDep,
     since: Annotated[int | None, Query(ge=0, description="replay events after this id")] = None,
@@ -41,59 +35,46 @@ async def stream_events(
     """Server-sent events of operation and lifecycle changes of the caller's project; each event's `id` resumes
     the stream. One token holds at most `MESHVISOR_MAX_STREAMS_PER_TOKEN` streams open (429 beyond); a stream
     ends within a second of its token's revocation or expiry."""
-
-    def fetch(after: int) -> list[tuple[int, str, str]]:
-        with rt.sessions() as session:
-            return [
-                (e.id, e.type, json.dumps(events.to_dict(e)))
-                for e in events.since(session, after, project=project)
-            ]
-
-    def newest() -> int:
-        with rt.sessions() as session:
-            return events.latest_id(session)
-
     if last_event_id is not None and last_event_id.isdigit():
-        start = int(last_event_id)
-    elif since is not None:
-        start = since
+        start: int | None = int(last_event_id)
     else:
-        start = await run_in_threadpool(newest)
+        start = since
 
     streams: HeldOpen = request.app.state.streams
     try:
         streams.take(caller.id)
     except TooMany as exc:
         raise HTTPException(429, str(exc)) from None
+    hub: EventHub = request.app.state.event_hub
+    subscription = await hub.subscribe(project, caller.id)
 
-    async def generate() -> AsyncIterator[str]:
+    async def generate() -> AsyncIterator[bytes]:
         try:
-            async for chunk in _events(start):
+            async for chunk in _events(subscription.from_id if start is None else start):
                 yield chunk
         finally:
+            hub.unsubscribe(subscription)
             streams.give_back(caller.id)
 
-    def live() -> bool:
-        with rt.sessions() as session:
-            return tokens.still_live(session, caller.id)
-
-    async def _events(after: int) -> AsyncIterator[str]:
-        beat = looked = time.monotonic()
-        yield ": stream open\n\n"
-        while not await request.is_disconnected():
-            if time.monotonic() - looked > TOKEN_CHECK_S:  # revoked or expired since: the stream ends
-                looked = time.monotonic()
-                if not await run_in_threadpool(live):
-                    return
-            rows = await run_in_threadpool(fetch, after)
-            for event_id, event_type, data in rows:
-                yield f"id: {event_id}\nevent: {event_type}\ndata: {data}\n\n"
-                after = event_id
+    async def _events(after: int) -> AsyncIterator[bytes]:
+        """What came after `after` up to the hub's cursor (read once), then what the hub hands out."""
+        yield b": stream open\n\n"
+        async for replayed in hub.replay(project, after, subscription.from_id):
+            yield replayed.frame
+            after = replayed.id
+        beat = time.monotonic()
+        while True:
+            event = await subscription.next(DISCONNECT_CHECK_S)
+            if event is ENDED:
+                return
+            if event is not None and event.id > after:
+                yield event.frame
+                after = event.id
+            elif await request.is_disconnected():
+                return
             if time.monotonic() - beat > HEARTBEAT_S:
                 beat = time.monotonic()
-                yield ": keep-alive\n\n"
-            if not rows:
-                await asyncio.sleep(POLL_S)
+                yield b": keep-alive\n\n"
 
     return StreamingResponse(
         generate(),

@@ -41,6 +41,15 @@ def still_live(session: Session, token_id: str) -> bool:
     return row is not None and (row.expires_at is None or row.expires_at > utcnow())
 
 
+def live_among(session: Session, token_ids: set[str]) -> set[str]:
+    """Those of `token_ids` that still open something (not revoked, not expired): one query for them all."""
+    if not token_ids:
+        return set()
+    now = utcnow()
+    rows = session.execute(select(ApiToken.id, ApiToken.expires_at).where(ApiToken.id.in_(token_ids)))
+    return {token_id for token_id, expires in rows if expires is None or expires > now}
+
+
 def role_of(token: ApiToken) -> Role:
     return parse_role(token.role)
 

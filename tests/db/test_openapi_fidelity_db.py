@@ -11,7 +11,9 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
+from meshvisor.core.instance_rules import MIN_CONTAINER_MEMORY_MB
 from meshvisor.core.names import NAME_PATTERN
+from meshvisor.platform import reconciler
 from meshvisor.platform.runtime import Runtime
 
 from .conftest import add_ready_image
@@ -193,3 +195,21 @@ def test_an_image_source_and_a_volume_size_are_documented_as_the_server_needs_th
     assert [one["required"] for one in schemas["VolumeCreate"]["anyOf"]] == [["size_mb"], ["image"]]
     assert api.post("/v1/volumes", json={"name": "null-size", "size_mb": None}).status_code == 400
     assert api.post("/v1/volumes", json={"name": "no-size"}).status_code == 400
+
+
+def test_a_resize_documents_the_lower_bounds_the_server_checks(api: TestClient, runtime: Runtime) -> None:
+    """A PATCH's `cpus` and `memory_mb` had no bounds in the document (the dashboard's resize form wrote its own):
+    they carry the create's now, and the server refuses below them."""
+    schemas = api.get("/openapi.json").json()["components"]["schemas"]
+    patch, create = schemas["InstancePatch"]["properties"], schemas["InstanceCreate"]["properties"]
+    assert patch["cpus"]["exclusiveMinimum"] == create["cpus"]["exclusiveMinimum"] == 0
+    assert patch["memory_mb"]["minimum"] == create["memory_mb"]["minimum"] == MIN_CONTAINER_MEMORY_MB
+    add_ready_image(runtime)
+    made = api.post("/v1/instances", json=instance_body("sized"))
+    assert made.status_code == 202, made.text
+    reconciler.run_operation(runtime, made.json()["operation"]["id"])  # as a worker would, on the fake driver
+    for change in ({"cpus": 0}, {"memory_mb": MIN_CONTAINER_MEMORY_MB - 1}):
+        refused = api.patch("/v1/instances/sized", json=change)
+        assert refused.status_code == 400, (change, refused.text)
+    unchanged = api.get("/v1/instances/sized").json()
+    assert (unchanged["cpus"], unchanged["memory_mb"]) == (1.0, 256)

@@ -121,8 +121,8 @@ class InstanceRequest(InstanceFields):
 
 
 class InstanceChange(Strict):
-    cpus: float | None = None
-    memory_mb: int | None = None
+    cpus: float | None = Field(default=None, json_schema_extra={"exclusiveMinimum": 0})
+    memory_mb: int | None = Field(default=None, json_schema_extra={"minimum": rules.MIN_CONTAINER_MEMORY_MB})
     restart_policy: RestartPolicy | None = None
     security_groups: list[str] | None = Field(default=None, description="replaces the list; [] leaves all")
     ha: StrictBool | None = Field(

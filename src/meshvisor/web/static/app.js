@@ -400,8 +400,8 @@ async function createForm() {
 // made with (the API refuses more), else it is flagged `restart_required` until it restarts. `show(instance)`
 // follows the instance's current size unless the fields are being edited.
 function resizeSection(name) {
-  const cpus = h("input", { type: "number", min: "0.1", step: "0.1", required: true });
-  const memory = h("input", { type: "number", min: "1", step: "1", required: true });
+  const cpus = h("input", { type: "number", ...rules("InstancePatch", "cpus", { step: 0.1 }), required: true });
+  const memory = h("input", { type: "number", ...rules("InstancePatch", "memory_mb", { step: 1 }), required: true });
   const hint = h("p", { class: "hint", id: "resize-hint" });
   const notice = h("p", { class: "notice", role: "status", id: "restart-required", hidden: true });
   const error = h("p", { class: "error", role: "alert" });

@@ -24,7 +24,7 @@ function managePanel() {
   const title = h("h2", { id: "manage-title" });
   const facts = h("p", { class: "hint", id: "manage-facts" });
 
-  const size = h("input", { type: "number", ...rules("VolumeCreate", "size_mb", { step: 1 }), required: true });
+  const size = h("input", { type: "number", ...rules("VolumePatch", "size_mb", { step: 1 }), required: true });
   const growError = h("p", { class: "error", role: "alert" });
   const grow = h("form", { class: "inline", "aria-label": "Grow the volume", "aria-describedby": "manage-facts" },
     field("New size (MiB)", size),

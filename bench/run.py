@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import api_events
+import api_reads
 import container_create
 import dispatch
 import mesh_latency
@@ -47,6 +48,7 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     overload.NAME_DOCKER: overload.run_docker,
     placement.NAME: placement.run,
     api_events.NAME: api_events.run,
+    api_reads.NAME: api_reads.run,
 }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final
@@ -32,10 +33,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from meshvisor.platform.state import events, tokens
 
+log = logging.getLogger(__name__)
+
 POLL_S = 0.02  # how often the hub looks for new rows when the last look found none (one query for all streams)
 TOKEN_CHECK_S = 1.0  # how often it asks which streams' tokens are still live
 PAGE = 500  # rows a look reads at most (a burst is read in pages, at once)
 QUEUE_MAX = 10_000  # events a stream may have waiting; one further behind is ended
+RETRY_S = 1.0  # the wait before reading again after the database failed
 
 
 @dataclass(frozen=True)
@@ -114,11 +118,16 @@ class EventHub:
         loop = asyncio.get_running_loop()
         checked = loop.time()
         while self.subscriptions:
-            rows = await run_in_threadpool(self._rows, self.cursor, None)
-            self._hand_out(rows)
-            if loop.time() - checked >= TOKEN_CHECK_S:
-                checked = loop.time()
-                await self._end_dead_tokens()
+            try:
+                rows = await run_in_threadpool(self._rows, self.cursor, None)
+                self._hand_out(rows)
+                if loop.time() - checked >= TOKEN_CHECK_S:
+                    checked = loop.time()
+                    await self._end_dead_tokens()
+            except Exception as exc:  # the database is away: the streams stay open, and get what comes once back
+                log.warning("events not read: %s", exc)
+                await asyncio.sleep(RETRY_S)
+                continue
             if len(rows) < PAGE:
                 await asyncio.sleep(POLL_S)
 

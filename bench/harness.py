@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+RUN_ROOT = Path("/run/meshvisor")  # the platform's runtime directories, one per host prefix
 BENCH_ROOT = Path("/var/tmp")  # QEMU (which libvirt runs as its own user) must be able to read VM files here
 REDIS_URL = "redis://127.0.0.1:6379/4"
 DEB_CACHE = Path("/var/cache/meshvisor-test-deb")  # the tiny guest's Debian packages, kept between runs
@@ -209,7 +211,8 @@ class Platform:
         )
 
     def stop(self) -> None:
-        """Terminate both processes (by pid); kill what is still there after 20 s."""
+        """Terminate both processes (by pid); kill what is still there after 20 s. Then remove the platform's
+        runtime directory (`/run/meshvisor/<prefix>`: its locks and files, which nothing running holds now)."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -220,6 +223,7 @@ class Platform:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        shutil.rmtree(RUN_ROOT / self.prefix, ignore_errors=True)
 
 
 def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 120) -> dict[str, Any]:

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "bench" / "run.py"
 BENCH_DIRS = Path("/var/tmp")  # where each benchmark's platform keeps its data (`harness.BENCH_ROOT`)
+RUN_DIRS = Path("/run/meshvisor")  # and its runtime files (`harness.RUN_ROOT`), under prefixes `b` + 5 hex digits
 
 
 def names() -> list[str]:
@@ -28,7 +29,7 @@ def names() -> list[str]:
 
 
 def bench_dirs() -> set[str]:
-    return {p.name for p in BENCH_DIRS.glob("meshvisor-bench-*")}
+    return {p.name for p in BENCH_DIRS.glob("meshvisor-bench-*")} | {p.name for p in RUN_DIRS.glob("b?????")}
 
 
 @pytest.mark.timeout(900)
@@ -56,4 +57,4 @@ def test_the_benchmark_runs_once_at_its_smallest_size_and_writes_its_row(name: s
     assert figures and all(math.isfinite(f) and f > 0 for f in figures), row
     assert math.isfinite(row["ratio"]) and row["ratio"] > 0 and isinstance(row["passed"], bool), row
     assert f"| {name} |" in (tmp_path / "latest.md").read_text()
-    assert bench_dirs() <= before, f"{name} left its data directory behind: {bench_dirs() - before}"
+    assert bench_dirs() <= before, f"{name} left its directories behind: {bench_dirs() - before}"

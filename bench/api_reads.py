@@ -26,6 +26,7 @@ import httpx
 from harness import (
     Platform,
     Result,
+    end_process,
     forget_queue,
     free_port,
     make_data_dir,
@@ -123,16 +124,6 @@ def start_bare(pages_file: Path, log: Path) -> tuple[subprocess.Popen[bytes], st
         time.sleep(0.2)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def fill(platform: Platform) -> None:
     with platform.client() as api:
         wait_op(api, api.post("/v1/images", json={"name": "busybox", "source": {"type": "builtin"}}), 300)
@@ -167,7 +158,7 @@ def run(rounds: int) -> Result:
                 theirs.append(took["bare"])
     finally:
         if bare is not None:
-            _stop(bare)
+            end_process(bare, 20)
         platform.stop()
         forget_queue(prefix)
         shutil.rmtree(data_dir, ignore_errors=True)

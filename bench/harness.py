@@ -226,6 +226,17 @@ class Platform:
         shutil.rmtree(RUN_ROOT / self.prefix, ignore_errors=True)
 
 
+def end_process(proc: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
+    """End a process the benchmark started, by its pid: terminate, then kill after `grace_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 120) -> dict[str, Any]:
     """Wait for the operation a 202 answer points at; raise unless it succeeded."""
     if response.status_code != 202:

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import Result, say, sized
+from harness import Result, end_process, say, sized
 from namespaces import ip, namespaces, new_net_prefix, veth_between
 
 from meshvisor.core.names import new_id
@@ -101,17 +101,6 @@ def _listening(pid: int, port: int) -> bool:
     return False
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """End a process this benchmark started, by its pid: terminate, then kill after 5 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def iperf3(server_ns: str, client_ns: str, address: str) -> Sample:
     """One iperf3 TCP test from `client_ns` to a one-off server on `address` in `server_ns`."""
     server = subprocess.Popen(
@@ -142,7 +131,7 @@ def iperf3(server_ns: str, client_ns: str, address: str) -> Sample:
             raise RuntimeError(f"iperf3 client in {client_ns}: {report.get('error', client.stderr)}")
         server.communicate(timeout=10)  # the one-off server ends after its one test
     finally:
-        _stop(server)
+        end_process(server)
     end = report["end"]
     cpu = end["cpu_utilization_percent"]
     return Sample(

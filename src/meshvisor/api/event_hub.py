@@ -140,8 +140,9 @@ class EventHub:
 
     async def _end_dead_tokens(self) -> None:
         held = {s.token_id for s in self.subscriptions}
-        live = await run_in_threadpool(self._live, held)
-        for subscription in [s for s in self.subscriptions if s.token_id not in live]:
+        dead = held - await run_in_threadpool(self._live, held)
+        # only tokens asked about: a stream that subscribed while the query ran is not ended for a token unasked
+        for subscription in [s for s in self.subscriptions if s.token_id in dead]:
             subscription.end()
             self.subscriptions.discard(subscription)
 

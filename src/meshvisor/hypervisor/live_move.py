@@ -6,10 +6,15 @@ top of a qcow2 overlay: the target has its own copy of the image under it), then
 pages and resumes on the target. The target's domain is the source's machine with the target's files and taps
 (`migration_xml.retarget`). The source's domain stays defined, shut off, until the move's last step removes it;
 how long the guest was paused is read from the finished job.
+
+A move sent again after its worker died mid-move can find the target daemon still tearing down the half-made copy
+the first try left ("domain … is already being removed"): it is sent again once that copy is gone
+(`LEFTOVER_WAIT_S` at most).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import libvirt
@@ -21,6 +26,8 @@ from meshvisor.libvirt_conn import call
 from .migration_xml import copied_disks, retarget
 
 _DESCRIBE = libvirt.VIR_DOMAIN_XML_MIGRATABLE | libvirt.VIR_DOMAIN_XML_SECURE
+LEFTOVER_WAIT_S = 120.0  # for the target to drop an earlier try's copy (its QEMU ending), on a busy host
+LEFTOVER_POLL_S = 0.2
 
 
 def send(dom: libvirt.virDomain, to: LiveTarget) -> int | None:
@@ -34,10 +41,29 @@ def send(dom: libvirt.virDomain, to: LiveTarget) -> int | None:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
     target = call(f"connect to the target's libvirt at {to.uri}", lambda: libvirt.open(to.uri))
     try:
-        call(f"move {dom.name()} live to {to.address}", lambda: dom.migrate3(target, params, flags))
+        call(f"move {dom.name()} live to {to.address}", lambda: _migrate(dom, target, params, flags))
     finally:
         target.close()
     return downtime_ms(dom)
+
+
+def _migrate(dom: libvirt.virDomain, target: libvirt.virConnect, params: dict[str, Any], flags: int) -> None:
+    """`migrate3`, sent again while the target is still removing an earlier try's copy of the domain."""
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    while True:
+        try:
+            dom.migrate3(target, params, flags)
+            return
+        except libvirt.libvirtError as exc:
+            if not leftover_on_target(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(LEFTOVER_POLL_S)
+
+
+def leftover_on_target(exc: libvirt.libvirtError) -> bool:
+    """The target holds the domain from an earlier try, on its way out (libvirt's domain list refuses a second
+    one with its name until then)."""
+    return "is already being removed" in str(exc)
 
 
 def migration_params(dom: libvirt.virDomain, to: LiveTarget) -> dict[str, Any]:

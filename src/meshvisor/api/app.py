@@ -21,6 +21,7 @@ from .audit import AuditTrail
 from .body_limit import BodyLimit
 from .event_hub import EventHub
 from .held_open import HeldOpen
+from .rendered import Rendered
 from .request_text import RequestText
 from .routers import audit as audit_routes
 from .routers import (
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         app.state.streams = HeldOpen("event streams", settings.max_streams_per_token)
         app.state.event_hub = EventHub(runtime.sessions)
+        app.state.rendered_instances = Rendered()
         app.state.terminals = HeldOpen("terminals", settings.max_terminals_per_token)
         app.state.celery = make_celery(settings)
         try:

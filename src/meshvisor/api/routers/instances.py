@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from meshvisor.core import access
@@ -18,6 +18,7 @@ from meshvisor.platform.state.db import transaction
 from meshvisor.platform.state.secret_env import EnvSeal
 
 from ..deps import CursorQuery, DispatchDep, IfMatch, ProjectDep, RuntimeDep, SessionDep, TokenDep
+from ..rendered import Rendered, Stamp, page_json
 from ..schemas import (
     ERRORS,
     ActionRequest,
@@ -77,12 +78,22 @@ def list_instances(
     rt: RuntimeDep,
     session: SessionDep,
     project: ProjectDep,
+    request: Request,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: CursorQuery = None,
-) -> dict[str, Any]:
-    rows, next_cursor = instances.page(session, limit, cursor, project)
+) -> Response:
+    """The rows of the page are shown from their rendered JSON where it still holds (`api/rendered.py`)."""
+    rows, next_cursor = instances.page_stamps(session, limit, cursor, project)
     offline = _offline(rt, session)
-    return {"items": [instances.to_dict(i, offline) for i in rows], "next_cursor": next_cursor}
+
+    def stamp(row: Any) -> Stamp:  # an instance row, or its page columns: what its shown form follows
+        return Stamp(row.id, row.version, row.updated_at, offline.get(row.host))
+
+    def load(ids: list[str]) -> list[tuple[Stamp, dict[str, Any]]]:
+        return [(stamp(i), instances.to_dict(i, offline)) for i in instances.by_ids(session, ids)]
+
+    rendered: Rendered = request.app.state.rendered_instances
+    return page_json(rendered.fragments([stamp(row) for row in rows], load), next_cursor)
 
 
 @router.get("/{name}", response_model=InstancePublic)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Unpack
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,7 +41,7 @@ from meshvisor.platform.state.models import (
     VolumeAttachment,
 )
 from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
-from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name
+from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name, stamps_by_name
 from meshvisor.platform.state.secret_env import EnvSeal, shown
 from meshvisor.platform.volumes import requests as volumes
 from meshvisor.platform.volumes.pools import DEFAULT_POOL
@@ -248,6 +248,17 @@ def page(
     session: Session, limit: int, cursor: str | None, project: str = "default"
 ) -> tuple[list[Instance], str | None]:
     return page_by_name(session, Instance, limit, cursor, project)
+
+
+def page_stamps(
+    session: Session, limit: int, cursor: str | None, project: str = "default"
+) -> tuple[list[Row[Any]], str | None]:
+    """The page `page` gives, as each instance's id, name, version, updated_at and host."""
+    return stamps_by_name(session, Instance, limit, cursor, project, Instance.host)
+
+
+def by_ids(session: Session, ids: list[str]) -> list[Instance]:
+    return list(session.scalars(select(Instance).where(Instance.id.in_(ids))))
 
 
 def request_action(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.orm import Session, object_session
 
 from meshvisor.core.errors import InvalidInput, NotFound, PreconditionFailed
@@ -22,6 +22,7 @@ from meshvisor.platform.state.models import (
 )
 
 Named = TypeVar("Named", GatewayRoute, Image, Instance, Network, SecurityGroup, Service, Stack, Volume)
+Stamped = TypeVar("Stamped", Image, Instance, Network, SecurityGroup, Service, Volume)  # `Versioned` ones
 
 
 def etag(instance: Instance | Image | Network | SecurityGroup | Service | Volume) -> str:
@@ -65,10 +66,26 @@ def page_by_name(
     session: Session, model: type[Named], limit: int, cursor: str | None, project: str = "default"
 ) -> tuple[list[Named], str | None]:
     """One page of a project's named objects in name order; the cursor is the last name seen."""
-    query = select(model).where(model.project == project).order_by(model.name).limit(limit + 1)
-    if cursor:
-        query = query.where(model.name > decode_cursor(cursor))
-    rows = list(session.scalars(query))
+    return _page(list(session.scalars(_page_query(select(model), model, limit, cursor, project))), limit)
+
+
+def stamps_by_name(
+    session: Session, model: type[Stamped], limit: int, cursor: str | None, project: str, *also: Any
+) -> tuple[list[Row[Any]], str | None]:
+    """The page `page_by_name` gives, as each row's id, name, version and updated_at (and the columns `also`
+    names): what tells a rendered row that still holds (`api/rendered.py`) without loading the row."""
+    columns: Select[Any] = select(model.id, model.name, model.version, model.updated_at, *also)
+    return _page(list(session.execute(_page_query(columns, model, limit, cursor, project))), limit)
+
+
+def _page_query(query: Select[Any], model: Any, limit: int, cursor: str | None, project: str) -> Select[Any]:
+    query = query.where(model.project == project).order_by(model.name).limit(limit + 1)
+    return query.where(model.name > decode_cursor(cursor)) if cursor else query
+
+
+def _page(rows: list[Any], limit: int) -> tuple[list[Any], str | None]:
+    """The first `limit` of `rows` (objects or their columns, one more read than a page holds), and the cursor
+    past them when there are more."""
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, encode_cursor(rows[-1].name) if more and rows else None

@@ -54,11 +54,18 @@ def role_of(token: ApiToken) -> Role:
     return parse_role(token.role)
 
 
+def own_project(caller: ApiToken, named: str | None) -> str | None:
+    """The caller's project when that is the one a request acts in (none named, or its own), without a look at
+    the database; None when `acting_project` has to look."""
+    return caller.project if named is None or named == caller.project else None
+
+
 def acting_project(session: Session, caller: ApiToken, named: str | None) -> str:
     """The project a request acts in: the token's, or (for a platform admin only) the one named. Another
     project named by anyone else is answered as unknown, so names do not leak."""
-    if named is None or named == caller.project:
-        return caller.project
+    own = own_project(caller, named)
+    if own is not None or named is None:
+        return own or caller.project
     if role_of(caller) < Role.PLATFORM_ADMIN:
         raise NotFound(f"project {named!r} not found")
     return projects.get(session, named).name

@@ -337,6 +337,20 @@ def load(port: int) -> Sample:
     )
 
 
+def resident_mb(setup: Setup) -> dict[str, float]:
+    """Each Envoy's resident memory now (MiB, from /proc): the mesh's cost per workload is one sidecar, xds ones
+    against the hand-written static pair."""
+    names = ("xds a-1", "xds b-1", "static a", "static b")
+    return {name: _vm_rss_kib(process.pid) / 1024 for name, process in zip(names, setup.envoys, strict=True)}
+
+
+def _vm_rss_kib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1])
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
 def _rounds(setup: Setup, rounds: int) -> dict[str, list[Sample]]:
     """A warm-up round, then `rounds` rounds; each round tests every side once, the order rotating."""
     samples: dict[str, list[Sample]] = {side: [] for side in SIDES}
@@ -379,9 +393,12 @@ class LatencyResult(Result):
         parts = "  ".join(
             f"{q} {medians['xds'][q]:.3f}/{medians['static'][q]:.3f}ms={self.ratios[q]:.3f}" for q in QUANTILES
         )
+        rss = self.details["resident_mb"]["after_load"]
         return (
             f"{self.name:<12} xds/static {parts}  target <= {self.target:.2f}  {verdict}  "
-            f"added vs direct p50/p90/p99 {added['p50']:+.3f}/{added['p90']:+.3f}/{added['p99']:+.3f}ms"
+            f"added vs direct p50/p90/p99 {added['p50']:+.3f}/{added['p90']:+.3f}/{added['p99']:+.3f}ms  "
+            f"resident per sidecar xds {rss['xds a-1']:.0f}/{rss['xds b-1']:.0f} MiB, "
+            f"static {rss['static a']:.0f}/{rss['static b']:.0f} MiB"
         )
 
 
@@ -390,7 +407,9 @@ def run(rounds: int) -> Result:
         setup = set_up(Path(tmp))
         try:
             say(f"{NAME}: ports {setup.ports}; {RATE:.0f} req/s for {SECONDS:.0f} s per test")
+            idle = resident_mb(setup)
             samples = _rounds(setup, rounds)
+            loaded = resident_mb(setup)
         finally:
             tear_down(setup)
     median_ms = {
@@ -407,6 +426,7 @@ def run(rounds: int) -> Result:
         "errors": {side: sum(s.errors for s in samples[side]) for side in SIDES},
         "client_late_p99_ms": {side: 1e3 * statistics.median(s.late_p99 for s in samples[side]) for side in SIDES},
         "rounds": {side: [vars(s) for s in samples[side]] for side in SIDES},
+        "resident_mb": {"idle": idle, "after_load": loaded},
     }
     for side in SIDES:
         m = median_ms[side]

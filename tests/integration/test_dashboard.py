@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from .conftest import REPO, Platform, create, delete, free_port, wait_op
 from .test_mesh_containers import WEB, call, eventually
@@ -71,8 +72,40 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def visit(page: Page, url: str, attempts: int = 5) -> None:
+    """Load the page at `url`, and again while Chromium drops one of its requests because the machine's network
+    changed (`net::ERR_NETWORK_CHANGED`: another test added or removed an interface while the page loaded, and
+    the script or the page never came), as a user would reload it."""
+    for _ in range(attempts):
+        dropped = _load(page, url)
+        if not dropped:
+            return
+        print(f"reloading {url}: the network changed under {dropped}")
+    raise AssertionError(f"{url} did not load in {attempts} attempts: the network kept changing")
+
+
+def _load(page: Page, url: str) -> list[str]:
+    """Load `url` once; the requests Chromium dropped because the network changed."""
+    dropped: list[str] = []
+
+    def note(request: Request) -> None:
+        if "ERR_NETWORK_CHANGED" in (request.failure or ""):
+            dropped.append(request.url)
+
+    page.on("requestfailed", note)
+    try:
+        page.goto(url, wait_until="load")
+    except PlaywrightError as exc:
+        if "ERR_NETWORK_CHANGED" not in str(exc):
+            raise
+        dropped.append(url)
+    finally:
+        page.remove_listener("requestfailed", note)
+    return dropped
+
+
 def log_in(page: Page, platform: Platform, token: str | None = None) -> None:
-    page.goto(platform.url + "/")
+    visit(page, platform.url + "/")
     page.get_by_label("API token").fill(token or platform.token)
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
@@ -94,7 +127,7 @@ def row(page: Page, name: str) -> Locator:
 
 
 def test_log_in_create_watch_stop_read_run_and_delete(page: Page, platform: Platform, api: httpx.Client) -> None:
-    page.goto(platform.url + "/")
+    visit(page, platform.url + "/")
     page.get_by_label("API token").fill("not-the-token")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_have_text("That token was refused.")

@@ -199,13 +199,13 @@ def test_paging_is_stable(runtime: Runtime) -> None:
     seen, cursor = [], None
     with runtime.sessions() as s:
         while True:
-            rows, cursor = instances.page(s, 3, cursor)
+            rows, cursor = instances.page_stamps(s, 3, cursor)
             seen += [r.name for r in rows]
             if cursor is None:
                 break
     assert seen == names
     with pytest.raises(InvalidInput), runtime.sessions() as s:
-        instances.page(s, 3, "%%%not-base64")
+        instances.page_stamps(s, 3, "%%%not-base64")
 
 
 def test_events_are_ordered(runtime: Runtime) -> None:

@@ -41,7 +41,7 @@ from meshvisor.platform.state.models import (
     VolumeAttachment,
 )
 from meshvisor.platform.state.operation_kinds import OperationKind, ResourceType
-from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, page_by_name, stamps_by_name
+from meshvisor.platform.state.paging import check_etag, etag, find_named, get_named, stamps_by_name
 from meshvisor.platform.state.secret_env import EnvSeal, shown
 from meshvisor.platform.volumes import requests as volumes
 from meshvisor.platform.volumes.pools import DEFAULT_POOL
@@ -244,16 +244,11 @@ def get(session: Session, name: str, project: str = "default") -> Instance:
     return get_named(session, Instance, name, project)
 
 
-def page(
-    session: Session, limit: int, cursor: str | None, project: str = "default"
-) -> tuple[list[Instance], str | None]:
-    return page_by_name(session, Instance, limit, cursor, project)
-
-
 def page_stamps(
     session: Session, limit: int, cursor: str | None, project: str = "default"
 ) -> tuple[list[Row[Any]], str | None]:
-    """The page `page` gives, as each instance's id, name, version, updated_at and host."""
+    """One page of the project's instances in name order, as each one's id, name, version, updated_at and host
+    (what the list's rendered rows are checked by: `api/rendered.py`)."""
     return stamps_by_name(session, Instance, limit, cursor, project, Instance.host)
 
 

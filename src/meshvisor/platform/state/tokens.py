@@ -64,8 +64,9 @@ def acting_project(session: Session, caller: ApiToken, named: str | None) -> str
     """The project a request acts in: the token's, or (for a platform admin only) the one named. Another
     project named by anyone else is answered as unknown, so names do not leak."""
     own = own_project(caller, named)
-    if own is not None or named is None:
-        return own or caller.project
+    if own is not None:
+        return own
+    assert named is not None  # `own_project` answers when none is named
     if role_of(caller) < Role.PLATFORM_ADMIN:
         raise NotFound(f"project {named!r} not found")
     return projects.get(session, named).name

@@ -7,6 +7,7 @@ Redis database, so a benchmark never touches another platform on the machine.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
@@ -16,12 +17,24 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import docker
 import httpx
+import libvirt
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from meshvisor.containers.docker_client import API_VERSION
+from meshvisor.libvirt_conn import open_connection
+from meshvisor.mesh import sidecar
+from meshvisor.network import list_links, remove_guard, remove_links, remove_security_groups, stop_stale
+from meshvisor.platform.mesh.sidecars import running_pid
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ROOT = Path("/run/meshvisor")  # the platform's runtime directories, one per host prefix
@@ -145,9 +158,12 @@ class Platform:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, prefix: str, data_dir: Path, **settings: str) -> Platform:
-        """Start both processes and wait for the API. `settings` are extra `MESHVISOR_*` values (name in lower
-        case, without the prefix). On failure the processes started so far are stopped again."""
+    def start(
+        cls, prefix: str, data_dir: Path, commands: tuple[str, ...] = ("serve", "worker"), **settings: str
+    ) -> Platform:
+        """Start the processes (`meshvisor serve` and `worker`; `xds` too when `commands` names it) and wait for
+        the API. `settings` are extra `MESHVISOR_*` values (name in lower case, without the prefix). On failure
+        the processes started so far are stopped again."""
         platform = cls(prefix, data_dir, free_port(), secrets.token_urlsafe(24))
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHVISOR_")}
         env.update(
@@ -162,7 +178,7 @@ class Platform:
         )
         env.update({f"MESHVISOR_{k.upper()}": v for k, v in settings.items()})
         try:
-            for command in ("serve", "worker"):
+            for command in commands:
                 with open(data_dir / f"{command}.log", "wb") as log:
                     platform.procs.append(
                         subprocess.Popen(
@@ -211,8 +227,9 @@ class Platform:
         )
 
     def stop(self) -> None:
-        """Terminate both processes (by pid); kill what is still there after 20 s. Then remove the platform's
-        runtime directory (`/run/meshvisor/<prefix>`: its locks and files, which nothing running holds now)."""
+        """Terminate the processes (by pid); kill what is still there after 20 s. Then remove what a run that
+        failed half-way leaves on the host (`remove_leftovers`), and the platform's runtime directory
+        (`/run/meshvisor/<prefix>`: its locks and files, which nothing running holds now)."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
@@ -223,7 +240,49 @@ class Platform:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        remove_leftovers(self.prefix)
         shutil.rmtree(RUN_ROOT / self.prefix, ignore_errors=True)
+
+
+def remove_leftovers(prefix: str) -> None:
+    """What a platform of `prefix` leaves on the host when a run fails half-way, once its processes are gone: its
+    sidecars' Envoys and its networks' dnsmasq (each only when its pid file names that very process), its links,
+    its forwarding guard and its security groups' table. Containers, domains and images go by their labels and
+    names in each benchmark's own clean-up."""
+    run_dir = RUN_ROOT / prefix
+    for pid_file in run_dir.glob("*/sidecars/*/envoy.pid"):
+        pid = running_pid(pid_file.parent)
+        if pid is not None:
+            sidecar.stop(pid)
+    for state_dir in run_dir.glob("*/dhcp"):
+        stop_stale(state_dir, keep=set())
+    remove_links(prefix, [link.name for link in list_links(prefix)])
+    remove_guard(prefix)
+    remove_security_groups(prefix)
+
+
+@contextlib.contextmanager
+def unreachable(*pools: str) -> Iterator[None]:
+    """The pools the run addresses made `unreachable` in the root namespace while it lasts: the platform's own
+    more specific routes (its bridges) still win, and a mistake can never send a packet off the machine."""
+    with IPRoute() as ipr:
+        for pool in pools:
+            ipr.route("replace", dst=pool, type="unreachable")
+    try:
+        yield
+    finally:
+        with IPRoute() as ipr:
+            for pool in pools:
+                with contextlib.suppress(NetlinkError):  # another run on the machine removed it
+                    ipr.route("del", dst=pool, type="unreachable")
+
+
+def resident_bytes(pid: int) -> int:
+    """A process's resident memory now (VmRSS, from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def end_process(proc: subprocess.Popen[Any], grace_s: float = 5.0) -> None:
@@ -251,6 +310,39 @@ def wait_op(api: httpx.Client, response: httpx.Response, timeout: float = 120) -
             raise OperationFailed(f"operation {op['action']} {op['resource_name']}: {op['status']}: {op['error']}")
         if time.monotonic() > deadline:
             raise OperationFailed(f"operation still {op['status']} after {timeout:.0f}s: {op}")
+
+
+def delete_instances(api: httpx.Client, parallel: int = 20, timeout: float = 1800) -> None:
+    """Every instance of the platform deleted through its API, `parallel` at a time."""
+    names = [item["name"] for item in api.get("/v1/instances", params={"limit": 1000}).json()["items"]]
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(lambda name: wait_op(api, api.delete(f"/v1/instances/{name}"), timeout), names))
+
+
+def remove_by_prefix(prefix: str, data_dir: Path, domains: bool = False) -> None:
+    """What is left of a run once its platform has stopped, found by its prefix: its containers (by label), its
+    images (by tag), its VMs' domains when it made any, its Celery queue, its data directory."""
+    engine = docker.DockerClient(version=API_VERSION)
+    try:
+        for container in engine.containers.list(all=True, filters={"label": f"meshvisor.prefix={prefix}"}):
+            container.remove(force=True)
+        for image in engine.images.list(filters={"reference": f"{prefix}/*"}):
+            for tag in image.tags:
+                engine.images.remove(tag, force=True)
+    finally:
+        engine.close()
+    if domains:
+        conn = open_connection()
+        try:
+            for dom in conn.listAllDomains(0):
+                if dom.name().startswith(f"{prefix}-"):
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA)
+        finally:
+            conn.close()
+    forget_queue(prefix)
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def forget_queue(prefix: str) -> None:

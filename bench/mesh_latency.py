@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import Result, say, sized
+from harness import Result, resident_bytes, say, sized
 
 from meshvisor.mesh import sidecar as envoy
 from meshvisor.mesh.ca import CertificateAuthority, spiffe_id
@@ -341,14 +341,7 @@ def resident_mb(setup: Setup) -> dict[str, float]:
     """Each Envoy's resident memory now (MiB, from /proc): the mesh's cost per workload is one sidecar, xds ones
     against the hand-written static pair."""
     names = ("xds a-1", "xds b-1", "static a", "static b")
-    return {name: _vm_rss_kib(process.pid) / 1024 for name, process in zip(names, setup.envoys, strict=True)}
-
-
-def _vm_rss_kib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return float(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    return {name: resident_bytes(process.pid) / 2**20 for name, process in zip(names, setup.envoys, strict=True)}
 
 
 def _rounds(setup: Setup, rounds: int) -> dict[str, list[Sample]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import shutil
 import statistics
 import threading
 import time
@@ -29,12 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
 import httpx
 import redis
-from harness import REDIS_URL, Platform, Result, forget_queue, make_data_dir, new_prefix, say, sized, wait_op
-
-from meshvisor.containers.docker_client import API_VERSION
+from harness import (
+    REDIS_URL,
+    Platform,
+    Result,
+    make_data_dir,
+    new_prefix,
+    remove_by_prefix,
+    resident_bytes,
+    say,
+    sized,
+    wait_op,
+)
 
 NAME = "overload"
 NAME_DOCKER = "overload_docker"
@@ -65,7 +72,7 @@ class Memory:
             while not self.stop.is_set():
                 keys = sum(client.memory_usage(k) or 0 for k in client.scan_iter(count=1000))
                 used = int(client.info("memory")["used_memory"])
-                self.samples.append((self.phase, worker_rss(self.worker_pid), keys, used))
+                self.samples.append((self.phase, resident_bytes(self.worker_pid), keys, used))
                 self.stop.wait(SAMPLE_EVERY_S)
         finally:
             client.close()
@@ -79,13 +86,6 @@ class Memory:
                 if values:
                     out[f"{label}_{'peak' if phase == 'during' else phase}"] = pick(values) / scale
         return out
-
-
-def worker_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def read_loop(url: str, token: str, stop: Any, out: Any) -> None:
@@ -252,17 +252,7 @@ def cleanup(platform: Platform | None, names: list[str], prefix: str, data_dir: 
         except Exception as exc:  # what is left is removed below, by label
             say(f"{NAME}: deleting through the API failed: {exc}")
         platform.stop()
-    engine = docker.DockerClient(version=API_VERSION)
-    try:
-        for container in engine.containers.list(all=True, filters={"label": f"meshvisor.prefix={prefix}"}):
-            container.remove(force=True)
-        for image in engine.images.list(filters={"reference": f"{prefix}/*"}):
-            for tag in image.tags:
-                engine.images.remove(tag, force=True)
-    finally:
-        engine.close()
-    forget_queue(prefix)
-    shutil.rmtree(data_dir, ignore_errors=True)
+    remove_by_prefix(prefix, data_dir)
 
 
 def run_variant(name: str, driver: str, count: int = COUNT) -> Result:

@@ -20,7 +20,9 @@ import api_events
 import api_reads
 import container_create
 import dispatch
+import host_scale
 import mesh_latency
+import mesh_scale
 import net_attach
 import net_vxlan
 import overload
@@ -49,6 +51,8 @@ BENCHMARKS: dict[str, Callable[[int], Result]] = {
     placement.NAME: placement.run,
     api_events.NAME: api_events.run,
     api_reads.NAME: api_reads.run,
+    host_scale.NAME: host_scale.run,
+    mesh_scale.NAME: mesh_scale.run,
 }
 
 

@@ -23,6 +23,7 @@ from meshvisor.platform.celery_app import (
     reconcile_host,
     sync_security_on,
 )
+from meshvisor.platform.hosts import liveness
 from meshvisor.platform.hosts import registry as hosts
 from meshvisor.platform.instances import failover
 from meshvisor.platform.networks import security_steps
@@ -83,9 +84,10 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
 
     def on_ready(**_: Any) -> None:
         """Register this host, resume what a dead worker left running, follow libvirt's events (`worker_start`);
-        then look for operations the broker forgot, and run the periodic pass's timer."""
+        then look for operations the broker forgot, beat (`heartbeat`), and run the periodic pass's timer."""
         worker_start.start(runtime(), app, serves_platform_queue)
         threading.Thread(target=dispatch_watch, name="dispatch-watch", daemon=True).start()
+        threading.Thread(target=heartbeat, name="heartbeat", daemon=True).start()
         if serves_platform_queue:
             threading.Thread(target=reconcile_timer, name="reconcile-timer", daemon=True).start()
 
@@ -98,6 +100,16 @@ def worker_app(settings: Settings, serves_platform_queue: bool = True) -> Celery
                 dispatch.redispatch(app, settings, runtime().sessions, serves_platform_queue)
             except Exception as exc:  # the database is away: look again at the next tick
                 log.warning("forgotten operations not looked for: %s", exc)
+
+    def heartbeat() -> None:
+        """This host's sign of life (`liveness`), beside the pool: a burst of operations keeps every pool thread
+        busy and the periodic pass waiting in the queue, and the host is online all the same."""
+        while True:
+            time.sleep(liveness.heartbeat_s(settings))
+            try:
+                worker_start.heartbeat(runtime())
+            except Exception as exc:  # the database is away: the next beat tells it
+                log.warning("heartbeat not recorded: %s", exc)
 
     def reconcile_timer() -> None:
         """The periodic pass, started by the worker that serves the platform's queue. A thread, not Celery

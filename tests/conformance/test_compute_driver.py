@@ -155,6 +155,7 @@ def test_full_lifecycle(harness: DriverHarness) -> None:
 
     d.pause(spec.id)
     assert d.inspect(spec.id).state is InstanceState.PAUSED  # type: ignore[union-attr]
+    assert_observe_agrees_with_inspect(harness)
     d.pause(spec.id)  # idempotent
     d.resume(spec.id)
     assert d.inspect(spec.id).state is InstanceState.RUNNING  # type: ignore[union-attr]
@@ -166,6 +167,7 @@ def test_full_lifecycle(harness: DriverHarness) -> None:
     assert observed is not None and observed.state is InstanceState.STOPPED
     if harness.kind == "container":
         assert observed.exit_code == 0  # the trap exits cleanly on SIGTERM
+    assert_observe_agrees_with_inspect(harness)
     d.stop(spec.id)  # idempotent
 
     d.restart(spec.id, timeout=30)
@@ -234,6 +236,24 @@ def test_exit_code_of_a_finished_workload(harness: DriverHarness) -> None:
         time.sleep(0.05)
     assert obs is not None and obs.exit_code == 7
     assert "bye" in harness.driver.logs(spec.id)
+    assert_observe_agrees_with_inspect(harness)
+
+
+def assert_observe_agrees_with_inspect(harness: DriverHarness) -> None:
+    """`observe` (the periodic pass's one listing of the host) says of each workload what `inspect` says:
+    name, state, exit code and stamp; the limits are `inspect`'s alone."""
+    listed = {o.id: o for o in harness.driver.observe()}
+    assert listed, "observe found nothing"
+    for instance_id, seen in listed.items():
+        full = harness.driver.inspect(instance_id)
+        if full is None:  # another test's workload, gone since
+            continue
+        assert (seen.host_name, seen.state, seen.exit_code, seen.stamp) == (
+            full.host_name,
+            full.state,
+            full.exit_code,
+            full.stamp,
+        ), (seen, full)
 
 
 def test_illegal_verbs_raise(harness: DriverHarness) -> None:

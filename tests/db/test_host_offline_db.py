@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from meshvisor.core.types import InstanceKind, OperationStatus
-from meshvisor.platform import reconciler
+from meshvisor.platform import reconciler, worker_start
 from meshvisor.platform.hosts import liveness
 from meshvisor.platform.instances import requests as instances
 from meshvisor.platform.instances.shape import InstanceRequest
@@ -162,3 +162,32 @@ def test_the_event_stream_has_no_event_for_a_host_that_never_went_away(runtime: 
     reconciler.reconcile(runtime)
     with runtime.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Event).where(Event.id > start)) == 0
+
+
+def test_the_heartbeat_keeps_a_busy_host_online_but_does_not_bring_back_an_offline_one(runtime: Runtime) -> None:
+    """A worker whose pool is busy (its pass waiting in the queue) beats all the same; a host already marked
+    offline stays so until its own pass has compared its instances."""
+    running_web(runtime)
+    window = liveness.offline_after_s(runtime.settings)
+    assert liveness.heartbeat_s(runtime.settings) * 2 < window
+    last_seen(runtime, window - 1)
+    worker_start.heartbeat(runtime)
+    last_seen_now = (utcnow() - _host(runtime).last_seen).total_seconds()
+    assert last_seen_now < 5 and notice(runtime) == []
+
+    last_seen(runtime, window + 1)
+    assert notice(runtime) == [runtime.settings.host_name]
+    worker_start.heartbeat(runtime)
+    assert _host(runtime).offline_since is not None and notice(runtime) == []
+    with runtime.sessions() as s:
+        assert liveness.offline_hosts(s, window).keys() == {runtime.settings.host_name}
+    reconciler.reconcile(runtime)
+    with runtime.sessions() as s:
+        assert liveness.offline_hosts(s, window) == {}
+
+
+def _host(runtime: Runtime) -> Host:
+    with runtime.sessions() as s:
+        host = s.scalar(select(Host).where(Host.name == runtime.settings.host_name))
+        assert host is not None
+        return host

@@ -40,6 +40,7 @@ from meshvisor.network import (
     delete_network,
     detach,
     ensure_network,
+    link_names,
     list_links,
     remotes_of,
     veth_name,
@@ -195,6 +196,9 @@ def test_each_host_has_a_bridge_and_a_vxlan_device_that_floods_to_the_other(over
         )
         assert host_end.get("master") == bridge["index"] and host_end.get("mtu") == 1450
     assert {link.kind for link in list_links(px, netns=overlay.host_a)} == {"bridge", "vxlan", "veth"}
+    for host in (overlay.host_a, overlay.host_b):  # the names alone (the orphan check), from the name index
+        assert link_names(px, netns=host) == [link.name for link in list_links(px, netns=host)] != []
+    assert link_names(px) == [] and link_names(px, netns="absent-namespace") == []
     # The container sees exactly what it was given.
     result = overlay.container.exec_run(["ip", "-4", "addr", "show", "eth0"])
     assert f"inet {CONTAINER_IP}/24" in result.output.decode() and "mtu 1450" in result.output.decode()

@@ -52,6 +52,7 @@ PIDS_LIMIT = 1024
 SECURITY_OPT = ("no-new-privileges",)
 CAP_DROP = ("MKNOD", "SETFCAP", "SETPCAP", "AUDIT_WRITE", "SYS_CHROOT")
 
+_EXITED = re.compile(r"Exited \((-?\d+)\)")  # the list's status text of an ended container
 _STATES = {
     "created": InstanceState.STOPPED,
     "running": InstanceState.RUNNING,
@@ -126,13 +127,29 @@ class DockerDriver:
 
     # -- the verbs ----------------------------------------------------------------------------------------------
     def observe(self) -> list[Observed]:
+        """From the engine's one list of our containers (no inspect of each: at 200 containers that took a
+        second): id, name, state, exit code and stamp; `inspect` adds the CPU and memory limits."""
         found = call(
             "list containers",
-            lambda: self._client.containers.list(
+            lambda: self._client.api.containers(
                 all=True, filters={"label": [f"{LABEL_PREFIX}={self.prefix}", f"{LABEL_ROLE}={ROLE_INSTANCE}"]}
             ),
         )
-        return [self._observed(c) for c in found]
+        return [self._listed(summary) for summary in found]
+
+    @staticmethod
+    def _listed(summary: dict[str, Any]) -> Observed:
+        """One entry of the engine's container list: `State` is the status word, `Status` its text, which
+        carries the exit code of an ended container ("Exited (7) 2 minutes ago")."""
+        status, labels = summary.get("State", "dead"), summary.get("Labels") or {}
+        ended = _EXITED.match(summary.get("Status", "")) if status in ("exited", "dead") else None
+        return Observed(
+            id=labels[LABEL_ID],
+            host_name=(summary.get("Names") or [""])[0].lstrip("/"),
+            state=_STATES.get(status, InstanceState.ERROR),
+            exit_code=int(ended.group(1)) if ended else None,
+            stamp=labels.get(stamps.LABEL, ""),
+        )
 
     def inspect(self, instance_id: str) -> Observed | None:
         container = self._find(instance_id)

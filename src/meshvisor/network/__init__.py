@@ -13,7 +13,8 @@ Public surface:
 - `ensure_guard`, `remove_guard`, `Edge`, `PortForward`, `interface_setting`, `ensure_interface_settings`
   (guard.py): nothing is routed into or out of the bridges but what the edge lets cross (egress NAT, port forwards)
 - `default_uplink`, `local_addresses`, `port_free` (uplink.py): what NAT and forwards are checked against
-- `list_links`, `LinkInfo` (netlink.py): every link of a host prefix, for orphan clean-up
+- `list_links`, `LinkInfo`, `link_names` (netlink.py): every link of a host prefix (in full, or its name only),
+  for orphan clean-up
 - `ensure_namespace`, `delete_namespace`, `namespaces` (namespaces.py): named namespaces of a host prefix
 - `guard_app_port`, `redirect_arriving` (app_guard.py): a meshed container's app is reached only through its
   sidecar, and its connections to services' virtual addresses go to its sidecar (`Transparent`); a VM's, as
@@ -33,7 +34,7 @@ from .dhcp import DNS_DOMAIN, SERVICES_LABEL, DhcpServer, DnsSpec, dns_name, ser
 from .guard import Edge, PortForward, ensure_guard, ensure_interface_settings, interface_setting, remove_guard
 from .names import bridge_name, tap_name, veth_name, vxlan_name
 from .namespaces import delete_namespace, ensure_namespace, namespaces
-from .netlink import LinkInfo, list_links, remove_links
+from .netlink import LinkInfo, link_names, list_links, remove_links
 from .overlay import NetworkLinks, delete_network, ensure_network, remotes_of
 from .security_groups import PortPolicy, Rule, apply_security_groups, parse_rule, remove_security_groups
 from .security_groups import ruleset as security_groups_ruleset
@@ -84,6 +85,7 @@ __all__ = [
     "ensure_tap",
     "gateway_mac",
     "list_links",
+    "link_names",
     "parse_rule",
     "remotes_of",
     "remove_guard",

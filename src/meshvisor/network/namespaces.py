@@ -4,7 +4,6 @@ namespace where a VM's sidecar sits on the VM's network."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -12,7 +11,7 @@ from pyroute2 import netns as pyroute2_netns
 
 from meshvisor.core.errors import InvalidInput
 
-from .netlink import get_link, netlink_errors, rtnl
+from .netlink import get_link, in_netns, netlink_errors, rtnl
 
 T = TypeVar("T")
 
@@ -47,26 +46,9 @@ def delete_namespace(name: str) -> None:
 
 
 def in_namespace(namespace: str | None, work: Callable[[], T]) -> T:
-    """`work()` run inside the named namespace (the root one for None) by a thread of its own that enters it, so
-    no other thread's namespace changes; what it makes there (a socket, a tap) stays there. What it raises is
-    raised here."""
-    made: list[T] = []
-    failed: list[Exception] = []
-
-    def run() -> None:
-        try:
-            if namespace is not None:
-                pyroute2_netns.setns(f"/var/run/netns/{_check(namespace)}", flags=0)
-            made.append(work())
-        except Exception as exc:  # handed to the caller's thread
-            failed.append(exc)
-
-    worker = threading.Thread(target=run, name=f"in-{namespace or 'root'}", daemon=True)
-    worker.start()
-    worker.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    """`work()` run inside the named namespace (the root one for None) by a thread of its own that enters it
+    (`netlink.in_netns`)."""
+    return in_netns(None if namespace is None else f"/var/run/netns/{_check(namespace)}", work)
 
 
 def listening_socket(address: str, port: int, namespace: str | None = None) -> socket.socket:

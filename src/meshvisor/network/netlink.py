@@ -7,10 +7,10 @@ import errno
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
@@ -20,6 +20,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from meshvisor.core.errors import Conflict, InvalidInput, NotFound, PermanentError, TransientError
 
 from .names import link_prefix
+
+T = TypeVar("T")
 
 NETNS_RUN_DIR = "/var/run/netns"
 IFF_UP = 0x1
@@ -67,15 +69,17 @@ def netlink_errors(what: str) -> Iterator[None]:
 
 
 @contextmanager
-def rtnl(netns: str | None = None) -> Iterator[Any]:
+def rtnl(netns: str | None = None, strict: bool = False) -> Iterator[Any]:
     """A routing socket in the root namespace or in `netns`; a namespace that does not exist is NotFound (never
-    created, as pyroute2 would by default)."""
+    created, as pyroute2 would by default). `strict`: the kernel checks a dump request's header and filters by
+    what it names (NETLINK_GET_STRICT_CHK), e.g. one device's forwarding entries rather than the host's."""
     if netns is not None:
         path = netns_path(netns)
         if not os.path.exists(path):
             raise NotFound(f"network namespace {netns} does not exist")
     try:
-        ipr = IPRoute() if netns is None else IPRoute(fileno=_routing_socket_in(netns_path(netns)))
+        fileno = None if netns is None else _routing_socket_in(netns_path(netns))
+        ipr = IPRoute(fileno=fileno, strict_check=strict)
     except OSError as exc:
         raise map_error(exc, f"open netlink in {netns or 'the root namespace'}") from exc
     try:
@@ -86,24 +90,32 @@ def rtnl(netns: str | None = None) -> Iterator[Any]:
 
 def _routing_socket_in(path: str) -> int:
     """The file descriptor of a netlink routing socket made inside the namespace at `path` (a socket stays in the
-    namespace it was made in). A short thread of its own enters the namespace, so no other thread's changes; about
-    0.2 ms, where pyroute2's own way (a child process forked to make it and send it back) takes some 5 ms."""
-    made: list[socket.socket] = []
-    failed: list[OSError] = []
+    namespace it was made in): about 0.2 ms, where pyroute2's own way (a child process forked to make it and send
+    it back) takes some 5 ms."""
+    return in_netns(path, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)).detach()
 
-    def make() -> None:
+
+def in_netns(path: str | None, work: Callable[[], T]) -> T:
+    """`work()` run by a short thread of its own that enters the namespace at `path` (the root one for None), so
+    that no other thread's namespace changes; what it makes there (a socket, a tap) stays there. What it raises
+    is raised here."""
+    made: list[T] = []
+    failed: list[Exception] = []
+
+    def run() -> None:
         try:
-            pyroute2_netns.setns(path, flags=0)
-            made.append(socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
-        except OSError as exc:
+            if path is not None:
+                pyroute2_netns.setns(path, flags=0)
+            made.append(work())
+        except Exception as exc:  # handed to the caller's thread
             failed.append(exc)
 
-    maker = threading.Thread(target=make, name="netns-socket", daemon=True)
-    maker.start()
-    maker.join()
+    worker = threading.Thread(target=run, name="in-netns", daemon=True)
+    worker.start()
+    worker.join()
     if failed:
         raise failed[0]
-    return made[0].detach()
+    return made[0]
 
 
 def find_link(ipr: Any, name: str) -> Msg | None:
@@ -186,6 +198,16 @@ def list_links(prefix: str, netns: str | None = None) -> list[LinkInfo]:
             if (link.get("ifname") or "").startswith(start)
         ]
     return sorted(links, key=lambda link: link.name)
+
+
+def link_names(prefix: str, netns: str | None = None) -> list[str]:
+    """The names of the links whose name starts with `<prefix>-`, from the kernel's interface index
+    (`if_nameindex`): no netlink dump to decode, which took 0.2 s of every pass at 400 links."""
+    start = link_prefix(prefix)
+    if not netns_exists(netns):
+        return []
+    found = socket.if_nameindex() if netns is None else in_netns(netns_path(netns), socket.if_nameindex)
+    return sorted(name for _, name in found if name.startswith(start))
 
 
 def remove_links(prefix: str, names: Iterable[str], netns: str | None = None) -> list[str]:

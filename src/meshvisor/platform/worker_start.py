@@ -5,6 +5,7 @@ register_host                 this host in the registry; the other hosts converg
 ensure_default_pool           this host's default storage pool
 resume_abandoned_operations   operations a worker of this host left running when it died: let go, sent again
 start                         all of the above, then libvirt's events followed (on a host that runs VMs)
+heartbeat                     this host seen now (`liveness`; the worker's heartbeat thread calls it)
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ def register_host(rt: Runtime, app: Celery) -> list[str]:
     for name in others:
         reconcile_host(app, settings, name)
     return others
+
+
+def heartbeat(rt: Runtime) -> None:
+    """This host seen now. A host marked offline stays so: its own next pass brings it back (`liveness`)."""
+    with transaction(rt.sessions) as s:
+        hosts.seen(s, rt.settings.host_name)
 
 
 def ensure_default_pool(rt: Runtime) -> None:

@@ -1,12 +1,15 @@
 """When a host is offline, and what follows from it: the one place for the rule.
 
-A host is offline once its worker or agent has not been seen (a registration, a reconcile pass) for
-`offline_after_s`, and stays offline until its own next pass has compared its instances with its drivers. The
+A host is offline once its worker or agent has not been seen (a registration, a reconcile pass, its heartbeat)
+for `offline_after_s`, and stays offline until its own next pass has compared its instances with its drivers.
+The heartbeat, a thread of the worker beside its pool (`heartbeat_s` apart), keeps a host that is busy online:
+under a burst of operations its periodic pass waits in the queue behind them, and expires there. The
 instances of an offline host are shown `unknown`, beside the state their host last reported
 (`last_known_state`): derived when read, so the rows keep what the host said. Actions and live calls on them are
 refused (`HostOffline`, 503): nothing is queued for a host that may never come back.
 
 offline_after_s     the silence that means offline (MESHVISOR_HOST_OFFLINE_AFTER_S, else 3 passes, at least 30 s)
+heartbeat_s         how often a worker says it is alive: three times in that window
 is_online           the rule, on one host row
 offline_hosts       the offline hosts by name, with when each was last seen (read once per answer)
 shown_state         an instance's state as shown, from its row's state and its host's liveness
@@ -46,6 +49,10 @@ def offline_after_s(settings: Settings) -> float:
     if settings.host_offline_after_s is not None:
         return settings.host_offline_after_s
     return max(DEFAULT_OFFLINE_AFTER_S, OFFLINE_AFTER_PASSES * settings.reconcile_interval_s)
+
+
+def heartbeat_s(settings: Settings) -> float:
+    return offline_after_s(settings) / OFFLINE_AFTER_PASSES
 
 
 def is_online(host: Host, window_s: float) -> bool:

@@ -191,33 +191,9 @@ def stop_sidecar(rt: Runtime, instance_id: str) -> None:
 
 def reconcile_sidecars(rt: Runtime) -> int:
     """Restart the sidecars of running meshed containers on this host that died (or sit in an old namespace);
-    stop those that no running meshed container explains. Returns how many it changed."""
-    with transaction(rt.sessions) as s:
-        meshed = [i for i in s.query(Instance).filter_by(host=rt.settings.host_name) if i.mesh]
-        keep = {i.id for i in meshed if i.state in (InstanceState.RUNNING.value, InstanceState.PAUSED.value)}
-        wanted = {i.id: i for i in meshed if i.state == InstanceState.RUNNING.value and i.operation_id is None}
-        for instance in meshed:
-            s.expunge(instance)
-    changed = 0
-    for instance in wanted.values():
-        try:
-            if ensure_sidecar(rt, instance):
-                log.warning("reconcile: restarted the sidecar of %s", instance.name)
-                changed += 1
-        except MeshvisorError as exc:
-            log.warning("reconcile: sidecar of %s: %s", instance.name, exc.message)
-    prefix = f"{rt.settings.host_prefix}-"
-    if rt.settings.sidecars_dir.is_dir():
-        for directory in rt.settings.sidecars_dir.iterdir():
-            instance_id = directory.name.removeprefix(prefix)
-            if directory.name.startswith(prefix) and instance_id not in keep and instance_id != INGRESS:
-                with transaction(rt.sessions) as s:
-                    current = s.get(Instance, instance_id)
-                    busy = current is not None and current.operation_id is not None
-                if not busy:
-                    stop_sidecar(rt, instance_id)
-                    log.warning("reconcile: removed the sidecar of %s", instance_id)
-                    changed += 1
+    stop those, and remove the VM gateway namespaces, that no instance explains; (re)start the ingress gateway.
+    Returns how many it changed."""
+    changed = _restart_dead(rt) + _remove_unexplained(rt)
     if rt.settings.host_netns is None and rt.settings.xds_socket.exists():  # a control plane to configure it
         try:
             if ensure_ingress(rt):
@@ -225,12 +201,62 @@ def reconcile_sidecars(rt: Runtime) -> int:
                 changed += 1
         except MeshvisorError as exc:
             log.warning("reconcile: ingress gateway: %s", exc.message)
-    wanted_names = {gateway_namespace(rt, i) for i in keep} | {
-        gateway_namespace(rt, i.id) for i in meshed if i.operation_id is not None
-    }  # gateway namespaces that no running meshed VM explains go
-    for name in network.namespaces(rt.settings.host_prefix):
-        if _is_gateway_namespace(rt, name) and name not in wanted_names:
+    return changed
+
+
+def _restart_dead(rt: Runtime) -> int:
+    with transaction(rt.sessions) as s:
+        running = select(Instance).where(
+            Instance.host == rt.settings.host_name,
+            Instance.state == InstanceState.RUNNING.value,
+            Instance.operation_id.is_(None),
+        )
+        wanted = [i for i in s.scalars(running) if i.mesh]
+        for instance in wanted:
+            s.expunge(instance)
+    changed = 0
+    for instance in wanted:
+        try:
+            if ensure_sidecar(rt, instance):
+                log.warning("reconcile: restarted the sidecar of %s", instance.name)
+                changed += 1
+        except MeshvisorError as exc:
+            log.warning("reconcile: sidecar of %s: %s", instance.name, exc.message)
+    return changed
+
+
+def _remove_unexplained(rt: Runtime) -> int:
+    """Sidecars and gateway namespaces of this host that no instance explains go. What is on the host is listed
+    first and the rows read after: an instance made meanwhile (its sidecar started, its operation ended since)
+    is running in the rows read, so its sidecar is never taken for a leftover."""
+    prefix = f"{rt.settings.host_prefix}-"
+    directories = sorted(rt.settings.sidecars_dir.iterdir()) if rt.settings.sidecars_dir.is_dir() else []
+    gateways = [n for n in network.namespaces(rt.settings.host_prefix) if _is_gateway_namespace(rt, n)]
+    explained = explained_here(rt)
+    changed = 0
+    for directory in directories:
+        instance_id = directory.name.removeprefix(prefix)
+        if directory.name.startswith(prefix) and instance_id not in explained and instance_id != INGRESS:
+            stop_sidecar(rt, instance_id)
+            log.warning("reconcile: removed the sidecar of %s", instance_id)
+            changed += 1
+    wanted = {gateway_namespace(rt, i) for i in explained}
+    for name in gateways:
+        if name not in wanted:
             network.delete_namespace(name)
             log.warning("reconcile: removed gateway namespace %s", name)
             changed += 1
     return changed
+
+
+def explained_here(rt: Runtime) -> set[str]:
+    """The ids of the instances whose sidecar (and a VM's gateway namespace) may be on this host now: meshed,
+    here, running or paused; or in the middle of an operation (which makes or removes them itself)."""
+    with rt.sessions() as s:
+        rows = s.execute(select(Instance.id, Instance.mesh, Instance.host, Instance.state, Instance.operation_id))
+        live = (InstanceState.RUNNING.value, InstanceState.PAUSED.value)
+        return {
+            instance_id
+            for instance_id, mesh, host, state, operation_id in rows
+            if operation_id is not None or (mesh and host == rt.settings.host_name and state in live)
+        }

@@ -273,7 +273,7 @@ def remove_orphan_links(rt: Runtime) -> int:
     wanted |= {network.veth_name(prefix, i) for i in attachment_ids} | {
         network.tap_name(prefix, i) for i in attachment_ids
     }
-    stray = [link.name for link in network.list_links(prefix, netns) if link.name not in wanted]
+    stray = [name for name in network.link_names(prefix, netns) if name not in wanted]
     removed = network.remove_links(prefix, stray, netns) if stray else []
     for network_id in network.stop_stale(rt.settings.dhcp_dir, set(network_ids)):
         log.warning("reconcile: stopped the dnsmasq of network %s, which is gone", network_id)

@@ -40,10 +40,11 @@ def observe_host(rt: Runtime, s: Session) -> tuple[Inventory, list[str]]:
             problems.append(f"{kind.value}s not looked at: {exc.message}")
             continue
         answered.append(kind.value)
-        workloads += [
-            Workload(o.id, kind.value, o.host_name, o.state, read_stamp(o.stamp), o.cpus, o.memory_mb)
-            for o in observed
-        ]
+        driver = rt.compute(kind)
+        for o in observed:
+            full = driver.inspect(o.id) or o  # the listing has no limits; one gone since keeps none
+            stamp = read_stamp(o.stamp)
+            workloads.append(Workload(o.id, kind.value, o.host_name, o.state, stamp, full.cpus, full.memory_mb))
     files: list[VolumeFile] = []
     for pool in s.scalars(select(StoragePool).where(StoragePool.host == settings.host_name)):
         try:

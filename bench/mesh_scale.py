@@ -26,6 +26,8 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,7 @@ from harness import (
 from pyroute2 import netns
 
 from meshvisor.containers.docker_client import API_VERSION
+from meshvisor.mesh import sidecar
 
 NAME = "mesh_scale"
 SIZES = sized((1, 10, 50), (1, 2))
@@ -111,7 +114,7 @@ class Callers:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.namespaces: list[str] = []
-        self.sidecar_pids: list[int] = []
+        self.sidecars: list[Path] = []  # each caller's sidecar directory (pid file, admin socket)
 
     def grow(self, api: httpx.Client, engine: docker.DockerClient, count: int) -> None:
         made = len(self.namespaces)
@@ -122,13 +125,26 @@ class Callers:
             instance = api.get(f"/v1/instances/{body['name']}").json()
             [container] = engine.containers.list(filters={"label": f"meshvisor.id={instance['id']}"})
             self.namespaces.append(f"/proc/{container.attrs['State']['Pid']}/ns/net")
-            sidecar = RUN_ROOT / self.prefix / "local" / "sidecars" / f"{self.prefix}-{instance['id']}"
-            self.sidecar_pids.append(int((sidecar / "envoy.pid").read_text()))
+            self.sidecars.append(RUN_ROOT / self.prefix / "local" / "sidecars" / f"{self.prefix}-{instance['id']}")
 
-    def answered_after(self, api: httpx.Client, version: str) -> list[float]:
+    @property
+    def sidecar_pids(self) -> list[int]:
+        return [int((directory / "envoy.pid").read_text()) for directory in self.sidecars]
+
+    def route_applied(self) -> list[float]:
+        """When each caller's Envoy last applied a route configuration (`last_updated` in its config dump), as
+        seconds since the epoch: where a change's time goes, between the control plane and the traffic."""
+        applied = []
+        for directory in self.sidecars:
+            dump = sidecar.config_dump(directory / "admin.sock", "dynamic_route_configs")
+            stamps = [datetime.fromisoformat(c["last_updated"]) for c in dump["configs"] if "last_updated" in c]
+            applied.append(max(stamps).timestamp())
+        return applied
+
+    def answered_after(self, api: httpx.Client, version: str) -> Round:
         """Every caller probed from a thread in its namespace; once all probe, the policy moves every request to
-        `version`: for each caller, the seconds from sending that change to its first answer from `version`.
-        Raises when one is not answered so in time."""
+        `version`: for each caller, the seconds from sending that change to its first answer from `version`, and
+        to its Envoy's applying it. Raises when one is not answered so in time."""
         took: list[float | None] = [None] * len(self.namespaces)
         ready = threading.Barrier(len(self.namespaces) + 1)
         sent: list[float] = []
@@ -149,13 +165,37 @@ class Callers:
         for thread in threads:
             thread.start()
         ready.wait()
+        sent_at = time.time()
         sent.append(set_policy(api, version))
         for thread in threads:
             thread.join()
         missing = [i for i, t in enumerate(took) if t is None]
         if missing:
             raise RuntimeError(f"callers {missing} not answered by {version} within {EFFECT_TIMEOUT_S:.0f} s")
-        return [t for t in took if t is not None]
+        applied = [at - sent_at for at in self.route_applied()]
+        return Round([t for t in took if t is not None], applied)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One policy change: seconds from sending it to each caller's first answer from the new version, and to
+    each caller's Envoy applying its new route."""
+
+    traffic: list[float]
+    applied: list[float]
+
+    @staticmethod
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"first": min(values), "half": statistics.median(values), "last": max(values)}
+
+    def text(self) -> str:
+        return "  ".join(
+            f"{what} first/half/last {f['first']:.3f}/{f['half']:.3f}/{f['last']:.3f}s"
+            for what, f in (
+                ("traffic", self.spread(self.traffic)),
+                ("Envoys applied it", self.spread(self.applied)),
+            )
+        )
 
 
 def set_policy(api: httpx.Client, version: str) -> float:
@@ -167,20 +207,17 @@ def set_policy(api: httpx.Client, version: str) -> float:
     return sent
 
 
-def rounds_at(api: httpx.Client, callers: Callers, rounds: int) -> list[float]:
-    """A warm-up, then `rounds` policy changes: each one's time until it was in effect at every caller."""
-    figures = []
+def rounds_at(api: httpx.Client, callers: Callers, rounds: int) -> list[Round]:
+    """A warm-up, then `rounds` policy changes, each timed at every caller."""
+    done = []
     for i in range(-1, rounds):
         version = VERSIONS[(i + 1) % 2]
         took = callers.answered_after(api, version)
         if i < 0:  # warm-up: new callers' sidecars may still be taking their first routes
             continue
-        figures.append(max(took))
-        say(
-            f"{NAME}: N={len(took)} round {i + 1}: {version} at the first caller after {min(took):.3f}s, "
-            f"half of them {statistics.median(took):.3f}s, every one {max(took):.3f}s"
-        )
-    return figures
+        done.append(took)
+        say(f"{NAME}: N={len(took.traffic)} round {i + 1} to {version}: {took.text()}")
+    return done
 
 
 def cost(platform: Platform, callers: Callers) -> dict[str, float]:
@@ -242,7 +279,12 @@ def run(rounds: int) -> Result:
                 callers = Callers(prefix)
                 for size in SIZES:
                     callers.grow(api, engine, size)
-                    sizes[size] = {"policy_s": rounds_at(api, callers, rounds), **cost(platform, callers)}
+                    done = rounds_at(api, callers, rounds)
+                    sizes[size] = {
+                        "policy_s": [max(r.traffic) for r in done],
+                        "rounds": [{"traffic": r.spread(r.traffic), "applied": r.spread(r.applied)} for r in done],
+                        **cost(platform, callers),
+                    }
         finally:
             engine.close()
             cleanup(platform, prefix, data_dir)
